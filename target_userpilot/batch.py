@@ -1,0 +1,174 @@
+"""Batch files: one upload's worth of rows, spooled to disk as NDJSON.
+
+Rows go to a temporary file as they arrive, so memory holds only the ids of the open batch, never
+its rows. Rows that share an id within one batch are merged when the batch is sealed: the result
+is what Userpilot would hold after applying them in order, at the cost of one row of its
+processing rate instead of several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from target_userpilot.rows import encode_row, merge_rows
+
+
+@dataclass
+class SealedBatch:
+    """A finished batch file, ready for upload, with what the summary needs to know."""
+
+    object: str
+    stream: str
+    path: str
+    rows: int
+    bytes: int
+    merged: int = 0
+    #: Released (made durable for STATE) when the job holding the batch's last row completes.
+    hold: Any = None
+    #: Called with ``(line, reason)`` for a row Userpilot refuses even alone.
+    on_reject: Any = field(default=None, repr=False)
+
+    def read_lines(self) -> list[bytes]:
+        """All lines of the file (used when a batch must be split, never on the happy path)."""
+        with open(self.path, "rb") as handle:
+            return handle.readlines()
+
+    def split(self, spool_dir: str | None = None) -> tuple[SealedBatch, SealedBatch]:
+        """Two halves of this batch, for a server that refused it as too large (HTTP 413).
+
+        Only the second half keeps the hold: halves are uploaded one after the other through the
+        one job lane, so when the second completes the first has too.
+        """
+        lines = self.read_lines()
+        middle = len(lines) // 2
+        halves = []
+        for part, hold, merged in (
+            (lines[:middle], None, 0),
+            (lines[middle:], self.hold, self.merged),
+        ):
+            handle, path = _spool_file(spool_dir, f"{self.object}-part-")
+            with handle:
+                handle.writelines(part)
+            size = sum(len(line) for line in part)
+            halves.append(
+                SealedBatch(
+                    self.object, self.stream, path, len(part), size, merged, hold, self.on_reject
+                )
+            )
+        self.discard()
+        return halves[0], halves[1]
+
+    def discard(self) -> None:
+        """Remove the file from disk."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class BatchFile:
+    """An open batch: NDJSON lines appended to a temporary file, counted in rows and bytes."""
+
+    def __init__(
+        self,
+        object: str,
+        stream: str,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        spool_dir: str | None = None,
+        hold: Any = None,
+    ) -> None:
+        self.object = object
+        self.stream = stream
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.hold = hold
+        self.records = 0
+        self.bytes = 0
+        self._spool_dir = spool_dir
+        self._handle, self._path = _spool_file(spool_dir, f"{object}-")
+        self._lines_per_id: dict[str, int] = {}
+
+    @property
+    def rows(self) -> int:
+        """Distinct profiles in the batch: what Userpilot will process."""
+        return len(self._lines_per_id)
+
+    @property
+    def full(self) -> bool:
+        """True when no further row can be added."""
+        return self.rows >= self.max_rows
+
+    def fits(self, row_id: str, line: bytes) -> bool:
+        """Whether adding ``line`` keeps the file within the row and byte limits."""
+        new_row = row_id not in self._lines_per_id
+        if new_row and self.rows >= self.max_rows:
+            return False
+        # Counting every line (not the merged size) keeps the bound safe without re-reading.
+        return self.records == 0 or self.bytes + len(line) <= self.max_bytes
+
+    def add(self, row_id: str, line: bytes) -> None:
+        """Append one encoded row."""
+        self._handle.write(line)
+        self.bytes += len(line)
+        self.records += 1
+        self._lines_per_id[row_id] = self._lines_per_id.get(row_id, 0) + 1
+
+    def seal(self) -> SealedBatch:
+        """Close the file, merging rows that share an id, and return it ready for upload."""
+        self._handle.close()
+        merged = self.records - self.rows
+        size = self.bytes
+        if merged:
+            size = self._merge_duplicates()
+        return SealedBatch(self.object, self.stream, self._path, self.rows, size, merged, self.hold)
+
+    def discard(self) -> None:
+        """Close and remove the file (used when a run stops before the batch is sent)."""
+        self._handle.close()
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+
+    def _merge_duplicates(self) -> int:
+        """Rewrite the file with one row per id, at the position of the id's last row.
+
+        Only rows of repeated ids are held in memory, and only until the file is rewritten.
+        """
+        id_key = "company_id" if self.object == "companies" else "user_id"
+        pending: dict[str, dict[str, Any]] = {}
+        seen: dict[str, int] = {}
+        handle, path = _spool_file(self._spool_dir, f"{self.object}-merged-")
+        size = 0
+        with handle, open(self._path, "rb") as source:
+            for line in source:
+                row = json.loads(line)
+                row_id = row[id_key]
+                total = self._lines_per_id[row_id]
+                if total == 1:
+                    handle.write(line)
+                    size += len(line)
+                    continue
+                earlier = pending.get(row_id)
+                pending[row_id] = merge_rows(earlier, row) if earlier else row
+                seen[row_id] = seen.get(row_id, 0) + 1
+                if seen[row_id] == total:
+                    out = encode_row(pending.pop(row_id))
+                    handle.write(out)
+                    size += len(out)
+        os.replace(path, self._path)
+        return size
+
+
+def _spool_file(spool_dir: str | None, prefix: str) -> tuple[IO[bytes], str]:
+    """A named temporary file we own (it must outlive the handle, for upload and retry)."""
+    fd, path = tempfile.mkstemp(
+        prefix=f"target-userpilot-{prefix}", suffix=".ndjson", dir=spool_dir
+    )
+    return os.fdopen(fd, "wb"), path

@@ -1,0 +1,393 @@
+"""HTTP client for Userpilot's bulk API: no Singer inside.
+
+One ``requests.Session`` owns the connections, the headers and the key. The retry policy is
+declared here once, next to the transport: which answers are worth another try, how long to wait
+(``Retry-After`` first, jittered exponential backoff otherwise), and how many tries are enough.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import backoff
+import requests
+
+logger = logging.getLogger("target_userpilot.client")
+
+ACCEPT = "application/json, text/plain, */*"
+FINAL_STATUSES = frozenset({"completed", "failed"})
+WAITING_STATUSES = frozenset({"queued", "validating", "processing", "pending_refresh"})
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+
+
+class UserpilotError(Exception):
+    """Userpilot answered something the run cannot go on from."""
+
+
+class AuthenticationError(UserpilotError):
+    """The API key was refused (401/403): retrying cannot help."""
+
+
+class PayloadTooLarge(UserpilotError):
+    """Userpilot refused a batch as too large (413): the caller splits it."""
+
+
+class JobConflict(UserpilotError):
+    """Another bulk job holds the account (409), possibly another client's."""
+
+
+class TransientError(UserpilotError):
+    """A failure worth another try: 429, 5xx, a dropped connection or a timeout."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigurationError(ValueError):
+    """A setting that cannot work; raised before any input is read."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried."""
+
+    base_seconds: float = 0.5
+    max_seconds: float = 30.0
+    max_tries: int = 8
+    #: Status polls may wait out a longer outage: re-uploading is never the answer to one.
+    poll_max_time: float = 300.0
+
+
+def check_api_url(api_url: str) -> str:
+    """Return ``api_url`` without a trailing slash, or raise :class:`ConfigurationError`.
+
+    The key travels in a header, so it may only go over HTTPS; plain HTTP is allowed for
+    loopback hosts, where the local sandbox runs.
+    """
+    parts = urlsplit(api_url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in {"http", "https"} or not host:
+        msg = f"api_url '{api_url}' is not an http(s) URL, e.g. https://analytex.userpilot.io."
+        raise ConfigurationError(msg)
+    if parts.scheme == "http" and not is_loopback(host):
+        msg = (
+            f"api_url '{api_url}' uses plain http:// for a non-loopback host; the API key would "
+            "travel unencrypted. Use https://, e.g. https://analytex.userpilot.io."
+        )
+        raise ConfigurationError(msg)
+    return api_url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ``localhost`` and ``::1``."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_HOSTS:
+        return True
+    octets = host.split(".")
+    return len(octets) == 4 and octets[0] == "127" and all(o.isdigit() for o in octets)
+
+
+def _wait_for(policy: RetryPolicy) -> Iterator[float]:
+    """Backoff wait generator: the server's ``Retry-After`` when given, else full-jitter expo."""
+    error = yield 0.0
+    attempt = 0
+    while True:
+        ceiling = min(policy.max_seconds, policy.base_seconds * (2**attempt))
+        attempt += 1
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            # Honour the server, with a little spread so many clients don't return in step.
+            wait = min(retry_after, 120.0) + random.uniform(0, policy.base_seconds / 2)
+        else:
+            wait = random.uniform(policy.base_seconds / 4, ceiling)
+        error = yield wait
+
+
+def _log_retry(details: dict[str, Any]) -> None:
+    error = details.get("exception")
+    logger.warning(
+        "Userpilot call failed (%s); try %d, retrying in %.1f s.",
+        error,
+        details["tries"],
+        details["wait"],
+    )
+
+
+def _log_conflict(details: dict[str, Any]) -> None:
+    logger.info(
+        "Another bulk job holds the Userpilot account (HTTP 409); waiting %.1f s (%.0f s so far).",
+        details["wait"],
+        details["elapsed"],
+    )
+
+
+class _MultipartBody(io.RawIOBase):
+    """A multipart/form-data body streamed from the batch file, with a known length.
+
+    requests would read a file given through ``files=`` into memory whole; streaming keeps a
+    50 MB upload from costing 50 MB of memory, and a known length avoids chunked encoding.
+    """
+
+    def __init__(self, path: str, filename: str, boundary: str) -> None:
+        super().__init__()
+        head = (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/x-ndjson\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        self._parts = [io.BytesIO(head), open(path, "rb"), io.BytesIO(tail)]  # noqa: SIM115
+        self._length = len(head) + os.path.getsize(path) + len(tail)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        chunks = []
+        while self._parts and (size < 0 or size > 0):
+            chunk = self._parts[0].read(size if size > 0 else -1)
+            if not chunk:
+                self._parts.pop(0).close()
+                continue
+            chunks.append(chunk)
+            if size > 0:
+                size -= len(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
+        self._parts = []
+        super().close()
+
+
+class UserpilotClient:
+    """Talks to one Userpilot host (or the sandbox) with one API key."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        upload_format: str = "ndjson",
+        timeout: tuple[float, float] = (10.0, 60.0),
+        retry: RetryPolicy | None = None,
+        user_agent: str = "target-userpilot",
+    ) -> None:
+        self.api_url = check_api_url(api_url)
+        self.upload_format = upload_format
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxies or .netrc credentials picked up silently
+        self._session.headers.update(
+            {"Authorization": f"Token {api_key}", "Accept": ACCEPT, "User-Agent": user_agent}
+        )
+        self._retrying = backoff.on_exception(
+            _wait_for,
+            TransientError,
+            max_tries=lambda: self.retry.max_tries,
+            jitter=None,
+            on_backoff=_log_retry,
+            logger=None,
+            policy=self.retry,
+        )
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    # Public calls
+
+    def upload(
+        self, object: str, path: str, filename: str, *, conflict_wait: float = 7200.0
+    ) -> dict[str, Any]:
+        """Upload one batch file to ``/v1/<object>/bulk_identify`` and return the job object.
+
+        A 409 means another job holds the account (ours are awaited before we upload, so it is
+        another client's): it is waited out with jittered backoff for up to ``conflict_wait``
+        seconds, then raised.
+
+        A timeout or dropped connection after the file was sent is ambiguous: Userpilot may have
+        created the job. Before trying again we look for a job with our (unique) filename and
+        adopt it, so a flaky network never sends a batch twice or trips over our own job.
+        """
+        endpoint = f"/v1/{object}/bulk_identify"
+        attempts = 0
+
+        def attempt() -> dict[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and self.upload_format == "ndjson":
+                existing = self.find_job(filename)
+                if existing is not None:
+                    logger.info(
+                        "Found job %s from the interrupted upload of %s.",
+                        existing.get("job_id"),
+                        filename,
+                    )
+                    return existing
+            return self._post_batch(endpoint, object, path, filename)
+
+        waiting = backoff.on_exception(
+            backoff.expo,
+            JobConflict,
+            max_time=conflict_wait,
+            jitter=backoff.full_jitter,
+            on_backoff=_log_conflict,
+            logger=None,
+            factor=2,
+            max_value=30,
+        )
+        return waiting(self._retrying(attempt))()
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """The job object of ``job_id`` (retried on transient failures for a long while)."""
+        path = f"/v1/background_jobs/{quote(str(job_id), safe='')}"
+        polling = backoff.on_exception(
+            _wait_for,
+            TransientError,
+            max_time=lambda: self.retry.poll_max_time,
+            jitter=None,
+            on_backoff=_log_retry,
+            logger=None,
+            policy=self.retry,
+        )
+        return polling(lambda: self._json("GET", path))()
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """All bulk jobs of the account, as Userpilot lists them."""
+        jobs = self._retrying(lambda: self._json("GET", "/v1/background_jobs"))()
+        if isinstance(jobs, dict):  # tolerate a wrapped list
+            jobs = jobs.get("jobs") or jobs.get("data") or []
+        return list(jobs)
+
+    def find_job(self, filename: str) -> dict[str, Any] | None:
+        """The job created from ``filename``, if Userpilot has one."""
+        for job in self._json("GET", "/v1/background_jobs") or []:
+            if isinstance(job, dict) and job.get("filename") == filename:
+                return job
+        return None
+
+    # Transport
+
+    def _post_batch(self, endpoint: str, object: str, path: str, filename: str) -> dict[str, Any]:
+        if self.upload_format == "json":
+            with open(path, "rb") as handle:
+                body = (
+                    b'{"'
+                    + object.encode()
+                    + b'":['
+                    + b",".join(line.rstrip(b"\n") for line in handle if line.strip())
+                    + b"]}"
+                )
+            return self._json("POST", endpoint, data=body, content_type="application/json")
+        boundary = uuid.uuid4().hex
+        body = _MultipartBody(path, filename, boundary)
+        try:
+            return self._json(
+                "POST",
+                endpoint,
+                data=body,
+                content_type=f"multipart/form-data; boundary={boundary}",
+            )
+        finally:
+            body.close()
+
+    def _json(
+        self, method: str, path: str, *, data: Any = None, content_type: str | None = None
+    ) -> Any:
+        """One HTTP call, its answer decoded, its failure sorted into our error types."""
+        headers = {"Content-Type": content_type} if content_type else None
+        try:
+            response = self._session.request(
+                method,
+                self.api_url + path,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,  # the key goes to api_url and nowhere else
+            )
+        except requests.Timeout as exc:
+            raise TransientError(f"{method} {path} timed out ({type(exc).__name__})") from None
+        except requests.ConnectionError as exc:
+            raise TransientError(f"{method} {path}: connection failed ({_short(exc)})") from None
+        return self._decode(method, path, response)
+
+    def _decode(self, method: str, path: str, response: requests.Response) -> Any:
+        status = response.status_code
+        if status < 300:
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                msg = f"Userpilot answered {method} {path} with HTTP {status} but no JSON body."
+                raise TransientError(msg) from None
+        message = _error_message(response)
+        if status in (401, 403):
+            msg = (
+                f"Userpilot refused the API key (HTTP {status}). Check api_key, and api_url for "
+                "EU or Enterprise accounts (e.g. https://analytex-eu.userpilot.io)."
+            )
+            raise AuthenticationError(msg)
+        if status == 409:
+            raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
+        if status == 413:
+            raise PayloadTooLarge(f"Userpilot refused the batch as too large (HTTP 413): {message}")
+        if status in TRANSIENT_STATUSES:
+            raise TransientError(f"{method} {path} answered HTTP {status}", _retry_after(response))
+        if 300 <= status < 400:
+            msg = (
+                f"Userpilot answered {method} {path} with a redirect (HTTP {status}) to "
+                f"{response.headers.get('Location', 'somewhere else')}; the target does not "
+                "follow redirects with the API key. Set api_url to the final host."
+            )
+            raise UserpilotError(msg)
+        raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
+
+
+def _error_message(response: requests.Response) -> str:
+    """Userpilot's ``errors[].message`` texts, or a short excerpt of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip() or response.reason or ""
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        messages = [
+            str(e.get("message") or e.get("error") or e)
+            for e in body["errors"]
+            if isinstance(e, dict)
+        ]
+        if messages:
+            return "; ".join(messages)
+    return json.dumps(body)[:300]
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -1,0 +1,50 @@
+"""Bad records: what happens to a record that cannot become a valid Userpilot row."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+logger = logging.getLogger("target_userpilot.rejects")
+
+
+class InvalidRecordError(RuntimeError):
+    """``on_invalid_record`` is ``fail`` and a record could not become a row."""
+
+
+class RejectLog:
+    """Counts, logs and (optionally) keeps every rejected record; stops the run on ``fail``."""
+
+    def __init__(self, policy: str = "skip", path: str | None = None) -> None:
+        self.policy = policy
+        self.path = path
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def reject(self, stream: str, position: int | None, reason: str, record: Any = None) -> None:
+        """Handle one rejected record of ``stream``, the ``position``-th record of that stream.
+
+        The log line names the stream, the position and the reason, never the record: records
+        carry personal data. The record itself goes only to ``rejects_path``, if set.
+        """
+        where = (
+            f"record #{position} of stream '{stream}'"
+            if position
+            else f"a row of stream '{stream}'"
+        )
+        with self._lock:
+            self.count += 1
+            if self.path:
+                entry = {"stream": stream, "position": position, "reason": reason, "record": record}
+                with open(self.path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        if self.policy == "fail":
+            msg = (
+                f"Rejected {where}: {reason}. on_invalid_record is 'fail', so the run stops here "
+                "and no STATE is written past this record; fix the record or set "
+                "on_invalid_record to 'skip'."
+            )
+            raise InvalidRecordError(msg)
+        logger.warning("Rejected %s: %s. Skipping it.", where, reason)

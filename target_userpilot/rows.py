@@ -1,0 +1,187 @@
+"""Record to Userpilot row: pure functions, no I/O, no Singer SDK.
+
+This is the one place that knows Userpilot's row format (``userpilot-api.md``): which stream
+feeds which object, which property is the identifier, and how a record's values become the
+primitive metadata Userpilot accepts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+USERS = "users"
+COMPANIES = "companies"
+IGNORE = "ignore"
+OBJECTS = (USERS, COMPANIES, IGNORE)
+
+_COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot become a valid Userpilot row; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one stream's records go, and which properties identify them."""
+
+    object: str
+    id_property: str
+    company_id_property: str | None = None
+
+    @property
+    def ignored(self) -> bool:
+        """True when the stream is dropped without sending anything."""
+        return self.object == IGNORE
+
+
+def route_for(
+    stream_name: str,
+    schema_properties: Sequence[str],
+    key_properties: Sequence[str] | None,
+    mapping: Mapping[str, Any] | None = None,
+) -> Route:
+    """Decide the object and the identifier properties of a stream.
+
+    The object comes from ``object_mapping`` when the stream has an entry; otherwise a stream
+    named ``companies`` or ``company`` (any case) loads companies and every other stream loads
+    users. The identifier is the mapping's ``id_property``, else ``user_id`` / ``company_id`` when
+    the schema has it, else the stream's single key property.
+    """
+    mapping = mapping or {}
+    obj = mapping.get("object")
+    if obj is None:
+        obj = COMPANIES if stream_name.lower() in _COMPANY_STREAM_NAMES else USERS
+    if obj not in OBJECTS:
+        msg = (
+            f"object_mapping for stream '{stream_name}' has object '{obj}'; "
+            f"use one of {', '.join(OBJECTS)}."
+        )
+        raise ValueError(msg)
+
+    natural_id = "company_id" if obj == COMPANIES else "user_id"
+    id_property = mapping.get("id_property")
+    if not id_property:
+        keys = list(key_properties or [])
+        if natural_id in schema_properties or len(keys) != 1:
+            id_property = natural_id
+        else:
+            id_property = keys[0]
+
+    company_id_property = None
+    if obj == USERS:
+        company_id_property = mapping.get("company_id_property") or "company_id"
+        if company_id_property == id_property:
+            company_id_property = None
+    return Route(obj, id_property, company_id_property)
+
+
+def identifier(value: Any, prop: str) -> str:
+    """Return a record's identifier as Userpilot wants it: a non-empty string.
+
+    Integers become decimal strings; anything else but a non-empty string is refused, because a
+    guessed conversion (a float, a boolean) would silently create the wrong profile.
+    """
+    if isinstance(value, str):
+        if value:
+            return value
+        raise InvalidRecord(f"'{prop}' is an empty string")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None:
+        raise InvalidRecord(f"'{prop}' is missing or null")
+    raise InvalidRecord(f"'{prop}' is a {_type_name(value)}, not a string or integer")
+
+
+def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]]:
+    """Turn one record into ``(id, row)``, or raise :class:`InvalidRecord` with the reason."""
+    row_id = identifier(record.get(route.id_property), route.id_property)
+    company_prop = route.company_id_property
+    metadata: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in (route.id_property, company_prop) or key.startswith("_sdc_"):
+            continue
+        _flatten_into(metadata, key, value)
+
+    if route.object == COMPANIES:
+        return row_id, {"company_id": row_id, "metadata": metadata}
+
+    row: dict[str, Any] = {"user_id": row_id}
+    if company_prop is not None:
+        company = record.get(company_prop)
+        # An empty company id is what warehouses write for "no company"; treat it like null.
+        if company is not None and company != "":
+            row["company_id"] = identifier(company, company_prop)
+    row["metadata"] = metadata
+    return row_id, row
+
+
+def merge_rows(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """Merge two rows of the same profile as Userpilot would apply them in order."""
+    merged = dict(earlier)
+    merged["metadata"] = {**earlier.get("metadata", {}), **later.get("metadata", {})}
+    if "company_id" in later:
+        merged["company_id"] = later["company_id"]
+    return merged
+
+
+def encode_row(row: Mapping[str, Any]) -> bytes:
+    """One NDJSON line, UTF-8, compact, ending in ``\\n`` (what Userpilot's file upload reads)."""
+    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+def _flatten_into(metadata: dict[str, Any], key: str, value: Any) -> None:
+    """Add ``value`` under ``key``; nested objects become ``parent__child`` keys."""
+    if isinstance(value, Mapping):
+        for child_key, child_value in value.items():
+            _flatten_into(metadata, f"{key}__{child_key}", child_value)
+        return
+    metadata[key] = primitive(value)
+
+
+def primitive(value: Any) -> Any:
+    """Convert one value to a Userpilot metadata primitive (string, number, boolean or null)."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, decimal.Decimal):
+        return _decimal_number(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return str(value)
+
+
+def _decimal_number(value: decimal.Decimal) -> int | float | None:
+    """A JSON number for a decimal; NaN and infinities have none, so they become null."""
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value() and value.as_tuple().exponent >= 0:
+        return int(value)
+    return float(value)
+
+
+def _json_default(value: Any) -> Any:
+    """Serialise the non-JSON values a record may carry inside arrays."""
+    converted = primitive(value)
+    if converted is value:
+        return str(value)
+    return converted
+
+
+def _type_name(value: Any) -> str:
+    return {
+        bool: "boolean",
+        float: "number with a fraction",
+        decimal.Decimal: "number with a fraction",
+        dict: "object",
+        list: "array",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,147 @@
+"""The sink: one per stream. It routes, buffers rows in a batch file, and flushes to the lane."""
+
+from __future__ import annotations
+
+import typing as t
+
+from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
+from singer_sdk.sinks import BatchSink
+
+from target_userpilot.batch import BatchFile, SealedBatch
+from target_userpilot.rows import InvalidRecord, encode_row, route_for, to_row
+
+if t.TYPE_CHECKING:
+    from target_userpilot.target import TargetUserpilot
+
+
+class UserpilotSink(BatchSink):
+    """Turns a stream's records into Userpilot rows and hands full batches to the job lane.
+
+    The sink keeps its own batch file rather than the SDK's in-memory record list, so the SDK's
+    size checks are answered from the file: ``is_full`` when the next row would not fit.
+    """
+
+    def __init__(
+        self,
+        target: TargetUserpilot,
+        stream_name: str,
+        schema: dict,
+        key_properties: t.Sequence[str] | None,
+    ) -> None:
+        super().__init__(target, stream_name, schema, key_properties)
+        self.load = target.load
+        mapping = self.load.settings.object_mapping.get(stream_name)
+        self.route = route_for(
+            stream_name, list(schema.get("properties", {})), key_properties, mapping
+        )
+        self.tally = self.load.summary.stream(stream_name, self.route.object)
+        self._batch: BatchFile | None = None
+        self._ready: SealedBatch | None = None
+        self._position = 0
+        self._schema_error: str | None = None
+        if self.route.ignored:
+            self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)
+        else:
+            self.logger.info(
+                "Stream '%s' loads %s, identified by '%s'.",
+                stream_name,
+                self.route.object,
+                self.route.id_property,
+            )
+
+    # Size: answered from the batch file, not the SDK's record counter.
+
+    @property
+    def current_size(self) -> int:
+        """Records waiting to be flushed."""
+        open_records = self._batch.records if self._batch is not None else 0
+        return open_records + (self._ready.rows if self._ready is not None else 0)
+
+    @property
+    def is_full(self) -> bool:
+        """A sealed batch waits, or the open one has reached ``batch_size_rows``."""
+        return self._ready is not None or (self._batch is not None and self._batch.full)
+
+    # Per record
+
+    def _validate_and_parse(self, record: dict) -> dict:
+        """Validate against the schema (if ``validate_records``), but leave values as they are.
+
+        A schema violation becomes a rejected record, handled by ``on_invalid_record`` like any
+        other, instead of an exception that would end the run. Date-times are not parsed: they
+        arrive as ISO 8601 strings and Userpilot wants exactly that.
+        """
+        if self._validator is not None:
+            try:
+                self._validator.validate(record)
+            except SchemaInvalidRecord as exc:
+                self._schema_error = f"does not match the stream's schema: {exc.error_message}"
+        return record
+
+    def _singer_validate_message(self, record: dict) -> None:
+        """Missing key properties are judged by the row rules, which can reject one record."""
+
+    def process_record(self, record: dict, context: dict) -> None:
+        """Turn one record into a row and add it to the open batch file."""
+        del context  # the batch lives in self._batch
+        self._position += 1
+        seq = self.load.checkpoints.record()
+        self.tally.received += 1
+        if self.route.ignored:
+            return
+        if self.load.lane_failed:
+            self.load.raise_lane_error()
+        try:
+            if self._schema_error is not None:
+                reason, self._schema_error = self._schema_error, None
+                raise InvalidRecord(reason)
+            row_id, row = to_row(record, self.route)
+            line = encode_row(row)
+            if len(line) > self.load.settings.max_file_bytes:
+                msg = (
+                    f"its row is {len(line)} bytes, more than max_file_bytes "
+                    f"({self.load.settings.max_file_bytes})"
+                )
+                raise InvalidRecord(msg)
+        except InvalidRecord as exc:
+            self.tally.rejected += 1
+            self.load.rejects.reject(self.stream_name, self._position, str(exc), record)
+            return
+        if self._batch is None:
+            self._batch = self._open_batch(seq)
+        elif not self._batch.fits(row_id, line):
+            self._ready = self._batch.seal()
+            self._batch = self._open_batch(seq)
+        self._batch.add(row_id, line)
+
+    # Per batch
+
+    def process_batch(self, context: dict) -> None:
+        """Hand the sealed (or else the open) batch to the job lane.
+
+        Returns once the batch is uploaded, not when Userpilot has processed it: the job lane
+        follows the job and releases STATE when it completes.
+        """
+        del context
+        batch, self._ready = self._ready, None
+        if batch is None and self._batch is not None:
+            batch, self._batch = self._batch.seal(), None
+        if batch is not None:
+            self.load.submit(batch)
+
+    def clean_up(self) -> None:
+        """Remove a batch file left behind by a run that stopped early."""
+        if self._batch is not None:
+            self._batch.discard()
+            self._batch = None
+        super().clean_up()
+
+    def _open_batch(self, first_seq: int) -> BatchFile:
+        settings = self.load.settings
+        return BatchFile(
+            self.route.object,
+            self.stream_name,
+            max_rows=settings.batch_size_rows,
+            max_bytes=settings.max_file_bytes,
+            hold=self.load.checkpoints.hold(first_seq),
+        )

@@ -1,0 +1,136 @@
+"""target-userpilot: the Singer target's declaration and its run lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import typing as t
+
+from singer_sdk import Target
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    InvalidInputLine,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.helpers._classproperty import classproperty
+from singer_sdk.io_base import SingerReader
+from singer_sdk.singerlib.json import deserialize_json
+
+from target_userpilot.client import AuthenticationError, ConfigurationError, UserpilotError
+from target_userpilot.lane import JobFailed, JobTimeout
+from target_userpilot.load import Load
+from target_userpilot.rejects import InvalidRecordError
+from target_userpilot.settings import CONFIG_SCHEMA, NUMBER_SETTINGS, Settings
+from target_userpilot.sinks import UserpilotSink
+
+#: Exit codes, one per way a run can end badly (documented in the README).
+EXIT_CODES: dict[type[BaseException], int] = {
+    ConfigurationError: 2,
+    ConfigValidationError: 2,
+    AuthenticationError: 3,
+    JobFailed: 4,
+    JobTimeout: 5,
+    InvalidRecordError: 6,
+    InvalidInputLine: 7,
+    RecordsWithoutSchemaException: 7,
+    UserpilotError: 8,
+}
+
+
+class InputReader(SingerReader):
+    """Singer input with errors that name the line, and never echo a whole record to the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_number = 0
+
+    def deserialize_json(self, line: str) -> dict:
+        """Parse one input line; a bad one stops the run with its line number."""
+        self.line_number += 1
+        try:
+            message = deserialize_json(line)
+        except ValueError as exc:
+            msg = (
+                f"Input line {self.line_number} is not valid JSON ({exc}). The tap's output is "
+                "malformed; nothing after the last STATE was lost, fix the tap and rerun."
+            )
+            raise InvalidInputLine(msg) from None
+        if not isinstance(message, dict):
+            msg = f"Input line {self.line_number} is not a Singer message (a JSON object)."
+            raise InvalidInputLine(msg)
+        return message
+
+    def _process_unknown_message(self, message_dict: dict) -> None:
+        msg = (
+            f"Input line {self.line_number} has unknown Singer message type "
+            f"'{message_dict.get('type')}'; expected SCHEMA, RECORD, STATE, ACTIVATE_VERSION or "
+            "BATCH."
+        )
+        raise InvalidInputLine(msg)
+
+
+class TargetUserpilot(Target):
+    """Loads user and company profiles into Userpilot through its bulk API."""
+
+    name = "target-userpilot"
+    message_reader_class = InputReader
+    config_jsonschema = CONFIG_SCHEMA
+    default_sink_class = UserpilotSink
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        # One job at a time anyway: parallel drains would only queue on the lane.
+        self.max_parallelism = 1
+        self.load = Load(Settings.from_config(self.config), user_agent=f"{self.name}")
+
+    @classproperty
+    def _env_var_config(cls) -> dict[str, t.Any]:
+        """Environment settings, with number settings read as numbers (the SDK leaves strings)."""
+        config = super()._env_var_config
+        for name in NUMBER_SETTINGS:
+            if isinstance(config.get(name), str):
+                try:
+                    config[name] = float(config[name])
+                except ValueError:
+                    pass  # left as is: config validation names the setting
+        return config
+
+    # Lifecycle
+
+    def _process_state_message(self, message_dict: dict) -> None:
+        """Hold STATE until its records are durable, instead of writing it after each drain."""
+        self._assert_line_requires(message_dict, requires={"value"})
+        self.load.add_state(message_dict["value"])
+
+    def process_endofpipe(self) -> None:
+        """Flush every sink, wait for the last job, so the final STATE goes out."""
+        super().process_endofpipe()
+        self.load.finish()
+
+    def listen(self, file_input: t.IO[str] | None = None) -> None:
+        """Read all input; on any failure let the job in flight end before stopping."""
+        try:
+            super().listen(file_input)
+        except BaseException:
+            self.load.settle()
+            raise
+        finally:
+            self.load.close()
+            self.load.log_summary()
+
+    @classmethod
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+        """Run the target; a known failure ends with one clear sentence and its exit code."""
+        try:
+            super().invoke(*args, **kwargs)
+        except tuple(EXIT_CODES) as exc:
+            code = next(c for kind, c in EXIT_CODES.items() if isinstance(exc, kind))
+            message = str(exc)
+            if isinstance(exc, ConfigValidationError):
+                message = "Invalid configuration: " + "; ".join(exc.errors)
+            logging.getLogger(cls.name).error("target-userpilot stopped: %s", message)
+            sys.exit(code)
+
+
+if __name__ == "__main__":
+    TargetUserpilot.cli()

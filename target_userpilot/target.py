@@ -104,8 +104,11 @@ class TargetUserpilot(Target):
 
     def process_endofpipe(self) -> None:
         """Flush every sink, wait for the last job, so the final STATE goes out."""
-        super().process_endofpipe()
-        self.load.finish()
+        try:
+            super().process_endofpipe()
+            self.load.finish()
+        finally:
+            self.load.close()
 
     def listen(self, file_input: t.IO[str] | None = None) -> None:
         """Read all input; on any failure let the job in flight end before stopping."""

@@ -156,7 +156,7 @@ def primitive(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+        return json.dumps(_json_safe(value), ensure_ascii=False, separators=(",", ":"))
     return str(value)
 
 
@@ -169,12 +169,13 @@ def _decimal_number(value: decimal.Decimal) -> int | float | None:
     return float(value)
 
 
-def _json_default(value: Any) -> Any:
-    """Serialise the non-JSON values a record may carry inside arrays."""
-    converted = primitive(value)
-    if converted is value:
-        return str(value)
-    return converted
+def _json_safe(value: Any) -> Any:
+    """A copy of an array's content that serialises as strict JSON (no NaN, no Decimal)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return primitive(value)
 
 
 def _type_name(value: Any) -> str:

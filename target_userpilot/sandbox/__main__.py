@@ -1,0 +1,85 @@
+"""`userpilot-sandbox`: run the emulator from a shell, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from target_userpilot.sandbox.server import Sandbox, require_loopback
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="userpilot-sandbox",
+        description=(
+            "Serve a Userpilot-compatible bulk API on loopback, to try target-userpilot "
+            "offline. Profiles: GET /_sandbox/profiles/users and /_sandbox/profiles/companies."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--api-key", default="sandbox-key", help="the only accepted key")
+    auth.add_argument("--no-auth", action="store_true", help="accept any API key")
+    parser.add_argument(
+        "--rows-per-minute",
+        type=float,
+        default=1800.0,
+        help="job processing rate; 0 completes jobs at once (default 1800, Userpilot's rate)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sandbox in the foreground; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        require_loopback(args.host)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.rows_per_minute < 0:
+        parser.error("--rows-per-minute must be 0 or more")
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+        )
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    sandbox = Sandbox(
+        host=args.host,
+        port=args.port,
+        api_key=None if args.no_auth else args.api_key,
+        rows_per_minute=args.rows_per_minute,
+    )
+    try:
+        sandbox.start()
+    except OSError as exc:
+        print(
+            f"userpilot-sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 1
+    print(f"userpilot-sandbox listening on {sandbox.url}", flush=True)
+    try:
+        # A timed wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sandbox.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

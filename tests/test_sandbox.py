@@ -1,0 +1,572 @@
+"""The sandbox behaves like Userpilot's bulk API, over real loopback HTTP.
+
+The target's own tests trust the sandbox to be a faithful stand-in: these tests pin down the
+behaviour they rely on (shapes, limits, the job lifecycle, profile merging) and prove that each
+injected fault is visible to a client exactly as the real failure would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from target_userpilot.sandbox import Sandbox
+
+API_KEY = "sandbox-key"
+REPO = Path(__file__).resolve().parents[1]
+FINAL = {"completed", "failed"}
+T = TypeVar("T")
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(api_key=API_KEY) as sb:
+        yield sb
+
+
+class TimedSession(requests.Session):
+    """A session with a default timeout, so a sandbox bug fails a test instead of hanging it."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        return super().request(*args, **kwargs)
+
+
+@pytest.fixture
+def api() -> Iterator[requests.Session]:
+    """A client with the sandbox's key, for /v1 calls."""
+    with TimedSession() as session:
+        session.headers["Authorization"] = f"Token {API_KEY}"
+        yield session
+
+
+@pytest.fixture
+def anon() -> Iterator[requests.Session]:
+    """A client without a key: admin calls, and /v1 calls that must be refused."""
+    with TimedSession() as session:
+        yield session
+
+
+def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy, failing the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def upload_json(
+    api: requests.Session, sb: Sandbox, obj: str, rows: list[dict], **kwargs: Any
+) -> requests.Response:
+    return api.post(f"{sb.url}/v1/{obj}/bulk_identify", json={obj: rows}, **kwargs)
+
+
+def upload_file(
+    api: requests.Session, sb: Sandbox, obj: str, text: str, filename: str = "batch.ndjson"
+) -> requests.Response:
+    files = {"file": (filename, text.encode(), "application/x-ndjson")}
+    return api.post(f"{sb.url}/v1/{obj}/bulk_identify", files=files)
+
+
+def ndjson(*rows: dict) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def job_status(api: requests.Session, sb: Sandbox, job_id: str) -> requests.Response:
+    return api.get(f"{sb.url}/v1/background_jobs/{quote(job_id, safe='')}")
+
+
+def await_final(api: requests.Session, sb: Sandbox, job_id: str) -> dict:
+    def final() -> dict | None:
+        job = job_status(api, sb, job_id).json()
+        return job if job["status"] in FINAL else None
+
+    return eventually(final, what=f"job {job_id} to end")
+
+
+def upload_when_free(
+    api: requests.Session, sb: Sandbox, obj: str, rows: list[dict]
+) -> requests.Response:
+    """Upload, retrying while the account is busy (409), as a client would."""
+
+    def accepted() -> requests.Response | None:
+        response = upload_json(api, sb, obj, rows)
+        if response.status_code == 409:
+            return None
+        assert response.status_code == 202, response.text
+        return response
+
+    return eventually(accepted, what="the account to be free")
+
+
+def assert_error(response: requests.Response, status: int, error: str, code: str) -> str:
+    """Check Userpilot's error envelope and return its message."""
+    assert response.status_code == status, response.text
+    (entry,) = response.json()["errors"]
+    assert (entry["error"], entry["error_code"]) == (error, code)
+    assert set(entry) == {"error", "error_code", "message", "details"}
+    return entry["message"]
+
+
+# --- authentication --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Token wrong-key", f"Bearer {API_KEY}", "Token "], ids=str
+)
+def test_v1_calls_without_the_right_key_get_401(sandbox, anon, authorization):
+    headers = {"Authorization": authorization} if authorization else {}
+    response = anon.get(f"{sandbox.url}/v1/background_jobs", headers=headers)
+    message = assert_error(response, 401, "unauthorized", "UNAUTHORIZED")
+    assert message == "Invalid API key"
+    # Admin endpoints stay open: tests must always be able to inspect the sandbox.
+    assert anon.get(f"{sandbox.url}/_sandbox/stats").status_code == 200
+
+
+def test_sandbox_without_api_key_accepts_any_token(anon):
+    with Sandbox(api_key=None) as sb:
+        response = anon.get(f"{sb.url}/v1/background_jobs", headers={"Authorization": "x"})
+        assert response.status_code == 200
+        assert response.json() == []
+
+
+def test_sandbox_refuses_a_non_loopback_host():
+    with pytest.raises(ValueError, match="loopback"):
+        Sandbox(host="0.0.0.0")  # noqa: S104 - the point is that it is refused
+
+
+# --- uploads and profiles --------------------------------------------------------------------
+
+
+def test_json_upload_creates_a_job_and_merges_user_profiles(sandbox, api):
+    first = upload_json(
+        api,
+        sandbox,
+        "users",
+        [
+            {"user_id": "u1", "company_id": "c1", "metadata": {"plan": "free", "seats": 3}},
+            {"user_id": "u2", "metadata": {"name": "Ann"}},
+        ],
+    )
+    assert first.status_code == 202
+    job = first.json()
+    assert job["type"] == "users_bulk_identify"
+    assert job["filename"] is None
+    assert job["total_rows"] == 2
+    assert job["status"] == "queued"
+    assert await_final(api, sandbox, job["job_id"])["status"] == "completed"
+
+    second = upload_json(
+        api,
+        sandbox,
+        "users",
+        [
+            {"user_id": "u1", "company_id": "c2", "metadata": {"plan": None, "active": True}},
+            {"user_id": "u2", "company_id": None, "metadata": {"score": 1.5}},
+        ],
+    )
+    assert second.status_code == 202
+    await_final(api, sandbox, second.json()["job_id"])
+
+    assert sandbox.profiles("users") == {
+        "u1": {"user_id": "u1", "company_id": "c2", "metadata": {"seats": 3, "active": True}},
+        "u2": {"user_id": "u2", "company_id": None, "metadata": {"name": "Ann", "score": 1.5}},
+    }
+
+
+def test_ndjson_file_upload_creates_a_job_and_merges_profiles(sandbox, api, anon):
+    companies = '{"company_id": "c1", "metadata": {"tier": "gold"}}\r\n\n{"company_id": "c2"}\n'
+    response = upload_file(api, sandbox, "companies", companies, filename="companies-1.ndjson")
+    assert response.status_code == 202
+    job = response.json()
+    assert job["type"] == "companies_bulk_identify"
+    assert job["filename"] == "companies-1.ndjson"
+    assert job["file_size"] == len(companies.encode())
+    assert job["total_rows"] == 2  # the blank line is not a row
+    await_final(api, sandbox, job["job_id"])
+
+    users = ndjson(
+        {"user_id": "u1", "company_id": "c1", "metadata": {"plan": "pro", "seats": 2}},
+        {"user_id": "u1", "company_id": "c2", "metadata": {"plan": None}},
+    )
+    response = upload_file(api, sandbox, "users", users)
+    assert response.status_code == 202
+    await_final(api, sandbox, response.json()["job_id"])
+
+    assert sandbox.profiles("companies") == {
+        "c1": {"company_id": "c1", "metadata": {"tier": "gold"}},
+        "c2": {"company_id": "c2", "metadata": {}},
+    }
+    assert sandbox.profiles("users") == {
+        "u1": {"user_id": "u1", "company_id": "c2", "metadata": {"seats": 2}},
+    }
+    admin = anon.get(f"{sandbox.url}/_sandbox/profiles/users").json()
+    assert admin == sandbox.profiles("users")
+
+
+def test_profiles_are_copies_that_callers_may_change(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1", "metadata": {"a": 1}}])
+    sandbox.profiles("users")["u1"]["metadata"]["a"] = 2
+    assert sandbox.profiles("users")["u1"]["metadata"] == {"a": 1}
+
+
+# --- job status ------------------------------------------------------------------------------
+
+
+def test_job_status_accepts_a_percent_encoded_job_id_with_colons(sandbox, api):
+    job_id = upload_json(api, sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
+    assert job_id.startswith("bulk:jobs:NX-sandbox:")
+
+    response = job_status(api, sandbox, job_id)
+    assert "%3A" in response.url
+    assert response.status_code == 200
+    assert response.json()["job_id"] == job_id
+
+    unknown = job_status(api, sandbox, "bulk:jobs:NX-sandbox:nope")
+    assert_error(unknown, 404, "not_found", "NOT_FOUND")
+
+
+def test_job_list_shows_every_job_newest_first(sandbox, api):
+    first = upload_json(api, sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
+    second = upload_json(api, sandbox, "companies", [{"company_id": "c1"}]).json()["job_id"]
+    listed = api.get(f"{sandbox.url}/v1/background_jobs").json()
+    assert [job["job_id"] for job in listed] == [second, first]
+    assert [job["job_id"] for job in sandbox.jobs()] == [second, first]
+
+
+def test_job_moves_through_its_statuses_to_completed_with_every_row(sandbox, api):
+    sandbox.set_rows_per_minute(2400)  # 20 rows: half a second
+    rows = [{"user_id": f"u{n}"} for n in range(20)]
+    job_id = upload_json(api, sandbox, "users", rows).json()["job_id"]
+
+    seen: list[dict] = []
+
+    def final() -> bool:
+        seen.append(job_status(api, sandbox, job_id).json())
+        return seen[-1]["status"] in FINAL
+
+    eventually(final, what="the job to end")
+    order = ["queued", "validating", "processing", "completed"]
+    statuses = [job["status"] for job in seen]
+    assert statuses == sorted(statuses, key=order.index)
+    assert "processing" in statuses
+    progress = [job["completed_rows"] for job in seen]
+    assert progress == sorted(progress)
+    last = seen[-1]
+    assert last["completed_rows"] == last["total_rows"] == 20
+    assert last["end_time"] is not None
+    assert all(job["end_time"] is None for job in seen[:-1])
+    assert last["elapsed_time"] == pytest.approx(0.5, abs=0.05)
+    assert len(sandbox.profiles("users")) == 20
+
+
+def test_with_rate_zero_jobs_complete_by_the_first_status_call(sandbox, api):
+    job_id = upload_json(api, sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
+    job = job_status(api, sandbox, job_id).json()
+    assert (job["status"], job["completed_rows"]) == ("completed", 1)
+
+
+# --- the one-job rule ------------------------------------------------------------------------
+
+
+def test_upload_while_our_own_job_runs_gets_409_until_it_ends(sandbox, api):
+    sandbox.set_rows_per_minute(60)  # 10 rows: ten seconds
+    first = upload_json(api, sandbox, "users", [{"user_id": f"u{n}"} for n in range(10)])
+    assert first.status_code == 202
+
+    second = upload_json(api, sandbox, "companies", [{"company_id": "c1"}])
+    message = assert_error(second, 409, "conflict", "JOB_IN_PROGRESS")
+    assert message == "Another bulk job is in progress"
+    assert (sandbox.stats()["conflicts_own"], sandbox.stats()["conflicts_foreign"]) == (1, 0)
+
+    sandbox.set_rows_per_minute(0)  # the running job finishes its remaining rows at once
+    assert sandbox.wait_idle(timeout=2)
+    assert job_status(api, sandbox, first.json()["job_id"]).json()["status"] == "completed"
+    assert upload_json(api, sandbox, "companies", [{"company_id": "c1"}]).status_code == 202
+
+
+def test_foreign_job_answers_409_and_shows_in_the_job_list(sandbox, api):
+    sandbox.hold_foreign_job(0.5)
+    refused = upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    assert_error(refused, 409, "conflict", "JOB_IN_PROGRESS")
+    (foreign,) = api.get(f"{sandbox.url}/v1/background_jobs").json()
+    assert foreign["status"] == "processing"
+
+    accepted = upload_when_free(api, sandbox, "users", [{"user_id": "u1"}])
+    assert accepted.json()["total_rows"] == 1
+    stats = sandbox.stats()
+    assert stats["conflicts_foreign"] >= 1
+    assert stats["conflicts_own"] == 0
+    assert stats["jobs"] == 1  # the foreign job is not ours
+
+
+def test_wait_idle_reports_whether_jobs_ended_in_time(sandbox):
+    sandbox.hold_foreign_job(5)
+    assert sandbox.wait_idle(timeout=0.1) is False
+    sandbox.reset()
+    assert sandbox.wait_idle(timeout=0.1) is True
+
+
+# --- limits and validation -------------------------------------------------------------------
+
+
+def test_more_rows_or_bytes_than_the_limits_get_413(sandbox, api):
+    sandbox.set_faults(max_rows=3, max_bytes=100)
+    rows = [{"user_id": f"u{n}"} for n in range(4)]
+    too_many = upload_json(api, sandbox, "users", rows)
+    assert_error(too_many, 413, "payload_too_large", "PAYLOAD_TOO_LARGE")
+    big_file = ndjson({"user_id": "u1", "metadata": {"note": "x" * 100}})
+    assert upload_file(api, sandbox, "users", big_file).status_code == 413
+
+    assert upload_json(api, sandbox, "users", rows[:3]).status_code == 202
+    stats = sandbox.stats()
+    assert stats["rejected"] == {"413": 2}
+    assert stats["jobs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "problem"),
+    [
+        ({"user_id": "u2", "metadata": {"address": {"city": "Oslo"}}}, "metadata.address"),
+        ({"user_id": "u2", "metadata": {"tags": ["a", "b"]}}, "metadata.tags"),
+        ({"metadata": {"plan": "pro"}}, "user_id is missing"),
+        ({"user_id": 2}, "user_id must be a non-empty string"),
+        ({"user_id": ""}, "user_id must be a non-empty string"),
+        ({"user_id": "u2", "company_id": 9}, "company_id must be a non-empty string"),
+        ({"user_id": "u2", "metadata": "plan=pro"}, "metadata must be an object"),
+        ('{"user_id": "u2"', "not valid JSON"),
+    ],
+    ids=["nested", "array", "no-id", "int-id", "empty-id", "int-company", "text-meta", "json"],
+)
+def test_an_invalid_row_gets_400_naming_its_line(sandbox, api, bad_line, problem):
+    text = ndjson({"user_id": "u1"})
+    text += bad_line if isinstance(bad_line, str) else json.dumps(bad_line)
+    message = assert_error(
+        upload_file(api, sandbox, "users", text), 400, "invalid_row", "VALIDATION_ERROR"
+    )
+    assert message.startswith("line 2: ")
+    assert problem in message
+    assert sandbox.jobs() == []
+
+
+def test_an_invalid_json_row_gets_400_naming_its_position(sandbox, api):
+    rows = [{"company_id": "c1", "metadata": {"owner": {"id": 1}}}]
+    message = assert_error(
+        upload_json(api, sandbox, "companies", rows), 400, "invalid_row", "VALIDATION_ERROR"
+    )
+    assert message.startswith("row 1: metadata.owner")
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+def test_fail_jobs_fails_the_next_job_which_applies_nothing(sandbox, api):
+    sandbox.set_faults(fail_jobs=1)
+    failed_id = upload_json(api, sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
+    failed = await_final(api, sandbox, failed_id)
+    assert failed["status"] == "failed"
+    assert failed["error"]
+    assert failed["links"].endswith("/errors")
+    assert api.get(sandbox.url + failed["links"]).json()["errors"] == [failed["error"]]
+    assert sandbox.profiles("users") == {}
+
+    done_id = upload_json(api, sandbox, "users", [{"user_id": "u2"}]).json()["job_id"]
+    assert await_final(api, sandbox, done_id)["status"] == "completed"
+    assert list(sandbox.profiles("users")) == ["u2"]
+    assert sandbox.stats()["faults_injected"]["fail_job"] == 1
+
+
+def test_error_rate_answers_5xx_and_does_nothing(sandbox, api):
+    sandbox.set_faults(error_rate=1.0)
+    codes = {upload_json(api, sandbox, "users", [{"user_id": "u1"}]).status_code for _ in range(12)}
+    assert codes <= {500, 502, 503}
+    assert len(codes) > 1  # a random pick, not always the same answer
+    assert sandbox.jobs() == []
+    assert sandbox.stats()["faults_injected"]["error"] == 12
+
+
+def test_rate_limit_answers_429_with_retry_after(sandbox, api):
+    sandbox.set_faults(rate_limit_rate=1.0, retry_after=2)
+    response = api.get(f"{sandbox.url}/v1/background_jobs")
+    assert_error(response, 429, "rate_limited", "TOO_MANY_REQUESTS")
+    assert response.headers["Retry-After"] == "2"
+
+    sandbox.set_faults(rate_limit_rate=1.0, retry_after=0.5)
+    assert api.get(f"{sandbox.url}/v1/background_jobs").headers["Retry-After"] == "0.5"
+
+
+def test_drop_closes_the_connection_without_an_answer(sandbox, api):
+    sandbox.set_faults(drop_rate=1.0)
+    with pytest.raises(requests.ConnectionError):
+        upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    assert sandbox.jobs() == []
+    assert sandbox.stats()["faults_injected"]["drop"] == 1
+
+    sandbox.set_faults()
+    assert upload_json(api, sandbox, "users", [{"user_id": "u1"}]).status_code == 202
+
+
+def test_slow_upload_times_out_on_the_client_but_the_job_exists(sandbox, api):
+    sandbox.set_faults(slow_rate=1.0, slow_seconds=3, only="upload")
+    with pytest.raises(requests.ReadTimeout):
+        upload_json(api, sandbox, "users", [{"user_id": "u1"}], timeout=0.3)
+    (job,) = sandbox.jobs()
+    # Status calls are not slowed (only="upload"): the client can find out what happened.
+    assert job_status(api, sandbox, job["job_id"]).json()["status"] == "completed"
+    assert sandbox.stats()["faults_injected"]["slow"] == 1
+
+
+def test_status_error_rate_answers_500_to_status_calls_only(sandbox, api):
+    sandbox.set_faults(status_error_rate=1.0)
+    accepted = upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    assert accepted.status_code == 202
+    failed = job_status(api, sandbox, accepted.json()["job_id"])
+    assert_error(failed, 500, "internal_error", "INTERNAL_SERVER_ERROR")
+    assert sandbox.stats()["faults_injected"]["status_error"] == 1
+
+
+def test_only_limits_faults_to_one_kind_of_call(sandbox, api):
+    sandbox.set_faults(error_rate=1.0, only="status")
+    accepted = upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    assert accepted.status_code == 202
+    assert job_status(api, sandbox, accepted.json()["job_id"]).status_code in {500, 502, 503}
+
+
+def test_forbidden_answers_403_to_every_v1_call(sandbox, api):
+    sandbox.set_faults(forbidden=True)
+    assert_error(
+        upload_json(api, sandbox, "users", [{"user_id": "u1"}]), 403, "forbidden", "FORBIDDEN"
+    )
+    assert_error(api.get(f"{sandbox.url}/v1/background_jobs"), 403, "forbidden", "FORBIDDEN")
+
+
+def test_faults_repeat_exactly_for_the_same_seed(sandbox, api):
+    def run() -> list[int]:
+        sandbox.set_faults(error_rate=0.3, rate_limit_rate=0.2, seed=7)
+        return [api.get(f"{sandbox.url}/v1/background_jobs").status_code for _ in range(30)]
+
+    first = run()
+    assert first == run()
+    assert {200, 429} <= set(first)
+
+
+def test_unknown_fault_settings_are_refused(sandbox, anon):
+    with pytest.raises(TypeError):
+        sandbox.set_faults(error_rat=0.5)
+    with pytest.raises(ValueError, match="error_rate"):
+        sandbox.set_faults(error_rate=2)
+    response = anon.post(f"{sandbox.url}/_sandbox/faults", json={"only": "everything"})
+    assert_error(response, 400, "invalid_request", "BAD_REQUEST")
+
+
+# --- statistics and admin --------------------------------------------------------------------
+
+
+def test_stats_count_requests_and_time_every_job(sandbox, api, anon):
+    sandbox.set_rows_per_minute(6000)  # 10 rows: a tenth of a second
+    rows = [{"user_id": f"u{n}"} for n in range(10)]
+    for _ in range(2):
+        job_id = upload_when_free(api, sandbox, "users", rows).json()["job_id"]
+        await_final(api, sandbox, job_id)
+
+    stats = sandbox.stats()
+    assert stats["uploads"] == stats["jobs"] == 2
+    assert stats["upload_attempts"] == 2 + stats["conflicts_own"]
+    assert stats["rows_received"] == 20
+    assert stats["requests"] == stats["upload_attempts"] + stats["status_polls"]
+    timings = stats["job_timings"]
+    assert [t["rows"] for t in timings] == [10, 10]
+    assert sum(t["polls"] for t in timings) == stats["status_polls"]
+    for timing in timings:
+        assert timing["completed_at"] - timing["accepted_at"] == pytest.approx(0.1, abs=0.01)
+        assert timing["first_seen_final_at"] >= timing["completed_at"]
+    assert 0 < stats["busy_share"] <= 1
+    assert 0 <= stats["notice_delay_avg"] <= stats["notice_delay_max"]
+    assert stats["polls_per_job_avg"] == stats["status_polls"] / 2
+    assert anon.get(f"{sandbox.url}/_sandbox/stats").json()["uploads"] == 2
+
+
+def test_stats_have_no_timing_figures_before_a_job_ends(sandbox):
+    stats = sandbox.stats()
+    assert stats["job_timings"] == []
+    assert stats["busy_share"] is None
+    assert stats["notice_delay_avg"] is None
+    assert stats["polls_per_job_avg"] is None
+
+
+def test_admin_endpoints_drive_the_sandbox_over_http(sandbox, api, anon):
+    admin = f"{sandbox.url}/_sandbox"
+    assert anon.post(f"{admin}/faults", json={"forbidden": True}).status_code == 200
+    assert api.get(f"{sandbox.url}/v1/background_jobs").status_code == 403
+    assert anon.post(f"{admin}/faults", json={}).status_code == 200
+    assert upload_json(api, sandbox, "companies", [{"company_id": "c1"}]).status_code == 202
+    assert anon.get(f"{admin}/profiles/companies").json() == {
+        "c1": {"company_id": "c1", "metadata": {}}
+    }
+
+    assert anon.post(f"{admin}/hold", json={"seconds": 30}).status_code == 200
+    assert upload_json(api, sandbox, "users", [{"user_id": "u1"}]).status_code == 409
+
+    assert anon.post(f"{admin}/reset").status_code == 200
+    assert anon.get(f"{admin}/profiles/companies").json() == {}
+    assert anon.get(f"{admin}/stats").json()["requests"] == 0
+    assert upload_json(api, sandbox, "users", [{"user_id": "u1"}]).status_code == 202
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "target_userpilot.sandbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_cli_serves_until_sigterm_and_never_logs_the_key(anon):
+    chosen_key = "cli-private-key-123"
+    process = run_cli("--port", "0", "--api-key", chosen_key, "--rows-per-minute", "0", "--verbose")
+    try:
+        line = process.stdout.readline().strip()
+        assert line.startswith("userpilot-sandbox listening on http://127.0.0.1:")
+        url = line.rsplit(" ", 1)[1]
+        response = anon.post(
+            f"{url}/v1/users/bulk_identify",
+            json={"users": [{"user_id": "u1"}]},
+            headers={"Authorization": f"Token {chosen_key}"},
+        )
+        assert response.status_code == 202
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "POST /v1/users/bulk_identify" in stderr
+    assert chosen_key not in stderr
+
+
+def test_cli_refuses_a_non_loopback_host():
+    process = run_cli("--host", "0.0.0.0", "--port", "0")  # noqa: S104 - refused on purpose
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 2
+    assert "loopback" in stderr

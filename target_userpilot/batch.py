@@ -31,6 +31,8 @@ class SealedBatch:
     hold: Any = None
     #: Called with ``(line, reason)`` for a row Userpilot refuses even alone.
     on_reject: Any = field(default=None, repr=False)
+    #: ``(id, row hash)`` of each row, set by skip_unchanged and recorded once the job completes.
+    fingerprints: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
     def read_lines(self) -> list[bytes]:
         """All lines of the file (used when a batch must be split, never on the happy path)."""
@@ -45,20 +47,29 @@ class SealedBatch:
         """
         lines = self.read_lines()
         middle = len(lines) // 2
+        prints = self.fingerprints
         halves = []
-        for part, hold, merged in (
-            (lines[:middle], None, 0),
-            (lines[middle:], self.hold, self.merged),
+        for start, end, hold, merged in (
+            (0, middle, None, 0),
+            (middle, None, self.hold, self.merged),
         ):
+            part = lines[start:end]
             handle, path = _spool_file(spool_dir, f"{self.object}-part-")
             with handle:
                 handle.writelines(part)
-            size = sum(len(line) for line in part)
-            halves.append(
-                SealedBatch(
-                    self.object, self.stream, path, len(part), size, merged, hold, self.on_reject
-                )
+            half = SealedBatch(
+                self.object,
+                self.stream,
+                path,
+                len(part),
+                sum(len(line) for line in part),
+                merged,
+                hold,
+                self.on_reject,
             )
+            if prints is not None:
+                half.fingerprints = prints[start:end]
+            halves.append(half)
         self.discard()
         return halves[0], halves[1]
 

@@ -20,6 +20,7 @@ from target_userpilot.lane import JobLane
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
 from target_userpilot.summary import RunSummary
+from target_userpilot.unchanged import ConfirmedRows
 
 logger = logging.getLogger("target_userpilot")
 
@@ -36,6 +37,10 @@ class Load:
         self._user_agent = user_agent
         self._client: UserpilotClient | DryRunClient | None = None
         self._lane: JobLane | None = None
+        self.confirmed: ConfirmedRows | None = None
+        if settings.skip_unchanged:
+            scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
+            self.confirmed = ConfirmedRows(settings.state_db, scope)
 
     # The lane and its client are made on first use: --about and config checks need neither.
 
@@ -75,7 +80,18 @@ class Load:
 
     def submit(self, batch: SealedBatch) -> None:
         """Send a sealed batch through the lane (blocks only while the previous job runs)."""
-        self.summary.stream(batch.stream)
+        tally = self.summary.stream(batch.stream)
+        if self.confirmed is not None:
+            dropped = self.confirmed.drop_unchanged(batch)
+            tally.unchanged += dropped
+            if dropped:
+                logger.info(
+                    "Skipped %d unchanged %s rows of stream '%s'; %d left to send.",
+                    dropped,
+                    batch.object,
+                    batch.stream,
+                    batch.rows,
+                )
         self.lane.submit(batch)
 
     def add_state(self, state: dict[str, Any]) -> None:
@@ -102,6 +118,9 @@ class Load:
             self._lane.close()
         if self._client is not None:
             self._client.close()
+        if self.confirmed is not None:
+            self.confirmed.close()
+            self.confirmed = None
 
     def log_summary(self) -> None:
         """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
@@ -117,6 +136,8 @@ class Load:
             self.summary.job_done(batch.stream, batch.rows, batch.merged, seconds)
         elif batch.merged:
             self.summary.stream(batch.stream).merged += batch.merged
+        if self.confirmed is not None and batch.rows:
+            self.confirmed.confirm(batch)
         self.checkpoints.release(batch.hold)
 
     def _row_rejected(self, batch: SealedBatch, line: bytes, reason: str) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -389,5 +390,9 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 def _short(exc: Exception) -> str:
+    """The operating system's reason (e.g. 'Connection refused') rather than urllib3's chain."""
     text = str(exc)
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if reason:
+        return reason.group(1).strip()
     return text if len(text) <= 200 else text[:200] + "..."

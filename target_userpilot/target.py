@@ -6,6 +6,7 @@ import logging
 import sys
 import typing as t
 
+import click
 from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
@@ -16,7 +17,14 @@ from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.io_base import SingerReader
 from singer_sdk.singerlib.json import deserialize_json
 
-from target_userpilot.client import AuthenticationError, ConfigurationError, UserpilotError
+from target_userpilot.client import (
+    AuthenticationError,
+    ConfigurationError,
+    RetryPolicy,
+    TransientError,
+    UserpilotClient,
+    UserpilotError,
+)
 from target_userpilot.lane import JobFailed, JobTimeout
 from target_userpilot.load import Load
 from target_userpilot.rejects import InvalidRecordError
@@ -34,6 +42,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     InvalidInputLine: 7,
     RecordsWithoutSchemaException: 7,
     UserpilotError: 8,
+    TransientError: 9,
 }
 
 
@@ -122,9 +131,14 @@ class TargetUserpilot(Target):
             self.load.log_summary()
 
     @classmethod
-    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # type: ignore[override]
+    def invoke(  # type: ignore[override]
+        cls, *args: t.Any, check_connection: bool = False, **kwargs: t.Any
+    ) -> None:
         """Run the target; a known failure ends with one clear sentence and its exit code."""
         try:
+            if check_connection:
+                cls.check_connection(kwargs.get("config"))
+                return
             super().invoke(*args, **kwargs)
         except tuple(EXIT_CODES) as exc:
             code = next(c for kind, c in EXIT_CODES.items() if isinstance(exc, kind))
@@ -133,6 +147,67 @@ class TargetUserpilot(Target):
                 message = "Invalid configuration: " + "; ".join(exc.errors)
             logging.getLogger(cls.name).error("target-userpilot stopped: %s", message)
             sys.exit(code)
+
+    @classmethod
+    def check_connection(cls, config: t.Any) -> None:
+        """Verify api_key and api_url with one read-only call (the jobs list), then exit.
+
+        Tells a refused key (HTTP 401/403) from a host that is not Userpilot's API and from a
+        host that cannot be reached, before anyone starts a long load.
+        """
+        target = cls(
+            config=getattr(config, "config", None),
+            parse_env_config=bool(getattr(config, "parse_env", False)),
+            validate_config=True,
+        )
+        settings = target.load.settings
+        if settings.dry_run:
+            click.echo("dry_run is on: the target would not contact Userpilot at all.")
+            return
+        client = UserpilotClient(
+            settings.api_url,
+            settings.api_key or "",
+            timeout=(10.0, settings.request_timeout_seconds),
+            retry=RetryPolicy(max_tries=2, base_seconds=0.5),
+        )
+        try:
+            jobs = client.list_jobs()
+        except TransientError as exc:
+            msg = (
+                f"Could not reach Userpilot at {settings.api_url} ({exc}). Check api_url: US "
+                "https://analytex.userpilot.io, EU https://analytex-eu.userpilot.io, or your "
+                "Enterprise host; and that this machine can reach it."
+            )
+            raise TransientError(msg) from None
+        except AuthenticationError:
+            raise
+        except UserpilotError as exc:
+            msg = (
+                f"{settings.api_url} does not answer like Userpilot's API ({exc}). Check api_url "
+                "(region, Enterprise host)."
+            )
+            raise UserpilotError(msg) from None
+        finally:
+            client.close()
+        running = [j for j in jobs if str(j.get("status")) not in ("completed", "failed")]
+        click.echo(
+            f"Connected to {settings.api_url}: the API key was accepted; {len(jobs)} bulk jobs "
+            f"listed, {len(running)} running."
+        )
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, plus ``--check-connection``."""
+        command = super().get_singer_command()
+        command.params.append(
+            click.Option(
+                ["--check-connection", "check_connection"],
+                is_flag=True,
+                default=False,
+                help="Check api_key and api_url with one read-only request, then exit.",
+            )
+        )
+        return command
 
 
 if __name__ == "__main__":

@@ -111,6 +111,17 @@ class TargetUserpilot(Target):
         self._assert_line_requires(message_dict, requires={"value"})
         self.load.add_state(message_dict["value"])
 
+    def _process_schema_message(self, message_dict: dict) -> None:
+        """On a schema change, flush the stream's old sink before the new one can upload.
+
+        The SDK would keep the old sink's batch until its next full drain; meanwhile the new
+        sink could upload newer rows of the same profiles first, and the older rows sent later
+        would overwrite them.
+        """
+        super()._process_schema_message(message_dict)
+        for sink in self._sinks_to_clear:
+            self.drain_one(sink)
+
     def process_endofpipe(self) -> None:
         """Flush every sink, wait for the last job, so the final STATE goes out."""
         try:

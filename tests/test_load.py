@@ -239,3 +239,22 @@ def test_api_key_is_sent_as_token_and_never_printed(sandbox, config, tmp_path):
     assert run.returncode == 0
     assert API_KEY not in run.stdout + run.stderr
     assert len(sandbox.profiles("users")) == 50
+
+
+def test_schema_change_mid_stream_keeps_updates_in_order(sandbox, config, tmp_path):
+    """Rows sent under the old schema must not overwrite newer rows sent under the new one."""
+    config["batch_size_rows"] = 50
+    new_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "extra": {}}}
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        *[record("users", user(i, plan="old")) for i in range(30)],
+        schema("users", new_schema, ["id"]),
+        *[record("users", user(i, plan="new", extra=1)) for i in range(60)],
+        state({"done": True}),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    profiles = sandbox.profiles("users")
+    assert {p["metadata"]["plan"] for p in profiles.values()} == {"new"}
+    assert run.states == [{"done": True}]

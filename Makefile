@@ -1,0 +1,55 @@
+# target-userpilot developer commands. Needs only python3 (3.10+), pip and make.
+#
+#   make demo    load the bundled example into a local Userpilot sandbox and show the result
+#   make test    lint, then the test suite
+#   make lint    ruff format --check and ruff check
+#   make readme  regenerate the README's settings table from `target-userpilot --about`
+#   make bench   run the benchmark (bench/run.py)
+#   make clean   remove the virtualenv and build/test leftovers
+
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+PYTHON = $(BIN)/python
+# Written after a successful install; pip runs again only when pyproject.toml changes.
+INSTALLED = $(VENV)/.installed
+# Paths that may not exist yet in a fresh clone (git keeps no empty folders) are skipped.
+LINT_PATHS = $(wildcard target_userpilot tests bench scripts)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install lint test demo bench readme clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+venv: $(PYTHON)
+
+$(PYTHON):
+	$(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --upgrade pip
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml | $(PYTHON)
+	$(PYTHON) -m pip install -e '.[test]'
+	touch $@
+
+lint: $(INSTALLED)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
+
+test: install lint
+	$(BIN)/pytest
+
+demo: $(INSTALLED)
+	$(PYTHON) scripts/demo.py
+
+bench: $(INSTALLED)
+	$(PYTHON) bench/run.py
+
+readme: $(INSTALLED)
+	$(PYTHON) scripts/readme_settings.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache userpilot-batches .target-userpilot
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

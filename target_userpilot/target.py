@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import typing as t
@@ -11,11 +12,12 @@ from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
     InvalidInputLine,
+    InvalidJSONSchema,
+    MappingError,
     RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.io_base import SingerReader
-from singer_sdk.singerlib.json import deserialize_json
 
 from target_userpilot.client import (
     AuthenticationError,
@@ -35,12 +37,14 @@ from target_userpilot.sinks import UserpilotSink
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigurationError: 2,
     ConfigValidationError: 2,
+    MappingError: 2,
     AuthenticationError: 3,
     JobFailed: 4,
     JobTimeout: 5,
     InvalidRecordError: 6,
     InvalidInputLine: 7,
     RecordsWithoutSchemaException: 7,
+    InvalidJSONSchema: 7,
     UserpilotError: 8,
     TransientError: 9,
 }
@@ -54,10 +58,15 @@ class InputReader(SingerReader):
         self.line_number = 0
 
     def deserialize_json(self, line: str) -> dict:
-        """Parse one input line; a bad one stops the run with its line number."""
+        """Parse one input line; a bad one stops the run with its line number.
+
+        Numbers with a fraction become floats, not the SDK's Decimals: Userpilot stores numbers
+        as JavaScript doubles, so a Decimal would only be made and converted back to a float
+        for every number of every record. Integers stay exact ints (ids keep every digit).
+        """
         self.line_number += 1
         try:
-            message = deserialize_json(line)
+            message = json.loads(line)
         except ValueError as exc:
             msg = (
                 f"Input line {self.line_number} is not valid JSON ({exc}). The tap's output is "
@@ -91,6 +100,12 @@ class TargetUserpilot(Target):
         # One job at a time anyway: parallel drains would only queue on the lane.
         self.max_parallelism = 1
         self.load = Load(Settings.from_config(self.config), user_agent=f"{self.name}")
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+        """The SDK's built-in settings, less ``load_method``: Userpilot always merges profiles."""
+        super().append_builtin_config(config_jsonschema)
+        config_jsonschema["properties"].pop("load_method", None)
 
     @classproperty
     def _env_var_config(cls) -> dict[str, t.Any]:
@@ -152,10 +167,15 @@ class TargetUserpilot(Target):
                 return
             super().invoke(*args, **kwargs)
         except tuple(EXIT_CODES) as exc:
-            code = next(c for kind, c in EXIT_CODES.items() if isinstance(exc, kind))
+            # The most specific class wins: TransientError is also a UserpilotError.
+            code = next(EXIT_CODES[k] for k in type(exc).__mro__ if k in EXIT_CODES)
             message = str(exc)
             if isinstance(exc, ConfigValidationError):
                 message = "Invalid configuration: " + "; ".join(exc.errors)
+            elif isinstance(exc, MappingError):
+                message = f"Invalid stream_maps configuration: {exc}"
+            elif isinstance(exc, InvalidJSONSchema):
+                message = f"A SCHEMA message is not a valid JSON schema: {exc}"
             logging.getLogger(cls.name).error("target-userpilot stopped: %s", message)
             sys.exit(code)
 

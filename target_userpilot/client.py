@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -254,7 +255,8 @@ class UserpilotClient:
             factor=2,
             max_value=30,
         )
-        return waiting(self._retrying(attempt))()
+        what = f"Uploading the {object} batch {filename}"
+        return waiting(lambda: self._until_giving_up(self._retrying, attempt, what))()
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         """The job object of ``job_id`` (retried on transient failures for a long while)."""
@@ -268,21 +270,50 @@ class UserpilotClient:
             logger=None,
             policy=self.retry,
         )
-        return polling(lambda: self._json("GET", path))()
+        what = (
+            f"Reading the status of job {job_id} (it may still complete in Userpilot; "
+            "nothing is uploaded again for it)"
+        )
+        return self._until_giving_up(polling, lambda: self._json("GET", path), what)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """All bulk jobs of the account, as Userpilot lists them."""
-        jobs = self._retrying(lambda: self._json("GET", "/v1/background_jobs"))()
-        if isinstance(jobs, dict):  # tolerate a wrapped list
-            jobs = jobs.get("jobs") or jobs.get("data") or []
-        return list(jobs)
+        jobs = self._until_giving_up(
+            self._retrying, lambda: self._json("GET", "/v1/background_jobs"), "Listing jobs"
+        )
+        return _job_list(jobs)
 
     def find_job(self, filename: str) -> dict[str, Any] | None:
         """The job created from ``filename``, if Userpilot has one."""
-        for job in self._json("GET", "/v1/background_jobs") or []:
-            if isinstance(job, dict) and job.get("filename") == filename:
+        for job in _job_list(self._json("GET", "/v1/background_jobs")):
+            if job.get("filename") == filename:
                 return job
         return None
+
+    def _until_giving_up(self, retrying: Any, call: Any, what: str) -> Any:
+        """Run ``call`` under the ``retrying`` policy; once it gives up, say so in a sentence.
+
+        The last error alone ("answered HTTP 503") would not tell an operator that the target
+        already tried for a while, or what to do next.
+        """
+        tries = 0
+        started = time.monotonic()
+
+        def counted() -> Any:
+            nonlocal tries
+            tries += 1
+            return call()
+
+        try:
+            return retrying(counted)()
+        except TransientError as exc:
+            elapsed = time.monotonic() - started
+            msg = (
+                f"{what} failed {tries} times in {elapsed:.0f} s; the last try: {exc}. "
+                "Userpilot or the network to it is failing: nothing after the last STATE was "
+                "lost; check connectivity and Userpilot's status, then rerun."
+            )
+            raise TransientError(msg) from None
 
     # Transport
 
@@ -360,6 +391,15 @@ class UserpilotClient:
             )
             raise UserpilotError(msg)
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
+
+
+def _job_list(jobs: Any) -> list[dict[str, Any]]:
+    """The jobs of a list answer: a JSON array, or an object wrapping one (tolerated)."""
+    if isinstance(jobs, dict):
+        jobs = jobs.get("jobs") or jobs.get("data") or []
+    if not isinstance(jobs, list):
+        return []
+    return [job for job in jobs if isinstance(job, dict)]
 
 
 def _error_message(response: requests.Response) -> str:

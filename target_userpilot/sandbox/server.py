@@ -50,6 +50,7 @@ FAULT_KINDS = (
     "status_error",
     "forbidden",
     "fail_job",
+    "refuse",
 )
 
 # Phases before processing take this share of a job's duration each, but never longer than the
@@ -62,6 +63,9 @@ _MULTIPART_SLACK_BYTES = 64 * 1024
 _ADMIN_BODY_LIMIT = 1024 * 1024
 _IDLE_CONNECTION_SECONDS = 300
 _JOB_ID_PREFIX = "bulk:jobs:NX-sandbox:"
+# Requests remembered by `request_log`, oldest dropped first: enough for any test or benchmark
+# run, bounded for a sandbox left running for days.
+_REQUEST_LOG_LIMIT = 100_000
 
 
 def require_loopback(host: str) -> None:
@@ -92,12 +96,19 @@ def _retry_after_header(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 
+# Statuses with a meaning of their own (key refused, conflict, too large, rate limit): each has
+# its own fault or rule, so `refuse_uploads` leaves them out.
+_NOT_REFUSALS = frozenset({401, 403, 409, 413, 429})
+
+
 @dataclass(frozen=True)
 class Faults:
     """The failures the sandbox injects into `/v1` calls; every one is off by default.
 
     The error, rate-limit, drop and slow shares are slices of one random draw per request, so
     their shares add up exactly; `status_error_rate` is drawn separately, for status calls only.
+    `refuse_uploads` (a 4xx status such as 400 or 422) answers every authorised upload with that
+    status and Userpilot's error envelope, as Userpilot does for a request it will not take.
     """
 
     error_rate: float = 0.0
@@ -111,6 +122,7 @@ class Faults:
     max_rows: int = 10_000
     max_bytes: int = 50_000_000
     forbidden: bool = False
+    refuse_uploads: int = 0
     only: str | None = None
     seed: int = 0
 
@@ -135,6 +147,16 @@ class Faults:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not isinstance(self.forbidden, bool):
             raise ValueError(f"forbidden must be true or false, got {self.forbidden!r}")
+        refuse = self.refuse_uploads
+        if (
+            isinstance(refuse, bool)
+            or not isinstance(refuse, int)
+            or not (refuse == 0 or (400 <= refuse < 500 and refuse not in _NOT_REFUSALS))
+        ):
+            raise ValueError(
+                f"refuse_uploads must be 0 (off) or a 4xx status other than "
+                f"{', '.join(map(str, sorted(_NOT_REFUSALS)))}, got {refuse!r}"
+            )
         if self.only not in (None, "upload", "status"):
             raise ValueError(f"only must be 'upload', 'status' or null, got {self.only!r}")
 
@@ -229,6 +251,7 @@ class _Upload:
     rows: list[dict]
     filename: str | None
     file_size: int
+    data: bytes = b""  # the NDJSON file (or JSON body) as received, for `keep_uploads`
 
 
 def _json_type(value: Any) -> str:
@@ -330,7 +353,7 @@ def parse_upload(
                     400, "invalid_row", "VALIDATION_ERROR", f"line {number}: not valid JSON ({exc})"
                 ) from None
             rows.append(_check_row(obj, row, f"line {number}"))
-        return _Upload(rows, filename, len(data))
+        return _Upload(rows, filename, len(data), data)
     if media_type == "application/json" or media_type.endswith("+json"):
         if len(body) > max_bytes:
             raise _too_large(f"the body has {len(body)} bytes; the limit is {max_bytes}")
@@ -351,7 +374,7 @@ def parse_upload(
         if len(items) > max_rows:
             raise _too_large(f"the body has {len(items)} rows; the limit is {max_rows}")
         rows = [_check_row(obj, item, f"row {n}") for n, item in enumerate(items, 1)]
-        return _Upload(rows, None, len(body))
+        return _Upload(rows, None, len(body), body)
     raise _Rejected(
         415,
         "unsupported_media_type",
@@ -380,8 +403,11 @@ def _merge(profiles: dict[str, dict], obj: str, row: dict) -> None:
 class _Account:
     """One Userpilot account: profiles, jobs, faults and statistics, guarded by one lock."""
 
-    def __init__(self, api_key: str | None, rows_per_minute: float | None) -> None:
+    def __init__(
+        self, api_key: str | None, rows_per_minute: float | None, keep_uploads: bool = False
+    ) -> None:
         self.api_key = api_key
+        self.keep_uploads = keep_uploads
         self.rows_per_minute = _check_rate(rows_per_minute)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
@@ -392,6 +418,7 @@ class _Account:
     def clear(self) -> None:
         """Forget profiles, jobs, statistics and faults (the caller holds the lock or is alone)."""
         self.profiles: dict[str, dict[str, dict]] = {obj: {} for obj in OBJECTS}
+        self.uploads: list[bytes] = []  # accepted uploads' files, only with keep_uploads
         self.jobs: list[_Job] = []
         self.by_id: dict[str, _Job] = {}
         self.faults = Faults()
@@ -411,6 +438,8 @@ class _Account:
         )
         self.rejected: dict[str, int] = {}
         self.faults_injected = dict.fromkeys(FAULT_KINDS, 0)
+        self.request_log: list[dict] = []
+        self.pending_holds: list[tuple[int, float]] = []  # (upload attempt, seconds)
 
     # --- the clock -------------------------------------------------------------------------
 
@@ -455,33 +484,45 @@ class _Account:
                 job.processing_start = start
                 job.end = start + (job.total_rows - done) / rate * 60
 
-    def hold_foreign_job(self, seconds: float) -> None:
-        """Pretend another client's job occupies the account for `seconds` from now."""
-        if seconds < 0:
+    def hold_foreign_job(self, seconds: float, at_upload: int | None = None) -> None:
+        """Pretend another client's job occupies the account for `seconds` from now, or from
+        the arrival of the `at_upload`-th upload attempt (which then meets it)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+        if at_upload is not None and (
+            isinstance(at_upload, bool) or not isinstance(at_upload, int) or at_upload < 1
+        ):
+            raise ValueError(f"at_upload must be an integer >= 1, got {at_upload!r}")
         with self.lock:
-            now = time.monotonic()
-            self._advance(now)
-            held = self._running(now, foreign=True)
-            if held is not None:
-                held.end = max(held.end, now + seconds)
+            if at_upload is not None and at_upload > self.counts["upload_attempts"]:
+                self.pending_holds.append((at_upload, float(seconds)))
                 return
-            rows = max(1, round(seconds * (self.rows_per_minute or 1800) / 60))
-            job = _Job(
-                job_id=f"{_JOB_ID_PREFIX}{uuid.uuid4()}",
-                object="users",
-                rows=[],
-                total_rows=rows,
-                filename="other-client.ndjson",
-                file_size=0,
-                accepted=now,
-                queued_end=now,
-                processing_start=now,
-                end=now + seconds,
-                foreign=True,
-            )
-            self.jobs.append(job)
-            self.by_id[job.job_id] = job
+            self._hold(float(seconds))
+
+    def _hold(self, seconds: float) -> None:
+        """Start or extend the foreign job (the caller holds the lock)."""
+        now = time.monotonic()
+        self._advance(now)
+        held = self._running(now, foreign=True)
+        if held is not None:
+            held.end = max(held.end, now + seconds)
+            return
+        rows = max(1, round(seconds * (self.rows_per_minute or 1800) / 60))
+        job = _Job(
+            job_id=f"{_JOB_ID_PREFIX}{uuid.uuid4()}",
+            object="users",
+            rows=[],
+            total_rows=rows,
+            filename="other-client.ndjson",
+            file_size=0,
+            accepted=now,
+            queued_end=now,
+            processing_start=now,
+            end=now + seconds,
+            foreign=True,
+        )
+        self.jobs.append(job)
+        self.by_id[job.job_id] = job
 
     # --- views -----------------------------------------------------------------------------
 
@@ -636,10 +677,16 @@ class _Account:
         route = _route_v1(request.method, request.path)
         kind = "upload" if route[0] == "upload" else "status"
         with self.lock:
-            self._advance(time.monotonic())
+            arrived = time.monotonic()
+            self._advance(arrived)
             self.counts["requests"] += 1
             if route[0] == "upload":
                 self.counts["upload_attempts"] += 1
+                for hold in [
+                    h for h in self.pending_holds if h[0] <= self.counts["upload_attempts"]
+                ]:
+                    self.pending_holds.remove(hold)
+                    self._hold(hold[1])
             elif route[0] in ("status", "list"):
                 self.counts["status_polls"] += 1
             faults = self.faults
@@ -652,16 +699,48 @@ class _Account:
                 refusal = _Reply.error(403, "forbidden", "FORBIDDEN", "This API key is not allowed")
             if refusal is None and not self._authorized(request.authorization):
                 refusal = _Reply.error(401, "unauthorized", "UNAUTHORIZED", "Invalid API key")
+            if refusal is None and faults.refuse_uploads and route[0] == "upload":
+                self.faults_injected["refuse"] += 1
+                refusal = _Reply.error(
+                    faults.refuse_uploads,
+                    "invalid_request",
+                    "REQUEST_REFUSED",
+                    "The sandbox refuses every upload (refuse_uploads fault).",
+                )
+            if refusal is not None:
+                self._log_request(arrived, request, fault, refusal)
         if refusal is not None:
             return refusal
 
         if fault == "slow" and route[0] != "upload":
             self.stopping.wait(faults.slow_seconds)
         reply = self._endpoint(route, request, faults)
+        with self.lock:
+            self._log_request(arrived, request, fault, reply)
         if fault == "slow" and route[0] == "upload":
             # The nasty realistic case: the job exists, but the client times out waiting.
             self.stopping.wait(faults.slow_seconds)
         return reply
+
+    def _log_request(
+        self, arrived: float, request: _Request, fault: str | None, reply: _Reply
+    ) -> None:
+        """Remember one /v1 call (the caller holds the lock): when, what, the answer, the fault."""
+        if len(self.request_log) >= _REQUEST_LOG_LIMIT:
+            del self.request_log[: _REQUEST_LOG_LIMIT // 10]
+        self.request_log.append(
+            {
+                "at": round(arrived - self.origin, 4),
+                "method": request.method,
+                "path": request.path,
+                "status": None if reply.drop else reply.status,
+                "fault": fault,
+            }
+        )
+
+    def requests_copy(self) -> list[dict]:
+        with self.lock:
+            return [dict(entry) for entry in self.request_log]
 
     def _endpoint(self, route: tuple[str, str], request: _Request, faults: Faults) -> _Reply:
         name, argument = route
@@ -742,6 +821,8 @@ class _Account:
             self.by_id[job.job_id] = job
             self.counts["uploads"] += 1
             self.counts["rows_received"] += job.total_rows
+            if self.keep_uploads:
+                self.uploads.append(upload.data)
             # The submit answer is the job as accepted: always queued, even for instant jobs.
             view = self._view(job, now) | {"status": "queued", "completed_rows": 0}
             view["submitted_at"] = view["start_time"]
@@ -809,6 +890,7 @@ def _serve_admin(sandbox: Sandbox, request: _Request) -> _Reply:
         "/_sandbox/profiles/companies": lambda: sandbox.profiles("companies"),
         "/_sandbox/stats": sandbox.stats,
         "/_sandbox/jobs": sandbox.jobs,
+        "/_sandbox/requests": sandbox.request_log,
     }
     if request.method == "GET" and path in routes_get:
         return _Reply.of_json(200, routes_get[path]())
@@ -830,7 +912,7 @@ def _serve_admin(sandbox: Sandbox, request: _Request) -> _Reply:
         elif path == "/_sandbox/reset":
             sandbox.reset()
         elif path == "/_sandbox/hold":
-            sandbox.hold_foreign_job(float(document["seconds"]))
+            sandbox.hold_foreign_job(float(document["seconds"]), document.get("at_upload"))
         else:
             sandbox.set_rows_per_minute(document["rows_per_minute"])
     except (ValueError, TypeError, KeyError) as exc:
@@ -1028,11 +1110,12 @@ class Sandbox:
         port: int = 0,
         api_key: str | None = "sandbox-key",
         rows_per_minute: float | None = 0.0,
+        keep_uploads: bool = False,
     ) -> None:
         require_loopback(host)
         self.host = host
         self.port = port
-        self._account = _Account(api_key, rows_per_minute)
+        self._account = _Account(api_key, rows_per_minute, keep_uploads)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -1086,6 +1169,14 @@ class Sandbox:
         """Stored profiles of 'users' or 'companies', by id (deep copies, safe to modify)."""
         return self._account.profiles_copy(obj)
 
+    def uploads(self) -> list[bytes]:
+        """The file of every accepted upload, byte for byte, oldest first (the JSON body for
+        JSON uploads). Needs `Sandbox(keep_uploads=True)`: uploads are not kept by default."""
+        if not self._account.keep_uploads:
+            raise RuntimeError("uploads are only kept with Sandbox(keep_uploads=True)")
+        with self._account.lock:
+            return list(self._account.uploads)
+
     def set_faults(self, **faults: Any) -> None:
         """Replace the fault set (see `Faults`); with no arguments, clear it."""
         self._account.set_faults(Faults(**faults))
@@ -1094,9 +1185,13 @@ class Sandbox:
         """Change the processing rate (0 or None: instant); a running job adopts it too."""
         self._account.set_rows_per_minute(rows_per_minute)
 
-    def hold_foreign_job(self, seconds: float) -> None:
-        """Let another client's job occupy the account for `seconds`: uploads get 409."""
-        self._account.hold_foreign_job(seconds)
+    def hold_foreign_job(self, seconds: float, at_upload: int | None = None) -> None:
+        """Let another client's job occupy the account for `seconds`: uploads get 409.
+
+        With `at_upload=n` the hold starts when the n-th upload attempt arrives, so a test can
+        put it in the middle of a run whatever the client's start-up time.
+        """
+        self._account.hold_foreign_job(seconds, at_upload)
 
     def reset(self) -> None:
         """Forget profiles, jobs, statistics, faults and any foreign hold."""
@@ -1118,6 +1213,14 @@ class Sandbox:
     def jobs(self) -> list[dict]:
         """Every job, newest first, shaped as `GET /v1/background_jobs` shows them."""
         return self._account.job_views()
+
+    def request_log(self) -> list[dict]:
+        """Every `/v1` call, oldest first: `at` (seconds since start, on arrival), `method`,
+        `path`, `status` (None for a dropped connection) and the injected `fault`, if any.
+
+        Lets a test judge a client's timing, e.g. that a retry after a 429 waited Retry-After.
+        """
+        return self._account.requests_copy()
 
     def wait_idle(self, timeout: float = 30) -> bool:
         """Wait until no job runs (ours or a foreign hold); False if `timeout` passes first."""

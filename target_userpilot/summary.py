@@ -1,17 +1,41 @@
-"""The end-of-run account: what came in, what went to Userpilot, what was saved or refused."""
+"""The end-of-run account: what came in, what went to Userpilot, what was saved or refused.
+
+Printed twice on stderr at the end of every run, successful or not: as a small table for the
+person reading the log, and as one ``TARGET_USERPILOT_SUMMARY {...}`` JSON line for schedulers,
+which can grep for the prefix and parse the rest.
+
+Time per stream runs from its SCHEMA message to the completion of its last job, so a stream's
+effective rows per minute says how fast its profiles really reached Userpilot, waiting for other
+streams' jobs included. The total uses the whole run's wall-clock time.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+#: The counters of a stream, in table order, with their table headings.
+COUNTERS = (
+    ("received", "received"),
+    ("rows_sent", "rows sent"),
+    ("merged", "merged"),
+    ("unchanged", "unchanged"),
+    ("rejected", "rejected"),
+    ("jobs", "jobs"),
+)
 
 
 @dataclass
 class StreamTally:
-    """Counters for one stream."""
+    """Counters for one stream.
+
+    ``received`` counts records read, ``rows_sent`` rows in completed jobs, ``merged`` records
+    folded into another row of the same batch, ``unchanged`` rows ``skip_unchanged`` left out,
+    ``rejected`` records that could not become a valid row.
+    """
 
     object: str = "users"
     received: int = 0
@@ -21,6 +45,12 @@ class StreamTally:
     rejected: int = 0
     jobs: int = 0
     job_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def seconds(self) -> float:
+        """From the stream's start to its last completed job (0 before any job ended)."""
+        return 0.0 if self.finished is None else max(0.0, self.finished - self.started)
 
 
 @dataclass
@@ -30,6 +60,7 @@ class RunSummary:
     started: float = field(default_factory=time.monotonic)
     streams: dict[str, StreamTally] = field(default_factory=dict)
     dry_run: bool = False
+    ended: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stream(self, name: str, object: str | None = None) -> StreamTally:
@@ -43,80 +74,111 @@ class RunSummary:
         return tally
 
     def job_done(self, stream: str, rows: int, merged: int, seconds: float) -> None:
-        """A job of ``stream`` completed with ``rows`` rows."""
+        """A job of ``stream`` completed with ``rows`` rows, ``seconds`` after its upload."""
         with self._lock:
             tally = self.streams.setdefault(stream, StreamTally())
             tally.rows_sent += rows
             tally.merged += merged
             tally.jobs += 1
             tally.job_seconds += seconds
+            tally.finished = time.monotonic()
 
     def as_dict(self) -> dict[str, Any]:
-        """Machine-readable form: per stream and in total."""
-        elapsed = time.monotonic() - self.started
-        streams = {name: _with_rate(asdict(t), elapsed) for name, t in sorted(self.streams.items())}
-        total: dict[str, Any] = {
-            key: sum(s[key] for s in streams.values())
-            for key in ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
-        }
+        """Machine-readable form: per stream and in total.
+
+        Per stream and in ``total``: the counters, ``seconds`` (see the module docstring),
+        ``job_seconds`` (upload to completion, summed over jobs) and ``rows_per_minute``
+        (rows sent per minute of ``seconds``). The first call fixes the run's end.
+        """
+        with self._lock:
+            if self.ended is None:
+                # The account is taken once: the table and the JSON line show the same times.
+                self.ended = time.monotonic()
+            elapsed = self.ended - self.started
+            tallies = sorted(self.streams.items())
+        streams = {name: _stream_dict(tally) for name, tally in tallies}
+        total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key, _ in COUNTERS}
         total["job_seconds"] = round(sum(s["job_seconds"] for s in streams.values()), 3)
+        total["seconds"] = round(elapsed, 3)
+        total["rows_per_minute"] = _rate(total["rows_sent"], elapsed)
         return {
             "dry_run": self.dry_run,
             "seconds": round(elapsed, 3),
             "streams": streams,
-            "total": _with_rate(total, elapsed),
+            "total": total,
         }
 
     def table(self) -> str:
         """A small fixed-width table for people reading stderr."""
         data = self.as_dict()
-        sent = "would send" if self.dry_run else "rows sent"
-        head = (
-            "stream",
-            "object",
-            "received",
-            sent,
-            "merged",
-            "unchanged",
-            "rejected",
-            "jobs",
-            "rows/min",
-        )
+        head = ["stream", "object"] + [title for _, title in COUNTERS] + ["time", "rows/min"]
+        if self.dry_run:
+            head[3] = "would send"
         lines = [head]
         for name, s in data["streams"].items():
             lines.append(_cells(name, s["object"], s))
         lines.append(_cells("TOTAL", "", data["total"]))
-        widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         out = [
             "  ".join(
-                str(c).ljust(w) if i < 2 else str(c).rjust(w)
+                c.ljust(w) if i < 2 else c.rjust(w)
                 for i, (c, w) in enumerate(zip(line, widths, strict=True))
-            )
+            ).rstrip()
             for line in lines
         ]
-        return "\n".join(out) + f"\nfinished in {data['seconds']:.1f} s"
+        total = data["total"]
+        if self.dry_run:
+            out.append(
+                f"Dry run: nothing was sent to Userpilot. {_count(total['rows_sent'], 'row')} "
+                f"would have been sent in {_count(total['jobs'], 'upload')}, written as files "
+                "to output_dir."
+            )
+        else:
+            out.append(
+                f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
+                f"{_count(total['jobs'], 'job')}, in {_seconds(total['seconds'])}."
+            )
+        return "\n".join(out)
 
     def json_line(self) -> str:
         """One line of JSON for schedulers, prefixed so it is easy to grep from stderr."""
         return "TARGET_USERPILOT_SUMMARY " + json.dumps(self.as_dict(), sort_keys=True)
 
 
-def _with_rate(counts: dict[str, Any], elapsed: float) -> dict[str, Any]:
-    counts = dict(counts)
-    counts["job_seconds"] = round(counts.get("job_seconds", 0.0), 3)
-    counts["rows_per_minute"] = round(counts["rows_sent"] / elapsed * 60, 1) if elapsed else 0.0
+def _stream_dict(tally: StreamTally) -> dict[str, Any]:
+    seconds = tally.seconds()
+    counts: dict[str, Any] = {"object": tally.object}
+    counts.update({key: getattr(tally, key) for key, _ in COUNTERS})
+    counts["job_seconds"] = round(tally.job_seconds, 3)
+    counts["seconds"] = round(seconds, 3)
+    counts["rows_per_minute"] = _rate(tally.rows_sent, seconds)
     return counts
 
 
-def _cells(name: str, object: str, s: dict[str, Any]) -> tuple[Any, ...]:
-    return (
+def _rate(rows: int, seconds: float) -> float:
+    """Rows per minute over ``seconds``; 0 when nothing was sent or no time passed."""
+    return round(rows / seconds * 60, 1) if rows and seconds > 0 else 0.0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _cells(name: str, object: str, s: dict[str, Any]) -> list[str]:
+    return [
         name,
         object,
-        s["received"],
-        s["rows_sent"],
-        s["merged"],
-        s["unchanged"],
-        s["rejected"],
-        s["jobs"],
+        *(str(s[key]) for key, _ in COUNTERS),
+        _seconds(s["seconds"]),
         f"{s['rows_per_minute']:.0f}",
-    )
+    ]

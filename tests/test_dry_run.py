@@ -1,0 +1,165 @@
+"""dry_run: every batch written to output_dir exactly as it would be uploaded, no network at all."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, run_target, schema, state, user
+
+from target_userpilot.sandbox import Sandbox
+
+
+def _closed_loopback_port() -> int:
+    """A loopback port nothing listens on: any connection attempt to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _messages() -> list[dict]:
+    """Companies, 250 users (one sent twice, one without an id) and an ignored stream."""
+    return [
+        schema("companies", COMPANY_SCHEMA, ["company_id"]),
+        record("companies", {"company_id": "c-1", "name": "Acme", "employees": 250}),
+        record("companies", {"company_id": "c-2", "name": "Globex Zürich", "employees": None}),
+        schema("users", USER_SCHEMA, ["id"]),
+        *[record("users", user(i)) for i in range(250)],
+        record("users", user(249, plan="enterprise")),  # same batch as the first 249: merged
+        record("users", user(1000, id=None)),  # no usable id: rejected
+        schema("audit_log", {"id": {"type": "integer"}}, ["id"]),
+        *[record("audit_log", {"id": i}) for i in range(3)],
+        state({"bookmarks": {"users": "done"}}),
+    ]
+
+
+def _dry_config(tmp_path: Path) -> dict:
+    return {
+        "dry_run": True,
+        "output_dir": str(tmp_path / "batches"),
+        # Nothing listens here: a dry run that tried to connect would fail.
+        "api_url": f"http://127.0.0.1:{_closed_loopback_port()}",
+        "batch_size_rows": 100,
+        "object_mapping": {"audit_log": {"object": "ignore"}},
+    }
+
+
+def _expected_user(i: int, plan: str | None = None) -> dict:
+    rec = user(i)
+    return {
+        "user_id": str(i),
+        "company_id": rec["company_id"],
+        "metadata": {"email": rec["email"], "name": rec["name"], "plan": plan or rec["plan"]},
+    }
+
+
+def _ndjson(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_dry_run_writes_every_batch_without_a_key_or_any_network(tmp_path):
+    config = _dry_config(tmp_path)
+    assert "api_key" not in config
+
+    run = run_target(config, _messages(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "batches"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "companies-1.ndjson",
+        "users-1.ndjson",
+        "users-2.ndjson",
+        "users-3.ndjson",
+    ]
+    assert _ndjson(out / "companies-1.ndjson") == [
+        {"company_id": "c-1", "metadata": {"name": "Acme", "employees": 250}},
+        {"company_id": "c-2", "metadata": {"name": "Globex Zürich", "employees": None}},
+    ]
+    assert _ndjson(out / "users-1.ndjson") == [_expected_user(i) for i in range(100)]
+    assert _ndjson(out / "users-2.ndjson") == [_expected_user(i) for i in range(100, 200)]
+    assert _ndjson(out / "users-3.ndjson") == [
+        *[_expected_user(i) for i in range(200, 249)],
+        _expected_user(249, plan="enterprise"),
+    ]
+    # STATE goes out as in a real run: the batches count as delivered.
+    assert run.states == [{"bookmarks": {"users": "done"}}]
+    assert "connection" not in run.stderr.lower()
+
+
+def test_dry_run_summary_says_what_would_have_been_sent(tmp_path):
+    run = run_target(_dry_config(tmp_path), _messages(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = run.summary
+    assert summary["dry_run"] is True
+    counts = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
+    got = {name: {k: s[k] for k in ("object", *counts)} for name, s in summary["streams"].items()}
+    assert got == {
+        "audit_log": dict.fromkeys(counts, 0) | {"object": "ignore", "received": 3},
+        "companies": dict.fromkeys(counts, 0)
+        | {"object": "companies", "received": 2, "rows_sent": 2, "jobs": 1},
+        "users": dict.fromkeys(counts, 0)
+        | {"object": "users", "received": 252, "rows_sent": 250, "merged": 1, "rejected": 1}
+        | {"jobs": 3},
+    }
+    assert {k: summary["total"][k] for k in counts} == {
+        "received": 257,
+        "rows_sent": 252,
+        "merged": 1,
+        "unchanged": 0,
+        "rejected": 1,
+        "jobs": 4,
+    }
+    assert "would send" in run.stderr
+    assert (
+        "Dry run: nothing was sent to Userpilot. 252 rows would have been sent in 4 uploads"
+        in run.stderr
+    )
+
+
+@pytest.fixture
+def keeping_sandbox() -> Iterator[Sandbox]:
+    """A sandbox that keeps the file of every upload, to compare with a dry run's files."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, keep_uploads=True) as sb:
+        yield sb
+
+
+def test_dry_run_files_are_byte_for_byte_what_a_real_run_uploads(keeping_sandbox, tmp_path):
+    dry_dir, real_dir = tmp_path / "dry", tmp_path / "real"
+    dry_dir.mkdir()
+    real_dir.mkdir()
+    dry = run_target(_dry_config(dry_dir), _messages(), tmp_path=dry_dir)
+    real_config = {
+        "api_url": keeping_sandbox.url,
+        "api_key": API_KEY,
+        "batch_size_rows": 100,
+        "object_mapping": {"audit_log": {"object": "ignore"}},
+    }
+    real = run_target(real_config, _messages(), tmp_path=real_dir)
+
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert real.returncode == 0, real.stderr[-3000:]
+    # Uploads in order, oldest first; jobs() lists newest first.
+    objects = [job["type"].split("_", 1)[0] for job in reversed(keeping_sandbox.jobs())]
+    uploaded: dict[str, list[bytes]] = {"users": [], "companies": []}
+    for obj, body in zip(objects, keeping_sandbox.uploads(), strict=True):
+        uploaded[obj].append(body)
+    written = {
+        obj: [
+            (dry_dir / "batches" / f"{obj}-{n}.ndjson").read_bytes()
+            for n in range(1, len(uploaded[obj]) + 1)
+        ]
+        for obj in uploaded
+    }
+    assert [len(uploaded["companies"]), len(uploaded["users"])] == [1, 3]
+    assert written == uploaded
+    assert len(list((dry_dir / "batches").iterdir())) == 4
+    assert dry.states == real.states
+
+
+def test_sandbox_keeps_no_uploads_unless_asked(sandbox):
+    with pytest.raises(RuntimeError, match="keep_uploads"):
+        sandbox.uploads()

@@ -22,6 +22,11 @@ OBJECTS = (USERS, COMPANIES, IGNORE)
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 
+#: Value types that are already Userpilot metadata primitives and pass through unchanged.
+_AS_IS = frozenset({str, int, bool, type(None)})
+#: Compact UTF-8 JSON; made once, because ``json.dumps`` with options builds an encoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 class InvalidRecord(ValueError):
     """A record that cannot become a valid Userpilot row; the message is the reason."""
@@ -101,13 +106,23 @@ def identifier(value: Any, prop: str) -> str:
 
 def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]]:
     """Turn one record into ``(id, row)``, or raise :class:`InvalidRecord` with the reason."""
-    row_id = identifier(record.get(route.id_property), route.id_property)
+    id_prop = route.id_property
     company_prop = route.company_id_property
+    row_id = identifier(record.get(id_prop), id_prop)
     metadata: dict[str, Any] = {}
     for key, value in record.items():
-        if key in (route.id_property, company_prop) or key.startswith("_sdc_"):
+        if key in (id_prop, company_prop) or key.startswith("_sdc_"):
             continue
-        _flatten_into(metadata, key, value)
+        # Runs for every property of every record: the common cases are decided inline.
+        kind = type(value)
+        if kind in _AS_IS:
+            metadata[key] = value
+        elif kind is float:
+            metadata[key] = value if math.isfinite(value) else None
+        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+            _flatten_into(metadata, key, value)
+        else:
+            metadata[key] = primitive(value)
 
     if route.object == COMPANIES:
         return row_id, {"company_id": row_id, "metadata": metadata}
@@ -133,16 +148,22 @@ def merge_rows(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]
 
 def encode_row(row: Mapping[str, Any]) -> bytes:
     """One NDJSON line, UTF-8, compact, ending in ``\\n`` (what Userpilot's file upload reads)."""
-    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return (_encode(row) + "\n").encode()
 
 
-def _flatten_into(metadata: dict[str, Any], key: str, value: Any) -> None:
-    """Add ``value`` under ``key``; nested objects become ``parent__child`` keys."""
-    if isinstance(value, Mapping):
-        for child_key, child_value in value.items():
-            _flatten_into(metadata, f"{key}__{child_key}", child_value)
-        return
-    metadata[key] = primitive(value)
+def _flatten_into(metadata: dict[str, Any], key: str, value: Mapping[str, Any]) -> None:
+    """Add the entries of ``value`` under ``key__child`` keys, nested objects recursively."""
+    for child_key, child_value in value.items():
+        name = f"{key}__{child_key}"
+        kind = type(child_value)
+        if kind in _AS_IS:
+            metadata[name] = child_value
+        elif kind is float:
+            metadata[name] = child_value if math.isfinite(child_value) else None
+        elif kind is dict or (kind is not list and isinstance(child_value, Mapping)):
+            _flatten_into(metadata, name, child_value)
+        else:
+            metadata[name] = primitive(child_value)
 
 
 def primitive(value: Any) -> Any:
@@ -156,7 +177,7 @@ def primitive(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
-        return json.dumps(_json_safe(value), ensure_ascii=False, separators=(",", ":"))
+        return _encode(_json_safe(value))
     return str(value)
 
 
@@ -174,7 +195,7 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [v if type(v) in _AS_IS else _json_safe(v) for v in value]
     return primitive(value)
 
 

@@ -9,6 +9,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_userpilot.batch import BatchFile, SealedBatch
 from target_userpilot.rows import InvalidRecord, encode_row, route_for, to_row
+from target_userpilot.validation import RecordValidator
 
 if t.TYPE_CHECKING:
     from target_userpilot.target import TargetUserpilot
@@ -64,6 +65,12 @@ class UserpilotSink(BatchSink):
 
     # Per record
 
+    def get_validator(self) -> RecordValidator | None:
+        """The SDK's schema validation (``validate_records``), compiled for speed."""
+        if not self.validate_schema:
+            return None
+        return RecordValidator(self.schema, validate_formats=self.validate_field_string_format)
+
     def _validate_and_parse(self, record: dict) -> dict:
         """Validate against the schema (if ``validate_records``), but leave values as they are.
 
@@ -80,6 +87,9 @@ class UserpilotSink(BatchSink):
 
     def _singer_validate_message(self, record: dict) -> None:
         """Missing key properties are judged by the row rules, which can reject one record."""
+
+    def _after_process_record(self, context: dict) -> None:
+        """Nothing per record: the SDK's per-record DEBUG line costs more than the row itself."""
 
     def process_record(self, record: dict, context: dict) -> None:
         """Turn one record into a row and add it to the open batch file."""

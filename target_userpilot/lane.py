@@ -121,6 +121,11 @@ class JobLane:
             raise self._error
 
     @property
+    def busy(self) -> bool:
+        """True while a job of ours runs."""
+        return self._running is not None
+
+    @property
     def failed(self) -> bool:
         """True once a job or a status poll has failed the run (cheap, for the hot path)."""
         return self._error is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 from typing import Any
@@ -25,6 +26,15 @@ from target_userpilot.unchanged import ConfirmedRows
 logger = logging.getLogger("target_userpilot")
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGINT: the run stops reading; the job already in flight is awaited.
+
+    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the main
+    thread is, it must not be swallowed by an ``except Exception`` on the way (logging's own
+    error handling would print it and carry on, losing the signal).
+    """
+
+
 class Load:
     """Everything one run shares across its sinks."""
 
@@ -37,6 +47,8 @@ class Load:
         self._user_agent = user_agent
         self._client: UserpilotClient | DryRunClient | None = None
         self._lane: JobLane | None = None
+        self._signals = 0
+        self._finishing = False
         self.confirmed: ConfirmedRows | None = None
         if settings.skip_unchanged:
             scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
@@ -100,20 +112,62 @@ class Load:
 
     def finish(self) -> None:
         """End of input: wait for the last job, so the final STATE goes out."""
+        self._finishing = True
         if self._lane is not None:
             self._lane.wait_idle()
 
     def settle(self) -> None:
-        """The run is failing: let the job in flight end (so its STATE goes out), never raise."""
-        if self._lane is None:
+        """The run is failing: let the job in flight end (so its STATE goes out), never raise.
+
+        A second SIGTERM or SIGINT cuts the wait short.
+        """
+        if self._lane is None or self._signals > 1:
             return
         try:
             self._lane.wait_idle()
         except Exception as exc:  # noqa: BLE001 - the original failure is the one to report
             logger.debug("While stopping, the running job also failed: %s", exc)
 
+    def terminate(self, signum: int) -> None:
+        """A termination signal arrived (handler, main thread): stop the run where it is.
+
+        The SDK's own handler would drain every sink from inside the signal handler, re-entering
+        whatever upload the main thread was in, and then exit 0 although the records not yet
+        uploaded were never sent. Instead, the run stops reading and uploading; on the way out
+        the job already in flight is awaited (``settle``), so the STATE it backs still goes out,
+        and the run ends with its own exit code. A second signal stops the wait. Once all input
+        is read and uploaded (``finish``), the first signal only waits for the last job: the run
+        then ends as usual.
+        """
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1 and self._finishing:
+            # Everything is read and uploaded: the last job's end is the run's end.
+            logger.warning(
+                "Received %s after the end of input: waiting for the last job to end, so the "
+                "final STATE can go out; send the signal again to stop at once.",
+                name,
+            )
+            return
+        if self._signals == 1:
+            running = self._lane is not None and self._lane.busy
+            logger.warning(
+                "Received %s: no further input is read or uploaded.%s",
+                name,
+                " Waiting for the job in flight to end, so its STATE can go out; send the "
+                "signal again to stop at once."
+                if running
+                else "",
+            )
+        msg = (
+            f"Received {name}, so the run stopped before all of its input was loaded. STATE was "
+            "written up to the last record Userpilot confirmed; rerun from it to load the rest."
+        )
+        raise Terminated(msg)
+
     def close(self) -> None:
-        """Stop the watcher thread and close connections."""
+        """Let a job in flight end (its STATE goes out), stop the watcher, close connections."""
+        self.settle()
         if self._lane is not None:
             self._lane.close()
         if self._client is not None:

@@ -28,7 +28,7 @@ from target_userpilot.client import (
     UserpilotError,
 )
 from target_userpilot.lane import JobFailed, JobTimeout
-from target_userpilot.load import Load
+from target_userpilot.load import Load, Terminated
 from target_userpilot.rejects import InvalidRecordError
 from target_userpilot.settings import CONFIG_SCHEMA, NUMBER_SETTINGS, Settings
 from target_userpilot.sinks import UserpilotSink
@@ -47,6 +47,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     InvalidJSONSchema: 7,
     UserpilotError: 8,
     TransientError: 9,
+    Terminated: 10,
 }
 
 
@@ -120,6 +121,12 @@ class TargetUserpilot(Target):
         return config
 
     # Lifecycle
+
+    def _handle_termination(self, signum: int, frame: t.Any) -> None:
+        """SIGTERM/SIGINT: stop reading; the job in flight is awaited on the way out (exit 10)."""
+        if not hasattr(self, "load"):  # still starting: nothing read, nothing to wait for
+            raise Terminated(f"Received signal {signum} while starting; no input was read.")
+        self.load.terminate(signum)
 
     def _process_state_message(self, message_dict: dict) -> None:
         """Hold STATE until its records are durable, instead of writing it after each drain."""

@@ -1,0 +1,413 @@
+"""`make bench`: how fast, how lean and how busy target-userpilot is, printed as figures.
+
+Four measurements, all on input from ``bench/generate.py`` (warehouse-like users with nested
+objects, arrays, date-times, decimals and nulls), all through the real target run as a
+subprocess (``python -m target_userpilot``) against the local sandbox on loopback:
+
+a. throughput against a do-nothing Singer SDK target (``bench/noop_target.py``) on the same
+   input file, in the same run, with ``validate_records`` on (the default) and off;
+b. peak memory (max RSS of the target process) at two input sizes;
+c. job pacing with the sandbox processing at a fixed, scaled-up rate: how busy the sandbox is
+   kept across a multi-job load, how soon a completed job is noticed, status polls per job;
+d. rows sent per distinct profile: in-batch merge of repeated updates, and skip_unchanged.
+
+It prints figures and never judges them: timings depend on the machine. The figures are also
+written to ``bench/results/latest.json``. ``--quick`` runs everything on small inputs, to check
+that the benchmark itself works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import generate  # bench/ is on sys.path: run as `python bench/run.py`
+
+from target_userpilot.sandbox import Sandbox
+
+BENCH = Path(__file__).resolve().parent
+
+API_KEY = "bench-key"
+#: What the target is told about an instantly answering sandbox. With the default 1,800 rows a
+#: minute it would rightly wait about a second per job before its first status poll: pacing for
+#: Userpilot, not work, and not what the throughput figure is about.
+INSTANT_ROWS_PER_MINUTE = 1e9
+USERPILOT_ROWS_PER_MINUTE = 1800
+
+
+#: Spawns argv[2:] and writes its wall time and peak RSS (KiB, from wait4) to argv[1]. With -I
+#: -S it stays a few MB, far below the process it measures.
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as report:
+    report.write(f"{seconds} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@dataclass
+class Sizes:
+    """Input sizes; ``--quick`` shrinks them all."""
+
+    throughput: int = 100_000
+    repeats: int = 3
+    memory: tuple[int, int] = (20_000, 160_000)
+    pacing_batch: int = 2_000
+    pacing: tuple[tuple[int, int], ...] = ((20_000, 600_000), (12_000, 30_000))
+    repeated: tuple[int, int] = (9_000, 3_000)
+    unchanged: tuple[int, int] = (4_000, 100)
+
+
+QUICK = Sizes(
+    throughput=5_000,
+    repeats=1,
+    memory=(2_000, 8_000),
+    pacing_batch=500,
+    pacing=((2_000, 600_000), (1_500, 30_000)),
+    repeated=(900, 300),
+    unchanged=(400, 10),
+)
+
+
+@dataclass
+class Run:
+    """One finished process: wall time, peak memory and what it wrote to stderr."""
+
+    seconds: float
+    max_rss_mb: float
+    stderr: str
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The target's ``TARGET_USERPILOT_SUMMARY`` line, parsed."""
+        for line in reversed(self.stderr.splitlines()):
+            if line.startswith("TARGET_USERPILOT_SUMMARY "):
+                return json.loads(line.split(" ", 1)[1])
+        raise RuntimeError("the target printed no summary line")
+
+
+class Bench:
+    """Runs the measurements in one scratch directory, against sandboxes on loopback."""
+
+    def __init__(self, work: Path, sizes: Sizes) -> None:
+        self.work = work
+        self.sizes = sizes
+        self._configs = 0
+
+    # Running processes
+
+    def run(self, argv: list[str], input_path: Path) -> Run:
+        """Run ``argv`` with ``input_path`` on stdin, measured by a small launcher process.
+
+        A child's peak RSS as the kernel reports it includes the memory of the process that
+        spawned it (the spawn shares or copies it until exec). This process holds sandboxes
+        and their profiles, so a tiny launcher spawns the measured process instead.
+        """
+        report = self.work / "measure.txt"
+        with input_path.open("rb") as stdin, tempfile.TemporaryFile(dir=self.work) as err:
+            code = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(report), *argv],
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=self.work,
+                check=False,
+            ).returncode
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        if code != 0:
+            tail = "\n".join(stderr.splitlines()[-15:])
+            raise RuntimeError(f"{argv[1:3]} exited with {code}:\n{tail}")
+        seconds, max_rss_kb = report.read_text().split()
+        return Run(float(seconds), int(max_rss_kb) / 1024, stderr)
+
+    def target(self, config: dict[str, Any], input_path: Path) -> Run:
+        """The real target, as a user runs it."""
+        argv = [sys.executable, "-m", "target_userpilot", "--config", self.config(config)]
+        return self.run(argv, input_path)
+
+    def noop(self, config: dict[str, Any], input_path: Path) -> Run:
+        """The do-nothing SDK target."""
+        argv = [sys.executable, str(BENCH / "noop_target.py"), "--config", self.config(config)]
+        return self.run(argv, input_path)
+
+    def config(self, settings: dict[str, Any]) -> str:
+        self._configs += 1
+        path = self.work / f"config-{self._configs}.json"
+        path.write_text(json.dumps(settings))
+        return str(path)
+
+    def input(self, name: str, records: Any) -> Path:
+        return generate.write(self.work / f"{name}.jsonl", records)
+
+    # a. Throughput
+
+    def throughput(self) -> dict[str, Any]:
+        n = self.sizes.throughput
+        path = self.input("throughput", generate.distinct_users(n))
+        results: dict[str, Any] = {"records": n, "repeats": self.sizes.repeats}
+        with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+            base = {
+                "api_url": sandbox.url,
+                "api_key": API_KEY,
+                "rows_per_minute": INSTANT_ROWS_PER_MINUTE,
+            }
+            for label, extra in (
+                ("validate_on", {}),
+                ("validate_off", {"validate_records": False}),
+            ):
+                runs: dict[str, list[Run]] = {"target": [], "noop": []}
+                # Interleaved, so that a slower moment of the machine hits both alike.
+                for _ in range(self.sizes.repeats):
+                    runs["noop"].append(self.noop(extra, path))
+                    runs["target"].append(self.target({**base, **extra}, path))
+                    sandbox.reset()
+                figures = {name: _rates(n, rs) for name, rs in runs.items()}
+                figures["ratio_best"] = round(
+                    figures["target"]["best_rps"] / figures["noop"]["best_rps"], 2
+                )
+                figures["ratio_median"] = round(
+                    figures["target"]["median_rps"] / figures["noop"]["median_rps"], 2
+                )
+                results[label] = figures
+        return results
+
+    # b. Memory
+
+    def memory(self) -> dict[str, Any]:
+        small, large = self.sizes.memory
+        results: dict[str, Any] = {}
+        with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+            config = {
+                "api_url": sandbox.url,
+                "api_key": API_KEY,
+                "rows_per_minute": INSTANT_ROWS_PER_MINUTE,
+            }
+            for n in (small, large):
+                path = self.input(f"memory-{n}", generate.distinct_users(n))
+                run = self.target(config, path)
+                results[str(n)] = {"max_rss_mb": round(run.max_rss_mb, 1)}
+                path.unlink()
+                sandbox.reset()
+        results["ratio"] = round(
+            results[str(large)]["max_rss_mb"] / results[str(small)]["max_rss_mb"], 3
+        )
+        return results
+
+    # c. Job pacing
+
+    def pacing(self) -> list[dict[str, Any]]:
+        batch = self.sizes.pacing_batch
+        results = []
+        for records, rate in self.sizes.pacing:
+            path = self.input(f"pacing-{records}", generate.distinct_users(records))
+            with Sandbox(port=0, api_key=API_KEY, rows_per_minute=rate) as sandbox:
+                config = {
+                    "api_url": sandbox.url,
+                    "api_key": API_KEY,
+                    "rows_per_minute": rate,
+                    "batch_size_rows": batch,
+                }
+                run = self.target(config, path)
+                stats = sandbox.stats()
+            results.append(
+                {
+                    "records": records,
+                    "batch_size_rows": batch,
+                    "rows_per_minute": rate,
+                    "speedup_vs_userpilot": round(rate / USERPILOT_ROWS_PER_MINUTE, 1),
+                    "job_seconds": round(batch / rate * 60, 2),
+                    "jobs": stats["jobs"],
+                    "busy_share": stats["busy_share"],
+                    "notice_delay_avg_s": stats["notice_delay_avg"],
+                    "notice_delay_max_s": stats["notice_delay_max"],
+                    "polls_per_job": stats["polls_per_job_avg"],
+                    "own_conflicts": stats["conflicts_own"],
+                    "seconds": round(run.seconds, 2),
+                }
+            )
+        return results
+
+    # d. Rows sent per profile
+
+    def rows_per_profile(self) -> dict[str, Any]:
+        records, users = self.sizes.repeated
+        count, changed = self.sizes.unchanged
+        results: dict[str, Any] = {}
+        with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+            config = {
+                "api_url": sandbox.url,
+                "api_key": API_KEY,
+                "rows_per_minute": INSTANT_ROWS_PER_MINUTE,
+            }
+            path = self.input("repeated", generate.repeated_updates(records, users))
+            total = self.target(config, path).summary["total"]
+            results["repeated_updates"] = {
+                "records": records,
+                "profiles": users,
+                "rows_sent": total["rows_sent"],
+                "merged": total["merged"],
+                "rows_per_profile": round(total["rows_sent"] / users, 3),
+            }
+            skipping = {**config, "skip_unchanged": True, "state_db": str(self.work / "state.db")}
+            first = self.input("unchanged", generate.distinct_users(count))
+            second = self.input("some-changed", generate.some_changed(count, changed))
+            runs = (("first_run", first), ("unchanged_rerun", first), ("changed_rerun", second))
+            for label, path in runs:
+                total = self.target(skipping, path).summary["total"]
+                results[label] = {
+                    "profiles": count,
+                    "changed": {"first_run": count, "unchanged_rerun": 0}.get(label, changed),
+                    "rows_sent": total["rows_sent"],
+                    "unchanged_skipped": total["unchanged"],
+                }
+        return results
+
+
+def _rates(records: int, runs: list[Run]) -> dict[str, Any]:
+    seconds = sorted(run.seconds for run in runs)
+    return {
+        "seconds": [round(s, 2) for s in seconds],
+        "best_rps": round(records / seconds[0]),
+        "median_rps": round(records / statistics.median(seconds)),
+        "max_rss_mb": round(max(run.max_rss_mb for run in runs), 1),
+    }
+
+
+def render(figures: dict[str, Any]) -> str:
+    """The compact table `make bench` prints."""
+    lines: list[str] = []
+
+    def row(*cells: str) -> None:
+        label, *values = cells
+        lines.append(("   " + f"{label:<38}" + "".join(f"{v:<26}" for v in values)).rstrip())
+
+    t = figures["throughput"]
+    on, off = t["validate_on"], t["validate_off"]
+    lines.append(
+        f"a. Throughput: {t['records']:,} records, best of {t['repeats']} (median), "
+        "sandbox answering instantly"
+    )
+    row("", "validate_records on", "validate_records off")
+    for name, title in (("target", "target-userpilot"), ("noop", "do-nothing SDK target")):
+        row(title, *(_rps(f[name]) for f in (on, off)))
+    row(
+        "target / do-nothing",
+        *(f"{f['ratio_best']:.2f}x ({f['ratio_median']:.2f}x)" for f in (on, off)),
+    )
+    lines.append(
+        "   (the target is told rows_per_minute=1e9: it need not pace its status polls for "
+        "Userpilot's 1,800)"
+    )
+
+    m = figures["memory"]
+    small, large = (key for key in m if key != "ratio")
+    lines.append("b. Peak memory (max RSS of the target process)")
+    row(f"{int(small):,} records", f"{m[small]['max_rss_mb']:.1f} MB")
+    row(f"{int(large):,} records", f"{m[large]['max_rss_mb']:.1f} MB")
+    row(f"{int(large):,} / {int(small):,}", f"{m['ratio']:.3f}")
+
+    pacing = figures["pacing"]
+    lines.append(
+        "c. Job pacing: sandbox at a fixed rate, scaled up from Userpilot's 1,800 rows/min; "
+        "target told that rate"
+    )
+    row("", *(f"{p['job_seconds']:g} s jobs" for p in pacing))
+    row(
+        "records in jobs of rows",
+        *(f"{p['records']:,} in {p['jobs']} x {p['batch_size_rows']:,}" for p in pacing),
+    )
+    row(
+        "rows/min (x Userpilot)",
+        *(f"{p['rows_per_minute']:,} ({p['speedup_vs_userpilot']:.0f}x)" for p in pacing),
+    )
+    row("sandbox busy, first upload-last end", *(_percent(p["busy_share"]) for p in pacing))
+    row(
+        "completion noticed after avg/max",
+        *(f"{_ms(p['notice_delay_avg_s'])} / {_ms(p['notice_delay_max_s'])}" for p in pacing),
+    )
+    row("status polls per job", *(f"{p['polls_per_job']:g}" for p in pacing))
+
+    r = figures["rows"]
+    rep = r["repeated_updates"]
+    lines.append("d. Rows sent per distinct profile")
+    row(
+        f"{rep['records']:,} updates of {rep['profiles']:,} users",
+        f"{rep['rows_sent']:,} rows",
+        f"{rep['rows_per_profile']:g} per profile, {rep['merged']:,} merged",
+    )
+    first, same, changed = r["first_run"], r["unchanged_rerun"], r["changed_rerun"]
+    row(f"skip_unchanged: {first['profiles']:,} users", f"{first['rows_sent']:,} rows", "first run")
+    row(
+        "  the same input again",
+        f"{same['rows_sent']:,} rows",
+        f"{same['unchanged_skipped']:,} skipped as unchanged",
+    )
+    row(
+        f"  {changed['changed']:,} of {changed['profiles']:,} changed",
+        f"{changed['rows_sent']:,} rows",
+        f"{changed['unchanged_skipped']:,} skipped as unchanged",
+    )
+    return "\n".join(lines)
+
+
+def _rps(f: dict[str, Any]) -> str:
+    return f"{f['best_rps']:,} rec/s ({f['median_rps']:,})"
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.1f}%"
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs, to test the bench")
+    parser.add_argument(
+        "--output", type=Path, default=BENCH / "results" / "latest.json", help="JSON figures"
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="target-userpilot-bench-") as work:
+        bench = Bench(Path(work), sizes)
+        figures: dict[str, Any] = {}
+        for name, measure in (
+            ("throughput", bench.throughput),
+            ("memory", bench.memory),
+            ("pacing", bench.pacing),
+            ("rows", bench.rows_per_profile),
+        ):
+            print(f"measuring {name}...", file=sys.stderr, flush=True)
+            figures[name] = measure()
+    figures["machine"] = {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "bench_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(render(figures))
+    print(f"({figures['machine']['bench_seconds']:.0f} s; figures in {args.output})")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

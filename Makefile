@@ -4,6 +4,8 @@
 #   make test    lint, then the test suite
 #   make lint    ruff format --check and ruff check
 #   make readme  regenerate the README's settings table from `target-userpilot --about`
+#   make hub     regenerate the Meltano Hub plugin definition (plugin/loaders/) from `--about`
+#   make meltano install the pinned Meltano into .venv/meltano (make test needs it)
 #   make bench   run the benchmark (bench/run.py)
 #   make clean   remove the virtualenv and build/test leftovers
 
@@ -17,7 +19,7 @@ INSTALLED = $(VENV)/.installed
 LINT_PATHS = $(wildcard target_userpilot tests bench scripts)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install lint test demo bench readme clean
+.PHONY: help venv install lint test demo bench readme hub meltano clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -38,8 +40,13 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
 
-test: install lint
+# tests/test_meltano.py runs the real Meltano CLI; it lives in its own virtualenv, reused while
+# scripts/meltano-requirements.txt is unchanged.
+test: install lint meltano
 	$(BIN)/pytest
+
+meltano: $(INSTALLED)
+	$(PYTHON) scripts/meltano_venv.py
 
 demo: $(INSTALLED)
 	$(PYTHON) scripts/demo.py
@@ -49,6 +56,9 @@ bench: $(INSTALLED)
 
 readme: $(INSTALLED)
 	$(PYTHON) scripts/readme_settings.py
+
+hub: $(INSTALLED)
+	$(PYTHON) scripts/hub_definition.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache userpilot-batches .target-userpilot

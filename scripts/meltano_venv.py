@@ -1,0 +1,51 @@
+"""Make sure `.venv/meltano` holds the Meltano pinned in scripts/meltano-requirements.txt.
+
+    python scripts/meltano_venv.py    # prints the path of the `meltano` command
+
+Meltano lives in a virtualenv of its own, apart from the project's `.venv`, because its many
+dependencies must not decide the target's. The virtualenv is reused while the pins are unchanged
+(a copy of the requirements file inside it says what was installed), so only the first
+`make test` on a machine pays for the download; `make test` and tests/test_meltano.py both call
+this, so either may be first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = ROOT / "scripts" / "meltano-requirements.txt"
+VENV = ROOT / ".venv" / "meltano"
+
+
+def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> Path:
+    """Build (or reuse) the virtualenv and return its ``meltano`` executable."""
+    stamp = venv / "installed-requirements.txt"
+    meltano = venv / "bin" / "meltano"
+    wanted = requirements.read_text(encoding="utf-8")
+    if meltano.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
+        return meltano
+    started = time.monotonic()
+    print(f"Installing Meltano into {venv} ...", file=sys.stderr, flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
+    subprocess.run([*pip, "-r", str(requirements)], check=True)
+    stamp.write_text(wanted, encoding="utf-8")  # last: an interrupted install is redone
+    print(f"Installed in {time.monotonic() - started:.0f} s.", file=sys.stderr)
+    return meltano
+
+
+if __name__ == "__main__":
+    print(ensure())

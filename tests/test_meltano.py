@@ -1,0 +1,194 @@
+"""The real Meltano CLI: the project's meltano.yml, configured only through the environment.
+
+Meltano is installed once per machine into `.venv/meltano` (scripts/meltano_venv.py, also run
+by `make test`), and runs in a copy of the project in a temporary directory, so its `.meltano/`
+(plugin virtualenvs, the state database) never lands in the working tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from target_userpilot.sandbox import Sandbox
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import meltano_venv  # noqa: E402 - a script module, importable once scripts/ is on the path
+
+EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
+HUB_DEFINITION = REPO / "plugin" / "loaders" / "target-userpilot--userpilot.yml"
+# What `meltano install` needs to install the loader from the copy (pip_url: -e .), and the
+# sample tap with the example it prints.
+PROJECT_FILES = ("meltano.yml", "pyproject.toml", "README.md", "examples", "scripts/tap-example")
+
+
+@pytest.fixture(scope="module")
+def meltano() -> Path:
+    """The pinned Meltano's command, installed on first use."""
+    return meltano_venv.ensure()
+
+
+def _env(**settings: str) -> dict[str, str]:
+    """This process's environment without any Meltano or target settings, plus ``settings``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MELTANO_", "TARGET_USERPILOT_", "TAP_EXAMPLE_"))
+    }
+    env.update(
+        MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
+        MELTANO_VENV_BACKEND="uv",  # plugin virtualenvs in seconds, not a minute
+        NO_COLOR="1",
+        **settings,
+    )
+    return env
+
+
+def _meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [str(meltano), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{output[-4000:]}"
+    return output
+
+
+def _copy_project(dest: Path) -> Path:
+    for name in PROJECT_FILES:
+        source = REPO / name
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    shutil.copytree(
+        REPO / "target_userpilot",
+        dest / "target_userpilot",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return dest
+
+
+def _example() -> tuple[set[str], set[str], dict]:
+    """User ids, company ids and the last STATE of the bundled example input."""
+    users, companies, last_state = set(), set(), {}
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD" and message["stream"] == "users":
+            users.add(message["record"]["user_id"])
+        elif message["type"] == "RECORD" and message["stream"] == "companies":
+            companies.add(message["record"]["company_id"])
+        elif message["type"] == "STATE":
+            last_state = message["value"]
+    return users, companies, last_state
+
+
+def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltano, tmp_path):
+    meltano_yml, had_meltano_dir = (REPO / "meltano.yml").read_bytes(), (REPO / ".meltano").exists()
+    project = _copy_project(tmp_path / "project")
+    key = f"env-only-key-{uuid.uuid4().hex[:8]}"
+    users, companies, last_state = _example()
+    assert users and companies and last_state
+
+    _meltano(meltano, "install", cwd=project, env=_env())
+    with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
+        # meltano.yml's dev environment points at 127.0.0.1:8765 with the public sandbox key
+        # and maps `accounts` to companies: the environment must win on all three.
+        env = _env(
+            TARGET_USERPILOT_API_URL=sandbox.url,
+            TARGET_USERPILOT_API_KEY=key,
+            TARGET_USERPILOT_OBJECT_MAPPING=json.dumps({"accounts": {"object": "ignore"}}),
+            TARGET_USERPILOT_ROWS_PER_MINUTE="60000",
+        )
+        checked = _meltano(
+            meltano, "invoke", "target-userpilot", "--check-connection", cwd=project, env=env
+        )
+        assert f"Connected to {sandbox.url}: the API key was accepted" in checked
+        output = _meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
+        loaded_users = sandbox.profiles("users")
+        loaded_companies = sandbox.profiles("companies")
+
+    assert set(loaded_users) == users
+    assert set(loaded_companies) == companies  # no companies from the ignored accounts stream
+    assert "Stream 'accounts' is ignored (object_mapping)." in output
+    assert key not in output
+    summary_line = next(line for line in output.splitlines() if "TARGET_USERPILOT_SUMMARY " in line)
+    summary = json.loads(summary_line.split("TARGET_USERPILOT_SUMMARY ", 1)[1])
+    assert summary["total"]["rows_sent"] == len(users) + len(companies)
+    assert summary["streams"]["accounts"]["object"] == "ignore"
+    # Meltano kept the STATE the target emitted last, for the tap's next run.
+    state_output = _meltano(
+        meltano,
+        "state",
+        "get",
+        "dev:tap-example-to-target-userpilot",
+        cwd=project,
+        env=_env(),
+    )
+    stored = json.loads(next(line for line in state_output.splitlines() if line.startswith("{")))
+    assert stored == {"singer_state": last_state}
+    # Nothing of this run in the working tree.
+    assert (REPO / "meltano.yml").read_bytes() == meltano_yml
+    assert (REPO / ".meltano").exists() == had_meltano_dir
+
+
+def test_hub_definition_adds_a_working_loader_to_a_new_project(meltano, tmp_path):
+    project = tmp_path / "new-project"
+    project.mkdir()
+    (project / "meltano.yml").write_text(
+        yaml.safe_dump(
+            {
+                "project_id": str(uuid.uuid4()),
+                "send_anonymous_usage_stats": False,
+                "default_environment": "dev",
+                "environments": [{"name": "dev"}],
+            }
+        )
+    )
+    definition = yaml.safe_load(HUB_DEFINITION.read_text(encoding="utf-8"))
+    env = _env(
+        TARGET_USERPILOT_API_KEY="hub-test-key-5512",
+        TARGET_USERPILOT_OBJECT_MAPPING='{"contacts": {"object": "users"}}',
+    )
+
+    _meltano(
+        meltano,
+        "add",
+        "--plugin-type",
+        "loader",
+        "target-userpilot",
+        "--from-ref",
+        str(HUB_DEFINITION),
+        "--no-install",
+        cwd=project,
+        env=env,
+    )
+    listed = _meltano(meltano, "config", "list", "target-userpilot", "--all", cwd=project, env=env)
+
+    loader = yaml.safe_load((project / "meltano.yml").read_text())["plugins"]["loaders"][0]
+    assert loader["variant"] == definition["variant"]
+    assert loader["pip_url"] == definition["pip_url"]
+    assert {s["name"]: s["kind"] for s in loader["settings"]} == {
+        s["name"]: s["kind"] for s in definition["settings"]
+    }
+    for setting in definition["settings"]:
+        assert f"{setting['name']} [env: TARGET_USERPILOT_" in listed, setting["name"]
+    assert "hub-test-key-5512" not in listed  # sensitive: Meltano redacts it
+    assert "{'contacts': {'object': 'users'}}" in listed

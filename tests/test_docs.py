@@ -1,0 +1,290 @@
+"""The README, `--about`, meltano.yml and the Hub definition tell one story, and the README's
+recipes work exactly as written (their JSON is read from README.md, not copied here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import record, run_target, schema, state
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import hub_definition  # noqa: E402 - a script module, importable once scripts/ is on the path
+
+from target_userpilot.settings import Settings  # noqa: E402
+from target_userpilot.target import EXIT_CODES  # noqa: E402
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def about() -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "target_userpilot", "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return json.loads(result.stdout)
+
+
+def _loader() -> dict[str, Any]:
+    return hub_definition.loader_in_meltano_yml(REPO / "meltano.yml")
+
+
+def _section(title: str) -> str:
+    """The README section under ``## title``, up to the next ``## `` heading."""
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end >= 0 else None]
+
+
+# Generated files are up to date
+
+
+@pytest.mark.parametrize("script", ["readme_settings.py", "hub_definition.py"])
+def test_generated_docs_match_about(script):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+def test_check_mode_notices_a_stale_readme(tmp_path):
+    stale = tmp_path / "README.md"
+    stale.write_text(README.replace("| `dry_run` | boolean | `false` |", "| `dry_run` | bool | |"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "readme_settings.py"),
+            "--check",
+            "--readme",
+            stale,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "make readme" in result.stderr
+
+
+def test_check_mode_notices_a_stale_hub_definition(tmp_path):
+    stale = tmp_path / "definition.yml"
+    text = (REPO / "plugin" / "loaders" / "target-userpilot--userpilot.yml").read_text()
+    stale.write_text(text.replace("value: 7200", "value: 3600"))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "hub_definition.py"), "--check", "--output", stale],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "make hub" in result.stderr
+
+
+# meltano.yml and --about
+
+
+def test_meltano_yml_declares_every_setting_of_about_with_its_kind_and_default(about):
+    declared = {s["name"]: s for s in _loader()["settings"]}
+    expected = dict(hub_definition.settings_of(about))
+
+    assert sorted(declared) == sorted(expected)
+    for name, schema_ in expected.items():
+        setting = declared[name]
+        assert setting.get("kind", "string") == hub_definition.meltano_kind(schema_), name
+        assert setting.get("value") == schema_.get("default"), name
+        assert bool(setting.get("sensitive")) == bool(schema_.get("secret")), name
+        if "enum" in schema_:
+            assert [o["value"] for o in setting["options"]] == schema_["enum"], name
+
+
+def test_meltano_yml_describes_the_targets_own_settings_as_about_does(about):
+    declared = {s["name"]: s for s in _loader()["settings"]}
+    # The target's own settings; the SDK's built-ins may keep wording of their own there.
+    for name in Settings.__dataclass_fields__:
+        described = " ".join(declared[name]["description"].split())
+        assert described == about["settings"]["properties"][name]["description"], name
+
+
+def test_meltano_yml_capabilities_are_the_targets(about):
+    loader = _loader()
+    assert sorted(loader["capabilities"]) == sorted(about["capabilities"])
+    assert loader["executable"] == about["name"]
+    assert loader["namespace"] == about["name"].replace("-", "_")
+
+
+def test_readme_shows_the_loader_as_meltano_yml_declares_it():
+    snippet = re.search(r"```yaml\n(plugins:.*?)```", _section("Meltano"), re.S)
+    assert snippet, "the README's Meltano section shows the loader's meltano.yml entry"
+    shown = yaml.safe_load(snippet.group(1))["plugins"]["loaders"][0]
+    loader = _loader()
+    for key, value in shown.items():
+        assert loader[key] == value, key
+
+
+# README: exit codes and the connection check
+
+
+def test_readme_documents_every_exit_code():
+    table = _section("Troubleshooting")
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert documented >= {0, 1, *EXIT_CODES.values()}
+
+
+def test_readme_explains_the_connection_check():
+    assert "target-userpilot --check-connection --config" in README
+    for code in (3, 8, 9):
+        assert re.search(rf"exit(s| code)? {code}\b", _section("Checking the connection")), code
+
+
+# stream_maps recipes, run exactly as the README writes them
+
+
+def _recipes() -> dict[str, dict[str, Any]]:
+    """Each recipe's JSON, by the bold title of the paragraph that introduces it."""
+    recipes = {}
+    section = _section("`stream_maps` recipes")
+    # A paragraph that starts with a bold title, then (before any other bold title) a JSON block.
+    pattern = r"^\*\*(?P<title>[^*]+?)[.:]?\*\*(?:(?!\*\*).)*?```json\n(?P<json>.*?)```"
+    for match in re.finditer(pattern, section, re.S | re.M):
+        recipes[match["title"]] = json.loads(match["json"])
+    return recipes
+
+
+def _recipe(title: str) -> dict[str, Any]:
+    recipes = _recipes()
+    assert title in recipes, f"README has no recipe {title!r}; it has {sorted(recipes)}"
+    return recipes[title]
+
+
+PEOPLE = {
+    "id": {"type": "integer"},
+    "full_name": {"type": ["string", "null"]},
+    "email": {"type": ["string", "null"]},
+    "phone": {"type": ["string", "null"]},
+    "signup_date": {"type": ["string", "null"], "format": "date-time"},
+    "address": {"type": ["object", "null"], "properties": {"city": {"type": "string"}}},
+    "plan": {"type": ["string", "null"]},
+}
+
+
+def _person(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": i,
+        "full_name": f"Person {i}",
+        "email": f"p{i}@example.com",
+        "phone": f"+41 79 000 00 {i:02d}",
+        "signup_date": "2024-02-29T12:00:00+01:00",
+        "address": {"city": "Basel"},
+        "plan": "pro",
+    } | extra
+
+
+def _load(config: dict, recipe: dict, messages: list[dict], tmp_path: Path) -> None:
+    run = run_target({**config, **recipe}, messages, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_recipe_rename_an_id_column(sandbox, config, tmp_path):
+    recipe = _recipe("Rename an id column")
+    messages = [schema("users", PEOPLE, ["id"]), *[record("users", _person(i)) for i in (1, 2)]]
+
+    _load(config, recipe, messages, tmp_path)
+
+    users = sandbox.profiles("users")
+    assert sorted(users) == ["1", "2"]
+    assert "id" not in users["1"]["metadata"]
+    assert "user_id" not in users["1"]["metadata"]
+    assert users["1"]["metadata"]["full_name"] == "Person 1"
+
+
+def test_recipe_fill_userpilots_reserved_fields(sandbox, config, tmp_path):
+    recipe = _recipe("Fill Userpilot's reserved fields")
+    messages = [schema("users", PEOPLE, ["id"]), record("users", _person(7))]
+
+    _load(config, recipe, messages, tmp_path)
+
+    metadata = sandbox.profiles("users")["7"]["metadata"]
+    assert metadata["name"] == "Person 7"
+    assert metadata["created_at"] == "2024-02-29T12:00:00+01:00"
+    assert "full_name" not in metadata
+    assert "signup_date" not in metadata
+
+
+def test_recipe_drop_pii_columns(sandbox, config, tmp_path):
+    recipe = _recipe("Drop PII columns")
+    users_schema = schema("users", PEOPLE, ["id"])
+    # Userpilot already holds an email for user 3 from an earlier load without the recipe.
+    _load(config, {}, [users_schema, record("users", _person(3))], tmp_path)
+
+    messages = [
+        users_schema,
+        record("users", _person(3, plan="enterprise")),
+        record("users", _person(4)),
+        state({"done": True}),
+    ]
+    _load(config, recipe, messages, tmp_path)
+
+    users = sandbox.profiles("users")
+    assert users["3"]["metadata"]["plan"] == "enterprise"
+    assert users["3"]["metadata"]["email"] == "p3@example.com"  # kept, not removed
+    assert set(users["4"]["metadata"]) == {"full_name", "signup_date", "plan"}
+
+
+def test_recipe_route_a_contacts_stream_to_users(sandbox, config, tmp_path):
+    recipe = _recipe("Route a `contacts` stream to users")
+    contacts = {
+        "contact_id": {"type": "string"},
+        "account_id": {"type": ["integer", "null"]},
+        "email": {"type": ["string", "null"]},
+    }
+    messages = [
+        schema("contacts", contacts, ["contact_id"]),
+        record("contacts", {"contact_id": "ct-1", "account_id": 42, "email": "a@example.com"}),
+        record("contacts", {"contact_id": "ct-2", "account_id": None, "email": "b@example.com"}),
+    ]
+
+    _load(config, recipe, messages, tmp_path)
+
+    users = sandbox.profiles("users")
+    assert sorted(users) == ["ct-1", "ct-2"]
+    assert users["ct-1"]["company_id"] == "42"
+    assert users["ct-1"]["metadata"] == {"email": "a@example.com"}
+    assert users["ct-2"]["company_id"] is None
+    assert sandbox.profiles("companies") == {}
+
+
+def test_every_readme_recipe_is_tested():
+    tested = {
+        "Rename an id column",
+        "Fill Userpilot's reserved fields",
+        "Drop PII columns",
+        "Route a `contacts` stream to users",
+    }
+    assert set(_recipes()) == tested
+
+
+def test_invalid_stream_maps_is_a_configuration_error_without_a_traceback(tmp_path):
+    config = {"dry_run": True, "stream_maps": {"users": {"plan": "no_such_function(plan)"}}}
+    messages = [schema("users", PEOPLE, ["id"]), record("users", _person(1))]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 2
+    assert "target-userpilot stopped: Invalid stream_maps configuration" in run.stderr
+    assert "Traceback" not in run.stderr

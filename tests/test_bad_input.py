@@ -1,0 +1,349 @@
+"""Bad input: bad records are skipped and reported (or stop the run), bad lines stop the run.
+
+Good records around the bad ones always land. Bad records carry a distinctive e-mail address:
+it may reach ``rejects_path`` (that is what the file is for) but never stdout or stderr, since
+records carry personal data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from conftest import (
+    API_KEY,
+    USER_SCHEMA,
+    TargetRun,
+    record,
+    run_target,
+    schema,
+    state,
+    user,
+)
+
+from target_userpilot.sandbox import Sandbox
+
+PII = "do-not-log-7731@example.com"
+#: The id may be of any type here, so the target's own row rules judge it, not the schema.
+ANY_ID_SCHEMA = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "id": {}}}
+
+
+@pytest.fixture
+def config(sandbox: Sandbox) -> dict[str, Any]:
+    """Settings for the sandbox, whose jobs complete at once: the first status poll comes after
+    0.2 s instead of the second a real 1,800 rows a minute would suggest."""
+    return {"api_url": sandbox.url, "api_key": API_KEY, "rows_per_minute": 600_000}
+
+
+def _stopped(run: TargetRun) -> str:
+    """The one 'target-userpilot stopped:' sentence of a failed run."""
+    lines = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(lines) == 1, run.stderr[-3000:]
+    return lines[0].split("target-userpilot stopped: ", 1)[1]
+
+
+def _rejects(path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _good_ids(n: int) -> set[str]:
+    return {str(i) for i in range(n)}
+
+
+def test_records_without_a_usable_id_are_skipped_reported_and_the_rest_lands(
+    sandbox, config, tmp_path
+):
+    bad = {
+        "missing": {"email": PII, "plan": "pro"},
+        "null": {"id": None, "email": PII},
+        "empty string": {"id": "", "email": PII},
+    }
+    messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    positions = {}  # kind: 1-based position of the record in its stream
+    for i in range(300):
+        messages.append(record("users", user(i)))
+        if i % 100 == 50:  # a bad record in the middle of each batch
+            kind = list(bad)[i // 100]
+            messages.append(record("users", bad[kind]))
+            positions[kind] = sum(m["type"] == "RECORD" for m in messages)
+        if (i + 1) % 100 == 0:
+            messages.append(state({"last": i}))
+    config["batch_size_rows"] = 100
+    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == _good_ids(300)
+    assert run.states[-1] == {"last": 299}
+    counts = run.summary["streams"]["users"]
+    assert counts["received"] == 303
+    assert counts["rejected"] == 3
+    assert counts["rows_sent"] == 300
+    warnings = [
+        line for line in run.stderr.splitlines() if "WARNING" in line and "Rejected" in line
+    ]
+    assert len(warnings) == 3
+    for kind, position in positions.items():
+        reason = "'id' is an empty string" if kind == "empty string" else "'id' is missing or null"
+        assert any(
+            f"record #{position} of stream 'users'" in w and reason in w for w in warnings
+        ), (kind, position, warnings)
+    assert PII not in run.stdout + run.stderr
+    rejected = _rejects(tmp_path / "rejects.ndjson")
+    assert [r["position"] for r in rejected] == sorted(positions.values())
+    assert all(r["stream"] == "users" and r["reason"] for r in rejected)
+    assert [r["record"] for r in rejected] == list(bad.values())
+
+
+def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_path):
+    """Jobs take half a second, so the second batch is still in Userpilot when the bad record
+    arrives: the run waits for it, writes its STATE, and writes nothing past the bad record."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=12_000) as sandbox:
+        config = {
+            "api_url": sandbox.url,
+            "api_key": API_KEY,
+            "batch_size_rows": 100,
+            "rows_per_minute": 12_000,
+            "on_invalid_record": "fail",
+            "rejects_path": str(tmp_path / "rejects.ndjson"),
+        }
+        messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
+        for i in range(250):
+            messages.append(record("users", user(i)))
+            if (i + 1) % 50 == 0:
+                messages.append(state({"last": i}))
+        messages.append(record("users", {"email": PII}))  # record #251
+        for i in range(250, 400):
+            messages.append(record("users", user(i)))
+            if (i + 1) % 50 == 0:
+                messages.append(state({"last": i}))
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 6, run.stderr[-3000:]
+        message = _stopped(run)
+        assert message.startswith("Rejected record #251 of stream 'users': 'id' is missing")
+        assert "on_invalid_record" in message
+        # The job in flight (records 100-199) ended and its STATE went out; nothing after.
+        assert run.states[-1] == {"last": 199}
+        assert all(s["last"] < 250 for s in run.states)
+        landed = sandbox.profiles("users")
+        assert set(landed) == _good_ids(200)
+        assert all(job["status"] == "completed" for job in sandbox.jobs())
+        assert PII not in run.stdout + run.stderr
+        assert _rejects(tmp_path / "rejects.ndjson")[0]["record"] == {"email": PII}
+
+
+@pytest.mark.parametrize(
+    ("bad_id", "reason"),
+    [
+        (2.5, "'id' is a number with a fraction"),
+        (3.0, "'id' is a number with a fraction"),
+        (True, "'id' is a boolean"),
+        ({"a": 1}, "object, not a string or integer"),
+        ([1], "array, not a string or integer"),
+    ],
+    ids=["float", "integral-float", "bool", "object", "array"],
+)
+def test_ids_of_the_wrong_type_are_rejected_not_guessed(bad_id, reason, sandbox, config, tmp_path):
+    messages = [
+        schema("users", ANY_ID_SCHEMA, ["id"]),
+        record("users", user(1)),
+        record("users", user(2, id=bad_id, email=PII)),
+        record("users", user(3)),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1", "3"}  # no profile "2.5", "True", ...
+    assert run.summary["streams"]["users"]["rejected"] == 1
+    warning = next(line for line in run.stderr.splitlines() if "Rejected record #2" in line)
+    assert reason in warning
+    assert PII not in run.stdout + run.stderr
+
+
+def test_a_record_larger_than_max_file_bytes_is_rejected_and_the_others_land(
+    sandbox, config, tmp_path
+):
+    config["max_file_bytes"] = 4000
+    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("users", user(i)) for i in range(40)]
+    messages.append(record("users", user(40, name="x" * 5000, email=PII)))
+    messages += [record("users", user(i)) for i in range(41, 80)]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == _good_ids(80) - {"40"}
+    assert all(job["file_size"] <= 4000 for job in sandbox.jobs())
+    assert run.summary["streams"]["users"]["rejected"] == 1
+    assert re.search(r"Rejected record #41 of stream 'users': .*max_file_bytes", run.stderr)
+    assert PII not in run.stdout + run.stderr
+    (entry,) = _rejects(tmp_path / "rejects.ndjson")
+    assert entry["record"]["email"] == PII
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"type": "RECORD", "stream": "users", "record": {"id": 2', "is not valid JSON"),
+        ("[1, 2, 3]", "is not a Singer message"),
+        ("", "is not valid JSON"),
+    ],
+    ids=["truncated-json", "not-an-object", "blank-line"],
+)
+def test_a_malformed_line_stops_with_exit_7_naming_the_line(
+    line, expected, sandbox, config, tmp_path
+):
+    config["batch_size_rows"] = 100
+    messages: list[dict | str] = [schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("users", user(i)) for i in range(100)]
+    messages.append(state({"last": 99}))
+    messages.append(line)  # line 103
+    messages += [record("users", user(i)) for i in range(100, 150)]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    message = _stopped(run)
+    assert message.startswith(f"Input line 103 {expected}"), message
+    # The batch before it was uploaded and its job awaited: its STATE still went out.
+    assert run.states == [{"last": 99}]
+    assert set(sandbox.profiles("users")) == _good_ids(100)
+
+
+def test_a_record_before_its_schema_stops_with_exit_7(sandbox, config, tmp_path):
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        record("companies", {"company_id": "c-1", "name": PII}),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    assert "stream 'companies' was encountered before a corresponding schema" in _stopped(run)
+    assert PII not in run.stdout + run.stderr
+    assert run.states == []
+
+
+def test_an_unknown_message_type_stops_with_exit_7(sandbox, config, tmp_path):
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        {"type": "RECROD", "stream": "users", "record": {"id": 2, "email": PII}},
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    message = _stopped(run)
+    assert message.startswith("Input line 3 has unknown Singer message type 'RECROD'")
+    assert PII not in run.stdout + run.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="target.py InputReader: the SDK's assert_line_requires puts the whole message in "
+    "its error ('Line is missing required type key(s): {...record...}'), which is then logged "
+    "as the stop sentence. InputReader should override assert_line_requires to name the line "
+    "and the missing keys only.",
+)
+def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
+    sandbox, config, tmp_path
+):
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        {"stream": "users", "record": {"id": 2, "email": PII}},
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    assert "line 2" in _stopped(run).lower()
+    assert PII not in run.stdout + run.stderr
+
+
+def test_empty_input_exits_0_without_state_or_requests(sandbox, config, tmp_path):
+    # Not run_target: it ends the input with a newline, and a blank line is malformed input.
+    config_path = tmp_path / "empty.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert proc.stdout == b""
+    assert "target-userpilot stopped" not in proc.stderr.decode()
+    assert sandbox.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("policy", ["skip", "fail"])
+def test_schema_invalid_records_follow_on_invalid_record(policy, sandbox, config, tmp_path):
+    config["validate_records"] = True
+    config["on_invalid_record"] = policy
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        *[record("users", user(i)) for i in range(10)],
+        record("users", user(10, score="high", email=PII)),
+        *[record("users", user(i)) for i in range(11, 20)],
+        state({"last": 19}),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert PII not in run.stdout + run.stderr
+    if policy == "skip":
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert set(sandbox.profiles("users")) == _good_ids(20) - {"10"}
+        assert run.summary["streams"]["users"]["rejected"] == 1
+        assert re.search(r"Rejected record #11 of stream 'users': .*schema", run.stderr)
+        assert run.states == [{"last": 19}]
+    else:
+        assert run.returncode == 6, run.stderr[-3000:]
+        assert _stopped(run).startswith("Rejected record #11 of stream 'users'")
+        assert run.states == []
+        assert sandbox.profiles("users") == {}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rows.py encode_row: a string with a lone surrogate (valid JSON '\\ud800') raises "
+    "UnicodeEncodeError, which ends the run with a traceback (exit 1) instead of rejecting the "
+    "record. encode_row should raise InvalidRecord for it (sinks.py already catches that).",
+)
+def test_a_string_that_is_not_valid_unicode_is_a_rejected_record(sandbox, config, tmp_path):
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        '{"type": "RECORD", "stream": "users", "record": {"id": 2, "name": "bad \\ud800"}}',
+        record("users", user(3)),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1", "3"}
+    assert run.summary["streams"]["users"]["rejected"] == 1
+
+
+def test_good_records_land_when_every_other_record_is_bad(sandbox, config, tmp_path):
+    """Rejections interleaved with good records across several batches and a STATE each."""
+    config["batch_size_rows"] = 50
+    messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    for i in range(200):
+        messages.append(record("users", user(i)))
+        messages.append(record("users", {"id": None, "email": PII}))
+        if (i + 1) % 50 == 0:
+            messages.append(state({"last": i}))
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == _good_ids(200)
+    assert run.summary["streams"]["users"]["rejected"] == 200
+    assert run.states[-1] == {"last": 199}
+    assert PII not in run.stdout + run.stderr

@@ -150,7 +150,10 @@ class _MultipartBody(io.RawIOBase):
         ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
         self._parts = [io.BytesIO(head), open(path, "rb"), io.BytesIO(tail)]  # noqa: SIM115
-        self._length = len(head) + os.path.getsize(path) + len(tail)
+        self._sizes = [len(head), os.path.getsize(path), len(tail)]
+        self._length = sum(self._sizes)
+        self._current = 0  # index of the part being read
+        self._pos = 0
 
     def __len__(self) -> int:
         return self._length
@@ -160,20 +163,46 @@ class _MultipartBody(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         chunks = []
-        while self._parts and (size < 0 or size > 0):
-            chunk = self._parts[0].read(size if size > 0 else -1)
+        while self._current < len(self._parts) and (size < 0 or size > 0):
+            chunk = self._parts[self._current].read(size if size > 0 else -1)
             if not chunk:
-                self._parts.pop(0).close()
+                self._current += 1
                 continue
             chunks.append(chunk)
             if size > 0:
                 size -= len(chunk)
-        return b"".join(chunks)
+        data = b"".join(chunks)
+        self._pos += len(data)
+        return data
+
+    # Seeking: requests rewinds the body to prepare the request that a 307/308 points to, even
+    # when it does not follow redirects; an unseekable body turned that into an
+    # UnrewindableBodyError, and a redirect into a traceback instead of a clear message.
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self._length
+        self._pos = min(max(offset, 0), self._length)
+        start = 0
+        self._current = len(self._parts)
+        for index, (part, size) in enumerate(zip(self._parts, self._sizes, strict=True)):
+            part.seek(min(max(self._pos - start, 0), size))
+            if self._pos < start + size and self._current == len(self._parts):
+                self._current = index
+            start += size
+        return self._pos
 
     def close(self) -> None:
         for part in self._parts:
             part.close()
-        self._parts = []
         super().close()
 
 
@@ -356,8 +385,11 @@ class UserpilotClient:
             )
         except requests.Timeout as exc:
             raise TransientError(f"{method} {path} timed out ({type(exc).__name__})") from None
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise TransientError(f"{method} {path}: connection failed ({_short(exc)})") from None
+        except requests.RequestException as exc:
+            msg = f"{method} {path} failed: {type(exc).__name__} ({_short(exc)})"
+            raise UserpilotError(msg) from None
         return self._decode(method, path, response)
 
     def _decode(self, method: str, path: str, response: requests.Response) -> Any:

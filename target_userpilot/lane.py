@@ -153,6 +153,7 @@ class JobLane:
             self._split(batch)
             return
         except JobConflict:
+            batch.discard()
             msg = (
                 f"Another bulk job held the Userpilot account for over "
                 f"{self.job_timeout:.0f} s (job_timeout_seconds), so the batch of stream "
@@ -160,6 +161,10 @@ class JobLane:
                 "or raise job_timeout_seconds."
             )
             raise JobTimeout(msg) from None
+        except BaseException:
+            # The run stops: leave no batch file (personal data) behind in the temp directory.
+            batch.discard()
+            raise
         running = _Running(job, batch, submitted, time.monotonic())
         logger.info(
             "Uploaded %d %s rows of stream '%s' as job %s.",
@@ -196,10 +201,14 @@ class JobLane:
             first.rows,
             second.rows,
         )
-        for half in (first, second):
-            submitted = time.monotonic()
-            self.wait_idle()
-            self._upload(half, submitted)
+        try:
+            for half in (first, second):
+                submitted = time.monotonic()
+                self.wait_idle()
+                self._upload(half, submitted)
+        except BaseException:
+            second.discard()
+            raise
 
     # Following the job (watcher thread)
 
@@ -225,6 +234,9 @@ class JobLane:
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
                 with self._cond:
                     self._error = exc
+            finally:
+                # Concluded, failed or abandoned by close(): the file is of no further use.
+                running.batch.discard()
             with self._cond:
                 self._running = None
                 self._cond.notify_all()
@@ -299,6 +311,7 @@ class JobLane:
                 f"Job details: {details}. No STATE was written past these records; fix the cause "
                 "and rerun from the last STATE."
             )
+            running.batch.discard()
             raise JobFailed(msg)
         total = _as_int(job.get("total_rows"))
         done = _as_int(job.get("completed_rows"))

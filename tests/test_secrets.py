@@ -1,0 +1,392 @@
+"""Secrets: the API key shows up nowhere, and goes nowhere but api_url.
+
+Every run here logs at DEBUG and keeps every byte of stdout and stderr, through success,
+retries, a refused key, another refusal, a failed job, SIGKILL and SIGTERM. The key is
+distinctive, so a leak of it, of any 8 characters of it, or of it in base64 or URL encoding is
+found wherever it hides.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from conftest import USER_SCHEMA, encode_messages, record, schema, state, user, users_messages
+
+from target_userpilot.client import ConfigurationError, check_api_url, is_loopback
+from target_userpilot.sandbox import Sandbox
+
+KEY = "upk-Zq7XvN2pLw9RtY4mKb8cHd3"
+DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
+
+
+def _encodings(secret: str) -> list[str]:
+    header = f"Token {secret}"
+    return [
+        secret,
+        header,
+        quote(secret, safe=""),
+        base64.b64encode(secret.encode()).decode(),
+        base64.b64encode(header.encode()).decode(),
+        secret.encode().hex(),
+    ]
+
+
+def assert_no_secret(output: bytes | str, secret: str = KEY) -> None:
+    """Neither the key nor any 8 characters of it, raw or encoded, appear in ``output``."""
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output
+    assert len(text) > 0, "nothing was captured: the check would prove nothing"
+    for form in _encodings(secret):
+        for start in range(len(form) - 7):
+            window = form[start : start + 8]
+            assert window not in text, f"{window!r} (from {form!r}) appears in the output"
+
+
+class Captured:
+    """A target subprocess whose stdout and stderr go, byte for byte, to files."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        config: dict[str, Any] | None,
+        messages: list[dict | str],
+        *,
+        env: dict[str, str] | None = None,
+        keep_stdin_open: bool = False,
+    ) -> None:
+        args = [sys.executable, "-m", "target_userpilot", "--config"]
+        if config is None:
+            args.append("ENV")
+        else:
+            path = tmp_path / "config.json"
+            path.write_text(json.dumps(config))
+            args.append(str(path))
+        self.out_path = tmp_path / "stdout.bin"
+        self.err_path = tmp_path / "stderr.bin"
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+                env={**os.environ, **DEBUG, **(env or {})},
+                cwd=tmp_path,
+            )
+        data = encode_messages(messages) if messages else b""
+        self._keep_open = keep_stdin_open
+        threading.Thread(target=self._feed, args=(data,), daemon=True).start()
+
+    def _feed(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+            if not self._keep_open:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def output(self) -> bytes:
+        return self.out_path.read_bytes() + self.err_path.read_bytes()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def keyed_sandbox() -> Iterator[Sandbox]:
+    with Sandbox(port=0, api_key=KEY, rows_per_minute=0) as sandbox:
+        yield sandbox
+
+
+def _config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
+    return {"api_url": sandbox.url, "api_key": KEY, "rows_per_minute": 600_000, **extra}
+
+
+def _until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_key_never_appears_through_a_load_with_retries(keyed_sandbox, tmp_path):
+    keyed_sandbox.set_faults(
+        error_rate=0.15, rate_limit_rate=0.1, retry_after=0, drop_rate=0.1, seed=4
+    )
+    run = Captured(tmp_path, _config(keyed_sandbox, batch_size_rows=100), users_messages(400))
+
+    assert run.wait() == 0, run.stderr[-3000:]
+    assert len(keyed_sandbox.profiles("users")) == 400
+    assert sum(keyed_sandbox.stats()["faults_injected"].values()) >= 3
+    assert "retrying in" in run.stderr
+    assert " DEBUG " in run.stderr  # the run did log at DEBUG
+    assert_no_secret(run.output)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["refused-key", "refused-upload-422", "failed-job", "forbidden-403"],
+)
+def test_key_never_appears_when_the_run_fails(case, keyed_sandbox, tmp_path):
+    config = _config(keyed_sandbox)
+    wrong = "upk-Wr0ngK3yQ8sLmN5bVc2xZa7"
+    if case == "refused-key":
+        config["api_key"] = wrong
+    elif case == "refused-upload-422":
+        keyed_sandbox.set_faults(refuse_uploads=422)
+    elif case == "failed-job":
+        keyed_sandbox.set_faults(fail_jobs=1)
+    else:
+        keyed_sandbox.set_faults(forbidden=True)
+    run = Captured(tmp_path, config, users_messages(50))
+
+    code = run.wait()
+    assert code == {"refused-key": 3, "refused-upload-422": 8, "failed-job": 4}.get(case, 3)
+    assert "target-userpilot stopped:" in run.stderr
+    assert_no_secret(run.output)
+    assert_no_secret(run.output, wrong)
+
+
+def test_another_4xx_stops_with_userpilots_message_and_exit_8(keyed_sandbox, tmp_path):
+    keyed_sandbox.set_faults(refuse_uploads=400)
+    run = Captured(tmp_path, _config(keyed_sandbox), users_messages(50))
+
+    assert run.wait() == 8
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1
+    assert "(HTTP 400)" in stopped[0]
+    assert "The sandbox refuses every upload (refuse_uploads fault)." in stopped[0]
+    assert keyed_sandbox.stats()["upload_attempts"] == 1  # a 4xx is not retried
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_key_never_appears_when_the_run_is_killed(sig, tmp_path):
+    with Sandbox(port=0, api_key=KEY, rows_per_minute=60_000) as sandbox:
+        config = _config(sandbox, batch_size_rows=500, rows_per_minute=60_000)
+        run = Captured(tmp_path, config, list(users_messages(3000, state_every=100)))
+        _until(lambda: sandbox.stats()["status_polls"] >= 1, 20, "a job in flight")
+        run.proc.send_signal(sig)
+        code = run.wait(timeout=20)
+
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 10), run.stderr[-3000:]
+    assert_no_secret(run.output)
+
+
+def test_key_given_as_an_environment_variable_never_appears(keyed_sandbox, tmp_path):
+    env = {
+        "TARGET_USERPILOT_API_KEY": KEY,
+        "TARGET_USERPILOT_API_URL": keyed_sandbox.url,
+        "TARGET_USERPILOT_ROWS_PER_MINUTE": "600000",
+    }
+    run = Captured(tmp_path, None, users_messages(50), env=env)
+
+    assert run.wait() == 0, run.stderr[-3000:]
+    assert len(keyed_sandbox.profiles("users")) == 50
+    assert_no_secret(run.output)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="target.py invoke(): a ConfigValidationError message quotes the invalid value, so an "
+    "api_key of the wrong type (a YAML number, a list) is printed in the stop sentence. "
+    "Settings marked secret should be named without their value.",
+)
+def test_an_api_key_of_the_wrong_type_is_not_printed(tmp_path):
+    run = Captured(
+        tmp_path, {"api_url": "http://127.0.0.1:9", "api_key": [KEY]}, [], keep_stdin_open=True
+    )
+    assert run.wait(timeout=30) == 2
+    assert_no_secret(run.output)
+
+
+# The key goes to api_url only.
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every request with ``server.answer``; records method, path and headers."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.server.seen.append((self.command, self.path, dict(self.headers)))  # type: ignore[attr-defined]
+        status, headers = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _serve
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _server(answer: tuple[int, dict[str, str]]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    server.daemon_threads = True
+    server.seen = []  # type: ignore[attr-defined]
+    server.answer = answer  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
+    return server
+
+
+def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(tmp_path):
+    elsewhere = _server((200, {}))
+    other = f"http://127.0.0.1:{elsewhere.server_address[1]}"
+    redirecting = _server((307, {"Location": f"{other}/v1/users/bulk_identify"}))
+    try:
+        config = {
+            "api_url": f"http://127.0.0.1:{redirecting.server_address[1]}",
+            "api_key": KEY,
+        }
+        run = Captured(tmp_path, config, users_messages(20))
+        code = run.wait()
+    finally:
+        for server in (redirecting, elsewhere):
+            server.shutdown()
+            server.server_close()
+
+    assert code == 8, run.stderr[-3000:]
+    assert elsewhere.seen == []  # type: ignore[attr-defined]
+    (method, path, headers), *_ = redirecting.seen  # type: ignore[attr-defined]
+    assert (method, path) == ("POST", "/v1/users/bulk_identify")
+    assert headers["Authorization"] == f"Token {KEY}"  # api_url itself does get the key
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1
+    assert "redirect (HTTP 307)" in stopped[0]
+    assert "does not follow redirects" in stopped[0]
+    assert_no_secret(run.output)
+
+
+@pytest.mark.parametrize(
+    "api_url",
+    [
+        "http://analytex.userpilot.io",
+        "http://10.1.2.3:8080",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+    ],
+)
+def test_plain_http_to_a_non_loopback_host_is_refused_before_any_input_is_read(api_url, tmp_path):
+    """stdin stays open and empty: a target that read its input first would block on it."""
+    run = Captured(tmp_path, {"api_url": api_url, "api_key": KEY}, [], keep_stdin_open=True)
+
+    assert run.wait(timeout=30) == 2, run.stderr[-3000:]
+    assert run.out_path.read_bytes() == b""
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1
+    assert "plain http://" in stopped[0]
+    assert "Reader" not in run.stderr  # the SDK never started reading input
+    assert_no_secret(run.output)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://analytex.userpilot.io", True),
+        ("https://analytex-eu.userpilot.io/", True),
+        ("http://127.0.0.1:8765", True),
+        ("http://127.9.9.9", True),
+        ("http://localhost:1", True),
+        ("http://[::1]:8765", True),
+        ("http://analytex.userpilot.io", False),
+        ("http://localhost.example.com", False),
+        ("http://127.0.0.1.nip.io", False),
+        ("http://128.0.0.1", False),
+        ("http://127.0.0.1@evil.example", False),
+        ("ftp://127.0.0.1", False),
+        ("analytex.userpilot.io", False),
+    ],
+)
+def test_only_https_or_loopback_http_is_accepted_as_api_url(url, allowed):
+    if allowed:
+        assert check_api_url(url) == url.rstrip("/")
+    else:
+        with pytest.raises(ConfigurationError):
+            check_api_url(url)
+
+
+def test_loopback_means_127_slash_8_localhost_and_ipv6_one():
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.255.0.9", "localhost", "::1", "[::1]"))
+    assert not any(is_loopback(h) for h in ("128.0.0.1", "127.0.0", "localhost.", "0.0.0.0"))  # noqa: S104
+
+
+# Personal data on disk: batch files are temporary and go when the run ends, whatever the end.
+
+
+def _spool(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    return spool, {"TMPDIR": str(spool)}
+
+
+@pytest.mark.parametrize("case", ["completed", "failed-job", "refused-upload", "sigterm"])
+def test_no_batch_file_is_left_behind_by_a_run_that_uploaded_everything(
+    case, keyed_sandbox, tmp_path
+):
+    spool, env = _spool(tmp_path)
+    if case == "failed-job":
+        keyed_sandbox.set_faults(fail_jobs=1)
+    elif case == "refused-upload":
+        keyed_sandbox.set_faults(refuse_uploads=422)
+    if case == "sigterm":
+        keyed_sandbox.set_rows_per_minute(600)  # 20 s for the one job: it is left running
+    run = Captured(tmp_path, _config(keyed_sandbox), list(users_messages(200)), env=env)
+    if case == "sigterm":
+        _until(lambda: keyed_sandbox.stats()["status_polls"] >= 1, 20, "the job in flight")
+        run.proc.send_signal(signal.SIGTERM)
+        _until(lambda: "waiting for the last job" in run.stderr, 10, "the first stop")
+        run.proc.send_signal(signal.SIGTERM)  # and again: stop at once, leave the job
+    code = run.wait()
+
+    assert code == {"completed": 0, "failed-job": 4, "refused-upload": 8, "sigterm": 10}[case]
+    assert sorted(p.name for p in spool.iterdir()) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="A run that stops early leaves its sinks' open batch files in the temp directory: "
+    "the SDK calls Sink.clean_up() only at the end of input. target.py listen() should call "
+    "clean_up() on every sink when it fails (and sinks.py clean_up should discard a sealed "
+    "_ready batch too).",
+)
+def test_no_batch_file_is_left_behind_by_a_run_stopped_by_bad_input(keyed_sandbox, tmp_path):
+    spool, env = _spool(tmp_path)
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        *[record("users", user(i)) for i in range(30)],
+        state({"last": 29}),
+        "{not json",
+    ]
+    run = Captured(tmp_path, _config(keyed_sandbox), messages, env=env)
+
+    assert run.wait() == 7
+    assert sorted(p.name for p in spool.iterdir()) == []

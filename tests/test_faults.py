@@ -387,3 +387,21 @@ def test_sandbox_foreign_job_can_start_at_a_given_upload(sandbox):
     assert sandbox.stats()["conflicts_foreign"] == 1
     with pytest.raises(ValueError, match="at_upload"):
         sandbox.hold_foreign_job(1, at_upload=0)
+
+
+def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
+    """Exit 5 for our own slow job (another client's job is tests/test_load.py's case)."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=600) as sandbox:  # 100 rows: 10 s
+        config = _config(sandbox) | {"job_timeout_seconds": 1}
+        run = run_target(config, [*PIPELINE[:101], state({"n": 100})], tmp_path=tmp_path)
+        (job,) = sandbox.jobs()
+
+    assert run.returncode == 5, run.stderr[-3000:]
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1
+    assert f"Userpilot job {job['job_id']} (stream 'users', 100 rows)" in stopped[0]
+    assert "job_timeout_seconds" in stopped[0]
+    assert "rerun from the last STATE" in stopped[0]
+    assert job["status"] != "completed"
+    assert run.states == []
+    assert "Traceback" not in run.stderr

@@ -286,6 +286,24 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(tmp
     assert_no_secret(run.output)
 
 
+def test_proxy_settings_from_the_environment_are_not_used(keyed_sandbox, tmp_path):
+    """An HTTP proxy named in the environment would see the key in every request: the client
+    ignores it (and .netrc), so the key goes straight to api_url."""
+    proxy = _server((502, {}))
+    proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    env = {name: proxy_url for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY")}
+    try:
+        run = Captured(tmp_path, _config(keyed_sandbox), users_messages(20), env=env)
+        code = run.wait()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+    assert code == 0, run.stderr[-3000:]
+    assert proxy.seen == []  # type: ignore[attr-defined]
+    assert len(keyed_sandbox.profiles("users")) == 20
+
+
 @pytest.mark.parametrize(
     "api_url",
     [

@@ -101,7 +101,7 @@ def identifier(value: Any, prop: str) -> str:
         return str(value)
     if value is None:
         raise InvalidRecord(f"'{prop}' is missing or null")
-    raise InvalidRecord(f"'{prop}' is a {_type_name(value)}, not a string or integer")
+    raise InvalidRecord(f"'{prop}' is {_type_name(value)}, not a string or integer")
 
 
 def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]]:
@@ -148,7 +148,11 @@ def merge_rows(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]
 
 def encode_row(row: Mapping[str, Any]) -> bytes:
     """One NDJSON line, UTF-8, compact, ending in ``\\n`` (what Userpilot's file upload reads)."""
-    return (_encode(row) + "\n").encode()
+    try:
+        return (_encode(row) + "\n").encode()
+    except UnicodeEncodeError:
+        # JSON allows "\ud800"; UTF-8 cannot carry a lone surrogate, nor can Userpilot.
+        raise InvalidRecord("a text value is not valid Unicode (a lone surrogate)") from None
 
 
 def _flatten_into(metadata: dict[str, Any], key: str, value: Mapping[str, Any]) -> None:
@@ -201,9 +205,9 @@ def _json_safe(value: Any) -> Any:
 
 def _type_name(value: Any) -> str:
     return {
-        bool: "boolean",
-        float: "number with a fraction",
-        decimal.Decimal: "number with a fraction",
-        dict: "object",
-        list: "array",
-    }.get(type(value), type(value).__name__)
+        bool: "a boolean",
+        float: "a number with a fraction",
+        decimal.Decimal: "a number with a fraction",
+        dict: "an object",
+        list: "an array",
+    }.get(type(value), f"a {type(value).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import typing as t
 
 from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
@@ -82,7 +83,7 @@ class UserpilotSink(BatchSink):
             try:
                 self._validator.validate(record)
             except SchemaInvalidRecord as exc:
-                self._schema_error = f"does not match the stream's schema: {exc.error_message}"
+                self._schema_error = _schema_reason(exc)
         return record
 
     def _singer_validate_message(self, record: dict) -> None:
@@ -140,10 +141,13 @@ class UserpilotSink(BatchSink):
             self.load.submit(batch)
 
     def clean_up(self) -> None:
-        """Remove a batch file left behind by a run that stopped early."""
+        """Remove batch files left behind by a run that stopped early."""
         if self._batch is not None:
             self._batch.discard()
             self._batch = None
+        if self._ready is not None:
+            self._ready.discard()
+            self._ready = None
         super().clean_up()
 
     def _open_batch(self, first_seq: int) -> BatchFile:
@@ -155,3 +159,15 @@ class UserpilotSink(BatchSink):
             max_bytes=settings.max_file_bytes,
             hold=self.load.checkpoints.hold(first_seq),
         )
+
+
+def _schema_reason(exc: SchemaInvalidRecord) -> str:
+    """Why a record failed its schema, naming the property and the rule, never the value."""
+    cause = exc.__cause__
+    path = ".".join(str(p) for p in getattr(cause, "absolute_path", ()) or ())
+    rule = getattr(cause, "validator", None)
+    if rule is None:
+        return "does not match the stream's schema"
+    expected = json.dumps(getattr(cause, "validator_value", None), default=str)
+    where = f"property '{path}'" if path else "the record"
+    return f"does not match the stream's schema: {where} fails '{rule}' ({expected})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -79,6 +80,17 @@ class InputReader(SingerReader):
             raise InvalidInputLine(msg)
         return message
 
+    def assert_line_requires(self, line_dict: dict, requires: set[str]) -> None:
+        """Name the line and the missing keys, never the message (it may hold personal data)."""
+        missing = requires - set(line_dict)
+        if missing:
+            msg = (
+                f"Input line {self.line_number} is missing the key(s) "
+                f"{', '.join(sorted(missing))}; it is not a valid Singer message. Fix the tap "
+                "and rerun."
+            )
+            raise InvalidInputLine(msg)
+
     def _process_unknown_message(self, message_dict: dict) -> None:
         msg = (
             f"Input line {self.line_number} has unknown Singer message type "
@@ -93,7 +105,8 @@ class TargetUserpilot(Target):
 
     name = "target-userpilot"
     message_reader_class = InputReader
-    config_jsonschema = CONFIG_SCHEMA
+    # A copy: the SDK adds its built-in settings to the schema it is given.
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
     default_sink_class = UserpilotSink
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
@@ -158,6 +171,10 @@ class TargetUserpilot(Target):
             super().listen(file_input)
         except BaseException:
             self.load.settle()
+            # The SDK cleans sinks up only at the end of input; their batch files hold
+            # personal data, so a run that stops early removes them too.
+            for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
+                sink.clean_up()
             raise
         finally:
             self.load.close()
@@ -178,7 +195,7 @@ class TargetUserpilot(Target):
             code = next(EXIT_CODES[k] for k in type(exc).__mro__ if k in EXIT_CODES)
             message = str(exc)
             if isinstance(exc, ConfigValidationError):
-                message = "Invalid configuration: " + "; ".join(exc.errors)
+                message = "Invalid configuration: " + "; ".join(_without_secrets(exc.errors))
             elif isinstance(exc, MappingError):
                 message = f"Invalid stream_maps configuration: {exc}"
             elif isinstance(exc, InvalidJSONSchema):
@@ -246,6 +263,16 @@ class TargetUserpilot(Target):
             )
         )
         return command
+
+
+def _without_secrets(errors: list[str]) -> list[str]:
+    """Config errors quote the offending value; for a secret setting, name it only."""
+    secrets = [name for name, prop in CONFIG_SCHEMA["properties"].items() if prop.get("secret")]
+    cleaned = []
+    for error in errors:
+        secret = next((name for name in secrets if f"config['{name}']" in error), None)
+        cleaned.append(f"{secret} has the wrong type (it must be a string)" if secret else error)
+    return cleaned
 
 
 if __name__ == "__main__":

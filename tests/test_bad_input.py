@@ -246,13 +246,6 @@ def test_an_unknown_message_type_stops_with_exit_7(sandbox, config, tmp_path):
     assert PII not in run.stdout + run.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="target.py InputReader: the SDK's assert_line_requires puts the whole message in "
-    "its error ('Line is missing required type key(s): {...record...}'), which is then logged "
-    "as the stop sentence. InputReader should override assert_line_requires to name the line "
-    "and the missing keys only.",
-)
 def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
     sandbox, config, tmp_path
 ):
@@ -311,12 +304,6 @@ def test_schema_invalid_records_follow_on_invalid_record(policy, sandbox, config
         assert sandbox.profiles("users") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rows.py encode_row: a string with a lone surrogate (valid JSON '\\ud800') raises "
-    "UnicodeEncodeError, which ends the run with a traceback (exit 1) instead of rejecting the "
-    "record. encode_row should raise InvalidRecord for it (sinks.py already catches that).",
-)
 def test_a_string_that_is_not_valid_unicode_is_a_rejected_record(sandbox, config, tmp_path):
     messages = [
         schema("users", USER_SCHEMA, ["id"]),

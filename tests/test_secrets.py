@@ -209,12 +209,6 @@ def test_key_given_as_an_environment_variable_never_appears(keyed_sandbox, tmp_p
     assert_no_secret(run.output)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="target.py invoke(): a ConfigValidationError message quotes the invalid value, so an "
-    "api_key of the wrong type (a YAML number, a list) is printed in the stop sentence. "
-    "Settings marked secret should be named without their value.",
-)
 def test_an_api_key_of_the_wrong_type_is_not_printed(tmp_path):
     run = Captured(
         tmp_path, {"api_url": "http://127.0.0.1:9", "api_key": [KEY]}, [], keep_stdin_open=True
@@ -389,13 +383,6 @@ def test_no_batch_file_is_left_behind_by_a_run_that_uploaded_everything(
     assert sorted(p.name for p in spool.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A run that stops early leaves its sinks' open batch files in the temp directory: "
-    "the SDK calls Sink.clean_up() only at the end of input. target.py listen() should call "
-    "clean_up() on every sink when it fails (and sinks.py clean_up should discard a sealed "
-    "_ready batch too).",
-)
 def test_no_batch_file_is_left_behind_by_a_run_stopped_by_bad_input(keyed_sandbox, tmp_path):
     spool, env = _spool(tmp_path)
     messages = [

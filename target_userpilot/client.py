@@ -56,6 +56,10 @@ class TransientError(UserpilotError):
         self.retry_after = retry_after
 
 
+class UnexpectedAnswer(TransientError):
+    """A 2xx answer that is not the JSON Userpilot sends (a proxy page, another service)."""
+
+
 class ConfigurationError(ValueError):
     """A setting that cannot work; raised before any input is read."""
 
@@ -305,6 +309,16 @@ class UserpilotClient:
         )
         return self._until_giving_up(polling, lambda: self._json("GET", path), what)
 
+    def probe(self) -> list[dict[str, Any]]:
+        """One try at the jobs list, for a connection check: no retries, a strict answer."""
+        jobs = self._json("GET", "/v1/background_jobs")
+        if isinstance(jobs, dict) and isinstance(jobs.get("jobs", jobs.get("data")), list):
+            jobs = jobs.get("jobs", jobs.get("data"))
+        if not isinstance(jobs, list):
+            msg = "GET /v1/background_jobs answered JSON that is not a list of jobs"
+            raise UnexpectedAnswer(msg)
+        return _job_list(jobs)
+
     def list_jobs(self) -> list[dict[str, Any]]:
         """All bulk jobs of the account, as Userpilot lists them."""
         jobs = self._until_giving_up(
@@ -400,8 +414,8 @@ class UserpilotClient:
             try:
                 return response.json()
             except ValueError:
-                msg = f"Userpilot answered {method} {path} with HTTP {status} but no JSON body."
-                raise TransientError(msg) from None
+                msg = f"{method} {path} answered HTTP {status} without a JSON body"
+                raise UnexpectedAnswer(msg) from None
         message = _error_message(response)
         if status in (401, 403):
             msg = (

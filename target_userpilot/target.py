@@ -23,8 +23,8 @@ from singer_sdk.io_base import SingerReader
 from target_userpilot.client import (
     AuthenticationError,
     ConfigurationError,
-    RetryPolicy,
     TransientError,
+    UnexpectedAnswer,
     UserpilotClient,
     UserpilotError,
 )
@@ -223,10 +223,15 @@ class TargetUserpilot(Target):
             settings.api_url,
             settings.api_key or "",
             timeout=(10.0, settings.request_timeout_seconds),
-            retry=RetryPolicy(max_tries=2, base_seconds=0.5),
         )
         try:
-            jobs = client.list_jobs()
+            jobs = client.probe()
+        except UnexpectedAnswer as exc:
+            msg = (
+                f"{settings.api_url} does not answer like Userpilot's API ({exc}). Check api_url "
+                "(region, Enterprise host)."
+            )
+            raise UserpilotError(msg) from None
         except TransientError as exc:
             msg = (
                 f"Could not reach Userpilot at {settings.api_url} ({exc}). Check api_url: US "

@@ -36,9 +36,9 @@ class _NotFound(BaseHTTPRequestHandler):
     """Any web server that is not Userpilot's API: every path is a 404 page."""
 
     def do_GET(self) -> None:
-        body = b"<html><body><h1>404 Not Found</h1></body></html>"
-        self.send_response(404)
-        self.send_header("Content-Type", "text/html")
+        status, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if body[:1] in b"{[" else "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -52,6 +52,7 @@ class _NotFound(BaseHTTPRequestHandler):
 def not_userpilot() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
     server.paths = []  # type: ignore[attr-defined]
+    server.answer = (404, b"<html><body><h1>404 Not Found</h1></body></html>")  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -94,6 +95,20 @@ def test_host_that_is_not_userpilots_api_exits_8(not_userpilot, tmp_path):
     assert not_userpilot.paths == ["/v1/background_jobs"]  # asked once, not retried
 
 
+@pytest.mark.parametrize(
+    "body", [b"<html><body>Welcome to nginx!</body></html>", b"{}", b'{"status": "ok"}']
+)
+def test_host_answering_200_without_a_job_list_is_not_userpilot(not_userpilot, tmp_path, body):
+    not_userpilot.answer = (200, body)
+    url = f"http://127.0.0.1:{not_userpilot.server_address[1]}"
+    result = check_connection({"api_url": url, "api_key": API_KEY}, tmp_path)
+
+    assert result.returncode == 8, result.stderr[-2000:]
+    assert f"{url} does not answer like Userpilot's API" in result.stderr
+    assert "API key was accepted" not in result.stdout
+    assert not_userpilot.paths == ["/v1/background_jobs"]
+
+
 def test_unreachable_host_exits_9(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -104,6 +119,7 @@ def test_unreachable_host_exits_9(tmp_path):
     assert result.returncode == 9, result.stderr[-2000:]
     assert f"Could not reach Userpilot at {url}" in result.stderr
     assert "Connection refused" in result.stderr
+    assert "STATE" not in result.stderr  # a check has no STATE to speak of
 
 
 def test_dry_run_needs_no_connection(tmp_path):

@@ -280,9 +280,11 @@ class JobLane:
         done = _as_int(job.get("completed_rows")) or 0
         running.samples.append((now, done))
         rate = self.rows_per_minute / 60.0
+        basis = "expected"  # until the job shows progress, rows_per_minute is all we know
         first_t, first_done = running.samples[0]
         if done > first_done and now > first_t:
             rate = (done - first_done) / (now - first_t)
+            basis = "observed"
         eta = max(0.0, (total - done) / rate)
         if (
             now - running.last_progress_log >= PROGRESS_EVERY_SECONDS
@@ -290,12 +292,13 @@ class JobLane:
         ):
             running.last_progress_log = now
             logger.info(
-                "Job %s (stream '%s'): %d of %d rows done, %.0f rows/min, about %s left.",
+                "Job %s (stream '%s'): %d of %d rows done, %.0f rows/min (%s), about %s left.",
                 running.job_id,
                 running.batch.stream,
                 done,
                 total,
                 rate * 60,
+                basis,
                 _duration(eta),
             )
         return min(MAX_POLL_INTERVAL, max(MIN_POLL_INTERVAL, eta * 0.8))

@@ -29,7 +29,7 @@ from target_userpilot.target import TargetUserpilot
 
 PROGRESS = re.compile(
     r"Job (?P<job>\S+) \(stream 'users'\): (?P<done>\d+) of (?P<total>\d+) rows done, "
-    r"(?P<rate>\d+) rows/min, about (?P<eta>\d+) s left\."
+    r"(?P<rate>\d+) rows/min \((?:expected|observed)\), about (?P<eta>\d+) s left\."
 )
 COMPLETED = re.compile(
     r"Job (?P<job>\S+) completed: (?P<rows>\d+) users rows of stream 'users' "

@@ -12,7 +12,7 @@ import decimal
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 USERS = "users"
@@ -39,6 +39,11 @@ class Route:
     object: str
     id_property: str
     company_id_property: str | None = None
+    #: For each object property the schema describes, the flattened keys under it: a null
+    #: object must clear those keys, which are what Userpilot holds (``address__city``...).
+    null_clears: Mapping[str, tuple[str, ...]] = field(
+        default_factory=dict, compare=False, hash=False
+    )
 
     @property
     def ignored(self) -> bool:
@@ -48,7 +53,7 @@ class Route:
 
 def route_for(
     stream_name: str,
-    schema_properties: Sequence[str],
+    schema_properties: Sequence[str] | Mapping[str, Any],
     key_properties: Sequence[str] | None,
     mapping: Mapping[str, Any] | None = None,
 ) -> Route:
@@ -57,7 +62,8 @@ def route_for(
     The object comes from ``object_mapping`` when the stream has an entry; otherwise a stream
     named ``companies`` or ``company`` (any case) loads companies and every other stream loads
     users. The identifier is the mapping's ``id_property``, else ``user_id`` / ``company_id`` when
-    the schema has it, else the stream's single key property.
+    the schema has it, else the stream's single key property. Given the schema's properties as
+    a mapping, nested objects it describes are noted so that a null object clears their keys.
     """
     mapping = mapping or {}
     obj = mapping.get("object")
@@ -84,7 +90,26 @@ def route_for(
         company_id_property = mapping.get("company_id_property") or "company_id"
         if company_id_property == id_property:
             company_id_property = None
-    return Route(obj, id_property, company_id_property)
+    clears = nested_keys(schema_properties) if isinstance(schema_properties, Mapping) else {}
+    return Route(obj, id_property, company_id_property, clears)
+
+
+def nested_keys(properties: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[str, ...]]:
+    """Map each object property (flattened name) to the flattened leaf keys the schema gives it."""
+    found: dict[str, tuple[str, ...]] = {}
+    for name, prop in properties.items():
+        children = prop.get("properties") if isinstance(prop, Mapping) else None
+        if not isinstance(children, Mapping) or not children:
+            continue
+        flat = f"{prefix}{name}"
+        inner = nested_keys(children, f"{flat}__")
+        found.update(inner)
+        leaves: list[str] = []
+        for child in children:
+            child_flat = f"{flat}__{child}"
+            leaves.extend(inner.get(child_flat, (child_flat,)))
+        found[flat] = tuple(leaves)
+    return found
 
 
 def identifier(value: Any, prop: str) -> str:
@@ -109,6 +134,7 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
     id_prop = route.id_property
     company_prop = route.company_id_property
     row_id = identifier(record.get(id_prop), id_prop)
+    clears = route.null_clears
     metadata: dict[str, Any] = {}
     for key, value in record.items():
         if key in (id_prop, company_prop) or key.startswith("_sdc_"):
@@ -117,10 +143,12 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
         kind = type(value)
         if kind in _AS_IS:
             metadata[key] = value
+            if value is None and key in clears:
+                metadata.update(dict.fromkeys(clears[key]))
         elif kind is float:
             metadata[key] = value if math.isfinite(value) else None
         elif kind is dict or (kind is not list and isinstance(value, Mapping)):
-            _flatten_into(metadata, key, value)
+            _flatten_into(metadata, key, value, clears)
         else:
             metadata[key] = primitive(value)
 
@@ -155,17 +183,24 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
         raise InvalidRecord("a text value is not valid Unicode (a lone surrogate)") from None
 
 
-def _flatten_into(metadata: dict[str, Any], key: str, value: Mapping[str, Any]) -> None:
+def _flatten_into(
+    metadata: dict[str, Any],
+    key: str,
+    value: Mapping[str, Any],
+    clears: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
     """Add the entries of ``value`` under ``key__child`` keys, nested objects recursively."""
     for child_key, child_value in value.items():
         name = f"{key}__{child_key}"
         kind = type(child_value)
         if kind in _AS_IS:
             metadata[name] = child_value
+            if child_value is None and clears and name in clears:
+                metadata.update(dict.fromkeys(clears[name]))
         elif kind is float:
             metadata[name] = child_value if math.isfinite(child_value) else None
         elif kind is dict or (kind is not list and isinstance(child_value, Mapping)):
-            _flatten_into(metadata, name, child_value)
+            _flatten_into(metadata, name, child_value, clears)
         else:
             metadata[name] = primitive(child_value)
 

@@ -33,9 +33,7 @@ class UserpilotSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self.load = target.load
         mapping = self.load.settings.object_mapping.get(stream_name)
-        self.route = route_for(
-            stream_name, list(schema.get("properties", {})), key_properties, mapping
-        )
+        self.route = route_for(stream_name, schema.get("properties", {}), key_properties, mapping)
         self.tally = self.load.summary.stream(stream_name, self.route.object)
         self._batch: BatchFile | None = None
         self._ready: SealedBatch | None = None

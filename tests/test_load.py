@@ -258,3 +258,21 @@ def test_schema_change_mid_stream_keeps_updates_in_order(sandbox, config, tmp_pa
     profiles = sandbox.profiles("users")
     assert {p["metadata"]["plan"] for p in profiles.values()} == {"new"}
     assert run.states == [{"done": True}]
+
+
+def test_a_nested_object_set_to_null_is_removed_from_the_profile(sandbox, config, tmp_path):
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1, address={"city": "Porto"})),
+        state({"step": 1}),
+    ]
+    assert run_target(config, messages, tmp_path=tmp_path).returncode == 0
+    assert sandbox.profiles("users")["1"]["metadata"]["address__city"] == "Porto"
+
+    messages = [schema("users", USER_SCHEMA, ["id"]), record("users", {"id": 1, "address": None})]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    metadata = sandbox.profiles("users")["1"]["metadata"]
+    assert not any(key.startswith("address") for key in metadata), metadata
+    assert metadata["email"] == "user1@example.com"

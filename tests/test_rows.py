@@ -534,3 +534,38 @@ def test_encoded_array_metadata_is_a_string_inside_the_line():
     _, row = to_row({"user_id": "u1", "tags": ["ä", "b"]}, USER_ROUTE)
 
     assert encode_row(row) == '{"user_id":"u1","metadata":{"tags":"[\\"ä\\",\\"b\\"]"}}\n'.encode()
+
+
+def test_a_null_object_clears_the_flattened_keys_its_schema_describes():
+    properties = {
+        "id": {"type": "integer"},
+        "billing": {
+            "type": ["object", "null"],
+            "properties": {
+                "mrr": {"type": "number"},
+                "card": {"type": "object", "properties": {"brand": {}, "last4": {}}},
+            },
+        },
+    }
+    route = route_for("users", properties, ["id"])
+
+    _, row = to_row({"id": 1, "billing": None}, route)
+    assert row["metadata"] == {
+        "billing": None,
+        "billing__mrr": None,
+        "billing__card__brand": None,
+        "billing__card__last4": None,
+    }
+    _, row = to_row({"id": 1, "billing": {"mrr": 5, "card": None}}, route)
+    assert row["metadata"] == {
+        "billing__mrr": 5,
+        "billing__card": None,
+        "billing__card__brand": None,
+        "billing__card__last4": None,
+    }
+
+
+def test_an_object_the_schema_does_not_describe_is_just_null():
+    route = route_for("users", {"id": {}, "extra": {"type": "object"}}, ["id"])
+    _, row = to_row({"id": 1, "extra": None}, route)
+    assert row["metadata"] == {"extra": None}

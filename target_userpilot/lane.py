@@ -32,8 +32,10 @@ logger = logging.getLogger("target_userpilot.lane")
 PROGRESS_EVERY_SECONDS = 30.0
 #: Longest pause between two status polls.
 MAX_POLL_INTERVAL = 30.0
-#: Shortest pause between two status polls, which bounds how late a completion is noticed.
+#: Shortest pause between two polls of a job still running past its predicted end.
 MIN_POLL_INTERVAL = 0.5
+#: A job is first checked this long after the moment it is predicted to end.
+NOTICE_MARGIN = 0.02
 
 
 class JobFailed(RuntimeError):
@@ -66,6 +68,7 @@ class _Running:
     last_progress_log: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     warned_status: set[str] = field(default_factory=set)
+    near_end_polls: int = 0
 
     @property
     def job_id(self) -> str:
@@ -272,7 +275,7 @@ class JobLane:
     def _first_wait(self, rows: int) -> float:
         """Poll the first time within a second, sooner for a batch Userpilot does quickly."""
         expected = rows / (self.rows_per_minute / 60.0)
-        return min(1.0, max(0.2, expected * 0.8))
+        return min(1.0, expected + NOTICE_MARGIN)
 
     def _next_wait(self, running: _Running, job: dict[str, Any], now: float) -> float:
         """Pause before the next poll: most of the expected remaining time, within bounds."""
@@ -301,7 +304,16 @@ class JobLane:
                 basis,
                 _duration(eta),
             )
-        return min(MAX_POLL_INTERVAL, max(MIN_POLL_INTERVAL, eta * 0.8))
+        if eta >= 2 * MIN_POLL_INTERVAL:
+            return min(MAX_POLL_INTERVAL, eta * 0.8)
+        # The end is near: poll once, just after it. A job still running then (slower than
+        # observed, or done but refreshing) is polled from MIN_POLL_INTERVAL on, doubling.
+        wait = eta + NOTICE_MARGIN
+        if running.near_end_polls:
+            backoff = MIN_POLL_INTERVAL * 2 ** (running.near_end_polls - 1)
+            wait = max(wait, min(MAX_POLL_INTERVAL, backoff))
+        running.near_end_polls += 1
+        return wait
 
     def _conclude(self, running: _Running, job: dict[str, Any]) -> None:
         status = str(job.get("status"))

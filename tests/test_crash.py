@@ -27,7 +27,7 @@ from target_userpilot.sandbox import Sandbox
 N_USERS = 4000
 BATCH_ROWS = 500
 #: 500 rows take half a second: long enough to act while a job runs, short enough for a test.
-ROWS_PER_MINUTE = 60_000
+ROWS_PER_MINUTE = 20_000
 
 
 def _messages(start: int, stop: int) -> list[dict]:

@@ -16,13 +16,12 @@ constants below.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
-from readme_settings import about
+from readme_settings import about, write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANT = "userpilot"
@@ -166,25 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     data = definition()
     wanted = render(data)
     current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-    name = _rel(args.output)
     # Compared as data, so another PyYAML's line wrapping is not a difference.
-    if current and yaml.safe_load(current) == data and current.startswith(HEADER):
-        print(f"{name} is up to date.")
-        return 0
-    if args.check:
-        diff = difflib.unified_diff(
-            current.splitlines(keepends=True),
-            wanted.splitlines(keepends=True),
-            fromfile=f"{name} (now)",
-            tofile=f"{name} (from --about)",
-        )
-        sys.stdout.writelines(diff)
-        print(f"\n{name} is out of date: run `make hub`.", file=sys.stderr)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(wanted, encoding="utf-8")
-    print(f"{name} regenerated.")
-    return 0
+    fresh = bool(current) and yaml.safe_load(current) == data and current.startswith(HEADER)
+    return write_or_check(
+        args.output, current, wanted, check=args.check, make_target="hub", fresh=fresh
+    )
 
 
 def _project_urls() -> dict[str, str]:
@@ -200,13 +185,6 @@ def _project_urls() -> dict[str, str]:
 def _label(name: str) -> str:
     words = name.replace(".", " ").replace("_", " ").replace("-", " ").split()
     return " ".join(ACRONYMS.get(w.lower(), w.capitalize()) for w in words)
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

@@ -86,21 +86,37 @@ def main(argv: list[str] | None = None) -> int:
 
     current = args.readme.read_text(encoding="utf-8")
     wanted = replace_block(current, render_block())
-    if wanted == current:
-        print(f"{args.readme.name}: settings table is up to date.")
+    return write_or_check(
+        args.readme,
+        current,
+        wanted,
+        check=args.check,
+        make_target="readme",
+        fresh=wanted == current,
+    )
+
+
+def write_or_check(
+    path: Path, current: str, wanted: str, *, check: bool, make_target: str, fresh: bool
+) -> int:
+    """Write a generated file, or with ``check`` show how it differs and return 1."""
+    name = path.name
+    if fresh:
+        print(f"{name} is up to date.")
         return 0
-    if args.check:
+    if check:
         diff = difflib.unified_diff(
             current.splitlines(keepends=True),
             wanted.splitlines(keepends=True),
-            fromfile=f"{args.readme.name} (now)",
-            tofile=f"{args.readme.name} (from --about)",
+            fromfile=f"{name} (now)",
+            tofile=f"{name} (from --about)",
         )
         sys.stdout.writelines(diff)
-        print(f"\n{args.readme.name} is out of date: run `make readme`.", file=sys.stderr)
+        print(f"\n{name} is out of date: run `make {make_target}`.", file=sys.stderr)
         return 1
-    args.readme.write_text(wanted, encoding="utf-8")
-    print(f"{args.readme.name}: settings table regenerated.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(wanted, encoding="utf-8")
+    print(f"{name} regenerated.")
     return 0
 
 

@@ -232,14 +232,21 @@ class UserpilotClient:
         self._session.headers.update(
             {"Authorization": f"Token {api_key}", "Accept": ACCEPT, "User-Agent": user_agent}
         )
-        self._retrying = backoff.on_exception(
+        # The retry policy, declared once: uploads and lists get a bounded number of tries;
+        # status polls may wait out a longer outage, because re-uploading is never the answer.
+        self._retrying = self._transient_retry(max_tries=lambda: self.retry.max_tries)
+        self._polling = self._transient_retry(max_time=lambda: self.retry.poll_max_time)
+
+    def _transient_retry(self, **limits: Any) -> Any:
+        """A backoff decorator for transient failures: Retry-After first, else jittered expo."""
+        return backoff.on_exception(
             _wait_for,
             TransientError,
-            max_tries=lambda: self.retry.max_tries,
             jitter=None,
             on_backoff=_log_retry,
             logger=None,
             policy=self.retry,
+            **limits,
         )
 
     def close(self) -> None:
@@ -294,20 +301,11 @@ class UserpilotClient:
     def job_status(self, job_id: str) -> dict[str, Any]:
         """The job object of ``job_id`` (retried on transient failures for a long while)."""
         path = f"/v1/background_jobs/{quote(str(job_id), safe='')}"
-        polling = backoff.on_exception(
-            _wait_for,
-            TransientError,
-            max_time=lambda: self.retry.poll_max_time,
-            jitter=None,
-            on_backoff=_log_retry,
-            logger=None,
-            policy=self.retry,
-        )
         what = (
             f"Reading the status of job {job_id} (it may still complete in Userpilot; "
             "nothing is uploaded again for it)"
         )
-        return self._until_giving_up(polling, lambda: self._json("GET", path), what)
+        return self._until_giving_up(self._polling, lambda: self._json("GET", path), what)
 
     def probe(self) -> list[dict[str, Any]]:
         """One try at the jobs list, for a connection check: no retries, a strict answer."""

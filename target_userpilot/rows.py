@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 USERS = "users"
@@ -25,7 +26,21 @@ _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 #: Value types that are already Userpilot metadata primitives and pass through unchanged.
 _AS_IS = frozenset({str, int, bool, type(None)})
 #: Compact UTF-8 JSON; made once, because ``json.dumps`` with options builds an encoder per call.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+if c_make_encoder is not None:
+    # ``JSONEncoder.encode`` still builds its C encoder on every call; this one is made once.
+    # Rows are trees made from JSON, never circular, so the circular check is left out too.
+    _c_encoder = c_make_encoder(
+        None, _encoder.default, encode_basestring, None, ":", ",", False, False, True
+    )
+
+    def _encode(value: Any) -> str:
+        return "".join(_c_encoder(value, 0))
+
+else:  # pragma: no cover (CPython always has the C encoder)
+    _encode = _encoder.encode
+#: At most this many property names are remembered per stream as kept (see ``Route.kept``).
+_KEPT_LIMIT = 4096
 
 
 class InvalidRecord(ValueError):
@@ -44,6 +59,9 @@ class Route:
     null_clears: Mapping[str, tuple[str, ...]] = field(
         default_factory=dict, compare=False, hash=False
     )
+    #: Property names seen and known to go into the metadata: checked per property of every
+    #: record, a set lookup is cheaper than deciding again (see ``to_row``).
+    kept: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
 
     @property
     def ignored(self) -> bool:
@@ -135,10 +153,14 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
     company_prop = route.company_id_property
     row_id = identifier(record.get(id_prop), id_prop)
     clears = route.null_clears
+    kept = route.kept
     metadata: dict[str, Any] = {}
     for key, value in record.items():
-        if key in (id_prop, company_prop) or key.startswith("_sdc_"):
-            continue
+        if key not in kept:
+            if key in (id_prop, company_prop) or key.startswith("_sdc_"):
+                continue
+            if len(kept) < _KEPT_LIMIT:
+                kept.add(key)
         # Runs for every property of every record: the common cases are decided inline.
         kind = type(value)
         if kind in _AS_IS:
@@ -147,7 +169,11 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
                 metadata.update(dict.fromkeys(clears[key]))
         elif kind is float:
             metadata[key] = value if math.isfinite(value) else None
-        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+        elif kind is dict:
+            _flatten_into(metadata, key, value, clears)
+        elif kind is list:
+            metadata[key] = _encode_array(value)
+        elif isinstance(value, Mapping):
             _flatten_into(metadata, key, value, clears)
         else:
             metadata[key] = primitive(value)
@@ -199,7 +225,11 @@ def _flatten_into(
                 metadata.update(dict.fromkeys(clears[name]))
         elif kind is float:
             metadata[name] = child_value if math.isfinite(child_value) else None
-        elif kind is dict or (kind is not list and isinstance(child_value, Mapping)):
+        elif kind is dict:
+            _flatten_into(metadata, name, child_value, clears)
+        elif kind is list:
+            metadata[name] = _encode_array(child_value)
+        elif isinstance(child_value, Mapping):
             _flatten_into(metadata, name, child_value, clears)
         else:
             metadata[name] = primitive(child_value)
@@ -216,8 +246,16 @@ def primitive(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return value.isoformat()
     if isinstance(value, (list, tuple)):
-        return _encode(_json_safe(value))
+        return _encode_array(value)
     return str(value)
+
+
+def _encode_array(value: list[Any] | tuple[Any, ...]) -> str:
+    """An array as a JSON string; one of primitives only (the usual tags) needs no copy."""
+    for item in value:
+        if type(item) not in _AS_IS:
+            return _encode(_json_safe(value))
+    return _encode(value)
 
 
 def _decimal_number(value: decimal.Decimal) -> int | float | None:

@@ -9,7 +9,7 @@ from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_userpilot.batch import BatchFile, SealedBatch
-from target_userpilot.rows import InvalidRecord, encode_row, route_for, to_row
+from target_userpilot.rows import IGNORE, InvalidRecord, encode_row, route_for, to_row
 from target_userpilot.validation import RecordValidator
 
 if t.TYPE_CHECKING:
@@ -93,35 +93,37 @@ class UserpilotSink(BatchSink):
     def process_record(self, record: dict, context: dict) -> None:
         """Turn one record into a row and add it to the open batch file."""
         del context  # the batch lives in self._batch
+        # Runs for every record: attributes read more than once are read once into locals.
         self._position += 1
-        seq = self.load.checkpoints.record()
+        load = self.load
+        seq = load.checkpoints.record()
         self.tally.received += 1
-        if self.route.ignored:
+        route = self.route
+        if route.object == IGNORE:
             return
-        if self.load.lane_failed:
-            self.load.raise_lane_error()
+        if load.lane_failed:
+            load.raise_lane_error()
         try:
             if self._schema_error is not None:
                 reason, self._schema_error = self._schema_error, None
                 raise InvalidRecord(reason)
-            row_id, row = to_row(record, self.route)
+            row_id, row = to_row(record, route)
             line = encode_row(row)
-            if len(line) > self.load.settings.max_file_bytes:
-                msg = (
-                    f"its row is {len(line)} bytes, more than max_file_bytes "
-                    f"({self.load.settings.max_file_bytes})"
-                )
+            max_bytes = load.settings.max_file_bytes
+            if len(line) > max_bytes:
+                msg = f"its row is {len(line)} bytes, more than max_file_bytes ({max_bytes})"
                 raise InvalidRecord(msg)
         except InvalidRecord as exc:
             self.tally.rejected += 1
-            self.load.rejects.reject(self.stream_name, self._position, str(exc), record)
+            load.rejects.reject(self.stream_name, self._position, str(exc), record)
             return
-        if self._batch is None:
-            self._batch = self._open_batch(seq)
-        elif not self._batch.fits(row_id, line):
-            self._ready = self._batch.seal()
-            self._batch = self._open_batch(seq)
-        self._batch.add(row_id, line)
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = self._open_batch(seq)
+        elif not batch.fits(row_id, line):
+            self._ready = batch.seal()
+            batch = self._batch = self._open_batch(seq)
+        batch.add(row_id, line)
 
     # Per batch
 

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import sys
+import time
 import typing as t
 
 import click
@@ -19,6 +20,7 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.io_base import SingerReader
+from singer_sdk.mapper import SameRecordTransform
 
 from target_userpilot.client import (
     AuthenticationError,
@@ -50,6 +52,17 @@ EXIT_CODES: dict[type[BaseException], int] = {
     TransientError: 9,
     Terminated: 10,
 }
+
+#: The SDK's record metadata properties, dropped from records unless ``add_record_metadata``.
+_SDC_KEYS = (
+    "_sdc_extracted_at",
+    "_sdc_received_at",
+    "_sdc_batched_at",
+    "_sdc_deleted_at",
+    "_sdc_sequence",
+    "_sdc_table_version",
+    "_sdc_sync_started_at",
+)
 
 
 class InputReader(SingerReader):
@@ -113,6 +126,8 @@ class TargetUserpilot(Target):
         super().__init__(*args, **kwargs)
         # One job at a time anyway: parallel drains would only queue on the lane.
         self.max_parallelism = 1
+        #: Per stream, the fast path's decision (see ``_fast_stream``), valid for its maps.
+        self._fast_streams: dict[str, tuple[t.Any, str | None, bool]] = {}
         self.load = Load(Settings.from_config(self.config), user_agent=f"{self.name}")
 
     @classmethod
@@ -140,6 +155,76 @@ class TargetUserpilot(Target):
         if not hasattr(self, "load"):  # still starting: nothing read, nothing to wait for
             raise Terminated(f"Received signal {signum} while starting; no input was read.")
         self.load.terminate(signum)
+
+    def _process_record_message(self, message_dict: dict) -> None:
+        """The SDK's record handling, without its per-record overhead in the common case.
+
+        A stream whose only map passes records through unchanged (no ``stream_maps`` entry, no
+        flattening) skips the SDK's record copy, map call and no-op hooks; everything else
+        goes the SDK's way. Kept as the SDK does it: records before their schema, ``_sdc_``
+        metadata per ``add_record_metadata``, validation, the read tally and record counter,
+        draining a full sink and draining all when a record is older than the max age.
+        """
+        stream_name = message_dict.get("stream")
+        maps = self.mapper.stream_maps.get(stream_name)  # type: ignore[arg-type]
+        fast = self._fast_streams.get(stream_name)  # type: ignore[arg-type]
+        if fast is None or fast[0] is not maps:
+            fast = self._fast_stream(stream_name, maps)
+        record = message_dict.get("record")
+        alias = fast[1]
+        if alias is None or type(record) is not dict:
+            super()._process_record_message(message_dict)
+            return
+        sink = self._sinks_active.get(alias)
+        if sink is None:
+            self._assert_sink_exists(alias)  # raises RecordsWithoutSchemaException
+        context = sink._pending_batch
+        if context is None:
+            context = sink._get_context(record)
+        if fast[2]:
+            sink._add_sdc_metadata_to_record(record, message_dict, context)
+        else:
+            for key in _SDC_KEYS:
+                if key in record:
+                    del record[key]
+        if sink._validator is not None:
+            sink._validate_and_parse(record)
+        sink._total_records_read += 1  # tally_record_read, inlined
+        sink._batch_records_read += 1
+        sink.process_record(record, context)
+        sink.record_counter_metric.increment()
+        if sink.is_full:
+            self.logger.info(
+                "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                sink.stream_name,
+                sink.current_size,
+            )
+            self.drain_one(sink)
+        if (time.time() - self._last_full_drain_at) / 60 > self._MAX_RECORD_AGE_IN_MINUTES:
+            self._handle_max_record_age()
+
+    def _fast_stream(self, stream_name: t.Any, maps: t.Any) -> tuple[t.Any, str | None, bool]:
+        """Whether a stream's records may take the fast path: ``(maps, sink name, metadata)``.
+
+        The sink name is None when the SDK's path must be taken: no schema yet (the SDK raises),
+        several maps, or a map that changes records.
+        """
+        alias = None
+        if (
+            isinstance(stream_name, str)
+            and maps is not None
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and not maps[0].flattening_enabled
+            and type(self).get_sink is TargetUserpilot.get_sink
+            # A subclass could give the hooks this path leaves out a use.
+            and type(self._sinks_active.get(maps[0].stream_alias)) is UserpilotSink
+        ):
+            alias = maps[0].stream_alias
+        fast = (maps, alias, bool(self.config.get("add_record_metadata", False)))
+        if isinstance(stream_name, str):
+            self._fast_streams[stream_name] = fast
+        return fast
 
     def _process_state_message(self, message_dict: dict) -> None:
         """Hold STATE until its records are durable, instead of writing it after each drain."""

@@ -25,6 +25,8 @@ _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 
 #: Value types that are already Userpilot metadata primitives and pass through unchanged.
 _AS_IS = frozenset({str, int, bool, type(None)})
+#: The same, less None: a null may have to clear the flattened keys of an object.
+_PLAIN = frozenset({str, int, bool})
 #: Compact UTF-8 JSON; made once, because ``json.dumps`` with options builds an encoder per call.
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 if c_make_encoder is not None:
@@ -161,22 +163,11 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
                 continue
             if len(kept) < _KEPT_LIMIT:
                 kept.add(key)
-        # Runs for every property of every record: the common cases are decided inline.
-        kind = type(value)
-        if kind in _AS_IS:
+        # Runs for every property of every record: plain values are placed inline.
+        if type(value) in _PLAIN:
             metadata[key] = value
-            if value is None and key in clears:
-                metadata.update(dict.fromkeys(clears[key]))
-        elif kind is float:
-            metadata[key] = value if math.isfinite(value) else None
-        elif kind is dict:
-            _flatten_into(metadata, key, value, clears)
-        elif kind is list:
-            metadata[key] = _encode_array(value)
-        elif isinstance(value, Mapping):
-            _flatten_into(metadata, key, value, clears)
         else:
-            metadata[key] = primitive(value)
+            _put(metadata, key, value, clears)
 
     if route.object == COMPANIES:
         return row_id, {"company_id": row_id, "metadata": metadata}
@@ -209,30 +200,27 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
         raise InvalidRecord("a text value is not valid Unicode (a lone surrogate)") from None
 
 
-def _flatten_into(
+def _put(
     metadata: dict[str, Any],
-    key: str,
-    value: Mapping[str, Any],
-    clears: Mapping[str, tuple[str, ...]] | None = None,
+    name: str,
+    value: Any,
+    clears: Mapping[str, tuple[str, ...]],
 ) -> None:
-    """Add the entries of ``value`` under ``key__child`` keys, nested objects recursively."""
-    for child_key, child_value in value.items():
-        name = f"{key}__{child_key}"
-        kind = type(child_value)
-        if kind in _AS_IS:
-            metadata[name] = child_value
-            if child_value is None and clears and name in clears:
-                metadata.update(dict.fromkeys(clears[name]))
-        elif kind is float:
-            metadata[name] = child_value if math.isfinite(child_value) else None
-        elif kind is dict:
-            _flatten_into(metadata, name, child_value, clears)
-        elif kind is list:
-            metadata[name] = _encode_array(child_value)
-        elif isinstance(child_value, Mapping):
-            _flatten_into(metadata, name, child_value, clears)
-        else:
-            metadata[name] = primitive(child_value)
+    """Place one value under ``name``: objects flattened to ``name__child``, arrays as JSON."""
+    kind = type(value)
+    if kind in _AS_IS:
+        metadata[name] = value
+        if value is None and name in clears:
+            metadata.update(dict.fromkeys(clears[name]))
+    elif kind is float:
+        metadata[name] = value if math.isfinite(value) else None
+    elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+        for child_key, child_value in value.items():
+            _put(metadata, f"{name}__{child_key}", child_value, clears)
+    elif kind is list:
+        metadata[name] = _encode_array(value)
+    else:
+        metadata[name] = primitive(value)
 
 
 def primitive(value: Any) -> Any:

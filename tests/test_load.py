@@ -276,3 +276,22 @@ def test_a_nested_object_set_to_null_is_removed_from_the_profile(sandbox, config
     metadata = sandbox.profiles("users")["1"]["metadata"]
     assert not any(key.startswith("address") for key in metadata), metadata
     assert metadata["email"] == "user1@example.com"
+
+
+def test_json_upload_format_lands_the_same_profiles_as_ndjson(sandbox, config, tmp_path):
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        *[record("users", _user_record(i)) for i in range(300)],
+        state({"done": True}),
+    ]
+    assert run_target(config, messages, tmp_path=tmp_path).returncode == 0
+    as_ndjson = sandbox.profiles("users")
+    sandbox.reset()
+
+    config["upload_format"] = "json"
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sandbox.profiles("users") == as_ndjson
+    assert [job["filename"] for job in sandbox.jobs()] == [None]  # a JSON body, not a file
+    assert run.states == [{"done": True}]

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from target_userpilot.rows import encode_row, merge_rows
+from target_userpilot.rows import encode_row, id_key, merge_rows
 
 
 @dataclass
@@ -35,7 +35,7 @@ class SealedBatch:
     fingerprints: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
     def read_lines(self) -> list[bytes]:
-        """All lines of the file (used when a batch must be split, never on the happy path)."""
+        """All lines of the file, for splitting and for skip_unchanged (uploads stream it)."""
         with open(self.path, "rb") as handle:
             return handle.readlines()
 
@@ -72,6 +72,15 @@ class SealedBatch:
             halves.append(half)
         self.discard()
         return halves[0], halves[1]
+
+    def replace_lines(self, lines: list[bytes]) -> None:
+        """Rewrite the file with ``lines`` (a subset of its rows), counting rows and bytes anew."""
+        handle, path = _spool_file(os.path.dirname(self.path), f"{self.object}-")
+        with handle:
+            handle.writelines(lines)
+        os.replace(path, self.path)
+        self.rows = len(lines)
+        self.bytes = sum(len(line) for line in lines)
 
     def discard(self) -> None:
         """Remove the file from disk."""
@@ -152,7 +161,7 @@ class BatchFile:
 
         Only rows of repeated ids are held in memory, and only until the file is rewritten.
         """
-        id_key = "company_id" if self.object == "companies" else "user_id"
+        key = id_key(self.object)
         pending: dict[str, dict[str, Any]] = {}
         seen: dict[str, int] = {}
         handle, path = _spool_file(self._spool_dir, f"{self.object}-merged-")
@@ -160,7 +169,7 @@ class BatchFile:
         with handle, open(self._path, "rb") as source:
             for line in source:
                 row = json.loads(line)
-                row_id = row[id_key]
+                row_id = row[key]
                 total = self._lines_per_id[row_id]
                 if total == 1:
                     handle.write(line)

@@ -96,7 +96,7 @@ def route_for(
         )
         raise ValueError(msg)
 
-    natural_id = "company_id" if obj == COMPANIES else "user_id"
+    natural_id = id_key(obj)
     id_property = mapping.get("id_property")
     if not id_property:
         keys = list(key_properties or [])
@@ -130,6 +130,11 @@ def nested_keys(properties: Mapping[str, Any], prefix: str = "") -> dict[str, tu
             leaves.extend(inner.get(child_flat, (child_flat,)))
         found[flat] = tuple(leaves)
     return found
+
+
+def id_key(object: str) -> str:
+    """The row field that identifies a profile of ``object``: ``user_id`` or ``company_id``."""
+    return "company_id" if object == COMPANIES else "user_id"
 
 
 def identifier(value: Any, prop: str) -> str:

@@ -19,8 +19,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from target_userpilot.batch import SealedBatch, _spool_file
+from target_userpilot.batch import SealedBatch
 from target_userpilot.client import ConfigurationError
+from target_userpilot.rows import id_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS confirmed_rows (
@@ -71,10 +72,8 @@ class ConfirmedRows:
 
         The fingerprints of the rows kept are stored on the batch, for :meth:`confirm`.
         """
-        id_key = "company_id" if batch.object == "companies" else "user_id"
-        with open(batch.path, "rb") as handle:
-            lines = handle.readlines()
-        keyed = [(json.loads(line)[id_key], row_hash(line), line) for line in lines]
+        key = id_key(batch.object)
+        keyed = [(json.loads(line)[key], row_hash(line), line) for line in batch.read_lines()]
         known = self._lookup(batch.object, [row_id for row_id, _, _ in keyed])
         kept = [
             (row_id, digest, line) for row_id, digest, line in keyed if known.get(row_id) != digest
@@ -82,12 +81,7 @@ class ConfirmedRows:
         dropped = len(keyed) - len(kept)
         batch.fingerprints = [(row_id, digest) for row_id, digest, _ in kept]
         if dropped:
-            handle, path = _spool_file(os.path.dirname(batch.path), f"{batch.object}-changed-")
-            with handle:
-                handle.writelines(line for _, _, line in kept)
-            os.replace(path, batch.path)
-            batch.rows = len(kept)
-            batch.bytes = sum(len(line) for _, _, line in kept)
+            batch.replace_lines([line for _, _, line in kept])
         return dropped
 
     def confirm(self, batch: SealedBatch) -> None:

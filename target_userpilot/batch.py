@@ -29,8 +29,6 @@ class SealedBatch:
     merged: int = 0
     #: Released (made durable for STATE) when the job holding the batch's last row completes.
     hold: Any = None
-    #: Called with ``(line, reason)`` for a row Userpilot refuses even alone.
-    on_reject: Any = field(default=None, repr=False)
     #: ``(id, row hash)`` of each row, set by skip_unchanged and recorded once the job completes.
     fingerprints: list[tuple[str, bytes]] | None = field(default=None, repr=False)
 
@@ -65,7 +63,6 @@ class SealedBatch:
                 sum(len(line) for line in part),
                 merged,
                 hold,
-                self.on_reject,
             )
             if prints is not None:
                 half.fingerprints = prints[start:end]

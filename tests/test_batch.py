@@ -240,20 +240,6 @@ def test_only_the_second_half_keeps_the_hold(tmp_path):
     assert second.hold == 17
 
 
-def test_split_keeps_the_reject_callback_on_both_halves(tmp_path):
-    sealed, _ = sealed_batch(tmp_path, 4)
-
-    def on_reject(line, reason):
-        return None
-
-    sealed.on_reject = on_reject
-
-    first, second = sealed.split(str(tmp_path))
-
-    assert first.on_reject is on_reject
-    assert second.on_reject is on_reject
-
-
 def test_split_removes_the_original_file(tmp_path):
     sealed, _ = sealed_batch(tmp_path, 4)
 

@@ -128,11 +128,6 @@ class JobLane:
         """True while a job of ours runs."""
         return self._running is not None
 
-    @property
-    def failed(self) -> bool:
-        """True once a job or a status poll has failed the run (cheap, for the hot path)."""
-        return self._error is not None
-
     def close(self) -> None:
         """Stop the watcher thread (a running job is left to Userpilot)."""
         self._stop.set()

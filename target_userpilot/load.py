@@ -80,13 +80,8 @@ class Load:
             )
         return self._lane
 
-    @property
-    def lane_failed(self) -> bool:
-        """True once the running job failed; checked per record, so kept cheap."""
-        return self._lane is not None and self._lane.failed
-
-    def raise_lane_error(self) -> None:
-        """Raise the error that ended the lane."""
+    def check_lane(self) -> None:
+        """Raise the error that ended the lane, if any (called per record: kept cheap)."""
         if self._lane is not None:
             self._lane.raise_error()
 

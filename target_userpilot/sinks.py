@@ -101,8 +101,7 @@ class UserpilotSink(BatchSink):
         route = self.route
         if route.object == IGNORE:
             return
-        if load.lane_failed:
-            load.raise_lane_error()
+        load.check_lane()
         try:
             if self._schema_error is not None:
                 reason, self._schema_error = self._schema_error, None

@@ -251,11 +251,13 @@ class TargetUserpilot(Target):
             self.load.close()
 
     def listen(self, file_input: t.IO[str] | None = None) -> None:
-        """Read all input; on any failure let the job in flight end before stopping."""
+        """Read all input; on any failure let the job in flight end before stopping.
+
+        ``Load.close`` (below) waits for that job, so its STATE still goes out.
+        """
         try:
             super().listen(file_input)
         except BaseException:
-            self.load.settle()
             # The SDK cleans sinks up only at the end of input; their batch files hold
             # personal data, so a run that stops early removes them too.
             for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
@@ -311,22 +313,16 @@ class TargetUserpilot(Target):
         )
         try:
             jobs = client.probe()
-        except UnexpectedAnswer as exc:
-            msg = (
-                f"{settings.api_url} does not answer like Userpilot's API ({exc}). Check api_url "
-                "(region, Enterprise host)."
-            )
-            raise UserpilotError(msg) from None
-        except TransientError as exc:
-            msg = (
-                f"Could not reach Userpilot at {settings.api_url} ({exc}). Check api_url: US "
-                "https://analytex.userpilot.io, EU https://analytex-eu.userpilot.io, or your "
-                "Enterprise host; and that this machine can reach it."
-            )
-            raise TransientError(msg) from None
         except AuthenticationError:
             raise
         except UserpilotError as exc:
+            if isinstance(exc, TransientError) and not isinstance(exc, UnexpectedAnswer):
+                msg = (
+                    f"Could not reach Userpilot at {settings.api_url} ({exc}). Check api_url: "
+                    "US https://analytex.userpilot.io, EU https://analytex-eu.userpilot.io, or "
+                    "your Enterprise host; and that this machine can reach it."
+                )
+                raise TransientError(msg) from None
             msg = (
                 f"{settings.api_url} does not answer like Userpilot's API ({exc}). Check api_url "
                 "(region, Enterprise host)."

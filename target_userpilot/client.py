@@ -307,26 +307,17 @@ class UserpilotClient:
         )
         return self._until_giving_up(self._polling, lambda: self._json("GET", path), what)
 
-    def probe(self) -> list[dict[str, Any]]:
-        """One try at the jobs list, for a connection check: no retries, a strict answer."""
-        jobs = self._json("GET", "/v1/background_jobs")
-        if isinstance(jobs, dict) and isinstance(jobs.get("jobs", jobs.get("data")), list):
-            jobs = jobs.get("jobs", jobs.get("data"))
-        if not isinstance(jobs, list):
-            msg = "GET /v1/background_jobs answered JSON that is not a list of jobs"
-            raise UnexpectedAnswer(msg)
-        return _job_list(jobs)
-
     def list_jobs(self) -> list[dict[str, Any]]:
-        """All bulk jobs of the account, as Userpilot lists them."""
-        jobs = self._until_giving_up(
-            self._retrying, lambda: self._json("GET", "/v1/background_jobs"), "Listing jobs"
-        )
-        return _job_list(jobs)
+        """One try at the account's bulk jobs; an answer that is no job list is an error."""
+        return _job_list(self._json("GET", "/v1/background_jobs"))
 
     def find_job(self, filename: str) -> dict[str, Any] | None:
-        """The job created from ``filename``, if Userpilot has one."""
-        for job in _job_list(self._json("GET", "/v1/background_jobs")):
+        """The job created from ``filename``, if Userpilot has one (or lists none we can read)."""
+        try:
+            jobs = self.list_jobs()
+        except UnexpectedAnswer:
+            return None
+        for job in jobs:
             if job.get("filename") == filename:
                 return job
         return None
@@ -437,12 +428,14 @@ class UserpilotClient:
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
 
-def _job_list(jobs: Any) -> list[dict[str, Any]]:
+def _job_list(answer: Any) -> list[dict[str, Any]]:
     """The jobs of a list answer: a JSON array, or an object wrapping one (tolerated)."""
-    if isinstance(jobs, dict):
-        jobs = jobs.get("jobs") or jobs.get("data") or []
+    jobs = answer
+    if isinstance(answer, dict):
+        jobs = answer.get("jobs", answer.get("data"))
     if not isinstance(jobs, list):
-        return []
+        msg = "GET /v1/background_jobs answered JSON that is not a list of jobs"
+        raise UnexpectedAnswer(msg)
     return [job for job in jobs if isinstance(job, dict)]
 
 

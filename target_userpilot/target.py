@@ -312,7 +312,7 @@ class TargetUserpilot(Target):
             timeout=(10.0, settings.request_timeout_seconds),
         )
         try:
-            jobs = client.probe()
+            jobs = client.list_jobs()
         except AuthenticationError:
             raise
         except UserpilotError as exc:

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import backoff
 import requests
+import urllib3
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -51,9 +52,13 @@ class JobConflict(UserpilotError):
 class TransientError(UserpilotError):
     """A failure worth another try: 429, 5xx, a dropped connection or a timeout."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, reached_server: bool = True
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: False when the connection itself failed: the request cannot have been acted on.
+        self.reached_server = reached_server
 
 
 class UnexpectedAnswer(TransientError):
@@ -269,12 +274,11 @@ class UserpilotClient:
         adopt it, so a flaky network never sends a batch twice or trips over our own job.
         """
         endpoint = f"/v1/{object}/bulk_identify"
-        attempts = 0
+        maybe_created = False
 
         def attempt() -> dict[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1 and self.upload_format == "ndjson":
+            nonlocal maybe_created
+            if maybe_created and self.upload_format == "ndjson":
                 existing = self.find_job(filename)
                 if existing is not None:
                     logger.info(
@@ -283,7 +287,12 @@ class UserpilotClient:
                         filename,
                     )
                     return existing
-            return self._post_batch(endpoint, object, path, filename)
+            try:
+                return self._post_batch(endpoint, object, path, filename)
+            except TransientError as exc:
+                # A refused connection sent nothing: no job to look for before the next try.
+                maybe_created = maybe_created or exc.reached_server
+                raise
 
         waiting = backoff.on_exception(
             backoff.expo,
@@ -387,9 +396,11 @@ class UserpilotClient:
                 allow_redirects=False,  # the key goes to api_url and nowhere else
             )
         except requests.Timeout as exc:
-            raise TransientError(f"{method} {path} timed out ({type(exc).__name__})") from None
+            msg = f"{method} {path} timed out ({type(exc).__name__})"
+            raise TransientError(msg, reached_server=_reached_server(exc)) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise TransientError(f"{method} {path}: connection failed ({_short(exc)})") from None
+            msg = f"{method} {path}: connection failed ({_short(exc)})"
+            raise TransientError(msg, reached_server=_reached_server(exc)) from None
         except requests.RequestException as exc:
             msg = f"{method} {path} failed: {type(exc).__name__} ({_short(exc)})"
             raise UserpilotError(msg) from None
@@ -426,6 +437,14 @@ class UserpilotClient:
             )
             raise UserpilotError(msg)
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
+
+
+def _reached_server(exc: requests.RequestException) -> bool:
+    """Whether a failed request may have arrived: not when connecting itself failed."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _job_list(answer: Any) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ status poll is never answered by uploading again.
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -405,3 +406,19 @@ def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
     assert job["status"] != "completed"
     assert run.states == []
     assert "Traceback" not in run.stderr
+
+
+def test_a_refused_connection_is_retried_without_looking_for_a_job(batch_file):
+    """Nothing reached the server, so there is no job to adopt: the error names the upload."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once the block ends
+    client = UserpilotClient(f"http://127.0.0.1:{port}", API_KEY, retry=FAST)
+
+    with pytest.raises(TransientError) as failure:
+        client.upload("users", batch_file, "users-x-00001.ndjson")
+    client.close()
+
+    assert "failed 5 times" in str(failure.value)
+    assert "POST /v1/users/bulk_identify: connection failed" in str(failure.value)
+    assert "background_jobs" not in str(failure.value)

@@ -25,6 +25,7 @@ from target_userpilot.client import (
     JobConflict,
     PayloadTooLarge,
 )
+from target_userpilot.summary import duration
 
 logger = logging.getLogger("target_userpilot.lane")
 
@@ -297,7 +298,7 @@ class JobLane:
                 total,
                 rate * 60,
                 basis,
-                _duration(eta),
+                duration(eta),
             )
         if eta >= 2 * MIN_POLL_INTERVAL:
             return min(MAX_POLL_INTERVAL, eta * 0.8)
@@ -356,14 +357,3 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -136,7 +136,7 @@ class RunSummary:
         else:
             out.append(
                 f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
-                f"{_count(total['jobs'], 'job')}, in {_seconds(total['seconds'])}."
+                f"{_count(total['jobs'], 'job')}, in {duration(total['seconds'], tenths=True)}."
             )
         return "\n".join(out)
 
@@ -164,9 +164,10 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _seconds(seconds: float) -> str:
+def duration(seconds: float, *, tenths: bool = False) -> str:
+    """A duration for people: ``42 s`` (``41.7 s`` with tenths), ``5 min 03 s``, ``2 h 10 min``."""
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return f"{seconds:.1f} s" if tenths else f"{round(seconds)} s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"
@@ -179,6 +180,6 @@ def _cells(name: str, object: str, s: dict[str, Any]) -> list[str]:
         name,
         object,
         *(str(s[key]) for key, _ in COUNTERS),
-        _seconds(s["seconds"]),
+        duration(s["seconds"], tenths=True),
         f"{s['rows_per_minute']:.0f}",
     ]

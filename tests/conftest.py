@@ -6,14 +6,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from target_userpilot.sandbox import Sandbox
+
+T = TypeVar("T")
 
 API_KEY = "sandbox-key-3f9c1e77"
 
@@ -87,6 +90,18 @@ def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[
         if state_every and (i - start + 1) % state_every == 0:
             yield state({"bookmarks": {"users": i}})
     yield state({"bookmarks": {"users": start + n - 1, "done": True}})
+
+
+def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy, failing the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
 
 
 @dataclass

@@ -15,12 +15,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, USER_SCHEMA, encode_messages, record, run_target, schema, state, user
+from conftest import (
+    API_KEY,
+    USER_SCHEMA,
+    encode_messages,
+    eventually,
+    record,
+    run_target,
+    schema,
+    state,
+    user,
+)
 
 from target_userpilot.sandbox import Sandbox
 
@@ -107,17 +116,6 @@ class Running:
         self._stderr.close()
 
 
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def slow_sandbox():
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=ROWS_PER_MINUTE) as sandbox:
@@ -185,7 +183,7 @@ def test_sigterm_waits_for_the_job_in_flight_then_stops_with_exit_10(slow_sandbo
     run = Running(_config(slow_sandbox), _messages(0, N_USERS), tmp_path)
     try:
         assert run.next_state() is not None, run.stderr[-3000:]
-        job = _eventually(lambda: _followed_job(slow_sandbox), 10, "a job in flight")
+        job = eventually(lambda: _followed_job(slow_sandbox), 10, "a job in flight")
         uploads = slow_sandbox.stats()["uploads"]
         run.proc.send_signal(signal.SIGTERM)
         code = run.drain(timeout=15)
@@ -220,7 +218,7 @@ def test_sigterm_after_the_end_of_input_lets_the_run_finish(slow_sandbox, tmp_pa
             job = _followed_job(slow_sandbox)
             return job is not None and len(slow_sandbox.jobs()) == 2
 
-        _eventually(last_job_followed, 15, "the last job to be in flight")
+        eventually(last_job_followed, 15, "the last job to be in flight")
         run.proc.send_signal(signal.SIGTERM)
         code = run.drain(timeout=15)
     finally:
@@ -236,9 +234,9 @@ def test_a_second_sigterm_stops_at_once(slow_sandbox, tmp_path):
     slow_sandbox.set_rows_per_minute(6000)  # a 500-row job takes 5 s
     run = Running(_config(slow_sandbox), _messages(0, N_USERS), tmp_path)
     try:
-        _eventually(lambda: _followed_job(slow_sandbox), 15, "the first job in flight")
+        eventually(lambda: _followed_job(slow_sandbox), 15, "the first job in flight")
         run.proc.send_signal(signal.SIGTERM)
-        _eventually(lambda: "Waiting for the job in flight" in run.stderr, 10, "the warning")
+        eventually(lambda: "Waiting for the job in flight" in run.stderr, 10, "the warning")
         started = time.monotonic()
         run.proc.send_signal(signal.SIGTERM)
         code = run.drain(timeout=15)

@@ -12,21 +12,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 import requests
+from conftest import eventually
 
 from target_userpilot.sandbox import Sandbox
 
 API_KEY = "sandbox-key"
 REPO = Path(__file__).resolve().parents[1]
 FINAL = {"completed", "failed"}
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -56,18 +55,6 @@ def anon() -> Iterator[requests.Session]:
     """A client without a key: admin calls, and /v1 calls that must be refused."""
     with TimedSession() as session:
         yield session
-
-
-def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy, failing the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def upload_json(

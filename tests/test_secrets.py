@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +22,16 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import USER_SCHEMA, encode_messages, record, schema, state, user, users_messages
+from conftest import (
+    USER_SCHEMA,
+    encode_messages,
+    eventually,
+    record,
+    schema,
+    state,
+    user,
+    users_messages,
+)
 
 from target_userpilot.client import ConfigurationError, check_api_url, is_loopback
 from target_userpilot.sandbox import Sandbox
@@ -125,14 +133,6 @@ def _config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
     return {"api_url": sandbox.url, "api_key": KEY, "rows_per_minute": 600_000, **extra}
 
 
-def _until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_key_never_appears_through_a_load_with_retries(keyed_sandbox, tmp_path):
     keyed_sandbox.set_faults(
         error_rate=0.15, rate_limit_rate=0.1, retry_after=0, drop_rate=0.1, seed=4
@@ -188,7 +188,7 @@ def test_key_never_appears_when_the_run_is_killed(sig, tmp_path):
     with Sandbox(port=0, api_key=KEY, rows_per_minute=60_000) as sandbox:
         config = _config(sandbox, batch_size_rows=500, rows_per_minute=60_000)
         run = Captured(tmp_path, config, list(users_messages(3000, state_every=100)))
-        _until(lambda: sandbox.stats()["status_polls"] >= 1, 20, "a job in flight")
+        eventually(lambda: sandbox.stats()["status_polls"] >= 1, 20, "a job in flight")
         run.proc.send_signal(sig)
         code = run.wait(timeout=20)
 
@@ -373,9 +373,9 @@ def test_no_batch_file_is_left_behind_by_a_run_that_uploaded_everything(
         keyed_sandbox.set_rows_per_minute(600)  # 20 s for the one job: it is left running
     run = Captured(tmp_path, _config(keyed_sandbox), list(users_messages(200)), env=env)
     if case == "sigterm":
-        _until(lambda: keyed_sandbox.stats()["status_polls"] >= 1, 20, "the job in flight")
+        eventually(lambda: keyed_sandbox.stats()["status_polls"] >= 1, 20, "the job in flight")
         run.proc.send_signal(signal.SIGTERM)
-        _until(lambda: "waiting for the last job" in run.stderr, 10, "the first stop")
+        eventually(lambda: "waiting for the last job" in run.stderr, 10, "the first stop")
         run.proc.send_signal(signal.SIGTERM)  # and again: stop at once, leave the job
     code = run.wait()
 

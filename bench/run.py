@@ -160,11 +160,7 @@ class Bench:
         path = self.input("throughput", generate.distinct_users(n))
         results: dict[str, Any] = {"records": n, "repeats": self.sizes.repeats}
         with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
-            base = {
-                "api_url": sandbox.url,
-                "api_key": API_KEY,
-                "rows_per_minute": INSTANT_ROWS_PER_MINUTE,
-            }
+            base = _instant_config(sandbox)
             # The third pair takes the network out: a dry run does all of the target's work on
             # each record and batch, but writes files instead of waiting on the sandbox, which
             # shares this machine's two cores (Userpilot would not).
@@ -196,11 +192,7 @@ class Bench:
         small, large = self.sizes.memory
         results: dict[str, Any] = {}
         with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
-            config = {
-                "api_url": sandbox.url,
-                "api_key": API_KEY,
-                "rows_per_minute": INSTANT_ROWS_PER_MINUTE,
-            }
+            config = _instant_config(sandbox)
             for n in (small, large):
                 path = self.input(f"memory-{n}", generate.distinct_users(n))
                 run = self.target(config, path)
@@ -253,11 +245,7 @@ class Bench:
         count, changed = self.sizes.unchanged
         results: dict[str, Any] = {}
         with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
-            config = {
-                "api_url": sandbox.url,
-                "api_key": API_KEY,
-                "rows_per_minute": INSTANT_ROWS_PER_MINUTE,
-            }
+            config = _instant_config(sandbox)
             path = self.input("repeated", generate.repeated_updates(records, users))
             total = self.target(config, path).summary["total"]
             results["repeated_updates"] = {
@@ -280,6 +268,11 @@ class Bench:
                     "unchanged_skipped": total["unchanged"],
                 }
         return results
+
+
+def _instant_config(sandbox: Sandbox) -> dict[str, Any]:
+    """Target settings for a sandbox answering at once: no pacing of polls for Userpilot."""
+    return {"api_url": sandbox.url, "api_key": API_KEY, "rows_per_minute": INSTANT_ROWS_PER_MINUTE}
 
 
 def _rates(records: int, runs: list[Run]) -> dict[str, Any]:

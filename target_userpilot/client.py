@@ -24,6 +24,16 @@ import backoff
 import requests
 import urllib3
 
+from target_userpilot.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    JobConflict,
+    PayloadTooLarge,
+    TransientError,
+    UnexpectedAnswer,
+    UserpilotError,
+)
+
 logger = logging.getLogger("target_userpilot.client")
 
 ACCEPT = "application/json, text/plain, */*"
@@ -31,42 +41,6 @@ FINAL_STATUSES = frozenset({"completed", "failed"})
 WAITING_STATUSES = frozenset({"queued", "validating", "processing", "pending_refresh"})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
-
-
-class UserpilotError(Exception):
-    """Userpilot answered something the run cannot go on from."""
-
-
-class AuthenticationError(UserpilotError):
-    """The API key was refused (401/403): retrying cannot help."""
-
-
-class PayloadTooLarge(UserpilotError):
-    """Userpilot refused a batch as too large (413): the caller splits it."""
-
-
-class JobConflict(UserpilotError):
-    """Another bulk job holds the account (409), possibly another client's."""
-
-
-class TransientError(UserpilotError):
-    """A failure worth another try: 429, 5xx, a dropped connection or a timeout."""
-
-    def __init__(
-        self, message: str, retry_after: float | None = None, *, reached_server: bool = True
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        #: False when the connection itself failed: the request cannot have been acted on.
-        self.reached_server = reached_server
-
-
-class UnexpectedAnswer(TransientError):
-    """A 2xx answer that is not the JSON Userpilot sends (a proxy page, another service)."""
-
-
-class ConfigurationError(ValueError):
-    """A setting that cannot work; raised before any input is read."""
 
 
 @dataclass(frozen=True)

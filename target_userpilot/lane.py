@@ -19,12 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from target_userpilot.batch import SealedBatch
-from target_userpilot.client import (
-    FINAL_STATUSES,
-    WAITING_STATUSES,
-    JobConflict,
-    PayloadTooLarge,
-)
+from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
+from target_userpilot.errors import JobConflict, JobFailed, JobTimeout, PayloadTooLarge
 from target_userpilot.summary import duration
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -37,14 +33,6 @@ MAX_POLL_INTERVAL = 30.0
 MIN_POLL_INTERVAL = 0.5
 #: A job is first checked this long after the moment it is predicted to end.
 NOTICE_MARGIN = 0.02
-
-
-class JobFailed(RuntimeError):
-    """A Userpilot job ended ``failed``."""
-
-
-class JobTimeout(RuntimeError):
-    """A job did not end within ``job_timeout_seconds``."""
 
 
 class Uploader(Protocol):

@@ -17,6 +17,7 @@ from target_userpilot.batch import SealedBatch
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
+from target_userpilot.errors import Terminated
 from target_userpilot.lane import JobLane
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
@@ -24,15 +25,6 @@ from target_userpilot.summary import RunSummary
 from target_userpilot.unchanged import ConfirmedRows
 
 logger = logging.getLogger("target_userpilot")
-
-
-class Terminated(BaseException):
-    """SIGTERM or SIGINT: the run stops reading; the job already in flight is awaited.
-
-    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the main
-    thread is, it must not be swallowed by an ``except Exception`` on the way (logging's own
-    error handling would print it and carry on, losing the signal).
-    """
 
 
 class Load:

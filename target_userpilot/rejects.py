@@ -7,11 +7,9 @@ import logging
 import threading
 from typing import Any
 
+from target_userpilot.errors import InvalidRecordError
+
 logger = logging.getLogger("target_userpilot.rejects")
-
-
-class InvalidRecordError(RuntimeError):
-    """``on_invalid_record`` is ``fail`` and a record could not become a row."""
 
 
 class RejectLog:

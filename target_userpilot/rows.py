@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+from target_userpilot.errors import InvalidRecord
+
 USERS = "users"
 COMPANIES = "companies"
 IGNORE = "ignore"
@@ -43,10 +45,6 @@ else:  # pragma: no cover (CPython always has the C encoder)
     _encode = _encoder.encode
 #: At most this many property names are remembered per stream as kept (see ``Route.kept``).
 _KEPT_LIMIT = 4096
-
-
-class InvalidRecord(ValueError):
-    """A record that cannot become a valid Userpilot row; the message is the reason."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from target_userpilot.client import ConfigurationError, check_api_url
+from target_userpilot.client import check_api_url
+from target_userpilot.errors import ConfigurationError
 from target_userpilot.rows import OBJECTS
 
 DEFAULT_API_URL = "https://analytex.userpilot.io"

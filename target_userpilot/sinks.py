@@ -9,7 +9,8 @@ from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_userpilot.batch import BatchFile, SealedBatch
-from target_userpilot.rows import IGNORE, InvalidRecord, encode_row, route_for, to_row
+from target_userpilot.errors import InvalidRecord
+from target_userpilot.rows import IGNORE, encode_row, route_for, to_row
 from target_userpilot.validation import RecordValidator
 
 if t.TYPE_CHECKING:

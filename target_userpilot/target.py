@@ -16,42 +16,24 @@ from singer_sdk.exceptions import (
     InvalidInputLine,
     InvalidJSONSchema,
     MappingError,
-    RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.io_base import SingerReader
 from singer_sdk.mapper import SameRecordTransform
 
-from target_userpilot.client import (
+from target_userpilot.client import UserpilotClient
+from target_userpilot.errors import (
+    EXIT_CODES,
     AuthenticationError,
-    ConfigurationError,
+    Terminated,
     TransientError,
     UnexpectedAnswer,
-    UserpilotClient,
     UserpilotError,
+    exit_code,
 )
-from target_userpilot.lane import JobFailed, JobTimeout
-from target_userpilot.load import Load, Terminated
-from target_userpilot.rejects import InvalidRecordError
+from target_userpilot.load import Load
 from target_userpilot.settings import CONFIG_SCHEMA, NUMBER_SETTINGS, Settings
 from target_userpilot.sinks import UserpilotSink
-
-#: Exit codes, one per way a run can end badly (documented in the README).
-EXIT_CODES: dict[type[BaseException], int] = {
-    ConfigurationError: 2,
-    ConfigValidationError: 2,
-    MappingError: 2,
-    AuthenticationError: 3,
-    JobFailed: 4,
-    JobTimeout: 5,
-    InvalidRecordError: 6,
-    InvalidInputLine: 7,
-    RecordsWithoutSchemaException: 7,
-    InvalidJSONSchema: 7,
-    UserpilotError: 8,
-    TransientError: 9,
-    Terminated: 10,
-}
 
 #: The SDK's record metadata properties, dropped from records unless ``add_record_metadata``.
 _SDC_KEYS = (
@@ -278,8 +260,7 @@ class TargetUserpilot(Target):
                 return
             super().invoke(*args, **kwargs)
         except tuple(EXIT_CODES) as exc:
-            # The most specific class wins: TransientError is also a UserpilotError.
-            code = next(EXIT_CODES[k] for k in type(exc).__mro__ if k in EXIT_CODES)
+            code = exit_code(exc)
             message = str(exc)
             if isinstance(exc, ConfigValidationError):
                 message = "Invalid configuration: " + "; ".join(_without_secrets(exc.errors))

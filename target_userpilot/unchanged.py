@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 from target_userpilot.batch import SealedBatch
-from target_userpilot.client import ConfigurationError
+from target_userpilot.errors import ConfigurationError
 from target_userpilot.rows import id_key
 
 _SCHEMA = """

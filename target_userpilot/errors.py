@@ -1,0 +1,102 @@
+"""Every exception the target raises, and the exit code each one ends a run with.
+
+One table, so that reading how a run can end means opening one file. The README's
+troubleshooting page lists the same codes (a drift test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    InvalidInputLine,
+    InvalidJSONSchema,
+    MappingError,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+
+
+class ConfigurationError(ValueError):
+    """A setting that cannot work; raised before any input is read."""
+
+
+class UserpilotError(Exception):
+    """Userpilot answered something the run cannot go on from."""
+
+
+class AuthenticationError(UserpilotError):
+    """The API key was refused (401/403): retrying cannot help."""
+
+
+class PayloadTooLarge(UserpilotError):
+    """Userpilot refused a batch as too large (413): the caller splits it."""
+
+
+class JobConflict(UserpilotError):
+    """Another bulk job holds the account (409), possibly another client's."""
+
+
+class TransientError(UserpilotError):
+    """A failure worth another try: 429, 5xx, a dropped connection or a timeout."""
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, reached_server: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        #: False when the connection itself failed: the request cannot have been acted on.
+        self.reached_server = reached_server
+
+
+class UnexpectedAnswer(TransientError):
+    """A 2xx answer that is not the JSON Userpilot sends (a proxy page, another service)."""
+
+
+class JobFailed(RuntimeError):
+    """A Userpilot job ended ``failed``."""
+
+
+class JobTimeout(RuntimeError):
+    """A job did not end within ``job_timeout_seconds``."""
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot become a valid Userpilot row; the message is the reason."""
+
+
+class InvalidRecordError(RuntimeError):
+    """``on_invalid_record`` is ``fail`` and a record could not become a row."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT: the run stops reading; the job already in flight is awaited.
+
+    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the main
+    thread is, it must not be swallowed by an ``except Exception`` on the way (logging's own
+    error handling would print it and carry on, losing the signal).
+    """
+
+
+#: Exit codes, one per way a run can end badly (documented in the README). The most specific
+#: class of an exception decides: TransientError is also a UserpilotError.
+EXIT_CODES: dict[type[BaseException], int] = {
+    ConfigurationError: 2,
+    ConfigValidationError: 2,
+    MappingError: 2,
+    AuthenticationError: 3,
+    JobFailed: 4,
+    JobTimeout: 5,
+    InvalidRecordError: 6,
+    MissingKeyPropertiesError: 6,
+    InvalidInputLine: 7,
+    RecordsWithoutSchemaException: 7,
+    InvalidJSONSchema: 7,
+    UserpilotError: 8,
+    TransientError: 9,
+    Terminated: 10,
+}
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The exit code for ``exc``, or None for an exception no table row covers (a bug)."""
+    return next((EXIT_CODES[k] for k in type(exc).__mro__ if k in EXIT_CODES), None)

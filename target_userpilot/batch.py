@@ -1,9 +1,11 @@
-"""Batch files: one upload's worth of rows, spooled to disk as NDJSON.
+"""Batch files: one upload's worth of rows of one Userpilot object, spooled to disk as NDJSON.
 
-Rows go to a temporary file as they arrive, so memory holds only the ids of the open batch, never
-its rows. Rows that share an id within one batch are merged when the batch is sealed: the result
-is what Userpilot would hold after applying them in order, at the cost of one row of its
-processing rate instead of several.
+A batch belongs to an object (users or companies), not to a stream: rows for one profile from any
+stream go into the same batch in input order, so Userpilot applies them in that order. Rows go to a
+temporary file as they arrive, so memory holds only the ids of the open batch, never its rows. Rows
+that share an id within one batch are merged when the batch is sealed: the result is what Userpilot
+would hold after applying them in order, at the cost of one row of its processing rate instead of
+several.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -31,6 +34,22 @@ class SealedBatch:
     hold: Any = None
     #: ``(id, row hash)`` of each row, set by skip_unchanged and recorded once the job completes.
     fingerprints: list[tuple[str, bytes]] | None = field(default=None, repr=False)
+    #: The stream of each row (of its last record), for the summary's per-stream counts.
+    row_streams: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Records folded into a later row of the same profile, per stream.
+    merged_by_stream: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def rows_by_stream(self) -> dict[str, int]:
+        """Rows per stream; a row counts for the stream of its last record."""
+        if not self.row_streams:
+            return {self.stream: self.rows} if self.rows else {}
+        return dict(Counter(self.row_streams.values()))
+
+    @property
+    def streams(self) -> str:
+        """The streams whose rows the batch holds, for messages."""
+        names = sorted(set(self.row_streams.values())) or [self.stream]
+        return ", ".join(f"'{name}'" for name in names)
 
     def read_lines(self) -> list[bytes]:
         """All lines of the file, for splitting and for skip_unchanged (uploads stream it)."""
@@ -66,6 +85,12 @@ class SealedBatch:
             )
             if prints is not None:
                 half.fingerprints = prints[start:end]
+            if self.row_streams:
+                key = id_key(self.object)
+                ids = (json.loads(line)[key] for line in part)
+                half.row_streams = {row_id: self.row_streams[row_id] for row_id in ids}
+            if hold is not None:
+                half.merged_by_stream = dict(self.merged_by_stream)
             halves.append(half)
         self.discard()
         return halves[0], halves[1]
@@ -78,6 +103,10 @@ class SealedBatch:
         os.replace(path, self.path)
         self.rows = len(lines)
         self.bytes = sum(len(line) for line in lines)
+        if self.row_streams:
+            key = id_key(self.object)
+            kept = {json.loads(line)[key] for line in lines}
+            self.row_streams = {i: s for i, s in self.row_streams.items() if i in kept}
 
     def discard(self) -> None:
         """Remove the file from disk."""
@@ -110,6 +139,8 @@ class BatchFile:
         self._spool_dir = spool_dir
         self._handle, self._path = _spool_file(spool_dir, f"{object}-")
         self._lines_per_id: dict[str, int] = {}
+        self._row_streams: dict[str, str] = {}
+        self._merged_by_stream: dict[str, int] = {}
 
     @property
     def rows(self) -> int:
@@ -129,12 +160,17 @@ class BatchFile:
         # Counting every line (not the merged size) keeps the bound safe without re-reading.
         return self.records == 0 or self.bytes + len(line) <= self.max_bytes
 
-    def add(self, row_id: str, line: bytes) -> None:
-        """Append one encoded row."""
+    def add(self, row_id: str, line: bytes, stream: str | None = None) -> None:
+        """Append one encoded row of ``stream`` (the batch's own stream if not given)."""
         self._handle.write(line)
         self.bytes += len(line)
         self.records += 1
-        self._lines_per_id[row_id] = self._lines_per_id.get(row_id, 0) + 1
+        stream = stream or self.stream
+        seen = self._lines_per_id.get(row_id, 0)
+        self._lines_per_id[row_id] = seen + 1
+        if seen:
+            self._merged_by_stream[stream] = self._merged_by_stream.get(stream, 0) + 1
+        self._row_streams[row_id] = stream
 
     def seal(self) -> SealedBatch:
         """Close the file, merging rows that share an id, and return it ready for upload."""
@@ -143,7 +179,17 @@ class BatchFile:
         size = self.bytes
         if merged:
             size = self._merge_duplicates()
-        return SealedBatch(self.object, self.stream, self._path, self.rows, size, merged, self.hold)
+        return SealedBatch(
+            self.object,
+            self.stream,
+            self._path,
+            self.rows,
+            size,
+            merged,
+            self.hold,
+            row_streams=self._row_streams,
+            merged_by_stream=self._merged_by_stream,
+        )
 
     def discard(self) -> None:
         """Close and remove the file (used when a run stops before the batch is sent)."""

@@ -1,29 +1,49 @@
-"""STATE release: a STATE message goes out only when everything before it is in Userpilot.
+"""STATE: the one place that holds STATE messages back and writes them.
 
-Every record gets a sequence number as it arrives. Every batch that is not yet durable (still
-open in a sink, being uploaded, or in a job that has not completed) holds the sequence number of
-its first record. A STATE that arrived after record ``n`` may be written once no hold is at or
-below ``n``: every record before it is then in a completed job, rejected, or ignored.
+Every record gets a sequence number as it arrives. Every piece of work that is not yet durable (a
+batch still open, waiting, uploading or in a job that has not completed; later a deletion request
+or an event not yet accepted) holds the sequence number of its first record. A STATE that arrived
+after record ``n`` may be written once no hold is at or below ``n``: every record before it is then
+durable in Userpilot, rejected, or ignored. Lanes release the holds of what they made durable;
+nothing else writes STATE.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from target_userpilot.errors import StateUndeliverable
+
+logger = logging.getLogger("target_userpilot")
+
+
+@dataclass(eq=False)
+class Hold:
+    """Work that is not durable yet, holding back every STATE after its first record."""
+
+    first_seq: int
+    token: int = field(default=-1, repr=False)
 
 
 class Checkpoints:
     """Holds STATE messages until the data before them is durable, then writes the latest."""
 
-    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
-        self._write = write
+    def __init__(self, write: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self._write = write or _write_stdout
         self._lock = threading.Lock()
         self._holds: dict[int, int] = {}
         self._tokens = itertools.count()
-        self._states: deque[tuple[int, dict[str, Any]]] = deque()
+        self._states: deque[tuple[int, Any]] = deque()
+        self._error: StateUndeliverable | None = None
         self.next_seq = 0
         self.written = 0
 
@@ -33,38 +53,90 @@ class Checkpoints:
         self.next_seq = seq + 1
         return seq
 
-    def hold(self, first_seq: int) -> int:
-        """Open a hold for a batch whose first record is ``first_seq``; returns its token."""
+    def hold(self, first_seq: int) -> Hold:
+        """Open a hold for work whose first record is ``first_seq``."""
         with self._lock:
-            token = next(self._tokens)
-            self._holds[token] = first_seq
-            return token
+            hold = Hold(first_seq, next(self._tokens))
+            self._holds[hold.token] = first_seq
+            return hold
 
-    def release(self, token: int | None) -> None:
-        """The batch behind ``token`` is durable (or empty): write any STATE it was holding back."""
-        if token is None:
+    def release(self, hold: Hold | None) -> None:
+        """The work behind ``hold`` is durable (or empty): write any STATE it was holding back."""
+        if hold is None:
             return
         with self._lock:
-            self._holds.pop(token, None)
+            self._holds.pop(hold.token, None)
             self._write_ready()
 
-    def add_state(self, state: dict[str, Any]) -> None:
+    def add_state(self, value: Any) -> None:
         """A STATE message arrived: it covers every record numbered so far."""
         with self._lock:
-            self._states.append((self.next_seq, state))
+            self._states.append((self.next_seq, value))
             self._write_ready()
+
+    def durable_floor(self) -> int:
+        """Every record numbered below this is durable (or rejected, or ignored)."""
+        with self._lock:
+            return min(self._holds.values(), default=self.next_seq)
 
     @property
     def pending(self) -> int:
         """STATE messages still held back."""
         return len(self._states)
 
+    def raise_error(self) -> None:
+        """Raise the failure to deliver STATE, if one happened (checked by the reading thread)."""
+        if self._error is not None:
+            raise self._error
+
     def _write_ready(self) -> None:
+        if self._error is not None:
+            return
         floor = min(self._holds.values(), default=self.next_seq)
+        ready = False
         latest = None
         while self._states and self._states[0][0] <= floor:
             latest = self._states.popleft()[1]
-        if latest is not None:
+            ready = True
+        if ready:
             # Only the newest releasable STATE matters: it supersedes the ones before it.
-            self._write(latest)
+            try:
+                self._write(latest)
+            except (OSError, ValueError) as exc:
+                self._error = _undeliverable(exc)
+                return
             self.written += 1
+
+
+def _write_stdout(value: Any) -> None:
+    """Write one STATE message to stdout, where Meltano or the next process reads it."""
+    out = sys.stdout
+    if out is None:
+        raise OSError("standard output is closed")
+    out.write(json.dumps(value) + "\n")
+    out.flush()
+    logger.debug("Wrote STATE after its records were confirmed by Userpilot.")
+
+
+def check_stdout() -> None:
+    """Refuse to start when stdout is closed: no STATE could ever be delivered."""
+    if sys.stdout is None:
+        raise _undeliverable(OSError("standard output is closed"))
+
+
+def _undeliverable(exc: BaseException) -> StateUndeliverable:
+    # Later writes (and Python's own flush at exit) would fail the same way and print a
+    # traceback: point stdout at the null device once the failure is known.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if sys.stdout is not None:
+            os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    msg = (
+        f"STATE could not be written to standard output ({reason}): whatever reads the "
+        "target's output stopped reading. The records loaded so far are in Userpilot, but the "
+        "bookmark was not delivered; rerun from the last STATE the pipeline saved."
+    )
+    return StateUndeliverable(msg)

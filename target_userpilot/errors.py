@@ -68,6 +68,18 @@ class InvalidRecordError(RuntimeError):
     """``on_invalid_record`` is ``fail`` and a record could not become a row."""
 
 
+class StateUndeliverable(RuntimeError):
+    """STATE could not be written to stdout: its reader closed it."""
+
+
+class NothingLoaded(RuntimeError):
+    """Every record of the run was refused: not a success, whatever ``on_invalid_record`` says."""
+
+
+class MissingKeyRecordError(InvalidRecordError, MissingKeyPropertiesError):
+    """``fail``: a record lacks a key property; the SDK's own error type, with our sentence."""
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGINT: the run stops reading; the job already in flight is awaited.
 
@@ -94,6 +106,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
     UserpilotError: 8,
     TransientError: 9,
     Terminated: 10,
+    StateUndeliverable: 11,
+    NothingLoaded: 12,
 }
 
 

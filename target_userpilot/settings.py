@@ -124,6 +124,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="SQLite file that remembers confirmed rows for skip_unchanged.",
     ),
     th.Property(
+        "batch_wait_seconds",
+        th.NumberType,
+        default=2.0,
+        description=(
+            "Longest a row waits in an open batch while no job of ours runs; then the batch "
+            "holding the oldest row goes up."
+        ),
+    ),
+    th.Property(
         "upload_format",
         th.StringType,
         default="ndjson",
@@ -133,7 +142,7 @@ CONFIG_SCHEMA = th.PropertiesList(
 ).to_dict()
 
 #: Settings whose JSON type is "number": environment variables arrive as strings.
-NUMBER_SETTINGS = ("rows_per_minute", "request_timeout_seconds")
+NUMBER_SETTINGS = ("rows_per_minute", "request_timeout_seconds", "batch_wait_seconds")
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,7 @@ class Settings:
     skip_unchanged: bool = False
     state_db: str = ".target-userpilot/state.db"
     upload_format: str = "ndjson"
+    batch_wait_seconds: float = 2.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:

@@ -61,6 +61,8 @@ class RunSummary:
     streams: dict[str, StreamTally] = field(default_factory=dict)
     dry_run: bool = False
     ended: float | None = None
+    #: Userpilot's processing rate observed in this run's jobs (rows a minute), if any completed.
+    userpilot_rate: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stream(self, name: str, object: str | None = None) -> StreamTally:
@@ -73,17 +75,24 @@ class RunSummary:
             tally.object = object
         return tally
 
-    def job_done(self, stream: str, rows: int, merged: int, seconds: float) -> None:
-        """A job of ``stream`` completed with ``rows`` rows, ``seconds`` after its upload."""
-        with self._lock:
-            tally = self.streams.setdefault(stream, StreamTally())
-            tally.rows_sent += rows
-            tally.merged += merged
-            tally.jobs += 1
-            tally.job_seconds += seconds
-            tally.finished = time.monotonic()
+    def batch_done(self, batch: Any, seconds: float) -> None:
+        """A batch's job completed (or the batch turned out empty): count it per stream.
 
-    def as_dict(self) -> dict[str, Any]:
+        A batch holds rows of every stream that feeds its object; each stream counts its own rows
+        and merged records, and the job once.
+        """
+        rows = batch.rows_by_stream() if batch.rows else {}
+        with self._lock:
+            for name in set(rows) | set(batch.merged_by_stream):
+                tally = self.streams.setdefault(name, StreamTally())
+                tally.merged += batch.merged_by_stream.get(name, 0)
+                if rows.get(name):
+                    tally.rows_sent += rows[name]
+                    tally.jobs += 1
+                    tally.job_seconds += seconds
+                    tally.finished = time.monotonic()
+
+    def as_dict(self, *, final: bool = True) -> dict[str, Any]:
         """Machine-readable form: per stream and in total.
 
         Per stream and in ``total``: the counters, ``seconds`` (see the module docstring),
@@ -91,10 +100,10 @@ class RunSummary:
         (rows sent per minute of ``seconds``). The first call fixes the run's end.
         """
         with self._lock:
-            if self.ended is None:
+            if self.ended is None and final:
                 # The account is taken once: the table and the JSON line show the same times.
                 self.ended = time.monotonic()
-            elapsed = self.ended - self.started
+            elapsed = (self.ended or time.monotonic()) - self.started
             tallies = sorted(self.streams.items())
         streams = {name: _stream_dict(tally) for name, tally in tallies}
         total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key, _ in COUNTERS}
@@ -106,6 +115,9 @@ class RunSummary:
             "seconds": round(elapsed, 3),
             "streams": streams,
             "total": total,
+            "userpilot_rows_per_minute": (
+                None if self.userpilot_rate is None else round(self.userpilot_rate, 1)
+            ),
         }
 
     def table(self) -> str:
@@ -138,6 +150,11 @@ class RunSummary:
                 f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
                 f"{_count(total['jobs'], 'job')}, in {duration(total['seconds'], tenths=True)}."
             )
+            if data["userpilot_rows_per_minute"] is not None:
+                out.append(
+                    "Userpilot processed about "
+                    f"{data['userpilot_rows_per_minute']:,.0f} rows a minute in this run's jobs."
+                )
         return "\n".join(out)
 
     def json_line(self) -> str:

@@ -6,7 +6,6 @@ import copy
 import json
 import logging
 import sys
-import time
 import typing as t
 
 import click
@@ -19,8 +18,8 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.io_base import SingerReader
-from singer_sdk.mapper import SameRecordTransform
 
+from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import (
     EXIT_CODES,
@@ -31,20 +30,9 @@ from target_userpilot.errors import (
     UserpilotError,
     exit_code,
 )
-from target_userpilot.load import Load
+from target_userpilot.run import Run
 from target_userpilot.settings import CONFIG_SCHEMA, NUMBER_SETTINGS, Settings
-from target_userpilot.sinks import UserpilotSink
-
-#: The SDK's record metadata properties, dropped from records unless ``add_record_metadata``.
-_SDC_KEYS = (
-    "_sdc_extracted_at",
-    "_sdc_received_at",
-    "_sdc_batched_at",
-    "_sdc_deleted_at",
-    "_sdc_sequence",
-    "_sdc_table_version",
-    "_sdc_sync_started_at",
-)
+from target_userpilot.sinks import UserpilotSink, override
 
 
 class InputReader(SingerReader):
@@ -106,11 +94,9 @@ class TargetUserpilot(Target):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        # One job at a time anyway: parallel drains would only queue on the lane.
-        self.max_parallelism = 1
-        #: Per stream, the fast path's decision (see ``_fast_stream``), valid for its maps.
-        self._fast_streams: dict[str, tuple[t.Any, str | None, bool]] = {}
-        self.load = Load(Settings.from_config(self.config), user_agent=f"{self.name}")
+        self.run = Run(Settings.from_config(self.config), user_agent=self.name)
+        #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
+        self.services = self.run.services
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
@@ -132,133 +118,73 @@ class TargetUserpilot(Target):
 
     # Lifecycle
 
+    @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
         """SIGTERM/SIGINT: stop reading; the job in flight is awaited on the way out (exit 10)."""
-        if not hasattr(self, "load"):  # still starting: nothing read, nothing to wait for
+        if not hasattr(self, "run"):  # still starting: nothing read, nothing to wait for
             raise Terminated(f"Received signal {signum} while starting; no input was read.")
-        self.load.terminate(signum)
+        self.run.terminate(signum)
 
-    def _process_record_message(self, message_dict: dict) -> None:
-        """The SDK's record handling, without its per-record overhead in the common case.
-
-        A stream whose only map passes records through unchanged (no ``stream_maps`` entry, no
-        flattening) skips the SDK's record copy, map call and no-op hooks; everything else
-        goes the SDK's way. Kept as the SDK does it: records before their schema, ``_sdc_``
-        metadata per ``add_record_metadata``, validation, the read tally and record counter,
-        draining a full sink and draining all when a record is older than the max age.
-        """
-        stream_name = message_dict.get("stream")
-        maps = self.mapper.stream_maps.get(stream_name)  # type: ignore[arg-type]
-        fast = self._fast_streams.get(stream_name)  # type: ignore[arg-type]
-        if fast is None or fast[0] is not maps:
-            fast = self._fast_stream(stream_name, maps)
-        record = message_dict.get("record")
-        alias = fast[1]
-        if alias is None or type(record) is not dict:
-            super()._process_record_message(message_dict)
-            return
-        sink = self._sinks_active.get(alias)
-        if sink is None:
-            self._assert_sink_exists(alias)  # raises RecordsWithoutSchemaException
-        context = sink._pending_batch
-        if context is None:
-            context = sink._get_context(record)
-        if fast[2]:
-            sink._add_sdc_metadata_to_record(record, message_dict, context)
-        else:
-            for key in _SDC_KEYS:
-                if key in record:
-                    del record[key]
-        if sink._validator is not None:
-            sink._validate_and_parse(record)
-        sink._total_records_read += 1  # tally_record_read, inlined
-        sink._batch_records_read += 1
-        sink.process_record(record, context)
-        sink.record_counter_metric.increment()
-        if sink.is_full:
-            self.logger.info(
-                "Target sink for '%s' is full. Current size is '%s'. Draining...",
-                sink.stream_name,
-                sink.current_size,
-            )
-            self.drain_one(sink)
-        if (time.time() - self._last_full_drain_at) / 60 > self._MAX_RECORD_AGE_IN_MINUTES:
-            self._handle_max_record_age()
-
-    def _fast_stream(self, stream_name: t.Any, maps: t.Any) -> tuple[t.Any, str | None, bool]:
-        """Whether a stream's records may take the fast path: ``(maps, sink name, metadata)``.
-
-        The sink name is None when the SDK's path must be taken: no schema yet (the SDK raises),
-        several maps, or a map that changes records.
-        """
-        alias = None
-        if (
-            isinstance(stream_name, str)
-            and maps is not None
-            and len(maps) == 1
-            and type(maps[0]) is SameRecordTransform
-            and not maps[0].flattening_enabled
-            and type(self).get_sink is TargetUserpilot.get_sink
-            # A subclass could give the hooks this path leaves out a use.
-            and type(self._sinks_active.get(maps[0].stream_alias)) is UserpilotSink
-        ):
-            alias = maps[0].stream_alias
-        fast = (maps, alias, bool(self.config.get("add_record_metadata", False)))
-        if isinstance(stream_name, str):
-            self._fast_streams[stream_name] = fast
-        return fast
-
+    @override
     def _process_state_message(self, message_dict: dict) -> None:
         """Hold STATE until its records are durable, instead of writing it after each drain."""
         self._assert_line_requires(message_dict, requires={"value"})
-        self.load.add_state(message_dict["value"])
+        value = message_dict["value"]
+        if value is None:
+            # Forwarding it would make the pipeline forget its bookmarks; dropping it quietly
+            # would break the promise that nothing vanishes without a word.
+            self.logger.warning(
+                "A STATE message with a null value carries no bookmark; it is ignored and the "
+                "STATE before it stands."
+            )
+            return
+        self.run.add_state(value)
 
-    def _process_schema_message(self, message_dict: dict) -> None:
-        """On a schema change, flush the stream's old sink before the new one can upload.
-
-        The SDK would keep the old sink's batch until its next full drain; meanwhile the new
-        sink could upload newer rows of the same profiles first, and the older rows sent later
-        would overwrite them.
-        """
-        super()._process_schema_message(message_dict)
-        for sink in self._sinks_to_clear:
-            self.drain_one(sink)
-
+    @override
     def process_endofpipe(self) -> None:
-        """Flush every sink, wait for the last job, so the final STATE goes out."""
+        """End of input: every open batch goes up, the last job is awaited, the final STATE
+        goes out and the summary is printed."""
         try:
             super().process_endofpipe()
-            self.load.finish()
+            self.run.finish()
         finally:
-            self.load.close()
-
-    def listen(self, file_input: t.IO[str] | None = None) -> None:
-        """Read all input; on any failure let the job in flight end before stopping.
-
-        ``Load.close`` (below) waits for that job, so its STATE still goes out.
-        """
-        try:
-            super().listen(file_input)
-        except BaseException:
-            # The SDK cleans sinks up only at the end of input; their batch files hold
-            # personal data, so a run that stops early removes them too.
-            for sink in [*self._sinks_to_clear, *self._sinks_active.values()]:
-                sink.clean_up()
-            raise
-        finally:
-            self.load.close()
-            self.load.log_summary()
+            self.run.close()
 
     @classmethod
+    @override
     def invoke(  # type: ignore[override]
-        cls, *args: t.Any, check_connection: bool = False, **kwargs: t.Any
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: t.Any = None,
+        file_input: t.IO[str] | None = None,
+        check_connection: bool = False,
     ) -> None:
-        """Run the target; a known failure ends with one clear sentence and its exit code."""
+        """Run the target; a known failure ends with one clear sentence and its exit code.
+
+        Built here rather than by the SDK's ``invoke`` so that a run that stops early still
+        lets the job in flight end (its STATE goes out), removes its batch files and prints its
+        summary.
+        """
         try:
+            if about:
+                super().invoke(about=about, about_format=about_format)
             if check_connection:
-                cls.check_connection(kwargs.get("config"))
+                cls.check_connection(config)
                 return
-            super().invoke(*args, **kwargs)
+            cls.print_version(print_fn=cls.logger.info)
+            check_stdout()
+            target = cls(
+                config=getattr(config, "config", None),
+                validate_config=True,
+                parse_env_config=bool(getattr(config, "parse_env", False)),
+            )
+            try:
+                target.listen(file_input)
+            except BaseException as exc:
+                target.run.close(exc)
+                raise
         except tuple(EXIT_CODES) as exc:
             code = exit_code(exc)
             message = str(exc)
@@ -278,12 +204,7 @@ class TargetUserpilot(Target):
         Tells a refused key (HTTP 401/403) from a host that is not Userpilot's API and from a
         host that cannot be reached, before anyone starts a long load.
         """
-        target = cls(
-            config=getattr(config, "config", None),
-            parse_env_config=bool(getattr(config, "parse_env", False)),
-            validate_config=True,
-        )
-        settings = target.load.settings
+        settings = Settings.from_config(cls._read_config(config))
         if settings.dry_run:
             click.echo("dry_run is on: the target would not contact Userpilot at all.")
             return
@@ -318,6 +239,24 @@ class TargetUserpilot(Target):
         )
 
     @classmethod
+    def _read_config(cls, config: t.Any) -> dict[str, t.Any]:
+        """The settings as a run would read them (files, then the environment), no target built.
+
+        ``--check-connection`` needs only settings and a client: no sinks, no ledger, no lanes.
+        """
+        values: dict[str, t.Any] = {}
+        for path in getattr(config, "config", None) or []:
+            with open(path, encoding="utf-8") as handle:
+                values.update(json.load(handle))
+        if getattr(config, "parse_env", False):
+            values.update(cls._env_var_config)
+        errors = _config_errors(values)
+        if errors:
+            raise ConfigValidationError("Config validation failed", errors=errors)
+        return values
+
+    @classmethod
+    @override
     def get_singer_command(cls) -> click.Command:
         """The SDK's command, plus ``--check-connection``."""
         command = super().get_singer_command()
@@ -330,6 +269,20 @@ class TargetUserpilot(Target):
             )
         )
         return command
+
+
+def _config_errors(values: dict[str, t.Any]) -> list[str]:
+    """JSON-schema errors of ``values`` against the settings, in the SDK's wording."""
+    from jsonschema import Draft7Validator
+
+    schema = copy.deepcopy(TargetUserpilot.config_jsonschema)
+    schema.pop("required", None)
+    return [
+        f"config['{'.'.join(str(p) for p in error.path)}'] {error.message}"
+        if error.path
+        else error.message
+        for error in Draft7Validator(schema).iter_errors(values)
+    ]
 
 
 def _without_secrets(errors: list[str]) -> list[str]:

@@ -23,7 +23,7 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot import lane
+from target_userpilot.lanes import jobs as lane
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.target import TargetUserpilot
 

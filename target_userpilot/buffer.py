@@ -1,0 +1,172 @@
+"""The rows between the sinks and the job lane: one open batch per object, and when each goes up.
+
+Batches belong to Userpilot objects, not to streams: every stream that loads users feeds the one
+open users batch, in input order, so rows for one profile reach Userpilot in the order the tap sent
+them whatever stream they came from (and a schema change needs no flush to keep that order).
+
+When a batch goes up (the rule the README explains):
+- when it reaches ``batch_size_rows``, or the next row would pass ``max_file_bytes``;
+- when no job of ours runs and its oldest row has waited ``batch_wait_seconds``: then the open
+  batch holding the run's oldest row goes first (it is the one STATE waits for);
+- at end of input, oldest first.
+A full batch is sealed at once; at most one sealed batch waits for the lane, and only then does the
+reading thread block. Input faster than Userpilot therefore fills batches to the limits while a job
+runs, and input slower than Userpilot never leaves it idle while rows wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from target_userpilot.batch import BatchFile, SealedBatch
+from target_userpilot.checkpoints import Checkpoints
+
+
+class BatchBuffer:
+    """Open batches per object, and the sealed batches waiting for the job lane."""
+
+    def __init__(
+        self,
+        checkpoints: Checkpoints,
+        *,
+        max_rows: int,
+        max_bytes: int,
+        wait_seconds: float,
+        on_seal: Callable[[SealedBatch], None] | None = None,
+        spool_dir: str | None = None,
+    ) -> None:
+        self._checkpoints = checkpoints
+        self._max_rows = max_rows
+        self._max_bytes = max_bytes
+        self.wait_seconds = wait_seconds
+        self._on_seal = on_seal
+        self._spool_dir = spool_dir
+        self._cond = threading.Condition()
+        self._open: dict[str, tuple[BatchFile, int, float]] = {}
+        self._ready: deque[SealedBatch] = deque()
+        self._ended = False
+        self._stopped = False
+        self._error: BaseException | None = None
+
+    # The reading thread
+
+    def add(self, object: str, stream: str, row_id: str, line: bytes, seq: int) -> None:
+        """Add one encoded row of record ``seq``; blocks only while a sealed batch already waits."""
+        with self._cond:
+            entry = self._open.get(object)
+            if entry is not None and not entry[0].fits(row_id, line):
+                self._seal(object)
+                entry = None
+            if entry is None:
+                batch = BatchFile(
+                    object,
+                    stream,
+                    max_rows=self._max_rows,
+                    max_bytes=self._max_bytes,
+                    spool_dir=self._spool_dir,
+                    hold=self._checkpoints.hold(seq),
+                )
+                entry = self._open[object] = (batch, seq, time.monotonic())
+                self._cond.notify_all()  # the lane may be idle, timing the oldest row
+            batch = entry[0]
+            batch.add(row_id, line, stream)
+            if batch.full:
+                self._seal(object)
+
+    def end_input(self) -> None:
+        """No more rows: every open batch goes up, oldest first."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    # The lane's worker thread
+
+    def take(self) -> SealedBatch | None:
+        """The next batch for an idle lane; None once input ended and all went up, or on stop.
+
+        Blocks while there is nothing to send: no sealed batch waits, and no open batch has waited
+        ``wait_seconds`` since its oldest row.
+        """
+        with self._cond:
+            while self._error is None:
+                if self._ready:
+                    # Sealed batches go up even when the run is stopping: they hold only
+                    # records from before the failure, and their STATE can still go out.
+                    batch = self._ready.popleft()
+                    self._cond.notify_all()
+                    return batch
+                if self._stopped:
+                    return None
+                oldest = min(self._open.items(), key=lambda item: item[1][1], default=None)
+                if oldest is None:
+                    if self._ended:
+                        return None
+                    self._cond.wait()
+                    continue
+                waited = time.monotonic() - oldest[1][2]
+                if self._ended or waited >= self.wait_seconds:
+                    self._seal(oldest[0], wait=False)
+                    continue
+                self._cond.wait(self.wait_seconds - waited)
+            return None
+
+    def oldest_wait(self) -> float | None:
+        """Seconds the oldest open row has waited, or None with no open batch."""
+        with self._cond:
+            starts = [opened for _, _, opened in self._open.values()]
+        return time.monotonic() - min(starts) if starts else None
+
+    def fail(self, error: BaseException) -> None:
+        """The lane stopped with ``error``: a reading thread waiting for room raises it."""
+        with self._cond:
+            self._error = error
+            self._stopped = True
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """The run is stopping: seal nothing more; ``take`` gives what is sealed, then None."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def discard(self) -> None:
+        """Remove every batch file not sent (they hold personal data)."""
+        with self._cond:
+            self._stopped = True
+            for batch, _, _ in self._open.values():
+                batch.discard()
+            self._open.clear()
+            while self._ready:
+                self._ready.popleft().discard()
+            self._cond.notify_all()
+
+    @property
+    def empty(self) -> bool:
+        """True when no row waits here."""
+        with self._cond:
+            return not self._open and not self._ready
+
+    def _seal(self, object: str, *, wait: bool = True) -> None:
+        """Seal the open batch of ``object`` and queue it; the caller holds the lock.
+
+        The reading thread (``wait``) blocks while a sealed batch already waits for the lane, so
+        at most one batch waits on disk beside the open ones: memory and disk stay flat.
+        """
+        batch, _, _ = self._open.pop(object)
+        sealed = batch.seal()
+        if self._on_seal is not None:
+            self._on_seal(sealed)  # skip_unchanged: compared in the order batches go up
+        try:
+            while wait and self._ready and not self._stopped:
+                self._cond.wait()
+        except BaseException:  # a signal while waiting: leave no file with personal data
+            sealed.discard()
+            raise
+        if self._error is not None:
+            sealed.discard()
+            raise self._error
+        self._ready.append(sealed)
+        self._cond.notify_all()

@@ -1,0 +1,431 @@
+"""The job lane: the one bulk job this process runs at a time.
+
+Userpilot runs one bulk job per account, users and companies together. The lane's worker thread
+takes the next batch from the buffer whenever no job of ours runs, uploads it, follows the job
+with status polls placed by what the run has learned of Userpilot's pace (``pace.py``), and when
+the job completes makes its batch durable: the summary counts it, skip_unchanged confirms it, and
+its hold is released so a held-back STATE can go out. Meanwhile the reading thread fills the next
+batch. This is the one place a job is waited on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from target_userpilot.batch import SealedBatch
+from target_userpilot.buffer import BatchBuffer
+from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
+from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge
+from target_userpilot.lanes.pace import JobPace
+from target_userpilot.rejects import RejectLog
+from target_userpilot.summary import RunSummary, duration
+
+logger = logging.getLogger("target_userpilot.lane")
+
+#: How often, at most, a long job reports its progress at INFO.
+PROGRESS_EVERY_SECONDS = 30.0
+#: Longest pause between two status polls.
+MAX_POLL_INTERVAL = 30.0
+#: Shortest pause between two polls of a job still running past its predicted end.
+MIN_POLL_INTERVAL = 0.05
+#: A job past its predicted end is polled again after this share of the time it has run.
+LATE_POLL_SHARE = 0.1
+#: A job is first checked this long after the moment it is predicted to end.
+NOTICE_MARGIN = 0.02
+
+
+class Uploader(Protocol):
+    """What the lane needs from a client: the real one, or the dry run's."""
+
+    def upload(
+        self, object: str, path: str, filename: str, *, conflict_wait: float
+    ) -> dict[str, Any]: ...
+
+    def job_status(self, job_id: str) -> dict[str, Any]: ...
+
+
+class Confirmer(Protocol):
+    """skip_unchanged: told of every batch whose job completed."""
+
+    def confirm(self, batch: SealedBatch) -> None: ...
+
+
+@dataclass
+class _Running:
+    """The job in flight and what we have learned of it."""
+
+    job: dict[str, Any]
+    batch: SealedBatch
+    uploaded: float
+    polls: int = 0
+    last_progress_log: float = 0.0
+    last_pending_poll: float = 0.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    warned_status: set[str] = field(default_factory=set)
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job.get("job_id"))
+
+
+class JobLane:
+    """Uploads batches one job at a time and follows each job to its end."""
+
+    def __init__(
+        self,
+        uploader: Uploader,
+        source: BatchBuffer,
+        checkpoints: Checkpoints,
+        summary: RunSummary,
+        rejects: RejectLog,
+        *,
+        pace: JobPace,
+        job_timeout: float = 7200.0,
+        confirmer: Confirmer | None = None,
+    ) -> None:
+        self._uploader = uploader
+        self._source = source
+        self._checkpoints = checkpoints
+        self._summary = summary
+        self._rejects = rejects
+        self._confirmer = confirmer
+        self.pace = pace
+        self.job_timeout = float(job_timeout)
+        self._run_id = uuid.uuid4().hex[:12]
+        self._uploads = 0
+        self._cond = threading.Condition()
+        self._busy = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="userpilot-job-lane", daemon=True)
+        self._thread.start()
+
+    # The lane family's protocol (see lanes/__init__.py)
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch of ours is uploading or in a job."""
+        return self._busy
+
+    def wait_idle(self) -> None:
+        """Block until every batch the buffer will give has gone up and completed."""
+        with self._cond:
+            while not self._done and self._error is None:
+                self._cond.wait(timeout=1.0)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise the failure that stopped the lane, so the reading thread stops the run."""
+        if self._error is not None:
+            raise self._error
+
+    def settle(self, *, send_sealed: bool = False) -> None:
+        """The run is stopping: let the job in flight end, so its STATE can still go out.
+
+        With ``send_sealed``, batches already sealed go up first (they hold only records read
+        before the failure); otherwise (a stop signal) nothing more is uploaded.
+        """
+        if send_sealed:
+            self._source.stop()
+        else:
+            self._source.discard()
+        self._thread.join()
+
+    def close(self) -> None:
+        """Stop at once: a running job is left to Userpilot (its STATE does not go out)."""
+        self._source.discard()
+        self._abandon.set()
+        self._thread.join(timeout=5)
+
+    # The worker thread
+
+    def _work(self) -> None:
+        try:
+            while (batch := self._source.take()) is not None:
+                self._busy = True
+                try:
+                    self._send(batch)
+                finally:
+                    self._busy = False
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._error = exc
+            self._source.fail(exc)
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _send(self, batch: SealedBatch) -> None:
+        """Upload ``batch`` and follow its job to the end; 413 splits it in halves."""
+        if batch.rows == 0:
+            self._durable(batch, 0.0)
+            return
+        try:
+            running = self._upload(batch)
+        except PayloadTooLarge:
+            self._split(batch)
+            return
+        except BaseException:
+            batch.discard()  # the run stops: leave no personal data in the temp directory
+            raise
+        try:
+            job = running.job
+            if _status(job) not in FINAL_STATUSES:
+                job = self._follow(running)
+            if job is not None:
+                self._conclude(running, job)
+        finally:
+            batch.discard()
+
+    def _upload(self, batch: SealedBatch) -> _Running:
+        self._uploads += 1
+        filename = f"{batch.object}-{self._run_id}-{self._uploads:05d}.ndjson"
+        logger.debug(
+            "Uploading %s: %d %s rows, %d bytes.", filename, batch.rows, batch.object, batch.bytes
+        )
+        job = self._uploader.upload(
+            batch.object, batch.path, filename, conflict_wait=self.job_timeout
+        )
+        running = _Running(job, batch, time.monotonic())
+        logger.info(
+            "Uploaded %d %s rows of %s as job %s.",
+            batch.rows,
+            batch.object,
+            _streams(batch),
+            running.job_id,
+        )
+        return running
+
+    def _split(self, batch: SealedBatch) -> None:
+        """Userpilot said 413: send each half, one job after the other; reject a lone row."""
+        if batch.rows <= 1:
+            for line in batch.read_lines():
+                self._reject(batch, line, "Userpilot refused the row as too large (HTTP 413)")
+            batch.rows = 0
+            batch.row_streams = {}
+            self._durable(batch, 0.0)
+            batch.discard()
+            return
+        first, second = batch.split()
+        logger.warning(
+            "Userpilot refused %d rows of %s as too large (HTTP 413); "
+            "sending them in two halves of %d and %d.",
+            batch.rows,
+            _streams(batch),
+            first.rows,
+            second.rows,
+        )
+        try:
+            self._send(first)
+        except BaseException:
+            second.discard()
+            raise
+        self._send(second)
+
+    # Following the job
+
+    def _follow(self, running: _Running) -> dict[str, Any] | None:
+        """Poll until the job is final; None if the lane was abandoned first."""
+        wait = self._next_wait(running, None, running.uploaded)
+        while not self._abandon.wait(wait):
+            job = self._uploader.job_status(running.job_id)
+            running.polls += 1
+            now = time.monotonic()
+            status = _status(job)
+            if status in FINAL_STATUSES:
+                running.job = job
+                return job
+            running.last_pending_poll = now
+            if status not in WAITING_STATUSES and status not in running.warned_status:
+                running.warned_status.add(status)
+                logger.warning(
+                    "Job %s reports an unknown status '%s'; still waiting for it.",
+                    running.job_id,
+                    status,
+                )
+            if now - running.uploaded > self.job_timeout:
+                msg = (
+                    f"Userpilot job {running.job_id} ({_streams(running.batch)}, "
+                    f"{running.batch.rows} rows) has not finished after "
+                    f"{self.job_timeout:.0f} s (job_timeout_seconds); last status '{status}'. "
+                    "It may still finish in Userpilot; rerun from the last STATE to be sure."
+                )
+                raise JobTimeout(msg)
+            wait = self._next_wait(running, job, now)
+        return None
+
+    def _next_wait(self, running: _Running, job: dict[str, Any] | None, now: float) -> float:
+        """Pause before the next poll: until the predicted end, then a tenth of the time so far.
+
+        The end is predicted from the pace learned from this run's completed jobs; the job's own
+        progress (``completed_rows``) corrects it while it runs. Before any job has completed,
+        the first poll comes within a second, so the first job teaches the pace soon.
+        """
+        rows = running.batch.rows
+        end = running.uploaded + self.pace.predict(rows)
+        basis = "observed" if self.pace.observed else "expected"
+        rate = self.pace.rate
+        if job is not None:
+            total = _as_int(job.get("total_rows")) or rows
+            done = _as_int(job.get("completed_rows")) or 0
+            running.samples.append((now, done))
+            progress = _progress_rate(running)
+            if progress is not None:
+                rate, basis = progress, "observed"
+                end = now + max(0, total - done) / rate
+            self._log_progress(
+                running, now=now, done=done, total=total, rate=rate, basis=basis, end=end
+            )
+        elif not self.pace.observed:
+            end = min(end, running.uploaded + 1.0)
+        elif end - now > 2 * MIN_POLL_INTERVAL:
+            # One poll half-way checks the prediction against the job's own progress, so a
+            # Userpilot slower or faster than the jobs before is noticed before the end.
+            return (end - now) / 2
+        if end - now > 0:
+            return min(MAX_POLL_INTERVAL, end - now + NOTICE_MARGIN)
+        share = LATE_POLL_SHARE * (now - running.uploaded)
+        return min(MAX_POLL_INTERVAL, max(MIN_POLL_INTERVAL, share))
+
+    def _log_progress(
+        self,
+        running: _Running,
+        *,
+        now: float,
+        done: int,
+        total: int,
+        rate: float,
+        basis: str,
+        end: float,
+    ) -> None:
+        if (
+            now - running.last_progress_log < PROGRESS_EVERY_SECONDS
+            or now - running.uploaded < PROGRESS_EVERY_SECONDS
+        ):
+            return
+        running.last_progress_log = now
+        logger.info(
+            "Job %s (%s): %d of %d rows done, %.0f rows/min (%s), about %s left.",
+            running.job_id,
+            _streams(running.batch),
+            done,
+            total,
+            rate * 60,
+            basis,
+            duration(max(0.0, end - now)),
+        )
+
+    def _conclude(self, running: _Running, job: dict[str, Any]) -> None:
+        status = _status(job)
+        now = time.monotonic()
+        seconds = now - running.uploaded
+        if status == "failed":
+            details = json.dumps(job, sort_keys=True, default=str)
+            msg = (
+                f"Userpilot job {running.job_id} for {_streams(running.batch)} "
+                f"({running.batch.rows} {running.batch.object} rows) ended with status 'failed'. "
+                f"Job details: {details}. No STATE was written past these records; fix the cause "
+                "and rerun from the last STATE."
+            )
+            raise JobFailed(msg)
+        total = _as_int(job.get("total_rows"))
+        done = _as_int(job.get("completed_rows"))
+        if total is not None and done is not None and done < total:
+            logger.warning(
+                "Job %s completed only %d of %d rows; Userpilot did not say why.",
+                running.job_id,
+                done,
+                total,
+            )
+        self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
+        logger.info(
+            "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",
+            running.job_id,
+            running.batch.rows,
+            running.batch.object,
+            _streams(running.batch),
+            seconds,
+            running.polls,
+        )
+        self._durable(running.batch, seconds)
+
+    def _durable(self, batch: SealedBatch, seconds: float) -> None:
+        """The batch is in Userpilot (or was empty): count it, confirm it, release its STATE."""
+        self._summary.batch_done(batch, seconds)
+        if self._confirmer is not None and batch.rows:
+            self._confirmer.confirm(batch)
+        self._checkpoints.release(batch.hold)
+
+    def _reject(self, batch: SealedBatch, line: bytes, reason: str) -> None:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = line.decode(errors="replace")
+        key = "company_id" if batch.object == "companies" else "user_id"
+        stream = batch.row_streams.get(row.get(key), batch.stream) if isinstance(row, dict) else ""
+        self._summary.stream(stream or batch.stream).rejected += 1
+        self._rejects.reject(stream or batch.stream, None, reason, row)
+
+
+def _streams(batch: SealedBatch) -> str:
+    """``stream 'users'`` or ``streams 'a', 'b'``, for log lines."""
+    names = batch.streams
+    return f"stream {names}" if names.count("'") == 2 else f"streams {names}"
+
+
+def _status(job: dict[str, Any]) -> str:
+    return str(job.get("status")).strip().lower()
+
+
+def _progress_rate(running: _Running) -> float | None:
+    """Rows per second this job has shown between its polls, if it has shown progress."""
+    if len(running.samples) >= 2:
+        (t0, d0), (t1, d1) = running.samples[0], running.samples[-1]
+        if d1 > d0 and t1 > t0:
+            return (d1 - d0) / (t1 - t0)
+    if running.samples:
+        t1, d1 = running.samples[-1]
+        if d1 > 0 and t1 > running.uploaded:
+            return d1 / (t1 - running.uploaded)
+    return None
+
+
+def _job_seconds(job: dict[str, Any], running: _Running, now: float) -> float:
+    """How long the job really took: Userpilot's own figure when it gives one.
+
+    Our polls only bound the end (between the last pending poll and the final one); the job's
+    ``elapsed_time``, or its start and end times, say it exactly.
+    """
+    elapsed = job.get("elapsed_time")
+    if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and elapsed > 0:
+        return float(elapsed)
+    start, end = _when(job.get("start_time")), _when(job.get("end_time"))
+    if start is not None and end is not None and end > start:
+        return end - start
+    since = running.last_pending_poll or running.uploaded
+    return (since + now) / 2 - running.uploaded
+
+
+def _when(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,205 @@
+"""One run's wiring: built once from the settings, closed once.
+
+Userpilot's one-job rule and STATE release belong to the whole process, not to a stream, so the
+target builds one :class:`Run` and every sink is handed the few pieces it needs
+(:class:`SinkServices`). The run calls down into its parts; none of them calls back into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from target_userpilot.batch import SealedBatch
+from target_userpilot.buffer import BatchBuffer
+from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.client import UserpilotClient
+from target_userpilot.dryrun import DryRunClient
+from target_userpilot.errors import NothingLoaded, Terminated
+from target_userpilot.lanes.jobs import JobLane
+from target_userpilot.lanes.pace import JobPace
+from target_userpilot.rejects import RejectLog
+from target_userpilot.settings import Settings
+from target_userpilot.summary import RunSummary
+from target_userpilot.unchanged import ConfirmedRows
+
+logger = logging.getLogger("target_userpilot")
+
+
+@dataclass(frozen=True)
+class SinkServices:
+    """What a sink is handed: nothing more."""
+
+    settings: Settings
+    summary: RunSummary
+    rejects: RejectLog
+    checkpoints: Checkpoints
+    buffer: BatchBuffer
+    #: Raises the error that stopped the run's lanes, if any (cheap: called per record).
+    check: Callable[[], None]
+
+
+class Run:
+    """The parts of one run: client, buffer, lanes, checkpoints, summary, rejects, ledger."""
+
+    def __init__(self, settings: Settings, *, user_agent: str = "target-userpilot") -> None:
+        self.settings = settings
+        self.summary = RunSummary(dry_run=settings.dry_run)
+        self.rejects = RejectLog(settings.on_invalid_record, settings.rejects_path)
+        self.checkpoints = Checkpoints()
+        self._signals = 0
+        self._finishing = False
+        self._closed = False
+        self.unchanged: ConfirmedRows | None = None
+        if settings.skip_unchanged:
+            scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
+            self.unchanged = ConfirmedRows(settings.state_db, scope)
+        self.client: UserpilotClient | DryRunClient
+        if settings.dry_run:
+            self.client = DryRunClient(settings.output_dir)
+        else:
+            self.client = UserpilotClient(
+                settings.api_url,
+                settings.api_key or "",
+                upload_format=settings.upload_format,
+                timeout=(10.0, settings.request_timeout_seconds),
+                user_agent=user_agent,
+            )
+        self.buffer = BatchBuffer(
+            self.checkpoints,
+            max_rows=settings.batch_size_rows,
+            max_bytes=settings.max_file_bytes,
+            wait_seconds=settings.batch_wait_seconds,
+            on_seal=self._drop_unchanged if self.unchanged is not None else None,
+        )
+        self.pace = JobPace(settings.rows_per_minute)
+        self.jobs = JobLane(
+            self.client,
+            self.buffer,
+            self.checkpoints,
+            self.summary,
+            self.rejects,
+            pace=self.pace,
+            job_timeout=settings.job_timeout_seconds,
+            confirmer=self.unchanged,
+        )
+        self.lanes = [self.jobs]
+        self.services = SinkServices(
+            settings, self.summary, self.rejects, self.checkpoints, self.buffer, self.check
+        )
+
+    def check(self) -> None:
+        """Raise what stopped a lane or the delivery of STATE, if anything did."""
+        for lane in self.lanes:
+            lane.raise_error()
+        self.checkpoints.raise_error()
+
+    def add_state(self, value: object) -> None:
+        """A STATE message arrived; it goes out once the records before it are durable."""
+        self.checkpoints.add_state(value)
+        self.checkpoints.raise_error()
+
+    def finish(self) -> None:
+        """End of input: everything open goes up; wait until it is durable."""
+        self._finishing = True
+        self.buffer.end_input()
+        for lane in self.lanes:
+            lane.wait_idle()
+        self.checkpoints.raise_error()
+        total = self.summary.as_dict(final=False)["total"]
+        if total["rejected"] and not (total["rows_sent"] or total["unchanged"]):
+            msg = (
+                f"Every record that should have become a Userpilot row was refused "
+                f"({total['rejected']} rejected, see the warnings above"
+                f"{' and rejects_path' if self.settings.rejects_path else ''}): nothing was "
+                "loaded, so the run is not a success. Fix the records or the mapping and rerun."
+            )
+            raise NothingLoaded(msg)
+
+    def terminate(self, signum: int) -> None:
+        """A termination signal arrived (handler, main thread): stop the run where it is.
+
+        The SDK's own handler would drain every sink from inside the signal handler and exit 0
+        although the records not yet uploaded were never sent. Instead the run stops reading and
+        uploading; on the way out the job already in flight is awaited, so the STATE it backs
+        still goes out, and the run ends with exit 10. A second signal stops the wait. Once all
+        input is read (``finish``), the first signal only waits for the last job.
+        """
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1 and self._finishing:
+            logger.warning(
+                "Received %s after the end of input: waiting for the last job to end, so the "
+                "final STATE can go out; send the signal again to stop at once.",
+                name,
+            )
+            return
+        if self._signals == 1:
+            logger.warning(
+                "Received %s: no further input is read or uploaded.%s",
+                name,
+                " Waiting for the job in flight to end, so its STATE can go out; send the "
+                "signal again to stop at once."
+                if self.jobs.busy
+                else "",
+            )
+        msg = (
+            f"Received {name}, so the run stopped before all of its input was loaded. STATE was "
+            "written up to the last record Userpilot confirmed; rerun from it to load the rest."
+        )
+        raise Terminated(msg)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Once: after a failure let the work in flight end (its STATE goes out); release all.
+
+        A stop signal uploads nothing more; any other failure still sends the batches already
+        sealed, which hold only records read before it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if error is not None and self._signals <= 1:
+                for lane in self.lanes:
+                    try:
+                        lane.settle(send_sealed=not isinstance(error, Terminated))
+                    except Exception as exc:  # noqa: BLE001 - the first failure is reported
+                        logger.debug("While stopping, the work in flight also failed: %s", exc)
+        finally:
+            self.buffer.discard()
+            for lane in self.lanes:
+                lane.close()
+            self.client.close()
+            if self.unchanged is not None:
+                self.unchanged.close()
+            self._log_summary()
+
+    def _drop_unchanged(self, batch: SealedBatch) -> None:
+        """skip_unchanged, as a batch is sealed: leave out rows Userpilot already holds."""
+        assert self.unchanged is not None
+        before = batch.row_streams
+        dropped = self.unchanged.drop_unchanged(batch)
+        if not dropped:
+            return
+        if before:
+            gone = Counter(s for i, s in before.items() if i not in batch.row_streams)
+        else:
+            gone = Counter({batch.stream: dropped})
+        for stream, count in gone.items():
+            self.summary.stream(stream).unchanged += count
+        logger.info(
+            "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
+        )
+
+    def _log_summary(self) -> None:
+        """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
+        if self.pace.observed and not self.settings.dry_run:
+            self.summary.userpilot_rate = self.pace.rows_per_minute()
+        for line in self.summary.table().splitlines():
+            logger.info("%s", line)
+        sys.stderr.write(self.summary.json_line() + "\n")
+        sys.stderr.flush()

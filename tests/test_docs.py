@@ -4,7 +4,10 @@ and every relative link in the documentation leads somewhere."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import pkgutil
 import re
 import subprocess
 import sys
@@ -20,6 +23,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import hub_definition  # noqa: E402 - a script module, importable once scripts/ is on the path
 
+import target_userpilot  # noqa: E402
 from target_userpilot.errors import EXIT_CODES  # noqa: E402
 from target_userpilot.settings import Settings  # noqa: E402
 
@@ -375,3 +379,59 @@ def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path):
         "docs/gone.md: no such file",
         "docs/sandbox.md#from-java: no heading #from-java in sandbox.md",
     ]
+
+
+# docs/development.md: the module layout and the overrides of SDK methods agree with the code
+
+
+def _first_column(section: str) -> set[str]:
+    """The code names that start the rows of a section's table."""
+    return set(re.findall(r"^\| `([^`]+)`", section, re.M))
+
+
+def _table_drift(documented: set[str], actual: set[str]) -> str:
+    """What a docs/development.md table lacks and what it names in vain, for a failure message."""
+    return (
+        f"docs/development.md lacks rows for {sorted(actual - documented)} and has rows for "
+        f"{sorted(documented - actual)}, which the code no longer has."
+    )
+
+
+def test_module_layout_lists_every_module_of_the_package():
+    package = REPO / "target_userpilot"
+    modules = {p.name for p in package.glob("*.py") if p.name not in {"__init__.py", "__main__.py"}}
+    subpackages = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+
+    documented = _first_column(_section("Module layout", _page("development.md")))
+
+    assert documented == modules | subpackages, _table_drift(documented, modules | subpackages)
+
+
+def _sdk_overrides() -> set[str]:
+    """``Class.method`` for each method of ours that overrides a private or final SDK method."""
+    found = set()
+    modules = pkgutil.walk_packages(target_userpilot.__path__, "target_userpilot.")
+    for info in modules:
+        if info.name.endswith(".__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for cls in vars(module).values():
+            if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                continue
+            sdk_classes = [c for c in cls.__mro__[1:] if c.__module__.startswith("singer_sdk")]
+            for name, value in vars(cls).items():
+                # Methods and properties only; dunders are Python's, _abc_impl is abc's data.
+                if name.startswith("__") or not hasattr(value, "__get__"):
+                    continue
+                inherited = next((vars(c)[name] for c in sdk_classes if name in vars(c)), None)
+                if inherited is None:
+                    continue
+                if name.startswith("_") or getattr(inherited, "__final__", False):
+                    found.add(f"{cls.__name__}.{name}")
+    return found
+
+
+def test_development_page_lists_every_private_or_final_sdk_override():
+    documented = _first_column(_section("Overrides of SDK methods", _page("development.md")))
+    overrides = _sdk_overrides()
+    assert documented == overrides, _table_drift(documented, overrides)

@@ -1,9 +1,13 @@
-"""The README, `--about`, meltano.yml and the Hub definition tell one story, and the README's
-recipes work exactly as written (their JSON is read from README.md, not copied here)."""
+"""The README, the pages under docs/, `--about`, meltano.yml and the Hub definition tell one story,
+the README's recipes work exactly as written (their JSON is read from README.md, not copied here),
+and every relative link in the documentation leads somewhere."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import pkgutil
 import re
 import subprocess
 import sys
@@ -19,10 +23,15 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import hub_definition  # noqa: E402 - a script module, importable once scripts/ is on the path
 
+import target_userpilot  # noqa: E402
+from target_userpilot.errors import EXIT_CODES  # noqa: E402
 from target_userpilot.settings import Settings  # noqa: E402
-from target_userpilot.target import EXIT_CODES  # noqa: E402
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
+README_PATH = REPO / "README.md"
+README = README_PATH.read_text(encoding="utf-8")
+DOCS = REPO / "docs"
+#: Every documentation file whose links must resolve: the README and each page it links to.
+DOC_FILES = [README_PATH, *sorted(DOCS.glob("*.md"))]
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +50,16 @@ def _loader() -> dict[str, Any]:
     return hub_definition.loader_in_meltano_yml(REPO / "meltano.yml")
 
 
-def _section(title: str) -> str:
-    """The README section under ``## title``, up to the next ``## `` heading."""
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end >= 0 else None]
+def _page(name: str) -> str:
+    """The text of ``docs/<name>``."""
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def _section(title: str, text: str = README) -> str:
+    """The section under ``## title`` (of the README unless told), up to the next ``## ``."""
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else None]
 
 
 # Generated files are up to date
@@ -137,13 +151,22 @@ def test_readme_shows_the_loader_as_meltano_yml_declares_it():
         assert loader[key] == value, key
 
 
-# README: exit codes and the connection check
+# Exit codes (docs/troubleshooting.md) and the connection check (README)
 
 
-def test_readme_documents_every_exit_code():
-    table = _section("Troubleshooting")
-    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
+def _documented_exit_codes(page: str) -> set[int]:
+    """The exit codes that head a row of the page's tables."""
+    return {int(code) for code in re.findall(r"^\| (\d+) \|", page, re.M)}
+
+
+def test_troubleshooting_page_documents_every_exit_code():
+    documented = _documented_exit_codes(_page("troubleshooting.md"))
     assert documented >= {0, 1, *EXIT_CODES.values()}
+
+
+def test_exit_code_check_notices_a_missing_row():
+    drifted = re.sub(r"^\| 9 \|.*\n", "", _page("troubleshooting.md"), flags=re.M)
+    assert not _documented_exit_codes(drifted) >= {0, 1, *EXIT_CODES.values()}
 
 
 def test_readme_explains_the_connection_check():
@@ -288,3 +311,127 @@ def test_invalid_stream_maps_is_a_configuration_error_without_a_traceback(tmp_pa
     assert run.returncode == 2
     assert "target-userpilot stopped: Invalid stream_maps configuration" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+# The README as the entry point, and links that lead somewhere
+
+
+def test_readme_shows_the_two_commands():
+    assert "make demo" in README
+    assert "make test" in README
+
+
+def test_readme_links_every_docs_page():
+    linked = {Path(target).name for target in re.findall(r"\]\(docs/([^)#\s]+)", README)}
+    assert linked == {page.name for page in DOCS.glob("*.md")}
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+_CODE_BLOCK = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file."""
+    anchors: set[str] = set()
+    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        # A repeated heading gets -1, -2, ... appended, as on GitHub.
+        unique, n = slug, 0
+        while unique in anchors:
+            n += 1
+            unique = f"{slug}-{n}"
+        anchors.add(unique)
+    return anchors
+
+
+def _broken_links(path: Path) -> list[str]:
+    """Relative links of a Markdown file that lead to no file, or to no heading of it."""
+    broken = []
+    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check
+            continue
+        file_part, _, anchor = target.partition("#")
+        destination = (path.parent / file_part).resolve() if file_part else path
+        if not destination.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
+            broken.append(f"{target}: no heading #{anchor} in {destination.name}")
+    return broken
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=[p.name for p in DOC_FILES])
+def test_relative_links_resolve(path):
+    assert _broken_links(path) == []
+
+
+def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "sandbox.md").write_text("# The local sandbox\n\n## From Python\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "See [the sandbox](docs/sandbox.md#from-python), [gone](docs/gone.md), "
+        "[renamed](docs/sandbox.md#from-java) and [home](https://example.com/x.md).\n"
+    )
+
+    assert _broken_links(readme) == [
+        "docs/gone.md: no such file",
+        "docs/sandbox.md#from-java: no heading #from-java in sandbox.md",
+    ]
+
+
+# docs/development.md: the module layout and the overrides of SDK methods agree with the code
+
+
+def _first_column(section: str) -> set[str]:
+    """The code names that start the rows of a section's table."""
+    return set(re.findall(r"^\| `([^`]+)`", section, re.M))
+
+
+def _table_drift(documented: set[str], actual: set[str]) -> str:
+    """What a docs/development.md table lacks and what it names in vain, for a failure message."""
+    return (
+        f"docs/development.md lacks rows for {sorted(actual - documented)} and has rows for "
+        f"{sorted(documented - actual)}, which the code no longer has."
+    )
+
+
+def test_module_layout_lists_every_module_of_the_package():
+    package = REPO / "target_userpilot"
+    modules = {p.name for p in package.glob("*.py") if p.name not in {"__init__.py", "__main__.py"}}
+    subpackages = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+
+    documented = _first_column(_section("Module layout", _page("development.md")))
+
+    assert documented == modules | subpackages, _table_drift(documented, modules | subpackages)
+
+
+def _sdk_overrides() -> set[str]:
+    """``Class.method`` for each method of ours that overrides a private or final SDK method."""
+    found = set()
+    modules = pkgutil.walk_packages(target_userpilot.__path__, "target_userpilot.")
+    for info in modules:
+        if info.name.endswith(".__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for cls in vars(module).values():
+            if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                continue
+            sdk_classes = [c for c in cls.__mro__[1:] if c.__module__.startswith("singer_sdk")]
+            for name, value in vars(cls).items():
+                # Methods and properties only; dunders are Python's, _abc_impl is abc's data.
+                if name.startswith("__") or not hasattr(value, "__get__"):
+                    continue
+                inherited = next((vars(c)[name] for c in sdk_classes if name in vars(c)), None)
+                if inherited is None:
+                    continue
+                if name.startswith("_") or getattr(inherited, "__final__", False):
+                    found.add(f"{cls.__name__}.{name}")
+    return found
+
+
+def test_development_page_lists_every_private_or_final_sdk_override():
+    documented = _first_column(_section("Overrides of SDK methods", _page("development.md")))
+    overrides = _sdk_overrides()
+    assert documented == overrides, _table_drift(documented, overrides)

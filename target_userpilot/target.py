@@ -244,10 +244,7 @@ class TargetUserpilot(Target):
 
         ``--check-connection`` needs only settings and a client: no sinks, no ledger, no lanes.
         """
-        values: dict[str, t.Any] = {}
-        for path in getattr(config, "config", None) or []:
-            with open(path, encoding="utf-8") as handle:
-                values.update(json.load(handle))
+        values: dict[str, t.Any] = dict(getattr(config, "config", None) or {})
         if getattr(config, "parse_env", False):
             values.update(cls._env_var_config)
         errors = _config_errors(values)

@@ -92,25 +92,23 @@ class BatchBuffer:
         """
         with self._cond:
             while self._error is None:
+                oldest = min(self._open.items(), key=lambda item: item[1][1], default=None)
+                waited = 0.0 if oldest is None else time.monotonic() - oldest[1][2]
+                aged = oldest is not None and not self._stopped
+                aged = aged and (self._ended or waited >= self.wait_seconds)
+                if aged and (not self._ready or oldest[1][1] < _first_seq(self._ready[0])):
+                    # The open batch holding the oldest row goes before a sealed but younger
+                    # one: it is the batch STATE waits for.
+                    self._seal(oldest[0], wait=False, front=True)
                 if self._ready:
                     # Sealed batches go up even when the run is stopping: they hold only
                     # records from before the failure, and their STATE can still go out.
                     batch = self._ready.popleft()
                     self._cond.notify_all()
                     return batch
-                if self._stopped:
+                if self._stopped or (oldest is None and self._ended):
                     return None
-                oldest = min(self._open.items(), key=lambda item: item[1][1], default=None)
-                if oldest is None:
-                    if self._ended:
-                        return None
-                    self._cond.wait()
-                    continue
-                waited = time.monotonic() - oldest[1][2]
-                if self._ended or waited >= self.wait_seconds:
-                    self._seal(oldest[0], wait=False)
-                    continue
-                self._cond.wait(self.wait_seconds - waited)
+                self._cond.wait(None if oldest is None else self.wait_seconds - waited)
             return None
 
     def oldest_wait(self) -> float | None:
@@ -149,7 +147,7 @@ class BatchBuffer:
         with self._cond:
             return not self._open and not self._ready
 
-    def _seal(self, object: str, *, wait: bool = True) -> None:
+    def _seal(self, object: str, *, wait: bool = True, front: bool = False) -> None:
         """Seal the open batch of ``object`` and queue it; the caller holds the lock.
 
         The reading thread (``wait``) blocks while a sealed batch already waits for the lane, so
@@ -168,5 +166,12 @@ class BatchBuffer:
         if self._error is not None:
             sealed.discard()
             raise self._error
-        self._ready.append(sealed)
+        if front:
+            self._ready.appendleft(sealed)
+        else:
+            self._ready.append(sealed)
         self._cond.notify_all()
+
+
+def _first_seq(batch: SealedBatch) -> int:
+    return batch.hold.first_seq if batch.hold is not None else -1

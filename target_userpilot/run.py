@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class Run:
             self.checkpoints,
             max_rows=settings.batch_size_rows,
             max_bytes=settings.max_file_bytes,
-            wait_seconds=settings.batch_wait_seconds,
+            wait_seconds=float(settings.batch_wait_seconds),
             on_seal=self._drop_unchanged if self.unchanged is not None else None,
         )
         self.pace = JobPace(settings.rows_per_minute)
@@ -86,6 +87,7 @@ class Run:
             pace=self.pace,
             job_timeout=settings.job_timeout_seconds,
             confirmer=self.unchanged,
+            wake=self._wake_reader,
         )
         self.lanes = [self.jobs]
         self.services = SinkServices(
@@ -129,6 +131,8 @@ class Run:
         still goes out, and the run ends with exit 10. A second signal stops the wait. Once all
         input is read (``finish``), the first signal only waits for the last job.
         """
+        # A lane that failed while the reading thread waited for input wakes it this way.
+        self.check()
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1 and self._finishing:
@@ -177,6 +181,16 @@ class Run:
             if self.unchanged is not None:
                 self.unchanged.close()
             self._log_summary()
+
+    def _wake_reader(self) -> None:
+        """A lane failed: interrupt the main thread, which may be blocked reading a silent tap.
+
+        The SIGINT handler (``terminate``) raises the lane's error there, so the run stops with
+        that error's sentence and exit code instead of waiting for input that may never come.
+        """
+        main = threading.main_thread()
+        if threading.current_thread() is not main and main.ident is not None:
+            signal.pthread_kill(main.ident, signal.SIGINT)
 
     def _drop_unchanged(self, batch: SealedBatch) -> None:
         """skip_unchanged, as a batch is sealed: leave out rows Userpilot already holds."""

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -90,8 +91,11 @@ class JobLane:
         pace: JobPace,
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self._uploader = uploader
+        #: Wakes the reading thread when the lane fails while the tap is silent.
+        self._wake = wake
         self._source = source
         self._checkpoints = checkpoints
         self._summary = summary
@@ -159,6 +163,8 @@ class JobLane:
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             self._error = exc
             self._source.fail(exc)
+            if self._wake is not None:
+                self._wake()
         finally:
             with self._cond:
                 self._done = True

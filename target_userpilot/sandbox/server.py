@@ -1060,7 +1060,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.account = sandbox._account
+        self.account = sandbox._account  # noqa: SLF001 - the server is the facade's own part
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY
+from conftest import API_KEY, run_target, users_messages
 from http_doubles import (
     Answer,
     ConnectProxy,
@@ -385,6 +385,21 @@ def test_a_2xx_page_that_is_not_json_is_not_userpilot_and_the_upload_is_not_rese
     assert not isinstance(stopped.value, TransientError)
     assert exit_code(stopped.value) == 8
     assert len(scripted.seen) == 1  # one upload, no retry, no lookup
+
+
+def test_a_run_answered_by_a_proxy_page_stops_with_exit_8_after_one_upload(scripted, tmp_path):
+    page = b"<html><body>Access denied by the web filter</body></html>"
+    scripted.answer(*UPLOAD, Answer(200, page, {"Content-Type": "text/html"}))
+    config = {"api_url": scripted.url, "api_key": API_KEY}
+
+    run = run_target(config, users_messages(5), tmp_path=tmp_path, timeout=60)
+
+    assert run.returncode == 8, run.stderr[-3000:]
+    assert run.states == []
+    assert "not Userpilot's API" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert API_KEY not in run.stderr
+    assert [(s.method, s.path) for s in scripted.seen] == [UPLOAD]
 
 
 def test_a_json_upload_whose_answer_was_lost_is_sent_again_and_lands_once(tmp_path, batch_file):

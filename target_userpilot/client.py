@@ -488,7 +488,7 @@ class UserpilotClient:
         event: dict[str, Any] = {"user_id": user_id, "event_name": event_name}
         if metadata is not None:
             event["metadata"] = metadata
-        body = json.dumps(event, ensure_ascii=False).encode()
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
         self._until_giving_up(
             self._retrying,
             lambda: self._request("POST", "/v1/track", data=body, versioned=True, events=True),

@@ -545,6 +545,18 @@ def test_another_4xx_on_a_deletion_stops_with_userpilots_message(scripted):
     assert len(scripted.requests_to(*DELETE_USERS)) == 1
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"[]", b"null", b'"no"', b'{"errors": "x"}', b'{"errors": [1, "a", null]}', b"<html>"],
+)
+def test_no_error_body_shape_crashes_the_client(scripted, body):
+    scripted.answer(*DELETE_USERS, Answer(400, body, {"Content-Type": "application/json"}))
+    client = scripted_client(scripted)
+
+    with pytest.raises(UserpilotError, match="HTTP 400"):
+        client.delete_profiles("users", ["u-1"])
+
+
 # Events
 
 

@@ -63,7 +63,12 @@ UNSENDABLE_KEY = (
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How failures are retried: transient ones, status polls, and another client's job."""
+    """How failures are retried: transient ones, status polls, and another client's job.
+
+    Transient failures (429, 5xx, dropped connections, timeouts) get ``max_tries`` tries;
+    status polls retry them, and answers that are no job, for up to ``poll_max_time`` seconds;
+    409 is waited out for as long as the caller's ``conflict_wait``.
+    """
 
     base_seconds: float = 0.5
     max_seconds: float = 30.0
@@ -274,7 +279,7 @@ class UserpilotClient:
         # The retry policy, declared once. Uploads, lists, deletions and events get a bounded
         # number of tries; status polls may wait out a longer outage (and answers that are no
         # job), because re-uploading is never the answer to a failed poll; another client's
-        # job (409) is waited out for as long as the caller allows (see `upload`).
+        # job (409) is waited out for as long as the caller allows (`_conflicts`, below).
         self._retrying = self._backoff(TransientError, max_tries=lambda: self.retry.max_tries)
         self._polling = self._backoff(
             (TransientError, UnexpectedAnswer), max_time=lambda: self.retry.poll_max_time

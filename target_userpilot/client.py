@@ -517,7 +517,7 @@ class UserpilotClient:
         try:
             return retrying(counted)()
         except (TransientError, UnexpectedAnswer) as exc:
-            if tries <= 1 and isinstance(exc, UnexpectedAnswer):
+            if isinstance(exc, UnexpectedAnswer) and retrying is not self._polling:
                 raise  # not retried under this policy: the error speaks for itself
             elapsed = time.monotonic() - started
             if isinstance(exc, UnexpectedAnswer):

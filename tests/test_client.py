@@ -387,6 +387,23 @@ def test_a_2xx_page_that_is_not_json_is_not_userpilot_and_the_upload_is_not_rese
     assert len(scripted.seen) == 1  # one upload, no retry, no lookup
 
 
+def test_a_proxy_page_after_a_retry_still_stops_the_upload_at_once(scripted, batch_file):
+    scripted.answer(
+        *UPLOAD,
+        Answer(503, b"<html>503</html>", {"Content-Type": "text/html"}),
+        Answer(200, b"<html>login</html>", {"Content-Type": "text/html"}),
+        Answer(202, job()),
+    )
+    scripted.answer(*LIST, Answer(200, []))
+    client = scripted_client(scripted)
+
+    with pytest.raises(UnexpectedAnswer) as stopped:
+        client.upload("users", batch_file, FILENAME)
+
+    assert str(stopped.value).startswith("POST /v1/users/bulk_identify answered HTTP 200")
+    assert len(scripted.requests_to(*UPLOAD)) == 2
+
+
 def test_a_run_answered_by_a_proxy_page_stops_with_exit_8_after_one_upload(scripted, tmp_path):
     page = b"<html><body>Access denied by the web filter</body></html>"
     scripted.answer(*UPLOAD, Answer(200, page, {"Content-Type": "text/html"}))

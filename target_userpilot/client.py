@@ -715,7 +715,9 @@ def _describe(answer: Any) -> str:
         return "a JSON object without a job_id"
     if isinstance(answer, dict):
         return "a JSON object without a status"
-    return f"a JSON {type(answer).__name__}"
+    if isinstance(answer, bool):
+        return "a JSON boolean"
+    return "a JSON string" if isinstance(answer, str) else "a JSON number"
 
 
 def _job_list(answer: Any) -> list[dict[str, Any]]:

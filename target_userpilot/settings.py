@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -174,7 +175,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "batch_wait_seconds",
         th.NumberType,
-        default=2.0,
+        default=2,
         description=(
             "Longest a row waits in an open batch while no job of ours runs; then that batch "
             "goes up, so a quiet stream or a slow tap never leaves Userpilot idle or holds "
@@ -337,6 +338,34 @@ def _typed(name: str, value: Any) -> Any:
     if json_type == "object" and not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be an object.")
     return value
+
+
+_ERROR_PLACE = re.compile(r" in config\['([^']+)'\]")
+_DECIMAL = re.compile(r"Decimal\('([^']*)'\)")
+
+
+def explain_config_errors(errors: Iterable[str]) -> list[str]:
+    """The SDK's config schema errors, as sentences an operator can act on.
+
+    They quote the offending value: for a secret setting only its name is kept. A config file's
+    fractions are Decimals, which the SDK would show as ``Decimal('1800.5')``.
+    """
+    explained = []
+    for error in errors:
+        place = _ERROR_PLACE.search(error)
+        name = place.group(1) if place else ""
+        prop = CONFIG_SCHEMA["properties"].get(name, {})
+        fraction = _DECIMAL.search(error)
+        if prop.get("secret"):
+            explained.append(f"{name} has the wrong type (it must be a string)")
+        elif _json_type(prop) == "integer" and "is not of type 'integer'" in error and fraction:
+            explained.append(
+                f"{name} is {fraction.group(1)}; it must be a whole number, such as "
+                f"{_default(name)}"
+            )
+        else:
+            explained.append(_DECIMAL.sub(r"\1", error))
+    return explained
 
 
 def _default(name: str) -> Any:

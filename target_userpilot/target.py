@@ -32,7 +32,7 @@ from target_userpilot.errors import (
     exit_code,
 )
 from target_userpilot.load import Load
-from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config
+from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config, explain_config_errors
 from target_userpilot.sinks import UserpilotSink
 
 #: The SDK's record metadata properties, dropped from records unless ``add_record_metadata``.
@@ -259,7 +259,7 @@ class TargetUserpilot(Target):
             code = exit_code(exc)
             message = str(exc)
             if isinstance(exc, ConfigValidationError):
-                message = "Invalid configuration: " + "; ".join(_without_secrets(exc.errors))
+                message = "Invalid configuration: " + "; ".join(explain_config_errors(exc.errors))
             elif isinstance(exc, MappingError):
                 message = f"Invalid stream_maps configuration: {exc}"
             elif isinstance(exc, InvalidJSONSchema):
@@ -326,16 +326,6 @@ class TargetUserpilot(Target):
             )
         )
         return command
-
-
-def _without_secrets(errors: list[str]) -> list[str]:
-    """Config errors quote the offending value; for a secret setting, name it only."""
-    secrets = [name for name, prop in CONFIG_SCHEMA["properties"].items() if prop.get("secret")]
-    cleaned = []
-    for error in errors:
-        secret = next((name for name in secrets if f"config['{name}']" in error), None)
-        cleaned.append(f"{secret} has the wrong type (it must be a string)" if secret else error)
-    return cleaned
 
 
 if __name__ == "__main__":

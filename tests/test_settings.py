@@ -23,6 +23,7 @@ from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
     env_config,
+    explain_config_errors,
     unknown_settings,
 )
 from target_userpilot.target import TargetUserpilot
@@ -149,7 +150,22 @@ def test_a_whole_number_setting_given_with_a_fraction_stops_with_exit_2(value, c
     code, stderr = _refused_before_input(config, tmp_path)
 
     assert code == 2, stderr[-3000:]
-    assert "job_timeout_seconds" in _stopped_sentence(stderr)
+    sentence = _stopped_sentence(stderr)
+    assert f"job_timeout_seconds is {value}; it must be a whole number, such as 7200" in sentence
+    assert "Decimal" not in sentence
+
+
+def test_config_errors_name_a_secret_setting_without_its_value():
+    errors = [
+        "['zq7Xv9Lw4Rt'] is not of type 'string', 'null' in config['api_key']",
+        "Decimal('0.5') is not of type 'integer', 'null' in config['batch_size_rows']",
+        "Decimal('12.5') is not one of ['skip', 'fail'] in config['on_invalid_record']",
+    ]
+    assert explain_config_errors(errors) == [
+        "api_key has the wrong type (it must be a string)",
+        "batch_size_rows is 0.5; it must be a whole number, such as 10000",
+        "12.5 is not one of ['skip', 'fail'] in config['on_invalid_record']",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -484,6 +484,8 @@ def _check_rejects_path(path: str) -> None:
 
 
 def _check_output_dir(path: str) -> None:
+    if not path:
+        raise ConfigurationError("output_dir is empty; name the folder dry_run writes to.")
     if os.path.exists(path):
         if not os.path.isdir(path):
             msg = f"output_dir '{path}' is a file, not a folder. Choose another output_dir."

@@ -415,3 +415,28 @@ def test_every_setting_of_about_is_known_sdk_built_ins_included(sandbox, config,
 def test_unknown_settings_match_regardless_of_case():
     (sentence,) = unknown_settings({"API_URL": 1}, ["api_url", "api_key"])
     assert "did you mean api_url?" in sentence
+
+
+# Paths
+
+
+def test_an_empty_output_dir_is_refused_in_a_dry_run():
+    with pytest.raises(ConfigurationError, match="output_dir is empty"):
+        Settings.from_config({"dry_run": True, "output_dir": " "})
+
+
+def test_paths_are_trimmed_and_a_leading_tilde_means_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = Settings.from_config(
+        {"dry_run": True, "output_dir": "~/batches\n", "rejects_path": " ~/rejects.ndjson"}
+    )
+    assert settings.output_dir == str(tmp_path / "batches")
+    assert settings.rejects_path == str(tmp_path / "rejects.ndjson")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_rejects_folder_is_refused(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    with pytest.raises(ConfigurationError, match="not writable"):
+        Settings.from_config({"dry_run": True, "rejects_path": str(folder / "r.ndjson")})

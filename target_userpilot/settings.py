@@ -217,7 +217,8 @@ def _settings_of_type(json_type: str) -> tuple[str, ...]:
 NUMBER_SETTINGS = _settings_of_type("number")
 INTEGER_SETTINGS = _settings_of_type("integer")
 
-#: What the SDK reads as true in a boolean environment variable; FALSY is what it must be else.
+#: Boolean environment values: the SDK's words for true, and the words for false. Anything else
+#: is refused: the SDK would read a typo such as "ture" as false without a word.
 TRUTHY = ("true", "1", "yes", "on")
 FALSY = ("false", "0", "no", "off", "")
 

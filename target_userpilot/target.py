@@ -32,7 +32,7 @@ from target_userpilot.errors import (
     exit_code,
 )
 from target_userpilot.load import Load
-from target_userpilot.settings import CONFIG_SCHEMA, NUMBER_SETTINGS, Settings
+from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config, explain_config_errors
 from target_userpilot.sinks import UserpilotSink
 
 #: The SDK's record metadata properties, dropped from records unless ``add_record_metadata``.
@@ -110,7 +110,8 @@ class TargetUserpilot(Target):
         self.max_parallelism = 1
         #: Per stream, the fast path's decision (see ``_fast_stream``), valid for its maps.
         self._fast_streams: dict[str, tuple[t.Any, str | None, bool]] = {}
-        self.load = Load(Settings.from_config(self.config), user_agent=f"{self.name}")
+        settings = Settings.from_config(self.config, known=self.config_jsonschema["properties"])
+        self.load = Load(settings, user_agent=f"{self.name}")
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
@@ -120,15 +121,10 @@ class TargetUserpilot(Target):
 
     @classproperty
     def _env_var_config(cls) -> dict[str, t.Any]:
-        """Environment settings, with number settings read as numbers (the SDK leaves strings)."""
-        config = super()._env_var_config
-        for name in NUMBER_SETTINGS:
-            if isinstance(config.get(name), str):
-                try:
-                    config[name] = float(config[name])
-                except ValueError:
-                    pass  # left as is: config validation names the setting
-        return config
+        """Environment settings read by type; a bad value names its variable (exit 2)."""
+        schema = cls.config_jsonschema
+        cls.append_builtin_config(schema)
+        return env_config(schema, cls._env_var_prefix)
 
     # Lifecycle
 
@@ -263,7 +259,7 @@ class TargetUserpilot(Target):
             code = exit_code(exc)
             message = str(exc)
             if isinstance(exc, ConfigValidationError):
-                message = "Invalid configuration: " + "; ".join(_without_secrets(exc.errors))
+                message = "Invalid configuration: " + "; ".join(explain_config_errors(exc.errors))
             elif isinstance(exc, MappingError):
                 message = f"Invalid stream_maps configuration: {exc}"
             elif isinstance(exc, InvalidJSONSchema):
@@ -330,16 +326,6 @@ class TargetUserpilot(Target):
             )
         )
         return command
-
-
-def _without_secrets(errors: list[str]) -> list[str]:
-    """Config errors quote the offending value; for a secret setting, name it only."""
-    secrets = [name for name, prop in CONFIG_SCHEMA["properties"].items() if prop.get("secret")]
-    cleaned = []
-    for error in errors:
-        secret = next((name for name in secrets if f"config['{name}']" in error), None)
-        cleaned.append(f"{secret} has the wrong type (it must be a string)" if secret else error)
-    return cleaned
 
 
 if __name__ == "__main__":

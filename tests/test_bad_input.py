@@ -334,3 +334,72 @@ def test_good_records_land_when_every_other_record_is_bad(sandbox, config, tmp_p
     assert run.summary["streams"]["users"]["rejected"] == 200
     assert run.states[-1] == {"last": 199}
     assert PII not in run.stdout + run.stderr
+
+
+def test_rejects_file_is_owner_only_and_keeps_a_record_with_a_lone_surrogate(
+    sandbox, config, tmp_path
+):
+    rejects = tmp_path / "rejects.ndjson"
+    config["rejects_path"] = str(rejects)
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        '{"type": "RECORD", "stream": "users", "record": {"id": 2, "name": "bad \\ud800 Zürich"}}',
+        record("users", user(3)),
+        state({"done": True}),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1", "3"}
+    assert run.states == [{"done": True}]
+    assert rejects.stat().st_mode & 0o777 == 0o600
+    (rejected,) = _rejects(rejects)
+    assert rejected["record"] == {"id": 2, "name": "bad \ud800 Zürich"}  # read back unchanged
+    assert rejected["stream"] == "users"
+
+
+def _refused_before_input(config: dict[str, Any], tmp_path) -> tuple[int, str]:
+    """Run the target with stdin open and silent: only a check made before any input is read
+    can end it. Returns the exit code and the 'stopped:' sentence."""
+    config_path = tmp_path / "refused-config.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line for line in stderr.decode().splitlines() if "target-userpilot stopped:" in line]
+    assert len(lines) == 1, stderr.decode()[-3000:]
+    return proc.returncode, lines[0].split("target-userpilot stopped: ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("missing/rejects.ndjson", "is in a folder that does not exist"),
+        ("a-folder", "is a folder; name a file instead"),
+        ("a-file/rejects.ndjson", "is in a folder that does not exist"),
+    ],
+)
+def test_a_rejects_path_that_cannot_be_written_stops_with_exit_2_before_reading_input(
+    where, said, sandbox, config, tmp_path
+):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    config["rejects_path"] = str(tmp_path / where)
+
+    code, sentence = _refused_before_input(config, tmp_path)
+
+    assert code == 2
+    assert sentence.startswith(f"rejects_path '{tmp_path / where}' ")
+    assert said in sentence
+    assert sandbox.profiles("users") == {}

@@ -11,7 +11,7 @@ import datetime
 import decimal
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -24,6 +24,8 @@ IGNORE = "ignore"
 OBJECTS = (USERS, COMPANIES, IGNORE)
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
+#: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
+_SEPARATOR = "__"
 
 #: Value types that are already Userpilot metadata primitives and pass through unchanged.
 _AS_IS = frozenset({str, int, bool, type(None)})
@@ -108,8 +110,32 @@ def route_for(
         company_id_property = mapping.get("company_id_property") or "company_id"
         if company_id_property == id_property:
             company_id_property = None
-    clears = nested_keys(schema_properties) if isinstance(schema_properties, Mapping) else {}
-    return Route(obj, id_property, company_id_property, clears)
+    return Route(obj, id_property, company_id_property, null_clears(schema_properties))
+
+
+def null_clears(properties: Collection[str] | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Map each name a null may stand for an object under to the flattened keys it clears.
+
+    Two sources, because a stream's schema comes either way: nested objects the schema
+    describes (``address: {city}`` clears ``address__city``), and, for a schema the SDK's own
+    ``flattening_enabled`` already flattened, the ``__`` prefixes of its property names that
+    are not properties themselves (``address__city`` alone: a null ``address`` clears it). A
+    prefix that is a property of its own is a value, not an object, and clears nothing.
+    """
+    names = properties if isinstance(properties, Mapping) else frozenset(properties)
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if _SEPARATOR not in name:
+            continue
+        parts = name.split(_SEPARATOR)
+        for end in range(1, len(parts)):
+            prefix = _SEPARATOR.join(parts[:end])
+            if prefix and prefix not in names:
+                found.setdefault(prefix, []).append(name)
+    if isinstance(properties, Mapping):
+        for name, leaves in nested_keys(properties).items():
+            found.setdefault(name, []).extend(leaves)
+    return {name: tuple(dict.fromkeys(leaves)) for name, leaves in found.items()}
 
 
 def nested_keys(properties: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[str, ...]]:
@@ -120,11 +146,11 @@ def nested_keys(properties: Mapping[str, Any], prefix: str = "") -> dict[str, tu
         if not isinstance(children, Mapping) or not children:
             continue
         flat = f"{prefix}{name}"
-        inner = nested_keys(children, f"{flat}__")
+        inner = nested_keys(children, f"{flat}{_SEPARATOR}")
         found.update(inner)
         leaves: list[str] = []
         for child in children:
-            child_flat = f"{flat}__{child}"
+            child_flat = f"{flat}{_SEPARATOR}{child}"
             leaves.extend(inner.get(child_flat, (child_flat,)))
         found[flat] = tuple(leaves)
     return found
@@ -219,7 +245,7 @@ def _put(
         metadata[name] = value if math.isfinite(value) else None
     elif kind is dict or (kind is not list and isinstance(value, Mapping)):
         for child_key, child_value in value.items():
-            _put(metadata, f"{name}__{child_key}", child_value, clears)
+            _put(metadata, f"{name}{_SEPARATOR}{child_key}", child_value, clears)
     elif kind is list:
         metadata[name] = _encode_array(value)
     else:

@@ -11,7 +11,7 @@ import datetime
 import decimal
 import json
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -47,6 +47,8 @@ else:  # pragma: no cover (CPython always has the C encoder)
     _encode = _encoder.encode
 #: At most this many property names are remembered per stream as kept (see ``Route.kept``).
 _KEPT_LIMIT = 4096
+#: At most this many collided names are remembered per stream (see ``Route.collisions``).
+_NAMES_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,24 @@ class Route:
     #: Property names seen and known to go into the metadata: checked per property of every
     #: record, a set lookup is cheaper than deciding again (see ``to_row``).
     kept: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    #: Metadata names that two properties of one record both gave a value (``address__city``
+    #: beside ``address: {city}``); the later one in the record won. At most ``_NAMES_LIMIT``.
+    collisions: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    _reported: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
 
     @property
     def ignored(self) -> bool:
         """True when the stream is dropped without sending anything."""
         return self.object == IGNORE
+
+    def take_collisions(self) -> list[str]:
+        """Collided metadata names not taken before, sorted: read once per batch, warn once.
+
+        Rows stay pure, so the caller logs; this hands each name out once per stream.
+        """
+        new = sorted(self.collisions - self._reported)
+        self._reported.update(new)
+        return new
 
 
 def route_for(
@@ -186,9 +201,14 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
     clears = route.null_clears
     kept = route.kept
     metadata: dict[str, Any] = {}
+    # Keys left out and keys written beyond one per property (objects, clears): a metadata
+    # shorter than the count means two properties wrote one name. Counting costs less than
+    # a lookup per property, and a collision is rare.
+    left_out = spread = 0
     for key, value in record.items():
         if key not in kept:
             if key in (id_prop, company_prop) or key.startswith("_sdc_"):
+                left_out += 1
                 continue
             if len(kept) < _KEPT_LIMIT:
                 kept.add(key)
@@ -196,7 +216,9 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
         if type(value) in _PLAIN:
             metadata[key] = value
         else:
-            _put(metadata, key, value, clears)
+            spread += _put(metadata, key, value, clears)
+    if len(metadata) != len(record) - left_out + spread:
+        _note_collisions(record, route)
 
     if route.object == COMPANIES:
         return row_id, {"company_id": row_id, "metadata": metadata}
@@ -234,22 +256,61 @@ def _put(
     name: str,
     value: Any,
     clears: Mapping[str, tuple[str, ...]],
-) -> None:
-    """Place one value under ``name``: objects flattened to ``name__child``, arrays as JSON."""
+) -> int:
+    """Place one value under ``name``: objects flattened to ``name__child``, arrays as JSON.
+
+    Returns how many names it wrote beyond one, for the collision count of ``to_row``.
+    """
     kind = type(value)
     if kind in _AS_IS:
         metadata[name] = value
         if value is None and name in clears:
-            metadata.update(dict.fromkeys(clears[name]))
+            cleared = clears[name]
+            metadata.update(dict.fromkeys(cleared))
+            return len(cleared)
     elif kind is float:
         metadata[name] = value if math.isfinite(value) else None
-    elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+    elif _is_object(kind, value):
+        extra = -1
         for child_key, child_value in value.items():
-            _put(metadata, f"{name}{_SEPARATOR}{child_key}", child_value, clears)
+            extra += 1 + _put(metadata, f"{name}{_SEPARATOR}{child_key}", child_value, clears)
+        return extra
     elif kind is list:
         metadata[name] = _encode_array(value)
     else:
         metadata[name] = primitive(value)
+    return 0
+
+
+def _is_object(kind: type, value: Any) -> bool:
+    """Whether a value is flattened into ``name__child`` keys (any mapping but a list)."""
+    return kind is dict or (kind is not list and isinstance(value, Mapping))
+
+
+def _names(name: str, value: Any, clears: Mapping[str, tuple[str, ...]]) -> Iterator[str]:
+    """The metadata names ``_put`` writes for one value, in its order."""
+    if _is_object(type(value), value):
+        for child_key, child_value in value.items():
+            yield from _names(f"{name}{_SEPARATOR}{child_key}", child_value, clears)
+        return
+    yield name
+    if value is None:
+        yield from clears.get(name, ())
+
+
+def _note_collisions(record: Mapping[str, Any], route: Route) -> None:
+    """Find which names of a record were written twice and remember them on the route."""
+    if len(route.collisions) >= _NAMES_LIMIT:
+        return
+    skipped = (route.id_property, route.company_id_property)
+    seen: set[str] = set()
+    for key, value in record.items():
+        if key in skipped or key.startswith("_sdc_"):
+            continue
+        for name in _names(key, value, route.null_clears):
+            if name in seen and len(route.collisions) < _NAMES_LIMIT:
+                route.collisions.add(name)
+            seen.add(name)
 
 
 def primitive(value: Any) -> Any:

@@ -700,3 +700,65 @@ def test_a_null_object_clears_what_a_shallow_sdk_flattening_sent(sandbox, config
     assert run.returncode == 0, run.stderr[-3000:]
     assert sandbox.profiles("users")["1"]["metadata"] == {"tags": '["a","b"]'}
     assert sandbox.profiles("users")["2"]["metadata"] == {"address__city": "Bergen"}
+
+
+# Collisions: two properties that flatten to one name
+
+
+@pytest.mark.parametrize(
+    ("record", "winner"),
+    [
+        pytest.param({"id": 1, "address__city": "Flat", "address": {"city": "Nested"}}, "Nested"),
+        pytest.param({"id": 1, "address": {"city": "Nested"}, "address__city": "Flat"}, "Flat"),
+        pytest.param(
+            {"id": 1, "address": {"city__x": 1}, "address__city": {"x": "Later"}}, "Later"
+        ),
+    ],
+    ids=["flat-then-nested", "nested-then-flat", "nested-then-nested"],
+)
+def test_colliding_names_keep_the_later_value_and_are_noted_on_the_route(record, winner):
+    route = route_for("users", ["id"], ["id"])
+
+    _, row = to_row(record, route)
+
+    assert winner in row["metadata"].values()
+    assert len(row["metadata"]) == 1
+    assert route.collisions == {next(iter(row["metadata"]))}
+
+
+def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
+    route = route_for("users", {"id": {}, "address": {"properties": {"city": {}}}}, ["id"])
+
+    _, row = to_row({"id": 1, "address": None, "address__city": "Oslo"}, route)
+
+    assert row["metadata"] == {"address": None, "address__city": "Oslo"}
+    assert route.collisions == {"address__city"}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param({"id": 1, "a": {"b": 1, "c": {"d": None}}, "a__e": 2, "x": 1.5}, id="nested"),
+        pytest.param({"id": 1, "address": {}, "tags": [], "n": None}, id="empty"),
+        pytest.param({"id": 1, "address": None, "_sdc_deleted_at": None}, id="cleared"),
+        pytest.param({"id": 1, "company_id": "c1", "_sdc_sequence": 3}, id="left-out"),
+    ],
+)
+def test_records_without_colliding_names_note_none(record):
+    properties = {"id": {}, "address": {"properties": {"city": {}, "zip": {}}}}
+    route = route_for("users", properties, ["id"])
+
+    to_row(record, route)
+
+    assert route.collisions == set()
+
+
+def test_take_collisions_hands_each_name_out_once():
+    route = route_for("users", ["id"], ["id"])
+
+    to_row({"id": 1, "a": {"b": 1}, "a__b": 2}, route)
+    assert route.take_collisions() == ["a__b"]
+    to_row({"id": 2, "a": {"b": 1}, "a__b": 2, "c__d": 1, "c": {"d": 2}}, route)
+    assert route.take_collisions() == ["c__d"]
+    to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route)
+    assert route.take_collisions() == []

@@ -2,13 +2,15 @@
 
 This is the one place that knows Userpilot's row format (``userpilot-api.md``): which stream
 feeds which object, which property is the identifier, and how a record's values become the
-primitive metadata Userpilot accepts.
+primitive metadata Userpilot accepts. Profiles (``to_row``), events (``to_event``, keyed by
+``event_key``) and deletions (``is_deleted``, ``deleted_id``) share those rules.
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
 import json
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -20,10 +22,12 @@ from target_userpilot.errors import InvalidRecord
 
 USERS = "users"
 COMPANIES = "companies"
+EVENTS = "events"
 IGNORE = "ignore"
-OBJECTS = (USERS, COMPANIES, IGNORE)
+OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
+_EVENT_STREAM_NAMES = frozenset({"events", "event"})
 #: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
 _SEPARATOR = "__"
 
@@ -56,8 +60,12 @@ class Route:
     """Where one stream's records go, and which properties identify them."""
 
     object: str
+    #: The profile's identifier; for events, the user's.
     id_property: str
     company_id_property: str | None = None
+    #: For events: the property holding the event's name, unless ``event_name`` fixes it.
+    event_name_property: str | None = None
+    event_name: str | None = None
     #: For each object property the schema describes, the flattened keys under it: a null
     #: object must clear those keys, which are what Userpilot holds (``address__city``...).
     null_clears: Mapping[str, tuple[str, ...]] = field(
@@ -70,6 +78,12 @@ class Route:
     #: beside ``address: {city}``); the later one in the record won. At most ``_NAMES_LIMIT``.
     collisions: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
     _reported: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    #: The properties that become row fields, not metadata (see ``_metadata``).
+    _left_out: tuple[str, ...] = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.id_property, self.company_id_property, self.event_name_property)
+        object.__setattr__(self, "_left_out", tuple(name for name in fields if name))
 
     @property
     def ignored(self) -> bool:
@@ -95,21 +109,33 @@ def route_for(
     """Decide the object and the identifier properties of a stream.
 
     The object comes from ``object_mapping`` when the stream has an entry; otherwise a stream
-    named ``companies`` or ``company`` (any case) loads companies and every other stream loads
-    users. The identifier is the mapping's ``id_property``, else ``user_id`` / ``company_id`` when
-    the schema has it, else the stream's single key property. Given the schema's properties as
-    a mapping, nested objects it describes are noted so that a null object clears their keys.
+    named ``companies`` or ``company`` (any case) loads companies, one named ``events`` or
+    ``event`` sends events, and every other stream loads users. The identifier is the
+    mapping's ``id_property``, else ``user_id`` / ``company_id`` when the schema has it, else
+    the stream's single key property. An event's user is the mapping's ``user_id_property``,
+    else ``user_id``; its name the mapping's fixed ``event_name``, else the property named by
+    ``event_name_property``, else ``event_name``. Given the schema's properties as a mapping,
+    nested objects it describes are noted so that a null object clears their keys.
     """
     mapping = mapping or {}
     obj = mapping.get("object")
     if obj is None:
-        obj = COMPANIES if stream_name.lower() in _COMPANY_STREAM_NAMES else USERS
+        name = stream_name.lower()
+        if name in _COMPANY_STREAM_NAMES:
+            obj = COMPANIES
+        elif name in _EVENT_STREAM_NAMES:
+            obj = EVENTS
+        else:
+            obj = USERS
     if obj not in OBJECTS:
         msg = (
             f"object_mapping for stream '{stream_name}' has object '{obj}'; "
             f"use one of {', '.join(OBJECTS)}."
         )
         raise ValueError(msg)
+    clears = null_clears(schema_properties)
+    if obj == EVENTS:
+        return _event_route(stream_name, mapping, clears)
 
     natural_id = id_key(obj)
     id_property = mapping.get("id_property")
@@ -125,7 +151,34 @@ def route_for(
         company_id_property = mapping.get("company_id_property") or "company_id"
         if company_id_property == id_property:
             company_id_property = None
-    return Route(obj, id_property, company_id_property, null_clears(schema_properties))
+    return Route(obj, id_property, company_id_property, null_clears=clears)
+
+
+def _event_route(
+    stream_name: str, mapping: Mapping[str, Any], clears: dict[str, tuple[str, ...]]
+) -> Route:
+    """The route of an events stream: whose event it is, and where its name comes from."""
+    names = {}
+    for setting, default in (("user_id_property", "user_id"), ("event_name_property", None)):
+        value = mapping.get(setting, default)
+        if value is not None and (not isinstance(value, str) or not value):
+            msg = f"object_mapping for stream '{stream_name}' has a {setting} that is not a name."
+            raise ValueError(msg)
+        names[setting] = value
+    fixed = mapping.get("event_name")
+    if fixed is not None and (not isinstance(fixed, str) or not fixed):
+        msg = (
+            f"object_mapping for stream '{stream_name}' has an event_name that is not a "
+            "non-empty string; give the event's name, or event_name_property."
+        )
+        raise ValueError(msg)
+    return Route(
+        EVENTS,
+        names["user_id_property"],
+        event_name_property=None if fixed else names["event_name_property"] or "event_name",
+        event_name=fixed,
+        null_clears=clears,
+    )
 
 
 def null_clears(properties: Collection[str] | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
@@ -196,34 +249,17 @@ def identifier(value: Any, prop: str) -> str:
 def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]]:
     """Turn one record into ``(id, row)``, or raise :class:`InvalidRecord` with the reason."""
     id_prop = route.id_property
-    company_prop = route.company_id_property
     row_id = identifier(record.get(id_prop), id_prop)
-    clears = route.null_clears
-    kept = route.kept
-    metadata: dict[str, Any] = {}
-    # Keys left out and keys written beyond one per property (objects, clears): a metadata
-    # shorter than the count means two properties wrote one name. Counting costs less than
-    # a lookup per property, and a collision is rare.
-    left_out = spread = 0
-    for key, value in record.items():
-        if key not in kept:
-            if key in (id_prop, company_prop) or key.startswith("_sdc_"):
-                left_out += 1
-                continue
-            if len(kept) < _KEPT_LIMIT:
-                kept.add(key)
-        # Runs for every property of every record: plain values are placed inline.
-        if type(value) in _PLAIN:
-            metadata[key] = value
-        else:
-            spread += _put(metadata, key, value, clears)
-    if len(metadata) != len(record) - left_out + spread:
-        _note_collisions(record, route)
-
-    if route.object == COMPANIES:
+    metadata = _metadata(record, route)
+    obj = route.object
+    if obj == COMPANIES:
         return row_id, {"company_id": row_id, "metadata": metadata}
+    if obj != USERS:
+        msg = f"to_row makes users and companies rows, not {obj}; events take to_event."
+        raise ValueError(msg)
 
     row: dict[str, Any] = {"user_id": row_id}
+    company_prop = route.company_id_property
     if company_prop is not None:
         company = record.get(company_prop)
         # An empty company id is what warehouses write for "no company"; treat it like null.
@@ -231,6 +267,61 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
             row["company_id"] = identifier(company, company_prop)
     row["metadata"] = metadata
     return row_id, row
+
+
+def to_event(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
+    """Turn one record into a track request body, or raise :class:`InvalidRecord` with why.
+
+    ``{"user_id", "event_name", "metadata"}``: the user id by the rules of any id, the name a
+    non-empty string, the metadata by the rules of profiles, less the user and name properties.
+    """
+    user_prop = route.id_property
+    user_id = identifier(record.get(user_prop), user_prop)
+    name = route.event_name
+    if name is None:
+        prop = route.event_name_property or "event_name"
+        name = record.get(prop)
+        if type(name) is not str or not name:
+            raise InvalidRecord(_name_problem(name, prop))
+    return {"user_id": user_id, "event_name": name, "metadata": _metadata(record, route)}
+
+
+def event_key(
+    record: Mapping[str, Any], key_properties: Sequence[str] | None, *, stream: str
+) -> str:
+    """The key an event is remembered by, so that it is sent once: stable across runs.
+
+    With key properties, their values; without, a SHA-256 of the whole record as canonical
+    JSON (sorted keys), less the ``_sdc_*`` columns, which change from one extraction to the
+    next. Either way prefixed by the stream name, as a JSON array: ``["events",["e-1"]]`` or
+    ``["events","sha256:…"]``. A key property that is missing or null leaves the event
+    without a key, which would make unrelated events one: that is an :class:`InvalidRecord`.
+    """
+    if key_properties:
+        values = []
+        for prop in key_properties:
+            value = record.get(prop)
+            if value is None:
+                raise InvalidRecord(f"key property '{prop}' is missing or null")
+            values.append(value)
+        return _canonical([stream, values])
+    content = {k: v for k, v in record.items() if not k.startswith("_sdc_")}
+    digest = hashlib.sha256(_canonical(content).encode()).hexdigest()
+    return _canonical([stream, f"sha256:{digest}"])
+
+
+def is_deleted(record: Mapping[str, Any]) -> bool:
+    """True when the source marked the record deleted: ``_sdc_deleted_at`` set, not null/empty."""
+    value = record.get("_sdc_deleted_at")
+    return value is not None and value != ""
+
+
+def deleted_id(record: Mapping[str, Any], route: Route) -> str:
+    """The id a deletion request names: the profile's id, by the rules of ``to_row``."""
+    if route.object not in (USERS, COMPANIES):
+        msg = f"Only users and companies can be deleted, not {route.object}."
+        raise ValueError(msg)
+    return identifier(record.get(route.id_property), route.id_property)
 
 
 def merge_rows(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +340,33 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
     except UnicodeEncodeError:
         # JSON allows "\ud800"; UTF-8 cannot carry a lone surrogate, nor can Userpilot.
         raise InvalidRecord("a text value is not valid Unicode (a lone surrogate)") from None
+
+
+def _metadata(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
+    """A row's metadata: every property but the row's own fields and ``_sdc_*``, flattened."""
+    left_out_names = route._left_out
+    clears = route.null_clears
+    kept = route.kept
+    metadata: dict[str, Any] = {}
+    # Keys left out and keys written beyond one per property (objects, clears): a metadata
+    # shorter than the count means two properties wrote one name. Counting costs less than
+    # a lookup per property, and a collision is rare.
+    left_out = spread = 0
+    for key, value in record.items():
+        if key not in kept:
+            if key in left_out_names or key.startswith("_sdc_"):
+                left_out += 1
+                continue
+            if len(kept) < _KEPT_LIMIT:
+                kept.add(key)
+        # Runs for every property of every record: plain values are placed inline.
+        if type(value) in _PLAIN:
+            metadata[key] = value
+        else:
+            spread += _put(metadata, key, value, clears)
+    if len(metadata) != len(record) - left_out + spread:
+        _note_collisions(record, route)
+    return metadata
 
 
 def _put(
@@ -302,10 +420,9 @@ def _note_collisions(record: Mapping[str, Any], route: Route) -> None:
     """Find which names of a record were written twice and remember them on the route."""
     if len(route.collisions) >= _NAMES_LIMIT:
         return
-    skipped = (route.id_property, route.company_id_property)
     seen: set[str] = set()
     for key, value in record.items():
-        if key in skipped or key.startswith("_sdc_"):
+        if key in route._left_out or key.startswith("_sdc_"):
             continue
         for name in _names(key, value, route.null_clears):
             if name in seen and len(route.collisions) < _NAMES_LIMIT:
@@ -354,9 +471,28 @@ def _json_safe(value: Any) -> Any:
     return primitive(value)
 
 
+def _name_problem(value: Any, prop: str) -> str:
+    """Why a value cannot be an event's name."""
+    if value is None:
+        return f"'{prop}' is missing or null"
+    if value == "":
+        return f"'{prop}' is an empty string"
+    return f"'{prop}' is {_type_name(value)}, not a string"
+
+
+def _canonical(value: Any) -> str:
+    """One JSON text per value whatever its key order: sorted keys, compact, ASCII only.
+
+    ASCII, so that a lone surrogate still has a text; ``str`` for what JSON has no type for
+    (dates, decimals), which prints the same value the same way in every run.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _type_name(value: Any) -> str:
     return {
         bool: "a boolean",
+        int: "an integer",
         float: "a number with a fraction",
         decimal.Decimal: "a number with a fraction",
         dict: "an object",

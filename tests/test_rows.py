@@ -15,15 +15,20 @@ from conftest import record, run_target, schema, state
 
 from target_userpilot.rows import (
     COMPANIES,
+    EVENTS,
     IGNORE,
     USERS,
     InvalidRecord,
     Route,
+    deleted_id,
     encode_row,
+    event_key,
     identifier,
+    is_deleted,
     merge_rows,
     primitive,
     route_for,
+    to_event,
     to_row,
 )
 
@@ -43,7 +48,10 @@ def test_company_stream_names_load_companies_in_any_case(stream):
     assert route.company_id_property is None
 
 
-@pytest.mark.parametrize("stream", ["users", "people", "company_accounts", "my_companies", "comp"])
+@pytest.mark.parametrize(
+    "stream",
+    ["users", "people", "company_accounts", "my_companies", "comp", "eventsx", "my_events"],
+)
 def test_other_streams_load_users(stream):
     route = route_for(stream, ["user_id", "company_id"], ["user_id"])
 
@@ -762,3 +770,209 @@ def test_take_collisions_hands_each_name_out_once():
     assert route.take_collisions() == ["c__d"]
     to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route)
     assert route.take_collisions() == []
+
+
+# Events
+
+
+EVENT_ROUTE = route_for("events", ["user_id", "event_name", "amount"], ["event_id"])
+
+
+@pytest.mark.parametrize("stream", ["events", "event", "Events", "EVENT"])
+def test_event_stream_names_send_events_in_any_case(stream):
+    route = route_for(stream, ["user_id", "event_name"], ["id"])
+
+    assert route.object == EVENTS
+    assert route.id_property == "user_id"
+    assert route.event_name_property == "event_name"
+    assert route.event_name is None
+    assert route.company_id_property is None
+
+
+def test_object_mapping_sends_any_stream_as_events_with_its_properties():
+    route = route_for(
+        "invoices",
+        ["customer", "kind"],
+        ["invoice_id"],
+        {"object": "events", "user_id_property": "customer", "event_name_property": "kind"},
+    )
+
+    assert (route.object, route.id_property, route.event_name_property) == (
+        EVENTS,
+        "customer",
+        "kind",
+    )
+    row = to_event({"invoice_id": 9, "customer": 42, "kind": "invoice_paid", "total": 5}, route)
+    assert row == {
+        "user_id": "42",
+        "event_name": "invoice_paid",
+        "metadata": {"invoice_id": 9, "total": 5},
+    }
+
+
+def test_a_fixed_event_name_names_every_event_and_leaves_the_name_property_in_metadata():
+    route = route_for("payments", ["user_id"], None, {"object": "events", "event_name": "paid"})
+
+    row = to_event({"user_id": "u1", "event_name": "other", "amount": 3}, route)
+
+    assert row == {
+        "user_id": "u1",
+        "event_name": "paid",
+        "metadata": {"event_name": "other", "amount": 3},
+    }
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        {"event_name": ""},
+        {"event_name": 5},
+        {"user_id_property": ""},
+        {"user_id_property": ["a"]},
+        {"event_name_property": 3},
+    ],
+)
+def test_unusable_event_mapping_is_a_configuration_error_naming_the_stream(mapping):
+    with pytest.raises(ValueError, match="'events'"):
+        route_for("events", ["user_id"], None, mapping)
+
+
+def test_an_events_stream_mapped_to_users_loads_users():
+    route = route_for("events", ["user_id"], None, {"object": "users"})
+
+    assert route.object == USERS
+
+
+def test_event_metadata_follows_the_profile_rules():
+    record = {
+        "user_id": 7,
+        "event_name": "seat_added",
+        "plan": {"name": "pro", "seats": [1, 2]},
+        "at": dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
+        "price": decimal.Decimal("9.50"),
+        "ratio": float("nan"),
+        "note": None,
+        "_sdc_extracted_at": "2024-01-01",
+    }
+
+    row = to_event(record, EVENT_ROUTE)
+
+    assert row == {
+        "user_id": "7",
+        "event_name": "seat_added",
+        "metadata": {
+            "plan__name": "pro",
+            "plan__seats": "[1,2]",
+            "at": "2024-01-02T03:04:00+00:00",
+            "price": 9.5,
+            "ratio": None,
+            "note": None,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"event_name": "x"}, "'user_id' is missing or null"),
+        ({"user_id": 1.5, "event_name": "x"}, "'user_id' is a number with a fraction"),
+        ({"user_id": "", "event_name": "x"}, "'user_id' is an empty string"),
+        ({"user_id": "u1"}, "'event_name' is missing or null"),
+        ({"user_id": "u1", "event_name": None}, "'event_name' is missing or null"),
+        ({"user_id": "u1", "event_name": ""}, "'event_name' is an empty string"),
+        ({"user_id": "u1", "event_name": 3}, "'event_name' is an integer, not a string"),
+        ({"user_id": "u1", "event_name": ["a"]}, "'event_name' is an array, not a string"),
+    ],
+)
+def test_an_event_without_a_usable_user_or_name_is_an_invalid_record(record, reason):
+    with pytest.raises(InvalidRecord) as excinfo:
+        to_event(record, EVENT_ROUTE)
+
+    assert str(excinfo.value).startswith(reason)
+
+
+def test_to_row_refuses_an_events_route():
+    with pytest.raises(ValueError, match="to_event"):
+        to_row({"user_id": "u1", "event_name": "x"}, EVENT_ROUTE)
+
+
+def test_event_key_is_the_streams_key_values_prefixed_by_the_stream():
+    record = {"event_id": 17, "shard": "eu", "user_id": "u1"}
+
+    key = event_key(record, ["event_id", "shard"], stream="events")
+
+    assert key == '["events",[17,"eu"]]'
+    assert event_key(record, ["event_id", "shard"], stream="billing") != key
+
+
+def test_event_key_without_key_properties_hashes_the_record_whatever_its_key_order():
+    first = {"user_id": "u1", "event_name": "x", "meta": {"b": 1, "a": [1, 2]}}
+    same = {"meta": {"a": [1, 2], "b": 1}, "event_name": "x", "user_id": "u1"}
+    other = {**first, "event_name": "y"}
+
+    key = event_key(first, [], stream="events")
+
+    assert key.startswith('["events","sha256:') and len(key) == len('["events","sha256:"]') + 64
+    assert event_key(same, None, stream="events") == key
+    assert event_key(other, None, stream="events") != key
+    assert event_key(first, None, stream="billing") != key
+
+
+def test_event_key_ignores_sdc_columns_so_a_rerun_finds_the_same_key():
+    record = {"user_id": "u1", "event_name": "x"}
+    extracted = {**record, "_sdc_extracted_at": "2024-01-01T00:00:00Z", "_sdc_sequence": 5}
+
+    assert event_key(extracted, None, stream="events") == event_key(record, None, stream="events")
+
+
+def test_event_key_is_stable_for_values_json_has_no_type_for():
+    record = {
+        "user_id": "u1",
+        "at": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
+        "price": decimal.Decimal("1.10"),
+        "text": "bad \ud800",
+    }
+
+    assert event_key(record, None, stream="events") == event_key(
+        dict(record), None, stream="events"
+    )
+
+
+@pytest.mark.parametrize("record", [{"user_id": "u1"}, {"user_id": "u1", "event_id": None}])
+def test_event_key_refuses_a_missing_key_property(record):
+    with pytest.raises(InvalidRecord, match="key property 'event_id' is missing or null"):
+        event_key(record, ["event_id"], stream="events")
+
+
+# Deletes
+
+
+@pytest.mark.parametrize(
+    ("record", "deleted"),
+    [
+        ({"id": 1, "_sdc_deleted_at": "2024-01-01T00:00:00Z"}, True),
+        ({"id": 1, "_sdc_deleted_at": dt.datetime(2024, 1, 1)}, True),
+        ({"id": 1, "_sdc_deleted_at": None}, False),
+        ({"id": 1, "_sdc_deleted_at": ""}, False),
+        ({"id": 1}, False),
+    ],
+)
+def test_a_record_is_deleted_when_sdc_deleted_at_is_set(record, deleted):
+    assert is_deleted(record) is deleted
+
+
+def test_deleted_id_follows_the_id_rules_of_rows():
+    users = route_for("users", ["id", "email"], ["id"])
+    companies = route_for("companies", ["company_id"], None)
+
+    assert deleted_id({"id": 42, "_sdc_deleted_at": "x"}, users) == "42"
+    assert deleted_id({"company_id": "c1"}, companies) == "c1"
+    with pytest.raises(InvalidRecord, match="'id' is missing or null"):
+        deleted_id({"email": "a@example.com"}, users)
+    with pytest.raises(InvalidRecord, match="'id' is a boolean"):
+        deleted_id({"id": True}, users)
+
+
+def test_events_cannot_be_deleted():
+    with pytest.raises(ValueError, match="users and companies"):
+        deleted_id({"user_id": "u1"}, EVENT_ROUTE)

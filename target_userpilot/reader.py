@@ -132,6 +132,13 @@ class InputReader(SingerReader):
                 )
             if kind == "BATCH":
                 self._check_batch(message)
+            else:
+                version = message.get("version")
+                if type(version) is not int:
+                    self._refuse(
+                        "is an ACTIVATE_VERSION message whose 'version' is "
+                        f"{'missing' if version is None else _json_type(version)}, not an integer."
+                    )
 
     def _refuse_record(self, message: dict) -> None:
         """Say what is wrong with a RECORD message's stream or record."""

@@ -428,6 +428,11 @@ _PII_RECORD = {"id": 7, "email": PII}
             id="activate-version-null-stream",
         ),
         pytest.param(
+            {"type": "ACTIVATE_VERSION", "stream": "users"},
+            "is an ACTIVATE_VERSION message whose 'version' is missing, not an integer.",
+            id="activate-version-without-version",
+        ),
+        pytest.param(
             {"type": "STATE", "bookmarks": {"users": 150}},
             "is a STATE message without a 'value'.",
             id="state-without-value",

@@ -139,3 +139,14 @@ def test_json_nested_beyond_the_parsers_depth_is_refused_not_a_crash():
     refusal = _refusal("[" * 100_000 + "]" * 100_000)
 
     assert refusal.startswith("Input line 1 is not valid JSON (it is nested too deeply)")
+
+
+@pytest.mark.parametrize(
+    ("version", "named"), [("3", "a string"), (1.5, "a number"), (True, "a boolean")]
+)
+def test_an_activate_version_needs_an_integer_version(version, named):
+    message = {"type": "ACTIVATE_VERSION", "stream": "users", "version": version}
+
+    refusal = _refusal(SCHEMA, message)
+
+    assert f"whose 'version' is {named}, not an integer" in refusal

@@ -82,6 +82,8 @@ class Route:
     _left_out: tuple[str, ...] = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.object == EVENTS and self.event_name is None and not self.event_name_property:
+            object.__setattr__(self, "event_name_property", "event_name")
         fields = (self.id_property, self.company_id_property, self.event_name_property)
         object.__setattr__(self, "_left_out", tuple(name for name in fields if name))
 
@@ -175,7 +177,7 @@ def _event_route(
     return Route(
         EVENTS,
         names["user_id_property"],
-        event_name_property=None if fixed else names["event_name_property"] or "event_name",
+        event_name_property=None if fixed else names["event_name_property"],
         event_name=fixed,
         null_clears=clears,
     )
@@ -279,7 +281,7 @@ def to_event(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
     user_id = identifier(record.get(user_prop), user_prop)
     name = route.event_name
     if name is None:
-        prop = route.event_name_property or "event_name"
+        prop = route.event_name_property or "event_name"  # set for events (__post_init__)
         name = record.get(prop)
         if type(name) is not str or not name:
             raise InvalidRecord(_name_problem(name, prop))

@@ -891,6 +891,14 @@ def test_an_event_without_a_usable_user_or_name_is_an_invalid_record(record, rea
     assert str(excinfo.value).startswith(reason)
 
 
+def test_an_events_route_made_by_hand_takes_its_name_from_event_name():
+    route = Route(EVENTS, "user_id")
+
+    row = to_event({"user_id": "u1", "event_name": "signed_up", "x": 1}, route)
+
+    assert row == {"user_id": "u1", "event_name": "signed_up", "metadata": {"x": 1}}
+
+
 def test_to_row_refuses_an_events_route():
     with pytest.raises(ValueError, match="to_event"):
         to_row({"user_id": "u1", "event_name": "x"}, EVENT_ROUTE)

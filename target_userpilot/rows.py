@@ -72,7 +72,7 @@ class Route:
         default_factory=dict, compare=False, hash=False
     )
     #: Property names seen and known to go into the metadata: checked per property of every
-    #: record, a set lookup is cheaper than deciding again (see ``to_row``).
+    #: record, a set lookup is cheaper than deciding again (see ``_metadata``).
     kept: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
     #: Metadata names that two properties of one record both gave a value (``address__city``
     #: beside ``address: {city}``); the later one in the record won. At most ``_NAMES_LIMIT``.

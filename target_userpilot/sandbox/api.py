@@ -1,0 +1,255 @@
+"""The `/v1` API of one emulated Userpilot account: routing, faults, the key, and endpoints.
+
+`Account` owns the one lock; the stored data, the job board, the fault dice and the tally it
+holds are plain objects it calls under that lock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from urllib.parse import unquote
+
+from target_userpilot.sandbox.clock import Clock
+from target_userpilot.sandbox.faults import FaultDice, Faults
+from target_userpilot.sandbox.jobs import JobBoard
+from target_userpilot.sandbox.payloads import OBJECTS, parse_upload
+from target_userpilot.sandbox.stats import Tally
+from target_userpilot.sandbox.store import ProfileStore
+from target_userpilot.sandbox.wire import Rejected, Reply, Request
+
+# Multipart framing around the file: allowed on top of max_bytes before the body is refused
+# unread, so a file just under the limit is still parsed and measured exactly.
+_MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+def route_v1(method: str, path: str) -> tuple[str, str]:
+    """Map a /v1 call to (endpoint, argument); the job id arrives percent-encoded."""
+    parts = path.rstrip("/").split("/")[2:]  # drop "" and "v1"
+    if len(parts) == 2 and parts[0] in OBJECTS and parts[1] == "bulk_identify":
+        return ("upload", parts[0]) if method == "POST" else ("method", f"{path} takes POST")
+    if parts and parts[0] == "background_jobs":
+        if method != "GET":
+            return ("method", f"{path} takes GET")
+        if len(parts) == 1:
+            return ("list", "")
+        if len(parts) == 2:
+            return ("status", unquote(parts[1]))
+        if len(parts) == 3 and parts[2] == "errors":
+            return ("errors", unquote(parts[1]))
+    return ("unknown", "")
+
+
+class Account:
+    """One Userpilot account: profiles, jobs, faults and statistics, guarded by one lock."""
+
+    def __init__(
+        self, api_key: str | None, rows_per_minute: float | None, keep_uploads: bool = False
+    ) -> None:
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()  # set by `Sandbox.stop`: cuts slow answers short
+        self.clock = Clock()
+        self.store = ProfileStore(keep_uploads)
+        self.board = JobBoard(self.store, self.clock, rows_per_minute)
+        self.dice = FaultDice()
+        self.tally = Tally(self.clock)
+
+    # --- what the facade calls ---------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget profiles, jobs, statistics, faults and any foreign hold."""
+        with self.lock:
+            self.store.clear()
+            self.board.clear()
+            self.dice.use(Faults())
+            self.tally.clear()
+
+    def set_faults(self, faults: Faults) -> None:
+        """Replace the fault set."""
+        with self.lock:
+            self.board.advance(self.clock.now())
+            self.dice.use(faults)
+
+    def set_rows_per_minute(self, rows_per_minute: float | None) -> None:
+        """Change the processing rate; a running job finishes at the new rate."""
+        with self.lock:
+            self.board.set_rows_per_minute(rows_per_minute, self.clock.now())
+
+    def hold_foreign_job(self, seconds: float, at_upload: int | None) -> None:
+        """Let another client's job occupy the account (see `Sandbox.hold_foreign_job`)."""
+        with self.lock:
+            self.board.hold_foreign_job(seconds, at_upload, self.tally.counts["upload_attempts"])
+
+    def profiles_copy(self, obj: str) -> dict[str, dict]:
+        """Stored profiles of one object, as deep copies."""
+        with self.lock:
+            self.board.advance(self.clock.now())
+            return self.store.profiles_copy(obj)
+
+    def uploads_copy(self) -> list[bytes]:
+        """The kept upload files, oldest first."""
+        if not self.store.keep_uploads:
+            raise RuntimeError("uploads are only kept with Sandbox(keep_uploads=True)")
+        with self.lock:
+            return list(self.store.uploads)
+
+    def job_views(self) -> list[dict]:
+        """Every job, newest first."""
+        with self.lock:
+            now = self.clock.now()
+            self.board.advance(now)
+            return self.board.views(now)
+
+    def is_idle(self) -> tuple[bool, float | None]:
+        """Whether no job runs, and otherwise when the next one ends by the clock."""
+        with self.lock:
+            self.board.advance(self.clock.now())
+            next_end = self.board.next_end()
+        return (next_end is None, next_end)
+
+    def stats(self) -> dict:
+        """See `Sandbox.stats`."""
+        with self.lock:
+            now = self.clock.now()
+            self.board.advance(now)
+            return self.tally.report(self.board, now)
+
+    def requests_copy(self) -> list[dict]:
+        """See `Sandbox.request_log`."""
+        with self.lock:
+            return self.tally.requests_copy()
+
+    def body_limit(self) -> int:
+        """Bytes of a /v1 body worth keeping in memory; anything larger is drained and refused."""
+        with self.lock:
+            return self.dice.faults.max_bytes + _MULTIPART_SLACK_BYTES
+
+    # --- the /v1 API -------------------------------------------------------------------------
+
+    def _authorized(self, header: str | None) -> bool:
+        if self.api_key is None:
+            return True
+        scheme, _, token = (header or "").strip().partition(" ")
+        return scheme.lower() == "token" and hmac.compare_digest(
+            token.strip().encode(), self.api_key.encode()
+        )
+
+    def serve_v1(self, request: Request) -> Reply:
+        """Answer one `/v1` call: faults first, then the key, then the endpoint itself.
+
+        Faults come before authentication because in production they happen in front of the
+        API (proxies, rate limiters, the network), where no key has been checked yet.
+        """
+        route = route_v1(request.method, request.path)
+        kind = "upload" if route[0] == "upload" else "status"
+        tally = self.tally
+        with self.lock:
+            arrived = self.clock.now()
+            self.board.advance(arrived)
+            tally.counts["requests"] += 1
+            if route[0] == "upload":
+                tally.counts["upload_attempts"] += 1
+                self.board.upload_attempt_arrived(tally.counts["upload_attempts"], arrived)
+            elif route[0] in ("status", "list"):
+                tally.counts["status_polls"] += 1
+            faults = self.dice.faults
+            fault = self.dice.roll(kind)
+            if fault:
+                tally.faults_injected[fault] += 1
+            refusal = self.dice.reply_for(fault)
+            if refusal is None and faults.forbidden:
+                tally.faults_injected["forbidden"] += 1
+                refusal = Reply.error(403, "forbidden", "FORBIDDEN", "This API key is not allowed")
+            if refusal is None and not self._authorized(request.authorization):
+                refusal = Reply.error(401, "unauthorized", "UNAUTHORIZED", "Invalid API key")
+            if refusal is None and faults.refuse_uploads and route[0] == "upload":
+                tally.faults_injected["refuse"] += 1
+                refusal = Reply.error(
+                    faults.refuse_uploads,
+                    "invalid_request",
+                    "REQUEST_REFUSED",
+                    "The sandbox refuses every upload (refuse_uploads fault).",
+                )
+            if refusal is not None:
+                tally.log_request(arrived, request, fault, refusal)
+        if refusal is not None:
+            return refusal
+
+        if fault == "slow" and route[0] != "upload":
+            self.stopping.wait(faults.slow_seconds)
+        reply = self._endpoint(route, request, faults)
+        with self.lock:
+            tally.log_request(arrived, request, fault, reply)
+        if fault == "slow" and route[0] == "upload":
+            # The nasty realistic case: the job exists, but the client times out waiting.
+            self.stopping.wait(faults.slow_seconds)
+        return reply
+
+    def _endpoint(self, route: tuple[str, str], request: Request, faults: Faults) -> Reply:
+        name, argument = route
+        if name == "upload":
+            return self._upload(argument, request, faults)
+        if name in ("status", "errors"):
+            return self._job_status(argument, errors_only=name == "errors")
+        if name == "list":
+            with self.lock:
+                now = self.clock.now()
+                self.board.advance(now)
+                for job in self.board.jobs:
+                    job.seen(now)
+                return Reply.of_json(200, self.board.views(now))
+        if name == "method":
+            return Reply.error(405, "method_not_allowed", "METHOD_NOT_ALLOWED", argument)
+        return Reply.error(404, "not_found", "NOT_FOUND", f"No route for {request.path}")
+
+    def _job_status(self, job_id: str, errors_only: bool) -> Reply:
+        """One job's status (a poll), or the error report that a failed job's `links` names."""
+        with self.lock:
+            now = self.clock.now()
+            self.board.advance(now)
+            job = self.board.by_id.get(job_id)
+            if job is None:
+                return Reply.error(404, "not_found", "NOT_FOUND", f"No background job {job_id!r}")
+            view = self.board.view(job, now)
+            if errors_only:
+                errors = [view["error"]] if "error" in view else []
+                return Reply.of_json(200, {"job_id": job.job_id, "errors": errors})
+            job.polls += 1
+            job.seen(now)
+            return Reply.of_json(200, view)
+
+    def _upload(self, obj: str, request: Request, faults: Faults) -> Reply:
+        """Validate outside the lock (it may take a while), then accept under it."""
+        try:
+            upload = parse_upload(
+                obj, request.content_type, request.body, faults.max_rows, faults.max_bytes
+            )
+        except Rejected as rejected:
+            with self.lock:
+                self.tally.reject(rejected.reply.status)
+            return rejected.reply
+        if not upload.rows:
+            with self.lock:
+                self.tally.reject(400)
+            return Reply.error(400, "invalid_request", "BAD_REQUEST", "the upload holds no rows")
+        with self.lock:
+            now = self.clock.now()
+            self.board.advance(now)
+            foreign = self.board.running(foreign=True) is not None
+            if foreign or self.board.running(foreign=False) is not None:
+                self.tally.counts["conflicts_foreign" if foreign else "conflicts_own"] += 1
+                return Reply.error(
+                    409, "conflict", "JOB_IN_PROGRESS", "Another bulk job is in progress"
+                )
+            will_fail = self.dice.take_failed_job()
+            if will_fail:
+                self.tally.faults_injected["fail_job"] += 1
+            job = self.board.accept(obj, upload, now, will_fail)
+            self.tally.counts["uploads"] += 1
+            self.tally.counts["rows_received"] += job.total_rows
+            self.store.keep_upload(upload.data)
+            # The submit answer is the job as accepted: always queued, even for instant jobs.
+            view = self.board.view(job, now) | {"status": "queued", "completed_rows": 0}
+            view["submitted_at"] = view["start_time"]
+            return Reply.of_json(202, view)

@@ -1,0 +1,102 @@
+"""What the sandbox counts, so tests and benchmarks can judge a client: request counters, the
+request log, refusals, injected faults and per-job timings."""
+
+from __future__ import annotations
+
+from target_userpilot.sandbox.clock import Clock
+from target_userpilot.sandbox.faults import FAULT_KINDS
+from target_userpilot.sandbox.jobs import JobBoard
+from target_userpilot.sandbox.wire import Reply, Request
+
+# Requests remembered by `request_log`, oldest dropped first: enough for any test or benchmark
+# run, bounded for a sandbox left running for days.
+_REQUEST_LOG_LIMIT = 100_000
+_COUNTERS = (
+    "requests",
+    "uploads",
+    "upload_attempts",
+    "status_polls",
+    "conflicts_foreign",
+    "conflicts_own",
+    "rows_received",
+)
+
+
+class Tally:
+    """Counters and the request log. Plain data: the account calls it under its lock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.clear()
+
+    def clear(self) -> None:
+        """Start counting from zero."""
+        self.counts = dict.fromkeys(_COUNTERS, 0)
+        self.rejected: dict[str, int] = {}
+        self.faults_injected = dict.fromkeys(FAULT_KINDS, 0)
+        self.request_log: list[dict] = []
+
+    def reject(self, status: int) -> None:
+        """Count a request refused for what it carried (per HTTP status)."""
+        key = str(status)
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+
+    def log_request(
+        self, arrived: float, request: Request, fault: str | None, reply: Reply
+    ) -> None:
+        """Remember one /v1 call: when, what, the answer, the fault."""
+        if len(self.request_log) >= _REQUEST_LOG_LIMIT:
+            del self.request_log[: _REQUEST_LOG_LIMIT // 10]
+        self.request_log.append(
+            {
+                "at": round(arrived - self.clock.origin, 4),
+                "method": request.method,
+                "path": request.path,
+                "status": None if reply.drop else reply.status,
+                "fault": fault,
+            }
+        )
+
+    def requests_copy(self) -> list[dict]:
+        """The request log, entries copied."""
+        return [dict(entry) for entry in self.request_log]
+
+    def report(self, board: JobBoard, now: float) -> dict:
+        """Counters plus per-job timings, relative to the sandbox's start in monotonic seconds."""
+        rel = self.clock.since_start
+        own = [job for job in board.jobs if not job.foreign]
+        finished = [job for job in own if job.status is not None]
+        timings = [
+            {
+                "job_id": job.job_id,
+                "rows": job.total_rows,
+                "status": job.status or job.phase(now),
+                "accepted_at": rel(job.accepted),
+                "completed_at": rel(job.end) if job.status else None,
+                "first_seen_final_at": rel(job.first_seen_final),
+                "polls": job.polls,
+            }
+            for job in own
+        ]
+        busy_share = None
+        if finished:
+            span = max(job.end for job in finished) - min(job.accepted for job in finished)
+            busy = sum(job.end - job.accepted for job in finished)
+            busy_share = round(min(busy / span, 1.0), 4) if span > 0 else None
+        delays = [
+            job.first_seen_final - job.end for job in finished if job.first_seen_final is not None
+        ]
+        return {
+            **self.counts,
+            "jobs": len(own),
+            "rows_per_minute": board.rows_per_minute,
+            "rejected": dict(self.rejected),
+            "faults_injected": dict(self.faults_injected),
+            "job_timings": timings,
+            "busy_share": busy_share,
+            "notice_delay_avg": round(sum(delays) / len(delays), 4) if delays else None,
+            "notice_delay_max": round(max(delays), 4) if delays else None,
+            "polls_per_job_avg": (
+                round(sum(job.polls for job in finished) / len(finished), 3) if finished else None
+            ),
+        }

@@ -557,3 +557,158 @@ def test_cli_refuses_a_non_loopback_host():
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 2
     assert "loopback" in stderr
+
+
+# --- deletions -------------------------------------------------------------------------------
+
+VERSION = {"X-API-Version": "2020-09-22"}
+
+
+def delete_ids(
+    api: requests.Session, sb: Sandbox, obj: str, ids: Any, headers: dict | None = None
+) -> requests.Response:
+    """A deletion request, with the version header unless `headers` says otherwise."""
+    body = ids if isinstance(ids, dict) else {obj: ids}
+    return api.delete(
+        f"{sb.url}/v1/{obj}", json=body, headers=VERSION if headers is None else headers
+    )
+
+
+@pytest.fixture
+def unpaced() -> Iterator[Sandbox]:
+    """A sandbox without the deletion interval, for tests about other rules."""
+    with Sandbox(api_key=API_KEY, delete_interval=0) as sb:
+        yield sb
+
+
+def test_deletion_is_scheduled_in_order_and_applied_only_by_a_deletion_run(unpaced, api, anon):
+    rows = [{"user_id": "u1"}, {"user_id": "u2"}, {"user_id": "u3"}]
+    upload_json(api, unpaced, "users", rows)
+    upload_when_free(api, unpaced, "companies", [{"company_id": "c1"}])
+
+    answer = delete_ids(api, unpaced, "users", ["u2", "u1"])
+    assert answer.status_code == 202
+    assert answer.json() == {"message": "2 users scheduled for deletion"}
+    one = delete_ids(api, unpaced, "companies", ["c1"])
+    assert one.json() == {"message": "1 company scheduled for deletion"}
+    # Userpilot deletes once a day: until then every profile is still there.
+    assert set(unpaced.profiles("users")) == {"u1", "u2", "u3"}
+    assert unpaced.deletions("users") == ["u2", "u1"]
+    assert unpaced.deletions("companies") == ["c1"]
+    assert anon.get(f"{unpaced.url}/_sandbox/deletions").json() == {
+        "users": ["u2", "u1"],
+        "companies": ["c1"],
+    }
+
+    assert unpaced.run_deletions() == {"users": 2, "companies": 1}
+    assert set(unpaced.profiles("users")) == {"u3"}
+    assert unpaced.profiles("companies") == {}
+    assert unpaced.deletions("users") == ["u2", "u1"]  # what was requested stays readable
+    stats = unpaced.stats()
+    assert (stats["deletion_requests"], stats["deletions_accepted"]) == (2, 2)
+    assert stats["ids_scheduled"] == 3
+    assert stats["by_endpoint"]["delete"] == {"requests": 2, "rate_limited": 0}
+
+    unpaced.reset()
+    assert unpaced.deletions("users") == []
+
+
+def test_a_profile_created_again_before_the_deletion_run_is_erased_too(unpaced, api, anon):
+    delete_ids(api, unpaced, "users", ["u1"])
+    upload_json(api, unpaced, "users", [{"user_id": "u1", "metadata": {"plan": "pro"}}])
+    assert "u1" in unpaced.profiles("users")
+    assert anon.post(f"{unpaced.url}/_sandbox/run_deletions").json() == {
+        "users": 1,
+        "companies": 0,
+    }
+    assert unpaced.profiles("users") == {}
+    # A second run has nothing left to do: each scheduled deletion runs once.
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    assert unpaced.run_deletions() == {"users": 0, "companies": 0}
+    assert list(unpaced.profiles("users")) == ["u1"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Version": "2021-01-01"}],
+    ids=["missing", "other-version"],
+)
+def test_deletion_without_the_api_version_header_gets_400(unpaced, api, headers):
+    answer = delete_ids(api, unpaced, "users", ["u1"], headers=headers)
+    message = assert_error(answer, 400, "invalid_request", "INVALID_API_VERSION")
+    assert "X-API-Version: 2020-09-22" in message
+    assert unpaced.deletions("users") == []
+
+
+def test_deletion_without_the_right_key_gets_401(unpaced, anon):
+    answer = anon.delete(f"{unpaced.url}/v1/users", json={"users": ["u1"]}, headers=VERSION)
+    assert_error(answer, 401, "unauthorized", "UNAUTHORIZED")
+    assert unpaced.deletions("users") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"users": []}, "is empty"),
+        ({"users": [""]}, "users[0] must be a non-empty string"),
+        ({"users": ["u1", 7]}, "users[1] must be a non-empty string, got a number"),
+        ({"users": ["u1", None]}, "users[1] must be a non-empty string, got null"),
+        ({"users": "u1"}, 'array "users"'),
+        ({"companies": ["c1"]}, 'array "users"'),
+        ({"users": ["u1"], "force": True}, "unknown field 'force'"),
+    ],
+    ids=["empty", "empty-id", "number", "null", "not-a-list", "other-object", "unknown-field"],
+)
+def test_deletion_ids_must_be_non_empty_strings(unpaced, api, body, problem):
+    answer = delete_ids(api, unpaced, "users", body)
+    assert problem in assert_error(answer, 400, "invalid_request", "BAD_REQUEST")
+    assert unpaced.deletions("users") == []
+    assert unpaced.stats()["rejected"] == {"400": 1}
+
+
+def test_deletion_with_more_ids_than_the_limit_gets_413(api):
+    with Sandbox(api_key=API_KEY, delete_interval=0, max_delete_ids=2) as sb:
+        too_many = delete_ids(api, sb, "companies", ["c1", "c2", "c3"])
+        assert_error(too_many, 413, "payload_too_large", "PAYLOAD_TOO_LARGE")
+        assert sb.deletions("companies") == []
+        assert delete_ids(api, sb, "companies", ["c1", "c2"]).status_code == 202
+        assert delete_ids(api, sb, "companies", ["c3"]).status_code == 202
+        assert sb.deletions("companies") == ["c1", "c2", "c3"]
+
+
+def test_deletion_requests_closer_than_the_interval_get_429_with_retry_after(api):
+    with Sandbox(api_key=API_KEY, delete_interval=0.5) as sb:
+        assert delete_ids(api, sb, "users", ["u1"]).status_code == 202
+        refused = delete_ids(api, sb, "companies", ["c1"])  # users and companies share it
+        assert_error(refused, 429, "rate_limited", "TOO_MANY_REQUESTS")
+        assert refused.headers["Retry-After"] == "1"  # whole seconds, rounded up
+
+        def admitted() -> bool:
+            return delete_ids(api, sb, "users", ["u2"]).status_code == 202
+
+        eventually(admitted, what="the deletion interval to pass")
+        log = [e for e in sb.request_log() if e["status"] == 202]
+        assert log[1]["at"] - log[0]["at"] >= 0.5
+        assert sb.deletions("users") == ["u1", "u2"]
+        assert sb.deletions("companies") == []
+        stats = sb.stats()
+        assert stats["by_endpoint"]["delete"]["rate_limited"] == stats["deletion_requests"] - 2
+        assert stats["deletions_accepted"] == 2
+
+
+def test_a_refused_deletion_request_does_not_move_the_interval(api):
+    with Sandbox(api_key=API_KEY, delete_interval=0.3) as sb:
+        assert delete_ids(api, sb, "users", ["u1"]).status_code == 202
+        statuses = []
+
+        def admitted() -> bool:
+            statuses.append(delete_ids(api, sb, "users", ["u2"]).status_code)
+            return statuses[-1] == 202
+
+        eventually(admitted, what="the deletion interval to pass")
+        assert statuses[0] == 429
+        assert set(statuses[:-1]) == {429}
+        # Measured from the last admitted request: had each refusal restarted the interval,
+        # the request after a refusal could not pass sooner than 0.3 s after it.
+        *_, last_refused, passed = sb.request_log()
+        assert passed["at"] - last_refused["at"] < 0.3

@@ -20,6 +20,12 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/stats": sandbox.stats,
         "/_sandbox/jobs": sandbox.jobs,
         "/_sandbox/requests": sandbox.request_log,
+        "/_sandbox/deletions": lambda: {
+            "users": sandbox.deletions("users"),
+            "companies": sandbox.deletions("companies"),
+        },
+        "/_sandbox/deletions/users": lambda: sandbox.deletions("users"),
+        "/_sandbox/deletions/companies": lambda: sandbox.deletions("companies"),
     }
     if request.method == "GET" and path in routes_get:
         return Reply.of_json(200, routes_get[path]())
@@ -28,6 +34,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/reset",
         "/_sandbox/hold",
         "/_sandbox/rows_per_minute",
+        "/_sandbox/run_deletions",
     ):
         return Reply.error(
             404, "not_found", "NOT_FOUND", f"No sandbox route {request.method} {path}"
@@ -40,6 +47,8 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             sandbox.set_faults(**document)
         elif path == "/_sandbox/reset":
             sandbox.reset()
+        elif path == "/_sandbox/run_deletions":
+            return Reply.of_json(200, sandbox.run_deletions())
         elif path == "/_sandbox/hold":
             sandbox.hold_foreign_job(float(document["seconds"]), document.get("at_upload"))
         else:

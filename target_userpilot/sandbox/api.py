@@ -1,4 +1,5 @@
-"""The `/v1` API of one emulated Userpilot account: routing, faults, the key, and endpoints.
+"""The `/v1` API of one emulated Userpilot account: routing, faults, the key, and endpoints
+(bulk uploads and job status; deletions).
 
 `Account` owns the one lock; the stored data, the job board, the fault dice and the tally it
 holds are plain objects it calls under that lock.
@@ -13,7 +14,8 @@ from urllib.parse import unquote
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import FaultDice, Faults
 from target_userpilot.sandbox.jobs import JobBoard
-from target_userpilot.sandbox.payloads import OBJECTS, parse_upload
+from target_userpilot.sandbox.limits import Interval, check_seconds, retry_after_seconds
+from target_userpilot.sandbox.payloads import OBJECTS, parse_deletion, parse_upload
 from target_userpilot.sandbox.stats import Tally
 from target_userpilot.sandbox.store import ProfileStore
 from target_userpilot.sandbox.wire import Rejected, Reply, Request
@@ -21,11 +23,29 @@ from target_userpilot.sandbox.wire import Rejected, Reply, Request
 # Multipart framing around the file: allowed on top of max_bytes before the body is refused
 # unread, so a file just under the limit is still parsed and measured exactly.
 _MULTIPART_SLACK_BYTES = 64 * 1024
+#: The version the real-time and deletion APIs require in `X-API-Version`.
+API_VERSION = "2020-09-22"
+
+
+# The endpoint family (see `faults.ENDPOINTS`) of each route.
+_ENDPOINT_OF_ROUTE = {
+    "upload": "bulk",
+    "status": "status",
+    "errors": "status",
+    "list": "list",
+    "delete": "delete",
+    "track": "track",
+}
+
+# Calls that change the account: an injected slow answer comes after their effect.
+_EFFECTFUL = frozenset({"upload", "delete"})
 
 
 def route_v1(method: str, path: str) -> tuple[str, str]:
     """Map a /v1 call to (endpoint, argument); the job id arrives percent-encoded."""
     parts = path.rstrip("/").split("/")[2:]  # drop "" and "v1"
+    if len(parts) == 1 and parts[0] in OBJECTS:
+        return ("delete", parts[0]) if method == "DELETE" else ("method", f"{path} takes DELETE")
     if len(parts) == 2 and parts[0] in OBJECTS and parts[1] == "bulk_identify":
         return ("upload", parts[0]) if method == "POST" else ("method", f"{path} takes POST")
     if parts and parts[0] == "background_jobs":
@@ -44,9 +64,25 @@ class Account:
     """One Userpilot account: profiles, jobs, faults and statistics, guarded by one lock."""
 
     def __init__(
-        self, api_key: str | None, rows_per_minute: float | None, keep_uploads: bool = False
+        self,
+        api_key: str | None,
+        rows_per_minute: float | None,
+        keep_uploads: bool = False,
+        *,
+        delete_interval: float | None = 2.0,
+        max_delete_ids: int | None = None,
     ) -> None:
+        if max_delete_ids is not None and (
+            isinstance(max_delete_ids, bool)
+            or not isinstance(max_delete_ids, int)
+            or max_delete_ids < 1
+        ):
+            raise ValueError(
+                f"max_delete_ids must be an integer >= 1 or None, got {max_delete_ids!r}"
+            )
         self.api_key = api_key
+        self.max_delete_ids = max_delete_ids
+        self.delete_pace = Interval(check_seconds("delete_interval", delete_interval))
         self.lock = threading.Lock()
         self.stopping = threading.Event()  # set by `Sandbox.stop`: cuts slow answers short
         self.clock = Clock()
@@ -64,6 +100,7 @@ class Account:
             self.board.clear()
             self.dice.use(Faults())
             self.tally.clear()
+            self.delete_pace.clear()
 
     def set_faults(self, faults: Faults) -> None:
         """Replace the fault set."""
@@ -93,6 +130,17 @@ class Account:
             raise RuntimeError("uploads are only kept with Sandbox(keep_uploads=True)")
         with self.lock:
             return list(self.store.uploads)
+
+    def deletions_copy(self, obj: str) -> list[str]:
+        """Ids scheduled for deletion, in request order."""
+        with self.lock:
+            return self.store.deletions_copy(obj)
+
+    def run_deletions(self) -> dict[str, int]:
+        """Apply the scheduled deletions now, after every job that has ended."""
+        with self.lock:
+            self.board.advance(self.clock.now())
+            return self.store.run_deletions()
 
     def job_views(self) -> list[dict]:
         """Every job, newest first."""
@@ -143,6 +191,7 @@ class Account:
         """
         route = route_v1(request.method, request.path)
         kind = "upload" if route[0] == "upload" else "status"
+        endpoint = _ENDPOINT_OF_ROUTE.get(route[0], "other")
         tally = self.tally
         with self.lock:
             arrived = self.clock.now()
@@ -153,6 +202,8 @@ class Account:
                 self.board.upload_attempt_arrived(tally.counts["upload_attempts"], arrived)
             elif route[0] in ("status", "list"):
                 tally.counts["status_polls"] += 1
+            elif route[0] == "delete":
+                tally.counts["deletion_requests"] += 1
             faults = self.dice.faults
             fault = self.dice.roll(kind)
             if fault:
@@ -163,6 +214,8 @@ class Account:
                 refusal = Reply.error(403, "forbidden", "FORBIDDEN", "This API key is not allowed")
             if refusal is None and not self._authorized(request.authorization):
                 refusal = Reply.error(401, "unauthorized", "UNAUTHORIZED", "Invalid API key")
+            if refusal is None and route[0] == "delete":
+                refusal = self._admit_real_time(request, self.delete_pace, arrived)
             if refusal is None and faults.refuse_uploads and route[0] == "upload":
                 tally.faults_injected["refuse"] += 1
                 refusal = Reply.error(
@@ -172,24 +225,45 @@ class Account:
                     "The sandbox refuses every upload (refuse_uploads fault).",
                 )
             if refusal is not None:
-                tally.log_request(arrived, request, fault, refusal)
+                tally.log_request(arrived, request, endpoint, fault, refusal)
         if refusal is not None:
             return refusal
 
-        if fault == "slow" and route[0] != "upload":
+        # Calls with an effect are slowed after it; the others before answering.
+        slow_after = route[0] in _EFFECTFUL
+        if fault == "slow" and not slow_after:
             self.stopping.wait(faults.slow_seconds)
         reply = self._endpoint(route, request, faults)
         with self.lock:
-            tally.log_request(arrived, request, fault, reply)
-        if fault == "slow" and route[0] == "upload":
+            tally.log_request(arrived, request, endpoint, fault, reply)
+        if fault == "slow" and slow_after:
             # The nasty realistic case: the job exists, but the client times out waiting.
             self.stopping.wait(faults.slow_seconds)
         return reply
+
+    def _admit_real_time(self, request: Request, pace: Interval, now: float) -> Reply | None:
+        """The real-time API's own checks (the caller holds the lock): the version header, then
+        the rate limit. None lets the request through."""
+        if request.api_version is None or request.api_version.strip() != API_VERSION:
+            return Reply.error(
+                400,
+                "invalid_request",
+                "INVALID_API_VERSION",
+                f"This endpoint requires the header X-API-Version: {API_VERSION}",
+            )
+        wait = pace.admit(now)
+        if wait is None:
+            return None
+        return Reply.error(
+            429, "rate_limited", "TOO_MANY_REQUESTS", "Too many requests"
+        ).retry_after(retry_after_seconds(wait))
 
     def _endpoint(self, route: tuple[str, str], request: Request, faults: Faults) -> Reply:
         name, argument = route
         if name == "upload":
             return self._upload(argument, request, faults)
+        if name == "delete":
+            return self._delete(argument, request, faults)
         if name in ("status", "errors"):
             return self._job_status(argument, errors_only=name == "errors")
         if name == "list":
@@ -253,3 +327,20 @@ class Account:
             view = self.board.view(job, now) | {"status": "queued", "completed_rows": 0}
             view["submitted_at"] = view["start_time"]
             return Reply.of_json(202, view)
+
+    def _delete(self, obj: str, request: Request, faults: Faults) -> Reply:
+        """Schedule deletions: stored in order, applied only by `run_deletions`."""
+        try:
+            ids = parse_deletion(
+                obj, request.content_type, request.body, self.max_delete_ids, faults.max_bytes
+            )
+        except Rejected as rejected:
+            with self.lock:
+                self.tally.reject(rejected.reply.status)
+            return rejected.reply
+        with self.lock:
+            self.store.schedule_deletions(obj, ids)
+            self.tally.counts["deletions_accepted"] += 1
+            self.tally.counts["ids_scheduled"] += len(ids)
+        noun = obj if len(ids) != 1 else obj[:-1] if obj == "users" else "company"
+        return Reply.of_json(202, {"message": f"{len(ids)} {noun} scheduled for deletion"})

@@ -162,3 +162,87 @@ def parse_upload(
         "UNSUPPORTED_MEDIA_TYPE",
         "send application/json or multipart/form-data with the NDJSON file in the field 'file'",
     )
+
+
+def _json_document(content_type: str, body: bytes | None, max_bytes: int) -> dict:
+    """A real-time API body: one JSON object, or a `Rejected` saying what is wrong with it."""
+    if body is None:
+        raise too_large(f"the request body is larger than {max_bytes} bytes")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise Rejected(
+            415, "unsupported_media_type", "UNSUPPORTED_MEDIA_TYPE", "send application/json"
+        )
+    try:
+        document = load_json(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Rejected(
+            400, "invalid_request", "BAD_REQUEST", f"the body is not valid JSON ({exc})"
+        ) from None
+    if not isinstance(document, dict):
+        raise Rejected(400, "invalid_request", "BAD_REQUEST", "the body must be a JSON object")
+    return document
+
+
+def parse_deletion(
+    obj: str, content_type: str, body: bytes | None, max_ids: int | None, max_bytes: int
+) -> list[str]:
+    """The ids of a `DELETE /v1/users` or `/v1/companies` body (`{"users": [ids]}`).
+
+    The id count is checked before the ids themselves, as for bulk rows: a client splitting on
+    413 never sees a 400 for the same request.
+    """
+    document = _json_document(content_type, body, max_bytes)
+
+    def invalid(message: str) -> Rejected:
+        return Rejected(400, "invalid_request", "BAD_REQUEST", message)
+
+    ids = document.get(obj)
+    if not isinstance(ids, list):
+        raise invalid(f'the body must be a JSON object with an array "{obj}" of ids')
+    unknown = sorted(set(document) - {obj})
+    if unknown:
+        raise invalid(f"unknown field {unknown[0]!r} (the body has only {obj!r})")
+    if not ids:
+        raise invalid(f'"{obj}" is empty: name at least one id to delete')
+    if max_ids is not None and len(ids) > max_ids:
+        raise too_large(f"the request names {len(ids)} ids; the limit is {max_ids}")
+    for position, value in enumerate(ids):
+        if not isinstance(value, str) or not value:
+            raise invalid(f"{obj}[{position}] must be a non-empty string, got {json_type(value)}")
+    return ids
+
+
+def parse_event(content_type: str, body: bytes | None, max_bytes: int) -> dict:
+    """A `POST /v1/track` body as the event to store: user_id, event_name and metadata."""
+    document = _json_document(content_type, body, max_bytes)
+
+    def invalid(message: str) -> Rejected:
+        return Rejected(400, "invalid_event", "VALIDATION_ERROR", message)
+
+    unknown = sorted(set(document) - {"user_id", "event_name", "metadata"})
+    if unknown:
+        raise invalid(
+            f"unknown field {unknown[0]!r} (an event has user_id, event_name and metadata)"
+        )
+    for name in ("user_id", "event_name"):
+        if name not in document:
+            raise invalid(f"{name} is missing")
+        if not isinstance(document[name], str) or not document[name]:
+            raise invalid(f"{name} must be a non-empty string, got {json_type(document[name])}")
+    metadata = document.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise invalid(f"metadata must be an object, got {json_type(metadata)}")
+    for key, value in metadata.items():
+        if isinstance(value, dict | list):
+            raise invalid(
+                f"metadata.{key} is {json_type(value)}; metadata values must be strings, "
+                f"numbers, booleans or null"
+            )
+    return {
+        "user_id": document["user_id"],
+        "event_name": document["event_name"],
+        "metadata": metadata,
+    }

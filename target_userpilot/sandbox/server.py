@@ -29,11 +29,15 @@ __all__ = ["Faults", "Sandbox", "require_loopback"]
 
 
 class Sandbox:
-    """A Userpilot-compatible bulk API on loopback, with faults and inspection for tests.
+    """A Userpilot-compatible API on loopback, with faults and inspection for tests.
 
     `rows_per_minute=0` (or None) makes jobs complete at once: they are final at the next
     request or call at the latest. Otherwise a job of N rows takes N / rows_per_minute minutes,
     of which the first 5% (at most 0.5 s) is `queued` and the next 5% `validating`.
+
+    Deletion requests (`DELETE /v1/users`, `/v1/companies`) are admitted at most one per
+    `delete_interval` seconds (Userpilot's 2; 0 or None: no limit), else 429 with Retry-After;
+    more than `max_delete_ids` ids in one request (None: no limit) get 413.
     """
 
     def __init__(
@@ -43,11 +47,20 @@ class Sandbox:
         api_key: str | None = "sandbox-key",
         rows_per_minute: float | None = 0.0,
         keep_uploads: bool = False,
+        *,
+        delete_interval: float | None = 2.0,
+        max_delete_ids: int | None = None,
     ) -> None:
         require_loopback(host)
         self.host = host
         self.port = port
-        self._account = Account(api_key, rows_per_minute, keep_uploads)
+        self._account = Account(
+            api_key,
+            rows_per_minute,
+            keep_uploads,
+            delete_interval=delete_interval,
+            max_delete_ids=max_delete_ids,
+        )
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -123,7 +136,7 @@ class Sandbox:
         self._account.hold_foreign_job(seconds, at_upload)
 
     def reset(self) -> None:
-        """Forget profiles, jobs, statistics, faults and any foreign hold."""
+        """Forget profiles, jobs, deletions, statistics, faults and any foreign hold."""
         self._account.reset()
 
     def stats(self) -> dict:
@@ -132,12 +145,26 @@ class Sandbox:
         Counters: `requests` (all /v1 calls), `upload_attempts`, `uploads` (accepted),
         `status_polls`, `conflicts_foreign` / `conflicts_own` (409s while another client's or one
         of our own jobs ran; a correct client causes no own conflicts), `jobs`, `rows_received`,
-        `rejected` (per HTTP status) and `faults_injected` (per kind). `job_timings` lists per job
-        `accepted_at`, `completed_at` (by the clock), `first_seen_final_at` (first status call
-        that showed it final) and `polls`, in seconds since start. Derived: `busy_share`,
-        `notice_delay_avg` / `notice_delay_max` and `polls_per_job_avg`; None until a job ended.
+        `rejected` (per HTTP status) and `faults_injected` (per kind). Deletions:
+        `deletion_requests` (every DELETE call), `deletions_accepted` (202s), `ids_scheduled`.
+        `by_endpoint` gives per endpoint family `requests` and `rate_limited` (429s given,
+        whatever the cause). `job_timings` lists per job `accepted_at`, `completed_at` (by the
+        clock), `first_seen_final_at` (first status call that showed it final) and `polls`, in
+        seconds since start. Derived: `busy_share`, `notice_delay_avg` / `notice_delay_max` and
+        `polls_per_job_avg`; None until a job ended.
         """
         return self._account.stats()
+
+    def deletions(self, obj: str) -> list[str]:
+        """Ids of 'users' or 'companies' scheduled for deletion since the start or the last
+        reset, in request order (repeats included). Scheduling removes nothing: see
+        `run_deletions`."""
+        return self._account.deletions_copy(obj)
+
+    def run_deletions(self) -> dict[str, int]:
+        """Run the deletions scheduled since the last run, as Userpilot does daily at 02:00 UTC:
+        each profile goes, a user's events with it. Returns the profiles removed per object."""
+        return self._account.run_deletions()
 
     def jobs(self) -> list[dict]:
         """Every job, newest first, shaped as `GET /v1/background_jobs` shows them."""

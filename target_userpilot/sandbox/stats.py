@@ -4,7 +4,7 @@ request log, refusals, injected faults and per-job timings."""
 from __future__ import annotations
 
 from target_userpilot.sandbox.clock import Clock
-from target_userpilot.sandbox.faults import FAULT_KINDS
+from target_userpilot.sandbox.faults import ENDPOINTS, FAULT_KINDS
 from target_userpilot.sandbox.jobs import JobBoard
 from target_userpilot.sandbox.wire import Reply, Request
 
@@ -19,7 +19,12 @@ _COUNTERS = (
     "conflicts_foreign",
     "conflicts_own",
     "rows_received",
+    "deletion_requests",
+    "deletions_accepted",
+    "ids_scheduled",
 )
+# The endpoint families counted in `by_endpoint` ("other": unknown routes and methods).
+_ENDPOINTS = (*ENDPOINTS, "other")
 
 
 class Tally:
@@ -35,6 +40,7 @@ class Tally:
         self.rejected: dict[str, int] = {}
         self.faults_injected = dict.fromkeys(FAULT_KINDS, 0)
         self.request_log: list[dict] = []
+        self.by_endpoint = {name: {"requests": 0, "rate_limited": 0} for name in _ENDPOINTS}
 
     def reject(self, status: int) -> None:
         """Count a request refused for what it carried (per HTTP status)."""
@@ -42,9 +48,13 @@ class Tally:
         self.rejected[key] = self.rejected.get(key, 0) + 1
 
     def log_request(
-        self, arrived: float, request: Request, fault: str | None, reply: Reply
+        self, arrived: float, request: Request, endpoint: str, fault: str | None, reply: Reply
     ) -> None:
-        """Remember one /v1 call: when, what, the answer, the fault."""
+        """Remember and count one /v1 call: when, what, the answer, the fault."""
+        counts = self.by_endpoint[endpoint]
+        counts["requests"] += 1
+        if reply.status == 429 and not reply.drop:
+            counts["rate_limited"] += 1
         if len(self.request_log) >= _REQUEST_LOG_LIMIT:
             del self.request_log[: _REQUEST_LOG_LIMIT // 10]
         self.request_log.append(
@@ -52,6 +62,7 @@ class Tally:
                 "at": round(arrived - self.clock.origin, 4),
                 "method": request.method,
                 "path": request.path,
+                "endpoint": endpoint,
                 "status": None if reply.drop else reply.status,
                 "fault": fault,
             }
@@ -92,6 +103,7 @@ class Tally:
             "rows_per_minute": board.rows_per_minute,
             "rejected": dict(self.rejected),
             "faults_injected": dict(self.faults_injected),
+            "by_endpoint": {name: dict(counts) for name, counts in self.by_endpoint.items()},
             "job_timings": timings,
             "busy_share": busy_share,
             "notice_delay_avg": round(sum(delays) / len(delays), 4) if delays else None,

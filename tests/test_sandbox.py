@@ -22,6 +22,7 @@ import requests
 from conftest import eventually
 
 from target_userpilot.sandbox import Sandbox
+from target_userpilot.sandbox.limits import PerMinute
 
 API_KEY = "sandbox-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -712,3 +713,127 @@ def test_a_refused_deletion_request_does_not_move_the_interval(api):
         # the request after a refusal could not pass sooner than 0.3 s after it.
         *_, last_refused, passed = sb.request_log()
         assert passed["at"] - last_refused["at"] < 0.3
+
+
+# --- tracked events --------------------------------------------------------------------------
+
+
+def track(
+    api: requests.Session, sb: Sandbox, body: dict, headers: dict | None = None
+) -> requests.Response:
+    """A track request, with the version header unless `headers` says otherwise."""
+    return api.post(
+        f"{sb.url}/v1/track", json=body, headers=VERSION if headers is None else headers
+    )
+
+
+def test_track_stores_each_event_with_its_receive_time(sandbox, api, anon):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    metadata = {"amount": 12.5, "plan": "pro", "trial": False, "coupon": None}
+    first = track(
+        api, sandbox, {"user_id": "u1", "event_name": "invoice_paid", "metadata": metadata}
+    )
+    assert first.status_code == 202
+    assert track(api, sandbox, {"user_id": "u1", "event_name": "seat_added"}).status_code == 202
+
+    events = sandbox.events()
+    assert [(e["user_id"], e["event_name"], e["metadata"]) for e in events] == [
+        ("u1", "invoice_paid", metadata),
+        ("u1", "seat_added", {}),
+    ]
+    assert events[0]["received_at"].endswith("Z")
+    assert 0 <= events[0]["at"] <= events[1]["at"]
+    assert anon.get(f"{sandbox.url}/_sandbox/events").json() == events
+    stats = sandbox.stats()
+    assert (stats["track_requests"], stats["events_received"]) == (2, 2)
+    assert stats["by_endpoint"]["track"] == {"requests": 2, "rate_limited": 0}
+
+    sandbox.reset()
+    assert sandbox.events() == []
+
+
+def test_track_without_the_api_version_header_gets_400(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    answer = track(api, sandbox, {"user_id": "u1", "event_name": "e"}, headers={})
+    assert_error(answer, 400, "invalid_request", "INVALID_API_VERSION")
+    assert sandbox.events() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"event_name": "e"}, "user_id is missing"),
+        ({"user_id": 1, "event_name": "e"}, "user_id must be a non-empty string, got a number"),
+        ({"user_id": "u1", "event_name": ""}, "event_name must be a non-empty string"),
+        ({"user_id": "u1"}, "event_name is missing"),
+        ({"user_id": "u1", "event_name": "e", "metadata": ["a"]}, "metadata must be an object"),
+        ({"user_id": "u1", "event_name": "e", "metadata": {"a": {"b": 1}}}, "metadata.a is an"),
+        ({"user_id": "u1", "event_name": "e", "metadata": {"tags": [1]}}, "metadata.tags is an"),
+        ({"user_id": "u1", "event_name": "e", "timestamp": "2024-01-01"}, "unknown field"),
+    ],
+    ids=["no-user", "int-user", "empty-name", "no-name", "list-meta", "nested", "array", "extra"],
+)
+def test_track_with_an_invalid_event_gets_400(sandbox, api, body, problem):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    message = assert_error(track(api, sandbox, body), 400, "invalid_event", "VALIDATION_ERROR")
+    assert problem in message
+    assert sandbox.events() == []
+
+
+def test_track_for_a_user_without_a_profile_yet_gets_404(sandbox, api):
+    sandbox.set_rows_per_minute(60)  # 10 rows: ten seconds
+    upload_json(api, sandbox, "users", [{"user_id": f"u{n}"} for n in range(10)])
+    # The user's job has not completed: Userpilot does not know the user yet.
+    early = track(api, sandbox, {"user_id": "u0", "event_name": "e"})
+    message = assert_error(early, 404, "not_found", "USER_NOT_FOUND")
+    assert "u0" not in message  # error messages never echo record values
+
+    sandbox.set_rows_per_minute(0)
+    assert track(api, sandbox, {"user_id": "u0", "event_name": "e"}).status_code == 202
+    assert [e["user_id"] for e in sandbox.events()] == ["u0"]
+
+
+def test_track_accepts_unknown_users_when_told_to(api):
+    with Sandbox(api_key=API_KEY, track_requires_user=False) as sb:
+        assert track(api, sb, {"user_id": "nobody", "event_name": "e"}).status_code == 202
+        assert len(sb.events()) == 1
+
+
+def test_track_over_the_per_minute_limit_gets_429_with_retry_after(api):
+    with Sandbox(api_key=API_KEY, events_per_minute=3, track_requires_user=False) as sb:
+        codes = [track(api, sb, {"user_id": "u1", "event_name": "e"}).status_code for _ in range(3)]
+        assert codes == [202, 202, 202]
+        refused = track(api, sb, {"user_id": "u1", "event_name": "e"})
+        assert_error(refused, 429, "rate_limited", "TOO_MANY_REQUESTS")
+        # The oldest of the three leaves the 60 s window in just under a minute.
+        assert refused.headers["Retry-After"] == "60"
+        assert len(sb.events()) == 3
+        assert sb.stats()["by_endpoint"]["track"]["rate_limited"] == 1
+
+
+def test_events_per_minute_zero_or_none_means_no_limit(api):
+    for unlimited in (0, None):
+        with Sandbox(api_key=API_KEY, events_per_minute=unlimited, track_requires_user=False) as sb:
+            for _ in range(20):
+                assert track(api, sb, {"user_id": "u1", "event_name": "e"}).status_code == 202
+
+
+def test_the_per_minute_window_slides():
+    """The window's arithmetic, on a fake clock: a real minute is too long for a test."""
+    window = PerMinute(2)
+    assert window.admit(0.0) is None
+    assert window.admit(10.0) is None
+    assert window.admit(30.0) == pytest.approx(30.0)  # until the request at 0 s leaves
+    assert window.admit(60.0) is None  # the 0 s request has left
+    assert window.admit(65.0) == pytest.approx(5.0)  # until the 10 s one leaves
+    assert PerMinute(0).admit(0.0) is None
+
+
+def test_a_deletion_run_removes_a_deleted_users_events(unpaced, api):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}, {"user_id": "u2"}])
+    for user_id in ("u1", "u2", "u1"):
+        assert track(api, unpaced, {"user_id": user_id, "event_name": "e"}).status_code == 202
+    delete_ids(api, unpaced, "users", ["u1"])
+    assert len(unpaced.events()) == 3  # scheduled only
+    unpaced.run_deletions()
+    assert [e["user_id"] for e in unpaced.events()] == ["u2"]

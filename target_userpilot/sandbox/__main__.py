@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Serve a Userpilot-compatible bulk API on loopback, to try target-userpilot "
             "offline. Profiles: GET /_sandbox/profiles/users and /_sandbox/profiles/companies; "
-            "scheduled deletions: GET /_sandbox/deletions."
+            "scheduled deletions: GET /_sandbox/deletions; events: GET /_sandbox/events."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
@@ -46,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="ids one deletion request may name, else 413 (default: no limit)",
     )
+    parser.add_argument(
+        "--events-per-minute",
+        type=float,
+        default=600.0,
+        help="track requests admitted in any 60 s, else 429 (default 600, Userpilot's limit; "
+        "0 disables)",
+    )
+    parser.add_argument(
+        "--track-any-user",
+        action="store_true",
+        help="accept events for users without a profile (default: 404, as Userpilot)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser
 
@@ -62,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rows-per-minute must be 0 or more")
     if args.delete_interval < 0:
         parser.error("--delete-interval must be 0 or more")
+    if args.events_per_minute < 0:
+        parser.error("--events-per-minute must be 0 or more")
     if args.max_delete_ids is not None and args.max_delete_ids < 1:
         parser.error("--max-delete-ids must be 1 or more")
     if args.verbose:
@@ -84,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         rows_per_minute=args.rows_per_minute,
         delete_interval=args.delete_interval,
         max_delete_ids=args.max_delete_ids,
+        events_per_minute=args.events_per_minute,
+        track_requires_user=not args.track_any_user,
     )
     try:
         sandbox.start()

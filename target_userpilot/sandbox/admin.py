@@ -24,6 +24,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             "users": sandbox.deletions("users"),
             "companies": sandbox.deletions("companies"),
         },
+        "/_sandbox/events": sandbox.events,
         "/_sandbox/deletions/users": lambda: sandbox.deletions("users"),
         "/_sandbox/deletions/companies": lambda: sandbox.deletions("companies"),
     }

@@ -1,5 +1,5 @@
 """The `/v1` API of one emulated Userpilot account: routing, faults, the key, and endpoints
-(bulk uploads and job status; deletions).
+(bulk uploads and job status; deletions; tracked events).
 
 `Account` owns the one lock; the stored data, the job board, the fault dice and the tally it
 holds are plain objects it calls under that lock.
@@ -14,8 +14,14 @@ from urllib.parse import unquote
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import FaultDice, Faults
 from target_userpilot.sandbox.jobs import JobBoard
-from target_userpilot.sandbox.limits import Interval, check_seconds, retry_after_seconds
-from target_userpilot.sandbox.payloads import OBJECTS, parse_deletion, parse_upload
+from target_userpilot.sandbox.limits import (
+    Interval,
+    PerMinute,
+    check_per_minute,
+    check_seconds,
+    retry_after_seconds,
+)
+from target_userpilot.sandbox.payloads import OBJECTS, parse_deletion, parse_event, parse_upload
 from target_userpilot.sandbox.stats import Tally
 from target_userpilot.sandbox.store import ProfileStore
 from target_userpilot.sandbox.wire import Rejected, Reply, Request
@@ -38,12 +44,14 @@ _ENDPOINT_OF_ROUTE = {
 }
 
 # Calls that change the account: an injected slow answer comes after their effect.
-_EFFECTFUL = frozenset({"upload", "delete"})
+_EFFECTFUL = frozenset({"upload", "delete", "track"})
 
 
 def route_v1(method: str, path: str) -> tuple[str, str]:
     """Map a /v1 call to (endpoint, argument); the job id arrives percent-encoded."""
     parts = path.rstrip("/").split("/")[2:]  # drop "" and "v1"
+    if parts == ["track"]:
+        return ("track", "") if method == "POST" else ("method", f"{path} takes POST")
     if len(parts) == 1 and parts[0] in OBJECTS:
         return ("delete", parts[0]) if method == "DELETE" else ("method", f"{path} takes DELETE")
     if len(parts) == 2 and parts[0] in OBJECTS and parts[1] == "bulk_identify":
@@ -71,6 +79,8 @@ class Account:
         *,
         delete_interval: float | None = 2.0,
         max_delete_ids: int | None = None,
+        events_per_minute: float | None = 600,
+        track_requires_user: bool = True,
     ) -> None:
         if max_delete_ids is not None and (
             isinstance(max_delete_ids, bool)
@@ -83,6 +93,8 @@ class Account:
         self.api_key = api_key
         self.max_delete_ids = max_delete_ids
         self.delete_pace = Interval(check_seconds("delete_interval", delete_interval))
+        self.event_pace = PerMinute(check_per_minute("events_per_minute", events_per_minute))
+        self.track_requires_user = bool(track_requires_user)
         self.lock = threading.Lock()
         self.stopping = threading.Event()  # set by `Sandbox.stop`: cuts slow answers short
         self.clock = Clock()
@@ -101,6 +113,7 @@ class Account:
             self.dice.use(Faults())
             self.tally.clear()
             self.delete_pace.clear()
+            self.event_pace.clear()
 
     def set_faults(self, faults: Faults) -> None:
         """Replace the fault set."""
@@ -141,6 +154,11 @@ class Account:
         with self.lock:
             self.board.advance(self.clock.now())
             return self.store.run_deletions()
+
+    def events_copy(self) -> list[dict]:
+        """Every received event, oldest first."""
+        with self.lock:
+            return self.store.events_copy()
 
     def job_views(self) -> list[dict]:
         """Every job, newest first."""
@@ -204,6 +222,8 @@ class Account:
                 tally.counts["status_polls"] += 1
             elif route[0] == "delete":
                 tally.counts["deletion_requests"] += 1
+            elif route[0] == "track":
+                tally.counts["track_requests"] += 1
             faults = self.dice.faults
             fault = self.dice.roll(kind)
             if fault:
@@ -214,8 +234,9 @@ class Account:
                 refusal = Reply.error(403, "forbidden", "FORBIDDEN", "This API key is not allowed")
             if refusal is None and not self._authorized(request.authorization):
                 refusal = Reply.error(401, "unauthorized", "UNAUTHORIZED", "Invalid API key")
-            if refusal is None and route[0] == "delete":
-                refusal = self._admit_real_time(request, self.delete_pace, arrived)
+            if refusal is None and route[0] in ("delete", "track"):
+                pace = self.delete_pace if route[0] == "delete" else self.event_pace
+                refusal = self._admit_real_time(request, pace, arrived)
             if refusal is None and faults.refuse_uploads and route[0] == "upload":
                 tally.faults_injected["refuse"] += 1
                 refusal = Reply.error(
@@ -241,7 +262,9 @@ class Account:
             self.stopping.wait(faults.slow_seconds)
         return reply
 
-    def _admit_real_time(self, request: Request, pace: Interval, now: float) -> Reply | None:
+    def _admit_real_time(
+        self, request: Request, pace: Interval | PerMinute, now: float
+    ) -> Reply | None:
         """The real-time API's own checks (the caller holds the lock): the version header, then
         the rate limit. None lets the request through."""
         if request.api_version is None or request.api_version.strip() != API_VERSION:
@@ -264,6 +287,8 @@ class Account:
             return self._upload(argument, request, faults)
         if name == "delete":
             return self._delete(argument, request, faults)
+        if name == "track":
+            return self._track(request, faults)
         if name in ("status", "errors"):
             return self._job_status(argument, errors_only=name == "errors")
         if name == "list":
@@ -344,3 +369,28 @@ class Account:
             self.tally.counts["ids_scheduled"] += len(ids)
         noun = obj if len(ids) != 1 else obj[:-1] if obj == "users" else "company"
         return Reply.of_json(202, {"message": f"{len(ids)} {noun} scheduled for deletion"})
+
+    def _track(self, request: Request, faults: Faults) -> Reply:
+        """Store one event, stamped on receipt; its user must exist (unless told otherwise)."""
+        try:
+            event = parse_event(request.content_type, request.body, faults.max_bytes)
+        except Rejected as rejected:
+            with self.lock:
+                self.tally.reject(rejected.reply.status)
+            return rejected.reply
+        with self.lock:
+            now = self.clock.now()
+            self.board.advance(now)
+            if self.track_requires_user and not self.store.has_profile("users", event["user_id"]):
+                self.tally.reject(404)
+                return Reply.error(
+                    404,
+                    "not_found",
+                    "USER_NOT_FOUND",
+                    "No user with this user_id: identify the user before tracking its events",
+                )
+            event["received_at"] = self.clock.iso(now)
+            event["at"] = self.clock.since_start(now)
+            self.store.add_event(event)
+            self.tally.counts["events_received"] += 1
+        return Reply.of_json(202, {"message": "Event received"})

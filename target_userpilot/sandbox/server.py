@@ -38,6 +38,10 @@ class Sandbox:
     Deletion requests (`DELETE /v1/users`, `/v1/companies`) are admitted at most one per
     `delete_interval` seconds (Userpilot's 2; 0 or None: no limit), else 429 with Retry-After;
     more than `max_delete_ids` ids in one request (None: no limit) get 413.
+
+    Track requests (`POST /v1/track`) are admitted up to `events_per_minute` in any sliding
+    60 seconds (Userpilot's 600; 0 or None: no limit), else 429 with Retry-After; an event for
+    a user without a profile gets 404 unless `track_requires_user=False`.
     """
 
     def __init__(
@@ -50,6 +54,8 @@ class Sandbox:
         *,
         delete_interval: float | None = 2.0,
         max_delete_ids: int | None = None,
+        events_per_minute: float | None = 600,
+        track_requires_user: bool = True,
     ) -> None:
         require_loopback(host)
         self.host = host
@@ -60,6 +66,8 @@ class Sandbox:
             keep_uploads,
             delete_interval=delete_interval,
             max_delete_ids=max_delete_ids,
+            events_per_minute=events_per_minute,
+            track_requires_user=track_requires_user,
         )
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
@@ -136,7 +144,7 @@ class Sandbox:
         self._account.hold_foreign_job(seconds, at_upload)
 
     def reset(self) -> None:
-        """Forget profiles, jobs, deletions, statistics, faults and any foreign hold."""
+        """Forget profiles, jobs, deletions, events, statistics, faults and any foreign hold."""
         self._account.reset()
 
     def stats(self) -> dict:
@@ -146,7 +154,8 @@ class Sandbox:
         `status_polls`, `conflicts_foreign` / `conflicts_own` (409s while another client's or one
         of our own jobs ran; a correct client causes no own conflicts), `jobs`, `rows_received`,
         `rejected` (per HTTP status) and `faults_injected` (per kind). Deletions:
-        `deletion_requests` (every DELETE call), `deletions_accepted` (202s), `ids_scheduled`.
+        `deletion_requests` (every DELETE call), `deletions_accepted` (202s), `ids_scheduled`;
+        events: `track_requests` (every track call) and `events_received` (202s).
         `by_endpoint` gives per endpoint family `requests` and `rate_limited` (429s given,
         whatever the cause). `job_timings` lists per job `accepted_at`, `completed_at` (by the
         clock), `first_seen_final_at` (first status call that showed it final) and `polls`, in
@@ -165,6 +174,12 @@ class Sandbox:
         """Run the deletions scheduled since the last run, as Userpilot does daily at 02:00 UTC:
         each profile goes, a user's events with it. Returns the profiles removed per object."""
         return self._account.run_deletions()
+
+    def events(self) -> list[dict]:
+        """Every event received since the start or the last reset, oldest first: `user_id`,
+        `event_name`, `metadata`, `received_at` (ISO 8601 UTC, as Userpilot stamps events) and
+        `at` (seconds since start). A deletion run removes a deleted user's events."""
+        return self._account.events_copy()
 
     def jobs(self) -> list[dict]:
         """Every job, newest first, shaped as `GET /v1/background_jobs` shows them."""

@@ -22,6 +22,8 @@ _COUNTERS = (
     "deletion_requests",
     "deletions_accepted",
     "ids_scheduled",
+    "track_requests",
+    "events_received",
 )
 # The endpoint families counted in `by_endpoint` ("other": unknown routes and methods).
 _ENDPOINTS = (*ENDPOINTS, "other")

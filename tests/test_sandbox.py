@@ -837,3 +837,143 @@ def test_a_deletion_run_removes_a_deleted_users_events(unpaced, api):
     assert len(unpaced.events()) == 3  # scheduled only
     unpaced.run_deletions()
     assert [e["user_id"] for e in unpaced.events()] == ["u2"]
+
+
+# --- faults on the deletion and track endpoints ----------------------------------------------
+
+
+def test_faults_hit_deletion_and_track_calls_too_by_default(unpaced, api):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    unpaced.set_faults(rate_limit_rate=1.0, retry_after=2)
+    refused = delete_ids(api, unpaced, "users", ["u1"])
+    assert_error(refused, 429, "rate_limited", "TOO_MANY_REQUESTS")
+    assert refused.headers["Retry-After"] == "2"
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code == 429
+    assert unpaced.deletions("users") == []
+    assert unpaced.events() == []
+    by_endpoint = unpaced.stats()["by_endpoint"]
+    assert by_endpoint["delete"]["rate_limited"] == by_endpoint["track"]["rate_limited"] == 1
+    assert [e["fault"] for e in unpaced.request_log()[-2:]] == ["rate_limit", "rate_limit"]
+
+
+def test_endpoints_limits_faults_to_the_chosen_families(unpaced, api):
+    unpaced.set_faults(error_rate=1.0, endpoints=["track", "delete"])
+    assert upload_json(api, unpaced, "users", [{"user_id": "u1"}]).status_code == 202
+    assert api.get(f"{unpaced.url}/v1/background_jobs").status_code == 200
+    assert delete_ids(api, unpaced, "users", ["u1"]).status_code in {500, 502, 503}
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code in {500, 502, 503}
+    assert unpaced.stats()["faults_injected"]["error"] == 2
+
+    unpaced.set_faults(forbidden=True, endpoints=["bulk"])
+    assert upload_json(api, unpaced, "users", [{"user_id": "u2"}]).status_code == 403
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code == 202
+
+
+def test_only_keeps_its_meaning_beside_the_new_endpoints(unpaced, api):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    unpaced.set_faults(error_rate=1.0, only="status")
+    assert api.get(f"{unpaced.url}/v1/background_jobs").status_code in {500, 502, 503}
+    assert delete_ids(api, unpaced, "users", ["u1"]).status_code == 202
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code == 202
+
+
+def test_a_slow_track_call_times_out_on_the_client_but_the_event_is_stored(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    sandbox.set_faults(slow_rate=1.0, slow_seconds=2, endpoints=["track", "delete"])
+    with pytest.raises(requests.ReadTimeout):
+        api.post(
+            f"{sandbox.url}/v1/track",
+            json={"user_id": "u1", "event_name": "e"},
+            headers=VERSION,
+            timeout=0.3,
+        )
+    # The in-flight duplicate a client must live with: Userpilot has the event already.
+    eventually(lambda: len(sandbox.events()) == 1, what="the slow event to be stored")
+    assert sandbox.stats()["faults_injected"]["slow"] == 1
+
+
+def test_a_slow_deletion_call_times_out_on_the_client_but_is_scheduled(unpaced, api):
+    unpaced.set_faults(slow_rate=1.0, slow_seconds=2, endpoints=["delete"])
+    with pytest.raises(requests.ReadTimeout):
+        api.delete(f"{unpaced.url}/v1/users", json={"users": ["u1"]}, headers=VERSION, timeout=0.3)
+    eventually(lambda: unpaced.deletions("users") == ["u1"], what="the deletion to be scheduled")
+
+
+def test_a_dropped_deletion_or_track_call_has_no_effect(unpaced, api):
+    unpaced.set_faults(drop_rate=1.0, endpoints=["delete", "track"])
+    with pytest.raises(requests.ConnectionError):
+        delete_ids(api, unpaced, "users", ["u1"])
+    with pytest.raises(requests.ConnectionError):
+        track(api, unpaced, {"user_id": "u1", "event_name": "e"})
+    assert unpaced.deletions("users") == []
+    assert unpaced.events() == []
+    assert unpaced.stats()["faults_injected"]["drop"] == 2
+
+
+def test_answer_next_scripts_the_next_calls_of_one_endpoint(unpaced, api, anon):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    unpaced.answer_next("track", 503, times=2)
+    unpaced.answer_next("delete", 429, retry_after=3)
+    event = {"user_id": "u1", "event_name": "e"}
+    first, second = track(api, unpaced, event), track(api, unpaced, event)
+    assert (first.status_code, second.status_code) == (503, 503)
+    assert first.headers["Content-Type"] == "text/html"  # a proxy's page, as in production
+    assert track(api, unpaced, event).status_code == 202
+    limited = delete_ids(api, unpaced, "users", ["u1"])
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
+    assert delete_ids(api, unpaced, "users", ["u1"]).status_code == 202
+    assert len(unpaced.events()) == 1
+    assert unpaced.deletions("users") == ["u1"]
+    stats = unpaced.stats()
+    assert stats["faults_injected"]["scripted"] == 3
+    assert [e["fault"] for e in unpaced.request_log()].count("scripted") == 3
+
+    answer = anon.post(
+        f"{unpaced.url}/_sandbox/answer_next", json={"endpoint": "bulk", "status": 422}
+    )
+    assert answer.status_code == 200
+    refused = upload_json(api, unpaced, "users", [{"user_id": "u2"}])
+    assert_error(refused, 422, "invalid_request", "REQUEST_REFUSED")
+    assert upload_json(api, unpaced, "users", [{"user_id": "u2"}]).status_code == 202
+
+    unpaced.answer_next("list", 500, times=5)
+    unpaced.reset()
+    assert api.get(f"{unpaced.url}/v1/background_jobs").status_code == 200
+
+
+def test_nonsense_fault_selectors_and_scripts_are_refused(sandbox, anon):
+    with pytest.raises(ValueError, match="tracking"):
+        sandbox.set_faults(endpoints=["tracking"])
+    with pytest.raises(ValueError, match="list of endpoint families"):
+        sandbox.set_faults(endpoints="track")
+    for bad in ({"endpoint": "jobs", "status": 500}, {"endpoint": "track", "status": 200}):
+        with pytest.raises(ValueError):
+            sandbox.answer_next(**bad)
+        answer = anon.post(f"{sandbox.url}/_sandbox/answer_next", json=bad)
+        assert_error(answer, 400, "invalid_request", "BAD_REQUEST")
+    with pytest.raises(ValueError, match="times"):
+        sandbox.answer_next("track", 500, times=0)
+    answer = anon.post(f"{sandbox.url}/_sandbox/faults", json={"endpoints": ["delete"]})
+    assert answer.status_code == 200
+
+
+def test_stats_count_requests_and_429s_per_endpoint(api):
+    with Sandbox(api_key=API_KEY, delete_interval=60, events_per_minute=1) as sb:
+        job_id = upload_json(api, sb, "users", [{"user_id": "u1"}]).json()["job_id"]
+        job_status(api, sb, job_id)
+        api.get(f"{sb.url}/v1/background_jobs")
+        delete_ids(api, sb, "users", ["u9"])
+        delete_ids(api, sb, "users", ["u9"])  # within the interval: 429
+        track(api, sb, {"user_id": "u1", "event_name": "e"})
+        track(api, sb, {"user_id": "u1", "event_name": "e"})  # over the minute's 1: 429
+        api.get(f"{sb.url}/v1/nowhere")
+        by_endpoint = sb.stats()["by_endpoint"]
+        assert by_endpoint == {
+            "bulk": {"requests": 1, "rate_limited": 0},
+            "status": {"requests": 1, "rate_limited": 0},
+            "list": {"requests": 1, "rate_limited": 0},
+            "delete": {"requests": 2, "rate_limited": 1},
+            "track": {"requests": 2, "rate_limited": 1},
+            "other": {"requests": 1, "rate_limited": 0},
+        }
+        assert sum(counts["requests"] for counts in by_endpoint.values()) == sb.stats()["requests"]

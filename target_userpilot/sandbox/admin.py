@@ -36,6 +36,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/hold",
         "/_sandbox/rows_per_minute",
         "/_sandbox/run_deletions",
+        "/_sandbox/answer_next",
     ):
         return Reply.error(
             404, "not_found", "NOT_FOUND", f"No sandbox route {request.method} {path}"
@@ -48,6 +49,8 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             sandbox.set_faults(**document)
         elif path == "/_sandbox/reset":
             sandbox.reset()
+        elif path == "/_sandbox/answer_next":
+            sandbox.answer_next(**document)
         elif path == "/_sandbox/run_deletions":
             return Reply.of_json(200, sandbox.run_deletions())
         elif path == "/_sandbox/hold":

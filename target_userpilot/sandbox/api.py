@@ -106,11 +106,11 @@ class Account:
     # --- what the facade calls ---------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget profiles, jobs, statistics, faults and any foreign hold."""
+        """Forget profiles, jobs, statistics, faults, scripted answers and any foreign hold."""
         with self.lock:
             self.store.clear()
             self.board.clear()
-            self.dice.use(Faults())
+            self.dice = FaultDice()
             self.tally.clear()
             self.delete_pace.clear()
             self.event_pace.clear()
@@ -143,6 +143,11 @@ class Account:
             raise RuntimeError("uploads are only kept with Sandbox(keep_uploads=True)")
         with self.lock:
             return list(self.store.uploads)
+
+    def answer_next(self, endpoint: str, status: int, times: int, retry_after: float) -> None:
+        """Script the answers of the next calls of an endpoint family."""
+        with self.lock:
+            self.dice.script(endpoint, status, times, retry_after)
 
     def deletions_copy(self, obj: str) -> list[str]:
         """Ids scheduled for deletion, in request order."""
@@ -208,8 +213,9 @@ class Account:
         API (proxies, rate limiters, the network), where no key has been checked yet.
         """
         route = route_v1(request.method, request.path)
-        kind = "upload" if route[0] == "upload" else "status"
         endpoint = _ENDPOINT_OF_ROUTE.get(route[0], "other")
+        # `Faults.only` knows two kinds of call: uploads, and everything about jobs.
+        kind = {"bulk": "upload", "delete": "delete", "track": "track"}.get(endpoint, "status")
         tally = self.tally
         with self.lock:
             arrived = self.clock.now()
@@ -225,11 +231,15 @@ class Account:
             elif route[0] == "track":
                 tally.counts["track_requests"] += 1
             faults = self.dice.faults
-            fault = self.dice.roll(kind)
+            refusal = self.dice.scripted(endpoint)
+            if refusal is not None:
+                fault: str | None = "scripted"
+            else:
+                fault = self.dice.roll(endpoint, kind)
+                refusal = self.dice.reply_for(fault)
             if fault:
                 tally.faults_injected[fault] += 1
-            refusal = self.dice.reply_for(fault)
-            if refusal is None and faults.forbidden:
+            if refusal is None and faults.forbidden and faults.selects(endpoint):
                 tally.faults_injected["forbidden"] += 1
                 refusal = Reply.error(403, "forbidden", "FORBIDDEN", "This API key is not allowed")
             if refusal is None and not self._authorized(request.authorization):

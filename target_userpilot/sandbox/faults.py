@@ -7,6 +7,8 @@ same seed gives the same sequence of failures for the same sequence of requests.
 from __future__ import annotations
 
 import random
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ FAULT_KINDS = (
     "forbidden",
     "fail_job",
     "refuse",
+    "scripted",
 )
 
 # Statuses with a meaning of their own (key refused, conflict, too large, rate limit): each has
@@ -43,6 +46,13 @@ class Faults:
     their shares add up exactly; `status_error_rate` is drawn separately, for status calls only.
     `refuse_uploads` (a 4xx status such as 400 or 422) answers every authorised upload with that
     status and Userpilot's error envelope, as Userpilot does for a request it will not take.
+
+    Which calls the random faults and `forbidden` apply to: `endpoints`, a set of endpoint
+    families ("bulk", "status", "list", "delete", "track"; None: every /v1 call), and the older
+    `only` ("upload": bulk uploads, "status": job status and list calls; `forbidden` ignores
+    it), both when both are set. A slow answer comes after the call's effect for bulk, delete
+    and track (the client times out although Userpilot took the request), before it for the
+    others. `fail_jobs`, `max_rows`, `max_bytes` and `refuse_uploads` concern bulk uploads.
     """
 
     error_rate: float = 0.0
@@ -58,6 +68,7 @@ class Faults:
     forbidden: bool = False
     refuse_uploads: int = 0
     only: str | None = None
+    endpoints: frozenset[str] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,13 +104,89 @@ class Faults:
             )
         if self.only not in (None, "upload", "status"):
             raise ValueError(f"only must be 'upload', 'status' or null, got {self.only!r}")
+        if self.endpoints is not None:
+            # Lists arrive from JSON (the admin endpoint): keep a hashable, order-free set.
+            object.__setattr__(self, "endpoints", _endpoint_set(self.endpoints))
+
+    def selects(self, endpoint: str) -> bool:
+        """Whether `endpoints` lets faults hit a call of this endpoint family."""
+        return self.endpoints is None or endpoint in self.endpoints
+
+
+def _endpoint_set(endpoints: Iterable[str]) -> frozenset[str]:
+    if isinstance(endpoints, str) or not isinstance(endpoints, Iterable):
+        raise ValueError(
+            f"endpoints must be a list of endpoint families, got {endpoints!r}; "
+            f"choose from {', '.join(ENDPOINTS)}"
+        )
+    chosen = frozenset(endpoints)
+    unknown = sorted(str(name) for name in chosen - set(ENDPOINTS))
+    if unknown:
+        raise ValueError(
+            f"endpoints has unknown families {', '.join(unknown)}; choose from "
+            f"{', '.join(ENDPOINTS)}"
+        )
+    return chosen
+
+
+def scripted_reply(status: int, retry_after: float) -> Reply:
+    """The answer `Sandbox.answer_next` asks for, shaped as Userpilot (or a proxy) sends it."""
+    if status >= 500:
+        return server_error(status)
+    if status == 429:
+        reply = Reply.error(429, "rate_limited", "TOO_MANY_REQUESTS", "Too many requests")
+        return reply.retry_after(retry_after)
+    known = {
+        401: ("unauthorized", "UNAUTHORIZED", "Invalid API key"),
+        403: ("forbidden", "FORBIDDEN", "This API key is not allowed"),
+        404: ("not_found", "NOT_FOUND", "Not found"),
+        409: ("conflict", "JOB_IN_PROGRESS", "Another bulk job is in progress"),
+        413: ("payload_too_large", "PAYLOAD_TOO_LARGE", "The request is too large"),
+    }
+    error, code, message = known.get(
+        status,
+        (
+            "invalid_request",
+            "REQUEST_REFUSED",
+            f"The sandbox answers this call with HTTP {status} (answer_next).",
+        ),
+    )
+    return Reply.error(status, error, code, message)
+
+
+def check_script(endpoint: str, status: int, times: int, retry_after: float) -> None:
+    """Refuse a scripted answer that makes no sense, before it is queued."""
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+        raise ValueError(f"status must be an HTTP error status (400 to 599), got {status!r}")
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise ValueError(f"times must be an integer >= 1, got {times!r}")
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or retry_after < 0:
+        raise ValueError(f"retry_after must be a number of seconds >= 0, got {retry_after!r}")
 
 
 class FaultDice:
-    """The current `Faults` and the seeded generator that applies them, request by request."""
+    """The current `Faults` and the seeded generator that applies them, request by request,
+    plus the answers scripted for the next calls of an endpoint."""
 
     def __init__(self, faults: Faults | None = None) -> None:
         self.use(faults or Faults())
+        self.scripts: dict[str, deque[tuple[int, float]]] = {name: deque() for name in ENDPOINTS}
+
+    def script(self, endpoint: str, status: int, times: int, retry_after: float) -> None:
+        """Answer the next `times` calls of `endpoint` with `status`, after those already
+        scripted; a new fault set leaves them in place."""
+        check_script(endpoint, status, times, retry_after)
+        self.scripts[endpoint].extend([(status, float(retry_after))] * times)
+
+    def scripted(self, endpoint: str) -> Reply | None:
+        """The scripted answer for this call, if one is waiting (it is used up)."""
+        queue = self.scripts.get(endpoint)
+        if not queue:
+            return None
+        status, retry_after = queue.popleft()
+        return scripted_reply(status, retry_after)
 
     def use(self, faults: Faults) -> None:
         """Replace the fault set and restart its random sequence from its seed."""
@@ -107,9 +194,11 @@ class FaultDice:
         self.rng = random.Random(faults.seed)
         self.fail_jobs_left = faults.fail_jobs
 
-    def roll(self, kind: str) -> str | None:
-        """Pick at most one injected failure for a call of `kind` ('upload' or 'status')."""
+    def roll(self, endpoint: str, kind: str) -> str | None:
+        """Pick at most one injected failure for a call of this endpoint family and kind."""
         faults = self.faults
+        if not faults.selects(endpoint):
+            return None
         if faults.only in (None, kind):
             draw = self.rng.random()
             edge = 0.0

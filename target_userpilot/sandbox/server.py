@@ -131,6 +131,18 @@ class Sandbox:
         """Replace the fault set (see `Faults`); with no arguments, clear it."""
         self._account.set_faults(Faults(**faults))
 
+    def answer_next(
+        self, endpoint: str, status: int, times: int = 1, retry_after: float = 1.0
+    ) -> None:
+        """Answer the next `times` calls of an endpoint family ("bulk", "status", "list",
+        "delete", "track") with HTTP `status` and nothing else: the call has no effect.
+
+        5xx come as the API or a proxy sends them, 429 with `retry_after` seconds, 4xx in
+        Userpilot's error envelope. Scripted answers queue up in order, come before the random
+        faults, survive `set_faults` and are cleared by `reset`.
+        """
+        self._account.answer_next(endpoint, status, times, retry_after)
+
     def set_rows_per_minute(self, rows_per_minute: float | None) -> None:
         """Change the processing rate (0 or None: instant); a running job adopts it too."""
         self._account.set_rows_per_minute(rows_per_minute)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -977,3 +978,115 @@ def test_stats_count_requests_and_429s_per_endpoint(api):
             "other": {"requests": 1, "rate_limited": 0},
         }
         assert sum(counts["requests"] for counts in by_endpoint.values()) == sb.stats()["requests"]
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key, made for this run."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)
+
+
+def test_tls_serves_https_that_verifies_with_the_given_certificate(tls_files, anon):
+    cert, _ = tls_files
+    with Sandbox(api_key=API_KEY, tls=tls_files) as sb:
+        assert sb.url.startswith("https://127.0.0.1:")
+        headers = {"Authorization": f"Token {API_KEY}"}
+        answer = anon.post(
+            f"{sb.url}/v1/users/bulk_identify",
+            json={"users": [{"user_id": "u1"}]},
+            headers=headers,
+            verify=cert,
+        )
+        assert answer.status_code == 202
+        assert list(anon.get(f"{sb.url}/_sandbox/profiles/users", verify=cert).json()) == ["u1"]
+
+        # A client that does not trust the certificate, or speaks plain HTTP, gets nowhere...
+        with pytest.raises(requests.exceptions.SSLError):
+            anon.get(f"{sb.url}/v1/background_jobs", headers=headers)
+        with pytest.raises(requests.ConnectionError):
+            anon.get(sb.url.replace("https://", "http://") + "/v1/background_jobs")
+        # ...and leaves the sandbox serving everyone else.
+        assert anon.get(f"{sb.url}/v1/background_jobs", headers=headers, verify=cert).ok
+        assert sb.stats()["uploads"] == 1
+
+
+def test_tls_with_files_that_do_not_load_is_refused(tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="cannot load the TLS certificate"):
+        Sandbox(tls=(missing, missing))
+
+
+def test_cli_serves_https_with_the_deletion_and_track_limits(tls_files, anon):
+    cert, key = tls_files
+    process = run_cli(
+        *("--port", "0", "--api-key", API_KEY, "--tls-cert", cert, "--tls-key", key),
+        *("--delete-interval", "0", "--max-delete-ids", "1"),
+        *("--events-per-minute", "1", "--track-any-user"),
+    )
+    try:
+        line = process.stdout.readline().strip()
+        assert line.startswith("userpilot-sandbox listening on https://127.0.0.1:"), line
+        url = line.rsplit(" ", 1)[1]
+        headers = {"Authorization": f"Token {API_KEY}", **VERSION}
+
+        def delete(ids: list[str]) -> int:
+            return anon.delete(
+                f"{url}/v1/users", json={"users": ids}, headers=headers, verify=cert
+            ).status_code
+
+        def track_one() -> int:
+            event = {"user_id": "anyone", "event_name": "e"}
+            return anon.post(
+                f"{url}/v1/track", json=event, headers=headers, verify=cert
+            ).status_code
+
+        assert [delete(["u1", "u2"]), delete(["u1"]), delete(["u2"])] == [413, 202, 202]
+        assert [track_one(), track_one()] == [202, 429]
+        deletions = anon.get(f"{url}/_sandbox/deletions", verify=cert).json()
+        assert deletions == {"users": ["u1", "u2"], "companies": []}
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+
+
+def test_cli_refuses_a_certificate_without_its_key(tls_files):
+    process = run_cli("--port", "0", "--tls-cert", tls_files[0])
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 2
+    assert "--tls-cert and --tls-key go together" in stderr

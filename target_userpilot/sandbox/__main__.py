@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept events for users without a profile (default: 404, as Userpilot)",
     )
+    parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's unencrypted PEM private key")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser
 
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--events-per-minute must be 0 or more")
     if args.max_delete_ids is not None and args.max_delete_ids < 1:
         parser.error("--max-delete-ids must be 1 or more")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     if args.verbose:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -91,16 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    sandbox = Sandbox(
-        host=args.host,
-        port=args.port,
-        api_key=None if args.no_auth else args.api_key,
-        rows_per_minute=args.rows_per_minute,
-        delete_interval=args.delete_interval,
-        max_delete_ids=args.max_delete_ids,
-        events_per_minute=args.events_per_minute,
-        track_requires_user=not args.track_any_user,
-    )
+    try:
+        sandbox = Sandbox(
+            host=args.host,
+            port=args.port,
+            api_key=None if args.no_auth else args.api_key,
+            rows_per_minute=args.rows_per_minute,
+            delete_interval=args.delete_interval,
+            max_delete_ids=args.max_delete_ids,
+            events_per_minute=args.events_per_minute,
+            track_requires_user=not args.track_any_user,
+            tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         sandbox.start()
     except OSError as exc:

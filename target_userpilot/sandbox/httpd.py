@@ -1,5 +1,5 @@
-"""HTTP serving: a threading HTTP/1.1 server on loopback that turns each request into a
-`Request` for the API or the admin endpoints, and sends back their `Reply`."""
+"""HTTP serving: a threading HTTP/1.1 server on loopback (HTTPS with a certificate) that turns
+each request into a `Request` for the API or the admin endpoints, and sends back their `Reply`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,22 @@ log = logging.getLogger("target_userpilot.sandbox")
 
 _ADMIN_BODY_LIMIT = 1024 * 1024
 _IDLE_CONNECTION_SECONDS = 300
+# A client that connects and never completes the TLS handshake holds only its own thread.
+_HANDSHAKE_SECONDS = 10
+
+
+def tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server-side TLS context for the certificate and its key; ValueError if they do not
+    load, in a sentence that says which files."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot load the TLS certificate {certfile!r} with the key {keyfile!r} ({exc}). "
+            f"Give a PEM certificate and its unencrypted PEM private key."
+        ) from None
+    return context
 
 
 def require_loopback(host: str) -> None:
@@ -49,6 +66,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: SandboxServer
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            # Handshake here, in the connection's own thread, not in the accept loop.
+            self.request.settimeout(_HANDSHAKE_SECONDS)
+            self.request.do_handshake()
         super().setup()
         # Headers and body go out in separate writes; without NODELAY, Nagle's algorithm and
         # the client's delayed ACK add about 40 ms to every answer on a kept-alive connection.
@@ -179,13 +200,21 @@ class SandboxServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, address: tuple[str, int], account: Account, admin: Callable[[Request], Reply]
+        self,
+        address: tuple[str, int],
+        account: Account,
+        admin: Callable[[Request], Reply],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.account = account
         self.admin = admin
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a DNS lookup the sandbox neither needs nor
@@ -224,8 +253,12 @@ class SandboxServer6(SandboxServer):
 
 
 def make_server(
-    host: str, port: int, account: Account, admin: Callable[[Request], Reply]
+    host: str,
+    port: int,
+    account: Account,
+    admin: Callable[[Request], Reply],
+    tls: ssl.SSLContext | None = None,
 ) -> SandboxServer:
-    """Bind a server on `host:port` (port 0 picks a free one)."""
+    """Bind a server on `host:port` (port 0 picks a free one), serving HTTPS with `tls`."""
     server_class = SandboxServer6 if ":" in host else SandboxServer
-    return server_class((host.strip("[]"), port), account, admin)
+    return server_class((host.strip("[]"), port), account, admin, tls)

@@ -23,7 +23,12 @@ from typing import Any
 from target_userpilot.sandbox.admin import serve_admin
 from target_userpilot.sandbox.api import Account
 from target_userpilot.sandbox.faults import Faults
-from target_userpilot.sandbox.httpd import SandboxServer, make_server, require_loopback
+from target_userpilot.sandbox.httpd import (
+    SandboxServer,
+    make_server,
+    require_loopback,
+    tls_context,
+)
 
 __all__ = ["Faults", "Sandbox", "require_loopback"]
 
@@ -42,6 +47,9 @@ class Sandbox:
     Track requests (`POST /v1/track`) are admitted up to `events_per_minute` in any sliding
     60 seconds (Userpilot's 600; 0 or None: no limit), else 429 with Retry-After; an event for
     a user without a profile gets 404 unless `track_requires_user=False`.
+
+    `tls=(certfile, keyfile)` serves HTTPS (PEM files; the key unencrypted) and `url` starts
+    with https://, for clients that must verify a certificate or go through a proxy.
     """
 
     def __init__(
@@ -56,10 +64,12 @@ class Sandbox:
         max_delete_ids: int | None = None,
         events_per_minute: float | None = 600,
         track_requires_user: bool = True,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         require_loopback(host)
         self.host = host
         self.port = port
+        self._tls = tls_context(*tls) if tls is not None else None
         self._account = Account(
             api_key,
             rows_per_minute,
@@ -79,7 +89,11 @@ class Sandbox:
         self._account.stopping.clear()
         self._account.clock.restart()
         self._server = make_server(
-            self.host, self.port, self._account, lambda request: serve_admin(self, request)
+            self.host,
+            self.port,
+            self._account,
+            lambda request: serve_admin(self, request),
+            self._tls,
         )
         self.port = self._server.server_port
         self._thread = threading.Thread(
@@ -97,7 +111,8 @@ class Sandbox:
         if self._server is None:
             raise RuntimeError("the sandbox is not running; call start() first")
         host = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def stop(self) -> None:
         """Stop serving, cut injected slow answers short and close kept-alive connections."""

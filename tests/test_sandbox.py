@@ -716,6 +716,31 @@ def test_a_refused_deletion_request_does_not_move_the_interval(api):
         assert passed["at"] - last_refused["at"] < 0.3
 
 
+def test_limits_change_while_the_sandbox_runs(sandbox, api, anon):
+    assert sandbox.limits() == {
+        "delete_interval": 2.0,
+        "max_delete_ids": None,
+        "events_per_minute": 600.0,
+        "track_requires_user": True,
+    }
+    assert delete_ids(api, sandbox, "users", ["u1"]).status_code == 202
+    assert delete_ids(api, sandbox, "users", ["u2"]).status_code == 429
+    sandbox.set_limits(delete_interval=0)
+    assert delete_ids(api, sandbox, "users", ["u2"]).status_code == 202
+
+    assert anon.post(f"{sandbox.url}/_sandbox/limits", json={"max_delete_ids": 1}).ok
+    assert delete_ids(api, sandbox, "users", ["u3", "u4"]).status_code == 413
+    assert anon.get(f"{sandbox.url}/_sandbox/limits").json()["max_delete_ids"] == 1
+
+    with pytest.raises(TypeError, match="unknown limit"):
+        sandbox.set_limits(delete_intervall=1)
+    with pytest.raises(ValueError, match="events_per_minute"):
+        sandbox.set_limits(max_delete_ids=5, events_per_minute=-1)
+    assert sandbox.limits()["max_delete_ids"] == 1  # nothing changed by a refused call
+    refused = anon.post(f"{sandbox.url}/_sandbox/limits", json={"track_requires_user": "no"})
+    assert_error(refused, 400, "invalid_request", "BAD_REQUEST")
+
+
 # --- tracked events --------------------------------------------------------------------------
 
 

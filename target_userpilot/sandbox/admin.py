@@ -25,6 +25,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             "companies": sandbox.deletions("companies"),
         },
         "/_sandbox/events": sandbox.events,
+        "/_sandbox/limits": sandbox.limits,
         "/_sandbox/deletions/users": lambda: sandbox.deletions("users"),
         "/_sandbox/deletions/companies": lambda: sandbox.deletions("companies"),
     }
@@ -37,6 +38,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/rows_per_minute",
         "/_sandbox/run_deletions",
         "/_sandbox/answer_next",
+        "/_sandbox/limits",
     ):
         return Reply.error(
             404, "not_found", "NOT_FOUND", f"No sandbox route {request.method} {path}"
@@ -49,6 +51,8 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             sandbox.set_faults(**document)
         elif path == "/_sandbox/reset":
             sandbox.reset()
+        elif path == "/_sandbox/limits":
+            sandbox.set_limits(**document)
         elif path == "/_sandbox/answer_next":
             sandbox.answer_next(**document)
         elif path == "/_sandbox/run_deletions":

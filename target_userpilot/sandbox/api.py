@@ -14,13 +14,7 @@ from urllib.parse import unquote
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import FaultDice, Faults
 from target_userpilot.sandbox.jobs import JobBoard
-from target_userpilot.sandbox.limits import (
-    Interval,
-    PerMinute,
-    check_per_minute,
-    check_seconds,
-    retry_after_seconds,
-)
+from target_userpilot.sandbox.limits import Interval, PerMinute, RealTimeRules, retry_after_seconds
 from target_userpilot.sandbox.payloads import OBJECTS, parse_deletion, parse_event, parse_upload
 from target_userpilot.sandbox.stats import Tally
 from target_userpilot.sandbox.store import ProfileStore
@@ -82,19 +76,10 @@ class Account:
         events_per_minute: float | None = 600,
         track_requires_user: bool = True,
     ) -> None:
-        if max_delete_ids is not None and (
-            isinstance(max_delete_ids, bool)
-            or not isinstance(max_delete_ids, int)
-            or max_delete_ids < 1
-        ):
-            raise ValueError(
-                f"max_delete_ids must be an integer >= 1 or None, got {max_delete_ids!r}"
-            )
         self.api_key = api_key
-        self.max_delete_ids = max_delete_ids
-        self.delete_pace = Interval(check_seconds("delete_interval", delete_interval))
-        self.event_pace = PerMinute(check_per_minute("events_per_minute", events_per_minute))
-        self.track_requires_user = bool(track_requires_user)
+        self.rules = RealTimeRules(
+            delete_interval, max_delete_ids, events_per_minute, track_requires_user
+        )
         self.lock = threading.Lock()
         self.stopping = threading.Event()  # set by `Sandbox.stop`: cuts slow answers short
         self.clock = Clock()
@@ -112,14 +97,23 @@ class Account:
             self.board.clear()
             self.dice = FaultDice()
             self.tally.clear()
-            self.delete_pace.clear()
-            self.event_pace.clear()
+            self.rules.clear()
 
     def set_faults(self, faults: Faults) -> None:
         """Replace the fault set."""
         with self.lock:
             self.board.advance(self.clock.now())
             self.dice.use(faults)
+
+    def set_limits(self, **settings: object) -> None:
+        """Change the deletion and track rules (see `RealTimeRules.change`)."""
+        with self.lock:
+            self.rules.change(**settings)
+
+    def limits(self) -> dict:
+        """The deletion and track rules in force."""
+        with self.lock:
+            return self.rules.settings()
 
     def set_rows_per_minute(self, rows_per_minute: float | None) -> None:
         """Change the processing rate; a running job finishes at the new rate."""
@@ -245,7 +239,8 @@ class Account:
             if refusal is None and not self._authorized(request.authorization):
                 refusal = Reply.error(401, "unauthorized", "UNAUTHORIZED", "Invalid API key")
             if refusal is None and route[0] in ("delete", "track"):
-                pace = self.delete_pace if route[0] == "delete" else self.event_pace
+                rules = self.rules
+                pace = rules.delete_pace if route[0] == "delete" else rules.event_pace
                 refusal = self._admit_real_time(request, pace, arrived)
             if refusal is None and faults.refuse_uploads and route[0] == "upload":
                 tally.faults_injected["refuse"] += 1
@@ -367,7 +362,7 @@ class Account:
         """Schedule deletions: stored in order, applied only by `run_deletions`."""
         try:
             ids = parse_deletion(
-                obj, request.content_type, request.body, self.max_delete_ids, faults.max_bytes
+                obj, request.content_type, request.body, self.rules.max_delete_ids, faults.max_bytes
             )
         except Rejected as rejected:
             with self.lock:
@@ -391,7 +386,9 @@ class Account:
         with self.lock:
             now = self.clock.now()
             self.board.advance(now)
-            if self.track_requires_user and not self.store.has_profile("users", event["user_id"]):
+            if self.rules.track_requires_user and not self.store.has_profile(
+                "users", event["user_id"]
+            ):
                 self.tally.reject(404)
                 return Reply.error(
                     404,

@@ -68,8 +68,8 @@ class Faults:
     forbidden: bool = False
     refuse_uploads: int = 0
     only: str | None = None
-    endpoints: frozenset[str] | None = None
     seed: int = 0
+    endpoints: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         """Reject nonsense early: a typo in a test's fault set should fail loudly, not pass."""

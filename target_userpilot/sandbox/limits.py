@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 
 def check_seconds(name: str, value: float | None) -> float:
@@ -82,3 +83,65 @@ class PerMinute:
             return self.times[index] + self.WINDOW - now
         self.times.append(now)
         return None
+
+
+class RealTimeRules:
+    """Userpilot's rules for the deletion and track endpoints: one deletion request per
+    `delete_interval`, at most `max_delete_ids` ids each, `events_per_minute` track requests,
+    and whether an event's user must have a profile."""
+
+    def __init__(
+        self,
+        delete_interval: float | None = 2.0,
+        max_delete_ids: int | None = None,
+        events_per_minute: float | None = 600,
+        track_requires_user: bool = True,
+    ) -> None:
+        self.delete_pace = Interval(0.0)
+        self.event_pace = PerMinute(0.0)
+        self.max_delete_ids: int | None = None
+        self.track_requires_user = True
+        self.change(
+            delete_interval=delete_interval,
+            max_delete_ids=max_delete_ids,
+            events_per_minute=events_per_minute,
+            track_requires_user=track_requires_user,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """The current settings, by the names `change` takes."""
+        return {
+            "delete_interval": self.delete_pace.seconds,
+            "max_delete_ids": self.max_delete_ids,
+            "events_per_minute": self.event_pace.limit,
+            "track_requires_user": self.track_requires_user,
+        }
+
+    def change(self, **settings: Any) -> None:
+        """Change the named settings, the others staying; requests already admitted count
+        against the new limits. Every value is checked before any changes."""
+        unknown = sorted(set(settings) - set(self.settings()))
+        if unknown:
+            raise TypeError(
+                f"unknown limit {unknown[0]!r}; the limits are {', '.join(self.settings())}"
+            )
+        wanted = self.settings() | settings
+        interval = check_seconds("delete_interval", wanted["delete_interval"])
+        per_minute = check_per_minute("events_per_minute", wanted["events_per_minute"])
+        max_ids = wanted["max_delete_ids"]
+        if max_ids is not None and (
+            isinstance(max_ids, bool) or not isinstance(max_ids, int) or max_ids < 1
+        ):
+            raise ValueError(f"max_delete_ids must be an integer >= 1 or null, got {max_ids!r}")
+        requires_user = wanted["track_requires_user"]
+        if not isinstance(requires_user, bool):
+            raise ValueError(f"track_requires_user must be true or false, got {requires_user!r}")
+        self.delete_pace.seconds = interval
+        self.event_pace.limit = per_minute
+        self.max_delete_ids = max_ids
+        self.track_requires_user = requires_user
+
+    def clear(self) -> None:
+        """Forget the requests admitted so far (the settings stay)."""
+        self.delete_pace.clear()
+        self.event_pace.clear()

@@ -7,11 +7,13 @@ provoked on demand. The sandbox serves the same endpoints, answers in the same s
 inject each of those failures, repeatably, from a seeded random generator.
 
 Where things live:
-- `httpd`: HTTP serving on loopback; `admin`: the `/_sandbox/` endpoints;
+- `httpd`: HTTP(S) serving on loopback; `admin`: the `/_sandbox/` endpoints;
 - `api`: the `/v1` routing and endpoints of one account, under one lock;
-- `jobs`: the bulk job lifecycle; `faults`: what can be injected and the dice;
-- `store`: profiles as Userpilot merges them; `payloads`: request bodies and row checks;
-- `stats`: counters, the request log and job timings; `wire`: request and reply shapes.
+- `jobs`: the bulk job lifecycle; `limits`: the deletion and track rate limits;
+- `faults`: what can be injected, the dice, and scripted answers;
+- `store`: profiles as Userpilot merges them, scheduled deletions, received events;
+- `payloads`: request bodies and row checks; `wire`: request and reply shapes;
+- `stats`: counters, the request log and job timings; `clock`: times as clients read them.
 """
 
 from __future__ import annotations
@@ -158,6 +160,16 @@ class Sandbox:
         """
         self._account.answer_next(endpoint, status, times, retry_after)
 
+    def set_limits(self, **limits: Any) -> None:
+        """Change some of `delete_interval`, `max_delete_ids`, `events_per_minute` and
+        `track_requires_user` (the constructor's meanings) while running; the others stay, and
+        requests already admitted count against the new limits."""
+        self._account.set_limits(**limits)
+
+    def limits(self) -> dict:
+        """The deletion and track limits in force, by the names `set_limits` takes."""
+        return self._account.limits()
+
     def set_rows_per_minute(self, rows_per_minute: float | None) -> None:
         """Change the processing rate (0 or None: instant); a running job adopts it too."""
         self._account.set_rows_per_minute(rows_per_minute)
@@ -214,7 +226,8 @@ class Sandbox:
 
     def request_log(self) -> list[dict]:
         """Every `/v1` call, oldest first: `at` (seconds since start, on arrival), `method`,
-        `path`, `status` (None for a dropped connection) and the injected `fault`, if any.
+        `path`, `endpoint` (its family: bulk, status, list, delete, track or other), `status`
+        (None for a dropped connection) and the injected `fault`, if any.
 
         Lets a test judge a client's timing, e.g. that a retry after a 429 waited Retry-After.
         """

@@ -592,7 +592,7 @@ def test_deletion_is_scheduled_in_order_and_applied_only_by_a_deletion_run(unpac
     assert answer.status_code == 202
     assert answer.json() == {"message": "2 users scheduled for deletion"}
     one = delete_ids(api, unpaced, "companies", ["c1"])
-    assert one.json() == {"message": "1 company scheduled for deletion"}
+    assert one.json() == {"message": "1 companies scheduled for deletion"}
     # Userpilot deletes once a day: until then every profile is still there.
     assert set(unpaced.profiles("users")) == {"u1", "u2", "u3"}
     assert unpaced.deletions("users") == ["u2", "u1"]

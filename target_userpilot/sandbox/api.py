@@ -372,8 +372,8 @@ class Account:
             self.store.schedule_deletions(obj, ids)
             self.tally.counts["deletions_accepted"] += 1
             self.tally.counts["ids_scheduled"] += len(ids)
-        noun = obj if len(ids) != 1 else obj[:-1] if obj == "users" else "company"
-        return Reply.of_json(202, {"message": f"{len(ids)} {noun} scheduled for deletion"})
+        # Userpilot's wording, plural whatever the count.
+        return Reply.of_json(202, {"message": f"{len(ids)} {obj} scheduled for deletion"})
 
     def _track(self, request: Request, faults: Faults) -> Reply:
         """Store one event, stamped on receipt; its user must exist (unless told otherwise)."""

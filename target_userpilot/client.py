@@ -1,7 +1,9 @@
-"""HTTP client for Userpilot's bulk API: no Singer inside.
+"""HTTP client for Userpilot's API: bulk jobs, deletions and events; no Singer inside.
 
-One ``requests.Session`` owns the connections, the headers and the key. The retry policy is
-declared here once, next to the transport: which answers are worth another try, how long to wait
+One configuration (host, key, timeouts, proxies and CAs from the environment) serves every
+thread; each thread gets its own ``requests.Session`` from it, since a session is not safe to
+share between threads. The retry policy is declared here once, next to the transport, in
+``UserpilotClient.__init__``: which answers are worth another try, how long to wait
 (``Retry-After`` first, jittered exponential backoff otherwise), and how many tries are enough.
 """
 
@@ -13,21 +15,25 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import backoff
 import requests
+import requests.auth
 import urllib3
 
 from target_userpilot.errors import (
     AuthenticationError,
     ConfigurationError,
+    EventRefused,
     JobConflict,
+    JobTimeout,
     PayloadTooLarge,
     TransientError,
     UnexpectedAnswer,
@@ -37,21 +43,40 @@ from target_userpilot.errors import (
 logger = logging.getLogger("target_userpilot.client")
 
 ACCEPT = "application/json, text/plain, */*"
+#: The version header Userpilot requires on its deletion and track endpoints.
+API_VERSION = "2020-09-22"
 FINAL_STATUSES = frozenset({"completed", "failed"})
 WAITING_STATUSES = frozenset({"queued", "validating", "processing", "pending_refresh"})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses that say something about the request as a whole, never about one event's content.
+NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+#: What a job's type says about its object, to tell users' jobs from companies' in the list.
+JOB_TYPES = {"users": "users_bulk_identify", "companies": "companies_bulk_identify"}
+
+UNSENDABLE_KEY = (
+    "The API key cannot be sent as an HTTP header: it holds whitespace, a control character or "
+    "a character outside printable ASCII (often a newline or space copied with it). Copy the "
+    "key again from Userpilot (Settings > Environment) into api_key."
+)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How transient failures are retried."""
+    """How failures are retried: transient ones, status polls, and another client's job.
+
+    Transient failures (429, 5xx, dropped connections, timeouts) get ``max_tries`` tries;
+    status polls retry them, and answers that are no job, for up to ``poll_max_time`` seconds;
+    409 is waited out for as long as the caller's ``conflict_wait``.
+    """
 
     base_seconds: float = 0.5
     max_seconds: float = 30.0
     max_tries: int = 8
     #: Status polls may wait out a longer outage: re-uploading is never the answer to one.
     poll_max_time: float = 300.0
+    #: Longest pause between two uploads while another bulk job holds the account (409).
+    conflict_max_seconds: float = 30.0
 
 
 def check_api_url(api_url: str) -> str:
@@ -81,6 +106,35 @@ def is_loopback(host: str) -> bool:
         return True
     octets = host.split(".")
     return len(octets) == 4 and octets[0] == "127" and all(o.isdigit() for o in octets)
+
+
+def check_api_key(api_key: str) -> str:
+    """Return ``api_key``, or raise :class:`ConfigurationError` if no HTTP header can carry it.
+
+    http.client and requests quote a header they refuse in their error text, which would put
+    the key in the output; refusing it here, without echoing it, keeps it out.
+    """
+    if any(not "\x21" <= char <= "\x7e" for char in api_key):
+        raise ConfigurationError(UNSENDABLE_KEY)
+    return api_key
+
+
+class _TokenAuth(requests.auth.AuthBase):
+    """``Authorization: Token <key>`` on every request.
+
+    An auth object, not a session header: with one set, requests never swaps in credentials
+    from ``~/.netrc``, even though the session trusts the environment for proxies and CAs.
+    """
+
+    def __init__(self, api_key: str) -> None:
+        self._header = f"Token {api_key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "<Userpilot token>"  # never the key, whatever prints this object
 
 
 def _wait_for(policy: RetryPolicy) -> Iterator[float]:
@@ -190,7 +244,7 @@ class _MultipartBody(io.RawIOBase):
 
 
 class UserpilotClient:
-    """Talks to one Userpilot host (or the sandbox) with one API key."""
+    """Talks to one Userpilot host (or the sandbox) with one API key, from any thread."""
 
     def __init__(
         self,
@@ -201,26 +255,41 @@ class UserpilotClient:
         timeout: tuple[float, float] = (10.0, 60.0),
         retry: RetryPolicy | None = None,
         user_agent: str = "target-userpilot",
+        on_rate_limited: Callable[[float | None], None] | None = None,
     ) -> None:
         self.api_url = check_api_url(api_url)
         self.upload_format = upload_format
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxies or .netrc credentials picked up silently
-        self._session.headers.update(
-            {"Authorization": f"Token {api_key}", "Accept": ACCEPT, "User-Agent": user_agent}
-        )
-        # The retry policy, declared once: uploads and lists get a bounded number of tries;
-        # status polls may wait out a longer outage, because re-uploading is never the answer.
-        self._retrying = self._transient_retry(max_tries=lambda: self.retry.max_tries)
-        self._polling = self._transient_retry(max_time=lambda: self.retry.poll_max_time)
+        #: Called with Retry-After (or None) on every 429, from the thread that met it, so a
+        #: caller that paces its own requests (events, deletions) can slow down.
+        self.on_rate_limited = on_rate_limited
+        #: 429 answers met so far, by every thread.
+        self.rate_limited = 0
+        self._auth = _TokenAuth(check_api_key(api_key))
+        self._headers = {"Accept": ACCEPT, "User-Agent": user_agent}
+        # The sandbox and other loopback hosts are never reached through a proxy: a proxy
+        # cannot reach this machine's loopback, and plain http:// would show it the key.
+        self._direct = is_loopback(urlsplit(self.api_url).hostname or "")
+        self._verify = _ca_bundle_from_environment()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
 
-    def _transient_retry(self, **limits: Any) -> Any:
-        """A backoff decorator for transient failures: Retry-After first, else jittered expo."""
+        # The retry policy, declared once. Uploads, lists, deletions and events get a bounded
+        # number of tries; status polls may wait out a longer outage (and answers that are no
+        # job), because re-uploading is never the answer to a failed poll; another client's
+        # job (409) is waited out for as long as the caller allows (`_conflicts`, below).
+        self._retrying = self._backoff(TransientError, max_tries=lambda: self.retry.max_tries)
+        self._polling = self._backoff(
+            (TransientError, UnexpectedAnswer), max_time=lambda: self.retry.poll_max_time
+        )
+
+    def _backoff(self, errors: Any, **limits: Any) -> Any:
+        """A backoff decorator for ``errors``: Retry-After first, else jittered expo."""
         return backoff.on_exception(
             _wait_for,
-            TransientError,
+            errors,
             jitter=None,
             on_backoff=_log_retry,
             logger=None,
@@ -228,11 +297,41 @@ class UserpilotClient:
             **limits,
         )
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        self._session.close()
+    def _conflicts(self, conflict_wait: float) -> Any:
+        """A backoff decorator that waits out another bulk job (409) for ``conflict_wait`` s."""
+        return backoff.on_exception(
+            backoff.expo,
+            JobConflict,
+            max_time=conflict_wait,
+            jitter=backoff.full_jitter,
+            on_backoff=_log_conflict,
+            logger=None,
+            factor=2,
+            max_value=self.retry.conflict_max_seconds,
+        )
 
-    # Public calls
+    def close(self) -> None:
+        """Close every thread's pooled connections."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    @property
+    def _session(self) -> requests.Session:
+        """This thread's session: requests.Session is not safe to share between threads."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.auth = self._auth
+            session.headers.update(self._headers)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    # Bulk jobs
 
     def upload(
         self, object: str, path: str, filename: str, *, conflict_wait: float = 7200.0
@@ -241,58 +340,119 @@ class UserpilotClient:
 
         A 409 means another job holds the account (ours are awaited before we upload, so it is
         another client's): it is waited out with jittered backoff for up to ``conflict_wait``
-        seconds, then raised.
+        seconds, then :class:`JobTimeout` is raised.
 
         A timeout or dropped connection after the file was sent is ambiguous: Userpilot may have
         created the job. Before trying again we look for a job with our (unique) filename and
-        adopt it, so a flaky network never sends a batch twice or trips over our own job.
+        adopt it, so a flaky network never sends a batch twice or trips over our own job. The
+        same lookup follows an acceptance that names no job. JSON uploads carry no filename to
+        look for: after a lost answer they are sent again, which upserts the same rows twice.
         """
         endpoint = f"/v1/{object}/bulk_identify"
         maybe_created = False
+        accepted_as: str | None = None  # what an acceptance that named no job held instead
 
         def attempt() -> dict[str, Any]:
-            nonlocal maybe_created
+            nonlocal maybe_created, accepted_as
+            if accepted_as is not None:
+                return self._adopt_unnamed(endpoint, filename, accepted_as)
             if maybe_created and self.upload_format == "ndjson":
                 existing = self.find_job(filename)
                 if existing is not None:
                     logger.info(
                         "Found job %s from the interrupted upload of %s.",
-                        existing.get("job_id"),
+                        existing["job_id"],
                         filename,
                     )
                     return existing
+            elif maybe_created:
+                logger.info(
+                    "The answer to the JSON upload of %s was lost; JSON jobs carry no filename "
+                    "to find them by, so the batch is sent again (its rows are upserted twice).",
+                    filename,
+                )
             try:
-                return self._post_batch(endpoint, object, path, filename)
+                answer = self._post_batch(endpoint, object, path, filename)
             except TransientError as exc:
                 # A refused connection sent nothing: no job to look for before the next try.
                 maybe_created = maybe_created or exc.reached_server
                 raise
+            except UnexpectedAnswer as exc:
+                msg = (
+                    f"{exc} The upload of {filename} was not repeated, since it may have "
+                    "reached Userpilot; rerun from the last STATE once api_url answers as "
+                    "Userpilot."
+                )
+                raise UnexpectedAnswer(msg) from None
+            job = _job_object(answer)
+            if job is not None:
+                return job
+            # Accepted, yet no job named: never sent again, only looked for (a lookup that
+            # fails for a moment is retried as any transient failure).
+            accepted_as = _describe(answer)
+            return self._adopt_unnamed(endpoint, filename, accepted_as)
 
-        waiting = backoff.on_exception(
-            backoff.expo,
-            JobConflict,
-            max_time=conflict_wait,
-            jitter=backoff.full_jitter,
-            on_backoff=_log_conflict,
-            logger=None,
-            factor=2,
-            max_value=30,
-        )
         what = f"Uploading the {object} batch {filename}"
-        return waiting(lambda: self._until_giving_up(self._retrying, attempt, what))()
+        try:
+            return self._conflicts(conflict_wait)(
+                lambda: self._until_giving_up(self._retrying, attempt, what)
+            )()
+        except JobConflict:
+            msg = (
+                f"Another bulk job held the Userpilot account for over {conflict_wait:.0f} s, "
+                f"so the batch file {filename} could not be uploaded within "
+                "job_timeout_seconds. Check the running jobs in Userpilot (another client may "
+                "be loading), or raise job_timeout_seconds."
+            )
+            raise JobTimeout(msg) from None
+
+    def _adopt_unnamed(self, endpoint: str, filename: str, described: str) -> dict[str, Any]:
+        """An upload accepted without a job id: find its job by filename, or say why not."""
+        if self.upload_format == "ndjson":
+            job = self.find_job(filename)
+            if job is not None:
+                logger.info(
+                    "Userpilot accepted %s with %s; following its job %s from the jobs list.",
+                    filename,
+                    described,
+                    job["job_id"],
+                )
+                return job
+            where = "and the jobs list shows no job for that file"
+        else:
+            where = "and a JSON upload has no filename to find its job by"
+        msg = (
+            f"POST {endpoint} accepted the batch {filename} with {described} instead of a job "
+            f"object, {where}: the target cannot follow the job. Check Userpilot's background "
+            "jobs and api_url (a proxy may be answering), then rerun from the last STATE."
+        )
+        raise UnexpectedAnswer(msg)
 
     def job_status(self, job_id: str) -> dict[str, Any]:
-        """The job object of ``job_id`` (retried on transient failures for a long while)."""
+        """The job object of ``job_id``, its status in lower case.
+
+        Transient failures and answers that are no job object are retried for a long while
+        (``poll_max_time``): a poll changes nothing, and the job goes on meanwhile.
+        """
         path = f"/v1/background_jobs/{quote(str(job_id), safe='')}"
+
+        def poll() -> dict[str, Any]:
+            answer = self._request("GET", path)
+            job = _job_object(answer)
+            if job is None or "status" not in job:
+                msg = f"GET {path} answered with {_describe(answer)}, not a job object"
+                raise UnexpectedAnswer(msg)
+            return job
+
         what = (
             f"Reading the status of job {job_id} (it may still complete in Userpilot; "
             "nothing is uploaded again for it)"
         )
-        return self._until_giving_up(self._polling, lambda: self._json("GET", path), what)
+        return self._until_giving_up(self._polling, poll, what)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """One try at the account's bulk jobs; an answer that is no job list is an error."""
-        return _job_list(self._json("GET", "/v1/background_jobs"))
+        return _job_list(self._request("GET", "/v1/background_jobs"))
 
     def find_job(self, filename: str) -> dict[str, Any] | None:
         """The job created from ``filename``, if Userpilot has one (or lists none we can read)."""
@@ -300,10 +460,45 @@ class UserpilotClient:
             jobs = self.list_jobs()
         except UnexpectedAnswer:
             return None
-        for job in jobs:
-            if job.get("filename") == filename:
-                return job
-        return None
+        return next((job for job in jobs if job.get("filename") == filename), None)
+
+    # Deletions and events
+
+    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]:
+        """Ask Userpilot to delete ``ids`` of ``object`` (``users`` or ``companies``).
+
+        Returns Userpilot's answer (``{}`` when it sent no body). Deleting is idempotent, so
+        every transient failure is retried; 413 raises :class:`PayloadTooLarge` for the caller
+        to split the ids.
+        """
+        if object not in JOB_TYPES:
+            raise ValueError(f"object must be 'users' or 'companies', not {object!r}")
+        path = f"/v1/{object}"
+        body = json.dumps({object: list(ids)}).encode()
+        what = f"Deleting {len(ids)} {object}"
+        answer = self._until_giving_up(
+            self._retrying, lambda: self._request("DELETE", path, data=body, versioned=True), what
+        )
+        if isinstance(answer, dict):
+            return answer
+        return {} if answer is None else {"message": answer}
+
+    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None:
+        """Send one event to ``/v1/track``.
+
+        Raises :class:`EventRefused` when Userpilot refuses this event (a 4xx about its
+        content), so the caller rejects that record alone. Transient failures are retried; an
+        event whose answer was lost may then count twice, as events are not idempotent.
+        """
+        event: dict[str, Any] = {"user_id": user_id, "event_name": event_name}
+        if metadata is not None:
+            event["metadata"] = metadata
+        body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        self._until_giving_up(
+            self._retrying,
+            lambda: self._request("POST", "/v1/track", data=body, versioned=True, events=True),
+            "Sending an event to /v1/track",
+        )
 
     def _until_giving_up(self, retrying: Any, call: Any, what: str) -> Any:
         """Run ``call`` under the ``retrying`` policy; once it gives up, say so in a sentence.
@@ -321,8 +516,18 @@ class UserpilotClient:
 
         try:
             return retrying(counted)()
-        except TransientError as exc:
+        except (TransientError, UnexpectedAnswer) as exc:
+            if isinstance(exc, UnexpectedAnswer) and retrying is not self._polling:
+                raise  # not retried under this policy: the error speaks for itself
             elapsed = time.monotonic() - started
+            if isinstance(exc, UnexpectedAnswer):
+                msg = (
+                    f"{what} failed {tries} times in {elapsed:.0f} s; the last answer: {exc}. "
+                    "Something other than Userpilot's API answers (a proxy or another "
+                    "service): nothing after the last STATE was lost; check api_url and any "
+                    "proxy between this machine and Userpilot, then rerun."
+                )
+                raise UnexpectedAnswer(msg) from None
             msg = (
                 f"{what} failed {tries} times in {elapsed:.0f} s; the last try: {exc}. "
                 "Userpilot or the network to it is failing: nothing after the last STATE was "
@@ -332,7 +537,7 @@ class UserpilotClient:
 
     # Transport
 
-    def _post_batch(self, endpoint: str, object: str, path: str, filename: str) -> dict[str, Any]:
+    def _post_batch(self, endpoint: str, object: str, path: str, filename: str) -> Any:
         if self.upload_format == "json":
             with open(path, "rb") as handle:
                 body = (
@@ -342,24 +547,39 @@ class UserpilotClient:
                     + b",".join(line.rstrip(b"\n") for line in handle if line.strip())
                     + b"]}"
                 )
-            return self._json("POST", endpoint, data=body, content_type="application/json")
+            return self._request("POST", endpoint, data=body, content_type="application/json")
         boundary = uuid.uuid4().hex
-        body = _MultipartBody(path, filename, boundary)
+        multipart = _MultipartBody(path, filename, boundary)
         try:
-            return self._json(
+            return self._request(
                 "POST",
                 endpoint,
-                data=body,
+                data=multipart,
                 content_type=f"multipart/form-data; boundary={boundary}",
             )
         finally:
-            body.close()
+            multipart.close()
 
-    def _json(
-        self, method: str, path: str, *, data: Any = None, content_type: str | None = None
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: Any = None,
+        content_type: str | None = "application/json",
+        versioned: bool = False,
+        events: bool = False,
     ) -> Any:
-        """One HTTP call, its answer decoded, its failure sorted into our error types."""
-        headers = {"Content-Type": content_type} if content_type else None
+        """One HTTP call, its answer decoded, its failure sorted into our error types.
+
+        ``versioned`` adds the X-API-Version header of the deletion and track endpoints;
+        ``events`` makes a refusal of the request's content an :class:`EventRefused`.
+        """
+        headers: dict[str, str] = {}
+        if data is not None and content_type:
+            headers["Content-Type"] = content_type
+        if versioned:
+            headers["X-API-Version"] = API_VERSION
         try:
             response = self._session.request(
                 method,
@@ -368,27 +588,50 @@ class UserpilotClient:
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,  # the key goes to api_url and nowhere else
+                # A fresh dict per call: requests fills it in from the environment.
+                proxies={"http": None, "https": None, "all": None} if self._direct else {},
+                verify=self._verify,
             )
+        except requests.exceptions.SSLError as exc:
+            msg = (
+                f"{method} {path}: the TLS connection to {urlsplit(self.api_url).hostname} "
+                f"failed ({_short(exc)}). If a company proxy or firewall inspects TLS, point "
+                "REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its CA certificate bundle"
+            )
+            raise TransientError(msg, reached_server=False) from None
         except requests.Timeout as exc:
             msg = f"{method} {path} timed out ({type(exc).__name__})"
             raise TransientError(msg, reached_server=_reached_server(exc)) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             msg = f"{method} {path}: connection failed ({_short(exc)})"
             raise TransientError(msg, reached_server=_reached_server(exc)) from None
+        except requests.exceptions.InvalidHeader:
+            raise ConfigurationError(UNSENDABLE_KEY) from None  # its text quotes the header
         except requests.RequestException as exc:
             msg = f"{method} {path} failed: {type(exc).__name__} ({_short(exc)})"
             raise UserpilotError(msg) from None
-        return self._decode(method, path, response)
+        except (UnicodeError, ValueError):
+            # http.client refuses a header it cannot encode or that holds a line break, and
+            # quotes the header (the key) in its message: never let that text out.
+            raise ConfigurationError(UNSENDABLE_KEY) from None
+        return self._decode(method, path, response, events=events)
 
-    def _decode(self, method: str, path: str, response: requests.Response) -> Any:
+    def _decode(
+        self, method: str, path: str, response: requests.Response, *, events: bool = False
+    ) -> Any:
         status = response.status_code
         if status < 300:
-            if not response.content:
+            if not response.content.strip():
                 return None
             try:
                 return response.json()
             except ValueError:
-                msg = f"{method} {path} answered HTTP {status} without a JSON body"
+                kind = response.headers.get("Content-Type", "").split(";")[0] or "a body"
+                msg = (
+                    f"{method} {path} answered HTTP {status} with {kind} that is not JSON: this "
+                    "is not Userpilot's API (a proxy, a login page or another service "
+                    "answered). Check api_url and any proxy between this machine and Userpilot."
+                )
                 raise UnexpectedAnswer(msg) from None
         message = _error_message(response)
         if status in (401, 403):
@@ -397,12 +640,17 @@ class UserpilotClient:
                 "EU or Enterprise accounts (e.g. https://analytex-eu.userpilot.io)."
             )
             raise AuthenticationError(msg)
-        if status == 409:
+        if status == 409 and path.endswith("/bulk_identify"):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
         if status == 413:
-            raise PayloadTooLarge(f"Userpilot refused the batch as too large (HTTP 413): {message}")
+            raise PayloadTooLarge(
+                f"Userpilot refused the request as too large (HTTP 413): {message}"
+            )
         if status in TRANSIENT_STATUSES:
-            raise TransientError(f"{method} {path} answered HTTP {status}", _retry_after(response))
+            retry_after = _retry_after(response)
+            if status == 429:
+                self._note_rate_limit(retry_after)
+            raise TransientError(f"{method} {path} answered HTTP {status}", retry_after)
         if 300 <= status < 400:
             msg = (
                 f"Userpilot answered {method} {path} with a redirect (HTTP {status}) to "
@@ -410,15 +658,66 @@ class UserpilotClient:
                 "follow redirects with the API key. Set api_url to the final host."
             )
             raise UserpilotError(msg)
+        if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
+            raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
+
+    def _note_rate_limit(self, retry_after: float | None) -> None:
+        with self._lock:
+            self.rate_limited += 1
+        if self.on_rate_limited is not None:
+            self.on_rate_limited(retry_after)
+
+
+def _ca_bundle_from_environment() -> bool | str:
+    """``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, when REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are unset.
+
+    requests reads its own two variables but verifies against certifi's bundle otherwise, so
+    the OpenSSL variables that Python and most tools honour would be ignored without this.
+    """
+    if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        return True  # requests applies them itself
+    return os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or True
 
 
 def _reached_server(exc: requests.RequestException) -> bool:
     """Whether a failed request may have arrived: not when connecting itself failed."""
-    if isinstance(exc, requests.ConnectTimeout):
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.ProxyError):
         return False
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return not isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _job_object(answer: Any) -> dict[str, Any] | None:
+    """A job object with ``job_id`` as a string and ``status`` in lower case; else None."""
+    if not isinstance(answer, dict):
+        return None
+    job_id = answer.get("job_id")
+    if isinstance(job_id, bool) or not isinstance(job_id, str | int) or str(job_id) == "":
+        return None
+    job = dict(answer)
+    job["job_id"] = str(job_id)
+    status = answer.get("status")
+    if isinstance(status, str) and status.strip():
+        job["status"] = status.strip().lower()
+    else:
+        job.pop("status", None)  # a missing or unreadable status is no status
+    return job
+
+
+def _describe(answer: Any) -> str:
+    """What an answer that is not a job object holds, in words (never its values)."""
+    if answer is None:
+        return "an empty body"
+    if isinstance(answer, list):
+        return "a JSON array"
+    if isinstance(answer, dict) and _job_object(answer) is None:
+        return "a JSON object without a job_id"
+    if isinstance(answer, dict):
+        return "a JSON object without a status"
+    if isinstance(answer, bool):
+        return "a JSON boolean"
+    return "a JSON string" if isinstance(answer, str) else "a JSON number"
 
 
 def _job_list(answer: Any) -> list[dict[str, Any]]:
@@ -429,7 +728,7 @@ def _job_list(answer: Any) -> list[dict[str, Any]]:
     if not isinstance(jobs, list):
         msg = "GET /v1/background_jobs answered JSON that is not a list of jobs"
         raise UnexpectedAnswer(msg)
-    return [job for job in jobs if isinstance(job, dict)]
+    return [job for job in map(_job_object, jobs) if job is not None]
 
 
 def _error_message(response: requests.Response) -> str:
@@ -445,7 +744,7 @@ def _error_message(response: requests.Response) -> str:
             if isinstance(e, dict)
         ]
         if messages:
-            return "; ".join(messages)
+            return "; ".join(messages)[:300]
     return json.dumps(body)[:300]
 
 
@@ -460,9 +759,15 @@ def _retry_after(response: requests.Response) -> float | None:
 
 
 def _short(exc: Exception) -> str:
-    """The operating system's reason (e.g. 'Connection refused') rather than urllib3's chain."""
-    text = str(exc)
+    """The operating system's reason (e.g. 'Connection refused') rather than urllib3's chain.
+
+    Credentials in a proxy URL (``http://user:password@proxy``) are cut out.
+    """
+    text = re.sub(r"//[^/@\s'\"]+@", "//***@", str(exc))
     reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if reason:
         return reason.group(1).strip()
+    verify = re.search(r"certificate verify failed: ([^'\")\]]+)", text)
+    if verify:
+        return f"certificate verify failed: {verify.group(1).strip()}"
     return text if len(text) <= 200 else text[:200] + "..."

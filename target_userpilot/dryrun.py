@@ -2,31 +2,71 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 from typing import Any
+
+logger = logging.getLogger("target_userpilot")
+
+#: The files a dry run writes, and the only ones the next dry run removes from output_dir:
+#: ``<object>-<n>.ndjson`` batches, and request bodies named ``<object>-<kind>-<n>.json`` or
+#: ``.ndjson`` (deletions, events). Anything else in the folder is the operator's and stays.
+OUTPUT_FILE = re.compile(r"(users|companies|events)(-[a-z]+)?-[0-9]+\.(ndjson|json)")
+
+
+def clear_previous_run(output_dir: str) -> int:
+    """Remove the files an earlier dry run left in ``output_dir``; return how many.
+
+    Otherwise a second dry run into the same folder leaves the first run's extra files beside
+    its own, and the folder no longer shows what this run would have sent.
+    """
+    try:
+        names = os.listdir(output_dir)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        path = os.path.join(output_dir, name)
+        if OUTPUT_FILE.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+            removed += 1
+    return removed
 
 
 class DryRunClient:
     """Stands in for :class:`~target_userpilot.client.UserpilotClient` when ``dry_run`` is on.
 
     Each batch is copied to ``<output_dir>/<object>-<n>.ndjson`` and reported as a job that has
-    already completed, so STATE, the summary and everything else behave as in a real run.
+    already completed, so STATE, the summary and everything else behave as in a real run. The
+    files hold personal data: they, and the folder when the run creates it, are owner-only.
     """
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
         self._counts: dict[str, int] = {}
+        removed = clear_previous_run(output_dir)
+        if removed:
+            logger.info(
+                "Dry run: removed %d batch files of an earlier dry run from output_dir '%s', so "
+                "it holds only this run's batches.",
+                removed,
+                output_dir,
+            )
 
     def upload(
         self, object: str, path: str, filename: str, *, conflict_wait: float = 0.0
     ) -> dict[str, Any]:
         """Write the batch file where the operator can read it; never touches the network."""
         del filename, conflict_wait  # named like the real client's, unused here
-        os.makedirs(self.output_dir, exist_ok=True)
+        os.makedirs(self.output_dir, mode=0o700, exist_ok=True)
         n = self._counts[object] = self._counts.get(object, 0) + 1
         target = os.path.join(self.output_dir, f"{object}-{n}.ndjson")
-        shutil.copyfile(path, target)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file of the same name kept its own mode through O_TRUNC
+        with open(fd, "wb") as out, open(path, "rb") as batch:
+            shutil.copyfileobj(batch, out)
         with open(target, "rb") as handle:
             rows = sum(1 for _ in handle)
         return {

@@ -48,8 +48,17 @@ class TransientError(UserpilotError):
         self.reached_server = reached_server
 
 
-class UnexpectedAnswer(TransientError):
-    """A 2xx answer that is not the JSON Userpilot sends (a proxy page, another service)."""
+class UnexpectedAnswer(UserpilotError):
+    """A 2xx answer that is not what Userpilot sends (a proxy page, another service).
+
+    Not a TransientError: an upload answered so is never sent again (it may have reached
+    Userpilot), and a run that ends on one says "not Userpilot's API", not "unreachable".
+    Status polls, which change nothing, retry it for a while all the same.
+    """
+
+
+class EventRefused(UserpilotError):
+    """Userpilot refused one event (a 4xx about its content): the caller rejects that record."""
 
 
 class JobFailed(RuntimeError):

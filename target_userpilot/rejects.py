@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -36,8 +37,7 @@ class RejectLog:
             self.count += 1
             if self.path:
                 entry = {"stream": stream, "position": position, "reason": reason, "record": record}
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+                _append(self.path, json.dumps(entry, ensure_ascii=False, default=str) + "\n")
         if self.policy == "fail":
             msg = (
                 f"Rejected {where}: {reason}. on_invalid_record is 'fail', so the run stops here "
@@ -46,3 +46,15 @@ class RejectLog:
             )
             raise InvalidRecordError(msg)
         logger.warning("Rejected %s: %s. Skipping it.", where, reason)
+
+
+def _append(path: str, line: str) -> None:
+    """Append one line to ``path``, creating the file readable by its owner only.
+
+    Rejected records hold personal data. A lone surrogate (a string that is not valid Unicode,
+    one reason to reject a record) cannot be encoded as UTF-8: it is written as its JSON escape
+    (``\\ud800``), which reads back as the same string.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8", errors="backslashreplace") as handle:
+        handle.write(line)

@@ -2,16 +2,18 @@
 
 This is the one place that knows Userpilot's row format (``userpilot-api.md``): which stream
 feeds which object, which property is the identifier, and how a record's values become the
-primitive metadata Userpilot accepts.
+primitive metadata Userpilot accepts. Profiles (``to_row``), events (``to_event``, keyed by
+``event_key``) and deletions (``is_deleted``, ``deleted_id``) share those rules.
 """
 
 from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
@@ -20,10 +22,14 @@ from target_userpilot.errors import InvalidRecord
 
 USERS = "users"
 COMPANIES = "companies"
+EVENTS = "events"
 IGNORE = "ignore"
-OBJECTS = (USERS, COMPANIES, IGNORE)
+OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
+_EVENT_STREAM_NAMES = frozenset({"events", "event"})
+#: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
+_SEPARATOR = "__"
 
 #: Value types that are already Userpilot metadata primitives and pass through unchanged.
 _AS_IS = frozenset({str, int, bool, type(None)})
@@ -45,6 +51,8 @@ else:  # pragma: no cover (CPython always has the C encoder)
     _encode = _encoder.encode
 #: At most this many property names are remembered per stream as kept (see ``Route.kept``).
 _KEPT_LIMIT = 4096
+#: At most this many collided names are remembered per stream (see ``Route.collisions``).
+_NAMES_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -52,21 +60,46 @@ class Route:
     """Where one stream's records go, and which properties identify them."""
 
     object: str
+    #: The profile's identifier; for events, the user's.
     id_property: str
     company_id_property: str | None = None
+    #: For events: the property holding the event's name, unless ``event_name`` fixes it.
+    event_name_property: str | None = None
+    event_name: str | None = None
     #: For each object property the schema describes, the flattened keys under it: a null
     #: object must clear those keys, which are what Userpilot holds (``address__city``...).
     null_clears: Mapping[str, tuple[str, ...]] = field(
         default_factory=dict, compare=False, hash=False
     )
     #: Property names seen and known to go into the metadata: checked per property of every
-    #: record, a set lookup is cheaper than deciding again (see ``to_row``).
+    #: record, a set lookup is cheaper than deciding again (see ``_metadata``).
     kept: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    #: Metadata names that two properties of one record both gave a value (``address__city``
+    #: beside ``address: {city}``); the later one in the record won. At most ``_NAMES_LIMIT``.
+    collisions: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    _reported: set[str] = field(default_factory=set, compare=False, hash=False, repr=False)
+    #: The properties that become row fields, not metadata (see ``_metadata``).
+    left_out: tuple[str, ...] = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.object == EVENTS and self.event_name is None and not self.event_name_property:
+            object.__setattr__(self, "event_name_property", "event_name")
+        fields = (self.id_property, self.company_id_property, self.event_name_property)
+        object.__setattr__(self, "left_out", tuple(name for name in fields if name))
 
     @property
     def ignored(self) -> bool:
         """True when the stream is dropped without sending anything."""
         return self.object == IGNORE
+
+    def take_collisions(self) -> list[str]:
+        """Collided metadata names not taken before, sorted: read once per batch, warn once.
+
+        Rows stay pure, so the caller logs; this hands each name out once per stream.
+        """
+        new = sorted(self.collisions - self._reported)
+        self._reported.update(new)
+        return new
 
 
 def route_for(
@@ -78,21 +111,33 @@ def route_for(
     """Decide the object and the identifier properties of a stream.
 
     The object comes from ``object_mapping`` when the stream has an entry; otherwise a stream
-    named ``companies`` or ``company`` (any case) loads companies and every other stream loads
-    users. The identifier is the mapping's ``id_property``, else ``user_id`` / ``company_id`` when
-    the schema has it, else the stream's single key property. Given the schema's properties as
-    a mapping, nested objects it describes are noted so that a null object clears their keys.
+    named ``companies`` or ``company`` (any case) loads companies, one named ``events`` or
+    ``event`` sends events, and every other stream loads users. The identifier is the
+    mapping's ``id_property``, else ``user_id`` / ``company_id`` when the schema has it, else
+    the stream's single key property. An event's user is the mapping's ``user_id_property``,
+    else ``user_id``; its name the mapping's fixed ``event_name``, else the property named by
+    ``event_name_property``, else ``event_name``. Given the schema's properties as a mapping,
+    nested objects it describes are noted so that a null object clears their keys.
     """
     mapping = mapping or {}
     obj = mapping.get("object")
     if obj is None:
-        obj = COMPANIES if stream_name.lower() in _COMPANY_STREAM_NAMES else USERS
+        name = stream_name.lower()
+        if name in _COMPANY_STREAM_NAMES:
+            obj = COMPANIES
+        elif name in _EVENT_STREAM_NAMES:
+            obj = EVENTS
+        else:
+            obj = USERS
     if obj not in OBJECTS:
         msg = (
             f"object_mapping for stream '{stream_name}' has object '{obj}'; "
             f"use one of {', '.join(OBJECTS)}."
         )
         raise ValueError(msg)
+    clears = null_clears(schema_properties)
+    if obj == EVENTS:
+        return _event_route(stream_name, mapping, clears)
 
     natural_id = id_key(obj)
     id_property = mapping.get("id_property")
@@ -108,8 +153,59 @@ def route_for(
         company_id_property = mapping.get("company_id_property") or "company_id"
         if company_id_property == id_property:
             company_id_property = None
-    clears = nested_keys(schema_properties) if isinstance(schema_properties, Mapping) else {}
-    return Route(obj, id_property, company_id_property, clears)
+    return Route(obj, id_property, company_id_property, null_clears=clears)
+
+
+def _event_route(
+    stream_name: str, mapping: Mapping[str, Any], clears: dict[str, tuple[str, ...]]
+) -> Route:
+    """The route of an events stream: whose event it is, and where its name comes from."""
+    names = {}
+    for setting, default in (("user_id_property", "user_id"), ("event_name_property", None)):
+        value = mapping.get(setting, default)
+        if value is not None and (not isinstance(value, str) or not value):
+            msg = f"object_mapping for stream '{stream_name}' has a {setting} that is not a name."
+            raise ValueError(msg)
+        names[setting] = value
+    fixed = mapping.get("event_name")
+    if fixed is not None and (not isinstance(fixed, str) or not fixed):
+        msg = (
+            f"object_mapping for stream '{stream_name}' has an event_name that is not a "
+            "non-empty string; give the event's name, or event_name_property."
+        )
+        raise ValueError(msg)
+    return Route(
+        EVENTS,
+        names["user_id_property"],
+        event_name_property=None if fixed else names["event_name_property"],
+        event_name=fixed,
+        null_clears=clears,
+    )
+
+
+def null_clears(properties: Collection[str] | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Map each name a null may stand for an object under to the flattened keys it clears.
+
+    Two sources, because a stream's schema comes either way: nested objects the schema
+    describes (``address: {city}`` clears ``address__city``), and, for a schema the SDK's own
+    ``flattening_enabled`` already flattened, the ``__`` prefixes of its property names that
+    are not properties themselves (``address__city`` alone: a null ``address`` clears it). A
+    prefix that is a property of its own is a value, not an object, and clears nothing.
+    """
+    names = properties if isinstance(properties, Mapping) else frozenset(properties)
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if _SEPARATOR not in name:
+            continue
+        parts = name.split(_SEPARATOR)
+        for end in range(1, len(parts)):
+            prefix = _SEPARATOR.join(parts[:end])
+            if prefix and prefix not in names:
+                found.setdefault(prefix, []).append(name)
+    if isinstance(properties, Mapping):
+        for name, leaves in nested_keys(properties).items():
+            found.setdefault(name, []).extend(leaves)
+    return {name: tuple(dict.fromkeys(leaves)) for name, leaves in found.items()}
 
 
 def nested_keys(properties: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[str, ...]]:
@@ -120,11 +216,11 @@ def nested_keys(properties: Mapping[str, Any], prefix: str = "") -> dict[str, tu
         if not isinstance(children, Mapping) or not children:
             continue
         flat = f"{prefix}{name}"
-        inner = nested_keys(children, f"{flat}__")
+        inner = nested_keys(children, f"{flat}{_SEPARATOR}")
         found.update(inner)
         leaves: list[str] = []
         for child in children:
-            child_flat = f"{flat}__{child}"
+            child_flat = f"{flat}{_SEPARATOR}{child}"
             leaves.extend(inner.get(child_flat, (child_flat,)))
         found[flat] = tuple(leaves)
     return found
@@ -155,27 +251,17 @@ def identifier(value: Any, prop: str) -> str:
 def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]]:
     """Turn one record into ``(id, row)``, or raise :class:`InvalidRecord` with the reason."""
     id_prop = route.id_property
-    company_prop = route.company_id_property
     row_id = identifier(record.get(id_prop), id_prop)
-    clears = route.null_clears
-    kept = route.kept
-    metadata: dict[str, Any] = {}
-    for key, value in record.items():
-        if key not in kept:
-            if key in (id_prop, company_prop) or key.startswith("_sdc_"):
-                continue
-            if len(kept) < _KEPT_LIMIT:
-                kept.add(key)
-        # Runs for every property of every record: plain values are placed inline.
-        if type(value) in _PLAIN:
-            metadata[key] = value
-        else:
-            _put(metadata, key, value, clears)
-
-    if route.object == COMPANIES:
+    metadata = _metadata(record, route)
+    obj = route.object
+    if obj == COMPANIES:
         return row_id, {"company_id": row_id, "metadata": metadata}
+    if obj != USERS:
+        msg = f"to_row makes users and companies rows, not {obj}; events take to_event."
+        raise ValueError(msg)
 
     row: dict[str, Any] = {"user_id": row_id}
+    company_prop = route.company_id_property
     if company_prop is not None:
         company = record.get(company_prop)
         # An empty company id is what warehouses write for "no company"; treat it like null.
@@ -183,6 +269,61 @@ def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]
             row["company_id"] = identifier(company, company_prop)
     row["metadata"] = metadata
     return row_id, row
+
+
+def to_event(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
+    """Turn one record into a track request body, or raise :class:`InvalidRecord` with why.
+
+    ``{"user_id", "event_name", "metadata"}``: the user id by the rules of any id, the name a
+    non-empty string, the metadata by the rules of profiles, less the user and name properties.
+    """
+    user_prop = route.id_property
+    user_id = identifier(record.get(user_prop), user_prop)
+    name = route.event_name
+    if name is None:
+        prop = route.event_name_property or "event_name"  # set for events (__post_init__)
+        name = record.get(prop)
+        if type(name) is not str or not name:
+            raise InvalidRecord(_name_problem(name, prop))
+    return {"user_id": user_id, "event_name": name, "metadata": _metadata(record, route)}
+
+
+def event_key(
+    record: Mapping[str, Any], key_properties: Sequence[str] | None, *, stream: str
+) -> str:
+    """The key an event is remembered by, so that it is sent once: stable across runs.
+
+    With key properties, their values; without, a SHA-256 of the whole record as canonical
+    JSON (sorted keys), less the ``_sdc_*`` columns, which change from one extraction to the
+    next. Either way prefixed by the stream name, as a JSON array: ``["events",["e-1"]]`` or
+    ``["events","sha256:…"]``. A key property that is missing or null leaves the event
+    without a key, which would make unrelated events one: that is an :class:`InvalidRecord`.
+    """
+    if key_properties:
+        values = []
+        for prop in key_properties:
+            value = record.get(prop)
+            if value is None:
+                raise InvalidRecord(f"key property '{prop}' is missing or null")
+            values.append(value)
+        return _canonical([stream, values])
+    content = {k: v for k, v in record.items() if not k.startswith("_sdc_")}
+    digest = hashlib.sha256(_canonical(content).encode()).hexdigest()
+    return _canonical([stream, f"sha256:{digest}"])
+
+
+def is_deleted(record: Mapping[str, Any]) -> bool:
+    """True when the source marked the record deleted: ``_sdc_deleted_at`` set, not null/empty."""
+    value = record.get("_sdc_deleted_at")
+    return value is not None and value != ""
+
+
+def deleted_id(record: Mapping[str, Any], route: Route) -> str:
+    """The id a deletion request names: the profile's id, by the rules of ``to_row``."""
+    if route.object not in (USERS, COMPANIES):
+        msg = f"Only users and companies can be deleted, not {route.object}."
+        raise ValueError(msg)
+    return identifier(record.get(route.id_property), route.id_property)
 
 
 def merge_rows(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
@@ -203,27 +344,92 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
         raise InvalidRecord("a text value is not valid Unicode (a lone surrogate)") from None
 
 
+def _metadata(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
+    """A row's metadata: every property but the row's own fields and ``_sdc_*``, flattened."""
+    left_out_names = route.left_out
+    clears = route.null_clears
+    kept = route.kept
+    metadata: dict[str, Any] = {}
+    # Keys left out and keys written beyond one per property (objects, clears): a metadata
+    # shorter than the count means two properties wrote one name. Counting costs less than
+    # a lookup per property, and a collision is rare.
+    left_out = spread = 0
+    for key, value in record.items():
+        if key not in kept:
+            if key in left_out_names or key.startswith("_sdc_"):
+                left_out += 1
+                continue
+            if len(kept) < _KEPT_LIMIT:
+                kept.add(key)
+        # Runs for every property of every record: plain values are placed inline.
+        if type(value) in _PLAIN:
+            metadata[key] = value
+        else:
+            spread += _put(metadata, key, value, clears)
+    if len(metadata) != len(record) - left_out + spread:
+        _note_collisions(record, route)
+    return metadata
+
+
 def _put(
     metadata: dict[str, Any],
     name: str,
     value: Any,
     clears: Mapping[str, tuple[str, ...]],
-) -> None:
-    """Place one value under ``name``: objects flattened to ``name__child``, arrays as JSON."""
+) -> int:
+    """Place one value under ``name``: objects flattened to ``name__child``, arrays as JSON.
+
+    Returns how many names it wrote beyond one, for the collision count of ``to_row``.
+    """
     kind = type(value)
     if kind in _AS_IS:
         metadata[name] = value
         if value is None and name in clears:
-            metadata.update(dict.fromkeys(clears[name]))
+            cleared = clears[name]
+            metadata.update(dict.fromkeys(cleared))
+            return len(cleared)
     elif kind is float:
         metadata[name] = value if math.isfinite(value) else None
-    elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+    elif _is_object(kind, value):
+        extra = -1
         for child_key, child_value in value.items():
-            _put(metadata, f"{name}__{child_key}", child_value, clears)
+            extra += 1 + _put(metadata, f"{name}{_SEPARATOR}{child_key}", child_value, clears)
+        return extra
     elif kind is list:
         metadata[name] = _encode_array(value)
     else:
         metadata[name] = primitive(value)
+    return 0
+
+
+def _is_object(kind: type, value: Any) -> bool:
+    """Whether a value is flattened into ``name__child`` keys (any mapping but a list)."""
+    return kind is dict or (kind is not list and isinstance(value, Mapping))
+
+
+def _names(name: str, value: Any, clears: Mapping[str, tuple[str, ...]]) -> Iterator[str]:
+    """The metadata names ``_put`` writes for one value, in its order."""
+    if _is_object(type(value), value):
+        for child_key, child_value in value.items():
+            yield from _names(f"{name}{_SEPARATOR}{child_key}", child_value, clears)
+        return
+    yield name
+    if value is None:
+        yield from clears.get(name, ())
+
+
+def _note_collisions(record: Mapping[str, Any], route: Route) -> None:
+    """Find which names of a record were written twice and remember them on the route."""
+    if len(route.collisions) >= _NAMES_LIMIT:
+        return
+    seen: set[str] = set()
+    for key, value in record.items():
+        if key in route.left_out or key.startswith("_sdc_"):
+            continue
+        for name in _names(key, value, route.null_clears):
+            if name in seen and len(route.collisions) < _NAMES_LIMIT:
+                route.collisions.add(name)
+            seen.add(name)
 
 
 def primitive(value: Any) -> Any:
@@ -267,9 +473,28 @@ def _json_safe(value: Any) -> Any:
     return primitive(value)
 
 
+def _name_problem(value: Any, prop: str) -> str:
+    """Why a value cannot be an event's name."""
+    if value is None:
+        return f"'{prop}' is missing or null"
+    if value == "":
+        return f"'{prop}' is an empty string"
+    return f"'{prop}' is {_type_name(value)}, not a string"
+
+
+def _canonical(value: Any) -> str:
+    """One JSON text per value whatever its key order: sorted keys, compact, ASCII only.
+
+    ASCII, so that a lone surrogate still has a text; ``str`` for what JSON has no type for
+    (dates, decimals), which prints the same value the same way in every run.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def _type_name(value: Any) -> str:
     return {
         bool: "a boolean",
+        int: "an integer",
         float: "a number with a fraction",
         decimal.Decimal: "a number with a fraction",
         dict: "an object",

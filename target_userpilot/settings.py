@@ -1,20 +1,47 @@
-"""Settings: the contract's table as a JSON schema, and the checks that run before any input."""
+"""Settings: the contract's table as a JSON schema, and the checks that run before any input.
+
+Values reach the target three ways: a config file (the SDK parses its fractions as
+``decimal.Decimal``), ``TARGET_USERPILOT_<NAME>`` environment variables (strings, see
+:func:`env_config`), and Python dicts in tests. :meth:`Settings.from_config` turns all three into
+one typed, checked :class:`Settings`, so nothing past this module sees a Decimal or a string
+where a number belongs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import decimal
+import difflib
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from singer_sdk import typing as th
 
 from target_userpilot.client import check_api_url
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.rows import OBJECTS
+
+logger = logging.getLogger("target_userpilot")
 
 DEFAULT_API_URL = "https://analytex.userpilot.io"
 MAX_BATCH_ROWS = 10_000
 MAX_FILE_BYTES = 50_000_000
+
+#: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
+USERS, COMPANIES, EVENTS, IGNORE = "users", "companies", "events", "ignore"
+MAPPING_OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
+_PROFILE_KEYS = ("id_property", "company_id_property")
+MAPPING_KEYS: dict[str, tuple[str, ...]] = {
+    USERS: _PROFILE_KEYS,
+    COMPANIES: _PROFILE_KEYS,
+    EVENTS: ("user_id_property", "event_name_property", "event_name"),
+    # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
+    IGNORE: (*_PROFILE_KEYS, "user_id_property", "event_name_property", "event_name"),
+}
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -40,9 +67,11 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.ObjectType(additional_properties=True),
         default={},
         description=(
-            'Per stream name: {"object": "users" | "companies" | "ignore", "id_property": "...", '
-            '"company_id_property": "..."}. Streams without an entry: "companies"/"company" load '
-            "companies, every other stream loads users."
+            'Per stream name: {"object": "users" | "companies" | "events" | "ignore", ...}. '
+            'Users and companies take "id_property" and "company_id_property"; events take '
+            '"user_id_property", and "event_name_property" or a fixed "event_name". Streams '
+            'without an entry: "companies"/"company" load companies, "events"/"event" send '
+            "events, every other stream loads users."
         ),
     ),
     th.Property(
@@ -58,7 +87,10 @@ CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
         "rejects_path",
         th.StringType,
-        description="If set, every rejected record is appended to this file as NDJSON.",
+        description=(
+            "If set, every rejected record is appended to this file as NDJSON (created readable "
+            "by its owner only). Its folder must exist."
+        ),
     ),
     th.Property(
         "batch_size_rows",
@@ -107,7 +139,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         "output_dir",
         th.StringType,
         default="userpilot-batches",
-        description="Where dry_run writes <object>-<n>.ndjson files.",
+        description=(
+            "Where dry_run writes <object>-<n>.ndjson files; a dry run first removes the files "
+            "of the previous one there."
+        ),
     ),
     th.Property(
         "skip_unchanged",
@@ -121,16 +156,37 @@ CONFIG_SCHEMA = th.PropertiesList(
         "state_db",
         th.StringType,
         default=".target-userpilot/state.db",
-        description="SQLite file that remembers confirmed rows for skip_unchanged.",
+        description=(
+            "The ledger (row hashes for skip_unchanged, keys of events already sent): a SQLite "
+            "file path, or a SQLAlchemy URL such as postgresql://user:pass@host/db (driver from "
+            "the `postgres` extra)."
+        ),
+    ),
+    th.Property(
+        "hard_delete",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Records whose _sdc_deleted_at is set become Userpilot deletion requests (erasure "
+            "of the profile and its events, scheduled daily by Userpilot, not reversible). Off: "
+            "such records are counted, and neither upserted nor deleted."
+        ),
     ),
     th.Property(
         "batch_wait_seconds",
         th.NumberType,
-        default=2.0,
+        default=2,
         description=(
-            "Longest a row waits in an open batch while no job of ours runs; then the batch "
-            "holding the oldest row goes up."
+            "Longest a row waits in an open batch while no job of ours runs; then that batch "
+            "goes up, so a quiet stream or a slow tap never leaves Userpilot idle or holds "
+            "STATE back."
         ),
+    ),
+    th.Property(
+        "events_per_minute",
+        th.NumberType,
+        default=600,
+        description="Pace of event (track) requests; Userpilot allows 600 a minute per API key.",
     ),
     th.Property(
         "upload_format",
@@ -141,8 +197,30 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
 ).to_dict()
 
-#: Settings whose JSON type is "number": environment variables arrive as strings.
-NUMBER_SETTINGS = ("rows_per_minute", "request_timeout_seconds", "batch_wait_seconds")
+
+def _json_type(prop: Mapping[str, Any]) -> str | None:
+    """The one non-null JSON type of a schema property, or None when it has several or none."""
+    declared = prop.get("type")
+    types = [declared] if isinstance(declared, str) else list(declared or [])
+    types = [name for name in types if name != "null"]
+    return types[0] if len(types) == 1 else None
+
+
+def _settings_of_type(json_type: str) -> tuple[str, ...]:
+    return tuple(
+        name for name, prop in CONFIG_SCHEMA["properties"].items() if _json_type(prop) == json_type
+    )
+
+
+#: Settings whose JSON type is "number" or "integer": read as floats and ints whatever their
+#: source (config files give Decimals, environment variables strings).
+NUMBER_SETTINGS = _settings_of_type("number")
+INTEGER_SETTINGS = _settings_of_type("integer")
+
+#: Boolean environment values: the SDK's words for true, and the words for false. Anything else
+#: is refused: the SDK would read a typo such as "ture" as false without a word.
+TRUTHY = ("true", "1", "yes", "on")
+FALSY = ("false", "0", "no", "off", "")
 
 
 @dataclass(frozen=True)
@@ -157,20 +235,43 @@ class Settings:
     batch_size_rows: int = MAX_BATCH_ROWS
     max_file_bytes: int = MAX_FILE_BYTES
     rows_per_minute: float = 1800.0
-    job_timeout_seconds: float = 7200.0
+    job_timeout_seconds: int = 7200
     request_timeout_seconds: float = 60.0
     dry_run: bool = False
     output_dir: str = "userpilot-batches"
     skip_unchanged: bool = False
     state_db: str = ".target-userpilot/state.db"
-    upload_format: str = "ndjson"
+    hard_delete: bool = False
     batch_wait_seconds: float = 2.0
+    events_per_minute: float = 600.0
+    upload_format: str = "ndjson"
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """Check ``config`` and return the settings, or raise :class:`ConfigurationError`."""
-        known = {name for name in cls.__dataclass_fields__}
-        values = {k: v for k, v in config.items() if k in known and v is not None}
+    def from_config(
+        cls, config: Mapping[str, Any], *, known: Iterable[str] | None = None
+    ) -> Settings:
+        """Check ``config`` and return the settings, or raise :class:`ConfigurationError`.
+
+        ``known`` names every setting the plugin has (the SDK's built-ins included); given it,
+        each other key of ``config`` gets one WARNING naming the closest setting.
+        """
+        if known is not None:
+            for sentence in unknown_settings(config, known):
+                logger.warning(sentence)
+        values = {
+            f.name: _typed(f.name, config[f.name])
+            for f in fields(cls)
+            if config.get(f.name) is not None
+        }
+        if isinstance(values.get("api_key"), str):
+            # A key read from a secrets file ends in a newline, which no header may carry.
+            values["api_key"] = values["api_key"].strip()
+        for name in ("api_url", "output_dir", "rejects_path"):
+            if isinstance(values.get(name), str):
+                values[name] = values[name].strip()
+        for name in ("output_dir", "rejects_path"):
+            if values.get(name):
+                values[name] = os.path.expanduser(values[name])
         settings = cls(**values)
         settings.check()
         return settings
@@ -183,6 +284,8 @@ class Settings:
                 "batches to files without sending anything."
             )
             raise ConfigurationError(msg)
+        if self.api_key:
+            _check_api_key(self.api_key)
         if not self.dry_run:
             check_api_url(self.api_url)
         if not 1 <= self.batch_size_rows <= MAX_BATCH_ROWS:
@@ -197,33 +300,307 @@ class Settings:
                 f"{MAX_FILE_BYTES:,} bytes."
             )
             raise ConfigurationError(msg)
-        if self.rows_per_minute <= 0:
-            raise ConfigurationError("rows_per_minute must be a positive number.")
-        if self.job_timeout_seconds <= 0 or self.request_timeout_seconds <= 0:
-            raise ConfigurationError(
-                "job_timeout_seconds and request_timeout_seconds must be positive."
-            )
+        for name in (*NUMBER_SETTINGS, *INTEGER_SETTINGS):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigurationError(f"{name} is {value}; it must be a positive number.")
         if self.on_invalid_record not in ("skip", "fail"):
             raise ConfigurationError("on_invalid_record must be 'skip' or 'fail'.")
         if self.upload_format not in ("ndjson", "json"):
             raise ConfigurationError("upload_format must be 'ndjson' or 'json'.")
-        if not isinstance(self.object_mapping, Mapping):
-            raise ConfigurationError("object_mapping must be an object keyed by stream name.")
-        for stream, entry in self.object_mapping.items():
-            if not isinstance(entry, Mapping):
-                msg = f'object_mapping[\'{stream}\'] must be an object like {{"object": "users"}}.'
-                raise ConfigurationError(msg)
-            obj = entry.get("object")
-            if obj is not None and obj not in OBJECTS:
+        check_object_mapping(self.object_mapping)
+        if self.rejects_path:
+            _check_rejects_path(self.rejects_path)
+        if self.dry_run:
+            _check_output_dir(self.output_dir)
+
+
+def _typed(name: str, value: Any) -> Any:
+    """``value`` as the Python type of setting ``name``, or a ConfigurationError naming it."""
+    json_type = _json_type(CONFIG_SCHEMA["properties"][name])
+    if json_type == "integer":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, (float, decimal.Decimal)):
+            # 1800.0 is refused like 1800.5: the SDK's own schema check refuses both in a
+            # config file, and one rule for file, environment and dict is easier to explain.
+            msg = f"{name} is {value}; it must be a whole number, such as {_default(name)}."
+            raise ConfigurationError(msg)
+        raise ConfigurationError(f"{name} must be a whole number, such as {_default(name)}.")
+    if json_type == "number":
+        if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigurationError(f"{name} must be a number, such as {_default(name)}.")
+    if json_type == "boolean" and not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be true or false.")
+    if json_type == "string" and not isinstance(value, str):
+        # Never the value: api_key is a string setting.
+        raise ConfigurationError(f"{name} must be a string.")
+    if json_type == "object" and not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name} must be an object.")
+    return value
+
+
+_ERROR_PLACE = re.compile(r" in config\['([^']+)'\]")
+_DECIMAL = re.compile(r"Decimal\('([^']*)'\)")
+
+
+def explain_config_errors(errors: Iterable[str]) -> list[str]:
+    """The SDK's config schema errors, as sentences an operator can act on.
+
+    They quote the offending value: for a secret setting only its name is kept. A config file's
+    fractions are Decimals, which the SDK would show as ``Decimal('1800.5')``.
+    """
+    explained = []
+    for error in errors:
+        place = _ERROR_PLACE.search(error)
+        name = place.group(1) if place else ""
+        prop = CONFIG_SCHEMA["properties"].get(name, {})
+        fraction = _DECIMAL.search(error)
+        if prop.get("secret"):
+            explained.append(f"{name} has the wrong type (it must be a string)")
+        elif _json_type(prop) == "integer" and "is not of type 'integer'" in error and fraction:
+            explained.append(
+                f"{name} is {fraction.group(1)}; it must be a whole number, such as "
+                f"{_default(name)}"
+            )
+        else:
+            explained.append(_DECIMAL.sub(r"\1", error))
+    return explained
+
+
+def _default(name: str) -> Any:
+    return CONFIG_SCHEMA["properties"][name].get("default")
+
+
+def _check_api_key(api_key: str) -> None:
+    """A key that cannot travel in an HTTP header stops the run here, not at the first upload.
+
+    The sentence never quotes the key, not even the offending character: part of a secret is
+    still a secret.
+    """
+    try:
+        api_key.encode("latin-1")
+    except UnicodeEncodeError:
+        msg = (
+            "api_key contains characters that cannot be sent in an HTTP header (outside "
+            "Latin-1). Copy the key again from Userpilot (Settings > Environment)."
+        )
+        raise ConfigurationError(msg) from None
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in api_key):
+        msg = (
+            "api_key contains control characters (such as a line break or a tab) inside it, "
+            "which cannot be sent in an HTTP header. Copy the key again from Userpilot "
+            "(Settings > Environment)."
+        )
+        raise ConfigurationError(msg)
+
+
+def default_object(stream: str) -> str:
+    """The object a stream without an ``object`` in its mapping goes to, by its name."""
+    name = stream.lower()
+    if name in ("companies", "company"):
+        return COMPANIES
+    if name in ("events", "event"):
+        return EVENTS
+    return USERS
+
+
+def check_object_mapping(mapping: Any) -> None:
+    """Raise a ConfigurationError naming the stream and key of the first bad entry."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError("object_mapping must be an object keyed by stream name.")
+    for stream, entry in mapping.items():
+        if not isinstance(entry, Mapping):
+            msg = f'object_mapping[\'{stream}\'] must be an object like {{"object": "users"}}.'
+            raise ConfigurationError(msg)
+        obj = entry.get("object")
+        if obj is not None and obj not in MAPPING_OBJECTS:
+            shown = f"'{obj}'" if isinstance(obj, str) else _kind(obj)
+            msg = (
+                f"object_mapping['{stream}'].object is {shown}; use one of "
+                f"{', '.join(MAPPING_OBJECTS)}."
+            )
+            raise ConfigurationError(msg)
+        target = obj or default_object(stream)
+        allowed = MAPPING_KEYS[target]
+        unknown = sorted(str(key) for key in entry if key != "object" and key not in allowed)
+        if unknown:
+            what = f"an entry for {target}" if obj else f"an entry without object ({target})"
+            msg = (
+                f"object_mapping['{stream}'] has unknown key(s) {', '.join(unknown)}; "
+                f"{what} takes object, {', '.join(allowed)}."
+            )
+            raise ConfigurationError(msg)
+        for key in allowed:
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                noun = "an event name" if key == "event_name" else "a property name"
                 msg = (
-                    f"object_mapping['{stream}'].object is '{obj}'; use one of "
-                    f"{', '.join(OBJECTS)}."
+                    f"object_mapping['{stream}'].{key} is {_kind(value)}; it must be {noun}, "
+                    "a non-empty string."
                 )
                 raise ConfigurationError(msg)
-            unknown = set(entry) - {"object", "id_property", "company_id_property"}
-            if unknown:
-                msg = (
-                    f"object_mapping['{stream}'] has unknown keys {sorted(unknown)}; "
-                    "known: object, id_property, company_id_property."
-                )
-                raise ConfigurationError(msg)
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words (config values are described, not echoed)."""
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
+def _check_rejects_path(path: str) -> None:
+    if os.path.isdir(path):
+        msg = (
+            f"rejects_path '{path}' is a folder; name a file instead, for example "
+            f"'{os.path.join(path, 'rejects.ndjson')}'."
+        )
+        raise ConfigurationError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        msg = (
+            f"rejects_path '{path}' is in a folder that does not exist ({folder}). Create the "
+            "folder, or choose another rejects_path."
+        )
+        raise ConfigurationError(msg)
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            msg = f"rejects_path '{path}' cannot be written to. Check its permissions."
+            raise ConfigurationError(msg)
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        msg = (
+            f"rejects_path '{path}' cannot be created: the folder {folder} is not writable. "
+            "Check its permissions, or choose another rejects_path."
+        )
+        raise ConfigurationError(msg)
+
+
+def _check_output_dir(path: str) -> None:
+    if not path:
+        raise ConfigurationError("output_dir is empty; name the folder dry_run writes to.")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            msg = f"output_dir '{path}' is a file, not a folder. Choose another output_dir."
+            raise ConfigurationError(msg)
+        if not os.access(path, os.W_OK | os.X_OK):
+            msg = f"output_dir '{path}' is not writable. Check its permissions."
+            raise ConfigurationError(msg)
+        return
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        msg = (
+            f"output_dir '{path}' cannot be created: {ancestor} is a file, not a folder. "
+            "Choose another output_dir."
+        )
+        raise ConfigurationError(msg)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        msg = (
+            f"output_dir '{path}' cannot be created: {ancestor} is not writable. Check its "
+            "permissions, or choose another output_dir."
+        )
+        raise ConfigurationError(msg)
+
+
+def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """One sentence per key of ``config`` that is not in ``known``, with the closest setting."""
+    names = sorted(set(known))
+    by_lower = {name.lower(): name for name in names}
+    sentences = []
+    for key in config:
+        if key in by_lower.values():
+            continue
+        close = difflib.get_close_matches(str(key).lower(), list(by_lower), n=1, cutoff=0.6)
+        hint = f"did you mean {by_lower[close[0]]}?" if close else "see --about for the settings."
+        sentences.append(f"Config key '{key}' is not a setting of target-userpilot; {hint}")
+    return sentences
+
+
+def env_config(
+    schema: Mapping[str, Any], prefix: str, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Settings from ``<prefix><NAME>`` environment variables, each read as its schema's type.
+
+    The SDK's own reader raises bare ``ValueError``s on a bad integer or JSON value, leaves
+    numbers as strings and reads any unrecognised boolean as false. Here a value that cannot be
+    its setting's type is a :class:`ConfigurationError` naming the variable. Without
+    ``environ``, a ``.env`` file is loaded first, as the SDK does.
+    """
+    if environ is None:
+        _load_dotenv(prefix)
+        environ = os.environ
+    config: dict[str, Any] = {}
+    for name, prop in schema.get("properties", {}).items():
+        variable = prefix + name.upper().replace("-", "_")
+        if variable not in environ:
+            continue
+        logger.info("Parsing '%s' config from env variable '%s'.", name, variable)
+        config[name] = _env_value(variable, environ[variable], prop)
+    return config
+
+
+def _load_dotenv(prefix: str) -> None:
+    """Load a ``.env`` file into the environment the way the SDK finds and reads it."""
+    # The SDK's own reader, given no settings, loads the .env file and parses nothing: the
+    # file is then found and applied exactly as the SDK always did.
+    from singer_sdk.configuration._dict_config import parse_environment_config
+
+    parse_environment_config({"properties": {}}, prefix)
+
+
+def _env_value(variable: str, raw: str, prop: Mapping[str, Any]) -> Any:
+    json_type = _json_type(prop)
+    text = raw.strip()
+    # Secrets are never echoed; other values are the operator's own configuration.
+    shown = "" if prop.get("secret") else f" is '{text[:60]}'"
+    if json_type == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            example = prop.get("default", 1)
+            msg = f"{variable}{shown}, not a whole number. Set it to an integer such as {example}."
+            raise ConfigurationError(msg) from None
+    if json_type == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            example = prop.get("default", 1)
+            msg = f"{variable}{shown}, not a number. Set it to a number such as {example}."
+            raise ConfigurationError(msg)
+        return number
+    if json_type == "boolean":
+        if text.lower() in TRUTHY:
+            return True
+        if text.lower() in FALSY:
+            return False
+        msg = f"{variable}{shown}; set it to true or false."
+        raise ConfigurationError(msg)
+    if json_type in ("object", "array"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            # The position, not the text: stream maps and their config may hold secrets.
+            where = f"line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
+            msg = (
+                f"{variable} is not valid JSON ({getattr(exc, 'msg', exc)} at {where}). It must "
+                f"hold a JSON {json_type}."
+            )
+            raise ConfigurationError(msg) from None
+        expected = dict if json_type == "object" else list
+        if not isinstance(value, expected):
+            msg = f"{variable} holds {_kind(value)}; it must hold a JSON {json_type}."
+            raise ConfigurationError(msg)
+        return value
+    return raw

@@ -15,8 +15,13 @@ import typing as t
 from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks import BatchSink
 
-from target_userpilot.errors import InvalidRecord, InvalidRecordError, MissingKeyRecordError
-from target_userpilot.rows import IGNORE, encode_row, route_for, to_row
+from target_userpilot.errors import (
+    ConfigurationError,
+    InvalidRecord,
+    InvalidRecordError,
+    MissingKeyRecordError,
+)
+from target_userpilot.rows import EVENTS, IGNORE, encode_row, route_for, to_row
 from target_userpilot.validation import RecordValidator
 
 if sys.version_info >= (3, 12):
@@ -51,6 +56,13 @@ class UserpilotSink(BatchSink):
         self.route = route_for(stream_name, schema.get("properties", {}), key_properties, mapping)
         self.tally = services.summary.stream(stream_name, self.route.object)
         self._schema_error: str | None = None
+        self._collisions_warned = 0
+        if self.route.object == EVENTS:
+            msg = (
+                f"Stream '{stream_name}' is routed to events, which this version of the target "
+                "cannot send yet. Map it to users, companies or ignore in object_mapping."
+            )
+            raise ConfigurationError(msg)
         if self.route.ignored:
             self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)
         else:
@@ -146,6 +158,20 @@ class UserpilotSink(BatchSink):
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
         self._buffer.add(route.object, self.stream_name, row_id, line, seq)
+        if len(route.collisions) != self._collisions_warned:
+            self._warn_collisions()
+
+    def _warn_collisions(self) -> None:
+        self._collisions_warned = len(self.route.collisions)
+        names = self.route.take_collisions()
+        if names:
+            self.logger.warning(
+                "Stream '%s': %s got two values in one record (a flat key and a nested object "
+                "flatten to the same name); the value later in the record was sent. Rename one "
+                "with stream_maps.",
+                self.stream_name,
+                ", ".join(f"'{name}'" for name in names),
+            )
 
     # Per batch: nothing, the buffer and the job lane send batches.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import sys
 import typing as t
@@ -12,12 +11,10 @@ import click
 from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
-    InvalidInputLine,
     InvalidJSONSchema,
     MappingError,
 )
 from singer_sdk.helpers._classproperty import classproperty
-from singer_sdk.io_base import SingerReader
 
 from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
@@ -26,61 +23,13 @@ from target_userpilot.errors import (
     AuthenticationError,
     Terminated,
     TransientError,
-    UnexpectedAnswer,
     UserpilotError,
     exit_code,
 )
+from target_userpilot.reader import InputReader
 from target_userpilot.run import Run
-from target_userpilot.settings import CONFIG_SCHEMA, NUMBER_SETTINGS, Settings
+from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config, explain_config_errors
 from target_userpilot.sinks import UserpilotSink, override
-
-
-class InputReader(SingerReader):
-    """Singer input with errors that name the line, and never echo a whole record to the log."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.line_number = 0
-
-    def deserialize_json(self, line: str) -> dict:
-        """Parse one input line; a bad one stops the run with its line number.
-
-        Numbers with a fraction become floats, not the SDK's Decimals: Userpilot stores numbers
-        as JavaScript doubles, so a Decimal would only be made and converted back to a float
-        for every number of every record. Integers stay exact ints (ids keep every digit).
-        """
-        self.line_number += 1
-        try:
-            message = json.loads(line)
-        except ValueError as exc:
-            msg = (
-                f"Input line {self.line_number} is not valid JSON ({exc}). The tap's output is "
-                "malformed; nothing after the last STATE was lost, fix the tap and rerun."
-            )
-            raise InvalidInputLine(msg) from None
-        if not isinstance(message, dict):
-            msg = f"Input line {self.line_number} is not a Singer message (a JSON object)."
-            raise InvalidInputLine(msg)
-        return message
-
-    def assert_line_requires(self, line_dict: dict, requires: set[str]) -> None:
-        """Name the line and the missing keys, never the message (it may hold personal data)."""
-        missing = requires - set(line_dict)
-        if missing:
-            msg = (
-                f"Input line {self.line_number} is missing the key(s) "
-                f"{', '.join(sorted(missing))}; it is not a valid Singer message. Fix the tap "
-                "and rerun."
-            )
-            raise InvalidInputLine(msg)
-
-    def _process_unknown_message(self, message_dict: dict) -> None:
-        msg = (
-            f"Input line {self.line_number} has unknown Singer message type "
-            f"'{message_dict.get('type')}'; expected SCHEMA, RECORD, STATE, ACTIVATE_VERSION or "
-            "BATCH."
-        )
-        raise InvalidInputLine(msg)
 
 
 class TargetUserpilot(Target):
@@ -94,7 +43,8 @@ class TargetUserpilot(Target):
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
-        self.run = Run(Settings.from_config(self.config), user_agent=self.name)
+        settings = Settings.from_config(self.config, known=self.config_jsonschema["properties"])
+        self.run = Run(settings, user_agent=self.name)
         #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
         self.services = self.run.services
 
@@ -106,15 +56,10 @@ class TargetUserpilot(Target):
 
     @classproperty
     def _env_var_config(cls) -> dict[str, t.Any]:
-        """Environment settings, with number settings read as numbers (the SDK leaves strings)."""
-        config = super()._env_var_config
-        for name in NUMBER_SETTINGS:
-            if isinstance(config.get(name), str):
-                try:
-                    config[name] = float(config[name])
-                except ValueError:
-                    pass  # left as is: config validation names the setting
-        return config
+        """Environment settings read by type; a bad value names its variable (exit 2)."""
+        schema = cls.config_jsonschema
+        cls.append_builtin_config(schema)
+        return env_config(schema, cls._env_var_prefix)
 
     # Lifecycle
 
@@ -189,7 +134,7 @@ class TargetUserpilot(Target):
             code = exit_code(exc)
             message = str(exc)
             if isinstance(exc, ConfigValidationError):
-                message = "Invalid configuration: " + "; ".join(_without_secrets(exc.errors))
+                message = "Invalid configuration: " + "; ".join(explain_config_errors(exc.errors))
             elif isinstance(exc, MappingError):
                 message = f"Invalid stream_maps configuration: {exc}"
             elif isinstance(exc, InvalidJSONSchema):
@@ -218,7 +163,7 @@ class TargetUserpilot(Target):
         except AuthenticationError:
             raise
         except UserpilotError as exc:
-            if isinstance(exc, TransientError) and not isinstance(exc, UnexpectedAnswer):
+            if isinstance(exc, TransientError):
                 msg = (
                     f"Could not reach Userpilot at {settings.api_url} ({exc}). Check api_url: "
                     "US https://analytex.userpilot.io, EU https://analytex-eu.userpilot.io, or "
@@ -280,16 +225,6 @@ def _config_errors(values: dict[str, t.Any]) -> list[str]:
         else error.message
         for error in Draft7Validator(schema).iter_errors(values)
     ]
-
-
-def _without_secrets(errors: list[str]) -> list[str]:
-    """Config errors quote the offending value; for a secret setting, name it only."""
-    secrets = [name for name, prop in CONFIG_SCHEMA["properties"].items() if prop.get("secret")]
-    cleaned = []
-    for error in errors:
-        secret = next((name for name in secrets if f"config['{name}']" in error), None)
-        cleaned.append(f"{secret} has the wrong type (it must be a string)" if secret else error)
-    return cleaned
 
 
 if __name__ == "__main__":

@@ -194,9 +194,8 @@ def test_a_record_larger_than_max_file_bytes_is_rejected_and_the_others_land(
     [
         ('{"type": "RECORD", "stream": "users", "record": {"id": 2', "is not valid JSON"),
         ("[1, 2, 3]", "is not a Singer message"),
-        ("", "is not valid JSON"),
     ],
-    ids=["truncated-json", "not-an-object", "blank-line"],
+    ids=["truncated-json", "not-an-object"],
 )
 def test_a_malformed_line_stops_with_exit_7_naming_the_line(
     line, expected, sandbox, config, tmp_path
@@ -261,7 +260,7 @@ def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
 
 
 def test_empty_input_exits_0_without_state_or_requests(sandbox, config, tmp_path):
-    # Not run_target: it ends the input with a newline, and a blank line is malformed input.
+    # Not run_target: it ends the input with a newline, which makes the input not empty.
     config_path = tmp_path / "empty.json"
     config_path.write_text(json.dumps(config))
     proc = subprocess.run(
@@ -334,3 +333,236 @@ def test_good_records_land_when_every_other_record_is_bad(sandbox, config, tmp_p
     assert run.summary["streams"]["users"]["rejected"] == 200
     assert run.states[-1] == {"last": 199}
     assert PII not in run.stdout + run.stderr
+
+
+def test_rejects_file_is_owner_only_and_keeps_a_record_with_a_lone_surrogate(
+    sandbox, config, tmp_path
+):
+    rejects = tmp_path / "rejects.ndjson"
+    config["rejects_path"] = str(rejects)
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        '{"type": "RECORD", "stream": "users", "record": {"id": 2, "name": "bad \\ud800 Zürich"}}',
+        record("users", user(3)),
+        state({"done": True}),
+    ]
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1", "3"}
+    assert run.states == [{"done": True}]
+    assert rejects.stat().st_mode & 0o777 == 0o600
+    (rejected,) = _rejects(rejects)
+    assert rejected["record"] == {"id": 2, "name": "bad \ud800 Zürich"}  # read back unchanged
+    assert rejected["stream"] == "users"
+
+
+def _refused_before_input(config: dict[str, Any], tmp_path) -> tuple[int, str]:
+    """Run the target with stdin open and silent: only a check made before any input is read
+    can end it. Returns the exit code and the 'stopped:' sentence."""
+    config_path = tmp_path / "refused-config.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line for line in stderr.decode().splitlines() if "target-userpilot stopped:" in line]
+    assert len(lines) == 1, stderr.decode()[-3000:]
+    return proc.returncode, lines[0].split("target-userpilot stopped: ", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("missing/rejects.ndjson", "is in a folder that does not exist"),
+        ("a-folder", "is a folder; name a file instead"),
+        ("a-file/rejects.ndjson", "is in a folder that does not exist"),
+    ],
+)
+def test_a_rejects_path_that_cannot_be_written_stops_with_exit_2_before_reading_input(
+    where, said, sandbox, config, tmp_path
+):
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    config["rejects_path"] = str(tmp_path / where)
+
+    code, sentence = _refused_before_input(config, tmp_path)
+
+    assert code == 2
+    assert sentence.startswith(f"rejects_path '{tmp_path / where}' ")
+    assert said in sentence
+    assert sandbox.profiles("users") == {}
+
+
+_PII_RECORD = {"id": 7, "email": PII}
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        pytest.param(
+            {"type": ["RECORD"], "stream": "users", "record": _PII_RECORD},
+            "has a 'type' that is an array, not a string.",
+            id="type-list",
+        ),
+        pytest.param(
+            {"type": None, "stream": "users", "record": _PII_RECORD},
+            "has a 'type' that is null, not a string.",
+            id="type-null",
+        ),
+        pytest.param(
+            {"type": "RECORD", "stream": ["users"], "record": _PII_RECORD},
+            "is a RECORD message whose 'stream' is an array, not a string.",
+            id="stream-list",
+        ),
+        pytest.param(
+            {"type": "RECORD", "stream": 5, "record": _PII_RECORD},
+            "is a RECORD message whose 'stream' is a number, not a string.",
+            id="stream-integer",
+        ),
+        pytest.param(
+            {"type": "RECORD", "record": _PII_RECORD},
+            "is a RECORD message without a 'stream'.",
+            id="stream-missing",
+        ),
+        pytest.param(
+            {"type": "RECORD", "stream": "users", "record": [1, 2]},
+            "is a RECORD message whose 'record' is an array, not an object.",
+            id="record-list",
+        ),
+        pytest.param(
+            {"type": "RECORD", "stream": "users", "record": PII},
+            "is a RECORD message whose 'record' is a string, not an object.",
+            id="record-string",
+        ),
+        pytest.param(
+            {"type": "RECORD", "stream": "users", "record": None},
+            "is a RECORD message whose 'record' is null, not an object.",
+            id="record-null",
+        ),
+        pytest.param(
+            {"type": "RECORD", "stream": "users"},
+            "is a RECORD message without a 'record'.",
+            id="record-missing",
+        ),
+        pytest.param(
+            {"type": "SCHEMA", "stream": "users", "schema": [PII], "key_properties": ["id"]},
+            "is a SCHEMA message whose 'schema' is an array, not an object.",
+            id="schema-list",
+        ),
+        pytest.param(
+            {"type": "SCHEMA", "stream": "users", "schema": {"properties": [PII]}},
+            "is a SCHEMA message whose 'schema' has 'properties' that are an array, not an object.",
+            id="schema-properties-list",
+        ),
+        pytest.param(
+            {"type": "SCHEMA", "stream": "users", "schema": {"type": "object"}},
+            "is a SCHEMA message whose 'schema' has no 'properties'.",
+            id="schema-properties-missing",
+        ),
+        pytest.param(
+            schema("users", USER_SCHEMA, "id"),  # type: ignore[arg-type]
+            "is a SCHEMA message whose 'key_properties' is not a list of property names",
+            id="key-properties-string",
+        ),
+        pytest.param(
+            schema("users", USER_SCHEMA, [1]),  # type: ignore[list-item]
+            "is a SCHEMA message whose 'key_properties' is not a list of property names",
+            id="key-properties-integers",
+        ),
+        pytest.param(
+            {"type": "SCHEMA", "stream": {"name": "users"}, "schema": USER_SCHEMA},
+            "is a SCHEMA message whose 'stream' is an object, not a string.",
+            id="schema-stream-object",
+        ),
+        pytest.param(
+            {"type": "ACTIVATE_VERSION", "stream": "companies", "version": 1},
+            "is an ACTIVATE_VERSION message for stream 'companies', which has had no SCHEMA "
+            "message before it.",
+            id="activate-version-unknown-stream",
+        ),
+        pytest.param(
+            {"type": "ACTIVATE_VERSION", "stream": None, "version": 1},
+            "is an ACTIVATE_VERSION message whose 'stream' is null, not a string.",
+            id="activate-version-null-stream",
+        ),
+        pytest.param(
+            {"type": "ACTIVATE_VERSION", "stream": "users"},
+            "is an ACTIVATE_VERSION message whose 'version' is missing, not an integer.",
+            id="activate-version-without-version",
+        ),
+        pytest.param(
+            {"type": "STATE", "bookmarks": {"users": 150}},
+            "is a STATE message without a 'value'.",
+            id="state-without-value",
+        ),
+        pytest.param(
+            {"type": "BATCH", "stream": "companies", "encoding": {"format": "jsonl"}},
+            "is a BATCH message for stream 'companies', which has had no SCHEMA message",
+            id="batch-unknown-stream",
+        ),
+        pytest.param(
+            {"type": "BATCH", "stream": "users", "encoding": {"format": "jsonl"}, "manifest": 3},
+            "is a BATCH message whose 'manifest' is not a list of file names.",
+            id="batch-manifest-number",
+        ),
+    ],
+)
+def test_a_malformed_message_stops_with_exit_7_and_a_sentence_naming_the_line(
+    message, expected, sandbox, config, tmp_path
+):
+    """The batch before the bad line is awaited and its STATE written; nothing after it."""
+    config["batch_size_rows"] = 100
+    messages: list[dict | str] = [schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("users", user(i)) for i in range(100)]
+    messages.append(state({"last": 99}))
+    messages += [record("users", user(i)) for i in range(100, 120)]
+    messages.append(message)  # line 123
+    messages += [record("users", user(i)) for i in range(120, 150)]
+    messages.append(state({"last": 149}))
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    sentence = _stopped(run)
+    assert sentence.startswith(f"Input line 123 {expected}"), sentence
+    assert "Traceback" not in run.stderr
+    assert PII not in run.stdout + run.stderr
+    assert run.states == [{"last": 99}]
+    assert set(sandbox.profiles("users")) == _good_ids(100)
+
+
+def test_blank_lines_between_messages_are_skipped(sandbox, config, tmp_path):
+    config["batch_size_rows"] = 10
+    messages: list[dict | str] = ["", "   ", schema("users", USER_SCHEMA, ["id"]), "\t"]
+    for i in range(30):
+        messages.append(record("users", user(i)))
+        if i % 7 == 0:
+            messages += ["", " \r"]
+    messages += [state({"last": 29}), "", ""]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == _good_ids(30)
+    assert run.states == [{"last": 29}]
+    assert run.summary["streams"]["users"]["received"] == 30
+
+
+def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(sandbox, config, tmp_path):
+    messages = [schema("users", USER_SCHEMA, ["id"]), "", "", record("users", user(1)), "{bad"]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    assert _stopped(run).startswith("Input line 5 is not valid JSON")

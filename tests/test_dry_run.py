@@ -163,3 +163,67 @@ def test_dry_run_files_are_byte_for_byte_what_a_real_run_uploads(keeping_sandbox
 def test_sandbox_keeps_no_uploads_unless_asked(sandbox):
     with pytest.raises(RuntimeError, match="keep_uploads"):
         sandbox.uploads()
+
+
+def test_dry_run_files_and_the_folder_it_creates_are_owner_only(tmp_path):
+    run = run_target(_dry_config(tmp_path), _messages(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "batches"
+    assert out.stat().st_mode & 0o777 == 0o700
+    files = list(out.iterdir())
+    assert len(files) == 4
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path.name
+
+
+def test_a_second_dry_run_replaces_the_first_runs_files_and_leaves_others_alone(tmp_path):
+    config = _dry_config(tmp_path)
+    first = run_target(config, _messages(), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path / "batches"
+    assert len(list(out.iterdir())) == 4
+    (out / "notes.txt").write_text("the operator's own file")
+    (out / "users-old.ndjson").write_text("not named like a batch")
+
+    second = run_target(
+        config,
+        [
+            schema("users", USER_SCHEMA, ["id"]),
+            record("users", user(7, plan="team")),
+            record("users", user(8)),
+            state({"second": True}),
+        ],
+        tmp_path=tmp_path,
+    )
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.txt",
+        "users-1.ndjson",
+        "users-old.ndjson",
+    ]
+    assert _ndjson(out / "users-1.ndjson") == [_expected_user(7, plan="team"), _expected_user(8)]
+    assert "removed 4 batch files of an earlier dry run" in second.stderr
+    assert "Dry run: nothing was sent to Userpilot. 2 rows would have been sent in 1 upload" in (
+        second.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [("a-file", "is a file, not a folder"), ("a-file/batches", "a-file is a file, not a folder")],
+)
+def test_an_output_dir_that_cannot_be_a_folder_stops_with_exit_2(where, said, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    config = {**_dry_config(tmp_path), "output_dir": str(tmp_path / where)}
+
+    run = run_target(config, _messages(), tmp_path=tmp_path)
+
+    assert run.returncode == 2, run.stderr[-3000:]
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1, run.stderr[-3000:]
+    assert f"output_dir '{tmp_path / where}'" in stopped[0]
+    assert said in stopped[0]
+    assert run.states == []
+    assert "Traceback" not in run.stderr

@@ -1,4 +1,8 @@
-"""Record to row: plain-dict tests of ``target_userpilot.rows`` (no SDK, no I/O)."""
+"""Record to row: plain-dict tests of ``target_userpilot.rows`` (no SDK, no I/O).
+
+The last section runs the real target against the sandbox, where the SDK's own flattening
+(``flattening_enabled``) must give the same profiles as the target's.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,24 @@ import decimal
 import json
 
 import pytest
+from conftest import record, run_target, schema, state
 
 from target_userpilot.rows import (
     COMPANIES,
+    EVENTS,
     IGNORE,
     USERS,
     InvalidRecord,
     Route,
+    deleted_id,
     encode_row,
+    event_key,
     identifier,
+    is_deleted,
     merge_rows,
     primitive,
     route_for,
+    to_event,
     to_row,
 )
 
@@ -38,7 +48,10 @@ def test_company_stream_names_load_companies_in_any_case(stream):
     assert route.company_id_property is None
 
 
-@pytest.mark.parametrize("stream", ["users", "people", "company_accounts", "my_companies", "comp"])
+@pytest.mark.parametrize(
+    "stream",
+    ["users", "people", "company_accounts", "my_companies", "comp", "eventsx", "my_events"],
+)
 def test_other_streams_load_users(stream):
     route = route_for(stream, ["user_id", "company_id"], ["user_id"])
 
@@ -569,3 +582,405 @@ def test_an_object_the_schema_does_not_describe_is_just_null():
     route = route_for("users", {"id": {}, "extra": {"type": "object"}}, ["id"])
     _, row = to_row({"id": 1, "extra": None}, route)
     assert row["metadata"] == {"extra": None}
+
+
+def test_a_null_clears_the_keys_of_a_schema_the_sdk_already_flattened():
+    # What the SDK's flattening_enabled (max depth 2) hands the sink for an ``address`` object.
+    properties = {
+        "id": {"type": "integer"},
+        "address__city": {"type": ["string", "null"]},
+        "address__geo__lat": {"type": ["number", "null"]},
+        "address__geo__lng": {"type": ["number", "null"]},
+    }
+    route = route_for("users", properties, ["id"])
+
+    _, row = to_row({"id": 1, "address": None}, route)
+    assert row["metadata"] == {
+        "address": None,
+        "address__city": None,
+        "address__geo__lat": None,
+        "address__geo__lng": None,
+    }
+    _, row = to_row({"id": 1, "address__city": "Oslo", "address__geo": None}, route)
+    assert row["metadata"] == {
+        "address__city": "Oslo",
+        "address__geo": None,
+        "address__geo__lat": None,
+        "address__geo__lng": None,
+    }
+
+
+def test_a_flattened_prefix_that_is_a_property_of_its_own_clears_nothing():
+    route = route_for("users", {"id": {}, "first": {}, "first__name": {}}, ["id"])
+
+    _, row = to_row({"id": 1, "first": None}, route)
+
+    assert row["metadata"] == {"first": None}
+
+
+def test_a_null_clears_flattened_names_given_as_a_plain_list_too():
+    route = route_for("users", ["id", "billing__plan__name"], ["id"])
+
+    _, row = to_row({"id": 1, "billing": None}, route)
+
+    assert row["metadata"] == {"billing": None, "billing__plan__name": None}
+
+
+# End to end: the SDK's own flattening loads what the target's flattening loads.
+
+#: An address fully described two levels down, so a max depth of 2 flattens all of it.
+ADDRESS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+        "address": {
+            "type": ["object", "null"],
+            "properties": {
+                "city": {"type": ["string", "null"]},
+                "zip": {"type": ["string", "null"]},
+                "geo": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "lat": {"type": ["number", "null"]},
+                        "lng": {"type": ["number", "null"]},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _address_messages() -> list[dict]:
+    paris = {"city": "Paris", "zip": "75001", "geo": {"lat": 48.86, "lng": 2.35}}
+    oslo = {"city": "Oslo", "zip": "0150", "geo": {"lat": 59.91, "lng": 10.75}}
+    return [
+        schema("users", ADDRESS_SCHEMA, ["id"]),
+        record("users", {"id": 1, "tags": ["a", "b"], "address": paris}),
+        record("users", {"id": 2, "address": oslo}),
+        state({"n": 2}),
+        record("users", {"id": 1, "address": None}),
+        record("users", {"id": 2, "address": {"city": "Bergen", "zip": None, "geo": None}}),
+        state({"n": 4}),
+    ]
+
+
+@pytest.mark.parametrize("batch_size_rows", [1, 2, 100])
+@pytest.mark.parametrize(
+    "flattening",
+    [
+        pytest.param({}, id="target-flattens"),
+        pytest.param({"flattening_enabled": True, "flattening_max_depth": 2}, id="sdk-depth-2"),
+        pytest.param({"flattening_enabled": True, "flattening_max_depth": 9}, id="sdk-depth-9"),
+    ],
+)
+def test_a_null_object_clears_its_keys_with_or_without_the_sdks_flattening(
+    flattening, batch_size_rows, sandbox, config, tmp_path
+):
+    config.update(flattening, batch_size_rows=batch_size_rows, rows_per_minute=600_000)
+
+    run = run_target(config, _address_messages(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.states[-1] == {"n": 4}
+    assert sandbox.profiles("users") == {
+        "1": {"user_id": "1", "company_id": None, "metadata": {"tags": '["a","b"]'}},
+        "2": {"user_id": "2", "company_id": None, "metadata": {"address__city": "Bergen"}},
+    }
+
+
+def test_a_null_object_clears_what_a_shallow_sdk_flattening_sent(sandbox, config, tmp_path):
+    """At max depth 1 the SDK sends ``address__geo`` as a JSON string; a null clears it too."""
+    config.update(flattening_enabled=True, flattening_max_depth=1, batch_size_rows=1)
+    messages = _address_messages()
+
+    run = run_target(config, messages[:4], tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.profiles("users")["1"]["metadata"] == {
+        "tags": '["a","b"]',
+        "address__city": "Paris",
+        "address__zip": "75001",
+        "address__geo": '{"lat":48.86,"lng":2.35}',
+    }
+
+    run = run_target(config, [messages[0], *messages[4:]], tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.profiles("users")["1"]["metadata"] == {"tags": '["a","b"]'}
+    assert sandbox.profiles("users")["2"]["metadata"] == {"address__city": "Bergen"}
+
+
+# Collisions: two properties that flatten to one name
+
+
+@pytest.mark.parametrize(
+    ("record", "winner"),
+    [
+        pytest.param({"id": 1, "address__city": "Flat", "address": {"city": "Nested"}}, "Nested"),
+        pytest.param({"id": 1, "address": {"city": "Nested"}, "address__city": "Flat"}, "Flat"),
+        pytest.param(
+            {"id": 1, "address": {"city__x": 1}, "address__city": {"x": "Later"}}, "Later"
+        ),
+    ],
+    ids=["flat-then-nested", "nested-then-flat", "nested-then-nested"],
+)
+def test_colliding_names_keep_the_later_value_and_are_noted_on_the_route(record, winner):
+    route = route_for("users", ["id"], ["id"])
+
+    _, row = to_row(record, route)
+
+    assert winner in row["metadata"].values()
+    assert len(row["metadata"]) == 1
+    assert route.collisions == {next(iter(row["metadata"]))}
+
+
+def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
+    route = route_for("users", {"id": {}, "address": {"properties": {"city": {}}}}, ["id"])
+
+    _, row = to_row({"id": 1, "address": None, "address__city": "Oslo"}, route)
+
+    assert row["metadata"] == {"address": None, "address__city": "Oslo"}
+    assert route.collisions == {"address__city"}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param({"id": 1, "a": {"b": 1, "c": {"d": None}}, "a__e": 2, "x": 1.5}, id="nested"),
+        pytest.param({"id": 1, "address": {}, "tags": [], "n": None}, id="empty"),
+        pytest.param({"id": 1, "address": None, "_sdc_deleted_at": None}, id="cleared"),
+        pytest.param({"id": 1, "company_id": "c1", "_sdc_sequence": 3}, id="left-out"),
+    ],
+)
+def test_records_without_colliding_names_note_none(record):
+    properties = {"id": {}, "address": {"properties": {"city": {}, "zip": {}}}}
+    route = route_for("users", properties, ["id"])
+
+    to_row(record, route)
+
+    assert route.collisions == set()
+
+
+def test_take_collisions_hands_each_name_out_once():
+    route = route_for("users", ["id"], ["id"])
+
+    to_row({"id": 1, "a": {"b": 1}, "a__b": 2}, route)
+    assert route.take_collisions() == ["a__b"]
+    to_row({"id": 2, "a": {"b": 1}, "a__b": 2, "c__d": 1, "c": {"d": 2}}, route)
+    assert route.take_collisions() == ["c__d"]
+    to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route)
+    assert route.take_collisions() == []
+
+
+# Events
+
+
+EVENT_ROUTE = route_for("events", ["user_id", "event_name", "amount"], ["event_id"])
+
+
+@pytest.mark.parametrize("stream", ["events", "event", "Events", "EVENT"])
+def test_event_stream_names_send_events_in_any_case(stream):
+    route = route_for(stream, ["user_id", "event_name"], ["id"])
+
+    assert route.object == EVENTS
+    assert route.id_property == "user_id"
+    assert route.event_name_property == "event_name"
+    assert route.event_name is None
+    assert route.company_id_property is None
+
+
+def test_object_mapping_sends_any_stream_as_events_with_its_properties():
+    route = route_for(
+        "invoices",
+        ["customer", "kind"],
+        ["invoice_id"],
+        {"object": "events", "user_id_property": "customer", "event_name_property": "kind"},
+    )
+
+    assert (route.object, route.id_property, route.event_name_property) == (
+        EVENTS,
+        "customer",
+        "kind",
+    )
+    row = to_event({"invoice_id": 9, "customer": 42, "kind": "invoice_paid", "total": 5}, route)
+    assert row == {
+        "user_id": "42",
+        "event_name": "invoice_paid",
+        "metadata": {"invoice_id": 9, "total": 5},
+    }
+
+
+def test_a_fixed_event_name_names_every_event_and_leaves_the_name_property_in_metadata():
+    route = route_for("payments", ["user_id"], None, {"object": "events", "event_name": "paid"})
+
+    row = to_event({"user_id": "u1", "event_name": "other", "amount": 3}, route)
+
+    assert row == {
+        "user_id": "u1",
+        "event_name": "paid",
+        "metadata": {"event_name": "other", "amount": 3},
+    }
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        {"event_name": ""},
+        {"event_name": 5},
+        {"user_id_property": ""},
+        {"user_id_property": ["a"]},
+        {"event_name_property": 3},
+    ],
+)
+def test_unusable_event_mapping_is_a_configuration_error_naming_the_stream(mapping):
+    with pytest.raises(ValueError, match="'events'"):
+        route_for("events", ["user_id"], None, mapping)
+
+
+def test_an_events_stream_mapped_to_users_loads_users():
+    route = route_for("events", ["user_id"], None, {"object": "users"})
+
+    assert route.object == USERS
+
+
+def test_event_metadata_follows_the_profile_rules():
+    record = {
+        "user_id": 7,
+        "event_name": "seat_added",
+        "plan": {"name": "pro", "seats": [1, 2]},
+        "at": dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.timezone.utc),
+        "price": decimal.Decimal("9.50"),
+        "ratio": float("nan"),
+        "note": None,
+        "_sdc_extracted_at": "2024-01-01",
+    }
+
+    row = to_event(record, EVENT_ROUTE)
+
+    assert row == {
+        "user_id": "7",
+        "event_name": "seat_added",
+        "metadata": {
+            "plan__name": "pro",
+            "plan__seats": "[1,2]",
+            "at": "2024-01-02T03:04:00+00:00",
+            "price": 9.5,
+            "ratio": None,
+            "note": None,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ({"event_name": "x"}, "'user_id' is missing or null"),
+        ({"user_id": 1.5, "event_name": "x"}, "'user_id' is a number with a fraction"),
+        ({"user_id": "", "event_name": "x"}, "'user_id' is an empty string"),
+        ({"user_id": "u1"}, "'event_name' is missing or null"),
+        ({"user_id": "u1", "event_name": None}, "'event_name' is missing or null"),
+        ({"user_id": "u1", "event_name": ""}, "'event_name' is an empty string"),
+        ({"user_id": "u1", "event_name": 3}, "'event_name' is an integer, not a string"),
+        ({"user_id": "u1", "event_name": ["a"]}, "'event_name' is an array, not a string"),
+    ],
+)
+def test_an_event_without_a_usable_user_or_name_is_an_invalid_record(record, reason):
+    with pytest.raises(InvalidRecord) as excinfo:
+        to_event(record, EVENT_ROUTE)
+
+    assert str(excinfo.value).startswith(reason)
+
+
+def test_an_events_route_made_by_hand_takes_its_name_from_event_name():
+    route = Route(EVENTS, "user_id")
+
+    row = to_event({"user_id": "u1", "event_name": "signed_up", "x": 1}, route)
+
+    assert row == {"user_id": "u1", "event_name": "signed_up", "metadata": {"x": 1}}
+
+
+def test_to_row_refuses_an_events_route():
+    with pytest.raises(ValueError, match="to_event"):
+        to_row({"user_id": "u1", "event_name": "x"}, EVENT_ROUTE)
+
+
+def test_event_key_is_the_streams_key_values_prefixed_by_the_stream():
+    record = {"event_id": 17, "shard": "eu", "user_id": "u1"}
+
+    key = event_key(record, ["event_id", "shard"], stream="events")
+
+    assert key == '["events",[17,"eu"]]'
+    assert event_key(record, ["event_id", "shard"], stream="billing") != key
+
+
+def test_event_key_without_key_properties_hashes_the_record_whatever_its_key_order():
+    first = {"user_id": "u1", "event_name": "x", "meta": {"b": 1, "a": [1, 2]}}
+    same = {"meta": {"a": [1, 2], "b": 1}, "event_name": "x", "user_id": "u1"}
+    other = {**first, "event_name": "y"}
+
+    key = event_key(first, [], stream="events")
+
+    assert key.startswith('["events","sha256:') and len(key) == len('["events","sha256:"]') + 64
+    assert event_key(same, None, stream="events") == key
+    assert event_key(other, None, stream="events") != key
+    assert event_key(first, None, stream="billing") != key
+
+
+def test_event_key_ignores_sdc_columns_so_a_rerun_finds_the_same_key():
+    record = {"user_id": "u1", "event_name": "x"}
+    extracted = {**record, "_sdc_extracted_at": "2024-01-01T00:00:00Z", "_sdc_sequence": 5}
+
+    assert event_key(extracted, None, stream="events") == event_key(record, None, stream="events")
+
+
+def test_event_key_is_stable_for_values_json_has_no_type_for():
+    record = {
+        "user_id": "u1",
+        "at": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
+        "price": decimal.Decimal("1.10"),
+        "text": "bad \ud800",
+    }
+
+    assert event_key(record, None, stream="events") == event_key(
+        dict(record), None, stream="events"
+    )
+
+
+@pytest.mark.parametrize("record", [{"user_id": "u1"}, {"user_id": "u1", "event_id": None}])
+def test_event_key_refuses_a_missing_key_property(record):
+    with pytest.raises(InvalidRecord, match="key property 'event_id' is missing or null"):
+        event_key(record, ["event_id"], stream="events")
+
+
+# Deletes
+
+
+@pytest.mark.parametrize(
+    ("record", "deleted"),
+    [
+        ({"id": 1, "_sdc_deleted_at": "2024-01-01T00:00:00Z"}, True),
+        ({"id": 1, "_sdc_deleted_at": dt.datetime(2024, 1, 1)}, True),
+        ({"id": 1, "_sdc_deleted_at": None}, False),
+        ({"id": 1, "_sdc_deleted_at": ""}, False),
+        ({"id": 1}, False),
+    ],
+)
+def test_a_record_is_deleted_when_sdc_deleted_at_is_set(record, deleted):
+    assert is_deleted(record) is deleted
+
+
+def test_deleted_id_follows_the_id_rules_of_rows():
+    users = route_for("users", ["id", "email"], ["id"])
+    companies = route_for("companies", ["company_id"], None)
+
+    assert deleted_id({"id": 42, "_sdc_deleted_at": "x"}, users) == "42"
+    assert deleted_id({"company_id": "c1"}, companies) == "c1"
+    with pytest.raises(InvalidRecord, match="'id' is missing or null"):
+        deleted_id({"email": "a@example.com"}, users)
+    with pytest.raises(InvalidRecord, match="'id' is a boolean"):
+        deleted_id({"id": True}, users)
+
+
+def test_events_cannot_be_deleted():
+    with pytest.raises(ValueError, match="users and companies"):
+        deleted_id({"user_id": "u1"}, EVENT_ROUTE)

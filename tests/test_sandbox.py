@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import requests
 from conftest import eventually
 
 from target_userpilot.sandbox import Sandbox
+from target_userpilot.sandbox.limits import PerMinute
 
 API_KEY = "sandbox-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -557,3 +559,559 @@ def test_cli_refuses_a_non_loopback_host():
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 2
     assert "loopback" in stderr
+
+
+# --- deletions -------------------------------------------------------------------------------
+
+VERSION = {"X-API-Version": "2020-09-22"}
+
+
+def delete_ids(
+    api: requests.Session, sb: Sandbox, obj: str, ids: Any, headers: dict | None = None
+) -> requests.Response:
+    """A deletion request, with the version header unless `headers` says otherwise."""
+    body = ids if isinstance(ids, dict) else {obj: ids}
+    return api.delete(
+        f"{sb.url}/v1/{obj}", json=body, headers=VERSION if headers is None else headers
+    )
+
+
+@pytest.fixture
+def unpaced() -> Iterator[Sandbox]:
+    """A sandbox without the deletion interval, for tests about other rules."""
+    with Sandbox(api_key=API_KEY, delete_interval=0) as sb:
+        yield sb
+
+
+def test_deletion_is_scheduled_in_order_and_applied_only_by_a_deletion_run(unpaced, api, anon):
+    rows = [{"user_id": "u1"}, {"user_id": "u2"}, {"user_id": "u3"}]
+    upload_json(api, unpaced, "users", rows)
+    upload_when_free(api, unpaced, "companies", [{"company_id": "c1"}])
+
+    answer = delete_ids(api, unpaced, "users", ["u2", "u1"])
+    assert answer.status_code == 202
+    assert answer.json() == {"message": "2 users scheduled for deletion"}
+    one = delete_ids(api, unpaced, "companies", ["c1"])
+    assert one.json() == {"message": "1 companies scheduled for deletion"}
+    # Userpilot deletes once a day: until then every profile is still there.
+    assert set(unpaced.profiles("users")) == {"u1", "u2", "u3"}
+    assert unpaced.deletions("users") == ["u2", "u1"]
+    assert unpaced.deletions("companies") == ["c1"]
+    assert anon.get(f"{unpaced.url}/_sandbox/deletions").json() == {
+        "users": ["u2", "u1"],
+        "companies": ["c1"],
+    }
+
+    assert unpaced.run_deletions() == {"users": 2, "companies": 1}
+    assert set(unpaced.profiles("users")) == {"u3"}
+    assert unpaced.profiles("companies") == {}
+    assert unpaced.deletions("users") == ["u2", "u1"]  # what was requested stays readable
+    stats = unpaced.stats()
+    assert (stats["deletion_requests"], stats["deletions_accepted"]) == (2, 2)
+    assert stats["ids_scheduled"] == 3
+    assert stats["by_endpoint"]["delete"] == {"requests": 2, "rate_limited": 0}
+
+    unpaced.reset()
+    assert unpaced.deletions("users") == []
+
+
+def test_a_profile_created_again_before_the_deletion_run_is_erased_too(unpaced, api, anon):
+    delete_ids(api, unpaced, "users", ["u1"])
+    upload_json(api, unpaced, "users", [{"user_id": "u1", "metadata": {"plan": "pro"}}])
+    assert "u1" in unpaced.profiles("users")
+    assert anon.post(f"{unpaced.url}/_sandbox/run_deletions").json() == {
+        "users": 1,
+        "companies": 0,
+    }
+    assert unpaced.profiles("users") == {}
+    # A second run has nothing left to do: each scheduled deletion runs once.
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    assert unpaced.run_deletions() == {"users": 0, "companies": 0}
+    assert list(unpaced.profiles("users")) == ["u1"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Version": "2021-01-01"}],
+    ids=["missing", "other-version"],
+)
+def test_deletion_without_the_api_version_header_gets_400(unpaced, api, headers):
+    answer = delete_ids(api, unpaced, "users", ["u1"], headers=headers)
+    message = assert_error(answer, 400, "invalid_request", "INVALID_API_VERSION")
+    assert "X-API-Version: 2020-09-22" in message
+    assert unpaced.deletions("users") == []
+
+
+def test_deletion_without_the_right_key_gets_401(unpaced, anon):
+    answer = anon.delete(f"{unpaced.url}/v1/users", json={"users": ["u1"]}, headers=VERSION)
+    assert_error(answer, 401, "unauthorized", "UNAUTHORIZED")
+    assert unpaced.deletions("users") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"users": []}, "is empty"),
+        ({"users": [""]}, "users[0] must be a non-empty string"),
+        ({"users": ["u1", 7]}, "users[1] must be a non-empty string, got a number"),
+        ({"users": ["u1", None]}, "users[1] must be a non-empty string, got null"),
+        ({"users": "u1"}, 'array "users"'),
+        ({"companies": ["c1"]}, 'array "users"'),
+        ({"users": ["u1"], "force": True}, "unknown field 'force'"),
+    ],
+    ids=["empty", "empty-id", "number", "null", "not-a-list", "other-object", "unknown-field"],
+)
+def test_deletion_ids_must_be_non_empty_strings(unpaced, api, body, problem):
+    answer = delete_ids(api, unpaced, "users", body)
+    assert problem in assert_error(answer, 400, "invalid_request", "BAD_REQUEST")
+    assert unpaced.deletions("users") == []
+    assert unpaced.stats()["rejected"] == {"400": 1}
+
+
+def test_deletion_with_more_ids_than_the_limit_gets_413(api):
+    with Sandbox(api_key=API_KEY, delete_interval=0, max_delete_ids=2) as sb:
+        too_many = delete_ids(api, sb, "companies", ["c1", "c2", "c3"])
+        assert_error(too_many, 413, "payload_too_large", "PAYLOAD_TOO_LARGE")
+        assert sb.deletions("companies") == []
+        assert delete_ids(api, sb, "companies", ["c1", "c2"]).status_code == 202
+        assert delete_ids(api, sb, "companies", ["c3"]).status_code == 202
+        assert sb.deletions("companies") == ["c1", "c2", "c3"]
+
+
+def test_deletion_requests_closer_than_the_interval_get_429_with_retry_after(api):
+    with Sandbox(api_key=API_KEY, delete_interval=0.5) as sb:
+        assert delete_ids(api, sb, "users", ["u1"]).status_code == 202
+        refused = delete_ids(api, sb, "companies", ["c1"])  # users and companies share it
+        assert_error(refused, 429, "rate_limited", "TOO_MANY_REQUESTS")
+        assert refused.headers["Retry-After"] == "1"  # whole seconds, rounded up
+
+        def admitted() -> bool:
+            return delete_ids(api, sb, "users", ["u2"]).status_code == 202
+
+        eventually(admitted, what="the deletion interval to pass")
+        log = [e for e in sb.request_log() if e["status"] == 202]
+        assert log[1]["at"] - log[0]["at"] >= 0.5
+        assert sb.deletions("users") == ["u1", "u2"]
+        assert sb.deletions("companies") == []
+        stats = sb.stats()
+        assert stats["by_endpoint"]["delete"]["rate_limited"] == stats["deletion_requests"] - 2
+        assert stats["deletions_accepted"] == 2
+
+
+def test_a_refused_deletion_request_does_not_move_the_interval(api):
+    with Sandbox(api_key=API_KEY, delete_interval=0.3) as sb:
+        assert delete_ids(api, sb, "users", ["u1"]).status_code == 202
+        statuses = []
+
+        def admitted() -> bool:
+            statuses.append(delete_ids(api, sb, "users", ["u2"]).status_code)
+            return statuses[-1] == 202
+
+        eventually(admitted, what="the deletion interval to pass")
+        assert statuses[0] == 429
+        assert set(statuses[:-1]) == {429}
+        # Measured from the last admitted request: had each refusal restarted the interval,
+        # the request after a refusal could not pass sooner than 0.3 s after it.
+        *_, last_refused, passed = sb.request_log()
+        assert passed["at"] - last_refused["at"] < 0.3
+
+
+def test_limits_change_while_the_sandbox_runs(sandbox, api, anon):
+    assert sandbox.limits() == {
+        "delete_interval": 2.0,
+        "max_delete_ids": None,
+        "events_per_minute": 600.0,
+        "track_requires_user": True,
+    }
+    assert delete_ids(api, sandbox, "users", ["u1"]).status_code == 202
+    assert delete_ids(api, sandbox, "users", ["u2"]).status_code == 429
+    sandbox.set_limits(delete_interval=0)
+    assert delete_ids(api, sandbox, "users", ["u2"]).status_code == 202
+
+    assert anon.post(f"{sandbox.url}/_sandbox/limits", json={"max_delete_ids": 1}).ok
+    assert delete_ids(api, sandbox, "users", ["u3", "u4"]).status_code == 413
+    assert anon.get(f"{sandbox.url}/_sandbox/limits").json()["max_delete_ids"] == 1
+
+    with pytest.raises(TypeError, match="unknown limit"):
+        sandbox.set_limits(delete_intervall=1)
+    with pytest.raises(ValueError, match="events_per_minute"):
+        sandbox.set_limits(max_delete_ids=5, events_per_minute=-1)
+    assert sandbox.limits()["max_delete_ids"] == 1  # nothing changed by a refused call
+    refused = anon.post(f"{sandbox.url}/_sandbox/limits", json={"track_requires_user": "no"})
+    assert_error(refused, 400, "invalid_request", "BAD_REQUEST")
+
+
+# --- tracked events --------------------------------------------------------------------------
+
+
+def track(
+    api: requests.Session, sb: Sandbox, body: dict, headers: dict | None = None
+) -> requests.Response:
+    """A track request, with the version header unless `headers` says otherwise."""
+    return api.post(
+        f"{sb.url}/v1/track", json=body, headers=VERSION if headers is None else headers
+    )
+
+
+def test_track_stores_each_event_with_its_receive_time(sandbox, api, anon):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    metadata = {"amount": 12.5, "plan": "pro", "trial": False, "coupon": None}
+    first = track(
+        api, sandbox, {"user_id": "u1", "event_name": "invoice_paid", "metadata": metadata}
+    )
+    assert first.status_code == 202
+    assert track(api, sandbox, {"user_id": "u1", "event_name": "seat_added"}).status_code == 202
+
+    events = sandbox.events()
+    assert [(e["user_id"], e["event_name"], e["metadata"]) for e in events] == [
+        ("u1", "invoice_paid", metadata),
+        ("u1", "seat_added", {}),
+    ]
+    assert events[0]["received_at"].endswith("Z")
+    assert 0 <= events[0]["at"] <= events[1]["at"]
+    assert anon.get(f"{sandbox.url}/_sandbox/events").json() == events
+    stats = sandbox.stats()
+    assert (stats["track_requests"], stats["events_received"]) == (2, 2)
+    assert stats["by_endpoint"]["track"] == {"requests": 2, "rate_limited": 0}
+
+    sandbox.reset()
+    assert sandbox.events() == []
+
+
+def test_track_without_the_api_version_header_gets_400(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    answer = track(api, sandbox, {"user_id": "u1", "event_name": "e"}, headers={})
+    assert_error(answer, 400, "invalid_request", "INVALID_API_VERSION")
+    assert sandbox.events() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"event_name": "e"}, "user_id is missing"),
+        ({"user_id": 1, "event_name": "e"}, "user_id must be a non-empty string, got a number"),
+        ({"user_id": "u1", "event_name": ""}, "event_name must be a non-empty string"),
+        ({"user_id": "u1"}, "event_name is missing"),
+        ({"user_id": "u1", "event_name": "e", "metadata": ["a"]}, "metadata must be an object"),
+        ({"user_id": "u1", "event_name": "e", "metadata": {"a": {"b": 1}}}, "metadata.a is an"),
+        ({"user_id": "u1", "event_name": "e", "metadata": {"tags": [1]}}, "metadata.tags is an"),
+        ({"user_id": "u1", "event_name": "e", "timestamp": "2024-01-01"}, "unknown field"),
+    ],
+    ids=["no-user", "int-user", "empty-name", "no-name", "list-meta", "nested", "array", "extra"],
+)
+def test_track_with_an_invalid_event_gets_400(sandbox, api, body, problem):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    message = assert_error(track(api, sandbox, body), 400, "invalid_event", "VALIDATION_ERROR")
+    assert problem in message
+    assert sandbox.events() == []
+
+
+def test_track_for_a_user_without_a_profile_yet_gets_404(sandbox, api):
+    sandbox.set_rows_per_minute(60)  # 10 rows: ten seconds
+    upload_json(api, sandbox, "users", [{"user_id": f"u{n}"} for n in range(10)])
+    # The user's job has not completed: Userpilot does not know the user yet.
+    early = track(api, sandbox, {"user_id": "u0", "event_name": "e"})
+    message = assert_error(early, 404, "not_found", "USER_NOT_FOUND")
+    assert "u0" not in message  # error messages never echo record values
+
+    sandbox.set_rows_per_minute(0)
+    assert track(api, sandbox, {"user_id": "u0", "event_name": "e"}).status_code == 202
+    assert [e["user_id"] for e in sandbox.events()] == ["u0"]
+
+
+def test_track_accepts_unknown_users_when_told_to(api):
+    with Sandbox(api_key=API_KEY, track_requires_user=False) as sb:
+        assert track(api, sb, {"user_id": "nobody", "event_name": "e"}).status_code == 202
+        assert len(sb.events()) == 1
+
+
+def test_track_over_the_per_minute_limit_gets_429_with_retry_after(api):
+    with Sandbox(api_key=API_KEY, events_per_minute=3, track_requires_user=False) as sb:
+        codes = [track(api, sb, {"user_id": "u1", "event_name": "e"}).status_code for _ in range(3)]
+        assert codes == [202, 202, 202]
+        refused = track(api, sb, {"user_id": "u1", "event_name": "e"})
+        assert_error(refused, 429, "rate_limited", "TOO_MANY_REQUESTS")
+        # The oldest of the three leaves the 60 s window in just under a minute.
+        assert refused.headers["Retry-After"] == "60"
+        assert len(sb.events()) == 3
+        assert sb.stats()["by_endpoint"]["track"]["rate_limited"] == 1
+
+
+def test_events_per_minute_zero_or_none_means_no_limit(api):
+    for unlimited in (0, None):
+        with Sandbox(api_key=API_KEY, events_per_minute=unlimited, track_requires_user=False) as sb:
+            for _ in range(20):
+                assert track(api, sb, {"user_id": "u1", "event_name": "e"}).status_code == 202
+
+
+def test_the_per_minute_window_slides():
+    """The window's arithmetic, on a fake clock: a real minute is too long for a test."""
+    window = PerMinute(2)
+    assert window.admit(0.0) is None
+    assert window.admit(10.0) is None
+    assert window.admit(30.0) == pytest.approx(30.0)  # until the request at 0 s leaves
+    assert window.admit(60.0) is None  # the 0 s request has left
+    assert window.admit(65.0) == pytest.approx(5.0)  # until the 10 s one leaves
+    assert PerMinute(0).admit(0.0) is None
+
+
+def test_a_deletion_run_removes_a_deleted_users_events(unpaced, api):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}, {"user_id": "u2"}])
+    for user_id in ("u1", "u2", "u1"):
+        assert track(api, unpaced, {"user_id": user_id, "event_name": "e"}).status_code == 202
+    delete_ids(api, unpaced, "users", ["u1"])
+    assert len(unpaced.events()) == 3  # scheduled only
+    unpaced.run_deletions()
+    assert [e["user_id"] for e in unpaced.events()] == ["u2"]
+
+
+# --- faults on the deletion and track endpoints ----------------------------------------------
+
+
+def test_faults_hit_deletion_and_track_calls_too_by_default(unpaced, api):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    unpaced.set_faults(rate_limit_rate=1.0, retry_after=2)
+    refused = delete_ids(api, unpaced, "users", ["u1"])
+    assert_error(refused, 429, "rate_limited", "TOO_MANY_REQUESTS")
+    assert refused.headers["Retry-After"] == "2"
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code == 429
+    assert unpaced.deletions("users") == []
+    assert unpaced.events() == []
+    by_endpoint = unpaced.stats()["by_endpoint"]
+    assert by_endpoint["delete"]["rate_limited"] == by_endpoint["track"]["rate_limited"] == 1
+    assert [e["fault"] for e in unpaced.request_log()[-2:]] == ["rate_limit", "rate_limit"]
+
+
+def test_endpoints_limits_faults_to_the_chosen_families(unpaced, api):
+    unpaced.set_faults(error_rate=1.0, endpoints=["track", "delete"])
+    assert upload_json(api, unpaced, "users", [{"user_id": "u1"}]).status_code == 202
+    assert api.get(f"{unpaced.url}/v1/background_jobs").status_code == 200
+    assert delete_ids(api, unpaced, "users", ["u1"]).status_code in {500, 502, 503}
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code in {500, 502, 503}
+    assert unpaced.stats()["faults_injected"]["error"] == 2
+
+    unpaced.set_faults(forbidden=True, endpoints=["bulk"])
+    assert upload_json(api, unpaced, "users", [{"user_id": "u2"}]).status_code == 403
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code == 202
+
+
+def test_only_keeps_its_meaning_beside_the_new_endpoints(unpaced, api):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    unpaced.set_faults(error_rate=1.0, only="status")
+    assert api.get(f"{unpaced.url}/v1/background_jobs").status_code in {500, 502, 503}
+    assert delete_ids(api, unpaced, "users", ["u1"]).status_code == 202
+    assert track(api, unpaced, {"user_id": "u1", "event_name": "e"}).status_code == 202
+
+
+def test_a_slow_track_call_times_out_on_the_client_but_the_event_is_stored(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    sandbox.set_faults(slow_rate=1.0, slow_seconds=2, endpoints=["track", "delete"])
+    with pytest.raises(requests.ReadTimeout):
+        api.post(
+            f"{sandbox.url}/v1/track",
+            json={"user_id": "u1", "event_name": "e"},
+            headers=VERSION,
+            timeout=0.3,
+        )
+    # The in-flight duplicate a client must live with: Userpilot has the event already.
+    eventually(lambda: len(sandbox.events()) == 1, what="the slow event to be stored")
+    assert sandbox.stats()["faults_injected"]["slow"] == 1
+
+
+def test_a_slow_deletion_call_times_out_on_the_client_but_is_scheduled(unpaced, api):
+    unpaced.set_faults(slow_rate=1.0, slow_seconds=2, endpoints=["delete"])
+    with pytest.raises(requests.ReadTimeout):
+        api.delete(f"{unpaced.url}/v1/users", json={"users": ["u1"]}, headers=VERSION, timeout=0.3)
+    eventually(lambda: unpaced.deletions("users") == ["u1"], what="the deletion to be scheduled")
+
+
+def test_a_dropped_deletion_or_track_call_has_no_effect(unpaced, api):
+    unpaced.set_faults(drop_rate=1.0, endpoints=["delete", "track"])
+    with pytest.raises(requests.ConnectionError):
+        delete_ids(api, unpaced, "users", ["u1"])
+    with pytest.raises(requests.ConnectionError):
+        track(api, unpaced, {"user_id": "u1", "event_name": "e"})
+    assert unpaced.deletions("users") == []
+    assert unpaced.events() == []
+    assert unpaced.stats()["faults_injected"]["drop"] == 2
+
+
+def test_answer_next_scripts_the_next_calls_of_one_endpoint(unpaced, api, anon):
+    upload_json(api, unpaced, "users", [{"user_id": "u1"}])
+    unpaced.answer_next("track", 503, times=2)
+    unpaced.answer_next("delete", 429, retry_after=3)
+    event = {"user_id": "u1", "event_name": "e"}
+    first, second = track(api, unpaced, event), track(api, unpaced, event)
+    assert (first.status_code, second.status_code) == (503, 503)
+    assert first.headers["Content-Type"] == "text/html"  # a proxy's page, as in production
+    assert track(api, unpaced, event).status_code == 202
+    limited = delete_ids(api, unpaced, "users", ["u1"])
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "3")
+    assert delete_ids(api, unpaced, "users", ["u1"]).status_code == 202
+    assert len(unpaced.events()) == 1
+    assert unpaced.deletions("users") == ["u1"]
+    stats = unpaced.stats()
+    assert stats["faults_injected"]["scripted"] == 3
+    assert [e["fault"] for e in unpaced.request_log()].count("scripted") == 3
+
+    answer = anon.post(
+        f"{unpaced.url}/_sandbox/answer_next", json={"endpoint": "bulk", "status": 422}
+    )
+    assert answer.status_code == 200
+    refused = upload_json(api, unpaced, "users", [{"user_id": "u2"}])
+    assert_error(refused, 422, "invalid_request", "REQUEST_REFUSED")
+    assert upload_json(api, unpaced, "users", [{"user_id": "u2"}]).status_code == 202
+
+    unpaced.answer_next("list", 500, times=5)
+    unpaced.reset()
+    assert api.get(f"{unpaced.url}/v1/background_jobs").status_code == 200
+
+
+def test_nonsense_fault_selectors_and_scripts_are_refused(sandbox, anon):
+    with pytest.raises(ValueError, match="tracking"):
+        sandbox.set_faults(endpoints=["tracking"])
+    with pytest.raises(ValueError, match="list of endpoint families"):
+        sandbox.set_faults(endpoints="track")
+    for bad in ({"endpoint": "jobs", "status": 500}, {"endpoint": "track", "status": 200}):
+        with pytest.raises(ValueError):
+            sandbox.answer_next(**bad)
+        answer = anon.post(f"{sandbox.url}/_sandbox/answer_next", json=bad)
+        assert_error(answer, 400, "invalid_request", "BAD_REQUEST")
+    with pytest.raises(ValueError, match="times"):
+        sandbox.answer_next("track", 500, times=0)
+    answer = anon.post(f"{sandbox.url}/_sandbox/faults", json={"endpoints": ["delete"]})
+    assert answer.status_code == 200
+
+
+def test_stats_count_requests_and_429s_per_endpoint(api):
+    with Sandbox(api_key=API_KEY, delete_interval=60, events_per_minute=1) as sb:
+        job_id = upload_json(api, sb, "users", [{"user_id": "u1"}]).json()["job_id"]
+        job_status(api, sb, job_id)
+        api.get(f"{sb.url}/v1/background_jobs")
+        delete_ids(api, sb, "users", ["u9"])
+        delete_ids(api, sb, "users", ["u9"])  # within the interval: 429
+        track(api, sb, {"user_id": "u1", "event_name": "e"})
+        track(api, sb, {"user_id": "u1", "event_name": "e"})  # over the minute's 1: 429
+        api.get(f"{sb.url}/v1/nowhere")
+        by_endpoint = sb.stats()["by_endpoint"]
+        assert by_endpoint == {
+            "bulk": {"requests": 1, "rate_limited": 0},
+            "status": {"requests": 1, "rate_limited": 0},
+            "list": {"requests": 1, "rate_limited": 0},
+            "delete": {"requests": 2, "rate_limited": 1},
+            "track": {"requests": 2, "rate_limited": 1},
+            "other": {"requests": 1, "rate_limited": 0},
+        }
+        assert sum(counts["requests"] for counts in by_endpoint.values()) == sb.stats()["requests"]
+
+
+# --- TLS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key, made for this run."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)
+
+
+def test_tls_serves_https_that_verifies_with_the_given_certificate(tls_files, anon):
+    cert, _ = tls_files
+    with Sandbox(api_key=API_KEY, tls=tls_files) as sb:
+        assert sb.url.startswith("https://127.0.0.1:")
+        headers = {"Authorization": f"Token {API_KEY}"}
+        answer = anon.post(
+            f"{sb.url}/v1/users/bulk_identify",
+            json={"users": [{"user_id": "u1"}]},
+            headers=headers,
+            verify=cert,
+        )
+        assert answer.status_code == 202
+        assert list(anon.get(f"{sb.url}/_sandbox/profiles/users", verify=cert).json()) == ["u1"]
+
+        # A client that does not trust the certificate, or speaks plain HTTP, gets nowhere...
+        with pytest.raises(requests.exceptions.SSLError):
+            anon.get(f"{sb.url}/v1/background_jobs", headers=headers)
+        with pytest.raises(requests.ConnectionError):
+            anon.get(sb.url.replace("https://", "http://") + "/v1/background_jobs")
+        # ...and leaves the sandbox serving everyone else.
+        assert anon.get(f"{sb.url}/v1/background_jobs", headers=headers, verify=cert).ok
+        assert sb.stats()["uploads"] == 1
+
+
+def test_tls_with_files_that_do_not_load_is_refused(tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="cannot load the TLS certificate"):
+        Sandbox(tls=(missing, missing))
+
+
+def test_cli_serves_https_with_the_deletion_and_track_limits(tls_files, anon):
+    cert, key = tls_files
+    process = run_cli(
+        *("--port", "0", "--api-key", API_KEY, "--tls-cert", cert, "--tls-key", key),
+        *("--delete-interval", "0", "--max-delete-ids", "1"),
+        *("--events-per-minute", "1", "--track-any-user"),
+    )
+    try:
+        line = process.stdout.readline().strip()
+        assert line.startswith("userpilot-sandbox listening on https://127.0.0.1:"), line
+        url = line.rsplit(" ", 1)[1]
+        headers = {"Authorization": f"Token {API_KEY}", **VERSION}
+
+        def delete(ids: list[str]) -> int:
+            return anon.delete(
+                f"{url}/v1/users", json={"users": ids}, headers=headers, verify=cert
+            ).status_code
+
+        def track_one() -> int:
+            event = {"user_id": "anyone", "event_name": "e"}
+            return anon.post(
+                f"{url}/v1/track", json=event, headers=headers, verify=cert
+            ).status_code
+
+        assert [delete(["u1", "u2"]), delete(["u1"]), delete(["u2"])] == [413, 202, 202]
+        assert [track_one(), track_one()] == [202, 429]
+        deletions = anon.get(f"{url}/_sandbox/deletions", verify=cert).json()
+        assert deletions == {"users": ["u1", "u2"], "companies": []}
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+
+
+def test_cli_refuses_a_certificate_without_its_key(tls_files):
+    process = run_cli("--port", "0", "--tls-cert", tls_files[0])
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 2
+    assert "--tls-cert and --tls-key go together" in stderr

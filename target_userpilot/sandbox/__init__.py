@@ -1,7 +1,8 @@
-"""A Userpilot-compatible bulk API emulator on loopback, for tests, demos and offline trials.
+"""A Userpilot-compatible API emulator on loopback, for tests, demos and offline trials.
 
-`Sandbox` serves the bulk endpoints, job status and the admin endpoints under `/_sandbox/`;
-`Faults` lists the failures it can inject. The console script `userpilot-sandbox` runs it.
+`Sandbox` serves the bulk endpoints, job status, the deletion and track endpoints and the admin
+endpoints under `/_sandbox/`; `Faults` lists the failures it can inject. The console script
+`userpilot-sandbox` runs it. `server.py` says which module holds what.
 """
 
 from __future__ import annotations

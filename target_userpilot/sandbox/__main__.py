@@ -9,7 +9,8 @@ import sys
 import threading
 from types import FrameType
 
-from target_userpilot.sandbox.server import Sandbox, require_loopback
+from target_userpilot.sandbox.httpd import require_loopback
+from target_userpilot.sandbox.server import Sandbox
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="userpilot-sandbox",
         description=(
             "Serve a Userpilot-compatible bulk API on loopback, to try target-userpilot "
-            "offline. Profiles: GET /_sandbox/profiles/users and /_sandbox/profiles/companies."
+            "offline. Profiles: GET /_sandbox/profiles/users and /_sandbox/profiles/companies; "
+            "scheduled deletions: GET /_sandbox/deletions; events: GET /_sandbox/events."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
@@ -31,6 +33,33 @@ def _parser() -> argparse.ArgumentParser:
         default=1800.0,
         help="job processing rate; 0 completes jobs at once (default 1800, Userpilot's rate)",
     )
+    parser.add_argument(
+        "--delete-interval",
+        type=float,
+        default=2.0,
+        help="seconds between admitted deletion requests, else 429 (default 2, Userpilot's "
+        "limit; 0 disables)",
+    )
+    parser.add_argument(
+        "--max-delete-ids",
+        type=int,
+        default=None,
+        help="ids one deletion request may name, else 413 (default: no limit)",
+    )
+    parser.add_argument(
+        "--events-per-minute",
+        type=float,
+        default=600.0,
+        help="track requests admitted in any 60 s, else 429 (default 600, Userpilot's limit; "
+        "0 disables)",
+    )
+    parser.add_argument(
+        "--track-any-user",
+        action="store_true",
+        help="accept events for users without a profile (default: 404, as Userpilot)",
+    )
+    parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)")
+    parser.add_argument("--tls-key", help="the certificate's unencrypted PEM private key")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser
 
@@ -45,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.rows_per_minute < 0:
         parser.error("--rows-per-minute must be 0 or more")
+    if args.delete_interval < 0:
+        parser.error("--delete-interval must be 0 or more")
+    if args.events_per_minute < 0:
+        parser.error("--events-per-minute must be 0 or more")
+    if args.max_delete_ids is not None and args.max_delete_ids < 1:
+        parser.error("--max-delete-ids must be 1 or more")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     if args.verbose:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -58,12 +95,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    sandbox = Sandbox(
-        host=args.host,
-        port=args.port,
-        api_key=None if args.no_auth else args.api_key,
-        rows_per_minute=args.rows_per_minute,
-    )
+    try:
+        sandbox = Sandbox(
+            host=args.host,
+            port=args.port,
+            api_key=None if args.no_auth else args.api_key,
+            rows_per_minute=args.rows_per_minute,
+            delete_interval=args.delete_interval,
+            max_delete_ids=args.max_delete_ids,
+            events_per_minute=args.events_per_minute,
+            track_requires_user=not args.track_any_user,
+            tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         sandbox.start()
     except OSError as exc:

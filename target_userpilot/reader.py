@@ -1,0 +1,229 @@
+"""Singer input: one line at a time, checked before the SDK acts on it.
+
+This is the one place that decides whether a line is a Singer message the target can act on.
+A line that is not stops the run (exit 7) with a sentence naming the line and what is wrong
+with it, never the line itself: records carry personal data. The checks are the few type tests
+the SDK's handlers assume and do not make, so that a malformed message cannot become a
+traceback deep in the SDK, or a RECORD silently dropped while STATE moves past it.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+from collections import Counter
+
+from singer_sdk.exceptions import InvalidInputLine
+from singer_sdk.io_base import SingerReader
+
+#: Appended to every refusal: what the user does next, and that the checkpoint holds.
+_FIX = (
+    " It is not a valid Singer message: fix the tap and rerun (nothing after the last STATE "
+    "was lost)."
+)
+#: A stream name is quoted in messages, but never at any length.
+_NAME_LIMIT = 80
+
+
+class InputReader(SingerReader):
+    """Singer input with errors that name the line, and never echo a whole record to the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: 1-based number of the line read last, blank lines included (what an editor shows).
+        self.line_number = 0
+        #: Streams that have had a SCHEMA message: the only ones other messages may name.
+        self.streams: set[str] = set()
+
+    def process_lines(
+        self,
+        file_input: t.IO[str] | None,
+        callbacks: dict[str, t.Callable[[dict], None]],
+    ) -> t.Counter[str]:
+        """Read every line: skip blank ones, check each message, hand it to its handler.
+
+        Runs for every line of input: a RECORD, by far the most frequent, costs two type tests.
+        """
+        stats: t.Counter[str] = Counter()
+        for line in file_input or self.default_input:
+            self.line_number += 1
+            if not line or line.isspace():
+                continue  # blank lines between messages carry nothing (contract: skipped)
+            self._current_message = line
+            message = self.deserialize_json(line)
+            kind = message.get("type")
+            if kind == "RECORD":
+                if (
+                    type(message.get("stream")) is not str
+                    or type(message.get("record")) is not dict
+                ):
+                    self._refuse_record(message)
+            else:
+                self._check(message, kind)
+            callback = callbacks.get(kind)
+            if callback is None:
+                self._process_unknown_message(message)
+            else:
+                callback(message)
+            stats[kind] += 1
+        return stats
+
+    def deserialize_json(self, line: str) -> dict:
+        """Parse one input line; a bad one stops the run with its line number.
+
+        Numbers with a fraction become floats, not the SDK's Decimals: Userpilot stores numbers
+        as JavaScript doubles, so a Decimal would only be made and converted back to a float
+        for every number of every record. Integers stay exact ints (ids keep every digit).
+        """
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            msg = (
+                f"Input line {self.line_number} is not valid JSON ({_reason(exc)}). The tap's "
+                "output is malformed; nothing after the last STATE was lost, fix the tap and "
+                "rerun."
+            )
+            raise InvalidInputLine(msg) from None
+        if not isinstance(message, dict):
+            msg = f"Input line {self.line_number} is not a Singer message (a JSON object)."
+            raise InvalidInputLine(msg)
+        return message
+
+    def assert_line_requires(self, line_dict: dict, requires: set[str]) -> None:
+        """Name the line and the missing keys, never the message (it may hold personal data)."""
+        missing = requires - set(line_dict)
+        if missing:
+            msg = (
+                f"Input line {self.line_number} is missing the key(s) "
+                f"{', '.join(sorted(missing))}; it is not a valid Singer message. Fix the tap "
+                "and rerun."
+            )
+            raise InvalidInputLine(msg)
+
+    def _process_unknown_message(self, message_dict: dict) -> None:
+        msg = (
+            f"Input line {self.line_number} has unknown Singer message type "
+            f"'{_quoted(message_dict.get('type'))}'; expected SCHEMA, RECORD, STATE, "
+            "ACTIVATE_VERSION or BATCH."
+        )
+        raise InvalidInputLine(msg)
+
+    # Checks, one per message type (RECORD's fast test is inline in process_lines).
+
+    def _check(self, message: dict, kind: t.Any) -> None:
+        """Check a message other than a well-formed RECORD; raise on the first problem."""
+        if kind is None and "type" not in message:
+            self.assert_line_requires(message, {"type"})
+        if type(kind) is not str:
+            self._refuse(f"has a 'type' that is {_json_type(kind)}, not a string.")
+        if kind == "RECORD":
+            self._refuse_record(message)
+        elif kind == "SCHEMA":
+            self._check_schema(message)
+        elif kind == "STATE":
+            if "value" not in message:
+                self._refuse("is a STATE message without a 'value'.")
+        elif kind in ("ACTIVATE_VERSION", "BATCH"):
+            stream = self._stream(message, kind)
+            if stream not in self.streams:
+                self._refuse(
+                    f"is {_a(kind)} message for stream "
+                    f"'{_quoted(stream)}', which has had no SCHEMA message before it."
+                )
+            if kind == "BATCH":
+                self._check_batch(message)
+            else:
+                version = message.get("version")
+                if type(version) is not int:
+                    self._refuse(
+                        "is an ACTIVATE_VERSION message whose 'version' is "
+                        f"{'missing' if version is None else _json_type(version)}, not an integer."
+                    )
+
+    def _refuse_record(self, message: dict) -> None:
+        """Say what is wrong with a RECORD message's stream or record."""
+        self._stream(message, "RECORD")
+        if "record" not in message:
+            self._refuse("is a RECORD message without a 'record'.")
+        record = message["record"]
+        if type(record) is not dict:
+            self._refuse(
+                f"is a RECORD message whose 'record' is {_json_type(record)}, not an object."
+            )
+
+    def _check_schema(self, message: dict) -> None:
+        stream = self._stream(message, "SCHEMA")
+        if "schema" not in message:
+            self._refuse("is a SCHEMA message without a 'schema'.")
+        body = message["schema"]
+        if type(body) is not dict:
+            self._refuse(
+                f"is a SCHEMA message whose 'schema' is {_json_type(body)}, not an object."
+            )
+        properties = body.get("properties")
+        if type(properties) is not dict:
+            what = "has no 'properties'" if properties is None else "has 'properties' that are "
+            if properties is not None:
+                what += f"{_json_type(properties)}, not an object"
+            self._refuse(f"is a SCHEMA message whose 'schema' {what}.")
+        keys = message.get("key_properties")
+        if keys is not None and (type(keys) is not list or any(type(k) is not str for k in keys)):
+            self._refuse(
+                "is a SCHEMA message whose 'key_properties' is not a list of property names "
+                "(strings)."
+            )
+        self.streams.add(stream)
+
+    def _check_batch(self, message: dict) -> None:
+        if type(message.get("encoding")) is not dict:
+            self._refuse("is a BATCH message whose 'encoding' is missing or not an object.")
+        manifest = message.get("manifest")
+        if type(manifest) is not list or any(type(f) is not str for f in manifest):
+            self._refuse("is a BATCH message whose 'manifest' is not a list of file names.")
+
+    def _stream(self, message: dict, kind: str) -> str:
+        """The message's stream name, which must be a string."""
+        if "stream" not in message:
+            self._refuse(f"is {_a(kind)} message without a 'stream'.")
+        stream = message["stream"]
+        if type(stream) is not str:
+            self._refuse(
+                f"is {_a(kind)} message whose 'stream' is {_json_type(stream)}, not a string."
+            )
+        return stream
+
+    def _refuse(self, problem: str) -> t.NoReturn:
+        raise InvalidInputLine(f"Input line {self.line_number} {problem}{_FIX}")
+
+
+def _a(kind: str) -> str:
+    """A message type with its article: "a RECORD", "an ACTIVATE_VERSION"."""
+    return f"an {kind}" if kind[0] in "AEIOU" else f"a {kind}"
+
+
+def _json_type(value: t.Any) -> str:
+    """What JSON calls a value's type, with its article: never the value (it may be data)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _quoted(name: t.Any) -> str:
+    """A stream or type name for a message, cut short: it came from the input."""
+    text = str(name)
+    return text if len(text) <= _NAME_LIMIT else text[: _NAME_LIMIT - 1] + "…"
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a line is not JSON, without quoting it (``json`` gives only positions)."""
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    return str(exc)

@@ -1,0 +1,152 @@
+"""The input reader on its own: which lines reach the SDK's handlers, and how bad ones stop.
+
+Plain text in, handlers that only record what they were given: no target, no sandbox. The
+end-to-end behaviour (exit 7, STATE, what landed) is proven in ``test_bad_input.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from singer_sdk.exceptions import InvalidInputLine
+
+from target_userpilot.reader import InputReader
+
+SCHEMA = {"type": "SCHEMA", "stream": "users", "schema": {"properties": {"id": {}}}}
+TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
+
+
+def _read(*lines: str | dict) -> tuple[InputReader, list[dict], dict]:
+    """Run a reader over ``lines``; return it, the messages handed on, and its counts."""
+    handed: list[dict] = []
+    text = "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines)
+    reader = InputReader()
+    counts = reader.process_lines(io.StringIO(text), dict.fromkeys(TYPES, handed.append))
+    return reader, handed, counts
+
+
+def _refusal(*lines: str | dict) -> str:
+    with pytest.raises(InvalidInputLine) as excinfo:
+        _read(*lines)
+    return str(excinfo.value)
+
+
+def test_well_formed_messages_reach_their_handlers_unchanged_and_counted():
+    messages = [
+        SCHEMA,
+        {"type": "RECORD", "stream": "users", "record": {"id": 1, "score": 1.5}},
+        {"type": "STATE", "value": {"n": 1}},
+        {"type": "ACTIVATE_VERSION", "stream": "users", "version": 3},
+        {"type": "BATCH", "stream": "users", "encoding": {"format": "jsonl"}, "manifest": []},
+        {"type": "STATE", "value": None},
+    ]
+
+    reader, handed, counts = _read(*messages)
+
+    assert handed == messages
+    assert counts == {"SCHEMA": 1, "RECORD": 1, "STATE": 2, "ACTIVATE_VERSION": 1, "BATCH": 1}
+    assert reader.streams == {"users"}
+
+
+def test_blank_lines_are_skipped_but_counted_as_lines():
+    reader, handed, counts = _read("", SCHEMA, "  ", "\t", "\r", SCHEMA, "")
+
+    assert handed == [SCHEMA, SCHEMA]
+    assert counts == {"SCHEMA": 2}
+    assert reader.line_number == 7
+
+
+def test_a_bad_line_is_named_by_its_line_in_the_input_blank_lines_included():
+    assert _refusal("", SCHEMA, "", "nope").startswith("Input line 4 is not valid JSON")
+
+
+def test_fractions_become_floats_and_integers_stay_exact():
+    big = 12345678901234567890123
+    line = json.dumps({"type": "RECORD", "stream": "users", "record": {"id": big, "x": 0.1}})
+
+    _, handed, _ = _read(SCHEMA, line)
+
+    assert handed[1]["record"] == {"id": big, "x": 0.1}
+    assert type(handed[1]["record"]["x"]) is float
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ([1, 2], "an array"),
+        ("secret@example.com", "a string"),
+        ("", "an empty string"),
+        (None, "null"),
+        (42, "a number"),
+        (True, "a boolean"),
+    ],
+)
+def test_a_record_that_is_not_an_object_is_refused_by_its_type_never_its_value(value, named):
+    message = {"type": "RECORD", "stream": "users", "record": value}
+
+    refusal = _refusal(SCHEMA, message)
+
+    assert refusal.startswith(f"Input line 2 is a RECORD message whose 'record' is {named}")
+    assert "secret@example.com" not in refusal
+    assert "fix the tap and rerun" in refusal
+
+
+def test_messages_for_a_stream_without_schema_are_refused_except_records():
+    """A RECORD before its SCHEMA is the SDK's own check (its message names the stream)."""
+    record = {"type": "RECORD", "stream": "orders", "record": {"id": 1}}
+    _, handed, _ = _read(record)
+    assert handed == [record]
+
+    version = {"type": "ACTIVATE_VERSION", "stream": "orders", "version": 1}
+    assert "for stream 'orders', which has had no SCHEMA" in _refusal(SCHEMA, version)
+
+
+def test_a_refused_schema_does_not_register_its_stream():
+    bad = {**SCHEMA, "key_properties": "id"}
+    reader = InputReader()
+
+    with pytest.raises(InvalidInputLine):
+        reader.process_lines(io.StringIO(json.dumps(bad) + "\n"), {})
+
+    assert reader.streams == set()
+
+
+def test_a_long_stream_name_is_cut_short_in_the_message():
+    message = {"type": "ACTIVATE_VERSION", "stream": "s" * 5000, "version": 1}
+
+    refusal = _refusal(message)
+
+    assert len(refusal) < 400
+    assert "s" * 79 + "…" in refusal
+
+
+def test_an_unknown_message_type_is_refused_naming_it():
+    refusal = _refusal({"type": "RECROD", "stream": "users"})
+
+    assert refusal.startswith("Input line 1 has unknown Singer message type 'RECROD'")
+
+
+def test_a_message_without_type_is_refused_naming_the_key():
+    refusal = _refusal({"stream": "users", "record": {"email": "secret@example.com"}})
+
+    assert refusal.startswith("Input line 1 is missing the key(s) type")
+    assert "secret@example.com" not in refusal
+
+
+def test_json_nested_beyond_the_parsers_depth_is_refused_not_a_crash():
+    refusal = _refusal("[" * 100_000 + "]" * 100_000)
+
+    assert refusal.startswith("Input line 1 is not valid JSON (it is nested too deeply)")
+
+
+@pytest.mark.parametrize(
+    ("version", "named"), [("3", "a string"), (1.5, "a number"), (True, "a boolean")]
+)
+def test_an_activate_version_needs_an_integer_version(version, named):
+    message = {"type": "ACTIVATE_VERSION", "stream": "users", "version": version}
+
+    refusal = _refusal(SCHEMA, message)
+
+    assert f"whose 'version' is {named}, not an integer" in refusal

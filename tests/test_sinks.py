@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import signal
 
+from conftest import record, run_target, schema
 from singer_sdk import Target
 from singer_sdk.plugin_base import PluginBase
 from singer_sdk.sinks import Sink
@@ -63,3 +64,21 @@ def test_the_sdk_env_config_is_a_class_property_merged_into_the_config():
 def test_sink_reports_no_size_so_sdk_drains_are_no_ops():
     assert inspect.isdatadescriptor(UserpilotSink.current_size)
     assert inspect.isdatadescriptor(UserpilotSink.is_full)
+
+
+def test_a_flat_key_colliding_with_a_nested_one_is_named_once_per_stream(sandbox, config, tmp_path):
+    properties = {
+        "id": {"type": "integer"},
+        "address__city": {"type": "string"},
+        "address": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    rows = [{"id": i, "address__city": "Flat", "address": {"city": "Nested"}} for i in range(3)]
+    messages = [schema("users", properties, ["id"]), *[record("users", r) for r in rows]]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    warnings = [line for line in run.stderr.splitlines() if "got two values" in line]
+    assert len(warnings) == 1, warnings
+    assert "'address__city'" in warnings[0]
+    assert sandbox.profiles("users")["0"]["metadata"]["address__city"] == "Nested"

@@ -33,7 +33,7 @@ $(PYTHON):
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml | $(PYTHON)
-	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install -e '.[test,postgres]'
 	touch $@
 
 lint: $(INSTALLED)

@@ -4,6 +4,8 @@ The server binaries come from the machine (Debian's ``postgresql-15`` package pu
 ``/usr/lib/postgresql/15/bin``). Without them the tests that need a server are skipped, unless
 ``CI`` is set: there a missing server is a broken machine, not a reason to pass.
 
+Test modules import the fixtures (``postgres``, ``own_postgres``) by their function names.
+
 PostgreSQL refuses to run as root, so when the tests run as root the cluster belongs to the
 ``postgres`` user and every server command runs as that user.
 """
@@ -153,8 +155,8 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
+@pytest.fixture(scope="session", name="postgres")
+def postgres_fixture() -> Iterator[PostgresServer]:
     """A PostgreSQL server shared by the session's tests (each test uses its own scope)."""
     require()
     server = PostgresServer()
@@ -165,8 +167,8 @@ def postgres() -> Iterator[PostgresServer]:
         server.remove()
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
+@pytest.fixture(name="own_postgres")
+def own_postgres_fixture() -> Iterator[PostgresServer]:
     """A PostgreSQL server for one test that stops or restarts it."""
     require()
     server = PostgresServer()

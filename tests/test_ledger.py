@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from pg import PASSWORD, postgres  # noqa: F401 - the session fixture, used by name
+from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.ledger import (
@@ -96,7 +96,7 @@ def test_a_full_batch_of_ids_round_trips(ledger):
     assert found["user-9999"] == b"user-9999".ljust(16, b"-")
 
 
-def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres):  # noqa: F811
+def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres):
     from sqlalchemy import event
 
     ledger = open_ledger(postgres.url)

@@ -39,9 +39,14 @@ T = TypeVar("T")
 DEFAULT_PATH = ".target-userpilot/state.db"
 EXTRA_HINT = "pip install 'target-userpilot[postgres]'"
 
-#: ``scheme://`` at the start: such a string is a URL, never a file path (``postgresql:`` as a
-#: folder name is not what anyone means).
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+#: ``scheme://`` at the start, or a database's name and a colon (``postgresql:/db``, a slash
+#: short): such a string is a URL, never a file path (``postgresql:`` as a folder name is not
+#: what anyone means). One letter and a colon is a Windows drive.
+_URL = re.compile(
+    r"^([A-Za-z][A-Za-z0-9+.\-]+://|(postgres|postgresql|sqlite|mysql|mariadb|mssql|oracle)"
+    r"(\+[A-Za-z0-9_]+)?:)",
+    re.IGNORECASE,
+)
 #: ``user:password@`` inside any URL in a text.
 _CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s]*@")
 
@@ -153,6 +158,10 @@ def open_ledger(state_db: str) -> Ledger:
         )
         raise ConfigurationError(msg) from None
     backend = url.get_backend_name()
+    if backend == "postgres":
+        # The spelling Heroku and others give DATABASE_URL; SQLAlchemy knows only "postgresql".
+        backend = "postgresql"
+        state_db = "postgresql" + state_db[len("postgres") :]
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
             msg = (
@@ -372,7 +381,7 @@ class PostgresLedger(Ledger):
 
         self.url = state_db
         url = make_url(state_db)
-        if url.drivername == "postgresql":
+        if url.drivername in ("postgresql", "postgres"):
             # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra installs psycopg 3.
             url = url.set(drivername="postgresql+psycopg")
         self._secrets = [s for s in (url.password, _raw_password(state_db)) if s]

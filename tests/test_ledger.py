@@ -178,7 +178,29 @@ def test_a_url_is_never_taken_as_a_file_path(tmp_path, monkeypatch):
 
     assert list(tmp_path.iterdir()) == []
     assert looks_like_url("postgresql://h/db") and looks_like_url("sqlite:///x.db")
+    assert looks_like_url("postgresql:/h/db") and looks_like_url("Postgres+psycopg:db")
     assert not looks_like_url("state/postgresql.db") and not looks_like_url("C:\\state.db")
+    assert not looks_like_url("postgresql.db") and not looks_like_url("c:/state.db")
+
+
+@pytest.mark.parametrize("state_db", ["postgresql:/ledger", "postgresql:ledger@host/db"])
+def test_a_url_missing_a_slash_is_a_configuration_error_not_a_folder(
+    state_db, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigurationError):
+        open_ledger(state_db)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_postgres_spelling_of_heroku_urls_is_understood(postgres):
+    opened = open_ledger(postgres.url.replace("postgresql://", "postgres://"))
+    opened.save_row_hashes("heroku", "users", [("u1", H1)])
+
+    assert opened.row_hashes("heroku", "users", ["u1"]) == {"u1": H1}
+    opened.close()
 
 
 def test_a_missing_driver_names_the_extra():

@@ -229,6 +229,24 @@ def test_a_run_at_debug_never_shows_the_password(sandbox, config, tmp_path, stat
     assert_no_secret(run.stdout + run.stderr, PASSWORD)
 
 
+def test_state_db_from_the_environment_as_meltano_sets_it(sandbox, config, tmp_path, state_db):
+    env = {
+        **DEBUG,
+        "TARGET_USERPILOT_STATE_DB": state_db,
+        "TARGET_USERPILOT_SKIP_UNCHANGED": "true",
+    }
+    first = run_target(config, _users(200), tmp_path=tmp_path, env=env, args=["--config", "ENV"])
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    rerun = run_target(config, _users(200), tmp_path=tmp_path, env=env, args=["--config", "ENV"])
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.summary["total"]["unchanged"] == 200
+    assert sandbox.stats()["rows_received"] == 200
+    assert not list(tmp_path.glob(".target-userpilot"))  # no SQLite file beside it
+    assert_no_secret(first.stdout + first.stderr + rerun.stdout + rerun.stderr, PASSWORD)
+
+
 def test_a_missing_driver_names_the_extra_and_creates_no_folder(
     sandbox, config, tmp_path, postgres
 ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -113,6 +114,22 @@ def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres):
 
     # Two statements per 10,000 rows, plus the pool's liveness check per transaction.
     assert saves <= 3 and lookups <= 3, (saves, lookups)
+
+
+def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres):
+    """Regression: with the scope leading the key, lookups slowed to seconds per batch once
+    the table outgrew its last ANALYZE and the driver began to reuse a prepared plan."""
+    ledger = open_ledger(postgres.url)
+    slowest = 0.0
+    for batch in range(8):
+        ids = [f"grow-{batch}-{i}" for i in range(10_000)]
+        started = time.monotonic()
+        ledger.row_hashes("growing", "users", ids)
+        slowest = max(slowest, time.monotonic() - started)
+        ledger.save_row_hashes("growing", "users", [(i, H1) for i in ids])
+    ledger.close()
+
+    assert slowest < 2.0, f"a 10,000-id lookup took {slowest:.1f} s"
 
 
 def test_confirms_and_lookups_on_two_threads_lose_nothing(ledger):

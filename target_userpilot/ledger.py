@@ -310,8 +310,12 @@ def _owner_only_file(path: str) -> None:
 # PostgreSQL (through SQLAlchemy)
 
 
-_PG_SCHEMA = (
-    """
+#: Table name -> its definition, made when missing. The keys lead with the id: a lookup of
+#: thousands of ids (``id = ANY(array)``) is then an index search per id whatever the planner's
+#: statistics say. With the scope first, a table that grew since its last ANALYZE was filtered
+#: row by row against the whole array: seconds per batch.
+_PG_TABLES = {
+    "confirmed_rows": """
     CREATE TABLE IF NOT EXISTS confirmed_rows (
         scope TEXT NOT NULL,
         object TEXT NOT NULL,
@@ -321,7 +325,7 @@ _PG_SCHEMA = (
         PRIMARY KEY (id, scope, object)
     )
     """,
-    """
+    "accepted_events": """
     CREATE TABLE IF NOT EXISTS accepted_events (
         scope TEXT NOT NULL,
         stream TEXT NOT NULL,
@@ -330,11 +334,7 @@ _PG_SCHEMA = (
         PRIMARY KEY (key, scope, stream)
     )
     """,
-)
-#: The keys lead with the id: a lookup of thousands of ids (``id = ANY(array)``) is then an index
-#: search per id whatever the planner's statistics say. With scope first, a table that grew
-#: since its last ANALYZE was filtered row by row against the whole array: seconds per batch.
-
+}
 #: Serialises table creation between runs starting at once: two concurrent CREATE TABLE IF NOT
 #: EXISTS can otherwise both try to create the table, and one fails.
 _PG_SCHEMA_LOCK = 0x7573_6572_7069  # "userpi"
@@ -414,8 +414,12 @@ class PostgresLedger(Ledger):
                 conn.execute(
                     sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK}
                 )
-                for statement in _PG_SCHEMA:
-                    conn.execute(sqlalchemy.text(statement))
+                # Only missing tables are created: CREATE needs a right on the schema that a
+                # user given ready-made tables (PostgreSQL 15 grants none on public) may lack.
+                for table, statement in _PG_TABLES.items():
+                    found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t)"), {"t": table})
+                    if found.scalar() is None:
+                        conn.execute(sqlalchemy.text(statement))
         except ImportError as exc:
             msg = (
                 f"state_db is a PostgreSQL URL, but its driver is not installed ({exc}). "

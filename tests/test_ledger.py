@@ -10,8 +10,9 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import pg
 import pytest
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
@@ -130,6 +131,49 @@ def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres):
     ledger.close()
 
     assert slowest < 2.0, f"a 10,000-id lookup took {slowest:.1f} s"
+
+
+@pytest.fixture
+def limited_user(postgres) -> Iterator[Callable[[str], str]]:
+    """A login role with no CREATE right; call it with a schema to get its URL there."""
+    postgres.psql("DROP ROLE IF EXISTS limited; CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
+    schemas: list[str] = []
+
+    def url(schema: str) -> str:
+        schemas.append(schema)
+        postgres.psql(f"CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO limited")
+        base = f"postgresql://limited:limited-pw@127.0.0.1:{postgres.port}/{pg.DATABASE}"
+        return f"{base}?options=-csearch_path%3D{schema}"
+
+    yield url
+    for schema in schemas:
+        postgres.psql(f"DROP SCHEMA {schema} CASCADE")
+    postgres.psql("DROP ROLE limited")
+
+
+def test_a_user_without_create_rights_uses_tables_made_for_it(postgres, limited_user):
+    url = limited_user("ready_made")
+    owner_url = postgres.url + "?options=-csearch_path%3Dready_made"
+    open_ledger(owner_url).close()  # the owner makes the tables
+    postgres.psql(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ready_made.confirmed_rows, "
+        "ready_made.accepted_events TO limited"
+    )
+
+    ledger = open_ledger(url)
+    ledger.save_row_hashes("h", "users", [("u1", H1)])
+
+    assert ledger.row_hashes("h", "users", ["u1"]) == {"u1": H1}
+    ledger.close()
+
+
+def test_a_user_who_may_not_create_the_tables_is_told_what_to_do(limited_user):
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(limited_user("no_tables"))
+
+    message = str(caught.value)
+    assert "may not create the ledger's tables" in message
+    assert "confirmed_rows" in message and "limited-pw" not in message
 
 
 def test_confirms_and_lookups_on_two_threads_lose_nothing(ledger):

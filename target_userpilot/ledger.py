@@ -383,6 +383,7 @@ class PostgresLedger(Ledger):
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import NoSuchModuleError
 
+        #: As given, password included: for opening another connection, never for a message.
         self.url = state_db
         url = make_url(state_db)
         if url.drivername in ("postgresql", "postgres"):

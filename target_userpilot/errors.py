@@ -69,6 +69,10 @@ class JobTimeout(RuntimeError):
     """A job did not end within ``job_timeout_seconds``."""
 
 
+class LedgerUnavailable(RuntimeError):
+    """The ledger's database (``state_db``) stopped answering mid-run, past its retries."""
+
+
 class InvalidRecord(ValueError):
     """A record that cannot become a valid Userpilot row; the message is the reason."""
 
@@ -114,6 +118,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     InvalidJSONSchema: 7,
     UserpilotError: 8,
     TransientError: 9,
+    LedgerUnavailable: 9,
     Terminated: 10,
     StateUndeliverable: 11,
     NothingLoaded: 12,

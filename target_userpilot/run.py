@@ -23,6 +23,7 @@ from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
+from target_userpilot.ledger import Ledger, open_ledger
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
 from target_userpilot.summary import RunSummary
@@ -55,10 +56,14 @@ class Run:
         self._signals = 0
         self._finishing = False
         self._closed = False
+        #: The ledger (``state_db``), opened once before any input when a feature needs it.
+        self.ledger: Ledger | None = None
+        #: Entries in the ledger are scoped by account: the API host, or ``dry-run``.
+        self.scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
         self.unchanged: ConfirmedRows | None = None
         if settings.skip_unchanged:
-            scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
-            self.unchanged = ConfirmedRows(settings.state_db, scope)
+            self.ledger = open_ledger(settings.state_db)
+            self.unchanged = ConfirmedRows(self.ledger, self.scope)
         self.client: UserpilotClient | DryRunClient
         if settings.dry_run:
             self.client = DryRunClient(settings.output_dir)
@@ -180,6 +185,8 @@ class Run:
             self.client.close()
             if self.unchanged is not None:
                 self.unchanged.close()
+            if self.ledger is not None:
+                self.ledger.close()
             self._log_summary()
 
     def _wake_reader(self) -> None:

@@ -28,6 +28,9 @@ from conftest import (
     user,
 )
 
+from target_userpilot.errors import BatchFileError
+from target_userpilot.manifest import BatchEncoding, file_records
+
 COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
 
 
@@ -321,3 +324,36 @@ def test_activate_version_gives_one_info_line_per_stream_and_no_warning(sandbox,
     assert "WARNING" not in run.stderr
     assert len(sandbox.profiles("users")) == 5
     assert run.states == [{"bookmarks": {"users": "done"}}]
+
+
+# Reading manifest files (no server involved)
+
+
+def test_file_urls_and_plain_paths_read_the_same_records_and_skip_blank_lines(tmp_path):
+    path = tmp_path / "users 1.jsonl"
+    path.write_text('{"id": 1, "score": 2.5}\n\n{"id": 2}\n')
+    jsonl = BatchEncoding.from_message({"format": "jsonl", "compression": "none"})
+    urls = [str(path), path.as_uri(), f"file://localhost{path.as_uri()[len('file://') :]}"]
+
+    for url in urls:
+        assert list(file_records(url, jsonl)) == [{"id": 1, "score": 2.5}, {"id": 2}], url
+
+
+def test_other_url_schemes_are_read_through_fsspec():
+    fsspec = pytest.importorskip("fsspec")
+    with fsspec.open("memory://batches/users.jsonl.gz", "wb") as out:
+        out.write(gzip.compress(b'{"id": 7}\n'))
+
+    records = file_records("memory://batches/users.jsonl.gz", BatchEncoding("jsonl", "gzip"))
+
+    assert list(records) == [{"id": 7}]
+
+
+def test_a_password_in_a_batch_file_url_stays_out_of_the_message():
+    url = "memory://reader:s3cret@batches/missing.jsonl"
+
+    with pytest.raises(BatchFileError) as refused:
+        list(file_records(url, BatchEncoding("jsonl")))
+
+    assert "s3cret" not in str(refused.value)
+    assert "reader:***@batches/missing.jsonl (jsonl, uncompressed)" in str(refused.value)

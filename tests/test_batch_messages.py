@@ -7,6 +7,7 @@ written and the summary's counts must be equal.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import json
 import subprocess
@@ -188,7 +189,8 @@ def _parquet(path: Path, records: list[dict]) -> Path:
 
 
 def test_parquet_batch_files_land_like_json_ones(sandbox, config, tmp_path):
-    records = [user(i, score=i / 4, active=bool(i % 2)) for i in range(200)]
+    signed_up = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    records = [user(i, score=i / 4, active=bool(i % 2), signed_up_at=signed_up) for i in range(200)]
     path = _parquet(tmp_path / "users.parquet.gz", records)
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
@@ -205,6 +207,8 @@ def test_parquet_batch_files_land_like_json_ones(sandbox, config, tmp_path):
     assert users["5"]["metadata"]["score"] == 1.25
     assert users["5"]["metadata"]["active"] is True
     assert users["5"]["company_id"] == "c-5"
+    # A Parquet timestamp arrives as the ISO 8601 text a RECORD message would carry.
+    assert users["5"]["metadata"]["signed_up_at"] == "2024-01-02T03:04:05+00:00"
 
 
 def test_parquet_without_pyarrow_names_the_extra_to_install(sandbox, config, tmp_path):

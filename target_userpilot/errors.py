@@ -81,6 +81,10 @@ class InvalidRecordError(RuntimeError):
     """``on_invalid_record`` is ``fail`` and a record could not become a row."""
 
 
+class BatchFileError(RuntimeError):
+    """A file a BATCH message lists cannot be read: missing, corrupt, or of an unknown encoding."""
+
+
 class StateUndeliverable(RuntimeError):
     """STATE could not be written to stdout: its reader closed it."""
 
@@ -116,6 +120,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     InvalidInputLine: 7,
     RecordsWithoutSchemaException: 7,
     InvalidJSONSchema: 7,
+    BatchFileError: 7,
     UserpilotError: 8,
     TransientError: 9,
     LedgerUnavailable: 9,

@@ -82,3 +82,21 @@ def test_a_flat_key_colliding_with_a_nested_one_is_named_once_per_stream(sandbox
     assert len(warnings) == 1, warnings
     assert "'address__city'" in warnings[0]
     assert sandbox.profiles("users")["0"]["metadata"]["address__city"] == "Nested"
+
+
+def test_the_sdk_reads_batch_and_activate_version_messages_through_the_handlers_we_override():
+    code = _source(Target.process_lines)
+    assert "SingerMessageType.BATCH: self._process_batch_message" in code
+    assert "ACTIVATE_VERSION: self._process_activate_version_message" in code
+
+
+def test_the_sdk_record_handler_takes_one_record_message_and_applies_stream_maps():
+    """BATCH records are handed to ``_process_record_message`` as RECORD message dicts."""
+    assert list(inspect.signature(Target._process_record_message).parameters) == [
+        "self",
+        "message_dict",
+    ]
+    code = _source(Target._process_record_message)
+    assert 'message_dict["stream"]' in code
+    assert 'message_dict["record"]' in code
+    assert "stream_map.transform(" in code

@@ -131,7 +131,7 @@ class Run:
             lane.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
-        if total["rejected"] and not (total["rows_sent"] or total["unchanged"]):
+        if total["rejected"] and not (total["rows_sent"] or total["unchanged"] or total["deleted"]):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
                 f"({total['rejected']} rejected, see the warnings above"

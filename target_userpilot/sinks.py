@@ -105,13 +105,22 @@ class UserpilotSink(BatchSink):
     @property
     @override
     def include_sdc_metadata_properties(self) -> bool:
-        """Always: ``_sdc_deleted_at`` must reach ``process_record`` to tell deleted records.
+        """True when the stream declares ``_sdc_deleted_at``, so it reaches ``process_record``.
 
-        The SDK drops the ``_sdc_*`` columns unless ``add_record_metadata`` is on. Rows never
-        carry them (see ``rows.py``), so this costs a few microseconds per record and changes
-        nothing Userpilot receives.
+        The SDK drops every ``_sdc_*`` column unless ``add_record_metadata`` is on. Keeping them
+        costs about 5 microseconds a record (a third of the target's own work per record), so
+        only streams that can mark deletions pay it: taps that send ``_sdc_deleted_at``
+        (log-based replication) declare it in the schema, as does a ``stream_maps`` expression
+        that adds it. Rows never carry ``_sdc_*`` columns (see ``rows.py``).
         """
-        return True
+        keep = self.__dict__.get("_keeps_sdc_columns")
+        if keep is None:
+            # First called from the SDK's __init__, once the schema is set.
+            properties = self.original_schema.get("properties")
+            declared = isinstance(properties, dict) and "_sdc_deleted_at" in properties
+            keep = declared or bool(self.config.get("add_record_metadata", False))
+            self._keeps_sdc_columns = keep
+        return keep
 
     @override
     def get_validator(self) -> RecordValidator | None:

@@ -289,6 +289,58 @@ def test_a_deleted_id_leaves_the_skip_unchanged_ledger(sandbox, config, tmp_path
     assert "1" in sandbox.profiles("users")
 
 
+def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(tmp_path):
+    """The README's recipe: a stream map derives _sdc_deleted_at from the source's own flag."""
+    out = tmp_path / "batches"
+    config = {
+        "dry_run": True,
+        "output_dir": str(out),
+        "hard_delete": True,
+        "stream_maps": {
+            "accounts": {
+                "_sdc_deleted_at": "updated_at if is_deleted else None",
+                "is_deleted": "__NULL__",
+            }
+        },
+    }
+    properties = {
+        "id": {"type": "integer"},
+        "plan": {"type": ["string", "null"]},
+        "is_deleted": {"type": "boolean"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    }
+    at = "2026-11-02T08:15:00Z"
+    messages = [
+        schema("accounts", properties, ["id"]),
+        record("accounts", {"id": 1, "plan": "pro", "is_deleted": False, "updated_at": at}),
+        record("accounts", {"id": 2, "plan": "pro", "is_deleted": True, "updated_at": at}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "users-delete-1.json").read_bytes() == b'{"users": ["2"]}'
+    rows = [json.loads(line) for line in (out / "users-1.ndjson").read_bytes().splitlines()]
+    assert rows == [{"user_id": "1", "metadata": {"plan": "pro", "updated_at": at}}]
+
+
+def test_an_undeclared_deletion_mark_is_read_with_add_record_metadata(sandbox, config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    config |= {"hard_delete": True, "add_record_metadata": True}
+    messages = [  # USER_SCHEMA does not declare _sdc_deleted_at
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        record("users", {"id": 2, "_sdc_deleted_at": DELETED_AT}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.deletions("users") == ["2"]
+    assert set(sandbox.profiles("users")) == {"1"}
+    assert not any(k.startswith("_sdc") for k in sandbox.profiles("users")["1"]["metadata"])
+
+
 # The lane itself, with the real client over loopback HTTP
 
 

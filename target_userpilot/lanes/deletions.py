@@ -236,10 +236,10 @@ class DeletionLane:
             self.requests += 1
             ids = rest
             logger.info(
-                "Userpilot accepted the deletion of %d %s (request %d).",
+                "Userpilot accepted deletion request %d (%d ids of %s).",
+                self.requests,
                 len(piece),
                 request.object,
-                self.requests,
             )
             logger.debug("Deletion request %d named %s; answer %s.", self.requests, piece, answer)
         self._summary.deletions_done(dict(request.records))

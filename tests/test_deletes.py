@@ -36,7 +36,7 @@ from target_userpilot.batch import BatchFile
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.lanes.deletions import DeletionLane
-from target_userpilot.rows import encode_row
+from target_userpilot.rows import encode_row, is_deleted
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.summary import RunSummary
 from target_userpilot.unchanged import ConfirmedRows
@@ -495,3 +495,9 @@ def test_a_delete_supersedes_the_earlier_rows_of_its_id_in_an_open_batch(tmp_pat
     ]
     assert sealed.rows == 2
     sealed.discard()
+
+
+def test_a_false_deletion_mark_is_no_mark():
+    # "_sdc_deleted_at": "is_deleted" in stream_maps gives false for every live row.
+    assert is_deleted({"id": 1, "_sdc_deleted_at": False}) is False
+    assert is_deleted({"id": 1, "_sdc_deleted_at": True}) is True

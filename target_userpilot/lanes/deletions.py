@@ -36,6 +36,9 @@ DELETE_INTERVAL_SECONDS = 2.0
 FIRST_REQUEST_IDS = 1000
 #: Full requests that may wait before the reading thread waits for the lane: memory stays flat.
 MAX_WAITING_REQUESTS = 20
+#: Deleted ids remembered per object for the upsert-after-delete warning; past this many the
+#: warning is best effort, so memory does not grow with the input.
+REMEMBERED_DELETIONS = 100_000
 
 
 class Deleter(Protocol):
@@ -99,7 +102,9 @@ class DeletionLane:
         if self._forget is not None:
             self._forget(object, [row_id])
         with self._cond:
-            self._deleted.setdefault(object, set()).add(row_id)
+            deleted = self._deleted.setdefault(object, set())
+            if len(deleted) < REMEMBERED_DELETIONS:
+                deleted.add(row_id)
             request = self._open.get(object)
             if request is None:
                 request = _Request(object, seq, self._checkpoints.hold(seq))

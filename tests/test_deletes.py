@@ -12,6 +12,8 @@ import itertools
 import json
 import os
 import queue
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -70,6 +72,15 @@ def _log_lines(stderr: str, text: str) -> list[str]:
     return [line for line in stderr.splitlines() if text in line]
 
 
+def _table_total(stderr: str) -> dict[str, str]:
+    """The summary table's TOTAL row, by column heading."""
+    messages = [line.rsplit("| ", 1)[-1] for line in stderr.splitlines() if "| " in line]
+    head = re.split(r" {2,}", next(m for m in messages if m.startswith("stream ")).strip())
+    cells = re.split(r" {2,}", next(m for m in messages if m.startswith("TOTAL ")).strip())
+    cells.insert(1, "")
+    return dict(zip(head, cells, strict=True))
+
+
 # hard_delete off (the default)
 
 
@@ -119,10 +130,9 @@ def test_with_hard_delete_off_deleted_records_are_counted_and_neither_upserted_n
     assert summary["total"]["deleted_ignored"] == 3
     notes = _log_lines(run.stderr, "marked deleted in the source (_sdc_deleted_at): they are")
     assert len(notes) == 2 and all("INFO" in line and "hard_delete" in line for line in notes)
-    assert any(
-        line.split("| ")[-1].split()[:1] == ["TOTAL"] and "3 ignored" in line
-        for line in run.stderr.splitlines()
-    )
+    total = _table_total(run.stderr)
+    assert total["deleted"] == "3 ignored"
+    assert "superseded" not in total
     assert "3 records marked deleted in the source" in run.stderr
 
 
@@ -180,6 +190,8 @@ def test_hard_delete_requests_exactly_the_deleted_ids_paced_and_upserts_none_of_
     assert run.summary["streams"]["companies"]["deleted"] == 1
     assert run.summary["total"]["deleted"] == 4
     assert "Userpilot accepted the deletion of 4 profiles" in run.stderr
+    total = _table_total(run.stderr)
+    assert (total["deleted"], total["superseded"], total["rejected"]) == ("4", "2", "1")
 
 
 def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
@@ -472,6 +484,27 @@ def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletio
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert rerun.states == [{"last": 2}]
         assert sandbox.deletions("users") == ["1", "2"]
+
+
+def test_sigterm_lets_the_deletion_in_flight_end_and_sends_no_further_one(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
+        config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
+        run = _Piped(config, tmp_path)
+        try:
+            run.send([schema("users", TAP_USER_SCHEMA, ["id"]), record("users", deleted_user(1))])
+            run.send([state({"last": 1})])
+            assert run.next_state() == {"last": 1}
+            run.send([record("users", deleted_user(2)), state({"last": 2})])
+            # Deletion 2 waits for the pace (2 s after the first answer) when the signal comes.
+            run.proc.send_signal(signal.SIGTERM)
+            code = run.proc.wait(timeout=10)
+        finally:
+            run.kill()
+        assert sandbox.deletions("users") == ["1"]
+
+    assert code == 10
+    assert run.lines.empty()  # no STATE past the deletion not sent
+    assert "Received SIGTERM" in run.stderr_path.read_text()
 
 
 def test_a_delete_supersedes_the_earlier_rows_of_its_id_in_an_open_batch(tmp_path):

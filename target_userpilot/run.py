@@ -21,6 +21,7 @@ from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
+from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.ledger import Ledger, open_ledger
@@ -43,6 +44,8 @@ class SinkServices:
     buffer: BatchBuffer
     #: Raises the error that stopped the run's lanes, if any (cheap: called per record).
     check: Callable[[], None]
+    #: hard_delete: where the ids of deleted source records go.
+    deletions: DeletionLane
 
 
 class Run:
@@ -94,9 +97,24 @@ class Run:
             confirmer=self.unchanged,
             wake=self._wake_reader,
         )
-        self.lanes = [self.jobs]
+        self.deletions = DeletionLane(
+            self.client,
+            self.checkpoints,
+            self.summary,
+            interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
+            # The ledger's forget(object, ids), where the ledger has one.
+            forget=getattr(self.unchanged, "forget", None),
+            wake=self._wake_reader,
+        )
+        self.lanes = [self.jobs, self.deletions]
         self.services = SinkServices(
-            settings, self.summary, self.rejects, self.checkpoints, self.buffer, self.check
+            settings,
+            self.summary,
+            self.rejects,
+            self.checkpoints,
+            self.buffer,
+            self.check,
+            deletions=self.deletions,
         )
 
     def check(self) -> None:
@@ -118,7 +136,7 @@ class Run:
             lane.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
-        if total["rejected"] and not (total["rows_sent"] or total["unchanged"]):
+        if total["rejected"] and not (total["rows_sent"] or total["unchanged"] or total["deleted"]):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
                 f"({total['rejected']} rejected, see the warnings above"
@@ -153,7 +171,7 @@ class Run:
                 name,
                 " Waiting for the job in flight to end, so its STATE can go out; send the "
                 "signal again to stop at once."
-                if self.jobs.busy
+                if any(lane.busy for lane in self.lanes)
                 else "",
             )
         msg = (

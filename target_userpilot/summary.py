@@ -26,6 +26,9 @@ COUNTERS = (
     ("rejected", "rejected"),
     ("jobs", "jobs"),
 )
+#: Counters of deleted source records, in the JSON line always, in the table once a run has
+#: any (see ``_deletion_cells``).
+DELETION_COUNTERS = ("deleted", "deleted_ignored", "superseded")
 
 
 @dataclass
@@ -34,7 +37,10 @@ class StreamTally:
 
     ``received`` counts records read, ``rows_sent`` rows in completed jobs, ``merged`` records
     folded into another row of the same batch, ``unchanged`` rows ``skip_unchanged`` left out,
-    ``rejected`` records that could not become a valid row.
+    ``rejected`` records that could not become a valid row. Records marked deleted in the
+    source (``_sdc_deleted_at``): ``deleted`` those whose deletion Userpilot accepted,
+    ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
+    of an open batch that a later deletion of the same profile left out.
     """
 
     object: str = "users"
@@ -44,6 +50,9 @@ class StreamTally:
     unchanged: int = 0
     rejected: int = 0
     jobs: int = 0
+    deleted: int = 0
+    deleted_ignored: int = 0
+    superseded: int = 0
     job_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -92,6 +101,14 @@ class RunSummary:
                     tally.job_seconds += seconds
                     tally.finished = time.monotonic()
 
+    def deletions_done(self, records_by_stream: dict[str, int]) -> None:
+        """Userpilot accepted a deletion request: count its records per stream."""
+        with self._lock:
+            for name, count in records_by_stream.items():
+                tally = self.streams.setdefault(name, StreamTally())
+                tally.deleted += count
+                tally.finished = time.monotonic()
+
     def as_dict(self, *, final: bool = True) -> dict[str, Any]:
         """Machine-readable form: per stream and in total.
 
@@ -106,7 +123,8 @@ class RunSummary:
             elapsed = (self.ended or time.monotonic()) - self.started
             tallies = sorted(self.streams.items())
         streams = {name: _stream_dict(tally) for name, tally in tallies}
-        total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key, _ in COUNTERS}
+        keys = [key for key, _ in COUNTERS] + list(DELETION_COUNTERS)
+        total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key in keys}
         total["job_seconds"] = round(sum(s["job_seconds"] for s in streams.values()), 3)
         total["seconds"] = round(elapsed, 3)
         total["rows_per_minute"] = _rate(total["rows_sent"], elapsed)
@@ -126,10 +144,15 @@ class RunSummary:
         head = ["stream", "object"] + [title for _, title in COUNTERS] + ["time", "rows/min"]
         if self.dry_run:
             head[3] = "would send"
+        # Deletion columns only in runs that met deleted records: most runs have none.
+        extra = _deletion_columns(data["total"])
+        at = 2 + len(COUNTERS) - 1  # before "jobs"
+        head[at:at] = extra
         lines = [head]
-        for name, s in data["streams"].items():
-            lines.append(_cells(name, s["object"], s))
-        lines.append(_cells("TOTAL", "", data["total"]))
+        for name, s in [*data["streams"].items(), ("TOTAL", data["total"])]:
+            line = _cells(name, s["object"] if name != "TOTAL" else "", s)
+            line[at:at] = _deletion_cells(s, extra)
+            lines.append(line)
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         out = [
             "  ".join(
@@ -150,11 +173,27 @@ class RunSummary:
                 f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
                 f"{_count(total['jobs'], 'job')}, in {duration(total['seconds'], tenths=True)}."
             )
+            if total["deleted"]:
+                out.append(
+                    f"Userpilot accepted the deletion of {_count(total['deleted'], 'profile')}"
+                    " (erased at its next daily deletion run, 02:00 UTC)."
+                )
             if data["userpilot_rows_per_minute"] is not None:
                 out.append(
                     "Userpilot processed about "
                     f"{data['userpilot_rows_per_minute']:,.0f} rows a minute in this run's jobs."
                 )
+        if self.dry_run and total["deleted"]:
+            out.append(
+                f"Dry run: {_count(total['deleted'], 'deletion')} would have been requested, "
+                "written as files to output_dir."
+            )
+        if total["deleted_ignored"]:
+            out.append(
+                f"{_count(total['deleted_ignored'], 'record')} marked deleted in the source "
+                "(_sdc_deleted_at) left alone: neither upserted nor deleted, as hard_delete is "
+                "off."
+            )
         return "\n".join(out)
 
     def json_line(self) -> str:
@@ -166,6 +205,7 @@ def _stream_dict(tally: StreamTally) -> dict[str, Any]:
     seconds = tally.seconds()
     counts: dict[str, Any] = {"object": tally.object}
     counts.update({key: getattr(tally, key) for key, _ in COUNTERS})
+    counts.update({key: getattr(tally, key) for key in DELETION_COUNTERS})
     counts["job_seconds"] = round(tally.job_seconds, 3)
     counts["seconds"] = round(seconds, 3)
     counts["rows_per_minute"] = _rate(tally.rows_sent, seconds)
@@ -175,6 +215,29 @@ def _stream_dict(tally: StreamTally) -> dict[str, Any]:
 def _rate(rows: int, seconds: float) -> float:
     """Rows per minute over ``seconds``; 0 when nothing was sent or no time passed."""
     return round(rows / seconds * 60, 1) if rows and seconds > 0 else 0.0
+
+
+def _deletion_columns(total: dict[str, Any]) -> list[str]:
+    """The deletion columns this run's table needs: none unless it met deleted records."""
+    columns = []
+    if total["deleted"] or total["deleted_ignored"]:
+        columns.append("deleted")
+    if total["superseded"]:
+        columns.append("superseded")
+    return columns
+
+
+def _deletion_cells(s: dict[str, Any], columns: list[str]) -> list[str]:
+    """``deleted`` reads ``3`` when requested, ``3 ignored`` when hard_delete left them alone."""
+    cells = []
+    if "deleted" in columns:
+        parts = [str(s["deleted"])] if s["deleted"] or not s["deleted_ignored"] else []
+        if s["deleted_ignored"]:
+            parts.append(f"{s['deleted_ignored']} ignored")
+        cells.append(" + ".join(parts))
+    if "superseded" in columns:
+        cells.append(str(s["superseded"]))
+    return cells
 
 
 def _count(n: int, noun: str) -> str:

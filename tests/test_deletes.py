@@ -33,6 +33,7 @@ from conftest import (
     state,
     user,
 )
+from test_docs import _recipe
 
 from target_userpilot.batch import BatchFile
 from target_userpilot.checkpoints import Checkpoints
@@ -304,17 +305,9 @@ def test_a_deleted_id_leaves_the_skip_unchanged_ledger(sandbox, config, tmp_path
 def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(tmp_path):
     """The README's recipe: a stream map derives _sdc_deleted_at from the source's own flag."""
     out = tmp_path / "batches"
-    config = {
-        "dry_run": True,
-        "output_dir": str(out),
-        "hard_delete": True,
-        "stream_maps": {
-            "accounts": {
-                "_sdc_deleted_at": "updated_at if is_deleted else None",
-                "is_deleted": "__NULL__",
-            }
-        },
-    }
+    recipe = _recipe("Delete profiles a source marks with its own column")
+    config = {"dry_run": True, "output_dir": str(out), **recipe}
+    assert config["hard_delete"] is True
     properties = {
         "id": {"type": "integer"},
         "plan": {"type": ["string", "null"]},

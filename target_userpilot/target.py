@@ -22,6 +22,7 @@ from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import (
     EXIT_CODES,
     AuthenticationError,
+    ConfigurationError,
     Terminated,
     TransientError,
     UserpilotError,
@@ -50,6 +51,16 @@ class TargetUserpilot(Target):
         #: Streams whose ACTIVATE_VERSION has been acknowledged (one INFO line each).
         self._versions_acknowledged: set[str] = set()
         settings = Settings.from_config(self.config, known=self.config_jsonschema["properties"])
+        separator = self.config.get("flattening_separator")
+        if self.config.get("flattening_enabled") and separator not in (None, "__"):
+            # Userpilot's rows flatten with "__" and a null object clears keys by that prefix;
+            # another separator would leave stale keys in profiles without a word.
+            msg = (
+                f"flattening_separator is {separator!r}; target-userpilot flattens nested "
+                "objects with '__' (address__city). Remove the setting, or rename keys with "
+                "stream_maps."
+            )
+            raise ConfigurationError(msg)
         self.run = Run(settings, user_agent=self.name)
         #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
         self.services = self.run.services

@@ -187,7 +187,7 @@ def idle_while_waiting(
     the sandbox's job timings, in seconds since ``origin`` (its start, on this process's
     monotonic clock). Sampled every 2 ms from the first arrival to the last job's end.
     ``longest_idle_seconds`` is the longest such stretch: the flush rule keeps it at about
-    ``batch_wait_seconds``.
+    ``batch_wait_seconds``; ``idle_stretches`` lists every stretch of 50 ms or more.
     """
     arrivals = sorted((moment, chunk.records) for moment, chunk in sent if chunk.records)
     timeline = sorted(
@@ -199,6 +199,7 @@ def idle_while_waiting(
             "waiting_seconds": 0.0,
             "idle_share": 0.0,
             "longest_idle_seconds": 0.0,
+            "idle_stretches": [],
         }
     step = 0.002
     now, end = arrivals[0][0], max(done for _, done, _ in timeline)
@@ -206,6 +207,7 @@ def idle_while_waiting(
     next_arrival = next_job = 0
     busy_until = float("-inf")
     idle = waiting = stretch = longest = 0.0
+    stretches: list[float] = []
     while now < end:
         while next_arrival < len(arrivals) and arrivals[next_arrival][0] <= now:
             written += arrivals[next_arrival][1]
@@ -220,14 +222,18 @@ def idle_while_waiting(
             idle += step
             stretch += step
             longest = max(longest, stretch)
-        else:
+        elif stretch:
+            stretches.append(stretch)
             stretch = 0.0
         now += step
+    if stretch:
+        stretches.append(stretch)
     return {
         "idle_seconds": round(idle, 2),
         "waiting_seconds": round(waiting, 2),
         "idle_share": round(idle / waiting, 4) if waiting else 0.0,
         "longest_idle_seconds": round(longest, 2),
+        "idle_stretches": [round(s, 2) for s in stretches if s >= 0.05],
     }
 
 

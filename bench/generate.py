@@ -147,3 +147,30 @@ def some_changed(count: int, changed: int) -> Iterator[dict[str, Any]]:
         user_record(i, version=1 if i % step == 0 and i // step <= changed else 0)
         for i in range(1, count + 1)
     )
+
+
+COMPANY_STREAM = "companies"
+
+COMPANY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "company_id": {"type": "string"},
+        "name": {"type": "string"},
+        "plan": {"type": "string", "enum": _PLANS},
+        "seats": {"type": ["integer", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def company_record(company_id: int) -> dict[str, Any]:
+    """Company ``company_id``, as the ``acct-NNNNN`` the users' ``company_id`` points at."""
+    rng = random.Random(-company_id)
+    created = _EPOCH + datetime.timedelta(seconds=rng.randrange(0, 3 * 365 * 86400))
+    return {
+        "company_id": f"acct-{company_id:05d}",
+        "name": f"Company {company_id}",
+        "plan": rng.choice(_PLANS),
+        "seats": rng.randrange(1, 500),
+        "created_at": created.isoformat().replace("+00:00", "Z"),
+    }

@@ -1,6 +1,6 @@
 """`make bench`: how fast, how lean and how busy target-userpilot is, printed as figures.
 
-Four measurements, all on input from ``bench/generate.py`` (warehouse-like users with nested
+Seven measurements, all on input from ``bench/generate.py`` (warehouse-like users with nested
 objects, arrays, date-times, decimals and nulls), all through the real target run as a
 subprocess (``python -m target_userpilot``) against the local sandbox on loopback:
 
@@ -9,11 +9,20 @@ a. throughput against a do-nothing Singer SDK target (``bench/noop_target.py``) 
 b. peak memory (max RSS of the target process) at two input sizes;
 c. job pacing with the sandbox processing at a fixed, scaled-up rate: how busy the sandbox is
    kept across a multi-job load, how soon a completed job is noticed, status polls per job;
-d. rows sent per distinct profile: in-batch merge of repeated updates, and skip_unchanged.
+d. rows sent per distinct profile: in-batch merge of repeated updates, and skip_unchanged;
+e. a quiet stream (10 companies, then users in 1,000-row batches, the sandbox at 800 rows/s):
+   time to the first STATE, STATE lag (from a record's arrival to the STATE covering it), run time;
+f. a slow tap (users fed at 600/s, the sandbox able to take 1,000/s, 10 companies first): seconds
+   from the last input line to the exit, how long the sandbox idled while rows waited in the
+   target, rows per job, time to the first STATE;
+g. a fast Userpilot (60,000 users, the sandbox far faster than ``rows_per_minute`` says): run time
+   against the do-nothing target, how late job ends are noticed, status polls per job.
 
 It prints figures and never judges them: timings depend on the machine. The figures are also
 written to ``bench/results/latest.json``. ``--quick`` runs everything on small inputs, to check
-that the benchmark itself works.
+that the benchmark itself works. ``--target-python`` runs another checkout's target (its
+virtualenv's python) with this bench, sandbox and do-nothing target, for before/after figures;
+``--only`` picks measurements and ``--flow-repeats`` repeats e to g, keeping the best run.
 """
 
 from __future__ import annotations
@@ -26,17 +35,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import flow
 import generate  # bench/ is on sys.path: run as `python bench/run.py`
+from flow import API_KEY
 
 from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
-
-API_KEY = "bench-key"
 #: What the target is told about an instantly answering sandbox. With the default 1,800 rows a
 #: minute it would rightly wait about a second per job before its first status poll: pacing for
 #: Userpilot, not work, and not what the throughput figure is about.
@@ -69,6 +80,14 @@ class Sizes:
     pacing: tuple[tuple[int, int], ...] = ((20_000, 600_000), (12_000, 30_000))
     repeated: tuple[int, int] = (9_000, 3_000)
     unchanged: tuple[int, int] = (4_000, 100)
+    #: e. users after the companies, batch_size_rows, sandbox rows a minute (800 rows/s)
+    quiet: tuple[int, int, int] = (8_000, 1_000, 48_000)
+    #: e and f: the tap sends a STATE after every this many users
+    state_every: int = 100
+    #: f. users, users a second fed, sandbox rows a minute (1,000 rows/s)
+    slow: tuple[int, int, int] = (6_000, 600, 60_000)
+    #: g. users, sandbox rows a minute (the target keeps its default guess of 1,800)
+    fast: tuple[int, int] = (60_000, 1_200_000)
 
 
 QUICK = Sizes(
@@ -79,7 +98,13 @@ QUICK = Sizes(
     pacing=((2_000, 600_000), (1_500, 30_000)),
     repeated=(900, 300),
     unchanged=(400, 10),
+    quiet=(2_000, 500, 48_000),
+    slow=(1_200, 600, 60_000),
+    fast=(6_000, 1_200_000),
 )
+
+#: f. The feeder writes one chunk of users per tick: 30 users every 50 ms make 600 a second.
+TICK_SECONDS = 0.05
 
 
 @dataclass
@@ -102,9 +127,14 @@ class Run:
 class Bench:
     """Runs the measurements in one scratch directory, against sandboxes on loopback."""
 
-    def __init__(self, work: Path, sizes: Sizes) -> None:
+    def __init__(
+        self, work: Path, sizes: Sizes, *, target_python: str, flow_repeats: int = 1
+    ) -> None:
         self.work = work
         self.sizes = sizes
+        #: The interpreter that runs ``-m target_userpilot``: this checkout's or another's.
+        self.target_python = target_python
+        self.flow_repeats = flow_repeats
         self._configs = 0
 
     # Running processes
@@ -136,8 +166,11 @@ class Bench:
 
     def target(self, config: dict[str, Any], input_path: Path) -> Run:
         """The real target, as a user runs it."""
-        argv = [sys.executable, "-m", "target_userpilot", "--config", self.config(config)]
-        return self.run(argv, input_path)
+        return self.run(self.target_argv(config), input_path)
+
+    def target_argv(self, config: dict[str, Any]) -> list[str]:
+        """The command line of the target under test, with ``config`` written to a file."""
+        return [self.target_python, "-m", "target_userpilot", "--config", self.config(config)]
 
     def noop(self, config: dict[str, Any], input_path: Path) -> Run:
         """The do-nothing SDK target."""
@@ -145,12 +178,14 @@ class Bench:
         return self.run(argv, input_path)
 
     def config(self, settings: dict[str, Any]) -> str:
+        """Write ``settings`` to a new config file and return its path."""
         self._configs += 1
         path = self.work / f"config-{self._configs}.json"
         path.write_text(json.dumps(settings))
         return str(path)
 
     def input(self, name: str, records: Any) -> Path:
+        """Write Singer input for ``records`` to a file of the scratch directory."""
         return generate.write(self.work / f"{name}.jsonl", records)
 
     # a. Throughput
@@ -269,6 +304,143 @@ class Bench:
                 }
         return results
 
+    # e. Quiet stream
+
+    def quiet_stream(self) -> dict[str, Any]:
+        """10 companies, then users fed as fast as the target reads: when does STATE come out?"""
+        users, batch, rate = self.sizes.quiet
+        chunks = [flow.opening_chunk(), *flow.user_chunks(users, self.sizes.state_every)]
+        runs = []
+        for _ in range(self.flow_repeats):
+            with _started(Sandbox(port=0, api_key=API_KEY, rows_per_minute=rate)) as (sandbox, _):
+                config = {"api_url": sandbox.url, "api_key": API_KEY, "batch_size_rows": batch}
+                fed = flow.FedTarget(self.target_argv(config), self.work)
+                try:
+                    for chunk in chunks:
+                        fed.send(chunk)
+                    fed.finish()
+                finally:
+                    fed.kill()
+                jobs = sandbox.stats()["job_timings"]
+            assert fed.exited is not None
+            runs.append(
+                {
+                    "first_state_s": _round(fed.first_state()),
+                    "state_lag_s": flow.lag_figures(fed.state_lags()),
+                    "run_seconds": round(fed.exited - fed.started, 2),
+                    **flow.rows_per_job(jobs),
+                }
+            )
+        best = min(runs, key=lambda run: run["run_seconds"])
+        return {
+            "companies": flow.COMPANIES,
+            "users": users,
+            "batch_size_rows": batch,
+            "sandbox_rows_per_second": round(rate / 60),
+            "runs": len(runs),
+            "run_seconds_all": [run["run_seconds"] for run in runs],
+            **best,
+        }
+
+    # f. Slow tap
+
+    def slow_tap(self) -> dict[str, Any]:
+        """Users fed slower than the sandbox takes them: does the sandbox idle while rows wait?"""
+        users, per_second, rate = self.sizes.slow
+        per_tick = max(1, round(per_second * TICK_SECONDS))
+        opening = flow.opening_chunk()
+        chunks = list(flow.user_chunks(users, per_tick))
+        runs = []
+        for _ in range(self.flow_repeats):
+            with _started(Sandbox(port=0, api_key=API_KEY, rows_per_minute=rate)) as (
+                sandbox,
+                origin,
+            ):
+                config = {"api_url": sandbox.url, "api_key": API_KEY}
+                fed = flow.FedTarget(self.target_argv(config), self.work)
+                try:
+                    fed.send(opening)
+                    start = time.monotonic()
+                    for tick, chunk in enumerate(chunks):
+                        # The tap's own pace (a schedule, not a wait for a condition): behind
+                        # it, the feeder catches up at once.
+                        pause = start + tick * TICK_SECONDS - time.monotonic()
+                        if pause > 0:
+                            time.sleep(pause)
+                        fed.send(chunk)
+                    fed.finish()
+                finally:
+                    fed.kill()
+                jobs = sandbox.stats()["job_timings"]
+            assert fed.closed is not None and fed.exited is not None
+            runs.append(
+                {
+                    "last_input_to_exit_s": round(fed.exited - fed.closed, 2),
+                    **flow.idle_while_waiting(fed.sent, jobs, origin),
+                    "first_state_s": _round(fed.first_state()),
+                    "state_lag_s": flow.lag_figures(fed.state_lags()),
+                    "run_seconds": round(fed.exited - fed.started, 2),
+                    **flow.rows_per_job(jobs),
+                }
+            )
+        best = min(runs, key=lambda run: run["last_input_to_exit_s"])
+        return {
+            "companies": flow.COMPANIES,
+            "users": users,
+            "users_per_second_in": per_second,
+            "sandbox_rows_per_second": round(rate / 60),
+            "runs": len(runs),
+            "last_input_to_exit_all": [run["last_input_to_exit_s"] for run in runs],
+            **best,
+        }
+
+    # g. Fast Userpilot
+
+    def fast_userpilot(self) -> dict[str, Any]:
+        """A sandbox far faster than the target's first guess: are job ends noticed at once?"""
+        users, rate = self.sizes.fast
+        path = self.input("fast", generate.distinct_users(users))
+        targets: list[tuple[Run, dict[str, Any]]] = []
+        noops: list[Run] = []
+        with Sandbox(port=0, api_key=API_KEY, rows_per_minute=rate) as sandbox:
+            # rows_per_minute stays at its default: the target must learn the pace.
+            config = {"api_url": sandbox.url, "api_key": API_KEY}
+            for _ in range(self.flow_repeats):
+                noops.append(self.noop({}, path))
+                sandbox.reset()
+                run = self.target(config, path)
+                targets.append((run, sandbox.stats()))
+        path.unlink()
+        run, stats = min(targets, key=lambda pair: pair[0].seconds)
+        noop = min(run.seconds for run in noops)
+        return {
+            "users": users,
+            "sandbox_rows_per_minute": rate,
+            "target_rows_per_minute": USERPILOT_ROWS_PER_MINUTE,
+            "runs": len(targets),
+            "seconds_all": sorted(round(run.seconds, 2) for run, _ in targets),
+            "seconds": round(run.seconds, 2),
+            "noop_seconds": round(noop, 2),
+            "ratio_to_noop": round(run.seconds / noop, 2),
+            "jobs": stats["jobs"],
+            "notice_delay_avg_s": stats["notice_delay_avg"],
+            "notice_delay_max_s": stats["notice_delay_max"],
+            "polls_per_job": stats["polls_per_job_avg"],
+            "observed_rows_per_minute": run.summary.get("userpilot_rows_per_minute"),
+        }
+
+
+@contextmanager
+def _started(sandbox: Sandbox) -> Iterator[tuple[Sandbox, float]]:
+    """Start ``sandbox``; yields it and its origin (job timings count from it) on our clock."""
+    origin = time.monotonic()  # start() restarts the sandbox's clock first thing
+    with sandbox:
+        yield sandbox, origin
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)
+
 
 def _instant_config(sandbox: Sandbox) -> dict[str, Any]:
     """Target settings for a sandbox answering at once: no pacing of polls for Userpilot."""
@@ -286,14 +458,27 @@ def _rates(records: int, runs: list[Run]) -> dict[str, Any]:
 
 
 def render(figures: dict[str, Any]) -> str:
-    """The compact table `make bench` prints."""
+    """The compact table `make bench` prints, for the measurements that ran."""
     lines: list[str] = []
+    for name, section in SECTIONS.items():
+        if name in figures:
+            section(figures[name], lines)
+    return "\n".join(lines)
+
+
+def _rower(lines: list[str]) -> Callable[..., None]:
+    """A function that appends one aligned row (a label, then values) to ``lines``."""
 
     def row(*cells: str) -> None:
         label, *values = cells
         lines.append(("   " + f"{label:<38}" + "".join(f"{v:<26}" for v in values)).rstrip())
 
-    t = figures["throughput"]
+    return row
+
+
+def _render_throughput(t: Any, lines: list[str]) -> None:
+    """a. Throughput."""
+    row = _rower(lines)
     on, off, dry = t["validate_on"], t["validate_off"], t["dry_run_validate_off"]
     lines.append(
         f"a. Throughput: {t['records']:,} records, best of {t['repeats']} (median), "
@@ -311,14 +496,20 @@ def render(figures: dict[str, Any]) -> str:
         "Userpilot's 1,800)"
     )
 
-    m = figures["memory"]
+
+def _render_memory(m: Any, lines: list[str]) -> None:
+    """b. Peak memory."""
+    row = _rower(lines)
     small, large = (key for key in m if key != "ratio")
     lines.append("b. Peak memory (max RSS of the target process)")
     row(f"{int(small):,} records", f"{m[small]['max_rss_mb']:.1f} MB")
     row(f"{int(large):,} records", f"{m[large]['max_rss_mb']:.1f} MB")
     row(f"{int(large):,} / {int(small):,}", f"{m['ratio']:.3f}")
 
-    pacing = figures["pacing"]
+
+def _render_pacing(pacing: Any, lines: list[str]) -> None:
+    """c. Job pacing."""
+    row = _rower(lines)
     lines.append(
         "c. Job pacing: sandbox at a fixed rate, scaled up from Userpilot's 1,800 rows/min; "
         "target told that rate"
@@ -339,7 +530,10 @@ def render(figures: dict[str, Any]) -> str:
     )
     row("status polls per job", *(f"{p['polls_per_job']:g}" for p in pacing))
 
-    r = figures["rows"]
+
+def _render_rows(r: Any, lines: list[str]) -> None:
+    """d. Rows sent per profile."""
+    row = _rower(lines)
     rep = r["repeated_updates"]
     lines.append("d. Rows sent per distinct profile")
     row(
@@ -359,7 +553,73 @@ def render(figures: dict[str, Any]) -> str:
         f"{changed['rows_sent']:,} rows",
         f"{changed['unchanged_skipped']:,} skipped as unchanged",
     )
-    return "\n".join(lines)
+
+
+def _render_quiet(q: dict[str, Any], lines: list[str]) -> None:
+    """e. Quiet stream."""
+    row = _rower(lines)
+    lines.append(
+        f"e. Quiet stream: {q['companies']} companies, then {q['users']:,} users in "
+        f"{q['batch_size_rows']:,}-row batches, sandbox at {q['sandbox_rows_per_second']:,} "
+        f"rows/s (best of {q['runs']})"
+    )
+    row("first STATE after", _seconds(q["first_state_s"]))
+    lag = q["state_lag_s"]
+    row("STATE lag, max / median", f"{lag['max']:.2f} s / {lag['median']:.2f} s")
+    row("run time", f"{q['run_seconds']:.2f} s", f"{q['jobs']} jobs")
+
+
+def _render_slow(f: dict[str, Any], lines: list[str]) -> None:
+    """f. Slow tap."""
+    row = _rower(lines)
+    lines.append(
+        f"f. Slow tap: {f['companies']} companies, then {f['users']:,} users at "
+        f"{f['users_per_second_in']:,}/s; sandbox takes {f['sandbox_rows_per_second']:,} rows/s "
+        f"(best of {f['runs']})"
+    )
+    row("last input line to exit", f"{f['last_input_to_exit_s']:.2f} s")
+    row(
+        "sandbox idle while rows waited",
+        f"{f['idle_seconds']:.2f} s of {f['waiting_seconds']:.2f} s",
+        _percent(f["idle_share"]),
+    )
+    row("  longest of those idle stretches", f"{f['longest_idle_seconds']:.2f} s")
+    row("jobs, median rows per job", f"{f['jobs']}", f"{f['median_rows']:,.0f} rows")
+    row("first STATE after", _seconds(f["first_state_s"]))
+    lag = f["state_lag_s"]
+    row("STATE lag, max / median", f"{lag['max']:.2f} s / {lag['median']:.2f} s")
+
+
+def _render_fast(g: dict[str, Any], lines: list[str]) -> None:
+    """g. Fast Userpilot."""
+    row = _rower(lines)
+    lines.append(
+        f"g. Fast Userpilot: {g['users']:,} users, sandbox at {g['sandbox_rows_per_minute']:,} "
+        f"rows/min, target left at its guess of {g['target_rows_per_minute']:,} "
+        f"(best of {g['runs']})"
+    )
+    row("run time / do-nothing SDK target", f"{g['seconds']:.2f} s / {g['noop_seconds']:.2f} s")
+    row("run time over do-nothing's", f"{g['ratio_to_noop']:.2f}x")
+    row(
+        "completion noticed after avg/max",
+        f"{_ms(g['notice_delay_avg_s'])} / {_ms(g['notice_delay_max_s'])}",
+    )
+    polls = g["polls_per_job"]
+    row("status polls per job", "n/a" if polls is None else f"{polls:g}", f"{g['jobs']} jobs")
+    observed = g["observed_rows_per_minute"]
+    row("rate the target observed", "n/a" if observed is None else f"{observed:,.0f} rows/min")
+
+
+#: Each measurement's name, in the order they run and print, and how it prints.
+SECTIONS: dict[str, Callable[[Any, list[str]], None]] = {
+    "throughput": _render_throughput,
+    "memory": _render_memory,
+    "pacing": _render_pacing,
+    "rows": _render_rows,
+    "quiet": _render_quiet,
+    "slow": _render_slow,
+    "fast": _render_fast,
+}
 
 
 def _rps(f: dict[str, Any]) -> str:
@@ -374,30 +634,55 @@ def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
+def _seconds(seconds: float | None) -> str:
+    return "never, before the exit" if seconds is None else f"{seconds:.2f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every measurement, print the table, write the JSON."""
+    """Run the measurements, print the table, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, to test the bench")
     parser.add_argument(
         "--output", type=Path, default=BENCH / "results" / "latest.json", help="JSON figures"
     )
+    parser.add_argument(
+        "--target-python",
+        default=sys.executable,
+        help="python that runs `-m target_userpilot` (another checkout's .venv/bin/python)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=list(SECTIONS), help="run these measurements only"
+    )
+    parser.add_argument(
+        "--flow-repeats", type=int, default=1, help="runs of e, f and g each; the best is kept"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="target-userpilot-bench-") as work:
-        bench = Bench(Path(work), sizes)
+        bench = Bench(
+            Path(work),
+            sizes,
+            target_python=args.target_python,
+            flow_repeats=max(1, args.flow_repeats),
+        )
+        measures = {
+            "throughput": bench.throughput,
+            "memory": bench.memory,
+            "pacing": bench.pacing,
+            "rows": bench.rows_per_profile,
+            "quiet": bench.quiet_stream,
+            "slow": bench.slow_tap,
+            "fast": bench.fast_userpilot,
+        }
         figures: dict[str, Any] = {}
-        for name, measure in (
-            ("throughput", bench.throughput),
-            ("memory", bench.memory),
-            ("pacing", bench.pacing),
-            ("rows", bench.rows_per_profile),
-        ):
+        for name in args.only or SECTIONS:
             print(f"measuring {name}...", file=sys.stderr, flush=True)
-            figures[name] = measure()
+            figures[name] = measures[name]()
     figures["machine"] = {
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
+        "target_python": args.target_python,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
     print(render(figures))

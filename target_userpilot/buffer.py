@@ -44,7 +44,8 @@ class BatchBuffer:
         self.wait_seconds = wait_seconds
         self._on_seal = on_seal
         self._spool_dir = spool_dir
-        self._cond = threading.Condition()
+        # A plain lock: add() takes it once per record, and an RLock costs more.
+        self._cond = threading.Condition(threading.Lock())
         self._open: dict[str, tuple[BatchFile, int, float]] = {}
         self._ready: deque[SealedBatch] = deque()
         self._ended = False

@@ -238,6 +238,7 @@ class Run:
         """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
         if self.pace.observed and not self.settings.dry_run:
             self.summary.userpilot_rate = self.pace.rows_per_minute()
+            self.summary.userpilot_job_seconds = self.pace.fixed
         for line in self.summary.table().splitlines():
             logger.info("%s", line)
         sys.stderr.write(self.summary.json_line() + "\n")

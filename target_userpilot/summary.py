@@ -72,6 +72,8 @@ class RunSummary:
     ended: float | None = None
     #: Userpilot's processing rate observed in this run's jobs (rows a minute), if any completed.
     userpilot_rate: float | None = None
+    #: Userpilot's fixed time per job (seconds) learned from this run's jobs, if any completed.
+    userpilot_job_seconds: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stream(self, name: str, object: str | None = None) -> StreamTally:
@@ -136,6 +138,9 @@ class RunSummary:
             "userpilot_rows_per_minute": (
                 None if self.userpilot_rate is None else round(self.userpilot_rate, 1)
             ),
+            "userpilot_seconds_per_job": (
+                None if self.userpilot_job_seconds is None else round(self.userpilot_job_seconds, 2)
+            ),
         }
 
     def table(self) -> str:
@@ -181,7 +186,8 @@ class RunSummary:
             if data["userpilot_rows_per_minute"] is not None:
                 out.append(
                     "Userpilot processed about "
-                    f"{data['userpilot_rows_per_minute']:,.0f} rows a minute in this run's jobs."
+                    f"{data['userpilot_rows_per_minute']:,.0f} rows a minute in this run's jobs, "
+                    f"plus about {data['userpilot_seconds_per_job']:.1f} s per job."
                 )
         if self.dry_run and total["deleted"]:
             out.append(

@@ -284,10 +284,20 @@ class JobLane:
             total = _as_int(job.get("total_rows")) or rows
             done = _as_int(job.get("completed_rows")) or 0
             running.samples.append((now, done))
+            remaining = max(0, total - done)
             progress = _progress_rate(running)
             if progress is not None:
+                # Two polls apart while processing: the job's own rate is the best guide.
                 rate, basis = progress, "observed"
-                end = now + max(0, total - done) / rate
+                end = now + remaining / rate
+            elif done and self.pace.observed:
+                # One poll: the job's progress, at the rate learned from the jobs before (the
+                # time since the upload includes queueing and validation, not only rows).
+                end = now + remaining / self.pace.rate
+            elif done:
+                # The first job, one poll: all we know is how far it got since its upload.
+                rate, basis = done / max(now - running.uploaded, 1e-3), "observed"
+                end = now + remaining / rate
             self._log_progress(
                 running, now=now, done=done, total=total, rate=rate, basis=basis, end=end
             )
@@ -393,15 +403,12 @@ def _status(job: dict[str, Any]) -> str:
 
 
 def _progress_rate(running: _Running) -> float | None:
-    """Rows per second this job has shown between its polls, if it has shown progress."""
-    if len(running.samples) >= 2:
-        (t0, d0), (t1, d1) = running.samples[0], running.samples[-1]
+    """Rows per second this job has shown between two polls while processing, if it has."""
+    started = [(t, d) for t, d in running.samples if d > 0]
+    if len(started) >= 2:
+        (t0, d0), (t1, d1) = started[0], started[-1]
         if d1 > d0 and t1 > t0:
             return (d1 - d0) / (t1 - t0)
-    if running.samples:
-        t1, d1 = running.samples[-1]
-        if d1 > 0 and t1 > running.uploaded:
-            return d1 / (t1 - running.uploaded)
     return None
 
 

@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
@@ -21,6 +22,7 @@ from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
+from target_userpilot.lanes.events import EventKeys, EventLane, EventPace, SQLiteEventKeys
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.rejects import RejectLog
@@ -42,6 +44,8 @@ class SinkServices:
     buffer: BatchBuffer
     #: Raises the error that stopped the run's lanes, if any (cheap: called per record).
     check: Callable[[], None]
+    #: The events lane, started on first use (most runs send no events).
+    events: Callable[[], EventLane] | None = None
 
 
 class Run:
@@ -89,10 +93,55 @@ class Run:
             confirmer=self.unchanged,
             wake=self._wake_reader,
         )
-        self.lanes = [self.jobs]
+        self.lanes: list[Any] = [self.jobs]
+        self._user_agent = user_agent
+        self.event_lane: EventLane | None = None
+        self._event_client: UserpilotClient | None = None
+        self._event_keys: EventKeys | None = None
         self.services = SinkServices(
-            settings, self.summary, self.rejects, self.checkpoints, self.buffer, self.check
+            settings,
+            self.summary,
+            self.rejects,
+            self.checkpoints,
+            self.buffer,
+            self.check,
+            events=self.events,
         )
+
+    def events(self) -> EventLane:
+        """The events lane, built when the first stream routed to events appears."""
+        if self.event_lane is not None:
+            return self.event_lane
+        settings = self.settings
+        if settings.dry_run:
+            pace = EventPace(None)  # no network, so nothing to pace
+            client: UserpilotClient | DryRunClient = self.client
+            scope = "dry-run"
+        else:
+            pace = EventPace(float(settings.events_per_minute))
+            # A client of its own: its 429s slow the events' pace, not anyone else's.
+            client = self._event_client = UserpilotClient(
+                settings.api_url,
+                settings.api_key or "",
+                timeout=(10.0, settings.request_timeout_seconds),
+                user_agent=self._user_agent,
+                on_rate_limited=pace.slow_down,
+            )
+            scope = settings.api_url.rstrip("/")
+            # A dry run sends nothing, so it records nothing as accepted either.
+            self._event_keys = SQLiteEventKeys(settings.state_db)
+        self.event_lane = EventLane(
+            client,
+            self.checkpoints,
+            self.summary,
+            self.rejects,
+            pace=pace,
+            keys=self._event_keys,
+            scope=scope,
+            wake=self._wake_reader,
+        )
+        self.lanes.append(self.event_lane)
+        return self.event_lane
 
     def check(self) -> None:
         """Raise what stopped a lane or the delivery of STATE, if anything did."""
@@ -113,7 +162,8 @@ class Run:
             lane.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
-        if total["rejected"] and not (total["rows_sent"] or total["unchanged"]):
+        loaded = total["rows_sent"] or total["unchanged"]
+        if total["rejected"] and not (loaded or total["events_sent"] or total["events_skipped"]):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
                 f"({total['rejected']} rejected, see the warnings above"
@@ -148,7 +198,7 @@ class Run:
                 name,
                 " Waiting for the job in flight to end, so its STATE can go out; send the "
                 "signal again to stop at once."
-                if self.jobs.busy
+                if any(lane.busy for lane in self.lanes)
                 else "",
             )
         msg = (
@@ -178,6 +228,10 @@ class Run:
             for lane in self.lanes:
                 lane.close()
             self.client.close()
+            if self._event_client is not None:
+                self._event_client.close()
+            if self._event_keys is not None:
+                self._event_keys.close()
             if self.unchanged is not None:
                 self.unchanged.close()
             self._log_summary()

@@ -16,12 +16,19 @@ from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_userpilot.errors import (
-    ConfigurationError,
     InvalidRecord,
     InvalidRecordError,
     MissingKeyRecordError,
 )
-from target_userpilot.rows import EVENTS, IGNORE, encode_row, route_for, to_row
+from target_userpilot.rows import (
+    EVENTS,
+    IGNORE,
+    encode_row,
+    event_key,
+    route_for,
+    to_event,
+    to_row,
+)
 from target_userpilot.validation import RecordValidator
 
 if sys.version_info >= (3, 12):
@@ -32,6 +39,7 @@ else:
 if t.TYPE_CHECKING:
     from singer_sdk import Target
 
+    from target_userpilot.lanes.events import EventLane
     from target_userpilot.run import SinkServices
 
 
@@ -57,14 +65,20 @@ class UserpilotSink(BatchSink):
         self.tally = services.summary.stream(stream_name, self.route.object)
         self._schema_error: str | None = None
         self._collisions_warned = 0
-        if self.route.object == EVENTS:
-            msg = (
-                f"Stream '{stream_name}' is routed to events, which this version of the target "
-                "cannot send yet. Map it to users, companies or ignore in object_mapping."
-            )
-            raise ConfigurationError(msg)
+        self._events: EventLane | None = None
+        if self.route.object == EVENTS and services.events is not None:
+            self._events = services.events()
         if self.route.ignored:
             self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)
+        elif self._events is not None:
+            self.logger.info(
+                "Stream '%s' sends events (POST /v1/track) of the user in '%s', named %s.",
+                stream_name,
+                self.route.id_property,
+                f"'{self.route.event_name}'"
+                if self.route.event_name
+                else f"by '{self.route.event_name_property}'",
+            )
         else:
             self.logger.info(
                 "Stream '%s' loads %s, identified by '%s'.",
@@ -147,17 +161,24 @@ class UserpilotSink(BatchSink):
             if self._schema_error is not None:
                 reason, self._schema_error = self._schema_error, None
                 raise InvalidRecord(reason)
-            row_id, row = to_row(record, route)
-            line = encode_row(row)
-            max_bytes = self._settings.max_file_bytes
-            if len(line) > max_bytes:
-                msg = f"its row is {len(line)} bytes, more than max_file_bytes ({max_bytes})"
-                raise InvalidRecord(msg)
+            if self._events is not None:
+                # Events go to their own lane, one request each, not into a batch.
+                event = to_event(record, route)
+                key = event_key(record, self.key_properties, stream=self.stream_name)
+                self._events.add(self.stream_name, seq, tally.received, key, event)
+            else:
+                row_id, row = to_row(record, route)
+                line = encode_row(row)
+                max_bytes = self._settings.max_file_bytes
+                if len(line) > max_bytes:
+                    msg = f"its row is {len(line)} bytes, more than max_file_bytes ({max_bytes})"
+                    raise InvalidRecord(msg)
         except InvalidRecord as exc:
             tally.rejected += 1
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
-        self._buffer.add(route.object, self.stream_name, row_id, line, seq)
+        if self._events is None:
+            self._buffer.add(route.object, self.stream_name, row_id, line, seq)
         if len(route.collisions) != self._collisions_warned:
             self._warn_collisions()
 

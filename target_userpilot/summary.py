@@ -25,6 +25,8 @@ COUNTERS = (
     ("unchanged", "unchanged"),
     ("rejected", "rejected"),
     ("jobs", "jobs"),
+    ("events_sent", "events sent"),
+    ("events_skipped", "already sent"),
 )
 
 
@@ -34,7 +36,9 @@ class StreamTally:
 
     ``received`` counts records read, ``rows_sent`` rows in completed jobs, ``merged`` records
     folded into another row of the same batch, ``unchanged`` rows ``skip_unchanged`` left out,
-    ``rejected`` records that could not become a valid row.
+    ``rejected`` records that could not become a valid row (or an event Userpilot refused),
+    ``events_sent`` events Userpilot accepted, ``events_skipped`` events not sent because the
+    ledger says Userpilot accepted them before (or this run already sent one with their key).
     """
 
     object: str = "users"
@@ -44,6 +48,8 @@ class StreamTally:
     unchanged: int = 0
     rejected: int = 0
     jobs: int = 0
+    events_sent: int = 0
+    events_skipped: int = 0
     job_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -145,11 +151,21 @@ class RunSummary:
                 f"would have been sent in {_count(total['jobs'], 'upload')}, written as files "
                 "to output_dir."
             )
+            if total["events_sent"]:
+                out.append(
+                    f"{_count(total['events_sent'], 'event')} would have been sent, written as "
+                    "request bodies to output_dir (events-<n>.ndjson)."
+                )
         else:
             out.append(
                 f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
                 f"{_count(total['jobs'], 'job')}, in {duration(total['seconds'], tenths=True)}."
             )
+            if total["events_sent"] or total["events_skipped"]:
+                out.append(
+                    f"Sent {_count(total['events_sent'], 'event')} to Userpilot; "
+                    f"{total['events_skipped']} skipped as already sent."
+                )
             if data["userpilot_rows_per_minute"] is not None:
                 out.append(
                     "Userpilot processed about "

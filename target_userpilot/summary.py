@@ -28,6 +28,8 @@ COUNTERS = (
     ("events_sent", "events sent"),
     ("events_skipped", "already sent"),
 )
+#: Columns the table shows only when the run has an events stream.
+EVENT_COUNTERS = frozenset({"events_sent", "events_skipped"})
 
 
 @dataclass
@@ -129,13 +131,15 @@ class RunSummary:
     def table(self) -> str:
         """A small fixed-width table for people reading stderr."""
         data = self.as_dict()
-        head = ["stream", "object"] + [title for _, title in COUNTERS] + ["time", "rows/min"]
+        has_events = any(s["object"] == "events" for s in data["streams"].values())
+        columns = [(k, t) for k, t in COUNTERS if has_events or k not in EVENT_COUNTERS]
+        head = ["stream", "object"] + [title for _, title in columns] + ["time", "rows/min"]
         if self.dry_run:
             head[3] = "would send"
         lines = [head]
         for name, s in data["streams"].items():
-            lines.append(_cells(name, s["object"], s))
-        lines.append(_cells("TOTAL", "", data["total"]))
+            lines.append(_cells(name, s["object"], s, columns))
+        lines.append(_cells("TOTAL", "", data["total"], columns))
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         out = [
             "  ".join(
@@ -208,11 +212,11 @@ def duration(seconds: float, *, tenths: bool = False) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _cells(name: str, object: str, s: dict[str, Any]) -> list[str]:
+def _cells(name: str, object: str, s: dict[str, Any], columns: list[tuple[str, str]]) -> list[str]:
     return [
         name,
         object,
-        *(str(s[key]) for key, _ in COUNTERS),
+        *(str(s[key]) for key, _ in columns),
         duration(s["seconds"], tenths=True),
         f"{s['rows_per_minute']:.0f}",
     ]

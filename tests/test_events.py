@@ -297,3 +297,40 @@ def test_dry_run_writes_track_request_bodies(tmp_path):
     assert (out / "events-1.ndjson").stat().st_mode & 0o777 == 0o600
     assert run.summary["total"]["events_sent"] == 3
     assert not (tmp_path / "l.db").exists()  # a dry run records nothing as sent
+
+
+def test_a_refused_key_on_track_stops_the_run_after_the_users_state(fast_sandbox, tmp_path):
+    sandbox = fast_sandbox
+    sandbox.set_faults(forbidden=True, endpoints={"track"})
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(5)]
+    messages.append(state({"users": "done"}))
+    messages += [record("events", event(i, i)) for i in range(5)]
+    messages.append(state({"events": "done"}))
+
+    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+
+    assert run.returncode == 3
+    assert "Userpilot refused the API key (HTTP 403)" in run.stderr
+    assert sandbox.events() == []
+    assert run.states == [{"users": "done"}]
+    assert API_KEY not in run.stderr
+
+
+def test_with_on_invalid_record_fail_a_refused_event_stops_the_run_before_its_state(
+    fast_sandbox, tmp_path
+):
+    sandbox = fast_sandbox
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(3)]
+    messages.append(state({"users": "done"}))
+    messages.append(record("events", event(0, 999)))  # no such user: 404
+    messages.append(state({"events": "done"}))
+
+    run = run_target(
+        _config(sandbox, tmp_path, on_invalid_record="fail"), messages, tmp_path=tmp_path
+    )
+
+    assert run.returncode == 6
+    assert "HTTP 404" in run.stderr
+    assert run.states == [{"users": "done"}]

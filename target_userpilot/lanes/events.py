@@ -516,11 +516,11 @@ class EventLane:
             with self._cond:
                 self.refused += 1
                 self._summary.stream(event.stream).rejected += 1
-            try:
-                self._rejects.reject(event.stream, event.position, str(exc), body)
-            finally:
-                with self._cond:
-                    self._finish(event)
+            # With on_invalid_record 'fail' this raises and the event stays unfinished: its
+            # hold keeps every later STATE back, as for a bad record read from the input.
+            self._rejects.reject(event.stream, event.position, str(exc), body)
+            with self._cond:
+                self._finish(event)
             return
         # Recorded before it counts as durable: a crash from here on duplicates only this one.
         if self._keys is not None:

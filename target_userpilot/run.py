@@ -185,6 +185,21 @@ class Run:
         self.check()
         self._signals += 1
         name = signal.Signals(signum).name
+        if self._signals == 1 and self._finishing and self._events_waiting():
+            assert self.event_lane is not None
+            msg = (
+                f"Received {name}, so the run stopped before all of its events were sent. STATE "
+                "was written up to the last event Userpilot accepted; rerun from it to send "
+                "the rest (events already accepted are not sent again)."
+            )
+            self.event_lane.stop_sending(Terminated(msg))
+            logger.warning(
+                "Received %s after the end of input: no further events are sent; waiting for "
+                "the events in flight and the last job, so STATE can go out; send the signal "
+                "again to stop at once.",
+                name,
+            )
+            return
         if self._signals == 1 and self._finishing:
             logger.warning(
                 "Received %s after the end of input: waiting for the last job to end, so the "
@@ -235,6 +250,9 @@ class Run:
             if self.unchanged is not None:
                 self.unchanged.close()
             self._log_summary()
+
+    def _events_waiting(self) -> bool:
+        return self.event_lane is not None and self.event_lane.busy
 
     def _wake_reader(self) -> None:
         """A lane failed: interrupt the main thread, which may be blocked reading a silent tap.

@@ -7,6 +7,7 @@ Userpilot (the sandbox) received: which, how many times, when, and with what met
 from __future__ import annotations
 
 import json
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -334,3 +335,31 @@ def test_with_on_invalid_record_fail_a_refused_event_stops_the_run_before_its_st
     assert run.returncode == 6
     assert "HTTP 404" in run.stderr
     assert run.states == [{"users": "done"}]
+
+
+def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path, events_per_minute=1200)
+        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages += [record("users", user(i)) for i in range(10)]
+        for i in range(100):
+            messages.append(record("events", event(i, i % 10)))
+            messages.append(state({"events": i}))
+        running = Running(config, messages, tmp_path)
+        eventually(lambda: len(sandbox.events()) >= 20, timeout=20, what="20 events")
+        running.proc.send_signal(signal.SIGTERM)
+        code = running.drain()
+
+        assert code == 10, running.stderr[-3000:]
+        sent = _ids(sandbox)
+        last = running.states[-1]["events"]
+        assert last < 99
+        # STATE never passes an event Userpilot has not accepted.
+        assert {f"e-{i}" for i in range(last + 1)} <= set(sent)
+        resume = next(n for n, m in enumerate(messages) if m.get("value") == {"events": last})
+        rerun = run_target(config, messages[:2] + messages[resume + 1 :], tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        ids = _ids(sandbox)
+        assert set(ids) == {f"e-{i}" for i in range(100)}
+        assert max(ids.values()) == 1

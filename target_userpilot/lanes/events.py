@@ -300,6 +300,10 @@ class EventLane:
         self._handoff: deque[_Event] = deque()
         self._error: BaseException | None = None
         self._stopping = False
+        #: Why the lane stopped sending while events still wait (a stop signal), if it did.
+        self._stopped_by: BaseException | None = None
+        #: Events handed to the senders and not finished.
+        self._handed = 0
         self._abandon = threading.Event()
         self.received = 0
         self.sent = 0
@@ -344,12 +348,31 @@ class EventLane:
             return not self._nothing_unfinished()
 
     def wait_idle(self) -> None:
-        """Block until every event received is accepted, refused or skipped."""
+        """Block until every event received is accepted, refused or skipped.
+
+        After :meth:`stop_sending`, only until the events in flight ended; then raise why.
+        """
         with self._cond:
             while self._error is None and not self._nothing_unfinished():
+                stopped = self._stopped_by is not None and not self._dispatcher.is_alive()
+                if stopped and self._handed == 0:
+                    break
                 self._cond.wait(TICK)
         self.raise_error()
         self._log_progress(final=True)
+        if self._stopped_by is not None and not self._nothing_unfinished():
+            raise self._stopped_by
+
+    def stop_sending(self, reason: BaseException) -> None:
+        """Send no further event; :meth:`wait_idle` raises ``reason`` once those in flight end.
+
+        At 600 a minute the events still waiting can take hours: a stop signal after the end
+        of input must not wait for them, only for the ones already sent.
+        """
+        with self._cond:
+            self._stopping = True
+            self._stopped_by = reason
+            self._cond.notify_all()
 
     def raise_error(self) -> None:
         """Raise the failure that stopped the lane, so the reading thread stops the run."""
@@ -420,6 +443,7 @@ class EventLane:
                     return
                 with self._cond:
                     self._handoff.append(event)
+                    self._handed += 1
                     self._cond.notify_all()
                 self._log_progress()
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
@@ -509,6 +533,9 @@ class EventLane:
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
                 self._fail(exc)
             finally:
+                with self._cond:
+                    self._handed -= 1
+                    self._cond.notify_all()
                 self._free.release()
 
     def _send(self, event: _Event) -> None:

@@ -158,6 +158,8 @@ class Run:
         """End of input: everything open goes up; wait until it is durable."""
         self._finishing = True
         self.buffer.end_input()
+        if self.event_lane is not None:
+            self.event_lane.end_input()
         for lane in self.lanes:
             lane.wait_idle()
         self.checkpoints.raise_error()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -363,3 +364,88 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(t
         ids = _ids(sandbox)
         assert set(ids) == {f"e-{i}" for i in range(100)}
         assert max(ids.values()) == 1
+
+
+def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(fast_sandbox, tmp_path):
+    # A billing table: the member is the user, the action the event's name.
+    sandbox = fast_sandbox
+    config = _config(
+        sandbox,
+        tmp_path,
+        object_mapping={"billing": {"object": "events"}},
+        stream_maps={
+            "billing": {
+                "user_id": "member_id",
+                "event_name": "'invoice_' + action",
+                "member_id": "__NULL__",
+                "action": "__NULL__",
+            }
+        },
+    )
+    billing = {
+        "id": {"type": "integer"},
+        "member_id": {"type": "integer"},
+        "action": {"type": "string"},
+        "amount": {"type": "number"},
+    }
+    messages = [schema("users", USER_SCHEMA, ["id"]), schema("billing", billing, ["id"])]
+    messages += [record("users", user(i)) for i in range(3)]
+    messages += [
+        record("billing", {"id": i, "member_id": i, "action": "paid", "amount": 9.5})
+        for i in range(3)
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = sorted((e["user_id"], e["event_name"], e["metadata"]) for e in sandbox.events())
+    assert got == [(str(i), "invoice_paid", {"id": i, "amount": 9.5}) for i in range(3)]
+
+
+def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
+    from target_userpilot.checkpoints import Checkpoints
+    from target_userpilot.client import UserpilotClient
+    from target_userpilot.lanes.events import EventLane, EventPace
+    from target_userpilot.rejects import RejectLog
+    from target_userpilot.summary import RunSummary
+
+    with Sandbox(port=0, api_key=API_KEY, events_per_minute=0, track_requires_user=False) as sb:
+        written: list[Any] = []
+        checkpoints = Checkpoints(write=written.append)
+        pace = EventPace(1200)
+        client = UserpilotClient(sb.url, API_KEY, on_rate_limited=pace.slow_down)
+        lane = EventLane(
+            client,
+            checkpoints,
+            RunSummary(),
+            RejectLog(),
+            pace=pace,
+            keys=None,
+            scope="test",
+            progress_every=0.5,
+        )
+        try:
+            with caplog.at_level("INFO", logger="target_userpilot.events"):
+                # A users row first, in a job not completed yet: the events wait for it.
+                users = checkpoints.hold(checkpoints.record(), kind="users")
+                for i in range(30):
+                    seq = checkpoints.record()
+                    body = {"user_id": "u", "event_name": "seen", "metadata": {"n": i}}
+                    lane.add("events", seq, i + 1, f"k{i}", body)
+                checkpoints.add_state({"done": True})
+                time.sleep(0.3)  # what is tested: nothing goes out meanwhile
+                assert sb.events() == []
+                checkpoints.release(users)
+                assert written == []  # STATE waits for the events
+                lane.wait_idle()
+        finally:
+            lane.close()
+            client.close()
+        assert written == [{"done": True}]
+        assert len(sb.events()) == 30
+        lines = [r.getMessage() for r in caplog.records]
+        assert "the 30 received so far take about 2 s at this pace" in lines[0]
+        progress = [line for line in lines if line.startswith("Events: ")]
+        assert len(progress) >= 2
+        assert "of 30 received sent" in progress[0] and "a minute, about" in progress[0]
+        assert progress[-1].startswith("Events: 30 of 30 received sent")

@@ -339,6 +339,20 @@ class EventLane:
             self._move_hold()
             self._cond.notify_all()
 
+    def end_input(self) -> None:
+        """All input is read: say how many events are left and how long they take at this pace."""
+        rate = self.pace.per_minute()
+        with self._cond:
+            left = self.received - self.sent - self.skipped - self.refused
+        if rate is None or left < 1 or self._started is None:
+            return  # not started: the first progress line will say it
+        logger.info(
+            "All input read: %d events left to send, about %s at %.0f a minute.",
+            left,
+            duration(left / rate * 60),
+            rate,
+        )
+
     # The lane family's protocol (see lanes/__init__.py)
 
     @property

@@ -113,8 +113,9 @@ class SQLiteEventKeys:
                 self._db.execute(self._SCHEMA)
         except (sqlite3.DatabaseError, OSError) as exc:
             msg = (
-                f"state_db '{path}' cannot hold the keys of sent events ({exc}). If it is "
-                "damaged, move it away: the next run then cannot tell which events were sent."
+                f"state_db '{path}' cannot hold the keys of sent events ({exc}). Point "
+                "state_db at a file in a writable folder; if the file is damaged, move it away "
+                "(the next run then cannot tell which events were already sent)."
             )
             raise ConfigurationError(msg) from None
 

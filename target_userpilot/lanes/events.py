@@ -333,8 +333,8 @@ class EventLane:
         """
         line = encode_row({"s": seq, "t": stream, "p": position, "k": key, "e": event})
         with self._cond:
-            if self._nothing_unfinished():
-                self._unread_floor = seq
+            if self._spool.read == self._spool.written:
+                self._unread_floor = seq  # the first event not read yet
             self._spool.append(line)
             self.received += 1
             self._move_hold()

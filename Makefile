@@ -6,6 +6,7 @@
 #   make readme  regenerate the README's settings table from `target-userpilot --about`
 #   make hub     regenerate the Meltano Hub plugin definition (plugin/loaders/) from `--about`
 #   make meltano install the pinned Meltano into .venv/meltano (make test needs it)
+#   make tap-postgres install the pinned MeltanoLabs tap-postgres into .venv/tap-postgres (make test needs it)
 #   make bench   run the benchmark (bench/run.py)
 #   make clean   remove the virtualenv and build/test leftovers
 
@@ -19,7 +20,7 @@ INSTALLED = $(VENV)/.installed
 LINT_PATHS = $(wildcard target_userpilot tests bench scripts)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install lint test demo bench readme hub meltano clean
+.PHONY: help venv install lint test demo bench readme hub meltano tap-postgres clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -33,20 +34,23 @@ $(PYTHON):
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml | $(PYTHON)
-	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install -e '.[test,postgres]'
 	touch $@
 
 lint: $(INSTALLED)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
 
-# tests/test_meltano.py runs the real Meltano CLI; it lives in its own virtualenv, reused while
-# scripts/meltano-requirements.txt is unchanged.
-test: install lint meltano
+# tests/test_meltano.py runs the real Meltano CLI, tests/test_postgres.py a published tap; each
+# lives in its own virtualenv, reused while scripts/<name>-requirements.txt is unchanged.
+test: install lint meltano tap-postgres
 	$(BIN)/pytest
 
 meltano: $(INSTALLED)
 	$(PYTHON) scripts/meltano_venv.py
+
+tap-postgres: $(INSTALLED)
+	$(PYTHON) scripts/tap_postgres_venv.py
 
 demo: $(INSTALLED)
 	$(PYTHON) scripts/demo.py

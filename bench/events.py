@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from target_userpilot.lanes.events import LOOKAHEAD, SQLiteEventKeys
+from target_userpilot.lanes.events import LOOKAHEAD
+from target_userpilot.ledger import open_ledger
 from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
@@ -133,7 +134,7 @@ def measure_pace(work: Path, events: int, limit: float) -> dict[str, Any]:
 def measure_ledger(work: Path, events: int) -> dict[str, Any]:
     """Microseconds per event: recording a key alone, and looking keys up in chunks."""
     keys = [json.dumps(["events", [f"e-{i}"]]) for i in range(events)]
-    store = SQLiteEventKeys(str(work / "ledger-bench.db"))
+    store = open_ledger(str(work / "ledger-bench.db"))
     try:
         start = time.perf_counter()
         for key in keys:

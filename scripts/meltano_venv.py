@@ -22,15 +22,18 @@ REQUIREMENTS = ROOT / "scripts" / "meltano-requirements.txt"
 VENV = ROOT / ".venv" / "meltano"
 
 
-def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> Path:
-    """Build (or reuse) the virtualenv and return its ``meltano`` executable."""
+def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS, command: str = "meltano") -> Path:
+    """Build (or reuse) the virtualenv and return its ``command`` executable.
+
+    scripts/tap_postgres_venv.py uses the same for a published tap.
+    """
     stamp = venv / "installed-requirements.txt"
-    meltano = venv / "bin" / "meltano"
+    executable = venv / "bin" / command
     wanted = requirements.read_text(encoding="utf-8")
-    if meltano.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
-        return meltano
+    if executable.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
+        return executable
     started = time.monotonic()
-    print(f"Installing Meltano into {venv} ...", file=sys.stderr, flush=True)
+    print(f"Installing {command} into {venv} ...", file=sys.stderr, flush=True)
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [
@@ -44,7 +47,7 @@ def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS) -> Path:
     subprocess.run([*pip, "-r", str(requirements)], check=True)
     stamp.write_text(wanted, encoding="utf-8")  # last: an interrupted install is redone
     print(f"Installed in {time.monotonic() - started:.0f} s.", file=sys.stderr)
-    return meltano
+    return executable
 
 
 if __name__ == "__main__":

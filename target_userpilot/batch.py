@@ -141,6 +141,8 @@ class BatchFile:
         self._lines_per_id: dict[str, int] = {}
         self._row_streams: dict[str, str] = {}
         self._merged_by_stream: dict[str, int] = {}
+        #: Per id, how many of its first lines a deletion superseded: left out at seal.
+        self._superseded: dict[str, int] = {}
 
     @property
     def rows(self) -> int:
@@ -172,12 +174,26 @@ class BatchFile:
             self._merged_by_stream[stream] = self._merged_by_stream.get(stream, 0) + 1
         self._row_streams[row_id] = stream
 
+    def supersede(self, row_id: str) -> bool:
+        """A deletion of ``row_id`` arrived: its rows so far are left out; True if it had any.
+
+        Sending them would refresh a profile the source deleted. Rows of the id added after
+        this call are kept (an upsert after the delete).
+        """
+        lines = self._lines_per_id.pop(row_id, 0)
+        if not lines:
+            return False
+        self._superseded[row_id] = self._superseded.get(row_id, 0) + lines
+        del self._row_streams[row_id]
+        return True
+
     def seal(self) -> SealedBatch:
         """Close the file, merging rows that share an id, and return it ready for upload."""
         self._handle.close()
-        merged = self.records - self.rows
+        left_out = sum(self._superseded.values())
+        merged = self.records - self.rows - left_out
         size = self.bytes
-        if merged:
+        if merged or left_out:
             size = self._merge_duplicates()
         return SealedBatch(
             self.object,
@@ -202,17 +218,22 @@ class BatchFile:
     def _merge_duplicates(self) -> int:
         """Rewrite the file with one row per id, at the position of the id's last row.
 
-        Only rows of repeated ids are held in memory, and only until the file is rewritten.
+        Rows a deletion superseded are left out. Only rows of repeated ids are held in memory,
+        and only until the file is rewritten.
         """
         key = id_key(self.object)
         pending: dict[str, dict[str, Any]] = {}
         seen: dict[str, int] = {}
+        skip = dict(self._superseded)
         handle, path = _spool_file(self._spool_dir, f"{self.object}-merged-")
         size = 0
         with handle, open(self._path, "rb") as source:
             for line in source:
                 row = json.loads(line)
                 row_id = row[key]
+                if skip.get(row_id):
+                    skip[row_id] -= 1
+                    continue
                 total = self._lines_per_id[row_id]
                 if total == 1:
                     handle.write(line)

@@ -76,6 +76,16 @@ class BatchBuffer:
             if batch.full:
                 self._seal(object)
 
+    def supersede(self, object: str, row_id: str) -> bool:
+        """A deletion of ``row_id`` arrived: leave its rows in the open batch out; True if any.
+
+        Only the open batch: a sealed batch is already on its way, and Userpilot's daily
+        deletion run erases what it upserts anyway.
+        """
+        with self._cond:
+            entry = self._open.get(object)
+            return entry is not None and entry[0].supersede(row_id)
+
     def end_input(self) -> None:
         """No more rows: every open batch goes up, oldest first."""
         with self._cond:

@@ -144,8 +144,12 @@ def _write_stdout(value: Any) -> None:
 
 def check_stdout() -> None:
     """Refuse to start when stdout is closed: no STATE could ever be delivered."""
-    if sys.stdout is None:
-        raise _undeliverable(OSError("standard output is closed"))
+    try:
+        if sys.stdout is None:
+            raise OSError("standard output is closed")
+        os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError) as exc:
+        raise _undeliverable(exc) from None
 
 
 def _undeliverable(exc: BaseException) -> StateUndeliverable:

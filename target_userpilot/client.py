@@ -79,6 +79,11 @@ class RetryPolicy:
     conflict_max_seconds: float = 30.0
 
 
+def deletion_body(object: str, ids: list[str]) -> bytes:
+    """The JSON body of a deletion request: ``{"users": [ids]}`` (the dry run writes the same)."""
+    return json.dumps({object: list(ids)}).encode()
+
+
 def check_api_url(api_url: str) -> str:
     """Return ``api_url`` without a trailing slash, or raise :class:`ConfigurationError`.
 
@@ -474,7 +479,7 @@ class UserpilotClient:
         if object not in JOB_TYPES:
             raise ValueError(f"object must be 'users' or 'companies', not {object!r}")
         path = f"/v1/{object}"
-        body = json.dumps({object: list(ids)}).encode()
+        body = deletion_body(object, ids)
         what = f"Deleting {len(ids)} {object}"
         answer = self._until_giving_up(
             self._retrying, lambda: self._request("DELETE", path, data=body, versioned=True), what

@@ -10,6 +10,8 @@ import shutil
 import threading
 from typing import Any
 
+from target_userpilot.client import deletion_body
+
 logger = logging.getLogger("target_userpilot")
 
 #: The files a dry run writes, and the only ones the next dry run removes from output_dir:
@@ -82,6 +84,23 @@ class DryRunClient:
             "total_rows": rows,
             "completed_rows": rows,
         }
+
+    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]:
+        """Write the deletion request's body to ``<object>-delete-<n>.json``; delete nothing."""
+        key = f"{object}-delete"
+        n = self._counts[key] = self._counts.get(key, 0) + 1
+        self._write(f"{key}-{n}.json", deletion_body(object, ids))
+        return {"message": f"dry run: {len(ids)} {object} would be scheduled for deletion"}
+
+    def _write(self, name: str, data: bytes) -> None:
+        """One owner-only file in output_dir (it names people)."""
+        os.makedirs(self.output_dir, mode=0o700, exist_ok=True)
+        fd = os.open(
+            os.path.join(self.output_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+        )
+        os.fchmod(fd, 0o600)
+        with open(fd, "wb") as out:
+            out.write(data)
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         """Dry-run jobs complete as they are 'uploaded'."""

@@ -69,12 +69,20 @@ class JobTimeout(RuntimeError):
     """A job did not end within ``job_timeout_seconds``."""
 
 
+class LedgerUnavailable(RuntimeError):
+    """The ledger's database (``state_db``) stopped answering mid-run, past its retries."""
+
+
 class InvalidRecord(ValueError):
     """A record that cannot become a valid Userpilot row; the message is the reason."""
 
 
 class InvalidRecordError(RuntimeError):
     """``on_invalid_record`` is ``fail`` and a record could not become a row."""
+
+
+class BatchFileError(RuntimeError):
+    """A file a BATCH message lists cannot be read: missing, corrupt, or of an unknown encoding."""
 
 
 class StateUndeliverable(RuntimeError):
@@ -112,8 +120,10 @@ EXIT_CODES: dict[type[BaseException], int] = {
     InvalidInputLine: 7,
     RecordsWithoutSchemaException: 7,
     InvalidJSONSchema: 7,
+    BatchFileError: 7,
     UserpilotError: 8,
     TransientError: 9,
+    LedgerUnavailable: 9,
     Terminated: 10,
     StateUndeliverable: 11,
     NothingLoaded: 12,

@@ -313,9 +313,13 @@ def event_key(
 
 
 def is_deleted(record: Mapping[str, Any]) -> bool:
-    """True when the source marked the record deleted: ``_sdc_deleted_at`` set, not null/empty."""
+    """True when the source marked the record deleted: ``_sdc_deleted_at`` set, not null/empty.
+
+    ``false`` is no mark either: a stream map such as ``"_sdc_deleted_at": "is_deleted"`` gives
+    it for every live row.
+    """
     value = record.get("_sdc_deleted_at")
-    return value is not None and value != ""
+    return value is not None and value is not False and value != ""
 
 
 def deleted_id(record: Mapping[str, Any], route: Route) -> str:

@@ -22,9 +22,11 @@ from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
-from target_userpilot.lanes.events import EventKeys, EventLane, EventPace, SQLiteEventKeys
+from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
+from target_userpilot.lanes.events import EventLane, EventPace
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
+from target_userpilot.ledger import Ledger, open_ledger
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
 from target_userpilot.summary import RunSummary
@@ -44,6 +46,8 @@ class SinkServices:
     buffer: BatchBuffer
     #: Raises the error that stopped the run's lanes, if any (cheap: called per record).
     check: Callable[[], None]
+    #: hard_delete: where the ids of deleted source records go.
+    deletions: DeletionLane
     #: The events lane, started on first use (most runs send no events).
     events: Callable[[], EventLane] | None = None
 
@@ -59,10 +63,14 @@ class Run:
         self._signals = 0
         self._finishing = False
         self._closed = False
+        #: The ledger (``state_db``), opened once before any input when a feature needs it.
+        self.ledger: Ledger | None = None
+        #: Entries in the ledger are scoped by account: the API host, or ``dry-run``.
+        self.scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
         self.unchanged: ConfirmedRows | None = None
         if settings.skip_unchanged:
-            scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
-            self.unchanged = ConfirmedRows(settings.state_db, scope)
+            self.ledger = open_ledger(settings.state_db)
+            self.unchanged = ConfirmedRows(self.ledger, self.scope)
         self.client: UserpilotClient | DryRunClient
         if settings.dry_run:
             self.client = DryRunClient(settings.output_dir)
@@ -93,11 +101,19 @@ class Run:
             confirmer=self.unchanged,
             wake=self._wake_reader,
         )
-        self.lanes: list[Any] = [self.jobs]
+        self.deletions = DeletionLane(
+            self.client,
+            self.checkpoints,
+            self.summary,
+            interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
+            # The ledger's forget(object, ids), where the ledger has one.
+            forget=getattr(self.unchanged, "forget", None),
+            wake=self._wake_reader,
+        )
+        self.lanes: list[Any] = [self.jobs, self.deletions]
         self._user_agent = user_agent
         self.event_lane: EventLane | None = None
         self._event_client: UserpilotClient | None = None
-        self._event_keys: EventKeys | None = None
         self.services = SinkServices(
             settings,
             self.summary,
@@ -105,6 +121,7 @@ class Run:
             self.checkpoints,
             self.buffer,
             self.check,
+            deletions=self.deletions,
             events=self.events,
         )
 
@@ -116,7 +133,7 @@ class Run:
         if settings.dry_run:
             pace = EventPace(None)  # no network, so nothing to pace
             client: UserpilotClient | DryRunClient = self.client
-            scope = "dry-run"
+            keys = None  # a dry run sends nothing, so it records nothing as accepted either
         else:
             pace = EventPace(float(settings.events_per_minute))
             # A client of its own: its 429s slow the events' pace, not anyone else's.
@@ -127,17 +144,17 @@ class Run:
                 user_agent=self._user_agent,
                 on_rate_limited=pace.slow_down,
             )
-            scope = settings.api_url.rstrip("/")
-            # A dry run sends nothing, so it records nothing as accepted either.
-            self._event_keys = SQLiteEventKeys(settings.state_db)
+            if self.ledger is None:
+                self.ledger = open_ledger(settings.state_db)
+            keys = self.ledger
         self.event_lane = EventLane(
             client,
             self.checkpoints,
             self.summary,
             self.rejects,
             pace=pace,
-            keys=self._event_keys,
-            scope=scope,
+            keys=keys,
+            scope=self.scope,
             wake=self._wake_reader,
         )
         self.lanes.append(self.event_lane)
@@ -164,7 +181,7 @@ class Run:
             lane.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
-        loaded = total["rows_sent"] or total["unchanged"]
+        loaded = total["rows_sent"] or total["unchanged"] or total["deleted"]
         if total["rejected"] and not (loaded or total["events_sent"] or total["events_skipped"]):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
@@ -247,10 +264,10 @@ class Run:
             self.client.close()
             if self._event_client is not None:
                 self._event_client.close()
-            if self._event_keys is not None:
-                self._event_keys.close()
             if self.unchanged is not None:
                 self.unchanged.close()
+            if self.ledger is not None:
+                self.ledger.close()
             self._log_summary()
 
     def _events_waiting(self) -> bool:

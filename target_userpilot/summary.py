@@ -25,11 +25,12 @@ COUNTERS = (
     ("unchanged", "unchanged"),
     ("rejected", "rejected"),
     ("jobs", "jobs"),
-    ("events_sent", "events sent"),
-    ("events_skipped", "already sent"),
 )
-#: Columns the table shows only when the run has an events stream.
-EVENT_COUNTERS = frozenset({"events_sent", "events_skipped"})
+#: Counters of deleted source records, in the JSON line always, in the table once a run has
+#: any (see ``_deletion_cells``).
+DELETION_COUNTERS = ("deleted", "deleted_ignored", "superseded")
+#: Counters of events, in the JSON line always, in the table when a run has an events stream.
+EVENT_COUNTERS = (("events_sent", "events sent"), ("events_skipped", "already sent"))
 
 
 @dataclass
@@ -38,9 +39,13 @@ class StreamTally:
 
     ``received`` counts records read, ``rows_sent`` rows in completed jobs, ``merged`` records
     folded into another row of the same batch, ``unchanged`` rows ``skip_unchanged`` left out,
-    ``rejected`` records that could not become a valid row (or an event Userpilot refused),
-    ``events_sent`` events Userpilot accepted, ``events_skipped`` events not sent because the
-    ledger says Userpilot accepted them before (or this run already sent one with their key).
+    ``rejected`` records that could not become a valid row. Records marked deleted in the
+    source (``_sdc_deleted_at``): ``deleted`` those whose deletion Userpilot accepted,
+    ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
+    of an open batch that a later deletion of the same profile left out. Events:
+    ``events_sent`` those Userpilot accepted, ``events_skipped`` those not sent because the
+    ledger says Userpilot accepted them before (or this run already sent one with their key);
+    an event Userpilot refused counts as ``rejected``.
     """
 
     object: str = "users"
@@ -50,6 +55,9 @@ class StreamTally:
     unchanged: int = 0
     rejected: int = 0
     jobs: int = 0
+    deleted: int = 0
+    deleted_ignored: int = 0
+    superseded: int = 0
     events_sent: int = 0
     events_skipped: int = 0
     job_seconds: float = 0.0
@@ -100,6 +108,14 @@ class RunSummary:
                     tally.job_seconds += seconds
                     tally.finished = time.monotonic()
 
+    def deletions_done(self, records_by_stream: dict[str, int]) -> None:
+        """Userpilot accepted a deletion request: count its records per stream."""
+        with self._lock:
+            for name, count in records_by_stream.items():
+                tally = self.streams.setdefault(name, StreamTally())
+                tally.deleted += count
+                tally.finished = time.monotonic()
+
     def as_dict(self, *, final: bool = True) -> dict[str, Any]:
         """Machine-readable form: per stream and in total.
 
@@ -114,7 +130,8 @@ class RunSummary:
             elapsed = (self.ended or time.monotonic()) - self.started
             tallies = sorted(self.streams.items())
         streams = {name: _stream_dict(tally) for name, tally in tallies}
-        total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key, _ in COUNTERS}
+        keys = [key for key, _ in COUNTERS + EVENT_COUNTERS] + list(DELETION_COUNTERS)
+        total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key in keys}
         total["job_seconds"] = round(sum(s["job_seconds"] for s in streams.values()), 3)
         total["seconds"] = round(elapsed, 3)
         total["rows_per_minute"] = _rate(total["rows_sent"], elapsed)
@@ -131,15 +148,27 @@ class RunSummary:
     def table(self) -> str:
         """A small fixed-width table for people reading stderr."""
         data = self.as_dict()
-        has_events = any(s["object"] == "events" for s in data["streams"].values())
-        columns = [(k, t) for k, t in COUNTERS if has_events or k not in EVENT_COUNTERS]
-        head = ["stream", "object"] + [title for _, title in columns] + ["time", "rows/min"]
+        head = ["stream", "object"] + [title for _, title in COUNTERS] + ["time", "rows/min"]
         if self.dry_run:
             head[3] = "would send"
+        # Deletion columns only in runs that met deleted records: most runs have none.
+        extra = _deletion_columns(data["total"])
+        at = 2 + len(COUNTERS) - 1  # before "jobs"
+        head[at:at] = extra
+        # Event columns, after "jobs", only in runs with an events stream.
+        events = [
+            (key, title)
+            for key, title in EVENT_COUNTERS
+            if any(s["object"] == "events" for s in data["streams"].values())
+        ]
+        after = 2 + len(COUNTERS) + len(extra)
+        head[after:after] = [title for _, title in events]
         lines = [head]
-        for name, s in data["streams"].items():
-            lines.append(_cells(name, s["object"], s, columns))
-        lines.append(_cells("TOTAL", "", data["total"], columns))
+        for name, s in [*data["streams"].items(), ("TOTAL", data["total"])]:
+            line = _cells(name, s["object"] if name != "TOTAL" else "", s)
+            line[at:at] = _deletion_cells(s, extra)
+            line[after:after] = [str(s[key]) for key, _ in events]
+            lines.append(line)
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         out = [
             "  ".join(
@@ -155,11 +184,6 @@ class RunSummary:
                 f"would have been sent in {_count(total['jobs'], 'upload')}, written as files "
                 "to output_dir."
             )
-            if total["events_sent"]:
-                out.append(
-                    f"{_count(total['events_sent'], 'event')} would have been sent, written as "
-                    "request bodies to output_dir (events-<n>.ndjson)."
-                )
         else:
             out.append(
                 f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
@@ -170,11 +194,32 @@ class RunSummary:
                     f"Sent {_count(total['events_sent'], 'event')} to Userpilot; "
                     f"{total['events_skipped']} skipped as already sent."
                 )
+            if total["deleted"]:
+                out.append(
+                    f"Userpilot accepted the deletion of {_count(total['deleted'], 'profile')}"
+                    " (erased at its next daily deletion run, 02:00 UTC)."
+                )
             if data["userpilot_rows_per_minute"] is not None:
                 out.append(
                     "Userpilot processed about "
                     f"{data['userpilot_rows_per_minute']:,.0f} rows a minute in this run's jobs."
                 )
+        if self.dry_run and total["events_sent"]:
+            out.append(
+                f"Dry run: {_count(total['events_sent'], 'event')} would have been sent, written "
+                "as request bodies to output_dir (events-<n>.ndjson)."
+            )
+        if self.dry_run and total["deleted"]:
+            out.append(
+                f"Dry run: {_count(total['deleted'], 'deletion')} would have been requested, "
+                "written as files to output_dir."
+            )
+        if total["deleted_ignored"]:
+            out.append(
+                f"{_count(total['deleted_ignored'], 'record')} marked deleted in the source "
+                "(_sdc_deleted_at) left alone: neither upserted nor deleted, as hard_delete is "
+                "off."
+            )
         return "\n".join(out)
 
     def json_line(self) -> str:
@@ -186,6 +231,8 @@ def _stream_dict(tally: StreamTally) -> dict[str, Any]:
     seconds = tally.seconds()
     counts: dict[str, Any] = {"object": tally.object}
     counts.update({key: getattr(tally, key) for key, _ in COUNTERS})
+    counts.update({key: getattr(tally, key) for key, _ in EVENT_COUNTERS})
+    counts.update({key: getattr(tally, key) for key in DELETION_COUNTERS})
     counts["job_seconds"] = round(tally.job_seconds, 3)
     counts["seconds"] = round(seconds, 3)
     counts["rows_per_minute"] = _rate(tally.rows_sent, seconds)
@@ -195,6 +242,29 @@ def _stream_dict(tally: StreamTally) -> dict[str, Any]:
 def _rate(rows: int, seconds: float) -> float:
     """Rows per minute over ``seconds``; 0 when nothing was sent or no time passed."""
     return round(rows / seconds * 60, 1) if rows and seconds > 0 else 0.0
+
+
+def _deletion_columns(total: dict[str, Any]) -> list[str]:
+    """The deletion columns this run's table needs: none unless it met deleted records."""
+    columns = []
+    if total["deleted"] or total["deleted_ignored"]:
+        columns.append("deleted")
+    if total["superseded"]:
+        columns.append("superseded")
+    return columns
+
+
+def _deletion_cells(s: dict[str, Any], columns: list[str]) -> list[str]:
+    """``deleted`` reads ``3`` when requested, ``3 ignored`` when hard_delete left them alone."""
+    cells = []
+    if "deleted" in columns:
+        parts = [str(s["deleted"])] if s["deleted"] or not s["deleted_ignored"] else []
+        if s["deleted_ignored"]:
+            parts.append(f"{s['deleted_ignored']} ignored")
+        cells.append(" + ".join(parts))
+    if "superseded" in columns:
+        cells.append(str(s["superseded"]))
+    return cells
 
 
 def _count(n: int, noun: str) -> str:
@@ -212,11 +282,11 @@ def duration(seconds: float, *, tenths: bool = False) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _cells(name: str, object: str, s: dict[str, Any], columns: list[tuple[str, str]]) -> list[str]:
+def _cells(name: str, object: str, s: dict[str, Any]) -> list[str]:
     return [
         name,
         object,
-        *(str(s[key]) for key, _ in columns),
+        *(str(s[key]) for key, _ in COUNTERS),
         duration(s["seconds"], tenths=True),
         f"{s['rows_per_minute']:.0f}",
     ]

@@ -15,17 +15,20 @@ from singer_sdk.exceptions import (
     MappingError,
 )
 from singer_sdk.helpers._classproperty import classproperty
+from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import (
     EXIT_CODES,
     AuthenticationError,
+    ConfigurationError,
     Terminated,
     TransientError,
     UserpilotError,
     exit_code,
 )
+from target_userpilot.manifest import BatchEncoding, manifest_records
 from target_userpilot.reader import InputReader
 from target_userpilot.run import Run
 from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config, explain_config_errors
@@ -40,19 +43,38 @@ class TargetUserpilot(Target):
     # A copy: the SDK adds its built-in settings to the schema it is given.
     config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
     default_sink_class = UserpilotSink
+    #: The SDK's, plus ``batch``: BATCH messages load exactly like RECORD messages.
+    capabilities = [*Target.capabilities, PluginCapabilities.BATCH]
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
+        #: Streams whose ACTIVATE_VERSION has been acknowledged (one INFO line each).
+        self._versions_acknowledged: set[str] = set()
         settings = Settings.from_config(self.config, known=self.config_jsonschema["properties"])
+        separator = self.config.get("flattening_separator")
+        if self.config.get("flattening_enabled") and separator not in (None, "__"):
+            # Userpilot's rows flatten with "__" and a null object clears keys by that prefix;
+            # another separator would leave stale keys in profiles without a word.
+            msg = (
+                f"flattening_separator is {separator!r}; target-userpilot flattens nested "
+                "objects with '__' (address__city). Remove the setting, or rename keys with "
+                "stream_maps."
+            )
+            raise ConfigurationError(msg)
         self.run = Run(settings, user_agent=self.name)
         #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
         self.services = self.run.services
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
-        """The SDK's built-in settings, less ``load_method``: Userpilot always merges profiles."""
+        """The SDK's built-in settings, less ``load_method`` and ``batch_config``.
+
+        Userpilot always merges profiles. ``batch_config`` says how a tap writes batch files;
+        a BATCH message names its own files and encoding, so the target needs no setting.
+        """
         super().append_builtin_config(config_jsonschema)
         config_jsonschema["properties"].pop("load_method", None)
+        config_jsonschema["properties"].pop("batch_config", None)
 
     @classproperty
     def _env_var_config(cls) -> dict[str, t.Any]:
@@ -84,6 +106,36 @@ class TargetUserpilot(Target):
             )
             return
         self.run.add_state(value)
+
+    @override
+    def _process_batch_message(self, message_dict: dict) -> None:
+        """Each record of each file of the manifest takes the RECORD path, one at a time.
+
+        The SDK's own handler loads a whole file into a list and hands it to the sink's
+        ``process_batch``, past stream maps, validation and the row rules. Here each record
+        becomes a RECORD message: it is mapped, validated, turned into a row, merged, spooled
+        and counted, and a STATE after the BATCH waits for it, exactly as if the tap had sent
+        it on stdin. Files are streamed, so memory does not grow with their size.
+        """
+        stream = message_dict["stream"]
+        encoding = BatchEncoding.from_message(message_dict["encoding"])
+        process_record = self._process_record_message
+        for record in manifest_records(stream, message_dict["manifest"], encoding):
+            process_record({"type": "RECORD", "stream": stream, "record": record})
+
+    @override
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        """One INFO line per stream instead of the SDK's warning: profiles have no versions."""
+        stream = message_dict["stream"]
+        if stream in self._versions_acknowledged:
+            return
+        self._versions_acknowledged.add(stream)
+        self.logger.info(
+            "Stream '%s' sent ACTIVATE_VERSION. Userpilot profiles have no versions, so it is "
+            "acknowledged and nothing else changes: profiles missing from this sync stay in "
+            "Userpilot (records with _sdc_deleted_at and hard_delete remove profiles).",
+            stream,
+        )
 
     @override
     def process_endofpipe(self) -> None:

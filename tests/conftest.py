@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -154,6 +156,104 @@ def run_target(
         check=False,
     )
     return TargetRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+class TargetProcess:
+    """The real target as a subprocess whose input the test writes, STATE lines read as they come.
+
+    ``messages`` given: a thread feeds them all and closes stdin (a tap writing as fast as the
+    target reads). Otherwise the test writes with ``send`` and ends the input with ``close``.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tmp_path: Path,
+        *,
+        messages: Iterable[dict | str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        config_path = tmp_path / "process-config.json"
+        config_path.write_text(json.dumps(config))
+        self.stderr_path = tmp_path / "stderr.log"
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env={**os.environ, **(env or {})},
+            cwd=tmp_path,
+        )
+        #: STATE values written so far, and when each was read (monotonic seconds).
+        self.states: list[Any] = []
+        self.state_times: list[float] = []
+        self._lines: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        if messages is not None:
+            data = encode_messages(messages)
+            threading.Thread(target=self._feed, args=(data,), daemon=True).start()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self.send_bytes(data)
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # stopped before it read everything: that may be the point
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            value = json.loads(line)
+            self.state_times.append(time.monotonic())
+            self.states.append(value)
+            self._lines.put(value)
+        self._lines.put(_END)
+
+    def send(self, messages: Iterable[dict | str]) -> None:
+        """Write messages to the target's stdin now."""
+        self.send_bytes(encode_messages(messages))
+
+    def send_bytes(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def next_state(self, timeout: float = 20) -> Any:
+        """The next STATE value, or None at the end of output; fail at the deadline."""
+        try:
+            value = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no STATE line within {timeout} s")
+        return None if value is _END else value
+
+    def drain(self, timeout: float = 30) -> int:
+        """Read the remaining STATE lines and wait for the exit code."""
+        while self.next_state(timeout) is not None:
+            pass
+        code = self.proc.wait(timeout=timeout)
+        self._stderr.close()
+        return code
+
+    def close(self, timeout: float = 60) -> int:
+        """End the input and wait for the exit code."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        return self.drain(timeout)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def kill(self) -> None:
+        """Stop it at once (SIGKILL) if it still runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._stderr.close()
+
+
+_END = object()
 
 
 @pytest.fixture

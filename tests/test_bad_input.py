@@ -566,3 +566,46 @@ def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(sandbox, 
 
     assert run.returncode == 7, run.stderr[-3000:]
     assert _stopped(run).startswith("Input line 5 is not valid JSON")
+
+
+# A run that loads nothing is not a success; reject positions count per stream
+
+
+def test_a_server_refusing_every_row_as_too_large_ends_with_exit_12(sandbox, config, tmp_path):
+    sandbox.set_faults(max_rows=0)
+    config["batch_size_rows"] = 4
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("users", user(i)) for i in range(8)]
+    messages.append(state({"last": 7}))
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 12, run.stderr[-3000:]
+    assert _stopped(run).startswith("Every record that should have become a Userpilot row")
+    assert sandbox.profiles("users") == {}
+    assert run.summary["total"]["rejected"] == 8
+
+
+def test_a_run_with_some_rows_loaded_and_some_rejected_still_exits_0(sandbox, config, tmp_path):
+    messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    messages += [record("users", user(1)), record("users", {"email": PII})]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1"}
+
+
+def test_reject_positions_keep_counting_across_a_schema_change(sandbox, config, tmp_path):
+    messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    messages += [record("users", user(i)) for i in range(3)]
+    changed = {**ANY_ID_SCHEMA, "properties": {**ANY_ID_SCHEMA["properties"], "extra": {}}}
+    messages.append(schema("users", changed, ["id"]))
+    messages.append(record("users", user(3)))
+    messages.append(record("users", {"email": PII}))  # the 5th record of the stream
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Rejected record #5 of stream 'users'" in run.stderr
+    assert "Rejected record #1 " not in run.stderr

@@ -6,10 +6,7 @@ whose input the test writes piece by piece, to play a quiet stream, a silent tap
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from conftest import (
     API_KEY,
     COMPANY_SCHEMA,
     USER_SCHEMA,
+    TargetProcess,
     eventually,
     record,
     run_target,
@@ -132,51 +130,6 @@ def test_a_lane_failure_wakes_a_blocked_reader_with_the_error(tmp_path):
 # The real target, input written piece by piece
 
 
-class Feeding:
-    """The target as a subprocess whose stdin the test writes when it chooses."""
-
-    def __init__(self, config: dict[str, Any], tmp_path: Path) -> None:
-        config_path = tmp_path / "config.json"
-        config_path.write_text(json.dumps(config))
-        self.stderr_path = tmp_path / "stderr.log"
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=tmp_path,
-        )
-        self.states: list[tuple[float, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.states.append((time.monotonic(), json.loads(line)))
-
-    def send(self, messages: list[dict]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
-        self.proc.stdin.flush()
-
-    def close(self, timeout: float = 60) -> int:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        code = self.proc.wait(timeout=timeout)
-        self._stderr.close()
-        return code
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def paced_sandbox():
     """Userpilot at 48,000 rows a minute: a 1,000-row job takes 1.25 s."""
@@ -195,7 +148,7 @@ def _paced_config(sandbox: Sandbox) -> dict[str, Any]:
 
 def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(paced_sandbox, tmp_path):
     """10 companies, a STATE, then silence: the companies go up and the STATE comes out."""
-    run = Feeding(_paced_config(paced_sandbox), tmp_path)
+    run = TargetProcess(_paced_config(paced_sandbox), tmp_path)
     try:
         run.send(
             [
@@ -210,7 +163,7 @@ def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(paced
         assert run.close() == 0, run.stderr[-3000:]
     finally:
         run.kill()
-    assert run.states[0][1] == {"companies": "done"}
+    assert run.states[0] == {"companies": "done"}
     assert len(paced_sandbox.profiles("users")) == 3000
 
 
@@ -221,7 +174,7 @@ def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(paced
         *[record("companies", {"company_id": f"c-{i}"}) for i in range(10)],
         *users_messages(8000, state_every=1000),
     ]
-    run = Feeding(_paced_config(paced_sandbox), tmp_path)
+    run = TargetProcess(_paced_config(paced_sandbox), tmp_path)
     try:
         run.send(messages)
         eventually(lambda: len(run.states) >= 3, 20, "STATEs while the users load")
@@ -229,8 +182,7 @@ def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(paced
         assert run.close() == 0, run.stderr[-3000:]
     finally:
         run.kill()
-    values = [value for _, value in run.states]
-    assert values[-1] == {"bookmarks": {"users": 7999, "done": True}}
+    assert run.states[-1] == {"bookmarks": {"users": 7999, "done": True}}
     assert len(paced_sandbox.profiles("users")) == 8000
 
 
@@ -238,7 +190,7 @@ def test_a_tap_slower_than_userpilot_leaves_it_idle_no_longer_than_batch_wait(
     paced_sandbox, tmp_path
 ):
     """200 users every 0.3 s (Userpilot could take 800/s): small jobs, each soon after input."""
-    run = Feeding(_paced_config(paced_sandbox), tmp_path)
+    run = TargetProcess(_paced_config(paced_sandbox), tmp_path)
     try:
         run.send([schema("users", USER_SCHEMA, ["id"])])
         for chunk in range(10):

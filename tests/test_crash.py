@@ -8,20 +8,17 @@ see each checkpoint when the target emits it, and can kill or stop it in the mid
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
     API_KEY,
     USER_SCHEMA,
+    TargetProcess,
     encode_messages,
     eventually,
     record,
@@ -47,73 +44,6 @@ def _messages(start: int, stop: int) -> list[dict]:
         if (i + 1) % 100 == 0 or i == stop - 1:
             messages.append(state({"last": i}))
     return messages
-
-
-class Running:
-    """The target as a subprocess: input fed by a thread, STATE lines collected as they come."""
-
-    def __init__(self, config: dict[str, Any], messages: list[dict], tmp_path: Path) -> None:
-        config_path = tmp_path / "config.json"
-        config_path.write_text(json.dumps(config))
-        self.stderr_path = tmp_path / "stderr.log"
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=dict(os.environ),
-            cwd=tmp_path,
-        )
-        self.states: list[Any] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        data = encode_messages(messages)
-        threading.Thread(target=self._feed, args=(data,), daemon=True).start()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _feed(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # killed before it read everything: that is the point
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.decode())
-        self._lines.put(None)
-
-    def next_state(self, timeout: float = 20) -> Any:
-        """The next STATE value, or None at the end of output; fail at the deadline."""
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"no STATE line within {timeout} s")
-        if line is None:
-            return None
-        value = json.loads(line)
-        self.states.append(value)
-        return value
-
-    def drain(self, timeout: float = 30) -> int:
-        """Collect the remaining STATE lines and wait for the exit code."""
-        while self.next_state(timeout) is not None:
-            pass
-        code = self.proc.wait(timeout=timeout)
-        self._stderr.close()
-        return code
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._stderr.close()
 
 
 @pytest.fixture
@@ -146,7 +76,7 @@ def _missing(landed: dict[str, Any], up_to: int) -> list[int]:
 def test_sigkill_mid_run_loses_nothing_covered_by_a_state_and_a_rerun_completes(
     slow_sandbox, tmp_path
 ):
-    run = Running(_config(slow_sandbox), _messages(0, N_USERS), tmp_path)
+    run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
         jobs_at_state = []
         for _ in range(3):
@@ -180,7 +110,7 @@ def test_sigkill_mid_run_loses_nothing_covered_by_a_state_and_a_rerun_completes(
 
 
 def test_sigterm_waits_for_the_job_in_flight_then_stops_with_exit_10(slow_sandbox, tmp_path):
-    run = Running(_config(slow_sandbox), _messages(0, N_USERS), tmp_path)
+    run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
         assert run.next_state() is not None, run.stderr[-3000:]
         job = eventually(lambda: _followed_job(slow_sandbox), 10, "a job in flight")
@@ -211,7 +141,7 @@ def test_sigterm_waits_for_the_job_in_flight_then_stops_with_exit_10(slow_sandbo
 def test_sigterm_after_the_end_of_input_lets_the_run_finish(slow_sandbox, tmp_path):
     """All input read and uploaded: the stop only waits for the last job, the run ends as
     usual with its final STATE and exit 0."""
-    run = Running(_config(slow_sandbox), _messages(0, 2 * BATCH_ROWS), tmp_path)
+    run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, 2 * BATCH_ROWS))
     try:
 
         def last_job_followed() -> bool:
@@ -232,7 +162,7 @@ def test_sigterm_after_the_end_of_input_lets_the_run_finish(slow_sandbox, tmp_pa
 
 def test_a_second_sigterm_stops_at_once(slow_sandbox, tmp_path):
     slow_sandbox.set_rows_per_minute(6000)  # a 500-row job takes 5 s
-    run = Running(_config(slow_sandbox), _messages(0, N_USERS), tmp_path)
+    run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
         eventually(lambda: _followed_job(slow_sandbox), 15, "the first job in flight")
         run.proc.send_signal(signal.SIGTERM)

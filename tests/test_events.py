@@ -17,6 +17,7 @@ import pytest
 from conftest import (
     API_KEY,
     USER_SCHEMA,
+    TargetProcess,
     eventually,
     record,
     run_target,
@@ -24,7 +25,6 @@ from conftest import (
     state,
     user,
 )
-from test_crash import Running
 
 from target_userpilot.lanes.events import connections_for
 from target_userpilot.sandbox import Sandbox
@@ -251,7 +251,7 @@ def test_kill_9_and_a_rerun_from_the_last_state_duplicate_only_events_in_flight(
             messages.append(record("events", event(i, i % 50)))
             if (i + 1) % 20 == 0:
                 messages.append(state({"events": i}))
-        running = Running(config, messages, tmp_path)
+        running = TargetProcess(config, tmp_path, messages=messages)
         try:
             eventually(lambda: len(sandbox.events()) >= 110, timeout=20, what="110 events")
         finally:
@@ -346,7 +346,7 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(t
         for i in range(100):
             messages.append(record("events", event(i, i % 10)))
             messages.append(state({"events": i}))
-        running = Running(config, messages, tmp_path)
+        running = TargetProcess(config, tmp_path, messages=messages)
         eventually(lambda: len(sandbox.events()) >= 20, timeout=20, what="20 events")
         running.proc.send_signal(signal.SIGTERM)
         code = running.drain()

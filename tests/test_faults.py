@@ -331,65 +331,6 @@ def test_every_request_has_a_connect_and_a_read_timeout(sandbox, batch_file, mon
 # The sandbox features these tests rely on.
 
 
-def test_sandbox_logs_each_v1_request_with_its_answer_and_fault(sandbox):
-    sandbox.set_faults(rate_limit_rate=1.0, retry_after=2)
-    answer = requests.get(f"{sandbox.url}/v1/background_jobs", timeout=5)
-    assert answer.status_code == 429
-    assert answer.headers["Retry-After"] == "2"
-    (entry,) = sandbox.request_log()
-    assert entry["method"] == "GET"
-    assert entry["path"] == "/v1/background_jobs"
-    assert entry["status"] == 429
-    assert entry["fault"] == "rate_limit"
-    assert entry["at"] >= 0
-    assert requests.get(f"{sandbox.url}/_sandbox/requests", timeout=5).json() == [entry]
-
-
-def test_sandbox_refuse_uploads_answers_the_status_with_userpilots_error_envelope(sandbox):
-    sandbox.set_faults(refuse_uploads=422)
-    headers = {"Authorization": f"Token {API_KEY}"}
-    answer = requests.post(
-        f"{sandbox.url}/v1/users/bulk_identify",
-        json={"users": [{"user_id": "u-1"}]},
-        headers=headers,
-        timeout=5,
-    )
-    assert answer.status_code == 422
-    assert answer.json()["errors"][0]["message"].startswith("The sandbox refuses every upload")
-    assert requests.get(f"{sandbox.url}/v1/background_jobs", headers=headers, timeout=5).ok
-    assert sandbox.stats()["faults_injected"]["refuse"] == 1
-    assert sandbox.stats()["uploads"] == 0
-    bad_key = requests.post(
-        f"{sandbox.url}/v1/users/bulk_identify",
-        json={"users": [{"user_id": "u-1"}]},
-        headers={"Authorization": "Token wrong"},
-        timeout=5,
-    )
-    assert bad_key.status_code == 401  # the key is checked first
-    for nonsense in (200, 401, 409, 413, 429, 500, True):
-        with pytest.raises(ValueError, match="refuse_uploads"):
-            sandbox.set_faults(refuse_uploads=nonsense)
-
-
-def test_sandbox_foreign_job_can_start_at_a_given_upload(sandbox):
-    headers = {"Authorization": f"Token {API_KEY}"}
-    sandbox.hold_foreign_job(30, at_upload=2)
-
-    def upload() -> int:
-        return requests.post(
-            f"{sandbox.url}/v1/users/bulk_identify",
-            json={"users": [{"user_id": "u-1"}]},
-            headers=headers,
-            timeout=5,
-        ).status_code
-
-    assert upload() == 202
-    assert upload() == 409
-    assert sandbox.stats()["conflicts_foreign"] == 1
-    with pytest.raises(ValueError, match="at_upload"):
-        sandbox.hold_foreign_job(1, at_upload=0)
-
-
 def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
     """Exit 5 for our own slow job (another client's job is tests/test_load.py's case)."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=600) as sandbox:  # 100 rows: 10 s

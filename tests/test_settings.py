@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, TargetRun, run_target, users_messages
+from conftest import (
+    API_KEY,
+    USER_SCHEMA,
+    TargetRun,
+    record,
+    run_target,
+    schema,
+    user,
+    users_messages,
+)
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.settings import (
@@ -440,3 +449,16 @@ def test_an_unwritable_rejects_folder_is_refused(tmp_path):
     folder.mkdir(mode=0o500)
     with pytest.raises(ConfigurationError, match="not writable"):
         Settings.from_config({"dry_run": True, "rejects_path": str(folder / "r.ndjson")})
+
+
+def test_a_flattening_separator_other_than_two_underscores_is_a_configuration_error(
+    sandbox, config, tmp_path
+):
+    config |= {"flattening_enabled": True, "flattening_max_depth": 3, "flattening_separator": "."}
+    messages = [schema("users", USER_SCHEMA, ["id"]), record("users", user(1))]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 2, run.stderr[-3000:]
+    assert "flattening_separator is '.'" in run.stderr
+    assert sandbox.profiles("users") == {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import signal
 
+from conftest import record, run_target, schema
 from singer_sdk import Target
 from singer_sdk.plugin_base import PluginBase
 from singer_sdk.sinks import Sink
@@ -63,3 +64,39 @@ def test_the_sdk_env_config_is_a_class_property_merged_into_the_config():
 def test_sink_reports_no_size_so_sdk_drains_are_no_ops():
     assert inspect.isdatadescriptor(UserpilotSink.current_size)
     assert inspect.isdatadescriptor(UserpilotSink.is_full)
+
+
+def test_a_flat_key_colliding_with_a_nested_one_is_named_once_per_stream(sandbox, config, tmp_path):
+    properties = {
+        "id": {"type": "integer"},
+        "address__city": {"type": "string"},
+        "address": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    rows = [{"id": i, "address__city": "Flat", "address": {"city": "Nested"}} for i in range(3)]
+    messages = [schema("users", properties, ["id"]), *[record("users", r) for r in rows]]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    warnings = [line for line in run.stderr.splitlines() if "got two values" in line]
+    assert len(warnings) == 1, warnings
+    assert "'address__city'" in warnings[0]
+    assert sandbox.profiles("users")["0"]["metadata"]["address__city"] == "Nested"
+
+
+def test_the_sdk_reads_batch_and_activate_version_messages_through_the_handlers_we_override():
+    code = _source(Target.process_lines)
+    assert "SingerMessageType.BATCH: self._process_batch_message" in code
+    assert "ACTIVATE_VERSION: self._process_activate_version_message" in code
+
+
+def test_the_sdk_record_handler_takes_one_record_message_and_applies_stream_maps():
+    """BATCH records are handed to ``_process_record_message`` as RECORD message dicts."""
+    assert list(inspect.signature(Target._process_record_message).parameters) == [
+        "self",
+        "message_dict",
+    ]
+    code = _source(Target._process_record_message)
+    assert 'message_dict["stream"]' in code
+    assert 'message_dict["record"]' in code
+    assert "stream_map.transform(" in code

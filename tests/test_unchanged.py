@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
 from conftest import USER_SCHEMA, record, run_target, schema, state, user
+
+from target_userpilot.batch import SealedBatch
+from target_userpilot.ledger import open_ledger
+from target_userpilot.rows import encode_row
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.unchanged import ConfirmedRows
 
 
 def _users(n: int, changed: set[int] = frozenset()) -> list[dict]:
@@ -73,3 +84,146 @@ def test_damaged_state_db_is_a_clear_configuration_error(sandbox, config, tmp_pa
     assert run.returncode == 2
     assert "state_db" in run.stderr and "delete it" in run.stderr
     assert sandbox.stats()["requests"] == 0
+
+
+# Issue 9 item 1: a row is compared with what Userpilot will hold once every earlier row is
+# applied, not with a ledger entry that rows still in flight are about to replace.
+
+
+def _plans(ids: range, first: str, then: str | None, group: int) -> list[dict]:
+    """Users of ``ids`` set to ``first`` and then to ``then``, ``group`` ids at a time."""
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    for start in range(ids.start, ids.stop, group):
+        block = range(start, min(start + group, ids.stop))
+        messages.extend(record("users", user(i, plan=first)) for i in block)
+        if then is not None:
+            messages.extend(record("users", user(i, plan=then)) for i in block)
+    messages.append(state({"done": True}))
+    return messages
+
+
+def ledger_hashes(state_db: str, scope: str, ids: range) -> dict[str, bytes]:
+    """What the ledger says about users ``ids`` of ``scope``."""
+    ledger = open_ledger(state_db)
+    try:
+        return ledger.row_hashes(scope, "users", [str(i) for i in ids])
+    finally:
+        ledger.close()
+
+
+def check_later_rows_win_over_rows_in_flight(
+    sandbox: Sandbox, config: dict, tmp_path: Path, batch_size: int, state_db: str
+) -> None:
+    """The issue's scenario: free confirmed, then pro and free again in consecutive batches.
+
+    One id per batch at size 1 (u1 pro, then u1 free in the next batch), else blocks of 50 ids.
+    The sandbox completes jobs at once and the target is told so: the next batch is still
+    filtered before the previous job's completion is noticed, as with Userpilot's slow jobs.
+    """
+    ids = range(30 if batch_size == 1 else 200)
+    scope = sandbox.url.rstrip("/")
+    group = min(batch_size, 50)
+    config.update(
+        skip_unchanged=True, state_db=state_db, batch_size_rows=batch_size, rows_per_minute=1e9
+    )
+    first = run_target(config, _plans(ids, "free", None, group), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    confirmed_free = ledger_hashes(state_db, scope, ids)
+    assert len(confirmed_free) == len(ids)
+
+    run = run_target(config, _plans(ids, "pro", "free", group), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    profiles = sandbox.profiles("users")
+    assert {profiles[str(i)]["metadata"]["plan"] for i in ids} == {"free"}
+    assert ledger_hashes(state_db, scope, ids) == confirmed_free
+    total = run.summary["total"]
+    if batch_size >= 2 * len(ids):
+        # Both rows of an id share one batch: merged into `free`, which Userpilot holds.
+        assert total["rows_sent"] == 0 and total["unchanged"] == len(ids)
+    else:
+        assert total["rows_sent"] == 2 * len(ids) and total["unchanged"] == 0
+
+    # A second run: the ledger is right, so free is unchanged and pro is a change.
+    again = run_target(config, _plans(ids, "free", None, group), tmp_path=tmp_path)
+    assert again.returncode == 0 and again.summary["total"]["rows_sent"] == 0
+    to_pro = run_target(config, _plans(ids, "pro", None, group), tmp_path=tmp_path)
+    assert to_pro.returncode == 0 and to_pro.summary["total"]["rows_sent"] == len(ids)
+    profiles = sandbox.profiles("users")
+    assert {profiles[str(i)]["metadata"]["plan"] for i in ids} == {"pro"}
+
+
+@pytest.mark.parametrize("batch_size", [1, 50, 10_000])
+def test_a_row_is_compared_with_rows_still_in_flight_not_the_ledger(
+    sandbox, config, tmp_path, batch_size
+):
+    check_later_rows_win_over_rows_in_flight(
+        sandbox, config, tmp_path, batch_size, str(tmp_path / "state.db")
+    )
+
+
+# The filter on its own, batch by batch, as the reading thread and the watcher call it
+
+
+def _sealed(tmp_path: Path, plans: dict[str, str]) -> SealedBatch:
+    """A sealed users batch with one row per ``id: plan``."""
+    lines = [encode_row({"user_id": i, "metadata": {"plan": p}}) for i, p in plans.items()]
+    handle, path = tempfile.mkstemp(dir=tmp_path, suffix=".ndjson")
+    with os.fdopen(handle, "wb") as out:
+        out.writelines(lines)
+    return SealedBatch("users", "users", path, len(lines), sum(len(line) for line in lines))
+
+
+def test_a_row_in_flight_stays_the_reference_until_a_newer_one_is_confirmed(tmp_path):
+    rows = ConfirmedRows(str(tmp_path / "state.db"), "host")
+    pro, free = _sealed(tmp_path, {"u1": "pro"}), _sealed(tmp_path, {"u1": "free"})
+    assert rows.drop_unchanged(pro) == 0
+    assert rows.drop_unchanged(free) == 0  # compared with pro in flight, not an empty ledger
+
+    rows.confirm(pro)  # free is newer and still in flight: it stays the reference
+    assert rows.drop_unchanged(_sealed(tmp_path, {"u1": "free"})) == 1
+    assert rows.drop_unchanged(_sealed(tmp_path, {"u1": "pro"})) == 0
+    rows.confirm(free)
+
+    confirmed = rows.ledger.row_hashes("host", "users", ["u1"])
+    assert confirmed == {"u1": free.fingerprints[0][1]}
+    rows.close()
+
+
+def test_a_deleted_profile_leaves_the_ledger_and_is_sent_again(tmp_path):
+    rows = ConfirmedRows(str(tmp_path / "state.db"), "host")
+    first = _sealed(tmp_path, {"u1": "free", "u2": "free"})
+    rows.drop_unchanged(first)
+    rows.confirm(first)
+    assert rows.drop_unchanged(_sealed(tmp_path, {"u1": "free"})) == 1
+
+    rows.forget("users", ["u1"])
+
+    assert rows.ledger.row_hashes("host", "users", ["u1", "u2"]).keys() == {"u2"}
+    again = _sealed(tmp_path, {"u1": "free"})
+    assert rows.drop_unchanged(again) == 0
+    # Userpilot's daily deletion may erase the profile made again: it stays out of the ledger.
+    rows.confirm(again)
+    assert rows.ledger.row_hashes("host", "users", ["u1"]) == {}
+    rows.close()
+
+
+def test_a_job_completing_after_a_delete_does_not_bring_the_profile_back(tmp_path):
+    rows = ConfirmedRows(str(tmp_path / "state.db"), "host")
+    in_flight = _sealed(tmp_path, {"u1": "pro"})
+    rows.drop_unchanged(in_flight)
+
+    rows.forget("users", ["u1"])
+    rows.confirm(in_flight)
+
+    assert rows.ledger.row_hashes("host", "users", ["u1"]) == {}
+    rows.close()
+
+
+def test_a_shared_ledger_is_left_open_for_its_owner(tmp_path):
+    ledger = open_ledger(str(tmp_path / "state.db"))
+    rows = ConfirmedRows(ledger, "host")
+    rows.close()
+
+    assert ledger.row_hashes("host", "users", ["u1"]) == {}  # still usable
+    ledger.close()

@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import sqlite3
 import tempfile
 import threading
 import time
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import ConfigurationError, EventRefused
+from target_userpilot.errors import EventRefused
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import USERS, encode_row
 from target_userpilot.summary import RunSummary, duration
@@ -68,85 +67,13 @@ class Tracker(Protocol):
 
 
 class EventKeys(Protocol):
-    """The ledger's event keys (``state_db``): the same method names as ``ledger.Ledger``."""
+    """What the lane needs of the ledger (``state_db``): see ``ledger.Ledger``."""
 
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 
     def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None: ...
 
     def close(self) -> None: ...
-
-
-class SQLiteEventKeys:
-    """The accepted event keys in a SQLite file, in the table the full ledger uses too.
-
-    A minimal store behind :class:`EventKeys`, so the ledger (``ledger.py``, with PostgreSQL)
-    can replace it without the lane noticing. The file and a folder made for it are owner-only.
-    """
-
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS accepted_events (
-            scope TEXT NOT NULL,
-            stream TEXT NOT NULL,
-            key TEXT NOT NULL,
-            accepted_at REAL NOT NULL,
-            PRIMARY KEY (scope, stream, key)
-        ) WITHOUT ROWID
-    """
-    _CHUNK = 500
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory):
-                os.makedirs(directory, mode=0o700, exist_ok=True)
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            # Several runs may share the file: WAL lets one read while another writes.
-            self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # One commit per accepted event: in WAL mode NORMAL makes it survive a killed
-            # process (what "in flight" covers) without an fsync each, which cost ~2 ms.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._db:
-                self._db.execute(self._SCHEMA)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            msg = (
-                f"state_db '{path}' cannot hold the keys of sent events ({exc}). Point "
-                "state_db at a file in a writable folder; if the file is damaged, move it away "
-                "(the next run then cannot tell which events were already sent)."
-            )
-            raise ConfigurationError(msg) from None
-
-    def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
-        """Which of ``keys`` Userpilot already accepted as events of ``stream``."""
-        keys = list(keys)
-        found: set[str] = set()
-        with self._lock:
-            for start in range(0, len(keys), self._CHUNK):
-                chunk = keys[start : start + self._CHUNK]
-                marks = ",".join("?" * len(chunk))
-                query = (
-                    "SELECT key FROM accepted_events "  # noqa: S608 - only placeholders
-                    f"WHERE scope = ? AND stream = ? AND key IN ({marks})"
-                )
-                found.update(key for (key,) in self._db.execute(query, (scope, stream, *chunk)))
-        return found
-
-    def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None:
-        """Record event keys as accepted by Userpilot (keys already there stay)."""
-        now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
-                ((scope, stream, key, now) for key in sorted(set(keys))),
-            )
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
 
 
 class EventPace:

@@ -1,0 +1,263 @@
+"""The deletion lane: ``hard_delete`` turns deleted source records into Userpilot deletion requests.
+
+Userpilot's deletion API (``DELETE /v1/users``, ``DELETE /v1/companies``) is GDPR erasure: it
+schedules the profile and its events for Userpilot's daily deletion run (02:00 UTC), and cannot
+be undone. It is not a bulk job, so it runs beside the job lane, at its own pace: at most one
+request every ``interval`` seconds (Userpilot allows one every 2 s), measured from the answer to
+the previous request, which the request itself cannot have reached Userpilot after.
+
+Ids gather per object while the lane waits for its pace, so one request names many. A request
+names at most ``size`` ids: Userpilot documents no maximum, so the lane starts from
+``FIRST_REQUEST_IDS`` and halves it on every 413, keeping the size that worked for the rest of the
+run. A request is durable once Userpilot answers 202; then its hold is released, so a STATE after
+its records can go out. The ids of one request are deleted together, so a request holds the
+sequence number of its first record.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from target_userpilot.checkpoints import Checkpoints, Hold
+from target_userpilot.errors import PayloadTooLarge, UserpilotError
+from target_userpilot.summary import RunSummary
+
+logger = logging.getLogger("target_userpilot.lane")
+
+#: Userpilot's limit: one deletion request every 2 seconds per key.
+DELETE_INTERVAL_SECONDS = 2.0
+#: Ids in the first request; Userpilot documents no maximum, a 413 halves it.
+FIRST_REQUEST_IDS = 1000
+#: Full requests that may wait before the reading thread waits for the lane: memory stays flat.
+MAX_WAITING_REQUESTS = 20
+#: Deleted ids remembered per object for the upsert-after-delete warning; past this many the
+#: warning is best effort, so memory does not grow with the input.
+REMEMBERED_DELETIONS = 100_000
+
+
+class Deleter(Protocol):
+    """What the lane needs from a client: the real one, or the dry run's."""
+
+    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]: ...
+
+
+@dataclass(eq=False)
+class _Request:
+    """Ids of one object to delete in one request, and the records they came from."""
+
+    object: str
+    first_seq: int
+    hold: Hold | None
+    ids: dict[str, None] = field(default_factory=dict)  # ordered, without repeats
+    records: Counter[str] = field(default_factory=Counter)  # per stream
+
+
+class DeletionLane:
+    """Sends deletion requests, paced, and releases their STATE once Userpilot accepted them."""
+
+    def __init__(
+        self,
+        deleter: Deleter,
+        checkpoints: Checkpoints,
+        summary: RunSummary,
+        *,
+        interval: float = DELETE_INTERVAL_SECONDS,
+        size: int = FIRST_REQUEST_IDS,
+        forget: Callable[[str, Iterable[str]], None] | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
+        self._deleter = deleter
+        self._checkpoints = checkpoints
+        self._summary = summary
+        self.interval = float(interval)
+        #: Ids per request: halved on 413, then kept for the rest of the run.
+        self.size = size
+        #: skip_unchanged: a deleted profile leaves the ledger, so a later row of it is sent.
+        self._forget = forget
+        self._wake = wake
+        self._cond = threading.Condition()
+        self._open: dict[str, _Request] = {}
+        self._full: deque[_Request] = deque()
+        #: Ids deleted in this run, per object: an upsert of one of them gets a warning.
+        self._deleted: dict[str, set[str]] = {}
+        self._in_flight = False
+        self._next_at = 0.0  # monotonic time before which no request may go
+        self._stopping = False
+        self._error: BaseException | None = None
+        self._abandon = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.requests = 0
+
+    # The reading thread
+
+    def add(self, object: str, stream: str, row_id: str, seq: int) -> None:
+        """Queue the deletion of ``row_id`` of ``object``, asked by record ``seq`` of ``stream``."""
+        self.raise_error()
+        if self._forget is not None:
+            self._forget(object, [row_id])
+        with self._cond:
+            deleted = self._deleted.setdefault(object, set())
+            if len(deleted) < REMEMBERED_DELETIONS:
+                deleted.add(row_id)
+            request = self._open.get(object)
+            if request is None:
+                request = _Request(object, seq, self._checkpoints.hold(seq))
+                self._open[object] = request
+            request.ids[row_id] = None
+            request.records[stream] += 1
+            if len(request.ids) >= self.size:
+                del self._open[object]
+                self._full.append(request)
+                while len(self._full) > MAX_WAITING_REQUESTS and self._error is None:
+                    self._cond.wait()
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="userpilot-deletion-lane", daemon=True
+                )
+                self._thread.start()
+        self.raise_error()
+
+    def was_deleted(self, object: str, row_id: str) -> bool:
+        """True when this run queued the deletion of ``row_id`` (reading thread only)."""
+        deleted = self._deleted.get(object)
+        return deleted is not None and row_id in deleted
+
+    # The lane family's protocol (see lanes/__init__.py)
+
+    @property
+    def busy(self) -> bool:
+        """True while a deletion request is in flight."""
+        return self._in_flight
+
+    def wait_idle(self) -> None:
+        """Block until every queued deletion was accepted by Userpilot; raise what stopped it."""
+        with self._cond:
+            while self._error is None and (self._open or self._full or self._in_flight):
+                self._cond.wait(timeout=1.0)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise the failure that stopped the lane, so the reading thread stops the run."""
+        if self._error is not None:
+            raise self._error
+
+    def settle(self, *, send_sealed: bool = False) -> None:
+        """The run is stopping: let the request in flight end; send nothing more.
+
+        Even after an ordinary failure (``send_sealed``) no further request goes out: erasure
+        cannot be undone, and the rerun from the last STATE asks for these deletions again.
+        """
+        del send_sealed
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def close(self) -> None:
+        """Stop at once: a request in flight is left to Userpilot (its STATE does not go out)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._abandon.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # The worker thread
+
+    def _work(self) -> None:
+        try:
+            while (request := self._take()) is not None:
+                try:
+                    self._send(request)
+                finally:
+                    with self._cond:
+                        self._in_flight = False
+                        self._cond.notify_all()
+        except _Abandoned:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+            if self._wake is not None:
+                self._wake()
+
+    def _take(self) -> _Request | None:
+        """The request holding the oldest deletion, once the pace allows; None when stopping."""
+        with self._cond:
+            while not self._stopping:
+                waiting = [*self._full, *self._open.values()]
+                if waiting:
+                    delay = self._next_at - time.monotonic()
+                    if delay <= 0:
+                        request = min(waiting, key=lambda r: r.first_seq)
+                        if request in self._full:
+                            self._full.remove(request)
+                        else:
+                            del self._open[request.object]
+                        self._in_flight = True
+                        self._cond.notify_all()  # a reader waiting for room
+                        return request
+                    self._cond.wait(delay)
+                else:
+                    self._cond.wait()
+            return None
+
+    def _send(self, request: _Request) -> None:
+        """Send ``request`` in pieces of ``size`` ids; a 413 halves the size and retries."""
+        ids = list(request.ids)
+        while ids:
+            piece, rest = ids[: self.size], ids[self.size :]
+            self._wait_for_pace()
+            try:
+                answer = self._deleter.delete_profiles(request.object, piece)
+            except PayloadTooLarge:
+                self._next_at = time.monotonic() + self.interval
+                if len(piece) <= 1:
+                    msg = (
+                        f"Userpilot refused a deletion request naming a single {request.object} "
+                        "id as too large (HTTP 413), so it cannot be split further. No STATE was "
+                        "written past that record; check the ids the stream sends and rerun."
+                    )
+                    raise UserpilotError(msg) from None
+                self.size = max(1, len(piece) // 2)
+                logger.warning(
+                    "Userpilot refused a deletion request of %d %s as too large (HTTP 413); "
+                    "sending at most %d ids per request from now on.",
+                    len(piece),
+                    request.object,
+                    self.size,
+                )
+                continue
+            self._next_at = time.monotonic() + self.interval
+            self.requests += 1
+            ids = rest
+            logger.info(
+                "Userpilot accepted deletion request %d (%d ids of %s).",
+                self.requests,
+                len(piece),
+                request.object,
+            )
+            logger.debug("Deletion request %d named %s; answer %s.", self.requests, piece, answer)
+        self._summary.deletions_done(dict(request.records))
+        self._checkpoints.release(request.hold)
+
+    def _wait_for_pace(self) -> None:
+        """Wait until the previous request's answer is ``interval`` seconds old."""
+        delay = self._next_at - time.monotonic()
+        if delay > 0 and self._abandon.wait(delay):
+            raise _Abandoned
+        if self._abandon.is_set():
+            raise _Abandoned
+
+
+class _Abandoned(Exception):
+    """close() was called while the lane waited for its pace."""

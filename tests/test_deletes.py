@@ -1,0 +1,529 @@
+"""Deletes: records whose ``_sdc_deleted_at`` is set, with ``hard_delete`` off and on.
+
+Off, they are neither upserted nor deleted, only counted. On, their ids become Userpilot deletion
+requests (``DELETE /v1/users`` / ``/v1/companies``), paced one per 2 s, split on 413, and STATE
+waits for Userpilot's 202. The tests run the real target (or the deletion lane with the real
+client) against the sandbox over loopback HTTP and check what the sandbox scheduled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    API_KEY,
+    COMPANY_SCHEMA,
+    USER_SCHEMA,
+    encode_messages,
+    eventually,
+    record,
+    run_target,
+    schema,
+    state,
+    user,
+)
+from test_docs import _recipe
+
+from target_userpilot.batch import BatchFile
+from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.client import UserpilotClient
+from target_userpilot.lanes.deletions import DeletionLane
+from target_userpilot.rows import encode_row, is_deleted
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.summary import RunSummary
+from target_userpilot.unchanged import ConfirmedRows
+
+DELETED_AT = "2026-11-02T08:15:00Z"
+#: A log-based tap's schema: the deletion mark is a column of the stream.
+TAP_USER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **USER_SCHEMA["properties"],
+        "plan": {"type": "string"},  # not nullable: a deleted row's null plan breaks it
+        "_sdc_deleted_at": {"type": ["null", "string"], "format": "date-time"},
+    },
+}
+
+
+def deleted_user(i: int) -> dict:
+    """A user deleted in the source, as log-based taps send it: the key and the mark."""
+    return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
+
+
+def deleted_company(company_id: str) -> dict:
+    return {"company_id": company_id, "name": None, "_sdc_deleted_at": DELETED_AT}
+
+
+def _delete_calls(sandbox: Sandbox) -> list[dict]:
+    return [r for r in sandbox.request_log() if r["endpoint"] == "delete"]
+
+
+def _log_lines(stderr: str, text: str) -> list[str]:
+    return [line for line in stderr.splitlines() if text in line]
+
+
+def _table_total(stderr: str) -> dict[str, str]:
+    """The summary table's TOTAL row, by column heading."""
+    messages = [line.rsplit("| ", 1)[-1] for line in stderr.splitlines() if "| " in line]
+    head = re.split(r" {2,}", next(m for m in messages if m.startswith("stream ")).strip())
+    cells = re.split(r" {2,}", next(m for m in messages if m.startswith("TOTAL ")).strip())
+    cells.insert(1, "")
+    return dict(zip(head, cells, strict=True))
+
+
+# hard_delete off (the default)
+
+
+def test_with_hard_delete_off_deleted_records_are_counted_and_neither_upserted_nor_deleted(
+    sandbox, config, tmp_path
+):
+    messages = [
+        schema("users", TAP_USER_SCHEMA, ["id"]),
+        *[record("users", user(i)) for i in range(1, 4)],
+        record("users", deleted_user(2)),
+        record("users", deleted_user(7)),
+        record("users", user(3, plan="enterprise")),
+        schema(
+            "companies",
+            COMPANY_SCHEMA
+            | {
+                "properties": {
+                    **COMPANY_SCHEMA["properties"],
+                    "_sdc_deleted_at": {"type": ["null", "string"]},
+                }
+            },
+            ["company_id"],
+        ),
+        record("companies", {"company_id": "c-1", "name": "Acme"}),
+        record("companies", deleted_company("c-2")),
+        state({"done": True}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    users = sandbox.profiles("users")
+    # The live rows are updated; the deleted ones are not upserted (7 would be created, and
+    # 2's earlier row stays as the tap sent it before the delete).
+    assert set(users) == {"1", "2", "3"}
+    assert users["3"]["metadata"]["plan"] == "enterprise"
+    assert users["2"]["metadata"]["plan"] == user(2)["plan"]
+    assert set(sandbox.profiles("companies")) == {"c-1"}
+    assert _delete_calls(sandbox) == []
+    assert sandbox.deletions("users") == [] and sandbox.deletions("companies") == []
+    assert run.states == [{"done": True}]
+    # Counted as ignored, one INFO line per stream pointing to hard_delete.
+    summary = run.summary
+    assert summary["streams"]["users"]["deleted_ignored"] == 2
+    assert summary["streams"]["companies"]["deleted_ignored"] == 1
+    assert summary["total"]["deleted"] == 0
+    assert summary["total"]["deleted_ignored"] == 3
+    notes = _log_lines(run.stderr, "marked deleted in the source (_sdc_deleted_at): they are")
+    assert len(notes) == 2 and all("INFO" in line and "hard_delete" in line for line in notes)
+    total = _table_total(run.stderr)
+    assert total["deleted"] == "3 ignored"
+    assert "superseded" not in total
+    assert "3 records marked deleted in the source" in run.stderr
+
+
+# hard_delete on
+
+
+def test_hard_delete_requests_exactly_the_deleted_ids_paced_and_upserts_none_of_them(
+    tmp_path,
+):
+    # Userpilot's own pace: one deletion request every 2 s, else 429.
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
+        config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
+        messages = [
+            schema("users", TAP_USER_SCHEMA, ["id"]),
+            *[record("users", user(i)) for i in range(1, 6)],
+            record("users", deleted_user(2)),  # supersedes the row of 2 in the open batch
+            record("users", deleted_user(4)),
+            record("users", deleted_user(9)),  # never loaded: deleted all the same
+            record("users", {**deleted_user(0), "id": None}),  # no usable id: rejected
+            state({"users": "done"}),
+            schema(
+                "companies",
+                {
+                    "properties": {
+                        **COMPANY_SCHEMA["properties"],
+                        "_sdc_deleted_at": {"type": ["null", "string"]},
+                    }
+                },
+                ["company_id"],
+            ),
+            record("companies", {"company_id": "c-1", "name": "Acme"}),
+            record("companies", deleted_company("c-2")),
+            state({"companies": "done"}),
+        ]
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert sorted(sandbox.deletions("users")) == ["2", "4", "9"]
+        assert sandbox.deletions("companies") == ["c-2"]
+        assert set(sandbox.profiles("users")) == {"1", "3", "5"}
+        assert set(sandbox.profiles("companies")) == {"c-1"}
+        calls = _delete_calls(sandbox)
+        assert len(calls) >= 2  # users and companies cannot share a request
+        assert all(call["status"] == 202 for call in calls)
+        gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(calls)]
+        assert all(gap >= 2.0 for gap in gaps), gaps
+        assert sandbox.stats()["by_endpoint"]["delete"]["rate_limited"] == 0
+    assert run.states[-1] == {"companies": "done"}
+    users = run.summary["streams"]["users"]
+    assert users["deleted"] == 3
+    assert users["superseded"] == 2  # the rows of 2 and 4 in the open batch
+    assert users["rejected"] == 1
+    assert users["rows_sent"] == 3
+    assert run.summary["streams"]["companies"]["deleted"] == 1
+    assert run.summary["total"]["deleted"] == 4
+    assert "Userpilot accepted the deletion of 4 profiles" in run.stderr
+    total = _table_total(run.stderr)
+    assert (total["deleted"], total["superseded"], total["rejected"]) == ("4", "2", "1")
+
+
+def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
+    sandbox, config, tmp_path
+):
+    sandbox.set_limits(delete_interval=0)
+    config["hard_delete"] = True
+    messages = [
+        schema("users", TAP_USER_SCHEMA, ["id"]),
+        record("users", user(1, plan="free")),
+        record("users", deleted_user(1)),
+        record("users", {"id": 1, "name": "Back again"}),
+        record("users", {"id": 1, "plan": "pro"}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.deletions("users") == ["1"]
+    # The row before the delete was superseded: only the rows after it reached Userpilot.
+    assert sandbox.profiles("users")["1"]["metadata"] == {"name": "Back again", "plan": "pro"}
+    warnings = _log_lines(run.stderr, "again after its deletion earlier in this run")
+    assert len(warnings) == 1 and "WARNING" in warnings[0]
+    assert "02:00 UTC" in warnings[0]
+    assert run.summary["streams"]["users"]["superseded"] == 1
+
+
+def test_a_429_on_a_deletion_request_is_waited_out_for_retry_after(sandbox, config, tmp_path):
+    sandbox.answer_next("delete", 429, times=1, retry_after=1.0)
+    config["hard_delete"] = True
+    messages = [schema("users", TAP_USER_SCHEMA, ["id"]), record("users", deleted_user(5))]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.deletions("users") == ["5"]
+    calls = _delete_calls(sandbox)
+    assert [call["status"] for call in calls] == [429, 202]
+    assert calls[1]["at"] - calls[0]["at"] >= 1.0
+
+
+def test_dry_run_writes_each_deletion_request_body_as_a_file(tmp_path):
+    out = tmp_path / "batches"
+    config = {"dry_run": True, "output_dir": str(out), "hard_delete": True}
+    messages = [
+        schema("users", TAP_USER_SCHEMA, ["id"]),
+        *[record("users", user(i)) for i in range(3)],
+        *[record("users", deleted_user(i)) for i in (1, 10, 11)],
+        schema(
+            "companies",
+            {
+                "properties": {
+                    **COMPANY_SCHEMA["properties"],
+                    "_sdc_deleted_at": {"type": ["null", "string"]},
+                }
+            },
+            ["company_id"],
+        ),
+        record("companies", deleted_company("c-ü")),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    files = sorted(os.listdir(out))
+    assert "users-1.ndjson" in files
+    deleted: dict[str, list[str]] = {"users": [], "companies": []}
+    for obj in deleted:
+        names = sorted(
+            (f for f in files if f.startswith(f"{obj}-delete-")),
+            key=lambda f: int(f.rsplit("-", 1)[1].split(".")[0]),
+        )
+        assert names, files
+        for name in names:
+            data = (out / name).read_bytes()
+            ids = json.loads(data)[obj]
+            # Exactly the body the real client sends: {"users": [...]}.
+            assert data == json.dumps({obj: ids}).encode()
+            assert (out / name).stat().st_mode & 0o777 == 0o600
+            deleted[obj] += ids
+    assert deleted == {"users": ["1", "10", "11"], "companies": ["c-ü"]}
+    rows = [json.loads(line) for line in (out / "users-1.ndjson").read_bytes().splitlines()]
+    assert [row["user_id"] for row in rows] == ["0", "2"]
+    assert run.summary["total"]["deleted"] == 4
+    assert "4 deletions would have been requested" in run.stderr
+
+
+@pytest.mark.skipif(
+    not hasattr(ConfirmedRows, "forget"), reason="the ledger has no forget() on this branch yet"
+)
+def test_a_deleted_id_leaves_the_skip_unchanged_ledger(sandbox, config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    config |= {"skip_unchanged": True, "state_db": str(tmp_path / "state.db"), "hard_delete": True}
+    live = [schema("users", TAP_USER_SCHEMA, ["id"]), record("users", user(1))]
+    assert run_target(config, live, tmp_path=tmp_path).returncode == 0
+    deleted = [schema("users", TAP_USER_SCHEMA, ["id"]), record("users", deleted_user(1))]
+    assert run_target(config, deleted, tmp_path=tmp_path).returncode == 0
+    assert sandbox.deletions("users") == ["1"]
+    sandbox.run_deletions()
+    assert "1" not in sandbox.profiles("users")
+
+    # The same row again: the ledger no longer says Userpilot holds it, so it is sent.
+    again = run_target(config, live, tmp_path=tmp_path)
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.summary["total"]["unchanged"] == 0
+    assert "1" in sandbox.profiles("users")
+
+
+def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(tmp_path):
+    """The README's recipe: a stream map derives _sdc_deleted_at from the source's own flag."""
+    out = tmp_path / "batches"
+    recipe = _recipe("Delete profiles a source marks with its own column")
+    config = {"dry_run": True, "output_dir": str(out), **recipe}
+    assert config["hard_delete"] is True
+    properties = {
+        "id": {"type": "integer"},
+        "plan": {"type": ["string", "null"]},
+        "is_deleted": {"type": "boolean"},
+        "updated_at": {"type": "string", "format": "date-time"},
+    }
+    at = "2026-11-02T08:15:00Z"
+    messages = [
+        schema("accounts", properties, ["id"]),
+        record("accounts", {"id": 1, "plan": "pro", "is_deleted": False, "updated_at": at}),
+        record("accounts", {"id": 2, "plan": "pro", "is_deleted": True, "updated_at": at}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "users-delete-1.json").read_bytes() == b'{"users": ["2"]}'
+    rows = [json.loads(line) for line in (out / "users-1.ndjson").read_bytes().splitlines()]
+    assert rows == [{"user_id": "1", "metadata": {"plan": "pro", "updated_at": at}}]
+
+
+def test_an_undeclared_deletion_mark_is_read_with_add_record_metadata(sandbox, config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    config |= {"hard_delete": True, "add_record_metadata": True}
+    messages = [  # USER_SCHEMA does not declare _sdc_deleted_at
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        record("users", {"id": 2, "_sdc_deleted_at": DELETED_AT}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.deletions("users") == ["2"]
+    assert set(sandbox.profiles("users")) == {"1"}
+    assert not any(k.startswith("_sdc") for k in sandbox.profiles("users")["1"]["metadata"])
+
+
+# The lane itself, with the real client over loopback HTTP
+
+
+@pytest.fixture
+def fast_sandbox():
+    """Deletion requests admitted every 0.2 s, so pacing tests stay short."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=0.2) as sandbox:
+        yield sandbox
+
+
+def _lane(sandbox: Sandbox, written: list, **kwargs: Any) -> tuple[DeletionLane, Checkpoints]:
+    client = UserpilotClient(sandbox.url, API_KEY)
+    checkpoints = Checkpoints(write=written.append)
+    return DeletionLane(client, checkpoints, RunSummary(), interval=0.2, **kwargs), checkpoints
+
+
+def test_a_413_halves_the_ids_per_request_and_the_size_that_worked_is_kept(fast_sandbox):
+    fast_sandbox.set_limits(max_delete_ids=3)
+    lane, checkpoints = _lane(fast_sandbox, [])
+    try:
+        lane.add("users", "users", "warm-up", checkpoints.record())
+        eventually(lambda: fast_sandbox.deletions("users"), what="the first request")
+        # The pace now holds the next request for 0.2 s: these eight gather into one.
+        ids = [f"u-{i}" for i in range(8)]
+        for row_id in ids:
+            lane.add("users", "users", row_id, checkpoints.record())
+        lane.wait_idle()
+        assert lane.size == 2  # 8 refused, 4 refused, 2 accepted
+        later = [f"v-{i}" for i in range(5)]
+        for row_id in later:
+            lane.add("users", "users", row_id, checkpoints.record())
+        lane.wait_idle()
+    finally:
+        lane.close()
+
+    assert fast_sandbox.deletions("users") == ["warm-up", *ids, *later]
+    statuses = [call["status"] for call in _delete_calls(fast_sandbox)]
+    assert statuses.count(413) == 2
+    # Once a size worked, no request was refused again.
+    assert 413 not in statuses[statuses.index(202, statuses.index(413)) :]
+    assert fast_sandbox.stats()["by_endpoint"]["delete"]["rate_limited"] == 0
+
+
+def test_state_is_written_only_after_userpilot_accepted_the_deletion(fast_sandbox):
+    written: list = []
+    client = UserpilotClient(fast_sandbox.url, API_KEY)
+    # Each STATE notes what Userpilot had scheduled at the moment it was written.
+    checkpoints = Checkpoints(
+        write=lambda value: written.append((value, fast_sandbox.deletions("users")))
+    )
+    lane = DeletionLane(client, checkpoints, RunSummary(), interval=0.2)
+    fast_sandbox.answer_next("delete", 503, times=2)
+    try:
+        lane.add("users", "users", "u-1", checkpoints.record())
+        checkpoints.add_state({"after": "u-1"})
+        eventually(
+            lambda: [c for c in _delete_calls(fast_sandbox) if c["status"] == 503],
+            what="a refused deletion request",
+        )
+        assert written == []  # refused so far: STATE waits
+        lane.wait_idle()
+    finally:
+        lane.close()
+
+    assert written == [({"after": "u-1"}, ["u-1"])]
+
+
+class _Piped:
+    """The target as a subprocess whose input is written in parts while it runs."""
+
+    def __init__(self, config: dict, tmp_path: Path) -> None:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(config))
+        self.stderr_path = tmp_path / "stderr.log"
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "target_userpilot", "--config", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=tmp_path,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.decode())
+
+    def send(self, messages: list[dict]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(encode_messages(messages))
+        self.proc.stdin.flush()
+
+    def next_state(self, timeout: float = 10) -> Any:
+        try:
+            return json.loads(self.lines.get(timeout=timeout))
+        except queue.Empty:
+            pytest.fail(f"no STATE within {timeout} s:\n{self.stderr_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._stderr.close()
+
+
+def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletion(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
+        config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
+        head = [schema("users", TAP_USER_SCHEMA, ["id"])]
+        first = [record("users", deleted_user(1)), state({"last": 1})]
+        rest = [record("users", deleted_user(2)), state({"last": 2})]
+        run = _Piped(config, tmp_path)
+        try:
+            run.send(head + first)
+            assert run.next_state() == {"last": 1}
+            # The next request may go 2 s after the first one's answer: kill before that.
+            run.send(rest)
+        finally:
+            run.kill()
+        assert run.lines.empty()  # no STATE past the deletion that was never sent
+        assert sandbox.deletions("users") == ["1"]
+
+        # Resume from the last STATE, as an orchestrator would: the records after it.
+        rerun = run_target(config, head + rest, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert rerun.states == [{"last": 2}]
+        assert sandbox.deletions("users") == ["1", "2"]
+
+
+def test_sigterm_lets_the_deletion_in_flight_end_and_sends_no_further_one(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
+        config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
+        run = _Piped(config, tmp_path)
+        try:
+            run.send([schema("users", TAP_USER_SCHEMA, ["id"]), record("users", deleted_user(1))])
+            run.send([state({"last": 1})])
+            assert run.next_state() == {"last": 1}
+            run.send([record("users", deleted_user(2)), state({"last": 2})])
+            # Deletion 2 waits for the pace (2 s after the first answer) when the signal comes.
+            run.proc.send_signal(signal.SIGTERM)
+            code = run.proc.wait(timeout=10)
+        finally:
+            run.kill()
+        assert sandbox.deletions("users") == ["1"]
+
+    assert code == 10
+    assert run.lines.empty()  # no STATE past the deletion not sent
+    assert "Received SIGTERM" in run.stderr_path.read_text()
+
+
+def test_a_delete_supersedes_the_earlier_rows_of_its_id_in_an_open_batch(tmp_path):
+    batch = BatchFile("users", "users", max_rows=100, max_bytes=10_000, spool_dir=str(tmp_path))
+    for row in (
+        {"user_id": "1", "metadata": {"plan": "free"}},
+        {"user_id": "2", "metadata": {"plan": "pro"}},
+        {"user_id": "1", "metadata": {"plan": "pro"}},
+    ):
+        batch.add(row["user_id"], encode_row(row))
+    assert batch.supersede("1") is True
+    assert batch.supersede("9") is False
+    batch.add("1", encode_row({"user_id": "1", "metadata": {"name": "new"}}))
+
+    sealed = batch.seal()
+
+    lines = [json.loads(line) for line in sealed.read_lines()]
+    assert lines == [
+        {"user_id": "2", "metadata": {"plan": "pro"}},
+        {"user_id": "1", "metadata": {"name": "new"}},
+    ]
+    assert sealed.rows == 2
+    sealed.discard()
+
+
+def test_a_false_deletion_mark_is_no_mark():
+    # "_sdc_deleted_at": "is_deleted" in stream_maps gives false for every live row.
+    assert is_deleted({"id": 1, "_sdc_deleted_at": False}) is False
+    assert is_deleted({"id": 1, "_sdc_deleted_at": True}) is True

@@ -1,0 +1,362 @@
+"""The ledger (``state_db``): one interface, a SQLite file or a PostgreSQL URL behind it.
+
+The behaviour tests run against both backends: the SQLite file always, PostgreSQL through the
+real server that ``tests/pg.py`` starts (skipped without its binaries, except under CI).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pg
+import pytest
+from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
+
+from target_userpilot.errors import ConfigurationError
+from target_userpilot.ledger import (
+    Ledger,
+    PostgresLedger,
+    SQLiteLedger,
+    looks_like_url,
+    open_ledger,
+    redact,
+)
+
+H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path) -> Iterator[Ledger]:
+    """An empty ledger of each backend (PostgreSQL: one schema per test, dropped after)."""
+    if request.param == "sqlite":
+        opened = open_ledger(str(tmp_path / "state.db"))
+        yield opened
+        opened.close()
+        return
+    server = request.getfixturevalue("postgres")
+    schema = f"t{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
+    server.psql(f"CREATE SCHEMA {schema}")
+    opened = open_ledger(f"{server.url}?options=-csearch_path%3D{schema}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+        server.psql(f"DROP SCHEMA {schema} CASCADE")
+
+
+# One interface, both backends
+
+
+def test_confirmed_rows_are_found_replaced_and_forgotten(ledger):
+    ledger.save_row_hashes("host-a", "users", [("u1", H1), ("u2", H2)])
+    assert ledger.row_hashes("host-a", "users", ["u1", "u2", "u3"]) == {"u1": H1, "u2": H2}
+
+    ledger.save_row_hashes("host-a", "users", [("u1", H3)])
+    ledger.forget_rows("host-a", "users", ["u2", "never-there"])
+
+    assert ledger.row_hashes("host-a", "users", ["u1", "u2"]) == {"u1": H3}
+
+
+def test_entries_are_scoped_by_host_and_object(ledger):
+    ledger.save_row_hashes("host-a", "users", [("1", H1)])
+    ledger.save_row_hashes("host-a", "companies", [("1", H2)])
+    ledger.save_row_hashes("host-b", "users", [("1", H3)])
+
+    assert ledger.row_hashes("host-a", "users", ["1"]) == {"1": H1}
+    assert ledger.row_hashes("host-a", "companies", ["1"]) == {"1": H2}
+    assert ledger.row_hashes("host-b", "users", ["1"]) == {"1": H3}
+    ledger.forget_rows("host-a", "users", ["1"])
+    assert ledger.row_hashes("host-a", "companies", ["1"]) == {"1": H2}
+    assert ledger.row_hashes("host-b", "users", ["1"]) == {"1": H3}
+
+
+def test_the_last_hash_of_an_id_wins_within_one_save(ledger):
+    ledger.save_row_hashes("h", "users", [("u1", H1), ("u1", H2)])
+    assert ledger.row_hashes("h", "users", ["u1"]) == {"u1": H2}
+
+
+def test_accepted_event_keys_are_recorded_once_per_stream(ledger):
+    ledger.add_accepted_events("h", "invoices", ["k1", "k2"])
+    ledger.add_accepted_events("h", "invoices", ["k2", "k3"])  # k2 again: no error
+
+    assert ledger.accepted_events("h", "invoices", ["k1", "k3", "k9"]) == {"k1", "k3"}
+    assert ledger.accepted_events("h", "seats", ["k1"]) == set()
+    assert ledger.accepted_events("other-host", "invoices", ["k1"]) == set()
+
+
+def test_a_full_batch_of_ids_round_trips(ledger):
+    ids = [f"user-{i}" for i in range(10_000)]
+    ledger.save_row_hashes("h", "users", [(i, i.encode()[-16:].ljust(16, b"-")) for i in ids])
+
+    found = ledger.row_hashes("h", "users", ids)
+
+    assert len(found) == 10_000
+    assert found["user-9999"] == b"user-9999".ljust(16, b"-")
+
+
+def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres):
+    from sqlalchemy import event
+
+    ledger = open_ledger(postgres.url)
+    statements: list[str] = []
+    engine = ledger._engine  # noqa: SLF001 - counts the statements a lookup sends
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    ids = [f"trip-{i}" for i in range(10_000)]
+
+    ledger.save_row_hashes("round-trips", "users", [(i, H1) for i in ids])
+    saves, statements[:] = len(statements), []
+    ledger.row_hashes("round-trips", "users", ids)
+    lookups = len(statements)
+    ledger.forget_rows("round-trips", "users", ids)
+    ledger.close()
+
+    # Two statements per 10,000 rows, plus the pool's liveness check per transaction.
+    assert saves <= 3 and lookups <= 3, (saves, lookups)
+
+
+def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres):
+    """Regression: with the scope leading the key, lookups slowed to seconds per batch once
+    the table outgrew its last ANALYZE and the driver began to reuse a prepared plan."""
+    ledger = open_ledger(postgres.url)
+    slowest = 0.0
+    for batch in range(8):
+        ids = [f"grow-{batch}-{i}" for i in range(10_000)]
+        started = time.monotonic()
+        ledger.row_hashes("growing", "users", ids)
+        slowest = max(slowest, time.monotonic() - started)
+        ledger.save_row_hashes("growing", "users", [(i, H1) for i in ids])
+    ledger.close()
+
+    assert slowest < 2.0, f"a 10,000-id lookup took {slowest:.1f} s"
+
+
+@pytest.fixture
+def limited_user(postgres) -> Iterator[Callable[[str], str]]:
+    """A login role with no CREATE right; call it with a schema to get its URL there."""
+    postgres.psql("DROP ROLE IF EXISTS limited; CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
+    schemas: list[str] = []
+
+    def url(schema: str) -> str:
+        schemas.append(schema)
+        postgres.psql(f"CREATE SCHEMA {schema}; GRANT USAGE ON SCHEMA {schema} TO limited")
+        base = f"postgresql://limited:limited-pw@127.0.0.1:{postgres.port}/{pg.DATABASE}"
+        return f"{base}?options=-csearch_path%3D{schema}"
+
+    yield url
+    for schema in schemas:
+        postgres.psql(f"DROP SCHEMA {schema} CASCADE")
+    postgres.psql("DROP ROLE limited")
+
+
+def test_a_user_without_create_rights_uses_tables_made_for_it(postgres, limited_user):
+    url = limited_user("ready_made")
+    owner_url = postgres.url + "?options=-csearch_path%3Dready_made"
+    open_ledger(owner_url).close()  # the owner makes the tables
+    postgres.psql(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ready_made.confirmed_rows, "
+        "ready_made.accepted_events TO limited"
+    )
+
+    ledger = open_ledger(url)
+    ledger.save_row_hashes("h", "users", [("u1", H1)])
+
+    assert ledger.row_hashes("h", "users", ["u1"]) == {"u1": H1}
+    ledger.close()
+
+
+def test_a_user_who_may_not_create_the_tables_is_told_what_to_do(limited_user):
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(limited_user("no_tables"))
+
+    message = str(caught.value)
+    assert "may not create the ledger's tables" in message
+    assert "confirmed_rows" in message and "limited-pw" not in message
+
+
+def test_confirms_and_lookups_on_two_threads_lose_nothing(ledger):
+    errors: list[BaseException] = []
+
+    def confirm() -> None:
+        try:
+            for n in range(20):
+                ledger.save_row_hashes("h", "users", [(f"{n}-{i}", H1) for i in range(200)])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    watcher = threading.Thread(target=confirm)
+    watcher.start()
+    while watcher.is_alive():
+        ledger.row_hashes("h", "users", [f"{n}-{i}" for n in range(20) for i in range(0, 200, 7)])
+    watcher.join()
+
+    assert not errors
+    every = [f"{n}-{i}" for n in range(20) for i in range(200)]
+    assert len(ledger.row_hashes("h", "users", every)) == 4000
+
+
+def test_two_runs_writing_the_same_ids_at_once_both_land(ledger, tmp_path, request):
+    """Two connections (as two runs have) upsert overlapping ids in opposite orders."""
+    if isinstance(ledger, SQLiteLedger):
+        other = open_ledger(ledger.path)
+    else:
+        other = PostgresLedger(ledger.url)
+    errors: list[BaseException] = []
+    ids = [str(i) for i in range(3000)]
+
+    def write(target: Ledger, digest: bytes, order: list[str]) -> None:
+        try:
+            for start in range(0, len(order), 500):
+                target.save_row_hashes("h", "users", [(i, digest) for i in order[start:][:500]])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=write, args=(ledger, H1, ids)),
+        threading.Thread(target=write, args=(other, H2, ids[::-1])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.close()
+
+    assert not errors
+    found = ledger.row_hashes("h", "users", ids)
+    assert len(found) == 3000 and set(found.values()) <= {H1, H2}
+
+
+# Choosing the backend
+
+
+def test_a_url_is_never_taken_as_a_file_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigurationError):
+        open_ledger("postgresql+psycopg2://ledger:pw@127.0.0.1:1/ledger")
+
+    assert list(tmp_path.iterdir()) == []
+    assert looks_like_url("postgresql://h/db") and looks_like_url("sqlite:///x.db")
+    assert looks_like_url("postgresql:/h/db") and looks_like_url("Postgres+psycopg:db")
+    assert not looks_like_url("state/postgresql.db") and not looks_like_url("C:\\state.db")
+    assert not looks_like_url("postgresql.db") and not looks_like_url("c:/state.db")
+
+
+@pytest.mark.parametrize("state_db", ["postgresql:/ledger", "postgresql:ledger@host/db"])
+def test_a_url_missing_a_slash_is_a_configuration_error_not_a_folder(
+    state_db, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ConfigurationError):
+        open_ledger(state_db)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_postgres_spelling_of_heroku_urls_is_understood(postgres):
+    opened = open_ledger(postgres.url.replace("postgresql://", "postgres://"))
+    opened.save_row_hashes("heroku", "users", [("u1", H1)])
+
+    assert opened.row_hashes("heroku", "users", ["u1"]) == {"u1": H1}
+    opened.close()
+
+
+def test_a_missing_driver_names_the_extra():
+    # psycopg2 is not installed here (the extra brings psycopg 3): a real missing driver.
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(f"postgresql+psycopg2://ledger:{PASSWORD}@127.0.0.1:1/ledger")
+
+    message = str(caught.value)
+    assert "pip install 'target-userpilot[postgres]'" in message
+    assert PASSWORD not in message
+
+
+def test_a_database_kind_the_ledger_cannot_use_is_a_configuration_error():
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(f"mysql://ledger:{PASSWORD}@db.example/ledger")
+
+    assert "PostgreSQL" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_an_unreachable_database_names_its_host():
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(f"postgresql://ledger:{PASSWORD}@127.0.0.1:1/ledger")
+
+    assert "127.0.0.1:1" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_a_sqlite_url_opens_that_file(tmp_path):
+    path = tmp_path / "via-url.db"
+    opened = open_ledger(f"sqlite:///{path}")
+    opened.save_row_hashes("h", "users", [("u1", H1)])
+    opened.close()
+
+    assert open_ledger(str(path)).row_hashes("h", "users", ["u1"]) == {"u1": H1}
+
+
+def test_redact_hides_url_passwords_raw_and_decoded():
+    text = "postgresql://ledger:p%40ss@db:5432/x failed; also p@ss and mysql://a:b@c/d"
+
+    redacted = redact(text, ["p@ss", "p%40ss"])
+
+    assert "p%40ss" not in redacted and "p@ss" not in redacted and ":b@" not in redacted
+    assert "postgresql://ledger:***@db:5432/x" in redacted
+
+
+# The SQLite file
+
+
+def test_the_sqlite_file_and_its_new_folder_are_owner_only(tmp_path):
+    path = tmp_path / "made" / "here" / "state.db"
+
+    opened = open_ledger(str(path))
+    opened.save_row_hashes("h", "users", [("u1", H1)])
+
+    for made in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    for written in path.parent.iterdir():  # the database and its WAL files
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600, written
+    opened.close()
+
+
+def test_a_world_readable_file_from_an_earlier_version_is_tightened(tmp_path):
+    path = tmp_path / "state.db"
+    open_ledger(str(path)).close()
+    path.chmod(0o644)
+
+    open_ledger(str(path)).close()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_damaged_file_is_a_configuration_error(tmp_path):
+    damaged = tmp_path / "state.db"
+    damaged.write_bytes(b"this is not a database" * 100)
+
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(str(damaged))
+
+    assert "state_db" in str(caught.value) and "delete it" in str(caught.value)
+
+
+def test_an_existing_file_from_the_previous_version_keeps_its_entries(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE confirmed_rows (scope TEXT NOT NULL, object TEXT NOT NULL, id TEXT NOT "
+        "NULL, hash BLOB NOT NULL, confirmed_at REAL NOT NULL, PRIMARY KEY (scope, object, id))"
+        " WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO confirmed_rows VALUES ('h', 'users', 'u1', ?, 0)", (H1,))
+    db.commit()
+    db.close()
+
+    assert open_ledger(str(path)).row_hashes("h", "users", ["u1"]) == {"u1": H1}

@@ -7,8 +7,9 @@
    minute by default: twenty times Userpilot's, so the figure comes in seconds). Printed: events
    per minute between the first and the last event the sandbox received, the share of the limit
    that is, and the 429s met.
-2. **The ledger's cost per event.** On the ``state_db`` SQLite file: recording one accepted key
-   (one transaction per event, as the lane does) and looking keys up 500 at a time (as the lane
+2. **The ledger's cost per event.** On a SQLite file, and on PostgreSQL on loopback when its
+   binaries are on the machine (the tests' throwaway cluster): recording one accepted key (one
+   transaction per event, as the lane does) and looking keys up 500 at a time (as the lane
    does); and end to end, a rerun of the same input, where every event is skipped as already
    sent, in microseconds per event.
 
@@ -32,6 +33,9 @@ from target_userpilot.ledger import open_ledger
 from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "tests"))
+import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/
+
 API_KEY = "bench-key"
 USERS = 200
 
@@ -131,10 +135,10 @@ def measure_pace(work: Path, events: int, limit: float) -> dict[str, Any]:
     }
 
 
-def measure_ledger(work: Path, events: int) -> dict[str, Any]:
+def measure_ledger(state_db: str, events: int) -> dict[str, Any]:
     """Microseconds per event: recording a key alone, and looking keys up in chunks."""
     keys = [json.dumps(["events", [f"e-{i}"]]) for i in range(events)]
-    store = open_ledger(str(work / "ledger-bench.db"))
+    store = open_ledger(state_db)
     try:
         start = time.perf_counter()
         for key in keys:
@@ -166,7 +170,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
         work = Path(tmp)
         pace = measure_pace(work, events, args.limit)
-        ledger = measure_ledger(work, events)
+        ledger = {"sqlite": measure_ledger(str(work / "ledger-bench.db"), events)}
+        if pg.available():
+            server = pg.PostgresServer()
+            server.start()
+            try:
+                ledger["postgresql"] = measure_ledger(server.url, events)
+            finally:
+                server.stop()
     pace["rerun_us_per_event"] = round(pace["rerun_seconds"] / events * 1e6)
     results = {"pace": pace, "ledger": ledger}
     print(
@@ -174,11 +185,15 @@ def main() -> None:
         f"{args.limit:,.0f} ({pace['share_of_limit']:.1%}), {pace['rate_limited_429']} HTTP 429; "
         f"{pace['events_received']} of {events} events received in {pace['run_seconds']} s."
     )
+    for backend, cost in ledger.items():
+        print(
+            f"Ledger ({backend}): recording one accepted key {cost['record_one_key_us']} us, "
+            f"looking one up (500 at a time) {cost['lookup_per_event_us']} us per event."
+        )
     print(
-        f"Ledger (SQLite): recording one accepted key {ledger['record_one_key_us']} us, "
-        f"looking one up (500 at a time) {ledger['lookup_per_event_us']} us per event; a rerun "
-        f"skipping all {pace['rerun_skipped']} events took {pace['rerun_seconds']} s "
-        f"({pace['rerun_us_per_event']} us per event, start-up included)."
+        f"A rerun skipping all {pace['rerun_skipped']} events as already sent (SQLite) took "
+        f"{pace['rerun_seconds']} s ({pace['rerun_us_per_event']} us per event, start-up "
+        "included)."
     )
     out = BENCH / "results"
     out.mkdir(exist_ok=True)

@@ -25,6 +25,7 @@ from conftest import (
     state,
     user,
 )
+from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session's PostgreSQL
 
 from target_userpilot.lanes.events import connections_for
 from target_userpilot.sandbox import Sandbox
@@ -449,3 +450,22 @@ def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
         assert len(progress) >= 2
         assert "of 30 received sent" in progress[0] and "a minute, about" in progress[0]
         assert progress[-1].startswith("Events: 30 of 30 received sent")
+
+
+def test_a_postgresql_ledger_remembers_sent_events_between_runs(postgres, fast_sandbox, tmp_path):
+    # A container's disk is gone after each run: the ledger lives in PostgreSQL instead.
+    sandbox = fast_sandbox
+    postgres.psql("DROP SCHEMA IF EXISTS t_events CASCADE; CREATE SCHEMA t_events")
+    url = f"{postgres.url}?options=-csearch_path%3Dt_events"
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(10)]
+    messages += [record("events", event(i, i % 10)) for i in range(30)]
+    config = _config(sandbox, tmp_path, state_db=url)
+
+    first = run_target(config, messages, tmp_path=tmp_path)
+    second = run_target(config, messages, tmp_path=tmp_path)
+
+    assert first.returncode == second.returncode == 0, second.stderr[-3000:]
+    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+    assert second.summary["total"]["events_skipped"] == 30
+    assert PASSWORD not in first.stderr + second.stderr

@@ -68,7 +68,7 @@ class BatchBuffer:
                     max_rows=self._max_rows,
                     max_bytes=self._max_bytes,
                     spool_dir=self._spool_dir,
-                    hold=self._checkpoints.hold(seq),
+                    hold=self._checkpoints.hold(seq, kind=object),
                 )
                 entry = self._open[object] = (batch, seq, time.monotonic())
                 self._cond.notify_all()  # the lane may be idle, timing the oldest row

@@ -32,6 +32,8 @@ class Hold:
 
     first_seq: int
     token: int = field(default=-1, repr=False)
+    #: What the work is (``users``, ``companies``, ``events``...), for :meth:`durable_floor`.
+    kind: str | None = None
 
 
 class Checkpoints:
@@ -39,8 +41,11 @@ class Checkpoints:
 
     def __init__(self, write: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._write = write or _write_stdout
-        self._lock = threading.Lock()
+        # A condition, so that a lane can wait for other work to become durable (events wait
+        # for the users rows before them).
+        self._lock = threading.Condition()
         self._holds: dict[int, int] = {}
+        self._kinds: dict[int, str] = {}
         self._tokens = itertools.count()
         self._states: deque[tuple[int, Any]] = deque()
         self._error: StateUndeliverable | None = None
@@ -53,11 +58,13 @@ class Checkpoints:
         self.next_seq = seq + 1
         return seq
 
-    def hold(self, first_seq: int) -> Hold:
-        """Open a hold for work whose first record is ``first_seq``."""
+    def hold(self, first_seq: int, kind: str | None = None) -> Hold:
+        """Open a hold for work whose first record is ``first_seq``; ``kind`` names the work."""
         with self._lock:
-            hold = Hold(first_seq, next(self._tokens))
+            hold = Hold(first_seq, next(self._tokens), kind)
             self._holds[hold.token] = first_seq
+            if kind is not None:
+                self._kinds[hold.token] = kind
             return hold
 
     def release(self, hold: Hold | None) -> None:
@@ -66,7 +73,9 @@ class Checkpoints:
             return
         with self._lock:
             self._holds.pop(hold.token, None)
+            self._kinds.pop(hold.token, None)
             self._write_ready()
+            self._lock.notify_all()
 
     def add_state(self, value: Any) -> None:
         """A STATE message arrived: it covers every record numbered so far."""
@@ -74,10 +83,25 @@ class Checkpoints:
             self._states.append((self.next_seq, value))
             self._write_ready()
 
-    def durable_floor(self) -> int:
-        """Every record numbered below this is durable (or rejected, or ignored)."""
+    def durable_floor(self, kind: str | None = None) -> int:
+        """Every record numbered below this is durable (or rejected, or ignored).
+
+        With ``kind``, only work of that kind counts: every ``users`` row numbered below
+        ``durable_floor("users")`` is in a completed job, whatever else is still in flight.
+        """
         with self._lock:
+            return self._floor(kind)
+
+    def wait_durable(self, kind: str, seq: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until all work of ``kind`` numbered below ``seq`` is durable."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._floor(kind) >= seq, timeout)
+
+    def _floor(self, kind: str | None) -> int:
+        if kind is None:
             return min(self._holds.values(), default=self.next_seq)
+        held = (self._holds[token] for token, k in self._kinds.items() if k == kind)
+        return min(held, default=self.next_seq)
 
     @property
     def pending(self) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
+import threading
 from typing import Any
 
 from target_userpilot.client import deletion_body
@@ -16,6 +18,8 @@ logger = logging.getLogger("target_userpilot")
 #: ``<object>-<n>.ndjson`` batches, and request bodies named ``<object>-<kind>-<n>.json`` or
 #: ``.ndjson`` (deletions, events). Anything else in the folder is the operator's and stays.
 OUTPUT_FILE = re.compile(r"(users|companies|events)(-[a-z]+)?-[0-9]+\.(ndjson|json)")
+#: Track request bodies per ``events-<n>.ndjson`` file, like the rows of a batch.
+EVENTS_PER_FILE = 10_000
 
 
 def clear_previous_run(output_dir: str) -> int:
@@ -48,6 +52,8 @@ class DryRunClient:
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
         self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._events_in_file = 0
         removed = clear_previous_run(output_dir)
         if removed:
             logger.info(
@@ -99,6 +105,23 @@ class DryRunClient:
     def job_status(self, job_id: str) -> dict[str, Any]:
         """Dry-run jobs complete as they are 'uploaded'."""
         return {"job_id": job_id, "status": "completed"}
+
+    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None:
+        """Append one track request body to ``events-<n>.ndjson``, a new file every 10,000."""
+        event: dict[str, Any] = {"user_id": user_id, "event_name": event_name}
+        if metadata is not None:
+            event["metadata"] = metadata
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:  # the events lane sends from several threads
+            if self._events_in_file == 0 or self._events_in_file >= EVENTS_PER_FILE:
+                self._counts["events"] = self._counts.get("events", 0) + 1
+                self._events_in_file = 0
+            self._events_in_file += 1
+            os.makedirs(self.output_dir, mode=0o700, exist_ok=True)
+            target = os.path.join(self.output_dir, f"events-{self._counts['events']}.ndjson")
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
+                out.write(line)
 
     def close(self) -> None:
         """Nothing to close."""

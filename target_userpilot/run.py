@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
@@ -22,6 +23,7 @@ from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
+from target_userpilot.lanes.events import EventLane, EventPace
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.ledger import Ledger, open_ledger
@@ -46,6 +48,8 @@ class SinkServices:
     check: Callable[[], None]
     #: hard_delete: where the ids of deleted source records go.
     deletions: DeletionLane
+    #: The events lane, started on first use (most runs send no events).
+    events: Callable[[], EventLane] | None = None
 
 
 class Run:
@@ -106,7 +110,10 @@ class Run:
             forget=getattr(self.unchanged, "forget", None),
             wake=self._wake_reader,
         )
-        self.lanes = [self.jobs, self.deletions]
+        self.lanes: list[Any] = [self.jobs, self.deletions]
+        self._user_agent = user_agent
+        self.event_lane: EventLane | None = None
+        self._event_client: UserpilotClient | None = None
         self.services = SinkServices(
             settings,
             self.summary,
@@ -115,7 +122,43 @@ class Run:
             self.buffer,
             self.check,
             deletions=self.deletions,
+            events=self.events,
         )
+
+    def events(self) -> EventLane:
+        """The events lane, built when the first stream routed to events appears."""
+        if self.event_lane is not None:
+            return self.event_lane
+        settings = self.settings
+        if settings.dry_run:
+            pace = EventPace(None)  # no network, so nothing to pace
+            client: UserpilotClient | DryRunClient = self.client
+            keys = None  # a dry run sends nothing, so it records nothing as accepted either
+        else:
+            pace = EventPace(float(settings.events_per_minute))
+            # A client of its own: its 429s slow the events' pace, not anyone else's.
+            client = self._event_client = UserpilotClient(
+                settings.api_url,
+                settings.api_key or "",
+                timeout=(10.0, settings.request_timeout_seconds),
+                user_agent=self._user_agent,
+                on_rate_limited=pace.slow_down,
+            )
+            if self.ledger is None:
+                self.ledger = open_ledger(settings.state_db)
+            keys = self.ledger
+        self.event_lane = EventLane(
+            client,
+            self.checkpoints,
+            self.summary,
+            self.rejects,
+            pace=pace,
+            keys=keys,
+            scope=self.scope,
+            wake=self._wake_reader,
+        )
+        self.lanes.append(self.event_lane)
+        return self.event_lane
 
     def check(self) -> None:
         """Raise what stopped a lane or the delivery of STATE, if anything did."""
@@ -132,11 +175,14 @@ class Run:
         """End of input: everything open goes up; wait until it is durable."""
         self._finishing = True
         self.buffer.end_input()
+        if self.event_lane is not None:
+            self.event_lane.end_input()
         for lane in self.lanes:
             lane.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
-        if total["rejected"] and not (total["rows_sent"] or total["unchanged"] or total["deleted"]):
+        loaded = total["rows_sent"] or total["unchanged"] or total["deleted"]
+        if total["rejected"] and not (loaded or total["events_sent"] or total["events_skipped"]):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
                 f"({total['rejected']} rejected, see the warnings above"
@@ -158,6 +204,21 @@ class Run:
         self.check()
         self._signals += 1
         name = signal.Signals(signum).name
+        if self._signals == 1 and self._finishing and self._events_waiting():
+            assert self.event_lane is not None
+            msg = (
+                f"Received {name}, so the run stopped before all of its events were sent. STATE "
+                "was written up to the last event Userpilot accepted; rerun from it to send "
+                "the rest (events already accepted are not sent again)."
+            )
+            self.event_lane.stop_sending(Terminated(msg))
+            logger.warning(
+                "Received %s after the end of input: no further events are sent; waiting for "
+                "the events in flight and the last job, so STATE can go out; send the signal "
+                "again to stop at once.",
+                name,
+            )
+            return
         if self._signals == 1 and self._finishing:
             logger.warning(
                 "Received %s after the end of input: waiting for the last job to end, so the "
@@ -201,11 +262,16 @@ class Run:
             for lane in self.lanes:
                 lane.close()
             self.client.close()
+            if self._event_client is not None:
+                self._event_client.close()
             if self.unchanged is not None:
                 self.unchanged.close()
             if self.ledger is not None:
                 self.ledger.close()
             self._log_summary()
+
+    def _events_waiting(self) -> bool:
+        return self.event_lane is not None and self.event_lane.busy
 
     def _wake_reader(self) -> None:
         """A lane failed: interrupt the main thread, which may be blocked reading a silent tap.

@@ -16,7 +16,6 @@ from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks import BatchSink
 
 from target_userpilot.errors import (
-    ConfigurationError,
     InvalidRecord,
     InvalidRecordError,
     MissingKeyRecordError,
@@ -28,8 +27,10 @@ from target_userpilot.rows import (
     USERS,
     deleted_id,
     encode_row,
+    event_key,
     is_deleted,
     route_for,
+    to_event,
     to_row,
 )
 from target_userpilot.validation import RecordValidator
@@ -42,6 +43,7 @@ else:
 if t.TYPE_CHECKING:
     from singer_sdk import Target
 
+    from target_userpilot.lanes.events import EventLane
     from target_userpilot.run import SinkServices
 
 
@@ -70,14 +72,20 @@ class UserpilotSink(BatchSink):
         self._collisions_warned = 0
         self._deletes_noted = False
         self._upsert_after_delete_warned = False
-        if self.route.object == EVENTS:
-            msg = (
-                f"Stream '{stream_name}' is routed to events, which this version of the target "
-                "cannot send yet. Map it to users, companies or ignore in object_mapping."
-            )
-            raise ConfigurationError(msg)
+        self._events: EventLane | None = None
+        if self.route.object == EVENTS and services.events is not None:
+            self._events = services.events()
         if self.route.ignored:
             self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)
+        elif self._events is not None:
+            self.logger.info(
+                "Stream '%s' sends events (POST /v1/track) of the user in '%s', named %s.",
+                stream_name,
+                self.route.id_property,
+                f"'{self.route.event_name}'"
+                if self.route.event_name
+                else f"by '{self.route.event_name_property}'",
+            )
         else:
             self.logger.info(
                 "Stream '%s' loads %s, identified by '%s'.",
@@ -176,6 +184,9 @@ class UserpilotSink(BatchSink):
         if route.object == IGNORE:
             return
         self._check()
+        if self._events is not None:
+            self._take_event(record, seq)
+            return
         if route.object in (USERS, COMPANIES) and is_deleted(record):
             # Only the id matters: a log-based tap often leaves a deleted row's other columns
             # empty, against its schema.
@@ -210,6 +221,24 @@ class UserpilotSink(BatchSink):
                 self.stream_name,
                 route.object,
             )
+
+    def _take_event(self, record: dict, seq: int) -> None:
+        """An event: one track request, sent by the events lane after the users before it."""
+        tally = self.tally
+        try:
+            if self._schema_error is not None:
+                reason, self._schema_error = self._schema_error, None
+                raise InvalidRecord(reason)
+            event = to_event(record, self.route)
+            key = event_key(record, self.key_properties, stream=self.stream_name)
+            assert self._events is not None
+            self._events.add(self.stream_name, seq, tally.received, key, event)
+        except InvalidRecord as exc:
+            tally.rejected += 1
+            self._rejects.reject(self.stream_name, tally.received, str(exc), record)
+            return
+        if len(self.route.collisions) != self._collisions_warned:
+            self._warn_collisions()
 
     def _take_deletion(self, record: dict, seq: int) -> None:
         """A record whose ``_sdc_deleted_at`` is set: a deletion request, or counted as ignored."""

@@ -29,6 +29,8 @@ COUNTERS = (
 #: Counters of deleted source records, in the JSON line always, in the table once a run has
 #: any (see ``_deletion_cells``).
 DELETION_COUNTERS = ("deleted", "deleted_ignored", "superseded")
+#: Counters of events, in the JSON line always, in the table when a run has an events stream.
+EVENT_COUNTERS = (("events_sent", "events sent"), ("events_skipped", "already sent"))
 
 
 @dataclass
@@ -40,7 +42,10 @@ class StreamTally:
     ``rejected`` records that could not become a valid row. Records marked deleted in the
     source (``_sdc_deleted_at``): ``deleted`` those whose deletion Userpilot accepted,
     ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
-    of an open batch that a later deletion of the same profile left out.
+    of an open batch that a later deletion of the same profile left out. Events:
+    ``events_sent`` those Userpilot accepted, ``events_skipped`` those not sent because the
+    ledger says Userpilot accepted them before (or this run already sent one with their key);
+    an event Userpilot refused counts as ``rejected``.
     """
 
     object: str = "users"
@@ -53,6 +58,8 @@ class StreamTally:
     deleted: int = 0
     deleted_ignored: int = 0
     superseded: int = 0
+    events_sent: int = 0
+    events_skipped: int = 0
     job_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -125,7 +132,7 @@ class RunSummary:
             elapsed = (self.ended or time.monotonic()) - self.started
             tallies = sorted(self.streams.items())
         streams = {name: _stream_dict(tally) for name, tally in tallies}
-        keys = [key for key, _ in COUNTERS] + list(DELETION_COUNTERS)
+        keys = [key for key, _ in COUNTERS + EVENT_COUNTERS] + list(DELETION_COUNTERS)
         total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key in keys}
         total["job_seconds"] = round(sum(s["job_seconds"] for s in streams.values()), 3)
         total["seconds"] = round(elapsed, 3)
@@ -153,10 +160,19 @@ class RunSummary:
         extra = _deletion_columns(data["total"])
         at = 2 + len(COUNTERS) - 1  # before "jobs"
         head[at:at] = extra
+        # Event columns, after "jobs", only in runs with an events stream.
+        events = [
+            (key, title)
+            for key, title in EVENT_COUNTERS
+            if any(s["object"] == "events" for s in data["streams"].values())
+        ]
+        after = 2 + len(COUNTERS) + len(extra)
+        head[after:after] = [title for _, title in events]
         lines = [head]
         for name, s in [*data["streams"].items(), ("TOTAL", data["total"])]:
             line = _cells(name, s["object"] if name != "TOTAL" else "", s)
             line[at:at] = _deletion_cells(s, extra)
+            line[after:after] = [str(s[key]) for key, _ in events]
             lines.append(line)
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         out = [
@@ -178,6 +194,11 @@ class RunSummary:
                 f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
                 f"{_count(total['jobs'], 'job')}, in {duration(total['seconds'], tenths=True)}."
             )
+            if total["events_sent"] or total["events_skipped"]:
+                out.append(
+                    f"Sent {_count(total['events_sent'], 'event')} to Userpilot; "
+                    f"{total['events_skipped']} skipped as already sent."
+                )
             if total["deleted"]:
                 out.append(
                     f"Userpilot accepted the deletion of {_count(total['deleted'], 'profile')}"
@@ -189,6 +210,11 @@ class RunSummary:
                     f"{data['userpilot_rows_per_minute']:,.0f} rows a minute in this run's jobs, "
                     f"plus about {data['userpilot_seconds_per_job']:.1f} s per job."
                 )
+        if self.dry_run and total["events_sent"]:
+            out.append(
+                f"Dry run: {_count(total['events_sent'], 'event')} would have been sent, written "
+                "as request bodies to output_dir (events-<n>.ndjson)."
+            )
         if self.dry_run and total["deleted"]:
             out.append(
                 f"Dry run: {_count(total['deleted'], 'deletion')} would have been requested, "
@@ -211,6 +237,7 @@ def _stream_dict(tally: StreamTally) -> dict[str, Any]:
     seconds = tally.seconds()
     counts: dict[str, Any] = {"object": tally.object}
     counts.update({key: getattr(tally, key) for key, _ in COUNTERS})
+    counts.update({key: getattr(tally, key) for key, _ in EVENT_COUNTERS})
     counts.update({key: getattr(tally, key) for key in DELETION_COUNTERS})
     counts["job_seconds"] = round(tally.job_seconds, 3)
     counts["seconds"] = round(seconds, 3)

@@ -1,0 +1,577 @@
+"""The events lane: one ``POST /v1/track`` per event, paced, in order, each sent once in effect.
+
+Events are not idempotent and Userpilot takes them one request at a time, at 600 a minute per
+key. So this lane differs from the job lane in three ways:
+
+- **Order.** An event goes out only once every users row received before it is in a completed
+  bulk job (Userpilot needs the user first): it waits for
+  ``checkpoints.durable_floor("users")`` to pass its record. It does not wait for companies,
+  nor for rows received after it.
+- **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
+  out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
+  its ``Retry-After`` and slows the pace; successes bring it back.
+- **Once in effect.** Each accepted event's key is written to the ledger as Userpilot accepts
+  it, before the event counts as durable; an event whose key is there is skipped. A crash can
+  only duplicate the events that were in flight.
+
+Events wait on disk, not in memory (:class:`EventSpool`), so the reading thread never blocks
+on them and 100,000 events cost a file, not a heap. STATE waits for them through one hold at the
+oldest unfinished event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from target_userpilot.checkpoints import Checkpoints, Hold
+from target_userpilot.errors import EventRefused
+from target_userpilot.rejects import RejectLog
+from target_userpilot.rows import USERS, encode_row
+from target_userpilot.summary import RunSummary, duration
+
+logger = logging.getLogger("target_userpilot.events")
+
+#: How often, at most, the lane reports its progress at INFO.
+PROGRESS_EVERY_SECONDS = 30.0
+#: Events read from the spool at once: one ledger lookup covers them all.
+LOOKAHEAD = 500
+#: Share of ``events_per_minute`` actually used: the limit is counted over a sliding minute on
+#: arrival, so requests spaced exactly at the limit trip it whenever the network delays one a
+#: little less than the one a minute before.
+HEADROOM = 0.98
+#: A 429 multiplies the pace by this; the pace never falls below ``MIN_SHARE`` of the setting.
+SLOW_DOWN = 0.8
+MIN_SHARE = 0.25
+#: Each accepted event gives back this share of the configured pace after a slow-down.
+RECOVERY_SHARE = 0.01
+#: Pause after a 429 that gave no Retry-After.
+DEFAULT_RETRY_AFTER = 1.0
+#: How long a waiting thread sleeps before it looks again whether the lane is stopping.
+TICK = 0.2
+
+
+class Tracker(Protocol):
+    """What the lane needs from a client: the real one, or the dry run's."""
+
+    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None: ...
+
+
+class EventKeys(Protocol):
+    """What the lane needs of the ledger (``state_db``): see ``ledger.Ledger``."""
+
+    def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
+
+    def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EventPace:
+    """When the next track request may go: evenly spaced under the limit, slower after a 429.
+
+    Thread-safe: the lane's dispatcher asks for slots while the client's threads report 429s.
+    """
+
+    def __init__(self, events_per_minute: float | None) -> None:
+        #: The configured pace; None: no pacing (dry run).
+        self.limit = events_per_minute
+        self.rate = events_per_minute
+        self.rate_limited = 0
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._paused_until = 0.0
+        self._last_warning = -math.inf
+
+    def reserve(self) -> float:
+        """Take the next slot; return when (``time.monotonic()``) the request may go."""
+        with self._lock:
+            now = time.monotonic()
+            if self.rate is None:
+                return now
+            # No catching up after an idle spell: a burst is what the limit counts.
+            slot = max(self._next, now, self._paused_until)
+            self._next = slot + 60.0 / (self.rate * HEADROOM)
+            return slot
+
+    def slow_down(self, retry_after: float | None) -> None:
+        """Userpilot answered 429: pause for Retry-After, and slow the pace from now on."""
+        with self._lock:
+            self.rate_limited += 1
+            now = time.monotonic()
+            wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
+            self._paused_until = max(self._paused_until, now + wait)
+            if self.limit is not None and self.rate is not None:
+                self.rate = max(self.limit * MIN_SHARE, self.rate * SLOW_DOWN)
+            warn = now - self._last_warning >= PROGRESS_EVERY_SECONDS
+            if warn:
+                self._last_warning = now
+        if warn:
+            logger.warning(
+                "Userpilot limited the rate of events (HTTP 429, %d so far); pausing %.1f s and "
+                "slowing to %s a minute. Another client may be using the same API key.",
+                self.rate_limited,
+                wait,
+                "?" if self.rate is None else f"{self.rate:.0f}",
+            )
+
+    def accepted(self) -> None:
+        """One event went through: win back some of the pace a 429 took."""
+        with self._lock:
+            if self.limit is not None and self.rate is not None and self.rate < self.limit:
+                self.rate = min(self.limit, self.rate + self.limit * RECOVERY_SHARE)
+
+    def per_minute(self) -> float | None:
+        """The pace now, in events a minute (None: unpaced)."""
+        return None if self.rate is None else self.rate * HEADROOM
+
+
+@dataclass
+class _Event:
+    """One event waiting or in flight."""
+
+    seq: int
+    stream: str
+    position: int
+    key: str
+    body: dict[str, Any]
+    already_sent: bool = False
+
+
+class EventSpool:
+    """Events received and not yet taken, in an owner-only temp file: appended, read in order."""
+
+    def __init__(self, spool_dir: str | None = None) -> None:
+        fd, self.path = tempfile.mkstemp(
+            prefix="userpilot-events-", suffix=".ndjson", dir=spool_dir
+        )
+        self._out = os.fdopen(fd, "wb")
+        self._in = open(self.path, "rb")  # noqa: SIM115 - closed in discard()
+        self.written = 0
+        self.read = 0
+
+    def append(self, line: bytes) -> None:
+        """Add one encoded event (ending in a newline); readable at once."""
+        self._out.write(line)
+        self._out.flush()
+        self.written += 1
+
+    def take(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` lines appended and not read yet."""
+        lines = []
+        for _ in range(min(limit, self.written - self.read)):
+            lines.append(self._in.readline())
+        self.read += len(lines)
+        return lines
+
+    def discard(self) -> None:
+        """Close and remove the file (it holds personal data)."""
+        for handle in (self._out, self._in):
+            try:
+                handle.close()
+            except OSError:
+                pass
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
+class EventLane:
+    """Sends events to ``/v1/track``: after their users, paced, once each, on a few connections."""
+
+    def __init__(
+        self,
+        client: Tracker,
+        checkpoints: Checkpoints,
+        summary: RunSummary,
+        rejects: RejectLog,
+        *,
+        pace: EventPace,
+        keys: EventKeys | None,
+        scope: str,
+        connections: int | None = None,
+        wake: Callable[[], None] | None = None,
+        spool_dir: str | None = None,
+        progress_every: float = PROGRESS_EVERY_SECONDS,
+    ) -> None:
+        self._client = client
+        self._checkpoints = checkpoints
+        self._summary = summary
+        self._rejects = rejects
+        self.pace = pace
+        self._keys = keys
+        self._scope = scope
+        self._wake = wake
+        self._progress_every = progress_every
+        if connections is None:
+            connections = connections_for(pace.limit)
+        self.connections = connections
+        self._cond = threading.Condition()
+        self._spool = EventSpool(spool_dir)
+        self._lookahead: deque[_Event] = deque()
+        #: Seq of every event taken from the lookahead and not finished, and their keys.
+        self._inflight: dict[int, str] = {}
+        self._accepted_since_lookup: set[str] = set()
+        self._unread_floor: int | None = None
+        self._hold: Hold | None = None
+        self._free = threading.Semaphore(connections)
+        self._handoff: deque[_Event] = deque()
+        self._error: BaseException | None = None
+        self._stopping = False
+        #: Why the lane stopped sending while events still wait (a stop signal), if it did.
+        self._stopped_by: BaseException | None = None
+        #: Events handed to the senders and not finished.
+        self._handed = 0
+        self._abandon = threading.Event()
+        self.received = 0
+        self.sent = 0
+        self.skipped = 0
+        self.refused = 0
+        self._started: float | None = None
+        self._last_progress = 0.0
+        self._sent_at_progress = 0
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name="userpilot-events", daemon=True
+        )
+        self._senders = [
+            threading.Thread(target=self._send_loop, name=f"userpilot-track-{n}", daemon=True)
+            for n in range(connections)
+        ]
+        self._dispatcher.start()
+        for sender in self._senders:
+            sender.start()
+
+    # The reading thread
+
+    def add(self, stream: str, seq: int, position: int, key: str, event: dict[str, Any]) -> None:
+        """Queue one event of record ``seq`` (the ``position``-th of ``stream``); never blocks.
+
+        Raises :class:`~target_userpilot.errors.InvalidRecord` when the event cannot be encoded.
+        """
+        line = encode_row({"s": seq, "t": stream, "p": position, "k": key, "e": event})
+        with self._cond:
+            if self._spool.read == self._spool.written:
+                self._unread_floor = seq  # the first event not read yet
+            self._spool.append(line)
+            self.received += 1
+            self._move_hold()
+            self._cond.notify_all()
+
+    def end_input(self) -> None:
+        """All input is read: say how many events are left and how long they take at this pace."""
+        rate = self.pace.per_minute()
+        with self._cond:
+            left = self.received - self.sent - self.skipped - self.refused
+        if rate is None or left < 1 or self._started is None:
+            return  # not started: the first progress line will say it
+        logger.info(
+            "All input read: %d events left to send, about %s at %.0f a minute.",
+            left,
+            duration(left / rate * 60),
+            rate,
+        )
+
+    # The lane family's protocol (see lanes/__init__.py)
+
+    @property
+    def busy(self) -> bool:
+        """True while an event waits or is in flight."""
+        with self._cond:
+            return not self._nothing_unfinished()
+
+    def wait_idle(self) -> None:
+        """Block until every event received is accepted, refused or skipped.
+
+        After :meth:`stop_sending`, only until the events in flight ended; then raise why.
+        """
+        with self._cond:
+            while self._error is None and not self._nothing_unfinished():
+                stopped = self._stopped_by is not None and not self._dispatcher.is_alive()
+                if stopped and self._handed == 0:
+                    break
+                self._cond.wait(TICK)
+        self.raise_error()
+        self._log_progress(final=True)
+        if self._stopped_by is not None and not self._nothing_unfinished():
+            raise self._stopped_by
+
+    def stop_sending(self, reason: BaseException) -> None:
+        """Send no further event; :meth:`wait_idle` raises ``reason`` once those in flight end.
+
+        At 600 a minute the events still waiting can take hours: a stop signal after the end
+        of input must not wait for them, only for the ones already sent.
+        """
+        with self._cond:
+            self._stopping = True
+            self._stopped_by = reason
+            self._cond.notify_all()
+
+    def raise_error(self) -> None:
+        """Raise the failure that stopped the lane, so the reading thread stops the run."""
+        if self._error is not None:
+            raise self._error
+
+    def settle(self, *, send_sealed: bool = False) -> None:
+        """The run is stopping: send nothing new, let the events in flight end."""
+        del send_sealed  # waiting events are many and slow to send: they wait for the rerun
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._dispatcher.join()
+        for sender in self._senders:
+            sender.join()
+
+    def close(self) -> None:
+        """Stop at once and remove the spool."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._abandon.set()
+        self._dispatcher.join(timeout=5)
+        for sender in self._senders:
+            sender.join(timeout=5)
+        with self._cond:
+            self._spool.discard()
+
+    # Holds: one, at the oldest event not finished, so STATE waits for every event before it.
+
+    def _nothing_unfinished(self) -> bool:
+        return (
+            not self._inflight and not self._lookahead and self._spool.read == self._spool.written
+        )
+
+    def _oldest_unfinished(self) -> int | None:
+        if self._inflight:
+            return min(self._inflight)
+        if self._lookahead:
+            return self._lookahead[0].seq
+        if self._spool.written > self._spool.read:
+            return self._unread_floor
+        return None
+
+    def _move_hold(self) -> None:
+        """Keep the lane's hold at the oldest unfinished event (called under the lock)."""
+        floor = self._oldest_unfinished()
+        current = self._hold
+        if current is not None and current.first_seq == floor:
+            return
+        # The new hold first: between the two, STATE must never see no hold at all.
+        self._hold = None if floor is None else self._checkpoints.hold(floor, kind="events")
+        self._checkpoints.release(current)
+
+    # The dispatcher thread: order, ledger, pace
+
+    def _dispatch(self) -> None:
+        try:
+            while (event := self._next_event()) is not None:
+                if self._skip_if_sent(event):
+                    continue
+                if not self._await_users(event) or not self._await_sender():
+                    return
+                self._announce()
+                slot = self.pace.reserve()
+                if self._abandon.wait(max(0.0, slot - time.monotonic())):
+                    self._free.release()
+                    return
+                with self._cond:
+                    self._handoff.append(event)
+                    self._handed += 1
+                    self._cond.notify_all()
+                self._log_progress()
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._fail(exc)
+        finally:
+            with self._cond:
+                self._handoff.append(None)  # type: ignore[arg-type] - tells senders to stop
+                self._cond.notify_all()
+
+    def _next_event(self) -> _Event | None:
+        """The next event in input order, marked as taken; None when the lane stops."""
+        with self._cond:
+            while not self._lookahead:
+                if self._stopping or self._error is not None:
+                    return None
+                if self._spool.written > self._spool.read:
+                    break
+                self._cond.wait(TICK)
+            if not self._lookahead:
+                self._fill_lookahead()
+            if self._stopping or self._error is not None:
+                return None
+            event = self._lookahead.popleft()
+            self._inflight[event.seq] = event.key
+            return event
+
+    def _fill_lookahead(self) -> None:
+        """Read the next events from the spool and ask the ledger about all of them at once."""
+        events = []
+        for line in self._spool.take(LOOKAHEAD):
+            item = json.loads(line)
+            events.append(_Event(item["s"], item["t"], item["p"], item["k"], item["e"]))
+        if self._spool.written > self._spool.read:
+            self._unread_floor = events[-1].seq + 1  # a lower bound of what is still unread
+        self._lookahead.extend(events)
+        self._accepted_since_lookup.clear()
+        if self._keys is None:
+            return
+        by_stream: dict[str, list[_Event]] = {}
+        for event in events:
+            by_stream.setdefault(event.stream, []).append(event)
+        for stream, group in by_stream.items():
+            found = self._keys.accepted_events(self._scope, stream, [e.key for e in group])
+            for event in group:
+                event.already_sent = event.key in found
+
+    def _skip_if_sent(self, event: _Event) -> bool:
+        """An event the ledger (or this run) already has goes no further."""
+        with self._cond:
+            key = event.key
+            taken = any(k == key for s, k in self._inflight.items() if s != event.seq)
+            if not (event.already_sent or taken or key in self._accepted_since_lookup):
+                return False
+            self.skipped += 1
+            self._summary.stream(event.stream).events_skipped += 1
+            self._finish(event)
+            return True
+
+    def _await_users(self, event: _Event) -> bool:
+        """Wait until every users row before the event is in a completed job."""
+        while not self._checkpoints.wait_durable(USERS, event.seq, TICK):
+            if self._stopping or self._abandon.is_set() or self._error is not None:
+                return False
+        return True
+
+    def _await_sender(self) -> bool:
+        """Wait for a free connection; False when the lane stops meanwhile."""
+        while not self._free.acquire(timeout=TICK):
+            if self._abandon.is_set() or self._error is not None:
+                return False
+        return True
+
+    # The sender threads
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._handoff:
+                    self._cond.wait(TICK)
+                event = self._handoff[0]
+                if event is None:
+                    return  # left in place: every sender sees it
+                self._handoff.popleft()
+            try:
+                if self._error is None and not self._abandon.is_set():
+                    self._send(event)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+                self._fail(exc)
+            finally:
+                with self._cond:
+                    self._handed -= 1
+                    self._cond.notify_all()
+                self._free.release()
+
+    def _send(self, event: _Event) -> None:
+        body = event.body
+        try:
+            self._client.track(body["user_id"], body["event_name"], body.get("metadata"))
+        except EventRefused as exc:
+            with self._cond:
+                self.refused += 1
+                self._summary.stream(event.stream).rejected += 1
+            # With on_invalid_record 'fail' this raises and the event stays unfinished: its
+            # hold keeps every later STATE back, as for a bad record read from the input.
+            self._rejects.reject(event.stream, event.position, str(exc), body)
+            with self._cond:
+                self._finish(event)
+            return
+        # Recorded before it counts as durable: a crash from here on duplicates only this one.
+        if self._keys is not None:
+            self._keys.add_accepted_events(self._scope, event.stream, [event.key])
+        self.pace.accepted()
+        with self._cond:
+            self.sent += 1
+            tally = self._summary.stream(event.stream)
+            tally.events_sent += 1
+            tally.finished = time.monotonic()
+            self._accepted_since_lookup.add(event.key)
+            self._finish(event)
+
+    def _finish(self, event: _Event) -> None:
+        """The event is accepted, refused or skipped (called under the lock)."""
+        self._inflight.pop(event.seq, None)
+        self._move_hold()
+        self._cond.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = exc
+            self._cond.notify_all()
+        if self._wake is not None:
+            self._wake()
+
+    # Telling the operator
+
+    def _announce(self) -> None:
+        """The first event about to go: say how long the events received so far will take."""
+        if self._started is not None:
+            return
+        self._started = self._last_progress = time.monotonic()
+        rate = self.pace.per_minute()
+        with self._cond:
+            waiting = self.received - self.sent - self.skipped - self.refused
+        if rate is None:
+            logger.info("Dry run: writing %d event request bodies (and any that follow).", waiting)
+            return
+        logger.info(
+            "Sending events to Userpilot, one request each, at up to %.0f a minute "
+            "(events_per_minute): the %d received so far take about %s at this pace.",
+            rate,
+            waiting,
+            duration(waiting / rate * 60),
+        )
+
+    def _log_progress(self, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if self._started is None or (
+            not final and now - self._last_progress < self._progress_every
+        ):
+            return
+        with self._cond:
+            sent, received = self.sent, self.received
+            skipped, refused = self.skipped, self.refused
+            window = now - self._last_progress
+            recent = sent - self._sent_at_progress
+            self._last_progress, self._sent_at_progress = now, sent
+        left = received - sent - skipped - refused
+        elapsed = now - self._started
+        observed = (recent / window * 60) if window > 0 and recent else sent / elapsed * 60
+        rate = observed if observed > 0 else self.pace.per_minute() or 0.0
+        eta = f", about {duration(left / rate * 60)} left" if rate > 0 and left else ""
+        logger.info(
+            "Events: %d of %d received sent (%d skipped as already sent, %d refused), "
+            "%.0f a minute%s.",
+            sent,
+            received,
+            skipped,
+            refused,
+            rate,
+            eta,
+        )
+
+
+def connections_for(events_per_minute: float | None) -> int:
+    """Enough connections for the pace at a 500 ms round trip, between 2 and 8."""
+    if events_per_minute is None:
+        return 2
+    return max(2, min(8, math.ceil(events_per_minute / 60 * 0.5)))

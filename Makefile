@@ -57,6 +57,8 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PYTHON) bench/run.py
+	$(PYTHON) bench/events.py
+	$(PYTHON) bench/ledger.py
 
 readme: $(INSTALLED)
 	$(PYTHON) scripts/readme_settings.py

@@ -26,6 +26,7 @@ from conftest import (
     user,
 )
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session's PostgreSQL
+from test_docs import _recipe
 
 from target_userpilot.lanes.events import connections_for
 from target_userpilot.sandbox import Sandbox
@@ -371,17 +372,7 @@ def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(fast_sandbox,
     # A billing table: the member is the user, the action the event's name.
     sandbox = fast_sandbox
     config = _config(
-        sandbox,
-        tmp_path,
-        object_mapping={"billing": {"object": "events"}},
-        stream_maps={
-            "billing": {
-                "user_id": "member_id",
-                "event_name": "'invoice_' + action",
-                "member_id": "__NULL__",
-                "action": "__NULL__",
-            }
-        },
+        sandbox, tmp_path, **_recipe("Send a table whose columns have other names as events")
     )
     billing = {
         "id": {"type": "integer"},

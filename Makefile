@@ -43,8 +43,9 @@ lint: $(INSTALLED)
 
 # tests/test_meltano.py runs the real Meltano CLI, tests/test_postgres.py a published tap; each
 # lives in its own virtualenv, reused while scripts/<name>-requirements.txt is unchanged.
+# Four workers, one test file each at a time (files share module-level sandboxes and servers).
 test: install lint meltano tap-postgres
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 --dist loadfile
 
 meltano: $(INSTALLED)
 	$(PYTHON) scripts/meltano_venv.py

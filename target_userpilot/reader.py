@@ -10,11 +10,17 @@ traceback deep in the SDK, or a RECORD silently dropped while STATE moves past i
 from __future__ import annotations
 
 import json
+import sys
 import typing as t
 from collections import Counter
 
 from singer_sdk.exceptions import InvalidInputLine
 from singer_sdk.io_base import SingerReader
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 #: Appended to every refusal: what the user does next, and that the checkpoint holds.
 _FIX = (
@@ -35,6 +41,7 @@ class InputReader(SingerReader):
         #: Streams that have had a SCHEMA message: the only ones other messages may name.
         self.streams: set[str] = set()
 
+    @override
     def process_lines(
         self,
         file_input: t.IO[str] | None,
@@ -68,6 +75,7 @@ class InputReader(SingerReader):
             stats[kind] += 1
         return stats
 
+    @override
     def deserialize_json(self, line: str) -> dict:
         """Parse one input line; a bad one stops the run with its line number.
 
@@ -89,6 +97,7 @@ class InputReader(SingerReader):
             raise InvalidInputLine(msg)
         return message
 
+    @override
     def assert_line_requires(self, line_dict: dict, requires: set[str]) -> None:
         """Name the line and the missing keys, never the message (it may hold personal data)."""
         missing = requires - set(line_dict)
@@ -100,6 +109,7 @@ class InputReader(SingerReader):
             )
             raise InvalidInputLine(msg)
 
+    @override
     def _process_unknown_message(self, message_dict: dict) -> None:
         msg = (
             f"Input line {self.line_number} has unknown Singer message type "

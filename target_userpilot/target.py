@@ -66,6 +66,7 @@ class TargetUserpilot(Target):
         self.services = self.run.services
 
     @classmethod
+    @override
     def append_builtin_config(cls, config_jsonschema: dict) -> None:
         """The SDK's built-in settings, less ``load_method`` and ``batch_config``.
 
@@ -77,6 +78,7 @@ class TargetUserpilot(Target):
         config_jsonschema["properties"].pop("batch_config", None)
 
     @classproperty
+    @override
     def _env_var_config(cls) -> dict[str, t.Any]:
         """Environment settings read by type; a bad value names its variable (exit 2)."""
         schema = cls.config_jsonschema

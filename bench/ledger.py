@@ -43,7 +43,7 @@ def _figures(records: int, run: Run) -> dict[str, Any]:
 
 def measure(work: Path, records: int, repeats: int) -> dict[str, Any]:
     """Time the baselines once per repeat, then a first run and the reruns per backend."""
-    bench = Bench(work, Sizes())
+    bench = Bench(work, Sizes(), target_python=sys.executable)
     path = generate.write(work / "users.jsonl", generate.distinct_users(records))
     results: dict[str, Any] = {"records": records, "repeats": repeats}
     server = pg.PostgresServer() if pg.available() else None

@@ -277,9 +277,11 @@ class JobLane:
         the first poll comes within a second, so the first job teaches the pace soon.
         """
         rows = running.batch.rows
-        end = running.uploaded + self.pace.predict(rows)
+        paced_end = running.uploaded + self.pace.predict(rows)
+        end = paced_end
         basis = "observed" if self.pace.observed else "expected"
         rate = self.pace.rate
+        soon: float | None = None
         if job is not None:
             total = _as_int(job.get("total_rows")) or rows
             done = _as_int(job.get("completed_rows")) or 0
@@ -290,14 +292,19 @@ class JobLane:
                 # Two polls apart while processing: the job's own rate is the best guide.
                 rate, basis = progress, "observed"
                 end = now + remaining / rate
-            elif done and self.pace.observed:
-                # One poll: the job's progress, at the rate learned from the jobs before (the
-                # time since the upload includes queueing and validation, not only rows).
-                end = now + remaining / self.pace.rate
             elif done:
-                # The first job, one poll: all we know is how far it got since its upload.
+                # One poll: rows done over the time since the upload, which also counts
+                # queueing and validation, so this guess errs late.
                 rate, basis = done / max(now - running.uploaded, 1e-3), "observed"
-                end = now + remaining / rate
+                guess = now + remaining / rate
+                if not self.pace.observed:
+                    # The first job: come back soon for a second sample, the job's own rate.
+                    end = guess
+                    soon = max(MIN_POLL_INTERVAL, LATE_POLL_SHARE * 2 * (now - running.uploaded))
+                elif guess > paced_end + (paced_end - running.uploaded) / 2:
+                    # Far behind the learned pace: Userpilot slowed down; follow the job.
+                    end = guess
+                    soon = max(MIN_POLL_INTERVAL, LATE_POLL_SHARE * 2 * (now - running.uploaded))
             self._log_progress(
                 running, now=now, done=done, total=total, rate=rate, basis=basis, end=end
             )
@@ -305,10 +312,11 @@ class JobLane:
             end = min(end, running.uploaded + 1.0)
         elif end - now > 2 * MIN_POLL_INTERVAL:
             # One poll half-way checks the prediction against the job's own progress, so a
-            # Userpilot slower or faster than the jobs before is noticed before the end.
+            # Userpilot much slower than the jobs before is noticed before the end.
             return (end - now) / 2
         if end - now > 0:
-            return min(MAX_POLL_INTERVAL, end - now + NOTICE_MARGIN)
+            wait = end - now + NOTICE_MARGIN
+            return min(MAX_POLL_INTERVAL, wait if soon is None else min(wait, soon))
         share = LATE_POLL_SHARE * (now - running.uploaded)
         return min(MAX_POLL_INTERVAL, max(MIN_POLL_INTERVAL, share))
 

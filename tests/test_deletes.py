@@ -11,13 +11,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +20,7 @@ from conftest import (
     API_KEY,
     COMPANY_SCHEMA,
     USER_SCHEMA,
-    encode_messages,
+    TargetProcess,
     eventually,
     record,
     run_target,
@@ -413,54 +408,13 @@ def test_state_is_written_only_after_userpilot_accepted_the_deletion(fast_sandbo
     assert written == [({"after": "u-1"}, ["u-1"])]
 
 
-class _Piped:
-    """The target as a subprocess whose input is written in parts while it runs."""
-
-    def __init__(self, config: dict, tmp_path: Path) -> None:
-        path = tmp_path / "config.json"
-        path.write_text(json.dumps(config))
-        self.stderr_path = tmp_path / "stderr.log"
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot", "--config", str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            cwd=tmp_path,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.decode())
-
-    def send(self, messages: list[dict]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(encode_messages(messages))
-        self.proc.stdin.flush()
-
-    def next_state(self, timeout: float = 10) -> Any:
-        try:
-            return json.loads(self.lines.get(timeout=timeout))
-        except queue.Empty:
-            pytest.fail(f"no STATE within {timeout} s:\n{self.stderr_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._stderr.close()
-
-
 def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletion(tmp_path):
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
         config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
         head = [schema("users", TAP_USER_SCHEMA, ["id"])]
         first = [record("users", deleted_user(1)), state({"last": 1})]
         rest = [record("users", deleted_user(2)), state({"last": 2})]
-        run = _Piped(config, tmp_path)
+        run = TargetProcess(config, tmp_path)
         try:
             run.send(head + first)
             assert run.next_state() == {"last": 1}
@@ -468,7 +422,7 @@ def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletio
             run.send(rest)
         finally:
             run.kill()
-        assert run.lines.empty()  # no STATE past the deletion that was never sent
+        assert run.states == [{"last": 1}]  # no STATE past the deletion that was never sent
         assert sandbox.deletions("users") == ["1"]
 
         # Resume from the last STATE, as an orchestrator would: the records after it.
@@ -482,7 +436,7 @@ def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletio
 def test_sigterm_lets_the_deletion_in_flight_end_and_sends_no_further_one(tmp_path):
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
         config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
-        run = _Piped(config, tmp_path)
+        run = TargetProcess(config, tmp_path)
         try:
             run.send([schema("users", TAP_USER_SCHEMA, ["id"]), record("users", deleted_user(1))])
             run.send([state({"last": 1})])
@@ -496,7 +450,7 @@ def test_sigterm_lets_the_deletion_in_flight_end_and_sends_no_further_one(tmp_pa
         assert sandbox.deletions("users") == ["1"]
 
     assert code == 10
-    assert run.lines.empty()  # no STATE past the deletion not sent
+    assert run.states == [{"last": 1}]  # no STATE past the deletion not sent
     assert "Received SIGTERM" in run.stderr_path.read_text()
 
 

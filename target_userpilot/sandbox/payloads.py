@@ -6,6 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,14 +71,7 @@ def _check_row(obj: str, row: Any, where: str) -> dict:
         if not isinstance(company, str) or not company:
             raise invalid(f"company_id must be a non-empty string, got {json_type(company)}")
     metadata = row.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise invalid(f"metadata must be an object, got {json_type(metadata)}")
-    for key, value in metadata.items():
-        if isinstance(value, dict | list):
-            raise invalid(
-                f"metadata.{key} is {json_type(value)}; metadata values must be strings, "
-                f"numbers, booleans or null"
-            )
+    check_metadata(metadata, invalid)
     return row
 
 
@@ -233,6 +227,16 @@ def parse_event(content_type: str, body: bytes | None, max_bytes: int) -> dict:
     metadata = document.get("metadata")
     if metadata is None:
         metadata = {}
+    check_metadata(metadata, invalid)
+    return {
+        "user_id": document["user_id"],
+        "event_name": document["event_name"],
+        "metadata": metadata,
+    }
+
+
+def check_metadata(metadata: Any, invalid: Callable[[str], Exception]) -> None:
+    """Userpilot's rule for metadata, for rows and events alike: an object of primitives."""
     if not isinstance(metadata, dict):
         raise invalid(f"metadata must be an object, got {json_type(metadata)}")
     for key, value in metadata.items():
@@ -241,8 +245,3 @@ def parse_event(content_type: str, body: bytes | None, max_bytes: int) -> dict:
                 f"metadata.{key} is {json_type(value)}; metadata values must be strings, "
                 f"numbers, booleans or null"
             )
-    return {
-        "user_id": document["user_id"],
-        "event_name": document["event_name"],
-        "metadata": metadata,
-    }

@@ -122,12 +122,6 @@ class BatchBuffer:
                 self._cond.wait(None if oldest is None else self.wait_seconds - waited)
             return None
 
-    def oldest_wait(self) -> float | None:
-        """Seconds the oldest open row has waited, or None with no open batch."""
-        with self._cond:
-            starts = [opened for _, _, opened in self._open.values()]
-        return time.monotonic() - min(starts) if starts else None
-
     def fail(self, error: BaseException) -> None:
         """The lane stopped with ``error``: a reading thread waiting for room raises it."""
         with self._cond:
@@ -151,12 +145,6 @@ class BatchBuffer:
             while self._ready:
                 self._ready.popleft().discard()
             self._cond.notify_all()
-
-    @property
-    def empty(self) -> bool:
-        """True when no row waits here."""
-        with self._cond:
-            return not self._open and not self._ready
 
     def _seal(self, object: str, *, wait: bool = True, front: bool = False) -> None:
         """Seal the open batch of ``object`` and queue it; the caller holds the lock.

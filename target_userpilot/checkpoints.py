@@ -32,7 +32,7 @@ class Hold:
 
     first_seq: int
     token: int = field(default=-1, repr=False)
-    #: What the work is (``users``, ``companies``, ``events``...), for :meth:`durable_floor`.
+    #: What the work is (``users``, ``companies``, ``events``...), for :meth:`wait_durable`.
     kind: str | None = None
 
 
@@ -44,8 +44,7 @@ class Checkpoints:
         # A condition, so that a lane can wait for other work to become durable (events wait
         # for the users rows before them).
         self._lock = threading.Condition()
-        self._holds: dict[int, int] = {}
-        self._kinds: dict[int, str] = {}
+        self._holds: dict[int, Hold] = {}
         self._tokens = itertools.count()
         self._states: deque[tuple[int, Any]] = deque()
         self._error: StateUndeliverable | None = None
@@ -62,9 +61,7 @@ class Checkpoints:
         """Open a hold for work whose first record is ``first_seq``; ``kind`` names the work."""
         with self._lock:
             hold = Hold(first_seq, next(self._tokens), kind)
-            self._holds[hold.token] = first_seq
-            if kind is not None:
-                self._kinds[hold.token] = kind
+            self._holds[hold.token] = hold
             return hold
 
     def release(self, hold: Hold | None) -> None:
@@ -73,7 +70,6 @@ class Checkpoints:
             return
         with self._lock:
             self._holds.pop(hold.token, None)
-            self._kinds.pop(hold.token, None)
             self._write_ready()
             self._lock.notify_all()
 
@@ -83,24 +79,15 @@ class Checkpoints:
             self._states.append((self.next_seq, value))
             self._write_ready()
 
-    def durable_floor(self, kind: str | None = None) -> int:
-        """Every record numbered below this is durable (or rejected, or ignored).
-
-        With ``kind``, only work of that kind counts: every ``users`` row numbered below
-        ``durable_floor("users")`` is in a completed job, whatever else is still in flight.
-        """
-        with self._lock:
-            return self._floor(kind)
-
     def wait_durable(self, kind: str, seq: int, timeout: float) -> bool:
         """Wait up to ``timeout`` s until all work of ``kind`` numbered below ``seq`` is durable."""
         with self._lock:
             return self._lock.wait_for(lambda: self._floor(kind) >= seq, timeout)
 
-    def _floor(self, kind: str | None) -> int:
-        if kind is None:
-            return min(self._holds.values(), default=self.next_seq)
-        held = (self._holds[token] for token, k in self._kinds.items() if k == kind)
+    def _floor(self, kind: str | None = None) -> int:
+        """Every record numbered below this is durable; with ``kind``, only work of that kind
+        counts (every ``users`` row below ``_floor("users")`` is in a completed job)."""
+        held = (h.first_seq for h in self._holds.values() if kind is None or h.kind == kind)
         return min(held, default=self.next_seq)
 
     @property
@@ -116,7 +103,7 @@ class Checkpoints:
     def _write_ready(self) -> None:
         if self._error is not None:
             return
-        floor = min(self._holds.values(), default=self.next_seq)
+        floor = self._floor()
         ready = False
         latest = None
         while self._states and self._states[0][0] <= floor:

@@ -14,7 +14,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
@@ -22,6 +21,7 @@ from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
+from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
 from target_userpilot.lanes.events import EventLane, EventPace
 from target_userpilot.lanes.jobs import JobLane
@@ -49,7 +49,7 @@ class SinkServices:
     #: hard_delete: where the ids of deleted source records go.
     deletions: DeletionLane
     #: The events lane, started on first use (most runs send no events).
-    events: Callable[[], EventLane] | None = None
+    events: Callable[[], EventLane]
 
 
 class Run:
@@ -106,11 +106,11 @@ class Run:
             self.checkpoints,
             self.summary,
             interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
-            # The ledger's forget(object, ids), where the ledger has one.
-            forget=getattr(self.unchanged, "forget", None),
+            # A deleted profile leaves the skip_unchanged ledger.
+            forget=self.unchanged.forget if self.unchanged is not None else None,
             wake=self._wake_reader,
         )
-        self.lanes: list[Any] = [self.jobs, self.deletions]
+        self.lanes: list[Lane] = [self.jobs, self.deletions]
         self._user_agent = user_agent
         self.event_lane: EventLane | None = None
         self._event_client: UserpilotClient | None = None

@@ -73,7 +73,7 @@ class UserpilotSink(BatchSink):
         self._deletes_noted = False
         self._upsert_after_delete_warned = False
         self._events: EventLane | None = None
-        if self.route.object == EVENTS and services.events is not None:
+        if self.route.object == EVENTS:
             self._events = services.events()
         if self.route.ignored:
             self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)

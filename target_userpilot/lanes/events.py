@@ -4,9 +4,8 @@ Events are not idempotent and Userpilot takes them one request at a time, at 600
 key. So this lane differs from the job lane in three ways:
 
 - **Order.** An event goes out only once every users row received before it is in a completed
-  bulk job (Userpilot needs the user first): it waits for
-  ``checkpoints.durable_floor("users")`` to pass its record. It does not wait for companies,
-  nor for rows received after it.
+  bulk job (Userpilot needs the user first): it waits in ``checkpoints.wait_durable`` for the
+  users holds before its record. It does not wait for companies, nor for rows received after it.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
   its ``Retry-After`` and slows the pace; successes bring it back.

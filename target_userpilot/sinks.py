@@ -110,25 +110,18 @@ class UserpilotSink(BatchSink):
 
     # Per record
 
-    @property
     @override
-    def include_sdc_metadata_properties(self) -> bool:
-        """True when the stream declares ``_sdc_deleted_at``, so it reaches ``process_record``.
+    def _remove_sdc_metadata_from_record(self, record: dict) -> None:
+        """Drop the ``_sdc_*`` columns as the SDK does, but keep a set ``_sdc_deleted_at``.
 
-        The SDK drops every ``_sdc_*`` column unless ``add_record_metadata`` is on. Keeping them
-        costs about 5 microseconds a record (a third of the target's own work per record), so
-        only streams that can mark deletions pay it: taps that send ``_sdc_deleted_at``
-        (log-based replication) declare it in the schema, as does a ``stream_maps`` expression
-        that adds it. Rows never carry ``_sdc_*`` columns (see ``rows.py``).
+        The SDK drops them all unless ``add_record_metadata`` is on, so a deleted row of a tap
+        that sends the mark without declaring it in its schema would be upserted without a
+        word. Rows and events never carry ``_sdc_*`` columns (``rows.py`` leaves them out).
         """
-        keep = self.__dict__.get("_keeps_sdc_columns")
-        if keep is None:
-            # First called from the SDK's __init__, once the schema is set.
-            properties = self.original_schema.get("properties")
-            declared = isinstance(properties, dict) and "_sdc_deleted_at" in properties
-            keep = declared or bool(self.config.get("add_record_metadata", False))
-            self._keeps_sdc_columns = keep
-        return keep
+        deleted = record.get("_sdc_deleted_at")
+        super()._remove_sdc_metadata_from_record(record)
+        if deleted is not None:
+            record["_sdc_deleted_at"] = deleted
 
     @override
     def get_validator(self) -> RecordValidator | None:

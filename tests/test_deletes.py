@@ -341,6 +341,28 @@ def test_an_undeclared_deletion_mark_is_read_with_add_record_metadata(sandbox, c
     assert not any(k.startswith("_sdc") for k in sandbox.profiles("users")["1"]["metadata"])
 
 
+@pytest.mark.parametrize("hard_delete", [True, False])
+def test_an_undeclared_deletion_mark_is_honoured_without_add_record_metadata(
+    sandbox, config, tmp_path, hard_delete
+):
+    """A tap that sends _sdc_deleted_at without declaring it: the row is never upserted."""
+    sandbox.set_limits(delete_interval=0)
+    config |= {"hard_delete": hard_delete}
+    messages = [  # USER_SCHEMA does not declare _sdc_deleted_at
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", {**user(1), "_sdc_deleted_at": None}),
+        record("users", {"id": 2, "_sdc_deleted_at": DELETED_AT}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1"}
+    assert sandbox.deletions("users") == (["2"] if hard_delete else [])
+    users = run.summary["streams"]["users"]
+    assert (users["deleted"], users["deleted_ignored"]) == ((1, 0) if hard_delete else (0, 1))
+
+
 # The lane itself, with the real client over loopback HTTP
 
 

@@ -35,6 +35,15 @@ def test_the_sdk_record_path_calls_the_sink_hooks_we_override_in_order():
     assert positions == sorted(positions)
 
 
+def test_the_sdk_removes_sdc_columns_through_the_hook_we_override():
+    """Without add_record_metadata, the record path calls _remove_sdc_metadata_from_record on
+    the record itself, before validation: our override keeps a set _sdc_deleted_at there."""
+    code = _source(Target._process_record_message)
+    removal = code.find("._remove_sdc_metadata_from_record(transformed_record)")
+    assert removal != -1
+    assert removal < code.find("._validate_and_parse(")
+
+
 def test_the_sdk_drains_a_sink_only_when_it_reports_a_size():
     """Our sinks report size 0: rows live in the run's buffer, so the SDK drains nothing."""
     assert "current_size == 0" in _source(Target.drain_one)

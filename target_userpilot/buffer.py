@@ -87,6 +87,12 @@ class BatchBuffer:
             entry = self._open.get(object)
             return entry is not None and entry[0].supersede(row_id)
 
+    def flush(self, object: str) -> None:
+        """Seal the open batch of ``object`` now: a full-table version ended (mirror deletes)."""
+        with self._cond:
+            if object in self._open and not self._stopped:
+                self._seal(object)
+
     def end_input(self) -> None:
         """No more rows: every open batch goes up, oldest first."""
         with self._cond:

@@ -84,6 +84,11 @@ class Checkpoints:
         with self._lock:
             return self._lock.wait_for(lambda: self._floor(kind) >= seq, timeout)
 
+    def durable_floor(self, kind: str) -> int:
+        """Every record of ``kind``'s work numbered below this is durable (mirror deletes)."""
+        with self._lock:
+            return self._floor(kind)
+
     def _floor(self, kind: str | None = None) -> int:
         """Every record numbered below this is durable; with ``kind``, only work of that kind
         counts (every ``users`` row below ``_floor("users")`` is in a completed job)."""

@@ -93,6 +93,10 @@ class NothingLoaded(RuntimeError):
     """Every record of the run was refused: not a success, whatever ``on_invalid_record`` says."""
 
 
+class MirrorDeleteRefused(RuntimeError):
+    """A full-table version would delete more profiles than the mirror-delete guard allows."""
+
+
 class MissingKeyRecordError(InvalidRecordError, MissingKeyPropertiesError):
     """``fail``: a record lacks a key property; the SDK's own error type, with our sentence."""
 
@@ -127,6 +131,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     Terminated: 10,
     StateUndeliverable: 11,
     NothingLoaded: 12,
+    MirrorDeleteRefused: 13,
 }
 
 

@@ -19,6 +19,7 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any
 
 from target_userpilot.errors import InvalidRecord
+from target_userpilot.object_keys import ObjectKeys, clear_lost
 
 USERS = "users"
 COMPANIES = "companies"
@@ -51,6 +52,8 @@ else:  # pragma: no cover (CPython always has the C encoder)
     _encode = _encoder.encode
 #: At most this many property names are remembered per stream as kept (see ``Route.kept``).
 _KEPT_LIMIT = 4096
+#: What ``_metadata`` reads as the known object keys when it is given none.
+_NONE_KNOWN: dict[str, set[str]] = {}
 #: At most this many collided names are remembered per stream (see ``Route.collisions``).
 _NAMES_LIMIT = 100
 
@@ -248,11 +251,18 @@ def identifier(value: Any, prop: str) -> str:
     raise InvalidRecord(f"'{prop}' is {_type_name(value)}, not a string or integer")
 
 
-def to_row(record: Mapping[str, Any], route: Route) -> tuple[str, dict[str, Any]]:
-    """Turn one record into ``(id, row)``, or raise :class:`InvalidRecord` with the reason."""
+def to_row(
+    record: Mapping[str, Any], route: Route, keys: ObjectKeys | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Turn one record into ``(id, row)``, or raise :class:`InvalidRecord` with the reason.
+
+    ``keys``: the flattened keys sent so far under each object property of the stream; a null
+    object, or one that lost keys, sends null for those it no longer has (and new keys are
+    learned into it).
+    """
     id_prop = route.id_property
     row_id = identifier(record.get(id_prop), id_prop)
-    metadata = _metadata(record, route)
+    metadata = _metadata(record, route, keys)
     obj = route.object
     if obj == COMPANIES:
         return row_id, {"company_id": row_id, "metadata": metadata}
@@ -348,11 +358,15 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
         raise InvalidRecord("a text value is not valid Unicode (a lone surrogate)") from None
 
 
-def _metadata(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
+def _metadata(
+    record: Mapping[str, Any], route: Route, keys: ObjectKeys | None = None
+) -> dict[str, Any]:
     """A row's metadata: every property but the row's own fields and ``_sdc_*``, flattened."""
     left_out_names = route.left_out
     clears = route.null_clears
     kept = route.kept
+    # Properties that held an object: an empty dict (no keys given) costs one test per value.
+    known = keys.known if keys is not None else _NONE_KNOWN
     metadata: dict[str, Any] = {}
     # Keys left out and keys written beyond one per property (objects, clears): a metadata
     # shorter than the count means two properties wrote one name. Counting costs less than
@@ -368,8 +382,12 @@ def _metadata(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
         # Runs for every property of every record: plain values are placed inline.
         if type(value) in _PLAIN:
             metadata[key] = value
+            if known and key in known and keys is not None:  # an object before, not now
+                spread += clear_lost(metadata, key, value, keys, _SEPARATOR)
         else:
             spread += _put(metadata, key, value, clears)
+            if keys is not None and (key in known or _is_object(type(value), value)):
+                spread += clear_lost(metadata, key, value, keys, _SEPARATOR)
     if len(metadata) != len(record) - left_out + spread:
         _note_collisions(record, route)
     return metadata

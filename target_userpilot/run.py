@@ -27,6 +27,8 @@ from target_userpilot.lanes.events import EventLane, EventPace
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.ledger import Ledger, open_ledger
+from target_userpilot.mirror import Guard, MirrorDeletes
+from target_userpilot.object_keys import ObjectKeys
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
 from target_userpilot.summary import RunSummary
@@ -50,6 +52,13 @@ class SinkServices:
     deletions: DeletionLane
     #: The events lane, started on first use (most runs send no events).
     events: Callable[[], EventLane]
+    #: The flattened keys sent so far under each object property of a stream (one per stream,
+    #: kept for the run, filled from the ledger when the run has one).
+    object_keys: Callable[[str], ObjectKeys]
+    #: Writes the keys a stream's rows are about to send for the first time to the ledger.
+    save_object_keys: Callable[[str, ObjectKeys], None]
+    #: hard_delete with a ledger: full-table versions and the deletes they cause.
+    mirror: MirrorDeletes | None = None
 
 
 class Run:
@@ -68,9 +77,14 @@ class Run:
         #: Entries in the ledger are scoped by account: the API host, or ``dry-run``.
         self.scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
         self.unchanged: ConfirmedRows | None = None
-        if settings.skip_unchanged:
+        # hard_delete needs the ledger for mirror deletes; whenever it is open, it also keeps
+        # the flattened keys of object properties, so a null object clears them across runs.
+        if settings.skip_unchanged or settings.hard_delete:
             self.ledger = open_ledger(settings.state_db)
+        if settings.skip_unchanged:
+            assert self.ledger is not None
             self.unchanged = ConfirmedRows(self.ledger, self.scope)
+        self._object_keys: dict[str, ObjectKeys] = {}
         self.client: UserpilotClient | DryRunClient
         if settings.dry_run:
             self.client = DryRunClient(settings.output_dir)
@@ -108,9 +122,23 @@ class Run:
             interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
             # A deleted profile leaves the skip_unchanged ledger.
             forget=self.unchanged.forget if self.unchanged is not None else None,
+            accepted=self._deletion_accepted if settings.hard_delete else None,
             wake=self._wake_reader,
         )
         self.lanes: list[Lane] = [self.jobs, self.deletions]
+        self.mirror: MirrorDeletes | None = None
+        if settings.hard_delete and self.ledger is not None:
+            self.mirror = MirrorDeletes(
+                self.ledger,
+                self.scope,
+                self.checkpoints,
+                self.deletions,
+                flush=self.buffer.flush,
+                check=self.check,
+                guard=Guard(settings.mirror_delete_max_share, settings.mirror_delete_floor),
+                dry_run=settings.dry_run,
+                close_at_end_of_input=settings.mirror_delete_on_end_of_input,
+            )
         self._user_agent = user_agent
         self.event_lane: EventLane | None = None
         self._event_client: UserpilotClient | None = None
@@ -123,7 +151,29 @@ class Run:
             self.check,
             deletions=self.deletions,
             events=self.events,
+            object_keys=self.object_keys,
+            save_object_keys=self.save_object_keys,
+            mirror=self.mirror,
         )
+
+    def object_keys(self, stream: str) -> ObjectKeys:
+        """The object keys of ``stream``: one for the run, starting from the ledger's."""
+        keys = self._object_keys.get(stream)
+        if keys is None:
+            known = self.ledger.object_keys(self.scope, stream) if self.ledger is not None else {}
+            keys = self._object_keys[stream] = ObjectKeys(known)
+        return keys
+
+    def save_object_keys(self, stream: str, keys: ObjectKeys) -> None:
+        """Record keys before the first row sending them goes up (a crash then loses none)."""
+        new = keys.take_new()
+        if new and self.ledger is not None:
+            self.ledger.add_object_keys(self.scope, stream, new)
+
+    def _deletion_accepted(self, object: str, ids: list[str]) -> None:
+        """Userpilot accepted deleting ``ids``: no later version deletes them again."""
+        if self.ledger is not None:
+            self.ledger.forget_version_ids(self.scope, object, ids)
 
     def events(self) -> EventLane:
         """The events lane, built when the first stream routed to events appears."""
@@ -168,6 +218,8 @@ class Run:
 
     def add_state(self, value: object) -> None:
         """A STATE message arrived; it goes out once the records before it are durable."""
+        if self.mirror is not None:
+            self.mirror.state()
         self.checkpoints.add_state(value)
         self.checkpoints.raise_error()
 
@@ -179,6 +231,9 @@ class Run:
             self.event_lane.end_input()
         for lane in self.lanes:
             lane.wait_idle()
+        if self.mirror is not None:
+            self.mirror.finish(self.checkpoints.record())
+            self.deletions.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
         loaded = total["rows_sent"] or total["unchanged"] or total["deleted"]
@@ -257,6 +312,12 @@ class Run:
                         lane.settle(send_sealed=not isinstance(error, Terminated))
                     except Exception as exc:  # noqa: BLE001 - the first failure is reported
                         logger.debug("While stopping, the work in flight also failed: %s", exc)
+            if self.mirror is not None and error is not None:
+                # Ids of rows already durable, so a copy the tap resumes later keeps them.
+                try:
+                    self.mirror.settle()
+                except Exception as exc:  # noqa: BLE001 - the first failure is reported
+                    logger.debug("While stopping, recording the version's ids failed: %s", exc)
         finally:
             self.buffer.discard()
             for lane in self.lanes:

@@ -169,7 +169,39 @@ CONFIG_SCHEMA = th.PropertiesList(
         description=(
             "Records whose _sdc_deleted_at is set become Userpilot deletion requests (erasure "
             "of the profile and its events, scheduled daily by Userpilot, not reversible). Off: "
-            "such records are counted, and neither upserted nor deleted."
+            "such records are counted, and neither upserted nor deleted. On, with a tap that "
+            "sends full-table versions (ACTIVATE_VERSION), profiles a new version lacks are "
+            "deleted too (mirror deletes)."
+        ),
+    ),
+    th.Property(
+        "mirror_delete_max_share",
+        th.NumberType,
+        default=0.1,
+        description=(
+            "Mirror deletes' guard: the largest share (0 to 1) of a stream's known profiles one "
+            "full-table version may delete; more stops the run before any of them is deleted "
+            "(exit 13). Raise it for one run when the source really lost that many rows."
+        ),
+    ),
+    th.Property(
+        "mirror_delete_floor",
+        th.IntegerType,
+        default=5,
+        description=(
+            "Mirror deletes of up to this many profiles per version are always allowed, "
+            "whatever mirror_delete_max_share says (small tables)."
+        ),
+    ),
+    th.Property(
+        "mirror_delete_on_end_of_input",
+        th.BooleanType,
+        default=False,
+        description=(
+            "For taps that send ACTIVATE_VERSION only before a copy (Meltano SDK taps such as "
+            "tap-postgres): a clean end of input, with a STATE after the copy's last record, "
+            "ends the version. Off: only a closing ACTIVATE_VERSION does. See the README's "
+            "Mirror deletes for the risk."
         ),
     ),
     th.Property(
@@ -242,6 +274,9 @@ class Settings:
     skip_unchanged: bool = False
     state_db: str = ".target-userpilot/state.db"
     hard_delete: bool = False
+    mirror_delete_max_share: float = 0.1
+    mirror_delete_floor: int = 5
+    mirror_delete_on_end_of_input: bool = False
     batch_wait_seconds: float = 2.0
     events_per_minute: float = 600.0
     upload_format: str = "ndjson"
@@ -302,8 +337,16 @@ class Settings:
             raise ConfigurationError(msg)
         for name in (*NUMBER_SETTINGS, *INTEGER_SETTINGS):
             value = getattr(self, name)
+            if name == "mirror_delete_floor" and value == 0:
+                continue  # no deletion allowed beyond the share
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{name} is {value}; it must be a positive number.")
+        if self.mirror_delete_max_share > 1:
+            msg = (
+                f"mirror_delete_max_share is {self.mirror_delete_max_share:g}; it is a share of "
+                "a stream's profiles, from 0 to 1 (0.1 is 10 %)."
+            )
+            raise ConfigurationError(msg)
         if self.on_invalid_record not in ("skip", "fail"):
             raise ConfigurationError("on_invalid_record must be 'skip' or 'fail'.")
         if self.upload_format not in ("ndjson", "json"):

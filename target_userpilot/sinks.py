@@ -44,6 +44,7 @@ if t.TYPE_CHECKING:
     from singer_sdk import Target
 
     from target_userpilot.lanes.events import EventLane
+    from target_userpilot.object_keys import ObjectKeys
     from target_userpilot.run import SinkServices
 
 
@@ -73,6 +74,13 @@ class UserpilotSink(BatchSink):
         self._deletes_noted = False
         self._upsert_after_delete_warned = False
         self._events: EventLane | None = None
+        profiles = self.route.object in (USERS, COMPANIES)
+        #: The keys sent under each object property, so a null or smaller object clears them.
+        self._keys = services.object_keys(stream_name) if profiles else None
+        self._save_keys = services.save_object_keys
+        self._keys_full_warned = False
+        #: hard_delete: rows of a full-table version are noted for mirror deletes.
+        self._mirror = services.mirror if profiles else None
         if self.route.object == EVENTS:
             self._events = services.events()
         if self.route.ignored:
@@ -190,7 +198,8 @@ class UserpilotSink(BatchSink):
             if self._schema_error is not None:
                 reason, self._schema_error = self._schema_error, None
                 raise InvalidRecord(reason)
-            row_id, row = to_row(record, route)
+            keys = self._keys
+            row_id, row = to_row(record, route, keys)
             line = encode_row(row)
             max_bytes = self._settings.max_file_bytes
             if len(line) > max_bytes:
@@ -200,7 +209,12 @@ class UserpilotSink(BatchSink):
             tally.rejected += 1
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
+        if keys is not None and keys.pending:
+            self._new_keys(keys)
         self._buffer.add(route.object, self.stream_name, row_id, line, seq)
+        mirror = self._mirror
+        if mirror is not None and mirror.version is not None:
+            mirror.seen(self.stream_name, route.object, mirror.version, row_id, seq)
         if len(route.collisions) != self._collisions_warned:
             self._warn_collisions()
         if not self._upsert_after_delete_warned and self._deletions.was_deleted(
@@ -213,6 +227,19 @@ class UserpilotSink(BatchSink):
                 "new profile as well. Rerun it after that deletion run to be sure it stays.",
                 self.stream_name,
                 route.object,
+            )
+
+    def _new_keys(self, keys: ObjectKeys) -> None:
+        """Keys sent for the first time: into the ledger before their row goes up."""
+        self._save_keys(self.stream_name, keys)
+        if keys.full and not self._keys_full_warned:
+            self._keys_full_warned = True
+            self.logger.warning(
+                "Stream '%s': its object properties gave more than %d distinct flattened keys; "
+                "keys past that are sent but not remembered, so a later null object does not "
+                "clear them. Turn such a property into one JSON string with stream_maps.",
+                self.stream_name,
+                keys.limit,
             )
 
     def _take_event(self, record: dict, seq: int) -> None:

@@ -30,6 +30,7 @@ from target_userpilot.errors import (
 )
 from target_userpilot.manifest import BatchEncoding, manifest_records
 from target_userpilot.reader import InputReader
+from target_userpilot.rows import COMPANIES, USERS
 from target_userpilot.run import Run
 from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config, explain_config_errors
 from target_userpilot.sinks import UserpilotSink, override
@@ -126,16 +127,44 @@ class TargetUserpilot(Target):
             process_record({"type": "RECORD", "stream": stream, "record": record})
 
     @override
+    def _process_record_message(self, message_dict: dict) -> None:
+        """The SDK's record path, with the record's full-table ``version`` noted for the sink."""
+        mirror = self.run.mirror
+        if mirror is not None:
+            version = message_dict.get("version")
+            mirror.version = version if type(version) is int else None
+        super()._process_record_message(message_dict)
+
+    @override
     def _process_activate_version_message(self, message_dict: dict) -> None:
-        """One INFO line per stream instead of the SDK's warning: profiles have no versions."""
+        """A full-table version begins or ends: mirror deletes with ``hard_delete``.
+
+        Without ``hard_delete`` (or for events and ignored streams) profiles have no versions:
+        one INFO line per stream instead of the SDK's warning.
+        """
         stream = message_dict["stream"]
+        mirror = self.run.mirror
+        if mirror is not None:
+            seq = self.run.checkpoints.record()
+            handled = False
+            for stream_map in self.mapper.stream_maps.get(stream, []):
+                alias = stream_map.stream_alias
+                if not self.sink_exists(alias):
+                    continue
+                route = self.get_sink(alias).route  # type: ignore[attr-defined]
+                if route.object in (USERS, COMPANIES):
+                    mirror.activate(alias, route.object, message_dict["version"], seq)
+                    handled = True
+            if handled:
+                return
         if stream in self._versions_acknowledged:
             return
         self._versions_acknowledged.add(stream)
         self.logger.info(
             "Stream '%s' sent ACTIVATE_VERSION. Userpilot profiles have no versions, so it is "
             "acknowledged and nothing else changes: profiles missing from this sync stay in "
-            "Userpilot (records with _sdc_deleted_at and hard_delete remove profiles).",
+            "Userpilot (with hard_delete on, a new full-table version deletes them: see Mirror "
+            "deletes in the README).",
             stream,
         )
 

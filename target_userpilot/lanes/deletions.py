@@ -70,6 +70,7 @@ class DeletionLane:
         interval: float = DELETE_INTERVAL_SECONDS,
         size: int = FIRST_REQUEST_IDS,
         forget: Callable[[str, Iterable[str]], None] | None = None,
+        accepted: Callable[[str, list[str]], None] | None = None,
         wake: Callable[[], None] | None = None,
     ) -> None:
         self._deleter = deleter
@@ -80,6 +81,8 @@ class DeletionLane:
         self.size = size
         #: skip_unchanged: a deleted profile leaves the ledger, so a later row of it is sent.
         self._forget = forget
+        #: Mirror deletes: ids Userpilot accepted leave the ledger's versions (worker thread).
+        self._accepted = accepted
         self._wake = wake
         self._cond = threading.Condition()
         self._open: dict[str, _Request] = {}
@@ -240,6 +243,8 @@ class DeletionLane:
             self._next_at = time.monotonic() + self.interval
             self.requests += 1
             ids = rest
+            if self._accepted is not None:
+                self._accepted(request.object, piece)
             logger.info(
                 "Userpilot accepted deletion request %d (%d ids of %s).",
                 self.requests,

@@ -1,0 +1,224 @@
+"""Mirror deletes: a full-table version deletes the profiles its earlier versions had and it lacks.
+
+The real target against the sandbox, on a SQLite ledger and on the real PostgreSQL one
+(``tests/pg.py``). A version is Stitch's convention unless a test says otherwise: ACTIVATE_VERSION
+before the copy, RECORDs stamped with the version, ACTIVATE_VERSION again after it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+import pytest
+from conftest import USER_SCHEMA, record, run_target, schema, state, user
+from pg import postgres_fixture  # noqa: F401
+
+from target_userpilot.sandbox import Sandbox
+
+STREAM = "public-crm_users"
+
+
+def activate(version: int, stream: str = STREAM) -> dict:
+    return {"type": "ACTIVATE_VERSION", "stream": stream, "version": version}
+
+
+def copy(
+    version: int,
+    ids: Iterable[int],
+    *,
+    opening: bool = True,
+    closing: bool = True,
+    stream: str = STREAM,
+    final_state: bool = True,
+) -> list[dict]:
+    """One full-table copy of ``ids`` as a tap sends it."""
+    messages: list[dict] = [schema(stream, USER_SCHEMA, ["id"])]
+    if opening:
+        messages.append(activate(version, stream))
+    for i in ids:
+        messages.append({**record(stream, user(i)), "version": version})
+    if closing:
+        messages.append(activate(version, stream))
+    if final_state:
+        messages.append(state({"bookmarks": {stream: {"version": version}}}))
+    return messages
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request, tmp_path) -> Iterator[str]:
+    """A ledger on each backend: a SQLite file, or a schema of its own on the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.db")
+        return
+    server = request.getfixturevalue("postgres")
+    name = "m_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
+    yield f"{server.url}?options=-csearch_path%3D{name}"
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture
+def mirror_config(config: dict, state_db: str) -> dict:
+    return {**config, "hard_delete": True, "state_db": state_db}
+
+
+def _deleted(sandbox: Sandbox) -> list[str]:
+    return sandbox.deletions("users")
+
+
+def test_a_new_version_deletes_exactly_the_ids_it_lacks(sandbox, mirror_config, tmp_path):
+    first = run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(sandbox.profiles("users")) == 100
+    assert _deleted(sandbox) == []
+
+    gone = {7, 23, 50, 51, 99}
+    second = run_target(
+        mirror_config, copy(2, [i for i in range(100) if i not in gone]), tmp_path=tmp_path
+    )
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == sorted(str(i) for i in gone)
+    assert second.summary["streams"][STREAM]["deleted"] == 5
+    assert second.states[-1] == {"bookmarks": {STREAM: {"version": 2}}}
+    assert "ended without 5 of the 100 users" in second.stderr
+
+    # The same copy again deletes nothing more: the deleted ids left the ledger on 202.
+    third = run_target(
+        mirror_config, copy(3, [i for i in range(100) if i not in gone]), tmp_path=tmp_path
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert len(_deleted(sandbox)) == 5
+
+
+def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+
+    refused = run_target(mirror_config, copy(2, range(10)), tmp_path=tmp_path)
+
+    assert refused.returncode == 13, refused.stderr[-3000:]
+    assert _deleted(sandbox) == []
+    assert "ended without 90 of the 100 users" in refused.stderr
+    assert "rerun once with mirror_delete_max_share set to 0.9" in refused.stderr
+    assert {"bookmarks": {STREAM: {"version": 2}}} not in refused.states
+
+    # Raised for one run, as the message says: the 90 go.
+    allowed = {**mirror_config, "mirror_delete_max_share": 0.9}
+    rerun = run_target(allowed, copy(2, range(10)), tmp_path=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert sorted(_deleted(sandbox), key=int) == [str(i) for i in range(10, 100)]
+
+
+def test_the_floor_lets_a_small_table_lose_a_few_rows(sandbox, mirror_config, tmp_path):
+    assert run_target(mirror_config, copy(1, range(8)), tmp_path=tmp_path).returncode == 0
+
+    run = run_target(mirror_config, copy(2, range(4)), tmp_path=tmp_path)  # half, 4 <= floor 5
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == ["4", "5", "6", "7"]
+
+
+def test_a_version_cut_short_deletes_nothing_and_a_resumed_one_deletes_only_the_missing(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+
+    # The tap stopped mid-copy: no closing ACTIVATE_VERSION, the input simply ended.
+    cut = run_target(mirror_config, copy(2, range(50), closing=False), tmp_path=tmp_path)
+
+    assert cut.returncode == 0, cut.stderr[-3000:]
+    assert _deleted(sandbox) == []
+    assert "version 2 was not closed before the end of input" in cut.stderr
+
+    # A Stitch tap resumes the same version where it stopped, then closes it.
+    resumed = run_target(mirror_config, copy(2, range(50, 95), opening=False), tmp_path=tmp_path)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(_deleted(sandbox), key=int) == ["95", "96", "97", "98", "99"]
+
+
+def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_path):
+    plain = [schema(STREAM, USER_SCHEMA, ["id"])]
+    first = run_target(
+        mirror_config, [*plain, *(record(STREAM, user(i)) for i in range(20))], tmp_path=tmp_path
+    )
+    second = run_target(mirror_config, [*plain, record(STREAM, user(1))], tmp_path=tmp_path)
+
+    assert first.returncode == second.returncode == 0
+    assert _deleted(sandbox) == []
+    assert "full-table version" not in second.stderr
+
+
+def test_without_hard_delete_a_version_changes_nothing(sandbox, config, tmp_path):
+    assert run_target(config, copy(1, range(20)), tmp_path=tmp_path).returncode == 0
+
+    run = run_target(config, copy(2, range(10)), tmp_path=tmp_path)
+
+    assert run.returncode == 0
+    assert _deleted(sandbox) == []
+    assert len(sandbox.profiles("users")) == 20
+    assert len([line for line in run.stderr.splitlines() if "sent ACTIVATE_VERSION" in line]) == 1
+
+
+def test_a_dry_run_lists_the_deletions_without_sending(sandbox, mirror_config, tmp_path):
+    out = tmp_path / "out"
+    dry = {
+        "dry_run": True,
+        "output_dir": str(out),
+        "hard_delete": True,
+        "state_db": mirror_config["state_db"],
+    }
+    assert run_target(dry, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+
+    # 90 of 100 is past the guard: a dry run still lists them all, and says a run would stop.
+    run = run_target(dry, copy(2, range(90, 100)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    listed = [json.loads(path.read_text())["users"] for path in sorted(out.glob("users-delete-*"))]
+    assert sorted(sum(listed, []), key=int) == [str(i) for i in range(90)]
+    assert "a real run would stop here, before deleting 90 of 100 users" in run.stderr
+    assert sandbox.stats()["requests"] == 0
+
+
+# Taps built on the Meltano SDK send ACTIVATE_VERSION only before the copy.
+
+
+def _sdk_copy(version: int, ids: Iterable[int], *, final_state: bool = True) -> list[dict]:
+    return copy(version, ids, closing=False, final_state=final_state)
+
+
+def test_sdk_taps_delete_only_with_the_end_of_input_setting(sandbox, mirror_config, tmp_path):
+    assert run_target(mirror_config, _sdk_copy(1, range(20)), tmp_path=tmp_path).returncode == 0
+    without = run_target(mirror_config, _sdk_copy(2, range(19)), tmp_path=tmp_path)
+    assert without.returncode == 0
+    assert _deleted(sandbox) == []
+    assert "see mirror_delete_on_end_of_input" in without.stderr
+
+    at_end = {**mirror_config, "mirror_delete_on_end_of_input": True}
+    # A copy with no STATE after its last record may have failed mid-copy: nothing goes.
+    cut = run_target(at_end, _sdk_copy(3, range(18), final_state=False), tmp_path=tmp_path)
+    assert cut.returncode == 0
+    assert _deleted(sandbox) == []
+
+    done = run_target(at_end, _sdk_copy(4, range(18)), tmp_path=tmp_path)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == ["18", "19"]
+
+
+def test_only_ids_loaded_from_the_stream_are_candidates(sandbox, mirror_config, tmp_path):
+    other = "public-signups"
+    first = [
+        *copy(1, range(10)),
+        schema(other, USER_SCHEMA, ["id"]),
+        *(record(other, user(i)) for i in range(100, 105)),
+    ]
+    assert run_target(mirror_config, first, tmp_path=tmp_path).returncode == 0
+
+    run = run_target(mirror_config, copy(2, range(9)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == ["9"]  # never the ids of the other stream

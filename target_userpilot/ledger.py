@@ -114,6 +114,44 @@ class Ledger(ABC):
         if unique:
             self._add_accepted_events(scope, stream, unique)
 
+    # Mirror deletes (``mirror.py``): the version each id of a stream was last loaded in.
+
+    def save_version_ids(
+        self, scope: str, object: str, stream: str, version: int, ids: Iterable[str]
+    ) -> None:
+        """Record ``ids`` (their jobs completed) as loaded from ``stream`` in ``version``."""
+        for chunk in chunks(sorted(set(ids)), self.chunk_size):
+            self._save_version_ids(scope, object, stream, version, chunk)
+
+    def forget_version_ids(self, scope: str, object: str, ids: Iterable[str]) -> None:
+        """Userpilot accepted deleting ``ids``: no stream's later version deletes them again."""
+        for chunk in chunks(sorted(set(ids)), self.chunk_size):
+            self._forget_version_ids(scope, object, chunk)
+
+    @abstractmethod
+    def has_version(self, scope: str, object: str, stream: str, version: int) -> bool:
+        """Whether some id was recorded as loaded from ``stream`` in ``version``."""
+
+    @abstractmethod
+    def version_counts(self, scope: str, object: str, stream: str, version: int) -> tuple[int, int]:
+        """``(known, missing)``: the stream's recorded ids, and those not in ``version``."""
+
+    @abstractmethod
+    def ids_not_in_version(self, scope: str, object: str, stream: str, version: int) -> list[str]:
+        """The stream's recorded ids last loaded in another version than ``version``, sorted."""
+
+    # Keys cleared (``object_keys.py``): the flattened keys sent under object properties.
+
+    @abstractmethod
+    def object_keys(self, scope: str, stream: str) -> dict[str, list[str]]:
+        """Per object property of ``stream``, the flattened keys ever sent under it."""
+
+    def add_object_keys(self, scope: str, stream: str, keys: dict[str, list[str]]) -> None:
+        """Record keys as sent under their properties (already present ones stay)."""
+        pairs = sorted({(prop, key) for prop, names in keys.items() for key in names})
+        for chunk in chunks(pairs, self.chunk_size):
+            self._add_object_keys(scope, stream, chunk)
+
     @abstractmethod
     def close(self) -> None:
         """Release the database connections."""
@@ -138,6 +176,19 @@ class Ledger(ABC):
 
     @abstractmethod
     def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None: ...
+
+    @abstractmethod
+    def _save_version_ids(
+        self, scope: str, object: str, stream: str, version: int, ids: Sequence[str]
+    ) -> None: ...
+
+    @abstractmethod
+    def _forget_version_ids(self, scope: str, object: str, ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def _add_object_keys(
+        self, scope: str, stream: str, pairs: Sequence[tuple[str, str]]
+    ) -> None: ...
 
 
 def open_ledger(state_db: str) -> Ledger:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
 from target_userpilot.ledger import EXTRA_HINT, Ledger, _raw_password, check_version, chunks, redact
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+from target_userpilot.ledger_tables import PostgresTables
 
 logger = logging.getLogger("target_userpilot")
 
@@ -80,7 +81,7 @@ _PG_ADD_EVENTS = """
 PG_RETRY_SECONDS = 15.0
 
 
-class PostgresLedger(Ledger):
+class PostgresLedger(PostgresTables, Ledger):
     """A PostgreSQL database, reached through SQLAlchemy with psycopg 3.
 
     Each thread takes its own pooled connection, so the watcher's confirms and the reading

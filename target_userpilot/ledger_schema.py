@@ -189,3 +189,43 @@ def _account_scope(change: SchemaChange) -> None:
         "skip_unchanged run sends those profiles once more (harmless: upserts), and an event "
         "the tap sends again that was accepted before this upgrade is sent again."
     )
+
+
+@migration(3, "mirror deletes: the version each id was last loaded in; object keys per stream")
+def _versions_and_object_keys(change: SchemaChange) -> None:
+    # version_ids: per stream, the full-table version each id was last loaded in (only ids
+    # whose job completed), so a finished version finds the ids it lacks. Versions are epoch
+    # seconds or milliseconds: BIGINT. The index by version finds them; the one by id removes a
+    # deleted profile from every stream at once.
+    # object_keys: the flattened keys sent under each object property of a stream, so a null
+    # object clears them in a later run.
+    rowid = _without_rowid(change)
+    change.execute(
+        f"""
+        CREATE TABLE version_ids (
+            scope TEXT NOT NULL,
+            object TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            loaded_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, object, stream, id)
+        ){rowid}
+        """
+    )
+    change.execute(
+        "CREATE INDEX version_ids_by_version ON version_ids (scope, object, stream, version)"
+    )
+    change.execute("CREATE INDEX version_ids_by_id ON version_ids (id, scope, object)")
+    change.execute(
+        f"""
+        CREATE TABLE object_keys (
+            scope TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            property TEXT NOT NULL,
+            key TEXT NOT NULL,
+            first_sent_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, stream, property, key)
+        ){rowid}
+        """
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.ledger import Ledger, check_version
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+from target_userpilot.ledger_tables import SQLiteTables
 
 logger = logging.getLogger("target_userpilot")
 
@@ -48,7 +49,7 @@ def _sqlite_version(db: sqlite3.Connection) -> int | None:
     return int(db.execute("SELECT coalesce(max(version), 0) FROM ledger_schema").fetchone()[0])
 
 
-class SQLiteLedger(Ledger):
+class SQLiteLedger(SQLiteTables, Ledger):
     """A SQLite file, shared safely by runs on one machine (WAL, waiting on each other's locks).
 
     The file and a folder made for it are readable by their owner only: profile ids are

@@ -45,10 +45,14 @@ def copy(
     return messages
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+#: The tests that run on both backends; the others on SQLite only (the SQL is the same).
+BOTH = pytest.mark.parametrize("state_db", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
 def state_db(request, tmp_path) -> Iterator[str]:
-    """A ledger on each backend: a SQLite file, or a schema of its own on the test PostgreSQL."""
-    if request.param == "sqlite":
+    """A ledger: a SQLite file, or a schema of its own on the test PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         yield str(tmp_path / "state.db")
         return
     server = request.getfixturevalue("postgres")
@@ -67,6 +71,7 @@ def _deleted(sandbox: Sandbox) -> list[str]:
     return sandbox.deletions("users")
 
 
+@BOTH
 def test_a_new_version_deletes_exactly_the_ids_it_lacks(sandbox, mirror_config, tmp_path):
     first = run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -92,6 +97,7 @@ def test_a_new_version_deletes_exactly_the_ids_it_lacks(sandbox, mirror_config, 
     assert len(_deleted(sandbox)) == 5
 
 
+@BOTH
 def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
     sandbox, mirror_config, tmp_path
 ):
@@ -163,6 +169,7 @@ def test_without_hard_delete_a_version_changes_nothing(sandbox, config, tmp_path
     assert len([line for line in run.stderr.splitlines() if "sent ACTIVATE_VERSION" in line]) == 1
 
 
+@BOTH
 def test_a_dry_run_lists_the_deletions_without_sending(sandbox, mirror_config, tmp_path):
     out = tmp_path / "out"
     dry = {

@@ -82,7 +82,9 @@ def clear_lost(
     if not before:
         return 0
     added = 0
-    for key in before:
+    # Sorted: a row must encode the same in every run (skip_unchanged compares hashes), and a
+    # set's order changes from one process to the next.
+    for key in sorted(before):
         if key not in sent and key not in metadata:
             metadata[key] = None
             added += 1

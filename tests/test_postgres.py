@@ -314,8 +314,10 @@ def tap_postgres() -> Path:
     return tap_postgres_venv.ensure()
 
 
-def _tap_output(tap: Path, server: PostgresServer, tmp_path: Path) -> bytes:
-    """Discover, select every stream of the test schema, sync: the tap's Singer output."""
+def _tap_output(
+    tap: Path, server: PostgresServer, tmp_path: Path, schema: str = TAP_SCHEMA, **settings: object
+) -> bytes:
+    """Discover, select every stream of ``schema``, sync: the tap's Singer output."""
     config = tmp_path / "tap-config.json"
     config.write_text(
         json.dumps(
@@ -325,7 +327,8 @@ def _tap_output(tap: Path, server: PostgresServer, tmp_path: Path) -> bytes:
                 "user": pg.USER,
                 "password": PASSWORD,
                 "database": pg.DATABASE,
-                "filter_schemas": [TAP_SCHEMA],
+                "filter_schemas": [schema],
+                **settings,
             }
         )
     )
@@ -438,3 +441,65 @@ def test_tap_postgres_output_lands_value_by_value(tap_postgres, postgres, tmp_pa
         assert again.summary["total"]["unchanged"] == 4
         assert "plan" not in sandbox.profiles("users")["3"]["metadata"]
     postgres.psql(f"DROP SCHEMA {TAP_SCHEMA} CASCADE")
+
+
+# Mirror deletes and cleared keys with the real tap (issue 19 items 4 and 5): tap-postgres
+# copies the table FULL_TABLE, stamping a version; it sends ACTIVATE_VERSION only before the copy
+# (the Meltano SDK's emit_activate_version_messages), so the end of input closes the version.
+
+MIRROR_SCHEMA = "tap_mirror"
+MIRROR_TABLE = """
+CREATE SCHEMA tap_mirror;
+CREATE TABLE tap_mirror.members (id bigint PRIMARY KEY, email text, prefs jsonb);
+INSERT INTO tap_mirror.members
+    SELECT g, 'm' || g || '@example.com', '{"lang": "en", "theme": "dark"}' FROM generate_series(1, 40) g;
+"""
+
+
+def test_tap_postgres_full_table_deletes_rows_deleted_in_sql_and_clears_json_keys(
+    tap_postgres, postgres, tmp_path, state_db
+):
+    postgres.psql(f"DROP SCHEMA IF EXISTS {MIRROR_SCHEMA} CASCADE;" + MIRROR_TABLE)
+    stream = f"{MIRROR_SCHEMA}-members"
+
+    def sync() -> bytes:
+        return _tap_output(
+            tap_postgres, postgres, tmp_path, MIRROR_SCHEMA, emit_activate_version_messages=True
+        )
+
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        config = {
+            "api_url": sandbox.url,
+            "api_key": API_KEY,
+            "hard_delete": True,
+            "state_db": state_db,
+            "mirror_delete_on_end_of_input": True,
+        }
+        first = _run_on(config, sync(), tmp_path)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert len(sandbox.profiles("users")) == 40
+        assert sandbox.deletions("users") == []
+
+        postgres.psql(
+            f"DELETE FROM {MIRROR_SCHEMA}.members WHERE id IN (7, 8);"  # noqa: S608
+            f"UPDATE {MIRROR_SCHEMA}.members SET prefs = NULL WHERE id = 1;"
+            f"""UPDATE {MIRROR_SCHEMA}.members SET prefs = '{{"lang": "fr"}}' WHERE id = 2;"""
+        )
+        second = _run_on(config, sync(), tmp_path)
+
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert sorted(sandbox.deletions("users")) == ["7", "8"]
+        assert second.summary["streams"][stream]["deleted"] == 2
+        profiles = sandbox.profiles("users")
+        assert profiles["1"]["metadata"] == {"email": "m1@example.com"}
+        assert profiles["2"]["metadata"] == {"email": "m2@example.com", "prefs__lang": "fr"}
+        assert profiles["3"]["metadata"]["prefs__theme"] == "dark"
+
+        # Without the setting the version is never closed: nothing more is deleted.
+        postgres.psql(f"DELETE FROM {MIRROR_SCHEMA}.members WHERE id = 9")  # noqa: S608
+        cautious = {**config, "mirror_delete_on_end_of_input": False}
+        third = _run_on(cautious, sync(), tmp_path)
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert sorted(sandbox.deletions("users")) == ["7", "8"]
+        assert "see mirror_delete_on_end_of_input" in third.stderr
+    postgres.psql(f"DROP SCHEMA {MIRROR_SCHEMA} CASCADE")

@@ -44,7 +44,7 @@ def _keys_by_property(rows: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 class SQLiteTables:
-    """Mirror-delete and object-key tables in the SQLite file (``self._db`` under ``self._lock``)."""
+    """Mirror-delete and object-key tables in the SQLite file (``_db`` under ``_lock``)."""
 
     _db: sqlite3.Connection
     _lock: threading.Lock

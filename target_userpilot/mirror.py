@@ -21,7 +21,7 @@ Erasure cannot be undone, so a deletion needs proof that the copy is whole and l
   missing ones looked up. Ids are written to the ledger only once their job completed, so only
   ids this target loaded from the stream are ever candidates, and a copy resumed in a later run
   (Stitch taps resume a version) keeps the ids loaded before the interruption.
-- **The share is plausible.** More than ``mirror_delete_max_share`` of the stream's known
+- **The share is plausible.** More than ``mirror_delete_max_percent`` of the stream's known
   profiles (and more than ``mirror_delete_floor``) stops the run before any of them is deleted
   (exit 13). ``dry_run`` lists them instead (the deletion request files) and warns.
 """
@@ -29,7 +29,6 @@ Erasure cannot be undone, so a deletion needs proof that the copy is whole and l
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,12 +87,12 @@ class _Version:
 class Guard:
     """The largest deletion one version may cause: a share of the known profiles, or a floor."""
 
-    max_share: float = 0.10
+    max_percent: int = 10
     floor: int = 5
 
     def allowed(self, known: int) -> int:
         """How many of ``known`` profiles one version may delete."""
-        return max(self.floor, math.floor(self.max_share * known + 1e-9))
+        return max(self.floor, self.max_percent * known // 100)
 
 
 class MirrorDeletes:
@@ -244,7 +243,7 @@ class MirrorDeletes:
                 raise MirrorDeleteRefused(self._refusal(entry, known, missing, allowed, share))
             logger.warning(
                 "Stream '%s': dry run: a real run would stop here, before deleting %d of %d %s "
-                "(%.0f %%, more than the %d allowed by mirror_delete_max_share %s and "
+                "(%.0f %%, more than the %d allowed by mirror_delete_max_percent %d and "
                 "mirror_delete_floor %d). They are listed in the deletion request files.",
                 stream,
                 missing,
@@ -252,7 +251,7 @@ class MirrorDeletes:
                 object,
                 share * 100,
                 allowed,
-                f"{self.guard.max_share:g}",
+                self.guard.max_percent,
                 self.guard.floor,
             )
         ids = self._ledger.ids_not_in_version(self._scope, object, stream, version)
@@ -273,15 +272,17 @@ class MirrorDeletes:
             self._deletions.add(object, stream, row_id, seq)
         self.deleted[stream] = self.deleted.get(stream, 0) + len(ids)
 
-    def _refusal(self, entry: _Version, known: int, missing: int, allowed: int, share: float) -> str:
-        needed = math.ceil(share * 100) / 100
+    def _refusal(
+        self, entry: _Version, known: int, missing: int, allowed: int, share: float
+    ) -> str:
+        needed = min(100, -(-missing * 100 // known))  # the percent, rounded up
         return (
             f"Stream '{entry.stream}': full-table version {entry.version} ended without {missing} "
             f"of the {known} {entry.object} this target loaded from it before ({share:.0%}), more "
-            f"than mirror deletes may remove at once ({allowed}: mirror_delete_max_share "
-            f"{self.guard.max_share:g}, mirror_delete_floor {self.guard.floor}). Nothing was "
+            f"than mirror deletes may remove at once ({allowed}: mirror_delete_max_percent "
+            f"{self.guard.max_percent}, mirror_delete_floor {self.guard.floor}). Nothing was "
             "deleted; the version's rows are loaded and STATE stops before this message. If the "
-            f"source really lost these rows, rerun once with mirror_delete_max_share set to "
-            f"{needed:g} (dry_run lists the ids first); otherwise check the tap's selection, "
+            f"source really lost these rows, rerun once with mirror_delete_max_percent set to "
+            f"{needed} (a dry_run lists the ids first); otherwise check the tap's selection, "
             "filters and credentials."
         )

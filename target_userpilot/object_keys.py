@@ -26,7 +26,9 @@ KEYS_LIMIT = 2000
 class ObjectKeys:
     """Per top-level property of one stream, the flattened keys sent under it so far."""
 
-    def __init__(self, known: Mapping[str, Iterable[str]] | None = None, *, limit: int = KEYS_LIMIT):
+    def __init__(
+        self, known: Mapping[str, Iterable[str]] | None = None, *, limit: int = KEYS_LIMIT
+    ):
         #: property → its flattened keys (``prefs`` → {``prefs__lang``, ``prefs__theme``}).
         self.known: dict[str, set[str]] = {}
         self.limit = limit

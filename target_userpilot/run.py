@@ -136,7 +136,7 @@ class Run:
                 self.deletions,
                 flush=self.buffer.flush,
                 check=self.check,
-                guard=Guard(settings.mirror_delete_max_share, settings.mirror_delete_floor),
+                guard=Guard(settings.mirror_delete_max_percent, settings.mirror_delete_floor),
                 dry_run=settings.dry_run,
                 close_at_end_of_input=settings.mirror_delete_on_end_of_input,
             )

@@ -157,7 +157,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.StringType,
         default=".target-userpilot/state.db",
         description=(
-            "The ledger (row hashes for skip_unchanged, keys of events already sent): a SQLite "
+            "The ledger (row hashes for skip_unchanged, keys of events already sent, full-table "
+            "versions for mirror deletes, the flattened keys a null object clears): a SQLite "
             "file path, or a SQLAlchemy URL such as postgresql://user:pass@host/db (driver from "
             "the `postgres` extra)."
         ),
@@ -175,13 +176,14 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
-        "mirror_delete_max_share",
-        th.NumberType,
-        default=0.1,
+        "mirror_delete_max_percent",
+        th.IntegerType,
+        default=10,
         description=(
-            "Mirror deletes' guard: the largest share (0 to 1) of a stream's known profiles one "
-            "full-table version may delete; more stops the run before any of them is deleted "
-            "(exit 13). Raise it for one run when the source really lost that many rows."
+            "Mirror deletes' guard: the largest share, in percent (1 to 100), of a stream's "
+            "known profiles one full-table version may delete; more stops the run before any of "
+            "them is deleted (exit 13). Raise it for one run when the source really lost that "
+            "many rows."
         ),
     ),
     th.Property(
@@ -190,7 +192,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=5,
         description=(
             "Mirror deletes of up to this many profiles per version are always allowed, "
-            "whatever mirror_delete_max_share says (small tables)."
+            "whatever mirror_delete_max_percent says (small tables)."
         ),
     ),
     th.Property(
@@ -274,7 +276,7 @@ class Settings:
     skip_unchanged: bool = False
     state_db: str = ".target-userpilot/state.db"
     hard_delete: bool = False
-    mirror_delete_max_share: float = 0.1
+    mirror_delete_max_percent: int = 10
     mirror_delete_floor: int = 5
     mirror_delete_on_end_of_input: bool = False
     batch_wait_seconds: float = 2.0
@@ -341,10 +343,10 @@ class Settings:
                 continue  # no deletion allowed beyond the share
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{name} is {value}; it must be a positive number.")
-        if self.mirror_delete_max_share > 1:
+        if self.mirror_delete_max_percent > 100:
             msg = (
-                f"mirror_delete_max_share is {self.mirror_delete_max_share:g}; it is a share of "
-                "a stream's profiles, from 0 to 1 (0.1 is 10 %)."
+                f"mirror_delete_max_percent is {self.mirror_delete_max_percent}; it is a share of "
+                "a stream's profiles in percent, from 1 to 100."
             )
             raise ConfigurationError(msg)
         if self.on_invalid_record not in ("skip", "fail"):

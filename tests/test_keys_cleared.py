@@ -54,7 +54,10 @@ def test_keys_are_cleared_on_null_and_on_shrink_across_runs(sandbox, config, tmp
         tmp_path=tmp_path,
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    assert sandbox.profiles("users")["1"]["metadata"] == {"prefs__lang": "en", "prefs__theme": "dark"}
+    assert sandbox.profiles("users")["1"]["metadata"] == {
+        "prefs__lang": "en",
+        "prefs__theme": "dark",
+    }
 
     # Each run is a new process: what it clears it knows from the ledger only.
     second = run_target(config, _sync((1, None), (2, {"lang": "de"})), tmp_path=tmp_path)
@@ -85,7 +88,8 @@ def test_without_a_ledger_keys_seen_earlier_in_the_run_are_cleared(sandbox, conf
     config.update(batch_size_rows=1)
 
     run = run_target(
-        config, _sync((1, {"lang": "en", "theme": "dark"}), (2, {"lang": "x"}), (1, None)),
+        config,
+        _sync((1, {"lang": "en", "theme": "dark"}), (2, {"lang": "x"}), (1, None)),
         tmp_path=tmp_path,
     )
 

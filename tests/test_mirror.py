@@ -108,11 +108,11 @@ def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
     assert refused.returncode == 13, refused.stderr[-3000:]
     assert _deleted(sandbox) == []
     assert "ended without 90 of the 100 users" in refused.stderr
-    assert "rerun once with mirror_delete_max_share set to 0.9" in refused.stderr
+    assert "rerun once with mirror_delete_max_percent set to 90" in refused.stderr
     assert {"bookmarks": {STREAM: {"version": 2}}} not in refused.states
 
     # Raised for one run, as the message says: the 90 go.
-    allowed = {**mirror_config, "mirror_delete_max_share": 0.9}
+    allowed = {**mirror_config, "mirror_delete_max_percent": 90}
     rerun = run_target(allowed, copy(2, range(10)), tmp_path=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(_deleted(sandbox), key=int) == [str(i) for i in range(10, 100)]
@@ -185,7 +185,7 @@ def test_a_dry_run_lists_the_deletions_without_sending(sandbox, mirror_config, t
 
     assert run.returncode == 0, run.stderr[-3000:]
     listed = [json.loads(path.read_text())["users"] for path in sorted(out.glob("users-delete-*"))]
-    assert sorted(sum(listed, []), key=int) == [str(i) for i in range(90)]
+    assert sorted((i for ids in listed for i in ids), key=int) == [str(i) for i in range(90)]
     assert "a real run would stop here, before deleting 90 of 100 users" in run.stderr
     assert sandbox.stats()["requests"] == 0
 

@@ -452,7 +452,8 @@ MIRROR_TABLE = """
 CREATE SCHEMA tap_mirror;
 CREATE TABLE tap_mirror.members (id bigint PRIMARY KEY, email text, prefs jsonb);
 INSERT INTO tap_mirror.members
-    SELECT g, 'm' || g || '@example.com', '{"lang": "en", "theme": "dark"}' FROM generate_series(1, 40) g;
+    SELECT g, 'm' || g || '@example.com', '{"lang": "en", "theme": "dark"}'
+    FROM generate_series(1, 40) g;
 """
 
 

@@ -28,6 +28,7 @@ from target_userpilot.rows import (
     deleted_id,
     encode_row,
     event_key,
+    identifier,
     is_deleted,
     route_for,
     to_event,
@@ -208,6 +209,7 @@ class UserpilotSink(BatchSink):
         except InvalidRecord as exc:
             tally.rejected += 1
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
+            self._keep_in_version(record, seq)
             return
         if keys is not None and keys.pending:
             self._new_keys(keys)
@@ -228,6 +230,21 @@ class UserpilotSink(BatchSink):
                 self.stream_name,
                 route.object,
             )
+
+    def _keep_in_version(self, record: dict, seq: int) -> None:
+        """A rejected record of a full-table version still names a profile the source has.
+
+        Its row was not sent, but the profile must not look gone from the version: mirror
+        deletes would erase it for a row that was only too large or off its schema.
+        """
+        mirror = self._mirror
+        if mirror is None or mirror.version is None:
+            return
+        try:
+            row_id = identifier(record.get(self.route.id_property), self.route.id_property)
+        except InvalidRecord:
+            return
+        mirror.seen(self.stream_name, self.route.object, mirror.version, row_id, seq)
 
     def _new_keys(self, keys: ObjectKeys) -> None:
         """Keys sent for the first time: into the ledger before their row goes up."""

@@ -146,6 +146,20 @@ def test_a_version_cut_short_deletes_nothing_and_a_resumed_one_deletes_only_the_
     assert sorted(_deleted(sandbox), key=int) == ["95", "96", "97", "98", "99"]
 
 
+def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    messages = copy(2, range(10))
+    messages[5]["record"]["email"] = 5  # off the schema: rejected, but the row is in the source
+
+    run = run_target(mirror_config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.summary["total"]["rejected"] == 1
+    assert _deleted(sandbox) == []
+
+
 def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_path):
     plain = [schema(STREAM, USER_SCHEMA, ["id"])]
     first = run_target(

@@ -430,7 +430,10 @@ def _metadata(
                 spread += clear_lost(metadata, key, value, keys, _SEPARATOR)
         else:
             spread += _put(metadata, key, value, clears)
-            if keys is not None and (key in known or _is_object(type(value), value)):
+            # A null is common and clears only a property known to have held an object.
+            if keys is not None and (
+                key in known or (value is not None and _is_object(type(value), value))
+            ):
                 spread += clear_lost(metadata, key, value, keys, _SEPARATOR)
     if len(metadata) != len(record) - left_out + spread:
         _note_collisions(record, route)

@@ -7,8 +7,15 @@ kill -9), and deletions that Userpilot accepted once and are not requested again
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -22,7 +29,7 @@ from conftest import (
     state,
     user,
 )
-from pg import postgres_fixture  # noqa: F401 - the session fixture
+from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 from test_deletes import TAP_USER_SCHEMA, deleted_user
 
 from target_userpilot.history import erasure_time
@@ -201,3 +208,87 @@ def test_the_erasure_time_is_the_next_two_oclock_utc():
     assert erasure_time(at("2026-12-02 01:59:59")) == at("2026-12-02 02:00:00")
     assert erasure_time(at("2026-12-02 02:00:00")) == at("2026-12-03 02:00:00")
     assert erasure_time(at("2026-12-02 23:10:00")) == at("2026-12-03 02:00:00")
+
+
+# Reading it: userpilot-ledger
+
+
+def _cli(*argv: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "target_userpilot.ledger_cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def _readme_example() -> tuple[list[str], list[str]]:
+    """The README's history example: its command's arguments and its output lines."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## The ledger's sync history") :]
+    match = re.search(r"```sh\n(userpilot-ledger .*?)\n```\n\n```text\n(.*?)```", section, re.S)
+    assert match, "the README's userpilot-ledger example is missing"
+    return match[1].split()[1:], match[2].splitlines()
+
+
+def test_the_readme_history_example_reads_as_documented(sandbox, config, tmp_path, state_db):
+    config.update(skip_unchanged=True, state_db=state_db)
+    for plan in ("free", "pro"):
+        run = run_target(config, _users([41, 42], plan=plan), tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    argv, expected = _readme_example()
+
+    shown = _cli(*argv, cwd=tmp_path)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == re.split(r"\s{2,}", expected[0])
+    # Object, kind and outcome as documented; times, job ids and hashes are this run's own.
+    assert [[*line.split()[1:3], line.split()[4]] for line in lines[1:]] == [
+        [*line.split()[1:3], line.split()[4]] for line in expected[1:]
+    ]
+    job_ids = sorted(job["job_id"] for job in sandbox.jobs())
+    assert sorted(line.split()[3] for line in lines[1:]) == job_ids
+    assert PASSWORD not in shown.stdout + shown.stderr
+
+
+def test_jobs_export_and_accounts_read_the_ledger(sandbox, config, tmp_path, state_db):
+    config.update(skip_unchanged=True, hard_delete=True, state_db=state_db)
+    run = run_target(config, _users([1, 2]), tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    gone = run_target(config, _deletions([2]), tmp_path=tmp_path)
+    assert gone.returncode == 0, gone.stderr[-2000:]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    run_id = re.search(r"userpilot-ledger jobs --run (\w+)", gone.stderr)[1]
+
+    jobs = _cli("--config", "config.json", "jobs", "--run", run_id, cwd=tmp_path)
+    csv_export = _cli("--config", "config.json", "export", "--format", "csv", cwd=tmp_path)
+    jsonl = _cli("--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path)
+    accounts = _cli("--state-db", state_db, "accounts", cwd=tmp_path)
+
+    assert jobs.returncode == 0, jobs.stderr
+    assert [line.split()[2] for line in jobs.stdout.splitlines()[1:]] == ["deletion"]
+    assert "accepted" in jobs.stdout
+    rows = list(csv.DictReader(io.StringIO(csv_export.stdout)))
+    assert [(r["id"], r["state"]) for r in rows] == [("1", "upserted"), ("2", "deletion accepted")]
+    assert rows[0]["account"] == account_scope(sandbox.url, API_KEY)
+    assert [json.loads(line)["state"] for line in jsonl.stdout.splitlines()] == [
+        "upserted",
+        "deletion accepted",
+    ]
+    assert account_scope(sandbox.url, API_KEY) in accounts.stdout
+    for shown in (jobs, csv_export, jsonl, accounts):
+        assert PASSWORD not in shown.stdout + shown.stderr
+        assert API_KEY not in shown.stdout + shown.stderr
+
+
+def test_a_ledger_that_cannot_be_reached_is_a_sentence_without_the_password(tmp_path):
+    url = f"postgresql://ledger:{PASSWORD}@127.0.0.1:1/ledger"
+
+    shown = _cli("--state-db", url, "accounts", cwd=tmp_path)
+
+    assert shown.returncode == 2
+    assert "could not connect" in shown.stderr and PASSWORD not in shown.stderr

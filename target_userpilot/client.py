@@ -39,6 +39,7 @@ from target_userpilot.errors import (
     UnexpectedAnswer,
     UserpilotError,
 )
+from target_userpilot.redact import has_userinfo, redact, redact_url
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -90,14 +91,27 @@ def check_api_url(api_url: str) -> str:
     The key travels in a header, so it may only go over HTTPS; plain HTTP is allowed for
     loopback hosts, where the local sandbox runs.
     """
-    parts = urlsplit(api_url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in {"http", "https"} or not host:
-        msg = f"api_url '{api_url}' is not an http(s) URL, e.g. https://analytex.userpilot.io."
-        raise ConfigurationError(msg)
-    if parts.scheme == "http" and not is_loopback(host):
+    shown = redact_url(api_url)
+    if has_userinfo(api_url):
+        # requests would send them as Basic credentials beside the key, and every message and
+        # the ledger's scope would carry them.
         msg = (
-            f"api_url '{api_url}' uses plain http:// for a non-loopback host; the API key would "
+            f"api_url '{shown}' holds a user name or password before the host; Userpilot takes "
+            "only the key, in api_key. Set api_url to the host alone, e.g. "
+            "https://analytex.userpilot.io."
+        )
+        raise ConfigurationError(msg)
+    try:
+        parts = urlsplit(api_url)
+        scheme, host = parts.scheme, (parts.hostname or "").lower()
+    except ValueError:  # a bracketed host that is no IPv6 address
+        scheme, host = "", ""
+    if scheme not in {"http", "https"} or not host:
+        msg = f"api_url '{shown}' is not an http(s) URL, e.g. https://analytex.userpilot.io."
+        raise ConfigurationError(msg)
+    if scheme == "http" and not is_loopback(host):
+        msg = (
+            f"api_url '{shown}' uses plain http:// for a non-loopback host; the API key would "
             "travel unencrypted. Use https://, e.g. https://analytex.userpilot.io."
         )
         raise ConfigurationError(msg)
@@ -276,6 +290,8 @@ class UserpilotClient:
         # The sandbox and other loopback hosts are never reached through a proxy: a proxy
         # cannot reach this machine's loopback, and plain http:// would show it the key.
         self._direct = is_loopback(urlsplit(self.api_url).hostname or "")
+        if not self._direct:
+            check_proxy(self.api_url)
         self._verify = _ca_bundle_from_environment()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -612,6 +628,14 @@ class UserpilotClient:
             raise TransientError(msg, reached_server=_reached_server(exc)) from None
         except requests.exceptions.InvalidHeader:
             raise ConfigurationError(UNSENDABLE_KEY) from None  # its text quotes the header
+        except requests.exceptions.InvalidURL as exc:
+            # Only a proxy from the environment gets here: api_url was checked at the start.
+            msg = (
+                f"{method} {path}: the proxy URL cannot be used ({_short(exc)}). Check "
+                "HTTPS_PROXY / HTTP_PROXY / ALL_PROXY; percent-encode special characters in "
+                "their user name and password."
+            )
+            raise ConfigurationError(msg) from None
         except requests.RequestException as exc:
             msg = f"{method} {path} failed: {type(exc).__name__} ({_short(exc)})"
             raise UserpilotError(msg) from None
@@ -672,6 +696,38 @@ class UserpilotClient:
             self.rate_limited += 1
         if self.on_rate_limited is not None:
             self.on_rate_limited(retry_after)
+
+
+def check_proxy(api_url: str) -> None:
+    """Raise :class:`ConfigurationError` when the environment's proxy for ``api_url`` is unusable.
+
+    A password with ``#``, ``/``, ``?`` or ``@`` written raw makes urllib3 read part of it as the
+    proxy's host. Every request would then fail with a message quoting the URL, and after its
+    retries the run would blame Userpilot. Said once, before any input, it names the variable.
+    """
+    proxies = requests.utils.get_environ_proxies(api_url)
+    proxy = requests.utils.select_proxy(api_url, proxies)
+    if not proxy:
+        return
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # as requests reads a proxy without a scheme
+    written_host = re.split(r"[:/?#]", proxy.split("://", 1)[-1].rpartition("@")[2], maxsplit=1)[0]
+    try:
+        parsed_host = urllib3.util.parse_url(proxy).host or ""
+    except (ValueError, urllib3.exceptions.LocationParseError):
+        parsed_host = ""
+    if parsed_host and parsed_host.strip("[]").lower() == written_host.strip("[]").lower():
+        return
+    scheme = urlsplit(api_url).scheme
+    names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY")
+    variable = next((n for n in names if os.environ.get(n, "").strip()), "the proxy variable")
+    msg = (
+        f"The proxy in {variable} ({redact_url(proxy)}) cannot be read as a URL: its user name "
+        "or password holds a character that must be percent-encoded (# as %23, @ as %40, / as "
+        f"%2F, ? as %3F, : in the user name as %3A). Write it encoded in {variable}, or set "
+        "NO_PROXY for this host if it needs no proxy."
+    )
+    raise ConfigurationError(msg)
 
 
 def _ca_bundle_from_environment() -> bool | str:
@@ -768,7 +824,7 @@ def _short(exc: Exception) -> str:
 
     Credentials in a proxy URL (``http://user:password@proxy``) are cut out.
     """
-    text = re.sub(r"//[^/@\s'\"]+@", "//***@", str(exc))
+    text = redact(str(exc))
     reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if reason:
         return reason.group(1).strip()

@@ -8,9 +8,10 @@ The file follows Meltano Hub's plugin definition syntax (the Hub keeps such file
 used directly: ``meltano add --plugin-type loader target-userpilot --from-ref <this file>``.
 
 Everything comes from ``--about --format=json`` (names, kinds, defaults, descriptions, which
-setting is secret, capabilities), except what ``--about`` cannot say: the display labels, taken
-from the loader in the project's ``meltano.yml`` so the two read the same, and the few
-constants below.
+setting is secret, capabilities), except what ``--about`` cannot say: the display labels and the
+plugin's ``commands`` (``sandbox`` runs the bundled ``userpilot-sandbox`` from the loader's own
+virtualenv), taken from the loader in the project's ``meltano.yml`` so the two read the same,
+and the few constants below.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def definition(about_doc: dict[str, Any] | None = None) -> dict[str, Any]:
         "settings": settings,
         "settings_group_validation": SETTINGS_GROUP_VALIDATION,
     }
+    if loader.get("commands"):
+        result["commands"] = loader["commands"]
     # Only what pyproject.toml knows: no invented addresses.
     if "repository" in urls or "homepage" in urls:
         result["repo"] = urls.get("repository") or urls["homepage"]

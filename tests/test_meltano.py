@@ -132,6 +132,14 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
             TARGET_USERPILOT_OBJECT_MAPPING=json.dumps({"accounts": {"object": "ignore"}}),
             TARGET_USERPILOT_ROWS_PER_MINUTE="60000",
         )
+        # An object setting is merged key by key (README, Meltano): the environment changes
+        # `accounts.object`, and meltano.yml's `accounts.id_property` stays.
+        dumped = _meltano_stdout(
+            meltano, "invoke", "--dump=config", "target-userpilot", cwd=project, env=env
+        )
+        assert json.loads(dumped)["object_mapping"] == {
+            "accounts": {"object": "ignore", "id_property": "account_id"}
+        }
         checked = _meltano(
             meltano, "invoke", "target-userpilot", "--check-connection", cwd=project, env=env
         )

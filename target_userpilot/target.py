@@ -19,6 +19,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
+from target_userpilot.environment import env_config
 from target_userpilot.errors import (
     EXIT_CODES,
     AuthenticationError,
@@ -34,7 +35,6 @@ from target_userpilot.run import Run
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
-    env_config,
     explain_config_errors,
     numbers_from_text,
 )

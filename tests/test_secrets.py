@@ -33,8 +33,8 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot.client import check_api_url, is_loopback
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.hosts import check_api_url, is_loopback
 from target_userpilot.redact import redact, redact_url, without_userinfo
 from target_userpilot.sandbox import Sandbox
 

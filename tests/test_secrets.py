@@ -497,7 +497,7 @@ def test_a_state_db_password_never_appears_at_debug(state_db, secrets, says, san
     config = {"api_url": sandbox.url, "api_key": KEY, "skip_unchanged": True, "state_db": state_db}
     run = Captured(tmp_path, config, [], keep_stdin_open=True)
 
-    assert run.wait(timeout=60) == 2, run.stderr[-3000:]
+    assert run.wait(timeout=180) == 2, run.stderr[-3000:]
     assert says in _stopped(run)
     assert " DEBUG " in run.stderr
     for secret in secrets:
@@ -511,7 +511,7 @@ def test_a_short_password_leaves_the_drivers_words_whole(sandbox, tmp_path):
     config = {"api_url": sandbox.url, "api_key": KEY, "skip_unchanged": True, "state_db": state_db}
     run = Captured(tmp_path, config, [], keep_stdin_open=True)
 
-    assert run.wait(timeout=60) == 2, run.stderr[-3000:]
+    assert run.wait(timeout=180) == 2, run.stderr[-3000:]
     stopped = _stopped(run)
     assert "No module named 'psycopg2'" in stopped
     assert "psyco***" not in run.stderr

@@ -13,7 +13,7 @@ It reads the same ``state_db`` as the target: ``--state-db``, else the ``--confi
 ``state_db``, else ``TARGET_USERPILOT_STATE_DB``, else the default file. With an ``api_key``
 (config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one, every
 account, each row naming its scope. Nothing here prints a password or a key: the scope is a
-one-way fingerprint and database errors go through ``redact``.
+one-way fingerprint and database errors go through ``redact.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger import DEFAULT_PATH, Ledger, account_scope, open_ledger, redact
+from target_userpilot.ledger import DEFAULT_PATH, Ledger, account_scope, open_ledger
 from target_userpilot.ledger_history import HistoryEntry
+from target_userpilot.redact import redact
 from target_userpilot.settings import DEFAULT_API_URL
 
 #: Columns of ``export``, in order.

@@ -49,7 +49,8 @@ FINAL_STATUSES = frozenset({"completed", "failed"})
 WAITING_STATUSES = frozenset({"queued", "validating", "processing", "pending_refresh"})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses that say something about the request as a whole, never about one event's content.
-NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
+#: (413 is about the content: a track request carries one event, so it is that event's size.)
+NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 429})
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 #: What a job's type says about its object, to tell users' jobs from companies' in the list.
 JOB_TYPES = {"users": "users_bulk_identify", "companies": "companies_bulk_identify"}
@@ -647,7 +648,7 @@ class UserpilotClient:
             raise AuthenticationError(msg)
         if status == 409 and path.endswith("/bulk_identify"):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
-        if status == 413:
+        if status == 413 and not events:
             raise PayloadTooLarge(
                 f"Userpilot refused the request as too large (HTTP 413): {message}"
             )
@@ -664,7 +665,8 @@ class UserpilotClient:
             )
             raise UserpilotError(msg)
         if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
-            raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
+            why = " as too large" if status == 413 else ""
+            raise EventRefused(f"Userpilot refused the event{why} (HTTP {status}): {message}")
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
     def _note_rate_limit(self, retry_after: float | None) -> None:

@@ -222,6 +222,33 @@ def test_a_4xx_answer_rejects_one_event_and_the_run_goes_on(fast_sandbox, tmp_pa
     assert "HTTP 422" in run.stderr
 
 
+def test_an_oversized_event_is_rejected_and_the_run_goes_on(fast_sandbox, tmp_path):
+    """A 413 on /v1/track is about the one event it carries: it is a rejected record, and a
+    rerun does not stop at it either (it used to stop every run there with exit 8)."""
+    sandbox = fast_sandbox
+    sandbox.set_faults(max_bytes=4000)  # a request body over 4,000 bytes gets 413
+    rejects = tmp_path / "rejects.ndjson"
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(5)]
+    messages += [record("events", event(i, i)) for i in range(5)]
+    messages.insert(9, record("events", event(99, 2, note="x" * 5000)))
+    config = _config(sandbox, tmp_path, rejects_path=str(rejects))
+
+    for _ in range(2):
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert set(_ids(sandbox)) == {f"e-{i}" for i in range(5)}
+        assert run.summary["streams"]["events"]["rejected"] == 1
+        assert "too large (HTTP 413)" in run.stderr
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["stream"], r["record"]["metadata"]["event_id"]) for r in lines] == [
+        ("events", "e-99"),
+        ("events", "e-99"),
+    ]
+    assert len(sandbox.events()) == 5  # the rerun skipped the five accepted ones
+
+
 def test_a_rerun_skips_events_userpilot_already_accepted(fast_sandbox, tmp_path):
     sandbox = fast_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]

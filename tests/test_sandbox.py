@@ -819,6 +819,15 @@ def test_track_for_a_user_without_a_profile_yet_gets_404(sandbox, api):
     assert [e["user_id"] for e in sandbox.events()] == ["u0"]
 
 
+def test_track_with_a_body_over_max_bytes_gets_413(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    sandbox.set_faults(max_bytes=200)
+    big = track(api, sandbox, {"user_id": "u1", "event_name": "e", "metadata": {"n": "x" * 200}})
+    assert_error(big, 413, "payload_too_large", "PAYLOAD_TOO_LARGE")
+    assert track(api, sandbox, {"user_id": "u1", "event_name": "e"}).status_code == 202
+    assert len(sandbox.events()) == 1
+
+
 def test_track_accepts_unknown_users_when_told_to(api):
     with Sandbox(api_key=API_KEY, track_requires_user=False) as sb:
         assert track(api, sb, {"user_id": "nobody", "event_name": "e"}).status_code == 202

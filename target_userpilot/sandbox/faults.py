@@ -52,7 +52,8 @@ class Faults:
     `only` ("upload": bulk uploads, "status": job status and list calls; `forbidden` ignores
     it), both when both are set. A slow answer comes after the call's effect for bulk, delete
     and track (the client times out although Userpilot took the request), before it for the
-    others. `fail_jobs`, `max_rows`, `max_bytes` and `refuse_uploads` concern bulk uploads.
+    others. `fail_jobs`, `max_rows` and `refuse_uploads` concern bulk uploads; `max_bytes`
+    limits bulk files and the JSON body of every call (413 above it).
     """
 
     error_rate: float = 0.0

@@ -163,6 +163,27 @@ def test_pace_stays_under_a_low_limit(tmp_path):
         assert arrivals[-1] - arrivals[0] >= 29 * 0.1 * 0.95
 
 
+def test_one_users_events_arrive_in_input_order(tmp_path):
+    """Several connections, few users, a high pace: Userpilot stamps each event on arrival, so
+    one user's events must never overtake each other (they did, 24 times in one timeline)."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages += [record("users", user(i)) for i in range(3)]
+        messages += [record("events", event(i, i % 3)) for i in range(300)]
+        config = _config(sandbox, tmp_path, events_per_minute=60_000)
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        received: dict[str, list[int]] = {}
+        for e in sandbox.events():
+            received.setdefault(e["user_id"], []).append(int(e["metadata"]["event_id"][2:]))
+    assert connections_for(60_000) == 8
+    assert received == {str(u): list(range(u, 300, 3)) for u in range(3)}
+    track = [r for r in sandbox.request_log() if r["endpoint"] == "track"]
+    assert len(track) == 300
+
+
 def test_rate_limits_and_server_errors_lose_and_duplicate_nothing(fast_sandbox, tmp_path):
     sandbox = fast_sandbox
     sandbox.set_faults(

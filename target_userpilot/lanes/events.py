@@ -6,6 +6,8 @@ key. So this lane differs from the job lane in three ways:
 - **Order.** An event goes out only once every users row received before it is in a completed
   bulk job (Userpilot needs the user first): it waits in ``checkpoints.wait_durable`` for the
   users holds before its record. It does not wait for companies, nor for rows received after it.
+  One user's events go one at a time (Userpilot stamps each on arrival, and connections overtake
+  each other), so they arrive in input order; different users' events go in parallel.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
   its ``Retry-After`` and slows the pace; successes bring it back.
@@ -231,6 +233,8 @@ class EventLane:
         self._stopped_by: BaseException | None = None
         #: Events handed to the senders and not finished.
         self._handed = 0
+        #: Users with an event handed to a sender and not finished (one at most each).
+        self._busy_users: set[str] = set()
         self._abandon = threading.Event()
         self.received = 0
         self.sent = 0
@@ -375,12 +379,16 @@ class EventLane:
             while (event := self._next_event()) is not None:
                 if self._skip_if_sent(event):
                     continue
-                if not self._await_users(event) or not self._await_sender():
+                if not self._await_users(event) or not self._await_turn(event):
+                    return
+                if not self._await_sender():
+                    self._release_user(event)
                     return
                 self._announce()
                 slot = self.pace.reserve()
                 if self._abandon.wait(max(0.0, slot - time.monotonic())):
                     self._free.release()
+                    self._release_user(event)
                     return
                 with self._cond:
                     self._handoff.append(event)
@@ -450,6 +458,28 @@ class EventLane:
                 return False
         return True
 
+    def _await_turn(self, event: _Event) -> bool:
+        """Wait until no earlier event of the same user is in flight, and claim the user.
+
+        Userpilot stamps an event on arrival, and several connections can overtake each other:
+        one user's events go one at a time, so they arrive in input order. Other users' events
+        still go in parallel. False when the lane stops meanwhile.
+        """
+        user = str(event.body.get("user_id"))
+        with self._cond:
+            while user in self._busy_users:
+                if self._abandon.is_set() or self._error is not None:
+                    return False
+                self._cond.wait(TICK)
+            self._busy_users.add(user)
+        return True
+
+    def _release_user(self, event: _Event) -> None:
+        """The user's event finished (or never went): the next one of the user may go."""
+        with self._cond:
+            self._busy_users.discard(str(event.body.get("user_id")))
+            self._cond.notify_all()
+
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
         while not self._free.acquire(timeout=TICK):
@@ -476,6 +506,7 @@ class EventLane:
             finally:
                 with self._cond:
                     self._handed -= 1
+                    self._busy_users.discard(str(event.body.get("user_id")))
                     self._cond.notify_all()
                 self._free.release()
 

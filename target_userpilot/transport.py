@@ -293,7 +293,9 @@ class Transport:
             retry_after = _retry_after(response)
             if status == 429:
                 self._note_rate_limit(retry_after)
-            raise TransientError(f"{method} {path} answered HTTP {status}", retry_after)
+            raise TransientError(
+                f"{method} {path} answered HTTP {status}", retry_after, status=status
+            )
         if 300 <= status < 400:
             msg = (
                 f"Userpilot answered {method} {path} with a redirect (HTTP {status}) to "

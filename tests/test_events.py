@@ -184,11 +184,12 @@ def test_one_users_events_arrive_in_input_order(tmp_path):
     assert len(track) == 300
 
 
-def test_rate_limits_and_server_errors_lose_and_duplicate_nothing(fast_sandbox, tmp_path):
+def test_rate_limits_and_503s_that_say_retry_after_lose_and_duplicate_nothing(
+    fast_sandbox, tmp_path
+):
     sandbox = fast_sandbox
-    sandbox.set_faults(
-        endpoints={"track"}, error_rate=0.06, rate_limit_rate=0.06, retry_after=0.05, seed=7
-    )
+    sandbox.set_faults(endpoints={"track"}, rate_limit_rate=0.06, retry_after=0.05, seed=7)
+    sandbox.answer_next("track", 503, times=3, retry_after=0)
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(40)]
     messages += [record("events", event(i, i % 40)) for i in range(200)]
@@ -197,10 +198,71 @@ def test_rate_limits_and_server_errors_lose_and_duplicate_nothing(fast_sandbox, 
 
     assert run.returncode == 0, run.stderr[-3000:]
     injected = sandbox.stats()["faults_injected"]
-    assert injected["error"] > 0 and injected["rate_limit"] > 0
+    assert injected["scripted"] == 3 and injected["rate_limit"] > 0
     assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(200)})
     assert run.summary["total"]["events_sent"] == 200
+    assert run.summary["total"]["events_unconfirmed"] == 0
     assert "limited the rate of events (HTTP 429" in run.stderr
+
+
+def _ten_events() -> list[dict]:
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(10)]
+    messages += [record("events", event(i, i)) for i in range(10)]
+    return [*messages, state({"done": True})]
+
+
+def test_a_late_answer_never_multiplies_an_event(fast_sandbox, tmp_path):
+    """The issue's case: Userpilot takes the event, but answers after the client's timeout.
+    Sent again, 10 events became 28; now each goes once, and the summary says which are in
+    doubt."""
+    sandbox = fast_sandbox
+    sandbox.set_faults(endpoints={"track"}, slow_rate=0.2, slow_seconds=1.0, seed=4)
+    config = _config(sandbox, tmp_path, request_timeout_seconds=0.3)
+
+    run = run_target(config, _ten_events(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})  # the slow ones took
+    slow = sandbox.stats()["faults_injected"]["slow"]
+    assert 0 < slow < 5
+    total = run.summary["total"]
+    assert (total["events_sent"], total["events_unconfirmed"]) == (10 - slow, slow)
+    assert run.states[-1] == {"done": True}
+    assert run.stderr.count("got no clear answer from Userpilot") == 2  # the warning, the table
+    assert "unconfirmed" in run.stderr
+
+    rerun = run_target(config, _ten_events(), tmp_path=tmp_path)
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.summary["total"]["events_skipped"] == 10  # the doubtful ones are not resent
+    assert len(sandbox.events()) == 10
+
+
+def test_a_server_error_after_sending_is_not_retried(fast_sandbox, tmp_path):
+    sandbox = fast_sandbox
+    sandbox.answer_next("track", 500, times=1)
+
+    run = run_target(_config(sandbox, tmp_path), _ten_events(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(sandbox.events()) == 9  # this 500 did nothing: the event is missing, not doubled
+    assert run.summary["total"]["events_unconfirmed"] == 1
+    track = [r for r in sandbox.request_log() if r["endpoint"] == "track"]
+    assert len(track) == 10
+
+
+def test_many_unconfirmed_events_in_a_row_stop_the_run(fast_sandbox, tmp_path):
+    sandbox = fast_sandbox
+    sandbox.answer_next("track", 502, times=100)
+    messages = _ten_events()[:-1] + [record("events", event(i, i % 10)) for i in range(10, 40)]
+
+    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+
+    assert run.returncode == 9, run.stderr[-3000:]
+    assert "events in a row got no clear answer from Userpilot" in run.stderr
+    track = [r for r in sandbox.request_log() if r["endpoint"] == "track"]
+    assert 10 <= len(track) < 40
 
 
 def test_a_refused_event_rejects_only_that_record(fast_sandbox, tmp_path):

@@ -146,7 +146,9 @@ class Account:
         with self.lock:
             return list(self.store.uploads)
 
-    def answer_next(self, endpoint: str, status: int, times: int, retry_after: float) -> None:
+    def answer_next(
+        self, endpoint: str, status: int, times: int, retry_after: float | None
+    ) -> None:
         """Script the answers of the next calls of an endpoint family."""
         with self.lock:
             self.dice.script(endpoint, status, times, retry_after)

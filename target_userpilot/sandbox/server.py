@@ -156,12 +156,13 @@ class Sandbox:
         self._account.set_faults(Faults(**faults))
 
     def answer_next(
-        self, endpoint: str, status: int, times: int = 1, retry_after: float = 1.0
+        self, endpoint: str, status: int, times: int = 1, retry_after: float | None = None
     ) -> None:
         """Answer the next `times` calls of an endpoint family ("bulk", "status", "list",
         "delete", "track") with HTTP `status` and nothing else: the call has no effect.
 
-        5xx come as the API or a proxy sends them, 429 with `retry_after` seconds, 4xx in
+        5xx come as the API or a proxy sends them (with Retry-After only when `retry_after` is
+        given), 429 with `retry_after` seconds (1 s by default), 4xx in
         Userpilot's error envelope. Scripted answers queue up in order, come before the random
         faults, survive `set_faults` and are cleared by `reset`.
         """

@@ -141,7 +141,7 @@ def test_jobs_are_noticed_soon_whatever_elapsed_time_means(tmp_path, elapsed_tim
     assert run.returncode == 0, run.stderr[-3000:]
     assert [t["rows"] for t in timings] == [10, 1500]
     delays = [t["first_seen_final_at"] - t["completed_at"] for t in timings]
-    assert max(delays) < 1.5, delays
+    assert max(delays) < 5, delays  # seconds, not the minutes it took
     assert max(t["polls"] for t in timings) <= 6
 
 

@@ -10,6 +10,7 @@ several.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import tempfile
@@ -33,7 +34,8 @@ class SealedBatch:
     #: Released (made durable for STATE) when the job holding the batch's last row completes.
     hold: Any = None
     #: ``(id, row hash)`` of each row, set by skip_unchanged and recorded once the job completes.
-    fingerprints: list[tuple[str, bytes]] | None = field(default=None, repr=False)
+    # builtins.bytes: inside this class, ``bytes`` names the field above.
+    fingerprints: list[tuple[str, builtins.bytes]] | None = field(default=None, repr=False)
     #: The stream of each row (of its last record), for the summary's per-stream counts.
     row_streams: dict[str, str] = field(default_factory=dict, repr=False)
     #: Records folded into a later row of the same profile, per stream.
@@ -51,7 +53,7 @@ class SealedBatch:
         names = sorted(set(self.row_streams.values())) or [self.stream]
         return ", ".join(f"'{name}'" for name in names)
 
-    def read_lines(self) -> list[bytes]:
+    def read_lines(self) -> list[builtins.bytes]:
         """All lines of the file, for splitting and for skip_unchanged (uploads stream it)."""
         with open(self.path, "rb") as handle:
             return handle.readlines()
@@ -95,7 +97,7 @@ class SealedBatch:
         self.discard()
         return halves[0], halves[1]
 
-    def replace_lines(self, lines: list[bytes]) -> None:
+    def replace_lines(self, lines: list[builtins.bytes]) -> None:
         """Rewrite the file with ``lines`` (a subset of its rows), counting rows and bytes anew."""
         handle, path = _spool_file(os.path.dirname(self.path), f"{self.object}-")
         with handle:

@@ -7,6 +7,7 @@ anywhere: messages go through :func:`target_userpilot.ledger.redact`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -14,6 +15,11 @@ from typing import Any, TypeVar
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
 from target_userpilot.ledger import EXTRA_HINT, Ledger, _raw_password, check_version, chunks, redact
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -167,10 +173,12 @@ class PostgresLedger(Ledger):
                 conn.commit()
         return change.notices
 
+    @override
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
+    @override
     def schema_versions(self) -> list[int]:
         """The migrations this database has had, in order."""
         from sqlalchemy import text
@@ -244,6 +252,7 @@ class PostgresLedger(Ledger):
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
+    @override
     def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         from sqlalchemy import text
 
@@ -254,6 +263,7 @@ class PostgresLedger(Ledger):
         )
         return {row_id: bytes(digest) for row_id, digest in rows}
 
+    @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         from sqlalchemy import text
 
@@ -269,6 +279,7 @@ class PostgresLedger(Ledger):
 
         self._run("recording confirmed rows", save)
 
+    @override
     def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
         from sqlalchemy import text
 
@@ -277,6 +288,7 @@ class PostgresLedger(Ledger):
             "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
         )
 
+    @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         from sqlalchemy import text
 
@@ -287,6 +299,7 @@ class PostgresLedger(Ledger):
         )
         return {key for (key,) in rows}
 
+    @override
     def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
         from sqlalchemy import text
 

@@ -10,6 +10,7 @@ import logging
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -18,6 +19,11 @@ from typing import Any
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.ledger import Ledger, check_version
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -98,17 +104,20 @@ class SQLiteLedger(Ledger):
             raise
         return change.notices
 
+    @override
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
 
+    @override
     def schema_versions(self) -> list[int]:
         """The migrations this file has had, in order."""
         with self._lock:
             rows = self._db.execute("SELECT version FROM ledger_schema ORDER BY version")
             return [version for (version,) in rows]
 
+    @override
     def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         marks = ",".join("?" * len(ids))
         query = (
@@ -118,6 +127,7 @@ class SQLiteLedger(Ledger):
         with self._lock:
             return dict(self._db.execute(query, (scope, object, *ids)).fetchall())
 
+    @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         now = time.time()
         with self._lock, self._db:
@@ -126,6 +136,7 @@ class SQLiteLedger(Ledger):
                 ((scope, object, row_id, digest, now) for row_id, digest in rows),
             )
 
+    @override
     def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
         marks = ",".join("?" * len(ids))
         statement = (
@@ -135,6 +146,7 @@ class SQLiteLedger(Ledger):
         with self._lock, self._db:
             self._db.execute(statement, (scope, object, *ids))
 
+    @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         marks = ",".join("?" * len(keys))
         query = (
@@ -144,6 +156,7 @@ class SQLiteLedger(Ledger):
         with self._lock:
             return {key for (key,) in self._db.execute(query, (scope, stream, *keys))}
 
+    @override
     def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
         now = time.time()
         with self._lock, self._db:

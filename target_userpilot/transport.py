@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -35,6 +36,11 @@ from target_userpilot.errors import (
 )
 from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
+
 ACCEPT = "application/json, text/plain, */*"
 #: The version header Userpilot requires on its deletion and track endpoints.
 API_VERSION = "2020-09-22"
@@ -53,10 +59,12 @@ class _TokenAuth(requests.auth.AuthBase):
     def __init__(self, api_key: str) -> None:
         self._header = f"Token {api_key}"
 
+    @override
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = self._header
         return request
 
+    @override
     def __repr__(self) -> str:
         return "<Userpilot token>"  # never the key, whatever prints this object
 
@@ -89,9 +97,11 @@ class _MultipartBody(io.RawIOBase):
     def __len__(self) -> int:
         return self._length
 
+    @override
     def readable(self) -> bool:
         return True
 
+    @override
     def read(self, size: int | None = -1) -> bytes:
         size = -1 if size is None else size
         chunks = []
@@ -111,12 +121,15 @@ class _MultipartBody(io.RawIOBase):
     # when it does not follow redirects; an unseekable body turned that into an
     # UnrewindableBodyError, and a redirect into a traceback instead of a clear message.
 
+    @override
     def seekable(self) -> bool:
         return True
 
+    @override
     def tell(self) -> int:
         return self._pos
 
+    @override
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_CUR:
             offset += self._pos
@@ -132,6 +145,7 @@ class _MultipartBody(io.RawIOBase):
             start += size
         return self._pos
 
+    @override
     def close(self) -> None:
         for part in self._parts:
             part.close()
@@ -222,6 +236,8 @@ class Transport:
             headers["Content-Type"] = content_type
         if versioned:
             headers["X-API-Version"] = API_VERSION
+        # A fresh dict per call: requests fills it in from the environment. None: no proxy.
+        proxies: dict[str, Any] = {"http": None, "https": None, "all": None} if self._direct else {}
         try:
             response = self._session.request(
                 method,
@@ -230,8 +246,7 @@ class Transport:
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,  # the key goes to api_url and nowhere else
-                # A fresh dict per call: requests fills it in from the environment.
-                proxies={"http": None, "https": None, "all": None} if self._direct else {},
+                proxies=proxies,
                 verify=self._verify,
             )
         except requests.exceptions.SSLError as exc:

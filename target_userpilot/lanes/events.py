@@ -224,7 +224,8 @@ class EventLane:
         self._unread_floor: int | None = None
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
-        self._handoff: deque[_Event] = deque()
+        #: Events for the senders; None, last, tells them to stop.
+        self._handoff: deque[_Event | None] = deque()
         self._error: BaseException | None = None
         self._stopping = False
         #: Why the lane stopped sending while events still wait (a stop signal), if it did.
@@ -391,7 +392,7 @@ class EventLane:
             self._fail(exc)
         finally:
             with self._cond:
-                self._handoff.append(None)  # type: ignore[arg-type] - tells senders to stop
+                self._handoff.append(None)
                 self._cond.notify_all()
 
     def _next_event(self) -> _Event | None:

@@ -13,10 +13,11 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from target_userpilot.errors import ConfigurationError
+from target_userpilot.errors import ConfigurationError, LedgerUnavailable
 from target_userpilot.ledger import Ledger, check_version
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 
@@ -104,6 +105,25 @@ class SQLiteLedger(Ledger):
             raise
         return change.notices
 
+    @contextmanager
+    def _using(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a failure becomes :class:`LedgerUnavailable`.
+
+        As with PostgreSQL, a ledger that fails mid-run (a full disk, an I/O error, a file
+        damaged or locked past the timeout) ends the run with a sentence and exit 9, not a
+        traceback. The file was checked when opened, so nothing is retried here.
+        """
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                msg = (
+                    f"The ledger (state_db, {self.description}) failed while {what}: {exc}. "
+                    "Rows Userpilot confirmed before this are recorded; check the file and the "
+                    "free space on its disk, then rerun from the last STATE."
+                )
+                raise LedgerUnavailable(msg) from None
+
     @override
     def close(self) -> None:
         """Close the database."""
@@ -124,14 +144,14 @@ class SQLiteLedger(Ledger):
             "SELECT id, hash FROM confirmed_rows "  # noqa: S608 - only placeholders
             f"WHERE scope = ? AND object = ? AND id IN ({marks})"
         )
-        with self._lock:
-            return dict(self._db.execute(query, (scope, object, *ids)).fetchall())
+        with self._using("looking up unchanged rows") as db:
+            return dict(db.execute(query, (scope, object, *ids)).fetchall())
 
     @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
+        with self._using("recording confirmed rows") as db, db:
+            db.executemany(
                 "INSERT OR REPLACE INTO confirmed_rows VALUES (?, ?, ?, ?, ?)",
                 ((scope, object, row_id, digest, now) for row_id, digest in rows),
             )
@@ -143,8 +163,8 @@ class SQLiteLedger(Ledger):
             "DELETE FROM confirmed_rows "  # noqa: S608 - only placeholders
             f"WHERE scope = ? AND object = ? AND id IN ({marks})"
         )
-        with self._lock, self._db:
-            self._db.execute(statement, (scope, object, *ids))
+        with self._using("removing deleted profiles") as db, db:
+            db.execute(statement, (scope, object, *ids))
 
     @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
@@ -153,14 +173,14 @@ class SQLiteLedger(Ledger):
             "SELECT key FROM accepted_events "  # noqa: S608 - only placeholders
             f"WHERE scope = ? AND stream = ? AND key IN ({marks})"
         )
-        with self._lock:
-            return {key for (key,) in self._db.execute(query, (scope, stream, *keys))}
+        with self._using("looking up accepted events") as db:
+            return {key for (key,) in db.execute(query, (scope, stream, *keys))}
 
     @override
     def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
         now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
+        with self._using("recording accepted events") as db, db:
+            db.executemany(
                 "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
                 ((scope, stream, key, now) for key in keys),
             )

@@ -47,6 +47,8 @@ API_VERSION = "2020-09-22"
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses that say something about the request as a whole, never about one event's content.
 NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
+#: How urllib3 reports a proxy that refused to open a tunnel for want of credentials.
+_PROXY_REFUSED = re.compile(r"Tunnel connection failed: 407\b")
 
 
 class _TokenAuth(requests.auth.AuthBase):
@@ -176,7 +178,9 @@ class Transport:
         # The sandbox and other loopback hosts are never reached through a proxy: a proxy
         # cannot reach this machine's loopback, and plain http:// would show it the key.
         self._direct = is_loopback(urlsplit(self.api_url).hostname or "")
-        self._verify = _ca_bundle_from_environment()
+        # Checked now, before any input is read: requests would find a missing bundle only at
+        # the first request, with a traceback.
+        self._verify = _ca_bundle_from_environment(urlsplit(self.api_url).scheme == "https")
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -256,6 +260,11 @@ class Transport:
                 "REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its CA certificate bundle"
             )
             raise TransientError(msg, reached_server=False) from None
+        except requests.exceptions.ProxyError as exc:
+            if _PROXY_REFUSED.search(str(exc)):
+                raise self._proxy_refused() from None  # no retry can supply credentials
+            msg = f"{method} {path}: connection failed ({_short(exc)})"
+            raise TransientError(msg, reached_server=False) from None
         except requests.Timeout as exc:
             msg = f"{method} {path} timed out ({type(exc).__name__})"
             raise TransientError(msg, reached_server=_reached_server(exc)) from None
@@ -319,6 +328,20 @@ class Transport:
             raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
+    def _proxy_refused(self) -> ConfigurationError:
+        """The proxy answered 407: name the variable that holds its credentials, never them."""
+        variable, value = _proxy_setting(urlsplit(self.api_url).scheme)
+        if value and urlsplit(value).username:
+            problem = f"refused the user name and password given in {variable}"
+        else:
+            problem = f"asks for a user name and password, and {variable} gives none"
+        msg = (
+            f"The proxy between this machine and Userpilot {problem} (HTTP 407 Proxy "
+            f"Authentication Required). Set {variable} to http://USER:PASSWORD@HOST:PORT with "
+            "the proxy's credentials (special characters percent-encoded), then rerun."
+        )
+        return ConfigurationError(msg)
+
     def _note_rate_limit(self, retry_after: float | None) -> None:
         with self._lock:
             self.rate_limited += 1
@@ -326,15 +349,51 @@ class Transport:
             self.on_rate_limited(retry_after)
 
 
-def _ca_bundle_from_environment() -> bool | str:
+def _ca_bundle_from_environment(check: bool) -> bool | str:
     """``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, when REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are unset.
 
     requests reads its own two variables but verifies against certifi's bundle otherwise, so
     the OpenSSL variables that Python and most tools honour would be ignored without this.
+    With ``check`` (an https:// host), the variable in effect must name something that exists.
     """
-    if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
-        return True  # requests applies them itself
-    return os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or True
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        value = os.environ.get(variable)
+        if value:
+            if check:
+                _check_ca_location(variable, value, os.path.exists(value))
+            return True  # requests applies them itself
+    for variable, exists in (("SSL_CERT_FILE", os.path.isfile), ("SSL_CERT_DIR", os.path.isdir)):
+        value = os.environ.get(variable)
+        if value:
+            if check:
+                _check_ca_location(variable, value, exists(value))
+            return value
+    return True
+
+
+def _check_ca_location(variable: str, value: str, exists: bool) -> None:
+    """A CA variable naming nothing is a configuration error, found before any input."""
+    if exists:
+        return
+    kind = "folder" if variable == "SSL_CERT_DIR" else "file"
+    msg = (
+        f"{variable} names '{value}', which is not an existing {kind}, so Userpilot's TLS "
+        f"certificate could not be checked. Point {variable} at your company's CA certificate "
+        f"bundle (a PEM {kind}), or unset it to use the bundle that comes with the target."
+    )
+    raise ConfigurationError(msg)
+
+
+def _proxy_setting(scheme: str) -> tuple[str, str]:
+    """The environment variable naming the proxy for ``scheme`` URLs, and its value.
+
+    The order requests (urllib) reads them in: lower case first, then upper, then ALL_PROXY.
+    """
+    for variable in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY"):
+        value = os.environ.get(variable)
+        if value:
+            return variable, value
+    return f"{scheme.upper()}_PROXY", ""
 
 
 def _reached_server(exc: requests.RequestException) -> bool:

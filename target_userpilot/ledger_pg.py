@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
 from target_userpilot.ledger import EXTRA_HINT, Ledger, check_version, chunks
+from target_userpilot.ledger_history import SentJob
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 from target_userpilot.redact import password_of, redact
 
@@ -77,9 +78,16 @@ _PG_LOOKUP_EVENTS = """
     WHERE scope = :scope AND stream = :stream AND key = ANY(:keys)
 """
 _PG_ADD_EVENTS = """
-    INSERT INTO accepted_events (scope, stream, key, accepted_at)
-    SELECT :scope, :stream, key, now() FROM unnest(CAST(:keys AS text[])) AS batch(key)
+    INSERT INTO accepted_events (scope, stream, key, accepted_at, name)
+    SELECT :scope, :stream, key, now(), :name FROM unnest(CAST(:keys AS text[])) AS batch(key)
     ON CONFLICT (scope, stream, key) DO NOTHING
+"""
+
+_PG_ADD_HISTORY = """
+    INSERT INTO sync_history (scope, object, id, sent_at, job_id, hash)
+    SELECT :scope, :object, row_id, :sent_at, :job_id, digest
+    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
+    ON CONFLICT DO NOTHING
 """
 
 #: How long one ledger operation keeps retrying a lost connection (a server restart or a
@@ -301,15 +309,62 @@ class PostgresLedger(Ledger):
         return {key for (key,) in rows}
 
     @override
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None:
         from sqlalchemy import text
 
         def add(conn: Any) -> None:
             for chunk in chunks(keys, self.chunk_size):
-                params = {"scope": scope, "stream": stream, "keys": list(chunk)}
+                params = {"scope": scope, "stream": stream, "keys": list(chunk), "name": name}
                 conn.execute(text(_PG_ADD_EVENTS), params)
 
         self._run("recording accepted events", add)
+
+    # The history's primitives (ledger_history.py)
+
+    @override
+    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        return self._run(
+            what, lambda conn: [tuple(row) for row in conn.execute(text(sql), params).fetchall()]
+        )
+
+    @override
+    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        def run(conn: Any) -> None:
+            for sql, params in steps:
+                conn.execute(text(sql), params)
+
+        self._run(what, run)
+
+    @override
+    def _ids_in(self, column: str) -> str:
+        return f"{column} = ANY(CAST(:ids AS text[]))"
+
+    @override
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return list(ids)
+
+    @override
+    def _history_insert(
+        self, scope: str, job: SentJob, rows: Sequence[tuple[str, bytes | None]]
+    ) -> tuple[str, Any]:
+        # One statement for the whole batch: a row per id costs a round trip each otherwise.
+        return (
+            _PG_ADD_HISTORY,
+            {
+                "scope": scope,
+                "object": job.object,
+                "sent_at": job.sent_at,
+                "job_id": job.job_id,
+                "ids": [row_id for row_id, _ in rows],
+                "hashes": [digest for _, digest in rows],
+            },
+        )
 
 
 def _is_transient(exc: Exception) -> bool:

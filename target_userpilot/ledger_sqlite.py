@@ -6,6 +6,7 @@ one read while another writes, and a writer waits for another's transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -177,13 +178,41 @@ class SQLiteLedger(Ledger):
             return {key for (key,) in db.execute(query, (scope, stream, *keys))}
 
     @override
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None:
         now = time.time()
         with self._using("recording accepted events") as db, db:
             db.executemany(
-                "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
-                ((scope, stream, key, now) for key in keys),
+                "INSERT OR IGNORE INTO accepted_events (scope, stream, key, accepted_at, name) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((scope, stream, key, now, name) for key in keys),
             )
+
+    # The history's primitives (ledger_history.py)
+
+    @override
+    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with self._using(what) as db:
+            return db.execute(sql, params).fetchall()
+
+    @override
+    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+        with self._using(what) as db, db:
+            for sql, params in steps:
+                if isinstance(params, list):
+                    db.executemany(sql, params)
+                else:
+                    db.execute(sql, params)
+
+    @override
+    def _ids_in(self, column: str) -> str:
+        # One parameter for any number of ids: a JSON array, read as a table.
+        return f"{column} IN (SELECT value FROM json_each(:ids))"  # noqa: S608 - a placeholder
+
+    @override
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return json.dumps(list(ids))
 
 
 def _owner_only_file(path: str) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import EventRefused, TransientError, Unconfirmed
+from target_userpilot.lanes.pace import connections_for
 from target_userpilot.lanes.spool import EventSpool
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import USERS, encode_row
@@ -71,7 +72,9 @@ class EventKeys(Protocol):
 
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 
-    def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None: ...
+    def add_accepted_events(
+        self, scope: str, stream: str, keys: Iterable[str], name: str | None = None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -186,7 +189,8 @@ class EventLane:
         self._unread_floor: int | None = None
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
-        self._handoff: deque[_Event] = deque()
+        #: Events for the senders; None, last, tells them to stop.
+        self._handoff: deque[_Event | None] = deque()
         self._error: BaseException | None = None
         self._stopping = False
         #: Why the lane stopped sending while events still wait (a stop signal), if it did.
@@ -361,7 +365,7 @@ class EventLane:
             self._fail(exc)
         finally:
             with self._cond:
-                self._handoff.append(None)  # type: ignore[arg-type] - tells senders to stop
+                self._handoff.append(None)
                 self._cond.notify_all()
 
     def _next_event(self) -> _Event | None:
@@ -480,7 +484,9 @@ class EventLane:
             return
         # Recorded before it counts as durable: a crash from here on duplicates only this one.
         if self._keys is not None:
-            self._keys.add_accepted_events(self._scope, event.stream, [event.key])
+            self._keys.add_accepted_events(
+                self._scope, event.stream, [event.key], name=body["event_name"]
+            )
         self.pace.accepted()
         with self._cond:
             self.sent += 1
@@ -496,7 +502,9 @@ class EventLane:
         done with as if accepted (key in the ledger, STATE past it), counted apart, said once;
         many in a row stop the run, so the events after them wait for a rerun instead."""
         if self._keys is not None:
-            self._keys.add_accepted_events(self._scope, event.stream, [event.key])
+            self._keys.add_accepted_events(
+                self._scope, event.stream, [event.key], name=event.body["event_name"]
+            )
         with self._cond:
             self.unconfirmed += 1
             self._unconfirmed_in_a_row += 1
@@ -587,10 +595,3 @@ class EventLane:
             rate,
             eta,
         )
-
-
-def connections_for(events_per_minute: float | None) -> int:
-    """Enough connections for the pace at a 500 ms round trip, between 2 and 8."""
-    if events_per_minute is None:
-        return 2
-    return max(2, min(8, math.ceil(events_per_minute / 60 * 0.5)))

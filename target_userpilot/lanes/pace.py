@@ -12,6 +12,7 @@ only where they fall inside them.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -121,3 +122,10 @@ def job_seconds(window: JobWindow, figures: Iterable[float | None]) -> float:
         if figure is not None and window.admits(figure):
             return figure
     return (window.running_at + window.answered_at) / 2
+
+
+def connections_for(events_per_minute: float | None) -> int:
+    """Enough connections for the pace at a 500 ms round trip, between 2 and 8."""
+    if events_per_minute is None:
+        return 2
+    return max(2, min(8, math.ceil(events_per_minute / 60 * 0.5)))

@@ -10,14 +10,21 @@ from __future__ import annotations
 import os
 import tempfile
 
+from target_userpilot.batch import spool_failure, spooling
+
+#: What the events spool is called in a sentence about a failed write.
+EVENTS_FILE = "the file of events waiting to be sent"
+
 
 class EventSpool:
     """Events received and not yet taken, in an owner-only temp file: appended, read in order."""
 
     def __init__(self, spool_dir: str | None = None) -> None:
-        fd, self.path = tempfile.mkstemp(
-            prefix="userpilot-events-", suffix=".ndjson", dir=spool_dir
-        )
+        self._spool_dir = spool_dir
+        with spooling(EVENTS_FILE, spool_dir):
+            fd, self.path = tempfile.mkstemp(
+                prefix="userpilot-events-", suffix=".ndjson", dir=spool_dir
+            )
         self._out = os.fdopen(fd, "wb")
         self._in = open(self.path, "rb")  # noqa: SIM115 - closed in discard()
         self.written = 0
@@ -25,8 +32,11 @@ class EventSpool:
 
     def append(self, line: bytes) -> None:
         """Add one encoded event (ending in a newline); readable at once."""
-        self._out.write(line)
-        self._out.flush()
+        try:
+            self._out.write(line)
+            self._out.flush()
+        except OSError as exc:
+            raise spool_failure(exc, EVENTS_FILE, self._spool_dir) from None
         self.written += 1
 
     def take(self, limit: int) -> list[bytes]:

@@ -7,6 +7,7 @@ anywhere: messages go through :func:`target_userpilot.redact.redact`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -17,6 +18,11 @@ from target_userpilot.ledger_history import SentJob
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 from target_userpilot.ledger_tables import PostgresTables
 from target_userpilot.redact import password_of, redact
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -177,10 +183,12 @@ class PostgresLedger(PostgresTables, Ledger):
                 conn.commit()
         return change.notices
 
+    @override
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
+    @override
     def schema_versions(self) -> list[int]:
         """The migrations this database has had, in order."""
         from sqlalchemy import text
@@ -225,6 +233,7 @@ class PostgresLedger(PostgresTables, Ledger):
         lines = [line.strip() for line in str(original).splitlines() if line.strip()]
         return redact(lines[0] if lines else type(original).__name__, self._secrets)
 
+    @override
     def _run(self, what: str, work: Callable[[Any], T]) -> T:
         """Run ``work(connection)`` in a transaction, retrying a lost connection for a while."""
         from sqlalchemy.exc import DBAPIError
@@ -254,6 +263,7 @@ class PostgresLedger(PostgresTables, Ledger):
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
+    @override
     def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         from sqlalchemy import text
 
@@ -264,6 +274,7 @@ class PostgresLedger(PostgresTables, Ledger):
         )
         return {row_id: bytes(digest) for row_id, digest in rows}
 
+    @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         from sqlalchemy import text
 
@@ -279,6 +290,7 @@ class PostgresLedger(PostgresTables, Ledger):
 
         self._run("recording confirmed rows", save)
 
+    @override
     def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
         from sqlalchemy import text
 
@@ -287,6 +299,7 @@ class PostgresLedger(PostgresTables, Ledger):
             "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
         )
 
+    @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         from sqlalchemy import text
 
@@ -297,6 +310,7 @@ class PostgresLedger(PostgresTables, Ledger):
         )
         return {key for (key,) in rows}
 
+    @override
     def _add_accepted_events(
         self, scope: str, stream: str, keys: list[str], name: str | None
     ) -> None:
@@ -311,6 +325,7 @@ class PostgresLedger(PostgresTables, Ledger):
 
     # The history's primitives (ledger_history.py)
 
+    @override
     def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         from sqlalchemy import text
 
@@ -318,6 +333,7 @@ class PostgresLedger(PostgresTables, Ledger):
             what, lambda conn: [tuple(row) for row in conn.execute(text(sql), params).fetchall()]
         )
 
+    @override
     def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
         from sqlalchemy import text
 
@@ -327,12 +343,15 @@ class PostgresLedger(PostgresTables, Ledger):
 
         self._run(what, run)
 
+    @override
     def _ids_in(self, column: str) -> str:
         return f"{column} = ANY(CAST(:ids AS text[]))"
 
+    @override
     def _ids(self, ids: Sequence[str]) -> Any:
         return list(ids)
 
+    @override
     def _history_insert(
         self, scope: str, job: SentJob, rows: Sequence[tuple[str, bytes | None]]
     ) -> tuple[str, Any]:

@@ -23,7 +23,7 @@ Erasure cannot be undone, so a deletion needs proof that the copy is whole and l
   (Stitch taps resume a version) keeps the ids loaded before the interruption.
 - **The share is plausible.** More than ``mirror_delete_max_percent`` of the stream's known
   profiles (and more than ``mirror_delete_floor``) stops the run before any of them is deleted
-  (exit 13). ``dry_run`` lists them instead (the deletion request files) and warns.
+  (exit 14). ``dry_run`` lists them instead (the deletion request files) and warns.
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType,
         default=60,
         description=(
-            "Read timeout of one HTTP request to Userpilot; a request that times out is retried."
+            "Read timeout of one HTTP request to Userpilot; a request that times out is retried, "
+            "except an event's (Userpilot may have taken it: it is counted as unconfirmed)."
         ),
     ),
     th.Property(
@@ -181,7 +182,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         description=(
             "Mirror deletes' guard: the largest share, in percent (1 to 100), of a stream's "
             "known profiles one full-table version may delete; more stops the run before any of "
-            "them is deleted (exit 13). Raise it for one run when the source really lost that "
+            "them is deleted (exit 14). Raise it for one run when the source really lost that "
             "many rows."
         ),
     ),

@@ -105,7 +105,7 @@ def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
 
     refused = run_target(mirror_config, copy(2, range(10)), tmp_path=tmp_path)
 
-    assert refused.returncode == 13, refused.stderr[-3000:]
+    assert refused.returncode == 14, refused.stderr[-3000:]
     assert _deleted(sandbox) == []
     assert "ended without 90 of the 100 users" in refused.stderr
     assert "rerun once with mirror_delete_max_percent set to 90" in refused.stderr

@@ -13,6 +13,7 @@ import decimal
 import hashlib
 import json
 import math
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
@@ -25,9 +26,25 @@ COMPANIES = "companies"
 EVENTS = "events"
 IGNORE = "ignore"
 OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
+#: Not an object anyone maps to: Meltano's loader test stream, which writes nothing.
+LOADER_TEST = "test"
+#: The stream ``meltano config test <loader>`` sends (one record, id 1).
+LOADER_TEST_STREAM = "meltano_test_stream"
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 _EVENT_STREAM_NAMES = frozenset({"events", "event"})
+#: What joins a tap's schema or database prefix to a table's name: ``public-companies``
+#: (tap-postgres, tap-mysql), ``crm.companies``.
+_PREFIX_SEPARATORS = re.compile(r"[-.]")
+#: An ISO 8601 date-time in the extended format, with a time and an optional offset:
+#: ``2026-11-02T08:15:00Z``, ``2026-11-02 08:15:00.123+02:00``. The fields are range-checked
+#: by ``datetime`` afterwards (see ``_is_date_time``).
+_DATE_TIME = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
+    r"(?::(?P<s>\d{2})(?:[.,]\d+)?)?"
+    r"(?:[Zz]|[+-](?P<oh>\d{2})(?::?(?P<om>\d{2}))?)?"
+)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
 _SEPARATOR = "__"
 
@@ -110,9 +127,9 @@ def route_for(
 ) -> Route:
     """Decide the object and the identifier properties of a stream.
 
-    The object comes from ``object_mapping`` when the stream has an entry; otherwise a stream
-    named ``companies`` or ``company`` (any case) loads companies, one named ``events`` or
-    ``event`` sends events, and every other stream loads users. The identifier is the
+    The object comes from ``object_mapping`` when the stream has an entry; otherwise from the
+    stream's name (``default_object``), and Meltano's loader test stream is a connection
+    test that writes nothing (``LOADER_TEST``). The identifier is the
     mapping's ``id_property``, else ``user_id`` / ``company_id`` when the schema has it, else
     the stream's single key property. An event's user is the mapping's ``user_id_property``,
     else ``user_id``; its name the mapping's fixed ``event_name``, else the property named by
@@ -121,14 +138,10 @@ def route_for(
     """
     mapping = mapping or {}
     obj = mapping.get("object")
+    if obj is None and stream_name == LOADER_TEST_STREAM:
+        return Route(LOADER_TEST, "id")
     if obj is None:
-        name = stream_name.lower()
-        if name in _COMPANY_STREAM_NAMES:
-            obj = COMPANIES
-        elif name in _EVENT_STREAM_NAMES:
-            obj = EVENTS
-        else:
-            obj = USERS
+        obj = default_object(stream_name)
     if obj not in OBJECTS:
         msg = (
             f"object_mapping for stream '{stream_name}' has object '{obj}'; "
@@ -154,6 +167,27 @@ def route_for(
         if company_id_property == id_property:
             company_id_property = None
     return Route(obj, id_property, company_id_property, null_clears=clears)
+
+
+def default_object(stream_name: str) -> str:
+    """The object a stream without an ``object`` in ``object_mapping`` goes to, by its name.
+
+    ``companies`` or ``company`` (any case) load companies, ``events`` or ``event`` send events,
+    every other stream loads users. The name is read after a tap's schema or database prefix:
+    tap-postgres calls the table ``companies`` of schema ``public`` ``public-companies``, and
+    loading it as users would merge company 1 into user 1.
+    """
+    table = table_name(stream_name).lower()
+    if table in _COMPANY_STREAM_NAMES:
+        return COMPANIES
+    if table in _EVENT_STREAM_NAMES:
+        return EVENTS
+    return USERS
+
+
+def table_name(stream_name: str) -> str:
+    """The name after a schema or database prefix: ``public-companies`` → ``companies``."""
+    return _PREFIX_SEPARATORS.split(stream_name)[-1]
 
 
 def _event_route(
@@ -313,13 +347,64 @@ def event_key(
 
 
 def is_deleted(record: Mapping[str, Any]) -> bool:
-    """True when the source marked the record deleted: ``_sdc_deleted_at`` set, not null/empty.
+    """Whether the source marked the record deleted; :class:`InvalidRecord` when unsure.
 
-    ``false`` is no mark either: a stream map such as ``"_sdc_deleted_at": "is_deleted"`` gives
-    it for every live row.
+    Only a date-time in ``_sdc_deleted_at`` (the Singer deletion mark) is a deletion, and null
+    or absent means live. Any other value is refused rather than guessed: a flag column
+    mapped onto the mark holds ``0``/``1``, ``"false"``/``"true"`` or booleans whose meaning
+    depends on the column (``is_deleted`` or ``is_active``), and reading one the wrong way
+    either erases a live profile for good or refreshes a deleted one. The empty string is
+    refused too: it is no date-time, and an empty CSV cell is converted to null with a stream
+    map (README, "Delete profiles a source marks with its own column").
     """
     value = record.get("_sdc_deleted_at")
-    return value is not None and value is not False and value != ""
+    if value is None:
+        return False
+    if isinstance(value, datetime.datetime):  # Parquet files of a BATCH message
+        return True
+    if isinstance(value, str) and _is_date_time(value):
+        return True
+    raise InvalidRecord(f"'_sdc_deleted_at' is {_mark_kind(value)}, {_MARK_RULE}")
+
+
+#: Why a deletion mark was refused, after what it is.
+_MARK_RULE = (
+    "not a date-time: only a date-time marks a deletion and null means live, so the record "
+    "is neither deleted nor upserted (convert flag columns with stream_maps)"
+)
+
+
+def _is_date_time(text: str) -> bool:
+    """Whether ``text`` is an ISO 8601 date-time (a date with a time) that exists."""
+    match = _DATE_TIME.fullmatch(text)
+    if match is None:
+        return False
+    fields = {name: int(value) for name, value in match.groupdict().items() if value}
+    try:
+        datetime.datetime(
+            fields["y"],
+            fields["mo"],
+            fields["d"],
+            fields["h"],
+            fields["mi"],
+            min(fields.get("s", 0), 59),  # 60: a leap second
+        )
+    except ValueError:
+        return False
+    return fields.get("oh", 0) < 24 and fields.get("om", 0) < 60
+
+
+def _mark_kind(value: Any) -> str:
+    """What a refused deletion mark is, in words (never the value: it may be anything)."""
+    if isinstance(value, str):
+        if not value:
+            return "an empty string"
+        if not value.strip():
+            return "blank text"
+        if _DATE.fullmatch(value):
+            return "a date without a time"
+        return "text"
+    return _type_name(value)
 
 
 def deleted_id(record: Mapping[str, Any], route: Route) -> str:

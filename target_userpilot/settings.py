@@ -24,6 +24,7 @@ from singer_sdk import typing as th
 
 from target_userpilot.client import check_api_url
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.rows import default_object
 
 logger = logging.getLogger("target_userpilot")
 
@@ -71,7 +72,8 @@ CONFIG_SCHEMA = th.PropertiesList(
             'Users and companies take "id_property" and "company_id_property"; events take '
             '"user_id_property", and "event_name_property" or a fixed "event_name". Streams '
             'without an entry: "companies"/"company" load companies, "events"/"event" send '
-            "events, every other stream loads users."
+            "events, every other stream loads users; the name counts after a tap's schema "
+            "prefix (public-companies, crm.companies)."
         ),
     ),
     th.Property(
@@ -167,9 +169,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.BooleanType,
         default=False,
         description=(
-            "Records whose _sdc_deleted_at is set become Userpilot deletion requests (erasure "
-            "of the profile and its events, scheduled daily by Userpilot, not reversible). Off: "
-            "such records are counted, and neither upserted nor deleted."
+            "Records whose _sdc_deleted_at holds a date-time become Userpilot deletion "
+            "requests (erasure of the profile and its events, scheduled daily by Userpilot, not "
+            "reversible). Off: such records are counted, and neither upserted nor deleted. Any "
+            "other non-null mark is an invalid record either way."
         ),
     ),
     th.Property(
@@ -394,16 +397,6 @@ def _check_api_key(api_key: str) -> None:
             "(Settings > Environment)."
         )
         raise ConfigurationError(msg)
-
-
-def default_object(stream: str) -> str:
-    """The object a stream without an ``object`` in its mapping goes to, by its name."""
-    name = stream.lower()
-    if name in ("companies", "company"):
-        return COMPANIES
-    if name in ("events", "event"):
-        return EVENTS
-    return USERS
 
 
 def check_object_mapping(mapping: Any) -> None:

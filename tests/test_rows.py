@@ -1013,7 +1013,7 @@ DOUBTFUL_MARKS = [0, 1, "0", "1", "false", "true", True, False, " ", "", "not a 
     ],
 )
 def test_any_other_deletion_mark_is_an_invalid_record(mark):
-    with pytest.raises(InvalidRecord, match="'_sdc_deleted_at' is .*, not a date-time"):
+    with pytest.raises(InvalidRecord, match=r"'_sdc_deleted_at' is .*, not a date-time"):
         is_deleted({"id": 1, "_sdc_deleted_at": mark})
 
 

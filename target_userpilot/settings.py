@@ -90,8 +90,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "rejects_path",
         th.StringType,
         description=(
-            "If set, every rejected record is appended to this file as NDJSON (created readable "
-            "by its owner only). Its folder must exist."
+            "If set, every rejected record is appended to this file as NDJSON (readable by its "
+            "owner only; an existing file is made so). Its folder must exist."
         ),
     ),
     th.Property(

@@ -290,6 +290,30 @@ def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
     assert run.summary["streams"]["users"]["superseded"] == 1
 
 
+def test_debug_logs_count_deletions_and_never_name_the_people_erased(sandbox, config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    config |= {"hard_delete": True}
+    erased = ["erase-me-7f3a", "erase-me-91c2"]
+    messages = [
+        schema("users", {"user_id": {"type": "string"}, "_sdc_deleted_at": {}}, ["user_id"]),
+        record("users", {"user_id": "kept-5be1"}),
+        *[record("users", {"user_id": i, "_sdc_deleted_at": DELETED_AT}) for i in erased],
+    ]
+
+    run = run_target(
+        config,
+        messages,
+        tmp_path=tmp_path,
+        env={"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"},
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(sandbox.deletions("users")) == erased
+    assert " DEBUG " in run.stderr  # it did log at DEBUG
+    assert "erase-me" not in run.stdout + run.stderr
+    assert "Userpilot accepted deletion request 1 (2 ids of users)." in run.stderr
+
+
 def test_a_429_on_a_deletion_request_is_waited_out_for_retry_after(sandbox, config, tmp_path):
     sandbox.answer_next("delete", 429, times=1, retry_after=1.0)
     config["hard_delete"] = True

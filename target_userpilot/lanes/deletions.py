@@ -218,7 +218,9 @@ class DeletionLane:
             piece, rest = ids[: self.size], ids[self.size :]
             self._wait_for_pace()
             try:
-                answer = self._deleter.delete_profiles(request.object, piece)
+                # Neither the ids nor Userpilot's answer (which may repeat them) are logged, at
+                # any level: they name the people whose erasure was asked for.
+                self._deleter.delete_profiles(request.object, piece)
             except PayloadTooLarge:
                 self._next_at = time.monotonic() + self.interval
                 if len(piece) <= 1:
@@ -246,7 +248,6 @@ class DeletionLane:
                 len(piece),
                 request.object,
             )
-            logger.debug("Deletion request %d named %s; answer %s.", self.requests, piece, answer)
         self._summary.deletions_done(dict(request.records))
         self._checkpoints.release(request.hold)
 

@@ -3,7 +3,8 @@
 This is the one place that knows Userpilot's row format (``userpilot-api.md``): which stream
 feeds which object, which property is the identifier, and how a record's values become the
 primitive metadata Userpilot accepts. Profiles (``to_row``), events (``to_event``, keyed by
-``event_key``) and deletions (``is_deleted``, ``deleted_id``) share those rules.
+``event_key``) and deletions (``deleted_id``; which records are deletions: ``marks.py``) share
+those rules.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from target_userpilot.errors import InvalidRecord
+from target_userpilot.errors import ConfigurationError, InvalidRecord
 
+#: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
 USERS = "users"
 COMPANIES = "companies"
 EVENTS = "events"
@@ -30,21 +32,20 @@ OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
 LOADER_TEST = "test"
 #: The stream ``meltano config test <loader>`` sends (one record, id 1).
 LOADER_TEST_STREAM = "meltano_test_stream"
+_PROFILE_KEYS = ("id_property", "company_id_property")
+MAPPING_KEYS: dict[str, tuple[str, ...]] = {
+    USERS: _PROFILE_KEYS,
+    COMPANIES: _PROFILE_KEYS,
+    EVENTS: ("user_id_property", "event_name_property", "event_name"),
+    # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
+    IGNORE: (*_PROFILE_KEYS, "user_id_property", "event_name_property", "event_name"),
+}
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 _EVENT_STREAM_NAMES = frozenset({"events", "event"})
 #: What joins a tap's schema or database prefix to a table's name: ``public-companies``
 #: (tap-postgres, tap-mysql), ``crm.companies``.
 _PREFIX_SEPARATORS = re.compile(r"[-.]")
-#: An ISO 8601 date-time in the extended format, with a time and an optional offset:
-#: ``2026-11-02T08:15:00Z``, ``2026-11-02 08:15:00.123+02:00``. The fields are range-checked
-#: by ``datetime`` afterwards (see ``_is_date_time``).
-_DATE_TIME = re.compile(
-    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[Tt ](?P<h>\d{2}):(?P<mi>\d{2})"
-    r"(?::(?P<s>\d{2})(?:[.,]\d+)?)?"
-    r"(?:[Zz]|[+-](?P<oh>\d{2})(?::?(?P<om>\d{2}))?)?"
-)
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
 _SEPARATOR = "__"
 
@@ -137,17 +138,13 @@ def route_for(
     nested objects it describes are noted so that a null object clears their keys.
     """
     mapping = mapping or {}
+    # Settings checked every entry before any input; a caller that skipped them (a test, a
+    # tool) meets the same sentence here.
+    check_object_mapping({stream_name: mapping})
     obj = mapping.get("object")
     if obj is None and stream_name == LOADER_TEST_STREAM:
         return Route(LOADER_TEST, "id")
-    if obj is None:
-        obj = default_object(stream_name)
-    if obj not in OBJECTS:
-        msg = (
-            f"object_mapping for stream '{stream_name}' has object '{obj}'; "
-            f"use one of {', '.join(OBJECTS)}."
-        )
-        raise ValueError(msg)
+    obj = obj or default_object(stream_name)
     clears = null_clears(schema_properties)
     if obj == EVENTS:
         return _event_route(stream_name, mapping, clears)
@@ -190,28 +187,64 @@ def table_name(stream_name: str) -> str:
     return _PREFIX_SEPARATORS.split(stream_name)[-1]
 
 
+def check_object_mapping(mapping: Any) -> None:
+    """Raise a ConfigurationError naming the stream and key of the first bad entry."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError("object_mapping must be an object keyed by stream name.")
+    for stream, entry in mapping.items():
+        if not isinstance(entry, Mapping):
+            msg = f'object_mapping[\'{stream}\'] must be an object like {{"object": "users"}}.'
+            raise ConfigurationError(msg)
+        obj = entry.get("object")
+        if obj is not None and obj not in OBJECTS:
+            shown = f"'{obj}'" if isinstance(obj, str) else kind_of(obj)
+            msg = f"object_mapping['{stream}'].object is {shown}; use one of {', '.join(OBJECTS)}."
+            raise ConfigurationError(msg)
+        target = obj or default_object(stream)
+        allowed = MAPPING_KEYS[target]
+        unknown = sorted(str(key) for key in entry if key != "object" and key not in allowed)
+        if unknown:
+            what = f"an entry for {target}" if obj else f"an entry without object ({target})"
+            msg = (
+                f"object_mapping['{stream}'] has unknown key(s) {', '.join(unknown)}; "
+                f"{what} takes object, {', '.join(allowed)}."
+            )
+            raise ConfigurationError(msg)
+        for key in allowed:
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                noun = "an event name" if key == "event_name" else "a property name"
+                msg = (
+                    f"object_mapping['{stream}'].{key} is {kind_of(value)}; it must be {noun}, "
+                    "a non-empty string."
+                )
+                raise ConfigurationError(msg)
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words (config values are described, not echoed)."""
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
 def _event_route(
     stream_name: str, mapping: Mapping[str, Any], clears: dict[str, tuple[str, ...]]
 ) -> Route:
     """The route of an events stream: whose event it is, and where its name comes from."""
-    names = {}
-    for setting, default in (("user_id_property", "user_id"), ("event_name_property", None)):
-        value = mapping.get(setting, default)
-        if value is not None and (not isinstance(value, str) or not value):
-            msg = f"object_mapping for stream '{stream_name}' has a {setting} that is not a name."
-            raise ValueError(msg)
-        names[setting] = value
     fixed = mapping.get("event_name")
-    if fixed is not None and (not isinstance(fixed, str) or not fixed):
-        msg = (
-            f"object_mapping for stream '{stream_name}' has an event_name that is not a "
-            "non-empty string; give the event's name, or event_name_property."
-        )
-        raise ValueError(msg)
     return Route(
         EVENTS,
-        names["user_id_property"],
-        event_name_property=None if fixed else names["event_name_property"],
+        mapping.get("user_id_property") or "user_id",
+        event_name_property=None if fixed else mapping.get("event_name_property"),
         event_name=fixed,
         null_clears=clears,
     )
@@ -344,67 +377,6 @@ def event_key(
     content = {k: v for k, v in record.items() if not k.startswith("_sdc_")}
     digest = hashlib.sha256(_canonical(content).encode()).hexdigest()
     return _canonical([stream, f"sha256:{digest}"])
-
-
-def is_deleted(record: Mapping[str, Any]) -> bool:
-    """Whether the source marked the record deleted; :class:`InvalidRecord` when unsure.
-
-    Only a date-time in ``_sdc_deleted_at`` (the Singer deletion mark) is a deletion, and null
-    or absent means live. Any other value is refused rather than guessed: a flag column
-    mapped onto the mark holds ``0``/``1``, ``"false"``/``"true"`` or booleans whose meaning
-    depends on the column (``is_deleted`` or ``is_active``), and reading one the wrong way
-    either erases a live profile for good or refreshes a deleted one. The empty string is
-    refused too: it is no date-time, and an empty CSV cell is converted to null with a stream
-    map (README, "Delete profiles a source marks with its own column").
-    """
-    value = record.get("_sdc_deleted_at")
-    if value is None:
-        return False
-    if isinstance(value, datetime.datetime):  # Parquet files of a BATCH message
-        return True
-    if isinstance(value, str) and _is_date_time(value):
-        return True
-    raise InvalidRecord(f"'_sdc_deleted_at' is {_mark_kind(value)}, {_MARK_RULE}")
-
-
-#: Why a deletion mark was refused, after what it is.
-_MARK_RULE = (
-    "not a date-time: only a date-time marks a deletion and null means live, so the record "
-    "is neither deleted nor upserted (convert flag columns with stream_maps)"
-)
-
-
-def _is_date_time(text: str) -> bool:
-    """Whether ``text`` is an ISO 8601 date-time (a date with a time) that exists."""
-    match = _DATE_TIME.fullmatch(text)
-    if match is None:
-        return False
-    fields = {name: int(value) for name, value in match.groupdict().items() if value}
-    try:
-        datetime.datetime(
-            fields["y"],
-            fields["mo"],
-            fields["d"],
-            fields["h"],
-            fields["mi"],
-            min(fields.get("s", 0), 59),  # 60: a leap second
-        )
-    except ValueError:
-        return False
-    return fields.get("oh", 0) < 24 and fields.get("om", 0) < 60
-
-
-def _mark_kind(value: Any) -> str:
-    """What a refused deletion mark is, in words (never the value: it may be anything)."""
-    if isinstance(value, str):
-        if not value:
-            return "an empty string"
-        if not value.strip():
-            return "blank text"
-        if _DATE.fullmatch(value):
-            return "a date without a time"
-        return "text"
-    return _type_name(value)
 
 
 def deleted_id(record: Mapping[str, Any], route: Route) -> str:

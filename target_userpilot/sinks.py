@@ -20,6 +20,7 @@ from target_userpilot.errors import (
     InvalidRecordError,
     MissingKeyRecordError,
 )
+from target_userpilot.marks import is_deleted
 from target_userpilot.rows import (
     COMPANIES,
     EVENTS,
@@ -29,7 +30,6 @@ from target_userpilot.rows import (
     deleted_id,
     encode_row,
     event_key,
-    is_deleted,
     route_for,
     table_name,
     to_event,

@@ -13,6 +13,7 @@ import json
 import pytest
 from conftest import record, run_target, schema, state
 
+from target_userpilot.marks import is_deleted
 from target_userpilot.rows import (
     COMPANIES,
     EVENTS,
@@ -26,7 +27,6 @@ from target_userpilot.rows import (
     encode_row,
     event_key,
     identifier,
-    is_deleted,
     merge_rows,
     primitive,
     route_for,

@@ -59,6 +59,14 @@ class Confirmer(Protocol):
     def confirm(self, batch: SealedBatch) -> None: ...
 
 
+class JobHistory(Protocol):
+    """The ledger's sync history (``history.py``): told of every upload and how its job ended."""
+
+    def job_sent(self, batch: SealedBatch, job_id: str) -> None: ...
+
+    def job_ended(self, batch: SealedBatch, job_id: str, outcome: str) -> None: ...
+
+
 @dataclass
 class _Running:
     """The job in flight and what we have learned of it."""
@@ -91,9 +99,12 @@ class JobLane:
         pace: JobPace,
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
+        history: JobHistory | None = None,
+        run_id: str | None = None,
         wake: Callable[[], None] | None = None,
     ) -> None:
         self._uploader = uploader
+        self._history = history
         #: Wakes the reading thread when the lane fails while the tap is silent.
         self._wake = wake
         self._source = source
@@ -103,7 +114,7 @@ class JobLane:
         self._confirmer = confirmer
         self.pace = pace
         self.job_timeout = float(job_timeout)
-        self._run_id = uuid.uuid4().hex[:12]
+        self._run_id = run_id or uuid.uuid4().hex[:12]
         self._uploads = 0
         self._cond = threading.Condition()
         self._busy = False
@@ -202,6 +213,8 @@ class JobLane:
             batch.object, batch.path, filename, conflict_wait=self.job_timeout
         )
         running = _Running(job, batch, time.monotonic())
+        if self._history is not None:
+            self._history.job_sent(batch, running.job_id)
         logger.info(
             "Uploaded %d %s rows of %s as job %s.",
             batch.rows,
@@ -265,6 +278,8 @@ class JobLane:
                     f"{self.job_timeout:.0f} s (job_timeout_seconds); last status '{status}'. "
                     "It may still finish in Userpilot; rerun from the last STATE to be sure."
                 )
+                if self._history is not None:
+                    self._history.job_ended(running.batch, running.job_id, "timed out")
                 raise JobTimeout(msg)
             wait = self._next_wait(running, job, now)
         return None
@@ -360,6 +375,8 @@ class JobLane:
                 f"Job details: {details}. No STATE was written past these records; fix the cause "
                 "and rerun from the last STATE."
             )
+            if self._history is not None:
+                self._history.job_ended(running.batch, running.job_id, "failed")
             raise JobFailed(msg)
         total = _as_int(job.get("total_rows"))
         done = _as_int(job.get("completed_rows"))
@@ -370,6 +387,9 @@ class JobLane:
                 done,
                 total,
             )
+        if self._history is not None:
+            # Before the confirm: an upsert Userpilot may still erase stays out of its ledger.
+            self._history.job_ended(running.batch, running.job_id, "completed")
         self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
         logger.info(
             "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",

@@ -195,8 +195,8 @@ class JobLane:
             batch.discard()  # the run stops: leave no personal data in the temp directory
             raise
         try:
-            job = running.job
-            if _status(job) not in FINAL_STATUSES:
+            job: dict[str, Any] | None = running.job
+            if _status(running.job) not in FINAL_STATUSES:
                 job = self._follow(running)
             if job is not None:
                 self._conclude(running, job)
@@ -415,7 +415,8 @@ class JobLane:
         except ValueError:
             row = line.decode(errors="replace")
         key = "company_id" if batch.object == "companies" else "user_id"
-        stream = batch.row_streams.get(row.get(key), batch.stream) if isinstance(row, dict) else ""
+        row_id = row.get(key) if isinstance(row, dict) else None
+        stream = batch.row_streams.get(row_id, batch.stream) if isinstance(row_id, str) else ""
         self._summary.stream(stream or batch.stream).rejected += 1
         self._rejects.reject(stream or batch.stream, None, reason, row)
 

@@ -47,7 +47,8 @@ ACCEPT = "application/json, text/plain, */*"
 API_VERSION = "2020-09-22"
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses that say something about the request as a whole, never about one event's content.
-NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
+#: (413 is about the content: a track request carries one event, so it is that event's size.)
+NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 429})
 #: How urllib3 reports a proxy that refused to open a tunnel for want of credentials.
 _PROXY_REFUSED = re.compile(r"Tunnel connection failed: 407\b")
 
@@ -319,7 +320,7 @@ class Transport:
             raise AuthenticationError(msg)
         if status == 409 and path.endswith("/bulk_identify"):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
-        if status == 413:
+        if status == 413 and not events:
             raise PayloadTooLarge(
                 f"Userpilot refused the request as too large (HTTP 413): {message}"
             )
@@ -327,7 +328,9 @@ class Transport:
             retry_after = _retry_after(response)
             if status == 429:
                 self._note_rate_limit(retry_after)
-            raise TransientError(f"{method} {path} answered HTTP {status}", retry_after)
+            raise TransientError(
+                f"{method} {path} answered HTTP {status}", retry_after, status=status
+            )
         if 300 <= status < 400:
             msg = (
                 f"Userpilot answered {method} {path} with a redirect (HTTP {status}) to "
@@ -336,7 +339,8 @@ class Transport:
             )
             raise UserpilotError(msg)
         if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
-            raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
+            why = " as too large" if status == 413 else ""
+            raise EventRefused(f"Userpilot refused the event{why} (HTTP {status}): {message}")
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
     def _proxy_refused(self) -> ConfigurationError:

@@ -60,7 +60,9 @@ class SinkServices:
     #: Writes the keys a stream's rows are about to send for the first time to the ledger.
     save_object_keys: Callable[[str, ObjectKeys], None]
     #: hard_delete with a ledger: full-table versions and the deletes they cause.
-    mirror: MirrorDeletes | None = None
+    mirror: MirrorDeletes | None
+    #: One read-only request that proves the key works (Meltano's loader test stream).
+    check_connection: Callable[[], str]
 
 
 class Run:
@@ -172,6 +174,7 @@ class Run:
             object_keys=self.object_keys,
             save_object_keys=self.save_object_keys,
             mirror=self.mirror,
+            check_connection=self.check_connection,
         )
 
     def object_keys(self, stream: str) -> ObjectKeys:
@@ -227,6 +230,17 @@ class Run:
         )
         self.lanes.append(self.event_lane)
         return self.event_lane
+
+    def check_connection(self) -> str:
+        """What ``--check-connection`` checks, in the run: say how it went, or raise.
+
+        A refused key raises :class:`AuthenticationError` (HTTP 401/403), so the run, and
+        Meltano's ``config test`` that sent it, fail; nothing is written either way.
+        """
+        if isinstance(self.client, DryRunClient):
+            return "dry_run is on, so Userpilot was not contacted"
+        self.client.list_jobs()
+        return "the API key was accepted (one read-only request, as --check-connection)"
 
     def check(self) -> None:
         """Raise what stopped a lane or the delivery of STATE, if anything did."""

@@ -22,10 +22,10 @@ from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.lanes import Lane
-from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
-from target_userpilot.lanes.events import EventLane, EventPace
+from target_userpilot.lanes.deletions import DeletionLane
+from target_userpilot.lanes.events import EventLane
 from target_userpilot.lanes.jobs import JobLane
-from target_userpilot.lanes.pace import JobPace
+from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
 from target_userpilot.ledger import Ledger, open_ledger
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
@@ -99,16 +99,16 @@ class Run:
             pace=self.pace,
             job_timeout=settings.job_timeout_seconds,
             confirmer=self.unchanged,
-            wake=self._wake_reader,
+            on_failure=self._wake_reader,
         )
         self.deletions = DeletionLane(
             self.client,
             self.checkpoints,
             self.summary,
-            interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
+            pace=DeletionPace(0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS),
             # A deleted profile leaves the skip_unchanged ledger.
             forget=self.unchanged.forget if self.unchanged is not None else None,
-            wake=self._wake_reader,
+            on_failure=self._wake_reader,
         )
         self.lanes: list[Lane] = [self.jobs, self.deletions]
         self._user_agent = user_agent
@@ -155,7 +155,7 @@ class Run:
             pace=pace,
             keys=keys,
             scope=self.scope,
-            wake=self._wake_reader,
+            on_failure=self._wake_reader,
         )
         self.lanes.append(self.event_lane)
         return self.event_lane
@@ -273,12 +273,13 @@ class Run:
     def _events_waiting(self) -> bool:
         return self.event_lane is not None and self.event_lane.busy
 
-    def _wake_reader(self) -> None:
+    def _wake_reader(self, error: BaseException) -> None:
         """A lane failed: interrupt the main thread, which may be blocked reading a silent tap.
 
         The SIGINT handler (``terminate``) raises the lane's error there, so the run stops with
         that error's sentence and exit code instead of waiting for input that may never come.
         """
+        del error  # raised by ``check``
         main = threading.main_thread()
         if threading.current_thread() is not main and main.ident is not None:
             signal.pthread_kill(main.ident, signal.SIGINT)

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import EventRefused
+from target_userpilot.lanes.base import Lane
+from target_userpilot.lanes.pace import EventPace
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import USERS, encode_row
 from target_userpilot.summary import RunSummary, duration
@@ -44,17 +46,6 @@ logger = logging.getLogger("target_userpilot.events")
 PROGRESS_EVERY_SECONDS = 30.0
 #: Events read from the spool at once: one ledger lookup covers them all.
 LOOKAHEAD = 500
-#: Share of ``events_per_minute`` actually used: the limit is counted over a sliding minute on
-#: arrival, so requests spaced exactly at the limit trip it whenever the network delays one a
-#: little less than the one a minute before.
-HEADROOM = 0.98
-#: A 429 multiplies the pace by this; the pace never falls below ``MIN_SHARE`` of the setting.
-SLOW_DOWN = 0.8
-MIN_SHARE = 0.25
-#: Each accepted event gives back this share of the configured pace after a slow-down.
-RECOVERY_SHARE = 0.01
-#: Pause after a 429 that gave no Retry-After.
-DEFAULT_RETRY_AFTER = 1.0
 #: How long a waiting thread sleeps before it looks again whether the lane is stopping.
 TICK = 0.2
 
@@ -73,65 +64,6 @@ class EventKeys(Protocol):
     def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None: ...
 
     def close(self) -> None: ...
-
-
-class EventPace:
-    """When the next track request may go: evenly spaced under the limit, slower after a 429.
-
-    Thread-safe: the lane's dispatcher asks for slots while the client's threads report 429s.
-    """
-
-    def __init__(self, events_per_minute: float | None) -> None:
-        #: The configured pace; None: no pacing (dry run).
-        self.limit = events_per_minute
-        self.rate = events_per_minute
-        self.rate_limited = 0
-        self._lock = threading.Lock()
-        self._next = 0.0
-        self._paused_until = 0.0
-        self._last_warning = -math.inf
-
-    def reserve(self) -> float:
-        """Take the next slot; return when (``time.monotonic()``) the request may go."""
-        with self._lock:
-            now = time.monotonic()
-            if self.rate is None:
-                return now
-            # No catching up after an idle spell: a burst is what the limit counts.
-            slot = max(self._next, now, self._paused_until)
-            self._next = slot + 60.0 / (self.rate * HEADROOM)
-            return slot
-
-    def slow_down(self, retry_after: float | None) -> None:
-        """Userpilot answered 429: pause for Retry-After, and slow the pace from now on."""
-        with self._lock:
-            self.rate_limited += 1
-            now = time.monotonic()
-            wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
-            self._paused_until = max(self._paused_until, now + wait)
-            if self.limit is not None and self.rate is not None:
-                self.rate = max(self.limit * MIN_SHARE, self.rate * SLOW_DOWN)
-            warn = now - self._last_warning >= PROGRESS_EVERY_SECONDS
-            if warn:
-                self._last_warning = now
-        if warn:
-            logger.warning(
-                "Userpilot limited the rate of events (HTTP 429, %d so far); pausing %.1f s and "
-                "slowing to %s a minute. Another client may be using the same API key.",
-                self.rate_limited,
-                wait,
-                "?" if self.rate is None else f"{self.rate:.0f}",
-            )
-
-    def accepted(self) -> None:
-        """One event went through: win back some of the pace a 429 took."""
-        with self._lock:
-            if self.limit is not None and self.rate is not None and self.rate < self.limit:
-                self.rate = min(self.limit, self.rate + self.limit * RECOVERY_SHARE)
-
-    def per_minute(self) -> float | None:
-        """The pace now, in events a minute (None: unpaced)."""
-        return None if self.rate is None else self.rate * HEADROOM
 
 
 @dataclass
@@ -185,7 +117,7 @@ class EventSpool:
             pass
 
 
-class EventLane:
+class EventLane(Lane):
     """Sends events to ``/v1/track``: after their users, paced, once each, on a few connections."""
 
     def __init__(
@@ -199,10 +131,11 @@ class EventLane:
         keys: EventKeys | None,
         scope: str,
         connections: int | None = None,
-        wake: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
         spool_dir: str | None = None,
         progress_every: float = PROGRESS_EVERY_SECONDS,
     ) -> None:
+        super().__init__(on_failure=on_failure)
         self._client = client
         self._checkpoints = checkpoints
         self._summary = summary
@@ -210,12 +143,10 @@ class EventLane:
         self.pace = pace
         self._keys = keys
         self._scope = scope
-        self._wake = wake
         self._progress_every = progress_every
         if connections is None:
             connections = connections_for(pace.limit)
         self.connections = connections
-        self._cond = threading.Condition()
         self._spool = EventSpool(spool_dir)
         self._lookahead: deque[_Event] = deque()
         #: Seq of every event taken from the lookahead and not finished, and their keys.
@@ -224,14 +155,11 @@ class EventLane:
         self._unread_floor: int | None = None
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
-        self._handoff: deque[_Event] = deque()
-        self._error: BaseException | None = None
-        self._stopping = False
+        self._handoff: deque[_Event | None] = deque()
         #: Why the lane stopped sending while events still wait (a stop signal), if it did.
         self._stopped_by: BaseException | None = None
         #: Events handed to the senders and not finished.
         self._handed = 0
-        self._abandon = threading.Event()
         self.received = 0
         self.sent = 0
         self.skipped = 0
@@ -239,16 +167,10 @@ class EventLane:
         self._started: float | None = None
         self._last_progress = 0.0
         self._sent_at_progress = 0
-        self._dispatcher = threading.Thread(
-            target=self._dispatch, name="userpilot-events", daemon=True
-        )
-        self._senders = [
-            threading.Thread(target=self._send_loop, name=f"userpilot-track-{n}", daemon=True)
-            for n in range(connections)
-        ]
-        self._dispatcher.start()
-        for sender in self._senders:
-            sender.start()
+        self._start(self._dispatch, "userpilot-events")
+        self._dispatcher = self._threads[0]
+        for n in range(connections):
+            self._start(self._send_loop, f"userpilot-track-{n}")
 
     # The reading thread
 
@@ -280,7 +202,7 @@ class EventLane:
             rate,
         )
 
-    # The lane family's protocol (see lanes/__init__.py)
+    # What differs from the other lanes
 
     @property
     def busy(self) -> bool:
@@ -315,30 +237,11 @@ class EventLane:
             self._stopped_by = reason
             self._cond.notify_all()
 
-    def raise_error(self) -> None:
-        """Raise the failure that stopped the lane, so the reading thread stops the run."""
-        if self._error is not None:
-            raise self._error
+    # ``send_sealed`` is ignored on a stop: waiting events are many and slow to send, so they
+    # wait for the rerun; only the events already handed to a sender go out.
 
-    def settle(self, *, send_sealed: bool = False) -> None:
-        """The run is stopping: send nothing new, let the events in flight end."""
-        del send_sealed  # waiting events are many and slow to send: they wait for the rerun
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._dispatcher.join()
-        for sender in self._senders:
-            sender.join()
-
-    def close(self) -> None:
-        """Stop at once and remove the spool."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._abandon.set()
-        self._dispatcher.join(timeout=5)
-        for sender in self._senders:
-            sender.join(timeout=5)
+    def _release(self) -> None:
+        """Remove the spool (it holds personal data)."""
         with self._cond:
             self._spool.discard()
 
@@ -379,7 +282,7 @@ class EventLane:
                     return
                 self._announce()
                 slot = self.pace.reserve()
-                if self._abandon.wait(max(0.0, slot - time.monotonic())):
+                if self._abandon.wait(max(0.0, slot - self.pace.clock())):
                     self._free.release()
                     return
                 with self._cond:
@@ -387,11 +290,9 @@ class EventLane:
                     self._handed += 1
                     self._cond.notify_all()
                 self._log_progress()
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self._fail(exc)
         finally:
             with self._cond:
-                self._handoff.append(None)  # type: ignore[arg-type] - tells senders to stop
+                self._handoff.append(None)  # tells senders to stop
                 self._cond.notify_all()
 
     def _next_event(self) -> _Event | None:
@@ -510,14 +411,6 @@ class EventLane:
         self._inflight.pop(event.seq, None)
         self._move_hold()
         self._cond.notify_all()
-
-    def _fail(self, exc: BaseException) -> None:
-        with self._cond:
-            if self._error is None:
-                self._error = exc
-            self._cond.notify_all()
-        if self._wake is not None:
-            self._wake()
 
     # Telling the operator
 

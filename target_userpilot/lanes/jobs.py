@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from target_userpilot.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
 from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge
+from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.rejects import RejectLog
 from target_userpilot.summary import RunSummary, duration
@@ -77,7 +77,7 @@ class _Running:
         return str(self.job.get("job_id"))
 
 
-class JobLane:
+class JobLane(Lane):
     """Uploads batches one job at a time and follows each job to its end."""
 
     def __init__(
@@ -91,11 +91,10 @@ class JobLane:
         pace: JobPace,
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
-        wake: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
+        super().__init__(on_failure=on_failure)
         self._uploader = uploader
-        #: Wakes the reading thread when the lane fails while the tap is silent.
-        self._wake = wake
         self._source = source
         self._checkpoints = checkpoints
         self._summary = summary
@@ -105,15 +104,10 @@ class JobLane:
         self.job_timeout = float(job_timeout)
         self._run_id = uuid.uuid4().hex[:12]
         self._uploads = 0
-        self._cond = threading.Condition()
         self._busy = False
-        self._done = False
-        self._error: BaseException | None = None
-        self._abandon = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="userpilot-job-lane", daemon=True)
-        self._thread.start()
+        self._start(self._work, "userpilot-job-lane")
 
-    # The lane family's protocol (see lanes/__init__.py)
+    # What differs from the other lanes
 
     @property
     def busy(self) -> bool:
@@ -123,52 +117,30 @@ class JobLane:
     def wait_idle(self) -> None:
         """Block until every batch the buffer will give has gone up and completed."""
         with self._cond:
-            while not self._done and self._error is None:
+            while self._running and self._error is None:
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
-    def raise_error(self) -> None:
-        """Raise the failure that stopped the lane, so the reading thread stops the run."""
-        if self._error is not None:
-            raise self._error
-
-    def settle(self, *, send_sealed: bool = False) -> None:
-        """The run is stopping: let the job in flight end, so its STATE can still go out.
-
-        With ``send_sealed``, batches already sealed go up first (they hold only records read
-        before the failure); otherwise (a stop signal) nothing more is uploaded.
-        """
-        if send_sealed:
+    def _stopped(self, *, send_sealed: bool) -> None:
+        """With ``send_sealed``, batches already sealed still go up (they hold only records
+        read before the failure); otherwise (a stop signal) nothing more is uploaded."""
+        if send_sealed and not self._abandon.is_set():
             self._source.stop()
         else:
             self._source.discard()
-        self._thread.join()
 
-    def close(self) -> None:
-        """Stop at once: a running job is left to Userpilot (its STATE does not go out)."""
-        self._source.discard()
-        self._abandon.set()
-        self._thread.join(timeout=5)
+    def _failed(self, exc: BaseException) -> None:
+        self._source.fail(exc)  # a reading thread waiting for room raises it
 
     # The worker thread
 
     def _work(self) -> None:
-        try:
-            while (batch := self._source.take()) is not None:
-                self._busy = True
-                try:
-                    self._send(batch)
-                finally:
-                    self._busy = False
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self._error = exc
-            self._source.fail(exc)
-            if self._wake is not None:
-                self._wake()
-        finally:
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
+        while (batch := self._source.take()) is not None:
+            self._busy = True
+            try:
+                self._send(batch)
+            finally:
+                self._busy = False
 
     def _send(self, batch: SealedBatch) -> None:
         """Upload ``batch`` and follow its job to the end; 413 splits it in halves."""

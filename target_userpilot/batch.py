@@ -71,9 +71,12 @@ class SealedBatch:
             (middle, None, self.hold, self.merged),
         ):
             part = lines[start:end]
-            handle, path = _spool_file(spool_dir, f"{self.object}-part-")
-            with handle:
-                handle.writelines(part)
+            try:
+                path = _spool_lines(spool_dir, f"{self.object}-part-", part)
+            except BaseException:
+                for done in halves:
+                    done.discard()
+                raise
             half = SealedBatch(
                 self.object,
                 self.stream,
@@ -97,9 +100,7 @@ class SealedBatch:
 
     def replace_lines(self, lines: list[bytes]) -> None:
         """Rewrite the file with ``lines`` (a subset of its rows), counting rows and bytes anew."""
-        handle, path = _spool_file(os.path.dirname(self.path), f"{self.object}-")
-        with handle:
-            handle.writelines(lines)
+        path = _spool_lines(os.path.dirname(self.path), f"{self.object}-", lines)
         os.replace(path, self.path)
         self.rows = len(lines)
         self.bytes = sum(len(line) for line in lines)
@@ -188,13 +189,20 @@ class BatchFile:
         return True
 
     def seal(self) -> SealedBatch:
-        """Close the file, merging rows that share an id, and return it ready for upload."""
-        self._handle.close()
-        left_out = sum(self._superseded.values())
-        merged = self.records - self.rows - left_out
-        size = self.bytes
-        if merged or left_out:
-            size = self._merge_duplicates()
+        """Close the file, merging rows that share an id, and return it ready for upload.
+
+        If that fails (a full disk), the file is removed before the error goes on.
+        """
+        try:
+            self._handle.close()
+            left_out = sum(self._superseded.values())
+            merged = self.records - self.rows - left_out
+            size = self.bytes
+            if merged or left_out:
+                size = self._merge_duplicates()
+        except BaseException:
+            self.discard()
+            raise
         return SealedBatch(
             self.object,
             self.stream,
@@ -209,7 +217,10 @@ class BatchFile:
 
     def discard(self) -> None:
         """Close and remove the file (used when a run stops before the batch is sent)."""
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # its last rows could not be written (a full disk): it goes all the same
         try:
             os.unlink(self._path)
         except FileNotFoundError:
@@ -226,6 +237,23 @@ class BatchFile:
         seen: dict[str, int] = {}
         skip = dict(self._superseded)
         handle, path = _spool_file(self._spool_dir, f"{self.object}-merged-")
+        size = 0
+        try:
+            size = self._write_merged(handle, key, pending, seen, skip)
+        except BaseException:
+            _remove(path)
+            raise
+        os.replace(path, self._path)
+        return size
+
+    def _write_merged(
+        self,
+        handle: IO[bytes],
+        key: str,
+        pending: dict[str, dict[str, Any]],
+        seen: dict[str, int],
+        skip: dict[str, int],
+    ) -> int:
         size = 0
         with handle, open(self._path, "rb") as source:
             for line in source:
@@ -246,7 +274,6 @@ class BatchFile:
                     out = encode_row(pending.pop(row_id))
                     handle.write(out)
                     size += len(out)
-        os.replace(path, self._path)
         return size
 
 
@@ -256,3 +283,22 @@ def _spool_file(spool_dir: str | None, prefix: str) -> tuple[IO[bytes], str]:
         prefix=f"target-userpilot-{prefix}", suffix=".ndjson", dir=spool_dir
     )
     return os.fdopen(fd, "wb"), path
+
+
+def _spool_lines(spool_dir: str | None, prefix: str, lines: list[bytes]) -> str:
+    """A new spool file holding ``lines``; nothing is left behind if writing fails."""
+    handle, path = _spool_file(spool_dir, prefix)
+    try:
+        with handle:
+            handle.writelines(lines)
+    except BaseException:
+        _remove(path)
+        raise
+    return path
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -38,6 +38,7 @@ from target_userpilot.errors import (
     TransientError,
     UnexpectedAnswer,
     UserpilotError,
+    WaitInterrupted,
 )
 
 logger = logging.getLogger("target_userpilot.client")
@@ -284,7 +285,7 @@ class UserpilotClient:
         # The retry policy, declared once. Uploads, lists, deletions and events get a bounded
         # number of tries; status polls may wait out a longer outage (and answers that are no
         # job), because re-uploading is never the answer to a failed poll; another client's
-        # job (409) is waited out for as long as the caller allows (`_conflicts`, below).
+        # job (409) is waited out in `upload`, for as long as the caller allows, until a stop.
         self._retrying = self._backoff(TransientError, max_tries=lambda: self.retry.max_tries)
         self._polling = self._backoff(
             (TransientError, UnexpectedAnswer), max_time=lambda: self.retry.poll_max_time
@@ -300,19 +301,6 @@ class UserpilotClient:
             logger=None,
             policy=self.retry,
             **limits,
-        )
-
-    def _conflicts(self, conflict_wait: float) -> Any:
-        """A backoff decorator that waits out another bulk job (409) for ``conflict_wait`` s."""
-        return backoff.on_exception(
-            backoff.expo,
-            JobConflict,
-            max_time=conflict_wait,
-            jitter=backoff.full_jitter,
-            on_backoff=_log_conflict,
-            logger=None,
-            factor=2,
-            max_value=self.retry.conflict_max_seconds,
         )
 
     def close(self) -> None:
@@ -339,13 +327,20 @@ class UserpilotClient:
     # Bulk jobs
 
     def upload(
-        self, object: str, path: str, filename: str, *, conflict_wait: float = 7200.0
+        self,
+        object: str,
+        path: str,
+        filename: str,
+        *,
+        conflict_wait: float = 7200.0,
+        interrupt: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Upload one batch file to ``/v1/<object>/bulk_identify`` and return the job object.
 
         A 409 means another job holds the account (ours are awaited before we upload, so it is
         another client's): it is waited out with jittered backoff for up to ``conflict_wait``
-        seconds, then :class:`JobTimeout` is raised.
+        seconds, then :class:`JobTimeout` is raised; setting ``interrupt`` (the run stops) ends
+        the wait with :class:`WaitInterrupted`, nothing uploaded.
 
         A timeout or dropped connection after the file was sent is ambiguous: Userpilot may have
         created the job. Before trying again we look for a job with our (unique) filename and
@@ -398,18 +393,33 @@ class UserpilotClient:
             return self._adopt_unnamed(endpoint, filename, accepted_as)
 
         what = f"Uploading the {object} batch {filename}"
-        try:
-            return self._conflicts(conflict_wait)(
-                lambda: self._until_giving_up(self._retrying, attempt, what)
-            )()
-        except JobConflict:
-            msg = (
-                f"Another bulk job held the Userpilot account for over {conflict_wait:.0f} s, "
-                f"so the batch file {filename} could not be uploaded within "
-                "job_timeout_seconds. Check the running jobs in Userpilot (another client may "
-                "be loading), or raise job_timeout_seconds."
-            )
-            raise JobTimeout(msg) from None
+        started = time.monotonic()
+        waits = 0
+        while True:
+            try:
+                return self._until_giving_up(self._retrying, attempt, what)
+            except JobConflict:
+                elapsed = time.monotonic() - started
+                if elapsed >= conflict_wait:
+                    msg = (
+                        f"Another bulk job held the Userpilot account for over "
+                        f"{conflict_wait:.0f} s, so the batch file {filename} could not be "
+                        "uploaded within job_timeout_seconds. Check the running jobs in "
+                        "Userpilot (another client may be loading), or raise "
+                        "job_timeout_seconds."
+                    )
+                    raise JobTimeout(msg) from None
+            # Jittered exponential backoff, never past conflict_wait; a stop ends the wait.
+            ceiling = min(self.retry.conflict_max_seconds, 2.0 * 2**waits)
+            wait = min(random.uniform(0, ceiling), conflict_wait - elapsed)
+            waits += 1
+            _log_conflict({"wait": wait, "elapsed": elapsed})
+            if interrupt is None:
+                time.sleep(wait)
+            elif interrupt.wait(wait):
+                raise WaitInterrupted(
+                    f"The run stopped while {filename} waited for another client's job."
+                )
 
     def _adopt_unnamed(self, endpoint: str, filename: str, described: str) -> dict[str, Any]:
         """An upload accepted without a job id: find its job by filename, or say why not."""

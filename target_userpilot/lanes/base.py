@@ -38,6 +38,8 @@ class Lane:
         self._error: BaseException | None = None
         #: Phase one of a stop: take no new work (read under ``_cond``).
         self._stopping = False
+        #: Set with ``_stopping``: ends the waits for a pace or for another client's job.
+        self._stop_event = threading.Event()
         #: Stop at once: every wait ends, nothing in flight is awaited.
         self._abandon = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -80,13 +82,14 @@ class Lane:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        self._stop_event.set()
         self._stopped(send_sealed=send_sealed)
 
     def join(self, timeout: float | None = None) -> bool:
         """Phase two: wait until the lane's threads end; False if they still run at the deadline.
 
-        Returns at once once the lane is abandoned: a thread stuck in a request is left to end
-        on its own (it is a daemon thread).
+        Without a ``timeout``, returns as soon as the lane is abandoned: a thread stuck in a
+        request is left to end on its own (it is a daemon thread).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in list(self._threads):
@@ -96,6 +99,11 @@ class Lane:
                     return False
                 thread.join(left)
         return True
+
+    @property
+    def abandoned(self) -> bool:
+        """True once the lane was told to stop at once."""
+        return self._abandon.is_set()
 
     def settle(self, *, send_sealed: bool = False) -> None:
         """Take no new work, and wait for the work in flight to end (both phases, this lane)."""
@@ -107,10 +115,10 @@ class Lane:
         self._abandon.set()
         self.stop()
 
-    def close(self) -> None:
-        """Abandon the lane, give its threads a moment to end, and release what it holds."""
+    def close(self, *, grace: float = 5.0) -> None:
+        """Abandon the lane, give its threads ``grace`` seconds to end, release what it holds."""
         self.abandon()
-        self.join(timeout=5)
+        self.join(timeout=grace)
         self._release()
 
     # The lane's side
@@ -148,8 +156,11 @@ class Lane:
                 self._on_failure(exc)
 
     def _wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds`` (a pace); raise :class:`Abandoned` if the lane is abandoned."""
-        if self._abandon.wait(max(0.0, seconds)):
+        """Wait ``seconds`` (a pace) before new work; raise :class:`Abandoned` on a stop.
+
+        New work waits on the stop, not only on abandonment: after a stop nothing new starts.
+        """
+        if self._stop_event.wait(max(0.0, seconds)):
             raise Abandoned
 
     # Hooks

@@ -138,9 +138,16 @@ class DeletionLane(Lane):
         return self._in_flight
 
     def wait_idle(self) -> None:
-        """Block until every queued deletion was accepted by Userpilot; raise what stopped it."""
+        """Block until every queued deletion was accepted by Userpilot; raise what stopped it.
+
+        After a stop, only until the request in flight ended: the others are never sent.
+        """
         with self._cond:
-            while self._error is None and (self._open or self._full or self._in_flight):
+            while (
+                self._error is None
+                and not self._abandon.is_set()
+                and (self._in_flight or (not self._stopping and (self._open or self._full)))
+            ):
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
@@ -184,6 +191,8 @@ class DeletionLane(Lane):
         ids = list(request.ids)
         while ids:
             piece, rest = ids[: self.size], ids[self.size :]
+            # A stop ends the wait, and no piece starts after it (a 413's other halves
+            # included): erasure cannot be undone, the rerun asks for these ids again.
             self._wait(self.pace.delay())
             try:
                 answer = self._deleter.delete_profiles(request.object, piece)

@@ -156,8 +156,6 @@ class EventLane(Lane):
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
         self._handoff: deque[_Event | None] = deque()
-        #: Why the lane stopped sending while events still wait (a stop signal), if it did.
-        self._stopped_by: BaseException | None = None
         #: Events handed to the senders and not finished.
         self._handed = 0
         self.received = 0
@@ -210,32 +208,28 @@ class EventLane(Lane):
         with self._cond:
             return not self._nothing_unfinished()
 
+    @property
+    def sending(self) -> bool:
+        """True while an event is handed to a sender and not finished."""
+        with self._cond:
+            return self._handed > 0
+
     def wait_idle(self) -> None:
         """Block until every event received is accepted, refused or skipped.
 
-        After :meth:`stop_sending`, only until the events in flight ended; then raise why.
+        After a stop, only until the events in flight ended: at 600 a minute the events still
+        waiting can take hours, and they wait for the rerun.
         """
         with self._cond:
             while self._error is None and not self._nothing_unfinished():
-                stopped = self._stopped_by is not None and not self._dispatcher.is_alive()
+                if self._abandon.is_set():
+                    break
+                stopped = self._stopping and not self._dispatcher.is_alive()
                 if stopped and self._handed == 0:
                     break
                 self._cond.wait(TICK)
         self.raise_error()
         self._log_progress(final=True)
-        if self._stopped_by is not None and not self._nothing_unfinished():
-            raise self._stopped_by
-
-    def stop_sending(self, reason: BaseException) -> None:
-        """Send no further event; :meth:`wait_idle` raises ``reason`` once those in flight end.
-
-        At 600 a minute the events still waiting can take hours: a stop signal after the end
-        of input must not wait for them, only for the ones already sent.
-        """
-        with self._cond:
-            self._stopping = True
-            self._stopped_by = reason
-            self._cond.notify_all()
 
     # ``send_sealed`` is ignored on a stop: waiting events are many and slow to send, so they
     # wait for the rerun; only the events already handed to a sender go out.
@@ -282,7 +276,8 @@ class EventLane(Lane):
                     return
                 self._announce()
                 slot = self.pace.reserve()
-                if self._abandon.wait(max(0.0, slot - self.pace.clock())):
+                # A stop ends the wait for the pace: no event starts after it.
+                if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
                     self._free.release()
                     return
                 with self._cond:
@@ -340,7 +335,7 @@ class EventLane(Lane):
             if not (event.already_sent or taken or key in self._accepted_since_lookup):
                 return False
             self.skipped += 1
-            self._summary.stream(event.stream).events_skipped += 1
+            self._summary.add(event.stream, "events_skipped")
             self._finish(event)
             return True
 
@@ -354,7 +349,7 @@ class EventLane(Lane):
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
         while not self._free.acquire(timeout=TICK):
-            if self._abandon.is_set() or self._error is not None:
+            if self._stopping or self._error is not None:
                 return False
         return True
 
@@ -370,7 +365,8 @@ class EventLane(Lane):
                     return  # left in place: every sender sees it
                 self._handoff.popleft()
             try:
-                if self._error is None and not self._abandon.is_set():
+                # Handed over just before a stop: not started after it.
+                if self._error is None and not self._stopping:
                     self._send(event)
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
                 self._fail(exc)
@@ -387,7 +383,7 @@ class EventLane(Lane):
         except EventRefused as exc:
             with self._cond:
                 self.refused += 1
-                self._summary.stream(event.stream).rejected += 1
+                self._summary.add(event.stream, "rejected")
             # With on_invalid_record 'fail' this raises and the event stays unfinished: its
             # hold keeps every later STATE back, as for a bad record read from the input.
             self._rejects.reject(event.stream, event.position, str(exc), body)
@@ -400,9 +396,7 @@ class EventLane(Lane):
         self.pace.accepted()
         with self._cond:
             self.sent += 1
-            tally = self._summary.stream(event.stream)
-            tally.events_sent += 1
-            tally.finished = time.monotonic()
+            self._summary.add(event.stream, "events_sent", finished=True)
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
 

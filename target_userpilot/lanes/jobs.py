@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,8 +24,8 @@ from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
-from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge
-from target_userpilot.lanes.base import Lane
+from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge, WaitInterrupted
+from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.rejects import RejectLog
 from target_userpilot.summary import RunSummary, duration
@@ -47,8 +48,17 @@ class Uploader(Protocol):
     """What the lane needs from a client: the real one, or the dry run's."""
 
     def upload(
-        self, object: str, path: str, filename: str, *, conflict_wait: float
-    ) -> dict[str, Any]: ...
+        self,
+        object: str,
+        path: str,
+        filename: str,
+        *,
+        conflict_wait: float,
+        interrupt: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """Upload a batch file; a wait for another client's job ends when ``interrupt`` is set
+        (:class:`~target_userpilot.errors.WaitInterrupted`)."""
+        ...
 
     def job_status(self, job_id: str) -> dict[str, Any]: ...
 
@@ -91,6 +101,7 @@ class JobLane(Lane):
         pace: JobPace,
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
+        before_upload: Callable[[SealedBatch], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         super().__init__(on_failure=on_failure)
@@ -100,6 +111,11 @@ class JobLane(Lane):
         self._summary = summary
         self._rejects = rejects
         self._confirmer = confirmer
+        #: skip_unchanged: leaves out the rows Userpilot already holds, on this thread, in the
+        #: order batches go up, outside the buffer's lock (the ledger may be slow).
+        self._before_upload = before_upload
+        #: After a stop: whether batches sealed before it still go up (not after a signal).
+        self._sealed_may_go = True
         self.pace = pace
         self.job_timeout = float(job_timeout)
         self._run_id = uuid.uuid4().hex[:12]
@@ -115,9 +131,12 @@ class JobLane(Lane):
         return self._busy
 
     def wait_idle(self) -> None:
-        """Block until every batch the buffer will give has gone up and completed."""
+        """Block until every batch the buffer will give has gone up and completed.
+
+        After a stop, until the job in flight ended (the buffer gives nothing more).
+        """
         with self._cond:
-            while self._running and self._error is None:
+            while self._running and self._error is None and not self._abandon.is_set():
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
@@ -127,6 +146,7 @@ class JobLane(Lane):
         if send_sealed and not self._abandon.is_set():
             self._source.stop()
         else:
+            self._sealed_may_go = False
             self._source.discard()
 
     def _failed(self, exc: BaseException) -> None:
@@ -138,6 +158,12 @@ class JobLane(Lane):
         while (batch := self._source.take()) is not None:
             self._busy = True
             try:
+                if self._before_upload is not None:
+                    try:
+                        self._before_upload(batch)
+                    except BaseException:
+                        batch.discard()  # leave no personal data in the temp directory
+                        raise
                 self._send(batch)
             finally:
                 self._busy = False
@@ -148,10 +174,15 @@ class JobLane(Lane):
             self._durable(batch, 0.0)
             return
         try:
+            if self._stopping and not self._sealed_may_go:
+                raise Abandoned  # no upload starts after a stop signal (a 413's other half)
             running = self._upload(batch)
         except PayloadTooLarge:
             self._split(batch)
             return
+        except WaitInterrupted:
+            batch.discard()
+            raise Abandoned from None  # the stop ended a wait for another client's job
         except BaseException:
             batch.discard()  # the run stops: leave no personal data in the temp directory
             raise
@@ -171,7 +202,11 @@ class JobLane(Lane):
             "Uploading %s: %d %s rows, %d bytes.", filename, batch.rows, batch.object, batch.bytes
         )
         job = self._uploader.upload(
-            batch.object, batch.path, filename, conflict_wait=self.job_timeout
+            batch.object,
+            batch.path,
+            filename,
+            conflict_wait=self.job_timeout,
+            interrupt=self._stop_event,
         )
         running = _Running(job, batch, time.monotonic())
         logger.info(
@@ -368,7 +403,7 @@ class JobLane(Lane):
             row = line.decode(errors="replace")
         key = "company_id" if batch.object == "companies" else "user_id"
         stream = batch.row_streams.get(row.get(key), batch.stream) if isinstance(row, dict) else ""
-        self._summary.stream(stream or batch.stream).rejected += 1
+        self._summary.add(stream or batch.stream, "rejected")
         self._rejects.reject(stream or batch.stream, None, reason, row)
 
 

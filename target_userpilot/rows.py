@@ -18,13 +18,22 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from target_userpilot.errors import InvalidRecord
+from target_userpilot.errors import ConfigurationError, InvalidRecord
 
+#: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
 USERS = "users"
 COMPANIES = "companies"
 EVENTS = "events"
 IGNORE = "ignore"
 OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
+_PROFILE_KEYS = ("id_property", "company_id_property")
+MAPPING_KEYS: dict[str, tuple[str, ...]] = {
+    USERS: _PROFILE_KEYS,
+    COMPANIES: _PROFILE_KEYS,
+    EVENTS: ("user_id_property", "event_name_property", "event_name"),
+    # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
+    IGNORE: (*_PROFILE_KEYS, "user_id_property", "event_name_property", "event_name"),
+}
 
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 _EVENT_STREAM_NAMES = frozenset({"events", "event"})
@@ -120,21 +129,10 @@ def route_for(
     nested objects it describes are noted so that a null object clears their keys.
     """
     mapping = mapping or {}
-    obj = mapping.get("object")
-    if obj is None:
-        name = stream_name.lower()
-        if name in _COMPANY_STREAM_NAMES:
-            obj = COMPANIES
-        elif name in _EVENT_STREAM_NAMES:
-            obj = EVENTS
-        else:
-            obj = USERS
-    if obj not in OBJECTS:
-        msg = (
-            f"object_mapping for stream '{stream_name}' has object '{obj}'; "
-            f"use one of {', '.join(OBJECTS)}."
-        )
-        raise ValueError(msg)
+    # Settings checked every entry before any input; a caller that skipped them (a test, a
+    # tool) meets the same sentence here.
+    check_object_mapping({stream_name: mapping})
+    obj = mapping.get("object") or default_object(stream_name)
     clears = null_clears(schema_properties)
     if obj == EVENTS:
         return _event_route(stream_name, mapping, clears)
@@ -156,28 +154,74 @@ def route_for(
     return Route(obj, id_property, company_id_property, null_clears=clears)
 
 
+def default_object(stream: str) -> str:
+    """The object a stream without an ``object`` in its mapping goes to, by its name."""
+    name = stream.lower()
+    if name in _COMPANY_STREAM_NAMES:
+        return COMPANIES
+    if name in _EVENT_STREAM_NAMES:
+        return EVENTS
+    return USERS
+
+
+def check_object_mapping(mapping: Any) -> None:
+    """Raise a ConfigurationError naming the stream and key of the first bad entry."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError("object_mapping must be an object keyed by stream name.")
+    for stream, entry in mapping.items():
+        if not isinstance(entry, Mapping):
+            msg = f'object_mapping[\'{stream}\'] must be an object like {{"object": "users"}}.'
+            raise ConfigurationError(msg)
+        obj = entry.get("object")
+        if obj is not None and obj not in OBJECTS:
+            shown = f"'{obj}'" if isinstance(obj, str) else kind_of(obj)
+            msg = f"object_mapping['{stream}'].object is {shown}; use one of {', '.join(OBJECTS)}."
+            raise ConfigurationError(msg)
+        target = obj or default_object(stream)
+        allowed = MAPPING_KEYS[target]
+        unknown = sorted(str(key) for key in entry if key != "object" and key not in allowed)
+        if unknown:
+            what = f"an entry for {target}" if obj else f"an entry without object ({target})"
+            msg = (
+                f"object_mapping['{stream}'] has unknown key(s) {', '.join(unknown)}; "
+                f"{what} takes object, {', '.join(allowed)}."
+            )
+            raise ConfigurationError(msg)
+        for key in allowed:
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                noun = "an event name" if key == "event_name" else "a property name"
+                msg = (
+                    f"object_mapping['{stream}'].{key} is {kind_of(value)}; it must be {noun}, "
+                    "a non-empty string."
+                )
+                raise ConfigurationError(msg)
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words (config values are described, not echoed)."""
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
 def _event_route(
     stream_name: str, mapping: Mapping[str, Any], clears: dict[str, tuple[str, ...]]
 ) -> Route:
     """The route of an events stream: whose event it is, and where its name comes from."""
-    names = {}
-    for setting, default in (("user_id_property", "user_id"), ("event_name_property", None)):
-        value = mapping.get(setting, default)
-        if value is not None and (not isinstance(value, str) or not value):
-            msg = f"object_mapping for stream '{stream_name}' has a {setting} that is not a name."
-            raise ValueError(msg)
-        names[setting] = value
     fixed = mapping.get("event_name")
-    if fixed is not None and (not isinstance(fixed, str) or not fixed):
-        msg = (
-            f"object_mapping for stream '{stream_name}' has an event_name that is not a "
-            "non-empty string; give the event's name, or event_name_property."
-        )
-        raise ValueError(msg)
     return Route(
         EVENTS,
-        names["user_id_property"],
-        event_name_property=None if fixed else names["event_name_property"],
+        mapping.get("user_id_property") or "user_id",
+        event_name_property=None if fixed else mapping.get("event_name_property"),
         event_name=fixed,
         null_clears=clears,
     )

@@ -34,8 +34,8 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot.client import check_api_url, is_loopback
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.hosts import check_api_url, is_loopback
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
 

@@ -81,6 +81,7 @@ class InputFeed:
             if item is self._WAKE:
                 check()
             elif item is self._END:
+                check()  # a stop that came with the last lines is still a stop
                 return
             else:
                 raise item  # the reading thread's failure, handed over: raised here

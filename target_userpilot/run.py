@@ -261,6 +261,8 @@ class Run:
         A stop meanwhile (a signal after the end of input) lets the work in flight end; if
         anything was left unsent then, the run ends as stopped.
         """
+        self.stop.act_now()  # a signal that came with the last lines stops the run as before
+        self.check()
         self._finishing = True
         self.buffer.end_input()
         if self.event_lane is not None:

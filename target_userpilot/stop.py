@@ -68,6 +68,8 @@ class RunStop:
         # (signal number or failure, when); appended by a signal handler or a lane's thread.
         self._events: deque[tuple[int | BaseException, float]] = deque()
         self._lock = threading.Lock()
+        #: Held while acting on what was noted: one signal or failure at a time.
+        self._acting = threading.Lock()
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
         self._thread = threading.Thread(target=self._watch, name="userpilot-stop", daemon=True)
@@ -119,12 +121,13 @@ class RunStop:
 
     # The stop thread
 
-    def _watch(self) -> None:
-        while True:
-            try:
-                data = os.read(self._read, 64)
-            except OSError:
-                return
+    def act_now(self) -> None:
+        """Act at once on what was noted and not acted on yet (a thread that holds no lock).
+
+        The end of input may be read just after a signal arrived and before the stop thread
+        woke: the run then still stops as it would have while reading.
+        """
+        with self._acting:
             while self._events:
                 what, at = self._events.popleft()
                 try:
@@ -134,6 +137,14 @@ class RunStop:
                         self._on_signal(what, at)
                 except Exception:
                     logger.debug("Stopping the run failed", exc_info=True)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                data = os.read(self._read, 64)
+            except OSError:
+                return
+            self.act_now()
             if not data:
                 return
 

@@ -79,10 +79,10 @@ class Lane:
         ``send_sealed``: work already handed over whole before the stop (a sealed batch) may
         still go; lanes whose work cannot be undone or takes long ignore it.
         """
+        self._stop_event.set()  # first: a thread about to start new work checks it last
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._stop_event.set()
         self._stopped(send_sealed=send_sealed)
 
     def join(self, timeout: float | None = None) -> bool:

@@ -140,13 +140,17 @@ class JobLane(Lane):
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
-    def _stopped(self, *, send_sealed: bool) -> None:
+    def stop(self, *, send_sealed: bool = False) -> None:
         """With ``send_sealed``, batches already sealed still go up (they hold only records
         read before the failure); otherwise (a stop signal) nothing more is uploaded."""
+        if not send_sealed:
+            self._sealed_may_go = False  # before the lane is seen stopping: no upload slips by
+        super().stop(send_sealed=send_sealed)
+
+    def _stopped(self, *, send_sealed: bool) -> None:
         if send_sealed and not self._abandon.is_set():
             self._source.stop()
         else:
-            self._sealed_may_go = False
             self._source.discard()
 
     def _failed(self, exc: BaseException) -> None:
@@ -174,7 +178,7 @@ class JobLane(Lane):
             self._durable(batch, 0.0)
             return
         try:
-            if self._stopping and not self._sealed_may_go:
+            if not self._sealed_may_go:
                 raise Abandoned  # no upload starts after a stop signal (a 413's other half)
             running = self._upload(batch)
         except PayloadTooLarge:

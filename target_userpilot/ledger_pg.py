@@ -1,7 +1,7 @@
 """The ledger in PostgreSQL, reached through SQLAlchemy with psycopg 3 (the ``postgres`` extra).
 
 For runs in containers whose disk is gone after each run. A URL's password is never written
-anywhere: messages go through :func:`target_userpilot.ledger.redact`.
+anywhere: messages go through :func:`target_userpilot.redact.redact`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger import EXTRA_HINT, Ledger, _raw_password, check_version, chunks, redact
+from target_userpilot.ledger import EXTRA_HINT, Ledger, check_version, chunks
+from target_userpilot.ledger_history import SentJob
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+from target_userpilot.redact import password_of, redact
 
 logger = logging.getLogger("target_userpilot")
 
@@ -70,9 +72,16 @@ _PG_LOOKUP_EVENTS = """
     WHERE scope = :scope AND stream = :stream AND key = ANY(:keys)
 """
 _PG_ADD_EVENTS = """
-    INSERT INTO accepted_events (scope, stream, key, accepted_at)
-    SELECT :scope, :stream, key, now() FROM unnest(CAST(:keys AS text[])) AS batch(key)
+    INSERT INTO accepted_events (scope, stream, key, accepted_at, name)
+    SELECT :scope, :stream, key, now(), :name FROM unnest(CAST(:keys AS text[])) AS batch(key)
     ON CONFLICT (scope, stream, key) DO NOTHING
+"""
+
+_PG_ADD_HISTORY = """
+    INSERT INTO sync_history (scope, object, id, sent_at, job_id, hash)
+    SELECT :scope, :object, row_id, :sent_at, :job_id, digest
+    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
+    ON CONFLICT DO NOTHING
 """
 
 #: How long one ledger operation keeps retrying a lost connection (a server restart or a
@@ -102,7 +111,7 @@ class PostgresLedger(Ledger):
         if url.drivername in ("postgresql", "postgres"):
             # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra installs psycopg 3.
             url = url.set(drivername="postgresql+psycopg")
-        self._secrets = [s for s in (url.password, _raw_password(state_db)) if s]
+        self._secrets = [s for s in (url.password, password_of(state_db)) if s]
         self.host = f"{url.host or 'localhost'}:{url.port or 5432}"
         self.description = f"PostgreSQL database '{url.database or ''}' at {self.host}"
         self._user = url.username or ""
@@ -287,15 +296,57 @@ class PostgresLedger(Ledger):
         )
         return {key for (key,) in rows}
 
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None:
         from sqlalchemy import text
 
         def add(conn: Any) -> None:
             for chunk in chunks(keys, self.chunk_size):
-                params = {"scope": scope, "stream": stream, "keys": list(chunk)}
+                params = {"scope": scope, "stream": stream, "keys": list(chunk), "name": name}
                 conn.execute(text(_PG_ADD_EVENTS), params)
 
         self._run("recording accepted events", add)
+
+    # The history's primitives (ledger_history.py)
+
+    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        return self._run(
+            what, lambda conn: [tuple(row) for row in conn.execute(text(sql), params).fetchall()]
+        )
+
+    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        def run(conn: Any) -> None:
+            for sql, params in steps:
+                conn.execute(text(sql), params)
+
+        self._run(what, run)
+
+    def _ids_in(self, column: str) -> str:
+        return f"{column} = ANY(CAST(:ids AS text[]))"
+
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return list(ids)
+
+    def _history_insert(
+        self, scope: str, job: SentJob, rows: Sequence[tuple[str, bytes | None]]
+    ) -> tuple[str, Any]:
+        # One statement for the whole batch: a row per id costs a round trip each otherwise.
+        return (
+            _PG_ADD_HISTORY,
+            {
+                "scope": scope,
+                "object": job.object,
+                "sent_at": job.sent_at,
+                "job_id": job.job_id,
+                "ids": [row_id for row_id, _ in rows],
+                "hashes": [digest for _, digest in rows],
+            },
+        )
 
 
 def _is_transient(exc: Exception) -> bool:

@@ -6,6 +6,7 @@ one read while another writes, and a writer waits for another's transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -144,13 +145,39 @@ class SQLiteLedger(Ledger):
         with self._lock:
             return {key for (key,) in self._db.execute(query, (scope, stream, *keys))}
 
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None:
         now = time.time()
         with self._lock, self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
-                ((scope, stream, key, now) for key in keys),
+                "INSERT OR IGNORE INTO accepted_events (scope, stream, key, accepted_at, name) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((scope, stream, key, now, name) for key in keys),
             )
+
+    # The history's primitives (ledger_history.py)
+
+    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        del what  # a file does not go away mid-run
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+        del what
+        with self._lock, self._db:
+            for sql, params in steps:
+                if isinstance(params, list):
+                    self._db.executemany(sql, params)
+                else:
+                    self._db.execute(sql, params)
+
+    def _ids_in(self, column: str) -> str:
+        # One parameter for any number of ids: a JSON array, read as a table.
+        return f"{column} IN (SELECT value FROM json_each(:ids))"  # noqa: S608 - a placeholder
+
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return json.dumps(list(ids))
 
 
 def _owner_only_file(path: str) -> None:

@@ -146,9 +146,19 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.StringType,
         default=".target-userpilot/state.db",
         description=(
-            "The ledger (row hashes for skip_unchanged, keys of events already sent): a SQLite "
-            "file path, or a SQLAlchemy URL such as postgresql://user:pass@host/db (driver from "
-            "the `postgres` extra)."
+            "The ledger (row hashes for skip_unchanged, keys of events already sent, the sync "
+            "history, deletions accepted): a SQLite file path, or a SQLAlchemy URL such as "
+            "postgresql://user:pass@host/db (driver from the `postgres` extra)."
+        ),
+    ),
+    th.Property(
+        "ledger_history_entries",
+        th.IntegerType,
+        default=3,
+        description=(
+            "Sync history entries kept per profile in the ledger, newest first (which job or "
+            "deletion request sent it, when, and how it ended; read with userpilot-ledger). 0 "
+            "keeps none. Recorded when the run uses the ledger (skip_unchanged, hard_delete)."
         ),
     ),
     th.Property(
@@ -225,6 +235,7 @@ class Settings:
     output_dir: str = "userpilot-batches"
     skip_unchanged: bool = False
     state_db: str = ".target-userpilot/state.db"
+    ledger_history_entries: int = 3
     hard_delete: bool = False
     batch_wait_seconds: float = 2.0
     events_per_minute: float = 600.0
@@ -272,6 +283,12 @@ class Settings:
             check_api_key(self.api_key)
         if not self.dry_run:
             check_api_url(self.api_url)
+        if self.ledger_history_entries < 0:
+            msg = (
+                f"ledger_history_entries is {self.ledger_history_entries}; it counts the history "
+                "entries kept per profile: 0 (none) or more."
+            )
+            raise ConfigurationError(msg)
         if not 1 <= self.batch_size_rows <= MAX_BATCH_ROWS:
             msg = (
                 f"batch_size_rows is {self.batch_size_rows}; Userpilot takes 1 to "
@@ -312,6 +329,8 @@ def _typed(name: str, value: Any) -> Any:
             raise ConfigurationError(msg)
         raise ConfigurationError(f"{name} must be a whole number, such as {_default(name)}.")
     if wanted == "number":
+        if isinstance(value, str):
+            return _number_from_text(name, value)
         if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
             return float(value)
         raise ConfigurationError(f"{name} must be a number, such as {_default(name)}.")
@@ -323,6 +342,34 @@ def _typed(name: str, value: Any) -> Any:
     if wanted == "object" and not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be an object.")
     return value
+
+
+def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each number setting given as text (``"2.5"``) read as a float.
+
+    Meltano declares these settings ``kind: string`` (its ``integer`` kind refuses a fraction
+    and its ``decimal`` kind fails on an environment variable), so they reach the config file
+    as strings. Read here, before the SDK checks the config against the schema.
+    """
+    values = dict(config)
+    for name in NUMBER_SETTINGS:
+        if isinstance(values.get(name), str):
+            values[name] = _number_from_text(name, values[name])
+    return values
+
+
+def _number_from_text(name: str, text: str) -> float:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        msg = (
+            f"{name} is '{text.strip()[:60]}', not a number. Set it to a number such as "
+            f"{_default(name)} (a fraction such as 2.5 is fine)."
+        )
+        raise ConfigurationError(msg)
+    return number
 
 
 _ERROR_PLACE = re.compile(r" in config\['([^']+)'\]")

@@ -61,7 +61,9 @@ class EventKeys(Protocol):
 
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 
-    def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None: ...
+    def add_accepted_events(
+        self, scope: str, stream: str, keys: Iterable[str], name: str | None = None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -392,7 +394,9 @@ class EventLane(Lane):
             return
         # Recorded before it counts as durable: a crash from here on duplicates only this one.
         if self._keys is not None:
-            self._keys.add_accepted_events(self._scope, event.stream, [event.key])
+            self._keys.add_accepted_events(
+                self._scope, event.stream, [event.key], name=body["event_name"]
+            )
         self.pace.accepted()
         with self._cond:
             self.sent += 1

@@ -69,6 +69,14 @@ class Confirmer(Protocol):
     def confirm(self, batch: SealedBatch) -> None: ...
 
 
+class JobHistory(Protocol):
+    """The ledger's sync history (``history.py``): told of every upload and how its job ended."""
+
+    def job_sent(self, batch: SealedBatch, job_id: str) -> None: ...
+
+    def job_ended(self, batch: SealedBatch, job_id: str, outcome: str) -> None: ...
+
+
 @dataclass
 class _Running:
     """The job in flight and what we have learned of it."""
@@ -102,10 +110,13 @@ class JobLane(Lane):
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
         before_upload: Callable[[SealedBatch], None] | None = None,
+        history: JobHistory | None = None,
+        run_id: str | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         super().__init__(on_failure=on_failure)
         self._uploader = uploader
+        self._history = history
         self._source = source
         self._checkpoints = checkpoints
         self._summary = summary
@@ -118,7 +129,7 @@ class JobLane(Lane):
         self._sealed_may_go = True
         self.pace = pace
         self.job_timeout = float(job_timeout)
-        self._run_id = uuid.uuid4().hex[:12]
+        self._run_id = run_id or uuid.uuid4().hex[:12]
         self._uploads = 0
         self._busy = False
         self._start(self._work, "userpilot-job-lane")
@@ -213,6 +224,8 @@ class JobLane(Lane):
             interrupt=self._stop_event,
         )
         running = _Running(job, batch, time.monotonic())
+        if self._history is not None:
+            self._history.job_sent(batch, running.job_id)
         logger.info(
             "Uploaded %d %s rows of %s as job %s.",
             batch.rows,
@@ -276,6 +289,8 @@ class JobLane(Lane):
                     f"{self.job_timeout:.0f} s (job_timeout_seconds); last status '{status}'. "
                     "It may still finish in Userpilot; rerun from the last STATE to be sure."
                 )
+                if self._history is not None:
+                    self._history.job_ended(running.batch, running.job_id, "timed out")
                 raise JobTimeout(msg)
             wait = self._next_wait(running, job, now)
         return None
@@ -371,6 +386,8 @@ class JobLane(Lane):
                 f"Job details: {details}. No STATE was written past these records; fix the cause "
                 "and rerun from the last STATE."
             )
+            if self._history is not None:
+                self._history.job_ended(running.batch, running.job_id, "failed")
             raise JobFailed(msg)
         total = _as_int(job.get("total_rows"))
         done = _as_int(job.get("completed_rows"))
@@ -381,6 +398,9 @@ class JobLane(Lane):
                 done,
                 total,
             )
+        if self._history is not None:
+            # Before the confirm: an upsert Userpilot may still erase stays out of its ledger.
+            self._history.job_ended(running.batch, running.job_id, "completed")
         self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
         logger.info(
             "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",

@@ -7,6 +7,7 @@ anywhere: messages go through :func:`target_userpilot.redact.redact`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -16,6 +17,11 @@ from target_userpilot.ledger import EXTRA_HINT, Ledger, check_version, chunks
 from target_userpilot.ledger_history import SentJob
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 from target_userpilot.redact import password_of, redact
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -176,10 +182,12 @@ class PostgresLedger(Ledger):
                 conn.commit()
         return change.notices
 
+    @override
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
+    @override
     def schema_versions(self) -> list[int]:
         """The migrations this database has had, in order."""
         from sqlalchemy import text
@@ -253,6 +261,7 @@ class PostgresLedger(Ledger):
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
+    @override
     def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         from sqlalchemy import text
 
@@ -263,6 +272,7 @@ class PostgresLedger(Ledger):
         )
         return {row_id: bytes(digest) for row_id, digest in rows}
 
+    @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         from sqlalchemy import text
 
@@ -278,6 +288,7 @@ class PostgresLedger(Ledger):
 
         self._run("recording confirmed rows", save)
 
+    @override
     def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
         from sqlalchemy import text
 
@@ -286,6 +297,7 @@ class PostgresLedger(Ledger):
             "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
         )
 
+    @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         from sqlalchemy import text
 
@@ -296,6 +308,7 @@ class PostgresLedger(Ledger):
         )
         return {key for (key,) in rows}
 
+    @override
     def _add_accepted_events(
         self, scope: str, stream: str, keys: list[str], name: str | None
     ) -> None:
@@ -310,6 +323,7 @@ class PostgresLedger(Ledger):
 
     # The history's primitives (ledger_history.py)
 
+    @override
     def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         from sqlalchemy import text
 
@@ -317,6 +331,7 @@ class PostgresLedger(Ledger):
             what, lambda conn: [tuple(row) for row in conn.execute(text(sql), params).fetchall()]
         )
 
+    @override
     def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
         from sqlalchemy import text
 
@@ -326,12 +341,15 @@ class PostgresLedger(Ledger):
 
         self._run(what, run)
 
+    @override
     def _ids_in(self, column: str) -> str:
         return f"{column} = ANY(CAST(:ids AS text[]))"
 
+    @override
     def _ids(self, ids: Sequence[str]) -> Any:
         return list(ids)
 
+    @override
     def _history_insert(
         self, scope: str, job: SentJob, rows: Sequence[tuple[str, bytes | None]]
     ) -> tuple[str, Any]:

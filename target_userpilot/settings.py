@@ -113,7 +113,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType,
         default=60,
         description=(
-            "Read timeout of one HTTP request to Userpilot; a request that times out is retried."
+            "Read timeout of one HTTP request to Userpilot; a request that times out is retried, "
+            "except an event's (Userpilot may have taken it: it is counted as unconfirmed)."
         ),
     ),
     th.Property(

@@ -30,7 +30,11 @@ COUNTERS = (
 #: any (see ``_deletion_cells``).
 DELETION_COUNTERS = ("deleted", "deleted_before", "deleted_ignored", "superseded")
 #: Counters of events, in the JSON line always, in the table when a run has an events stream.
-EVENT_COUNTERS = (("events_sent", "events sent"), ("events_skipped", "already sent"))
+EVENT_COUNTERS = (
+    ("events_sent", "events sent"),
+    ("events_skipped", "already sent"),
+    ("events_unconfirmed", "unconfirmed"),
+)
 
 
 @dataclass
@@ -45,8 +49,10 @@ class StreamTally:
     again), ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
     of an open batch that a later deletion of the same profile left out. Events:
     ``events_sent`` those Userpilot accepted, ``events_skipped`` those not sent because the
-    ledger says Userpilot accepted them before (or this run already sent one with their key);
-    an event Userpilot refused counts as ``rejected``.
+    ledger says Userpilot accepted them before (or this run already sent one with their key),
+    ``events_unconfirmed`` those sent without a clear answer (a timeout or a 5xx after sending),
+    not sent again since a second copy could count twice; an event Userpilot refused counts as
+    ``rejected``.
     """
 
     object: str = "users"
@@ -62,6 +68,7 @@ class StreamTally:
     superseded: int = 0
     events_sent: int = 0
     events_skipped: int = 0
+    events_unconfirmed: int = 0
     job_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -220,6 +227,13 @@ class RunSummary:
                 out.append(
                     f"Sent {_count(total['events_sent'], 'event')} to Userpilot; "
                     f"{total['events_skipped']} skipped as already sent."
+                )
+            if total["events_unconfirmed"]:
+                out.append(
+                    f"{_count(total['events_unconfirmed'], 'event')} got no clear answer from "
+                    "Userpilot (a timeout or a server error after sending) and were not sent "
+                    "again, since a second copy could count twice: each is in Userpilot once or "
+                    "not at all, and a rerun does not send them."
                 )
             if total["deleted"]:
                 out.append(

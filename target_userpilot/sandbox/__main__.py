@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept events for users without a profile (default: 404, as Userpilot)",
     )
+    parser.add_argument(
+        "--elapsed-time",
+        choices=("seconds", "milliseconds", "rounded", "since_creation"),
+        default="seconds",
+        help="how a job's undocumented elapsed_time reads (default seconds), to try a client "
+        "against the readings Userpilot might use",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)")
     parser.add_argument("--tls-key", help="the certificate's unencrypted PEM private key")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             events_per_minute=args.events_per_minute,
             track_requires_user=not args.track_any_user,
             tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+            elapsed_time=args.elapsed_time,
         )
     except ValueError as exc:
         parser.error(str(exc))

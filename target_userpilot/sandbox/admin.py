@@ -39,6 +39,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/run_deletions",
         "/_sandbox/answer_next",
         "/_sandbox/limits",
+        "/_sandbox/job_figures",
     ):
         return Reply.error(
             404, "not_found", "NOT_FOUND", f"No sandbox route {request.method} {path}"
@@ -53,6 +54,8 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             sandbox.reset()
         elif path == "/_sandbox/limits":
             sandbox.set_limits(**document)
+        elif path == "/_sandbox/job_figures":
+            sandbox.set_job_figures(**document)
         elif path == "/_sandbox/answer_next":
             sandbox.answer_next(**document)
         elif path == "/_sandbox/run_deletions":

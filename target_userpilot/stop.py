@@ -178,6 +178,7 @@ class RunStop:
                 )
                 self.reason = Terminated(msg)
             reason = self.reason
+        assert reason is not None
         if first:
             self._stop(reason, name)
             return

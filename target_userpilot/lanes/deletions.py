@@ -16,6 +16,13 @@ sequence number of its first record.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -145,11 +152,13 @@ class DeletionLane(Lane):
         """Seconds between two requests."""
         return self.pace.interval
 
+    @override
     @property
     def busy(self) -> bool:
         """True while a deletion request is in flight."""
         return self._in_flight
 
+    @override
     def wait_idle(self) -> None:
         """Block until every queued deletion was accepted by Userpilot; raise what stopped it.
 

@@ -20,6 +20,13 @@ the oldest unfinished event.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 import json
 import logging
 import threading
@@ -170,6 +177,7 @@ class EventLane(Lane):
 
     # What differs from the other lanes
 
+    @override
     @property
     def busy(self) -> bool:
         """True while an event waits or is in flight."""
@@ -182,6 +190,7 @@ class EventLane(Lane):
         with self._cond:
             return self._handed > 0
 
+    @override
     def wait_idle(self) -> None:
         """Block until every event received is accepted, refused or skipped.
 
@@ -202,6 +211,7 @@ class EventLane(Lane):
     # ``send_sealed`` is ignored on a stop: waiting events are many and slow to send, so they
     # wait for the rerun; only the events already handed to a sender go out.
 
+    @override
     def _release(self) -> None:
         """Remove the spool (it holds personal data)."""
         with self._cond:

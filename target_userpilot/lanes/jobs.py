@@ -10,6 +10,13 @@ batch. This is the one place a job is waited on.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 import json
 import logging
 import threading
@@ -140,11 +147,13 @@ class JobLane(Lane):
 
     # What differs from the other lanes
 
+    @override
     @property
     def busy(self) -> bool:
         """True while a batch of ours is uploading or in a job."""
         return self._busy
 
+    @override
     def wait_idle(self) -> None:
         """Block until every batch the buffer will give has gone up and completed.
 
@@ -155,6 +164,7 @@ class JobLane(Lane):
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
+    @override
     def stop(self, *, send_sealed: bool = False) -> None:
         """With ``send_sealed``, batches already sealed still go up (they hold only records
         read before the failure); otherwise (a stop signal) nothing more is uploaded."""
@@ -162,12 +172,14 @@ class JobLane(Lane):
             self._sealed_may_go = False  # before the lane is seen stopping: no upload slips by
         super().stop(send_sealed=send_sealed)
 
+    @override
     def _stopped(self, *, send_sealed: bool) -> None:
         if send_sealed and not self._abandon.is_set():
             self._source.stop()
         else:
             self._source.discard()
 
+    @override
     def _failed(self, exc: BaseException) -> None:
         self._source.fail(exc)  # a reading thread waiting for room raises it
 

@@ -45,7 +45,7 @@ class SealedBatch:
     fingerprints: list[tuple[str, builtins.bytes]] | None = field(default=None, repr=False)
     #: The stream of each row (of its last record), for the summary's per-stream counts.
     row_streams: dict[str, str] = field(default_factory=dict, repr=False)
-    #: Records folded into a later row of the same profile, per stream.
+    #: Records folded into a later row of the same profile, per stream of the folded record.
     merged_by_stream: dict[str, int] = field(default_factory=dict, repr=False)
 
     def rows_by_stream(self) -> dict[str, int]:
@@ -187,7 +187,10 @@ class BatchFile:
         seen = self._lines_per_id.get(row_id, 0)
         self._lines_per_id[row_id] = seen + 1
         if seen:
-            self._merged_by_stream[stream] = self._merged_by_stream.get(stream, 0) + 1
+            # The earlier row is folded into this one: its record counts as merged on its own
+            # stream, and the row that is sent counts for this record's stream.
+            folded = self._row_streams[row_id]
+            self._merged_by_stream[folded] = self._merged_by_stream.get(folded, 0) + 1
         self._row_streams[row_id] = stream
 
     def supersede(self, row_id: str) -> bool:

@@ -60,7 +60,8 @@ CONFIG_SCHEMA = th.PropertiesList(
             'Users and companies take "id_property" and "company_id_property"; events take '
             '"user_id_property", and "event_name_property" or a fixed "event_name". Streams '
             'without an entry: "companies"/"company" load companies, "events"/"event" send '
-            "events, every other stream loads users."
+            "events, every other stream loads users; the name counts after a tap's schema "
+            "prefix (public-companies, crm.companies)."
         ),
     ),
     th.Property(
@@ -77,8 +78,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "rejects_path",
         th.StringType,
         description=(
-            "If set, every rejected record is appended to this file as NDJSON (created readable "
-            "by its owner only). Its folder must exist."
+            "If set, every rejected record is appended to this file as NDJSON (readable by its "
+            "owner only; an existing file is made so). Its folder must exist."
         ),
     ),
     th.Property(
@@ -167,9 +168,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.BooleanType,
         default=False,
         description=(
-            "Records whose _sdc_deleted_at is set become Userpilot deletion requests (erasure "
-            "of the profile and its events, scheduled daily by Userpilot, not reversible). Off: "
-            "such records are counted, and neither upserted nor deleted."
+            "Records whose _sdc_deleted_at holds a date-time become Userpilot deletion "
+            "requests (erasure of the profile and its events, scheduled daily by Userpilot, not "
+            "reversible). Off: such records are counted, and neither upserted nor deleted. Any "
+            "other non-null mark is an invalid record either way."
         ),
     ),
     th.Property(

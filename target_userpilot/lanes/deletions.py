@@ -235,7 +235,9 @@ class DeletionLane(Lane):
                 streams = ",".join(sorted({request.ids[row_id] for row_id in piece}))
                 request_id = self._history.deletion_sent(request.object, piece, streams)
             try:
-                answer = self._deleter.delete_profiles(request.object, piece)
+                # Neither the ids nor Userpilot's answer (which may repeat them) are logged, at
+                # any level: they name the people whose erasure was asked for.
+                self._deleter.delete_profiles(request.object, piece)
             except PayloadTooLarge:
                 self.pace.answered()
                 if len(piece) <= 1:
@@ -265,6 +267,5 @@ class DeletionLane(Lane):
                 len(piece),
                 request.object,
             )
-            logger.debug("Deletion request %d named %s; answer %s.", self.requests, piece, answer)
         self._summary.deletions_done(dict(records))
         self._checkpoints.release(request.hold)

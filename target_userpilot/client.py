@@ -33,6 +33,7 @@ from target_userpilot.errors import (
     ConfigurationError,
     EventRefused,
     JobConflict,
+    JobNotFound,
     JobTimeout,
     PayloadTooLarge,
     TransientError,
@@ -53,6 +54,12 @@ NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 #: What a job's type says about its object, to tell users' jobs from companies' in the list.
 JOB_TYPES = {"users": "users_bulk_identify", "companies": "companies_bulk_identify"}
+#: The batches of ``events_api: import``: Import API files, uploaded to ``IMPORTS_PATH``.
+EVENTS = "events"
+IMPORTS_PATH = "/v1/imports"
+#: Where an import job's status may be read, in the order tried: Userpilot does not say, and
+#: following bulk jobs at /v1/background_jobs is the strong inference.
+IMPORT_STATUS_PATHS = ("/v1/background_jobs/", "/v1/imports/")
 
 UNSENDABLE_KEY = (
     "The API key cannot be sent as an HTTP header: it holds whitespace, a control character or "
@@ -280,6 +287,10 @@ class UserpilotClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        #: Import jobs we created, and where their status was found (see ``_import_status``).
+        self._import_jobs: set[str] = set()
+        self._import_status_path: str | None = None
+        self._unfollowable_warned = False
 
         # The retry policy, declared once. Uploads, lists, deletions and events get a bounded
         # number of tries; status polls may wait out a longer outage (and answers that are no
@@ -343,6 +354,9 @@ class UserpilotClient:
     ) -> dict[str, Any]:
         """Upload one batch file to ``/v1/<object>/bulk_identify`` and return the job object.
 
+        An ``events`` batch (``events_api: import``) is an Import API file: it goes to
+        ``/v1/imports``, always as a multipart NDJSON file, and its job is followed likewise.
+
         A 409 means another job holds the account (ours are awaited before we upload, so it is
         another client's): it is waited out with jittered backoff for up to ``conflict_wait``
         seconds, then :class:`JobTimeout` is raised.
@@ -353,15 +367,17 @@ class UserpilotClient:
         same lookup follows an acceptance that names no job. JSON uploads carry no filename to
         look for: after a lost answer they are sent again, which upserts the same rows twice.
         """
-        endpoint = f"/v1/{object}/bulk_identify"
+        importing = object == EVENTS
+        endpoint = IMPORTS_PATH if importing else f"/v1/{object}/bulk_identify"
+        ndjson = importing or self.upload_format == "ndjson"
         maybe_created = False
         accepted_as: str | None = None  # what an acceptance that named no job held instead
 
         def attempt() -> dict[str, Any]:
             nonlocal maybe_created, accepted_as
             if accepted_as is not None:
-                return self._adopt_unnamed(endpoint, filename, accepted_as)
-            if maybe_created and self.upload_format == "ndjson":
+                return self._adopt_unnamed(endpoint, filename, accepted_as, ndjson)
+            if maybe_created and ndjson:
                 existing = self.find_job(filename)
                 if existing is not None:
                     logger.info(
@@ -395,13 +411,17 @@ class UserpilotClient:
             # Accepted, yet no job named: never sent again, only looked for (a lookup that
             # fails for a moment is retried as any transient failure).
             accepted_as = _describe(answer)
-            return self._adopt_unnamed(endpoint, filename, accepted_as)
+            return self._adopt_unnamed(endpoint, filename, accepted_as, ndjson)
 
         what = f"Uploading the {object} batch {filename}"
         try:
-            return self._conflicts(conflict_wait)(
+            job = self._conflicts(conflict_wait)(
                 lambda: self._until_giving_up(self._retrying, attempt, what)
             )()
+            if importing:
+                with self._lock:
+                    self._import_jobs.add(job["job_id"])
+            return job
         except JobConflict:
             msg = (
                 f"Another bulk job held the Userpilot account for over {conflict_wait:.0f} s, "
@@ -411,9 +431,11 @@ class UserpilotClient:
             )
             raise JobTimeout(msg) from None
 
-    def _adopt_unnamed(self, endpoint: str, filename: str, described: str) -> dict[str, Any]:
+    def _adopt_unnamed(
+        self, endpoint: str, filename: str, described: str, ndjson: bool
+    ) -> dict[str, Any]:
         """An upload accepted without a job id: find its job by filename, or say why not."""
-        if self.upload_format == "ndjson":
+        if ndjson:
             job = self.find_job(filename)
             if job is not None:
                 logger.info(
@@ -439,7 +461,44 @@ class UserpilotClient:
         Transient failures and answers that are no job object are retried for a long while
         (``poll_max_time``): a poll changes nothing, and the job goes on meanwhile.
         """
-        path = f"/v1/background_jobs/{quote(str(job_id), safe='')}"
+        if job_id in self._import_jobs:
+            return self._import_status(job_id)
+        return self._poll(f"/v1/background_jobs/{quote(str(job_id), safe='')}", job_id)
+
+    def _import_status(self, job_id: str) -> dict[str, Any]:
+        """An import job's status, wherever Userpilot serves it (it does not say where).
+
+        ``/v1/background_jobs/{id}`` first, as for bulk jobs, then ``/v1/imports/{id}``; the
+        place that knew the job is used from then on. If neither knows it, the job cannot be
+        followed: it counts as completed once accepted (as a track request does on its 202),
+        marked ``followed: False``, with one WARNING per run. The next upload still waits out
+        a running job through 409.
+        """
+        quoted = quote(str(job_id), safe="")
+        places = [self._import_status_path] if self._import_status_path else IMPORT_STATUS_PATHS
+        for place in places:
+            try:
+                job = self._poll(f"{place}{quoted}", job_id)
+            except JobNotFound:
+                if self._import_status_path is not None:
+                    raise
+                continue
+            self._import_status_path = place
+            return job
+        if not self._unfollowable_warned:
+            self._unfollowable_warned = True
+            logger.warning(
+                "Userpilot accepted import job %s but shows its status neither at "
+                "/v1/background_jobs/{id} nor at /v1/imports/{id}, so import jobs cannot be "
+                "followed: each counts as loaded once Userpilot accepted it, and the next "
+                "upload waits out a running job (HTTP 409). A failed import would go "
+                "unnoticed: check the imports in Userpilot.",
+                job_id,
+            )
+        return {"job_id": job_id, "status": "completed", "followed": False}
+
+    def _poll(self, path: str, job_id: str) -> dict[str, Any]:
+        """One job's status at ``path``, retried for a long while (``poll_max_time``)."""
 
         def poll() -> dict[str, Any]:
             answer = self._request("GET", path)
@@ -543,7 +602,7 @@ class UserpilotClient:
     # Transport
 
     def _post_batch(self, endpoint: str, object: str, path: str, filename: str) -> Any:
-        if self.upload_format == "json":
+        if self.upload_format == "json" and object != EVENTS:
             with open(path, "rb") as handle:
                 body = (
                     b'{"'
@@ -585,6 +644,8 @@ class UserpilotClient:
             headers["Content-Type"] = content_type
         if versioned:
             headers["X-API-Version"] = API_VERSION
+        if path == IMPORTS_PATH:
+            headers["Accept"] = "application/json"  # what the Import API's page asks for
         try:
             response = self._session.request(
                 method,
@@ -645,7 +706,9 @@ class UserpilotClient:
                 "EU or Enterprise accounts (e.g. https://analytex-eu.userpilot.io)."
             )
             raise AuthenticationError(msg)
-        if status == 409 and path.endswith("/bulk_identify"):
+        if status == 404 and method == "GET" and path.startswith(IMPORT_STATUS_PATHS):
+            raise JobNotFound(f"GET {path} answered HTTP 404: {message}")
+        if status == 409 and (path.endswith("/bulk_identify") or path == IMPORTS_PATH):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
         if status == 413:
             raise PayloadTooLarge(

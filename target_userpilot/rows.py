@@ -66,6 +66,16 @@ class Route:
     #: For events: the property holding the event's name, unless ``event_name`` fixes it.
     event_name_property: str | None = None
     event_name: str | None = None
+    #: For events: where the time it happened is (``event_time_property``, else ``timestamp``),
+    #: and, for the Import API (``events_api: import``), its record type and page view fields.
+    #: See ``imports.py``; in track mode only ``time_property`` is read (for a warning).
+    time_property: str | None = None
+    event_type: str = "track"
+    hostname_property: str | None = None
+    pathname_property: str | None = None
+    source: str | None = None
+    #: Further properties that are row fields, not metadata (an imported event's time...).
+    fields_elsewhere: tuple[str, ...] = ()
     #: For each object property the schema describes, the flattened keys under it: a null
     #: object must clear those keys, which are what Userpilot holds (``address__city``...).
     null_clears: Mapping[str, tuple[str, ...]] = field(
@@ -85,6 +95,7 @@ class Route:
         if self.object == EVENTS and self.event_name is None and not self.event_name_property:
             object.__setattr__(self, "event_name_property", "event_name")
         fields = (self.id_property, self.company_id_property, self.event_name_property)
+        fields += self.fields_elsewhere
         object.__setattr__(self, "left_out", tuple(name for name in fields if name))
 
     @property
@@ -107,6 +118,8 @@ def route_for(
     schema_properties: Sequence[str] | Mapping[str, Any],
     key_properties: Sequence[str] | None,
     mapping: Mapping[str, Any] | None = None,
+    *,
+    import_events: bool = False,
 ) -> Route:
     """Decide the object and the identifier properties of a stream.
 
@@ -118,6 +131,8 @@ def route_for(
     else ``user_id``; its name the mapping's fixed ``event_name``, else the property named by
     ``event_name_property``, else ``event_name``. Given the schema's properties as a mapping,
     nested objects it describes are noted so that a null object clears their keys.
+    With ``import_events`` (``events_api: import``), an events route also names the time, the
+    company and the page view properties, which then leave the metadata (``imports.py``).
     """
     mapping = mapping or {}
     obj = mapping.get("object")
@@ -137,7 +152,7 @@ def route_for(
         raise ValueError(msg)
     clears = null_clears(schema_properties)
     if obj == EVENTS:
-        return _event_route(stream_name, mapping, clears)
+        return _event_route(stream_name, mapping, clears, import_events)
 
     natural_id = id_key(obj)
     id_property = mapping.get("id_property")
@@ -157,7 +172,10 @@ def route_for(
 
 
 def _event_route(
-    stream_name: str, mapping: Mapping[str, Any], clears: dict[str, tuple[str, ...]]
+    stream_name: str,
+    mapping: Mapping[str, Any],
+    clears: dict[str, tuple[str, ...]],
+    import_events: bool = False,
 ) -> Route:
     """The route of an events stream: whose event it is, and where its name comes from."""
     names = {}
@@ -174,11 +192,34 @@ def _event_route(
             "non-empty string; give the event's name, or event_name_property."
         )
         raise ValueError(msg)
+    time_property = mapping.get("event_time_property") or "timestamp"
+    if not import_events:
+        # The track API cannot carry a time: the property stays in the metadata, as ever.
+        return Route(
+            EVENTS,
+            names["user_id_property"],
+            event_name_property=None if fixed else names["event_name_property"],
+            event_name=fixed,
+            time_property=time_property,
+            null_clears=clears,
+        )
+    event_type = mapping.get("event_type") or "track"
+    page_view = event_type == "page_view"
+    hostname = (mapping.get("hostname_property") or "hostname") if page_view else None
+    pathname = (mapping.get("pathname_property") or "pathname") if page_view else None
+    company = mapping.get("company_id_property") or "company_id"
     return Route(
         EVENTS,
         names["user_id_property"],
-        event_name_property=None if fixed else names["event_name_property"],
-        event_name=fixed,
+        company_id_property=None if company == names["user_id_property"] else company,
+        event_name_property=None if fixed or page_view else names["event_name_property"],
+        event_name=None if page_view else fixed,
+        time_property=time_property,
+        event_type=event_type,
+        hostname_property=hostname,
+        pathname_property=pathname,
+        source=mapping.get("source"),
+        fields_elsewhere=tuple(n for n in (time_property, hostname, pathname) if n),
         null_clears=clears,
     )
 

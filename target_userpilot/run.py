@@ -24,10 +24,12 @@ from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
 from target_userpilot.lanes.events import EventLane, EventPace
+from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
 from target_userpilot.ledger import Ledger, open_ledger
 from target_userpilot.rejects import RejectLog
+from target_userpilot.rows import EVENTS
 from target_userpilot.settings import Settings
 from target_userpilot.summary import RunSummary
 from target_userpilot.unchanged import ConfirmedRows
@@ -90,6 +92,16 @@ class Run:
             on_seal=self._drop_unchanged if self.unchanged is not None else None,
         )
         self.pace = JobPace(settings.rows_per_minute)
+        #: events_api import: events are the buffer's third object, sent by the job lane.
+        self.importing = settings.events_api == "import"
+        if self.importing and not settings.dry_run and self.ledger is None:
+            self.ledger = open_ledger(settings.state_db)
+        self.confirmer = ImportedEvents(
+            None if settings.dry_run or not self.importing else self.ledger,
+            self.scope,
+            self.summary,
+            rows=self.unchanged,
+        )
         self.jobs = JobLane(
             self.client,
             self.buffer,
@@ -98,7 +110,7 @@ class Run:
             self.rejects,
             pace=self.pace,
             job_timeout=settings.job_timeout_seconds,
-            confirmer=self.unchanged,
+            confirmer=self.confirmer,
             wake=self._wake_reader,
         )
         self.deletions = DeletionLane(
@@ -286,6 +298,8 @@ class Run:
     def _drop_unchanged(self, batch: SealedBatch) -> None:
         """skip_unchanged, as a batch is sealed: leave out rows Userpilot already holds."""
         assert self.unchanged is not None
+        if batch.object == EVENTS:
+            return  # events are left out by their keys (ImportedEvents.prepare)
         before = batch.row_streams
         dropped = self.unchanged.drop_unchanged(batch)
         if not dropped:

@@ -35,13 +35,40 @@ MAX_FILE_BYTES = 50_000_000
 USERS, COMPANIES, EVENTS, IGNORE = "users", "companies", "events", "ignore"
 MAPPING_OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
 _PROFILE_KEYS = ("id_property", "company_id_property")
+_EVENT_TIME_KEYS = (
+    "event_time_property",
+    "event_type",
+    "hostname_property",
+    "pathname_property",
+    "company_id_property",
+    "source",
+)
 MAPPING_KEYS: dict[str, tuple[str, ...]] = {
     USERS: _PROFILE_KEYS,
     COMPANIES: _PROFILE_KEYS,
-    EVENTS: ("user_id_property", "event_name_property", "event_name"),
+    EVENTS: ("user_id_property", "event_name_property", "event_name", *_EVENT_TIME_KEYS),
     # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
-    IGNORE: (*_PROFILE_KEYS, "user_id_property", "event_name_property", "event_name"),
+    IGNORE: tuple(
+        dict.fromkeys(
+            (
+                *_PROFILE_KEYS,
+                "user_id_property",
+                "event_name_property",
+                "event_name",
+                *_EVENT_TIME_KEYS,
+            )
+        )
+    ),
 }
+#: Keys of an events entry that only the Import API can honour (``events_api: import``).
+IMPORT_ONLY_KEYS = (
+    "event_type",
+    "hostname_property",
+    "pathname_property",
+    "company_id_property",
+    "source",
+)
+EVENTS_APIS = ("track", "import")
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -69,9 +96,12 @@ CONFIG_SCHEMA = th.PropertiesList(
         description=(
             'Per stream name: {"object": "users" | "companies" | "events" | "ignore", ...}. '
             'Users and companies take "id_property" and "company_id_property"; events take '
-            '"user_id_property", and "event_name_property" or a fixed "event_name". Streams '
-            'without an entry: "companies"/"company" load companies, "events"/"event" send '
-            "events, every other stream loads users."
+            '"user_id_property", and "event_name_property" or a fixed "event_name", and '
+            '"event_time_property" (default "timestamp"); with events_api import also '
+            '"event_type" ("track" or "page_view", with "hostname_property" and '
+            '"pathname_property"), "company_id_property" and "source". Streams without an '
+            'entry: "companies"/"company" load companies, "events"/"event" send events, every '
+            "other stream loads users."
         ),
     ),
     th.Property(
@@ -189,6 +219,18 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Pace of event (track) requests; Userpilot allows 600 a minute per API key.",
     ),
     th.Property(
+        "events_api",
+        th.StringType,
+        default="track",
+        allowed_values=list(EVENTS_APIS),
+        description=(
+            "How events go: 'track', one real-time request each, stamped when Userpilot "
+            "receives it; or 'import', Import API files through the job lane that keep each "
+            "event's time (event_time_property), for history and backfills (Enterprise plan "
+            "or Growth add-on)."
+        ),
+    ),
+    th.Property(
         "upload_format",
         th.StringType,
         default="ndjson",
@@ -244,6 +286,7 @@ class Settings:
     hard_delete: bool = False
     batch_wait_seconds: float = 2.0
     events_per_minute: float = 600.0
+    events_api: str = "track"
     upload_format: str = "ndjson"
 
     @classmethod
@@ -308,7 +351,10 @@ class Settings:
             raise ConfigurationError("on_invalid_record must be 'skip' or 'fail'.")
         if self.upload_format not in ("ndjson", "json"):
             raise ConfigurationError("upload_format must be 'ndjson' or 'json'.")
-        check_object_mapping(self.object_mapping)
+        if self.events_api not in EVENTS_APIS:
+            msg = f"events_api must be 'track' or 'import', not '{self.events_api}'."
+            raise ConfigurationError(msg)
+        check_object_mapping(self.object_mapping, events_api=self.events_api)
         if self.rejects_path:
             _check_rejects_path(self.rejects_path)
         if self.dry_run:
@@ -406,7 +452,7 @@ def default_object(stream: str) -> str:
     return USERS
 
 
-def check_object_mapping(mapping: Any) -> None:
+def check_object_mapping(mapping: Any, *, events_api: str = "track") -> None:
     """Raise a ConfigurationError naming the stream and key of the first bad entry."""
     if not isinstance(mapping, Mapping):
         raise ConfigurationError("object_mapping must be an object keyed by stream name.")
@@ -435,12 +481,47 @@ def check_object_mapping(mapping: Any) -> None:
         for key in allowed:
             value = entry.get(key)
             if value is not None and not (isinstance(value, str) and value.strip()):
-                noun = "an event name" if key == "event_name" else "a property name"
+                noun = {
+                    "event_name": "an event name",
+                    "event_type": "'track' or 'page_view'",
+                    "source": "a source name such as 'backend-http'",
+                }.get(key, "a property name")
                 msg = (
                     f"object_mapping['{stream}'].{key} is {_kind(value)}; it must be {noun}, "
                     "a non-empty string."
                 )
                 raise ConfigurationError(msg)
+        if target == EVENTS:
+            _check_event_entry(stream, entry, events_api)
+
+
+def _check_event_entry(stream: str, entry: Mapping[str, Any], events_api: str) -> None:
+    """An events entry's Import API keys: known values, and only where they can work."""
+    kind = entry.get("event_type")
+    if kind is not None and kind not in ("track", "page_view"):
+        msg = (
+            f"object_mapping['{stream}'].event_type is '{kind}'; use 'track' (the default) or "
+            "'page_view'."
+        )
+        raise ConfigurationError(msg)
+    if events_api == "import":
+        if kind == "page_view" and (entry.get("event_name") or entry.get("event_name_property")):
+            msg = (
+                f"object_mapping['{stream}'] sends page views, which have no event name; "
+                "remove event_name and event_name_property, or set event_type to 'track'."
+            )
+            raise ConfigurationError(msg)
+        return
+    honoured = [key for key in IMPORT_ONLY_KEYS if entry.get(key) not in (None, "track")]
+    if honoured:
+        what = "sends page views" if kind == "page_view" else f"sets {', '.join(honoured)}"
+        msg = (
+            f"object_mapping['{stream}'] {what}, which only the Import API can send; the "
+            "track API (events_api 'track', the default) takes a user, an event name and "
+            "metadata. Set events_api to 'import' (Enterprise plan or Growth add-on), or "
+            "remove those keys."
+        )
+        raise ConfigurationError(msg)
 
 
 def _kind(value: Any) -> str:

@@ -54,7 +54,11 @@ class Uploader(Protocol):
 
 
 class Confirmer(Protocol):
-    """skip_unchanged: told of every batch whose job completed."""
+    """The ledger's side of a batch: events already sent left out before the upload
+    (``lanes/imports.py``), and every batch whose job completed recorded (events' keys,
+    skip_unchanged's row hashes)."""
+
+    def prepare(self, batch: SealedBatch) -> None: ...
 
     def confirm(self, batch: SealedBatch) -> None: ...
 
@@ -172,8 +176,15 @@ class JobLane:
 
     def _send(self, batch: SealedBatch) -> None:
         """Upload ``batch`` and follow its job to the end; 413 splits it in halves."""
+        try:
+            if self._confirmer is not None:
+                self._confirmer.prepare(batch)
+        except BaseException:
+            batch.discard()
+            raise
         if batch.rows == 0:
             self._durable(batch, 0.0)
+            batch.discard()
             return
         try:
             running = self._upload(batch)
@@ -370,7 +381,8 @@ class JobLane:
                 done,
                 total,
             )
-        self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
+        if job.get("followed", True):
+            self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
         logger.info(
             "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",
             running.job_id,
@@ -396,6 +408,8 @@ class JobLane:
             row = line.decode(errors="replace")
         key = "company_id" if batch.object == "companies" else "user_id"
         stream = batch.row_streams.get(row.get(key), batch.stream) if isinstance(row, dict) else ""
+        if batch.object == "events" and batch.row_streams:
+            stream = next(iter(batch.row_streams.values()))  # a lone event: keys are not in rows
         self._summary.stream(stream or batch.stream).rejected += 1
         self._rejects.reject(stream or batch.stream, None, reason, row)
 

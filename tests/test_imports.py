@@ -7,12 +7,14 @@ sandbox's completed import jobs brought in: which events, how many times, with w
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import (
     API_KEY,
     COMPANY_SCHEMA,
@@ -26,7 +28,12 @@ from conftest import (
     user,
 )
 
+from target_userpilot.client import UserpilotClient
+from target_userpilot.errors import ConfigurationError, InvalidRecord
+from target_userpilot.imports import event_time, to_import_record
+from target_userpilot.rows import route_for, to_event
 from target_userpilot.sandbox import Sandbox
+from target_userpilot.settings import Settings
 
 EVENT_SCHEMA = {
     "event_id": {"type": "string"},
@@ -174,9 +181,7 @@ def test_a_rerun_skips_events_already_imported(fast_sandbox, tmp_path):
     assert second.summary["total"]["events_skipped"] == 21
 
 
-def test_a_missing_or_unparsable_time_rejects_the_event_never_the_run_time(
-    fast_sandbox, tmp_path
-):
+def test_a_missing_or_unparsable_time_rejects_the_event_never_the_run_time(fast_sandbox, tmp_path):
     sandbox = fast_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(4)]
@@ -240,7 +245,9 @@ def test_page_views_carry_hostname_and_pathname(fast_sandbox, tmp_path):
         record("views", view),
     ]
 
-    run = run_target(_config(sandbox, tmp_path, object_mapping=mapping), messages, tmp_path=tmp_path)
+    run = run_target(
+        _config(sandbox, tmp_path, object_mapping=mapping), messages, tmp_path=tmp_path
+    )
 
     assert run.returncode == 0, run.stderr[-3000:]
     (imported,) = sandbox.imported_events()
@@ -367,7 +374,9 @@ def test_an_import_job_is_followed_wherever_userpilot_shows_it(tmp_path, status_
         messages += [record("users", user(i)) for i in range(30)]
         messages += [record("events", event(i, i)) for i in range(30)]
 
-        run = run_target(_config(sandbox, tmp_path, batch_size_rows=10), messages, tmp_path=tmp_path)
+        run = run_target(
+            _config(sandbox, tmp_path, batch_size_rows=10), messages, tmp_path=tmp_path
+        )
 
         assert run.returncode == 0, run.stderr[-3000:]
         eventually(lambda: len(sandbox.imported_events()) == 30, what="30 imported events")
@@ -408,3 +417,220 @@ def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(tmp_pat
         assert set(ids) == {f"e-{i}" for i in range(400)}
         # Only the events of a job that completed as the kill came could come twice.
         assert sum(ids.values()) - len(ids) <= 40
+
+
+# --- Track mode: unchanged, and it says when the time is lost --------------------------------
+
+
+def test_track_mode_says_once_per_stream_that_old_events_lose_their_time(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        old = {**EVENT_SCHEMA, "timestamp": {"type": "string"}}
+        mapping = {"timed": {"object": "events", "event_time_property": "paid_at"}}
+        messages = [schema("users", USER_SCHEMA, ["id"]), schema("events", old, ["event_id"])]
+        messages += [record("users", user(i)) for i in range(3)]
+        messages += [
+            record("events", event(i, i, timestamp="2020-05-01T00:00:00Z")) for i in range(3)
+        ]
+        messages += [schema("timed", EVENT_SCHEMA, ["event_id"]), record("timed", event(9, 1))]
+        config = {
+            "api_url": sandbox.url,
+            "api_key": API_KEY,
+            "object_mapping": mapping,
+            "events_per_minute": 6000,
+            "state_db": str(tmp_path / "ledger.db"),
+        }
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert len(sandbox.events()) == 4  # sent through /v1/track, as ever
+        assert sandbox.imported_events() == []
+        sent = next(e for e in sandbox.events() if e["metadata"]["event_id"] == "e-0")
+        assert sent["metadata"]["timestamp"] == "2020-05-01T00:00:00Z"  # still metadata
+        assert run.stderr.count("happened over an hour ago") == 2  # once per stream
+        assert run.stderr.count("sets event_time_property 'paid_at'") == 1
+        assert "events_api to 'import'" in run.stderr
+
+
+# --- Settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ({"object": "events", "event_type": "click"}, "use 'track' (the default) or 'page_view'"),
+        ({"object": "events", "source": "web-client"}, "sets source, which only the Import API"),
+        ({"object": "events", "hostname_property": "h"}, "only the Import API can send"),
+    ],
+)
+def test_import_keys_in_track_mode_are_refused_naming_the_stream(entry, said):
+    with pytest.raises(ConfigurationError, match="object_mapping\\['views'\\]") as caught:
+        Settings.from_config({"dry_run": True, "object_mapping": {"views": entry}})
+    assert said in str(caught.value)
+
+
+def test_events_api_import_takes_the_import_keys_and_refuses_other_values():
+    mapping = {
+        "views": {
+            "object": "events",
+            "event_type": "page_view",
+            "hostname_property": "host",
+            "event_time_property": "at",
+            "company_id_property": "account",
+            "source": "web-client",
+        }
+    }
+    settings = Settings.from_config(
+        {"dry_run": True, "events_api": "import", "object_mapping": mapping}
+    )
+    assert settings.events_api == "import"
+    assert Settings.from_config({"dry_run": True}).events_api == "track"
+    with pytest.raises(ConfigurationError, match="events_api must be 'track' or 'import'"):
+        Settings.from_config({"dry_run": True, "events_api": "bulk"})
+    named = {"views": {"object": "events", "event_type": "page_view", "event_name": "x"}}
+    with pytest.raises(ConfigurationError, match="page views, which have no event name"):
+        Settings.from_config({"dry_run": True, "events_api": "import", "object_mapping": named})
+
+
+def test_events_api_from_an_environment_variable(tmp_path):
+    out = tmp_path / "out"
+    messages = [events_schema(), record("events", event(1, 1))]
+    env = {
+        "TARGET_USERPILOT_DRY_RUN": "true",
+        "TARGET_USERPILOT_OUTPUT_DIR": str(out),
+        "TARGET_USERPILOT_OBJECT_MAPPING": json.dumps(MAPPING),
+        "TARGET_USERPILOT_EVENTS_API": "import",
+    }
+
+    run = run_target({}, messages, tmp_path=tmp_path, env=env, args=["--config", "ENV"])
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == ["events-import-1.ndjson"]
+
+
+# --- Record to import record (pure) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-01-02T03:04:05Z", "2024-01-02T03:04:05Z"),
+        ("2024-01-02T03:04:05.250+02:00", "2024-01-02T01:04:05.250000Z"),
+        ("2024-01-02 03:04:05", "2024-01-02T03:04:05Z"),
+        ("2024-01-02", "2024-01-02T00:00:00Z"),
+        ("2024-01-02t03:04:05z", "2024-01-02T03:04:05Z"),
+        (datetime.datetime(2024, 1, 2, 3, 4, tzinfo=datetime.timezone.utc), "2024-01-02T03:04:00Z"),
+    ],
+)
+def test_event_time_is_utc_iso_8601(value, expected):
+    assert event_time(value, "at") == expected
+
+
+@pytest.mark.parametrize("value", [None, "", " ", "yesterday", 1700000000, 1.5, True, [], {}])
+def test_an_event_time_that_is_no_date_time_is_invalid(value):
+    with pytest.raises(InvalidRecord, match="'at'"):
+        event_time(value, "at")
+
+
+def test_an_import_record_leaves_its_fields_out_of_the_metadata():
+    route = route_for(
+        "events",
+        ["user_id", "event_name", "occurred", "account", "x"],
+        ["x"],
+        {"event_time_property": "occurred", "company_id_property": "account"},
+        import_events=True,
+    )
+    rec = {
+        "user_id": 4,
+        "event_name": "n",
+        "occurred": "2020-01-01T00:00:00Z",
+        "account": 7,
+        "x": 1,
+    }
+
+    assert to_import_record(rec, route) == {
+        "event_type": "track",
+        "user_id": "4",
+        "event_name": "n",
+        "source": "backend-http",
+        "inserted_at": "2020-01-01T00:00:00Z",
+        "metadata": {"x": 1},
+        "company_id": "7",
+    }
+    # Track mode keeps today's row: the time and the company stay metadata.
+    track = route_for("events", list(rec), ["x"], {"event_time_property": "occurred"})
+    assert to_event(rec, track)["metadata"] == {
+        "occurred": "2020-01-01T00:00:00Z",
+        "account": 7,
+        "x": 1,
+    }
+
+
+# --- The sandbox's Import API ---------------------------------------------------------------
+
+
+def _post_import(sandbox: Sandbox, lines: list[str]) -> requests.Response:
+    return requests.post(
+        f"{sandbox.url}/v1/imports",
+        files={"file": ("e.ndjson", "".join(line + "\n" for line in lines))},
+        headers={"Authorization": f"Token {API_KEY}", "Accept": "application/json"},
+        timeout=10,
+    )
+
+
+TRACK_LINE = json.dumps(
+    {
+        "event_type": "track",
+        "user_id": "u1",
+        "event_name": "n",
+        "source": "backend-http",
+        "inserted_at": "2021-02-03T04:05:06Z",
+        "metadata": {},
+    }
+)
+
+
+def test_sandbox_imports_are_jobs_413_over_the_limits_and_a_bad_line_fails_the_job():
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.set_faults(max_rows=2)
+        assert _post_import(sandbox, [TRACK_LINE] * 3).status_code == 413
+        bad = _post_import(sandbox, [TRACK_LINE, '{"event_type": "track"}'])
+        assert bad.status_code == 202
+        good = _post_import(sandbox, [TRACK_LINE])
+        assert good.status_code == 202
+        jobs = {j["job_id"]: j for j in sandbox.jobs()}
+        assert jobs[bad.json()["job_id"]]["status"] == "failed"
+        assert "line 2: user_id is missing" in jobs[bad.json()["job_id"]]["error"]
+        assert jobs[good.json()["job_id"]]["status"] == "completed"
+        (imported,) = sandbox.imported_events()
+        assert imported["inserted_at"] == "2021-02-03T04:05:06Z"
+
+
+def test_sandbox_import_and_bulk_jobs_share_the_lane_unless_told_otherwise():
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.hold_foreign_job(30)
+        assert _post_import(sandbox, [TRACK_LINE]).status_code == 409
+        sandbox.set_import_rules(share_lane=False)
+        assert _post_import(sandbox, [TRACK_LINE]).status_code == 202
+
+
+def test_the_client_follows_an_import_job_at_v1_imports_when_background_jobs_says_404(
+    tmp_path,
+):
+    path = tmp_path / "e.ndjson"
+    path.write_text(TRACK_LINE + "\n")
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at="imports") as sb:
+        client = UserpilotClient(sb.url, API_KEY)
+        try:
+            job = client.upload("events", str(path), "events-1.ndjson")
+            assert client.job_status(job["job_id"])["status"] == "completed"
+            polled = [r["path"] for r in sb.request_log() if r["method"] == "GET"]
+            assert polled[0].startswith("/v1/background_jobs/")
+            assert polled[1].startswith("/v1/imports/")
+            # Learned: the next import job is polled where the last one was found.
+            second = client.upload("events", str(path), "events-2.ndjson")
+            client.job_status(second["job_id"])
+            last = [r["path"] for r in sb.request_log() if r["method"] == "GET"][-1]
+            assert last.startswith("/v1/imports/")
+        finally:
+            client.close()

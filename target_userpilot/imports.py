@@ -12,11 +12,21 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from target_userpilot.errors import InvalidRecord
-from target_userpilot.rows import Route, identifier, to_event
+from target_userpilot.errors import ConfigurationError, InvalidRecord
+from target_userpilot.rows import EVENTS, Route, default_object, identifier, to_event
 
 #: The record types an events stream may send through the Import API.
 IMPORT_EVENT_TYPES = ("track", "page_view")
+#: The settings' two ways for events (``events_api``).
+EVENTS_APIS = ("track", "import")
+#: Keys of an events entry that only the Import API can honour.
+IMPORT_ONLY_KEYS = (
+    "event_type",
+    "hostname_property",
+    "pathname_property",
+    "company_id_property",
+    "source",
+)
 #: What ``source`` says when the mapping does not: events sent by a server over HTTP, which is
 #: how Userpilot labels events that did not come from its web client.
 DEFAULT_SOURCE = "backend-http"
@@ -153,3 +163,43 @@ def _text(record: Mapping[str, Any], prop: str) -> str:
     if value is None or value == "":
         raise InvalidRecord(f"'{prop}' is missing or empty (a page view needs it)")
     raise InvalidRecord(f"'{prop}' is {type(value).__name__}, not a string")
+
+
+def check_event_mappings(mapping: Mapping[str, Any], events_api: str) -> None:
+    """Raise a ConfigurationError for an events entry that ``events_api`` cannot honour.
+
+    Runs after ``rows.check_object_mapping`` (known keys, non-empty names), before any input.
+    """
+    if events_api not in EVENTS_APIS:
+        msg = f"events_api must be 'track' or 'import', not '{events_api}'."
+        raise ConfigurationError(msg)
+    for stream, entry in mapping.items():
+        if (entry.get("object") or default_object(stream)) != EVENTS:
+            continue
+        kind = entry.get("event_type")
+        if kind is not None and kind not in IMPORT_EVENT_TYPES:
+            msg = (
+                f"object_mapping['{stream}'].event_type is '{kind}'; use 'track' (the default) "
+                "or 'page_view'."
+            )
+            raise ConfigurationError(msg)
+        if events_api == "import":
+            if kind == "page_view" and (
+                entry.get("event_name") or entry.get("event_name_property")
+            ):
+                msg = (
+                    f"object_mapping['{stream}'] sends page views, which have no event name; "
+                    "remove event_name and event_name_property, or set event_type to 'track'."
+                )
+                raise ConfigurationError(msg)
+            continue
+        honoured = [key for key in IMPORT_ONLY_KEYS if entry.get(key) not in (None, "track")]
+        if honoured:
+            what = "sends page views" if kind == "page_view" else f"sets {', '.join(honoured)}"
+            msg = (
+                f"object_mapping['{stream}'] {what}, which only the Import API can send; the "
+                "track API (events_api 'track', the default) takes a user, an event name and "
+                "metadata. Set events_api to 'import' (Enterprise plan or Growth add-on), or "
+                "remove those keys."
+            )
+            raise ConfigurationError(msg)

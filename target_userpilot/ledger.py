@@ -1,36 +1,35 @@
 """The ledger (``state_db``): what Userpilot confirmed, kept between runs.
 
-It holds two things and nothing else: the hash of the last row Userpilot confirmed per profile
-(``skip_unchanged``), and the keys of the events Userpilot accepted (so an event is not sent
-twice). Entries are scoped by API host and object, so one database serves several accounts and
-several runs at once.
+It holds the hash of the last row Userpilot confirmed per profile (``skip_unchanged``) and the
+keys of the events Userpilot accepted (so an event is not sent twice). Entries are scoped by
+account (:func:`account_scope`: the API host and a one-way fingerprint of the API key, never the
+key) and object, so one database serves several accounts and several runs at once.
 
 Two backends sit behind one interface, :class:`Ledger`:
 
-- a SQLite file (the default, ``.target-userpilot/state.db``), for a machine whose disk outlives
-  the run;
-- a SQLAlchemy URL (``postgresql://…``), for runs in containers whose disk is gone after each run.
-  The driver, psycopg 3, comes with the ``postgres`` extra.
+- a SQLite file (the default, ``.target-userpilot/state.db``), in ``ledger_sqlite.py``;
+- a SQLAlchemy URL (``postgresql://…``), in ``ledger_pg.py``.
 
-No SQL lives outside the backends. Lookups go in chunks, so a 10,000-row batch costs a few round
-trips. Writes are upserts, so two runs sharing one database never lose each other's entries.
-A URL's password is never written anywhere: messages use :func:`redact`.
+Their tables and how an older ledger is upgraded are in ``ledger_schema.py`` (a versioned schema,
+migrated on open). No SQL lives outside those three modules. Lookups go in chunks, so a
+10,000-row batch costs a few round trips. Writes are upserts, so two runs sharing one database
+never lose each other's entries. A URL's password is never written anywhere: messages use
+:func:`redact`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
-import os
 import re
-import sqlite3
-import stat
-import threading
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit
 
-from target_userpilot.errors import ConfigurationError, LedgerUnavailable
+from target_userpilot.errors import ConfigurationError
+from target_userpilot.ledger_schema import DRY_RUN_SCOPE, latest_version
 
 logger = logging.getLogger("target_userpilot")
 
@@ -65,7 +64,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -85,7 +84,7 @@ class Ledger(ABC):
     def row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         """The confirmed row hash of each of ``ids`` that has one."""
         found: dict[str, bytes] = {}
-        for chunk in _chunks(list(ids), self.chunk_size):
+        for chunk in chunks(list(ids), self.chunk_size):
             found.update(self._row_hashes(scope, object, chunk))
         return found
 
@@ -99,13 +98,13 @@ class Ledger(ABC):
 
     def forget_rows(self, scope: str, object: str, ids: Iterable[str]) -> None:
         """Remove the entries of ``ids`` (deleted profiles: a profile made again is sent again)."""
-        for chunk in _chunks(sorted(set(ids)), self.chunk_size):
+        for chunk in chunks(sorted(set(ids)), self.chunk_size):
             self._forget_rows(scope, object, chunk)
 
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` Userpilot already accepted as events of ``stream``."""
         found: set[str] = set()
-        for chunk in _chunks(list(keys), self.chunk_size):
+        for chunk in chunks(list(keys), self.chunk_size):
             found.update(self._accepted_events(scope, stream, chunk))
         return found
 
@@ -118,6 +117,10 @@ class Ledger(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the database connections."""
+
+    @abstractmethod
+    def schema_versions(self) -> list[int]:
+        """The migrations this ledger has had (``ledger_schema.py``), in order."""
 
     # Backends implement these; the public methods above chunk and normalise.
 
@@ -143,6 +146,9 @@ def open_ledger(state_db: str) -> Ledger:
     Raises :class:`ConfigurationError` (before any input is read) for a URL whose driver is not
     installed, a database that cannot be reached or refuses the credentials, and a damaged file.
     """
+    # The backends import this module: they are imported here, when first needed.
+    from target_userpilot.ledger_sqlite import SQLiteLedger
+
     state_db = state_db.strip() or DEFAULT_PATH
     if not looks_like_url(state_db):
         return SQLiteLedger(state_db)
@@ -170,392 +176,14 @@ def open_ledger(state_db: str) -> Ledger:
             raise ConfigurationError(msg)
         return SQLiteLedger(url.database)
     if backend == "postgresql":
+        from target_userpilot.ledger_pg import PostgresLedger
+
         return PostgresLedger(state_db)
     msg = (
         f"state_db '{redact(state_db)}' names a '{backend}' database; the ledger can use a "
         "PostgreSQL URL (postgresql://user:password@host:5432/database) or a SQLite file path."
     )
     raise ConfigurationError(msg)
-
-
-# SQLite
-
-
-_SQLITE_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS confirmed_rows (
-        scope TEXT NOT NULL,
-        object TEXT NOT NULL,
-        id TEXT NOT NULL,
-        hash BLOB NOT NULL,
-        confirmed_at REAL NOT NULL,
-        PRIMARY KEY (scope, object, id)
-    ) WITHOUT ROWID
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS accepted_events (
-        scope TEXT NOT NULL,
-        stream TEXT NOT NULL,
-        key TEXT NOT NULL,
-        accepted_at REAL NOT NULL,
-        PRIMARY KEY (scope, stream, key)
-    ) WITHOUT ROWID
-    """,
-)
-
-
-class SQLiteLedger(Ledger):
-    """A SQLite file, shared safely by runs on one machine (WAL, waiting on each other's locks).
-
-    The file and a folder made for it are readable by their owner only: profile ids are
-    personal data.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.description = f"SQLite file '{path}'"
-        self._lock = threading.Lock()
-        try:
-            _owner_only_file(path)
-            # Two runs may share the file: WAL lets one read while the other writes, and the
-            # timeout makes a writer wait for the other's transaction instead of failing.
-            self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
-            if verdict != "ok":
-                raise sqlite3.DatabaseError(verdict)
-            with self._db:
-                for statement in _SQLITE_SCHEMA:
-                    self._db.execute(statement)
-        except (sqlite3.DatabaseError, OSError) as exc:
-            msg = (
-                f"state_db '{path}' cannot be used as the ledger ({exc}). If it is damaged, "
-                "move it away or delete it: the next run then re-sends every profile once."
-            )
-            raise ConfigurationError(msg) from None
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-    def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
-        marks = ",".join("?" * len(ids))
-        query = (
-            "SELECT id, hash FROM confirmed_rows "  # noqa: S608 - only placeholders
-            f"WHERE scope = ? AND object = ? AND id IN ({marks})"
-        )
-        with self._lock:
-            return dict(self._db.execute(query, (scope, object, *ids)).fetchall())
-
-    def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
-        now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO confirmed_rows VALUES (?, ?, ?, ?, ?)",
-                ((scope, object, row_id, digest, now) for row_id, digest in rows),
-            )
-
-    def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
-        marks = ",".join("?" * len(ids))
-        statement = (
-            "DELETE FROM confirmed_rows "  # noqa: S608 - only placeholders
-            f"WHERE scope = ? AND object = ? AND id IN ({marks})"
-        )
-        with self._lock, self._db:
-            self._db.execute(statement, (scope, object, *ids))
-
-    def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
-        marks = ",".join("?" * len(keys))
-        query = (
-            "SELECT key FROM accepted_events "  # noqa: S608 - only placeholders
-            f"WHERE scope = ? AND stream = ? AND key IN ({marks})"
-        )
-        with self._lock:
-            return {key for (key,) in self._db.execute(query, (scope, stream, *keys))}
-
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
-        now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
-                ((scope, stream, key, now) for key in keys),
-            )
-
-
-def _owner_only_file(path: str) -> None:
-    """Create ``path`` (and a missing folder) readable by the owner only; tighten an old file."""
-    # Only folders made here are 0700: an existing one (the working directory) is the user's.
-    # os.makedirs gives its mode to the last folder only, so each missing one is made here.
-    missing = []
-    directory = os.path.dirname(os.path.abspath(path))
-    while not os.path.isdir(directory):
-        missing.append(directory)
-        directory = os.path.dirname(directory)
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:  # another run made it a moment ago
-            pass
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        mode = os.fstat(fd).st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO) and os.fstat(fd).st_uid == os.geteuid():
-            # A file from an earlier version, created under the usual umask.
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-# PostgreSQL (through SQLAlchemy)
-
-
-#: Table name -> its definition, made when missing. The keys lead with the id: a lookup of
-#: thousands of ids (``id = ANY(array)``) is then an index search per id whatever the planner's
-#: statistics say. With the scope first, a table that grew since its last ANALYZE was filtered
-#: row by row against the whole array: seconds per batch.
-_PG_TABLES = {
-    "confirmed_rows": """
-    CREATE TABLE IF NOT EXISTS confirmed_rows (
-        scope TEXT NOT NULL,
-        object TEXT NOT NULL,
-        id TEXT NOT NULL,
-        hash BYTEA NOT NULL,
-        confirmed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (id, scope, object)
-    )
-    """,
-    "accepted_events": """
-    CREATE TABLE IF NOT EXISTS accepted_events (
-        scope TEXT NOT NULL,
-        stream TEXT NOT NULL,
-        key TEXT NOT NULL,
-        accepted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        PRIMARY KEY (key, scope, stream)
-    )
-    """,
-}
-#: Serialises table creation between runs starting at once: two concurrent CREATE TABLE IF NOT
-#: EXISTS can otherwise both try to create the table, and one fails.
-_PG_SCHEMA_LOCK = 0x7573_6572_7069  # "userpi"
-_PG_LOOKUP_ROWS = """
-    SELECT id, hash FROM confirmed_rows
-    WHERE scope = :scope AND object = :object AND id = ANY(:ids)
-"""
-_PG_SAVE_ROWS = """
-    INSERT INTO confirmed_rows (scope, object, id, hash, confirmed_at)
-    SELECT :scope, :object, row_id, digest, now()
-    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
-    ON CONFLICT (scope, object, id)
-    DO UPDATE SET hash = EXCLUDED.hash, confirmed_at = EXCLUDED.confirmed_at
-"""
-_PG_FORGET_ROWS = """
-    DELETE FROM confirmed_rows WHERE scope = :scope AND object = :object AND id = ANY(:ids)
-"""
-_PG_LOOKUP_EVENTS = """
-    SELECT key FROM accepted_events
-    WHERE scope = :scope AND stream = :stream AND key = ANY(:keys)
-"""
-_PG_ADD_EVENTS = """
-    INSERT INTO accepted_events (scope, stream, key, accepted_at)
-    SELECT :scope, :stream, key, now() FROM unnest(CAST(:keys AS text[])) AS batch(key)
-    ON CONFLICT (scope, stream, key) DO NOTHING
-"""
-
-#: How long one ledger operation keeps retrying a lost connection (a server restart or a
-#: failover takes seconds) before the run stops.
-PG_RETRY_SECONDS = 15.0
-
-
-class PostgresLedger(Ledger):
-    """A PostgreSQL database, reached through SQLAlchemy with psycopg 3.
-
-    Each thread takes its own pooled connection, so the watcher's confirms and the reading
-    thread's lookups do not wait on each other. A connection lost mid-run (restart, failover) is
-    replaced and the operation retried for :data:`PG_RETRY_SECONDS`; past that the run stops
-    with :class:`LedgerUnavailable`.
-    """
-
-    chunk_size = 5000
-
-    def __init__(self, state_db: str, *, connect_timeout: int = 10) -> None:
-        import sqlalchemy
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import NoSuchModuleError
-
-        #: As given, password included: for opening another connection, never for a message.
-        self.url = state_db
-        url = make_url(state_db)
-        if url.drivername in ("postgresql", "postgres"):
-            # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra installs psycopg 3.
-            url = url.set(drivername="postgresql+psycopg")
-        self._secrets = [s for s in (url.password, _raw_password(state_db)) if s]
-        self.host = f"{url.host or 'localhost'}:{url.port or 5432}"
-        self.description = f"PostgreSQL database '{url.database or ''}' at {self.host}"
-        self._user = url.username or ""
-        _quiet_sqlalchemy_logs()
-        try:
-            self._engine = sqlalchemy.create_engine(
-                url,
-                pool_pre_ping=True,
-                pool_size=4,
-                connect_args={"connect_timeout": connect_timeout},
-                hide_parameters=True,
-            )
-        except (ImportError, NoSuchModuleError) as exc:
-            driver = url.get_driver_name()
-            msg = (
-                f"state_db is a PostgreSQL URL, but its driver '{driver}' is not installed "
-                f"({redact(str(exc), self._secrets)}). Install the PostgreSQL extra: "
-                f"{EXTRA_HINT}."
-            )
-            raise ConfigurationError(msg) from None
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SCHEMA_LOCK}
-                )
-                # Only missing tables are created: CREATE needs a right on the schema that a
-                # user given ready-made tables (PostgreSQL 15 grants none on public) may lack.
-                for table, statement in _PG_TABLES.items():
-                    found = conn.execute(sqlalchemy.text("SELECT to_regclass(:t)"), {"t": table})
-                    if found.scalar() is None:
-                        conn.execute(sqlalchemy.text(statement))
-        except ImportError as exc:
-            msg = (
-                f"state_db is a PostgreSQL URL, but its driver is not installed ({exc}). "
-                f"Install the PostgreSQL extra: {EXTRA_HINT}."
-            )
-            raise ConfigurationError(msg) from None
-        except sqlalchemy.exc.DBAPIError as exc:
-            self._engine.dispose()
-            raise ConfigurationError(self._connect_message(exc)) from None
-
-    def close(self) -> None:
-        """Close every pooled connection."""
-        self._engine.dispose()
-
-    def _connect_message(self, exc: Exception) -> str:
-        reason = self._reason(exc)
-        lowered = reason.lower()
-        if "password authentication failed" in lowered or "no password supplied" in lowered:
-            return (
-                f"state_db: PostgreSQL at {self.host} refused the credentials of user "
-                f"'{self._user}' ({reason}). Check the user name and password in state_db."
-            )
-        if "does not exist" in lowered:
-            return (
-                f"state_db: PostgreSQL at {self.host} answered: {reason}. Create the database "
-                "and user, or fix their names in state_db."
-            )
-        if "permission denied" in lowered:
-            return (
-                f"state_db: user '{self._user}' may not create the ledger's tables on "
-                f"PostgreSQL at {self.host} ({reason}). Grant it CREATE on the database's schema, "
-                "or create the tables confirmed_rows and accepted_events for it."
-            )
-        return (
-            f"state_db: could not connect to PostgreSQL at {self.host} ({reason}). Check that "
-            "the server runs and accepts connections from here, and the host and port in state_db."
-        )
-
-    def _reason(self, exc: Exception) -> str:
-        """The driver's own words, first line, without any password."""
-        original = getattr(exc, "orig", None) or exc
-        lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-        return redact(lines[0] if lines else type(original).__name__, self._secrets)
-
-    def _run(self, what: str, work: Callable[[Any], T]) -> T:
-        """Run ``work(connection)`` in a transaction, retrying a lost connection for a while."""
-        from sqlalchemy.exc import DBAPIError
-
-        deadline = time.monotonic() + PG_RETRY_SECONDS
-        pause = 0.2
-        while True:
-            try:
-                with self._engine.begin() as conn:
-                    return work(conn)
-            except DBAPIError as exc:
-                retryable = exc.connection_invalidated or _is_transient(exc)
-                if not retryable or time.monotonic() + pause > deadline:
-                    msg = (
-                        f"The ledger (state_db, {self.description}) failed while {what}: "
-                        f"{self._reason(exc)}. Rows Userpilot confirmed before this are recorded; "
-                        "once the database is back, rerun from the last STATE."
-                    )
-                    raise LedgerUnavailable(msg) from None
-                logger.warning(
-                    "The ledger at %s did not answer while %s (%s); retrying in %.1f s.",
-                    self.host,
-                    what,
-                    self._reason(exc),
-                    pause,
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, 3.0)
-
-    def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
-        from sqlalchemy import text
-
-        params = {"scope": scope, "object": object, "ids": list(ids)}
-        rows = self._run(
-            "looking up unchanged rows",
-            lambda conn: conn.execute(text(_PG_LOOKUP_ROWS), params).fetchall(),
-        )
-        return {row_id: bytes(digest) for row_id, digest in rows}
-
-    def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
-        from sqlalchemy import text
-
-        def save(conn: Any) -> None:
-            for chunk in _chunks(rows, self.chunk_size):
-                params = {
-                    "scope": scope,
-                    "object": object,
-                    "ids": [row_id for row_id, _ in chunk],
-                    "hashes": [digest for _, digest in chunk],
-                }
-                conn.execute(text(_PG_SAVE_ROWS), params)
-
-        self._run("recording confirmed rows", save)
-
-    def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
-        from sqlalchemy import text
-
-        params = {"scope": scope, "object": object, "ids": list(ids)}
-        self._run(
-            "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
-        )
-
-    def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
-        from sqlalchemy import text
-
-        params = {"scope": scope, "stream": stream, "keys": list(keys)}
-        rows = self._run(
-            "looking up accepted events",
-            lambda conn: conn.execute(text(_PG_LOOKUP_EVENTS), params).fetchall(),
-        )
-        return {key for (key,) in rows}
-
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
-        from sqlalchemy import text
-
-        def add(conn: Any) -> None:
-            for chunk in _chunks(keys, self.chunk_size):
-                params = {"scope": scope, "stream": stream, "keys": list(chunk)}
-                conn.execute(text(_PG_ADD_EVENTS), params)
-
-        self._run("recording accepted events", add)
-
-
-def _is_transient(exc: Exception) -> bool:
-    """A failure another try may get past: a lost connection, a deadlock, a server going down."""
-    from sqlalchemy.exc import OperationalError
-
-    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
-    # 08: connection exceptions; 40: transaction rollback (deadlock, serialization); 57P: the
-    # server shutting down or restarting.
-    return isinstance(exc, OperationalError) or code.startswith(("08", "40", "57P"))
 
 
 def _raw_password(state_db: str) -> str:
@@ -567,13 +195,50 @@ def _raw_password(state_db: str) -> str:
     return userinfo
 
 
-def _quiet_sqlalchemy_logs() -> None:
-    """Keep SQL statements and their parameters (ids, hashes) out of the run's log.
+def check_version(current: int, description: str) -> None:
+    """Refuse a ledger a newer release upgraded: this one would misread its tables."""
+    if current > latest_version():
+        msg = (
+            f"The ledger (state_db, {description}) has schema version {current}, written by a "
+            f"newer target-userpilot; this one knows versions up to {latest_version()}. Upgrade "
+            "target-userpilot, or point state_db at another ledger."
+        )
+        raise ConfigurationError(msg)
 
-    SQLAlchemy logs statements at INFO on ``sqlalchemy.engine`` when that logger is enabled,
-    which a DEBUG run enables for every logger. A level set explicitly is left alone.
+
+#: The key of the account fingerprint: a fixed, public value. It only makes the fingerprint
+#: this target's own; the API key's own entropy is what makes it one-way.
+_FINGERPRINT_KEY = b"target-userpilot ledger account"
+
+
+def account_scope(api_url: str, api_key: str | None, *, dry_run: bool = False) -> str:
+    """The scope of one account's entries: its API host and a fingerprint of its key.
+
+    ``https://analytex.userpilot.io account:3f2a…``: two accounts on one host (staging and
+    production) never share entries, and the key cannot be read back from the text. Userinfo in
+    ``api_url`` (``https://user:pw@host``) is left out. A dry run sends nothing to any account:
+    its entries have a scope of their own.
     """
-    for name in ("sqlalchemy.engine", "sqlalchemy.pool"):
-        quiet = logging.getLogger(name)
-        if quiet.level == logging.NOTSET:
-            quiet.setLevel(logging.WARNING)
+    if dry_run:
+        return DRY_RUN_SCOPE
+    return f"{api_host(api_url)} account:{key_fingerprint(api_url, api_key or '')}"
+
+
+def api_host(api_url: str) -> str:
+    """``scheme://host[:port][/path]`` of ``api_url``, lower case, never its userinfo."""
+    parts = urlsplit(api_url.strip())
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
+
+
+def key_fingerprint(api_url: str, api_key: str) -> str:
+    """16 hex digits of HMAC-SHA256 over the host and the key: one way, one account."""
+    message = f"{api_host(api_url)}\n{api_key.strip()}".encode()
+    return hmac.new(_FINGERPRINT_KEY, message, hashlib.sha256).hexdigest()[:16]

@@ -18,14 +18,27 @@ from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from target_userpilot.errors import InvalidRecord
+from target_userpilot.errors import ConfigurationError, InvalidRecord
 
+#: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
 USERS = "users"
 COMPANIES = "companies"
 EVENTS = "events"
 IGNORE = "ignore"
 OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
+_PROFILE_KEYS = ("id_property", "company_id_property")
+#: An events entry's keys; the time and the Import API's keys are read in ``imports.py``.
+_EVENT_KEYS = ("user_id_property", "event_name_property", "event_name", "event_time_property")
+_EVENT_KEYS += ("event_type", "hostname_property", "pathname_property", "company_id_property")
+MAPPING_KEYS: dict[str, tuple[str, ...]] = {
+    USERS: _PROFILE_KEYS,
+    COMPANIES: _PROFILE_KEYS,
+    EVENTS: (*_EVENT_KEYS, "source"),
+    # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
+    IGNORE: tuple(dict.fromkeys((*_PROFILE_KEYS, *_EVENT_KEYS, "source"))),
+}
 
+_NOUNS = {"event_name": "an event name", "event_type": "'track' or 'page_view'"}
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 _EVENT_STREAM_NAMES = frozenset({"events", "event"})
 #: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
@@ -66,9 +79,8 @@ class Route:
     #: For events: the property holding the event's name, unless ``event_name`` fixes it.
     event_name_property: str | None = None
     event_name: str | None = None
-    #: For events: where the time it happened is (``event_time_property``, else ``timestamp``),
-    #: and, for the Import API (``events_api: import``), its record type and page view fields.
-    #: See ``imports.py``; in track mode only ``time_property`` is read (for a warning).
+    #: For events: the time it happened (``event_time_property``, else ``timestamp``), and for
+    #: the Import API its record type and page view fields; track mode reads only the time.
     time_property: str | None = None
     event_type: str = "track"
     hostname_property: str | None = None
@@ -135,21 +147,10 @@ def route_for(
     company and the page view properties, which then leave the metadata (``imports.py``).
     """
     mapping = mapping or {}
-    obj = mapping.get("object")
-    if obj is None:
-        name = stream_name.lower()
-        if name in _COMPANY_STREAM_NAMES:
-            obj = COMPANIES
-        elif name in _EVENT_STREAM_NAMES:
-            obj = EVENTS
-        else:
-            obj = USERS
-    if obj not in OBJECTS:
-        msg = (
-            f"object_mapping for stream '{stream_name}' has object '{obj}'; "
-            f"use one of {', '.join(OBJECTS)}."
-        )
-        raise ValueError(msg)
+    # Settings checked every entry before any input; a caller that skipped them (a test, a
+    # tool) meets the same sentence here.
+    check_object_mapping({stream_name: mapping})
+    obj = mapping.get("object") or default_object(stream_name)
     clears = null_clears(schema_properties)
     if obj == EVENTS:
         return _event_route(stream_name, mapping, clears, import_events)
@@ -171,6 +172,65 @@ def route_for(
     return Route(obj, id_property, company_id_property, null_clears=clears)
 
 
+def default_object(stream: str) -> str:
+    """The object a stream without an ``object`` in its mapping goes to, by its name."""
+    name = stream.lower()
+    if name in _COMPANY_STREAM_NAMES:
+        return COMPANIES
+    if name in _EVENT_STREAM_NAMES:
+        return EVENTS
+    return USERS
+
+
+def check_object_mapping(mapping: Any) -> None:
+    """Raise a ConfigurationError naming the stream and key of the first bad entry."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError("object_mapping must be an object keyed by stream name.")
+    for stream, entry in mapping.items():
+        if not isinstance(entry, Mapping):
+            msg = f'object_mapping[\'{stream}\'] must be an object like {{"object": "users"}}.'
+            raise ConfigurationError(msg)
+        obj = entry.get("object")
+        if obj is not None and obj not in OBJECTS:
+            shown = f"'{obj}'" if isinstance(obj, str) else kind_of(obj)
+            msg = f"object_mapping['{stream}'].object is {shown}; use one of {', '.join(OBJECTS)}."
+            raise ConfigurationError(msg)
+        target = obj or default_object(stream)
+        allowed = MAPPING_KEYS[target]
+        unknown = sorted(str(key) for key in entry if key != "object" and key not in allowed)
+        if unknown:
+            what = f"an entry for {target}" if obj else f"an entry without object ({target})"
+            msg = (
+                f"object_mapping['{stream}'] has unknown key(s) {', '.join(unknown)}; "
+                f"{what} takes object, {', '.join(allowed)}."
+            )
+            raise ConfigurationError(msg)
+        for key in allowed:
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, str) and value.strip()):
+                noun = _NOUNS.get(key, "a property name")
+                msg = (
+                    f"object_mapping['{stream}'].{key} is {kind_of(value)}; it must be {noun}, "
+                    "a non-empty string."
+                )
+                raise ConfigurationError(msg)
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, in words (config values are described, not echoed)."""
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "null" if value is None else type(value).__name__
+
+
 def _event_route(
     stream_name: str,
     mapping: Mapping[str, Any],
@@ -178,27 +238,15 @@ def _event_route(
     import_events: bool = False,
 ) -> Route:
     """The route of an events stream: whose event it is, and where its name comes from."""
-    names = {}
-    for setting, default in (("user_id_property", "user_id"), ("event_name_property", None)):
-        value = mapping.get(setting, default)
-        if value is not None and (not isinstance(value, str) or not value):
-            msg = f"object_mapping for stream '{stream_name}' has a {setting} that is not a name."
-            raise ValueError(msg)
-        names[setting] = value
     fixed = mapping.get("event_name")
-    if fixed is not None and (not isinstance(fixed, str) or not fixed):
-        msg = (
-            f"object_mapping for stream '{stream_name}' has an event_name that is not a "
-            "non-empty string; give the event's name, or event_name_property."
-        )
-        raise ValueError(msg)
+    user_id_property = mapping.get("user_id_property") or "user_id"
     time_property = mapping.get("event_time_property") or "timestamp"
     if not import_events:
         # The track API cannot carry a time: the property stays in the metadata, as ever.
         return Route(
             EVENTS,
-            names["user_id_property"],
-            event_name_property=None if fixed else names["event_name_property"],
+            user_id_property,
+            event_name_property=None if fixed else mapping.get("event_name_property"),
             event_name=fixed,
             time_property=time_property,
             null_clears=clears,
@@ -210,9 +258,9 @@ def _event_route(
     company = mapping.get("company_id_property") or "company_id"
     return Route(
         EVENTS,
-        names["user_id_property"],
-        company_id_property=None if company == names["user_id_property"] else company,
-        event_name_property=None if fixed or page_view else names["event_name_property"],
+        user_id_property,
+        company_id_property=None if company == user_id_property else company,
+        event_name_property=None if fixed or page_view else mapping.get("event_name_property"),
         event_name=None if page_view else fixed,
         time_property=time_property,
         event_type=event_type,

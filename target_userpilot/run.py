@@ -27,7 +27,7 @@ from target_userpilot.lanes.events import EventLane, EventPace
 from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import JobPace
-from target_userpilot.ledger import Ledger, open_ledger
+from target_userpilot.ledger import Ledger, account_scope, open_ledger
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import EVENTS
 from target_userpilot.settings import Settings
@@ -67,8 +67,9 @@ class Run:
         self._closed = False
         #: The ledger (``state_db``), opened once before any input when a feature needs it.
         self.ledger: Ledger | None = None
-        #: Entries in the ledger are scoped by account: the API host, or ``dry-run``.
-        self.scope = "dry-run" if settings.dry_run else settings.api_url.rstrip("/")
+        #: Entries in the ledger are scoped by account (API host and key fingerprint), or
+        #: ``dry-run``.
+        self.scope = account_scope(settings.api_url, settings.api_key, dry_run=settings.dry_run)
         self.unchanged: ConfirmedRows | None = None
         if settings.skip_unchanged:
             self.ledger = open_ledger(settings.state_db)

@@ -1,17 +1,17 @@
 """Settings: the contract's table as a JSON schema, and the checks that run before any input.
 
 Values reach the target three ways: a config file (the SDK parses its fractions as
-``decimal.Decimal``), ``TARGET_USERPILOT_<NAME>`` environment variables (strings, see
-:func:`env_config`), and Python dicts in tests. :meth:`Settings.from_config` turns all three into
+``decimal.Decimal``), ``TARGET_USERPILOT_<NAME>`` environment variables (strings, read by
+``environment.py``), and Python dicts in tests. :meth:`Settings.from_config` turns all three into
 one typed, checked :class:`Settings`, so nothing past this module sees a Decimal or a string
-where a number belongs.
+where a number belongs. The rules for ``object_mapping`` live beside routing, in ``rows.py``;
+those for ``api_url`` and ``api_key`` beside the client, in ``hosts.py``.
 """
 
 from __future__ import annotations
 
 import decimal
 import difflib
-import json
 import logging
 import math
 import os
@@ -22,53 +22,16 @@ from typing import Any
 
 from singer_sdk import typing as th
 
-from target_userpilot.client import check_api_url
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.hosts import check_api_key, check_api_url
+from target_userpilot.imports import EVENTS_APIS, check_event_mappings
+from target_userpilot.rows import check_object_mapping
 
 logger = logging.getLogger("target_userpilot")
 
 DEFAULT_API_URL = "https://analytex.userpilot.io"
 MAX_BATCH_ROWS = 10_000
 MAX_FILE_BYTES = 50_000_000
-
-#: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
-USERS, COMPANIES, EVENTS, IGNORE = "users", "companies", "events", "ignore"
-MAPPING_OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
-_PROFILE_KEYS = ("id_property", "company_id_property")
-_EVENT_TIME_KEYS = (
-    "event_time_property",
-    "event_type",
-    "hostname_property",
-    "pathname_property",
-    "company_id_property",
-    "source",
-)
-MAPPING_KEYS: dict[str, tuple[str, ...]] = {
-    USERS: _PROFILE_KEYS,
-    COMPANIES: _PROFILE_KEYS,
-    EVENTS: ("user_id_property", "event_name_property", "event_name", *_EVENT_TIME_KEYS),
-    # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
-    IGNORE: tuple(
-        dict.fromkeys(
-            (
-                *_PROFILE_KEYS,
-                "user_id_property",
-                "event_name_property",
-                "event_name",
-                *_EVENT_TIME_KEYS,
-            )
-        )
-    ),
-}
-#: Keys of an events entry that only the Import API can honour (``events_api: import``).
-IMPORT_ONLY_KEYS = (
-    "event_type",
-    "hostname_property",
-    "pathname_property",
-    "company_id_property",
-    "source",
-)
-EVENTS_APIS = ("track", "import")
 
 CONFIG_SCHEMA = th.PropertiesList(
     th.Property(
@@ -240,7 +203,7 @@ CONFIG_SCHEMA = th.PropertiesList(
 ).to_dict()
 
 
-def _json_type(prop: Mapping[str, Any]) -> str | None:
+def json_type(prop: Mapping[str, Any]) -> str | None:
     """The one non-null JSON type of a schema property, or None when it has several or none."""
     declared = prop.get("type")
     types = [declared] if isinstance(declared, str) else list(declared or [])
@@ -248,9 +211,9 @@ def _json_type(prop: Mapping[str, Any]) -> str | None:
     return types[0] if len(types) == 1 else None
 
 
-def _settings_of_type(json_type: str) -> tuple[str, ...]:
+def _settings_of_type(wanted: str) -> tuple[str, ...]:
     return tuple(
-        name for name, prop in CONFIG_SCHEMA["properties"].items() if _json_type(prop) == json_type
+        name for name, prop in CONFIG_SCHEMA["properties"].items() if json_type(prop) == wanted
     )
 
 
@@ -258,11 +221,6 @@ def _settings_of_type(json_type: str) -> tuple[str, ...]:
 #: source (config files give Decimals, environment variables strings).
 NUMBER_SETTINGS = _settings_of_type("number")
 INTEGER_SETTINGS = _settings_of_type("integer")
-
-#: Boolean environment values: the SDK's words for true, and the words for false. Anything else
-#: is refused: the SDK would read a typo such as "ture" as false without a word.
-TRUTHY = ("true", "1", "yes", "on")
-FALSY = ("false", "0", "no", "off", "")
 
 
 @dataclass(frozen=True)
@@ -328,7 +286,7 @@ class Settings:
             )
             raise ConfigurationError(msg)
         if self.api_key:
-            _check_api_key(self.api_key)
+            check_api_key(self.api_key)
         if not self.dry_run:
             check_api_url(self.api_url)
         if not 1 <= self.batch_size_rows <= MAX_BATCH_ROWS:
@@ -351,10 +309,8 @@ class Settings:
             raise ConfigurationError("on_invalid_record must be 'skip' or 'fail'.")
         if self.upload_format not in ("ndjson", "json"):
             raise ConfigurationError("upload_format must be 'ndjson' or 'json'.")
-        if self.events_api not in EVENTS_APIS:
-            msg = f"events_api must be 'track' or 'import', not '{self.events_api}'."
-            raise ConfigurationError(msg)
-        check_object_mapping(self.object_mapping, events_api=self.events_api)
+        check_object_mapping(self.object_mapping)
+        check_event_mappings(self.object_mapping, self.events_api)
         if self.rejects_path:
             _check_rejects_path(self.rejects_path)
         if self.dry_run:
@@ -363,8 +319,8 @@ class Settings:
 
 def _typed(name: str, value: Any) -> Any:
     """``value`` as the Python type of setting ``name``, or a ConfigurationError naming it."""
-    json_type = _json_type(CONFIG_SCHEMA["properties"][name])
-    if json_type == "integer":
+    wanted = json_type(CONFIG_SCHEMA["properties"][name])
+    if wanted == "integer":
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, (float, decimal.Decimal)):
@@ -373,16 +329,16 @@ def _typed(name: str, value: Any) -> Any:
             msg = f"{name} is {value}; it must be a whole number, such as {_default(name)}."
             raise ConfigurationError(msg)
         raise ConfigurationError(f"{name} must be a whole number, such as {_default(name)}.")
-    if json_type == "number":
+    if wanted == "number":
         if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
             return float(value)
         raise ConfigurationError(f"{name} must be a number, such as {_default(name)}.")
-    if json_type == "boolean" and not isinstance(value, bool):
+    if wanted == "boolean" and not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be true or false.")
-    if json_type == "string" and not isinstance(value, str):
+    if wanted == "string" and not isinstance(value, str):
         # Never the value: api_key is a string setting.
         raise ConfigurationError(f"{name} must be a string.")
-    if json_type == "object" and not isinstance(value, Mapping):
+    if wanted == "object" and not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be an object.")
     return value
 
@@ -405,7 +361,7 @@ def explain_config_errors(errors: Iterable[str]) -> list[str]:
         fraction = _DECIMAL.search(error)
         if prop.get("secret"):
             explained.append(f"{name} has the wrong type (it must be a string)")
-        elif _json_type(prop) == "integer" and "is not of type 'integer'" in error and fraction:
+        elif json_type(prop) == "integer" and "is not of type 'integer'" in error and fraction:
             explained.append(
                 f"{name} is {fraction.group(1)}; it must be a whole number, such as "
                 f"{_default(name)}"
@@ -417,126 +373,6 @@ def explain_config_errors(errors: Iterable[str]) -> list[str]:
 
 def _default(name: str) -> Any:
     return CONFIG_SCHEMA["properties"][name].get("default")
-
-
-def _check_api_key(api_key: str) -> None:
-    """A key that cannot travel in an HTTP header stops the run here, not at the first upload.
-
-    The sentence never quotes the key, not even the offending character: part of a secret is
-    still a secret.
-    """
-    try:
-        api_key.encode("latin-1")
-    except UnicodeEncodeError:
-        msg = (
-            "api_key contains characters that cannot be sent in an HTTP header (outside "
-            "Latin-1). Copy the key again from Userpilot (Settings > Environment)."
-        )
-        raise ConfigurationError(msg) from None
-    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in api_key):
-        msg = (
-            "api_key contains control characters (such as a line break or a tab) inside it, "
-            "which cannot be sent in an HTTP header. Copy the key again from Userpilot "
-            "(Settings > Environment)."
-        )
-        raise ConfigurationError(msg)
-
-
-def default_object(stream: str) -> str:
-    """The object a stream without an ``object`` in its mapping goes to, by its name."""
-    name = stream.lower()
-    if name in ("companies", "company"):
-        return COMPANIES
-    if name in ("events", "event"):
-        return EVENTS
-    return USERS
-
-
-def check_object_mapping(mapping: Any, *, events_api: str = "track") -> None:
-    """Raise a ConfigurationError naming the stream and key of the first bad entry."""
-    if not isinstance(mapping, Mapping):
-        raise ConfigurationError("object_mapping must be an object keyed by stream name.")
-    for stream, entry in mapping.items():
-        if not isinstance(entry, Mapping):
-            msg = f'object_mapping[\'{stream}\'] must be an object like {{"object": "users"}}.'
-            raise ConfigurationError(msg)
-        obj = entry.get("object")
-        if obj is not None and obj not in MAPPING_OBJECTS:
-            shown = f"'{obj}'" if isinstance(obj, str) else _kind(obj)
-            msg = (
-                f"object_mapping['{stream}'].object is {shown}; use one of "
-                f"{', '.join(MAPPING_OBJECTS)}."
-            )
-            raise ConfigurationError(msg)
-        target = obj or default_object(stream)
-        allowed = MAPPING_KEYS[target]
-        unknown = sorted(str(key) for key in entry if key != "object" and key not in allowed)
-        if unknown:
-            what = f"an entry for {target}" if obj else f"an entry without object ({target})"
-            msg = (
-                f"object_mapping['{stream}'] has unknown key(s) {', '.join(unknown)}; "
-                f"{what} takes object, {', '.join(allowed)}."
-            )
-            raise ConfigurationError(msg)
-        for key in allowed:
-            value = entry.get(key)
-            if value is not None and not (isinstance(value, str) and value.strip()):
-                noun = {
-                    "event_name": "an event name",
-                    "event_type": "'track' or 'page_view'",
-                    "source": "a source name such as 'backend-http'",
-                }.get(key, "a property name")
-                msg = (
-                    f"object_mapping['{stream}'].{key} is {_kind(value)}; it must be {noun}, "
-                    "a non-empty string."
-                )
-                raise ConfigurationError(msg)
-        if target == EVENTS:
-            _check_event_entry(stream, entry, events_api)
-
-
-def _check_event_entry(stream: str, entry: Mapping[str, Any], events_api: str) -> None:
-    """An events entry's Import API keys: known values, and only where they can work."""
-    kind = entry.get("event_type")
-    if kind is not None and kind not in ("track", "page_view"):
-        msg = (
-            f"object_mapping['{stream}'].event_type is '{kind}'; use 'track' (the default) or "
-            "'page_view'."
-        )
-        raise ConfigurationError(msg)
-    if events_api == "import":
-        if kind == "page_view" and (entry.get("event_name") or entry.get("event_name_property")):
-            msg = (
-                f"object_mapping['{stream}'] sends page views, which have no event name; "
-                "remove event_name and event_name_property, or set event_type to 'track'."
-            )
-            raise ConfigurationError(msg)
-        return
-    honoured = [key for key in IMPORT_ONLY_KEYS if entry.get(key) not in (None, "track")]
-    if honoured:
-        what = "sends page views" if kind == "page_view" else f"sets {', '.join(honoured)}"
-        msg = (
-            f"object_mapping['{stream}'] {what}, which only the Import API can send; the "
-            "track API (events_api 'track', the default) takes a user, an event name and "
-            "metadata. Set events_api to 'import' (Enterprise plan or Growth add-on), or "
-            "remove those keys."
-        )
-        raise ConfigurationError(msg)
-
-
-def _kind(value: Any) -> str:
-    """What a JSON value is, in words (config values are described, not echoed)."""
-    if isinstance(value, str):
-        return "an empty string" if not value.strip() else "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float, decimal.Decimal)):
-        return "a number"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return "null" if value is None else type(value).__name__
 
 
 def _check_rejects_path(path: str) -> None:
@@ -605,83 +441,3 @@ def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[st
         hint = f"did you mean {by_lower[close[0]]}?" if close else "see --about for the settings."
         sentences.append(f"Config key '{key}' is not a setting of target-userpilot; {hint}")
     return sentences
-
-
-def env_config(
-    schema: Mapping[str, Any], prefix: str, environ: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Settings from ``<prefix><NAME>`` environment variables, each read as its schema's type.
-
-    The SDK's own reader raises bare ``ValueError``s on a bad integer or JSON value, leaves
-    numbers as strings and reads any unrecognised boolean as false. Here a value that cannot be
-    its setting's type is a :class:`ConfigurationError` naming the variable. Without
-    ``environ``, a ``.env`` file is loaded first, as the SDK does.
-    """
-    if environ is None:
-        _load_dotenv(prefix)
-        environ = os.environ
-    config: dict[str, Any] = {}
-    for name, prop in schema.get("properties", {}).items():
-        variable = prefix + name.upper().replace("-", "_")
-        if variable not in environ:
-            continue
-        logger.info("Parsing '%s' config from env variable '%s'.", name, variable)
-        config[name] = _env_value(variable, environ[variable], prop)
-    return config
-
-
-def _load_dotenv(prefix: str) -> None:
-    """Load a ``.env`` file into the environment the way the SDK finds and reads it."""
-    # The SDK's own reader, given no settings, loads the .env file and parses nothing: the
-    # file is then found and applied exactly as the SDK always did.
-    from singer_sdk.configuration._dict_config import parse_environment_config
-
-    parse_environment_config({"properties": {}}, prefix)
-
-
-def _env_value(variable: str, raw: str, prop: Mapping[str, Any]) -> Any:
-    json_type = _json_type(prop)
-    text = raw.strip()
-    # Secrets are never echoed; other values are the operator's own configuration.
-    shown = "" if prop.get("secret") else f" is '{text[:60]}'"
-    if json_type == "integer":
-        try:
-            return int(text)
-        except ValueError:
-            example = prop.get("default", 1)
-            msg = f"{variable}{shown}, not a whole number. Set it to an integer such as {example}."
-            raise ConfigurationError(msg) from None
-    if json_type == "number":
-        try:
-            number = float(text)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            example = prop.get("default", 1)
-            msg = f"{variable}{shown}, not a number. Set it to a number such as {example}."
-            raise ConfigurationError(msg)
-        return number
-    if json_type == "boolean":
-        if text.lower() in TRUTHY:
-            return True
-        if text.lower() in FALSY:
-            return False
-        msg = f"{variable}{shown}; set it to true or false."
-        raise ConfigurationError(msg)
-    if json_type in ("object", "array"):
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            # The position, not the text: stream maps and their config may hold secrets.
-            where = f"line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
-            msg = (
-                f"{variable} is not valid JSON ({getattr(exc, 'msg', exc)} at {where}). It must "
-                f"hold a JSON {json_type}."
-            )
-            raise ConfigurationError(msg) from None
-        expected = dict if json_type == "object" else list
-        if not isinstance(value, expected):
-            msg = f"{variable} holds {_kind(value)}; it must hold a JSON {json_type}."
-            raise ConfigurationError(msg)
-        return value
-    return raw

@@ -19,6 +19,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
+from target_userpilot.environment import env_config
 from target_userpilot.errors import (
     EXIT_CODES,
     AuthenticationError,
@@ -31,7 +32,7 @@ from target_userpilot.errors import (
 from target_userpilot.manifest import BatchEncoding, manifest_records
 from target_userpilot.reader import InputReader
 from target_userpilot.run import Run
-from target_userpilot.settings import CONFIG_SCHEMA, Settings, env_config, explain_config_errors
+from target_userpilot.settings import CONFIG_SCHEMA, Settings, explain_config_errors
 from target_userpilot.sinks import UserpilotSink, override
 
 

@@ -23,7 +23,7 @@ from http_doubles import (
     running,
 )
 
-from target_userpilot.client import RetryPolicy, UserpilotClient, _TokenAuth
+from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -35,7 +35,9 @@ from target_userpilot.errors import (
     UserpilotError,
     exit_code,
 )
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
+from target_userpilot.transport import _TokenAuth
 
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=0.5)
 UPLOAD = ("POST", "/v1/users/bulk_identify")
@@ -470,7 +472,7 @@ def test_the_transport_never_lets_a_header_error_quote_the_key(sandbox, key):
     """Should a bad key get past the constructor, http.client's error (which quotes the
     header) still never reaches the caller."""
     client = UserpilotClient(sandbox.url, API_KEY)
-    client._auth = _TokenAuth(key)  # noqa: SLF001 - forces a key the constructor refuses
+    client.transport._auth = _TokenAuth(key)  # noqa: SLF001 - forces a key the constructor refuses
 
     with pytest.raises(ConfigurationError) as refused:
         client.list_jobs()
@@ -662,10 +664,10 @@ def test_track_from_many_threads_uses_a_session_each_and_close_ends_them_all(scr
     assert errors == []
     sent = {(s.json()["user_id"], s.json()["event_name"]) for s in scripted.requests_to(*TRACK)}
     assert sent == {(f"u-{w}", f"event-{n}") for w in range(6) for n in range(15)}
-    assert len(client._sessions) == 6  # noqa: SLF001 - one session per thread is the point
-    sessions = list(client._sessions)  # noqa: SLF001 - to check they are closed
+    assert len(client.transport._sessions) == 6  # noqa: SLF001 - one session per thread is the point
+    sessions = list(client.transport._sessions)  # noqa: SLF001 - to check they are closed
     client.close()
-    assert client._sessions == []  # noqa: SLF001 - close() forgets them
+    assert client.transport._sessions == []  # noqa: SLF001 - close() forgets them
     assert all(not adapter.poolmanager.pools for s in sessions for adapter in s.adapters.values())
 
 

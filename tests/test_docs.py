@@ -410,6 +410,20 @@ def test_module_layout_lists_every_module_of_the_package():
     assert documented == modules | subpackages, _table_drift(documented, modules | subpackages)
 
 
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_is_over_600_lines():
+    """A module that outgrows 600 lines holds more than one room of the house: split it."""
+    package = REPO / "target_userpilot"
+    sizes = {
+        str(path.relative_to(REPO)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in package.rglob("*.py")
+    }
+    too_long = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+
+
 def _sdk_overrides() -> set[str]:
     """``Class.method`` for each method of ours that overrides a private or final SDK method."""
     found = set()

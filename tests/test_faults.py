@@ -20,12 +20,9 @@ import pytest
 import requests
 from conftest import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, run_target, schema, state, user
 
-from target_userpilot.client import (
-    RetryPolicy,
-    TransientError,
-    UserpilotClient,
-    _wait_for,
-)
+from target_userpilot.client import UserpilotClient
+from target_userpilot.errors import TransientError
+from target_userpilot.retry import RetryPolicy, _wait_for
 from target_userpilot.sandbox import Sandbox
 
 N_USERS = 3000

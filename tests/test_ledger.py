@@ -17,14 +17,10 @@ import pytest
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.ledger import (
-    Ledger,
-    PostgresLedger,
-    SQLiteLedger,
-    looks_like_url,
-    open_ledger,
-    redact,
-)
+from target_userpilot.ledger import Ledger, account_scope, looks_like_url, open_ledger, redact
+from target_userpilot.ledger_pg import PostgresLedger
+from target_userpilot.ledger_schema import latest_version
+from target_userpilot.ledger_sqlite import SQLiteLedger
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
 
@@ -157,8 +153,7 @@ def test_a_user_without_create_rights_uses_tables_made_for_it(postgres, limited_
     owner_url = postgres.url + "?options=-csearch_path%3Dready_made"
     open_ledger(owner_url).close()  # the owner makes the tables
     postgres.psql(
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ready_made.confirmed_rows, "
-        "ready_made.accepted_events TO limited"
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ready_made TO limited"
     )
 
     ledger = open_ledger(url)
@@ -345,18 +340,136 @@ def test_a_damaged_file_is_a_configuration_error(tmp_path):
     assert "state_db" in str(caught.value) and "delete it" in str(caught.value)
 
 
-def test_an_existing_file_from_the_previous_version_keeps_its_entries(tmp_path):
+# The versioned schema: a ledger of the release before versions upgrades in place
+
+#: The tables exactly as the release before the versioned schema made them (main at f404c1e).
+LEGACY_SQLITE = (
+    "CREATE TABLE confirmed_rows (scope TEXT NOT NULL, object TEXT NOT NULL, id TEXT NOT NULL, "
+    "hash BLOB NOT NULL, confirmed_at REAL NOT NULL, PRIMARY KEY (scope, object, id)) "
+    "WITHOUT ROWID",
+    "CREATE TABLE accepted_events (scope TEXT NOT NULL, stream TEXT NOT NULL, key TEXT NOT "
+    "NULL, accepted_at REAL NOT NULL, PRIMARY KEY (scope, stream, key)) WITHOUT ROWID",
+    "INSERT INTO confirmed_rows VALUES ('https://analytex.userpilot.io', 'users', 'u1', "
+    "x'01010101010101010101010101010101', 0)",
+    "INSERT INTO confirmed_rows VALUES ('dry-run', 'users', 'u1', "
+    "x'02020202020202020202020202020202', 0)",
+    "INSERT INTO accepted_events VALUES ('https://analytex.userpilot.io', 'events', 'k1', 0)",
+)
+LEGACY_PG = (
+    "CREATE TABLE confirmed_rows (scope TEXT NOT NULL, object TEXT NOT NULL, id TEXT NOT NULL, "
+    "hash BYTEA NOT NULL, confirmed_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+    "PRIMARY KEY (id, scope, object))",
+    "CREATE TABLE accepted_events (scope TEXT NOT NULL, stream TEXT NOT NULL, key TEXT NOT "
+    "NULL, accepted_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (key, scope, stream))",
+    "INSERT INTO confirmed_rows VALUES ('https://analytex.userpilot.io', 'users', 'u1', "
+    "'\\x01010101010101010101010101010101')",
+    "INSERT INTO confirmed_rows VALUES ('dry-run', 'users', 'u1', "
+    "'\\x02020202020202020202020202020202')",
+    "INSERT INTO accepted_events VALUES ('https://analytex.userpilot.io', 'events', 'k1')",
+)
+PRODUCTION = account_scope("https://analytex.userpilot.io", "production-key")
+STAGING = account_scope("https://analytex.userpilot.io", "staging-key")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def legacy_state_db(request, tmp_path) -> Iterator[str]:
+    """A ``state_db`` holding the previous release's tables and entries, scoped by host only."""
+    if request.param == "sqlite":
+        import sqlite3
+
+        path = tmp_path / "state.db"
+        db = sqlite3.connect(path)
+        for statement in LEGACY_SQLITE:
+            db.execute(statement)
+        db.commit()
+        db.close()
+        yield str(path)
+        return
+    server = request.getfixturevalue("postgres")
+    schema = f"legacy{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
+    server.psql(f"CREATE SCHEMA {schema}; SET search_path TO {schema}; " + "; ".join(LEGACY_PG))
+    yield f"{server.url}?options=-csearch_path%3D{schema}"
+    server.psql(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_an_old_ledger_upgrades_and_trusts_no_host_only_entry(legacy_state_db, caplog):
+    """Entries scoped by host alone cannot prove their account: none is trusted after upgrade."""
+    with caplog.at_level("WARNING", logger="target_userpilot"):
+        ledger = open_ledger(legacy_state_db)
+    try:
+        for scope in (PRODUCTION, STAGING, "https://analytex.userpilot.io"):
+            assert ledger.row_hashes(scope, "users", ["u1"]) == {}
+            assert ledger.accepted_events(scope, "events", ["k1"]) == set()
+        # A dry run was never an account's: its entries stay.
+        assert ledger.row_hashes("dry-run", "users", ["u1"]) == {"u1": H2}
+    finally:
+        ledger.close()
+    warnings = [r.getMessage() for r in caplog.records if "upgraded" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "1 row hashes and 1 event keys" in warnings[0]
+    assert PASSWORD not in warnings[0]
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="target_userpilot"):
+        open_ledger(legacy_state_db).close()
+    assert not [r for r in caplog.records if "upgraded" in r.getMessage()]
+
+
+def test_runs_opening_an_old_ledger_at_once_upgrade_it_once(legacy_state_db, caplog):
+    errors: list[BaseException] = []
+    opened: list[Ledger] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(open_ledger(legacy_state_db))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    with caplog.at_level("WARNING", logger="target_userpilot"):
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors
+    assert len([r for r in caplog.records if "upgraded" in r.getMessage()]) == 1
+    versions = opened[0].schema_versions()
+    for ledger in opened:
+        ledger.close()
+    assert versions == list(range(1, latest_version() + 1))
+
+
+def test_a_ledger_from_a_newer_release_is_refused(tmp_path):
+    path = str(tmp_path / "state.db")
+    open_ledger(path).close()
     import sqlite3
 
-    path = tmp_path / "state.db"
     db = sqlite3.connect(path)
-    db.execute(
-        "CREATE TABLE confirmed_rows (scope TEXT NOT NULL, object TEXT NOT NULL, id TEXT NOT "
-        "NULL, hash BLOB NOT NULL, confirmed_at REAL NOT NULL, PRIMARY KEY (scope, object, id))"
-        " WITHOUT ROWID"
-    )
-    db.execute("INSERT INTO confirmed_rows VALUES ('h', 'users', 'u1', ?, 0)", (H1,))
+    db.execute("INSERT INTO ledger_schema VALUES (999, 'from the future', 0)")
     db.commit()
     db.close()
 
-    assert open_ledger(str(path)).row_hashes("h", "users", ["u1"]) == {"u1": H1}
+    with pytest.raises(ConfigurationError) as caught:
+        open_ledger(path)
+    assert "newer target-userpilot" in str(caught.value)
+
+
+def test_two_accounts_on_one_host_never_share_entries(ledger):
+    ledger.save_row_hashes(PRODUCTION, "users", [("u1", H1)])
+    ledger.add_accepted_events(PRODUCTION, "events", ["k1"])
+
+    assert ledger.row_hashes(STAGING, "users", ["u1"]) == {}
+    assert ledger.accepted_events(STAGING, "events", ["k1"]) == set()
+    assert ledger.row_hashes(PRODUCTION, "users", ["u1"]) == {"u1": H1}
+
+
+def test_the_account_scope_never_holds_the_key_or_url_credentials():
+    scope = account_scope("https://admin:hunter2@Analytex.Userpilot.io/", "secret-key-123")
+
+    assert scope.startswith("https://analytex.userpilot.io account:")
+    assert "hunter2" not in scope and "admin" not in scope and "secret-key-123" not in scope
+    # The credentials in the URL do not change the account.
+    assert scope == account_scope("https://analytex.userpilot.io", "secret-key-123")
+    assert account_scope("https://analytex.userpilot.io", "other") != scope
+    assert account_scope("https://analytex-eu.userpilot.io", "secret-key-123") != scope
+    assert account_scope("https://analytex.userpilot.io", "k", dry_run=True) == "dry-run"

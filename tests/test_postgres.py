@@ -31,6 +31,7 @@ from pg import PASSWORD, PostgresServer, own_postgres_fixture, postgres_fixture 
 from test_secrets import assert_no_secret
 from test_unchanged import check_later_rows_win_over_rows_in_flight, ledger_hashes
 
+from target_userpilot.ledger import account_scope
 from target_userpilot.sandbox import Sandbox
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
@@ -162,7 +163,7 @@ def test_a_server_restarted_mid_run_is_waited_for(sandbox, config, tmp_path, own
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.states[-1] == {"done": 2000}
-    scope = sandbox.url.rstrip("/")
+    scope = account_scope(sandbox.url, API_KEY)
     assert len(ledger_hashes(own_postgres.url, scope, range(2000))) == 2000
     rerun = run_target(settings, _users(2000), tmp_path=tmp_path)
     assert rerun.returncode == 0 and rerun.summary["total"]["rows_sent"] == 0
@@ -186,7 +187,7 @@ def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
     # Every record before the last STATE is in the ledger: nothing Userpilot confirmed and
     # STATE covered was lost.
     last = max(s["upto"] for s in run.states if "upto" in s)
-    scope = sandbox.url.rstrip("/")
+    scope = account_scope(sandbox.url, API_KEY)
     recorded = ledger_hashes(own_postgres.url, scope, range(2000))
     assert {str(i) for i in range(last + 1)} <= recorded.keys()
 

@@ -33,8 +33,8 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot.client import check_api_url, is_loopback
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.hosts import check_api_url, is_loopback
 from target_userpilot.sandbox import Sandbox
 
 KEY = "upk-Zq7XvN2pLw9RtY4mKb8cHd3"

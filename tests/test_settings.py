@@ -27,11 +27,11 @@ from conftest import (
     users_messages,
 )
 
+from target_userpilot.environment import env_config
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
-    env_config,
     explain_config_errors,
     unknown_settings,
 )
@@ -97,8 +97,22 @@ def test_the_client_gets_the_trimmed_key():
 
 @pytest.mark.parametrize(
     "key",
-    ["zq7-clé-中文-Xv9", "zq7Xv9\nLw4Rt", "zq7Xv9\x00Lw4Rt", "zq7Xv9\x85Lw4Rt"],
-    ids=["non-latin-1", "newline-inside", "nul-inside", "c1-control-inside"],
+    [
+        "zq7-clé-中文-Xv9",
+        "zq7Xv9\nLw4Rt",
+        "zq7Xv9\x00Lw4Rt",
+        "zq7Xv9\x85Lw4Rt",
+        "zq7Xv9 Lw4Rt",
+        "zq7Xv9\u00a0Lw4Rt",
+    ],
+    ids=[
+        "non-latin-1",
+        "newline-inside",
+        "nul-inside",
+        "c1-control-inside",
+        "space-inside",
+        "no-break-space-inside",
+    ],
 )
 def test_an_api_key_that_cannot_go_in_a_header_stops_with_exit_2_without_the_key(
     key, sandbox, config, tmp_path
@@ -113,6 +127,26 @@ def test_an_api_key_that_cannot_go_in_a_header_stops_with_exit_2_without_the_key
     for part in ("zq7", "Xv9", "Lw4Rt", "clé"):
         assert part not in stderr
     assert sandbox.profiles("users") == {}
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["zq7Xv9Lw4Rt", "zq7 Xv9", "zq7\tXv9", "zq7Xv9é", "zq7\u2019Xv9", "zq7-Xv9_Lw4.Rt~"],
+)
+def test_settings_and_client_apply_one_api_key_rule(key):
+    """A key the settings accept never fails later in the client, and the other way round."""
+    from target_userpilot.client import UserpilotClient
+
+    def refused(make: Any) -> bool:
+        try:
+            make()
+        except ConfigurationError:
+            return True
+        return False
+
+    by_settings = refused(lambda: Settings.from_config({"api_key": key}))
+    by_client = refused(lambda: UserpilotClient("http://127.0.0.1:9", key))
+    assert by_settings == by_client
 
 
 def test_an_empty_or_blank_api_key_is_not_set():

@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import USER_SCHEMA, record, run_target, schema, state, user
+from conftest import API_KEY, USER_SCHEMA, record, run_target, schema, state, user
 
 from target_userpilot.batch import SealedBatch
-from target_userpilot.ledger import open_ledger
+from target_userpilot.ledger import account_scope, open_ledger
 from target_userpilot.rows import encode_row
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.unchanged import ConfirmedRows
@@ -121,7 +121,7 @@ def check_later_rows_win_over_rows_in_flight(
     filtered before the previous job's completion is noticed, as with Userpilot's slow jobs.
     """
     ids = range(30 if batch_size == 1 else 200)
-    scope = sandbox.url.rstrip("/")
+    scope = account_scope(sandbox.url, API_KEY)
     group = min(batch_size, 50)
     config.update(
         skip_unchanged=True, state_db=state_db, batch_size_rows=batch_size, rows_per_minute=1e9
@@ -227,3 +227,43 @@ def test_a_shared_ledger_is_left_open_for_its_owner(tmp_path):
 
     assert ledger.row_hashes("host", "users", ["u1"]) == {}  # still usable
     ledger.close()
+
+
+def test_two_accounts_on_one_host_sharing_a_ledger_each_get_their_profiles(tmp_path):
+    """Staging and production on one host, one state_db: the second account is sent everything.
+
+    Before entries were scoped by account, the second run said "unchanged=5 events_skipped=5"
+    and exit 0 while its account received nothing.
+    """
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        *(record("users", user(i)) for i in range(5)),
+        schema("events", {"event_id": {"type": "string"}, "user_id": {"type": "integer"}}),
+        *(
+            record("events", {"event_id": f"e{i}", "user_id": i, "event_name": "x"})
+            for i in range(5)
+        ),
+        state({"done": 5}),
+    ]
+    state_db = str(tmp_path / "state.db")
+    runs = []
+    port = 0
+    for key in ("staging-key-1a2b", "production-key-3c4d"):
+        with Sandbox(port=port, api_key=key, rows_per_minute=0) as account:
+            port = account.port  # the second account answers on the same host and port
+            config = {
+                "api_url": account.url,
+                "api_key": key,
+                "skip_unchanged": True,
+                "state_db": state_db,
+                "events_per_minute": 6000,
+            }
+            run = run_target(config, messages, tmp_path=tmp_path)
+            assert run.returncode == 0, run.stderr[-2000:]
+            assert len(account.profiles("users")) == 5
+            assert len(account.events()) == 5
+            runs.append(run)
+
+    production = runs[1].summary["total"]
+    assert production["rows_sent"] == 5 and production["unchanged"] == 0
+    assert production["events_sent"] == 5 and production["events_skipped"] == 0

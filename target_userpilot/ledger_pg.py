@@ -1,0 +1,320 @@
+"""The ledger in PostgreSQL, reached through SQLAlchemy with psycopg 3 (the ``postgres`` extra).
+
+For runs in containers whose disk is gone after each run. A URL's password is never written
+anywhere: messages go through :func:`target_userpilot.ledger.redact`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from target_userpilot.errors import ConfigurationError, LedgerUnavailable
+from target_userpilot.ledger import EXTRA_HINT, Ledger, _raw_password, check_version, chunks, redact
+from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+
+logger = logging.getLogger("target_userpilot")
+
+T = TypeVar("T")
+
+
+class _PgChange:
+    """A migration's view of the open transaction."""
+
+    backend = "postgresql"
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.notices: list[str] = []
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        result = self._conn.execute(text(sql), params or {})
+        return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
+
+    def notice(self, sentence: str) -> None:
+        self.notices.append(sentence)
+
+
+def _pg_version(conn: Any) -> int | None:
+    """The database's schema version; None before versions existed (or for a new database)."""
+    from sqlalchemy import text
+
+    if conn.execute(text("SELECT to_regclass('ledger_schema')")).scalar() is None:
+        return None
+    return int(conn.execute(text("SELECT coalesce(max(version), 0) FROM ledger_schema")).scalar())
+
+
+#: Serialises schema upgrades between runs starting at once: the second waits for the first's
+#: transaction, then finds the migrations applied.
+_PG_SCHEMA_LOCK = 0x7573_6572_7069  # "userpi"
+_PG_LOOKUP_ROWS = """
+    SELECT id, hash FROM confirmed_rows
+    WHERE scope = :scope AND object = :object AND id = ANY(:ids)
+"""
+_PG_SAVE_ROWS = """
+    INSERT INTO confirmed_rows (scope, object, id, hash, confirmed_at)
+    SELECT :scope, :object, row_id, digest, now()
+    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
+    ON CONFLICT (scope, object, id)
+    DO UPDATE SET hash = EXCLUDED.hash, confirmed_at = EXCLUDED.confirmed_at
+"""
+_PG_FORGET_ROWS = """
+    DELETE FROM confirmed_rows WHERE scope = :scope AND object = :object AND id = ANY(:ids)
+"""
+_PG_LOOKUP_EVENTS = """
+    SELECT key FROM accepted_events
+    WHERE scope = :scope AND stream = :stream AND key = ANY(:keys)
+"""
+_PG_ADD_EVENTS = """
+    INSERT INTO accepted_events (scope, stream, key, accepted_at)
+    SELECT :scope, :stream, key, now() FROM unnest(CAST(:keys AS text[])) AS batch(key)
+    ON CONFLICT (scope, stream, key) DO NOTHING
+"""
+
+#: How long one ledger operation keeps retrying a lost connection (a server restart or a
+#: failover takes seconds) before the run stops.
+PG_RETRY_SECONDS = 15.0
+
+
+class PostgresLedger(Ledger):
+    """A PostgreSQL database, reached through SQLAlchemy with psycopg 3.
+
+    Each thread takes its own pooled connection, so the watcher's confirms and the reading
+    thread's lookups do not wait on each other. A connection lost mid-run (restart, failover) is
+    replaced and the operation retried for :data:`PG_RETRY_SECONDS`; past that the run stops
+    with :class:`LedgerUnavailable`.
+    """
+
+    chunk_size = 5000
+
+    def __init__(self, state_db: str, *, connect_timeout: int = 10) -> None:
+        import sqlalchemy
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import NoSuchModuleError
+
+        #: As given, password included: for opening another connection, never for a message.
+        self.url = state_db
+        url = make_url(state_db)
+        if url.drivername in ("postgresql", "postgres"):
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra installs psycopg 3.
+            url = url.set(drivername="postgresql+psycopg")
+        self._secrets = [s for s in (url.password, _raw_password(state_db)) if s]
+        self.host = f"{url.host or 'localhost'}:{url.port or 5432}"
+        self.description = f"PostgreSQL database '{url.database or ''}' at {self.host}"
+        self._user = url.username or ""
+        _quiet_sqlalchemy_logs()
+        try:
+            self._engine = sqlalchemy.create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=4,
+                connect_args={"connect_timeout": connect_timeout},
+                hide_parameters=True,
+            )
+        except (ImportError, NoSuchModuleError) as exc:
+            driver = url.get_driver_name()
+            msg = (
+                f"state_db is a PostgreSQL URL, but its driver '{driver}' is not installed "
+                f"({redact(str(exc), self._secrets)}). Install the PostgreSQL extra: "
+                f"{EXTRA_HINT}."
+            )
+            raise ConfigurationError(msg) from None
+        try:
+            notices = self._upgrade()
+        except ImportError as exc:
+            msg = (
+                f"state_db is a PostgreSQL URL, but its driver is not installed ({exc}). "
+                f"Install the PostgreSQL extra: {EXTRA_HINT}."
+            )
+            raise ConfigurationError(msg) from None
+        except sqlalchemy.exc.DBAPIError as exc:
+            self._engine.dispose()
+            raise ConfigurationError(self._connect_message(exc)) from None
+        for sentence in notices:
+            logger.warning("%s (state_db %s)", sentence, self.description)
+
+    def _upgrade(self) -> list[str]:
+        """Apply the migrations the database lacks, under an advisory lock, in one transaction."""
+        import sqlalchemy
+
+        with self._engine.begin() as conn:
+            # Reading the version needs no right beyond SELECT: a user given ready-made tables
+            # (PostgreSQL 15 grants no CREATE on public) opens an up-to-date ledger.
+            if _pg_version(conn) == latest_version():
+                return []
+        with self._engine.connect() as conn:
+            # A session lock, taken before the upgrade's own transaction: that transaction then
+            # starts after the previous holder's commit and sees its tables (a lock taken inside
+            # it can leave its view of the catalog older than that commit).
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_SCHEMA_LOCK})
+            conn.commit()
+            try:
+                with conn.begin():
+                    current = _pg_version(conn)
+                    if current is None:
+                        conn.execute(sqlalchemy.text(VERSION_TABLE))
+                    check_version(current or 0, self.description)
+                    change = _PgChange(conn)
+                    apply_pending(change, current or 0)
+            finally:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_SCHEMA_LOCK}
+                )
+                conn.commit()
+        return change.notices
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def schema_versions(self) -> list[int]:
+        """The migrations this database has had, in order."""
+        from sqlalchemy import text
+
+        rows = self._run(
+            "reading the schema version",
+            lambda conn: conn.execute(
+                text("SELECT version FROM ledger_schema ORDER BY version")
+            ).fetchall(),
+        )
+        return [version for (version,) in rows]
+
+    def _connect_message(self, exc: Exception) -> str:
+        reason = self._reason(exc)
+        lowered = reason.lower()
+        if "password authentication failed" in lowered or "no password supplied" in lowered:
+            return (
+                f"state_db: PostgreSQL at {self.host} refused the credentials of user "
+                f"'{self._user}' ({reason}). Check the user name and password in state_db."
+            )
+        if "does not exist" in lowered:
+            return (
+                f"state_db: PostgreSQL at {self.host} answered: {reason}. Create the database "
+                "and user, or fix their names in state_db."
+            )
+        if "permission denied" in lowered:
+            return (
+                f"state_db: user '{self._user}' may not create the ledger's tables on "
+                f"PostgreSQL at {self.host} ({reason}). Grant it CREATE on the database's schema, "
+                "or open the ledger once as a user who may (the tables confirmed_rows, "
+                "accepted_events and the others are made then), and grant this one SELECT, "
+                "INSERT, UPDATE and DELETE on them."
+            )
+        return (
+            f"state_db: could not connect to PostgreSQL at {self.host} ({reason}). Check that "
+            "the server runs and accepts connections from here, and the host and port in state_db."
+        )
+
+    def _reason(self, exc: Exception) -> str:
+        """The driver's own words, first line, without any password."""
+        original = getattr(exc, "orig", None) or exc
+        lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+        return redact(lines[0] if lines else type(original).__name__, self._secrets)
+
+    def _run(self, what: str, work: Callable[[Any], T]) -> T:
+        """Run ``work(connection)`` in a transaction, retrying a lost connection for a while."""
+        from sqlalchemy.exc import DBAPIError
+
+        deadline = time.monotonic() + PG_RETRY_SECONDS
+        pause = 0.2
+        while True:
+            try:
+                with self._engine.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                retryable = exc.connection_invalidated or _is_transient(exc)
+                if not retryable or time.monotonic() + pause > deadline:
+                    msg = (
+                        f"The ledger (state_db, {self.description}) failed while {what}: "
+                        f"{self._reason(exc)}. Rows Userpilot confirmed before this are recorded; "
+                        "once the database is back, rerun from the last STATE."
+                    )
+                    raise LedgerUnavailable(msg) from None
+                logger.warning(
+                    "The ledger at %s did not answer while %s (%s); retrying in %.1f s.",
+                    self.host,
+                    what,
+                    self._reason(exc),
+                    pause,
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, 3.0)
+
+    def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
+        from sqlalchemy import text
+
+        params = {"scope": scope, "object": object, "ids": list(ids)}
+        rows = self._run(
+            "looking up unchanged rows",
+            lambda conn: conn.execute(text(_PG_LOOKUP_ROWS), params).fetchall(),
+        )
+        return {row_id: bytes(digest) for row_id, digest in rows}
+
+    def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
+        from sqlalchemy import text
+
+        def save(conn: Any) -> None:
+            for chunk in chunks(rows, self.chunk_size):
+                params = {
+                    "scope": scope,
+                    "object": object,
+                    "ids": [row_id for row_id, _ in chunk],
+                    "hashes": [digest for _, digest in chunk],
+                }
+                conn.execute(text(_PG_SAVE_ROWS), params)
+
+        self._run("recording confirmed rows", save)
+
+    def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
+        from sqlalchemy import text
+
+        params = {"scope": scope, "object": object, "ids": list(ids)}
+        self._run(
+            "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
+        )
+
+    def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
+        from sqlalchemy import text
+
+        params = {"scope": scope, "stream": stream, "keys": list(keys)}
+        rows = self._run(
+            "looking up accepted events",
+            lambda conn: conn.execute(text(_PG_LOOKUP_EVENTS), params).fetchall(),
+        )
+        return {key for (key,) in rows}
+
+    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+        from sqlalchemy import text
+
+        def add(conn: Any) -> None:
+            for chunk in chunks(keys, self.chunk_size):
+                params = {"scope": scope, "stream": stream, "keys": list(chunk)}
+                conn.execute(text(_PG_ADD_EVENTS), params)
+
+        self._run("recording accepted events", add)
+
+
+def _is_transient(exc: Exception) -> bool:
+    """A failure another try may get past: a lost connection, a deadlock, a server going down."""
+    from sqlalchemy.exc import OperationalError
+
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    # 08: connection exceptions; 40: transaction rollback (deadlock, serialization); 57P: the
+    # server shutting down or restarting.
+    return isinstance(exc, OperationalError) or code.startswith(("08", "40", "57P"))
+
+
+def _quiet_sqlalchemy_logs() -> None:
+    """Keep SQL statements and their parameters (ids, hashes) out of the run's log.
+
+    SQLAlchemy logs statements at INFO on ``sqlalchemy.engine`` when that logger is enabled,
+    which a DEBUG run enables for every logger. A level set explicitly is left alone.
+    """
+    for name in ("sqlalchemy.engine", "sqlalchemy.pool"):
+        quiet = logging.getLogger(name)
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)

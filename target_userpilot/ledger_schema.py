@@ -1,0 +1,191 @@
+"""The ledger's versioned schema: every table of ``state_db`` and how an old ledger is upgraded.
+
+A ledger records the version of its schema in the table ``ledger_schema`` (one row per applied
+migration). Opening a ledger (``open_ledger``) applies, in order and in one transaction, every
+migration whose version is above the highest recorded one, so a ledger written by any earlier
+release upgrades in place. The transaction holds the database's write lock for the whole upgrade
+(``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), so several runs opening one
+ledger at once apply each migration exactly once: the others wait, then find it applied.
+
+A ledger made before versions existed has no ``ledger_schema`` table: it counts as version 0, and
+migration 1 (``CREATE TABLE IF NOT EXISTS`` of that release's tables) leaves its entries alone.
+
+Adding a table or a column: write a function below decorated with ``@migration(N, "why")``,
+taking the next free ``N``, and use ``change.backend`` where SQLite and PostgreSQL differ. A
+migration never changes once released: a later change is a new migration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class SchemaChange(Protocol):
+    """One backend's open transaction, as a migration sees it."""
+
+    #: ``"sqlite"`` or ``"postgresql"``.
+    backend: str
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement with ``:name`` parameters; the rows it returns, if any."""
+        ...
+
+    def notice(self, sentence: str) -> None:
+        """A WARNING for the user, logged once the upgrade is committed (so exactly once)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: its version, why it exists, and what it does."""
+
+    version: int
+    summary: str
+    apply: Callable[[SchemaChange], None]
+
+
+#: Every migration, in version order.
+MIGRATIONS: list[Migration] = []
+
+
+def migration(version: int, summary: str) -> Callable[[Callable[[SchemaChange], None]], Any]:
+    """Register the decorated function as migration ``version`` (the next free number)."""
+
+    def register(apply: Callable[[SchemaChange], None]) -> Callable[[SchemaChange], None]:
+        if MIGRATIONS and version != MIGRATIONS[-1].version + 1:
+            msg = f"ledger migration {version} follows {MIGRATIONS[-1].version}: take the next one"
+            raise RuntimeError(msg)
+        MIGRATIONS.append(Migration(version, summary, apply))
+        return apply
+
+    return register
+
+
+def latest_version() -> int:
+    """The schema version this release writes."""
+    return MIGRATIONS[-1].version
+
+
+#: The table that says which migrations a ledger has had.
+VERSION_TABLE = """
+    CREATE TABLE ledger_schema (
+        version INTEGER PRIMARY KEY,
+        summary TEXT NOT NULL,
+        applied_at DOUBLE PRECISION NOT NULL
+    )
+"""
+
+
+def pending(current: int) -> list[Migration]:
+    """The migrations a ledger at version ``current`` still needs, in order."""
+    return [step for step in MIGRATIONS if step.version > current]
+
+
+def apply_pending(change: SchemaChange, current: int) -> None:
+    """Apply every migration above ``current`` in the caller's transaction, recording each."""
+    for step in pending(current):
+        step.apply(change)
+        change.execute(
+            "INSERT INTO ledger_schema (version, summary, applied_at) "
+            "VALUES (:version, :summary, :at)",
+            {"version": step.version, "summary": step.summary, "at": time.time()},
+        )
+
+
+def _blob(change: SchemaChange) -> str:
+    return "BYTEA" if change.backend == "postgresql" else "BLOB"
+
+
+def _without_rowid(change: SchemaChange) -> str:
+    """SQLite stores a table with a composite key in the key's own B-tree: half the space."""
+    return "" if change.backend == "postgresql" else " WITHOUT ROWID"
+
+
+# The migrations, oldest first.
+
+
+@migration(1, "row hashes (skip_unchanged) and accepted event keys, as before versions")
+def _first_tables(change: SchemaChange) -> None:
+    # The keys lead with the id on PostgreSQL: a lookup of thousands of ids
+    # (``id = ANY(array)``) is then an index search per id whatever the planner's statistics
+    # say. With the scope first, a table that grew since its last ANALYZE was filtered row by
+    # row against the whole array: seconds per batch.
+    if change.backend == "postgresql":
+        change.execute(
+            """
+            CREATE TABLE IF NOT EXISTS confirmed_rows (
+                scope TEXT NOT NULL,
+                object TEXT NOT NULL,
+                id TEXT NOT NULL,
+                hash BYTEA NOT NULL,
+                confirmed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                PRIMARY KEY (id, scope, object)
+            )
+            """
+        )
+        change.execute(
+            """
+            CREATE TABLE IF NOT EXISTS accepted_events (
+                scope TEXT NOT NULL,
+                stream TEXT NOT NULL,
+                key TEXT NOT NULL,
+                accepted_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                PRIMARY KEY (key, scope, stream)
+            )
+            """
+        )
+        return
+    change.execute(
+        """
+        CREATE TABLE IF NOT EXISTS confirmed_rows (
+            scope TEXT NOT NULL,
+            object TEXT NOT NULL,
+            id TEXT NOT NULL,
+            hash BLOB NOT NULL,
+            confirmed_at REAL NOT NULL,
+            PRIMARY KEY (scope, object, id)
+        ) WITHOUT ROWID
+        """
+    )
+    change.execute(
+        """
+        CREATE TABLE IF NOT EXISTS accepted_events (
+            scope TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            key TEXT NOT NULL,
+            accepted_at REAL NOT NULL,
+            PRIMARY KEY (scope, stream, key)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+#: The scope dry runs write under: no account, so no key to fingerprint.
+DRY_RUN_SCOPE = "dry-run"
+
+
+@migration(2, "entries scoped by account (API host and key fingerprint); host-only ones dropped")
+def _account_scope(change: SchemaChange) -> None:
+    # Until now entries were scoped by API host alone, so two accounts on one host (staging and
+    # production) shared them: the second skipped profiles only the first had. Such an entry
+    # cannot prove which account's key wrote it, so none is trusted for any account. Keeping
+    # them under another name would only keep personal data nobody can use: they are dropped.
+    # Dry-run entries were never an account's and stay.
+    params = {"dry": DRY_RUN_SCOPE}
+    rows = change.execute("SELECT count(*) FROM confirmed_rows WHERE scope <> :dry", params)[0][0]
+    events = change.execute("SELECT count(*) FROM accepted_events WHERE scope <> :dry", params)
+    events = events[0][0]
+    if not rows and not events:
+        return
+    change.execute("DELETE FROM confirmed_rows WHERE scope <> :dry", params)
+    change.execute("DELETE FROM accepted_events WHERE scope <> :dry", params)
+    change.notice(
+        f"The ledger was upgraded to scope its entries by account (API host and a fingerprint "
+        f"of the API key): its {rows} row hashes and {events} event keys were recorded per host "
+        "only, so they cannot prove which account they belong to and were removed. The next "
+        "skip_unchanged run sends those profiles once more (harmless: upserts), and an event "
+        "the tap sends again that was accepted before this upgrade is sent again."
+    )

@@ -1,0 +1,177 @@
+"""The ledger in a SQLite file: the default ``state_db`` (``.target-userpilot/state.db``).
+
+For a machine whose disk outlives the run. Runs on one machine share the file safely: WAL lets
+one read while another writes, and a writer waits for another's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from target_userpilot.errors import ConfigurationError
+from target_userpilot.ledger import Ledger, check_version
+from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+
+logger = logging.getLogger("target_userpilot")
+
+
+class _SQLiteChange:
+    """A migration's view of the file's open transaction."""
+
+    backend = "sqlite"
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.notices: list[str] = []
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params or {}).fetchall()
+
+    def notice(self, sentence: str) -> None:
+        self.notices.append(sentence)
+
+
+def _sqlite_version(db: sqlite3.Connection) -> int | None:
+    """The file's schema version; None before versions existed (or for a new file)."""
+    found = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger_schema'"
+    ).fetchone()
+    if found is None:
+        return None
+    return int(db.execute("SELECT coalesce(max(version), 0) FROM ledger_schema").fetchone()[0])
+
+
+class SQLiteLedger(Ledger):
+    """A SQLite file, shared safely by runs on one machine (WAL, waiting on each other's locks).
+
+    The file and a folder made for it are readable by their owner only: profile ids are
+    personal data.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.description = f"SQLite file '{path}'"
+        self._lock = threading.Lock()
+        try:
+            _owner_only_file(path)
+            # Two runs may share the file: WAL lets one read while the other writes, and the
+            # timeout makes a writer wait for the other's transaction instead of failing.
+            self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+            notices = self._upgrade()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            msg = (
+                f"state_db '{path}' cannot be used as the ledger ({exc}). If it is damaged, "
+                "move it away or delete it: the next run then re-sends every profile once."
+            )
+            raise ConfigurationError(msg) from None
+        for sentence in notices:
+            logger.warning("%s (state_db %s)", sentence, self.description)
+
+    def _upgrade(self) -> list[str]:
+        """Apply the migrations this file lacks, holding its write lock (BEGIN IMMEDIATE)."""
+        change = _SQLiteChange(self._db)
+        if _sqlite_version(self._db) == latest_version():
+            return []
+        # The write lock first, then the version again: a run that upgraded the file while
+        # this one waited leaves nothing to do.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            current = _sqlite_version(self._db)
+            if current is None:
+                self._db.execute(VERSION_TABLE)
+            check_version(current or 0, self.description)
+            apply_pending(change, current or 0)
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
+        return change.notices
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+    def schema_versions(self) -> list[int]:
+        """The migrations this file has had, in order."""
+        with self._lock:
+            rows = self._db.execute("SELECT version FROM ledger_schema ORDER BY version")
+            return [version for (version,) in rows]
+
+    def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
+        marks = ",".join("?" * len(ids))
+        query = (
+            "SELECT id, hash FROM confirmed_rows "  # noqa: S608 - only placeholders
+            f"WHERE scope = ? AND object = ? AND id IN ({marks})"
+        )
+        with self._lock:
+            return dict(self._db.execute(query, (scope, object, *ids)).fetchall())
+
+    def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
+        now = time.time()
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO confirmed_rows VALUES (?, ?, ?, ?, ?)",
+                ((scope, object, row_id, digest, now) for row_id, digest in rows),
+            )
+
+    def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
+        marks = ",".join("?" * len(ids))
+        statement = (
+            "DELETE FROM confirmed_rows "  # noqa: S608 - only placeholders
+            f"WHERE scope = ? AND object = ? AND id IN ({marks})"
+        )
+        with self._lock, self._db:
+            self._db.execute(statement, (scope, object, *ids))
+
+    def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
+        marks = ",".join("?" * len(keys))
+        query = (
+            "SELECT key FROM accepted_events "  # noqa: S608 - only placeholders
+            f"WHERE scope = ? AND stream = ? AND key IN ({marks})"
+        )
+        with self._lock:
+            return {key for (key,) in self._db.execute(query, (scope, stream, *keys))}
+
+    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+        now = time.time()
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
+                ((scope, stream, key, now) for key in keys),
+            )
+
+
+def _owner_only_file(path: str) -> None:
+    """Create ``path`` (and a missing folder) readable by the owner only; tighten an old file."""
+    # Only folders made here are 0700: an existing one (the working directory) is the user's.
+    # os.makedirs gives its mode to the last folder only, so each missing one is made here.
+    missing = []
+    directory = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # another run made it a moment ago
+            pass
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and os.fstat(fd).st_uid == os.geteuid():
+            # A file from an earlier version, created under the usual umask.
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

@@ -1,0 +1,382 @@
+"""HTTP transport to one Userpilot host: sessions, auth, proxies, CAs, and answers sorted.
+
+One configuration (host, key, timeouts, proxies and CAs from the environment) serves every
+thread; each thread gets its own ``requests.Session`` from it, since a session is not safe to
+share between threads. Every answer is decoded here and every failure sorted into the error
+types of ``errors.py``; whether to try again is the retry policy's call (``retry.py``), and
+what to ask is the client's (``client.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import requests.auth
+import urllib3
+
+from target_userpilot.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    EventRefused,
+    JobConflict,
+    JobNotFound,
+    PayloadTooLarge,
+    TransientError,
+    UnexpectedAnswer,
+    UserpilotError,
+)
+from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
+
+ACCEPT = "application/json, text/plain, */*"
+#: The version header Userpilot requires on its deletion and track endpoints.
+API_VERSION = "2020-09-22"
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: Statuses that say something about the request as a whole, never about one event's content.
+NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
+#: The Import API (``events_api: import``), and where an import job's status may be read, in
+#: the order tried: Userpilot does not say, and /v1/background_jobs, as for bulk jobs, is the
+#: strong inference.
+IMPORTS_PATH = "/v1/imports"
+IMPORT_STATUS_PATHS = ("/v1/background_jobs/", "/v1/imports/")
+
+
+class _TokenAuth(requests.auth.AuthBase):
+    """``Authorization: Token <key>`` on every request.
+
+    An auth object, not a session header: with one set, requests never swaps in credentials
+    from ``~/.netrc``, even though the session trusts the environment for proxies and CAs.
+    """
+
+    def __init__(self, api_key: str) -> None:
+        self._header = f"Token {api_key}"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "<Userpilot token>"  # never the key, whatever prints this object
+
+
+class _MultipartBody(io.RawIOBase):
+    """A multipart/form-data body streamed from the batch file, with a known length.
+
+    requests would read a file given through ``files=`` into memory whole; streaming keeps a
+    50 MB upload from costing 50 MB of memory, and a known length avoids chunked encoding.
+    """
+
+    def __init__(self, path: str, filename: str, boundary: str) -> None:
+        super().__init__()
+        head = (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/x-ndjson\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        self._parts: list[io.BufferedIOBase] = [
+            io.BytesIO(head),
+            open(path, "rb"),  # noqa: SIM115
+            io.BytesIO(tail),
+        ]
+        self._sizes = [len(head), os.path.getsize(path), len(tail)]
+        self._length = sum(self._sizes)
+        self._current = 0  # index of the part being read
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        size = -1 if size is None else size
+        chunks = []
+        while self._current < len(self._parts) and (size < 0 or size > 0):
+            chunk = self._parts[self._current].read(size if size > 0 else -1)
+            if not chunk:
+                self._current += 1
+                continue
+            chunks.append(chunk)
+            if size > 0:
+                size -= len(chunk)
+        data = b"".join(chunks)
+        self._pos += len(data)
+        return data
+
+    # Seeking: requests rewinds the body to prepare the request that a 307/308 points to, even
+    # when it does not follow redirects; an unseekable body turned that into an
+    # UnrewindableBodyError, and a redirect into a traceback instead of a clear message.
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self._length
+        self._pos = min(max(offset, 0), self._length)
+        start = 0
+        self._current = len(self._parts)
+        for index, (part, size) in enumerate(zip(self._parts, self._sizes, strict=True)):
+            part.seek(min(max(self._pos - start, 0), size))
+            if self._pos < start + size and self._current == len(self._parts):
+                self._current = index
+            start += size
+        return self._pos
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
+        super().close()
+
+
+class Transport:
+    """HTTP calls to one Userpilot host with one API key, from any thread."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        user_agent: str = "target-userpilot",
+        on_rate_limited: Callable[[float | None], None] | None = None,
+    ) -> None:
+        self.api_url = check_api_url(api_url)
+        self.timeout = timeout
+        #: Called with Retry-After (or None) on every 429, from the thread that met it, so a
+        #: caller that paces its own requests (events, deletions) can slow down.
+        self.on_rate_limited = on_rate_limited
+        #: 429 answers met so far, by every thread.
+        self.rate_limited = 0
+        self._auth: requests.auth.AuthBase = _TokenAuth(check_api_key(api_key))
+        self._headers = {"Accept": ACCEPT, "User-Agent": user_agent}
+        # The sandbox and other loopback hosts are never reached through a proxy: a proxy
+        # cannot reach this machine's loopback, and plain http:// would show it the key.
+        self._direct = is_loopback(urlsplit(self.api_url).hostname or "")
+        self._verify = _ca_bundle_from_environment()
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every thread's pooled connections."""
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    @property
+    def _session(self) -> requests.Session:
+        """This thread's session: requests.Session is not safe to share between threads."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.auth = self._auth
+            session.headers.update(self._headers)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def send_file(self, endpoint: str, path: str, filename: str) -> Any:
+        """POST the file at ``path`` to ``endpoint`` as multipart/form-data, streamed."""
+        boundary = uuid.uuid4().hex
+        multipart = _MultipartBody(path, filename, boundary)
+        try:
+            return self.request(
+                "POST",
+                endpoint,
+                data=multipart,
+                content_type=f"multipart/form-data; boundary={boundary}",
+            )
+        finally:
+            multipart.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: Any = None,
+        content_type: str | None = "application/json",
+        versioned: bool = False,
+        events: bool = False,
+    ) -> Any:
+        """One HTTP call, its answer decoded, its failure sorted into our error types.
+
+        ``versioned`` adds the X-API-Version header of the deletion and track endpoints;
+        ``events`` makes a refusal of the request's content an :class:`EventRefused`.
+        """
+        headers: dict[str, str] = {}
+        if data is not None and content_type:
+            headers["Content-Type"] = content_type
+        if versioned:
+            headers["X-API-Version"] = API_VERSION
+        if path == IMPORTS_PATH:
+            headers["Accept"] = "application/json"  # what the Import API's page asks for
+        try:
+            response = self._session.request(
+                method,
+                self.api_url + path,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,  # the key goes to api_url and nowhere else
+                # A fresh dict per call: requests fills it in from the environment.
+                proxies={"http": None, "https": None, "all": None} if self._direct else {},
+                verify=self._verify,
+            )
+        except requests.exceptions.SSLError as exc:
+            msg = (
+                f"{method} {path}: the TLS connection to {urlsplit(self.api_url).hostname} "
+                f"failed ({_short(exc)}). If a company proxy or firewall inspects TLS, point "
+                "REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its CA certificate bundle"
+            )
+            raise TransientError(msg, reached_server=False) from None
+        except requests.Timeout as exc:
+            msg = f"{method} {path} timed out ({type(exc).__name__})"
+            raise TransientError(msg, reached_server=_reached_server(exc)) from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            msg = f"{method} {path}: connection failed ({_short(exc)})"
+            raise TransientError(msg, reached_server=_reached_server(exc)) from None
+        except requests.exceptions.InvalidHeader:
+            raise ConfigurationError(UNSENDABLE_KEY) from None  # its text quotes the header
+        except requests.RequestException as exc:
+            msg = f"{method} {path} failed: {type(exc).__name__} ({_short(exc)})"
+            raise UserpilotError(msg) from None
+        except (UnicodeError, ValueError):
+            # http.client refuses a header it cannot encode or that holds a line break, and
+            # quotes the header (the key) in its message: never let that text out.
+            raise ConfigurationError(UNSENDABLE_KEY) from None
+        return self._decode(method, path, response, events=events)
+
+    def _decode(
+        self, method: str, path: str, response: requests.Response, *, events: bool = False
+    ) -> Any:
+        status = response.status_code
+        if status < 300:
+            if not response.content.strip():
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                kind = response.headers.get("Content-Type", "").split(";")[0] or "a body"
+                msg = (
+                    f"{method} {path} answered HTTP {status} with {kind} that is not JSON: this "
+                    "is not Userpilot's API (a proxy, a login page or another service "
+                    "answered). Check api_url and any proxy between this machine and Userpilot."
+                )
+                raise UnexpectedAnswer(msg) from None
+        message = _error_message(response)
+        if status in (401, 403):
+            msg = (
+                f"Userpilot refused the API key (HTTP {status}). Check api_key, and api_url for "
+                "EU or Enterprise accounts (e.g. https://analytex-eu.userpilot.io)."
+            )
+            raise AuthenticationError(msg)
+        if status == 404 and method == "GET" and path.startswith(IMPORT_STATUS_PATHS):
+            raise JobNotFound(f"GET {path} answered HTTP 404: {message}")
+        if status == 409 and (path.endswith("/bulk_identify") or path == IMPORTS_PATH):
+            raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
+        if status == 413:
+            raise PayloadTooLarge(
+                f"Userpilot refused the request as too large (HTTP 413): {message}"
+            )
+        if status in TRANSIENT_STATUSES:
+            retry_after = _retry_after(response)
+            if status == 429:
+                self._note_rate_limit(retry_after)
+            raise TransientError(f"{method} {path} answered HTTP {status}", retry_after)
+        if 300 <= status < 400:
+            msg = (
+                f"Userpilot answered {method} {path} with a redirect (HTTP {status}) to "
+                f"{response.headers.get('Location', 'somewhere else')}; the target does not "
+                "follow redirects with the API key. Set api_url to the final host."
+            )
+            raise UserpilotError(msg)
+        if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
+            raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
+        raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
+
+    def _note_rate_limit(self, retry_after: float | None) -> None:
+        with self._lock:
+            self.rate_limited += 1
+        if self.on_rate_limited is not None:
+            self.on_rate_limited(retry_after)
+
+
+def _ca_bundle_from_environment() -> bool | str:
+    """``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, when REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are unset.
+
+    requests reads its own two variables but verifies against certifi's bundle otherwise, so
+    the OpenSSL variables that Python and most tools honour would be ignored without this.
+    """
+    if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+        return True  # requests applies them itself
+    return os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or True
+
+
+def _reached_server(exc: requests.RequestException) -> bool:
+    """Whether a failed request may have arrived: not when connecting itself failed."""
+    if isinstance(exc, requests.ConnectTimeout | requests.exceptions.ProxyError):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
+def _error_message(response: requests.Response) -> str:
+    """Userpilot's ``errors[].message`` texts, or a short excerpt of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip() or response.reason or ""
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        messages = [
+            str(e.get("message") or e.get("error") or e)
+            for e in body["errors"]
+            if isinstance(e, dict)
+        ]
+        if messages:
+            return "; ".join(messages)[:300]
+    return json.dumps(body)[:300]
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def _short(exc: Exception) -> str:
+    """The operating system's reason (e.g. 'Connection refused') rather than urllib3's chain.
+
+    Credentials in a proxy URL (``http://user:password@proxy``) are cut out.
+    """
+    text = re.sub(r"//[^/@\s'\"]+@", "//***@", str(exc))
+    reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
+    if reason:
+        return reason.group(1).strip()
+    verify = re.search(r"certificate verify failed: ([^'\")\]]+)", text)
+    if verify:
+        return f"certificate verify failed: {verify.group(1).strip()}"
+    return text if len(text) <= 200 else text[:200] + "..."

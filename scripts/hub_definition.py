@@ -8,9 +8,10 @@ The file follows Meltano Hub's plugin definition syntax (the Hub keeps such file
 used directly: ``meltano add --plugin-type loader target-userpilot --from-ref <this file>``.
 
 Everything comes from ``--about --format=json`` (names, kinds, defaults, descriptions, which
-setting is secret, capabilities), except what ``--about`` cannot say: the display labels, taken
-from the loader in the project's ``meltano.yml`` so the two read the same, and the few
-constants below.
+setting is secret, capabilities), except what ``--about`` cannot say: the display labels and the
+plugin's ``commands`` (``sandbox`` runs the bundled ``userpilot-sandbox`` from the loader's own
+virtualenv), taken from the loader in the project's ``meltano.yml`` so the two read the same,
+and the few constants below.
 """
 
 from __future__ import annotations
@@ -42,15 +43,17 @@ ACRONYMS = {"api": "API", "url": "URL", "id": "ID", "db": "DB", "json": "JSON", 
 def meltano_kind(schema: dict[str, Any]) -> str:
     """The Meltano setting ``kind`` for a JSON schema from ``--about``.
 
-    A JSON number becomes ``integer``, as the Hub's own generator (hub-utils) maps it, and not
-    ``decimal``: Meltano 4.4 stops with "Object of type Decimal is not JSON serializable" when a
-    decimal setting comes from an environment variable (TARGET_USERPILOT_ROWS_PER_MINUTE=...).
+    A JSON number becomes ``string``, and the target reads the number from the text ("2.5").
+    Meltano 4.4 has no kind that takes a fraction from both places: ``integer`` (what the Hub's
+    own generator, hub-utils, maps a number to) fails on ``meltano config set ... 2.5`` and on
+    ``TARGET_USERPILOT_BATCH_WAIT_SECONDS=0.5`` (``int()``), and ``decimal`` stops with "Object
+    of type Decimal is not JSON serializable" when the value comes from an environment variable.
     """
     if "enum" in schema:
         return "options"
     types = json_types(schema)
     if len(types) == 1:
-        return {"number": "integer"}.get(types[0], types[0])
+        return {"number": "string"}.get(types[0], types[0])
     return "array" if "array" in types else "string"
 
 
@@ -141,6 +144,8 @@ def definition(about_doc: dict[str, Any] | None = None) -> dict[str, Any]:
         "settings": settings,
         "settings_group_validation": SETTINGS_GROUP_VALIDATION,
     }
+    if loader.get("commands"):
+        result["commands"] = loader["commands"]
     # Only what pyproject.toml knows: no invented addresses.
     if "repository" in urls or "homepage" in urls:
         result["repo"] = urls.get("repository") or urls["homepage"]

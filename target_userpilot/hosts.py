@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.redact import has_userinfo, redact_url
 
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 
@@ -26,14 +27,27 @@ def check_api_url(api_url: str) -> str:
     The key travels in a header, so it may only go over HTTPS; plain HTTP is allowed for
     loopback hosts, where the local sandbox runs.
     """
-    parts = urlsplit(api_url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in {"http", "https"} or not host:
-        msg = f"api_url '{api_url}' is not an http(s) URL, e.g. https://analytex.userpilot.io."
-        raise ConfigurationError(msg)
-    if parts.scheme == "http" and not is_loopback(host):
+    shown = redact_url(api_url)
+    if has_userinfo(api_url):
+        # requests would send them as Basic credentials beside the key, and every message and
+        # the ledger's scope would carry them.
         msg = (
-            f"api_url '{api_url}' uses plain http:// for a non-loopback host; the API key would "
+            f"api_url '{shown}' holds a user name or password before the host; Userpilot takes "
+            "only the key, in api_key. Set api_url to the host alone, e.g. "
+            "https://analytex.userpilot.io."
+        )
+        raise ConfigurationError(msg)
+    try:
+        parts = urlsplit(api_url)
+        scheme, host = parts.scheme, (parts.hostname or "").lower()
+    except ValueError:  # a bracketed host that is no IPv6 address
+        scheme, host = "", ""
+    if scheme not in {"http", "https"} or not host:
+        msg = f"api_url '{shown}' is not an http(s) URL, e.g. https://analytex.userpilot.io."
+        raise ConfigurationError(msg)
+    if scheme == "http" and not is_loopback(host):
+        msg = (
+            f"api_url '{shown}' uses plain http:// for a non-loopback host; the API key would "
             "travel unencrypted. Use https://, e.g. https://analytex.userpilot.io."
         )
         raise ConfigurationError(msg)

@@ -13,8 +13,8 @@ Two backends sit behind one interface, :class:`Ledger`:
 Their tables and how an older ledger is upgraded are in ``ledger_schema.py`` (a versioned schema,
 migrated on open). No SQL lives outside those three modules. Lookups go in chunks, so a
 10,000-row batch costs a few round trips. Writes are upserts, so two runs sharing one database
-never lose each other's entries. A URL's password is never written anywhere: messages use
-:func:`redact`.
+never lose each other's entries. A URL's password is never written anywhere: messages go
+through ``redact.py``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.ledger_schema import DRY_RUN_SCOPE, latest_version
+from target_userpilot.redact import redact_url, without_userinfo
 
 logger = logging.getLogger("target_userpilot")
 
@@ -37,6 +38,10 @@ T = TypeVar("T")
 
 DEFAULT_PATH = ".target-userpilot/state.db"
 EXTRA_HINT = "pip install 'target-userpilot[postgres]'"
+_ENCODING_HINT = (
+    " Percent-encode the special characters of the user name and password: @ as %40, : as %3A,"
+    " / as %2F, # as %23, ? as %3F, % as %25."
+)
 
 #: ``scheme://`` at the start, or a database's name and a colon (``postgresql:/db``, a slash
 #: short): such a string is a URL, never a file path (``postgresql:`` as a folder name is not
@@ -46,22 +51,11 @@ _URL = re.compile(
     r"(\+[A-Za-z0-9_]+)?:)",
     re.IGNORECASE,
 )
-#: ``user:password@`` inside any URL in a text.
-_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s]*@")
 
 
 def looks_like_url(state_db: str) -> bool:
     """Whether ``state_db`` is a URL (``scheme://…``) rather than a file path."""
     return bool(_URL.match(state_db.strip()))
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with every URL password, and each of ``secrets``, replaced by ``***``."""
-    text = _CREDENTIALS.sub(r"\1:***@", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -159,10 +153,19 @@ def open_ledger(state_db: str) -> Ledger:
         url = make_url(state_db)
     except (ArgumentError, ValueError):
         msg = (
-            f"state_db '{redact(state_db)}' looks like a URL but cannot be read as one. Use a "
+            f"state_db '{redact_url(state_db)}' looks like a URL but cannot be read as one. Use a "
             "SQLAlchemy URL such as postgresql://user:password@host:5432/database, or a file path."
+            f"{_ENCODING_HINT if state_db.count('@') > 1 else ''}"
         )
         raise ConfigurationError(msg) from None
+    if "@" in (url.host or ""):
+        # SQLAlchemy ends the password at its first @: the rest of it would become the host
+        # name, shown in every message and tried as an address.
+        msg = (
+            f"state_db '{redact_url(state_db)}' cannot be read as one URL: its password or user "
+            f"name holds an @.{_ENCODING_HINT}"
+        )
+        raise ConfigurationError(msg)
     backend = url.get_backend_name()
     if backend == "postgres":
         # The spelling Heroku and others give DATABASE_URL; SQLAlchemy knows only "postgresql".
@@ -180,19 +183,10 @@ def open_ledger(state_db: str) -> Ledger:
 
         return PostgresLedger(state_db)
     msg = (
-        f"state_db '{redact(state_db)}' names a '{backend}' database; the ledger can use a "
+        f"state_db '{redact_url(state_db)}' names a '{backend}' database; the ledger can use a "
         "PostgreSQL URL (postgresql://user:password@host:5432/database) or a SQLite file path."
     )
     raise ConfigurationError(msg)
-
-
-def _raw_password(state_db: str) -> str:
-    """The password exactly as written in the URL (percent-encoded or not), to scrub it too."""
-    match = _CREDENTIALS.match(state_db)
-    if not match:
-        return ""
-    userinfo = state_db[len(match.group(1)) + 1 : match.end() - 1]
-    return userinfo
 
 
 def check_version(current: int, description: str) -> None:
@@ -226,7 +220,7 @@ def account_scope(api_url: str, api_key: str | None, *, dry_run: bool = False) -
 
 def api_host(api_url: str) -> str:
     """``scheme://host[:port][/path]`` of ``api_url``, lower case, never its userinfo."""
-    parts = urlsplit(api_url.strip())
+    parts = urlsplit(without_userinfo(api_url.strip()))
     host = (parts.hostname or "").lower()
     if ":" in host:
         host = f"[{host}]"  # IPv6

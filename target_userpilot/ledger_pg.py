@@ -1,7 +1,7 @@
 """The ledger in PostgreSQL, reached through SQLAlchemy with psycopg 3 (the ``postgres`` extra).
 
 For runs in containers whose disk is gone after each run. A URL's password is never written
-anywhere: messages go through :func:`target_userpilot.ledger.redact`.
+anywhere: messages go through :func:`target_userpilot.redact.redact`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger import EXTRA_HINT, Ledger, _raw_password, check_version, chunks, redact
+from target_userpilot.ledger import EXTRA_HINT, Ledger, check_version, chunks
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+from target_userpilot.redact import password_of, redact
 
 logger = logging.getLogger("target_userpilot")
 
@@ -102,7 +103,7 @@ class PostgresLedger(Ledger):
         if url.drivername in ("postgresql", "postgres"):
             # SQLAlchemy's default PostgreSQL driver is psycopg2; the extra installs psycopg 3.
             url = url.set(drivername="postgresql+psycopg")
-        self._secrets = [s for s in (url.password, _raw_password(state_db)) if s]
+        self._secrets = [s for s in (url.password, password_of(state_db)) if s]
         self.host = f"{url.host or 'localhost'}:{url.port or 5432}"
         self.description = f"PostgreSQL database '{url.database or ''}' at {self.host}"
         self._user = url.username or ""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from target_userpilot.errors import BatchFileError
+from target_userpilot.redact import redact_url
 
 logger = logging.getLogger("target_userpilot")
 
@@ -200,11 +201,7 @@ def _reason(exc: BaseException) -> str:
 
 def _shown(url: str) -> str:
     """The file's name for a message: a password in a URL stays out of the logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{netloc}").geturl()
+    return redact_url(url)
 
 
 def _refuse(url: str, encoding: BatchEncoding, reason: str) -> t.NoReturn:

@@ -330,6 +330,8 @@ def _typed(name: str, value: Any) -> Any:
             raise ConfigurationError(msg)
         raise ConfigurationError(f"{name} must be a whole number, such as {_default(name)}.")
     if wanted == "number":
+        if isinstance(value, str):
+            return _number_from_text(name, value)
         if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
             return float(value)
         raise ConfigurationError(f"{name} must be a number, such as {_default(name)}.")
@@ -341,6 +343,34 @@ def _typed(name: str, value: Any) -> Any:
     if wanted == "object" and not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be an object.")
     return value
+
+
+def numbers_from_text(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with each number setting given as text (``"2.5"``) read as a float.
+
+    Meltano declares these settings ``kind: string`` (its ``integer`` kind refuses a fraction
+    and its ``decimal`` kind fails on an environment variable), so they reach the config file
+    as strings. Read here, before the SDK checks the config against the schema.
+    """
+    values = dict(config)
+    for name in NUMBER_SETTINGS:
+        if isinstance(values.get(name), str):
+            values[name] = _number_from_text(name, values[name])
+    return values
+
+
+def _number_from_text(name: str, text: str) -> float:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        msg = (
+            f"{name} is '{text.strip()[:60]}', not a number. Set it to a number such as "
+            f"{_default(name)} (a fraction such as 2.5 is fine)."
+        )
+        raise ConfigurationError(msg)
+    return number
 
 
 _ERROR_PLACE = re.compile(r" in config\['([^']+)'\]")

@@ -32,7 +32,12 @@ from target_userpilot.errors import (
 from target_userpilot.manifest import BatchEncoding, manifest_records
 from target_userpilot.reader import InputReader
 from target_userpilot.run import Run
-from target_userpilot.settings import CONFIG_SCHEMA, Settings, explain_config_errors
+from target_userpilot.settings import (
+    CONFIG_SCHEMA,
+    Settings,
+    explain_config_errors,
+    numbers_from_text,
+)
 from target_userpilot.sinks import UserpilotSink, override
 
 
@@ -48,6 +53,10 @@ class TargetUserpilot(Target):
     capabilities = [*Target.capabilities, PluginCapabilities.BATCH]
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        if isinstance(kwargs.get("config"), dict):
+            # Meltano hands number settings over as text ("2.5"): read them before the SDK
+            # checks the config against the schema.
+            kwargs["config"] = numbers_from_text(kwargs["config"])
         super().__init__(*args, **kwargs)
         #: Streams whose ACTIVATE_VERSION has been acknowledged (one INFO line each).
         self._versions_acknowledged: set[str] = set()
@@ -244,7 +253,7 @@ class TargetUserpilot(Target):
 
         ``--check-connection`` needs only settings and a client: no sinks, no ledger, no lanes.
         """
-        values: dict[str, t.Any] = dict(getattr(config, "config", None) or {})
+        values = numbers_from_text(getattr(config, "config", None) or {})
         if getattr(config, "parse_env", False):
             values.update(cls._env_var_config)
         errors = _config_errors(values)

@@ -35,6 +35,7 @@ from target_userpilot.errors import (
     UserpilotError,
 )
 from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
+from target_userpilot.redact import redact, redact_url
 
 ACCEPT = "application/json, text/plain, */*"
 #: The version header Userpilot requires on its deletion and track endpoints.
@@ -168,6 +169,8 @@ class Transport:
         # The sandbox and other loopback hosts are never reached through a proxy: a proxy
         # cannot reach this machine's loopback, and plain http:// would show it the key.
         self._direct = is_loopback(urlsplit(self.api_url).hostname or "")
+        if not self._direct:
+            check_proxy(self.api_url)
         self._verify = _ca_bundle_from_environment()
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -257,6 +260,14 @@ class Transport:
             raise TransientError(msg, reached_server=_reached_server(exc)) from None
         except requests.exceptions.InvalidHeader:
             raise ConfigurationError(UNSENDABLE_KEY) from None  # its text quotes the header
+        except requests.exceptions.InvalidURL as exc:
+            # Only a proxy from the environment gets here: api_url was checked at the start.
+            msg = (
+                f"{method} {path}: the proxy URL cannot be used ({_short(exc)}). Check "
+                "HTTPS_PROXY / HTTP_PROXY / ALL_PROXY; percent-encode special characters in "
+                "their user name and password."
+            )
+            raise ConfigurationError(msg) from None
         except requests.RequestException as exc:
             msg = f"{method} {path} failed: {type(exc).__name__} ({_short(exc)})"
             raise UserpilotError(msg) from None
@@ -321,6 +332,38 @@ class Transport:
             self.on_rate_limited(retry_after)
 
 
+def check_proxy(api_url: str) -> None:
+    """Raise :class:`ConfigurationError` when the environment's proxy for ``api_url`` is unusable.
+
+    A password with ``#``, ``/``, ``?`` or ``@`` written raw makes urllib3 read part of it as the
+    proxy's host. Every request would then fail with a message quoting the URL, and after its
+    retries the run would blame Userpilot. Said once, before any input, it names the variable.
+    """
+    proxies = requests.utils.get_environ_proxies(api_url)
+    proxy = requests.utils.select_proxy(api_url, proxies)
+    if not proxy:
+        return
+    if "://" not in proxy:
+        proxy = "http://" + proxy  # as requests reads a proxy without a scheme
+    written_host = re.split(r"[:/?#]", proxy.split("://", 1)[-1].rpartition("@")[2], maxsplit=1)[0]
+    try:
+        parsed_host = urllib3.util.parse_url(proxy).host or ""
+    except (ValueError, urllib3.exceptions.LocationParseError):
+        parsed_host = ""
+    if parsed_host and parsed_host.strip("[]").lower() == written_host.strip("[]").lower():
+        return
+    scheme = urlsplit(api_url).scheme
+    names = (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY")
+    variable = next((n for n in names if os.environ.get(n, "").strip()), "the proxy variable")
+    msg = (
+        f"The proxy in {variable} ({redact_url(proxy)}) cannot be read as a URL: its user name "
+        "or password holds a character that must be percent-encoded (# as %23, @ as %40, / as "
+        f"%2F, ? as %3F, : in the user name as %3A). Write it encoded in {variable}, or set "
+        "NO_PROXY for this host if it needs no proxy."
+    )
+    raise ConfigurationError(msg)
+
+
 def _ca_bundle_from_environment() -> bool | str:
     """``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, when REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are unset.
 
@@ -372,7 +415,7 @@ def _short(exc: Exception) -> str:
 
     Credentials in a proxy URL (``http://user:password@proxy``) are cut out.
     """
-    text = re.sub(r"//[^/@\s'\"]+@", "//***@", str(exc))
+    text = redact(str(exc))
     reason = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     if reason:
         return reason.group(1).strip()

@@ -17,10 +17,11 @@ import pytest
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.ledger import Ledger, account_scope, looks_like_url, open_ledger, redact
+from target_userpilot.ledger import Ledger, account_scope, looks_like_url, open_ledger
 from target_userpilot.ledger_pg import PostgresLedger
 from target_userpilot.ledger_schema import latest_version
 from target_userpilot.ledger_sqlite import SQLiteLedger
+from target_userpilot.redact import redact
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
 

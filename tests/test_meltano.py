@@ -69,6 +69,21 @@ def _meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
     return output
 
 
+def _meltano_stdout(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
+    """What ``meltano args`` printed on stdout alone (Meltano logs to stderr)."""
+    result = subprocess.run(
+        [str(meltano), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
 def _copy_project(dest: Path) -> Path:
     for name in PROJECT_FILES:
         source = REPO / name
@@ -117,6 +132,14 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
             TARGET_USERPILOT_OBJECT_MAPPING=json.dumps({"accounts": {"object": "ignore"}}),
             TARGET_USERPILOT_ROWS_PER_MINUTE="60000",
         )
+        # An object setting is merged key by key (README, Meltano): the environment changes
+        # `accounts.object`, and meltano.yml's `accounts.id_property` stays.
+        dumped = _meltano_stdout(
+            meltano, "invoke", "--dump=config", "target-userpilot", cwd=project, env=env
+        )
+        assert json.loads(dumped)["object_mapping"] == {
+            "accounts": {"object": "ignore", "id_property": "account_id"}
+        }
         checked = _meltano(
             meltano, "invoke", "target-userpilot", "--check-connection", cwd=project, env=env
         )
@@ -192,3 +215,52 @@ def test_hub_definition_adds_a_working_loader_to_a_new_project(meltano, tmp_path
         assert f"{setting['name']} [env: TARGET_USERPILOT_" in listed, setting["name"]
     assert "hub-test-key-5512" not in listed  # sensitive: Meltano redacts it
     assert "{'contacts': {'object': 'users'}}" in listed
+
+
+def test_fractional_number_settings_work_through_meltano_config_and_the_environment(
+    meltano, tmp_path
+):
+    """`kind: integer` refused both (a traceback, then int('0.5')); `decimal` fails from the
+    environment in Meltano 4.4. As `kind: string`, the target reads the number itself."""
+    project = _copy_project(tmp_path / "project")
+    for name, value in (("request_timeout_seconds", "2.5"), ("rows_per_minute", "60000.5")):
+        said = _meltano(
+            meltano, "config", "set", "target-userpilot", name, value, cwd=project, env=_env()
+        )
+        assert "Traceback" not in said
+    _meltano(meltano, "install", cwd=project, env=_env())
+    key = f"fraction-key-{uuid.uuid4().hex[:8]}"
+    users, companies, _ = _example()
+
+    with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
+        env = _env(
+            TARGET_USERPILOT_API_URL=sandbox.url,
+            TARGET_USERPILOT_API_KEY=key,
+            TARGET_USERPILOT_BATCH_WAIT_SECONDS="0.5",
+            TARGET_USERPILOT_EVENTS_PER_MINUTE="1200.5",
+        )
+        dumped = _meltano_stdout(
+            meltano, "invoke", "--dump=config", "target-userpilot", cwd=project, env=env
+        )
+        _meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
+        loaded = set(sandbox.profiles("users")), set(sandbox.profiles("companies"))
+        refused = subprocess.run(
+            [str(meltano), "invoke", "target-userpilot", "--check-connection"],
+            cwd=project,
+            env={**env, "TARGET_USERPILOT_BATCH_WAIT_SECONDS": "half a second"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    config = json.loads(dumped)
+    assert config["request_timeout_seconds"] == "2.5"
+    assert config["rows_per_minute"] == "60000.5"
+    assert config["batch_wait_seconds"] == "0.5"
+    assert config["events_per_minute"] == "1200.5"
+    assert loaded[0] == users
+    assert loaded[1] >= companies  # and the accounts meltano.yml maps to companies
+    # A value that is no number is the target's own clear sentence, not Meltano's traceback.
+    assert refused.returncode == 2
+    assert "batch_wait_seconds is 'half a second', not a number" in refused.stderr

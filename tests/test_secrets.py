@@ -35,6 +35,7 @@ from conftest import (
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.hosts import check_api_url, is_loopback
+from target_userpilot.redact import redact, redact_url, without_userinfo
 from target_userpilot.sandbox import Sandbox
 
 KEY = "upk-Zq7XvN2pLw9RtY4mKb8cHd3"
@@ -74,19 +75,20 @@ class Captured:
         *,
         env: dict[str, str] | None = None,
         keep_stdin_open: bool = False,
+        args: list[str] | None = None,
     ) -> None:
-        args = [sys.executable, "-m", "target_userpilot", "--config"]
+        command = [sys.executable, "-m", "target_userpilot", *(args or []), "--config"]
         if config is None:
-            args.append("ENV")
+            command.append("ENV")
         else:
             path = tmp_path / "config.json"
             path.write_text(json.dumps(config))
-            args.append(str(path))
+            command.append(str(path))
         self.out_path = tmp_path / "stdout.bin"
         self.err_path = tmp_path / "stderr.bin"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                args,
+                command,
                 stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=err,
@@ -396,3 +398,163 @@ def test_no_batch_file_is_left_behind_by_a_run_stopped_by_bad_input(keyed_sandbo
 
     assert run.wait() == 7
     assert sorted(p.name for p in spool.iterdir()) == []
+
+
+# URL passwords: redacted by the URL's structure (target_userpilot/redact.py), every form
+
+
+PG_SECRET = "S3cr@t:w/rd%x9Q"  # noqa: S105 - a raw @, :, / and % in one password
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"postgresql://ledger:{PG_SECRET}@db.internal/ledger",
+            "postgresql://ledger:***@db.internal/ledger",
+        ),
+        ("postgresql://ledger:p@ss:w/rd%x@host/db", "postgresql://ledger:***@host/db"),
+        (
+            "postgresql://db.internal/ledger?password=Qu3ryS3cret&sslmode=require",
+            "postgresql://db.internal/ledger?password=***&sslmode=require",
+        ),
+        (
+            "mysql://u:MyS3cretPw@host/db?sslpassword=Qu3ryS3cret",
+            "mysql://u:***@host/db?sslpassword=***",
+        ),
+        ("foo+bar://u:MyS3cretPw@h:notaport/x", "foo+bar://u:***@h:notaport/x"),
+        ("postgresql:/ledger?password=Qu3ryS3cret", "postgresql:/ledger?password=***"),
+        (
+            "http://proxyuser:Pr0xy#S3cret@proxy.internal:3128",
+            "http://proxyuser:***@proxy.internal:3128",
+        ),
+        (
+            "https://user:ApiUrlS3cret@analytex.userpilot.io",
+            "https://user:***@analytex.userpilot.io",
+        ),
+        ("postgresql://ledger@db.internal/ledger", "postgresql://ledger@db.internal/ledger"),
+        (".target-userpilot/state.db", ".target-userpilot/state.db"),
+    ],
+)
+def test_a_url_is_redacted_by_its_structure(url, shown):
+    assert redact_url(url) == shown
+    assert redact(f"state_db '{url}' failed") == f"state_db '{shown}' failed"
+
+
+def test_without_userinfo_strips_user_and_password_up_to_the_last_at():
+    assert without_userinfo("https://user:p@ss@analytex.userpilot.io/") == (
+        "https://analytex.userpilot.io/"
+    )
+    assert without_userinfo("https://analytex.userpilot.io") == "https://analytex.userpilot.io"
+
+
+def test_a_short_password_does_not_rewrite_the_words_around_it():
+    text = "driver 'psycopg2' is not installed (No module named 'psycopg2'); password=pg, 'pg'"
+
+    redacted = redact(text, ["pg"])
+
+    assert redacted == (
+        "driver 'psycopg2' is not installed (No module named 'psycopg2'); password=***, '***'"
+    )
+
+
+def _flags(check_connection: bool) -> list[str]:
+    return ["--check-connection"] if check_connection else []
+
+
+def _stopped(run: Captured) -> str:
+    lines = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(lines) == 1, run.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("state_db", "secrets", "says"),
+    [
+        # Unreadable as a URL at all: the port is not a number once the raw @ is read as the end.
+        ("postgresql://ledger:p@ss:w/rd%x9Q@127.0.0.1:1/ledger", ["p@ss:w/rd%x9Q"], "%40"),
+        # Readable, but SQLAlchemy would take everything after the first @ as the host.
+        (f"postgresql://ledger:{PG_SECRET}@127.0.0.1:1/ledger", [PG_SECRET], "%40"),
+        (
+            "mysql://u:MyS3cretPw@127.0.0.1:1/db?password=Qu3ryS3cret",
+            ["MyS3cretPw", "Qu3ryS3cret"],
+            "names a 'mysql' database",
+        ),
+        (
+            "foo+bar://u:MyS3cretPw@h:notaport/x?password=Qu3ryS3cret",
+            ["MyS3cretPw", "Qu3ryS3cret"],
+            "cannot be read as one",
+        ),
+        (
+            "postgresql://ledger@127.0.0.1:1/ledger?password=Qu3ryS3cret",
+            ["Qu3ryS3cret"],
+            "could not connect to PostgreSQL at 127.0.0.1:1",
+        ),
+    ],
+    ids=["raw-at-unparsable", "raw-at-parsable", "not-postgresql", "unparsable", "query-password"],
+)
+def test_a_state_db_password_never_appears_at_debug(state_db, secrets, says, sandbox, tmp_path):
+    config = {"api_url": sandbox.url, "api_key": KEY, "skip_unchanged": True, "state_db": state_db}
+    run = Captured(tmp_path, config, [], keep_stdin_open=True)
+
+    assert run.wait(timeout=180) == 2, run.stderr[-3000:]
+    assert says in _stopped(run)
+    assert " DEBUG " in run.stderr
+    for secret in secrets:
+        assert_no_secret(run.output, secret)
+    assert sandbox.stats()["requests"] == 0
+
+
+def test_a_short_password_leaves_the_drivers_words_whole(sandbox, tmp_path):
+    # psycopg2 is not installed: the message quotes the module, which holds the password "pg".
+    state_db = "postgresql+psycopg2://ledger:pg@127.0.0.1:1/ledger"
+    config = {"api_url": sandbox.url, "api_key": KEY, "skip_unchanged": True, "state_db": state_db}
+    run = Captured(tmp_path, config, [], keep_stdin_open=True)
+
+    assert run.wait(timeout=180) == 2, run.stderr[-3000:]
+    stopped = _stopped(run)
+    assert "No module named 'psycopg2'" in stopped
+    assert "psyco***" not in run.stderr
+    assert ":pg@" not in run.stderr
+
+
+@pytest.mark.parametrize("check_connection", [False, True], ids=["run", "check-connection"])
+def test_a_proxy_password_with_a_hash_is_a_configuration_error_that_hides_it(
+    check_connection, tmp_path
+):
+    proxy = _server((502, {}))
+    secret = "Pr0xy#S3cretPass"  # noqa: S105 - made up for the test
+    env = {"HTTPS_PROXY": f"http://proxyuser:{secret}@127.0.0.1:{proxy.server_address[1]}"}
+    config = {"api_url": "https://analytex.userpilot.io", "api_key": KEY}
+    try:
+        run = Captured(tmp_path, config, users_messages(5), env=env, args=_flags(check_connection))
+        code = run.wait()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+    assert code == 2, run.stderr[-3000:]
+    stopped = _stopped(run)
+    assert "The proxy in HTTPS_PROXY (http://proxyuser:***@127.0.0.1:" in stopped
+    assert "%23" in stopped
+    assert "does not answer like Userpilot" not in run.stderr
+    assert proxy.seen == []  # type: ignore[attr-defined]
+    assert_no_secret(run.output, secret)
+    assert "S3cret" not in run.stderr and "Pr0xy" not in run.stderr
+
+
+@pytest.mark.parametrize("check_connection", [False, True], ids=["run", "check-connection"])
+def test_an_api_url_with_credentials_is_refused_without_showing_them(
+    check_connection, keyed_sandbox, tmp_path
+):
+    secret = "ApiUrlS3cretPw"  # noqa: S105 - made up for the test
+    port = keyed_sandbox.url.rsplit(":", 1)[1]
+    config = {"api_url": f"http://someone:{secret}@127.0.0.1:{port}", "api_key": KEY}
+    run = Captured(tmp_path, config, users_messages(5), args=_flags(check_connection))
+
+    assert run.wait() == 2, run.stderr[-3000:]
+    assert "holds a user name or password before the host" in _stopped(run)
+    assert f"http://someone:***@127.0.0.1:{port}" in run.stderr
+    assert "Connected to" not in run.stderr + run.out_path.read_text()
+    assert_no_secret(run.output, secret)
+    assert keyed_sandbox.stats()["requests"] == 0

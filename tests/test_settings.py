@@ -33,6 +33,7 @@ from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
     explain_config_errors,
+    numbers_from_text,
     unknown_settings,
 )
 from target_userpilot.target import TargetUserpilot
@@ -165,6 +166,34 @@ def test_fractional_numbers_from_a_config_file_load(sandbox, config, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(sandbox.profiles("users")) == 30
     assert run.states[-1] == {"bookmarks": {"users": 29, "done": True}}
+
+
+def test_number_settings_given_as_text_load_as_meltano_passes_them(sandbox, config, tmp_path):
+    # meltano.yml declares them kind: string, so the config file Meltano writes holds text.
+    config.update(
+        request_timeout_seconds="30.5",
+        rows_per_minute=" 600000.5 ",
+        batch_wait_seconds="0.5",
+        events_per_minute="1200",
+    )
+
+    run = run_target(config, users_messages(30), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(sandbox.profiles("users")) == 30
+    settings = Settings.from_config(numbers_from_text(config))
+    assert (settings.request_timeout_seconds, settings.batch_wait_seconds) == (30.5, 0.5)
+    assert settings.rows_per_minute == 600000.5
+
+
+@pytest.mark.parametrize("value", ["half a second", "", "nan", "1,5"])
+def test_a_number_setting_whose_text_is_no_number_stops_with_exit_2(value, config, tmp_path):
+    config["batch_wait_seconds"] = value
+
+    code, stderr = _refused_before_input(config, tmp_path)
+
+    assert code == 2, stderr[-3000:]
+    assert f"batch_wait_seconds is '{value}', not a number" in _stopped_sentence(stderr)
 
 
 def test_settings_hold_floats_and_ints_never_decimals():

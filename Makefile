@@ -2,7 +2,7 @@
 #
 #   make demo    load the bundled example into a local Userpilot sandbox and show the result
 #   make test    lint, then the test suite
-#   make lint    ruff format --check and ruff check
+#   make lint    ruff format --check, ruff check and mypy
 #   make readme  regenerate the README's settings table from `target-userpilot --about`
 #   make hub     regenerate the Meltano Hub plugin definition (plugin/loaders/) from `--about`
 #   make meltano install the pinned Meltano into .venv/meltano (make test needs it)
@@ -40,6 +40,7 @@ $(INSTALLED): pyproject.toml | $(PYTHON)
 lint: $(INSTALLED)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
 
 # tests/test_meltano.py runs the real Meltano CLI, tests/test_postgres.py a published tap; each
 # lives in its own virtualenv, reused while scripts/<name>-requirements.txt is unchanged.

@@ -2,13 +2,17 @@
 
     python bench/ledger.py [--records 100000] [--quick]
 
-A first run loads the records into a sandbox answering instantly and fills the ledger; the rerun
-of the same input finds every row unchanged, so it sends nothing and its time is the target's
-own work plus the ledger's lookups. Both are measured for a SQLite file and for a PostgreSQL
-database on loopback (a throwaway cluster started from the machine's binaries, as the tests
-do), next to the do-nothing SDK target (``bench/noop_target.py``, with and without the SDK's
-record validation) and the target's dry run on the same input. Figures are printed, never
-judged, and written to ``bench/results/ledger.json``.
+A first run loads the records into a sandbox answering instantly and fills the ledger (and its sync
+history); the rerun of the same input finds every row unchanged, so it sends nothing and its time is
+the target's own work plus the ledger's lookups. Both are measured for a SQLite file and for a
+PostgreSQL database on loopback (a throwaway cluster started from the machine's binaries, as the
+tests do), next to the do-nothing SDK target (``bench/noop_target.py``, with and without the SDK's
+record validation) and the target's dry run on the same input. Figures are printed, never judged,
+and written to ``bench/results/ledger.json``.
+
+The sync history's own cost per row is measured on the ledger directly, for each backend: the
+writes of one 10,000-row job (its entries, the pruning to ``ledger_history_entries``, its end),
+first for new profiles and then for profiles that already have a full history to prune.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 import generate  # bench/ is on sys.path: run as `python bench/ledger.py`
 from run import Bench, Run, Sizes, _instant_config
 
+from target_userpilot.ledger import open_ledger
+from target_userpilot.ledger_history import JOB, SentJob
 from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
@@ -75,11 +81,33 @@ def measure(work: Path, records: int, repeats: int) -> dict[str, Any]:
                 results[name] = {
                     "first_run": _figures(records, first),
                     "rerun": _best(records, reruns),
+                    "history": history_cost(state_db),
                 }
     finally:
         if server is not None:
             server.remove()
     return results
+
+
+def history_cost(state_db: str, rows: int = 10_000, keep: int = 3) -> dict[str, float]:
+    """Microseconds per row of the history writes of one job: new profiles, then full ones."""
+    ledger = open_ledger(state_db)
+    scope = "https://bench account:history"
+    ids = [(f"h-{i}", bytes(16)) for i in range(rows)]
+    timings = []
+    try:
+        for n in range(keep + 2):
+            job = SentJob(f"job-{n}", "bench", JOB, "users", "users", rows, time.time())
+            started = time.perf_counter()
+            ledger.record_sent(scope, job, ids, keep)
+            ledger.record_outcome(scope, job.job_id, "completed", time.time())
+            timings.append(time.perf_counter() - started)
+    finally:
+        ledger.close()
+    return {
+        "new_profiles_us_per_row": round(timings[0] / rows * 1e6, 1),
+        "pruning_us_per_row": round(min(timings[keep:]) / rows * 1e6, 1),
+    }
 
 
 def _best(records: int, runs: list[Run]) -> dict[str, Any]:
@@ -111,6 +139,11 @@ def render(figures: dict[str, Any]) -> str:
             continue
         row(f"{title}: first run (loads)", figures[name]["first_run"])
         row(f"{title}: unchanged rerun", figures[name]["rerun"])
+        history = figures[name]["history"]
+        lines.append(
+            f"   {title}: sync history per row sent: {history['new_profiles_us_per_row']} µs "
+            f"(new profiles), {history['pruning_us_per_row']} µs (history full, pruned)"
+        )
     lines.append("   (* the baseline of the ratio; the target's own runs validate records)")
     return "\n".join(lines)
 

@@ -11,14 +11,22 @@ and a second line with the same key is the same event again, left out (it would 
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from target_userpilot.errors import SpoolUnwritable
 from target_userpilot.rows import EVENTS, encode_row, id_key, merge_rows
+
+#: What a spooled batch is called in a sentence about a failed write.
+BATCH_FILE = "a batch file"
 
 
 @dataclass
@@ -34,7 +42,8 @@ class SealedBatch:
     #: Released (made durable for STATE) when the job holding the batch's last row completes.
     hold: Any = None
     #: ``(id, row hash)`` of each row, set by skip_unchanged and recorded once the job completes.
-    fingerprints: list[tuple[str, bytes]] | None = field(default=None, repr=False)
+    # builtins.bytes: inside this class, ``bytes`` names the field above.
+    fingerprints: list[tuple[str, builtins.bytes]] | None = field(default=None, repr=False)
     #: The stream of each row (of its last record), for the summary's per-stream counts.
     row_streams: dict[str, str] = field(default_factory=dict, repr=False)
     #: Records folded into a later row of the same profile, per stream (for events: repeats
@@ -55,7 +64,7 @@ class SealedBatch:
         names = sorted(set(self.row_streams.values())) or [self.stream]
         return ", ".join(f"'{name}'" for name in names)
 
-    def read_lines(self) -> list[bytes]:
+    def read_lines(self) -> list[builtins.bytes]:
         """All lines of the file, for splitting and for skip_unchanged (uploads stream it)."""
         with open(self.path, "rb") as handle:
             return handle.readlines()
@@ -75,9 +84,10 @@ class SealedBatch:
             (middle, None, self.hold, self.merged),
         ):
             part = lines[start:end]
-            handle, path = _spool_file(spool_dir, f"{self.object}-part-")
-            with handle:
-                handle.writelines(part)
+            with spooling(BATCH_FILE, spool_dir):
+                handle, path = _spool_file(spool_dir, f"{self.object}-part-")
+                with handle:
+                    handle.writelines(part)
             half = SealedBatch(
                 self.object,
                 self.stream,
@@ -104,12 +114,14 @@ class SealedBatch:
         self.discard()
         return halves[0], halves[1]
 
-    def replace_lines(self, lines: list[bytes]) -> None:
+    def replace_lines(self, lines: list[builtins.bytes]) -> None:
         """Rewrite the file with ``lines`` (a subset of its rows), counting rows and bytes anew."""
-        handle, path = _spool_file(os.path.dirname(self.path), f"{self.object}-")
-        with handle:
-            handle.writelines(lines)
-        os.replace(path, self.path)
+        folder = os.path.dirname(self.path)
+        with spooling(BATCH_FILE, folder):
+            handle, path = _spool_file(folder, f"{self.object}-")
+            with handle:
+                handle.writelines(lines)
+            os.replace(path, self.path)
         self.rows = len(lines)
         self.bytes = sum(len(line) for line in lines)
         if self.row_streams:
@@ -169,7 +181,8 @@ class BatchFile:
         self.bytes = 0
         self.last_seq = -1
         self._spool_dir = spool_dir
-        self._handle, self._path = _spool_file(spool_dir, f"{object}-")
+        with spooling(BATCH_FILE, spool_dir):
+            self._handle, self._path = _spool_file(spool_dir, f"{object}-")
         self._lines_per_id: dict[str, int] = {}
         self._row_streams: dict[str, str] = {}
         self._merged_by_stream: dict[str, int] = {}
@@ -202,7 +215,10 @@ class BatchFile:
             # The same event (its key) twice: Userpilot would count it twice, so once only.
             self._merged_by_stream[stream] = self._merged_by_stream.get(stream, 0) + 1
             return
-        self._handle.write(line)
+        try:
+            self._handle.write(line)
+        except OSError as exc:
+            raise spool_failure(exc, BATCH_FILE, self._spool_dir) from None
         self.bytes += len(line)
         self.records += 1
         self._lines_per_id[row_id] = seen + 1
@@ -225,12 +241,13 @@ class BatchFile:
 
     def seal(self) -> SealedBatch:
         """Close the file, merging rows that share an id, and return it ready for upload."""
-        self._handle.close()
         left_out = sum(self._superseded.values())
         merged = self.records - self.rows - left_out
         size = self.bytes
-        if merged or left_out:
-            size = self._merge_duplicates()
+        with spooling(BATCH_FILE, self._spool_dir):
+            self._handle.close()  # the last rows reach the disk here
+            if merged or left_out:
+                size = self._merge_duplicates()
         return SealedBatch(
             self.object,
             self.stream,
@@ -246,7 +263,10 @@ class BatchFile:
 
     def discard(self) -> None:
         """Close and remove the file (used when a run stops before the batch is sent)."""
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # rows still buffered could not reach a full disk: they are thrown away anyway
         try:
             os.unlink(self._path)
         except FileNotFoundError:
@@ -285,6 +305,36 @@ class BatchFile:
                     size += len(out)
         os.replace(path, self._path)
         return size
+
+
+@contextmanager
+def spooling(what: str, folder: str | None) -> Iterator[None]:
+    """Turn a failed write of a spool file into :class:`SpoolUnwritable`, naming the folder."""
+    try:
+        yield
+    except OSError as exc:
+        raise spool_failure(exc, what, folder) from None
+
+
+def spool_failure(exc: OSError, what: str, folder: str | None) -> SpoolUnwritable:
+    """The sentence for a spool file that could not be written: where, why, and what to do.
+
+    The file's rows are personal data and never part of it; the folder is the operator's own.
+    """
+    where = os.path.abspath(folder or tempfile.gettempdir())
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg = (
+            f"No space left in {where} while writing {what} ({reason}). Free space there, or "
+            "point TMPDIR at a folder on a larger disk, then rerun from the last STATE: "
+            "nothing after it was lost."
+        )
+    else:
+        msg = (
+            f"Could not write {what} in {where} ({reason}). Check that the folder exists and "
+            "is writable, or point TMPDIR at another folder, then rerun from the last STATE."
+        )
+    return SpoolUnwritable(msg)
 
 
 def _spool_file(spool_dir: str | None, prefix: str) -> tuple[IO[bytes], str]:

@@ -112,7 +112,11 @@ class BatchBuffer:
                 waited = 0.0 if oldest is None else time.monotonic() - oldest[1][2]
                 aged = oldest is not None and not self._stopped
                 aged = aged and (self._ended or waited >= self.wait_seconds)
-                if aged and (not self._ready or oldest[1][1] < _first_seq(self._ready[0])):
+                if (
+                    aged
+                    and oldest is not None
+                    and (not self._ready or oldest[1][1] < _first_seq(self._ready[0]))
+                ):
                     # The open batch holding the oldest row goes before a sealed but younger
                     # one: it is the batch STATE waits for.
                     self._seal(oldest[0], wait=False, front=True)

@@ -105,7 +105,7 @@ class Checkpoints:
             return
         floor = self._floor()
         ready = False
-        latest = None
+        latest: Any = None
         while self._states and self._states[0][0] <= floor:
             latest = self._states.popleft()[1]
             ready = True

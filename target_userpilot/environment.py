@@ -92,7 +92,9 @@ def _env_value(variable: str, raw: str, prop: Mapping[str, Any]) -> Any:
             value = json.loads(text)
         except ValueError as exc:
             # The position, not the text: stream maps and their config may hold secrets.
-            where = f"line {exc.lineno}, column {exc.colno}" if hasattr(exc, "lineno") else ""
+            where = ""
+            if isinstance(exc, json.JSONDecodeError):
+                where = f"line {exc.lineno}, column {exc.colno}"
             msg = (
                 f"{variable} is not valid JSON ({getattr(exc, 'msg', exc)} at {where}). It must "
                 f"hold a JSON {wanted}."

@@ -17,7 +17,11 @@ from singer_sdk.exceptions import (
 
 
 class ConfigurationError(ValueError):
-    """A setting that cannot work; raised before any input is read."""
+    """A setting (or the environment: CA bundles, proxies) that cannot work.
+
+    Raised before any input is read where it can be found then; a proxy that refuses its
+    credentials (407) shows only at the first request.
+    """
 
 
 class UserpilotError(Exception):
@@ -89,6 +93,13 @@ class BatchFileError(RuntimeError):
     """A file a BATCH message lists cannot be read: missing, corrupt, or of an unknown encoding."""
 
 
+class SpoolUnwritable(RuntimeError):
+    """A spool file (a batch, or the events waiting to be sent) could not be written.
+
+    Most often the disk holding the spool folder (TMPDIR) is full.
+    """
+
+
 class StateUndeliverable(RuntimeError):
     """STATE could not be written to stdout: its reader closed it."""
 
@@ -131,6 +142,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     Terminated: 10,
     StateUndeliverable: 11,
     NothingLoaded: 12,
+    SpoolUnwritable: 13,
 }
 
 

@@ -23,12 +23,13 @@ import hashlib
 import hmac
 import logging
 import re
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.ledger_history import HistoryTables
 from target_userpilot.ledger_schema import DRY_RUN_SCOPE, latest_version
 from target_userpilot.redact import redact_url, without_userinfo
 
@@ -63,11 +64,11 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-class Ledger(ABC):
-    """Row hashes for ``skip_unchanged`` and accepted event keys, scoped by host and object.
+class Ledger(HistoryTables):
+    """Row hashes for ``skip_unchanged``, accepted event keys and the sync history.
 
-    Safe to call from several threads: confirms come from the job watcher while lookups run on
-    the reading thread.
+    Scoped by account and object. Safe to call from several threads: confirms come from the job
+    watcher while lookups run on the reading thread.
     """
 
     #: Keys per lookup or delete statement.
@@ -102,11 +103,13 @@ class Ledger(ABC):
             found.update(self._accepted_events(scope, stream, chunk))
         return found
 
-    def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None:
-        """Record event keys as accepted by Userpilot (already present keys stay)."""
+    def add_accepted_events(
+        self, scope: str, stream: str, keys: Iterable[str], name: str | None = None
+    ) -> None:
+        """Record event keys (of events named ``name``) as accepted; present keys stay."""
         unique = sorted(set(keys))
         if unique:
-            self._add_accepted_events(scope, stream, unique)
+            self._add_accepted_events(scope, stream, unique, name)
 
     @abstractmethod
     def close(self) -> None:
@@ -131,7 +134,9 @@ class Ledger(ABC):
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 
     @abstractmethod
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None: ...
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None: ...
 
 
 def open_ledger(state_db: str) -> Ledger:

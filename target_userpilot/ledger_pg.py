@@ -7,14 +7,21 @@ anywhere: messages go through :func:`target_userpilot.redact.redact`.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
 from target_userpilot.ledger import EXTRA_HINT, Ledger, check_version, chunks
+from target_userpilot.ledger_history import SentJob
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 from target_userpilot.redact import password_of, redact
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -71,9 +78,16 @@ _PG_LOOKUP_EVENTS = """
     WHERE scope = :scope AND stream = :stream AND key = ANY(:keys)
 """
 _PG_ADD_EVENTS = """
-    INSERT INTO accepted_events (scope, stream, key, accepted_at)
-    SELECT :scope, :stream, key, now() FROM unnest(CAST(:keys AS text[])) AS batch(key)
+    INSERT INTO accepted_events (scope, stream, key, accepted_at, name)
+    SELECT :scope, :stream, key, now(), :name FROM unnest(CAST(:keys AS text[])) AS batch(key)
     ON CONFLICT (scope, stream, key) DO NOTHING
+"""
+
+_PG_ADD_HISTORY = """
+    INSERT INTO sync_history (scope, object, id, sent_at, job_id, hash)
+    SELECT :scope, :object, row_id, :sent_at, :job_id, digest
+    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
+    ON CONFLICT DO NOTHING
 """
 
 #: How long one ledger operation keeps retrying a lost connection (a server restart or a
@@ -168,10 +182,12 @@ class PostgresLedger(Ledger):
                 conn.commit()
         return change.notices
 
+    @override
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
 
+    @override
     def schema_versions(self) -> list[int]:
         """The migrations this database has had, in order."""
         from sqlalchemy import text
@@ -245,6 +261,7 @@ class PostgresLedger(Ledger):
                 time.sleep(pause)
                 pause = min(pause * 2, 3.0)
 
+    @override
     def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         from sqlalchemy import text
 
@@ -255,6 +272,7 @@ class PostgresLedger(Ledger):
         )
         return {row_id: bytes(digest) for row_id, digest in rows}
 
+    @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         from sqlalchemy import text
 
@@ -270,6 +288,7 @@ class PostgresLedger(Ledger):
 
         self._run("recording confirmed rows", save)
 
+    @override
     def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
         from sqlalchemy import text
 
@@ -278,6 +297,7 @@ class PostgresLedger(Ledger):
             "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
         )
 
+    @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         from sqlalchemy import text
 
@@ -288,15 +308,63 @@ class PostgresLedger(Ledger):
         )
         return {key for (key,) in rows}
 
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+    @override
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None:
         from sqlalchemy import text
 
         def add(conn: Any) -> None:
             for chunk in chunks(keys, self.chunk_size):
-                params = {"scope": scope, "stream": stream, "keys": list(chunk)}
+                params = {"scope": scope, "stream": stream, "keys": list(chunk), "name": name}
                 conn.execute(text(_PG_ADD_EVENTS), params)
 
         self._run("recording accepted events", add)
+
+    # The history's primitives (ledger_history.py)
+
+    @override
+    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        return self._run(
+            what, lambda conn: [tuple(row) for row in conn.execute(text(sql), params).fetchall()]
+        )
+
+    @override
+    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        def run(conn: Any) -> None:
+            for sql, params in steps:
+                conn.execute(text(sql), params)
+
+        self._run(what, run)
+
+    @override
+    def _ids_in(self, column: str) -> str:
+        return f"{column} = ANY(CAST(:ids AS text[]))"
+
+    @override
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return list(ids)
+
+    @override
+    def _history_insert(
+        self, scope: str, job: SentJob, rows: Sequence[tuple[str, bytes | None]]
+    ) -> tuple[str, Any]:
+        # One statement for the whole batch: a row per id costs a round trip each otherwise.
+        return (
+            _PG_ADD_HISTORY,
+            {
+                "scope": scope,
+                "object": job.object,
+                "sent_at": job.sent_at,
+                "job_id": job.job_id,
+                "ids": [row_id for row_id, _ in rows],
+                "hashes": [digest for _, digest in rows],
+            },
+        )
 
 
 def _is_transient(exc: Exception) -> bool:

@@ -189,3 +189,67 @@ def _account_scope(change: SchemaChange) -> None:
         "skip_unchanged run sends those profiles once more (harmless: upserts), and an event "
         "the tap sends again that was accepted before this upgrade is sent again."
     )
+
+
+@migration(3, "sync history per profile, jobs and deletion requests, remembered deletions")
+def _sync_history(change: SchemaChange) -> None:
+    # Times are epoch seconds in both backends, so one SQL text serves both. On PostgreSQL the
+    # profile tables' keys lead with the id, for the reason given in migration 1.
+    pg = change.backend == "postgresql"
+    real = "DOUBLE PRECISION" if pg else "REAL"
+    # One row per bulk job or deletion request: what went, and how it ended (NULL: not known,
+    # the run stopped before it ended).
+    change.execute(
+        f"""
+        CREATE TABLE sync_jobs (
+            scope TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            object TEXT NOT NULL,
+            streams TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            sent_at {real} NOT NULL,
+            ended_at {real},
+            outcome TEXT,
+            PRIMARY KEY (scope, job_id)
+        )
+        """
+    )
+    change.execute("CREATE INDEX sync_jobs_by_run ON sync_jobs (scope, run_id)")
+    change.execute("CREATE INDEX sync_jobs_by_time ON sync_jobs (scope, sent_at)")
+    # One row per profile per job or deletion request that named it: the newest few are kept
+    # (ledger_history_entries). A NULL hash is a deletion.
+    key = "id, scope, object, sent_at" if pg else "scope, object, id, sent_at"
+    change.execute(
+        f"""
+        CREATE TABLE sync_history (
+            scope TEXT NOT NULL,
+            object TEXT NOT NULL,
+            id TEXT NOT NULL,
+            sent_at {real} NOT NULL,
+            job_id TEXT NOT NULL,
+            hash {_blob(change)},
+            PRIMARY KEY ({key})
+        ){_without_rowid(change)}
+        """
+    )
+    # Profiles Userpilot accepted a deletion of: a deletion the tap sends again is not requested
+    # again. ``upserted_at``: when the source sent the profile live again before Userpilot's
+    # next deletion run (which may erase that upsert too); a later deletion is then requested.
+    key = "id, scope, object" if pg else "scope, object, id"
+    change.execute(
+        f"""
+        CREATE TABLE deleted_profiles (
+            scope TEXT NOT NULL,
+            object TEXT NOT NULL,
+            id TEXT NOT NULL,
+            accepted_at {real} NOT NULL,
+            job_id TEXT NOT NULL,
+            upserted_at {real},
+            PRIMARY KEY ({key})
+        ){_without_rowid(change)}
+        """
+    )
+    # Events: the name beside the key and its time.
+    change.execute("ALTER TABLE accepted_events ADD COLUMN name TEXT")

@@ -6,18 +6,26 @@ one read while another writes, and a writer waits for another's transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from target_userpilot.errors import ConfigurationError
+from target_userpilot.errors import ConfigurationError, LedgerUnavailable
 from target_userpilot.ledger import Ledger, check_version
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -98,59 +106,113 @@ class SQLiteLedger(Ledger):
             raise
         return change.notices
 
+    @contextmanager
+    def _using(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock; a failure becomes :class:`LedgerUnavailable`.
+
+        As with PostgreSQL, a ledger that fails mid-run (a full disk, an I/O error, a file
+        damaged or locked past the timeout) ends the run with a sentence and exit 9, not a
+        traceback. The file was checked when opened, so nothing is retried here.
+        """
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                msg = (
+                    f"The ledger (state_db, {self.description}) failed while {what}: {exc}. "
+                    "Rows Userpilot confirmed before this are recorded; check the file and the "
+                    "free space on its disk, then rerun from the last STATE."
+                )
+                raise LedgerUnavailable(msg) from None
+
+    @override
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
 
+    @override
     def schema_versions(self) -> list[int]:
         """The migrations this file has had, in order."""
         with self._lock:
             rows = self._db.execute("SELECT version FROM ledger_schema ORDER BY version")
             return [version for (version,) in rows]
 
+    @override
     def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         marks = ",".join("?" * len(ids))
         query = (
             "SELECT id, hash FROM confirmed_rows "  # noqa: S608 - only placeholders
             f"WHERE scope = ? AND object = ? AND id IN ({marks})"
         )
-        with self._lock:
-            return dict(self._db.execute(query, (scope, object, *ids)).fetchall())
+        with self._using("looking up unchanged rows") as db:
+            return dict(db.execute(query, (scope, object, *ids)).fetchall())
 
+    @override
     def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
         now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
+        with self._using("recording confirmed rows") as db, db:
+            db.executemany(
                 "INSERT OR REPLACE INTO confirmed_rows VALUES (?, ?, ?, ?, ?)",
                 ((scope, object, row_id, digest, now) for row_id, digest in rows),
             )
 
+    @override
     def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
         marks = ",".join("?" * len(ids))
         statement = (
             "DELETE FROM confirmed_rows "  # noqa: S608 - only placeholders
             f"WHERE scope = ? AND object = ? AND id IN ({marks})"
         )
-        with self._lock, self._db:
-            self._db.execute(statement, (scope, object, *ids))
+        with self._using("removing deleted profiles") as db, db:
+            db.execute(statement, (scope, object, *ids))
 
+    @override
     def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
         marks = ",".join("?" * len(keys))
         query = (
             "SELECT key FROM accepted_events "  # noqa: S608 - only placeholders
             f"WHERE scope = ? AND stream = ? AND key IN ({marks})"
         )
-        with self._lock:
-            return {key for (key,) in self._db.execute(query, (scope, stream, *keys))}
+        with self._using("looking up accepted events") as db:
+            return {key for (key,) in db.execute(query, (scope, stream, *keys))}
 
-    def _add_accepted_events(self, scope: str, stream: str, keys: list[str]) -> None:
+    @override
+    def _add_accepted_events(
+        self, scope: str, stream: str, keys: list[str], name: str | None
+    ) -> None:
         now = time.time()
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO accepted_events VALUES (?, ?, ?, ?)",
-                ((scope, stream, key, now) for key in keys),
+        with self._using("recording accepted events") as db, db:
+            db.executemany(
+                "INSERT OR IGNORE INTO accepted_events (scope, stream, key, accepted_at, name) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((scope, stream, key, now, name) for key in keys),
             )
+
+    # The history's primitives (ledger_history.py)
+
+    @override
+    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with self._using(what) as db:
+            return db.execute(sql, params).fetchall()
+
+    @override
+    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+        with self._using(what) as db, db:
+            for sql, params in steps:
+                if isinstance(params, list):
+                    db.executemany(sql, params)
+                else:
+                    db.execute(sql, params)
+
+    @override
+    def _ids_in(self, column: str) -> str:
+        # One parameter for any number of ids: a JSON array, read as a table.
+        return f"{column} IN (SELECT value FROM json_each(:ids))"  # noqa: S608 - a placeholder
+
+    @override
+    def _ids(self, ids: Sequence[str]) -> Any:
+        return json.dumps(list(ids))
 
 
 def _owner_only_file(path: str) -> None:

@@ -16,6 +16,7 @@ import datetime
 import gzip
 import json
 import logging
+import sys
 import typing as t
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +26,11 @@ from urllib.parse import unquote, urlsplit
 
 from target_userpilot.errors import BatchFileError
 from target_userpilot.redact import redact_url
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
 
@@ -52,6 +58,7 @@ class BatchEncoding:
             compression = None
         return cls(str(encoding.get("format")), compression)
 
+    @override
     def __str__(self) -> str:
         return f"{self.format}, {self.compression or 'uncompressed'}"
 

@@ -61,7 +61,11 @@ if c_make_encoder is not None:
         return "".join(_c_encoder(value, 0))
 
 else:  # pragma: no cover (CPython always has the C encoder)
-    _encode = _encoder.encode
+
+    def _encode(value: Any) -> str:
+        return _encoder.encode(value)
+
+
 #: At most this many property names are remembered per stream as kept (see ``Route.kept``).
 _KEPT_LIMIT = 4096
 #: At most this many collided names are remembered per stream (see ``Route.collisions``).
@@ -552,7 +556,8 @@ def _decimal_number(value: decimal.Decimal) -> int | float | None:
     """A JSON number for a decimal; NaN and infinities have none, so they become null."""
     if not value.is_finite():
         return None
-    if value == value.to_integral_value() and value.as_tuple().exponent >= 0:
+    exponent = value.as_tuple().exponent  # a letter only for NaN and infinities
+    if value == value.to_integral_value() and isinstance(exponent, int) and exponent >= 0:
         return int(value)
     return float(value)
 

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
+from target_userpilot.history import SyncHistory
 from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
 from target_userpilot.lanes.events import EventLane, EventPace
@@ -70,10 +72,24 @@ class Run:
         #: Entries in the ledger are scoped by account (API host and key fingerprint), or
         #: ``dry-run``.
         self.scope = account_scope(settings.api_url, settings.api_key, dry_run=settings.dry_run)
+        #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``).
+        self.run_id = uuid.uuid4().hex[:12]
         self.unchanged: ConfirmedRows | None = None
-        if settings.skip_unchanged:
+        if settings.skip_unchanged or settings.hard_delete:
+            # hard_delete: deletions Userpilot accepted are remembered, not requested again.
             self.ledger = open_ledger(settings.state_db)
+        if settings.skip_unchanged:
+            assert self.ledger is not None
             self.unchanged = ConfirmedRows(self.ledger, self.scope)
+        self.history: SyncHistory | None = None
+        if self.ledger is not None:
+            self.history = SyncHistory(
+                self.ledger,
+                self.scope,
+                self.run_id,
+                keep=settings.ledger_history_entries,
+                keep_out=self.unchanged.forget if self.unchanged is not None else None,
+            )
         self.client: UserpilotClient | DryRunClient
         if settings.dry_run:
             self.client = DryRunClient(settings.output_dir)
@@ -112,6 +128,8 @@ class Run:
             pace=self.pace,
             job_timeout=settings.job_timeout_seconds,
             confirmer=self.confirmer,
+            history=self.history,
+            run_id=self.run_id,
             wake=self._wake_reader,
         )
         self.deletions = DeletionLane(
@@ -121,6 +139,7 @@ class Run:
             interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
             # A deleted profile leaves the skip_unchanged ledger.
             forget=self.unchanged.forget if self.unchanged is not None else None,
+            history=self.history,
             wake=self._wake_reader,
         )
         self.lanes: list[Lane] = [self.jobs, self.deletions]
@@ -194,7 +213,9 @@ class Run:
             lane.wait_idle()
         self.checkpoints.raise_error()
         total = self.summary.as_dict(final=False)["total"]
-        loaded = total["rows_sent"] or total["unchanged"] or total["deleted"]
+        loaded = (
+            total["rows_sent"] or total["unchanged"] or total["deleted"] or total["deleted_before"]
+        )
         if total["rejected"] and not (loaded or total["events_sent"] or total["events_skipped"]):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
@@ -322,5 +343,10 @@ class Run:
             self.summary.userpilot_job_seconds = self.pace.fixed
         for line in self.summary.table().splitlines():
             logger.info("%s", line)
+        if self.history is not None and self.history.keep:
+            logger.info(
+                "This run's jobs are in the ledger's sync history: userpilot-ledger jobs --run %s",
+                self.run_id,
+            )
         sys.stderr.write(self.summary.json_line() + "\n")
         sys.stderr.flush()

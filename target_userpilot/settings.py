@@ -150,9 +150,19 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.StringType,
         default=".target-userpilot/state.db",
         description=(
-            "The ledger (row hashes for skip_unchanged, keys of events already sent): a SQLite "
-            "file path, or a SQLAlchemy URL such as postgresql://user:pass@host/db (driver from "
-            "the `postgres` extra)."
+            "The ledger (row hashes for skip_unchanged, keys of events already sent, the sync "
+            "history, deletions accepted): a SQLite file path, or a SQLAlchemy URL such as "
+            "postgresql://user:pass@host/db (driver from the `postgres` extra)."
+        ),
+    ),
+    th.Property(
+        "ledger_history_entries",
+        th.IntegerType,
+        default=3,
+        description=(
+            "Sync history entries kept per profile in the ledger, newest first (which job or "
+            "deletion request sent it, when, and how it ended; read with userpilot-ledger). 0 "
+            "keeps none. Recorded when the run uses the ledger (skip_unchanged, hard_delete)."
         ),
     ),
     th.Property(
@@ -241,6 +251,7 @@ class Settings:
     output_dir: str = "userpilot-batches"
     skip_unchanged: bool = False
     state_db: str = ".target-userpilot/state.db"
+    ledger_history_entries: int = 3
     hard_delete: bool = False
     batch_wait_seconds: float = 2.0
     events_per_minute: float = 600.0
@@ -289,6 +300,12 @@ class Settings:
             check_api_key(self.api_key)
         if not self.dry_run:
             check_api_url(self.api_url)
+        if self.ledger_history_entries < 0:
+            msg = (
+                f"ledger_history_entries is {self.ledger_history_entries}; it counts the history "
+                "entries kept per profile: 0 (none) or more."
+            )
+            raise ConfigurationError(msg)
         if not 1 <= self.batch_size_rows <= MAX_BATCH_ROWS:
             msg = (
                 f"batch_size_rows is {self.batch_size_rows}; Userpilot takes 1 to "

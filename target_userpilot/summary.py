@@ -28,7 +28,7 @@ COUNTERS = (
 )
 #: Counters of deleted source records, in the JSON line always, in the table once a run has
 #: any (see ``_deletion_cells``).
-DELETION_COUNTERS = ("deleted", "deleted_ignored", "superseded")
+DELETION_COUNTERS = ("deleted", "deleted_before", "deleted_ignored", "superseded")
 #: Counters of events, in the JSON line always, in the table when a run has an events stream.
 EVENT_COUNTERS = (("events_sent", "events sent"), ("events_skipped", "already sent"))
 
@@ -41,7 +41,8 @@ class StreamTally:
     folded into another row of the same batch, ``unchanged`` rows ``skip_unchanged`` left out,
     ``rejected`` records that could not become a valid row. Records marked deleted in the
     source (``_sdc_deleted_at``): ``deleted`` those whose deletion Userpilot accepted,
-    ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
+    ``deleted_before`` ids whose deletion Userpilot accepted in an earlier run (not requested
+    again), ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
     of an open batch that a later deletion of the same profile left out. Events:
     ``events_sent`` those Userpilot accepted, ``events_skipped`` those not sent because the
     ledger says Userpilot accepted them before (or this run already sent one with their key);
@@ -56,6 +57,7 @@ class StreamTally:
     rejected: int = 0
     jobs: int = 0
     deleted: int = 0
+    deleted_before: int = 0
     deleted_ignored: int = 0
     superseded: int = 0
     events_sent: int = 0
@@ -125,6 +127,13 @@ class RunSummary:
                 tally = self.streams.setdefault(name, StreamTally())
                 tally.deleted += count
                 tally.finished = time.monotonic()
+
+    def deletions_remembered(self, ids_by_stream: dict[str, int]) -> None:
+        """Ids whose deletion Userpilot accepted in an earlier run: not requested again."""
+        with self._lock:
+            for name, count in ids_by_stream.items():
+                tally = self.streams.setdefault(name, StreamTally())
+                tally.deleted_before += count
 
     def as_dict(self, *, final: bool = True) -> dict[str, Any]:
         """Machine-readable form: per stream and in total.
@@ -261,7 +270,7 @@ def _rate(rows: int, seconds: float) -> float:
 def _deletion_columns(total: dict[str, Any]) -> list[str]:
     """The deletion columns this run's table needs: none unless it met deleted records."""
     columns = []
-    if total["deleted"] or total["deleted_ignored"]:
+    if total["deleted"] or total["deleted_ignored"] or total["deleted_before"]:
         columns.append("deleted")
     if total["superseded"]:
         columns.append("superseded")
@@ -272,7 +281,10 @@ def _deletion_cells(s: dict[str, Any], columns: list[str]) -> list[str]:
     """``deleted`` reads ``3`` when requested, ``3 ignored`` when hard_delete left them alone."""
     cells = []
     if "deleted" in columns:
-        parts = [str(s["deleted"])] if s["deleted"] or not s["deleted_ignored"] else []
+        others = s["deleted_ignored"] or s["deleted_before"]
+        parts = [str(s["deleted"])] if s["deleted"] or not others else []
+        if s["deleted_before"]:
+            parts.append(f"{s['deleted_before']} earlier")
         if s["deleted_ignored"]:
             parts.append(f"{s['deleted_ignored']} ignored")
         cells.append(" + ".join(parts))

@@ -58,6 +58,9 @@ class TargetUserpilot(Target):
             # checks the config against the schema.
             kwargs["config"] = numbers_from_text(kwargs["config"])
         super().__init__(*args, **kwargs)
+        # The SDK would drain up to 8 sinks at once in joblib threads; ours share one buffer and
+        # its lanes, and only ever run on the reading thread.
+        self.max_parallelism = 1
         #: Streams whose ACTIVATE_VERSION has been acknowledged (one INFO line each).
         self._versions_acknowledged: set[str] = set()
         settings = Settings.from_config(self.config, known=self.config_jsonschema["properties"])

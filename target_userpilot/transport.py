@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -37,6 +38,11 @@ from target_userpilot.errors import (
 from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
 from target_userpilot.redact import redact, redact_url
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
+
 ACCEPT = "application/json, text/plain, */*"
 #: The version header Userpilot requires on its deletion and track endpoints.
 API_VERSION = "2020-09-22"
@@ -48,6 +54,8 @@ NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
 #: strong inference.
 IMPORTS_PATH = "/v1/imports"
 IMPORT_STATUS_PATHS = ("/v1/background_jobs/", "/v1/imports/")
+#: How urllib3 reports a proxy that refused to open a tunnel for want of credentials.
+_PROXY_REFUSED = re.compile(r"Tunnel connection failed: 407\b")
 
 
 class _TokenAuth(requests.auth.AuthBase):
@@ -60,10 +68,12 @@ class _TokenAuth(requests.auth.AuthBase):
     def __init__(self, api_key: str) -> None:
         self._header = f"Token {api_key}"
 
+    @override
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = self._header
         return request
 
+    @override
     def __repr__(self) -> str:
         return "<Userpilot token>"  # never the key, whatever prints this object
 
@@ -96,9 +106,11 @@ class _MultipartBody(io.RawIOBase):
     def __len__(self) -> int:
         return self._length
 
+    @override
     def readable(self) -> bool:
         return True
 
+    @override
     def read(self, size: int | None = -1) -> bytes:
         size = -1 if size is None else size
         chunks = []
@@ -118,12 +130,15 @@ class _MultipartBody(io.RawIOBase):
     # when it does not follow redirects; an unseekable body turned that into an
     # UnrewindableBodyError, and a redirect into a traceback instead of a clear message.
 
+    @override
     def seekable(self) -> bool:
         return True
 
+    @override
     def tell(self) -> int:
         return self._pos
 
+    @override
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_CUR:
             offset += self._pos
@@ -139,6 +154,7 @@ class _MultipartBody(io.RawIOBase):
             start += size
         return self._pos
 
+    @override
     def close(self) -> None:
         for part in self._parts:
             part.close()
@@ -171,7 +187,9 @@ class Transport:
         self._direct = is_loopback(urlsplit(self.api_url).hostname or "")
         if not self._direct:
             check_proxy(self.api_url)
-        self._verify = _ca_bundle_from_environment()
+        # Checked now, before any input is read: requests would find a missing bundle only at
+        # the first request, with a traceback.
+        self._verify = _ca_bundle_from_environment(urlsplit(self.api_url).scheme == "https")
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -233,6 +251,8 @@ class Transport:
             headers["X-API-Version"] = API_VERSION
         if path == IMPORTS_PATH:
             headers["Accept"] = "application/json"  # what the Import API's page asks for
+        # A fresh dict per call: requests fills it in from the environment. None: no proxy.
+        proxies: dict[str, Any] = {"http": None, "https": None, "all": None} if self._direct else {}
         try:
             response = self._session.request(
                 method,
@@ -241,8 +261,7 @@ class Transport:
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,  # the key goes to api_url and nowhere else
-                # A fresh dict per call: requests fills it in from the environment.
-                proxies={"http": None, "https": None, "all": None} if self._direct else {},
+                proxies=proxies,
                 verify=self._verify,
             )
         except requests.exceptions.SSLError as exc:
@@ -251,6 +270,11 @@ class Transport:
                 f"failed ({_short(exc)}). If a company proxy or firewall inspects TLS, point "
                 "REQUESTS_CA_BUNDLE or SSL_CERT_FILE at its CA certificate bundle"
             )
+            raise TransientError(msg, reached_server=False) from None
+        except requests.exceptions.ProxyError as exc:
+            if _PROXY_REFUSED.search(str(exc)):
+                raise self._proxy_refused() from None  # no retry can supply credentials
+            msg = f"{method} {path}: connection failed ({_short(exc)})"
             raise TransientError(msg, reached_server=False) from None
         except requests.Timeout as exc:
             msg = f"{method} {path} timed out ({type(exc).__name__})"
@@ -325,6 +349,20 @@ class Transport:
             raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
+    def _proxy_refused(self) -> ConfigurationError:
+        """The proxy answered 407: name the variable that holds its credentials, never them."""
+        variable, value = _proxy_setting(urlsplit(self.api_url).scheme)
+        if value and urlsplit(value).username:
+            problem = f"refused the user name and password given in {variable}"
+        else:
+            problem = f"asks for a user name and password, and {variable} gives none"
+        msg = (
+            f"The proxy between this machine and Userpilot {problem} (HTTP 407 Proxy "
+            f"Authentication Required). Set {variable} to http://USER:PASSWORD@HOST:PORT with "
+            "the proxy's credentials (special characters percent-encoded), then rerun."
+        )
+        return ConfigurationError(msg)
+
     def _note_rate_limit(self, retry_after: float | None) -> None:
         with self._lock:
             self.rate_limited += 1
@@ -364,15 +402,51 @@ def check_proxy(api_url: str) -> None:
     raise ConfigurationError(msg)
 
 
-def _ca_bundle_from_environment() -> bool | str:
+def _ca_bundle_from_environment(check: bool) -> bool | str:
     """``SSL_CERT_FILE`` or ``SSL_CERT_DIR``, when REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE are unset.
 
     requests reads its own two variables but verifies against certifi's bundle otherwise, so
     the OpenSSL variables that Python and most tools honour would be ignored without this.
+    With ``check`` (an https:// host), the variable in effect must name something that exists.
     """
-    if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
-        return True  # requests applies them itself
-    return os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR") or True
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        value = os.environ.get(variable)
+        if value:
+            if check:
+                _check_ca_location(variable, value, os.path.exists(value))
+            return True  # requests applies them itself
+    for variable, exists in (("SSL_CERT_FILE", os.path.isfile), ("SSL_CERT_DIR", os.path.isdir)):
+        value = os.environ.get(variable)
+        if value:
+            if check:
+                _check_ca_location(variable, value, exists(value))
+            return value
+    return True
+
+
+def _check_ca_location(variable: str, value: str, exists: bool) -> None:
+    """A CA variable naming nothing is a configuration error, found before any input."""
+    if exists:
+        return
+    kind = "folder" if variable == "SSL_CERT_DIR" else "file"
+    msg = (
+        f"{variable} names '{value}', which is not an existing {kind}, so Userpilot's TLS "
+        f"certificate could not be checked. Point {variable} at your company's CA certificate "
+        f"bundle (a PEM {kind}), or unset it to use the bundle that comes with the target."
+    )
+    raise ConfigurationError(msg)
+
+
+def _proxy_setting(scheme: str) -> tuple[str, str]:
+    """The environment variable naming the proxy for ``scheme`` URLs, and its value.
+
+    The order requests (urllib) reads them in: lower case first, then upper, then ALL_PROXY.
+    """
+    for variable in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY"):
+        value = os.environ.get(variable)
+        if value:
+            return variable, value
+    return f"{scheme.upper()}_PROXY", ""
 
 
 def _reached_server(exc: requests.RequestException) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import decimal
 import numbers
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,11 @@ _UNSUPPORTED = frozenset(
     }
 )
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
+
 
 class Unsupported(Exception):
     """The schema uses a keyword the fast checks do not implement."""
@@ -71,6 +77,7 @@ class RecordValidator(BaseJSONSchemaValidator):
         except Unsupported:
             self.check = None
 
+    @override
     def validate(self, record: dict[str, Any]) -> None:
         """Return if ``record`` matches the schema; else raise the SDK's ``InvalidRecord``."""
         check = self.check
@@ -149,6 +156,7 @@ class _Compiler:
     def properties(self, properties: dict[str, Any], additional: Any) -> Check:
         checks = {name: self.node(sub) for name, sub in properties.items()}
         checks = {name: check for name, check in checks.items() if check is not _accept}
+        extra: Check | None
         if additional is True or additional == {}:
             extra = None
         elif additional is False:

@@ -47,6 +47,16 @@ class Deleter(Protocol):
     def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]: ...
 
 
+class DeletionHistory(Protocol):
+    """The ledger's memory of deletions (``history.py``)."""
+
+    def already_deleted(self, object: str, ids: list[str]) -> set[str]: ...
+
+    def deletion_sent(self, object: str, ids: list[str], streams: str) -> str: ...
+
+    def deletion_accepted(self, object: str, ids: list[str], request_id: str) -> None: ...
+
+
 @dataclass(eq=False)
 class _Request:
     """Ids of one object to delete in one request, and the records they came from."""
@@ -54,7 +64,7 @@ class _Request:
     object: str
     first_seq: int
     hold: Hold | None
-    ids: dict[str, None] = field(default_factory=dict)  # ordered, without repeats
+    ids: dict[str, str] = field(default_factory=dict)  # id -> stream; ordered, no repeats
     records: Counter[str] = field(default_factory=Counter)  # per stream
 
 
@@ -70,9 +80,12 @@ class DeletionLane:
         interval: float = DELETE_INTERVAL_SECONDS,
         size: int = FIRST_REQUEST_IDS,
         forget: Callable[[str, Iterable[str]], None] | None = None,
+        history: DeletionHistory | None = None,
         wake: Callable[[], None] | None = None,
     ) -> None:
         self._deleter = deleter
+        #: The ledger's memory: ids deleted in an earlier run are not requested again.
+        self._history = history
         self._checkpoints = checkpoints
         self._summary = summary
         self.interval = float(interval)
@@ -109,7 +122,7 @@ class DeletionLane:
             if request is None:
                 request = _Request(object, seq, self._checkpoints.hold(seq))
                 self._open[object] = request
-            request.ids[row_id] = None
+            request.ids[row_id] = stream
             request.records[stream] += 1
             if len(request.ids) >= self.size:
                 del self._open[object]
@@ -214,9 +227,27 @@ class DeletionLane:
     def _send(self, request: _Request) -> None:
         """Send ``request`` in pieces of ``size`` ids; a 413 halves the size and retries."""
         ids = list(request.ids)
+        records = Counter(request.records)
+        if self._history is not None:
+            earlier = self._history.already_deleted(request.object, ids)
+            if earlier:
+                ids = [row_id for row_id in ids if row_id not in earlier]
+                skipped = Counter(request.ids[row_id] for row_id in earlier)
+                records -= skipped
+                self._summary.deletions_remembered(dict(skipped))
+                logger.info(
+                    "%d %s ids were deleted by a request Userpilot accepted in an earlier run "
+                    "and are still deleted in the source: not requested again.",
+                    len(earlier),
+                    request.object,
+                )
         while ids:
             piece, rest = ids[: self.size], ids[self.size :]
             self._wait_for_pace()
+            request_id = ""
+            if self._history is not None:
+                streams = ",".join(sorted({request.ids[row_id] for row_id in piece}))
+                request_id = self._history.deletion_sent(request.object, piece, streams)
             try:
                 answer = self._deleter.delete_profiles(request.object, piece)
             except PayloadTooLarge:
@@ -240,6 +271,8 @@ class DeletionLane:
             self._next_at = time.monotonic() + self.interval
             self.requests += 1
             ids = rest
+            if self._history is not None:
+                self._history.deletion_accepted(request.object, piece, request_id)
             logger.info(
                 "Userpilot accepted deletion request %d (%d ids of %s).",
                 self.requests,
@@ -247,7 +280,7 @@ class DeletionLane:
                 request.object,
             )
             logger.debug("Deletion request %d named %s; answer %s.", self.requests, piece, answer)
-        self._summary.deletions_done(dict(request.records))
+        self._summary.deletions_done(dict(records))
         self._checkpoints.release(request.hold)
 
     def _wait_for_pace(self) -> None:

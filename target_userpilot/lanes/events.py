@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from target_userpilot.batch import spool_failure, spooling
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import EventRefused
 from target_userpilot.rejects import RejectLog
@@ -70,7 +71,9 @@ class EventKeys(Protocol):
 
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 
-    def add_accepted_events(self, scope: str, stream: str, keys: Iterable[str]) -> None: ...
+    def add_accepted_events(
+        self, scope: str, stream: str, keys: Iterable[str], name: str | None = None
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -146,13 +149,19 @@ class _Event:
     already_sent: bool = False
 
 
+#: What the events spool is called in a sentence about a failed write.
+EVENTS_FILE = "the file of events waiting to be sent"
+
+
 class EventSpool:
     """Events received and not yet taken, in an owner-only temp file: appended, read in order."""
 
     def __init__(self, spool_dir: str | None = None) -> None:
-        fd, self.path = tempfile.mkstemp(
-            prefix="userpilot-events-", suffix=".ndjson", dir=spool_dir
-        )
+        self._spool_dir = spool_dir
+        with spooling(EVENTS_FILE, spool_dir):
+            fd, self.path = tempfile.mkstemp(
+                prefix="userpilot-events-", suffix=".ndjson", dir=spool_dir
+            )
         self._out = os.fdopen(fd, "wb")
         self._in = open(self.path, "rb")  # noqa: SIM115 - closed in discard()
         self.written = 0
@@ -160,8 +169,11 @@ class EventSpool:
 
     def append(self, line: bytes) -> None:
         """Add one encoded event (ending in a newline); readable at once."""
-        self._out.write(line)
-        self._out.flush()
+        try:
+            self._out.write(line)
+            self._out.flush()
+        except OSError as exc:
+            raise spool_failure(exc, EVENTS_FILE, self._spool_dir) from None
         self.written += 1
 
     def take(self, limit: int) -> list[bytes]:
@@ -224,7 +236,8 @@ class EventLane:
         self._unread_floor: int | None = None
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
-        self._handoff: deque[_Event] = deque()
+        #: Events for the senders; None, last, tells them to stop.
+        self._handoff: deque[_Event | None] = deque()
         self._error: BaseException | None = None
         self._stopping = False
         #: Why the lane stopped sending while events still wait (a stop signal), if it did.
@@ -391,7 +404,7 @@ class EventLane:
             self._fail(exc)
         finally:
             with self._cond:
-                self._handoff.append(None)  # type: ignore[arg-type] - tells senders to stop
+                self._handoff.append(None)
                 self._cond.notify_all()
 
     def _next_event(self) -> _Event | None:
@@ -495,7 +508,9 @@ class EventLane:
             return
         # Recorded before it counts as durable: a crash from here on duplicates only this one.
         if self._keys is not None:
-            self._keys.add_accepted_events(self._scope, event.stream, [event.key])
+            self._keys.add_accepted_events(
+                self._scope, event.stream, [event.key], name=body["event_name"]
+            )
         self.pace.accepted()
         with self._cond:
             self.sent += 1

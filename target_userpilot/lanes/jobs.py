@@ -63,6 +63,14 @@ class Confirmer(Protocol):
     def confirm(self, batch: SealedBatch) -> None: ...
 
 
+class JobHistory(Protocol):
+    """The ledger's sync history (``history.py``): told of every upload and how its job ended."""
+
+    def job_sent(self, batch: SealedBatch, job_id: str) -> None: ...
+
+    def job_ended(self, batch: SealedBatch, job_id: str, outcome: str) -> None: ...
+
+
 @dataclass
 class _Running:
     """The job in flight and what we have learned of it."""
@@ -95,9 +103,12 @@ class JobLane:
         pace: JobPace,
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
+        history: JobHistory | None = None,
+        run_id: str | None = None,
         wake: Callable[[], None] | None = None,
     ) -> None:
         self._uploader = uploader
+        self._history = history
         #: Wakes the reading thread when the lane fails while the tap is silent.
         self._wake = wake
         self._source = source
@@ -107,7 +118,7 @@ class JobLane:
         self._confirmer = confirmer
         self.pace = pace
         self.job_timeout = float(job_timeout)
-        self._run_id = uuid.uuid4().hex[:12]
+        self._run_id = run_id or uuid.uuid4().hex[:12]
         self._uploads = 0
         self._cond = threading.Condition()
         self._busy = False
@@ -195,8 +206,8 @@ class JobLane:
             batch.discard()  # the run stops: leave no personal data in the temp directory
             raise
         try:
-            job = running.job
-            if _status(job) not in FINAL_STATUSES:
+            job: dict[str, Any] | None = running.job
+            if _status(running.job) not in FINAL_STATUSES:
                 job = self._follow(running)
             if job is not None:
                 self._conclude(running, job)
@@ -213,6 +224,8 @@ class JobLane:
             batch.object, batch.path, filename, conflict_wait=self.job_timeout
         )
         running = _Running(job, batch, time.monotonic())
+        if self._history is not None:
+            self._history.job_sent(batch, running.job_id)
         logger.info(
             "Uploaded %d %s rows of %s as job %s.",
             batch.rows,
@@ -276,6 +289,8 @@ class JobLane:
                     f"{self.job_timeout:.0f} s (job_timeout_seconds); last status '{status}'. "
                     "It may still finish in Userpilot; rerun from the last STATE to be sure."
                 )
+                if self._history is not None:
+                    self._history.job_ended(running.batch, running.job_id, "timed out")
                 raise JobTimeout(msg)
             wait = self._next_wait(running, job, now)
         return None
@@ -371,6 +386,8 @@ class JobLane:
                 f"Job details: {details}. No STATE was written past these records; fix the cause "
                 "and rerun from the last STATE."
             )
+            if self._history is not None:
+                self._history.job_ended(running.batch, running.job_id, "failed")
             raise JobFailed(msg)
         total = _as_int(job.get("total_rows"))
         done = _as_int(job.get("completed_rows"))
@@ -381,6 +398,9 @@ class JobLane:
                 done,
                 total,
             )
+        if self._history is not None:
+            # Before the confirm: an upsert Userpilot may still erase stays out of its ledger.
+            self._history.job_ended(running.batch, running.job_id, "completed")
         if job.get("followed", True):
             self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
         logger.info(
@@ -407,7 +427,8 @@ class JobLane:
         except ValueError:
             row = line.decode(errors="replace")
         key = "company_id" if batch.object == "companies" else "user_id"
-        stream = batch.row_streams.get(row.get(key), batch.stream) if isinstance(row, dict) else ""
+        row_id = row.get(key) if isinstance(row, dict) else None
+        stream = batch.row_streams.get(row_id, batch.stream) if isinstance(row_id, str) else ""
         if batch.object == "events" and batch.row_streams:
             stream = next(iter(batch.row_streams.values()))  # a lone event: keys are not in rows
         self._summary.stream(stream or batch.stream).rejected += 1

@@ -9,6 +9,7 @@ import logging
 import socket
 import socketserver
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,11 @@ from typing import Any
 
 from target_userpilot.sandbox.api import Account
 from target_userpilot.sandbox.wire import Reply, Request, server_error
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:  # pragma: no cover
+    from typing_extensions import override
 
 log = logging.getLogger("target_userpilot.sandbox")
 
@@ -65,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = _IDLE_CONNECTION_SECONDS
     server: SandboxServer
 
+    @override
     def setup(self) -> None:
         if isinstance(self.request, ssl.SSLSocket):
             # Handshake here, in the connection's own thread, not in the accept loop.
@@ -76,6 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.track(self.connection)
 
+    @override
     def finish(self) -> None:
         try:
             super().finish()
@@ -185,10 +193,12 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True  # the client gave up (for example a read timeout)
 
+    @override
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """One INFO line per request: method, path and status only, never any header."""
         log.info('%s "%s" %s', self.client_address[0], self.requestline, code)
 
+    @override
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
 
@@ -216,6 +226,7 @@ class SandboxServer(ThreadingHTTPServer):
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
 
+    @override
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a DNS lookup the sandbox neither needs nor
         # should make; bind the plain TCP way and record the address ourselves.
@@ -241,6 +252,7 @@ class SandboxServer(ThreadingHTTPServer):
             with contextlib.suppress(OSError):  # already closed by the peer
                 connection.shutdown(socket.SHUT_RDWR)
 
+    @override
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients that vanish mid-request are routine here (timeouts are tested on purpose).
         log.debug("connection from %s ended with an error", client_address, exc_info=True)

@@ -91,7 +91,8 @@ def _file_part(content_type: str, body: bytes) -> tuple[str | None, bytes]:
         )
     for part in message.iter_parts():
         if part.get_param("name", header="content-disposition") == "file":
-            return part.get_filename(), part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            return part.get_filename(), payload if isinstance(payload, bytes) else b""
     raise Rejected(
         400, "invalid_request", "BAD_REQUEST", "the multipart body has no form field named 'file'"
     )

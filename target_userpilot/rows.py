@@ -28,8 +28,9 @@ IGNORE = "ignore"
 OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
 _PROFILE_KEYS = ("id_property", "company_id_property")
 #: An events entry's keys; the time and the Import API's keys are read in ``imports.py``.
-_EVENT_KEYS = ("user_id_property", "event_name_property", "event_name", "event_time_property")
-_EVENT_KEYS += ("event_type", "hostname_property", "pathname_property", "company_id_property")
+_EVENT_KEYS: tuple[str, ...] = ("user_id_property", "event_name_property", "event_name")
+_EVENT_KEYS += ("event_time_property", "event_type", "hostname_property", "pathname_property")
+_EVENT_KEYS += ("company_id_property",)
 MAPPING_KEYS: dict[str, tuple[str, ...]] = {
     USERS: _PROFILE_KEYS,
     COMPANIES: _PROFILE_KEYS,
@@ -83,8 +84,7 @@ class Route:
     #: For events: the property holding the event's name, unless ``event_name`` fixes it.
     event_name_property: str | None = None
     event_name: str | None = None
-    #: For events: the time it happened (``event_time_property``, else ``timestamp``), and for
-    #: the Import API its record type and page view fields; track mode reads only the time.
+    #: For events: the time (``event_time_property``), the Import API's type and page fields.
     time_property: str | None = None
     event_type: str = "track"
     hostname_property: str | None = None
@@ -110,8 +110,8 @@ class Route:
     def __post_init__(self) -> None:
         if self.object == EVENTS and self.event_name is None and not self.event_name_property:
             object.__setattr__(self, "event_name_property", "event_name")
-        fields = (self.id_property, self.company_id_property, self.event_name_property)
-        fields += self.fields_elsewhere
+        fields: tuple[str | None, ...] = (self.id_property, self.company_id_property)
+        fields += (self.event_name_property, *self.fields_elsewhere)
         object.__setattr__(self, "left_out", tuple(name for name in fields if name))
 
     @property

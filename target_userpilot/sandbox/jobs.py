@@ -295,5 +295,5 @@ class JobBoard:
         jobs only when their status is served at /v1/background_jobs)."""
         jobs = reversed(self.jobs)
         if listed_only:
-            jobs = (j for j in jobs if self.status_visible(j, "background_jobs"))  # type: ignore[assignment]
+            jobs = (j for j in jobs if self.status_visible(j, "background_jobs"))
         return [self.view(job, now) for job in jobs]

@@ -223,7 +223,10 @@ class BatchFile:
         self.records += 1
         self._lines_per_id[row_id] = seen + 1
         if seen:
-            self._merged_by_stream[stream] = self._merged_by_stream.get(stream, 0) + 1
+            # The earlier row is folded into this one: its record counts as merged on its own
+            # stream, and the row that is sent counts for this record's stream.
+            folded = self._row_streams[row_id]
+            self._merged_by_stream[folded] = self._merged_by_stream.get(folded, 0) + 1
         self._row_streams[row_id] = stream
 
     def supersede(self, row_id: str) -> bool:

@@ -280,14 +280,15 @@ class UserpilotClient:
         """Send one event to ``/v1/track``.
 
         Raises :class:`EventRefused` when Userpilot refuses this event (a 4xx about its
-        content), so the caller rejects that record alone. Transient failures are retried; an
-        event whose answer was lost may then count twice, as events are not idempotent.
+        content), so the caller rejects that record alone. Events are not idempotent: a failure
+        is retried only when it proves the event was not taken (no connection, 429, 503 with
+        Retry-After); a timeout or another 5xx after sending raises :class:`Unconfirmed`.
         """
         event: dict[str, Any] = {"user_id": user_id, "event_name": event_name}
         if metadata is not None:
             event["metadata"] = metadata
         body = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
-        self.retry.run(
+        self.retry.run_once_in_effect(
             lambda: self.transport.request(
                 "POST", "/v1/track", data=body, versioned=True, events=True
             ),

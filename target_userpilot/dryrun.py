@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from target_userpilot.client import deletion_body
+from target_userpilot.files import make_private_dirs, open_private
 
 logger = logging.getLogger("target_userpilot")
 
@@ -46,7 +47,7 @@ class DryRunClient:
 
     Each batch is copied to ``<output_dir>/<object>-<n>.ndjson`` and reported as a job that has
     already completed, so STATE, the summary and everything else behave as in a real run. The
-    files hold personal data: they, and the folder when the run creates it, are owner-only.
+    files hold personal data: they, and the folders the run creates, are owner-only.
     """
 
     def __init__(self, output_dir: str) -> None:
@@ -71,14 +72,13 @@ class DryRunClient:
         ``<object>-<n>.ndjson``; Import API files of events: ``events-import-<n>.ndjson``.
         """
         del filename, conflict_wait  # named like the real client's, unused here
-        os.makedirs(self.output_dir, mode=0o700, exist_ok=True)
+        make_private_dirs(self.output_dir)
         # An events batch is an Import API file (events_api: import), named apart from the
         # track request bodies of events-<n>.ndjson.
         name = "events-import" if object == "events" else object
         n = self._counts[name] = self._counts.get(name, 0) + 1
         target = os.path.join(self.output_dir, f"{name}-{n}.ndjson")
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # a file of the same name kept its own mode through O_TRUNC
+        fd = open_private(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with open(fd, "wb") as out, open(path, "rb") as batch:
             shutil.copyfileobj(batch, out)
         with open(target, "rb") as handle:
@@ -100,11 +100,10 @@ class DryRunClient:
 
     def _write(self, name: str, data: bytes) -> None:
         """One owner-only file in output_dir (it names people)."""
-        os.makedirs(self.output_dir, mode=0o700, exist_ok=True)
-        fd = os.open(
-            os.path.join(self.output_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+        make_private_dirs(self.output_dir)
+        fd = open_private(
+            os.path.join(self.output_dir, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         )
-        os.fchmod(fd, 0o600)
         with open(fd, "wb") as out:
             out.write(data)
 
@@ -123,9 +122,9 @@ class DryRunClient:
                 self._counts["events"] = self._counts.get("events", 0) + 1
                 self._events_in_file = 0
             self._events_in_file += 1
-            os.makedirs(self.output_dir, mode=0o700, exist_ok=True)
+            make_private_dirs(self.output_dir)
             target = os.path.join(self.output_dir, f"events-{self._counts['events']}.ndjson")
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = open_private(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             with open(fd, "w", encoding="utf-8") as out:
                 out.write(line)
 

@@ -48,12 +48,33 @@ class TransientError(UserpilotError):
     """A failure worth another try: 429, 5xx, a dropped connection or a timeout."""
 
     def __init__(
-        self, message: str, retry_after: float | None = None, *, reached_server: bool = True
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        reached_server: bool = True,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         #: False when the connection itself failed: the request cannot have been acted on.
         self.reached_server = reached_server
+        #: The HTTP status of the answer, if one came.
+        self.status = status
+
+    @property
+    def had_no_effect(self) -> bool:
+        """Whether the failure proves the request changed nothing in Userpilot.
+
+        A connection that never opened; a 429 (the rate limiter turned it away before it was
+        processed); a 503 with ``Retry-After`` (the server put it off and said when to come
+        back). Anything else after the request left (a timeout, a dropped connection, 500, 502,
+        504, a 503 without ``Retry-After``, which a proxy also sends when its upstream dies
+        mid-request) may have taken effect.
+        """
+        if not self.reached_server or self.status == 429:
+            return True
+        return self.status == 503 and self.retry_after is not None
 
 
 class UnexpectedAnswer(UserpilotError):
@@ -67,6 +88,14 @@ class UnexpectedAnswer(UserpilotError):
 
 class EventRefused(UserpilotError):
     """Userpilot refused one event (a 4xx about its content): the caller rejects that record."""
+
+
+class Unconfirmed(UserpilotError):
+    """A request that cannot be taken back got no clear answer, so it was not sent again.
+
+    It may have taken effect or not; a second copy could count twice (an event). The caller
+    decides what the unknown outcome means for its record.
+    """
 
 
 class JobFailed(RuntimeError):

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from target_userpilot.errors import InvalidRecordError
+from target_userpilot.files import open_private
 
 logger = logging.getLogger("target_userpilot.rejects")
 
@@ -49,12 +50,12 @@ class RejectLog:
 
 
 def _append(path: str, line: str) -> None:
-    """Append one line to ``path``, creating the file readable by its owner only.
+    """Append one line to ``path``, readable by its owner only (an older file is tightened).
 
     Rejected records hold personal data. A lone surrogate (a string that is not valid Unicode,
     one reason to reject a record) cannot be encoded as UTF-8: it is written as its JSON escape
     (``\\ud800``), which reads back as the same string.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     with open(fd, "a", encoding="utf-8", errors="backslashreplace") as handle:
         handle.write(line)

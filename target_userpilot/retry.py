@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import backoff
 
-from target_userpilot.errors import JobConflict, TransientError, UnexpectedAnswer
+from target_userpilot.errors import JobConflict, TransientError, Unconfirmed, UnexpectedAnswer
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -49,6 +49,26 @@ class RetryPolicy:
         """
         retrying = self._backoff(TransientError, max_tries=self.max_tries)
         return self._until_giving_up(retrying, call, what, polling=False)
+
+    def run_once_in_effect(self, call: Callable[[], T], what: str) -> T:
+        """``call``, which cannot be taken back (an event counts each time it arrives), tried
+        again only after a failure that proves it had no effect (``TransientError.had_no_effect``:
+        no connection, 429, 503 with ``Retry-After``), up to ``max_tries`` times in all.
+
+        Any other failure after the request left (a timeout, a dropped connection, another 5xx)
+        raises :class:`Unconfirmed` at once: trying again could make two of it.
+        """
+
+        def once() -> T:
+            try:
+                return call()
+            except TransientError as exc:
+                if exc.had_no_effect:
+                    raise
+                msg = f"{what} got no clear answer ({exc}); it may or may not have taken effect"
+                raise Unconfirmed(msg) from None
+
+        return self.run(once, what)
 
     def poll(self, call: Callable[[], T], what: str) -> T:
         """``call``, its transient failures and odd answers tried again for ``poll_max_time`` s.

@@ -3,7 +3,8 @@
 This is the one place that knows Userpilot's row format (``userpilot-api.md``): which stream
 feeds which object, which property is the identifier, and how a record's values become the
 primitive metadata Userpilot accepts. Profiles (``to_row``), events (``to_event``, keyed by
-``event_key``) and deletions (``is_deleted``, ``deleted_id``) share those rules.
+``event_key``) and deletions (``deleted_id``; which records are deletions: ``marks.py``) share
+those rules.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import decimal
 import hashlib
 import json
 import math
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
@@ -26,6 +28,10 @@ COMPANIES = "companies"
 EVENTS = "events"
 IGNORE = "ignore"
 OBJECTS = (USERS, COMPANIES, EVENTS, IGNORE)
+#: Not an object anyone maps to: Meltano's loader test stream, which writes nothing.
+LOADER_TEST = "test"
+#: The stream ``meltano config test <loader>`` sends (one record, id 1).
+LOADER_TEST_STREAM = "meltano_test_stream"
 _PROFILE_KEYS = ("id_property", "company_id_property")
 #: An events entry's keys; the time and the Import API's keys are read in ``imports.py``.
 _EVENT_KEYS: tuple[str, ...] = ("user_id_property", "event_name_property", "event_name")
@@ -42,6 +48,9 @@ MAPPING_KEYS: dict[str, tuple[str, ...]] = {
 _NOUNS = {"event_name": "an event name", "event_type": "'track' or 'page_view'"}
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 _EVENT_STREAM_NAMES = frozenset({"events", "event"})
+#: What joins a tap's schema or database prefix to a table's name: ``public-companies``
+#: (tap-postgres, tap-mysql), ``crm.companies``.
+_PREFIX_SEPARATORS = re.compile(r"[-.]")
 #: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
 _SEPARATOR = "__"
 
@@ -139,9 +148,9 @@ def route_for(
 ) -> Route:
     """Decide the object and the identifier properties of a stream.
 
-    The object comes from ``object_mapping`` when the stream has an entry; otherwise a stream
-    named ``companies`` or ``company`` (any case) loads companies, one named ``events`` or
-    ``event`` sends events, and every other stream loads users. The identifier is the
+    The object comes from ``object_mapping`` when the stream has an entry; otherwise from the
+    stream's name (``default_object``), and Meltano's loader test stream is a connection
+    test that writes nothing (``LOADER_TEST``). The identifier is the
     mapping's ``id_property``, else ``user_id`` / ``company_id`` when the schema has it, else
     the stream's single key property. An event's user is the mapping's ``user_id_property``,
     else ``user_id``; its name the mapping's fixed ``event_name``, else the property named by
@@ -154,7 +163,10 @@ def route_for(
     # Settings checked every entry before any input; a caller that skipped them (a test, a
     # tool) meets the same sentence here.
     check_object_mapping({stream_name: mapping})
-    obj = mapping.get("object") or default_object(stream_name)
+    obj = mapping.get("object")
+    if obj is None and stream_name == LOADER_TEST_STREAM:
+        return Route(LOADER_TEST, "id")
+    obj = obj or default_object(stream_name)
     clears = null_clears(schema_properties)
     if obj == EVENTS:
         return _event_route(stream_name, mapping, clears, import_events)
@@ -176,14 +188,25 @@ def route_for(
     return Route(obj, id_property, company_id_property, null_clears=clears)
 
 
-def default_object(stream: str) -> str:
-    """The object a stream without an ``object`` in its mapping goes to, by its name."""
-    name = stream.lower()
-    if name in _COMPANY_STREAM_NAMES:
+def default_object(stream_name: str) -> str:
+    """The object a stream without an ``object`` in ``object_mapping`` goes to, by its name.
+
+    ``companies`` or ``company`` (any case) load companies, ``events`` or ``event`` send events,
+    every other stream loads users. The name is read after a tap's schema or database prefix:
+    tap-postgres calls the table ``companies`` of schema ``public`` ``public-companies``, and
+    loading it as users would merge company 1 into user 1.
+    """
+    table = table_name(stream_name).lower()
+    if table in _COMPANY_STREAM_NAMES:
         return COMPANIES
-    if name in _EVENT_STREAM_NAMES:
+    if table in _EVENT_STREAM_NAMES:
         return EVENTS
     return USERS
+
+
+def table_name(stream_name: str) -> str:
+    """The name after a schema or database prefix: ``public-companies`` → ``companies``."""
+    return _PREFIX_SEPARATORS.split(stream_name)[-1]
 
 
 def check_object_mapping(mapping: Any) -> None:
@@ -403,16 +426,6 @@ def event_key(
     content = {k: v for k, v in record.items() if not k.startswith("_sdc_")}
     digest = hashlib.sha256(_canonical(content).encode()).hexdigest()
     return _canonical([stream, f"sha256:{digest}"])
-
-
-def is_deleted(record: Mapping[str, Any]) -> bool:
-    """True when the source marked the record deleted: ``_sdc_deleted_at`` set, not null/empty.
-
-    ``false`` is no mark either: a stream map such as ``"_sdc_deleted_at": "is_deleted"`` gives
-    it for every live row.
-    """
-    value = record.get("_sdc_deleted_at")
-    return value is not None and value is not False and value != ""
 
 
 def deleted_id(record: Mapping[str, Any], route: Route) -> str:

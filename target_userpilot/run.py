@@ -54,6 +54,8 @@ class SinkServices:
     deletions: DeletionLane
     #: The events lane, started on first use (most runs send no events).
     events: Callable[[], EventLane]
+    #: One read-only request that proves the key works (Meltano's loader test stream).
+    check_connection: Callable[[], str]
 
 
 class Run:
@@ -155,6 +157,7 @@ class Run:
             self.check,
             deletions=self.deletions,
             events=self.events,
+            check_connection=self.check_connection,
         )
 
     def events(self) -> EventLane:
@@ -191,6 +194,17 @@ class Run:
         )
         self.lanes.append(self.event_lane)
         return self.event_lane
+
+    def check_connection(self) -> str:
+        """What ``--check-connection`` checks, in the run: say how it went, or raise.
+
+        A refused key raises :class:`AuthenticationError` (HTTP 401/403), so the run, and
+        Meltano's ``config test`` that sent it, fail; nothing is written either way.
+        """
+        if isinstance(self.client, DryRunClient):
+            return "dry_run is on, so Userpilot was not contacted"
+        self.client.list_jobs()
+        return "the API key was accepted (one read-only request, as --check-connection)"
 
     def check(self) -> None:
         """Raise what stopped a lane or the delivery of STATE, if anything did."""

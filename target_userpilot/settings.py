@@ -64,7 +64,8 @@ CONFIG_SCHEMA = th.PropertiesList(
             '"event_type" ("track" or "page_view", with "hostname_property" and '
             '"pathname_property"), "company_id_property" and "source". Streams without an '
             'entry: "companies"/"company" load companies, "events"/"event" send events, every '
-            "other stream loads users."
+            "other stream loads users; the name counts after a tap's schema prefix "
+            "(public-companies, crm.companies)."
         ),
     ),
     th.Property(
@@ -81,8 +82,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         "rejects_path",
         th.StringType,
         description=(
-            "If set, every rejected record is appended to this file as NDJSON (created readable "
-            "by its owner only). Its folder must exist."
+            "If set, every rejected record is appended to this file as NDJSON (readable by its "
+            "owner only; an existing file is made so). Its folder must exist."
         ),
     ),
     th.Property(
@@ -117,7 +118,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType,
         default=60,
         description=(
-            "Read timeout of one HTTP request to Userpilot; a request that times out is retried."
+            "Read timeout of one HTTP request to Userpilot; a request that times out is retried, "
+            "except an event's (Userpilot may have taken it: it is counted as unconfirmed)."
         ),
     ),
     th.Property(
@@ -170,9 +172,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.BooleanType,
         default=False,
         description=(
-            "Records whose _sdc_deleted_at is set become Userpilot deletion requests (erasure "
-            "of the profile and its events, scheduled daily by Userpilot, not reversible). Off: "
-            "such records are counted, and neither upserted nor deleted."
+            "Records whose _sdc_deleted_at holds a date-time become Userpilot deletion "
+            "requests (erasure of the profile and its events, scheduled daily by Userpilot, not "
+            "reversible). Off: such records are counted, and neither upserted nor deleted. Any "
+            "other non-null mark is an invalid record either way."
         ),
     ),
     th.Property(

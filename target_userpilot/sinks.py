@@ -22,16 +22,18 @@ from target_userpilot.errors import (
     MissingKeyRecordError,
 )
 from target_userpilot.imports import event_age, page_view_left_out, to_import_record
+from target_userpilot.marks import is_deleted
 from target_userpilot.rows import (
     COMPANIES,
     EVENTS,
     IGNORE,
+    LOADER_TEST,
     USERS,
     deleted_id,
     encode_row,
     event_key,
-    is_deleted,
     route_for,
+    table_name,
     to_event,
     to_row,
 )
@@ -89,9 +91,23 @@ class UserpilotSink(BatchSink):
         #: Track mode: whether the one WARNING about old events was given.
         self._old_events_warned = False
         self._page_view_warned = False
+        #: The schema's own rule for ``_sdc_deleted_at``, checked on every deletion mark.
+        self._mark_validator: RecordValidator | None = None
         if self.route.object == EVENTS and not self._importing:
             self._events = services.events()
-        if self.route.ignored:
+        elif self.route.object in (USERS, COMPANIES):
+            self._mark_validator = self._deletion_mark_validator()
+        if self.route.object == LOADER_TEST:
+            # `meltano config test` sends this stream to see that the loader works: what it
+            # can check without writing is the connection (its record would become user 1).
+            outcome = services.check_connection()
+            self.logger.info(
+                "Stream '%s' is Meltano's loader test: %s. Its records are not written to "
+                "Userpilot.",
+                stream_name,
+                outcome,
+            )
+        elif self.route.ignored:
             self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)
         elif self.route.object == EVENTS and self._importing:
             self.logger.info(
@@ -122,10 +138,11 @@ class UserpilotSink(BatchSink):
             )
         if self.route.object not in (EVENTS, IGNORE):
             self.logger.info(
-                "Stream '%s' loads %s, identified by '%s'.",
+                "Stream '%s' loads %s, identified by '%s'%s.",
                 stream_name,
                 self.route.object,
                 self.route.id_property,
+                _by_table_name(stream_name, mapping),
             )
 
     # Size: rows live in the run's buffer, which seals batches itself.
@@ -208,7 +225,7 @@ class UserpilotSink(BatchSink):
         tally = self.tally
         tally.received += 1
         route = self.route
-        if route.object == IGNORE:
+        if route.object in (IGNORE, LOADER_TEST):
             return
         self._check()
         if self._events is not None:
@@ -217,7 +234,15 @@ class UserpilotSink(BatchSink):
         if route.object == EVENTS:
             self._take_import(record, seq)
             return
-        if route.object in (USERS, COMPANIES) and is_deleted(record):
+        try:
+            deleted = self._deletion_mark(record)
+        except InvalidRecord as exc:
+            # Neither an erasure nor an upsert: the mark says something the target cannot read.
+            self._schema_error = None
+            tally.rejected += 1
+            self._rejects.reject(self.stream_name, tally.received, str(exc), record)
+            return
+        if deleted:
             # Only the id matters: a log-based tap often leaves a deleted row's other columns
             # empty, against its schema.
             self._schema_error = None
@@ -251,6 +276,35 @@ class UserpilotSink(BatchSink):
                 self.stream_name,
                 route.object,
             )
+
+    def _deletion_mark(self, record: dict) -> bool:
+        """Whether a profile record is a deletion; :class:`InvalidRecord` for a doubtful mark.
+
+        ``is_deleted`` knows the Singer rule (only a date-time). A mark must also keep the
+        schema's own rule for ``_sdc_deleted_at`` when ``validate_records`` is on: a value
+        that breaks its declared schema is an invalid record, not an erasure.
+        """
+        if record.get("_sdc_deleted_at") is None:  # the common case: live
+            return False
+        deleted = is_deleted(record)
+        if self._mark_validator is not None:
+            try:
+                self._mark_validator.validate({"_sdc_deleted_at": record["_sdc_deleted_at"]})
+            except SchemaInvalidRecord as exc:
+                raise InvalidRecord(_schema_reason(exc)) from None
+        return deleted
+
+    def _deletion_mark_validator(self) -> RecordValidator | None:
+        """A validator of the tap's ``_sdc_deleted_at`` alone, if its schema declares the mark.
+
+        The tap's own schema: the SDK removes ``_sdc_*`` columns from the sink's (or puts its
+        own there, with ``add_record_metadata``), so records are not checked against it.
+        """
+        declared = self.original_schema.get("properties", {}).get("_sdc_deleted_at")
+        if not self.validate_schema or not isinstance(declared, dict):
+            return None
+        schema = {"type": "object", "properties": {"_sdc_deleted_at": declared}}
+        return RecordValidator(schema, validate_formats=self.validate_field_string_format)
 
     def _take_event(self, record: dict, seq: int) -> None:
         """An event: one track request, sent by the events lane after the users before it."""
@@ -364,6 +418,13 @@ class UserpilotSink(BatchSink):
     @override
     def process_batch(self, context: dict) -> None:
         """Nothing to do: rows went to the run's buffer as they arrived."""
+
+
+def _by_table_name(stream_name: str, mapping: t.Mapping[str, t.Any] | None) -> str:
+    """Why a prefixed stream goes where it goes, for its INFO line (empty when plain)."""
+    if (mapping or {}).get("object") or table_name(stream_name) == stream_name:
+        return ""
+    return f" (by its table name '{table_name(stream_name)}', after the tap's prefix)"
 
 
 def _schema_reason(exc: SchemaInvalidRecord) -> str:

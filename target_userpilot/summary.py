@@ -30,7 +30,11 @@ COUNTERS = (
 #: any (see ``_deletion_cells``).
 DELETION_COUNTERS = ("deleted", "deleted_before", "deleted_ignored", "superseded")
 #: Counters of events, in the JSON line always, in the table when a run has an events stream.
-EVENT_COUNTERS = (("events_sent", "events sent"), ("events_skipped", "already sent"))
+EVENT_COUNTERS = (
+    ("events_sent", "events sent"),
+    ("events_skipped", "already sent"),
+    ("events_unconfirmed", "unconfirmed"),
+)
 
 
 @dataclass
@@ -39,14 +43,18 @@ class StreamTally:
 
     ``received`` counts records read, ``rows_sent`` rows in completed jobs, ``merged`` records
     folded into another row of the same batch, ``unchanged`` rows ``skip_unchanged`` left out,
-    ``rejected`` records that could not become a valid row. Records marked deleted in the
+    ``rejected`` records that could not become a valid row. ``jobs`` and ``job_seconds``
+    count the jobs that carried the stream's rows: a job shared by two streams counts in
+    both, and once in the run's total (``RunSummary.jobs``). Records marked deleted in the
     source (``_sdc_deleted_at``): ``deleted`` those whose deletion Userpilot accepted,
     ``deleted_before`` ids whose deletion Userpilot accepted in an earlier run (not requested
     again), ``deleted_ignored`` those left alone because ``hard_delete`` is off; ``superseded`` rows
     of an open batch that a later deletion of the same profile left out. Events:
     ``events_sent`` those Userpilot accepted, ``events_skipped`` those not sent because the
-    ledger says Userpilot accepted them before (or this run already sent one with their key);
-    an event Userpilot refused counts as ``rejected``.
+    ledger says Userpilot accepted them before (or this run already sent one with their key),
+    ``events_unconfirmed`` those sent without a clear answer (a timeout or a 5xx after sending),
+    not sent again since a second copy could count twice; an event Userpilot refused counts as
+    ``rejected``.
     """
 
     object: str = "users"
@@ -62,6 +70,7 @@ class StreamTally:
     superseded: int = 0
     events_sent: int = 0
     events_skipped: int = 0
+    events_unconfirmed: int = 0
     job_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -83,6 +92,9 @@ class RunSummary:
     userpilot_rate: float | None = None
     #: Userpilot's fixed time per job (seconds) learned from this run's jobs, if any completed.
     userpilot_job_seconds: float | None = None
+    #: Jobs of the whole run and their time, each job once whatever streams shared it.
+    jobs: int = 0
+    job_seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stream(self, name: str, object: str | None = None) -> StreamTally:
@@ -99,12 +111,15 @@ class RunSummary:
         """A batch's job completed (or the batch turned out empty): count it per stream.
 
         A batch holds rows of every stream that feeds its object; each stream counts its own rows
-        and merged records, and the job once.
+        and merged records, and the job once; the run counts the job once too.
         """
         rows = batch.rows_by_stream() if batch.rows else {}
         # An Import API file (events_api: import): its rows are events, its repeats skipped.
         events = batch.object == "events"
         with self._lock:
+            if any(rows.values()):
+                self.jobs += 1
+                self.job_seconds += seconds
             for name in set(rows) | set(batch.merged_by_stream):
                 tally = self.streams.setdefault(name, StreamTally())
                 if events:
@@ -140,7 +155,9 @@ class RunSummary:
 
         Per stream and in ``total``: the counters, ``seconds`` (see the module docstring),
         ``job_seconds`` (upload to completion, summed over jobs) and ``rows_per_minute``
-        (rows sent per minute of ``seconds``). The first call fixes the run's end.
+        (rows sent per minute of ``seconds``). The total's ``jobs`` and ``job_seconds`` count
+        each job once, so they can be less than the sum of the streams'. The first call fixes
+        the run's end.
         """
         with self._lock:
             if self.ended is None and final:
@@ -151,7 +168,9 @@ class RunSummary:
         streams = {name: _stream_dict(tally) for name, tally in tallies}
         keys = [key for key, _ in COUNTERS + EVENT_COUNTERS] + list(DELETION_COUNTERS)
         total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key in keys}
-        total["job_seconds"] = round(sum(s["job_seconds"] for s in streams.values()), 3)
+        # Streams sharing a batch each count its job: the sum would count it twice.
+        total["jobs"] = self.jobs
+        total["job_seconds"] = round(self.job_seconds, 3)
         total["seconds"] = round(elapsed, 3)
         total["rows_per_minute"] = _rate(total["rows_sent"], elapsed)
         return {
@@ -215,6 +234,13 @@ class RunSummary:
                 out.append(
                     f"Sent {_count(total['events_sent'], 'event')} to Userpilot; "
                     f"{total['events_skipped']} skipped as already sent."
+                )
+            if total["events_unconfirmed"]:
+                out.append(
+                    f"{_count(total['events_unconfirmed'], 'event')} got no clear answer from "
+                    "Userpilot (a timeout or a server error after sending) and were not sent "
+                    "again, since a second copy could count twice: each is in Userpilot once or "
+                    "not at all, and a rerun does not send them."
                 )
             if total["deleted"]:
                 out.append(

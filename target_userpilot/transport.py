@@ -48,7 +48,8 @@ ACCEPT = "application/json, text/plain, */*"
 API_VERSION = "2020-09-22"
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses that say something about the request as a whole, never about one event's content.
-NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 413, 429})
+#: (413 is about the content: a track request carries one event, so it is that event's size.)
+NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 429})
 #: The Import API (``events_api: import``), and where an import job's status may be read, in
 #: the order tried: Userpilot does not say, and /v1/background_jobs, as for bulk jobs, is the
 #: strong inference.
@@ -329,7 +330,7 @@ class Transport:
             raise JobNotFound(f"GET {path} answered HTTP 404: {message}")
         if status == 409 and (path.endswith("/bulk_identify") or path == IMPORTS_PATH):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
-        if status == 413:
+        if status == 413 and not events:
             raise PayloadTooLarge(
                 f"Userpilot refused the request as too large (HTTP 413): {message}"
             )
@@ -337,7 +338,9 @@ class Transport:
             retry_after = _retry_after(response)
             if status == 429:
                 self._note_rate_limit(retry_after)
-            raise TransientError(f"{method} {path} answered HTTP {status}", retry_after)
+            raise TransientError(
+                f"{method} {path} answered HTTP {status}", retry_after, status=status
+            )
         if 300 <= status < 400:
             msg = (
                 f"Userpilot answered {method} {path} with a redirect (HTTP {status}) to "
@@ -346,7 +349,8 @@ class Transport:
             )
             raise UserpilotError(msg)
         if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
-            raise EventRefused(f"Userpilot refused the event (HTTP {status}): {message}")
+            why = " as too large" if status == 413 else ""
+            raise EventRefused(f"Userpilot refused the event{why} (HTTP {status}): {message}")
         raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
     def _proxy_refused(self) -> ConfigurationError:

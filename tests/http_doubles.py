@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,12 +26,14 @@ from typing import Any
 
 @dataclass
 class Answer:
-    """One scripted HTTP answer; ``drop`` closes the connection instead of answering."""
+    """One scripted HTTP answer; ``drop`` closes the connection instead of answering; ``delay``
+    seconds pass before the answer (the request is recorded, as taken, on arrival)."""
 
     status: int = 200
     body: bytes | Any = b""
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
+    delay: float = 0.0
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -70,6 +73,8 @@ class ScriptedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 answer = outer._next(self.command, self.path, dict(self.headers.items()), body)
+                if answer.delay:
+                    time.sleep(answer.delay)
                 if answer.drop:
                     self.close_connection = True
                     return

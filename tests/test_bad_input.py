@@ -335,6 +335,21 @@ def test_good_records_land_when_every_other_record_is_bad(sandbox, config, tmp_p
     assert PII not in run.stdout + run.stderr
 
 
+def test_a_rejects_file_that_already_exists_is_made_owner_only(sandbox, config, tmp_path):
+    rejects = tmp_path / "rejects.ndjson"
+    rejects.write_text('{"stream": "users", "position": 9, "reason": "an earlier run"}\n')
+    rejects.chmod(0o644)
+    config["rejects_path"] = str(rejects)
+    messages = [schema("users", USER_SCHEMA, ["id"]), record("users", user(1, id=None))]
+    messages.append(record("users", user(2)))
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert rejects.stat().st_mode & 0o777 == 0o600
+    assert [entry["position"] for entry in _rejects(rejects)] == [9, 1]  # appended, kept
+
+
 def test_rejects_file_is_owner_only_and_keeps_a_record_with_a_lone_surrogate(
     sandbox, config, tmp_path
 ):

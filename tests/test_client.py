@@ -31,6 +31,7 @@ from target_userpilot.errors import (
     JobTimeout,
     PayloadTooLarge,
     TransientError,
+    Unconfirmed,
     UnexpectedAnswer,
     UserpilotError,
     exit_code,
@@ -600,7 +601,7 @@ def test_track_sends_one_event_with_the_api_version(scripted):
     assert first.headers["Content-Type"] == "application/json"
 
 
-@pytest.mark.parametrize("status", [400, 404, 422])
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
 def test_a_refused_event_raises_event_refused_with_userpilots_message(scripted, status):
     scripted.answer(*TRACK, Answer(status, {"errors": [{"message": "User not found"}]}))
     client = scripted_client(scripted)
@@ -611,9 +612,7 @@ def test_a_refused_event_raises_event_refused_with_userpilots_message(scripted, 
     assert len(scripted.requests_to(*TRACK)) == 1
 
 
-@pytest.mark.parametrize(
-    ("status", "error"), [(401, AuthenticationError), (409, UserpilotError), (413, PayloadTooLarge)]
-)
+@pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (409, UserpilotError)])
 def test_refusals_that_are_not_about_the_event_are_not_event_refused(scripted, status, error):
     scripted.answer(*TRACK, Answer(status, {"errors": [{"message": "no"}]}))
     client = scripted_client(scripted)
@@ -628,7 +627,7 @@ def test_a_rate_limited_event_is_sent_again_after_retry_after(scripted):
     scripted.answer(
         *TRACK,
         Answer(429, {"errors": [{"message": "Too many requests"}]}, {"Retry-After": "0.3"}),
-        Answer(500, {"errors": [{"message": "oops"}]}),
+        Answer(503, b"<html>Service Unavailable</html>", {"Retry-After": "0"}),
         Answer(202, b""),
     )
     heard: list[float | None] = []
@@ -641,6 +640,50 @@ def test_a_rate_limited_event_is_sent_again_after_retry_after(scripted):
     assert heard == [0.3]
     assert client.rate_limited == 1
     assert len(scripted.requests_to(*TRACK)) == 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer(500, {"errors": [{"message": "oops"}]}),
+        Answer(502, b"<html>Bad Gateway</html>"),
+        Answer(503, b"<html>Service Unavailable</html>"),
+        Answer(504, b"<html>Gateway Timeout</html>"),
+        Answer(drop=True),
+    ],
+    ids=["500", "502", "503-without-retry-after", "504", "dropped"],
+)
+def test_an_event_that_may_have_arrived_is_never_sent_twice(scripted, answer):
+    """Events are not idempotent: after the request left, only a failure that proves it was
+    not taken (429, a 503 with Retry-After) is worth a second copy."""
+    scripted.answer(*TRACK, answer, Answer(202, b""))
+    client = scripted_client(scripted)
+
+    with pytest.raises(Unconfirmed, match="no clear answer"):
+        client.track("u-1", "invoice_paid", None)
+
+    assert len(scripted.requests_to(*TRACK)) == 1
+
+
+def test_an_event_whose_answer_comes_too_late_is_not_sent_again(scripted):
+    # The answer comes after the client's read timeout; the server took the event.
+    scripted.answer(*TRACK, Answer(202, b"", delay=1.0), Answer(202, b""))
+    client = UserpilotClient(scripted.url, API_KEY, timeout=(2, 0.2), retry=FAST)
+
+    with pytest.raises(Unconfirmed, match="timed out"):
+        client.track("u-1", "invoice_paid", None)
+
+    assert len(scripted.requests_to(*TRACK)) == 1
+
+
+def test_an_event_that_could_not_connect_is_tried_again():
+    client = UserpilotClient("http://127.0.0.1:9", API_KEY, timeout=(2, 2), retry=FAST)
+    started = time.monotonic()
+
+    with pytest.raises(TransientError, match="failed 5 times"):
+        client.track("u-1", "invoice_paid", None)
+
+    assert time.monotonic() - started < 5
 
 
 def test_track_from_many_threads_uses_a_session_each_and_close_ends_them_all(scripted):

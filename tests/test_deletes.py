@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,7 +35,7 @@ from target_userpilot.batch import BatchFile
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import UserpilotClient
 from target_userpilot.lanes.deletions import DeletionLane
-from target_userpilot.rows import encode_row, is_deleted
+from target_userpilot.rows import encode_row
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.summary import RunSummary
 from target_userpilot.unchanged import ConfirmedRows
@@ -190,6 +191,80 @@ def test_hard_delete_requests_exactly_the_deleted_ids_paced_and_upserts_none_of_
     assert (total["deleted"], total["superseded"], total["rejected"]) == ("4", "2", "1")
 
 
+#: What a flag column mapped onto _sdc_deleted_at, or a broken source, puts in the mark. Only a
+#: date-time marks a deletion: each of these is an invalid record, never an erasure.
+DOUBTFUL_MARKS = [0, 1, "0", "1", "false", "true", True, False, " ", "", "not a date", "2026-11-02"]
+
+
+@pytest.mark.parametrize("hard_delete", [True, False])
+def test_a_deletion_mark_that_is_not_a_date_time_is_rejected_and_never_an_erasure(
+    sandbox, config, tmp_path, hard_delete
+):
+    sandbox.set_limits(delete_interval=0)
+    rejects = tmp_path / "rejects.ndjson"
+    config |= {"hard_delete": hard_delete, "rejects_path": str(rejects)}
+    doubtful = {100 + n: mark for n, mark in enumerate(DOUBTFUL_MARKS)}
+    messages = [  # USER_SCHEMA does not declare the mark: no schema rule to lean on
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        *[record("users", user(i, _sdc_deleted_at=mark)) for i, mark in doubtful.items()],
+        record("users", user(2, _sdc_deleted_at=None)),
+        state({"done": True}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    # No deletion request at all, and none of the doubtful ids upserted either.
+    assert _delete_calls(sandbox) == []
+    assert sandbox.deletions("users") == []
+    assert set(sandbox.profiles("users")) == {"1", "2"}
+    users = run.summary["streams"]["users"]
+    assert users["rejected"] == len(DOUBTFUL_MARKS)
+    assert (users["deleted"], users["deleted_ignored"], users["rows_sent"]) == (0, 0, 2)
+    kept = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [entry["record"]["id"] for entry in kept] == list(doubtful)
+    assert [entry["position"] for entry in kept] == list(range(2, 2 + len(DOUBTFUL_MARKS)))
+    assert all(entry["stream"] == "users" for entry in kept)
+    assert all("'_sdc_deleted_at' is" in entry["reason"] for entry in kept)
+    assert all("not a date-time" in entry["reason"] for entry in kept)
+    warnings = _log_lines(run.stderr, "'_sdc_deleted_at' is")
+    assert len(warnings) == len(DOUBTFUL_MARKS)
+    assert all("WARNING" in line and "of stream 'users'" in line for line in warnings)
+    assert run.states == [{"done": True}]
+
+
+def test_a_deletion_mark_is_checked_against_its_declared_schema_too(sandbox, config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    config |= {"hard_delete": True}
+    declared = {
+        "type": "object",
+        "properties": {
+            **USER_SCHEMA["properties"],
+            # A source that declares its mark as a number (an epoch, say).
+            "_sdc_deleted_at": {"type": ["null", "integer"]},
+        },
+    }
+    messages = [
+        schema("users", declared, ["id"]),
+        record("users", user(1)),
+        record("users", {"id": 5, "_sdc_deleted_at": DELETED_AT}),  # breaks the schema
+        record("users", {"id": 6, "_sdc_deleted_at": 1}),  # keeps it, but is no date-time
+        record("users", user(2)),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _delete_calls(sandbox) == []
+    assert set(sandbox.profiles("users")) == {"1", "2"}
+    assert run.summary["streams"]["users"]["rejected"] == 2
+    (schema_line,) = _log_lines(run.stderr, "Rejected record #2 of stream 'users'")
+    assert "property '_sdc_deleted_at' fails 'type'" in schema_line
+    (flag_line,) = _log_lines(run.stderr, "Rejected record #3 of stream 'users'")
+    assert "'_sdc_deleted_at' is an integer, not a date-time" in flag_line
+
+
 def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
     sandbox, config, tmp_path
 ):
@@ -213,6 +288,30 @@ def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
     assert len(warnings) == 1 and "WARNING" in warnings[0]
     assert "02:00 UTC" in warnings[0]
     assert run.summary["streams"]["users"]["superseded"] == 1
+
+
+def test_debug_logs_count_deletions_and_never_name_the_people_erased(sandbox, config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    config |= {"hard_delete": True}
+    erased = ["erase-me-7f3a", "erase-me-91c2"]
+    messages = [
+        schema("users", {"user_id": {"type": "string"}, "_sdc_deleted_at": {}}, ["user_id"]),
+        record("users", {"user_id": "kept-5be1"}),
+        *[record("users", {"user_id": i, "_sdc_deleted_at": DELETED_AT}) for i in erased],
+    ]
+
+    run = run_target(
+        config,
+        messages,
+        tmp_path=tmp_path,
+        env={"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"},
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(sandbox.deletions("users")) == erased
+    assert " DEBUG " in run.stderr  # it did log at DEBUG
+    assert "erase-me" not in run.stdout + run.stderr
+    assert "Userpilot accepted deletion request 1 (2 ids of users)." in run.stderr
 
 
 def test_a_429_on_a_deletion_request_is_waited_out_for_retry_after(sandbox, config, tmp_path):
@@ -297,31 +396,83 @@ def test_a_deleted_id_leaves_the_skip_unchanged_ledger(sandbox, config, tmp_path
     assert "1" in sandbox.profiles("users")
 
 
+#: A flag as sources hold it -> deleted (True), live (False) or neither (None: rejected).
+FLAGS = [
+    (True, True),
+    (1, True),  # tap-mysql TINYINT
+    ("1", True),
+    ("true", True),
+    (False, False),
+    (0, False),
+    ("0", False),
+    ("false", False),
+    (None, False),
+    ("yes", None),
+    ("", None),
+    (2, None),
+]
+
+
 def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(tmp_path):
-    """The README's recipe: a stream map derives _sdc_deleted_at from the source's own flag."""
+    """The README's recipe: a stream map converts the source's own flag, in every form."""
     out = tmp_path / "batches"
+    rejects = tmp_path / "rejects.ndjson"
     recipe = _recipe("Delete profiles a source marks with its own column")
-    config = {"dry_run": True, "output_dir": str(out), **recipe}
+    config = {"dry_run": True, "output_dir": str(out), "rejects_path": str(rejects), **recipe}
     assert config["hard_delete"] is True
     properties = {
         "id": {"type": "integer"},
         "plan": {"type": ["string", "null"]},
-        "is_deleted": {"type": "boolean"},
-        "updated_at": {"type": "string", "format": "date-time"},
+        "is_deleted": {"type": ["boolean", "integer", "string", "null"]},
+        "updated_at": {"type": ["string", "null"], "format": "date-time"},
     }
     at = "2026-11-02T08:15:00Z"
-    messages = [
-        schema("accounts", properties, ["id"]),
-        record("accounts", {"id": 1, "plan": "pro", "is_deleted": False, "updated_at": at}),
-        record("accounts", {"id": 2, "plan": "pro", "is_deleted": True, "updated_at": at}),
+    messages = [schema("accounts", properties, ["id"])]
+    for i, (flag, _) in enumerate(FLAGS, start=1):
+        messages.append(
+            record("accounts", {"id": i, "plan": "pro", "is_deleted": flag, "updated_at": at})
+        )
+    messages.append(  # deleted without an updated_at: still a deletion
+        record("accounts", {"id": 99, "plan": "pro", "is_deleted": 1, "updated_at": None})
+    )
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    deleted = [str(i) for i, (_, d) in enumerate(FLAGS, start=1) if d is True] + ["99"]
+    bodies = [json.loads(path.read_bytes()) for path in sorted(out.glob("users-delete-*.json"))]
+    assert [i for body in bodies for i in body["users"]] == deleted
+    rows = [json.loads(line) for line in (out / "users-1.ndjson").read_bytes().splitlines()]
+    live = [str(i) for i, (_, d) in enumerate(FLAGS, start=1) if d is False]
+    assert [row["user_id"] for row in rows] == live
+    assert rows[0] == {"user_id": live[0], "metadata": {"plan": "pro", "updated_at": at}}
+    refused = [i for i, (_, d) in enumerate(FLAGS, start=1) if d is None]
+    kept = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [entry["record"]["id"] for entry in kept] == refused
+
+
+def test_the_readme_conversion_of_empty_csv_cells_makes_them_live(sandbox, config, tmp_path):
+    """A CSV's empty _sdc_deleted_at cell is no date-time; the README's one-liner makes it null."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    expression = re.search(r'`\{"_sdc_deleted_at": "(None if [^`]*)"\}`', readme)
+    assert expression, "README lost the conversion of empty CSV cells"
+    config |= {
+        "hard_delete": True,
+        "stream_maps": {"people": {"_sdc_deleted_at": expression[1]}},
+    }
+    sandbox.set_limits(delete_interval=0)
+    properties = {"id": {"type": "string"}, "_sdc_deleted_at": {"type": "string"}}
+    messages = [  # tap-csv: every cell a string
+        schema("people", properties, ["id"]),
+        record("people", {"id": "1", "_sdc_deleted_at": ""}),
+        record("people", {"id": "2", "_sdc_deleted_at": DELETED_AT}),
     ]
 
     run = run_target(config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (out / "users-delete-1.json").read_bytes() == b'{"users": ["2"]}'
-    rows = [json.loads(line) for line in (out / "users-1.ndjson").read_bytes().splitlines()]
-    assert rows == [{"user_id": "1", "metadata": {"plan": "pro", "updated_at": at}}]
+    assert set(sandbox.profiles("users")) == {"1"}
+    assert sandbox.deletions("users") == ["2"]
 
 
 def test_an_undeclared_deletion_mark_is_read_with_add_record_metadata(sandbox, config, tmp_path):
@@ -497,9 +648,3 @@ def test_a_delete_supersedes_the_earlier_rows_of_its_id_in_an_open_batch(tmp_pat
     ]
     assert sealed.rows == 2
     sealed.discard()
-
-
-def test_a_false_deletion_mark_is_no_mark():
-    # "_sdc_deleted_at": "is_deleted" in stream_maps gives false for every live row.
-    assert is_deleted({"id": 1, "_sdc_deleted_at": False}) is False
-    assert is_deleted({"id": 1, "_sdc_deleted_at": True}) is True

@@ -177,6 +177,21 @@ def test_dry_run_files_and_the_folder_it_creates_are_owner_only(tmp_path):
         assert path.stat().st_mode & 0o777 == 0o600, path.name
 
 
+def test_a_nested_output_dir_is_owner_only_with_every_folder_the_run_creates(tmp_path):
+    config = _dry_config(tmp_path) | {"output_dir": str(tmp_path / "runs" / "today" / "batches")}
+    (tmp_path / "runs").mkdir(mode=0o755)  # the user's own folder: left as it is
+    (tmp_path / "runs").chmod(0o755)
+
+    run = run_target(config, _messages(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "runs").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "runs" / "today").stat().st_mode & 0o777 == 0o700
+    out = tmp_path / "runs" / "today" / "batches"
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert len(list(out.iterdir())) == 4
+
+
 def test_a_second_dry_run_replaces_the_first_runs_files_and_leaves_others_alone(tmp_path):
     config = _dry_config(tmp_path)
     first = run_target(config, _messages(), tmp_path=tmp_path)

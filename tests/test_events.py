@@ -163,11 +163,33 @@ def test_pace_stays_under_a_low_limit(tmp_path):
         assert arrivals[-1] - arrivals[0] >= 29 * 0.1 * 0.95
 
 
-def test_rate_limits_and_server_errors_lose_and_duplicate_nothing(fast_sandbox, tmp_path):
+def test_one_users_events_arrive_in_input_order(tmp_path):
+    """Several connections, few users, a high pace: Userpilot stamps each event on arrival, so
+    one user's events must never overtake each other (they did, 24 times in one timeline)."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages += [record("users", user(i)) for i in range(3)]
+        messages += [record("events", event(i, i % 3)) for i in range(300)]
+        config = _config(sandbox, tmp_path, events_per_minute=60_000)
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        received: dict[str, list[int]] = {}
+        for e in sandbox.events():
+            received.setdefault(e["user_id"], []).append(int(e["metadata"]["event_id"][2:]))
+    assert connections_for(60_000) == 8
+    assert received == {str(u): list(range(u, 300, 3)) for u in range(3)}
+    track = [r for r in sandbox.request_log() if r["endpoint"] == "track"]
+    assert len(track) == 300
+
+
+def test_rate_limits_and_503s_that_say_retry_after_lose_and_duplicate_nothing(
+    fast_sandbox, tmp_path
+):
     sandbox = fast_sandbox
-    sandbox.set_faults(
-        endpoints={"track"}, error_rate=0.06, rate_limit_rate=0.06, retry_after=0.05, seed=7
-    )
+    sandbox.set_faults(endpoints={"track"}, rate_limit_rate=0.06, retry_after=0.05, seed=7)
+    sandbox.answer_next("track", 503, times=3, retry_after=0)
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(40)]
     messages += [record("events", event(i, i % 40)) for i in range(200)]
@@ -176,10 +198,71 @@ def test_rate_limits_and_server_errors_lose_and_duplicate_nothing(fast_sandbox, 
 
     assert run.returncode == 0, run.stderr[-3000:]
     injected = sandbox.stats()["faults_injected"]
-    assert injected["error"] > 0 and injected["rate_limit"] > 0
+    assert injected["scripted"] == 3 and injected["rate_limit"] > 0
     assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(200)})
     assert run.summary["total"]["events_sent"] == 200
+    assert run.summary["total"]["events_unconfirmed"] == 0
     assert "limited the rate of events (HTTP 429" in run.stderr
+
+
+def _ten_events() -> list[dict]:
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(10)]
+    messages += [record("events", event(i, i)) for i in range(10)]
+    return [*messages, state({"done": True})]
+
+
+def test_a_late_answer_never_multiplies_an_event(fast_sandbox, tmp_path):
+    """The issue's case: Userpilot takes the event, but answers after the client's timeout.
+    Sent again, 10 events became 28; now each goes once, and the summary says which are in
+    doubt."""
+    sandbox = fast_sandbox
+    sandbox.set_faults(endpoints={"track"}, slow_rate=0.2, slow_seconds=1.0, seed=4)
+    config = _config(sandbox, tmp_path, request_timeout_seconds=0.3)
+
+    run = run_target(config, _ten_events(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})  # the slow ones took
+    slow = sandbox.stats()["faults_injected"]["slow"]
+    assert 0 < slow < 5
+    total = run.summary["total"]
+    assert (total["events_sent"], total["events_unconfirmed"]) == (10 - slow, slow)
+    assert run.states[-1] == {"done": True}
+    assert run.stderr.count("got no clear answer from Userpilot") == 2  # the warning, the table
+    assert "unconfirmed" in run.stderr
+
+    rerun = run_target(config, _ten_events(), tmp_path=tmp_path)
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.summary["total"]["events_skipped"] == 10  # the doubtful ones are not resent
+    assert len(sandbox.events()) == 10
+
+
+def test_a_server_error_after_sending_is_not_retried(fast_sandbox, tmp_path):
+    sandbox = fast_sandbox
+    sandbox.answer_next("track", 500, times=1)
+
+    run = run_target(_config(sandbox, tmp_path), _ten_events(), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(sandbox.events()) == 9  # this 500 did nothing: the event is missing, not doubled
+    assert run.summary["total"]["events_unconfirmed"] == 1
+    track = [r for r in sandbox.request_log() if r["endpoint"] == "track"]
+    assert len(track) == 10
+
+
+def test_many_unconfirmed_events_in_a_row_stop_the_run(fast_sandbox, tmp_path):
+    sandbox = fast_sandbox
+    sandbox.answer_next("track", 502, times=100)
+    messages = _ten_events()[:-1] + [record("events", event(i, i % 10)) for i in range(10, 40)]
+
+    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+
+    assert run.returncode == 9, run.stderr[-3000:]
+    assert "events in a row got no clear answer from Userpilot" in run.stderr
+    track = [r for r in sandbox.request_log() if r["endpoint"] == "track"]
+    assert 10 <= len(track) < 40
 
 
 def test_a_refused_event_rejects_only_that_record(fast_sandbox, tmp_path):
@@ -220,6 +303,33 @@ def test_a_4xx_answer_rejects_one_event_and_the_run_goes_on(fast_sandbox, tmp_pa
     assert len(_ids(sandbox)) == 4
     assert run.summary["total"]["rejected"] == 1
     assert "HTTP 422" in run.stderr
+
+
+def test_an_oversized_event_is_rejected_and_the_run_goes_on(fast_sandbox, tmp_path):
+    """A 413 on /v1/track is about the one event it carries: it is a rejected record, and a
+    rerun does not stop at it either (it used to stop every run there with exit 8)."""
+    sandbox = fast_sandbox
+    sandbox.set_faults(max_bytes=4000)  # a request body over 4,000 bytes gets 413
+    rejects = tmp_path / "rejects.ndjson"
+    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages += [record("users", user(i)) for i in range(5)]
+    messages += [record("events", event(i, i)) for i in range(5)]
+    messages.insert(9, record("events", event(99, 2, note="x" * 5000)))
+    config = _config(sandbox, tmp_path, rejects_path=str(rejects))
+
+    for _ in range(2):
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert set(_ids(sandbox)) == {f"e-{i}" for i in range(5)}
+        assert run.summary["streams"]["events"]["rejected"] == 1
+        assert "too large (HTTP 413)" in run.stderr
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["stream"], r["record"]["metadata"]["event_id"]) for r in lines] == [
+        ("events", "e-99"),
+        ("events", "e-99"),
+    ]
+    assert len(sandbox.events()) == 5  # the rerun skipped the five accepted ones
 
 
 def test_a_rerun_skips_events_userpilot_already_accepted(fast_sandbox, tmp_path):

@@ -92,5 +92,29 @@ def test_rows_merged_across_streams_are_counted_once_per_stream(sandbox, config,
     assert run.summary["total"]["rows_sent"] == 2
     assert streams["a_users"]["received"] == 1
     assert streams["b_users"]["received"] == 2
-    assert streams["b_users"]["rows_sent"] + streams["a_users"]["rows_sent"] == 2
-    assert streams["a_users"]["merged"] + streams["b_users"]["merged"] == 1
+    # a_users' record was folded into b_users' later row of user 1: merged on a_users, and
+    # both rows sent count for b_users (each record accounted for on its own stream).
+    assert (streams["a_users"]["merged"], streams["a_users"]["rows_sent"]) == (1, 0)
+    assert (streams["b_users"]["merged"], streams["b_users"]["rows_sent"]) == (0, 2)
+    assert sandbox.profiles("users")["1"]["metadata"]["plan"] == "b"
+
+
+def test_a_job_shared_by_two_streams_counts_once_in_the_total(sandbox, config, tmp_path):
+    config["batch_size_rows"] = 4
+    messages = [
+        schema("a_users", USER_SCHEMA, ["id"]),
+        schema("b_users", USER_SCHEMA, ["id"]),
+        *[record("a_users", user(i)) for i in range(3)],
+        *[record("b_users", user(i)) for i in range(10, 13)],
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sandbox.stats()["jobs"] == 2  # [a0 a1 a2 b10] and [b11 b12]
+    streams, total = run.summary["streams"], run.summary["total"]
+    assert (streams["a_users"]["jobs"], streams["b_users"]["jobs"]) == (1, 2)
+    assert total["jobs"] == 2
+    # b_users' rows were in both jobs: its job time is the run's.
+    assert total["job_seconds"] == pytest.approx(streams["b_users"]["job_seconds"], abs=0.002)
+    assert "Sent 6 rows to Userpilot in 2 jobs" in run.stderr

@@ -264,3 +264,52 @@ def test_fractional_number_settings_work_through_meltano_config_and_the_environm
     # A value that is no number is the target's own clear sentence, not Meltano's traceback.
     assert refused.returncode == 2
     assert "batch_wait_seconds is 'half a second', not a number" in refused.stderr
+
+
+def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano, tmp_path):
+    """`meltano config test target-userpilot` sends `meltano_test_stream` (id 1, "Meltano Test
+    Record"): the target checks the key and writes nothing; a refused key fails the test.
+
+    Meltano 4.4.1 then stops with its own ProcessLookupError, once it has given its verdict
+    (it terminates the loader after waiting for its exit), whatever the loader did; so the
+    verdict line is what is asserted, not Meltano's exit code.
+    """
+    project = _copy_project(tmp_path / "project")
+    key = f"config-test-key-{uuid.uuid4().hex[:8]}"
+    _meltano(meltano, "install", "loader", "target-userpilot", cwd=project, env=_env())
+    verdict = "Test data was written to your target system"
+
+    with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
+        env = _env(TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY=key)
+        passed = _meltano_debug(meltano, "config", "test", "target-userpilot", cwd=project, env=env)
+        env["TARGET_USERPILOT_API_KEY"] = "wrong-" + key
+        refused = _meltano_debug(
+            meltano, "config", "test", "target-userpilot", cwd=project, env=env
+        )
+        assert sandbox.profiles("users") == {}
+        assert sandbox.profiles("companies") == {}
+        calls = [(r["endpoint"], r["status"]) for r in sandbox.request_log()]
+
+    assert verdict in passed.stdout + passed.stderr, (passed.stdout + passed.stderr)[-4000:]
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert verdict not in output, output[-4000:]
+    assert "Userpilot refused the API key (HTTP 401)" in output
+    assert calls == [("list", 200), ("list", 401)]  # one read-only request each, no upload
+    assert key not in passed.stdout + passed.stderr + output
+
+
+def _meltano_debug(
+    meltano: Path, *args: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``meltano --log-level=debug <args>``, whatever its exit code (the loader's lines are
+    logged at debug level)."""
+    return subprocess.run(
+        [str(meltano), "--log-level=debug", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

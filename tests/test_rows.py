@@ -13,18 +13,20 @@ import json
 import pytest
 from conftest import record, run_target, schema, state
 
+from target_userpilot.marks import is_deleted
 from target_userpilot.rows import (
     COMPANIES,
     EVENTS,
     IGNORE,
+    LOADER_TEST,
     USERS,
     InvalidRecord,
     Route,
+    default_object,
     deleted_id,
     encode_row,
     event_key,
     identifier,
-    is_deleted,
     merge_rows,
     primitive,
     route_for,
@@ -46,6 +48,30 @@ def test_company_stream_names_load_companies_in_any_case(stream):
     assert route.object == COMPANIES
     assert route.id_property == "company_id"
     assert route.company_id_property is None
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        ("public-companies", COMPANIES),  # tap-postgres: schema-table
+        ("crm.companies", COMPANIES),
+        ("sales-Company", COMPANIES),
+        ("public-events", EVENTS),
+        ("analytics.event", EVENTS),
+        ("public-users", USERS),
+        ("public-company_accounts", USERS),
+        ("companies-archive", USERS),
+    ],
+)
+def test_default_routing_reads_the_name_after_a_taps_schema_prefix(stream, expected):
+    assert default_object(stream) == expected
+    assert route_for(stream, ["id", "user_id", "event_name"], ["id"]).object == expected
+
+
+def test_meltanos_loader_test_stream_writes_nothing_unless_mapped():
+    assert route_for("meltano_test_stream", ["id", "name"], ["id"]).object == LOADER_TEST
+    mapped = route_for("meltano_test_stream", ["id"], ["id"], {"object": "users"})
+    assert mapped.object == USERS
 
 
 @pytest.mark.parametrize(
@@ -959,14 +985,36 @@ def test_event_key_refuses_a_missing_key_property(record):
     ("record", "deleted"),
     [
         ({"id": 1, "_sdc_deleted_at": "2024-01-01T00:00:00Z"}, True),
+        ({"id": 1, "_sdc_deleted_at": "2024-01-01 08:15:00.123456789+02:00"}, True),
+        ({"id": 1, "_sdc_deleted_at": "2024-01-01T08:15"}, True),
         ({"id": 1, "_sdc_deleted_at": dt.datetime(2024, 1, 1)}, True),
         ({"id": 1, "_sdc_deleted_at": None}, False),
-        ({"id": 1, "_sdc_deleted_at": ""}, False),
         ({"id": 1}, False),
     ],
 )
-def test_a_record_is_deleted_when_sdc_deleted_at_is_set(record, deleted):
+def test_only_a_date_time_in_sdc_deleted_at_marks_a_deletion(record, deleted):
     assert is_deleted(record) is deleted
+
+
+#: Values a flag column or a broken source puts in the mark: none of them certainly a deletion.
+DOUBTFUL_MARKS = [0, 1, "0", "1", "false", "true", True, False, " ", "", "not a date", 1.5, []]
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [
+        *DOUBTFUL_MARKS,
+        "2024-01-01",  # a date: no time
+        dt.date(2024, 1, 1),
+        "2024-13-01T00:00:00Z",  # no such month
+        "2024-01-01T24:00:00",
+        " 2024-01-01T00:00:00Z",
+        "1700000000",
+    ],
+)
+def test_any_other_deletion_mark_is_an_invalid_record(mark):
+    with pytest.raises(InvalidRecord, match=r"'_sdc_deleted_at' is .*, not a date-time"):
+        is_deleted({"id": 1, "_sdc_deleted_at": mark})
 
 
 def test_deleted_id_follows_the_id_rules_of_rows():

@@ -264,6 +264,36 @@ def test_job_moves_through_its_statuses_to_completed_with_every_row(sandbox, api
     assert len(sandbox.profiles("users")) == 20
 
 
+def test_elapsed_time_and_job_times_read_as_told(sandbox, api, anon):
+    sandbox.set_rows_per_minute(2400)  # 20 rows: half a second
+    job_id = upload_json(api, sandbox, "users", [{"user_id": f"u{n}"} for n in range(20)])
+    job_id = job_id.json()["job_id"]
+    assert sandbox.wait_idle(timeout=5)
+
+    def read(**readings: str) -> dict:
+        sandbox.set_job_figures(**readings)
+        return job_status(api, sandbox, job_id).json()
+
+    assert read()["elapsed_time"] == pytest.approx(0.5, abs=0.05)
+    assert read(elapsed_time="milliseconds")["elapsed_time"] == pytest.approx(500, abs=50)
+    assert read(elapsed_time="rounded")["elapsed_time"] in (0, 1)
+    first = read(elapsed_time="since_creation")["elapsed_time"]
+    eventually(lambda: read()["elapsed_time"] > first + 0.05, what="elapsed_time to grow")
+    assert read()["end_time"] is not None  # final, and still growing
+    whole = read(elapsed_time="seconds", job_times="whole_seconds")
+    assert whole["start_time"].endswith("Z") and "." not in whole["start_time"]
+    assert whole["elapsed_time"] == pytest.approx(0.5, abs=0.05)
+    answer = anon.post(f"{sandbox.url}/_sandbox/job_figures", json={"job_times": "exact"})
+    assert answer.status_code == 200
+    assert "." in job_status(api, sandbox, job_id).json()["start_time"]
+    refused = anon.post(f"{sandbox.url}/_sandbox/job_figures", json={"elapsed_time": "hours"})
+    assert "elapsed_time must be one of" in assert_error(
+        refused, 400, "invalid_request", "BAD_REQUEST"
+    )
+    with pytest.raises(ValueError, match="job_times must be one of"):
+        Sandbox(job_times="minutes")
+
+
 def test_with_rate_zero_jobs_complete_by_the_first_status_call(sandbox, api):
     job_id = upload_json(api, sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
     job = job_status(api, sandbox, job_id).json()
@@ -817,6 +847,15 @@ def test_track_for_a_user_without_a_profile_yet_gets_404(sandbox, api):
     sandbox.set_rows_per_minute(0)
     assert track(api, sandbox, {"user_id": "u0", "event_name": "e"}).status_code == 202
     assert [e["user_id"] for e in sandbox.events()] == ["u0"]
+
+
+def test_track_with_a_body_over_max_bytes_gets_413(sandbox, api):
+    upload_json(api, sandbox, "users", [{"user_id": "u1"}])
+    sandbox.set_faults(max_bytes=200)
+    big = track(api, sandbox, {"user_id": "u1", "event_name": "e", "metadata": {"n": "x" * 200}})
+    assert_error(big, 413, "payload_too_large", "PAYLOAD_TOO_LARGE")
+    assert track(api, sandbox, {"user_id": "u1", "event_name": "e"}).status_code == 202
+    assert len(sandbox.events()) == 1
 
 
 def test_track_accepts_unknown_users_when_told_to(api):

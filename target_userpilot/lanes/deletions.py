@@ -249,7 +249,9 @@ class DeletionLane:
                 streams = ",".join(sorted({request.ids[row_id] for row_id in piece}))
                 request_id = self._history.deletion_sent(request.object, piece, streams)
             try:
-                answer = self._deleter.delete_profiles(request.object, piece)
+                # Neither the ids nor Userpilot's answer (which may repeat them) are logged, at
+                # any level: they name the people whose erasure was asked for.
+                self._deleter.delete_profiles(request.object, piece)
             except PayloadTooLarge:
                 self._next_at = time.monotonic() + self.interval
                 if len(piece) <= 1:
@@ -279,7 +281,6 @@ class DeletionLane:
                 len(piece),
                 request.object,
             )
-            logger.debug("Deletion request %d named %s; answer %s.", self.requests, piece, answer)
         self._summary.deletions_done(dict(records))
         self._checkpoints.release(request.hold)
 

@@ -6,16 +6,16 @@ key. So this lane differs from the job lane in three ways:
 - **Order.** An event goes out only once every users row received before it is in a completed
   bulk job (Userpilot needs the user first): it waits in ``checkpoints.wait_durable`` for the
   users holds before its record. It does not wait for companies, nor for rows received after it.
+  One user's events go one at a time, so they arrive (and are stamped) in input order.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
   its ``Retry-After`` and slows the pace; successes bring it back.
 - **Once in effect.** Each accepted event's key is written to the ledger as Userpilot accepts
-  it, before the event counts as durable; an event whose key is there is skipped. A crash can
-  only duplicate the events that were in flight.
+  it, before the event counts as durable; an event whose key is there is skipped. One sent
+  without a clear answer is never sent again. A crash duplicates at most the events in flight.
 
-Events wait on disk, not in memory (:class:`EventSpool`), so the reading thread never blocks
-on them and 100,000 events cost a file, not a heap. STATE waits for them through one hold at the
-oldest unfinished event.
+Events wait on disk (``spool.py``), not in memory. STATE waits for them through one hold at
+the oldest unfinished event.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -32,9 +30,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from target_userpilot.batch import spool_failure, spooling
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import EventRefused
+from target_userpilot.errors import EventRefused, TransientError, Unconfirmed
+from target_userpilot.lanes.pace import connections_for
+from target_userpilot.lanes.spool import EventSpool
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import USERS, encode_row
 from target_userpilot.summary import RunSummary, duration
@@ -58,6 +57,8 @@ RECOVERY_SHARE = 0.01
 DEFAULT_RETRY_AFTER = 1.0
 #: How long a waiting thread sleeps before it looks again whether the lane is stopping.
 TICK = 0.2
+#: Unconfirmed events in a row that stop the run: Userpilot or the network is failing.
+MAX_UNCONFIRMED_IN_A_ROW = 10
 
 
 class Tracker(Protocol):
@@ -149,54 +150,6 @@ class _Event:
     already_sent: bool = False
 
 
-#: What the events spool is called in a sentence about a failed write.
-EVENTS_FILE = "the file of events waiting to be sent"
-
-
-class EventSpool:
-    """Events received and not yet taken, in an owner-only temp file: appended, read in order."""
-
-    def __init__(self, spool_dir: str | None = None) -> None:
-        self._spool_dir = spool_dir
-        with spooling(EVENTS_FILE, spool_dir):
-            fd, self.path = tempfile.mkstemp(
-                prefix="userpilot-events-", suffix=".ndjson", dir=spool_dir
-            )
-        self._out = os.fdopen(fd, "wb")
-        self._in = open(self.path, "rb")  # noqa: SIM115 - closed in discard()
-        self.written = 0
-        self.read = 0
-
-    def append(self, line: bytes) -> None:
-        """Add one encoded event (ending in a newline); readable at once."""
-        try:
-            self._out.write(line)
-            self._out.flush()
-        except OSError as exc:
-            raise spool_failure(exc, EVENTS_FILE, self._spool_dir) from None
-        self.written += 1
-
-    def take(self, limit: int) -> list[bytes]:
-        """Up to ``limit`` lines appended and not read yet."""
-        lines = []
-        for _ in range(min(limit, self.written - self.read)):
-            lines.append(self._in.readline())
-        self.read += len(lines)
-        return lines
-
-    def discard(self) -> None:
-        """Close and remove the file (it holds personal data)."""
-        for handle in (self._out, self._in):
-            try:
-                handle.close()
-            except OSError:
-                pass
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass
-
-
 class EventLane:
     """Sends events to ``/v1/track``: after their users, paced, once each, on a few connections."""
 
@@ -244,11 +197,15 @@ class EventLane:
         self._stopped_by: BaseException | None = None
         #: Events handed to the senders and not finished.
         self._handed = 0
+        #: Users with an event handed to a sender and not finished (one at most each).
+        self._busy_users: set[str] = set()
         self._abandon = threading.Event()
         self.received = 0
         self.sent = 0
         self.skipped = 0
         self.refused = 0
+        self.unconfirmed = 0
+        self._unconfirmed_in_a_row = 0
         self._started: float | None = None
         self._last_progress = 0.0
         self._sent_at_progress = 0
@@ -283,7 +240,7 @@ class EventLane:
         """All input is read: say how many events are left and how long they take at this pace."""
         rate = self.pace.per_minute()
         with self._cond:
-            left = self.received - self.sent - self.skipped - self.refused
+            left = self.received - self._done()
         if rate is None or left < 1 or self._started is None:
             return  # not started: the first progress line will say it
         logger.info(
@@ -388,7 +345,9 @@ class EventLane:
             while (event := self._next_event()) is not None:
                 if self._skip_if_sent(event):
                     continue
-                if not self._await_users(event) or not self._await_sender():
+                if not self._await_users(event) or not self._await_turn(event):
+                    return
+                if not self._await_sender():
                     return
                 self._announce()
                 slot = self.pace.reserve()
@@ -396,6 +355,8 @@ class EventLane:
                     self._free.release()
                     return
                 with self._cond:
+                    # Only this thread claims a user, so none took it since _await_turn.
+                    self._busy_users.add(str(event.body.get("user_id")))
                     self._handoff.append(event)
                     self._handed += 1
                     self._cond.notify_all()
@@ -463,6 +424,17 @@ class EventLane:
                 return False
         return True
 
+    def _await_turn(self, event: _Event) -> bool:
+        """Wait until no event of the same user is in flight (one user's events then arrive in
+        input order); False when the lane stops meanwhile."""
+        user = str(event.body.get("user_id"))
+        with self._cond:
+            while user in self._busy_users:
+                if self._abandon.is_set() or self._error is not None:
+                    return False
+                self._cond.wait(TICK)
+        return True
+
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
         while not self._free.acquire(timeout=TICK):
@@ -489,6 +461,7 @@ class EventLane:
             finally:
                 with self._cond:
                     self._handed -= 1
+                    self._busy_users.discard(str(event.body.get("user_id")))
                     self._cond.notify_all()
                 self._free.release()
 
@@ -506,6 +479,9 @@ class EventLane:
             with self._cond:
                 self._finish(event)
             return
+        except Unconfirmed as exc:
+            self._unconfirmed(event, exc)
+            return
         # Recorded before it counts as durable: a crash from here on duplicates only this one.
         if self._keys is not None:
             self._keys.add_accepted_events(
@@ -514,11 +490,47 @@ class EventLane:
         self.pace.accepted()
         with self._cond:
             self.sent += 1
+            self._unconfirmed_in_a_row = 0
             tally = self._summary.stream(event.stream)
             tally.events_sent += 1
             tally.finished = time.monotonic()
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
+
+    def _unconfirmed(self, event: _Event, exc: Unconfirmed) -> None:
+        """Sent, no clear answer: maybe in Userpilot. A second copy could count twice, so it is
+        done with as if accepted (key in the ledger, STATE past it), counted apart, said once;
+        many in a row stop the run, so the events after them wait for a rerun instead."""
+        if self._keys is not None:
+            self._keys.add_accepted_events(
+                self._scope, event.stream, [event.key], name=event.body["event_name"]
+            )
+        with self._cond:
+            self.unconfirmed += 1
+            self._unconfirmed_in_a_row += 1
+            first, in_a_row = self.unconfirmed == 1, self._unconfirmed_in_a_row
+            self._summary.stream(event.stream).events_unconfirmed += 1
+            self._accepted_since_lookup.add(event.key)
+            self._finish(event)
+        if first:
+            logger.warning(
+                "An event of stream '%s' (record %d) got no clear answer from Userpilot (%s). It "
+                "is not sent again, by this run or a rerun: a second copy could count twice. The "
+                "summary counts such events as 'unconfirmed' (said once per run).",
+                event.stream,
+                event.position,
+                exc,
+            )
+        if in_a_row >= MAX_UNCONFIRMED_IN_A_ROW:
+            raise TransientError(
+                f"{in_a_row} events in a row got no clear answer from Userpilot (the last: {exc})"
+                "; they are not sent again, and the events after them were not sent. Check "
+                "Userpilot's status and the network, then rerun from the last STATE."
+            )
+
+    def _done(self) -> int:
+        """Events finished one way or another: sent, skipped, refused or unconfirmed."""
+        return self.sent + self.skipped + self.refused + self.unconfirmed
 
     def _finish(self, event: _Event) -> None:
         """The event is accepted, refused or skipped (called under the lock)."""
@@ -543,7 +555,7 @@ class EventLane:
         self._started = self._last_progress = time.monotonic()
         rate = self.pace.per_minute()
         with self._cond:
-            waiting = self.received - self.sent - self.skipped - self.refused
+            waiting = self.received - self._done()
         if rate is None:
             logger.info("Dry run: writing %d event request bodies (and any that follow).", waiting)
             return
@@ -564,10 +576,11 @@ class EventLane:
         with self._cond:
             sent, received = self.sent, self.received
             skipped, refused = self.skipped, self.refused
+            done = self._done()
             window = now - self._last_progress
             recent = sent - self._sent_at_progress
             self._last_progress, self._sent_at_progress = now, sent
-        left = received - sent - skipped - refused
+        left = received - done
         elapsed = now - self._started
         observed = (recent / window * 60) if window > 0 and recent else sent / elapsed * 60
         rate = observed if observed > 0 else self.pace.per_minute() or 0.0
@@ -582,10 +595,3 @@ class EventLane:
             rate,
             eta,
         )
-
-
-def connections_for(events_per_minute: float | None) -> int:
-    """Enough connections for the pace at a 500 ms round trip, between 2 and 8."""
-    if events_per_minute is None:
-        return 2
-    return max(2, min(8, math.ceil(events_per_minute / 60 * 0.5)))

@@ -25,7 +25,7 @@ from target_userpilot.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
 from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge
-from target_userpilot.lanes.pace import JobPace
+from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
 from target_userpilot.rejects import RejectLog
 from target_userpilot.summary import RunSummary, duration
 
@@ -77,10 +77,14 @@ class _Running:
 
     job: dict[str, Any]
     batch: SealedBatch
+    #: When the upload was answered: the job existed by then (our clock, as every time here).
     uploaded: float
     polls: int = 0
     last_progress_log: float = 0.0
-    last_pending_poll: float = 0.0
+    #: When the last poll that saw the job unfinished was sent (0: none did).
+    last_pending_sent: float = 0.0
+    #: When the poll that saw the job final was sent.
+    final_sent: float = 0.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     warned_status: set[str] = field(default_factory=set)
 
@@ -267,14 +271,16 @@ class JobLane:
         """Poll until the job is final; None if the lane was abandoned first."""
         wait = self._next_wait(running, None, running.uploaded)
         while not self._abandon.wait(wait):
+            sent = time.monotonic()
             job = self._uploader.job_status(running.job_id)
             running.polls += 1
             now = time.monotonic()
             status = _status(job)
             if status in FINAL_STATUSES:
                 running.job = job
+                running.final_sent = sent
                 return job
-            running.last_pending_poll = now
+            running.last_pending_sent = sent
             if status not in WAITING_STATUSES and status not in running.warned_status:
                 running.warned_status.add(status)
                 logger.warning(
@@ -299,13 +305,16 @@ class JobLane:
         """Pause before the next poll: until the predicted end, then a tenth of the time so far.
 
         The end is predicted from the pace learned from this run's completed jobs; the job's own
-        progress (``completed_rows``) corrects it while it runs. Before any job has completed,
-        the first poll comes within a second, so the first job teaches the pace soon.
+        progress (``completed_rows``) corrects it while it runs. Until a job's duration has been
+        pinned down by our polls (``pace.proven``), the first poll comes within a second and the
+        job is followed by its own progress, so a pace learned from one small job never makes a
+        big one wait. Every wait is at most ``MAX_POLL_INTERVAL``.
         """
         rows = running.batch.rows
         paced_end = running.uploaded + self.pace.predict(rows)
         end = paced_end
         basis = "observed" if self.pace.observed else "expected"
+        proven = self.pace.proven
         rate = self.pace.rate
         soon: float | None = None
         if job is not None:
@@ -323,23 +332,30 @@ class JobLane:
                 # queueing and validation, so this guess errs late.
                 rate, basis = done / max(now - running.uploaded, 1e-3), "observed"
                 guess = now + remaining / rate
-                if not self.pace.observed:
-                    # The first job: come back soon for a second sample, the job's own rate.
+                if not proven:
+                    # No job has proven the pace yet: come back soon for a second sample, the
+                    # job's own rate.
                     end = guess
                     soon = max(MIN_POLL_INTERVAL, LATE_POLL_SHARE * 2 * (now - running.uploaded))
+                elif guess < paced_end:
+                    # Ahead of the learned pace (this guess errs late, so it is safe to follow).
+                    end = guess
                 elif guess > paced_end + (paced_end - running.uploaded) / 2:
                     # Far behind the learned pace: Userpilot slowed down; follow the job.
                     end = guess
                     soon = max(MIN_POLL_INTERVAL, LATE_POLL_SHARE * 2 * (now - running.uploaded))
+            elif not proven:
+                # Not started, and nothing proves the pace: look again soon, then less often.
+                soon = max(MIN_POLL_INTERVAL, LATE_POLL_SHARE * 2 * (now - running.uploaded))
             self._log_progress(
                 running, now=now, done=done, total=total, rate=rate, basis=basis, end=end
             )
-        elif not self.pace.observed:
+        elif not proven:
             end = min(end, running.uploaded + 1.0)
         elif end - now > 2 * MIN_POLL_INTERVAL:
             # One poll half-way checks the prediction against the job's own progress, so a
             # Userpilot much slower than the jobs before is noticed before the end.
-            return (end - now) / 2
+            return min(MAX_POLL_INTERVAL, (end - now) / 2)
         if end - now > 0:
             wait = end - now + NOTICE_MARGIN
             return min(MAX_POLL_INTERVAL, wait if soon is None else min(wait, soon))
@@ -401,8 +417,11 @@ class JobLane:
         if self._history is not None:
             # Before the confirm: an upsert Userpilot may still erase stays out of its ledger.
             self._history.job_ended(running.batch, running.job_id, "completed")
-        if job.get("followed", True):
-            self.pace.learn(running.batch.rows, _job_seconds(job, running, now))
+        window = _window(running, now)
+        if window is not None and job.get("followed", True):
+            self.pace.learn(
+                running.batch.rows, job_seconds(window, _figures(job)), proven=window.tight
+            )
         logger.info(
             "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",
             running.job_id,
@@ -455,20 +474,30 @@ def _progress_rate(running: _Running) -> float | None:
     return None
 
 
-def _job_seconds(job: dict[str, Any], running: _Running, now: float) -> float:
-    """How long the job really took: Userpilot's own figure when it gives one.
+def _window(running: _Running, now: float) -> JobWindow | None:
+    """What our polls prove of the job's duration; None when it was final in the upload's
+    answer, which no poll bounds (it teaches nothing)."""
+    if not running.final_sent:
+        return None
+    return JobWindow(
+        running_at=max(0.0, running.last_pending_sent - running.uploaded),
+        asked_at=max(0.0, running.final_sent - running.uploaded),
+        answered_at=max(0.0, now - running.uploaded),
+    )
 
-    Our polls only bound the end (between the last pending poll and the final one); the job's
-    ``elapsed_time``, or its start and end times, say it exactly.
+
+def _figures(job: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Userpilot's own say on the job's duration: ``elapsed_time``, and end minus start.
+
+    Neither is documented (units, rounding, what is counted), so ``pace.job_seconds`` uses them
+    only inside what the polls prove.
     """
     elapsed = job.get("elapsed_time")
-    if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and elapsed > 0:
-        return float(elapsed)
+    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float):
+        elapsed = None
     start, end = _when(job.get("start_time")), _when(job.get("end_time"))
-    if start is not None and end is not None and end > start:
-        return end - start
-    since = running.last_pending_poll or running.uploaded
-    return (since + now) / 2 - running.uploaded
+    stamped = end - start if start is not None and end is not None else None
+    return elapsed, stamped
 
 
 def _when(value: Any) -> float | None:

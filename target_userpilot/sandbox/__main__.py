@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         help="where an import job's status is served: GET /v1/background_jobs/{id} (default), "
         "GET /v1/imports/{id}, or nowhere (404)",
     )
+    parser.add_argument(
+        "--elapsed-time",
+        choices=("seconds", "milliseconds", "rounded", "since_creation"),
+        default="seconds",
+        help="how a job's undocumented elapsed_time reads (default seconds), to try a client "
+        "against the readings Userpilot might use",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)")
     parser.add_argument("--tls-key", help="the certificate's unencrypted PEM private key")
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             imports_share_lane=not args.imports_own_lane,
             import_status_at=args.import_status_at,
             tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+            elapsed_time=args.elapsed_time,
         )
     except ValueError as exc:
         parser.error(str(exc))

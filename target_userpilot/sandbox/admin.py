@@ -41,6 +41,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/answer_next",
         "/_sandbox/limits",
         "/_sandbox/import_rules",
+        "/_sandbox/job_figures",
     ):
         return Reply.error(
             404, "not_found", "NOT_FOUND", f"No sandbox route {request.method} {path}"
@@ -57,6 +58,8 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             sandbox.set_limits(**document)
         elif path == "/_sandbox/import_rules":
             sandbox.set_import_rules(**document)
+        elif path == "/_sandbox/job_figures":
+            sandbox.set_job_figures(**document)
         elif path == "/_sandbox/answer_next":
             sandbox.answer_next(**document)
         elif path == "/_sandbox/run_deletions":

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import FaultDice, Faults
-from target_userpilot.sandbox.jobs import IMPORTS, JobBoard
+from target_userpilot.sandbox.jobs import IMPORTS, JobBoard, check_readings
 from target_userpilot.sandbox.limits import Interval, PerMinute, RealTimeRules, retry_after_seconds
 from target_userpilot.sandbox.payloads import (
     OBJECTS,
@@ -134,6 +134,14 @@ class Account:
         with self.lock:
             self.board.set_rows_per_minute(rows_per_minute, self.clock.now())
 
+    def set_job_figures(self, elapsed_time: str | None, job_times: str | None) -> None:
+        """Change how job status answers read their times (see `jobs.ELAPSED_READINGS`)."""
+        with self.lock:
+            elapsed = self.board.elapsed_time if elapsed_time is None else elapsed_time
+            times = self.board.job_times if job_times is None else job_times
+            check_readings(elapsed, times)
+            self.board.elapsed_time, self.board.job_times = elapsed, times
+
     def hold_foreign_job(self, seconds: float, at_upload: int | None) -> None:
         """Let another client's job occupy the account (see `Sandbox.hold_foreign_job`)."""
         with self.lock:
@@ -152,7 +160,9 @@ class Account:
         with self.lock:
             return list(self.store.uploads)
 
-    def answer_next(self, endpoint: str, status: int, times: int, retry_after: float) -> None:
+    def answer_next(
+        self, endpoint: str, status: int, times: int, retry_after: float | None
+    ) -> None:
         """Script the answers of the next calls of an endpoint family."""
         with self.lock:
             self.dice.script(endpoint, status, times, retry_after)

@@ -52,7 +52,8 @@ class Faults:
     `only` ("upload": bulk uploads, "status": job status and list calls; `forbidden` ignores
     it), both when both are set. A slow answer comes after the call's effect for bulk, delete
     and track (the client times out although Userpilot took the request), before it for the
-    others. `fail_jobs`, `max_rows`, `max_bytes` and `refuse_uploads` concern bulk uploads.
+    others. `fail_jobs`, `max_rows` and `refuse_uploads` concern bulk uploads; `max_bytes`
+    limits bulk files and the JSON body of every call (413 above it).
     """
 
     error_rate: float = 0.0
@@ -129,13 +130,17 @@ def _endpoint_set(endpoints: Iterable[str]) -> frozenset[str]:
     return chosen
 
 
-def scripted_reply(status: int, retry_after: float) -> Reply:
-    """The answer `Sandbox.answer_next` asks for, shaped as Userpilot (or a proxy) sends it."""
+def scripted_reply(status: int, retry_after: float | None) -> Reply:
+    """The answer `Sandbox.answer_next` asks for, shaped as Userpilot (or a proxy) sends it.
+
+    A 429 always says Retry-After (1 s unless told); a 5xx only when `retry_after` is given
+    (a 503 so says the request was put off, not begun)."""
     if status >= 500:
-        return server_error(status)
+        reply = server_error(status)
+        return reply if retry_after is None else reply.retry_after(retry_after)
     if status == 429:
         reply = Reply.error(429, "rate_limited", "TOO_MANY_REQUESTS", "Too many requests")
-        return reply.retry_after(retry_after)
+        return reply.retry_after(1.0 if retry_after is None else retry_after)
     known = {
         401: ("unauthorized", "UNAUTHORIZED", "Invalid API key"),
         403: ("forbidden", "FORBIDDEN", "This API key is not allowed"),
@@ -154,7 +159,7 @@ def scripted_reply(status: int, retry_after: float) -> Reply:
     return Reply.error(status, error, code, message)
 
 
-def check_script(endpoint: str, status: int, times: int, retry_after: float) -> None:
+def check_script(endpoint: str, status: int, times: int, retry_after: float | None) -> None:
     """Refuse a scripted answer that makes no sense, before it is queued."""
     if endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}")
@@ -162,6 +167,8 @@ def check_script(endpoint: str, status: int, times: int, retry_after: float) -> 
         raise ValueError(f"status must be an HTTP error status (400 to 599), got {status!r}")
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
         raise ValueError(f"times must be an integer >= 1, got {times!r}")
+    if retry_after is None:
+        return
     if isinstance(retry_after, bool) or not isinstance(retry_after, int | float) or retry_after < 0:
         raise ValueError(f"retry_after must be a number of seconds >= 0, got {retry_after!r}")
 
@@ -172,13 +179,16 @@ class FaultDice:
 
     def __init__(self, faults: Faults | None = None) -> None:
         self.use(faults or Faults())
-        self.scripts: dict[str, deque[tuple[int, float]]] = {name: deque() for name in ENDPOINTS}
+        self.scripts: dict[str, deque[tuple[int, float | None]]] = {
+            name: deque() for name in ENDPOINTS
+        }
 
-    def script(self, endpoint: str, status: int, times: int, retry_after: float) -> None:
+    def script(self, endpoint: str, status: int, times: int, retry_after: float | None) -> None:
         """Answer the next `times` calls of `endpoint` with `status`, after those already
         scripted; a new fault set leaves them in place."""
         check_script(endpoint, status, times, retry_after)
-        self.scripts[endpoint].extend([(status, float(retry_after))] * times)
+        after = None if retry_after is None else float(retry_after)
+        self.scripts[endpoint].extend([(status, after)] * times)
 
     def scripted(self, endpoint: str) -> Reply | None:
         """The scripted answer for this call, if one is waiting (it is used up)."""

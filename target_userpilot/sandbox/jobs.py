@@ -28,6 +28,25 @@ IMPORTS = "imports"
 IMPORT_STATUS_PLACES = ("background_jobs", "imports", "nowhere")
 
 
+#: How the status call's undocumented `elapsed_time` may read (`JobBoard.elapsed_time`):
+#: seconds from acceptance to the end (to now while running), the same in milliseconds, in
+#: whole seconds rounded, or the seconds since creation at the moment of asking, even once the
+#: job is final. Userpilot documents none of them; a client must cope with each.
+ELAPSED_READINGS = ("seconds", "milliseconds", "rounded", "since_creation")
+#: How `start_time` and `end_time` read: to the millisecond, or cut to whole seconds.
+TIME_READINGS = ("exact", "whole_seconds")
+
+
+def check_readings(elapsed_time: str, job_times: str) -> None:
+    """Refuse a reading the sandbox does not know, before anything changes."""
+    if elapsed_time not in ELAPSED_READINGS:
+        raise ValueError(
+            f"elapsed_time must be one of {', '.join(ELAPSED_READINGS)}, got {elapsed_time!r}"
+        )
+    if job_times not in TIME_READINGS:
+        raise ValueError(f"job_times must be one of {', '.join(TIME_READINGS)}, got {job_times!r}")
+
+
 def check_rate(rows_per_minute: float | None) -> float:
     """A processing rate as a float; 0 (or None) means jobs complete at once."""
     rate = float(rows_per_minute or 0.0)
@@ -105,6 +124,8 @@ class JobBoard:
         self.imports_share_lane = True
         #: Where import jobs' status is served: see `IMPORT_STATUS_PLACES`.
         self.import_status_at = "background_jobs"
+        self.elapsed_time = "seconds"
+        self.job_times = "exact"
         self.clear()
 
     def set_import_rules(self, share_lane: bool | None, status_at: str | None) -> None:
@@ -278,9 +299,9 @@ class JobBoard:
             "file_size": job.file_size,
             "total_rows": job.total_rows,
             "completed_rows": job.rows_done(now),
-            "start_time": self.clock.iso(job.accepted),
-            "end_time": self.clock.iso(job.end) if final else None,
-            "elapsed_time": round((job.end if final else now) - job.accepted, 3),
+            "start_time": self._time(job.accepted),
+            "end_time": self._time(job.end) if final else None,
+            "elapsed_time": self._elapsed(job, now),
             "links": "",
         }
         if job.status == "failed":
@@ -289,6 +310,24 @@ class JobBoard:
                 "the job failed while processing its rows (sandbox fail_jobs fault)"
             )
         return view
+
+    def _elapsed(self, job: Job, now: float) -> float | int:
+        """`elapsed_time` as the reading in force says it."""
+        if self.elapsed_time == "since_creation":
+            return round(now - job.accepted, 3)
+        seconds = (job.end if job.status is not None else now) - job.accepted
+        if self.elapsed_time == "milliseconds":
+            return round(seconds * 1000)
+        if self.elapsed_time == "rounded":
+            return round(seconds)
+        return round(seconds, 3)
+
+    def _time(self, moment: float) -> str:
+        """A job timestamp as the reading in force says it."""
+        stamp = self.clock.iso(moment)
+        if self.job_times == "whole_seconds":
+            return stamp.split(".")[0] + "Z"
+        return stamp
 
     def views(self, now: float, *, listed_only: bool = False) -> list[dict]:
         """Every job, newest first; with `listed_only`, those the list endpoint shows (import

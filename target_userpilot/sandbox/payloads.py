@@ -111,7 +111,7 @@ def parse_upload(
     Size and row-count limits are checked before any row is validated, as a server that counts
     lines first would: a client splitting on 413 then never sees a 400 for the same batch.
     """
-    if body is None:
+    if body is None or len(body) > max_bytes:
         raise too_large(f"the request body is larger than {max_bytes} bytes")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
@@ -162,7 +162,7 @@ def parse_upload(
 
 def _json_document(content_type: str, body: bytes | None, max_bytes: int) -> dict:
     """A real-time API body: one JSON object, or a `Rejected` saying what is wrong with it."""
-    if body is None:
+    if body is None or len(body) > max_bytes:
         raise too_large(f"the request body is larger than {max_bytes} bytes")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):

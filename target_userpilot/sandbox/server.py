@@ -59,6 +59,10 @@ class Sandbox:
     (`GET /v1/imports/{id}` only) or "nowhere" (404 everywhere). `imported_events` shows what
     completed import jobs brought in, with each record's `inserted_at`.
 
+    Job status answers give `elapsed_time` in seconds and `start_time` / `end_time` to the
+    millisecond; `elapsed_time` and `job_times` choose other readings Userpilot might use (see
+    `set_job_figures`).
+
     `tls=(certfile, keyfile)` serves HTTPS (PEM files; the key unencrypted) and `url` starts
     with https://, for clients that must verify a certificate or go through a proxy.
     """
@@ -78,6 +82,8 @@ class Sandbox:
         imports_share_lane: bool = True,
         import_status_at: str = "background_jobs",
         tls: tuple[str, str] | None = None,
+        elapsed_time: str = "seconds",
+        job_times: str = "exact",
     ) -> None:
         require_loopback(host)
         self.host = host
@@ -93,6 +99,7 @@ class Sandbox:
             track_requires_user=track_requires_user,
         )
         self._account.set_import_rules(imports_share_lane, import_status_at)
+        self._account.set_job_figures(elapsed_time, job_times)
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -161,12 +168,13 @@ class Sandbox:
         self._account.set_faults(Faults(**faults))
 
     def answer_next(
-        self, endpoint: str, status: int, times: int = 1, retry_after: float = 1.0
+        self, endpoint: str, status: int, times: int = 1, retry_after: float | None = None
     ) -> None:
         """Answer the next `times` calls of an endpoint family ("bulk", "status", "list",
         "delete", "track") with HTTP `status` and nothing else: the call has no effect.
 
-        5xx come as the API or a proxy sends them, 429 with `retry_after` seconds, 4xx in
+        5xx come as the API or a proxy sends them (with Retry-After only when `retry_after` is
+        given), 429 with `retry_after` seconds (1 s by default), 4xx in
         Userpilot's error envelope. Scripted answers queue up in order, come before the random
         faults, survive `set_faults` and are cleared by `reset`.
         """
@@ -185,6 +193,19 @@ class Sandbox:
     def set_rows_per_minute(self, rows_per_minute: float | None) -> None:
         """Change the processing rate (0 or None: instant); a running job adopts it too."""
         self._account.set_rows_per_minute(rows_per_minute)
+
+    def set_job_figures(
+        self, elapsed_time: str | None = None, job_times: str | None = None
+    ) -> None:
+        """Change how job status answers read their times; None leaves a reading as it is.
+
+        Userpilot does not document `elapsed_time`: `elapsed_time` is "seconds" (from
+        acceptance to the end, or to now while running), "milliseconds", "rounded" (whole
+        seconds, so a short job says 0) or "since_creation" (seconds from acceptance to the
+        moment of asking, growing even after the end). `job_times` is "exact" (milliseconds)
+        or "whole_seconds" for `start_time` and `end_time`. `reset` keeps them.
+        """
+        self._account.set_job_figures(elapsed_time, job_times)
 
     def hold_foreign_job(self, seconds: float, at_upload: int | None = None) -> None:
         """Let another client's job occupy the account for `seconds`: uploads get 409.

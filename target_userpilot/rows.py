@@ -265,38 +265,23 @@ def _event_route(
     import_events: bool = False,
 ) -> Route:
     """The route of an events stream: whose event it is, and where its name comes from."""
-    fixed = mapping.get("event_name")
-    user_id_property = mapping.get("user_id_property") or "user_id"
-    time_property = mapping.get("event_time_property") or "timestamp"
-    if not import_events:
-        # The track API cannot carry a time: the property stays in the metadata, as ever.
-        return Route(
-            EVENTS,
-            user_id_property,
-            event_name_property=None if fixed else mapping.get("event_name_property"),
-            event_name=fixed,
-            time_property=time_property,
-            null_clears=clears,
-        )
-    event_type = mapping.get("event_type") or "track"
-    page_view = event_type == "page_view"
-    hostname = (mapping.get("hostname_property") or "hostname") if page_view else None
-    pathname = (mapping.get("pathname_property") or "pathname") if page_view else None
-    company = mapping.get("company_id_property") or "company_id"
-    return Route(
-        EVENTS,
-        user_id_property,
-        company_id_property=None if company == user_id_property else company,
-        event_name_property=None if fixed or page_view else mapping.get("event_name_property"),
-        event_name=None if page_view else fixed,
-        time_property=time_property,
-        event_type=event_type,
-        hostname_property=hostname,
-        pathname_property=pathname,
-        source=mapping.get("source"),
-        fields_elsewhere=tuple(n for n in (time_property, hostname, pathname) if n),
-        null_clears=clears,
-    )
+    user = mapping.get("user_id_property") or "user_id"
+    when = mapping.get("event_time_property") or "timestamp"
+    # Track mode: the time stays in the metadata, as ever.
+    kw: dict[str, Any] = {"event_name": mapping.get("event_name"), "time_property": when}
+    page = import_events and mapping.get("event_type") == "page_view"
+    if import_events:  # the Import API's fields leave the metadata (imports.py)
+        host = (mapping.get("hostname_property") or "hostname") if page else None
+        path = (mapping.get("pathname_property") or "pathname") if page else None
+        company = mapping.get("company_id_property") or "company_id"
+        kw |= {"event_type": "page_view" if page else "track", "source": mapping.get("source")}
+        kw |= {"hostname_property": host, "pathname_property": path}
+        kw["company_id_property"] = None if company == user else company
+        kw["fields_elsewhere"] = tuple(n for n in (when, host, path) if n)
+    kw["event_name"] = None if page else kw["event_name"]
+    named = kw["event_name"] or page
+    kw["event_name_property"] = None if named else mapping.get("event_name_property")
+    return Route(EVENTS, user, null_clears=clears, **kw)
 
 
 def null_clears(properties: Collection[str] | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:

@@ -243,14 +243,21 @@ class BatchFile:
         return True
 
     def seal(self) -> SealedBatch:
-        """Close the file, merging rows that share an id, and return it ready for upload."""
+        """Close the file, merging rows that share an id, and return it ready for upload.
+
+        If that fails (a full disk), the file is removed before the error goes on.
+        """
         left_out = sum(self._superseded.values())
         merged = self.records - self.rows - left_out
         size = self.bytes
-        with spooling(BATCH_FILE, self._spool_dir):
-            self._handle.close()  # the last rows reach the disk here
-            if merged or left_out:
-                size = self._merge_duplicates()
+        try:
+            with spooling(BATCH_FILE, self._spool_dir):
+                self._handle.close()  # the last rows reach the disk here
+                if merged or left_out:
+                    size = self._merge_duplicates()
+        except BaseException:
+            self.discard()
+            raise
         return SealedBatch(
             self.object,
             self.stream,
@@ -287,6 +294,23 @@ class BatchFile:
         skip = dict(self._superseded)
         handle, path = _spool_file(self._spool_dir, f"{self.object}-merged-")
         size = 0
+        try:
+            size = self._write_merged(handle, key, pending, seen, skip)
+        except BaseException:
+            _remove(path)
+            raise
+        os.replace(path, self._path)
+        return size
+
+    def _write_merged(
+        self,
+        handle: IO[bytes],
+        key: str,
+        pending: dict[str, dict[str, Any]],
+        seen: dict[str, int],
+        skip: dict[str, int],
+    ) -> int:
+        size = 0
         with handle, open(self._path, "rb") as source:
             for line in source:
                 row = json.loads(line)
@@ -306,7 +330,6 @@ class BatchFile:
                     out = encode_row(pending.pop(row_id))
                     handle.write(out)
                     size += len(out)
-        os.replace(path, self._path)
         return size
 
 
@@ -346,3 +369,22 @@ def _spool_file(spool_dir: str | None, prefix: str) -> tuple[IO[bytes], str]:
         prefix=f"target-userpilot-{prefix}", suffix=".ndjson", dir=spool_dir
     )
     return os.fdopen(fd, "wb"), path
+
+
+def _spool_lines(spool_dir: str | None, prefix: str, lines: list[bytes]) -> str:
+    """A new spool file holding ``lines``; nothing is left behind if writing fails."""
+    handle, path = _spool_file(spool_dir, prefix)
+    try:
+        with handle:
+            handle.writelines(lines)
+    except BaseException:
+        _remove(path)
+        raise
+    return path
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 from target_userpilot.batch import BatchFile, SealedBatch
 from target_userpilot.checkpoints import Checkpoints
@@ -39,14 +38,12 @@ class BatchBuffer:
         max_rows: int,
         max_bytes: int,
         wait_seconds: float,
-        on_seal: Callable[[SealedBatch], None] | None = None,
         spool_dir: str | None = None,
     ) -> None:
         self._checkpoints = checkpoints
         self._max_rows = max_rows
         self._max_bytes = max_bytes
         self.wait_seconds = wait_seconds
-        self._on_seal = on_seal
         self._spool_dir = spool_dir
         # A plain lock: add() takes it once per record, and an RLock costs more.
         self._cond = threading.Condition(threading.Lock())
@@ -186,9 +183,7 @@ class BatchBuffer:
         at most one batch waits on disk beside the open ones: memory and disk stay flat.
         """
         batch, _, _ = self._open.pop(object)
-        sealed = batch.seal()
-        if self._on_seal is not None:
-            self._on_seal(sealed)  # skip_unchanged: compared in the order batches go up
+        sealed = batch.seal()  # removes its file if it fails (a full disk)
         try:
             while wait and self._ready and not self._stopped:
                 self._cond.wait()

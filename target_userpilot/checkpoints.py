@@ -91,6 +91,12 @@ class Checkpoints:
         return min(held, default=self.next_seq)
 
     @property
+    def held(self) -> int:
+        """Work not durable yet (holds open): 0 once everything received is in Userpilot."""
+        with self._lock:
+            return len(self._holds)
+
+    @property
     def pending(self) -> int:
         """STATE messages still held back."""
         return len(self._states)

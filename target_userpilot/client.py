@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -80,13 +81,20 @@ class UserpilotClient:
     # Bulk jobs
 
     def upload(
-        self, object: str, path: str, filename: str, *, conflict_wait: float = 7200.0
+        self,
+        object: str,
+        path: str,
+        filename: str,
+        *,
+        conflict_wait: float = 7200.0,
+        interrupt: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Upload one batch file to ``/v1/<object>/bulk_identify`` and return the job object.
 
         A 409 means another job holds the account (ours are awaited before we upload, so it is
         another client's): it is waited out with jittered backoff for up to ``conflict_wait``
-        seconds, then :class:`JobTimeout` is raised.
+        seconds, then :class:`JobTimeout` is raised; setting ``interrupt`` (the run stops) ends
+        the wait with :class:`WaitInterrupted`, nothing uploaded.
 
         A timeout or dropped connection after the file was sent is ambiguous: Userpilot may have
         created the job. Before trying again we look for a job with our (unique) filename and
@@ -146,7 +154,7 @@ class UserpilotClient:
         what = f"Uploading the {object} batch {filename}"
         try:
             job: dict[str, Any] = self.retry.wait_out_conflicts(
-                lambda: self.retry.run(attempt, what), conflict_wait
+                lambda: self.retry.run(attempt, what), conflict_wait, interrupt
             )
             if importing:
                 self._import_jobs.add(job["job_id"])

@@ -65,7 +65,13 @@ class DryRunClient:
             )
 
     def upload(
-        self, object: str, path: str, filename: str, *, conflict_wait: float = 0.0
+        self,
+        object: str,
+        path: str,
+        filename: str,
+        *,
+        conflict_wait: float = 0.0,
+        interrupt: Any = None,
     ) -> dict[str, Any]:
         """Write the batch file where the operator can read it; never touches the network.
 

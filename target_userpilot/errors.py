@@ -141,12 +141,19 @@ class MissingKeyRecordError(InvalidRecordError, MissingKeyPropertiesError):
     """``fail``: a record lacks a key property; the SDK's own error type, with our sentence."""
 
 
+class WaitInterrupted(Exception):
+    """The run stopped while an upload waited for another client's job (409): nothing was sent.
+
+    Caught by the job lane, which ends without a failure; it never reaches the user.
+    """
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGINT: the run stops reading; the job already in flight is awaited.
 
-    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the main
-    thread is, it must not be swallowed by an ``except Exception`` on the way (logging's own
-    error handling would print it and carry on, losing the signal).
+    Raised on the reading thread where it checks whether the run stops (``Run.check``), never
+    from a signal handler. A BaseException, like KeyboardInterrupt, so that no ``except
+    Exception`` on the way out swallows it.
     """
 
 

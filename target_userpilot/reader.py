@@ -5,12 +5,21 @@ A line that is not stops the run (exit 7) with a sentence naming the line and wh
 with it, never the line itself: records carry personal data. The checks are the few type tests
 the SDK's handlers assume and do not make, so that a malformed message cannot become a
 traceback deep in the SDK, or a RECORD silently dropped while STATE moves past it.
+
+The input is read by a thread of its own (:class:`InputFeed`), which hands lines to the main
+thread through a queue. So the main thread never sits in a read that only a signal could
+interrupt: while the tap is silent it waits on the queue, and when the run stops (a signal, a
+lane's failure) it is woken there and raises why, between two lines.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import queue
 import sys
+import threading
 import typing as t
 from collections import Counter
 
@@ -29,6 +38,86 @@ _FIX = (
 )
 #: A stream name is quoted in messages, but never at any length.
 _NAME_LIMIT = 80
+#: Bytes read from the input at once (whatever is there, up to this much).
+CHUNK_BYTES = 1 << 16
+#: Chunks read and not yet taken by the main thread; past this the tap waits (memory stays flat).
+QUEUED_CHUNKS = 32
+#: While the tap is silent, how often the main thread checks whether the run stops anyway.
+IDLE_CHECK_SECONDS = 0.25
+
+
+class InputFeed:
+    """Lines of the input, read by a thread of its own and handed over through a queue.
+
+    ``wake`` (any thread) makes the main thread, waiting for input, call its ``check`` at once.
+    Lines are split on ``\\n`` only: a JSON message never holds a raw line break, and ``\\r``
+    before it is whitespace to the JSON parser.
+    """
+
+    _WAKE = object()
+    _END = object()
+
+    def __init__(self, stream: t.IO[str], fd: int) -> None:
+        self._queue: queue.Queue[t.Any] = queue.Queue(QUEUED_CHUNKS)
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        errors = getattr(stream, "errors", None) or "strict"
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors)
+        self._fd = fd
+        self._thread = threading.Thread(target=self._read, name="userpilot-input", daemon=True)
+
+    def lines(self, check: t.Callable[[], None]) -> t.Iterator[str]:
+        """Every line, in order; ``check`` runs whenever the feed is woken or idle."""
+        self._thread.start()
+        get = self._queue.get
+        while True:
+            try:
+                item = get(timeout=IDLE_CHECK_SECONDS)
+            except queue.Empty:
+                check()
+                continue
+            if type(item) is list:
+                yield from item
+                continue
+            if item is self._WAKE:
+                check()
+            elif item is self._END:
+                check()  # a stop that came with the last lines is still a stop
+                return
+            else:
+                raise item  # the reading thread's failure, handed over: raised here
+
+    def wake(self) -> None:
+        """Make the main thread check now, if it waits for input (any thread but a handler)."""
+        try:
+            self._queue.put_nowait(self._WAKE)
+        except queue.Full:
+            pass  # the main thread has lines to take: it checks per record meanwhile
+
+    def _read(self) -> None:
+        put = self._queue.put
+        decode = self._decoder.decode
+        tail = ""
+        try:
+            while data := os.read(self._fd, CHUNK_BYTES):
+                lines = (tail + decode(data)).split("\n")
+                tail = lines.pop()
+                if lines:
+                    put(lines)
+            rest = tail + decode(b"", final=True)
+            if rest:
+                put([rest])
+            put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, raised there
+            put(exc)
+
+
+def _fileno(stream: t.Any) -> int | None:
+    """The stream's file descriptor, if it has one that nothing has buffered from yet."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if isinstance(fd, int) else None
 
 
 class InputReader(SingerReader):
@@ -40,6 +129,23 @@ class InputReader(SingerReader):
         self.line_number = 0
         #: Streams that have had a SCHEMA message: the only ones other messages may name.
         self.streams: set[str] = set()
+        #: Called between lines while reading from a feed: raises why the run stops, if it does.
+        self.check: t.Callable[[], None] = _nothing
+        self._feed: InputFeed | None = None
+
+    def wake(self) -> None:
+        """The run stops: a main thread waiting for input checks now (any thread)."""
+        feed = self._feed
+        if feed is not None:
+            feed.wake()
+
+    def _input_lines(self, file_input: t.IO[str]) -> t.Iterable[str]:
+        """Lines from a feed thread when the input is a file descriptor, else the stream."""
+        fd = _fileno(file_input)
+        if fd is None:
+            return file_input  # an in-memory stream never blocks
+        self._feed = InputFeed(file_input, fd)
+        return self._feed.lines(self.check)
 
     @override
     def process_lines(
@@ -52,7 +158,7 @@ class InputReader(SingerReader):
         Runs for every line of input: a RECORD, by far the most frequent, costs two type tests.
         """
         stats: t.Counter[str] = Counter()
-        for line in file_input or self.default_input:
+        for line in self._input_lines(file_input or self.default_input):
             self.line_number += 1
             if not line or line.isspace():
                 continue  # blank lines between messages carry nothing (contract: skipped)
@@ -208,6 +314,10 @@ class InputReader(SingerReader):
 
     def _refuse(self, problem: str) -> t.NoReturn:
         raise InvalidInputLine(f"Input line {self.line_number} {problem}{_FIX}")
+
+
+def _nothing() -> None:
+    """No check (the reader runs without a run, as in the SDK's own tests)."""
 
 
 def _a(kind: str) -> str:

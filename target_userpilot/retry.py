@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ from typing import Any, TypeVar
 
 import backoff
 
-from target_userpilot.errors import JobConflict, TransientError, Unconfirmed, UnexpectedAnswer
+from target_userpilot.errors import (
+    JobConflict,
+    TransientError,
+    Unconfirmed,
+    UnexpectedAnswer,
+    WaitInterrupted,
+)
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -79,24 +86,37 @@ class RetryPolicy:
         polling = self._backoff((TransientError, UnexpectedAnswer), max_time=self.poll_max_time)
         return self._until_giving_up(polling, call, what, polling=True)
 
-    def wait_out_conflicts(self, call: Callable[[], T], conflict_wait: float) -> T:
+    def wait_out_conflicts(
+        self,
+        call: Callable[[], T],
+        conflict_wait: float,
+        interrupt: threading.Event | None = None,
+    ) -> T:
         """``call``, tried again while it raises :class:`JobConflict`, for ``conflict_wait`` s.
 
-        Another client's bulk job (409) holds the account; pauses grow up to
+        Another client's bulk job (409) holds the account; pauses grow (full jitter) up to
         ``conflict_max_seconds``. The last :class:`JobConflict` is raised when time is up.
+        Setting ``interrupt`` (the run stops) ends a pause at once with
+        :class:`WaitInterrupted`: nothing is sent after a stop.
         """
-        waiting = backoff.on_exception(
-            backoff.expo,
-            JobConflict,
-            max_time=conflict_wait,
-            jitter=backoff.full_jitter,
-            on_backoff=_log_conflict,
-            logger=None,
-            factor=2,
-            max_value=self.conflict_max_seconds,
-        )
-        result: T = waiting(call)()
-        return result
+        started = time.monotonic()
+        waits = 0
+        while True:
+            try:
+                return call()
+            except JobConflict:
+                elapsed = time.monotonic() - started
+                if elapsed >= conflict_wait:
+                    raise
+            ceiling = min(self.conflict_max_seconds, 2.0 * 2**waits)
+            wait = min(random.uniform(0, ceiling), conflict_wait - elapsed)
+            waits += 1
+            _log_conflict({"wait": wait, "elapsed": elapsed})
+            if interrupt is None:
+                time.sleep(wait)
+            elif interrupt.wait(wait):
+                msg = "The run stopped while an upload waited for another client's job."
+                raise WaitInterrupted(msg)
 
     def _backoff(self, errors: Any, **limits: Any) -> Any:
         """A backoff decorator for ``errors``: Retry-After first, else jittered expo."""

@@ -2,19 +2,26 @@
 
 Userpilot's one-job rule and STATE release belong to the whole process, not to a stream, so the
 target builds one :class:`Run` and every sink is handed the few pieces it needs
-(:class:`SinkServices`). The run calls down into its parts; none of them calls back into it.
+(:class:`SinkServices`). The run calls down into its parts; none of them calls back into it,
+except through :class:`~target_userpilot.stop.RunStop`, the one path a stop takes.
+
+Threads: the main thread reads the input (``reader.py`` hands it lines read by a thread of its
+own) and runs the sinks; each lane has its threads; the stop thread acts on signals and lane
+failures. The main thread is never interrupted: it checks :meth:`Run.check` between lines and
+per record, and raises there the reason the run stops.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import signal
 import sys
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
@@ -24,19 +31,23 @@ from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.history import SyncHistory
 from target_userpilot.lanes import Lane
-from target_userpilot.lanes.deletions import DELETE_INTERVAL_SECONDS, DeletionLane
-from target_userpilot.lanes.events import EventLane, EventPace
+from target_userpilot.lanes.deletions import DeletionLane
+from target_userpilot.lanes.events import EventLane, Tracker
 from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.jobs import JobLane
-from target_userpilot.lanes.pace import JobPace
+from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
 from target_userpilot.ledger import Ledger, account_scope, open_ledger
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import EVENTS
 from target_userpilot.settings import Settings
+from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
 from target_userpilot.unchanged import ConfirmedRows
 
 logger = logging.getLogger("target_userpilot")
+
+#: How long, once a second signal abandoned the run, each lane's threads get to end.
+ABANDON_JOIN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class SinkServices:
     rejects: RejectLog
     checkpoints: Checkpoints
     buffer: BatchBuffer
-    #: Raises the error that stopped the run's lanes, if any (cheap: called per record).
+    #: Raises why the run stops (a signal, a lane's failure), if it does (cheap: per record).
     check: Callable[[], None]
     #: hard_delete: where the ids of deleted source records go.
     deletions: DeletionLane
@@ -58,26 +69,58 @@ class SinkServices:
     check_connection: Callable[[], str]
 
 
+@dataclass
+class RunParts:
+    """What a test may hand a run instead of what the settings would build.
+
+    The clients stand for Userpilot (see the ``Uploader``, ``Deleter`` and ``Tracker``
+    protocols of the lanes), the paces run on the test's clock, ``write_state`` takes STATE
+    messages instead of stdout.
+    """
+
+    client: Any = None
+    event_client: Tracker | None = None
+    ledger: Ledger | None = None
+    deletion_pace: DeletionPace | None = None
+    event_pace: EventPace | None = None
+    spool_dir: str | None = None
+    write_state: Callable[[Any], None] | None = None
+
+
 class Run:
     """The parts of one run: client, buffer, lanes, checkpoints, summary, rejects, ledger."""
 
-    def __init__(self, settings: Settings, *, user_agent: str = "target-userpilot") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        user_agent: str = "target-userpilot",
+        parts: RunParts | None = None,
+    ) -> None:
+        parts = parts or RunParts()
         self.settings = settings
         self.summary = RunSummary(dry_run=settings.dry_run)
         self.rejects = RejectLog(settings.on_invalid_record, settings.rejects_path)
-        self.checkpoints = Checkpoints()
-        self._signals = 0
+        self.checkpoints = Checkpoints(write=parts.write_state)
+        self._parts = parts
         self._finishing = False
+        self._closing = False
         self._closed = False
+        #: Wakes the reading thread when the run stops while it waits for input (set by the
+        #: target to its input reader's ``wake``).
+        self.wake_reader: Callable[[], None] | None = None
+        self._lanes_lock = threading.Lock()
+        self.lanes: list[Lane] = []
+        self.stop = RunStop(stop=self._stop_lanes, abandon=self._abandon_lanes)
         #: The ledger (``state_db``), opened once before any input when a feature needs it.
-        self.ledger: Ledger | None = None
+        self.ledger: Ledger | None = parts.ledger
         #: Entries in the ledger are scoped by account (API host and key fingerprint), or
         #: ``dry-run``.
         self.scope = account_scope(settings.api_url, settings.api_key, dry_run=settings.dry_run)
         #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``).
         self.run_id = uuid.uuid4().hex[:12]
         self.unchanged: ConfirmedRows | None = None
-        if settings.skip_unchanged or settings.hard_delete:
+        if (settings.skip_unchanged or settings.hard_delete) and self.ledger is None:
             # hard_delete: deletions Userpilot accepted are remembered, not requested again.
             self.ledger = open_ledger(settings.state_db)
         if settings.skip_unchanged:
@@ -93,7 +136,9 @@ class Run:
                 keep_out=self.unchanged.forget if self.unchanged is not None else None,
             )
         self.client: UserpilotClient | DryRunClient
-        if settings.dry_run:
+        if parts.client is not None:
+            self.client = parts.client
+        elif settings.dry_run:
             self.client = DryRunClient(settings.output_dir)
         else:
             self.client = UserpilotClient(
@@ -108,7 +153,7 @@ class Run:
             max_rows=settings.batch_size_rows,
             max_bytes=settings.max_file_bytes,
             wait_seconds=float(settings.batch_wait_seconds),
-            on_seal=self._drop_unchanged if self.unchanged is not None else None,
+            spool_dir=parts.spool_dir,
         )
         self.pace = JobPace(settings.rows_per_minute)
         #: events_api import: events are the buffer's third object, sent by the job lane.
@@ -130,21 +175,26 @@ class Run:
             pace=self.pace,
             job_timeout=settings.job_timeout_seconds,
             confirmer=self.confirmer,
+            before_upload=self._drop_unchanged if self.unchanged is not None else None,
             history=self.history,
             run_id=self.run_id,
-            wake=self._wake_reader,
+            on_failure=self.stop.failed,
+        )
+        deletion_pace = parts.deletion_pace or DeletionPace(
+            0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS
         )
         self.deletions = DeletionLane(
             self.client,
             self.checkpoints,
             self.summary,
-            interval=0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS,
+            pace=deletion_pace,
             # A deleted profile leaves the skip_unchanged ledger.
             forget=self.unchanged.forget if self.unchanged is not None else None,
             history=self.history,
-            wake=self._wake_reader,
+            on_failure=self.stop.failed,
         )
-        self.lanes: list[Lane] = [self.jobs, self.deletions]
+        self._add_lane(self.jobs)
+        self._add_lane(self.deletions)
         self._user_agent = user_agent
         self.event_lane: EventLane | None = None
         self._event_client: UserpilotClient | None = None
@@ -165,20 +215,24 @@ class Run:
         if self.event_lane is not None:
             return self.event_lane
         settings = self.settings
+        client: Tracker
         if settings.dry_run:
-            pace = EventPace(None)  # no network, so nothing to pace
-            client: UserpilotClient | DryRunClient = self.client
+            pace = self._parts.event_pace or EventPace(None)  # no network: nothing to pace
+            client = self._parts.event_client or self.client
             keys = None  # a dry run sends nothing, so it records nothing as accepted either
         else:
-            pace = EventPace(float(settings.events_per_minute))
-            # A client of its own: its 429s slow the events' pace, not anyone else's.
-            client = self._event_client = UserpilotClient(
-                settings.api_url,
-                settings.api_key or "",
-                timeout=(10.0, settings.request_timeout_seconds),
-                user_agent=self._user_agent,
-                on_rate_limited=pace.slow_down,
-            )
+            pace = self._parts.event_pace or EventPace(float(settings.events_per_minute))
+            if self._parts.event_client is not None:
+                client = self._parts.event_client
+            else:
+                # A client of its own: its 429s slow the events' pace, not anyone else's.
+                client = self._event_client = UserpilotClient(
+                    settings.api_url,
+                    settings.api_key or "",
+                    timeout=(10.0, settings.request_timeout_seconds),
+                    user_agent=self._user_agent,
+                    on_rate_limited=pace.slow_down,
+                )
             if self.ledger is None:
                 self.ledger = open_ledger(settings.state_db)
             keys = self.ledger
@@ -190,10 +244,22 @@ class Run:
             pace=pace,
             keys=keys,
             scope=self.scope,
-            wake=self._wake_reader,
+            on_failure=self.stop.failed,
+            spool_dir=self._parts.spool_dir,
         )
-        self.lanes.append(self.event_lane)
+        self._add_lane(self.event_lane)
         return self.event_lane
+
+    def _add_lane(self, lane: Lane) -> None:
+        with self._lanes_lock:
+            self.lanes.append(lane)
+            stopped = self.stop.reason is not None
+        if stopped:
+            lane.stop()  # built after the stop (its SCHEMA was read meanwhile): no work
+
+    def _all_lanes(self) -> list[Lane]:
+        with self._lanes_lock:
+            return list(self.lanes)
 
     def check_connection(self) -> str:
         """What ``--check-connection`` checks, in the run: say how it went, or raise.
@@ -207,7 +273,14 @@ class Run:
         return "the API key was accepted (one read-only request, as --check-connection)"
 
     def check(self) -> None:
-        """Raise what stopped a lane or the delivery of STATE, if anything did."""
+        """Raise why the run stops, if it does: a signal, a lane's failure, STATE undeliverable.
+
+        The reading thread calls this per record and between input lines: the one place the
+        stop reaches it.
+        """
+        reason = self.stop.reason
+        if reason is not None:
+            raise reason
         for lane in self.lanes:
             lane.raise_error()
         self.checkpoints.raise_error()
@@ -217,15 +290,33 @@ class Run:
         self.checkpoints.add_state(value)
         self.checkpoints.raise_error()
 
+    @property
+    def finishing(self) -> bool:
+        """True once the end of input was read."""
+        return self._finishing
+
+    def signal(self, signum: int) -> None:
+        """A stop signal arrived (the signal handler): noted only; the stop thread acts on it."""
+        self.stop.signal(signum)
+
     def finish(self) -> None:
-        """End of input: everything open goes up; wait until it is durable."""
+        """End of input: everything open goes up; wait until it is durable.
+
+        A stop meanwhile (a signal after the end of input) lets the work in flight end; if
+        anything was left unsent then, the run ends as stopped.
+        """
+        self.stop.act_now()  # a signal that came with the last lines stops the run as before
+        self.check()
         self._finishing = True
         self.buffer.end_input()
         if self.event_lane is not None:
             self.event_lane.end_input()
-        for lane in self.lanes:
+        for lane in self._all_lanes():
             lane.wait_idle()
         self.checkpoints.raise_error()
+        reason = self.stop.reason
+        if reason is not None and (self.checkpoints.held or self.stop.abandoned):
+            raise reason
         total = self.summary.as_dict(final=False)["total"]
         loaded = (
             total["rows_sent"] or total["unchanged"] or total["deleted"] or total["deleted_before"]
@@ -239,100 +330,104 @@ class Run:
             )
             raise NothingLoaded(msg)
 
-    def terminate(self, signum: int) -> None:
-        """A termination signal arrived (handler, main thread): stop the run where it is.
-
-        The SDK's own handler would drain every sink from inside the signal handler and exit 0
-        although the records not yet uploaded were never sent. Instead the run stops reading and
-        uploading; on the way out the job already in flight is awaited, so the STATE it backs
-        still goes out, and the run ends with exit 10. A second signal stops the wait. Once all
-        input is read (``finish``), the first signal only waits for the last job.
-        """
-        # A lane that failed while the reading thread waited for input wakes it this way.
-        self.check()
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1 and self._finishing and self._events_waiting():
-            assert self.event_lane is not None
-            msg = (
-                f"Received {name}, so the run stopped before all of its events were sent. STATE "
-                "was written up to the last event Userpilot accepted; rerun from it to send "
-                "the rest (events already accepted are not sent again)."
-            )
-            self.event_lane.stop_sending(Terminated(msg))
-            logger.warning(
-                "Received %s after the end of input: no further events are sent; waiting for "
-                "the events in flight and the last job, so STATE can go out; send the signal "
-                "again to stop at once.",
-                name,
-            )
-            return
-        if self._signals == 1 and self._finishing:
-            logger.warning(
-                "Received %s after the end of input: waiting for the last job to end, so the "
-                "final STATE can go out; send the signal again to stop at once.",
-                name,
-            )
-            return
-        if self._signals == 1:
-            logger.warning(
-                "Received %s: no further input is read or uploaded.%s",
-                name,
-                " Waiting for the job in flight to end, so its STATE can go out; send the "
-                "signal again to stop at once."
-                if any(lane.busy for lane in self.lanes)
-                else "",
-            )
-        msg = (
-            f"Received {name}, so the run stopped before all of its input was loaded. STATE was "
-            "written up to the last record Userpilot confirmed; rerun from it to load the rest."
-        )
-        raise Terminated(msg)
-
     def close(self, error: BaseException | None = None) -> None:
-        """Once: after a failure let the work in flight end (its STATE goes out); release all.
+        """Once: stop every lane, let the work in flight end (its STATE goes out); release all.
 
-        A stop signal uploads nothing more; any other failure still sends the batches already
-        sealed, which hold only records read before it.
+        Every part is released and the summary printed whatever fails on the way: a failing
+        part is logged and the next one still runs, so no spool file is left behind.
         """
         if self._closed:
             return
         self._closed = True
-        try:
-            if error is not None and self._signals <= 1:
-                for lane in self.lanes:
-                    try:
-                        lane.settle(send_sealed=not isinstance(error, Terminated))
-                    except Exception as exc:  # noqa: BLE001 - the first failure is reported
-                        logger.debug("While stopping, the work in flight also failed: %s", exc)
-        finally:
-            self.buffer.discard()
-            for lane in self.lanes:
-                lane.close()
-            self.client.close()
-            if self._event_client is not None:
-                self._event_client.close()
-            if self.unchanged is not None:
-                self.unchanged.close()
-            if self.ledger is not None:
-                self.ledger.close()
-            self._log_summary()
+        self._closing = True
+        if error is not None:
+            self.stop.stop_now(error)
+        if self.stop.reason is not None and not self.stop.abandoned:
+            # Phase two: every lane was told to take no new work; now their work in flight
+            # ends, one lane after the other (a second signal ends these waits at once).
+            for lane in self._all_lanes():
+                lane.join()
+            for lane in self._all_lanes():
+                failure = lane.failed
+                if failure is not None and failure is not self.stop.reason:
+                    logger.debug("While stopping, the work in flight also failed: %s", failure)
+        steps: list[tuple[str, Callable[[], None]]] = [("the batch files", self.buffer.discard)]
+        grace = ABANDON_JOIN_SECONDS if self.stop.abandoned else 5.0
+        steps += [
+            (f"the {type(lane).__name__}", functools.partial(lane.close, grace=grace))
+            for lane in self._all_lanes()
+        ]
+        steps.append(("the client", self.client.close))
+        if self._event_client is not None:
+            steps.append(("the events client", self._event_client.close))
+        if self.unchanged is not None:
+            steps.append(("skip_unchanged", self.unchanged.close))
+        if self.ledger is not None:
+            steps.append(("the ledger", self.ledger.close))
+        steps.append(("the summary", self._log_summary))
+        steps.append(("the stop thread", self.stop.close))
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - the next part must still be released
+                logger.warning("Closing %s failed: %s", what, exc)
 
-    def _events_waiting(self) -> bool:
-        return self.event_lane is not None and self.event_lane.busy
+    # The stop thread (see stop.py)
 
-    def _wake_reader(self) -> None:
-        """A lane failed: interrupt the main thread, which may be blocked reading a silent tap.
+    def _stop_lanes(self, reason: BaseException, signal_name: str | None) -> None:
+        """Phase one of a stop: every lane takes no new work, all at once; the reader wakes.
 
-        The SIGINT handler (``terminate``) raises the lane's error there, so the run stops with
-        that error's sentence and exit code instead of waiting for input that may never come.
+        After a stop signal nothing new is uploaded; after a failure the batches already sealed
+        (records read before it) still go up. Deletions and events never start after a stop.
         """
-        main = threading.main_thread()
-        if threading.current_thread() is not main and main.ident is not None:
-            signal.pthread_kill(main.ident, signal.SIGINT)
+        lanes = self._all_lanes()
+        send_sealed = not isinstance(reason, Terminated)
+        for lane in lanes:
+            lane.stop(send_sealed=send_sealed)
+        if signal_name is not None:
+            self._announce_stop(signal_name)
+        if not self._closing and self.wake_reader is not None:
+            self.wake_reader()
+
+    def _abandon_lanes(self) -> None:
+        """A second signal: every wait ends at once."""
+        for lane in self._all_lanes():
+            lane.abandon()
+        if not self._closing and self.wake_reader is not None:
+            self.wake_reader()
+
+    def _announce_stop(self, name: str) -> None:
+        """Say what the run still waits for, and only that."""
+        waiting = []
+        if self.jobs.busy:
+            waiting.append("the last job" if self._finishing else "the job in flight")
+        if self.deletions.busy:
+            waiting.append("the deletion request in flight")
+        if self.event_lane is not None and self.event_lane.sending:
+            waiting.append("the events in flight")
+        what = " and ".join(waiting)
+        if self._finishing:
+            head = f"Received {name} after the end of input: nothing new is sent"
+            tail = (
+                f"; waiting for {what} to end, so STATE can go out; send the signal again to "
+                "stop at once."
+                if waiting
+                else "."
+            )
+        else:
+            head = f"Received {name}: no further input is read and nothing new is sent"
+            tail = (
+                f". Waiting for {what} to end, so its STATE can go out; send the signal again "
+                "to stop at once."
+                if waiting
+                else "."
+            )
+        logger.warning("%s%s", head, tail)
 
     def _drop_unchanged(self, batch: SealedBatch) -> None:
-        """skip_unchanged, as a batch is sealed: leave out rows Userpilot already holds."""
+        """skip_unchanged, just before a batch goes up (job lane): leave out rows Userpilot
+        already holds. On the lane's thread and outside the buffer's lock, so a slow ledger
+        holds up neither the reading thread nor the buffer."""
         assert self.unchanged is not None
         if batch.object == EVENTS:
             return  # events are left out by their keys (ImportedEvents.prepare)
@@ -345,7 +440,7 @@ class Run:
         else:
             gone = Counter({batch.stream: dropped})
         for stream, count in gone.items():
-            self.summary.stream(stream).unchanged += count
+            self.summary.add(stream, "unchanged", count)
         logger.info(
             "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
         )

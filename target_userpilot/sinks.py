@@ -68,6 +68,7 @@ class UserpilotSink(BatchSink):
         services: SinkServices = target.services  # type: ignore[attr-defined]
         self._settings = services.settings
         self._rejects = services.rejects
+        self._summary = services.summary
         self._checkpoints = services.checkpoints
         self._buffer = services.buffer
         self._check = services.check
@@ -223,7 +224,7 @@ class UserpilotSink(BatchSink):
         del context  # rows live in the buffer
         seq = self._checkpoints.record()
         tally = self.tally
-        tally.received += 1
+        tally.received += 1  # the one counter only this (the reading) thread changes
         route = self.route
         if route.object in (IGNORE, LOADER_TEST):
             return
@@ -259,7 +260,7 @@ class UserpilotSink(BatchSink):
                 msg = f"its row is {len(line)} bytes, more than max_file_bytes ({max_bytes})"
                 raise InvalidRecord(msg)
         except InvalidRecord as exc:
-            tally.rejected += 1
+            self._summary.add(self.stream_name, "rejected")
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
         self._buffer.add(route.object, self.stream_name, row_id, line, seq)
@@ -318,7 +319,7 @@ class UserpilotSink(BatchSink):
             assert self._events is not None
             self._events.add(self.stream_name, seq, tally.received, key, event)
         except InvalidRecord as exc:
-            tally.rejected += 1
+            self._summary.add(self.stream_name, "rejected")
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
         if len(self.route.collisions) != self._collisions_warned:
@@ -379,7 +380,7 @@ class UserpilotSink(BatchSink):
         """A record whose ``_sdc_deleted_at`` is set: a deletion request, or counted as ignored."""
         tally = self.tally
         if not self._settings.hard_delete:
-            tally.deleted_ignored += 1
+            self._summary.add(self.stream_name, "deleted_ignored")
             if not self._deletes_noted:
                 self._deletes_noted = True
                 self.logger.info(
@@ -394,11 +395,12 @@ class UserpilotSink(BatchSink):
         try:
             row_id = deleted_id(record, self.route)
         except InvalidRecord as exc:
-            tally.rejected += 1
+            self._summary.add(self.stream_name, "rejected")
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
         if self._buffer.supersede(self.route.object, row_id):
-            tally.superseded += 1  # its earlier rows in the open batch will not be sent
+            # Its earlier rows in the open batch will not be sent.
+            self._summary.add(self.stream_name, "superseded")
         self._deletions.add(self.route.object, self.stream_name, row_id, seq)
 
     def _warn_collisions(self) -> None:

@@ -82,7 +82,12 @@ class StreamTally:
 
 @dataclass
 class RunSummary:
-    """Counters per stream, updated by the sinks and by the job lane's watcher thread."""
+    """Counters per stream, changed by the reading thread and by every lane's threads.
+
+    Every counter changes under the summary's one lock (:meth:`add`, :meth:`batch_done`,
+    :meth:`deletions_done`), except ``received``, which only the reading thread changes (once
+    per record, where a lock would cost the most) and everyone else only reads.
+    """
 
     started: float = field(default_factory=time.monotonic)
     streams: dict[str, StreamTally] = field(default_factory=dict)
@@ -106,6 +111,15 @@ class RunSummary:
         if object is not None:
             tally.object = object
         return tally
+
+    def add(self, name: str, counter: str, n: int = 1, *, finished: bool = False) -> None:
+        """Add ``n`` to ``counter`` of stream ``name`` (any thread); ``finished``: work of the
+        stream just became durable, which moves the end of its time."""
+        with self._lock:
+            tally = self.streams.setdefault(name, StreamTally())
+            setattr(tally, counter, getattr(tally, counter) + n)
+            if finished:
+                tally.finished = time.monotonic()
 
     def batch_done(self, batch: Any, seconds: float) -> None:
         """A batch's job completed (or the batch turned out empty): count it per stream.
@@ -164,8 +178,7 @@ class RunSummary:
                 # The account is taken once: the table and the JSON line show the same times.
                 self.ended = time.monotonic()
             elapsed = (self.ended or time.monotonic()) - self.started
-            tallies = sorted(self.streams.items())
-        streams = {name: _stream_dict(tally) for name, tally in tallies}
+            streams = {name: _stream_dict(tally) for name, tally in sorted(self.streams.items())}
         keys = [key for key, _ in COUNTERS + EVENT_COUNTERS] + list(DELETION_COUNTERS)
         total: dict[str, Any] = {key: sum(s[key] for s in streams.values()) for key in keys}
         # Streams sharing a batch each count its job: the sum would count it twice.

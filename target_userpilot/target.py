@@ -75,6 +75,12 @@ class TargetUserpilot(Target):
             )
             raise ConfigurationError(msg)
         self.run = Run(settings, user_agent=self.name)
+        # The one way a stop reaches the reading thread: it checks between lines, and a stop
+        # wakes it while it waits for input.
+        reader = self.message_reader
+        if isinstance(reader, InputReader):
+            reader.check = self.run.check
+            self.run.wake_reader = reader.wake
         #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
         self.services = self.run.services
 
@@ -102,10 +108,14 @@ class TargetUserpilot(Target):
 
     @override
     def _handle_termination(self, signum: int, frame: t.Any) -> None:
-        """SIGTERM/SIGINT: stop reading; the job in flight is awaited on the way out (exit 10)."""
+        """SIGTERM/SIGINT: noted for the run's stop thread; nothing is raised here.
+
+        The run then stops reading, sends nothing new, awaits the job in flight (its STATE goes
+        out) and ends with exit 10; a second signal stops at once (see ``stop.py``).
+        """
         if not hasattr(self, "run"):  # still starting: nothing read, nothing to wait for
             raise Terminated(f"Received signal {signum} while starting; no input was read.")
-        self.run.terminate(signum)
+        self.run.signal(signum)
 
     @override
     def _process_state_message(self, message_dict: dict) -> None:
@@ -159,8 +169,10 @@ class TargetUserpilot(Target):
         try:
             super().process_endofpipe()
             self.run.finish()
-        finally:
-            self.run.close()
+        except BaseException as exc:
+            self.run.close(exc)
+            raise
+        self.run.close()
 
     @classmethod
     @override

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +38,7 @@ from target_userpilot.errors import ConfigurationError
 from target_userpilot.hosts import check_api_url, is_loopback
 from target_userpilot.redact import redact, redact_url, without_userinfo
 from target_userpilot.sandbox import Sandbox
+from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
 
 KEY = "upk-Zq7XvN2pLw9RtY4mKb8cHd3"
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
@@ -379,6 +381,7 @@ def test_no_batch_file_is_left_behind_by_a_run_that_uploaded_everything(
         eventually(lambda: keyed_sandbox.stats()["status_polls"] >= 1, 20, "the job in flight")
         run.proc.send_signal(signal.SIGTERM)
         eventually(lambda: "waiting for the last job" in run.stderr, 10, "the first stop")
+        time.sleep(DUPLICATE_SIGNAL_SECONDS)  # past the window of a forwarded duplicate
         run.proc.send_signal(signal.SIGTERM)  # and again: stop at once, leave the job
     code = run.wait()
 

@@ -2,9 +2,9 @@
 
 Userpilot's deletion API (``DELETE /v1/users``, ``DELETE /v1/companies``) is GDPR erasure: it
 schedules the profile and its events for Userpilot's daily deletion run (02:00 UTC), and cannot
-be undone. It is not a bulk job, so it runs beside the job lane, at its own pace: at most one
-request every ``interval`` seconds (Userpilot allows one every 2 s), measured from the answer to
-the previous request, which the request itself cannot have reached Userpilot after.
+be undone. It is not a bulk job, so it runs beside the job lane, at its own pace
+(:class:`~target_userpilot.lanes.pace.DeletionPace`): at most one request every 2 s, measured
+from the answer to the previous request.
 
 Ids gather per object while the lane waits for its pace, so one request names many. A request
 names at most ``size`` ids: Userpilot documents no maximum, so the lane starts from
@@ -16,9 +16,14 @@ sequence number of its first record.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 import logging
-import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,12 +31,12 @@ from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import PayloadTooLarge, UserpilotError
+from target_userpilot.lanes.base import Lane
+from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace
 from target_userpilot.summary import RunSummary
 
 logger = logging.getLogger("target_userpilot.lane")
 
-#: Userpilot's limit: one deletion request every 2 seconds per key.
-DELETE_INTERVAL_SECONDS = 2.0
 #: Ids in the first request; Userpilot documents no maximum, a 413 halves it.
 FIRST_REQUEST_IDS = 1000
 #: Full requests that may wait before the reading thread waits for the lane: memory stays flat.
@@ -68,7 +73,7 @@ class _Request:
     records: Counter[str] = field(default_factory=Counter)  # per stream
 
 
-class DeletionLane:
+class DeletionLane(Lane):
     """Sends deletion requests, paced, and releases their STATE once Userpilot accepted them."""
 
     def __init__(
@@ -77,34 +82,30 @@ class DeletionLane:
         checkpoints: Checkpoints,
         summary: RunSummary,
         *,
+        pace: DeletionPace | None = None,
         interval: float = DELETE_INTERVAL_SECONDS,
         size: int = FIRST_REQUEST_IDS,
         forget: Callable[[str, Iterable[str]], None] | None = None,
         history: DeletionHistory | None = None,
-        wake: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
+        super().__init__(on_failure=on_failure)
         self._deleter = deleter
         #: The ledger's memory: ids deleted in an earlier run are not requested again.
         self._history = history
         self._checkpoints = checkpoints
         self._summary = summary
-        self.interval = float(interval)
+        #: One request every ``interval`` seconds (``pace`` given: its own).
+        self.pace = pace if pace is not None else DeletionPace(interval)
         #: Ids per request: halved on 413, then kept for the rest of the run.
         self.size = size
         #: skip_unchanged: a deleted profile leaves the ledger, so a later row of it is sent.
         self._forget = forget
-        self._wake = wake
-        self._cond = threading.Condition()
         self._open: dict[str, _Request] = {}
         self._full: deque[_Request] = deque()
         #: Ids deleted in this run, per object: an upsert of one of them gets a warning.
         self._deleted: dict[str, set[str]] = {}
         self._in_flight = False
-        self._next_at = 0.0  # monotonic time before which no request may go
-        self._stopping = False
-        self._error: BaseException | None = None
-        self._abandon = threading.Event()
-        self._thread: threading.Thread | None = None
         self.requests = 0
 
     # The reading thread
@@ -127,14 +128,16 @@ class DeletionLane:
             if len(request.ids) >= self.size:
                 del self._open[object]
                 self._full.append(request)
-                while len(self._full) > MAX_WAITING_REQUESTS and self._error is None:
+                while (
+                    len(self._full) > MAX_WAITING_REQUESTS
+                    and self._error is None
+                    and not self._stopping
+                ):
                     self._cond.wait()
             self._cond.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._work, name="userpilot-deletion-lane", daemon=True
-                )
-                self._thread.start()
+            start = not self._threads and not self._stopping
+        if start:
+            self._start(self._work, "userpilot-deletion-lane")
         self.raise_error()
 
     def was_deleted(self, object: str, row_id: str) -> bool:
@@ -142,66 +145,47 @@ class DeletionLane:
         deleted = self._deleted.get(object)
         return deleted is not None and row_id in deleted
 
-    # The lane family's protocol (see lanes/__init__.py)
+    # What differs from the other lanes
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two requests."""
+        return self.pace.interval
+
+    @override
     @property
     def busy(self) -> bool:
         """True while a deletion request is in flight."""
         return self._in_flight
 
+    @override
     def wait_idle(self) -> None:
-        """Block until every queued deletion was accepted by Userpilot; raise what stopped it."""
+        """Block until every queued deletion was accepted by Userpilot; raise what stopped it.
+
+        After a stop, only until the request in flight ended: the others are never sent.
+        """
         with self._cond:
-            while self._error is None and (self._open or self._full or self._in_flight):
+            while (
+                self._error is None
+                and not self._abandon.is_set()
+                and (self._in_flight or (not self._stopping and (self._open or self._full)))
+            ):
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
-    def raise_error(self) -> None:
-        """Raise the failure that stopped the lane, so the reading thread stops the run."""
-        if self._error is not None:
-            raise self._error
-
-    def settle(self, *, send_sealed: bool = False) -> None:
-        """The run is stopping: let the request in flight end; send nothing more.
-
-        Even after an ordinary failure (``send_sealed``) no further request goes out: erasure
-        cannot be undone, and the rerun from the last STATE asks for these deletions again.
-        """
-        del send_sealed
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-
-    def close(self) -> None:
-        """Stop at once: a request in flight is left to Userpilot (its STATE does not go out)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._abandon.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    # ``send_sealed`` is ignored: even after an ordinary failure no further request goes out.
+    # Erasure cannot be undone, and the rerun from the last STATE asks for these deletions again.
 
     # The worker thread
 
     def _work(self) -> None:
-        try:
-            while (request := self._take()) is not None:
-                try:
-                    self._send(request)
-                finally:
-                    with self._cond:
-                        self._in_flight = False
-                        self._cond.notify_all()
-        except _Abandoned:
-            return
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            with self._cond:
-                self._error = exc
-                self._cond.notify_all()
-            if self._wake is not None:
-                self._wake()
+        while (request := self._take()) is not None:
+            try:
+                self._send(request)
+            finally:
+                with self._cond:
+                    self._in_flight = False
+                    self._cond.notify_all()
 
     def _take(self) -> _Request | None:
         """The request holding the oldest deletion, once the pace allows; None when stopping."""
@@ -209,7 +193,7 @@ class DeletionLane:
             while not self._stopping:
                 waiting = [*self._full, *self._open.values()]
                 if waiting:
-                    delay = self._next_at - time.monotonic()
+                    delay = self.pace.delay()
                     if delay <= 0:
                         request = min(waiting, key=lambda r: r.first_seq)
                         if request in self._full:
@@ -243,7 +227,9 @@ class DeletionLane:
                 )
         while ids:
             piece, rest = ids[: self.size], ids[self.size :]
-            self._wait_for_pace()
+            # A stop ends the wait, and no piece starts after it (a 413's other halves
+            # included): erasure cannot be undone, the rerun asks for these ids again.
+            self._wait(self.pace.delay())
             request_id = ""
             if self._history is not None:
                 streams = ",".join(sorted({request.ids[row_id] for row_id in piece}))
@@ -253,7 +239,7 @@ class DeletionLane:
                 # any level: they name the people whose erasure was asked for.
                 self._deleter.delete_profiles(request.object, piece)
             except PayloadTooLarge:
-                self._next_at = time.monotonic() + self.interval
+                self.pace.answered()
                 if len(piece) <= 1:
                     msg = (
                         f"Userpilot refused a deletion request naming a single {request.object} "
@@ -270,7 +256,7 @@ class DeletionLane:
                     self.size,
                 )
                 continue
-            self._next_at = time.monotonic() + self.interval
+            self.pace.answered()
             self.requests += 1
             ids = rest
             if self._history is not None:
@@ -283,15 +269,3 @@ class DeletionLane:
             )
         self._summary.deletions_done(dict(records))
         self._checkpoints.release(request.hold)
-
-    def _wait_for_pace(self) -> None:
-        """Wait until the previous request's answer is ``interval`` seconds old."""
-        delay = self._next_at - time.monotonic()
-        if delay > 0 and self._abandon.wait(delay):
-            raise _Abandoned
-        if self._abandon.is_set():
-            raise _Abandoned
-
-
-class _Abandoned(Exception):
-    """close() was called while the lane waited for its pace."""

@@ -20,9 +20,15 @@ the oldest unfinished event.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 import json
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -32,7 +38,8 @@ from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import EventRefused, TransientError, Unconfirmed
-from target_userpilot.lanes.pace import connections_for
+from target_userpilot.lanes.base import Lane
+from target_userpilot.lanes.pace import EventPace, connections_for
 from target_userpilot.lanes.spool import EventSpool
 from target_userpilot.rejects import RejectLog
 from target_userpilot.rows import USERS, encode_row
@@ -44,17 +51,6 @@ logger = logging.getLogger("target_userpilot.events")
 PROGRESS_EVERY_SECONDS = 30.0
 #: Events read from the spool at once: one ledger lookup covers them all.
 LOOKAHEAD = 500
-#: Share of ``events_per_minute`` actually used: the limit is counted over a sliding minute on
-#: arrival, so requests spaced exactly at the limit trip it whenever the network delays one a
-#: little less than the one a minute before.
-HEADROOM = 0.98
-#: A 429 multiplies the pace by this; the pace never falls below ``MIN_SHARE`` of the setting.
-SLOW_DOWN = 0.8
-MIN_SHARE = 0.25
-#: Each accepted event gives back this share of the configured pace after a slow-down.
-RECOVERY_SHARE = 0.01
-#: Pause after a 429 that gave no Retry-After.
-DEFAULT_RETRY_AFTER = 1.0
 #: How long a waiting thread sleeps before it looks again whether the lane is stopping.
 TICK = 0.2
 #: Unconfirmed events in a row that stop the run: Userpilot or the network is failing.
@@ -79,65 +75,6 @@ class EventKeys(Protocol):
     def close(self) -> None: ...
 
 
-class EventPace:
-    """When the next track request may go: evenly spaced under the limit, slower after a 429.
-
-    Thread-safe: the lane's dispatcher asks for slots while the client's threads report 429s.
-    """
-
-    def __init__(self, events_per_minute: float | None) -> None:
-        #: The configured pace; None: no pacing (dry run).
-        self.limit = events_per_minute
-        self.rate = events_per_minute
-        self.rate_limited = 0
-        self._lock = threading.Lock()
-        self._next = 0.0
-        self._paused_until = 0.0
-        self._last_warning = -math.inf
-
-    def reserve(self) -> float:
-        """Take the next slot; return when (``time.monotonic()``) the request may go."""
-        with self._lock:
-            now = time.monotonic()
-            if self.rate is None:
-                return now
-            # No catching up after an idle spell: a burst is what the limit counts.
-            slot = max(self._next, now, self._paused_until)
-            self._next = slot + 60.0 / (self.rate * HEADROOM)
-            return slot
-
-    def slow_down(self, retry_after: float | None) -> None:
-        """Userpilot answered 429: pause for Retry-After, and slow the pace from now on."""
-        with self._lock:
-            self.rate_limited += 1
-            now = time.monotonic()
-            wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
-            self._paused_until = max(self._paused_until, now + wait)
-            if self.limit is not None and self.rate is not None:
-                self.rate = max(self.limit * MIN_SHARE, self.rate * SLOW_DOWN)
-            warn = now - self._last_warning >= PROGRESS_EVERY_SECONDS
-            if warn:
-                self._last_warning = now
-        if warn:
-            logger.warning(
-                "Userpilot limited the rate of events (HTTP 429, %d so far); pausing %.1f s and "
-                "slowing to %s a minute. Another client may be using the same API key.",
-                self.rate_limited,
-                wait,
-                "?" if self.rate is None else f"{self.rate:.0f}",
-            )
-
-    def accepted(self) -> None:
-        """One event went through: win back some of the pace a 429 took."""
-        with self._lock:
-            if self.limit is not None and self.rate is not None and self.rate < self.limit:
-                self.rate = min(self.limit, self.rate + self.limit * RECOVERY_SHARE)
-
-    def per_minute(self) -> float | None:
-        """The pace now, in events a minute (None: unpaced)."""
-        return None if self.rate is None else self.rate * HEADROOM
-
-
 @dataclass
 class _Event:
     """One event waiting or in flight."""
@@ -150,7 +87,7 @@ class _Event:
     already_sent: bool = False
 
 
-class EventLane:
+class EventLane(Lane):
     """Sends events to ``/v1/track``: after their users, paced, once each, on a few connections."""
 
     def __init__(
@@ -164,10 +101,11 @@ class EventLane:
         keys: EventKeys | None,
         scope: str,
         connections: int | None = None,
-        wake: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
         spool_dir: str | None = None,
         progress_every: float = PROGRESS_EVERY_SECONDS,
     ) -> None:
+        super().__init__(on_failure=on_failure)
         self._client = client
         self._checkpoints = checkpoints
         self._summary = summary
@@ -175,12 +113,10 @@ class EventLane:
         self.pace = pace
         self._keys = keys
         self._scope = scope
-        self._wake = wake
         self._progress_every = progress_every
         if connections is None:
             connections = connections_for(pace.limit)
         self.connections = connections
-        self._cond = threading.Condition()
         self._spool = EventSpool(spool_dir)
         self._lookahead: deque[_Event] = deque()
         #: Seq of every event taken from the lookahead and not finished, and their keys.
@@ -191,15 +127,10 @@ class EventLane:
         self._free = threading.Semaphore(connections)
         #: Events for the senders; None, last, tells them to stop.
         self._handoff: deque[_Event | None] = deque()
-        self._error: BaseException | None = None
-        self._stopping = False
-        #: Why the lane stopped sending while events still wait (a stop signal), if it did.
-        self._stopped_by: BaseException | None = None
         #: Events handed to the senders and not finished.
         self._handed = 0
         #: Users with an event handed to a sender and not finished (one at most each).
         self._busy_users: set[str] = set()
-        self._abandon = threading.Event()
         self.received = 0
         self.sent = 0
         self.skipped = 0
@@ -209,16 +140,10 @@ class EventLane:
         self._started: float | None = None
         self._last_progress = 0.0
         self._sent_at_progress = 0
-        self._dispatcher = threading.Thread(
-            target=self._dispatch, name="userpilot-events", daemon=True
-        )
-        self._senders = [
-            threading.Thread(target=self._send_loop, name=f"userpilot-track-{n}", daemon=True)
-            for n in range(connections)
-        ]
-        self._dispatcher.start()
-        for sender in self._senders:
-            sender.start()
+        self._start(self._dispatch, "userpilot-events")
+        self._dispatcher = self._threads[0]
+        for n in range(connections):
+            self._start(self._send_loop, f"userpilot-track-{n}")
 
     # The reading thread
 
@@ -250,65 +175,45 @@ class EventLane:
             rate,
         )
 
-    # The lane family's protocol (see lanes/__init__.py)
+    # What differs from the other lanes
 
+    @override
     @property
     def busy(self) -> bool:
         """True while an event waits or is in flight."""
         with self._cond:
             return not self._nothing_unfinished()
 
+    @property
+    def sending(self) -> bool:
+        """True while an event is handed to a sender and not finished."""
+        with self._cond:
+            return self._handed > 0
+
+    @override
     def wait_idle(self) -> None:
         """Block until every event received is accepted, refused or skipped.
 
-        After :meth:`stop_sending`, only until the events in flight ended; then raise why.
+        After a stop, only until the events in flight ended: at 600 a minute the events still
+        waiting can take hours, and they wait for the rerun.
         """
         with self._cond:
             while self._error is None and not self._nothing_unfinished():
-                stopped = self._stopped_by is not None and not self._dispatcher.is_alive()
+                if self._abandon.is_set():
+                    break
+                stopped = self._stopping and not self._dispatcher.is_alive()
                 if stopped and self._handed == 0:
                     break
                 self._cond.wait(TICK)
         self.raise_error()
         self._log_progress(final=True)
-        if self._stopped_by is not None and not self._nothing_unfinished():
-            raise self._stopped_by
 
-    def stop_sending(self, reason: BaseException) -> None:
-        """Send no further event; :meth:`wait_idle` raises ``reason`` once those in flight end.
+    # ``send_sealed`` is ignored on a stop: waiting events are many and slow to send, so they
+    # wait for the rerun; only the events already handed to a sender go out.
 
-        At 600 a minute the events still waiting can take hours: a stop signal after the end
-        of input must not wait for them, only for the ones already sent.
-        """
-        with self._cond:
-            self._stopping = True
-            self._stopped_by = reason
-            self._cond.notify_all()
-
-    def raise_error(self) -> None:
-        """Raise the failure that stopped the lane, so the reading thread stops the run."""
-        if self._error is not None:
-            raise self._error
-
-    def settle(self, *, send_sealed: bool = False) -> None:
-        """The run is stopping: send nothing new, let the events in flight end."""
-        del send_sealed  # waiting events are many and slow to send: they wait for the rerun
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._dispatcher.join()
-        for sender in self._senders:
-            sender.join()
-
-    def close(self) -> None:
-        """Stop at once and remove the spool."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-        self._abandon.set()
-        self._dispatcher.join(timeout=5)
-        for sender in self._senders:
-            sender.join(timeout=5)
+    @override
+    def _release(self) -> None:
+        """Remove the spool (it holds personal data)."""
         with self._cond:
             self._spool.discard()
 
@@ -351,7 +256,8 @@ class EventLane:
                     return
                 self._announce()
                 slot = self.pace.reserve()
-                if self._abandon.wait(max(0.0, slot - time.monotonic())):
+                # A stop ends the wait for the pace: no event starts after it.
+                if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
                     self._free.release()
                     return
                 with self._cond:
@@ -361,11 +267,9 @@ class EventLane:
                     self._handed += 1
                     self._cond.notify_all()
                 self._log_progress()
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self._fail(exc)
         finally:
             with self._cond:
-                self._handoff.append(None)
+                self._handoff.append(None)  # tells senders to stop
                 self._cond.notify_all()
 
     def _next_event(self) -> _Event | None:
@@ -413,7 +317,7 @@ class EventLane:
             if not (event.already_sent or taken or key in self._accepted_since_lookup):
                 return False
             self.skipped += 1
-            self._summary.stream(event.stream).events_skipped += 1
+            self._summary.add(event.stream, "events_skipped")
             self._finish(event)
             return True
 
@@ -438,7 +342,7 @@ class EventLane:
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
         while not self._free.acquire(timeout=TICK):
-            if self._abandon.is_set() or self._error is not None:
+            if self._stopping or self._error is not None:
                 return False
         return True
 
@@ -454,7 +358,8 @@ class EventLane:
                     return  # left in place: every sender sees it
                 self._handoff.popleft()
             try:
-                if self._error is None and not self._abandon.is_set():
+                # Handed over just before a stop: not started after it.
+                if self._error is None and not self._stopping:
                     self._send(event)
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
                 self._fail(exc)
@@ -472,7 +377,7 @@ class EventLane:
         except EventRefused as exc:
             with self._cond:
                 self.refused += 1
-                self._summary.stream(event.stream).rejected += 1
+                self._summary.add(event.stream, "rejected")
             # With on_invalid_record 'fail' this raises and the event stays unfinished: its
             # hold keeps every later STATE back, as for a bad record read from the input.
             self._rejects.reject(event.stream, event.position, str(exc), body)
@@ -491,9 +396,7 @@ class EventLane:
         with self._cond:
             self.sent += 1
             self._unconfirmed_in_a_row = 0
-            tally = self._summary.stream(event.stream)
-            tally.events_sent += 1
-            tally.finished = time.monotonic()
+            self._summary.add(event.stream, "events_sent", finished=True)
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
 
@@ -537,14 +440,6 @@ class EventLane:
         self._inflight.pop(event.seq, None)
         self._move_hold()
         self._cond.notify_all()
-
-    def _fail(self, exc: BaseException) -> None:
-        with self._cond:
-            if self._error is None:
-                self._error = exc
-            self._cond.notify_all()
-        if self._wake is not None:
-            self._wake()
 
     # Telling the operator
 

@@ -66,7 +66,7 @@ class ImportedEvents:
         if not sent:
             return
         for stream, count in batch.drop_events(sent).items():
-            self._summary.stream(stream).events_skipped += count
+            self._summary.add(stream, "events_skipped", count)
 
     def confirm(self, batch: SealedBatch) -> None:
         """The file's job completed: its events are in Userpilot, so their keys go to the ledger."""

@@ -10,6 +10,13 @@ batch. This is the one place a job is waited on.
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 import json
 import logging
 import threading
@@ -24,7 +31,8 @@ from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
-from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge
+from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge, WaitInterrupted
+from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
 from target_userpilot.rejects import RejectLog
 from target_userpilot.summary import RunSummary, duration
@@ -47,8 +55,17 @@ class Uploader(Protocol):
     """What the lane needs from a client: the real one, or the dry run's."""
 
     def upload(
-        self, object: str, path: str, filename: str, *, conflict_wait: float
-    ) -> dict[str, Any]: ...
+        self,
+        object: str,
+        path: str,
+        filename: str,
+        *,
+        conflict_wait: float,
+        interrupt: threading.Event | None = None,
+    ) -> dict[str, Any]:
+        """Upload a batch file; a wait for another client's job ends when ``interrupt`` is set
+        (:class:`~target_userpilot.errors.WaitInterrupted`)."""
+        ...
 
     def job_status(self, job_id: str) -> dict[str, Any]: ...
 
@@ -93,7 +110,7 @@ class _Running:
         return str(self.job.get("job_id"))
 
 
-class JobLane:
+class JobLane(Lane):
     """Uploads batches one job at a time and follows each job to its end."""
 
     def __init__(
@@ -107,87 +124,84 @@ class JobLane:
         pace: JobPace,
         job_timeout: float = 7200.0,
         confirmer: Confirmer | None = None,
+        before_upload: Callable[[SealedBatch], None] | None = None,
         history: JobHistory | None = None,
         run_id: str | None = None,
-        wake: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
+        super().__init__(on_failure=on_failure)
         self._uploader = uploader
         self._history = history
-        #: Wakes the reading thread when the lane fails while the tap is silent.
-        self._wake = wake
         self._source = source
         self._checkpoints = checkpoints
         self._summary = summary
         self._rejects = rejects
         self._confirmer = confirmer
+        #: skip_unchanged: leaves out the rows Userpilot already holds, on this thread, in the
+        #: order batches go up, outside the buffer's lock (the ledger may be slow).
+        self._before_upload = before_upload
+        #: After a stop: whether batches sealed before it still go up (not after a signal).
+        self._sealed_may_go = True
         self.pace = pace
         self.job_timeout = float(job_timeout)
         self._run_id = run_id or uuid.uuid4().hex[:12]
         self._uploads = 0
-        self._cond = threading.Condition()
         self._busy = False
-        self._done = False
-        self._error: BaseException | None = None
-        self._abandon = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="userpilot-job-lane", daemon=True)
-        self._thread.start()
+        self._start(self._work, "userpilot-job-lane")
 
-    # The lane family's protocol (see lanes/__init__.py)
+    # What differs from the other lanes
 
+    @override
     @property
     def busy(self) -> bool:
         """True while a batch of ours is uploading or in a job."""
         return self._busy
 
+    @override
     def wait_idle(self) -> None:
-        """Block until every batch the buffer will give has gone up and completed."""
+        """Block until every batch the buffer will give has gone up and completed.
+
+        After a stop, until the job in flight ended (the buffer gives nothing more).
+        """
         with self._cond:
-            while not self._done and self._error is None:
+            while self._running and self._error is None and not self._abandon.is_set():
                 self._cond.wait(timeout=1.0)
         self.raise_error()
 
-    def raise_error(self) -> None:
-        """Raise the failure that stopped the lane, so the reading thread stops the run."""
-        if self._error is not None:
-            raise self._error
+    @override
+    def stop(self, *, send_sealed: bool = False) -> None:
+        """With ``send_sealed``, batches already sealed still go up (they hold only records
+        read before the failure); otherwise (a stop signal) nothing more is uploaded."""
+        if not send_sealed:
+            self._sealed_may_go = False  # before the lane is seen stopping: no upload slips by
+        super().stop(send_sealed=send_sealed)
 
-    def settle(self, *, send_sealed: bool = False) -> None:
-        """The run is stopping: let the job in flight end, so its STATE can still go out.
-
-        With ``send_sealed``, batches already sealed go up first (they hold only records read
-        before the failure); otherwise (a stop signal) nothing more is uploaded.
-        """
-        if send_sealed:
+    @override
+    def _stopped(self, *, send_sealed: bool) -> None:
+        if send_sealed and not self._abandon.is_set():
             self._source.stop()
         else:
             self._source.discard()
-        self._thread.join()
 
-    def close(self) -> None:
-        """Stop at once: a running job is left to Userpilot (its STATE does not go out)."""
-        self._source.discard()
-        self._abandon.set()
-        self._thread.join(timeout=5)
+    @override
+    def _failed(self, exc: BaseException) -> None:
+        self._source.fail(exc)  # a reading thread waiting for room raises it
 
     # The worker thread
 
     def _work(self) -> None:
-        try:
-            while (batch := self._source.take()) is not None:
-                self._busy = True
-                try:
-                    self._send(batch)
-                finally:
-                    self._busy = False
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            self._error = exc
-            self._source.fail(exc)
-            if self._wake is not None:
-                self._wake()
-        finally:
-            with self._cond:
-                self._done = True
-                self._cond.notify_all()
+        while (batch := self._source.take()) is not None:
+            self._busy = True
+            try:
+                if self._before_upload is not None:
+                    try:
+                        self._before_upload(batch)
+                    except BaseException:
+                        batch.discard()  # leave no personal data in the temp directory
+                        raise
+                self._send(batch)
+            finally:
+                self._busy = False
 
     def _send(self, batch: SealedBatch) -> None:
         """Upload ``batch`` and follow its job to the end; 413 splits it in halves."""
@@ -202,10 +216,15 @@ class JobLane:
             batch.discard()
             return
         try:
+            if not self._sealed_may_go:
+                raise Abandoned  # no upload starts after a stop signal (a 413's other half)
             running = self._upload(batch)
         except PayloadTooLarge:
             self._split(batch)
             return
+        except WaitInterrupted:
+            batch.discard()
+            raise Abandoned from None  # the stop ended a wait for another client's job
         except BaseException:
             batch.discard()  # the run stops: leave no personal data in the temp directory
             raise
@@ -225,7 +244,11 @@ class JobLane:
             "Uploading %s: %d %s rows, %d bytes.", filename, batch.rows, batch.object, batch.bytes
         )
         job = self._uploader.upload(
-            batch.object, batch.path, filename, conflict_wait=self.job_timeout
+            batch.object,
+            batch.path,
+            filename,
+            conflict_wait=self.job_timeout,
+            interrupt=self._stop_event,
         )
         running = _Running(job, batch, time.monotonic())
         if self._history is not None:
@@ -450,7 +473,7 @@ class JobLane:
         stream = batch.row_streams.get(row_id, batch.stream) if isinstance(row_id, str) else ""
         if batch.object == "events" and batch.row_streams:
             stream = next(iter(batch.row_streams.values()))  # a lone event: keys are not in rows
-        self._summary.stream(stream or batch.stream).rejected += 1
+        self._summary.add(stream or batch.stream, "rejected")
         self._rejects.reject(stream or batch.stream, None, reason, row)
 
 

@@ -1,4 +1,18 @@
-"""What the job lane learns of Userpilot's pace: rows per second and a fixed time per job.
+"""Every lane's pace, in one place: when the next request may go, and what a job will take.
+
+- :class:`JobPace`: what the job lane learns of Userpilot's processing rate. Userpilot's pages
+  give 1,800 and 1,200 rows a minute; the real pace differs by account and by day. From the jobs
+  completed in this run, a least-squares fit of ``seconds = fixed + rows / rate`` predicts when
+  the next job will end, so its first status poll lands just after that moment.
+  ``rows_per_minute`` is only the guess used until the first job has completed.
+- :class:`DeletionPace`: one deletion request every ``interval`` seconds (Userpilot allows one
+  every 2 s), measured from the answer to the previous one.
+- :class:`EventPace`: track requests spread evenly under ``events_per_minute``, slower after a
+  429.
+
+Each takes its ``clock`` (``time.monotonic`` by default) and its numbers as parameters, so a
+test can run a lane at any pace, or on a clock of its own, without waiting in real time. The
+paces only say *when*; the lanes do the waiting, on their stop event, so a stop ends any wait.
 
 Userpilot's pages give 1,800 and 1,200 rows a minute; the real pace differs by account and by
 day. From the jobs completed in this run, a least-squares fit of ``seconds = fixed + rows / rate``
@@ -12,13 +26,38 @@ only where they fall inside them.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+logger = logging.getLogger("target_userpilot.events")
+
+#: A clock: seconds, only ever compared with each other (``time.monotonic``).
+Clock = Callable[[], float]
 
 #: Jobs the fit remembers: recent ones say most about the pace now.
 _REMEMBERED = 20
+
+#: Userpilot's limit: one deletion request every 2 seconds per key.
+DELETE_INTERVAL_SECONDS = 2.0
+
+#: Share of ``events_per_minute`` actually used: the limit is counted over a sliding minute on
+#: arrival, so requests spaced exactly at the limit trip it whenever the network delays one a
+#: little less than the one a minute before.
+HEADROOM = 0.98
+#: A 429 multiplies the pace by this; the pace never falls below ``MIN_SHARE`` of the setting.
+SLOW_DOWN = 0.8
+MIN_SHARE = 0.25
+#: Each accepted event gives back this share of the configured pace after a slow-down.
+RECOVERY_SHARE = 0.01
+#: Pause after a 429 that gave no Retry-After.
+DEFAULT_RETRY_AFTER = 1.0
+#: How often, at most, a slowed event pace is reported at WARNING.
+WARN_EVERY_SECONDS = 30.0
 
 
 class JobPace:
@@ -73,6 +112,87 @@ def _fit(jobs: deque[tuple[int, float]]) -> tuple[float, float]:
     total_rows = sum(r for r, _ in jobs)
     total_secs = sum(s for _, s in jobs)
     return total_rows / total_secs, 0.0
+
+
+class DeletionPace:
+    """One deletion request every ``interval`` seconds, counted from the previous answer.
+
+    From the answer, since the request itself cannot have reached Userpilot after it. Used by
+    the deletion lane's one worker thread only.
+    """
+
+    def __init__(self, interval: float = DELETE_INTERVAL_SECONDS, clock: Clock = time.monotonic):
+        self.interval = float(interval)
+        self._clock = clock
+        self._next_at = -math.inf
+
+    def delay(self) -> float:
+        """Seconds until the next request may go (0 or less: now)."""
+        return self._next_at - self._clock()
+
+    def answered(self) -> None:
+        """Userpilot answered a request (accepted or refused): the next waits ``interval``."""
+        self._next_at = self._clock() + self.interval
+
+
+class EventPace:
+    """When the next track request may go: evenly spaced under the limit, slower after a 429.
+
+    Thread-safe: the lane's dispatcher asks for slots while the client's threads report 429s.
+    """
+
+    def __init__(self, events_per_minute: float | None, clock: Clock = time.monotonic) -> None:
+        #: The configured pace; None: no pacing (dry run).
+        self.limit = events_per_minute
+        self.rate = events_per_minute
+        self.rate_limited = 0
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._paused_until = 0.0
+        self._last_warning = -math.inf
+
+    def reserve(self) -> float:
+        """Take the next slot; return when (on :attr:`clock`) the request may go."""
+        with self._lock:
+            now = self.clock()
+            if self.rate is None:
+                return now
+            # No catching up after an idle spell: a burst is what the limit counts.
+            slot = max(self._next, now, self._paused_until)
+            self._next = slot + 60.0 / (self.rate * HEADROOM)
+            return slot
+
+    def slow_down(self, retry_after: float | None) -> None:
+        """Userpilot answered 429: pause for Retry-After, and slow the pace from now on."""
+        with self._lock:
+            self.rate_limited += 1
+            now = self.clock()
+            wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
+            self._paused_until = max(self._paused_until, now + wait)
+            if self.limit is not None and self.rate is not None:
+                self.rate = max(self.limit * MIN_SHARE, self.rate * SLOW_DOWN)
+            warn = now - self._last_warning >= WARN_EVERY_SECONDS
+            if warn:
+                self._last_warning = now
+        if warn:
+            logger.warning(
+                "Userpilot limited the rate of events (HTTP 429, %d so far); pausing %.1f s and "
+                "slowing to %s a minute. Another client may be using the same API key.",
+                self.rate_limited,
+                wait,
+                "?" if self.rate is None else f"{self.rate:.0f}",
+            )
+
+    def accepted(self) -> None:
+        """One event went through: win back some of the pace a 429 took."""
+        with self._lock:
+            if self.limit is not None and self.rate is not None and self.rate < self.limit:
+                self.rate = min(self.limit, self.rate + self.limit * RECOVERY_SHARE)
+
+    def per_minute(self) -> float | None:
+        """The pace now, in events a minute (None: unpaced)."""
+        return None if self.rate is None else self.rate * HEADROOM
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ demo: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PYTHON) bench/run.py
 	$(PYTHON) bench/events.py
+	$(PYTHON) bench/imports.py
 	$(PYTHON) bench/ledger.py
 
 readme: $(INSTALLED)

@@ -1,11 +1,12 @@
 """Batch files: one upload's worth of rows of one Userpilot object, spooled to disk as NDJSON.
 
-A batch belongs to an object (users or companies), not to a stream: rows for one profile from any
-stream go into the same batch in input order, so Userpilot applies them in that order. Rows go to a
-temporary file as they arrive, so memory holds only the ids of the open batch, never its rows. Rows
-that share an id within one batch are merged when the batch is sealed: the result is what Userpilot
-would hold after applying them in order, at the cost of one row of its processing rate instead of
-several.
+A batch belongs to an object (users, companies, or events for the Import API), not to a stream:
+rows for one profile from any stream go into the same batch in input order, so Userpilot applies
+them in that order. Rows go to a temporary file as they arrive, so memory holds only the ids of
+the open batch, never its rows. Rows that share an id within one batch are merged when the batch
+is sealed: the result is what Userpilot would hold after applying them in order, at the cost of
+one row of its processing rate instead of several. Events are not merged: an event is one line,
+and a second line with the same key is the same event again, left out (it would count twice).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from target_userpilot.errors import SpoolUnwritable
-from target_userpilot.rows import encode_row, id_key, merge_rows
+from target_userpilot.rows import EVENTS, encode_row, id_key, merge_rows
 
 #: What a spooled batch is called in a sentence about a failed write.
 BATCH_FILE = "a batch file"
@@ -45,8 +46,11 @@ class SealedBatch:
     fingerprints: list[tuple[str, builtins.bytes]] | None = field(default=None, repr=False)
     #: The stream of each row (of its last record), for the summary's per-stream counts.
     row_streams: dict[str, str] = field(default_factory=dict, repr=False)
-    #: Records folded into a later row of the same profile, per stream of the folded record.
+    #: Records folded into a later row of the same profile, per stream (for events: repeats
+    #: of an event already in the batch, left out).
     merged_by_stream: dict[str, int] = field(default_factory=dict, repr=False)
+    #: The sequence number of the batch's last record (events wait for users before it).
+    last_seq: int = -1
 
     def rows_by_stream(self) -> dict[str, int]:
         """Rows per stream; a row counts for the stream of its last record."""
@@ -95,10 +99,15 @@ class SealedBatch:
             )
             if prints is not None:
                 half.fingerprints = prints[start:end]
-            if self.row_streams:
+            if self.row_streams and self.object == EVENTS:
+                # An event's key is not in its line: the keys are in line order instead.
+                items = list(self.row_streams.items())[start:end]
+                half.row_streams = dict(items)
+            elif self.row_streams:
                 key = id_key(self.object)
                 ids = (json.loads(line)[key] for line in part)
                 half.row_streams = {row_id: self.row_streams[row_id] for row_id in ids}
+            half.last_seq = self.last_seq
             if hold is not None:
                 half.merged_by_stream = dict(self.merged_by_stream)
             halves.append(half)
@@ -119,6 +128,28 @@ class SealedBatch:
             key = id_key(self.object)
             kept = {json.loads(line)[key] for line in lines}
             self.row_streams = {i: s for i, s in self.row_streams.items() if i in kept}
+
+    def drop_events(self, sent: set[str]) -> dict[str, int]:
+        """Leave out the events whose keys are in ``sent``; return how many, per stream.
+
+        An events batch's keys are its ``row_streams``, in line order; the file is streamed,
+        never read whole.
+        """
+        dropped: dict[str, int] = {}
+        kept: dict[str, str] = {}
+        size = 0
+        handle, path = _spool_file(os.path.dirname(self.path), f"{self.object}-")
+        with handle, open(self.path, "rb") as source:
+            for (key, stream), line in zip(self.row_streams.items(), source, strict=False):
+                if key in sent:
+                    dropped[stream] = dropped.get(stream, 0) + 1
+                    continue
+                handle.write(line)
+                size += len(line)
+                kept[key] = stream
+        os.replace(path, self.path)
+        self.rows, self.bytes, self.row_streams = len(kept), size, kept
+        return dropped
 
     def discard(self) -> None:
         """Remove the file from disk."""
@@ -148,6 +179,7 @@ class BatchFile:
         self.hold = hold
         self.records = 0
         self.bytes = 0
+        self.last_seq = -1
         self._spool_dir = spool_dir
         with spooling(BATCH_FILE, spool_dir):
             self._handle, self._path = _spool_file(spool_dir, f"{object}-")
@@ -177,14 +209,18 @@ class BatchFile:
 
     def add(self, row_id: str, line: bytes, stream: str | None = None) -> None:
         """Append one encoded row of ``stream`` (the batch's own stream if not given)."""
+        stream = stream or self.stream
+        seen = self._lines_per_id.get(row_id, 0)
+        if seen and self.object == EVENTS:
+            # The same event (its key) twice: Userpilot would count it twice, so once only.
+            self._merged_by_stream[stream] = self._merged_by_stream.get(stream, 0) + 1
+            return
         try:
             self._handle.write(line)
         except OSError as exc:
             raise spool_failure(exc, BATCH_FILE, self._spool_dir) from None
         self.bytes += len(line)
         self.records += 1
-        stream = stream or self.stream
-        seen = self._lines_per_id.get(row_id, 0)
         self._lines_per_id[row_id] = seen + 1
         if seen:
             # The earlier row is folded into this one: its record counts as merged on its own
@@ -232,6 +268,7 @@ class BatchFile:
             self.hold,
             row_streams=self._row_streams,
             merged_by_stream=self._merged_by_stream,
+            last_seq=self.last_seq,
         )
 
     def discard(self) -> None:

@@ -9,6 +9,9 @@ When a batch goes up (the rule the README explains):
 - when no job of ours runs and its oldest row has waited ``batch_wait_seconds``: then the open
   batch holding the run's oldest row goes first (it is the one STATE waits for);
 - at end of input, oldest first.
+Events for the Import API (``events_api: import``) are a third object with batches of their own,
+with one more rule: an events batch never goes before a users batch holding rows received before
+its events, since Userpilot needs the user first (that users batch goes first instead).
 A full batch is sealed at once; at most one sealed batch waits for the lane, and only then does the
 reading thread block. Input faster than Userpilot therefore fills batches to the limits while a job
 runs, and input slower than Userpilot never leaves it idle while rows wait.
@@ -22,6 +25,7 @@ from collections import deque
 
 from target_userpilot.batch import BatchFile, SealedBatch
 from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.rows import EVENTS, USERS
 
 
 class BatchBuffer:
@@ -71,6 +75,7 @@ class BatchBuffer:
                 self._cond.notify_all()  # the lane may be idle, timing the oldest row
             batch = entry[0]
             batch.add(row_id, line, stream)
+            batch.last_seq = seq
             if batch.full:
                 self._seal(object)
 
@@ -118,6 +123,8 @@ class BatchBuffer:
                     # The open batch holding the oldest row goes before a sealed but younger
                     # one: it is the batch STATE waits for.
                     self._seal(oldest[0], wait=False, front=True)
+                if self._ready and self._ready[0].object == EVENTS and not self._users_first():
+                    continue  # the events could not go after their users: left for the rerun
                 if self._ready:
                     # Sealed batches go up even when the run is stopping: they hold only
                     # records from before the failure, and their STATE can still go out.
@@ -128,6 +135,28 @@ class BatchBuffer:
                     return None
                 self._cond.wait(None if oldest is None else self.wait_seconds - waited)
             return None
+
+    def _users_first(self) -> bool:
+        """Put a users batch with rows received before the next events batch's last event
+        in front of it; False when that batch is still open and the run is stopping (the
+        events batch is then dropped, its hold kept: the rerun sends both in order).
+
+        Called with the lock held, when the first ready batch is an events batch.
+        """
+        last = self._ready[0].last_seq
+        for index, batch in enumerate(self._ready):
+            if batch.object == USERS and _first_seq(batch) < last:
+                del self._ready[index]
+                self._ready.appendleft(batch)
+                return True
+        entry = self._open.get(USERS)
+        if entry is None or entry[1] >= last:
+            return True
+        if self._stopped:
+            self._ready.popleft().discard()
+            return False
+        self._seal(USERS, wait=False, front=True)
+        return True
 
     def fail(self, error: BaseException) -> None:
         """The lane stopped with ``error``: a reading thread waiting for room raises it."""

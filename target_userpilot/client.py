@@ -14,9 +14,15 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from target_userpilot.errors import JobConflict, JobTimeout, TransientError, UnexpectedAnswer
+from target_userpilot.errors import (
+    JobConflict,
+    JobNotFound,
+    JobTimeout,
+    TransientError,
+    UnexpectedAnswer,
+)
 from target_userpilot.retry import RetryPolicy
-from target_userpilot.transport import Transport
+from target_userpilot.transport import IMPORT_STATUS_PATHS, IMPORTS_PATH, Transport
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -24,6 +30,8 @@ FINAL_STATUSES = frozenset({"completed", "failed"})
 WAITING_STATUSES = frozenset({"queued", "validating", "processing", "pending_refresh"})
 #: What a job's type says about its object, to tell users' jobs from companies' in the list.
 JOB_TYPES = {"users": "users_bulk_identify", "companies": "companies_bulk_identify"}
+#: The batches of ``events_api: import``: Import API files, uploaded to ``IMPORTS_PATH``.
+EVENTS = "events"
 
 
 def deletion_body(object: str, ids: list[str]) -> bytes:
@@ -56,6 +64,10 @@ class UserpilotClient:
         self.upload_format = upload_format
         #: The retry policy, declared once: immutable, shared by every call of every thread.
         self.retry = retry or RetryPolicy()
+        #: Import jobs we created, and where their status was found (see ``_import_status``).
+        self._import_jobs: set[str] = set()
+        self._import_status_path: str | None = None
+        self._unfollowable_warned = False
 
     @property
     def rate_limited(self) -> int:
@@ -89,16 +101,21 @@ class UserpilotClient:
         adopt it, so a flaky network never sends a batch twice or trips over our own job. The
         same lookup follows an acceptance that names no job. JSON uploads carry no filename to
         look for: after a lost answer they are sent again, which upserts the same rows twice.
+
+        An ``events`` batch (``events_api: import``) is an Import API file: it goes to
+        ``/v1/imports``, always as a multipart NDJSON file, and its job is followed likewise.
         """
-        endpoint = f"/v1/{object}/bulk_identify"
+        importing = object == EVENTS
+        endpoint = IMPORTS_PATH if importing else f"/v1/{object}/bulk_identify"
+        ndjson = importing or self.upload_format == "ndjson"
         maybe_created = False
         accepted_as: str | None = None  # what an acceptance that named no job held instead
 
         def attempt() -> dict[str, Any]:
             nonlocal maybe_created, accepted_as
             if accepted_as is not None:
-                return self._adopt_unnamed(endpoint, filename, accepted_as)
-            if maybe_created and self.upload_format == "ndjson":
+                return self._adopt_unnamed(endpoint, filename, accepted_as, ndjson)
+            if maybe_created and ndjson:
                 existing = self.find_job(filename)
                 if existing is not None:
                     logger.info(
@@ -132,13 +149,16 @@ class UserpilotClient:
             # Accepted, yet no job named: never sent again, only looked for (a lookup that
             # fails for a moment is retried as any transient failure).
             accepted_as = _describe(answer)
-            return self._adopt_unnamed(endpoint, filename, accepted_as)
+            return self._adopt_unnamed(endpoint, filename, accepted_as, ndjson)
 
         what = f"Uploading the {object} batch {filename}"
         try:
-            return self.retry.wait_out_conflicts(
+            job: dict[str, Any] = self.retry.wait_out_conflicts(
                 lambda: self.retry.run(attempt, what), conflict_wait, interrupt
             )
+            if importing:
+                self._import_jobs.add(job["job_id"])
+            return job
         except JobConflict:
             msg = (
                 f"Another bulk job held the Userpilot account for over {conflict_wait:.0f} s, "
@@ -148,9 +168,11 @@ class UserpilotClient:
             )
             raise JobTimeout(msg) from None
 
-    def _adopt_unnamed(self, endpoint: str, filename: str, described: str) -> dict[str, Any]:
+    def _adopt_unnamed(
+        self, endpoint: str, filename: str, described: str, ndjson: bool
+    ) -> dict[str, Any]:
         """An upload accepted without a job id: find its job by filename, or say why not."""
-        if self.upload_format == "ndjson":
+        if ndjson:
             job = self.find_job(filename)
             if job is not None:
                 logger.info(
@@ -176,7 +198,44 @@ class UserpilotClient:
         Transient failures and answers that are no job object are retried for a long while
         (``poll_max_time``): a poll changes nothing, and the job goes on meanwhile.
         """
-        path = f"/v1/background_jobs/{quote(str(job_id), safe='')}"
+        if job_id in self._import_jobs:
+            return self._import_status(job_id)
+        return self._poll(f"/v1/background_jobs/{quote(str(job_id), safe='')}", job_id)
+
+    def _import_status(self, job_id: str) -> dict[str, Any]:
+        """An import job's status, wherever Userpilot serves it (it does not say where).
+
+        ``/v1/background_jobs/{id}`` first, as for bulk jobs, then ``/v1/imports/{id}``; the
+        place that knew the job is used from then on. If neither knows it, the job cannot be
+        followed: it counts as completed once accepted (as a track request does on its 202),
+        marked ``followed: False``, with one WARNING per run. The next upload still waits out
+        a running job through 409.
+        """
+        quoted = quote(str(job_id), safe="")
+        places = [self._import_status_path] if self._import_status_path else IMPORT_STATUS_PATHS
+        for place in places:
+            try:
+                job = self._poll(f"{place}{quoted}", job_id)
+            except JobNotFound:
+                if self._import_status_path is not None:
+                    raise
+                continue
+            self._import_status_path = place
+            return job
+        if not self._unfollowable_warned:
+            self._unfollowable_warned = True
+            logger.warning(
+                "Userpilot accepted import job %s but shows its status neither at "
+                "/v1/background_jobs/{id} nor at /v1/imports/{id}, so import jobs cannot be "
+                "followed: each counts as loaded once Userpilot accepted it, and the next "
+                "upload waits out a running job (HTTP 409). A failed import would go "
+                "unnoticed: check the imports in Userpilot.",
+                job_id,
+            )
+        return {"job_id": job_id, "status": "completed", "followed": False}
+
+    def _poll(self, path: str, job_id: str) -> dict[str, Any]:
+        """One job's status at ``path``, retried for a long while (``poll_max_time``)."""
 
         def poll() -> dict[str, Any]:
             answer = self.transport.request("GET", path)
@@ -248,7 +307,7 @@ class UserpilotClient:
 
     def _post_batch(self, endpoint: str, object: str, path: str, filename: str) -> Any:
         """One try at sending a batch file: streamed as multipart, or as one JSON payload."""
-        if self.upload_format == "ndjson":
+        if self.upload_format == "ndjson" or object == EVENTS:
             return self.transport.send_file(endpoint, path, filename)
         with open(path, "rb") as handle:
             body = (

@@ -73,18 +73,24 @@ class DryRunClient:
         conflict_wait: float = 0.0,
         interrupt: Any = None,
     ) -> dict[str, Any]:
-        """Write the batch file where the operator can read it; never touches the network."""
+        """Write the batch file where the operator can read it; never touches the network.
+
+        ``<object>-<n>.ndjson``; Import API files of events: ``events-import-<n>.ndjson``.
+        """
         del filename, conflict_wait  # named like the real client's, unused here
         make_private_dirs(self.output_dir)
-        n = self._counts[object] = self._counts.get(object, 0) + 1
-        target = os.path.join(self.output_dir, f"{object}-{n}.ndjson")
+        # An events batch is an Import API file (events_api: import), named apart from the
+        # track request bodies of events-<n>.ndjson.
+        name = "events-import" if object == "events" else object
+        n = self._counts[name] = self._counts.get(name, 0) + 1
+        target = os.path.join(self.output_dir, f"{name}-{n}.ndjson")
         fd = open_private(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with open(fd, "wb") as out, open(path, "rb") as batch:
             shutil.copyfileobj(batch, out)
         with open(target, "rb") as handle:
             rows = sum(1 for _ in handle)
         return {
-            "job_id": f"dry-run:{object}-{n}",
+            "job_id": f"dry-run:{name}-{n}",
             "status": "completed",
             "filename": os.path.basename(target),
             "total_rows": rows,

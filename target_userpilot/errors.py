@@ -36,6 +36,10 @@ class PayloadTooLarge(UserpilotError):
     """Userpilot refused a batch as too large (413): the caller splits it."""
 
 
+class JobNotFound(UserpilotError):
+    """A job status call answered 404: the job is not known there."""
+
+
 class JobConflict(UserpilotError):
     """Another bulk job holds the account (409), possibly another client's."""
 

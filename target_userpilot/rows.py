@@ -34,14 +34,19 @@ LOADER_TEST = "test"
 #: The stream ``meltano config test <loader>`` sends (one record, id 1).
 LOADER_TEST_STREAM = "meltano_test_stream"
 _PROFILE_KEYS = ("id_property", "company_id_property")
+#: An events entry's keys; the time and the Import API's keys are read in ``imports.py``.
+_EVENT_KEYS: tuple[str, ...] = ("user_id_property", "event_name_property", "event_name")
+_EVENT_KEYS += ("event_time_property", "event_type", "hostname_property", "pathname_property")
+_EVENT_KEYS += ("company_id_property",)
 MAPPING_KEYS: dict[str, tuple[str, ...]] = {
     USERS: _PROFILE_KEYS,
     COMPANIES: _PROFILE_KEYS,
-    EVENTS: ("user_id_property", "event_name_property", "event_name"),
+    EVENTS: (*_EVENT_KEYS, "source"),
     # Switching a stream off keeps the rest of its entry valid, so it can be switched back.
-    IGNORE: (*_PROFILE_KEYS, "user_id_property", "event_name_property", "event_name"),
+    IGNORE: tuple(dict.fromkeys((*_PROFILE_KEYS, *_EVENT_KEYS, "source"))),
 }
 
+_NOUNS = {"event_name": "an event name", "event_type": "'track' or 'page_view'"}
 _COMPANY_STREAM_NAMES = frozenset({"companies", "company"})
 _EVENT_STREAM_NAMES = frozenset({"events", "event"})
 #: What joins a tap's schema or database prefix to a table's name: ``public-companies``
@@ -91,6 +96,14 @@ class Route:
     #: For events: the property holding the event's name, unless ``event_name`` fixes it.
     event_name_property: str | None = None
     event_name: str | None = None
+    #: For events: the time (``event_time_property``), the Import API's type and page fields.
+    time_property: str | None = None
+    event_type: str = "track"
+    hostname_property: str | None = None
+    pathname_property: str | None = None
+    source: str | None = None
+    #: Further properties that are row fields, not metadata (an imported event's time...).
+    fields_elsewhere: tuple[str, ...] = ()
     #: For each object property the schema describes, the flattened keys under it: a null
     #: object must clear those keys, which are what Userpilot holds (``address__city``...).
     null_clears: Mapping[str, tuple[str, ...]] = field(
@@ -109,7 +122,8 @@ class Route:
     def __post_init__(self) -> None:
         if self.object == EVENTS and self.event_name is None and not self.event_name_property:
             object.__setattr__(self, "event_name_property", "event_name")
-        fields = (self.id_property, self.company_id_property, self.event_name_property)
+        fields: tuple[str | None, ...] = (self.id_property, self.company_id_property)
+        fields += (self.event_name_property, *self.fields_elsewhere)
         object.__setattr__(self, "left_out", tuple(name for name in fields if name))
 
     @property
@@ -132,6 +146,8 @@ def route_for(
     schema_properties: Sequence[str] | Mapping[str, Any],
     key_properties: Sequence[str] | None,
     mapping: Mapping[str, Any] | None = None,
+    *,
+    import_events: bool = False,
 ) -> Route:
     """Decide the object and the identifier properties of a stream.
 
@@ -143,6 +159,8 @@ def route_for(
     else ``user_id``; its name the mapping's fixed ``event_name``, else the property named by
     ``event_name_property``, else ``event_name``. Given the schema's properties as a mapping,
     nested objects it describes are noted so that a null object clears their keys.
+    With ``import_events`` (``events_api: import``), an events route also names the time, the
+    company and the page view properties, which then leave the metadata (``imports.py``).
     """
     mapping = mapping or {}
     # Settings checked every entry before any input; a caller that skipped them (a test, a
@@ -154,7 +172,7 @@ def route_for(
     obj = obj or default_object(stream_name)
     clears = null_clears(schema_properties)
     if obj == EVENTS:
-        return _event_route(stream_name, mapping, clears)
+        return _event_route(stream_name, mapping, clears, import_events)
 
     natural_id = id_key(obj)
     id_property = mapping.get("id_property")
@@ -220,7 +238,7 @@ def check_object_mapping(mapping: Any) -> None:
         for key in allowed:
             value = entry.get(key)
             if value is not None and not (isinstance(value, str) and value.strip()):
-                noun = "an event name" if key == "event_name" else "a property name"
+                noun = _NOUNS.get(key, "a property name")
                 msg = (
                     f"object_mapping['{stream}'].{key} is {kind_of(value)}; it must be {noun}, "
                     "a non-empty string."
@@ -244,17 +262,29 @@ def kind_of(value: Any) -> str:
 
 
 def _event_route(
-    stream_name: str, mapping: Mapping[str, Any], clears: dict[str, tuple[str, ...]]
+    stream_name: str,
+    mapping: Mapping[str, Any],
+    clears: dict[str, tuple[str, ...]],
+    import_events: bool = False,
 ) -> Route:
     """The route of an events stream: whose event it is, and where its name comes from."""
-    fixed = mapping.get("event_name")
-    return Route(
-        EVENTS,
-        mapping.get("user_id_property") or "user_id",
-        event_name_property=None if fixed else mapping.get("event_name_property"),
-        event_name=fixed,
-        null_clears=clears,
-    )
+    user = mapping.get("user_id_property") or "user_id"
+    when = mapping.get("event_time_property") or "timestamp"
+    # Track mode: the time stays in the metadata, as ever.
+    kw: dict[str, Any] = {"event_name": mapping.get("event_name"), "time_property": when}
+    page = import_events and mapping.get("event_type") == "page_view"
+    if import_events:  # the Import API's fields leave the metadata (imports.py)
+        host = (mapping.get("hostname_property") or "hostname") if page else None
+        path = (mapping.get("pathname_property") or "pathname") if page else None
+        company = mapping.get("company_id_property") or "company_id"
+        kw |= {"event_type": "page_view" if page else "track", "source": mapping.get("source")}
+        kw |= {"hostname_property": host, "pathname_property": path}
+        kw["company_id_property"] = None if company == user else company
+        kw["fields_elsewhere"] = tuple(n for n in (when, host, path) if n)
+    kw["event_name"] = None if page else kw["event_name"]
+    named = kw["event_name"] or page
+    kw["event_name_property"] = None if named else mapping.get("event_name_property")
+    return Route(EVENTS, user, null_clears=clears, **kw)
 
 
 def null_clears(properties: Collection[str] | Mapping[str, Any]) -> dict[str, tuple[str, ...]]:

@@ -33,12 +33,14 @@ from target_userpilot.history import SyncHistory
 from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DeletionLane
 from target_userpilot.lanes.events import EventLane, Tracker
+from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
 from target_userpilot.ledger import Ledger, account_scope, open_ledger
 from target_userpilot.mirror import Guard, MirrorDeletes
 from target_userpilot.object_keys import ObjectKeys
 from target_userpilot.rejects import RejectLog
+from target_userpilot.rows import EVENTS
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
@@ -166,6 +168,16 @@ class Run:
             spool_dir=parts.spool_dir,
         )
         self.pace = JobPace(settings.rows_per_minute)
+        #: events_api import: events are the buffer's third object, sent by the job lane.
+        self.importing = settings.events_api == "import"
+        if self.importing and not settings.dry_run and self.ledger is None:
+            self.ledger = open_ledger(settings.state_db)
+        self.confirmer = ImportedEvents(
+            None if settings.dry_run or not self.importing else self.ledger,
+            self.scope,
+            self.summary,
+            rows=self.unchanged,
+        )
         self.jobs = JobLane(
             self.client,
             self.buffer,
@@ -174,7 +186,7 @@ class Run:
             self.rejects,
             pace=self.pace,
             job_timeout=settings.job_timeout_seconds,
-            confirmer=self.unchanged,
+            confirmer=self.confirmer,
             before_upload=self._drop_unchanged if self.unchanged is not None else None,
             history=self.history,
             run_id=self.run_id,
@@ -476,6 +488,8 @@ class Run:
         already holds. On the lane's thread and outside the buffer's lock, so a slow ledger
         holds up neither the reading thread nor the buffer."""
         assert self.unchanged is not None
+        if batch.object == EVENTS:
+            return  # events are left out by their keys (ImportedEvents.prepare)
         before = batch.row_streams
         dropped = self.unchanged.drop_unchanged(batch)
         if not dropped:

@@ -24,6 +24,7 @@ from singer_sdk import typing as th
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.hosts import check_api_key, check_api_url
+from target_userpilot.imports import EVENTS_APIS, check_event_mappings
 from target_userpilot.rows import check_object_mapping
 
 logger = logging.getLogger("target_userpilot")
@@ -58,10 +59,13 @@ CONFIG_SCHEMA = th.PropertiesList(
         description=(
             'Per stream name: {"object": "users" | "companies" | "events" | "ignore", ...}. '
             'Users and companies take "id_property" and "company_id_property"; events take '
-            '"user_id_property", and "event_name_property" or a fixed "event_name". Streams '
-            'without an entry: "companies"/"company" load companies, "events"/"event" send '
-            "events, every other stream loads users; the name counts after a tap's schema "
-            "prefix (public-companies, crm.companies)."
+            '"user_id_property", and "event_name_property" or a fixed "event_name", and '
+            '"event_time_property" (default "timestamp"); with events_api import also '
+            '"event_type" ("track" or "page_view", with "hostname_property" and '
+            '"pathname_property"), "company_id_property" and "source". Streams without an '
+            'entry: "companies"/"company" load companies, "events"/"event" send events, every '
+            "other stream loads users; the name counts after a tap's schema prefix "
+            "(public-companies, crm.companies)."
         ),
     ),
     th.Property(
@@ -225,6 +229,18 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Pace of event (track) requests; Userpilot allows 600 a minute per API key.",
     ),
     th.Property(
+        "events_api",
+        th.StringType,
+        default="track",
+        allowed_values=list(EVENTS_APIS),
+        description=(
+            "How events go: 'track', one real-time request each, stamped when Userpilot "
+            "receives it; or 'import', Import API files through the job lane that keep each "
+            "event's time (event_time_property), for history and backfills (Enterprise plan "
+            "or Growth add-on)."
+        ),
+    ),
+    th.Property(
         "upload_format",
         th.StringType,
         default="ndjson",
@@ -279,6 +295,7 @@ class Settings:
     mirror_delete_on_end_of_input: bool = False
     batch_wait_seconds: float = 2.0
     events_per_minute: float = 600.0
+    events_api: str = "track"
     upload_format: str = "ndjson"
 
     @classmethod
@@ -358,6 +375,7 @@ class Settings:
         if self.upload_format not in ("ndjson", "json"):
             raise ConfigurationError("upload_format must be 'ndjson' or 'json'.")
         check_object_mapping(self.object_mapping)
+        check_event_mappings(self.object_mapping, self.events_api)
         if self.rejects_path:
             _check_rejects_path(self.rejects_path)
         if self.dry_run:

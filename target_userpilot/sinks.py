@@ -8,6 +8,7 @@ when a batch goes up. The SDK's own drains therefore find nothing to drain.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import typing as t
@@ -20,6 +21,7 @@ from target_userpilot.errors import (
     InvalidRecordError,
     MissingKeyRecordError,
 )
+from target_userpilot.imports import event_age, page_view_left_out, to_import_record
 from target_userpilot.marks import is_deleted
 from target_userpilot.rows import (
     COMPANIES,
@@ -42,6 +44,9 @@ if sys.version_info >= (3, 12):
     from typing import override
 else:
     from typing_extensions import override
+
+#: Track mode: an event older than this gets one WARNING per stream (its time is lost).
+OLD_EVENT_SECONDS = 3600.0
 
 if t.TYPE_CHECKING:
     from singer_sdk import Target
@@ -71,7 +76,15 @@ class UserpilotSink(BatchSink):
         self._check = services.check
         self._deletions = services.deletions
         mapping = self._settings.object_mapping.get(stream_name)
-        self.route = route_for(stream_name, schema.get("properties", {}), key_properties, mapping)
+        #: events_api import: this stream's events go to the buffer as Import API records.
+        self._importing = self._settings.events_api == "import"
+        self.route = route_for(
+            stream_name,
+            schema.get("properties", {}),
+            key_properties,
+            mapping,
+            import_events=self._importing,
+        )
         self.tally = services.summary.stream(stream_name, self.route.object)
         self._schema_error: str | None = None
         self._collisions_warned = 0
@@ -85,9 +98,12 @@ class UserpilotSink(BatchSink):
         self._keys_full_warned = False
         #: hard_delete: rows of a full-table version are noted for mirror deletes.
         self._mirror = services.mirror if profiles else None
+        #: Track mode: whether the one WARNING about old events was given.
+        self._old_events_warned = False
+        self._page_view_warned = False
         #: The schema's own rule for ``_sdc_deleted_at``, checked on every deletion mark.
         self._mark_validator: RecordValidator | None = None
-        if self.route.object == EVENTS:
+        if self.route.object == EVENTS and not self._importing:
             self._events = services.events()
         elif self.route.object in (USERS, COMPANIES):
             self._mark_validator = self._deletion_mark_validator()
@@ -103,6 +119,15 @@ class UserpilotSink(BatchSink):
             )
         elif self.route.ignored:
             self.logger.info("Stream '%s' is ignored (object_mapping).", stream_name)
+        elif self.route.object == EVENTS and self._importing:
+            self.logger.info(
+                "Stream '%s' sends %s events through the Import API (POST /v1/imports) of the "
+                "user in '%s', at the time in '%s'.",
+                stream_name,
+                self.route.event_type,
+                self.route.id_property,
+                self.route.time_property,
+            )
         elif self._events is not None:
             self.logger.info(
                 "Stream '%s' sends events (POST /v1/track) of the user in '%s', named %s.",
@@ -112,7 +137,16 @@ class UserpilotSink(BatchSink):
                 if self.route.event_name
                 else f"by '{self.route.event_name_property}'",
             )
-        else:
+        if self._events is not None and (mapping or {}).get("event_time_property"):
+            self.logger.warning(
+                "Stream '%s' sets event_time_property '%s', but the track API stamps each "
+                "event when Userpilot receives it: that time is not sent (it stays in the "
+                "metadata). Set events_api to 'import' to keep each event's time (Enterprise "
+                "plan or Growth add-on).",
+                stream_name,
+                self.route.time_property,
+            )
+        if self.route.object not in (EVENTS, IGNORE):
             self.logger.info(
                 "Stream '%s' loads %s, identified by '%s'%s.",
                 stream_name,
@@ -206,6 +240,9 @@ class UserpilotSink(BatchSink):
         self._check()
         if self._events is not None:
             self._take_event(record, seq)
+            return
+        if route.object == EVENTS:
+            self._take_import(record, seq)
             return
         try:
             deleted = self._deletion_mark(record)
@@ -331,6 +368,57 @@ class UserpilotSink(BatchSink):
             return
         if len(self.route.collisions) != self._collisions_warned:
             self._warn_collisions()
+        if not self._old_events_warned:
+            self._warn_if_old(record)
+
+    def _warn_if_old(self, record: dict) -> None:
+        """Track mode: one WARNING per stream once an event is over an hour old."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        age = event_age(record.get(self.route.time_property or "timestamp"), now)
+        if age is None or age <= OLD_EVENT_SECONDS:
+            return
+        self._old_events_warned = True
+        self.logger.warning(
+            "Stream '%s' sends events that happened over an hour ago ('%s'), but the track "
+            "API stamps each event when Userpilot receives it: Userpilot will show them at "
+            "the time of this run. Set events_api to 'import' to keep each event's time "
+            "(Enterprise plan or Growth add-on); see the README's Events section.",
+            self.stream_name,
+            self.route.time_property,
+        )
+
+    def _take_import(self, record: dict, seq: int) -> None:
+        """An event for the Import API: a record with its time, into the buffer's events file."""
+        tally = self.tally
+        try:
+            if self._schema_error is not None:
+                reason, self._schema_error = self._schema_error, None
+                raise InvalidRecord(reason)
+            row = to_import_record(record, self.route)
+            key = event_key(record, self.key_properties, stream=self.stream_name)
+            line = encode_row(row)
+            max_bytes = self._settings.max_file_bytes
+            if len(line) > max_bytes:
+                msg = f"its record is {len(line)} bytes, more than max_file_bytes ({max_bytes})"
+                raise InvalidRecord(msg)
+        except InvalidRecord as exc:
+            tally.rejected += 1
+            self._rejects.reject(self.stream_name, tally.received, str(exc), record)
+            return
+        self._buffer.add(EVENTS, self.stream_name, key, line, seq)
+        if len(self.route.collisions) != self._collisions_warned:
+            self._warn_collisions()
+        if self.route.event_type == "page_view" and not self._page_view_warned:
+            left_out = page_view_left_out(record, self.route)
+            if left_out:
+                self._page_view_warned = True
+                self.logger.warning(
+                    "Stream '%s' sends page views, which carry no metadata: %s %s not sent. "
+                    "Send them as a stream of track events if Userpilot needs them.",
+                    self.stream_name,
+                    ", ".join(f"'{name}'" for name in left_out[:10]),
+                    "is" if len(left_out) == 1 else "are",
+                )
 
     def _take_deletion(self, record: dict, seq: int) -> None:
         """A record whose ``_sdc_deleted_at`` is set: a deletion request, or counted as ignored."""

@@ -128,15 +128,23 @@ class RunSummary:
         and merged records, and the job once; the run counts the job once too.
         """
         rows = batch.rows_by_stream() if batch.rows else {}
+        # An Import API file (events_api: import): its rows are events, its repeats skipped.
+        events = batch.object == "events"
         with self._lock:
             if any(rows.values()):
                 self.jobs += 1
                 self.job_seconds += seconds
             for name in set(rows) | set(batch.merged_by_stream):
                 tally = self.streams.setdefault(name, StreamTally())
-                tally.merged += batch.merged_by_stream.get(name, 0)
-                if rows.get(name):
+                if events:
+                    tally.events_skipped += batch.merged_by_stream.get(name, 0)
+                else:
+                    tally.merged += batch.merged_by_stream.get(name, 0)
+                if rows.get(name) and events:
+                    tally.events_sent += rows[name]
+                elif rows.get(name):
                     tally.rows_sent += rows[name]
+                if rows.get(name):
                     tally.jobs += 1
                     tally.job_seconds += seconds
                     tally.finished = time.monotonic()

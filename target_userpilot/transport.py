@@ -29,6 +29,7 @@ from target_userpilot.errors import (
     ConfigurationError,
     EventRefused,
     JobConflict,
+    JobNotFound,
     PayloadTooLarge,
     TransientError,
     UnexpectedAnswer,
@@ -49,6 +50,11 @@ TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Statuses that say something about the request as a whole, never about one event's content.
 #: (413 is about the content: a track request carries one event, so it is that event's size.)
 NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 429})
+#: The Import API (``events_api: import``), and where an import job's status may be read, in
+#: the order tried: Userpilot does not say, and /v1/background_jobs, as for bulk jobs, is the
+#: strong inference.
+IMPORTS_PATH = "/v1/imports"
+IMPORT_STATUS_PATHS = ("/v1/background_jobs/", "/v1/imports/")
 #: How urllib3 reports a proxy that refused to open a tunnel for want of credentials.
 _PROXY_REFUSED = re.compile(r"Tunnel connection failed: 407\b")
 
@@ -244,6 +250,8 @@ class Transport:
             headers["Content-Type"] = content_type
         if versioned:
             headers["X-API-Version"] = API_VERSION
+        if path == IMPORTS_PATH:
+            headers["Accept"] = "application/json"  # what the Import API's page asks for
         # A fresh dict per call: requests fills it in from the environment. None: no proxy.
         proxies: dict[str, Any] = {"http": None, "https": None, "all": None} if self._direct else {}
         try:
@@ -318,7 +326,9 @@ class Transport:
                 "EU or Enterprise accounts (e.g. https://analytex-eu.userpilot.io)."
             )
             raise AuthenticationError(msg)
-        if status == 409 and path.endswith("/bulk_identify"):
+        if status == 404 and method == "GET" and path.startswith(IMPORT_STATUS_PATHS):
+            raise JobNotFound(f"GET {path} answered HTTP 404: {message}")
+        if status == 409 and (path.endswith("/bulk_identify") or path == IMPORTS_PATH):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
         if status == 413 and not events:
             raise PayloadTooLarge(

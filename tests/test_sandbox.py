@@ -1037,6 +1037,7 @@ def test_stats_count_requests_and_429s_per_endpoint(api):
             "bulk": {"requests": 1, "rate_limited": 0},
             "status": {"requests": 1, "rate_limited": 0},
             "list": {"requests": 1, "rate_limited": 0},
+            "imports": {"requests": 0, "rate_limited": 0},
             "delete": {"requests": 2, "rate_limited": 1},
             "track": {"requests": 2, "rate_limited": 1},
             "other": {"requests": 1, "rate_limited": 0},

@@ -71,7 +71,11 @@ class Uploader(Protocol):
 
 
 class Confirmer(Protocol):
-    """skip_unchanged: told of every batch whose job completed."""
+    """The ledger's side of a batch: events already sent left out before the upload
+    (``lanes/imports.py``), and every batch whose job completed recorded (events' keys,
+    skip_unchanged's row hashes)."""
+
+    def prepare(self, batch: SealedBatch) -> None: ...
 
     def confirm(self, batch: SealedBatch) -> None: ...
 
@@ -201,8 +205,15 @@ class JobLane(Lane):
 
     def _send(self, batch: SealedBatch) -> None:
         """Upload ``batch`` and follow its job to the end; 413 splits it in halves."""
+        try:
+            if self._confirmer is not None:
+                self._confirmer.prepare(batch)
+        except BaseException:
+            batch.discard()
+            raise
         if batch.rows == 0:
             self._durable(batch, 0.0)
+            batch.discard()
             return
         try:
             if not self._sealed_may_go:
@@ -430,7 +441,7 @@ class JobLane(Lane):
             # Before the confirm: an upsert Userpilot may still erase stays out of its ledger.
             self._history.job_ended(running.batch, running.job_id, "completed")
         window = _window(running, now)
-        if window is not None:
+        if window is not None and job.get("followed", True):
             self.pace.learn(
                 running.batch.rows, job_seconds(window, _figures(job)), proven=window.tight
             )
@@ -460,6 +471,8 @@ class JobLane(Lane):
         key = "company_id" if batch.object == "companies" else "user_id"
         row_id = row.get(key) if isinstance(row, dict) else None
         stream = batch.row_streams.get(row_id, batch.stream) if isinstance(row_id, str) else ""
+        if batch.object == "events" and batch.row_streams:
+            stream = next(iter(batch.row_streams.values()))  # a lone event: keys are not in rows
         self._summary.add(stream or batch.stream, "rejected")
         self._rejects.reject(stream or batch.stream, None, reason, row)
 

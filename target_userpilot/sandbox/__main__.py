@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Serve a Userpilot-compatible bulk API on loopback, to try target-userpilot "
             "offline. Profiles: GET /_sandbox/profiles/users and /_sandbox/profiles/companies; "
-            "scheduled deletions: GET /_sandbox/deletions; events: GET /_sandbox/events."
+            "scheduled deletions: GET /_sandbox/deletions; events: GET /_sandbox/events; imported "
+            "events: GET /_sandbox/imports."
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
@@ -57,6 +58,19 @@ def _parser() -> argparse.ArgumentParser:
         "--track-any-user",
         action="store_true",
         help="accept events for users without a profile (default: 404, as Userpilot)",
+    )
+    parser.add_argument(
+        "--imports-own-lane",
+        action="store_true",
+        help="let an import job run beside a bulk job (default: one job of either kind at a "
+        "time, 409 otherwise)",
+    )
+    parser.add_argument(
+        "--import-status-at",
+        choices=("background_jobs", "imports", "nowhere"),
+        default="background_jobs",
+        help="where an import job's status is served: GET /v1/background_jobs/{id} (default), "
+        "GET /v1/imports/{id}, or nowhere (404)",
     )
     parser.add_argument(
         "--elapsed-time",
@@ -112,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             max_delete_ids=args.max_delete_ids,
             events_per_minute=args.events_per_minute,
             track_requires_user=not args.track_any_user,
+            imports_share_lane=not args.imports_own_lane,
+            import_status_at=args.import_status_at,
             tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
             elapsed_time=args.elapsed_time,
         )

@@ -25,6 +25,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             "companies": sandbox.deletions("companies"),
         },
         "/_sandbox/events": sandbox.events,
+        "/_sandbox/imports": sandbox.imported_events,
         "/_sandbox/limits": sandbox.limits,
         "/_sandbox/deletions/users": lambda: sandbox.deletions("users"),
         "/_sandbox/deletions/companies": lambda: sandbox.deletions("companies"),
@@ -39,6 +40,7 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
         "/_sandbox/run_deletions",
         "/_sandbox/answer_next",
         "/_sandbox/limits",
+        "/_sandbox/import_rules",
         "/_sandbox/job_figures",
     ):
         return Reply.error(
@@ -54,6 +56,8 @@ def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
             sandbox.reset()
         elif path == "/_sandbox/limits":
             sandbox.set_limits(**document)
+        elif path == "/_sandbox/import_rules":
+            sandbox.set_import_rules(**document)
         elif path == "/_sandbox/job_figures":
             sandbox.set_job_figures(**document)
         elif path == "/_sandbox/answer_next":

@@ -13,9 +13,17 @@ from urllib.parse import unquote
 
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import FaultDice, Faults
-from target_userpilot.sandbox.jobs import JobBoard, check_readings
+from target_userpilot.sandbox.jobs import IMPORTS, JobBoard, check_readings
 from target_userpilot.sandbox.limits import Interval, PerMinute, RealTimeRules, retry_after_seconds
-from target_userpilot.sandbox.payloads import OBJECTS, parse_deletion, parse_event, parse_upload
+from target_userpilot.sandbox.payloads import (
+    OBJECTS,
+    ImportFile,
+    Upload,
+    parse_deletion,
+    parse_event,
+    parse_import,
+    parse_upload,
+)
 from target_userpilot.sandbox.stats import Tally
 from target_userpilot.sandbox.store import ProfileStore
 from target_userpilot.sandbox.wire import Rejected, Reply, Request
@@ -30,6 +38,8 @@ API_VERSION = "2020-09-22"
 # The endpoint family (see `faults.ENDPOINTS`) of each route.
 _ENDPOINT_OF_ROUTE = {
     "upload": "bulk",
+    "import": "imports",
+    "import_status": "status",
     "status": "status",
     "errors": "status",
     "list": "list",
@@ -38,7 +48,7 @@ _ENDPOINT_OF_ROUTE = {
 }
 
 # Calls that change the account: an injected slow answer comes after their effect.
-_EFFECTFUL = frozenset({"upload", "delete", "track"})
+_EFFECTFUL = frozenset({"upload", "import", "delete", "track"})
 
 
 def route_v1(method: str, path: str) -> tuple[str, str]:
@@ -46,6 +56,10 @@ def route_v1(method: str, path: str) -> tuple[str, str]:
     parts = path.rstrip("/").split("/")[2:]  # drop "" and "v1"
     if parts == ["track"]:
         return ("track", "") if method == "POST" else ("method", f"{path} takes POST")
+    if parts == ["imports"]:
+        return ("import", "") if method == "POST" else ("method", f"{path} takes POST")
+    if len(parts) == 2 and parts[0] == "imports":
+        return ("import_status", unquote(parts[1])) if method == "GET" else ("method", path)
     if len(parts) == 1 and parts[0] in OBJECTS:
         return ("delete", parts[0]) if method == "DELETE" else ("method", f"{path} takes DELETE")
     if len(parts) == 2 and parts[0] in OBJECTS and parts[1] == "bulk_identify":
@@ -169,6 +183,17 @@ class Account:
         with self.lock:
             return self.store.events_copy()
 
+    def imported_copy(self) -> list[dict]:
+        """Every event of a completed import job, oldest job first."""
+        with self.lock:
+            self.board.advance(self.clock.now())
+            return self.store.imported_copy()
+
+    def set_import_rules(self, share_lane: bool | None, status_at: str | None) -> None:
+        """See `Sandbox.set_import_rules`."""
+        with self.lock:
+            self.board.set_import_rules(share_lane, status_at)
+
     def job_views(self) -> list[dict]:
         """Every job, newest first."""
         with self.lock:
@@ -219,16 +244,18 @@ class Account:
         route = route_v1(request.method, request.path)
         endpoint = _ENDPOINT_OF_ROUTE.get(route[0], "other")
         # `Faults.only` knows two kinds of call: uploads, and everything about jobs.
-        kind = {"bulk": "upload", "delete": "delete", "track": "track"}.get(endpoint, "status")
+        kind = {"bulk": "upload", "imports": "upload", "delete": "delete", "track": "track"}.get(
+            endpoint, "status"
+        )
         tally = self.tally
         with self.lock:
             arrived = self.clock.now()
             self.board.advance(arrived)
             tally.counts["requests"] += 1
-            if route[0] == "upload":
+            if route[0] in ("upload", "import"):
                 tally.counts["upload_attempts"] += 1
                 self.board.upload_attempt_arrived(tally.counts["upload_attempts"], arrived)
-            elif route[0] in ("status", "list"):
+            elif route[0] in ("status", "list", "import_status"):
                 tally.counts["status_polls"] += 1
             elif route[0] == "delete":
                 tally.counts["deletion_requests"] += 1
@@ -252,7 +279,7 @@ class Account:
                 rules = self.rules
                 pace = rules.delete_pace if route[0] == "delete" else rules.event_pace
                 refusal = self._admit_real_time(request, pace, arrived)
-            if refusal is None and faults.refuse_uploads and route[0] == "upload":
+            if refusal is None and faults.refuse_uploads and route[0] in ("upload", "import"):
                 tally.faults_injected["refuse"] += 1
                 refusal = Reply.error(
                     faults.refuse_uploads,
@@ -300,6 +327,10 @@ class Account:
         name, argument = route
         if name == "upload":
             return self._upload(argument, request, faults)
+        if name == "import":
+            return self._upload(IMPORTS, request, faults)
+        if name == "import_status":
+            return self._job_status(argument, errors_only=False, place="imports")
         if name == "delete":
             return self._delete(argument, request, faults)
         if name == "track":
@@ -311,18 +342,25 @@ class Account:
                 now = self.clock.now()
                 self.board.advance(now)
                 for job in self.board.jobs:
-                    job.seen(now)
-                return Reply.of_json(200, self.board.views(now))
+                    if self.board.status_visible(job, "background_jobs"):
+                        job.seen(now)
+                return Reply.of_json(200, self.board.views(now, listed_only=True))
         if name == "method":
             return Reply.error(405, "method_not_allowed", "METHOD_NOT_ALLOWED", argument)
         return Reply.error(404, "not_found", "NOT_FOUND", f"No route for {request.path}")
 
-    def _job_status(self, job_id: str, errors_only: bool) -> Reply:
-        """One job's status (a poll), or the error report that a failed job's `links` names."""
+    def _job_status(self, job_id: str, errors_only: bool, place: str = "background_jobs") -> Reply:
+        """One job's status (a poll), or the error report that a failed job's `links` names.
+
+        `place` is where the call came: an import job is known at one place only (see
+        `JobBoard.import_status_at`), a bulk job at /v1/background_jobs.
+        """
         with self.lock:
             now = self.clock.now()
             self.board.advance(now)
             job = self.board.by_id.get(job_id)
+            if job is not None and not self.board.status_visible(job, place):
+                job = None
             if job is None:
                 return Reply.error(404, "not_found", "NOT_FOUND", f"No background job {job_id!r}")
             view = self.board.view(job, now)
@@ -334,24 +372,34 @@ class Account:
             return Reply.of_json(200, view)
 
     def _upload(self, obj: str, request: Request, faults: Faults) -> Reply:
-        """Validate outside the lock (it may take a while), then accept under it."""
+        """Validate outside the lock (it may take a while), then accept under it.
+
+        `obj` is users, companies, or imports (an Import API file of event records).
+        """
+        upload: Upload | ImportFile
         try:
-            upload = parse_upload(
-                obj, request.content_type, request.body, faults.max_rows, faults.max_bytes
-            )
+            if obj == IMPORTS:
+                upload = parse_import(
+                    request.content_type, request.body, faults.max_rows, faults.max_bytes
+                )
+            else:
+                upload = parse_upload(
+                    obj, request.content_type, request.body, faults.max_rows, faults.max_bytes
+                )
         except Rejected as rejected:
             with self.lock:
                 self.tally.reject(rejected.reply.status)
             return rejected.reply
-        if not upload.rows:
+        if not upload.rows and not getattr(upload, "problem", None):
             with self.lock:
                 self.tally.reject(400)
             return Reply.error(400, "invalid_request", "BAD_REQUEST", "the upload holds no rows")
         with self.lock:
             now = self.clock.now()
             self.board.advance(now)
-            foreign = self.board.running(foreign=True) is not None
-            if foreign or self.board.running(foreign=False) is not None:
+            running = self.board.conflicting(obj)
+            if running is not None:
+                foreign = running.foreign
                 self.tally.counts["conflicts_foreign" if foreign else "conflicts_own"] += 1
                 return Reply.error(
                     409, "conflict", "JOB_IN_PROGRESS", "Another bulk job is in progress"
@@ -361,7 +409,9 @@ class Account:
                 self.tally.faults_injected["fail_job"] += 1
             job = self.board.accept(obj, upload, now, will_fail)
             self.tally.counts["uploads"] += 1
-            self.tally.counts["rows_received"] += job.total_rows
+            self.tally.counts["import_records" if obj == IMPORTS else "rows_received"] += (
+                job.total_rows
+            )
             self.store.keep_upload(upload.data)
             # The submit answer is the job as accepted: always queued, even for instant jobs.
             view = self.board.view(job, now) | {"status": "queued", "completed_rows": 0}

@@ -15,7 +15,7 @@ from typing import Any
 from target_userpilot.sandbox.wire import Reply, server_error
 
 #: The endpoint families a fault set can be limited to (`Faults.endpoints`).
-ENDPOINTS = ("bulk", "status", "list", "delete", "track")
+ENDPOINTS = ("bulk", "imports", "status", "list", "delete", "track")
 FAULT_KINDS = (
     "drop",
     "error",

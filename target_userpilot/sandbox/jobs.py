@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from target_userpilot.sandbox.clock import Clock
-from target_userpilot.sandbox.payloads import OBJECTS, Upload
+from target_userpilot.sandbox.payloads import OBJECTS, ImportFile, Upload
 from target_userpilot.sandbox.store import ProfileStore
 
 # Phases before processing take this share of a job's duration each, but never longer than the
@@ -22,6 +22,10 @@ from target_userpilot.sandbox.store import ProfileStore
 _PHASE_SHARE = 0.05
 _PHASE_CAP_SECONDS = 0.5
 _JOB_ID_PREFIX = "bulk:jobs:NX-sandbox:"
+#: The object of an Import API job (`POST /v1/imports`): event records, not profile rows.
+IMPORTS = "imports"
+#: Where an import job's status can be read (Userpilot does not say: both readings are served).
+IMPORT_STATUS_PLACES = ("background_jobs", "imports", "nowhere")
 
 
 #: How the status call's undocumented `elapsed_time` may read (`JobBoard.elapsed_time`):
@@ -71,6 +75,13 @@ class Job:
     status: str | None = None
     polls: int = 0
     first_seen_final: float | None = None
+    #: Why the job fails (a malformed import line), if it must.
+    error: str | None = None
+
+    @property
+    def is_import(self) -> bool:
+        """An Import API job, whose rows are event records."""
+        return self.object == IMPORTS
 
     def phase(self, now: float) -> str:
         """The status at `now`, for a job that is not final yet."""
@@ -108,9 +119,47 @@ class JobBoard:
         self.store = store
         self.clock = clock
         self.rows_per_minute = check_rate(rows_per_minute)
+        #: Whether import jobs and bulk jobs take turns (one job of either kind at a time, as
+        #: assumed), or each kind has a lane of its own.
+        self.imports_share_lane = True
+        #: Where import jobs' status is served: see `IMPORT_STATUS_PLACES`.
+        self.import_status_at = "background_jobs"
         self.elapsed_time = "seconds"
         self.job_times = "exact"
         self.clear()
+
+    def set_import_rules(self, share_lane: bool | None, status_at: str | None) -> None:
+        """Change how import jobs relate to bulk jobs and where their status is read."""
+        if share_lane is not None and not isinstance(share_lane, bool):
+            raise ValueError(f"share_lane must be true or false, got {share_lane!r}")
+        if status_at is not None and status_at not in IMPORT_STATUS_PLACES:
+            raise ValueError(
+                f"status_at must be one of {', '.join(IMPORT_STATUS_PLACES)}, got {status_at!r}"
+            )
+        if share_lane is not None:
+            self.imports_share_lane = share_lane
+        if status_at is not None:
+            self.import_status_at = status_at
+
+    def conflicting(self, obj: str) -> Job | None:
+        """The running job that a new job of `obj` must wait for (409), if any.
+
+        Bulk jobs wait for any bulk job, ours or another client's; import jobs likewise for
+        import jobs. With `imports_share_lane`, either kind waits for the other too.
+        """
+        importing = obj == IMPORTS
+        for job in self.jobs:
+            if job.status is not None:
+                continue
+            if self.imports_share_lane or job.is_import == importing:
+                return job
+        return None
+
+    def status_visible(self, job: Job, place: str) -> bool:
+        """Whether a status call at `place` ("background_jobs" or "imports") knows `job`."""
+        if not job.is_import:
+            return place == "background_jobs"
+        return self.import_status_at == place
 
     def clear(self) -> None:
         """Forget every job and pending hold (the rate stays)."""
@@ -122,8 +171,10 @@ class JobBoard:
         """Make every job whose end has passed final, applying completed jobs' rows in order."""
         pending = [job for job in self.jobs if job.status is None and job.end <= now]
         for job in sorted(pending, key=lambda j: j.end):
-            job.status = "failed" if job.will_fail else "completed"
-            if job.status == "completed":
+            job.status = "failed" if job.will_fail or job.error else "completed"
+            if job.status == "completed" and job.is_import:
+                self.store.import_records(job.rows, self.clock.iso(job.end), job.job_id)
+            elif job.status == "completed":
                 for row in job.rows:
                     self.store.merge(job.object, row)
             job.rows = []  # applied or discarded: no reason to keep them in memory
@@ -144,14 +195,24 @@ class JobBoard:
         phase = min(duration * _PHASE_SHARE, _PHASE_CAP_SECONDS)
         return now + phase, now + 2 * phase, now + duration
 
-    def accept(self, obj: str, upload: Upload, now: float, will_fail: bool) -> Job:
-        """Start a job for an accepted upload; the caller checked that none runs."""
-        queued_end, processing_start, end = self._schedule(len(upload.rows), now)
+    def accept(self, obj: str, upload: Upload | ImportFile, now: float, will_fail: bool) -> Job:
+        """Start a job for an accepted upload; the caller checked that none conflicts.
+
+        An import file with a malformed line is accepted all the same, and its job fails.
+        """
+        problem = getattr(upload, "problem", None)
+        if problem:
+            total = sum(1 for line in upload.data.split(b"\n") if line.strip())
+        else:
+            total = len(upload.rows)
+        queued_end, processing_start, end = self._schedule(total, now)
+        prefix = "imports:jobs:NX-sandbox:" if obj == IMPORTS else _JOB_ID_PREFIX
         job = Job(
-            job_id=f"{_JOB_ID_PREFIX}{uuid.uuid4()}",
+            job_id=f"{prefix}{uuid.uuid4()}",
             object=obj,
             rows=upload.rows,
-            total_rows=len(upload.rows),
+            error=problem,
+            total_rows=total,
             filename=upload.filename,
             file_size=upload.file_size,
             accepted=now,
@@ -233,7 +294,7 @@ class JobBoard:
         view = {
             "job_id": job.job_id,
             "status": job.status or job.phase(now),
-            "type": OBJECTS[job.object][2],
+            "type": "events_import" if job.is_import else OBJECTS[job.object][2],
             "filename": job.filename,
             "file_size": job.file_size,
             "total_rows": job.total_rows,
@@ -245,7 +306,9 @@ class JobBoard:
         }
         if job.status == "failed":
             view["links"] = f"/v1/background_jobs/{quote(job.job_id, safe='')}/errors"
-            view["error"] = "the job failed while processing its rows (sandbox fail_jobs fault)"
+            view["error"] = job.error or (
+                "the job failed while processing its rows (sandbox fail_jobs fault)"
+            )
         return view
 
     def _elapsed(self, job: Job, now: float) -> float | int:
@@ -266,6 +329,10 @@ class JobBoard:
             return stamp.split(".")[0] + "Z"
         return stamp
 
-    def views(self, now: float) -> list[dict]:
-        """Every job, newest first, as the list endpoint shows them."""
-        return [self.view(job, now) for job in reversed(self.jobs)]
+    def views(self, now: float, *, listed_only: bool = False) -> list[dict]:
+        """Every job, newest first; with `listed_only`, those the list endpoint shows (import
+        jobs only when their status is served at /v1/background_jobs)."""
+        jobs = reversed(self.jobs)
+        if listed_only:
+            jobs = (j for j in jobs if self.status_visible(j, "background_jobs"))
+        return [self.view(job, now) for job in jobs]

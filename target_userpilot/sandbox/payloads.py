@@ -8,6 +8,7 @@ import email.policy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from target_userpilot.sandbox.wire import Rejected
@@ -246,3 +247,113 @@ def check_metadata(metadata: Any, invalid: Callable[[str], Exception]) -> None:
                 f"metadata.{key} is {json_type(value)}; metadata values must be strings, "
                 f"numbers, booleans or null"
             )
+
+
+#: The Import API's record types and the fields each requires (Userpilot's "Event Schema").
+IMPORT_TYPES: dict[str, tuple[str, ...]] = {
+    "identify_user": ("user_id", "metadata", "source", "inserted_at"),
+    "identify_company": ("company_id", "metadata", "source", "inserted_at"),
+    "page_view": ("user_id", "hostname", "pathname", "source", "inserted_at"),
+    "track": ("user_id", "event_name", "source", "inserted_at", "metadata"),
+}
+#: Fields any import record may carry besides the required ones (the examples' context fields).
+IMPORT_OPTIONAL = frozenset(
+    {
+        "company_id",
+        "event_name",
+        "metadata",
+        "hostname",
+        "pathname",
+        "country_code",
+        "screen_width",
+        "screen_height",
+        "operating_system",
+        "browser",
+        "browser_language",
+        "user_agent",
+        "device_type",
+    }
+)
+
+
+@dataclass
+class ImportFile:
+    """An Import API upload: its valid records, and the first malformed line, which fails the
+    job (Userpilot validates an import file after accepting it, as a job phase)."""
+
+    rows: list[dict]
+    filename: str | None
+    file_size: int
+    data: bytes = b""
+    problem: str | None = None
+
+
+def parse_import(
+    content_type: str, body: bytes | None, max_rows: int, max_bytes: int
+) -> ImportFile:
+    """A `POST /v1/imports` body: a multipart NDJSON file in the field `file`.
+
+    Size and line count are checked first (413, as for bulk uploads); a malformed line does
+    not refuse the upload: the job is accepted and fails, naming the line.
+    """
+    if body is None:
+        raise too_large(f"the request body is larger than {max_bytes} bytes")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise Rejected(
+            415,
+            "unsupported_media_type",
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send multipart/form-data with the NDJSON (or CSV) file in the field 'file'",
+        )
+    filename, data = _file_part(content_type, body)
+    if len(data) > max_bytes:
+        raise too_large(f"the file has {len(data)} bytes; the limit is {max_bytes}")
+    numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
+    if len(numbered) > max_rows:
+        raise too_large(f"the file has {len(numbered)} rows; the limit is {max_rows}")
+    if not numbered:
+        raise Rejected(400, "invalid_request", "BAD_REQUEST", "the import file holds no records")
+    records = []
+    for number, line in numbered:
+        try:
+            records.append(check_import_record(load_json(line)))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return ImportFile([], filename, len(data), data, f"line {number}: {exc}")
+    return ImportFile(records, filename, len(data), data)
+
+
+def check_import_record(record: Any) -> dict:
+    """One import record as Userpilot's Event Schema requires it; ValueError says why not."""
+    if not isinstance(record, dict):
+        raise ValueError(f"a record must be a JSON object, got {json_type(record)}")
+    kind = record.get("event_type")
+    if kind not in IMPORT_TYPES:
+        raise ValueError(f"event_type must be one of {', '.join(IMPORT_TYPES)}, got {kind!r}")
+    required = IMPORT_TYPES[kind]
+    unknown = sorted(set(record) - {"event_type", *required, *IMPORT_OPTIONAL})
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} in a {kind} record")
+    for name in required:
+        if name not in record:
+            raise ValueError(f"{name} is missing (a {kind} record requires it)")
+    for name in ("user_id", "company_id", "event_name", "source", "hostname", "pathname"):
+        value = record.get(name)
+        if name in record and not (isinstance(value, str) and value):
+            if name == "company_id" and value is None and kind != "identify_company":
+                continue
+            raise ValueError(f"{name} must be a non-empty string, got {json_type(value)}")
+    inserted = record["inserted_at"]
+    if not isinstance(inserted, str):
+        raise ValueError(f"inserted_at must be an ISO 8601 string, got {json_type(inserted)}")
+    try:
+        datetime.fromisoformat(inserted.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"inserted_at {inserted!r} is not an ISO 8601 date-time") from None
+
+    def invalid(message: str) -> ValueError:
+        return ValueError(message)
+
+    if "metadata" in record:
+        check_metadata(record["metadata"], invalid)
+    return record

@@ -50,6 +50,15 @@ class Sandbox:
     60 seconds (Userpilot's 600; 0 or None: no limit), else 429 with Retry-After; an event for
     a user without a profile gets 404 unless `track_requires_user=False`.
 
+    Import API files (`POST /v1/imports`, NDJSON in the multipart field `file`) become jobs
+    like bulk uploads, at the same rate and limits (`Faults.max_rows`, `max_bytes`: 413); a
+    malformed line fails the job. Userpilot does not say two things, so both readings are
+    served: with `imports_share_lane` (the default) an import job and a bulk job never run at
+    once (409), without it each kind waits only for its own; `import_status_at` says where an
+    import job's status is read: "background_jobs" (default, like bulk jobs), "imports"
+    (`GET /v1/imports/{id}` only) or "nowhere" (404 everywhere). `imported_events` shows what
+    completed import jobs brought in, with each record's `inserted_at`.
+
     Job status answers give `elapsed_time` in seconds and `start_time` / `end_time` to the
     millisecond; `elapsed_time` and `job_times` choose other readings Userpilot might use (see
     `set_job_figures`).
@@ -70,6 +79,8 @@ class Sandbox:
         max_delete_ids: int | None = None,
         events_per_minute: float | None = 600,
         track_requires_user: bool = True,
+        imports_share_lane: bool = True,
+        import_status_at: str = "background_jobs",
         tls: tuple[str, str] | None = None,
         elapsed_time: str = "seconds",
         job_times: str = "exact",
@@ -87,6 +98,7 @@ class Sandbox:
             events_per_minute=events_per_minute,
             track_requires_user=track_requires_user,
         )
+        self._account.set_import_rules(imports_share_lane, import_status_at)
         self._account.set_job_figures(elapsed_time, job_times)
         self._server: SandboxServer | None = None
         self._thread: threading.Thread | None = None
@@ -240,6 +252,19 @@ class Sandbox:
         `event_name`, `metadata`, `received_at` (ISO 8601 UTC, as Userpilot stamps events) and
         `at` (seconds since start). A deletion run removes a deleted user's events."""
         return self._account.events_copy()
+
+    def imported_events(self) -> list[dict]:
+        """Every track and page_view record of a completed import job, oldest job first, as
+        sent (`event_type`, `user_id`, `event_name`, `inserted_at`, `source`, `metadata`...)
+        plus `imported_at` (when its job completed) and `job_id`. Identify records of an import
+        update the profiles instead."""
+        return self._account.imported_copy()
+
+    def set_import_rules(
+        self, share_lane: bool | None = None, status_at: str | None = None
+    ) -> None:
+        """Change the constructor's `imports_share_lane` and `import_status_at` while running."""
+        self._account.set_import_rules(share_lane, status_at)
 
     def jobs(self) -> list[dict]:
         """Every job, newest first, shaped as `GET /v1/background_jobs` shows them."""

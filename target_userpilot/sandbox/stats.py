@@ -19,6 +19,7 @@ _COUNTERS = (
     "conflicts_foreign",
     "conflicts_own",
     "rows_received",
+    "import_records",
     "deletion_requests",
     "deletions_accepted",
     "ids_scheduled",

@@ -27,6 +27,8 @@ class ProfileStore:
         self.deletions: dict[str, list[str]] = {obj: [] for obj in OBJECTS}
         self.pending_deletions: dict[str, list[str]] = {obj: [] for obj in OBJECTS}
         self.events: list[dict] = []
+        #: Records of completed Import API jobs, in file order, each with its `inserted_at`.
+        self.imported: list[dict] = []
 
     def keep_upload(self, data: bytes) -> None:
         """Remember an accepted upload's file, if the sandbox was asked to."""
@@ -82,6 +84,7 @@ class ProfileStore:
             if obj == "users" and ids:
                 gone = set(ids)
                 self.events = [event for event in self.events if event["user_id"] not in gone]
+                self.imported = [e for e in self.imported if e.get("user_id") not in gone]
             ids.clear()
         return removed
 
@@ -92,6 +95,23 @@ class ProfileStore:
     def add_event(self, event: dict) -> None:
         """Store one received event."""
         self.events.append(event)
+
+    def import_records(self, records: list[dict], completed_at: str, job_id: str) -> None:
+        """Apply a completed import job: profiles identified, events kept with their time."""
+        for record in records:
+            kind = record["event_type"]
+            if kind in ("identify_user", "identify_company"):
+                obj = "users" if kind == "identify_user" else "companies"
+                row = {k: record[k] for k in ("user_id", "company_id", "metadata") if k in record}
+                if obj == "companies":
+                    row.pop("user_id", None)
+                self.merge(obj, row)
+                continue
+            self.imported.append({**record, "imported_at": completed_at, "job_id": job_id})
+
+    def imported_copy(self) -> list[dict]:
+        """Every imported event (track and page_view records), oldest job first."""
+        return copy.deepcopy(self.imported)
 
     def events_copy(self) -> list[dict]:
         """Every received event, oldest first, as deep copies."""

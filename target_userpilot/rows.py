@@ -9,7 +9,6 @@ those rules.
 
 from __future__ import annotations
 
-import datetime
 import decimal
 import hashlib
 import json
@@ -17,11 +16,13 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from target_userpilot.errors import ConfigurationError, InvalidRecord
 from target_userpilot.object_keys import ObjectKeys, clear_lost
+from target_userpilot.values import AS_IS as _AS_IS
+from target_userpilot.values import encode_array, primitive
+from target_userpilot.values import encode_json as _encode
 
 #: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
 USERS = "users"
@@ -55,26 +56,8 @@ _PREFIX_SEPARATORS = re.compile(r"[-.]")
 #: How nested names are joined: ours, and the SDK's default ``flattening_separator``.
 _SEPARATOR = "__"
 
-#: Value types that are already Userpilot metadata primitives and pass through unchanged.
-_AS_IS = frozenset({str, int, bool, type(None)})
 #: The same, less None: a null may have to clear the flattened keys of an object.
 _PLAIN = frozenset({str, int, bool})
-#: Compact UTF-8 JSON; made once, because ``json.dumps`` with options builds an encoder per call.
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-if c_make_encoder is not None:
-    # ``JSONEncoder.encode`` still builds its C encoder on every call; this one is made once.
-    # Rows are trees made from JSON, never circular, so the circular check is left out too.
-    _c_encoder = c_make_encoder(
-        None, _encoder.default, encode_basestring, None, ":", ",", False, False, True
-    )
-
-    def _encode(value: Any) -> str:
-        return "".join(_c_encoder(value, 0))
-
-else:  # pragma: no cover (CPython always has the C encoder)
-
-    def _encode(value: Any) -> str:
-        return _encoder.encode(value)
 
 
 #: At most this many property names are remembered per stream as kept (see ``Route.kept``).
@@ -512,7 +495,7 @@ def _put(
             extra += 1 + _put(metadata, f"{name}{_SEPARATOR}{child_key}", child_value, clears)
         return extra
     elif kind is list:
-        metadata[name] = _encode_array(value)
+        metadata[name] = encode_array(value)
     else:
         metadata[name] = primitive(value)
     return 0
@@ -546,48 +529,6 @@ def _note_collisions(record: Mapping[str, Any], route: Route) -> None:
             if name in seen and len(route.collisions) < _NAMES_LIMIT:
                 route.collisions.add(name)
             seen.add(name)
-
-
-def primitive(value: Any) -> Any:
-    """Convert one value to a Userpilot metadata primitive (string, number, boolean or null)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, decimal.Decimal):
-        return _decimal_number(value)
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return _encode_array(value)
-    return str(value)
-
-
-def _encode_array(value: list[Any] | tuple[Any, ...]) -> str:
-    """An array as a JSON string; one of primitives only (the usual tags) needs no copy."""
-    for item in value:
-        if type(item) not in _AS_IS:
-            return _encode(_json_safe(value))
-    return _encode(value)
-
-
-def _decimal_number(value: decimal.Decimal) -> int | float | None:
-    """A JSON number for a decimal; NaN and infinities have none, so they become null."""
-    if not value.is_finite():
-        return None
-    exponent = value.as_tuple().exponent  # a letter only for NaN and infinities
-    if value == value.to_integral_value() and isinstance(exponent, int) and exponent >= 0:
-        return int(value)
-    return float(value)
-
-
-def _json_safe(value: Any) -> Any:
-    """A copy of an array's content that serialises as strict JSON (no NaN, no Decimal)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [v if type(v) in _AS_IS else _json_safe(v) for v in value]
-    return primitive(value)
 
 
 def _name_problem(value: Any, prop: str) -> str:

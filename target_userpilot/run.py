@@ -208,19 +208,7 @@ class Run:
         )
         self._add_lane(self.jobs)
         self._add_lane(self.deletions)
-        self.mirror: MirrorDeletes | None = None
-        if settings.hard_delete and self.ledger is not None:
-            self.mirror = MirrorDeletes(
-                self.ledger,
-                self.scope,
-                self.checkpoints,
-                self.deletions,
-                flush=self.buffer.flush,
-                check=self.check,
-                guard=Guard(settings.mirror_delete_max_percent, settings.mirror_delete_floor),
-                dry_run=settings.dry_run,
-                close_at_end_of_input=settings.mirror_delete_on_end_of_input,
-            )
+        self.mirror = self._mirror_deletes()
         self._user_agent = user_agent
         self.event_lane: EventLane | None = None
         self._event_client: UserpilotClient | None = None
@@ -237,6 +225,23 @@ class Run:
             save_object_keys=self.save_object_keys,
             mirror=self.mirror,
             check_connection=self.check_connection,
+        )
+
+    def _mirror_deletes(self) -> MirrorDeletes | None:
+        """hard_delete with a ledger: full-table versions and the deletions they cause."""
+        settings = self.settings
+        if not settings.hard_delete or self.ledger is None:
+            return None
+        return MirrorDeletes(
+            self.ledger,
+            self.scope,
+            self.checkpoints,
+            self.deletions,
+            flush=self.buffer.flush,
+            check=self.check,
+            guard=Guard(settings.mirror_delete_max_percent, settings.mirror_delete_floor),
+            dry_run=settings.dry_run,
+            close_at_end_of_input=settings.mirror_delete_on_end_of_input,
         )
 
     def object_keys(self, stream: str) -> ObjectKeys:

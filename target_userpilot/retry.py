@@ -25,6 +25,7 @@ from target_userpilot.errors import (
     UnexpectedAnswer,
     WaitInterrupted,
 )
+from target_userpilot.transport import MAX_RETRY_AFTER_SECONDS
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -179,7 +180,9 @@ def _wait_for(policy: RetryPolicy) -> Generator[float, Any, None]:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             # Honour the server, with a little spread so many clients don't return in step.
-            wait = min(retry_after, 120.0) + random.uniform(0, policy.base_seconds / 2)
+            wait = min(retry_after, MAX_RETRY_AFTER_SECONDS) + random.uniform(
+                0, policy.base_seconds / 2
+            )
         else:
             wait = random.uniform(policy.base_seconds / 4, ceiling)
         error = yield wait

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -47,6 +48,8 @@ ACCEPT = "application/json, text/plain, */*"
 #: The version header Userpilot requires on its deletion and track endpoints.
 API_VERSION = "2020-09-22"
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest wait one Retry-After may impose, on the retry policy and the events' pace alike.
+MAX_RETRY_AFTER_SECONDS = 120.0
 #: Statuses that say something about the request as a whole, never about one event's content.
 #: (413 is about the content: a track request carries one event, so it is that event's size.)
 NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 429})
@@ -479,13 +482,17 @@ def _error_message(response: requests.Response) -> str:
 
 
 def _retry_after(response: requests.Response) -> float | None:
+    """The server's Retry-After in seconds, capped: one answer never makes a lane wait longer."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
 def _short(exc: Exception) -> str:

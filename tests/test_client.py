@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from conftest import API_KEY, run_target, users_messages
 from http_doubles import (
     Answer,
@@ -23,6 +24,7 @@ from http_doubles import (
     running,
 )
 
+from target_userpilot import transport
 from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import (
     AuthenticationError,
@@ -827,3 +829,14 @@ def test_proxy_credentials_never_appear_in_an_error(batch_file, monkeypatch):
 
     assert "proxy-s3cret" not in str(failed.value)
     assert "proxy-user" not in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("3", 3.0), ("-5", 0.0), ("86400", 120.0), ("inf", 120.0), ("nan", None), ("soon", None)],
+)
+def test_one_retry_after_never_asks_for_more_than_the_cap(header, expected):
+    """A single answer may not stall a lane for minutes (the events' pace takes it as is)."""
+    response = requests.Response()
+    response.headers["Retry-After"] = header
+    assert transport._retry_after(response) == expected  # noqa: SLF001 - the one parser

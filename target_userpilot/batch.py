@@ -51,6 +51,8 @@ class SealedBatch:
     merged_by_stream: dict[str, int] = field(default_factory=dict, repr=False)
     #: The sequence number of the batch's last record (events wait for users before it).
     last_seq: int = -1
+    #: The name the job lane uploads it under (unique: it holds the run id).
+    filename: str = ""
 
     def rows_by_stream(self) -> dict[str, int]:
         """Rows per stream; a row counts for the stream of its last record."""

@@ -15,14 +15,24 @@ from typing import Any
 from urllib.parse import quote
 
 from target_userpilot.errors import (
+    AuthenticationError,
     JobConflict,
     JobNotFound,
     JobTimeout,
+    PayloadTooLarge,
+    RequestRefused,
     TransientError,
+    Unconfirmed,
     UnexpectedAnswer,
 )
 from target_userpilot.retry import RetryPolicy
-from target_userpilot.transport import IMPORT_STATUS_PATHS, IMPORTS_PATH, Transport
+from target_userpilot.transport import (
+    IMPORT_LIST_PATHS,
+    IMPORT_STATUS_PATHS,
+    IMPORTS_PATH,
+    JOBS_PATH,
+    Transport,
+)
 
 logger = logging.getLogger("target_userpilot.client")
 
@@ -88,6 +98,7 @@ class UserpilotClient:
         *,
         conflict_wait: float = 7200.0,
         interrupt: threading.Event | None = None,
+        reached: Callable[[bool], None] | None = None,
     ) -> dict[str, Any]:
         """Upload one batch file to ``/v1/<object>/bulk_identify`` and return the job object.
 
@@ -104,17 +115,26 @@ class UserpilotClient:
 
         An ``events`` batch (``events_api: import``) is an Import API file: it goes to
         ``/v1/imports``, always as a multipart NDJSON file, and its job is followed likewise.
+        Its events count each time they arrive, so it is sent again only after a failure that
+        proves nothing arrived (``TransientError.had_no_effect``); after any other failure it
+        is looked for wherever Userpilot may list import jobs (:meth:`_listed_import`), and
+        found nowhere it raises :class:`Unconfirmed`, never sent again. ``reached`` hears
+        ``True`` before each try, and ``False`` when every try so far proved that nothing of the
+        file reached Userpilot (the ledger's record of the file says so, for a rerun).
         """
         importing = object == EVENTS
         endpoint = IMPORTS_PATH if importing else f"/v1/{object}/bulk_identify"
         ndjson = importing or self.upload_format == "ndjson"
         maybe_created = False
+        lost: TransientError | None = None  # the failure after which the file may have arrived
         accepted_as: str | None = None  # what an acceptance that named no job held instead
 
         def attempt() -> dict[str, Any]:
-            nonlocal maybe_created, accepted_as
+            nonlocal maybe_created, accepted_as, lost
             if accepted_as is not None:
                 return self._adopt_unnamed(endpoint, filename, accepted_as, ndjson)
+            if maybe_created and importing:
+                return self._adopt_lost_import(filename, lost)
             if maybe_created and ndjson:
                 existing = self.find_job(filename)
                 if existing is not None:
@@ -130,11 +150,23 @@ class UserpilotClient:
                     "to find them by, so the batch is sent again (its rows are upserted twice).",
                     filename,
                 )
+            if reached is not None:
+                reached(True)
             try:
                 answer = self._post_batch(endpoint, object, path, filename)
             except TransientError as exc:
-                # A refused connection sent nothing: no job to look for before the next try.
-                maybe_created = maybe_created or exc.reached_server
+                # Bulk: a refused connection sent nothing, so no job to look for before the
+                # next try. Events: only a failure that proves nothing was done is sent again.
+                arrived = not exc.had_no_effect if importing else exc.reached_server
+                if arrived:
+                    maybe_created, lost = True, exc
+                elif not maybe_created and reached is not None:
+                    reached(False)
+                raise
+            except (JobConflict, PayloadTooLarge, AuthenticationError, RequestRefused):
+                # Refused as a whole: nothing of the file was taken.
+                if not maybe_created and reached is not None:
+                    reached(False)
                 raise
             except UnexpectedAnswer as exc:
                 msg = (
@@ -167,6 +199,22 @@ class UserpilotClient:
                 "be loading), or raise job_timeout_seconds."
             )
             raise JobTimeout(msg) from None
+
+    def _adopt_lost_import(self, filename: str, lost: TransientError | None) -> dict[str, Any]:
+        """The answer to an import upload was lost: its job, if Userpilot lists it; else the
+        file is :class:`Unconfirmed` (sending it again could import its events twice)."""
+        job = self._listed_import(filename)
+        if job is None:
+            msg = (
+                f"The answer to the upload of the events file {filename} was lost ({lost}), "
+                "and Userpilot lists no import job for that file (GET /v1/background_jobs, "
+                "GET /v1/imports): its events may or may not have been imported"
+            )
+            raise Unconfirmed(msg)
+        logger.info(
+            "Found import job %s from the interrupted upload of %s.", job["job_id"], filename
+        )
+        return job
 
     def _adopt_unnamed(
         self, endpoint: str, filename: str, described: str, ndjson: bool
@@ -211,16 +259,10 @@ class UserpilotClient:
         marked ``followed: False``, with one WARNING per run. The next upload still waits out
         a running job through 409.
         """
-        quoted = quote(str(job_id), safe="")
-        places = [self._import_status_path] if self._import_status_path else IMPORT_STATUS_PATHS
-        for place in places:
-            try:
-                job = self._poll(f"{place}{quoted}", job_id)
-            except JobNotFound:
-                if self._import_status_path is not None:
-                    raise
-                continue
-            self._import_status_path = place
+        if self._import_status_path is not None:
+            return self._poll(f"{self._import_status_path}{quote(job_id, safe='')}", job_id)
+        job = self._import_job(job_id)
+        if job is not None:
             return job
         if not self._unfollowable_warned:
             self._unfollowable_warned = True
@@ -233,6 +275,50 @@ class UserpilotClient:
                 job_id,
             )
         return {"job_id": job_id, "status": "completed", "followed": False}
+
+    def _import_job(self, job_id: str) -> dict[str, Any] | None:
+        """The import job ``job_id`` at the first status place that knows it (learned for the
+        next polls), or None when none does."""
+        quoted = quote(str(job_id), safe="")
+        for place in IMPORT_STATUS_PATHS:
+            try:
+                job = self._poll(f"{place}{quoted}", job_id)
+            except JobNotFound:
+                continue
+            self._import_status_path = place
+            return job
+        return None
+
+    def find_import(self, filename: str, job_id: str | None = None) -> dict[str, Any] | None:
+        """An import job of an earlier upload (a run that crashed, or lost the answer): by
+        ``job_id`` where import jobs' status is read, else by ``filename`` in the job lists.
+
+        None only when every place answered and none shows it. A place that cannot be read
+        (after the retries, or answering something that is not Userpilot's) raises: "not found"
+        would be a guess, and a file found nowhere is never sent again.
+        """
+        if job_id is not None:
+            self._import_jobs.add(job_id)
+            job = self._import_job(job_id)
+            if job is not None:
+                return job
+        return self.retry.run(
+            lambda: self._listed_import(filename), f"Looking for the import job of {filename}"
+        )
+
+    def _listed_import(self, filename: str) -> dict[str, Any] | None:
+        """One look for the import job of ``filename`` in each list Userpilot may keep of
+        them: the background jobs (as for bulk jobs), then ``GET /v1/imports``."""
+        for place in IMPORT_LIST_PATHS:
+            try:
+                answer = self.transport.request("GET", place)
+            except JobNotFound:
+                continue  # no list there
+            job = next((j for j in _job_list(answer, place) if j.get("filename") == filename), None)
+            if job is not None:
+                self._import_jobs.add(job["job_id"])
+                return job
+        return None
 
     def _poll(self, path: str, job_id: str) -> dict[str, Any]:
         """One job's status at ``path``, retried for a long while (``poll_max_time``)."""
@@ -253,7 +339,7 @@ class UserpilotClient:
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """One try at the account's bulk jobs; an answer that is no job list is an error."""
-        return _job_list(self.transport.request("GET", "/v1/background_jobs"))
+        return _job_list(self.transport.request("GET", JOBS_PATH), JOBS_PATH)
 
     def find_job(self, filename: str) -> dict[str, Any] | None:
         """The job created from ``filename``, if Userpilot has one (or lists none we can read)."""
@@ -352,12 +438,12 @@ def _describe(answer: Any) -> str:
     return "a JSON string" if isinstance(answer, str) else "a JSON number"
 
 
-def _job_list(answer: Any) -> list[dict[str, Any]]:
+def _job_list(answer: Any, path: str) -> list[dict[str, Any]]:
     """The jobs of a list answer: a JSON array, or an object wrapping one (tolerated)."""
     jobs = answer
     if isinstance(answer, dict):
         jobs = answer.get("jobs", answer.get("data"))
     if not isinstance(jobs, list):
-        msg = "GET /v1/background_jobs answered JSON that is not a list of jobs"
+        msg = f"GET {path} answered JSON that is not a list of jobs"
         raise UnexpectedAnswer(msg)
     return [job for job in map(_job_object, jobs) if job is not None]

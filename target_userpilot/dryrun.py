@@ -72,12 +72,13 @@ class DryRunClient:
         *,
         conflict_wait: float = 0.0,
         interrupt: Any = None,
+        reached: Any = None,
     ) -> dict[str, Any]:
         """Write the batch file where the operator can read it; never touches the network.
 
         ``<object>-<n>.ndjson``; Import API files of events: ``events-import-<n>.ndjson``.
         """
-        del filename, conflict_wait  # named like the real client's, unused here
+        del filename, conflict_wait, reached  # named like the real client's, unused here
         make_private_dirs(self.output_dir)
         # An events batch is an Import API file (events_api: import), named apart from the
         # track request bodies of events-<n>.ndjson.
@@ -116,6 +117,11 @@ class DryRunClient:
     def job_status(self, job_id: str) -> dict[str, Any]:
         """Dry-run jobs complete as they are 'uploaded'."""
         return {"job_id": job_id, "status": "completed"}
+
+    def find_import(self, filename: str, job_id: str | None = None) -> dict[str, Any] | None:
+        """A dry run records no import file, so it never looks for one's job."""
+        del filename, job_id
+        return None
 
     def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None:
         """Append one track request body to ``events-<n>.ndjson``, a new file every 10,000."""

@@ -77,6 +77,11 @@ class TransientError(UserpilotError):
         return self.status == 503 and self.retry_after is not None
 
 
+class RequestRefused(UserpilotError):
+    """Userpilot refused the request with a 4xx of its own (other than those above): it did
+    nothing with it."""
+
+
 class UnexpectedAnswer(UserpilotError):
     """A 2xx answer that is not what Userpilot sends (a proxy page, another service).
 

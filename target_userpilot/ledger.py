@@ -1,9 +1,10 @@
 """The ledger (``state_db``): what Userpilot confirmed, kept between runs.
 
-It holds the hash of the last row Userpilot confirmed per profile (``skip_unchanged``) and the
-keys of the events Userpilot accepted (so an event is not sent twice). Entries are scoped by
-account (:func:`account_scope`: the API host and a one-way fingerprint of the API key, never the
-key) and object, so one database serves several accounts and several runs at once.
+It holds the hash of the last row Userpilot confirmed per profile (``skip_unchanged``), the
+keys of the events Userpilot accepted (so an event is not sent twice), and the Import API files
+whose jobs are not settled yet (so a rerun settles them before it sends anything). Entries are
+scoped by account (:func:`account_scope`: the API host and a one-way fingerprint of the API key,
+never the key) and object, so one database serves several accounts and several runs at once.
 
 Two backends sit behind one interface, :class:`Ledger`:
 
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.ledger_history import HistoryTables
+from target_userpilot.ledger_imports import ImportTables
 from target_userpilot.ledger_schema import DRY_RUN_SCOPE, latest_version
 from target_userpilot.redact import redact_url, without_userinfo
 
@@ -64,8 +66,9 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-class Ledger(HistoryTables):
-    """Row hashes for ``skip_unchanged``, accepted event keys and the sync history.
+class Ledger(HistoryTables, ImportTables):
+    """Row hashes for ``skip_unchanged``, accepted event keys, the sync history and the import
+    files not settled yet (``ledger_imports.py``).
 
     Scoped by account and object. Safe to call from several threads: confirms come from the job
     watcher while lookups run on the reading thread.

@@ -91,6 +91,12 @@ _PG_ADD_HISTORY = """
     ON CONFLICT DO NOTHING
 """
 
+_PG_ADD_IMPORT_KEYS = """
+    INSERT INTO import_keys (scope, filename, stream, key)
+    SELECT :scope, :filename, :stream, key FROM unnest(CAST(:keys AS text[])) AS batch(key)
+    ON CONFLICT DO NOTHING
+"""
+
 #: How long one ledger operation keeps retrying a lost connection (a server restart or a
 #: failover takes seconds) before the run stops.
 PG_RETRY_SECONDS = 15.0
@@ -350,6 +356,20 @@ class PostgresLedger(PostgresTables, Ledger):
     @override
     def _ids(self, ids: Sequence[str]) -> Any:
         return list(ids)
+
+    @override
+    def _epoch(self, param: str) -> str:
+        return f"to_timestamp(:{param})"  # accepted_at is a TIMESTAMPTZ here
+
+    @override
+    def _import_keys_insert(
+        self, scope: str, filename: str, stream: str, keys: Sequence[str]
+    ) -> tuple[str, Any]:
+        # One statement for the whole file: a row per key costs a round trip each otherwise.
+        return (
+            _PG_ADD_IMPORT_KEYS,
+            {"scope": scope, "filename": filename, "stream": stream, "keys": list(keys)},
+        )
 
     @override
     def _history_insert(

@@ -293,3 +293,47 @@ def _versions_and_object_keys(change: SchemaChange) -> None:
         ){rowid}
         """
     )
+
+
+@migration(5, "import files recorded before their upload, with their event keys, until settled")
+def _import_files(change: SchemaChange) -> None:
+    # Self-contained (another branch may renumber it). An Import API file is recorded before
+    # its upload and settled once its job's end is known, by this run or by a rerun after a
+    # crash: import_jobs holds the file (the name a rerun looks it up by, its job once
+    # Userpilot named it, how far it got), import_keys the keys of its events until then.
+    # state: 'ready' (nothing of it can have reached Userpilot), 'sent' (a try may have),
+    # 'accepted' (job_id known); settled: 'completed', 'failed', 'unconfirmed'. A settled
+    # file's keys are in accepted_events (completed, unconfirmed) or nowhere (failed).
+    pg = change.backend == "postgresql"
+    real = "DOUBLE PRECISION" if pg else "REAL"
+    change.execute(
+        f"""
+        CREATE TABLE import_jobs (
+            scope TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            job_id TEXT,
+            events INTEGER NOT NULL,
+            recorded_at {real} NOT NULL,
+            settled_at {real},
+            PRIMARY KEY (scope, filename)
+        )
+        """
+    )
+    change.execute(
+        "CREATE INDEX import_jobs_unsettled ON import_jobs (scope, recorded_at) "
+        "WHERE settled_at IS NULL"
+    )
+    rowid = "" if pg else " WITHOUT ROWID"
+    change.execute(
+        f"""
+        CREATE TABLE import_keys (
+            scope TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (scope, filename, stream, key)
+        ){rowid}
+        """
+    )

@@ -215,6 +215,10 @@ class SQLiteLedger(SQLiteTables, Ledger):
     def _ids(self, ids: Sequence[str]) -> Any:
         return json.dumps(list(ids))
 
+    @override
+    def _epoch(self, param: str) -> str:
+        return f":{param}"  # accepted_at holds epoch seconds here
+
 
 def _owner_only_file(path: str) -> None:
     """Create ``path`` (and a missing folder) readable by the owner only; tighten an old file."""

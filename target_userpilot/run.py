@@ -172,11 +172,14 @@ class Run:
         self.importing = settings.events_api == "import"
         if self.importing and not settings.dry_run and self.ledger is None:
             self.ledger = open_ledger(settings.state_db)
+        # With a ledger, the job lane first settles the import files earlier runs left (any
+        # run: a running import job holds the account for every upload).
         self.confirmer = ImportedEvents(
-            None if settings.dry_run or not self.importing else self.ledger,
+            None if settings.dry_run else self.ledger,
             self.scope,
             self.summary,
             rows=self.unchanged,
+            run_id=self.run_id,
         )
         self.jobs = JobLane(
             self.client,
@@ -288,6 +291,7 @@ class Run:
                 )
             if self.ledger is None:
                 self.ledger = open_ledger(settings.state_db)
+                self._warn_unsettled_imports(self.ledger)
             keys = self.ledger
         self.event_lane = EventLane(
             client,
@@ -302,6 +306,20 @@ class Run:
         )
         self._add_lane(self.event_lane)
         return self.event_lane
+
+    def _warn_unsettled_imports(self, ledger: Ledger) -> None:
+        """Track mode opened the ledger after the job lane began: it cannot settle the import
+        files an earlier run left, so say what that means."""
+        unsettled = ledger.unsettled_imports(self.scope)
+        if unsettled:
+            logger.warning(
+                "The ledger holds %d Import API files of earlier runs whose jobs were not "
+                "settled (%d events): track requests do not settle them, so an event of theirs "
+                "the tap sends again is sent again. Run once with events_api 'import' (or with "
+                "skip_unchanged) to settle them first.",
+                len(unsettled),
+                sum(file.total for file in unsettled),
+            )
 
     def _add_lane(self, lane: Lane) -> None:
         with self._lanes_lock:

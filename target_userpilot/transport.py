@@ -32,6 +32,7 @@ from target_userpilot.errors import (
     JobConflict,
     JobNotFound,
     PayloadTooLarge,
+    RequestRefused,
     TransientError,
     UnexpectedAnswer,
     UserpilotError,
@@ -55,9 +56,12 @@ MAX_RETRY_AFTER_SECONDS = 120.0
 NOT_EVENT_REFUSALS = frozenset({401, 403, 409, 429})
 #: The Import API (``events_api: import``), and where an import job's status may be read, in
 #: the order tried: Userpilot does not say, and /v1/background_jobs, as for bulk jobs, is the
-#: strong inference.
+#: strong inference. Whether it lists import jobs at GET /v1/imports is not said either.
 IMPORTS_PATH = "/v1/imports"
 IMPORT_STATUS_PATHS = ("/v1/background_jobs/", "/v1/imports/")
+#: The list of bulk jobs, and where an import job may be listed, in the order looked at.
+JOBS_PATH = "/v1/background_jobs"
+IMPORT_LIST_PATHS = (JOBS_PATH, IMPORTS_PATH)
 #: How urllib3 reports a proxy that refused to open a tunnel for want of credentials.
 _PROXY_REFUSED = re.compile(r"Tunnel connection failed: 407\b")
 
@@ -331,6 +335,9 @@ class Transport:
             raise AuthenticationError(msg)
         if status == 404 and method == "GET" and path.startswith(IMPORT_STATUS_PATHS):
             raise JobNotFound(f"GET {path} answered HTTP 404: {message}")
+        if status in (404, 405) and method == "GET" and path == IMPORTS_PATH:
+            # Userpilot does not say whether it lists import jobs there.
+            raise JobNotFound(f"GET {path} answered HTTP {status}: no list of import jobs there")
         if status == 409 and (path.endswith("/bulk_identify") or path == IMPORTS_PATH):
             raise JobConflict(f"Another bulk job is running on the account (HTTP 409): {message}")
         if status == 413 and not events:
@@ -354,7 +361,7 @@ class Transport:
         if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
             why = " as too large" if status == 413 else ""
             raise EventRefused(f"Userpilot refused the event{why} (HTTP {status}): {message}")
-        raise UserpilotError(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
+        raise RequestRefused(f"Userpilot refused {method} {path} (HTTP {status}): {message}")
 
     def _proxy_refused(self) -> ConfigurationError:
         """The proxy answered 407: name the variable that holds its credentials, never them."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from conftest import (
     state,
     user,
 )
+from pg import postgres_fixture  # noqa: F401 - the session's PostgreSQL
 
 from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import ConfigurationError, InvalidRecord
@@ -634,3 +636,146 @@ def test_the_client_follows_an_import_job_at_v1_imports_when_background_jobs_say
             assert last.startswith("/v1/imports/")
         finally:
             client.close()
+
+
+# --- Through crashes and lost answers: every event in Userpilot once ------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request, tmp_path) -> Iterator[str]:
+    """A ``state_db`` of each backend (PostgreSQL: a schema of the test's own)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    server = request.getfixturevalue("postgres")
+    name = "i_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
+    yield f"{server.url}?options=-csearch_path%3D{name}"
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def _events_only(n: int) -> list[dict]:
+    """``n`` events of users loaded before (the Import API needs no user in this run)."""
+    return [
+        events_schema(),
+        *(record("events", event(i, i)) for i in range(n)),
+        state({"events": n}),
+    ]
+
+
+def _import_jobs(sandbox: Sandbox) -> list[dict]:
+    return [j for j in sandbox.jobs() if j["type"] == "events_import"]
+
+
+def _import_polled(sandbox: Sandbox) -> bool:
+    """A status poll of an import job arrived: the target has it, and recorded it first."""
+    return any(
+        r["method"] == "GET" and r["path"].startswith(("/v1/background_jobs/", "/v1/imports/"))
+        for r in sandbox.request_log()
+    )
+
+
+@pytest.mark.parametrize("end", ["completed before the rerun", "completed during it", "failed"])
+def test_kill_9_during_an_import_job_and_a_rerun_import_every_event_once(tmp_path, state_db, end):
+    messages = _events_only(50)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as sandbox:  # 50 events: 50 s
+        if end == "failed":
+            sandbox.set_faults(fail_jobs=1)
+        config = _config(sandbox, tmp_path, state_db=state_db)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
+        finally:
+            running.kill()
+        assert running.states == []
+        if end == "completed during it":
+            sandbox.set_rows_per_minute(3000)  # the rest of the job takes about a second
+        else:
+            sandbox.set_rows_per_minute(0)
+            assert sandbox.wait_idle(10)
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(50)})
+        assert rerun.states[-1] == {"events": 50}
+        total = rerun.summary["total"]
+        if end == "failed":
+            assert len(_import_jobs(sandbox)) == 2
+            assert (total["events_sent"], total["events_skipped"]) == (50, 0)
+            assert "which failed" in rerun.stderr
+        else:
+            assert len(_import_jobs(sandbox)) == 1
+            assert (total["events_sent"], total["events_skipped"]) == (0, 50)
+            assert "which completed: its events count as sent" in rerun.stderr
+        assert total["events_unconfirmed"] == 0
+
+
+@pytest.mark.parametrize("status_at", ["background_jobs", "imports", "nowhere"])
+def test_an_import_whose_answer_was_lost_is_adopted_or_unconfirmed_never_sent_twice(
+    tmp_path, state_db, status_at
+):
+    messages = _events_only(30)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
+        # Every upload takes effect, and its answer comes after the target stopped waiting.
+        sandbox.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
+        config = _config(
+            sandbox, tmp_path, state_db=state_db, batch_size_rows=10, request_timeout_seconds=0.3
+        )
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert sandbox.stats()["upload_attempts"] == 3
+        assert run.states[-1] == {"events": 30}
+        total = run.summary["total"]
+        if status_at == "nowhere":
+            assert (total["events_sent"], total["events_unconfirmed"]) == (0, 30)
+            assert run.stderr.count("are not sent again, by this run or a rerun") == 3
+        else:
+            assert (total["events_sent"], total["events_unconfirmed"]) == (30, 0)
+            assert run.stderr.count("Found import job") == 3
+
+        sandbox.set_faults()
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert rerun.summary["total"]["events_skipped"] == 30
+        assert sandbox.stats()["upload_attempts"] == 3
+
+
+@pytest.mark.parametrize("status_at", ["imports", "nowhere"])
+def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
+    tmp_path, state_db, status_at
+):
+    messages = _events_only(20)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
+        # The file is imported; the answer is held back until the target is gone.
+        sandbox.set_faults(slow_rate=1.0, slow_seconds=60.0, only="upload")
+        config = _config(sandbox, tmp_path, state_db=state_db)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_jobs(sandbox), timeout=30, what="the import job")
+        finally:
+            running.kill()
+        sandbox.set_faults()
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+        again = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == again.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+        assert sandbox.stats()["upload_attempts"] == 1
+        total = rerun.summary["total"]
+        assert total["events_skipped"] == 20
+        if status_at == "nowhere":
+            assert total["events_unconfirmed"] == 20
+            assert "which lists no import job for it" in rerun.stderr
+            assert "20 events got no clear answer from Userpilot" in rerun.stderr
+        else:
+            assert total["events_unconfirmed"] == 0
+            assert "which completed: its events count as sent" in rerun.stderr
+        assert again.summary["total"]["events_unconfirmed"] == 0  # settled once, for good
+        assert "The events file" not in again.stderr

@@ -6,6 +6,10 @@ with status polls placed by what the run has learned of Userpilot's pace (``pace
 the job completes makes its batch durable: the summary counts it, skip_unchanged confirms it, and
 its hold is released so a held-back STATE can go out. Meanwhile the reading thread fills the next
 batch. This is the one place a job is waited on.
+
+Before its first batch the lane settles the Import API files earlier runs of the account left
+unsettled (a crash, a stop, a lost answer): it looks for each one's job, waits for it if it still
+runs, and the confirmer records how it ended (``imports.py``), so no event goes twice.
 """
 
 from __future__ import annotations
@@ -24,17 +28,25 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
-from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge, WaitInterrupted
+from target_userpilot.errors import (
+    JobFailed,
+    JobTimeout,
+    PayloadTooLarge,
+    Unconfirmed,
+    WaitInterrupted,
+)
 from target_userpilot.lanes.base import Abandoned, Lane
-from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
+from target_userpilot.lanes.imports import ImportedEvents
+from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds, reported_seconds
+from target_userpilot.ledger_imports import READY
 from target_userpilot.rejects import RejectLog
+from target_userpilot.rows import EVENTS
 from target_userpilot.summary import RunSummary, duration
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -62,22 +74,19 @@ class Uploader(Protocol):
         *,
         conflict_wait: float,
         interrupt: threading.Event | None = None,
+        reached: Callable[[bool], None] | None = None,
     ) -> dict[str, Any]:
         """Upload a batch file; a wait for another client's job ends when ``interrupt`` is set
-        (:class:`~target_userpilot.errors.WaitInterrupted`)."""
+        (:class:`~target_userpilot.errors.WaitInterrupted`); ``reached`` hears whether a try
+        may have reached Userpilot (an events file's ledger record)."""
         ...
 
     def job_status(self, job_id: str) -> dict[str, Any]: ...
 
-
-class Confirmer(Protocol):
-    """The ledger's side of a batch: events already sent left out before the upload
-    (``lanes/imports.py``), and every batch whose job completed recorded (events' keys,
-    skip_unchanged's row hashes)."""
-
-    def prepare(self, batch: SealedBatch) -> None: ...
-
-    def confirm(self, batch: SealedBatch) -> None: ...
+    def find_import(self, filename: str, job_id: str | None = None) -> dict[str, Any] | None:
+        """An earlier upload's import job, by id or filename; None if Userpilot shows it
+        nowhere."""
+        ...
 
 
 class JobHistory(Protocol):
@@ -123,7 +132,7 @@ class JobLane(Lane):
         *,
         pace: JobPace,
         job_timeout: float = 7200.0,
-        confirmer: Confirmer | None = None,
+        confirmer: ImportedEvents | None = None,
         before_upload: Callable[[SealedBatch], None] | None = None,
         history: JobHistory | None = None,
         run_id: str | None = None,
@@ -190,6 +199,7 @@ class JobLane(Lane):
     # The worker thread
 
     def _work(self) -> None:
+        self._settle_earlier()
         while (batch := self._source.take()) is not None:
             self._busy = True
             try:
@@ -222,6 +232,9 @@ class JobLane(Lane):
         except PayloadTooLarge:
             self._split(batch)
             return
+        except Unconfirmed as exc:
+            self._unconfirmed(batch, exc)
+            return
         except WaitInterrupted:
             batch.discard()
             raise Abandoned from None  # the stop ended a wait for another client's job
@@ -239,17 +252,34 @@ class JobLane(Lane):
 
     def _upload(self, batch: SealedBatch) -> _Running:
         self._uploads += 1
-        filename = f"{batch.object}-{self._run_id}-{self._uploads:05d}.ndjson"
+        batch.filename = f"{batch.object}-{self._run_id}-{self._uploads:05d}.ndjson"
         logger.debug(
-            "Uploading %s: %d %s rows, %d bytes.", filename, batch.rows, batch.object, batch.bytes
-        )
-        job = self._uploader.upload(
+            "Uploading %s: %d %s rows, %d bytes.",
+            batch.filename,
+            batch.rows,
             batch.object,
-            batch.path,
-            filename,
-            conflict_wait=self.job_timeout,
-            interrupt=self._stop_event,
+            batch.bytes,
         )
+        confirmer = self._confirmer
+        # An events file is in the ledger before anything of it can reach Userpilot.
+        reached = confirmer.record(batch) if confirmer is not None else None
+        try:
+            job = self._uploader.upload(
+                batch.object,
+                batch.path,
+                batch.filename,
+                conflict_wait=self.job_timeout,
+                interrupt=self._stop_event,
+                reached=reached,
+            )
+        except Unconfirmed:
+            raise
+        except BaseException:
+            if confirmer is not None:
+                confirmer.not_accepted(batch)
+            raise
+        if confirmer is not None:
+            confirmer.accepted(batch, str(job.get("job_id")))
         running = _Running(job, batch, time.monotonic())
         if self._history is not None:
             self._history.job_sent(batch, running.job_id)
@@ -261,6 +291,16 @@ class JobLane(Lane):
             running.job_id,
         )
         return running
+
+    def _unconfirmed(self, batch: SealedBatch, exc: Unconfirmed) -> None:
+        """An events file whose answer was lost and whose job Userpilot shows nowhere: done with
+        as if sent (never sent again, STATE past it), counted apart by the confirmer."""
+        try:
+            if self._confirmer is not None:
+                self._confirmer.unconfirmed(batch, exc)
+            self._checkpoints.release(batch.hold)
+        finally:
+            batch.discard()
 
     def _split(self, batch: SealedBatch) -> None:
         """Userpilot said 413: send each half, one job after the other; reject a lone row."""
@@ -290,10 +330,13 @@ class JobLane(Lane):
 
     # Following the job
 
-    def _follow(self, running: _Running) -> dict[str, Any] | None:
-        """Poll until the job is final; None if the lane was abandoned first."""
+    def _follow(
+        self, running: _Running, until: threading.Event | None = None
+    ) -> dict[str, Any] | None:
+        """Poll until the job is final; None if the lane was abandoned (or ``until`` set) first."""
+        stop = self._abandon if until is None else until
         wait = self._next_wait(running, None, running.uploaded)
-        while not self._abandon.wait(wait):
+        while not stop.wait(wait):
             sent = time.monotonic()
             job = self._uploader.job_status(running.job_id)
             running.polls += 1
@@ -427,6 +470,8 @@ class JobLane(Lane):
             )
             if self._history is not None:
                 self._history.job_ended(running.batch, running.job_id, "failed")
+            if self._confirmer is not None:
+                self._confirmer.failed(running.batch)
             raise JobFailed(msg)
         total = _as_int(job.get("total_rows"))
         done = _as_int(job.get("completed_rows"))
@@ -443,7 +488,7 @@ class JobLane(Lane):
         window = _window(running, now)
         if window is not None and job.get("followed", True):
             self.pace.learn(
-                running.batch.rows, job_seconds(window, _figures(job)), proven=window.tight
+                running.batch.rows, job_seconds(window, reported_seconds(job)), proven=window.tight
             )
         logger.info(
             "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",
@@ -455,6 +500,36 @@ class JobLane(Lane):
             running.polls,
         )
         self._durable(running.batch, seconds)
+
+    # Files earlier runs left unsettled
+
+    def _settle_earlier(self) -> None:
+        """Settle every import file an earlier run of the account left unsettled, before any
+        batch goes up: its job completed (its events count as sent), failed (sent again), runs
+        still (awaited like a job of ours) or is shown nowhere (unconfirmed, never sent again).
+
+        A stop ends this at once: what is not settled is left for the next run.
+        """
+        if self._confirmer is None:
+            return
+        for recorded in self._confirmer.unsettled():
+            if self._stop_event.is_set():
+                raise Abandoned
+            job = None
+            if recorded.state != READY:
+                job = self._uploader.find_import(recorded.filename, recorded.job_id)
+            if job is not None and _status(job) not in FINAL_STATUSES:
+                logger.info(
+                    "Waiting for import job %s of an earlier run (%s) before anything goes up.",
+                    job.get("job_id"),
+                    recorded.filename,
+                )
+                stand_in = SealedBatch(EVENTS, ", ".join(sorted(recorded.events)), "", 0, 0)
+                stand_in.rows = recorded.total
+                job = self._follow(_Running(job, stand_in, time.monotonic()), self._stop_event)
+                if job is None:
+                    raise Abandoned
+            self._confirmer.settle_earlier(recorded, job)
 
     def _durable(self, batch: SealedBatch, seconds: float) -> None:
         """The batch is in Userpilot (or was empty): count it, confirm it, release its STATE."""
@@ -507,29 +582,6 @@ def _window(running: _Running, now: float) -> JobWindow | None:
         asked_at=max(0.0, running.final_sent - running.uploaded),
         answered_at=max(0.0, now - running.uploaded),
     )
-
-
-def _figures(job: dict[str, Any]) -> tuple[float | None, float | None]:
-    """Userpilot's own say on the job's duration: ``elapsed_time``, and end minus start.
-
-    Neither is documented (units, rounding, what is counted), so ``pace.job_seconds`` uses them
-    only inside what the polls prove.
-    """
-    elapsed = job.get("elapsed_time")
-    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float):
-        elapsed = None
-    start, end = _when(job.get("start_time")), _when(job.get("end_time"))
-    stamped = end - start if start is not None and end is not None else None
-    return elapsed, stamped
-
-
-def _when(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _as_int(value: Any) -> int | None:

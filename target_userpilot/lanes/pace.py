@@ -33,6 +33,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 logger = logging.getLogger("target_userpilot.events")
 
@@ -242,6 +244,29 @@ def job_seconds(window: JobWindow, figures: Iterable[float | None]) -> float:
         if figure is not None and window.admits(figure):
             return figure
     return (window.running_at + window.answered_at) / 2
+
+
+def reported_seconds(job: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Userpilot's own say on the job's duration: ``elapsed_time``, and end minus start.
+
+    Neither is documented (units, rounding, what is counted), so :func:`job_seconds` uses them
+    only inside what the polls prove.
+    """
+    elapsed = job.get("elapsed_time")
+    if isinstance(elapsed, bool) or not isinstance(elapsed, int | float):
+        elapsed = None
+    start, end = _when(job.get("start_time")), _when(job.get("end_time"))
+    stamped = end - start if start is not None and end is not None else None
+    return elapsed, stamped
+
+
+def _when(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def connections_for(events_per_minute: float | None) -> int:

@@ -40,6 +40,7 @@ _ENDPOINT_OF_ROUTE = {
     "upload": "bulk",
     "import": "imports",
     "import_status": "status",
+    "import_list": "list",
     "status": "status",
     "errors": "status",
     "list": "list",
@@ -57,6 +58,8 @@ def route_v1(method: str, path: str) -> tuple[str, str]:
     if parts == ["track"]:
         return ("track", "") if method == "POST" else ("method", f"{path} takes POST")
     if parts == ["imports"]:
+        if method == "GET":
+            return ("import_list", "")
         return ("import", "") if method == "POST" else ("method", f"{path} takes POST")
     if len(parts) == 2 and parts[0] == "imports":
         return ("import_status", unquote(parts[1])) if method == "GET" else ("method", path)
@@ -255,7 +258,7 @@ class Account:
             if route[0] in ("upload", "import"):
                 tally.counts["upload_attempts"] += 1
                 self.board.upload_attempt_arrived(tally.counts["upload_attempts"], arrived)
-            elif route[0] in ("status", "list", "import_status"):
+            elif route[0] in ("status", "list", "import_status", "import_list"):
                 tally.counts["status_polls"] += 1
             elif route[0] == "delete":
                 tally.counts["deletion_requests"] += 1
@@ -337,17 +340,27 @@ class Account:
             return self._track(request, faults)
         if name in ("status", "errors"):
             return self._job_status(argument, errors_only=name == "errors")
-        if name == "list":
-            with self.lock:
-                now = self.clock.now()
-                self.board.advance(now)
-                for job in self.board.jobs:
-                    if self.board.status_visible(job, "background_jobs"):
-                        job.seen(now)
-                return Reply.of_json(200, self.board.views(now, listed_only=True))
+        if name in ("list", "import_list"):
+            return self._job_list("background_jobs" if name == "list" else "imports")
         if name == "method":
             return Reply.error(405, "method_not_allowed", "METHOD_NOT_ALLOWED", argument)
         return Reply.error(404, "not_found", "NOT_FOUND", f"No route for {request.path}")
+
+    def _job_list(self, place: str) -> Reply:
+        """The jobs listed at `place`: every bulk job at /v1/background_jobs, with the import
+        jobs wherever their status is served (`JobBoard.import_status_at`); GET /v1/imports
+        lists import jobs only when their status is at /v1/imports/{id}, else answers 405."""
+        with self.lock:
+            if place == "imports" and self.board.import_status_at != "imports":
+                return Reply.error(
+                    405, "method_not_allowed", "METHOD_NOT_ALLOWED", "/v1/imports takes POST"
+                )
+            now = self.clock.now()
+            self.board.advance(now)
+            for job in self.board.jobs:
+                if self.board.status_visible(job, place):
+                    job.seen(now)
+            return Reply.of_json(200, self.board.views(now, listed_at=place))
 
     def _job_status(self, job_id: str, errors_only: bool, place: str = "background_jobs") -> Reply:
         """One job's status (a poll), or the error report that a failed job's `links` names.

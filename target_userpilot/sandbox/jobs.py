@@ -329,10 +329,10 @@ class JobBoard:
             return stamp.split(".")[0] + "Z"
         return stamp
 
-    def views(self, now: float, *, listed_only: bool = False) -> list[dict]:
-        """Every job, newest first; with `listed_only`, those the list endpoint shows (import
-        jobs only when their status is served at /v1/background_jobs)."""
+    def views(self, now: float, *, listed_at: str | None = None) -> list[dict]:
+        """Every job, newest first; with `listed_at`, those a list there shows: the jobs whose
+        status is served at that place ("background_jobs" or "imports")."""
         jobs = reversed(self.jobs)
-        if listed_only:
-            jobs = (j for j in jobs if self.status_visible(j, "background_jobs"))
+        if listed_at is not None:
+            jobs = (j for j in jobs if self.status_visible(j, listed_at))
         return [self.view(job, now) for job in jobs]

@@ -12,7 +12,7 @@ Two backends sit behind one interface, :class:`Ledger`:
 - a SQLAlchemy URL (``postgresql://…``), in ``ledger_pg.py``.
 
 Their tables and how an older ledger is upgraded are in ``ledger_schema.py`` (a versioned schema,
-migrated on open). No SQL lives outside those three modules. Lookups go in chunks, so a
+migrated on open). No SQL lives outside the ``ledger_*`` modules. Lookups go in chunks, so a
 10,000-row batch costs a few round trips. Writes are upserts, so two runs sharing one database
 never lose each other's entries. A URL's password is never written anywhere: messages go
 through ``redact.py``.

@@ -52,9 +52,9 @@ class StreamTally:
     of an open batch that a later deletion of the same profile left out. Events:
     ``events_sent`` those Userpilot accepted, ``events_skipped`` those not sent because the
     ledger says Userpilot accepted them before (or this run already sent one with their key),
-    ``events_unconfirmed`` those sent without a clear answer (a timeout or a 5xx after sending),
-    not sent again since a second copy could count twice; an event Userpilot refused counts as
-    ``rejected``.
+    ``events_unconfirmed`` those sent without a clear answer (a timeout or a 5xx after sending,
+    or in an import file whose job Userpilot shows nowhere), not sent again since a second copy
+    could count twice; an event Userpilot refused counts as ``rejected``.
     """
 
     object: str = "users"
@@ -251,9 +251,10 @@ class RunSummary:
             if total["events_unconfirmed"]:
                 out.append(
                     f"{_count(total['events_unconfirmed'], 'event')} got no clear answer from "
-                    "Userpilot (a timeout or a server error after sending) and were not sent "
-                    "again, since a second copy could count twice: each is in Userpilot once or "
-                    "not at all, and a rerun does not send them."
+                    "Userpilot (a timeout or a server error after sending, or an import job it "
+                    "shows nowhere) and were not sent again, since a second copy could count "
+                    "twice: each is in Userpilot once or not at all, and a rerun does not send "
+                    "them."
                 )
             if total["deleted"]:
                 out.append(

@@ -446,6 +446,148 @@ def test_a_json_upload_whose_answer_was_lost_is_sent_again_and_lands_once(tmp_pa
         assert sandbox.profiles("users")["u-1"]["metadata"] == {"plan": "pro"}
 
 
+# Import files: never posted twice on a guess
+
+IMPORT = ("POST", "/v1/imports")
+IMPORTS_LIST = ("GET", "/v1/imports")
+EVENTS_FILE = "events-test-00001.ndjson"
+
+
+@pytest.fixture
+def events_file(tmp_path: Path) -> str:
+    path = tmp_path / "events.ndjson"
+    record = (
+        '{"event_type":"track","user_id":"u-1","event_name":"paid","source":"backend-http",'
+        '"inserted_at":"2023-01-01T00:00:00Z","metadata":{}}\n'
+    )
+    path.write_text(record)
+    return str(path)
+
+
+@pytest.mark.parametrize("status_at", ["background_jobs", "imports"])
+def test_an_import_whose_answer_was_lost_is_found_in_a_job_list_and_adopted(events_file, status_at):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sb:
+        sb.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
+        client = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 0.3))
+        heard: list[bool] = []
+        try:
+            adopted = client.upload("events", events_file, EVENTS_FILE, reached=heard.append)
+            final = client.job_status(adopted["job_id"])
+        finally:
+            client.close()
+
+        assert adopted["filename"] == EVENTS_FILE
+        assert final["status"] == "completed"
+        assert sb.stats()["upload_attempts"] == 1
+        assert len(sb.imported_events()) == 1
+        assert heard == [True]
+
+
+def test_an_import_found_nowhere_after_a_lost_answer_is_unconfirmed_not_sent_again(events_file):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at="nowhere") as sb:
+        sb.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
+        client = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 0.3))
+        try:
+            with pytest.raises(Unconfirmed, match="lists no import job for that file"):
+                client.upload("events", events_file, EVENTS_FILE)
+        finally:
+            client.close()
+
+        assert sb.stats()["upload_attempts"] == 1
+        assert len(sb.imported_events()) == 1
+
+
+def test_an_import_is_posted_again_only_after_failures_that_prove_nothing_arrived(
+    scripted, events_file
+):
+    scripted.answer(
+        *IMPORT,
+        Answer(429, {"errors": []}, {"Retry-After": "0.01"}),
+        Answer(503, {"errors": []}, {"Retry-After": "0.01"}),
+        Answer(202, job("i-1", filename=EVENTS_FILE)),
+    )
+    heard: list[bool] = []
+
+    accepted = scripted_client(scripted).upload(
+        "events", events_file, EVENTS_FILE, reached=heard.append
+    )
+
+    assert accepted["job_id"] == "i-1"
+    assert len(scripted.requests_to(*IMPORT)) == 3
+    assert scripted.requests_to(*LIST) == []
+    assert heard == [True, False, True, False, True]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Answer(500, {"errors": []}), Answer(502, b""), Answer(503, b""), Answer(drop=True)],
+    ids=["500", "502", "503 without Retry-After", "dropped"],
+)
+def test_an_import_that_may_have_arrived_is_looked_for_never_posted_again(
+    scripted, events_file, failure
+):
+    scripted.answer(*IMPORT, failure, Answer(202, job("i-2", filename=EVENTS_FILE)))
+    scripted.answer(*LIST, Answer(200, [job("other", filename="events-other.ndjson")]))
+    heard: list[bool] = []
+
+    with pytest.raises(Unconfirmed, match="may or may not have been imported"):
+        scripted_client(scripted).upload("events", events_file, EVENTS_FILE, reached=heard.append)
+
+    assert len(scripted.requests_to(*IMPORT)) == 1
+    assert len(scripted.requests_to(*LIST)) == 1
+    assert len(scripted.requests_to(*IMPORTS_LIST)) == 1  # 404 there: no list of imports
+    assert heard == [True]
+
+
+def test_a_job_list_that_cannot_be_read_is_no_proof_an_import_is_missing(scripted, events_file):
+    scripted.answer(*IMPORT, Answer(500, {"errors": []}))
+    scripted.answer(*LIST, Answer(200, b"<html>Sign in</html>", {"Content-Type": "text/html"}))
+
+    with pytest.raises(UnexpectedAnswer, match="not Userpilot's API"):
+        scripted_client(scripted).upload("events", events_file, EVENTS_FILE)
+
+    assert len(scripted.requests_to(*IMPORT)) == 1
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        Answer(413, {"errors": [{"message": "too large"}]}),
+        Answer(422, {"errors": [{"message": "bad file"}]}),
+        Answer(401, {"errors": []}),
+    ],
+    ids=["413", "422", "401"],
+)
+def test_a_refused_import_tells_that_nothing_of_it_arrived(scripted, events_file, refusal):
+    scripted.answer(*IMPORT, refusal)
+    heard: list[bool] = []
+
+    with pytest.raises(UserpilotError):
+        scripted_client(scripted).upload("events", events_file, EVENTS_FILE, reached=heard.append)
+
+    assert heard == [True, False]
+
+
+def test_find_import_looks_by_id_where_the_status_is_served_then_by_filename(events_file):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at="imports") as sb:
+        client = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 2))
+        try:
+            accepted = client.upload("events", events_file, EVENTS_FILE)
+            fresh = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 2))
+            try:
+                by_id = fresh.find_import("renamed.ndjson", accepted["job_id"])
+                by_name = fresh.find_import(EVENTS_FILE)
+                nowhere = fresh.find_import("never-sent.ndjson", "imports:jobs:missing")
+            finally:
+                fresh.close()
+        finally:
+            client.close()
+
+    assert by_id is not None and by_id["status"] == "completed"
+    assert by_name is not None and by_name["job_id"] == accepted["job_id"]
+    assert nowhere is None
+
+
 # Secrets
 
 

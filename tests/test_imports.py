@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -616,6 +618,25 @@ def test_sandbox_import_and_bulk_jobs_share_the_lane_unless_told_otherwise():
         assert _post_import(sandbox, [TRACK_LINE]).status_code == 202
 
 
+@pytest.mark.parametrize(
+    ("status_at", "in_background_jobs", "at_imports"),
+    [("background_jobs", True, 405), ("imports", False, 200), ("nowhere", False, 405)],
+)
+def test_sandbox_lists_import_jobs_where_their_status_is_served(
+    status_at, in_background_jobs, at_imports
+):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
+        job_id = _post_import(sandbox, [TRACK_LINE]).json()["job_id"]
+        auth = {"Authorization": f"Token {API_KEY}"}
+        listed = requests.get(f"{sandbox.url}/v1/background_jobs", headers=auth, timeout=10)
+        imports = requests.get(f"{sandbox.url}/v1/imports", headers=auth, timeout=10)
+
+        assert (job_id in [j["job_id"] for j in listed.json()]) == in_background_jobs
+        assert imports.status_code == at_imports
+        if at_imports == 200:
+            assert [(j["job_id"], j["filename"]) for j in imports.json()] == [(job_id, "e.ndjson")]
+
+
 def test_the_client_follows_an_import_job_at_v1_imports_when_background_jobs_says_404(
     tmp_path,
 ):
@@ -779,3 +800,92 @@ def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
             assert "which completed: its events count as sent" in rerun.stderr
         assert again.summary["total"]["events_unconfirmed"] == 0  # settled once, for good
         assert "The events file" not in again.stderr
+
+
+def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_send(tmp_path):
+    messages = _events_only(20)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.hold_foreign_job(3.0)  # every try of the import meets 409 for three seconds
+        config = _config(sandbox, tmp_path)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            # Killed in the pause between two tries: the ledger then knows nothing arrived.
+            eventually(
+                lambda: "(HTTP 409); waiting" in running.stderr, timeout=30, what="a 409 pause"
+            )
+        finally:
+            running.kill()
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+        total = rerun.summary["total"]
+        assert (total["events_sent"], total["events_unconfirmed"]) == (20, 0)
+        assert "never reached Userpilot" in rerun.stderr
+
+
+def test_an_import_userpilot_refused_is_sent_by_the_rerun(tmp_path):
+    messages = _events_only(10)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.set_faults(refuse_uploads=422)
+        config = _config(sandbox, tmp_path)
+
+        refused = run_target(config, messages, tmp_path=tmp_path)
+        sandbox.set_faults()
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert refused.returncode == 8, refused.stderr[-3000:]
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})
+        assert rerun.summary["total"]["events_sent"] == 10
+        assert "The events file" not in rerun.stderr  # nothing was left to settle
+
+
+def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(tmp_path):
+    messages = _events_only(30)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=30) as sandbox:  # a minute's job
+        config = _config(sandbox, tmp_path)
+        first = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
+        finally:
+            first.kill()
+        second = TargetProcess(config, tmp_path, messages=messages)
+        eventually(lambda: "Waiting for import job" in second.stderr, timeout=30, what="the wait")
+        second.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = second.drain()
+        took = time.monotonic() - signalled
+        assert code == 10, second.stderr[-3000:]
+        assert took < 5, took
+        assert sandbox.stats()["upload_attempts"] == 1
+
+        sandbox.set_rows_per_minute(0)
+        third = run_target(config, messages, tmp_path=tmp_path)
+
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert third.summary["total"]["events_skipped"] == 30
+
+
+def test_track_mode_says_when_import_files_of_earlier_runs_are_not_settled(tmp_path):
+    messages = _events_only(5)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
+        finally:
+            running.kill()
+        sandbox.set_rows_per_minute(0)
+        track = {**config, "events_api": "track", "object_mapping": {}, "events_per_minute": 6000}
+        users = [
+            schema("users", USER_SCHEMA, ["id"]),
+            *(record("users", user(i)) for i in range(5)),
+        ]
+
+        run = run_target(track, users + messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "1 Import API files of earlier runs whose jobs were not settled" in run.stderr

@@ -225,6 +225,68 @@ def test_two_runs_writing_the_same_ids_at_once_both_land(ledger, tmp_path, reque
     assert len(found) == 3000 and set(found.values()) <= {H1, H2}
 
 
+# Import files (ledger_imports.py): recorded before their upload, settled once
+
+
+def _recorded(ledger: Ledger, scope: str = "acct") -> dict[str, tuple[str, str | None, dict]]:
+    return {r.filename: (r.state, r.job_id, r.events) for r in ledger.unsettled_imports(scope)}
+
+
+def test_an_import_file_is_recorded_with_its_keys_and_followed_to_its_job(ledger):
+    ledger.record_import("acct", "f-1", "run-1", {"a": ["k1", "k2", "k2"], "b": ["k3"]}, 10.0)
+    assert _recorded(ledger) == {"f-1": ("ready", None, {"a": 2, "b": 1})}
+    # Pending keys are not accepted ones: nothing counts as sent before the job completed.
+    assert ledger.accepted_events("acct", "a", ["k1", "k2"]) == set()
+
+    ledger.import_tried("acct", "f-1", may_have_arrived=True)
+    assert _recorded(ledger)["f-1"][0] == "sent"
+    ledger.import_tried("acct", "f-1", may_have_arrived=False)  # a 409: nothing arrived
+    assert _recorded(ledger)["f-1"][0] == "ready"
+    ledger.import_tried("acct", "f-1", may_have_arrived=True)
+    ledger.import_accepted("acct", "f-1", "job:1")
+
+    assert _recorded(ledger) == {"f-1": ("accepted", "job:1", {"a": 2, "b": 1})}
+    assert _recorded(ledger, "other account") == {}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "accepted"),
+    [("completed", {"k1", "k2"}), ("unconfirmed", {"k1", "k2"}), ("failed", set())],
+)
+def test_settling_an_import_file_moves_or_drops_its_keys_in_one_step(ledger, outcome, accepted):
+    ledger.add_accepted_events("acct", "a", ["k0"])
+    ledger.record_import("acct", "f-1", "run-1", {"a": ["k1", "k2"]}, 10.0)
+    ledger.record_import("acct", "f-2", "run-2", {"a": ["k9"]}, 11.0)
+    ledger.import_accepted("acct", "f-1", "job:1")
+
+    ledger.settle_import("acct", "f-1", outcome, 20.0)
+    ledger.settle_import("acct", "f-1", "failed", 30.0)  # a second settlement changes nothing
+
+    assert ledger.accepted_events("acct", "a", ["k0", "k1", "k2", "k9"]) == {"k0"} | accepted
+    assert list(_recorded(ledger)) == ["f-2"]
+
+
+def test_an_import_file_never_sent_is_forgotten(ledger):
+    ledger.record_import("acct", "f-1", "run-1", {"a": ["k1"]}, 10.0)
+
+    ledger.settle_import("acct", "f-1", "not sent", 20.0)
+    ledger.record_import("acct", "f-1", "run-1", {"a": ["k1"]}, 30.0)  # the name is free again
+
+    assert _recorded(ledger) == {"f-1": ("ready", None, {"a": 1})}
+    assert ledger.accepted_events("acct", "a", ["k1"]) == set()
+    with pytest.raises(ValueError, match="settled as one of"):
+        ledger.settle_import("acct", "f-1", "done", 40.0)
+
+
+def test_a_full_import_file_of_keys_round_trips(ledger):
+    keys = [f'["events",["e-{i}"]]' for i in range(10_000)]
+    ledger.record_import("acct", "f-1", "run-1", {"events": keys}, 10.0)
+
+    ledger.settle_import("acct", "f-1", "completed", 20.0)
+
+    assert ledger.accepted_events("acct", "events", keys) == set(keys)
+
+
 # Choosing the backend
 
 

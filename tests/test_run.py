@@ -75,6 +75,7 @@ class FakeUserpilot:
         *,
         conflict_wait: float,
         interrupt: threading.Event | None = None,
+        reached: Any = None,
     ) -> dict[str, Any]:
         while self.conflict:
             self._note("409")
@@ -314,6 +315,9 @@ class _FailingLedger:
 
     def forget_rows(self, *args: Any) -> None:
         pass
+
+    def unsettled_imports(self, *args: Any) -> list:
+        return []
 
     def close(self) -> None:
         pass

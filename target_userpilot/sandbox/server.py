@@ -55,8 +55,9 @@ class Sandbox:
     malformed line fails the job. Userpilot does not say two things, so both readings are
     served: with `imports_share_lane` (the default) an import job and a bulk job never run at
     once (409), without it each kind waits only for its own; `import_status_at` says where an
-    import job's status is read: "background_jobs" (default, like bulk jobs), "imports"
-    (`GET /v1/imports/{id}` only) or "nowhere" (404 everywhere). `imported_events` shows what
+    import job's status is read, and where import jobs are listed: "background_jobs" (default,
+    like bulk jobs), "imports" (`GET /v1/imports/{id}`, listed at `GET /v1/imports`) or "nowhere"
+    (404 everywhere, listed nowhere). `imported_events` shows what
     completed import jobs brought in, with each record's `inserted_at`.
 
     Job status answers give `elapsed_time` in seconds and `start_time` / `end_time` to the

@@ -524,8 +524,9 @@ class JobLane(Lane):
                     job.get("job_id"),
                     recorded.filename,
                 )
-                stand_in = SealedBatch(EVENTS, ", ".join(sorted(recorded.events)), "", 0, 0)
-                stand_in.rows = recorded.total
+                # What the polls' pacing and messages read of a batch: its rows and streams.
+                streams = ", ".join(sorted(recorded.events))
+                stand_in = SealedBatch(EVENTS, streams, "", recorded.total, 0)
                 job = self._follow(_Running(job, stand_in, time.monotonic()), self._stop_event)
                 if job is None:
                     raise Abandoned

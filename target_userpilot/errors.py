@@ -90,6 +90,14 @@ class EventRefused(UserpilotError):
     """Userpilot refused one event (a 4xx about its content): the caller rejects that record."""
 
 
+class UserNotFound(EventRefused):
+    """Userpilot answered a track request 404: it has no user with the event's ``user_id``.
+
+    The event was not recorded; the events lane tries it once more after this run's users are
+    loaded, before it rejects it.
+    """
+
+
 class Unconfirmed(UserpilotError):
     """A request that cannot be taken back got no clear answer, so it was not sent again.
 

@@ -299,6 +299,7 @@ class Run:
             scope=self.scope,
             on_failure=self.stop.failed,
             spool_dir=self._parts.spool_dir,
+            pending=self.buffer.pending,
         )
         self._add_lane(self.event_lane)
         return self.event_lane

@@ -34,6 +34,7 @@ from target_userpilot.errors import (
     PayloadTooLarge,
     TransientError,
     UnexpectedAnswer,
+    UserNotFound,
     UserpilotError,
 )
 from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
@@ -351,6 +352,10 @@ class Transport:
                 "follow redirects with the API key. Set api_url to the final host."
             )
             raise UserpilotError(msg)
+        if events and status == 404:
+            # The status alone decides: Userpilot documents no wording for an unknown user, and
+            # any 404 (a proxy's too) proves the event was not recorded.
+            raise UserNotFound(f"Userpilot refused the event (HTTP 404): {message}")
         if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
             why = " as too large" if status == 413 else ""
             raise EventRefused(f"Userpilot refused the event{why} (HTTP {status}): {message}")

@@ -3,10 +3,13 @@
 Events are not idempotent and Userpilot takes them one request at a time, at 600 a minute per
 key. So this lane differs from the job lane in three ways:
 
-- **Order.** An event goes out only once every users row received before it is in a completed
-  bulk job (Userpilot needs the user first): it waits in ``checkpoints.wait_durable`` for the
-  users holds before its record. It does not wait for companies, nor for rows received after it.
-  One user's events go one at a time, so they arrive (and are stamped) in input order.
+- **Order.** Userpilot needs the user first. An event goes out only once every users row
+  received before it is in a completed bulk job (``checkpoints.wait_durable``), and once no users
+  batch holds an upsert of its user (``pending.py``: open, sealed or in a job), whatever the order
+  of the streams. A 404 ("no such user") sets the event aside, with its user's later events;
+  once the input has ended and every users row of the run is in Userpilot, the events set aside
+  go once more, and a 404 then rejects the event. One user's events go one at a time, so they
+  arrive (and are stamped) in input order.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
   its ``Retry-After`` and slows the pace; successes bring it back.
@@ -27,22 +30,21 @@ if sys.version_info >= (3, 12):
 else:
     from typing_extensions import override
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import EventRefused, TransientError, Unconfirmed
+from target_userpilot.errors import EventRefused, TransientError, Unconfirmed, UserNotFound
 from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
-from target_userpilot.lanes.spool import EventSpool
+from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
+from target_userpilot.pending import PendingUsers
 from target_userpilot.rejects import RejectLog
-from target_userpilot.rows import USERS, encode_row
+from target_userpilot.rows import USERS
 from target_userpilot.summary import RunSummary, duration
 
 logger = logging.getLogger("target_userpilot.events")
@@ -75,18 +77,6 @@ class EventKeys(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class _Event:
-    """One event waiting or in flight."""
-
-    seq: int
-    stream: str
-    position: int
-    key: str
-    body: dict[str, Any]
-    already_sent: bool = False
-
-
 class EventLane(Lane):
     """Sends events to ``/v1/track``: after their users, paced, once each, on a few connections."""
 
@@ -104,6 +94,7 @@ class EventLane(Lane):
         on_failure: Callable[[BaseException], None] | None = None,
         spool_dir: str | None = None,
         progress_every: float = PROGRESS_EVERY_SECONDS,
+        pending: PendingUsers | None = None,
     ) -> None:
         super().__init__(on_failure=on_failure)
         self._client = client
@@ -118,7 +109,17 @@ class EventLane(Lane):
             connections = connections_for(pace.limit)
         self.connections = connections
         self._spool = EventSpool(spool_dir)
-        self._lookahead: deque[_Event] = deque()
+        #: The users whose upserts are not in Userpilot yet (the buffer's): events wait for them.
+        self._pending = pending
+        #: Events set aside for a 404 (and the later events of their users), in that order.
+        self._parked = SetAside(spool_dir)
+        #: The input has ended (every users row of the run is numbered below ``_users_end``).
+        self._input_ended = False
+        self._users_end = 0
+        #: The events set aside are being sent again.
+        self._replaying = False
+        self._parked_said = False
+        self._lookahead: deque[SpooledEvent] = deque()
         #: Seq of every event taken from the lookahead and not finished, and their keys.
         self._inflight: dict[int, str] = {}
         self._accepted_since_lookup: set[str] = set()
@@ -126,7 +127,7 @@ class EventLane(Lane):
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
         #: Events for the senders; None, last, tells them to stop.
-        self._handoff: deque[_Event | None] = deque()
+        self._handoff: deque[SpooledEvent | None] = deque()
         #: Events handed to the senders and not finished.
         self._handed = 0
         #: Users with an event handed to a sender and not finished (one at most each).
@@ -152,7 +153,7 @@ class EventLane(Lane):
 
         Raises :class:`~target_userpilot.errors.InvalidRecord` when the event cannot be encoded.
         """
-        line = encode_row({"s": seq, "t": stream, "p": position, "k": key, "e": event})
+        line = SpooledEvent(seq, stream, position, key, event).encoded()
         with self._cond:
             if self._spool.read == self._spool.written:
                 self._unread_floor = seq  # the first event not read yet
@@ -165,7 +166,10 @@ class EventLane(Lane):
         """All input is read: say how many events are left and how long they take at this pace."""
         rate = self.pace.per_minute()
         with self._cond:
+            self._input_ended = True
+            self._users_end = self._checkpoints.next_seq  # read on the reading thread's behalf
             left = self.received - self._done()
+            self._cond.notify_all()
         if rate is None or left < 1 or self._started is None:
             return  # not started: the first progress line will say it
         logger.info(
@@ -213,25 +217,34 @@ class EventLane(Lane):
 
     @override
     def _release(self) -> None:
-        """Remove the spool (it holds personal data)."""
+        """Remove the spools (they hold personal data)."""
         with self._cond:
             self._spool.discard()
+            self._parked.discard()
 
     # Holds: one, at the oldest event not finished, so STATE waits for every event before it.
 
     def _nothing_unfinished(self) -> bool:
         return (
-            not self._inflight and not self._lookahead and self._spool.read == self._spool.written
+            not self._inflight
+            and not self._lookahead
+            and self._spool.read == self._spool.written
+            and not self._parked.count
         )
 
     def _oldest_unfinished(self) -> int | None:
+        floor = None
         if self._inflight:
-            return min(self._inflight)
-        if self._lookahead:
-            return self._lookahead[0].seq
-        if self._spool.written > self._spool.read:
-            return self._unread_floor
-        return None
+            floor = min(self._inflight)
+        elif self._lookahead:
+            floor = self._lookahead[0].seq
+        elif self._spool.written > self._spool.read:
+            floor = self._unread_floor
+        # Events set aside for a 404 are out of input order: their oldest counts apart.
+        parked = self._parked.floor()
+        if parked is not None and (floor is None or parked < floor):
+            return parked
+        return floor
 
     def _move_hold(self) -> None:
         """Keep the lane's hold at the oldest unfinished event (called under the lock)."""
@@ -250,7 +263,12 @@ class EventLane(Lane):
             while (event := self._next_event()) is not None:
                 if self._skip_if_sent(event):
                     continue
-                if not self._await_users(event) or not self._await_turn(event):
+                turn = self._await_turn(event)
+                if turn is None:
+                    return
+                if not turn:
+                    continue  # set aside behind an earlier event of its user
+                if not self._await_users(event) or not self._await_upserts(event):
                     return
                 if not self._await_sender():
                     return
@@ -262,7 +280,7 @@ class EventLane(Lane):
                     return
                 with self._cond:
                     # Only this thread claims a user, so none took it since _await_turn.
-                    self._busy_users.add(str(event.body.get("user_id")))
+                    self._busy_users.add(event.user)
                     self._handoff.append(event)
                     self._handed += 1
                     self._cond.notify_all()
@@ -272,36 +290,74 @@ class EventLane(Lane):
                 self._handoff.append(None)  # tells senders to stop
                 self._cond.notify_all()
 
-    def _next_event(self) -> _Event | None:
-        """The next event in input order, marked as taken; None when the lane stops."""
-        with self._cond:
-            while not self._lookahead:
+    def _next_event(self) -> SpooledEvent | None:
+        """The next event in input order, marked as taken; None when the lane stops.
+
+        Once the input has ended, every event is sent or set aside, and every users row of the
+        run is in Userpilot, the events set aside for a 404 follow, in the order they were set
+        aside (each user's in input order).
+        """
+        while True:
+            with self._cond:
+                while not self._lookahead and not self._refill():
+                    if self._stopping or self._error is not None:
+                        return None
+                    if self._replay_due():
+                        break
+                    self._cond.wait(TICK)
                 if self._stopping or self._error is not None:
                     return None
-                if self._spool.written > self._spool.read:
-                    break
-                self._cond.wait(TICK)
-            if not self._lookahead:
-                self._fill_lookahead()
-            if self._stopping or self._error is not None:
-                return None
-            event = self._lookahead.popleft()
-            self._inflight[event.seq] = event.key
-            return event
+                if self._lookahead:
+                    event = self._lookahead.popleft()
+                    self._inflight[event.seq] = event.key
+                    return event
+            # Outside the lane's lock: the checkpoints may be writing STATE meanwhile.
+            if self._checkpoints.wait_durable(USERS, self._users_end, TICK):
+                self._start_replay()
 
-    def _fill_lookahead(self) -> None:
-        """Read the next events from the spool and ask the ledger about all of them at once."""
-        events = []
-        for line in self._spool.take(LOOKAHEAD):
-            item = json.loads(line)
-            events.append(_Event(item["s"], item["t"], item["p"], item["k"], item["e"]))
+    def _refill(self) -> bool:
+        """Fill the empty lookahead: from the spool, or in the replay from the events set aside."""
         if self._spool.written > self._spool.read:
+            self._fill_lookahead()
+            return True
+        if self._replaying and self._parked.unread:
+            self._fill_lookahead(replay=True)
+            return True
+        return False
+
+    def _replay_due(self) -> bool:
+        """Whether the events set aside may go again once this run's users are in Userpilot:
+        the input has ended and no event is in flight (one may still be set aside)."""
+        return (
+            not self._replaying and self._input_ended and not self._inflight and self._parked.unread
+        )
+
+    def _start_replay(self) -> None:
+        with self._cond:
+            self._replaying = True
+            count = self._parked.count
+            self._cond.notify_all()
+        logger.info(
+            "Every users row of this run is in Userpilot: sending the %d events set aside for "
+            "a user Userpilot did not know (HTTP 404) once more, each user's in input order. "
+            "A 404 now rejects the event.",
+            count,
+        )
+
+    def _fill_lookahead(self, *, replay: bool = False) -> None:
+        """Read the next events from the spool (or, in the replay, those set aside) and ask the
+        ledger about all of them at once."""
+        if replay:
+            events = self._parked.take(LOOKAHEAD)
+        else:
+            events = [SpooledEvent.decoded(line) for line in self._spool.take(LOOKAHEAD)]
+        if not replay and self._spool.written > self._spool.read:
             self._unread_floor = events[-1].seq + 1  # a lower bound of what is still unread
         self._lookahead.extend(events)
         self._accepted_since_lookup.clear()
         if self._keys is None:
             return
-        by_stream: dict[str, list[_Event]] = {}
+        by_stream: dict[str, list[SpooledEvent]] = {}
         for event in events:
             by_stream.setdefault(event.stream, []).append(event)
         for stream, group in by_stream.items():
@@ -309,7 +365,7 @@ class EventLane(Lane):
             for event in group:
                 event.already_sent = event.key in found
 
-    def _skip_if_sent(self, event: _Event) -> bool:
+    def _skip_if_sent(self, event: SpooledEvent) -> bool:
         """An event the ledger (or this run) already has goes no further."""
         with self._cond:
             key = event.key
@@ -321,22 +377,41 @@ class EventLane(Lane):
             self._finish(event)
             return True
 
-    def _await_users(self, event: _Event) -> bool:
+    def _await_users(self, event: SpooledEvent) -> bool:
         """Wait until every users row before the event is in a completed job."""
         while not self._checkpoints.wait_durable(USERS, event.seq, TICK):
             if self._stopping or self._abandon.is_set() or self._error is not None:
                 return False
         return True
 
-    def _await_turn(self, event: _Event) -> bool:
+    def _await_upserts(self, event: SpooledEvent) -> bool:
+        """Wait until no users batch holds an upsert of the event's user, whatever the order of
+        the streams (open, sealed or in a job); False when the lane stops meanwhile.
+
+        Only the batches that hold one now: a row of that user received later updates a profile
+        that exists by then, and a user updated in every batch never holds its events back.
+        """
+        if self._pending is None:
+            return True
+        batches = self._pending.of(event.user)
+        while batches and not self._pending.wait_done(batches, TICK):
+            if self._stopping or self._abandon.is_set() or self._error is not None:
+                return False
+        return True
+
+    def _await_turn(self, event: SpooledEvent) -> bool | None:
         """Wait until no event of the same user is in flight (one user's events then arrive in
-        input order); False when the lane stops meanwhile."""
-        user = str(event.body.get("user_id"))
+        input order). False when the event was set aside behind an earlier event of its user
+        that Userpilot answered 404; None when the lane stops meanwhile."""
+        user = event.user
         with self._cond:
             while user in self._busy_users:
                 if self._abandon.is_set() or self._error is not None:
-                    return False
+                    return None
                 self._cond.wait(TICK)
+            if user in self._parked.users and not event.replay:
+                self._park(event)
+                return False
         return True
 
     def _await_sender(self) -> bool:
@@ -366,23 +441,35 @@ class EventLane(Lane):
             finally:
                 with self._cond:
                     self._handed -= 1
-                    self._busy_users.discard(str(event.body.get("user_id")))
+                    self._busy_users.discard(event.user)
                     self._cond.notify_all()
                 self._free.release()
 
-    def _send(self, event: _Event) -> None:
+    def _send(self, event: SpooledEvent) -> None:
         body = event.body
         try:
             self._client.track(body["user_id"], body["event_name"], body.get("metadata"))
+        except UserNotFound as exc:
+            if event.replay:
+                self._refuse(event, f"{exc} (sent after every users row of this run was loaded)")
+                return
+            # A 404 proves Userpilot did not record the event, so sending it once more is no
+            # guess. Its user may come later in the input (the events stream first): it waits.
+            with self._cond:
+                self._park(event)
+                first = not self._parked_said
+                self._parked_said = True
+            if first:
+                logger.info(
+                    "Userpilot has no user for an event of stream '%s' (record %d, HTTP 404): "
+                    "with its user's later events, it goes once more when the input has ended "
+                    "and this run's users are in Userpilot; STATE waits (said once per run).",
+                    event.stream,
+                    event.position,
+                )
+            return
         except EventRefused as exc:
-            with self._cond:
-                self.refused += 1
-                self._summary.add(event.stream, "rejected")
-            # With on_invalid_record 'fail' this raises and the event stays unfinished: its
-            # hold keeps every later STATE back, as for a bad record read from the input.
-            self._rejects.reject(event.stream, event.position, str(exc), body)
-            with self._cond:
-                self._finish(event)
+            self._refuse(event, str(exc))
             return
         except Unconfirmed as exc:
             self._unconfirmed(event, exc)
@@ -400,7 +487,26 @@ class EventLane(Lane):
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
 
-    def _unconfirmed(self, event: _Event, exc: Unconfirmed) -> None:
+    def _refuse(self, event: SpooledEvent, reason: str) -> None:
+        """Userpilot refused the event: a rejected record."""
+        with self._cond:
+            self.refused += 1
+            self._summary.add(event.stream, "rejected")
+        # With on_invalid_record 'fail' this raises and the event stays unfinished: its hold
+        # keeps every later STATE back, as for a bad record read from the input.
+        self._rejects.reject(event.stream, event.position, reason, event.body)
+        with self._cond:
+            self._finish(event)
+
+    def _park(self, event: SpooledEvent) -> None:
+        """Set ``event`` aside for the replay (called under the lock). It stays unfinished, so
+        STATE waits for it, and its user's later events go behind it."""
+        self._parked.add(event)
+        self._inflight.pop(event.seq, None)
+        self._move_hold()
+        self._cond.notify_all()
+
+    def _unconfirmed(self, event: SpooledEvent, exc: Unconfirmed) -> None:
         """Sent, no clear answer: maybe in Userpilot. A second copy could count twice, so it is
         done with as if accepted (key in the ledger, STATE past it), counted apart, said once;
         many in a row stop the run, so the events after them wait for a rerun instead."""
@@ -435,9 +541,11 @@ class EventLane(Lane):
         """Events finished one way or another: sent, skipped, refused or unconfirmed."""
         return self.sent + self.skipped + self.refused + self.unconfirmed
 
-    def _finish(self, event: _Event) -> None:
+    def _finish(self, event: SpooledEvent) -> None:
         """The event is accepted, refused or skipped (called under the lock)."""
         self._inflight.pop(event.seq, None)
+        if event.replay:
+            self._parked.finished(event)
         self._move_hold()
         self._cond.notify_all()
 

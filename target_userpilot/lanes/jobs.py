@@ -461,6 +461,7 @@ class JobLane(Lane):
         self._summary.batch_done(batch, seconds)
         if self._confirmer is not None and batch.rows:
             self._confirmer.confirm(batch)
+        self._source.durable(batch)  # its users exist: their events may go
         self._checkpoints.release(batch.hold)
 
     def _reject(self, batch: SealedBatch, line: bytes, reason: str) -> None:

@@ -612,6 +612,34 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(t
         assert max(ids.values()) == 1
 
 
+def test_sigterm_leaves_an_event_set_aside_for_the_rerun_and_no_state_past_it(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path)
+        head = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages = [*head, record("events", event(0, 7)), state({"after": 0})]
+        messages += [record("users", user(7)), state({"after": "user 7"})]
+        running = TargetProcess(config, tmp_path)
+        try:
+            running.send(messages[:4])
+            eventually(lambda: _track_statuses(sandbox)[404] == 1, what="a 404 for event 0")
+            running.send(messages[4:])
+            eventually(lambda: "7" in sandbox.profiles("users"), what="user 7 loaded")
+            running.proc.send_signal(signal.SIGTERM)
+            code = running.drain()
+        finally:
+            running.kill()
+
+        assert code == 10, running.stderr[-3000:]
+        assert running.states == []  # event 0 was set aside, not sent: no STATE passes it
+        assert sandbox.events() == []
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _by_user(sandbox) == {"7": ["e-0"]}
+        assert rerun.states[-1] == {"after": "user 7"}
+
+
 def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(fast_sandbox, tmp_path):
     # A billing table: the member is the user, the action the event's name.
     sandbox = fast_sandbox

@@ -288,7 +288,8 @@ class UserpilotClient:
         """Send one event to ``/v1/track``.
 
         Raises :class:`EventRefused` when Userpilot refuses this event (a 4xx about its
-        content), so the caller rejects that record alone. Events are not idempotent: a failure
+        content), so the caller rejects that record alone; :class:`UserNotFound`, one kind of
+        it, for a 404 (no such user), which proves the event was not recorded. Events are not idempotent: a failure
         is retried only when it proves the event was not taken (no connection, 429, 503 with
         Retry-After); a timeout or another 5xx after sending raises :class:`Unconfirmed`.
         """

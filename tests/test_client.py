@@ -35,6 +35,7 @@ from target_userpilot.errors import (
     TransientError,
     Unconfirmed,
     UnexpectedAnswer,
+    UserNotFound,
     UserpilotError,
     exit_code,
 )
@@ -608,10 +609,12 @@ def test_a_refused_event_raises_event_refused_with_userpilots_message(scripted, 
     scripted.answer(*TRACK, Answer(status, {"errors": [{"message": "User not found"}]}))
     client = scripted_client(scripted)
 
-    with pytest.raises(EventRefused, match=f"HTTP {status}.*User not found"):
+    with pytest.raises(EventRefused, match=f"HTTP {status}.*User not found") as refused:
         client.track("u-1", "invoice_paid", None)
 
     assert len(scripted.requests_to(*TRACK)) == 1
+    # Only a 404 says "no such user" (whatever its wording): the events lane tries it again.
+    assert isinstance(refused.value, UserNotFound) == (status == 404)
 
 
 @pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (409, UserpilotError)])

@@ -291,12 +291,9 @@ class EventLane(Lane):
                 self._cond.notify_all()
 
     def _next_event(self) -> SpooledEvent | None:
-        """The next event in input order, marked as taken; None when the lane stops.
-
-        Once the input has ended, every event is sent or set aside, and every users row of the
-        run is in Userpilot, the events set aside for a 404 follow, in the order they were set
-        aside (each user's in input order).
-        """
+        """The next event in input order, marked as taken; None when the lane stops. Once the
+        input has ended, nothing is in flight and this run's users are all in Userpilot, the
+        events set aside for a 404 follow, in the order they were set aside."""
         while True:
             with self._cond:
                 while not self._lookahead and not self._refill():
@@ -326,8 +323,7 @@ class EventLane(Lane):
         return False
 
     def _replay_due(self) -> bool:
-        """Whether the events set aside may go again once this run's users are in Userpilot:
-        the input has ended and no event is in flight (one may still be set aside)."""
+        """Whether the replay may start, but for this run's users: input ended, none in flight."""
         return (
             not self._replaying and self._input_ended and not self._inflight and self._parked.unread
         )
@@ -345,8 +341,7 @@ class EventLane(Lane):
         )
 
     def _fill_lookahead(self, *, replay: bool = False) -> None:
-        """Read the next events from the spool (or, in the replay, those set aside) and ask the
-        ledger about all of them at once."""
+        """Read the next events (in the replay, those set aside); one ledger lookup for all."""
         if replay:
             events = self._parked.take(LOOKAHEAD)
         else:

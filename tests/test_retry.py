@@ -214,3 +214,20 @@ def _catch(call: Callable[[], Any], into: list[BaseException]) -> None:
         call()
     except BaseException as exc:  # noqa: BLE001 - handed to the test
         into.append(exc)
+
+
+def test_an_event_slot_taken_before_a_429_arrived_is_paused_too():
+    """The dispatcher took the next event's slot just before another sender's 429 came back:
+    that slot must not go out during the pause the 429 asked for."""
+    now = [100.0]
+    pace = EventPace(60.0, clock=lambda: now[0])
+    taken = pace.reserve()
+    later = pace.reserve()
+    assert pace.recheck(later) is None  # no 429: the slot stands
+
+    pace.slow_down(8.0)
+
+    moved = pace.recheck(later)
+    assert taken == 100.0
+    assert moved is not None and moved >= 108.0
+    assert pace.recheck(moved) is None

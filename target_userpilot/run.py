@@ -278,13 +278,14 @@ class Run:
             if self._parts.event_client is not None:
                 client = self._parts.event_client
             else:
-                # A client of its own: its 429s slow the events' pace, not anyone else's.
+                # A client of its own: its 429s slow the events' pace, not anyone else's, and
+                # the pace decides when a refused event goes again.
                 client = self._event_client = UserpilotClient(
                     settings.api_url,
                     settings.api_key or "",
                     timeout=(10.0, settings.request_timeout_seconds),
                     user_agent=self._user_agent,
-                    on_rate_limited=pace.slow_down,
+                    pace=pace,
                 )
             if self.ledger is None:
                 self.ledger = open_ledger(settings.state_db)
@@ -429,6 +430,8 @@ class Run:
             steps.append(("skip_unchanged", self.unchanged.close))
         if self.ledger is not None:
             steps.append(("the ledger", self.ledger.close))
+        if self.stop.reason is not None:
+            steps.append(("what was left unsent", self._note_unsent))
         steps.append(("the summary", self._log_summary))
         steps.append(("the stop thread", self.stop.close))
         for what, step in steps:
@@ -508,6 +511,16 @@ class Run:
             self.summary.add(stream, "unchanged", count)
         logger.info(
             "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
+        )
+
+    def _note_unsent(self) -> None:
+        """The run stopped: put what it never sent, and the jobs it left, in the summary."""
+        rows = self.buffer.unsent + self.jobs.unsent
+        self.summary.left_unsent(
+            rows=dict(rows),
+            deletions=self.deletions.unsent(),
+            events=self.event_lane.unsent() if self.event_lane is not None else 0,
+            jobs_left=self.jobs.left_to_userpilot,
         )
 
     def _log_summary(self) -> None:

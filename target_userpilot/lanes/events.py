@@ -12,7 +12,8 @@ key. So this lane differs from the job lane in three ways:
   arrive (and are stamped) in input order.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
-  its ``Retry-After`` and slows the pace; successes bring it back.
+  its ``Retry-After`` and slows the pace; successes bring it back. The pace alone says when the
+  refused event goes again; a stop ends that wait, and the event waits for the rerun.
 - **Once in effect.** Each accepted event's key is written to the ledger as Userpilot accepts
   it, before the event counts as durable; an event whose key is there is skipped. One sent
   without a clear answer is never sent again. A crash duplicates at most the events in flight.
@@ -32,25 +33,30 @@ else:
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import EventRefused, TransientError, Unconfirmed, UserNotFound
+from target_userpilot.errors import (
+    EventRefused,
+    TransientError,
+    Unconfirmed,
+    UserNotFound,
+    WaitInterrupted,
+)
 from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
+from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts, EventProgress
 from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
 from target_userpilot.pending import PendingUsers
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import Stop
 from target_userpilot.rows import USERS
-from target_userpilot.summary import RunSummary, duration
+from target_userpilot.summary import RunSummary
 
 logger = logging.getLogger("target_userpilot.events")
 
-#: How often, at most, the lane reports its progress at INFO.
-PROGRESS_EVERY_SECONDS = 30.0
 #: Events read from the spool at once: one ledger lookup covers them all.
 LOOKAHEAD = 500
 #: How long a waiting thread sleeps before it looks again whether the lane is stopping.
@@ -62,7 +68,16 @@ MAX_UNCONFIRMED_IN_A_ROW = 10
 class Tracker(Protocol):
     """What the lane needs from a client: the real one, or the dry run's."""
 
-    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None: ...
+    def track(
+        self,
+        user_id: str,
+        event_name: str,
+        metadata: dict[str, Any] | None,
+        *,
+        stop: Stop | None = None,
+    ) -> None:
+        """Send one event; no retry once ``stop`` is set (``WaitInterrupted``: not taken)."""
+        ...
 
 
 class EventKeys(Protocol):
@@ -104,7 +119,6 @@ class EventLane(Lane):
         self.pace = pace
         self._keys = keys
         self._scope = scope
-        self._progress_every = progress_every
         if connections is None:
             connections = connections_for(pace.limit)
         self.connections = connections
@@ -138,9 +152,9 @@ class EventLane(Lane):
         self.refused = 0
         self.unconfirmed = 0
         self._unconfirmed_in_a_row = 0
-        self._started: float | None = None
-        self._last_progress = 0.0
-        self._sent_at_progress = 0
+        #: True once a stop cut a sender's retry short (said once).
+        self._interrupted = False
+        self._progress = EventProgress(pace, progress_every)
         self._start(self._dispatch, "userpilot-events")
         self._dispatcher = self._threads[0]
         for n in range(connections):
@@ -164,20 +178,11 @@ class EventLane(Lane):
 
     def end_input(self) -> None:
         """All input is read: say how many events are left and how long they take at this pace."""
-        rate = self.pace.per_minute()
         with self._cond:
             self._input_ended = True
             self._users_end = self._checkpoints.next_seq  # read on the reading thread's behalf
-            left = self.received - self._done()
             self._cond.notify_all()
-        if rate is None or left < 1 or self._started is None:
-            return  # not started: the first progress line will say it
-        logger.info(
-            "All input read: %d events left to send, about %s at %.0f a minute.",
-            left,
-            duration(left / rate * 60),
-            rate,
-        )
+        self._progress.end_of_input(self._counts())
 
     # What differs from the other lanes
 
@@ -187,6 +192,11 @@ class EventLane(Lane):
         """True while an event waits or is in flight."""
         with self._cond:
             return not self._nothing_unfinished()
+
+    def unsent(self) -> int:
+        """Events received and not finished (not accepted, refused, skipped or unconfirmed)."""
+        with self._cond:
+            return self.received - self._done()
 
     @property
     def sending(self) -> bool:
@@ -272,10 +282,9 @@ class EventLane(Lane):
                     return
                 if not self._await_sender():
                     return
-                self._announce()
-                slot = self.pace.reserve()
-                # A stop ends the wait for the pace: no event starts after it.
-                if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+                if not self._progress.started:
+                    self._progress.start(self._counts())
+                if not self._await_slot():
                     self._free.release()
                     return
                 with self._cond:
@@ -409,6 +418,16 @@ class EventLane(Lane):
                 return False
         return True
 
+    def _await_slot(self) -> bool:
+        """Wait for the event's slot of the pace; False when the lane stops meanwhile (no
+        event starts after a stop). A 429 met meanwhile pauses this slot too."""
+        slot: float | None = self.pace.reserve()
+        while slot is not None:
+            if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+                return False
+            slot = self.pace.recheck(slot)
+        return True
+
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
         while not self._free.acquire(timeout=TICK):
@@ -443,7 +462,17 @@ class EventLane(Lane):
     def _send(self, event: SpooledEvent) -> None:
         body = event.body
         try:
-            self._client.track(body["user_id"], body["event_name"], body.get("metadata"))
+            self._client.track(
+                body["user_id"], body["event_name"], body.get("metadata"), stop=self._stop_event
+            )
+        except WaitInterrupted as exc:
+            # Refused in a way that proves it was not taken (a 429), and the stop came before
+            # the retry: unsent, unfinished (its hold keeps STATE back), sent by the rerun.
+            with self._cond:
+                first, self._interrupted = not self._interrupted, True
+            if first:  # once: every sender waiting out the same 429 meets the same stop
+                logger.warning("%s The events not sent are left for the rerun.", exc)
+            return
         except UserNotFound as exc:
             if event.replay:
                 self._refuse(event, f"{exc} (sent after every users row of this run was loaded)")
@@ -544,52 +573,13 @@ class EventLane(Lane):
         self._move_hold()
         self._cond.notify_all()
 
-    # Telling the operator
+    # Telling the operator (``progress.py``)
 
-    def _announce(self) -> None:
-        """The first event about to go: say how long the events received so far will take."""
-        if self._started is not None:
-            return
-        self._started = self._last_progress = time.monotonic()
-        rate = self.pace.per_minute()
+    def _counts(self) -> EventCounts:
         with self._cond:
-            waiting = self.received - self._done()
-        if rate is None:
-            logger.info("Dry run: writing %d event request bodies (and any that follow).", waiting)
-            return
-        logger.info(
-            "Sending events to Userpilot, one request each, at up to %.0f a minute "
-            "(events_per_minute): the %d received so far take about %s at this pace.",
-            rate,
-            waiting,
-            duration(waiting / rate * 60),
-        )
+            done = self._done()
+            return EventCounts(self.received, self.sent, self.skipped, self.refused, done)
 
     def _log_progress(self, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if self._started is None or (
-            not final and now - self._last_progress < self._progress_every
-        ):
-            return
-        with self._cond:
-            sent, received = self.sent, self.received
-            skipped, refused = self.skipped, self.refused
-            done = self._done()
-            window = now - self._last_progress
-            recent = sent - self._sent_at_progress
-            self._last_progress, self._sent_at_progress = now, sent
-        left = received - done
-        elapsed = now - self._started
-        observed = (recent / window * 60) if window > 0 and recent else sent / elapsed * 60
-        rate = observed if observed > 0 else self.pace.per_minute() or 0.0
-        eta = f", about {duration(left / rate * 60)} left" if rate > 0 and left else ""
-        logger.info(
-            "Events: %d of %d received sent (%d skipped as already sent, %d refused), "
-            "%.0f a minute%s.",
-            sent,
-            received,
-            skipped,
-            refused,
-            rate,
-            eta,
-        )
+        if self._progress.due(final=final):
+            self._progress.report(self._counts())

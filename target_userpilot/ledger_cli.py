@@ -14,9 +14,8 @@ It reads the same ``state_db`` as the target: ``--state-db``, else the ``--confi
 file through a read-only URI, PostgreSQL in read-only transactions; a path or database that holds
 no ledger is refused (exit 2), never made into one, and an older ledger is read as it is, never
 upgraded. Output cut short by its reader (``export | head``) ends quietly, exit 141. With an
-``api_key``
-(config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one, every
-account, each row naming its scope. Nothing here prints a password or a key: the scope is a
+``api_key`` (config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one,
+every account, each row naming its scope. Nothing here prints a password or a key: the scope is a
 one-way fingerprint and database errors go through ``redact.py``.
 """
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 from target_userpilot.batch import BatchFile, SealedBatch
 from target_userpilot.checkpoints import Checkpoints
@@ -52,6 +52,8 @@ class BatchBuffer:
         self._ended = False
         self._stopped = False
         self._error: BaseException | None = None
+        #: Rows per object in batches the run stopped before they went up (the summary's).
+        self.unsent: Counter[str] = Counter()
 
     # The reading thread
 
@@ -153,7 +155,9 @@ class BatchBuffer:
         if entry is None or entry[1] >= last:
             return True
         if self._stopped:
-            self._ready.popleft().discard()
+            dropped = self._ready.popleft()
+            self.unsent[dropped.object] += dropped.rows
+            dropped.discard()
             return False
         self._seal(USERS, wait=False, front=True)
         return True
@@ -176,10 +180,13 @@ class BatchBuffer:
         with self._cond:
             self._stopped = True
             for batch, _, _ in self._open.values():
+                self.unsent[batch.object] += batch.rows
                 batch.discard()
             self._open.clear()
             while self._ready:
-                self._ready.popleft().discard()
+                sealed = self._ready.popleft()
+                self.unsent[sealed.object] += sealed.rows
+                sealed.discard()
             self._cond.notify_all()
 
     def _seal(self, object: str, *, wait: bool = True, front: bool = False) -> None:

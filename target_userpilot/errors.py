@@ -150,10 +150,17 @@ class MissingKeyRecordError(InvalidRecordError, MissingKeyPropertiesError):
 
 
 class WaitInterrupted(Exception):
-    """The run stopped while an upload waited for another client's job (409): nothing was sent.
+    """The run stopped during a wait before a retry (a 429, a 5xx, a lost answer, another
+    client's job): the request was not sent again.
 
-    Caught by the job lane, which ends without a failure; it never reaches the user.
+    Caught by the lane that made the call, which says what was left unsent and ends without a
+    failure; it never reaches the user as the run's reason.
     """
+
+    def __init__(self, message: str, last_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        #: The failure that would have been retried, if any (None: a wait for another job).
+        self.last_error = last_error
 
 
 class Terminated(BaseException):

@@ -280,13 +280,14 @@ class Run:
             if self._parts.event_client is not None:
                 client = self._parts.event_client
             else:
-                # A client of its own: its 429s slow the events' pace, not anyone else's.
+                # A client of its own: its 429s slow the events' pace, not anyone else's, and
+                # the pace decides when a refused event goes again.
                 client = self._event_client = UserpilotClient(
                     settings.api_url,
                     settings.api_key or "",
                     timeout=(10.0, settings.request_timeout_seconds),
                     user_agent=self._user_agent,
-                    on_rate_limited=pace.slow_down,
+                    pace=pace,
                 )
             if self.ledger is None:
                 self.ledger = open_ledger(settings.state_db)
@@ -430,6 +431,8 @@ class Run:
             steps.append(("skip_unchanged", self.unchanged.close))
         if self.ledger is not None:
             steps.append(("the ledger", self.ledger.close))
+        if self.stop.reason is not None:
+            steps.append(("what was left unsent", self._note_unsent))
         steps.append(("the summary", self._log_summary))
         steps.append(("the stop thread", self.stop.close))
         for what, step in steps:
@@ -520,8 +523,22 @@ class Run:
         )
         if not received:
             return f"Dry run: no STATE was written (the input held none); {why}"
-        held = f"the {received} STATE messages" if received > 1 else "the STATE message"
-        return f"Dry run: {held} of the input were held back, none written to stdout: {why}"
+        if received == 1:
+            return f"Dry run: the input's STATE message was held back, not written to stdout: {why}"
+        return (
+            f"Dry run: the {received} STATE messages of the input were held back, none written "
+            f"to stdout: {why}"
+        )
+
+    def _note_unsent(self) -> None:
+        """The run stopped: put what it never sent, and the jobs it left, in the summary."""
+        rows = self.buffer.unsent + self.jobs.unsent
+        self.summary.left_unsent(
+            rows=dict(rows),
+            deletions=self.deletions.unsent(),
+            events=self.event_lane.unsent() if self.event_lane is not None else 0,
+            jobs_left=self.jobs.left_to_userpilot,
+        )
 
     def _log_summary(self) -> None:
         """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""

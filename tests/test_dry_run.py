@@ -86,6 +86,7 @@ def test_dry_run_writes_every_batch_without_a_key_or_any_network(tmp_path):
     ]
     # Nothing is durable in Userpilot: no STATE, so no bookmark moves.
     assert run.stdout == ""
+    assert "Dry run: the input's STATE message was held back, not written to stdout" in run.stderr
     assert "connection" not in run.stderr.lower()
 
 

@@ -516,7 +516,7 @@ def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
         written: list[Any] = []
         checkpoints = Checkpoints(write=written.append)
         pace = EventPace(1200)
-        client = UserpilotClient(sb.url, API_KEY, on_rate_limited=pace.slow_down)
+        client = UserpilotClient(sb.url, API_KEY, pace=pace)
         lane = EventLane(
             client,
             checkpoints,

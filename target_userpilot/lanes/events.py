@@ -9,7 +9,8 @@ key. So this lane differs from the job lane in three ways:
   One user's events go one at a time, so they arrive (and are stamped) in input order.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
-  its ``Retry-After`` and slows the pace; successes bring it back.
+  its ``Retry-After`` and slows the pace; successes bring it back. The pace alone says when the
+  refused event goes again; a stop ends that wait, and the event waits for the rerun.
 - **Once in effect.** Each accepted event's key is written to the ledger as Userpilot accepts
   it, before the event counts as durable; an event whose key is there is skipped. One sent
   without a clear answer is never sent again. A crash duplicates at most the events in flight.
@@ -37,11 +38,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import EventRefused, TransientError, Unconfirmed
+from target_userpilot.errors import EventRefused, TransientError, Unconfirmed, WaitInterrupted
 from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
 from target_userpilot.lanes.spool import EventSpool
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import Stop
 from target_userpilot.rows import USERS, encode_row
 from target_userpilot.summary import RunSummary, duration
 
@@ -60,7 +62,16 @@ MAX_UNCONFIRMED_IN_A_ROW = 10
 class Tracker(Protocol):
     """What the lane needs from a client: the real one, or the dry run's."""
 
-    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None: ...
+    def track(
+        self,
+        user_id: str,
+        event_name: str,
+        metadata: dict[str, Any] | None,
+        *,
+        stop: Stop | None = None,
+    ) -> None:
+        """Send one event; no retry once ``stop`` is set (``WaitInterrupted``: not taken)."""
+        ...
 
 
 class EventKeys(Protocol):
@@ -137,6 +148,8 @@ class EventLane(Lane):
         self.refused = 0
         self.unconfirmed = 0
         self._unconfirmed_in_a_row = 0
+        #: True once a stop cut a sender's retry short (said once).
+        self._interrupted = False
         self._started: float | None = None
         self._last_progress = 0.0
         self._sent_at_progress = 0
@@ -183,6 +196,11 @@ class EventLane(Lane):
         """True while an event waits or is in flight."""
         with self._cond:
             return not self._nothing_unfinished()
+
+    def unsent(self) -> int:
+        """Events received and not finished (not accepted, refused, skipped or unconfirmed)."""
+        with self._cond:
+            return self.received - self._done()
 
     @property
     def sending(self) -> bool:
@@ -255,9 +273,7 @@ class EventLane(Lane):
                 if not self._await_sender():
                     return
                 self._announce()
-                slot = self.pace.reserve()
-                # A stop ends the wait for the pace: no event starts after it.
-                if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+                if not self._await_slot():
                     self._free.release()
                     return
                 with self._cond:
@@ -339,6 +355,16 @@ class EventLane(Lane):
                 self._cond.wait(TICK)
         return True
 
+    def _await_slot(self) -> bool:
+        """Wait for the event's slot of the pace; False when the lane stops meanwhile (no
+        event starts after a stop). A 429 met meanwhile pauses this slot too."""
+        slot: float | None = self.pace.reserve()
+        while slot is not None:
+            if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+                return False
+            slot = self.pace.recheck(slot)
+        return True
+
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
         while not self._free.acquire(timeout=TICK):
@@ -373,7 +399,17 @@ class EventLane(Lane):
     def _send(self, event: _Event) -> None:
         body = event.body
         try:
-            self._client.track(body["user_id"], body["event_name"], body.get("metadata"))
+            self._client.track(
+                body["user_id"], body["event_name"], body.get("metadata"), stop=self._stop_event
+            )
+        except WaitInterrupted as exc:
+            # Refused in a way that proves it was not taken (a 429), and the stop came before
+            # the retry: unsent, unfinished (its hold keeps STATE back), sent by the rerun.
+            with self._cond:
+                first, self._interrupted = not self._interrupted, True
+            if first:  # once: every sender waiting out the same 429 meets the same stop
+                logger.warning("%s The events not sent are left for the rerun.", exc)
+            return
         except EventRefused as exc:
             with self._cond:
                 self.refused += 1

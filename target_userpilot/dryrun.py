@@ -46,8 +46,9 @@ class DryRunClient:
     """Stands in for :class:`~target_userpilot.client.UserpilotClient` when ``dry_run`` is on.
 
     Each batch is copied to ``<output_dir>/<object>-<n>.ndjson`` and reported as a job that has
-    already completed, so STATE, the summary and everything else behave as in a real run. The
-    files hold personal data: they, and the folders the run creates, are owner-only.
+    already completed, so the summary and everything else behave as in a real run, except STATE:
+    the run holds it back (``checkpoints.hold_back``), as nothing here is durable in Userpilot.
+    The files hold personal data: they, and the folders the run creates, are owner-only.
     """
 
     def __init__(self, output_dir: str) -> None:

@@ -24,6 +24,10 @@ class ConfigurationError(ValueError):
     """
 
 
+class LedgerMissing(ConfigurationError):
+    """A reader (``userpilot-ledger``) found no ledger where ``state_db`` points."""
+
+
 class UserpilotError(Exception):
     """Userpilot answered something the run cannot go on from."""
 

@@ -30,10 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from target_userpilot.batch import SealedBatch
+from target_userpilot.client import FINAL_STATUSES
+from target_userpilot.errors import Unconfirmed, WaitInterrupted
 from target_userpilot.ledger_imports import (
     COMPLETED,
     FAILED,
@@ -42,6 +45,7 @@ from target_userpilot.ledger_imports import (
     UNCONFIRMED,
     RecordedImport,
 )
+from target_userpilot.retry import Stop
 from target_userpilot.rows import EVENTS
 from target_userpilot.summary import RunSummary
 
@@ -114,6 +118,20 @@ class ImportedEvents:
             self._summary.add(stream, "events_skipped", count)
 
     # This run's file in flight
+
+    @contextmanager
+    def uploading(self, batch: SealedBatch) -> Iterator[Callable[[bool], None] | None]:
+        """Around the upload of ``batch``: an events file is recorded first, and if the upload
+        fails (but for :class:`Unconfirmed`, settled apart) :meth:`not_accepted` is told. Gives
+        what the client tells of each try (None: a profiles batch or a dry run)."""
+        reached = self.record(batch)
+        try:
+            yield reached
+        except Unconfirmed:
+            raise
+        except BaseException:
+            self.not_accepted(batch)
+            raise
 
     def record(self, batch: SealedBatch) -> Callable[[bool], None] | None:
         """An events file is about to go up as ``batch.filename``: it goes to the ledger with its
@@ -197,11 +215,52 @@ class ImportedEvents:
 
     # Files earlier runs left unsettled
 
+    def settle_earlier(
+        self,
+        find: Callable[[RecordedImport], dict[str, Any] | None],
+        wait: Callable[[dict[str, Any], SealedBatch], dict[str, Any] | None],
+        stop: Stop,
+    ) -> bool:
+        """Settle every file earlier runs of the account left, before anything goes up: ``find``
+        looks for its job (None: shown nowhere), ``wait`` follows one that still runs (None: a
+        stop ended the wait). False once ``stop`` is set: no lookup starts after it, and the
+        next run settles the rest."""
+        try:
+            for recorded in self.unsettled():
+                if stop.is_set() or not self._settle_one(recorded, find, wait):
+                    return False
+        except WaitInterrupted:
+            return False  # a stop ended a wait before a retry of a lookup
+        return True
+
+    def _settle_one(
+        self,
+        recorded: RecordedImport,
+        find: Callable[[RecordedImport], dict[str, Any] | None],
+        wait: Callable[[dict[str, Any], SealedBatch], dict[str, Any] | None],
+    ) -> bool:
+        """Settle one file; False if a stop ended the wait for its job."""
+        job = None if recorded.state == READY else find(recorded)
+        status = "" if job is None else str(job.get("status", "")).strip().lower()
+        if job is not None and status not in FINAL_STATUSES:
+            logger.info(
+                "Waiting for import job %s of an earlier run (%s) before anything goes up.",
+                job.get("job_id"),
+                recorded.filename,
+            )
+            # What the polls' pacing and messages read of a batch: its rows and streams.
+            streams = ", ".join(sorted(recorded.events))
+            job = wait(job, SealedBatch(EVENTS, streams, "", recorded.total, 0))
+            if job is None:
+                return False
+        self.settle(recorded, job)
+        return True
+
     def unsettled(self) -> list[RecordedImport]:
         """The account's files an earlier run recorded and did not settle, oldest first."""
         return [] if self._ledger is None else self._ledger.unsettled_imports(self._scope)
 
-    def settle_earlier(self, recorded: RecordedImport, job: dict[str, Any] | None) -> None:
+    def settle(self, recorded: RecordedImport, job: dict[str, Any] | None) -> None:
         """Settle a file of an earlier run by its job as Userpilot shows it now: final, or None
         when it is shown nowhere (a file no try of which can have reached Userpilot is not
         looked for)."""

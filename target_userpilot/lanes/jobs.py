@@ -8,8 +8,8 @@ its hold is released so a held-back STATE can go out. Meanwhile the reading thre
 batch. This is the one place a job is waited on.
 
 Before its first batch the lane settles the Import API files earlier runs of the account left
-unsettled (a crash, a stop, a lost answer): it looks for each one's job, waits for it if it still
-runs, and the confirmer records how it ended (``imports.py``), so no event goes twice.
+unsettled (a crash, a stop, a lost answer): their jobs are looked for and awaited here, and
+``imports.py`` records how each ended, so no event goes twice.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ else:
 
 import json
 import logging
-import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,8 +44,8 @@ from target_userpilot.errors import (
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds, reported_seconds
-from target_userpilot.ledger_imports import READY
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import Stop
 from target_userpilot.rows import EVENTS
 from target_userpilot.summary import RunSummary, duration
 
@@ -73,19 +73,22 @@ class Uploader(Protocol):
         filename: str,
         *,
         conflict_wait: float,
-        interrupt: threading.Event | None = None,
+        stop: Stop | None = None,
         reached: Callable[[bool], None] | None = None,
     ) -> dict[str, Any]:
-        """Upload a batch file; a wait for another client's job ends when ``interrupt`` is set
-        (:class:`~target_userpilot.errors.WaitInterrupted`); ``reached`` hears whether a try
-        may have reached Userpilot (an events file's ledger record)."""
+        """Upload a batch file; every wait before a retry, and for another client's job, ends
+        when ``stop`` is set (:class:`~target_userpilot.errors.WaitInterrupted`); ``reached``
+        hears whether a try may have reached Userpilot (an events file's ledger record)."""
         ...
 
-    def job_status(self, job_id: str) -> dict[str, Any]: ...
+    def job_status(self, job_id: str, *, stop: Stop | None = None) -> dict[str, Any]:
+        """The job's status; a failed poll is not retried once ``stop`` is set."""
+        ...
 
-    def find_import(self, filename: str, job_id: str | None = None) -> dict[str, Any] | None:
-        """An earlier upload's import job, by id or filename; None if Userpilot shows it
-        nowhere."""
+    def find_import(
+        self, filename: str, job_id: str | None = None, *, stop: Stop | None = None
+    ) -> dict[str, Any] | None:
+        """An earlier upload's import job, by id or filename; None if shown nowhere."""
         ...
 
 
@@ -145,7 +148,8 @@ class JobLane(Lane):
         self._checkpoints = checkpoints
         self._summary = summary
         self._rejects = rejects
-        self._confirmer = confirmer
+        #: The ledger's side of every batch (``imports.py``); without one, nothing is recorded.
+        self._confirmer = confirmer or ImportedEvents(None, "", summary)
         #: skip_unchanged: leaves out the rows Userpilot already holds, on this thread, in the
         #: order batches go up, outside the buffer's lock (the ledger may be slow).
         self._before_upload = before_upload
@@ -156,6 +160,10 @@ class JobLane(Lane):
         self._run_id = run_id or uuid.uuid4().hex[:12]
         self._uploads = 0
         self._busy = False
+        #: Rows per object the stop kept from going up, in batches this lane had taken.
+        self.unsent: Counter[str] = Counter()
+        #: Jobs of ours left to Userpilot by a stop before their end was seen.
+        self.left_to_userpilot: list[str] = []
         self._start(self._work, "userpilot-job-lane")
 
     # What differs from the other lanes
@@ -199,7 +207,12 @@ class JobLane(Lane):
     # The worker thread
 
     def _work(self) -> None:
-        self._settle_earlier()
+        if not self._confirmer.settle_earlier(
+            lambda r: self._uploader.find_import(r.filename, r.job_id, stop=self._stop_event),
+            self._await_earlier,
+            self._stop_event,
+        ):
+            raise Abandoned  # a stop came first: the next run settles the rest
         while (batch := self._source.take()) is not None:
             self._busy = True
             try:
@@ -216,8 +229,7 @@ class JobLane(Lane):
     def _send(self, batch: SealedBatch) -> None:
         """Upload ``batch`` and follow its job to the end; 413 splits it in halves."""
         try:
-            if self._confirmer is not None:
-                self._confirmer.prepare(batch)
+            self._confirmer.prepare(batch)
         except BaseException:
             batch.discard()
             raise
@@ -233,11 +245,26 @@ class JobLane(Lane):
             self._split(batch)
             return
         except Unconfirmed as exc:
-            self._unconfirmed(batch, exc)
+            try:  # an events file Userpilot shows nowhere: done with as if sent, counted apart
+                self._confirmer.unconfirmed(batch, exc)
+                self._checkpoints.release(batch.hold)
+            finally:
+                batch.discard()
             return
-        except WaitInterrupted:
+        except (WaitInterrupted, Abandoned) as stopped:
+            # The stop ended a wait before a retry, a job lookup or another client's job.
+            if isinstance(stopped, WaitInterrupted):
+                logger.warning(
+                    "%s The %d %s rows of %s are not confirmed in Userpilot; the rerun from the "
+                    "last STATE sends them.",
+                    stopped,
+                    batch.rows,
+                    batch.object,
+                    _streams(batch),
+                )
+            self.unsent[batch.object] += batch.rows
             batch.discard()
-            raise Abandoned from None  # the stop ended a wait for another client's job
+            raise Abandoned from None
         except BaseException:
             batch.discard()  # the run stops: leave no personal data in the temp directory
             raise
@@ -252,34 +279,20 @@ class JobLane(Lane):
 
     def _upload(self, batch: SealedBatch) -> _Running:
         self._uploads += 1
-        batch.filename = f"{batch.object}-{self._run_id}-{self._uploads:05d}.ndjson"
+        filename = batch.filename = f"{batch.object}-{self._run_id}-{self._uploads:05d}.ndjson"
         logger.debug(
-            "Uploading %s: %d %s rows, %d bytes.",
-            batch.filename,
-            batch.rows,
-            batch.object,
-            batch.bytes,
+            "Uploading %s: %d %s rows, %d bytes.", filename, batch.rows, batch.object, batch.bytes
         )
-        confirmer = self._confirmer
-        # An events file is in the ledger before anything of it can reach Userpilot.
-        reached = confirmer.record(batch) if confirmer is not None else None
-        try:
+        with self._confirmer.uploading(batch) as reached:  # an events file: in the ledger first
             job = self._uploader.upload(
                 batch.object,
                 batch.path,
-                batch.filename,
+                filename,
                 conflict_wait=self.job_timeout,
-                interrupt=self._stop_event,
+                stop=self._stop_event,
                 reached=reached,
             )
-        except Unconfirmed:
-            raise
-        except BaseException:
-            if confirmer is not None:
-                confirmer.not_accepted(batch)
-            raise
-        if confirmer is not None:
-            confirmer.accepted(batch, str(job.get("job_id")))
+        self._confirmer.accepted(batch, str(job.get("job_id")))
         running = _Running(job, batch, time.monotonic())
         if self._history is not None:
             self._history.job_sent(batch, running.job_id)
@@ -291,16 +304,6 @@ class JobLane(Lane):
             running.job_id,
         )
         return running
-
-    def _unconfirmed(self, batch: SealedBatch, exc: Unconfirmed) -> None:
-        """An events file whose answer was lost and whose job Userpilot shows nowhere: done with
-        as if sent (never sent again, STATE past it), counted apart by the confirmer."""
-        try:
-            if self._confirmer is not None:
-                self._confirmer.unconfirmed(batch, exc)
-            self._checkpoints.release(batch.hold)
-        finally:
-            batch.discard()
 
     def _split(self, batch: SealedBatch) -> None:
         """Userpilot said 413: send each half, one job after the other; reject a lone row."""
@@ -323,22 +326,32 @@ class JobLane(Lane):
         )
         try:
             self._send(first)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Abandoned):
+                self.unsent[second.object] += second.rows  # the stop came between the halves
             second.discard()
             raise
         self._send(second)
 
     # Following the job
 
-    def _follow(
-        self, running: _Running, until: threading.Event | None = None
-    ) -> dict[str, Any] | None:
-        """Poll until the job is final; None if the lane was abandoned (or ``until`` set) first."""
-        stop = self._abandon if until is None else until
+    def _follow(self, running: _Running, *, earlier: bool = False) -> dict[str, Any] | None:
+        """Poll until the job is final; None if the lane was abandoned first.
+
+        The job is ours and in flight, so a stop lets its polls go on (its STATE may still go
+        out); but a poll that fails after a stop is not tried again: the job is then left to
+        Userpilot, and the lane ends (:class:`Abandoned`). An ``earlier`` run's job is not in
+        flight: a stop ends its wait at once, and the next run settles it.
+        """
         wait = self._next_wait(running, None, running.uploaded)
-        while not stop.wait(wait):
+        while not (self._stop_event if earlier else self._abandon).wait(wait):
             sent = time.monotonic()
-            job = self._uploader.job_status(running.job_id)
+            try:
+                job = self._uploader.job_status(running.job_id, stop=self._stop_event)
+            except WaitInterrupted as stopped:
+                if not earlier:
+                    self._leave_to_userpilot(running, str(stopped))
+                raise Abandoned from None
             running.polls += 1
             now = time.monotonic()
             status = _status(job)
@@ -365,7 +378,26 @@ class JobLane(Lane):
                     self._history.job_ended(running.batch, running.job_id, "timed out")
                 raise JobTimeout(msg)
             wait = self._next_wait(running, job, now)
+        if not earlier:
+            self._leave_to_userpilot(running, "The run was told to stop at once.")
         return None
+
+    def _leave_to_userpilot(self, running: _Running, why: str) -> None:
+        """A stop ends the following of our job before its end was seen: say so, once."""
+        self.left_to_userpilot.append(running.job_id)
+        then = "the rerun from the last STATE sends its rows again"
+        if running.batch.object == EVENTS:
+            then = "the next run settles it first (its events go again only if it failed)"
+        logger.warning(
+            "%s Job %s (%d %s rows of %s) is left to Userpilot: it may still complete there, "
+            "but its STATE does not go out; %s.",
+            why,
+            running.job_id,
+            running.batch.rows,
+            running.batch.object,
+            _streams(running.batch),
+            then,
+        )
 
     def _next_wait(self, running: _Running, job: dict[str, Any] | None, now: float) -> float:
         """Pause before the next poll: until the predicted end, then a tenth of the time so far.
@@ -470,8 +502,7 @@ class JobLane(Lane):
             )
             if self._history is not None:
                 self._history.job_ended(running.batch, running.job_id, "failed")
-            if self._confirmer is not None:
-                self._confirmer.failed(running.batch)
+            self._confirmer.failed(running.batch)
             raise JobFailed(msg)
         total = _as_int(job.get("total_rows"))
         done = _as_int(job.get("completed_rows"))
@@ -501,42 +532,17 @@ class JobLane(Lane):
         )
         self._durable(running.batch, seconds)
 
-    # Files earlier runs left unsettled
-
-    def _settle_earlier(self) -> None:
-        """Settle every import file an earlier run of the account left unsettled, before any
-        batch goes up: its job completed (its events count as sent), failed (sent again), runs
-        still (awaited like a job of ours) or is shown nowhere (unconfirmed, never sent again).
-
-        A stop ends this at once: what is not settled is left for the next run.
-        """
-        if self._confirmer is None:
-            return
-        for recorded in self._confirmer.unsettled():
-            if self._stop_event.is_set():
-                raise Abandoned
-            job = None
-            if recorded.state != READY:
-                job = self._uploader.find_import(recorded.filename, recorded.job_id)
-            if job is not None and _status(job) not in FINAL_STATUSES:
-                logger.info(
-                    "Waiting for import job %s of an earlier run (%s) before anything goes up.",
-                    job.get("job_id"),
-                    recorded.filename,
-                )
-                # What the polls' pacing and messages read of a batch: its rows and streams.
-                streams = ", ".join(sorted(recorded.events))
-                stand_in = SealedBatch(EVENTS, streams, "", recorded.total, 0)
-                job = self._follow(_Running(job, stand_in, time.monotonic()), self._stop_event)
-                if job is None:
-                    raise Abandoned
-            self._confirmer.settle_earlier(recorded, job)
+    def _await_earlier(self, job: dict[str, Any], batch: SealedBatch) -> dict[str, Any] | None:
+        """An import job an earlier run left (``ImportedEvents.settle_earlier``), awaited like
+        one of ours; None if a stop ended the wait."""
+        return self._follow(_Running(job, batch, time.monotonic()), earlier=True)
 
     def _durable(self, batch: SealedBatch, seconds: float) -> None:
         """The batch is in Userpilot (or was empty): count it, confirm it, release its STATE."""
         self._summary.batch_done(batch, seconds)
-        if self._confirmer is not None and batch.rows:
+        if batch.rows:
             self._confirmer.confirm(batch)
+        self._source.durable(batch)  # its users exist: their events may go
         self._checkpoints.release(batch.hold)
 
     def _reject(self, batch: SealedBatch, line: bytes, reason: str) -> None:

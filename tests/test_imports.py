@@ -764,7 +764,7 @@ def test_an_import_whose_answer_was_lost_is_adopted_or_unconfirmed_never_sent_tw
         # Every upload takes effect, and its answer comes after the target stopped waiting.
         sandbox.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
         config = _config(
-            sandbox, tmp_path, state_db=state_db, batch_size_rows=10, request_timeout_seconds=0.3
+            sandbox, tmp_path, state_db=state_db, batch_size_rows=10, request_timeout_seconds=0.5
         )
 
         run = run_target(config, messages, tmp_path=tmp_path)

@@ -4,7 +4,9 @@ This is the one place that decides whether a line is a Singer message the target
 A line that is not stops the run (exit 7) with a sentence naming the line and what is wrong
 with it, never the line itself: records carry personal data. The checks are the few type tests
 the SDK's handlers assume and do not make, so that a malformed message cannot become a
-traceback deep in the SDK, or a RECORD silently dropped while STATE moves past it.
+traceback deep in the SDK, or a RECORD silently dropped while STATE moves past it. One valid
+line is no stop: a RECORD nested deeper than the target reads (``nesting.py``) goes on as a
+rejected record of its stream.
 
 The input is read by a thread of its own (:class:`InputFeed`), which hands lines to the main
 thread through a queue. So the main thread never sits in a read that only a signal could

@@ -20,8 +20,10 @@ from target_userpilot.errors import (
     InvalidRecord,
     InvalidRecordError,
     MissingKeyRecordError,
+    UserpilotError,
 )
 from target_userpilot.imports import event_age, page_view_left_out, to_import_record
+from target_userpilot.loader_test import tell_parent
 from target_userpilot.marks import is_deleted
 from target_userpilot.nesting import PrunedRecord
 from target_userpilot.rows import (
@@ -114,7 +116,13 @@ class UserpilotSink(BatchSink):
         if self.route.object == LOADER_TEST:
             # `meltano config test` sends this stream to see that the loader works: what it
             # can check without writing is the connection (its record would become user 1).
-            outcome = services.check_connection()
+            try:
+                outcome = services.check_connection()
+            except UserpilotError as exc:
+                # Meltano shows none of the loader's output at its default level: the reason
+                # goes to its own stderr as well (loader_test.py).
+                tell_parent(f"target-userpilot: Meltano's loader test failed: {exc}")
+                raise
             self.logger.info(
                 "Stream '%s' is Meltano's loader test: %s. Its records are not written to "
                 "Userpilot.",

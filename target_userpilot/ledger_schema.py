@@ -293,3 +293,23 @@ def _versions_and_object_keys(change: SchemaChange) -> None:
         ){rowid}
         """
     )
+
+
+@migration(5, "mirror deletes: the ids each stream loaded without a full-table version")
+def _unversioned_ids(change: SchemaChange) -> None:
+    # A profile is a mirror delete's candidate only when no other stream that loaded it still
+    # holds it. A stream without versions (incremental, or one a stream map filters) never shows
+    # that it dropped an id, so every id it loaded counts as held: this table says which. The key
+    # leads with the id on both backends: the one lookup is "which other stream has this id".
+    change.execute(
+        f"""
+        CREATE TABLE unversioned_ids (
+            scope TEXT NOT NULL,
+            object TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            id TEXT NOT NULL,
+            loaded_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (id, scope, object, stream)
+        ){_without_rowid(change)}
+        """
+    )

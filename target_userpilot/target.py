@@ -16,6 +16,7 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper import RemoveRecordTransform
 
 from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
@@ -84,6 +85,8 @@ class TargetUserpilot(Target):
             self.run.wake_reader = reader.wake
         #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
         self.services = self.run.services
+        if self.run.mirror is not None:
+            self.run.mirror.use_stream_maps(self.config.get("stream_maps"))
 
     @classmethod
     @override
@@ -156,7 +159,17 @@ class TargetUserpilot(Target):
         if mirror is not None:
             version = message_dict.get("version")
             mirror.version = version if type(version) is int else None
+            stream = message_dict.get("stream")
+            if isinstance(stream, str) and not mirror.mapped(stream):
+                self._map_for_mirror(stream)
         super()._process_record_message(message_dict)
+
+    def _map_for_mirror(self, stream: str) -> None:
+        """Tell mirror deletes which sinks the stream maps feed from ``stream`` (filters)."""
+        mirror = self.run.mirror
+        maps = self.mapper.stream_maps.get(stream)
+        if mirror is not None and maps is not None:
+            mirror.map_stream(stream, [stream_map.stream_alias for stream_map in maps])
 
     @override
     def _process_activate_version_message(self, message_dict: dict) -> None:
@@ -169,11 +182,13 @@ class TargetUserpilot(Target):
         mirror = self.run.mirror
         if mirror is not None:
             seq = self.run.checkpoints.record()
+            if not mirror.mapped(stream):
+                self._map_for_mirror(stream)
             handled = False
             for stream_map in self.mapper.stream_maps.get(stream, []):
                 alias = stream_map.stream_alias
-                if not self.sink_exists(alias):
-                    continue
+                if isinstance(stream_map, RemoveRecordTransform) or not self.sink_exists(alias):
+                    continue  # a stream the stream maps drop (``null``) loads nothing
                 route = self.get_sink(alias).route  # type: ignore[attr-defined]
                 if route.object in (USERS, COMPANIES):
                     mirror.activate(alias, route.object, message_dict["version"], seq)

@@ -14,14 +14,16 @@ the source lost the row:
   ``ACTIVATE_VERSION`` again after the copy. A version ends only with such a closing message
   *after its copy*: records of the version, or its opening message, earlier in this run. An
   opening message for a version already open (tap-mysql and tap-mssql send it again, with the
-  same version, when they resume an interrupted first copy) resumes it and never ends it. The
-  message sent again before any record of the version is either the closing of an empty copy
-  or the opening sent twice: records of the version next make it an opening; if none come, a
-  clean end of input after a STATE ends the empty copy. A version opened and never closed (a
-  tap killed or failed mid-copy) deletes nothing, ever. Taps built on the Meltano SDK send the
-  message only before the copy; for them ``mirror_delete_on_end_of_input`` lets a clean end of
-  input close the version, provided a STATE came after its last record (the SDK writes one when
-  a stream's copy is done, none when it fails mid-copy).
+  same version, when they resume an interrupted first copy) resumes it and never ends it; the
+  message right after the stream's SCHEMA is always an opening (Meltano SDK taps send both
+  before each part of a child stream). The message sent again before any record of the
+  version is either the closing of an empty copy or the opening sent twice: records of the
+  version next make it an opening; if none come, a clean end of input after a STATE ends the
+  empty copy. A version opened and never closed (a tap killed or failed mid-copy) deletes
+  nothing, ever. Taps built on the Meltano SDK send the message only before the copy; for them
+  ``mirror_delete_on_end_of_input`` lets a clean end of input close the version, provided a
+  STATE came after its last record (the SDK writes one when a stream's copy is done, none when
+  it fails mid-copy).
 - **Its rows are durable.** Closing seals the stream's open batch and waits until every row
   before the message is in a completed job; only then are the version's ids written and the
   missing ones looked up. Ids are written to the ledger only once their job completed, and
@@ -212,6 +214,9 @@ class MirrorDeletes:
         self._mapped: set[str] = set()
         self._filtered: set[str] = set()
         self._filtered_noted: set[str] = set()
+        #: Streams whose last message (STATE aside) was their SCHEMA: an ACTIVATE_VERSION now
+        #: opens a copy, never closes one.
+        self._after_schema: set[str] = set()
         #: The ``version`` of the RECORD message being processed (set by the target).
         self.version: int | None = None
         #: Ids deleted per stream by versions closed in this run (for tests and the summary).
@@ -251,8 +256,19 @@ class MirrorDeletes:
 
     # The reading thread
 
+    def schema(self, stream: str) -> None:
+        """A SCHEMA message for ``stream``: an ACTIVATE_VERSION right after it is an opening.
+
+        Meltano SDK taps send SCHEMA, then ACTIVATE_VERSION, before each copy (for a child
+        stream, before each parent's part, with the same version); Stitch taps send the closing
+        message after the copy's records, never right after a SCHEMA.
+        """
+        self._after_schema.add(stream)
+
     def seen(self, stream: str, object: str, row_id: str, seq: int) -> None:
         """A row of ``stream`` loaded from the current record (its version, if any)."""
+        if self._after_schema:
+            self._after_schema.discard(stream)
         version = None if stream in self._filtered else self.version
         if version is None:
             entry = self._unversioned.get(stream)
@@ -280,8 +296,14 @@ class MirrorDeletes:
         if stream in self._filtered:
             self._note_filtered(stream)
             return
+        opening = stream in self._after_schema
+        self._after_schema.discard(stream)
         entry = self._open.get(stream)
         if entry is not None and entry.version == version:
+            if opening:
+                # The opening again (a child stream's next parent): the copy goes on.
+                entry.empty_close = False
+                return
             if entry.records:
                 self._close(entry, seq)
                 return

@@ -137,6 +137,15 @@ class TargetUserpilot(Target):
         self.run.add_state(value)
 
     @override
+    def _process_schema_message(self, message_dict: dict) -> None:
+        """The SDK's, then mirror deletes told: an ACTIVATE_VERSION right after it opens a copy."""
+        super()._process_schema_message(message_dict)
+        mirror = self.run.mirror
+        if mirror is not None:
+            for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
+                mirror.schema(stream_map.stream_alias)
+
+    @override
     def _process_batch_message(self, message_dict: dict) -> None:
         """Each record of each file of the manifest takes the RECORD path, one at a time.
 

@@ -308,6 +308,27 @@ def test_an_empty_copy_past_the_guard_stops_the_run(sandbox, mirror_config, tmp_
     assert _deleted(sandbox) == []
 
 
+def test_a_child_streams_opening_per_parent_does_not_end_its_version(
+    sandbox, mirror_config, tmp_path
+):
+    # A Meltano SDK child stream: SCHEMA and the opening (same version) before each parent's part.
+    def child_copy(version: int, parts: list[range]) -> list[dict]:
+        messages: list[dict] = []
+        for part in parts:
+            messages += copy(version, part, closing=False, final_state=False)
+            messages.append(state({"bookmarks": {STREAM: {"partitions": [len(messages)]}}}))
+        return messages
+
+    at_end = {**mirror_config, "mirror_delete_on_end_of_input": True}
+    first = run_target(at_end, child_copy(1, [range(10), range(10, 20)]), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    run = run_target(at_end, child_copy(2, [range(10), range(10, 19)]), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == ["19"]
+
+
 @BOTH
 def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
     sandbox, mirror_config, tmp_path
@@ -416,6 +437,17 @@ def test_an_alias_a_stream_map_filters_gets_no_mirror_deletes(sandbox, mirror_co
     assert run.returncode == 0, run.stderr[-3000:]
     assert _deleted(sandbox) == []
     assert f"Stream '{alias}' has a __filter__ in stream_maps" in run.stderr
+
+    # Allowed, here from the environment, as Meltano passes settings.
+    allowed = run_target(
+        _filter_config(mirror_config, maps),
+        copy(3, range(10)),
+        tmp_path=tmp_path,
+        env={"TARGET_USERPILOT_MIRROR_DELETE_FILTERED_STREAMS": "true"},
+        args=["--config", "ENV"],
+    )
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert _deleted(sandbox) == ["3"]
 
 
 @pytest.mark.parametrize(

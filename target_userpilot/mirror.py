@@ -112,6 +112,8 @@ class _Version:
     records: int = 0
     #: A STATE arrived after the version's last record (or its last ACTIVATE_VERSION).
     state_after: bool = False
+    #: Pending ids at which the durable ones are written next (rows wait for their job).
+    flush_at: int = FLUSH_EVERY
     #: ACTIVATE_VERSION came again before any record of the version: the closing of an empty
     #: copy, or the opening sent twice. Records next make it an opening; the end of input, after
     #: a STATE, ends the empty copy.
@@ -283,8 +285,10 @@ class MirrorDeletes:
         entry.pending.append((seq, row_id))
         entry.records += 1
         entry.state_after = False
-        if len(entry.pending) >= FLUSH_EVERY:
+        if len(entry.pending) >= entry.flush_at:
             self._write_durable(entry)
+            # Rows still in a job stay pending: look again once as many more have come.
+            entry.flush_at = len(entry.pending) + FLUSH_EVERY
 
     def state(self) -> None:
         """A STATE message arrived: it follows the last record of every open version."""
@@ -538,5 +542,5 @@ def _why_open(entry: _Version, at_end: bool) -> str:
     if entry.empty_close:
         return "ACTIVATE_VERSION came twice with no record between, and no STATE after it"
     if at_end:
-        return "no second ACTIVATE_VERSION, and no STATE after its last record"
-    return "no second ACTIVATE_VERSION"
+        return "no closing ACTIVATE_VERSION after its records, and no STATE after the last one"
+    return "no closing ACTIVATE_VERSION after its records"

@@ -51,6 +51,8 @@ class SealedBatch:
     merged_by_stream: dict[str, int] = field(default_factory=dict, repr=False)
     #: The sequence number of the batch's last record (events wait for users before it).
     last_seq: int = -1
+    #: An events file: the users its events name (their pending upserts go up first).
+    users: set[str] = field(default_factory=set, repr=False)
 
     def rows_by_stream(self) -> dict[str, int]:
         """Rows per stream; a row counts for the stream of its last record."""
@@ -108,6 +110,7 @@ class SealedBatch:
                 ids = (json.loads(line)[key] for line in part)
                 half.row_streams = {row_id: self.row_streams[row_id] for row_id in ids}
             half.last_seq = self.last_seq
+            half.users = self.users
             if hold is not None:
                 half.merged_by_stream = dict(self.merged_by_stream)
             halves.append(half)
@@ -188,6 +191,8 @@ class BatchFile:
         self._merged_by_stream: dict[str, int] = {}
         #: Per id, how many of its first lines a deletion superseded: left out at seal.
         self._superseded: dict[str, int] = {}
+        #: An events file: the users its events name.
+        self.users: set[str] = set()
 
     @property
     def rows(self) -> int:
@@ -207,9 +212,14 @@ class BatchFile:
         # Counting every line (not the merged size) keeps the bound safe without re-reading.
         return self.records == 0 or self.bytes + len(line) <= self.max_bytes
 
-    def add(self, row_id: str, line: bytes, stream: str | None = None) -> None:
-        """Append one encoded row of ``stream`` (the batch's own stream if not given)."""
+    def add(
+        self, row_id: str, line: bytes, stream: str | None = None, *, user_id: str | None = None
+    ) -> None:
+        """Append one encoded row of ``stream`` (the batch's own stream if not given); an
+        event names its ``user_id``."""
         stream = stream or self.stream
+        if user_id is not None:
+            self.users.add(user_id)
         seen = self._lines_per_id.get(row_id, 0)
         if seen and self.object == EVENTS:
             # The same event (its key) twice: Userpilot would count it twice, so once only.
@@ -269,6 +279,7 @@ class BatchFile:
             row_streams=self._row_streams,
             merged_by_stream=self._merged_by_stream,
             last_seq=self.last_seq,
+            users=self.users,
         )
 
     def discard(self) -> None:

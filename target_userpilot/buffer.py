@@ -10,8 +10,10 @@ When a batch goes up (the rule the README explains):
   batch holding the run's oldest row goes first (it is the one STATE waits for);
 - at end of input, oldest first.
 Events for the Import API (``events_api: import``) are a third object with batches of their own,
-with one more rule: an events batch never goes before a users batch holding rows received before
-its events, since Userpilot needs the user first (that users batch goes first instead).
+with one more rule: Userpilot needs the user first, so an events batch never goes before a users
+batch holding rows received before its events, nor before one holding a user its events name,
+whatever the order of the streams (that users batch goes first instead). Which users batch holds
+which user is :class:`~target_userpilot.pending.PendingUsers`' to know, shared with the events lane.
 A full batch is sealed at once; at most one sealed batch waits for the lane, and only then does the
 reading thread block. Input faster than Userpilot therefore fills batches to the limits while a job
 runs, and input slower than Userpilot never leaves it idle while rows wait.
@@ -21,10 +23,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 from target_userpilot.batch import BatchFile, SealedBatch
 from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.pending import PendingUsers
 from target_userpilot.rows import EVENTS, USERS
 
 
@@ -39,8 +42,11 @@ class BatchBuffer:
         max_bytes: int,
         wait_seconds: float,
         spool_dir: str | None = None,
+        pending: PendingUsers | None = None,
     ) -> None:
         self._checkpoints = checkpoints
+        #: The users of every users batch not yet durable (events wait for them).
+        self.pending = pending if pending is not None else PendingUsers()
         self._max_rows = max_rows
         self._max_bytes = max_bytes
         self.wait_seconds = wait_seconds
@@ -52,11 +58,23 @@ class BatchBuffer:
         self._ended = False
         self._stopped = False
         self._error: BaseException | None = None
+        #: Rows per object in batches the run stopped before they went up (the summary's).
+        self.unsent: Counter[str] = Counter()
 
     # The reading thread
 
-    def add(self, object: str, stream: str, row_id: str, line: bytes, seq: int) -> None:
-        """Add one encoded row of record ``seq``; blocks only while a sealed batch already waits."""
+    def add(
+        self,
+        object: str,
+        stream: str,
+        row_id: str,
+        line: bytes,
+        seq: int,
+        *,
+        user_id: str | None = None,
+    ) -> None:
+        """Add one encoded row of record ``seq`` (an event for the Import API names its
+        ``user_id``); blocks only while a sealed batch already waits."""
         with self._cond:
             entry = self._open.get(object)
             if entry is not None and not entry[0].fits(row_id, line):
@@ -74,8 +92,10 @@ class BatchBuffer:
                 entry = self._open[object] = (batch, seq, time.monotonic())
                 self._cond.notify_all()  # the lane may be idle, timing the oldest row
             batch = entry[0]
-            batch.add(row_id, line, stream)
+            batch.add(row_id, line, stream, user_id=user_id)
             batch.last_seq = seq
+            if object == USERS:
+                self.pending.note(batch.hold, row_id)
             if batch.full:
                 self._seal(object)
 
@@ -94,6 +114,10 @@ class BatchBuffer:
         with self._cond:
             if object in self._open and not self._stopped:
                 self._seal(object)
+
+    def durable(self, batch: SealedBatch) -> None:
+        """The job holding ``batch`` completed (or it was empty): events of its users may go."""
+        self.pending.done(batch.hold)
 
     def end_input(self) -> None:
         """No more rows: every open batch goes up, oldest first."""
@@ -137,26 +161,38 @@ class BatchBuffer:
             return None
 
     def _users_first(self) -> bool:
-        """Put a users batch with rows received before the next events batch's last event
-        in front of it; False when that batch is still open and the run is stopping (the
-        events batch is then dropped, its hold kept: the rerun sends both in order).
+        """Put the oldest users batch in front of the next events batch while a users batch
+        holds rows received before its last event or a user its events name; False when that
+        batch is still open and the run is stopping (the events batch is then dropped, its hold
+        kept: the rerun sends both in order).
 
-        Called with the lock held, when the first ready batch is an events batch.
+        Only the oldest users batch may move ahead: users batches keep their order among
+        themselves (last write wins). Called with the lock held, when the first ready batch is
+        an events batch; no job of ours runs then, so every users row not yet in Userpilot is
+        in a batch here.
         """
-        last = self._ready[0].last_seq
-        for index, batch in enumerate(self._ready):
-            if batch.object == USERS and _first_seq(batch) < last:
-                del self._ready[index]
-                self._ready.appendleft(batch)
-                return True
+        events = self._ready[0]
+        sealed = [batch for batch in self._ready if batch.object == USERS]
         entry = self._open.get(USERS)
-        if entry is None or entry[1] >= last:
+        due = any(self._needed(events, b.hold, _first_seq(b)) for b in sealed)
+        due = due or (entry is not None and self._needed(events, entry[0].hold, entry[1]))
+        if not due:
+            return True
+        if sealed:
+            self._ready.remove(sealed[0])
+            self._ready.appendleft(sealed[0])
             return True
         if self._stopped:
-            self._ready.popleft().discard()
+            dropped = self._ready.popleft()
+            self.unsent[dropped.object] += dropped.rows
+            dropped.discard()
             return False
         self._seal(USERS, wait=False, front=True)
         return True
+
+    def _needed(self, events: SealedBatch, hold: object, first_seq: int) -> bool:
+        """Whether the users batch of ``hold`` must be in Userpilot before ``events`` goes."""
+        return first_seq < events.last_seq or self.pending.holds_any(hold, events.users)
 
     def fail(self, error: BaseException) -> None:
         """The lane stopped with ``error``: a reading thread waiting for room raises it."""
@@ -176,10 +212,13 @@ class BatchBuffer:
         with self._cond:
             self._stopped = True
             for batch, _, _ in self._open.values():
+                self.unsent[batch.object] += batch.rows
                 batch.discard()
             self._open.clear()
             while self._ready:
-                self._ready.popleft().discard()
+                sealed = self._ready.popleft()
+                self.unsent[sealed.object] += sealed.rows
+                sealed.discard()
             self._cond.notify_all()
 
     def _seal(self, object: str, *, wait: bool = True, front: bool = False) -> None:

@@ -6,6 +6,9 @@ or an event not yet accepted) holds the sequence number of its first record. A S
 after record ``n`` may be written once no hold is at or below ``n``: every record before it is then
 durable in Userpilot, rejected, or ignored. Lanes release the holds of what they made durable;
 nothing else writes STATE.
+
+A dry run writes no STATE at all (:func:`hold_back`): nothing it does is durable in Userpilot, and
+a bookmark moved past records that were only previewed would make the next real run skip them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class Checkpoints:
         #: Called, under the lock, with a STATE's record number before that STATE is written:
         #: what a rerun from it will never send again must be recorded first (mirror deletes).
         self.before_write: Callable[[int], None] | None = None
+        #: STATE messages that arrived (a dry run reports how many it held back).
+        self.received = 0
 
     def record(self) -> int:
         """Number the next record (called for every record, on the reading thread only)."""
@@ -79,6 +84,7 @@ class Checkpoints:
     def add_state(self, value: Any) -> None:
         """A STATE message arrived: it covers every record numbered so far."""
         with self._lock:
+            self.received += 1
             self._states.append((self.next_seq, value))
             self._write_ready()
 
@@ -147,6 +153,15 @@ def _write_stdout(value: Any) -> None:
     out.write(json.dumps(value) + "\n")
     out.flush()
     logger.debug("Wrote STATE after its records were confirmed by Userpilot.")
+
+
+def hold_back(value: Any) -> None:
+    """A dry run's STATE: never written, since nothing the dry run did is durable in Userpilot.
+
+    Under Meltano (or any pipeline that keeps the target's last STATE), a STATE from a dry run
+    would move the bookmark, and the next real run would skip every record only previewed.
+    """
+    del value
 
 
 def check_stdout() -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -21,7 +19,7 @@ from target_userpilot.errors import (
     TransientError,
     UnexpectedAnswer,
 )
-from target_userpilot.retry import RetryPolicy
+from target_userpilot.retry import RatePace, RetryPolicy, Stop
 from target_userpilot.transport import IMPORT_STATUS_PATHS, IMPORTS_PATH, Transport
 
 logger = logging.getLogger("target_userpilot.client")
@@ -51,19 +49,16 @@ class UserpilotClient:
         timeout: tuple[float, float] = (10.0, 60.0),
         retry: RetryPolicy | None = None,
         user_agent: str = "target-userpilot",
-        on_rate_limited: Callable[[float | None], None] | None = None,
+        pace: RatePace | None = None,
     ) -> None:
-        self.transport = Transport(
-            api_url,
-            api_key,
-            timeout=timeout,
-            user_agent=user_agent,
-            on_rate_limited=on_rate_limited,
-        )
+        self.transport = Transport(api_url, api_key, timeout=timeout, user_agent=user_agent)
         self.api_url = self.transport.api_url
         self.upload_format = upload_format
         #: The retry policy, declared once: immutable, shared by every call of every thread.
         self.retry = retry or RetryPolicy()
+        #: The pace of this client's track requests (the events lane's own client): after a
+        #: 429 it, not the retry policy, says when the event goes again.
+        self.pace = pace
         #: Import jobs we created, and where their status was found (see ``_import_status``).
         self._import_jobs: set[str] = set()
         self._import_status_path: str | None = None
@@ -87,14 +82,15 @@ class UserpilotClient:
         filename: str,
         *,
         conflict_wait: float = 7200.0,
-        interrupt: threading.Event | None = None,
+        stop: Stop | None = None,
     ) -> dict[str, Any]:
         """Upload one batch file to ``/v1/<object>/bulk_identify`` and return the job object.
 
         A 409 means another job holds the account (ours are awaited before we upload, so it is
         another client's): it is waited out with jittered backoff for up to ``conflict_wait``
-        seconds, then :class:`JobTimeout` is raised; setting ``interrupt`` (the run stops) ends
-        the wait with :class:`WaitInterrupted`, nothing uploaded.
+        seconds, then :class:`JobTimeout` is raised. Setting ``stop`` (the run stops) ends any
+        wait before a retry, a job lookup or a wait for another client's job, with
+        :class:`WaitInterrupted`: nothing more is sent for this batch.
 
         A timeout or dropped connection after the file was sent is ambiguous: Userpilot may have
         created the job. Before trying again we look for a job with our (unique) filename and
@@ -154,7 +150,7 @@ class UserpilotClient:
         what = f"Uploading the {object} batch {filename}"
         try:
             job: dict[str, Any] = self.retry.wait_out_conflicts(
-                lambda: self.retry.run(attempt, what), conflict_wait, interrupt
+                lambda: self.retry.run(attempt, what, stop=stop), conflict_wait, stop=stop
             )
             if importing:
                 self._import_jobs.add(job["job_id"])
@@ -192,17 +188,18 @@ class UserpilotClient:
         )
         raise UnexpectedAnswer(msg)
 
-    def job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str, *, stop: Stop | None = None) -> dict[str, Any]:
         """The job object of ``job_id``, its status in lower case.
 
         Transient failures and answers that are no job object are retried for a long while
-        (``poll_max_time``): a poll changes nothing, and the job goes on meanwhile.
+        (``poll_max_time``): a poll changes nothing, and the job goes on meanwhile. Once
+        ``stop`` is set a failed poll is not retried (:class:`WaitInterrupted`).
         """
         if job_id in self._import_jobs:
-            return self._import_status(job_id)
-        return self._poll(f"/v1/background_jobs/{quote(str(job_id), safe='')}", job_id)
+            return self._import_status(job_id, stop)
+        return self._poll(f"/v1/background_jobs/{quote(str(job_id), safe='')}", job_id, stop)
 
-    def _import_status(self, job_id: str) -> dict[str, Any]:
+    def _import_status(self, job_id: str, stop: Stop | None = None) -> dict[str, Any]:
         """An import job's status, wherever Userpilot serves it (it does not say where).
 
         ``/v1/background_jobs/{id}`` first, as for bulk jobs, then ``/v1/imports/{id}``; the
@@ -215,7 +212,7 @@ class UserpilotClient:
         places = [self._import_status_path] if self._import_status_path else IMPORT_STATUS_PATHS
         for place in places:
             try:
-                job = self._poll(f"{place}{quoted}", job_id)
+                job = self._poll(f"{place}{quoted}", job_id, stop)
             except JobNotFound:
                 if self._import_status_path is not None:
                     raise
@@ -234,7 +231,7 @@ class UserpilotClient:
             )
         return {"job_id": job_id, "status": "completed", "followed": False}
 
-    def _poll(self, path: str, job_id: str) -> dict[str, Any]:
+    def _poll(self, path: str, job_id: str, stop: Stop | None = None) -> dict[str, Any]:
         """One job's status at ``path``, retried for a long while (``poll_max_time``)."""
 
         def poll() -> dict[str, Any]:
@@ -249,7 +246,7 @@ class UserpilotClient:
             f"Reading the status of job {job_id} (it may still complete in Userpilot; "
             "nothing is uploaded again for it)"
         )
-        return self.retry.poll(poll, what)
+        return self.retry.poll(poll, what, stop=stop)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """One try at the account's bulk jobs; an answer that is no job list is an error."""
@@ -265,12 +262,15 @@ class UserpilotClient:
 
     # Deletions and events
 
-    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]:
+    def delete_profiles(
+        self, object: str, ids: list[str], *, stop: Stop | None = None
+    ) -> dict[str, Any]:
         """Ask Userpilot to delete ``ids`` of ``object`` (``users`` or ``companies``).
 
         Returns Userpilot's answer (``{}`` when it sent no body). Deleting is idempotent, so
-        every transient failure is retried; 413 raises :class:`PayloadTooLarge` for the caller
-        to split the ids.
+        every transient failure is retried, until ``stop`` is set (:class:`WaitInterrupted`:
+        erasure is never asked for after a stop); 413 raises :class:`PayloadTooLarge` for the
+        caller to split the ids.
         """
         if object not in JOB_TYPES:
             raise ValueError(f"object must be 'users' or 'companies', not {object!r}")
@@ -278,19 +278,31 @@ class UserpilotClient:
         body = deletion_body(object, ids)
         what = f"Deleting {len(ids)} {object}"
         answer = self.retry.run(
-            lambda: self.transport.request("DELETE", path, data=body, versioned=True), what
+            lambda: self.transport.request("DELETE", path, data=body, versioned=True),
+            what,
+            stop=stop,
         )
         if isinstance(answer, dict):
             return answer
         return {} if answer is None else {"message": answer}
 
-    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None:
+    def track(
+        self,
+        user_id: str,
+        event_name: str,
+        metadata: dict[str, Any] | None,
+        *,
+        stop: Stop | None = None,
+    ) -> None:
         """Send one event to ``/v1/track``.
 
         Raises :class:`EventRefused` when Userpilot refuses this event (a 4xx about its
-        content), so the caller rejects that record alone. Events are not idempotent: a failure
-        is retried only when it proves the event was not taken (no connection, 429, 503 with
-        Retry-After); a timeout or another 5xx after sending raises :class:`Unconfirmed`.
+        content), so the caller rejects that record alone; :class:`UserNotFound`, one kind of
+        it, for a 404 (no such user), which proves the event was not recorded. Events are not
+        idempotent: a failure is retried only when it proves the event was not taken (no
+        connection, 429, 503 with Retry-After), after a 429 when the client's ``pace`` says, and
+        never once ``stop`` is set (:class:`WaitInterrupted`: the event was not taken); a
+        timeout or another 5xx after sending raises :class:`Unconfirmed`.
         """
         event: dict[str, Any] = {"user_id": user_id, "event_name": event_name}
         if metadata is not None:
@@ -301,6 +313,8 @@ class UserpilotClient:
                 "POST", "/v1/track", data=body, versioned=True, events=True
             ),
             "Sending an event to /v1/track",
+            stop=stop,
+            pace=self.pace,
         )
 
     # Sending

@@ -46,8 +46,9 @@ class DryRunClient:
     """Stands in for :class:`~target_userpilot.client.UserpilotClient` when ``dry_run`` is on.
 
     Each batch is copied to ``<output_dir>/<object>-<n>.ndjson`` and reported as a job that has
-    already completed, so STATE, the summary and everything else behave as in a real run. The
-    files hold personal data: they, and the folders the run creates, are owner-only.
+    already completed, so the summary and everything else behave as in a real run, except STATE:
+    the run holds it back (``checkpoints.hold_back``), as nothing here is durable in Userpilot.
+    The files hold personal data: they, and the folders the run creates, are owner-only.
     """
 
     def __init__(self, output_dir: str) -> None:
@@ -71,13 +72,13 @@ class DryRunClient:
         filename: str,
         *,
         conflict_wait: float = 0.0,
-        interrupt: Any = None,
+        stop: Any = None,
     ) -> dict[str, Any]:
         """Write the batch file where the operator can read it; never touches the network.
 
         ``<object>-<n>.ndjson``; Import API files of events: ``events-import-<n>.ndjson``.
         """
-        del filename, conflict_wait  # named like the real client's, unused here
+        del filename, conflict_wait, stop  # named like the real client's, unused here
         make_private_dirs(self.output_dir)
         # An events batch is an Import API file (events_api: import), named apart from the
         # track request bodies of events-<n>.ndjson.
@@ -97,7 +98,7 @@ class DryRunClient:
             "completed_rows": rows,
         }
 
-    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]:
+    def delete_profiles(self, object: str, ids: list[str], *, stop: Any = None) -> dict[str, Any]:
         """Write the deletion request's body to ``<object>-delete-<n>.json``; delete nothing."""
         key = f"{object}-delete"
         n = self._counts[key] = self._counts.get(key, 0) + 1
@@ -113,11 +114,18 @@ class DryRunClient:
         with open(fd, "wb") as out:
             out.write(data)
 
-    def job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str, *, stop: Any = None) -> dict[str, Any]:
         """Dry-run jobs complete as they are 'uploaded'."""
         return {"job_id": job_id, "status": "completed"}
 
-    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None:
+    def track(
+        self,
+        user_id: str,
+        event_name: str,
+        metadata: dict[str, Any] | None,
+        *,
+        stop: Any = None,
+    ) -> None:
         """Append one track request body to ``events-<n>.ndjson``, a new file every 10,000."""
         event: dict[str, Any] = {"user_id": user_id, "event_name": event_name}
         if metadata is not None:

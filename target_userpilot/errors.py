@@ -24,6 +24,10 @@ class ConfigurationError(ValueError):
     """
 
 
+class LedgerMissing(ConfigurationError):
+    """A reader (``userpilot-ledger``) found no ledger where ``state_db`` points."""
+
+
 class UserpilotError(Exception):
     """Userpilot answered something the run cannot go on from."""
 
@@ -90,6 +94,14 @@ class EventRefused(UserpilotError):
     """Userpilot refused one event (a 4xx about its content): the caller rejects that record."""
 
 
+class UserNotFound(EventRefused):
+    """Userpilot answered a track request 404: it has no user with the event's ``user_id``.
+
+    The event was not recorded; the events lane tries it once more after this run's users are
+    loaded, before it rejects it.
+    """
+
+
 class Unconfirmed(UserpilotError):
     """A request that cannot be taken back got no clear answer, so it was not sent again.
 
@@ -146,10 +158,17 @@ class MissingKeyRecordError(InvalidRecordError, MissingKeyPropertiesError):
 
 
 class WaitInterrupted(Exception):
-    """The run stopped while an upload waited for another client's job (409): nothing was sent.
+    """The run stopped during a wait before a retry (a 429, a 5xx, a lost answer, another
+    client's job): the request was not sent again.
 
-    Caught by the job lane, which ends without a failure; it never reaches the user.
+    Caught by the lane that made the call, which says what was left unsent and ends without a
+    failure; it never reaches the user as the run's reason.
     """
+
+    def __init__(self, message: str, last_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        #: The failure that would have been retried, if any (None: a wait for another job).
+        self.last_error = last_error
 
 
 class Terminated(BaseException):

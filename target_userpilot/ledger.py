@@ -11,10 +11,10 @@ Two backends sit behind one interface, :class:`Ledger`:
 - a SQLAlchemy URL (``postgresql://…``), in ``ledger_pg.py``.
 
 Their tables and how an older ledger is upgraded are in ``ledger_schema.py`` (a versioned schema,
-migrated on open). No SQL lives outside those three modules. Lookups go in chunks, so a
-10,000-row batch costs a few round trips. Writes are upserts, so two runs sharing one database
-never lose each other's entries. A URL's password is never written anywhere: messages go
-through ``redact.py``.
+migrated on open; opened read-only, as ``userpilot-ledger`` does, nothing is made or migrated). No
+SQL lives outside those three modules. Lookups go in chunks, so a 10,000-row batch costs a few
+round trips. Writes are upserts, so two runs sharing one database never lose each other's entries.
+A URL's password is never written anywhere: messages go through ``redact.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from target_userpilot.errors import ConfigurationError
+from target_userpilot.errors import ConfigurationError, LedgerMissing
 from target_userpilot.ledger_history import HistoryTables
 from target_userpilot.ledger_schema import DRY_RUN_SCOPE, latest_version
 from target_userpilot.redact import redact_url, without_userinfo
@@ -75,6 +75,8 @@ class Ledger(HistoryTables):
     chunk_size = 500
     #: Where the entries live, for messages; never holds a password.
     description = "the ledger"
+    #: The schema version found on open (after any upgrade): 0 for a ledger made before versions.
+    version = 0
 
     def row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         """The confirmed row hash of each of ``ids`` that has one."""
@@ -210,18 +212,21 @@ class Ledger(HistoryTables):
     ) -> None: ...
 
 
-def open_ledger(state_db: str) -> Ledger:
+def open_ledger(state_db: str, *, read_only: bool = False) -> Ledger:
     """Open the ledger ``state_db`` names: a SQLite file path, or a SQLAlchemy URL.
 
     Raises :class:`ConfigurationError` (before any input is read) for a URL whose driver is not
     installed, a database that cannot be reached or refuses the credentials, and a damaged file.
+
+    ``read_only`` (``userpilot-ledger``): nothing is created, migrated or written; a path or
+    database that holds no ledger is refused (:func:`check_readable`) instead of becoming one.
     """
     # The backends import this module: they are imported here, when first needed.
     from target_userpilot.ledger_sqlite import SQLiteLedger
 
     state_db = state_db.strip() or DEFAULT_PATH
     if not looks_like_url(state_db):
-        return SQLiteLedger(state_db)
+        return SQLiteLedger(state_db, read_only=read_only)
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -253,11 +258,11 @@ def open_ledger(state_db: str) -> Ledger:
                 "state_db 'sqlite://' needs a file (sqlite:///path/to/state.db) to outlive the run."
             )
             raise ConfigurationError(msg)
-        return SQLiteLedger(url.database)
+        return SQLiteLedger(url.database, read_only=read_only)
     if backend == "postgresql":
         from target_userpilot.ledger_pg import PostgresLedger
 
-        return PostgresLedger(state_db)
+        return PostgresLedger(state_db, read_only=read_only)
     msg = (
         f"state_db '{redact_url(state_db)}' names a '{backend}' database; the ledger can use a "
         "PostgreSQL URL (postgresql://user:password@host:5432/database) or a SQLite file path."
@@ -274,6 +279,23 @@ def check_version(current: int, description: str) -> None:
             "target-userpilot, or point state_db at another ledger."
         )
         raise ConfigurationError(msg)
+
+
+def check_readable(version: int | None, description: str, *, legacy: bool) -> int:
+    """For a reader: the ledger's schema version, or refuse a database that holds no ledger.
+
+    ``version`` is None where the database has no ``ledger_schema`` table; ``legacy``: it has
+    the tables of a ledger made before versions existed (version 0). A newer release's ledger is
+    refused as the target refuses it.
+    """
+    if version is None and not legacy:
+        msg = (
+            f"state_db ({description}) holds no target-userpilot ledger: none of its tables are "
+            "there. Nothing was created or changed."
+        )
+        raise LedgerMissing(msg)
+    check_version(version or 0, description)
+    return version or 0
 
 
 #: The key of the account fingerprint: a fixed, public value. It only makes the fingerprint

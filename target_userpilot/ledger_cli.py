@@ -10,9 +10,12 @@
 - ``accounts``: the accounts the ledger holds history for.
 
 It reads the same ``state_db`` as the target: ``--state-db``, else the ``--config`` file's
-``state_db``, else ``TARGET_USERPILOT_STATE_DB``, else the default file. With an ``api_key``
-(config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one, every
-account, each row naming its scope. Nothing here prints a password or a key: the scope is a
+``state_db``, else ``TARGET_USERPILOT_STATE_DB``, else the default file. It only reads: a SQLite
+file through a read-only URI, PostgreSQL in read-only transactions; a path or database that holds
+no ledger is refused (exit 2), never made into one, and an older ledger is read as it is, never
+upgraded. Output cut short by its reader (``export | head``) ends quietly, exit 141. With an
+``api_key`` (config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one,
+every account, each row naming its scope. Nothing here prints a password or a key: the scope is a
 one-way fingerprint and database errors go through ``redact.py``.
 """
 
@@ -27,9 +30,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from target_userpilot.errors import ConfigurationError, LedgerUnavailable
+from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
 from target_userpilot.ledger import DEFAULT_PATH, Ledger, account_scope, open_ledger
-from target_userpilot.ledger_history import HistoryEntry
+from target_userpilot.ledger_history import HISTORY_VERSION, HistoryEntry
 from target_userpilot.redact import redact
 from target_userpilot.settings import DEFAULT_API_URL
 
@@ -47,25 +50,94 @@ EXPORT_COLUMNS = (
 )
 
 
+#: The exit status once the reader of the output stopped reading (``export | head -1``): what a
+#: command ended by SIGPIPE shows in a shell (128 + 13), as ``cat`` or ``grep`` cut short do, so
+#: ``set -o pipefail`` treats it alike and an export cut short never reads as a complete one.
+STDOUT_CLOSED = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; 0 on success, 2 for a setting or ledger that cannot be used."""
+    """Run one command: 0 on success, 2 for a setting or ledger that cannot be used, 141 when
+    the reader of the output closed it."""
     args = _parser().parse_args(argv)
     try:
         config = _config(args.config)
-        state_db = args.state_db or config.get("state_db") or _env("STATE_DB") or DEFAULT_PATH
+        state_db, source = _state_db(args, config)
         scope = args.account or _scope(config)
-        ledger = open_ledger(str(state_db))
+        # Read only: a reader never makes a ledger, adds tables to a file or migrates one.
+        ledger = open_ledger(state_db, read_only=True)
+    except LedgerMissing as exc:
+        return _refuse(f"{exc} {_where_from(source)}")
     except ConfigurationError as exc:
-        sys.stderr.write(f"userpilot-ledger: {redact(str(exc))}\n")
-        return 2
+        return _refuse(str(exc))
     try:
+        _check_history(ledger)
         args.command(ledger, scope, args, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_closed()
     except (LedgerUnavailable, ConfigurationError) as exc:
-        sys.stderr.write(f"userpilot-ledger: {redact(str(exc))}\n")
-        return 2
+        return _refuse(str(exc))
     finally:
         ledger.close()
     return 0
+
+
+def _refuse(message: str) -> int:
+    sys.stderr.write(f"userpilot-ledger: {redact(message)}\n")
+    return 2
+
+
+def _stdout_closed() -> int:
+    """The reader of the output stopped reading: end quietly, without a traceback."""
+    # Python flushes stdout once more at exit, which would fail the same way and print
+    # "Exception ignored ... BrokenPipeError": point it at the null device first.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return STDOUT_CLOSED
+
+
+def _state_db(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, str | None]:
+    """The ledger to read and where that came from (None: the default path)."""
+    given = [
+        (args.state_db, "--state-db"),
+        (config.get("state_db"), f"state_db in --config {args.config}"),
+        (_env("STATE_DB"), "TARGET_USERPILOT_STATE_DB"),
+    ]
+    for value, source in given:
+        if value is not None and str(value).strip():
+            return str(value).strip(), source
+    return DEFAULT_PATH, None
+
+
+def _where_from(source: str | None) -> str:
+    """The second half of a refusal: where the path came from, and what to check."""
+    if source is None:
+        return (
+            "No state_db was given (--state-db, state_db in the --config file, "
+            "TARGET_USERPILOT_STATE_DB), so the default path was read: the target makes its "
+            "ledger there, in the folder it runs from, on its first run that keeps one "
+            "(skip_unchanged, hard_delete or events)."
+        )
+    return f"It came from {source}: check it for a typo."
+
+
+def _check_history(ledger: Ledger) -> None:
+    """Refuse a ledger from a release before the sync history: it has none to show."""
+    if ledger.version >= HISTORY_VERSION:
+        # Later migrations add tables this command does not read: an older ledger is read
+        # as it is, never upgraded (a run of the release still using it would refuse it then).
+        return
+    msg = (
+        f"The ledger ({ledger.description}) has schema version {ledger.version}, from a release "
+        f"before the sync history (version {HISTORY_VERSION}): it holds no history to show. Run "
+        "target-userpilot once with this state_db to upgrade it (its entries stay); the runs "
+        "after that record their history. Nothing was changed."
+    )
+    raise ConfigurationError(msg)
 
 
 def _parser() -> argparse.ArgumentParser:

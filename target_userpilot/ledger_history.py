@@ -22,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+#: The schema version that made these tables (migration 3): a reader needs a ledger at least
+#: this new. A later migration that changes them raises it.
+HISTORY_VERSION = 3
+
 #: ``sync_jobs.kind`` of a bulk upload and of a deletion request.
 JOB = "job"
 DELETION = "deletion"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger import EXTRA_HINT, Ledger, check_version, chunks
+from target_userpilot.ledger import EXTRA_HINT, Ledger, check_readable, check_version, chunks
 from target_userpilot.ledger_history import SentJob
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 from target_userpilot.ledger_tables import PostgresTables
@@ -107,7 +107,9 @@ class PostgresLedger(PostgresTables, Ledger):
 
     chunk_size = 5000
 
-    def __init__(self, state_db: str, *, connect_timeout: int = 10) -> None:
+    def __init__(
+        self, state_db: str, *, connect_timeout: int = 10, read_only: bool = False
+    ) -> None:
         import sqlalchemy
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import NoSuchModuleError
@@ -122,6 +124,7 @@ class PostgresLedger(PostgresTables, Ledger):
         self.host = f"{url.host or 'localhost'}:{url.port or 5432}"
         self.description = f"PostgreSQL database '{url.database or ''}' at {self.host}"
         self._user = url.username or ""
+        self._read_only = read_only
         _quiet_sqlalchemy_logs()
         try:
             self._engine = sqlalchemy.create_engine(
@@ -139,7 +142,14 @@ class PostgresLedger(PostgresTables, Ledger):
                 f"{EXTRA_HINT}."
             )
             raise ConfigurationError(msg) from None
+        if read_only:
+            # Every transaction of every pooled connection is READ ONLY: the server itself
+            # refuses any write, whatever a query would do.
+            self._engine = self._engine.execution_options(postgresql_readonly=True)
         try:
+            if read_only:
+                self.version = self._readable_version()
+                return
             notices = self._upgrade()
         except ImportError as exc:
             msg = (
@@ -152,6 +162,20 @@ class PostgresLedger(PostgresTables, Ledger):
             raise ConfigurationError(self._connect_message(exc)) from None
         for sentence in notices:
             logger.warning("%s (state_db %s)", sentence, self.description)
+        self.version = latest_version()
+
+    def _readable_version(self) -> int:
+        """A reader's check: the schema version, or a refusal if the database holds no ledger."""
+        from sqlalchemy import text
+
+        with self._engine.begin() as conn:
+            version = _pg_version(conn)
+            legacy = conn.execute(text("SELECT to_regclass('confirmed_rows')")).scalar()
+        try:
+            return check_readable(version, self.description, legacy=legacy is not None)
+        except ConfigurationError:
+            self._engine.dispose()
+            raise
 
     def _upgrade(self) -> list[str]:
         """Apply the migrations the database lacks, under an advisory lock, in one transaction."""
@@ -209,10 +233,20 @@ class PostgresLedger(PostgresTables, Ledger):
                 f"state_db: PostgreSQL at {self.host} refused the credentials of user "
                 f"'{self._user}' ({reason}). Check the user name and password in state_db."
             )
+        if "does not exist" in lowered and self._read_only:
+            return (
+                f"state_db: PostgreSQL at {self.host} answered: {reason}. There is no ledger "
+                "there: check the database and user names in state_db. Nothing was created."
+            )
         if "does not exist" in lowered:
             return (
                 f"state_db: PostgreSQL at {self.host} answered: {reason}. Create the database "
                 "and user, or fix their names in state_db."
+            )
+        if "permission denied" in lowered and self._read_only:
+            return (
+                f"state_db: user '{self._user}' may not read the ledger's tables on PostgreSQL "
+                f"at {self.host} ({reason}). Grant it SELECT on them."
             )
         if "permission denied" in lowered:
             return (

@@ -5,7 +5,9 @@ migration). Opening a ledger (``open_ledger``) applies, in order and in one tran
 migration whose version is above the highest recorded one, so a ledger written by any earlier
 release upgrades in place. The transaction holds the database's write lock for the whole upgrade
 (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), so several runs opening one
-ledger at once apply each migration exactly once: the others wait, then find it applied.
+ledger at once apply each migration exactly once: the others wait, then find it applied. A reader
+(``open_ledger(..., read_only=True)``, as ``userpilot-ledger``) never migrates: it reads a ledger
+at the version it finds.
 
 A ledger made before versions existed has no ``ledger_schema`` table: it counts as version 0, and
 migration 1 (``CREATE TABLE IF NOT EXISTS`` of that release's tables) leaves its entries alone.

@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger import Ledger, check_version
+from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
+from target_userpilot.ledger import Ledger, check_readable, check_version
 from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
 from target_userpilot.ledger_tables import SQLiteTables
 
@@ -64,10 +65,18 @@ class SQLiteLedger(SQLiteTables, Ledger):
     personal data.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = path
         self.description = f"SQLite file '{path}'"
         self._lock = threading.Lock()
+        if read_only:
+            self._db = _open_read_only(path)
+            try:
+                self.version = self._readable_version()
+            except BaseException:
+                self._db.close()
+                raise
+            return
         try:
             _owner_only_file(path)
             # Two runs may share the file: WAL lets one read while the other writes, and the
@@ -86,6 +95,22 @@ class SQLiteLedger(SQLiteTables, Ledger):
             raise ConfigurationError(msg) from None
         for sentence in notices:
             logger.warning("%s (state_db %s)", sentence, self.description)
+        self.version = latest_version()
+
+    def _readable_version(self) -> int:
+        """A reader's check: the file's schema version, or a refusal if it holds no ledger."""
+        try:
+            version = _sqlite_version(self._db)
+            legacy = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'confirmed_rows'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            msg = (
+                f"state_db '{self.path}' cannot be read as a ledger ({exc}). Check that it is "
+                "the ledger's SQLite file and that this user may read it. Nothing was changed."
+            )
+            raise ConfigurationError(msg) from None
+        return check_readable(version, self.description, legacy=legacy is not None)
 
     def _upgrade(self) -> list[str]:
         """Apply the migrations this file lacks, holding its write lock (BEGIN IMMEDIATE)."""
@@ -214,6 +239,34 @@ class SQLiteLedger(SQLiteTables, Ledger):
     @override
     def _ids(self, ids: Sequence[str]) -> Any:
         return json.dumps(list(ids))
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """Open an existing file for reading only: no file, folder or table is ever made.
+
+    A read-only URI (``mode=ro``), so nothing this connection does can write the file. A file
+    in WAL mode still gets SQLite's own ``-wal`` and ``-shm`` beside it if a run left none:
+    they are how a reader sees a consistent ledger while a run writes it.
+    """
+    if not os.path.exists(path):
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        msg = (
+            f"state_db '{path}' holds no ledger: there is no such file{where}. Nothing was created."
+        )
+        raise LedgerMissing(msg)
+    if os.path.isdir(path):
+        msg = f"state_db '{path}' holds no ledger: it is a folder, not a SQLite file."
+        raise LedgerMissing(msg)
+    try:
+        return sqlite3.connect(
+            Path(path).absolute().as_uri() + "?mode=ro",
+            uri=True,
+            timeout=60,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as exc:
+        msg = f"state_db '{path}' cannot be opened for reading ({exc}). Check its permissions."
+        raise ConfigurationError(msg) from None
 
 
 def _owner_only_file(path: str) -> None:

@@ -1,9 +1,28 @@
-"""The retry policy: the one place a retry is decided, declared once and immutable.
+"""The retry policy: the one place a retry is decided and waited for, declared once, immutable.
 
 Which failures are worth another try, how long to wait (``Retry-After`` first, jittered
 exponential backoff otherwise), and how many tries are enough. The client runs each call
-through one of three ways of retrying: bounded tries (uploads, lists, deletions, events),
-status polls (which may wait out a longer outage), and waiting out another client's job (409).
+through one of four ways of retrying: bounded tries (uploads, lists, deletions), tries of a
+request that cannot be taken back (events), status polls (which may wait out a longer outage),
+and waiting out another client's job (409).
+
+How a stop reaches a retry. A retry is a new request, so after a stop none may start, and the
+wait before it must end at once. ``backoff`` decides whether another try comes (which errors,
+``max_tries``, ``max_time``), but it pauses with ``time.sleep``, which nothing can interrupt.
+So each retried call gets a :class:`_Pauses`: the wait generator it hands to ``backoff``
+computes the real pause, keeps it, and yields 0 (``backoff``'s own sleep is then nothing); the
+``on_backoff`` handler, which ``backoff`` calls just before that sleep, waits the real pause on
+the caller's ``stop`` event instead. A stop set before or during the pause ends it with
+:class:`~target_userpilot.errors.WaitInterrupted`, raised out of ``backoff``'s loop: no further
+try starts. Every lane hands its own stop event to each client call (``stop=``), so the same
+holds for an upload, a job lookup after a lost answer, a status poll, a deletion request and an
+event. The first try of a call is the caller's decision (a status poll of the job in flight
+still goes after a stop; a new upload does not), never the policy's.
+
+A pace that spaces its own requests (the events' ``EventPace``) is handed in with ``pace=``:
+after a 429, it alone decides when the refused request goes again (its next slot, after the
+pause the 429 asked for), so one 429 is one slow-down, and the retry counts as the request it
+is.
 """
 
 from __future__ import annotations
@@ -14,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import backoff
 
@@ -25,11 +44,34 @@ from target_userpilot.errors import (
     UnexpectedAnswer,
     WaitInterrupted,
 )
-from target_userpilot.transport import MAX_RETRY_AFTER_SECONDS
 
 logger = logging.getLogger("target_userpilot.client")
 
 T = TypeVar("T")
+
+
+class Stop(Protocol):
+    """What a retry waits on: set when the run stops (a lane's ``threading.Event``)."""
+
+    def is_set(self) -> bool:
+        """True once the run stops."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s for the stop; True if it came."""
+        ...
+
+
+class RatePace(Protocol):
+    """A pace that owns its requests' timing (the events' pace, ``lanes/pace.py``)."""
+
+    def after_rate_limit(self, retry_after: float | None) -> float:
+        """Userpilot answered 429: slow down; seconds until the refused request may go again."""
+        ...
+
+
+#: Waited on when a caller hands no stop (a one-off call outside a run): never set.
+_NO_STOP = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -38,7 +80,8 @@ class RetryPolicy:
 
     Transient failures (429, 5xx, dropped connections, timeouts) get ``max_tries`` tries;
     status polls retry them, and answers that are no job, for up to ``poll_max_time`` seconds;
-    409 is waited out for as long as the caller's ``conflict_wait``.
+    409 is waited out for as long as the caller's ``conflict_wait``. Every pause ends at once
+    when the caller's ``stop`` is set.
     """
 
     base_seconds: float = 0.5
@@ -49,22 +92,31 @@ class RetryPolicy:
     #: Longest pause between two uploads while another bulk job holds the account (409).
     conflict_max_seconds: float = 30.0
 
-    def run(self, call: Callable[[], T], what: str) -> T:
+    def run(self, call: Callable[[], T], what: str, *, stop: Stop | None = None) -> T:
         """``call``, its transient failures tried again up to ``max_tries`` times in all.
 
-        Used for uploads, lists, deletions and events. Once it gives up, the error says what
-        was being done (``what``), how often and for how long.
+        Used for uploads, lists and deletions. Once it gives up, the error says what was being
+        done (``what``), how often and for how long.
         """
-        retrying = self._backoff(TransientError, max_tries=self.max_tries)
+        pauses = _Pauses(self.wait_before_retry, what, stop)
+        retrying = pauses.decorator(TransientError, max_tries=self.max_tries)
         return self._until_giving_up(retrying, call, what, polling=False)
 
-    def run_once_in_effect(self, call: Callable[[], T], what: str) -> T:
+    def run_once_in_effect(
+        self,
+        call: Callable[[], T],
+        what: str,
+        *,
+        stop: Stop | None = None,
+        pace: RatePace | None = None,
+    ) -> T:
         """``call``, which cannot be taken back (an event counts each time it arrives), tried
         again only after a failure that proves it had no effect (``TransientError.had_no_effect``:
         no connection, 429, 503 with ``Retry-After``), up to ``max_tries`` times in all.
 
         Any other failure after the request left (a timeout, a dropped connection, another 5xx)
-        raises :class:`Unconfirmed` at once: trying again could make two of it.
+        raises :class:`Unconfirmed` at once: trying again could make two of it. With ``pace``,
+        the pace decides when a request refused with 429 goes again.
         """
 
         def once() -> T:
@@ -76,60 +128,56 @@ class RetryPolicy:
                 msg = f"{what} got no clear answer ({exc}); it may or may not have taken effect"
                 raise Unconfirmed(msg) from None
 
-        return self.run(once, what)
+        def wait(error: BaseException | None, attempt: int) -> float:
+            if pace is not None and isinstance(error, TransientError) and error.status == 429:
+                return max(0.0, pace.after_rate_limit(error.retry_after))
+            return self.wait_before_retry(error, attempt)
 
-    def poll(self, call: Callable[[], T], what: str) -> T:
+        pauses = _Pauses(wait, what, stop)
+        retrying = pauses.decorator(TransientError, max_tries=self.max_tries)
+        return self._until_giving_up(retrying, once, what, polling=False)
+
+    def poll(self, call: Callable[[], T], what: str, *, stop: Stop | None = None) -> T:
         """``call``, its transient failures and odd answers tried again for ``poll_max_time`` s.
 
         A poll changes nothing, and re-uploading is never the answer to a failed one, so a
         status poll may wait out a longer outage, and answers that are no job, than an upload.
+        After a stop a failed poll is not tried again: the job is left to Userpilot.
         """
-        polling = self._backoff((TransientError, UnexpectedAnswer), max_time=self.poll_max_time)
+        pauses = _Pauses(self.wait_before_retry, what, stop, max_time=self.poll_max_time)
+        polling = pauses.decorator((TransientError, UnexpectedAnswer), max_time=self.poll_max_time)
         return self._until_giving_up(polling, call, what, polling=True)
 
     def wait_out_conflicts(
-        self,
-        call: Callable[[], T],
-        conflict_wait: float,
-        interrupt: threading.Event | None = None,
+        self, call: Callable[[], T], conflict_wait: float, *, stop: Stop | None = None
     ) -> T:
         """``call``, tried again while it raises :class:`JobConflict`, for ``conflict_wait`` s.
 
         Another client's bulk job (409) holds the account; pauses grow (full jitter) up to
         ``conflict_max_seconds``. The last :class:`JobConflict` is raised when time is up.
-        Setting ``interrupt`` (the run stops) ends a pause at once with
-        :class:`WaitInterrupted`: nothing is sent after a stop.
+        A stop ends a pause at once with :class:`WaitInterrupted`: nothing is sent after it.
         """
-        started = time.monotonic()
-        waits = 0
-        while True:
-            try:
-                return call()
-            except JobConflict:
-                elapsed = time.monotonic() - started
-                if elapsed >= conflict_wait:
-                    raise
-            ceiling = min(self.conflict_max_seconds, 2.0 * 2**waits)
-            wait = min(random.uniform(0, ceiling), conflict_wait - elapsed)
-            waits += 1
-            _log_conflict({"wait": wait, "elapsed": elapsed})
-            if interrupt is None:
-                time.sleep(wait)
-            elif interrupt.wait(wait):
-                msg = "The run stopped while an upload waited for another client's job."
-                raise WaitInterrupted(msg)
 
-    def _backoff(self, errors: Any, **limits: Any) -> Any:
-        """A backoff decorator for ``errors``: Retry-After first, else jittered expo."""
-        return backoff.on_exception(
-            _wait_for,
-            errors,
-            jitter=None,
-            on_backoff=_log_retry,
-            logger=None,
-            policy=self,
-            **limits,
-        )
+        def wait(_error: BaseException | None, attempt: int) -> float:
+            ceiling = min(self.conflict_max_seconds, 2.0 * 2**attempt)
+            return random.uniform(0, ceiling)
+
+        what = "An upload waiting for another client's job"
+        pauses = _Pauses(wait, what, stop, max_time=conflict_wait, log=_log_conflict)
+        waiting = pauses.decorator(JobConflict, max_time=conflict_wait)
+        result: T = waiting(call)()
+        return result
+
+    def wait_before_retry(self, error: BaseException | None, attempt: int) -> float:
+        """Seconds before the next try, after ``attempt`` pauses already: the server's
+        ``Retry-After`` when it gave one (capped where it was parsed, in ``transport.py``), with
+        a little spread; else full-jitter exponential backoff."""
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            # Honour the server, with a little spread so many clients don't return in step.
+            return float(retry_after) + random.uniform(0, self.base_seconds / 2)
+        ceiling = min(self.max_seconds, self.base_seconds * (2**attempt))
+        return random.uniform(self.base_seconds / 4, ceiling)
 
     def _until_giving_up(
         self, retrying: Any, call: Callable[[], T], what: str, *, polling: bool
@@ -137,7 +185,8 @@ class RetryPolicy:
         """Run ``call`` under ``retrying``; once it gives up, say so in a sentence.
 
         The last error alone ("answered HTTP 503") would not tell an operator that the target
-        already tried for a while, or what to do next.
+        already tried for a while, or what to do next. A stop (``WaitInterrupted``) passes as
+        it is: the lane that called says what was left unsent.
         """
         tries = 0
         started = time.monotonic()
@@ -170,37 +219,85 @@ class RetryPolicy:
         return result
 
 
-def _wait_for(policy: RetryPolicy) -> Generator[float, Any, None]:
-    """Backoff wait generator: the server's ``Retry-After`` when given, else full-jitter expo."""
-    error = yield 0.0
-    attempt = 0
-    while True:
-        ceiling = min(policy.max_seconds, policy.base_seconds * (2**attempt))
-        attempt += 1
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            # Honour the server, with a little spread so many clients don't return in step.
-            wait = min(retry_after, MAX_RETRY_AFTER_SECONDS) + random.uniform(
-                0, policy.base_seconds / 2
+class _Pauses:
+    """The pauses of one retried call: computed for ``backoff``, waited on the stop.
+
+    ``backoff`` asks its wait generator (:meth:`waits`) for each pause and sleeps what it
+    yields, uninterruptibly: it gets 0. The real pause is kept here and waited by
+    :meth:`pause`, ``backoff``'s ``on_backoff`` handler, on ``stop``.
+    """
+
+    def __init__(
+        self,
+        schedule: Callable[[BaseException | None, int], float],
+        what: str,
+        stop: Stop | None,
+        *,
+        max_time: float | None = None,
+        log: Callable[[str, BaseException | None, int, float, float], None] | None = None,
+    ) -> None:
+        #: Seconds before the next try, from the failure and how many pauses came before.
+        self._schedule = schedule
+        self._what = what
+        self._stop: Stop = stop if stop is not None else _NO_STOP
+        self._max_time = max_time
+        self._log = log or _log_retry
+        self._next = 0.0
+
+    def decorator(self, errors: Any, **limits: Any) -> Any:
+        """A ``backoff`` decorator retrying ``errors`` within ``limits``, pausing here."""
+        return backoff.on_exception(
+            self.waits,
+            errors,
+            jitter=None,
+            on_backoff=self.pause,
+            logger=None,
+            **limits,
+        )
+
+    def waits(self) -> Generator[float, Any, None]:
+        """The wait generator ``backoff`` drives: keeps the real pause, yields 0."""
+        error = yield 0.0
+        attempt = 0
+        while True:
+            self._next = self._schedule(error, attempt)
+            attempt += 1
+            error = yield 0.0  # backoff's own sleep: nothing (pause() waits)
+
+    def pause(self, details: Any) -> None:
+        """``on_backoff``: wait the pause on the stop; a stop ends it, and the retries with it."""
+        seconds = self._next
+        elapsed = float(details.get("elapsed") or 0.0)
+        if self._max_time is not None:
+            seconds = min(seconds, max(0.0, self._max_time - elapsed))
+        error = details.get("exception")
+        tries = int(details["tries"])
+        if not self._stop.is_set():
+            self._log(self._what, error, tries, seconds, elapsed)
+        if self._stop.wait(seconds):
+            msg = (
+                f"{self._what} was not tried again: the run stopped before try {tries + 1}"
+                f"{f' (the last try: {error})' if error is not None else ''}."
             )
-        else:
-            wait = random.uniform(policy.base_seconds / 4, ceiling)
-        error = yield wait
+            raise WaitInterrupted(msg, last_error=error)
 
 
-def _log_retry(details: Any) -> None:
-    error = details.get("exception")
+def _log_retry(
+    what: str, error: BaseException | None, tries: int, seconds: float, _elapsed: float
+) -> None:
     logger.warning(
         "Userpilot call failed (%s); try %d, retrying in %.1f s.",
         error,
-        details["tries"],
-        details["wait"],
+        tries,
+        seconds,
     )
 
 
-def _log_conflict(details: Any) -> None:
+def _log_conflict(
+    what: str, error: BaseException | None, tries: int, seconds: float, elapsed: float
+) -> None:
     logger.info(
         "Another bulk job holds the Userpilot account (HTTP 409); waiting %.1f s (%.0f s so far).",
-        details["wait"],
-        details["elapsed"],
+        seconds,
+        elapsed,
     )

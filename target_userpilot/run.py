@@ -25,7 +25,7 @@ from typing import Any
 
 from target_userpilot.batch import SealedBatch
 from target_userpilot.buffer import BatchBuffer
-from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.checkpoints import Checkpoints, hold_back
 from target_userpilot.client import UserpilotClient
 from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
@@ -110,7 +110,9 @@ class Run:
         self.settings = settings
         self.summary = RunSummary(dry_run=settings.dry_run)
         self.rejects = RejectLog(settings.on_invalid_record, settings.rejects_path)
-        self.checkpoints = Checkpoints(write=parts.write_state)
+        # A dry run holds every STATE back: nothing it does is durable in Userpilot.
+        write_state = parts.write_state or (hold_back if settings.dry_run else None)
+        self.checkpoints = Checkpoints(write=write_state)
         self._parts = parts
         self._finishing = False
         self._closing = False
@@ -283,13 +285,14 @@ class Run:
             if self._parts.event_client is not None:
                 client = self._parts.event_client
             else:
-                # A client of its own: its 429s slow the events' pace, not anyone else's.
+                # A client of its own: its 429s slow the events' pace, not anyone else's, and
+                # the pace decides when a refused event goes again.
                 client = self._event_client = UserpilotClient(
                     settings.api_url,
                     settings.api_key or "",
                     timeout=(10.0, settings.request_timeout_seconds),
                     user_agent=self._user_agent,
-                    on_rate_limited=pace.slow_down,
+                    pace=pace,
                 )
             if self.ledger is None:
                 self.ledger = open_ledger(settings.state_db)
@@ -304,6 +307,7 @@ class Run:
             scope=self.scope,
             on_failure=self.stop.failed,
             spool_dir=self._parts.spool_dir,
+            pending=self.buffer.pending,
         )
         self._add_lane(self.event_lane)
         return self.event_lane
@@ -433,6 +437,8 @@ class Run:
             steps.append(("skip_unchanged", self.unchanged.close))
         if self.ledger is not None:
             steps.append(("the ledger", self.ledger.close))
+        if self.stop.reason is not None:
+            steps.append(("what was left unsent", self._note_unsent))
         steps.append(("the summary", self._log_summary))
         steps.append(("the stop thread", self.stop.close))
         for what, step in steps:
@@ -514,6 +520,32 @@ class Run:
             "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
         )
 
+    def _held_back(self) -> str:
+        """A dry run's one line on STATE: how many it held back, and why."""
+        received = self.checkpoints.received
+        why = (
+            "nothing reached Userpilot, so the bookmark stays where it was and the next real run "
+            "loads every record this one previewed."
+        )
+        if not received:
+            return f"Dry run: no STATE was written (the input held none); {why}"
+        if received == 1:
+            return f"Dry run: the input's STATE message was held back, not written to stdout: {why}"
+        return (
+            f"Dry run: the {received} STATE messages of the input were held back, none written "
+            f"to stdout: {why}"
+        )
+
+    def _note_unsent(self) -> None:
+        """The run stopped: put what it never sent, and the jobs it left, in the summary."""
+        rows = self.buffer.unsent + self.jobs.unsent
+        self.summary.left_unsent(
+            rows=dict(rows),
+            deletions=self.deletions.unsent(),
+            events=self.event_lane.unsent() if self.event_lane is not None else 0,
+            jobs_left=self.jobs.left_to_userpilot,
+        )
+
     def _log_summary(self) -> None:
         """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
         if self.pace.observed and not self.settings.dry_run:
@@ -521,6 +553,8 @@ class Run:
             self.summary.userpilot_job_seconds = self.pace.fixed
         for line in self.summary.table().splitlines():
             logger.info("%s", line)
+        if self.settings.dry_run:
+            logger.info("%s", self._held_back())
         if self.history is not None and self.history.keep:
             logger.info(
                 "This run's jobs are in the ledger's sync history: userpilot-ledger jobs --run %s",

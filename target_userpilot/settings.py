@@ -127,7 +127,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.BooleanType,
         default=False,
         description=(
-            "No network at all: write each batch, exactly as it would be uploaded, to output_dir."
+            "No network at all: write each batch, exactly as it would be uploaded, to output_dir. "
+            "Writes no STATE: nothing is durable in Userpilot, so the bookmark does not move."
         ),
     ),
     th.Property(

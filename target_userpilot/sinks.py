@@ -405,7 +405,7 @@ class UserpilotSink(BatchSink):
             tally.rejected += 1
             self._rejects.reject(self.stream_name, tally.received, str(exc), record)
             return
-        self._buffer.add(EVENTS, self.stream_name, key, line, seq)
+        self._buffer.add(EVENTS, self.stream_name, key, line, seq, user_id=row["user_id"])
         if len(self.route.collisions) != self._collisions_warned:
             self._warn_collisions()
         if self.route.event_type == "page_view" and not self._page_view_warned:

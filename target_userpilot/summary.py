@@ -100,6 +100,10 @@ class RunSummary:
     #: Jobs of the whole run and their time, each job once whatever streams shared it.
     jobs: int = 0
     job_seconds: float = 0.0
+    #: What a stop left unsent (:meth:`left_unsent`): rows per object, deletions, events.
+    unsent: dict[str, int] = field(default_factory=dict)
+    #: Jobs of ours a stop left to Userpilot before their end was seen.
+    jobs_left: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def stream(self, name: str, object: str | None = None) -> StreamTally:
@@ -164,6 +168,24 @@ class RunSummary:
                 tally = self.streams.setdefault(name, StreamTally())
                 tally.deleted_before += count
 
+    def left_unsent(
+        self,
+        *,
+        rows: dict[str, int],
+        deletions: int,
+        events: int,
+        jobs_left: list[str],
+    ) -> None:
+        """The run stopped: what it never sent (rows per object, ids to delete, events), and
+        the jobs of ours it stopped following. The rerun from the last STATE sends them."""
+        with self._lock:
+            unsent = {"users": 0, "companies": 0, "events": 0, "deletions": deletions}
+            for object, count in rows.items():
+                unsent[object] = unsent.get(object, 0) + count  # import files: events
+            unsent["events"] += events
+            self.unsent = unsent
+            self.jobs_left = list(jobs_left)
+
     def as_dict(self, *, final: bool = True) -> dict[str, Any]:
         """Machine-readable form: per stream and in total.
 
@@ -186,11 +208,16 @@ class RunSummary:
         total["job_seconds"] = round(self.job_seconds, 3)
         total["seconds"] = round(elapsed, 3)
         total["rows_per_minute"] = _rate(total["rows_sent"], elapsed)
+        with self._lock:
+            unsent: dict[str, Any] = {"users": 0, "companies": 0, "events": 0, "deletions": 0}
+            unsent.update(self.unsent)
+            unsent["jobs_left_to_userpilot"] = list(self.jobs_left)
         return {
             "dry_run": self.dry_run,
             "seconds": round(elapsed, 3),
             "streams": streams,
             "total": total,
+            "unsent": unsent,
             "userpilot_rows_per_minute": (
                 None if self.userpilot_rate is None else round(self.userpilot_rate, 1)
             ),
@@ -276,6 +303,9 @@ class RunSummary:
                 f"Dry run: {_count(total['deleted'], 'deletion')} would have been requested, "
                 "written as files to output_dir."
             )
+        left = _unsent_sentence(data["unsent"])
+        if left:
+            out.append(left)
         if total["deleted_ignored"]:
             out.append(
                 f"{_count(total['deleted_ignored'], 'record')} marked deleted in the source "
@@ -330,6 +360,31 @@ def _deletion_cells(s: dict[str, Any], columns: list[str]) -> list[str]:
     if "superseded" in columns:
         cells.append(str(s["superseded"]))
     return cells
+
+
+def _unsent_sentence(unsent: dict[str, Any]) -> str:
+    """What a stop left unsent, in one sentence; empty when it left nothing."""
+    parts = [
+        _count(unsent[object], f"{object} row")
+        for object in ("users", "companies")
+        if unsent.get(object)
+    ]
+    if unsent.get("events"):
+        parts.append(_count(unsent["events"], "event"))
+    if unsent.get("deletions"):
+        parts.append(_count(unsent["deletions"], "deletion"))
+    jobs = unsent.get("jobs_left_to_userpilot") or []
+    if jobs:
+        parts.append(
+            f"{_count(len(jobs), 'job')} of ours left to Userpilot before the run saw it end "
+            f"({', '.join(jobs)}; no STATE went out for its rows)"
+        )
+    if not parts:
+        return ""
+    return (
+        f"Left unsent when the run stopped: {'; '.join(parts)}. Rerun from the last STATE to "
+        "send the rest."
+    )
 
 
 def _count(n: int, noun: str) -> str:

@@ -9,6 +9,7 @@ what to ask is the client's (``client.py``).
 
 from __future__ import annotations
 
+import email.utils
 import io
 import json
 import math
@@ -16,8 +17,10 @@ import os
 import re
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from datetime import timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +37,7 @@ from target_userpilot.errors import (
     PayloadTooLarge,
     TransientError,
     UnexpectedAnswer,
+    UserNotFound,
     UserpilotError,
 )
 from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
@@ -48,7 +52,8 @@ ACCEPT = "application/json, text/plain, */*"
 #: The version header Userpilot requires on its deletion and track endpoints.
 API_VERSION = "2020-09-22"
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-#: The longest wait one Retry-After may impose, on the retry policy and the events' pace alike.
+#: The longest wait one Retry-After may impose, on the retry policy and the events' pace alike
+#: (applied once, by ``parse_retry_after``).
 MAX_RETRY_AFTER_SECONDS = 120.0
 #: Statuses that say something about the request as a whole, never about one event's content.
 #: (413 is about the content: a track request carries one event, so it is that event's size.)
@@ -175,14 +180,11 @@ class Transport:
         *,
         timeout: tuple[float, float] = (10.0, 60.0),
         user_agent: str = "target-userpilot",
-        on_rate_limited: Callable[[float | None], None] | None = None,
     ) -> None:
         self.api_url = check_api_url(api_url)
         self.timeout = timeout
-        #: Called with Retry-After (or None) on every 429, from the thread that met it, so a
-        #: caller that paces its own requests (events, deletions) can slow down.
-        self.on_rate_limited = on_rate_limited
-        #: 429 answers met so far, by every thread.
+        #: 429 answers met so far, by every thread (what to do about one is the retry policy's
+        #: call, and a pace's: ``retry.py``).
         self.rate_limited = 0
         self._auth: requests.auth.AuthBase = _TokenAuth(check_api_key(api_key))
         self._headers = {"Accept": ACCEPT, "User-Agent": user_agent}
@@ -340,7 +342,8 @@ class Transport:
         if status in TRANSIENT_STATUSES:
             retry_after = _retry_after(response)
             if status == 429:
-                self._note_rate_limit(retry_after)
+                with self._lock:
+                    self.rate_limited += 1
             raise TransientError(
                 f"{method} {path} answered HTTP {status}", retry_after, status=status
             )
@@ -351,6 +354,10 @@ class Transport:
                 "follow redirects with the API key. Set api_url to the final host."
             )
             raise UserpilotError(msg)
+        if events and status == 404:
+            # The status alone decides: Userpilot documents no wording for an unknown user, and
+            # any 404 (a proxy's too) proves the event was not recorded.
+            raise UserNotFound(f"Userpilot refused the event (HTTP 404): {message}")
         if events and 400 <= status < 500 and status not in NOT_EVENT_REFUSALS:
             why = " as too large" if status == 413 else ""
             raise EventRefused(f"Userpilot refused the event{why} (HTTP {status}): {message}")
@@ -369,12 +376,6 @@ class Transport:
             "the proxy's credentials (special characters percent-encoded), then rerun."
         )
         return ConfigurationError(msg)
-
-    def _note_rate_limit(self, retry_after: float | None) -> None:
-        with self._lock:
-            self.rate_limited += 1
-        if self.on_rate_limited is not None:
-            self.on_rate_limited(retry_after)
 
 
 def check_proxy(api_url: str) -> None:
@@ -482,17 +483,56 @@ def _error_message(response: requests.Response) -> str:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    """The server's Retry-After in seconds, capped: one answer never makes a lane wait longer."""
-    value = response.headers.get("Retry-After")
-    if value is None:
+    """The answer's Retry-After in seconds (see :func:`parse_retry_after`)."""
+    return parse_retry_after(response.headers.get("Retry-After"), date=response.headers.get("Date"))
+
+
+def parse_retry_after(
+    value: str | None, *, date: str | None = None, now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait, capped at ``MAX_RETRY_AFTER_SECONDS``:
+    the one parser, so one answer never makes a lane wait longer, whoever reads it.
+
+    Either form of RFC 9110 (RFC 7231): delay-seconds, or an HTTP date (IMF-fixdate, and the
+    obsolete forms ``email.utils`` reads). A date is measured against the answer's own ``Date``
+    header when it has one, so a server clock that runs ahead or behind ours does not stretch
+    the wait; otherwise against ``now``. A date in the past means now (0). Anything else
+    (empty, text, NaN) is None: the policy's own backoff applies.
+    """
+    if value is None or not value.strip():
         return None
+    text = value.strip()
+    seconds: float | None
     try:
-        seconds = float(value)
+        seconds = float(text)
     except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-    if math.isnan(seconds):
+        seconds = _seconds_until(text, date, now)
+    if seconds is None or math.isnan(seconds):
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+
+
+def _seconds_until(when: str, date: str | None, now: Callable[[], float]) -> float | None:
+    """Seconds from the answer's ``Date`` (else ``now``) to the HTTP date ``when``."""
+    retry_at = _http_date(when)
+    if retry_at is None:
+        return None
+    answered = _http_date(date) if date else None
+    return retry_at - (answered if answered is not None else now())
+
+
+def _http_date(text: str) -> float | None:
+    """An HTTP date as a POSIX timestamp; None when it is not one. No zone means GMT."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _short(exc: Exception) -> str:

@@ -127,6 +127,75 @@ def test_a_lane_failure_wakes_a_blocked_reader_with_the_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+# Users before the events that name them (events_api: import), whatever the order of the streams
+
+
+def _add_event(buffer: BatchBuffer, checkpoints: Checkpoints, n: int, user_id: int) -> None:
+    line = encode_row({"event_type": "track", "user_id": f"u{user_id}", "event_name": "x"})
+    buffer.add("events", "events", f"k{n}", line, checkpoints.record(), user_id=f"u{user_id}")
+
+
+def _order(buffer: BatchBuffer) -> list[tuple[str, int]]:
+    """Each batch the lane takes, as (object, rows), made durable as the job lane would."""
+    taken = []
+    while (batch := buffer.take()) is not None:
+        taken.append((batch.object, batch.rows))
+        buffer.durable(batch)
+        batch.discard()
+    return taken
+
+
+def test_an_events_file_waits_for_the_users_batch_of_a_user_it_names_received_later(tmp_path):
+    buffer, checkpoints = _buffer(tmp_path)
+    _add_event(buffer, checkpoints, 1, user_id=1)
+    _add_event(buffer, checkpoints, 2, user_id=2)
+    _add(buffer, checkpoints, "users", 2)  # after the events, in the open users batch
+    buffer.end_input()
+
+    assert _order(buffer) == [("users", 1), ("events", 2)]
+    assert len(buffer.pending) == 0
+
+
+def test_an_events_file_does_not_wait_for_users_it_does_not_name_received_later(tmp_path):
+    buffer, checkpoints = _buffer(tmp_path)
+    _add_event(buffer, checkpoints, 1, user_id=1)
+    _add(buffer, checkpoints, "users", 9)
+    buffer.end_input()
+
+    assert _order(buffer) == [("events", 1), ("users", 1)]
+
+
+def test_users_batches_keep_their_order_when_one_must_go_before_an_events_file(tmp_path):
+    """The open users batch names the events' user, a sealed one does not: both go first, the
+    sealed one before it (last write wins between users batches)."""
+    buffer, checkpoints = _buffer(tmp_path)
+    _add_event(buffer, checkpoints, 1, user_id=7)
+    for i in (1, 2, 3):  # a full users batch, sealed
+        _add(buffer, checkpoints, "users", i)
+    _add(buffer, checkpoints, "users", 7)
+    buffer.end_input()
+
+    assert _order(buffer) == [("users", 3), ("users", 1), ("events", 1)]
+
+
+def test_pending_users_are_those_of_batches_whose_jobs_have_not_completed(tmp_path):
+    buffer, checkpoints = _buffer(tmp_path)
+    for i in (1, 2, 3, 1):
+        _add(buffer, checkpoints, "users", i)  # the first three fill a batch
+    first = buffer.take()
+    assert first is not None
+
+    assert len(buffer.pending.of("u1")) == 2  # the sealed batch and the open one
+    assert buffer.pending.of("u2") == buffer.pending.of("u3") == (first.hold,)
+    assert not buffer.pending.wait_done(buffer.pending.of("u2"), 0.01)
+    buffer.durable(first)
+    assert buffer.pending.of("u2") == ()
+    assert len(buffer.pending.of("u1")) == 1
+    assert buffer.pending.wait_done((first.hold,), 0.01)
+    first.discard()
+    buffer.discard()
+
+
 # The real target, input written piece by piece
 
 

@@ -6,6 +6,7 @@ it directly and check what reached the server: jobs, profiles, request counts an
 
 from __future__ import annotations
 
+import email.utils
 import threading
 import time
 from collections.abc import Iterator
@@ -35,12 +36,13 @@ from target_userpilot.errors import (
     TransientError,
     Unconfirmed,
     UnexpectedAnswer,
+    UserNotFound,
     UserpilotError,
     exit_code,
 )
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
-from target_userpilot.transport import _TokenAuth
+from target_userpilot.transport import _TokenAuth, parse_retry_after
 
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=0.5)
 UPLOAD = ("POST", "/v1/users/bulk_identify")
@@ -233,22 +235,20 @@ def test_status_polls_wait_out_failing_answers(client, sandbox, batch_file):
     assert sandbox.stats()["upload_attempts"] == 1
 
 
-def test_429_waits_retry_after_before_the_next_try_and_tells_the_caller(scripted, batch_file):
+def test_429_waits_retry_after_before_the_next_try_and_is_counted(scripted, batch_file):
     scripted.answer(
         *UPLOAD,
         Answer(429, {"errors": [{"message": "Too many requests"}]}, {"Retry-After": "0.4"}),
         Answer(202, job()),
     )
     scripted.answer(*LIST, Answer(200, []))
-    heard: list[float | None] = []
-    client = scripted_client(scripted, on_rate_limited=heard.append)
+    client = scripted_client(scripted)
 
     started = time.monotonic()
     accepted = client.upload("users", batch_file, FILENAME)
 
     assert accepted["job_id"] == "j-1"
     assert time.monotonic() - started >= 0.4
-    assert heard == [0.4]
     assert client.rate_limited == 1
     assert len(scripted.requests_to(*UPLOAD)) == 2
 
@@ -522,14 +522,13 @@ def test_a_rate_limited_deletion_waits_retry_after_then_goes_through(scripted):
         Answer(503, b"<html>503</html>", {"Content-Type": "text/html"}),
         Answer(202, {"message": "scheduled"}),
     )
-    heard: list[float | None] = []
-    client = scripted_client(scripted, on_rate_limited=heard.append)
+    client = scripted_client(scripted)
 
     started = time.monotonic()
     client.delete_profiles("users", ["u-1"])
 
     assert time.monotonic() - started >= 0.3
-    assert heard == [0.3]
+    assert client.rate_limited == 1
     assert len(scripted.requests_to(*DELETE_USERS)) == 3
 
 
@@ -608,10 +607,12 @@ def test_a_refused_event_raises_event_refused_with_userpilots_message(scripted, 
     scripted.answer(*TRACK, Answer(status, {"errors": [{"message": "User not found"}]}))
     client = scripted_client(scripted)
 
-    with pytest.raises(EventRefused, match=f"HTTP {status}.*User not found"):
+    with pytest.raises(EventRefused, match=f"HTTP {status}.*User not found") as refused:
         client.track("u-1", "invoice_paid", None)
 
     assert len(scripted.requests_to(*TRACK)) == 1
+    # Only a 404 says "no such user" (whatever its wording): the events lane tries it again.
+    assert isinstance(refused.value, UserNotFound) == (status == 404)
 
 
 @pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (409, UserpilotError)])
@@ -625,21 +626,50 @@ def test_refusals_that_are_not_about_the_event_are_not_event_refused(scripted, s
     assert not isinstance(refused.value, EventRefused)
 
 
-def test_a_rate_limited_event_is_sent_again_after_retry_after(scripted):
+class RecordingPace:
+    """A pace that owns its requests' timing: it hears each 429 and names the next slot."""
+
+    def __init__(self, slot_in: float) -> None:
+        self.slot_in = slot_in
+        self.heard: list[float | None] = []
+
+    def after_rate_limit(self, retry_after: float | None) -> float:
+        self.heard.append(retry_after)
+        return self.slot_in
+
+
+class RecordingStop:
+    """A stop that is never set and does not wait: it records each pause (simulated time)."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(0.0 if timeout is None else timeout)
+        return False
+
+
+def test_a_rate_limited_event_is_sent_again_when_its_pace_says(scripted):
+    """One place decides: the pace hears the 429 once, and its slot is the only wait (no
+    Retry-After of the policy's on top of the pause the pace already takes)."""
     scripted.answer(
         *TRACK,
         Answer(429, {"errors": [{"message": "Too many requests"}]}, {"Retry-After": "0.3"}),
         Answer(503, b"<html>Service Unavailable</html>", {"Retry-After": "0"}),
         Answer(202, b""),
     )
-    heard: list[float | None] = []
-    client = scripted_client(scripted, on_rate_limited=heard.append)
+    pace = RecordingPace(slot_in=7.0)
+    stop = RecordingStop()
+    client = scripted_client(scripted, pace=pace)
 
-    started = time.monotonic()
-    client.track("u-1", "invoice_paid", None)
+    client.track("u-1", "invoice_paid", None, stop=stop)
 
-    assert time.monotonic() - started >= 0.3
-    assert heard == [0.3]
+    assert pace.heard == [0.3]  # the 503 with Retry-After is not the pace's: no rate limit
+    assert stop.waits[0] == 7.0
+    assert 0.0 <= stop.waits[1] <= FAST.base_seconds / 2  # the policy's, for the 503
     assert client.rate_limited == 1
     assert len(scripted.requests_to(*TRACK)) == 3
 
@@ -831,12 +861,46 @@ def test_proxy_credentials_never_appear_in_an_error(batch_file, monkeypatch):
     assert "proxy-user" not in str(failed.value)
 
 
+#: A fixed wall clock for Retry-After dates (14 Nov 2023 22:13:20 UTC).
+NOW = 1_700_000_000.0
+
+
+def _http_date(at: float) -> str:
+    return email.utils.formatdate(at, usegmt=True)
+
+
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("3", 3.0), ("-5", 0.0), ("86400", 120.0), ("inf", 120.0), ("nan", None), ("soon", None)],
+    [
+        ("3", 3.0),
+        (" 2.5 ", 2.5),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("86400", 120.0),
+        ("inf", 120.0),
+        ("1e400", 120.0),
+        ("nan", None),
+        ("NaN", None),
+        ("soon", None),
+        ("", None),
+        (_http_date(NOW + 30), 30.0),
+        (_http_date(NOW - 30), 0.0),
+        (_http_date(NOW + 86_400), 120.0),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 0.0),  # RFC 850, obsolete but allowed, and past
+        ("Fri, 31 Feb 2025 99:99:99 GMT", None),
+    ],
+    ids=lambda value: repr(value) if isinstance(value, str) else None,
 )
-def test_one_retry_after_never_asks_for_more_than_the_cap(header, expected):
-    """A single answer may not stall a lane for minutes (the events' pace takes it as is)."""
+def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped_once(header, expected):
+    """The one parser: a single answer may not stall a lane for minutes, and a date counts."""
+    assert parse_retry_after(header, now=lambda: NOW) == expected
+
+
+def test_a_retry_after_date_is_measured_against_the_answers_own_date():
+    """A server whose clock runs an hour ahead of ours still means 20 s, not the cap."""
+    ahead = NOW + 3600
     response = requests.Response()
-    response.headers["Retry-After"] = header
-    assert transport._retry_after(response) == expected  # noqa: SLF001 - the one parser
+    response.headers["Retry-After"] = _http_date(ahead + 20)
+    response.headers["Date"] = _http_date(ahead)
+    assert transport._retry_after(response) == 20.0  # noqa: SLF001 - the headers it reads
+    assert parse_retry_after(_http_date(ahead + 20), now=lambda: NOW) == 120.0

@@ -84,8 +84,9 @@ def test_dry_run_writes_every_batch_without_a_key_or_any_network(tmp_path):
         *[_expected_user(i) for i in range(200, 249)],
         _expected_user(249, plan="enterprise"),
     ]
-    # STATE goes out as in a real run: the batches count as delivered.
-    assert run.states == [{"bookmarks": {"users": "done"}}]
+    # Nothing is durable in Userpilot: no STATE, so no bookmark moves.
+    assert run.stdout == ""
+    assert "Dry run: the input's STATE message was held back, not written to stdout" in run.stderr
     assert "connection" not in run.stderr.lower()
 
 
@@ -157,7 +158,55 @@ def test_dry_run_files_are_byte_for_byte_what_a_real_run_uploads(keeping_sandbox
     assert [len(uploaded["companies"]), len(uploaded["users"])] == [1, 3]
     assert written == uploaded
     assert len(list((dry_dir / "batches").iterdir())) == 4
-    assert dry.states == real.states
+    assert real.states == [{"bookmarks": {"users": "done"}}]
+    assert dry.stdout == ""
+
+
+def _incremental_tap(bookmark: dict | None, ids: range) -> list[dict]:
+    """What an incremental tap sends from its state: the records after its bookmark, a STATE
+    after every five of them and one at the end."""
+    after = (bookmark or {}).get("bookmarks", {}).get("users", -1)
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    for i in ids:
+        if i > after:
+            messages.append(record("users", user(i)))
+            if i % 5 == 4:
+                messages.append(state({"bookmarks": {"users": i}}))
+    messages.append(state({"bookmarks": {"users": max(after, *ids)}}))
+    return messages
+
+
+def _last_state(run_stdout: str, before: dict | None) -> dict | None:
+    """What a pipeline keeps for the tap's next run: the last STATE line, else what it had."""
+    lines = [json.loads(line) for line in run_stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else before
+
+
+def test_a_dry_run_moves_no_bookmark_so_the_next_real_run_loads_every_previewed_record(
+    sandbox, config, tmp_path
+):
+    saved: dict | None = None  # a first sync: the tap has no state
+
+    dry = run_target(_dry_config(tmp_path), _incremental_tap(saved, range(12)), tmp_path=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert dry.stdout == ""
+    saved = _last_state(dry.stdout, saved)
+    real = run_target(config, _incremental_tap(saved, range(12)), tmp_path=tmp_path)
+
+    assert real.returncode == 0, real.stderr[-3000:]
+    assert sorted(sandbox.profiles("users"), key=int) == [str(i) for i in range(12)]
+    assert real.states[-1] == {"bookmarks": {"users": 11}}
+
+
+def test_a_dry_run_says_once_how_many_states_it_held_back_and_why(tmp_path):
+    run = run_target(_dry_config(tmp_path), _incremental_tap(None, range(12)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    said = [line for line in run.stderr.splitlines() if "STATE" in line]
+    assert len(said) == 1, said
+    assert "INFO" in said[0]
+    assert "the 3 STATE messages of the input were held back, none written to stdout" in said[0]
+    assert "nothing reached Userpilot, so the bookmark stays where it was" in said[0]
 
 
 def test_sandbox_keeps_no_uploads_unless_asked(sandbox):

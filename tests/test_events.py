@@ -10,6 +10,7 @@ import json
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,139 @@ def test_a_refused_event_rejects_only_that_record(fast_sandbox, tmp_path):
     assert run.summary["streams"]["events"]["events_sent"] == 20
 
 
+#: The tests that run on both ledgers; the others on SQLite only (the SQL is the same).
+BOTH = pytest.mark.parametrize("state_db", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def state_db(request, tmp_path) -> Iterator[str]:
+    """A ledger: a SQLite file, or a schema of its own on the test PostgreSQL."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield str(tmp_path / "ledger.db")
+        return
+    server = request.getfixturevalue("postgres")
+    name = "e_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
+    yield f"{server.url}?options=-csearch_path%3D{name}"
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def _by_user(sandbox: Sandbox) -> dict[str, list[str]]:
+    """The event ids each user received, in the order they arrived."""
+    received: dict[str, list[str]] = {}
+    for e in sandbox.events():
+        received.setdefault(e["user_id"], []).append(e["metadata"]["event_id"])
+    return received
+
+
+def _track_statuses(sandbox: Sandbox) -> Counter[int | None]:
+    return Counter(r["status"] for r in sandbox.request_log() if r["endpoint"] == "track")
+
+
+@BOTH
+def test_an_events_stream_before_its_users_stream_loses_no_event(fast_sandbox, tmp_path, state_db):
+    """tap-csv sends files in the order configured: the events file may come first. Every event
+    waits for its user's job (or, sent before its user was read, is tried again after it)."""
+    sandbox = fast_sandbox
+    messages = [events_schema(), schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("events", event(i, i % 4)) for i in range(12)]
+    messages += [record("users", user(i)) for i in range(4)]
+    messages.append(state({"done": True}))
+
+    run = run_target(_config(sandbox, tmp_path, state_db=state_db), messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _by_user(sandbox) == {str(u): [f"e-{i}" for i in range(u, 12, 4)] for u in range(4)}
+    users_job = sandbox.stats()["job_timings"][0]
+    assert all(e["at"] >= users_job["completed_at"] for e in sandbox.events())
+    total = run.summary["total"]
+    assert (total["events_sent"], total["rejected"]) == (12, 0)
+    assert run.states == [{"done": True}]
+
+
+def test_an_event_waits_for_its_users_row_received_after_it(tmp_path):
+    """The users row of the second event comes after it in the input, in a later job than the
+    users before it: the event waits for that job instead of going out to a 404."""
+    # One row a second: each users job takes about a second.
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path, batch_size_rows=1)
+        running = TargetProcess(config, tmp_path)
+        try:
+            running.send([schema("users", USER_SCHEMA, ["id"]), events_schema()])
+            running.send([record("users", user(1)), record("events", event(1, 1))])
+            running.send([record("events", event(2, 2)), record("users", user(2))])
+            code = running.close()
+        finally:
+            running.kill()
+
+        assert code == 0, running.stderr[-3000:]
+        assert _track_statuses(sandbox) == Counter({202: 2})  # no 404, no second try
+        second_job = max(sandbox.stats()["job_timings"], key=lambda j: j["accepted_at"])
+        e2 = next(e for e in sandbox.events() if e["user_id"] == "2")
+        assert e2["at"] >= second_job["completed_at"]
+
+
+@BOTH
+def test_an_event_of_a_user_in_no_input_is_tried_once_more_then_rejected(
+    fast_sandbox, tmp_path, state_db
+):
+    sandbox = fast_sandbox
+    rejects = tmp_path / "rejects.ndjson"
+    messages = [events_schema(), schema("users", USER_SCHEMA, ["id"])]
+    messages.append(record("events", event(99, 999)))  # user 999 is in no input, nor Userpilot
+    # The others after their users: they wait for them, so the only 404s are user 999's.
+    messages += [record("users", user(i)) for i in range(5)]
+    messages += [record("events", event(i, i)) for i in range(5)]
+    messages.append(state({"done": True}))
+    config = _config(sandbox, tmp_path, rejects_path=str(rejects), state_db=state_db)
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(_ids(sandbox)) == {f"e-{i}" for i in range(5)}
+    users_job = sandbox.stats()["job_timings"][0]
+    refusals = [r for r in sandbox.request_log() if r["endpoint"] == "track" and r["status"] == 404]
+    assert len(refusals) == 2  # the first try, and one more after the users job
+    assert refusals[1]["at"] >= users_job["completed_at"]
+    (line,) = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert (line["stream"], line["position"]) == ("events", 1)
+    assert "HTTP 404" in line["reason"]
+    assert "after every users row of this run was loaded" in line["reason"]
+    assert run.summary["streams"]["events"]["rejected"] == 1
+    assert run.states == [{"done": True}]
+
+
+@BOTH
+def test_an_event_tried_again_after_a_404_keeps_its_place_before_its_users_later_events(
+    tmp_path, state_db
+):
+    """Event 0 of user 7 is refused (404): its user comes later. Once the user is loaded,
+    event 1 of user 7 arrives: it must not overtake event 0, which goes again only at the end.
+    STATE waits for event 0 meanwhile."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path, state_db=state_db)
+        running = TargetProcess(config, tmp_path)
+        try:
+            running.send([schema("users", USER_SCHEMA, ["id"]), events_schema()])
+            running.send([record("events", event(0, 7)), state({"after": 0})])
+            eventually(lambda: _track_statuses(sandbox)[404] == 1, what="a 404 for event 0")
+            running.send([record("users", user(7)), state({"after": "user 7"})])
+            eventually(lambda: "7" in sandbox.profiles("users"), what="user 7 loaded")
+            running.send([record("events", event(1, 7)), record("events", event(2, 7))])
+            running.send([state({"after": 2})])
+            closed_at = time.monotonic()
+            code = running.close()
+        finally:
+            running.kill()
+
+        assert code == 0, running.stderr[-3000:]
+        assert _by_user(sandbox) == {"7": ["e-0", "e-1", "e-2"]}
+        assert _track_statuses(sandbox) == Counter({404: 1, 202: 3})
+        # No STATE passed the event set aside before it went again: none before the input ended.
+        assert running.states[-1] == {"after": 2}
+        assert min(running.state_times) > closed_at
+
+
 def test_a_4xx_answer_rejects_one_event_and_the_run_goes_on(fast_sandbox, tmp_path):
     sandbox = fast_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -478,6 +612,34 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(t
         assert max(ids.values()) == 1
 
 
+def test_sigterm_leaves_an_event_set_aside_for_the_rerun_and_no_state_past_it(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path)
+        head = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages = [*head, record("events", event(0, 7)), state({"after": 0})]
+        messages += [record("users", user(7)), state({"after": "user 7"})]
+        running = TargetProcess(config, tmp_path)
+        try:
+            running.send(messages[:4])
+            eventually(lambda: _track_statuses(sandbox)[404] == 1, what="a 404 for event 0")
+            running.send(messages[4:])
+            eventually(lambda: "7" in sandbox.profiles("users"), what="user 7 loaded")
+            running.proc.send_signal(signal.SIGTERM)
+            code = running.drain()
+        finally:
+            running.kill()
+
+        assert code == 10, running.stderr[-3000:]
+        assert running.states == []  # event 0 was set aside, not sent: no STATE passes it
+        assert sandbox.events() == []
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _by_user(sandbox) == {"7": ["e-0"]}
+        assert rerun.states[-1] == {"after": "user 7"}
+
+
 def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(fast_sandbox, tmp_path):
     # A billing table: the member is the user, the action the event's name.
     sandbox = fast_sandbox
@@ -516,7 +678,7 @@ def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
         written: list[Any] = []
         checkpoints = Checkpoints(write=written.append)
         pace = EventPace(1200)
-        client = UserpilotClient(sb.url, API_KEY, on_rate_limited=pace.slow_down)
+        client = UserpilotClient(sb.url, API_KEY, pace=pace)
         lane = EventLane(
             client,
             checkpoints,

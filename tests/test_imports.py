@@ -163,6 +163,29 @@ def test_a_full_events_file_waits_for_the_open_users_batch_before_it(fast_sandbo
     assert len(sandbox.imported_events()) == 50
 
 
+def test_an_events_stream_before_the_users_stream_is_imported_after_the_users_job(
+    fast_sandbox, tmp_path
+):
+    """tap-csv sends files in the order configured: the events file may come first. Its
+    users' job must complete before the import goes up."""
+    sandbox = fast_sandbox
+    messages = [events_schema(), schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("events", event(i, i % 5)) for i in range(20)]
+    messages += [record("users", user(i)) for i in range(5)]
+    messages.append(state({"done": True}))
+    config = _config(sandbox, tmp_path, batch_wait_seconds=30)  # both go at the end of input
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    uploads = [r for r in sandbox.request_log() if r["endpoint"] in ("bulk", "imports")]
+    assert [r["endpoint"] for r in uploads] == ["bulk", "imports"]
+    (users_job,) = [j for j in sandbox.stats()["job_timings"] if j["rows"] == 5]
+    assert uploads[1]["at"] >= users_job["completed_at"]
+    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+    assert run.states == [{"done": True}]
+
+
 def test_a_rerun_skips_events_already_imported(fast_sandbox, tmp_path):
     sandbox = fast_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]

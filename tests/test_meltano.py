@@ -313,3 +313,43 @@ def _meltano_debug(
         timeout=300,
         check=False,
     )
+
+
+def test_a_dry_run_under_meltano_stores_no_state_and_the_next_run_loads_everything(
+    meltano, tmp_path
+):
+    """Meltano saves the STATE a target emits for the tap's next run: a dry run's would move the
+    bookmark past records that were only written to files."""
+    project = _copy_project(tmp_path / "project")
+    key = f"dry-run-key-{uuid.uuid4().hex[:8]}"
+    users, _, last_state = _example()
+    state_id = "dev:tap-example-to-target-userpilot"
+    _meltano(meltano, "install", cwd=project, env=_env())
+
+    with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
+        env = _env(
+            TARGET_USERPILOT_API_URL=sandbox.url,
+            TARGET_USERPILOT_API_KEY=key,
+            TARGET_USERPILOT_ROWS_PER_MINUTE="60000",
+        )
+        dry_env = {
+            **env,
+            "TARGET_USERPILOT_DRY_RUN": "true",
+            "TARGET_USERPILOT_OUTPUT_DIR": str(tmp_path / "preview"),
+        }
+        previewed = _meltano(
+            meltano, "run", "tap-example", "target-userpilot", cwd=project, env=dry_env
+        )
+        after_preview = _meltano_stdout(meltano, "state", "list", cwd=project, env=_env())
+        assert sandbox.profiles("users") == {}
+        _meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
+        loaded = set(sandbox.profiles("users"))
+        stored = _meltano(meltano, "state", "get", state_id, cwd=project, env=_env())
+
+    assert state_id not in after_preview  # Meltano had no STATE to store
+    assert "STATE messages of the input were held back, none written to stdout" in previewed
+    assert (tmp_path / "preview" / "users-1.ndjson").exists()
+    assert loaded == users
+    assert json.loads(next(line for line in stored.splitlines() if line.startswith("{"))) == {
+        "singer_state": last_state
+    }

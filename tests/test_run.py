@@ -74,23 +74,23 @@ class FakeUserpilot:
         filename: str,
         *,
         conflict_wait: float,
-        interrupt: threading.Event | None = None,
+        stop: threading.Event | None = None,
     ) -> dict[str, Any]:
         while self.conflict:
             self._note("409")
-            if interrupt is not None and interrupt.wait(0.01):
+            if stop is not None and stop.wait(0.01):
                 raise WaitInterrupted("stopped")
         with open(path, "rb") as handle:
             rows = len(handle.readlines())
         self._note("upload", rows)
         return {"job_id": filename, "status": "processing", "total_rows": rows}
 
-    def job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str, *, stop: Any = None) -> dict[str, Any]:
         self._note("status", job_id)
         done = self.jobs_done.is_set()
         return {"job_id": job_id, "status": "completed" if done else "processing"}
 
-    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]:
+    def delete_profiles(self, object: str, ids: list[str], *, stop: Any = None) -> dict[str, Any]:
         limit = self.refuse_deletions_over
         if limit is not None and len(ids) > limit:
             self._note("delete-413", len(ids))
@@ -100,7 +100,9 @@ class FakeUserpilot:
             self.on_delete()
         return {}
 
-    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None:
+    def track(
+        self, user_id: str, event_name: str, metadata: dict[str, Any] | None, *, stop: Any = None
+    ) -> None:
         if self.track_error is not None:
             self._note("track-refused", user_id)
             raise self.track_error

@@ -2,8 +2,9 @@
 
 Each test runs the real target against the sandbox and reads the sandbox's request log: after a
 stop signal no upload, deletion request or event starts (status polls of the job in flight
-go on), the job in flight is awaited, and the run ends soon after it. A lane that fails ends the
-run by itself, with its summary and no spool file left behind.
+go on), no retry either (a 429's or a 5xx's backoff ends at the signal), the job in flight is
+awaited, and the run ends soon after it. A lane that fails ends the run by itself, with its
+summary and no spool file left behind.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +275,155 @@ def test_a_failing_events_lane_ends_a_silent_run_with_its_summary_and_no_file_le
     assert "TARGET_USERPILOT_SUMMARY" in run.stderr
     assert "Traceback" not in run.stderr
     assert list(spool.iterdir()) == []
+
+
+# A retry is a new request: a stop ends every wait before one, and none goes out after it.
+
+
+def _signal_during(run: TargetProcess, sandbox: Sandbox, waiting: Any, what: str) -> StopTiming:
+    """Wait for ``waiting`` (the run is in a retry's backoff), SIGTERM, and wait for the exit."""
+    eventually(waiting, 30, what)
+    seen = len(sandbox.request_log())
+    run.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = run.drain(timeout=30)
+    return StopTiming(code, time.monotonic() - signalled, seen)
+
+
+@dataclass
+class StopTiming:
+    code: int
+    #: Seconds from the signal to the exit.
+    took: float
+    #: Requests the sandbox had logged when the signal went.
+    seen: int
+
+
+def _answered(sandbox: Sandbox, endpoint: str, status: int, times: int = 1) -> bool:
+    calls = [r for r in sandbox.request_log() if r["endpoint"] == endpoint]
+    return sum(1 for r in calls if r["status"] == status) >= times
+
+
+def _assert_nothing_after_the_signal(sandbox: Sandbox, run: TargetProcess, stop: StopTiming):
+    assert stop.code == 10, run.stderr[-3000:]
+    assert _after(sandbox, stop.seen) == [], "a request reached the sandbox after the signal"
+    assert stop.took < 5, f"the run took {stop.took:.1f} s to end after SIGTERM"
+    assert "was not tried again: the run stopped before try" in run.stderr
+    assert "TARGET_USERPILOT_SUMMARY" in run.stderr
+
+
+def test_sigterm_during_a_429_backoff_of_a_deletion_erases_nothing_after_it(tmp_path):
+    """The issue's case: a deletion answered 429, Retry-After 8, was sent 7.1 s after SIGTERM."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.answer_next("delete", 429, retry_after=8)
+        run = TargetProcess(_config(sandbox, tmp_path, hard_delete=True), tmp_path)
+        try:
+            run.send([schema("users", TAP_USER_SCHEMA, ["id"])])
+            run.send([record("users", deleted_user(i)) for i in range(3)] + [state({"d": 3})])
+            stop = _signal_during(
+                run, sandbox, lambda: _answered(sandbox, "delete", 429), "the 429"
+            )
+        finally:
+            run.kill()
+        erased = sandbox.deletions("users")
+
+    _assert_nothing_after_the_signal(sandbox, run, stop)
+    assert erased == []
+    assert run.states == []
+    assert _summary(run.stderr)["unsent"]["deletions"] == 3
+    assert "Left unsent when the run stopped: 3 deletions" in run.stderr
+
+
+def test_sigterm_during_a_429_backoff_of_a_track_event_sends_it_no_more(tmp_path):
+    """The issue's case: a track event answered 429 was sent again after SIGTERM."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        sandbox.answer_next("track", 429, retry_after=8)
+        config = _config(sandbox, tmp_path, batch_wait_seconds=0.1)
+        run = TargetProcess(config, tmp_path)
+        try:
+            run.send([schema("users", USER_SCHEMA, ["id"]), events_schema()])
+            run.send([record("users", user(1)), state({"users": 1})])
+            run.send([record("events", event(1, 1)), state({"events": 1})])
+            stop = _signal_during(run, sandbox, lambda: _answered(sandbox, "track", 429), "the 429")
+        finally:
+            run.kill()
+        received = sandbox.events()
+
+    _assert_nothing_after_the_signal(sandbox, run, stop)
+    assert received == []
+    assert run.states == [{"users": 1}]  # the user's job completed; the event's STATE waits
+    assert _summary(run.stderr)["unsent"]["events"] == 1
+
+
+def test_sigterm_during_a_429_backoff_of_an_upload_posts_nothing_again(tmp_path):
+    """The issue's case: a bulk upload answered 429 was re-posted 0.6 s after SIGTERM."""
+    spool, env = _spool(tmp_path)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.answer_next("bulk", 429, retry_after=8)
+        run = TargetProcess(_config(sandbox, tmp_path, batch_size_rows=10), tmp_path, env=env)
+        try:
+            run.send([schema("users", USER_SCHEMA, ["id"])])
+            run.send([record("users", user(i)) for i in range(10)] + [state({"last": 9})])
+            stop = _signal_during(run, sandbox, lambda: _answered(sandbox, "bulk", 429), "a 429")
+        finally:
+            run.kill()
+        uploads = sandbox.stats()["uploads"]
+
+    _assert_nothing_after_the_signal(sandbox, run, stop)
+    assert uploads == 0
+    assert run.states == []
+    assert _summary(run.stderr)["unsent"]["users"] == 10
+    assert "10 users rows" in run.stderr
+    assert list(spool.iterdir()) == []
+
+
+def test_sigterm_during_500s_on_the_job_lookup_after_a_lost_upload_answer(tmp_path):
+    """The issue's case: after a lost answer the job lookup kept retrying 38.7 s past SIGTERM."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        # Userpilot takes the upload but answers after the client gave up: an answer lost.
+        sandbox.set_faults(slow_rate=1.0, slow_seconds=3.0, endpoints={"bulk"})
+        sandbox.answer_next("list", 500, times=100)
+        config = _config(sandbox, tmp_path, batch_size_rows=10, request_timeout_seconds=0.5)
+        run = TargetProcess(config, tmp_path)
+        try:
+            run.send([schema("users", USER_SCHEMA, ["id"])])
+            run.send([record("users", user(i)) for i in range(10)] + [state({"last": 9})])
+            stop = _signal_during(
+                run, sandbox, lambda: _answered(sandbox, "list", 500, times=2), "two lookups"
+            )
+        finally:
+            run.kill()
+
+    _assert_nothing_after_the_signal(sandbox, run, stop)
+    assert run.states == []
+    assert _summary(run.stderr)["unsent"]["users"] == 10
+
+
+def test_a_poll_of_the_job_in_flight_that_fails_after_sigterm_is_not_retried(tmp_path):
+    """The job in flight is ours, so its polls go on after the signal; a failed one is a retry
+    away, and a retry is new: the job is left to Userpilot, and the summary names it."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=3000) as sandbox:
+        config = _config(sandbox, tmp_path, batch_size_rows=500)
+        run = TargetProcess(config, tmp_path)
+        try:
+            run.send([schema("users", USER_SCHEMA, ["id"])])
+            run.send([record("users", user(i)) for i in range(500)] + [state({"last": 499})])
+            eventually(lambda: sandbox.stats()["status_polls"] >= 1, 30, "the job in flight")
+            sandbox.answer_next("status", 500, times=1000)
+            seen = len(sandbox.request_log())
+            run.proc.send_signal(signal.SIGTERM)
+            code = run.drain(timeout=60)
+        finally:
+            run.kill()
+        after = _after(sandbox, seen)
+        (job,) = sandbox.jobs()
+
+    assert code == 10, run.stderr[-3000:]
+    # At most the one poll that was due (its first try), none after it failed.
+    assert [r["endpoint"] for r in after] in ([], ["status"]), after
+    assert all(r["status"] == 500 for r in after)
+    assert run.states == []
+    assert _summary(run.stderr)["unsent"]["jobs_left_to_userpilot"] == [job["job_id"]]
+    assert f"Job {job['job_id']} (500 users rows of stream 'users') is left to Userpilot" in (
+        run.stderr
+    )

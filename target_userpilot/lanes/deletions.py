@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import PayloadTooLarge, UserpilotError
-from target_userpilot.lanes.base import Lane
+from target_userpilot.errors import PayloadTooLarge, UserpilotError, WaitInterrupted
+from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -49,7 +50,11 @@ REMEMBERED_DELETIONS = 100_000
 class Deleter(Protocol):
     """What the lane needs from a client: the real one, or the dry run's."""
 
-    def delete_profiles(self, object: str, ids: list[str]) -> dict[str, Any]: ...
+    def delete_profiles(
+        self, object: str, ids: list[str], *, stop: Stop | None = None
+    ) -> dict[str, Any]:
+        """Request the deletion; no retry once ``stop`` is set (``WaitInterrupted``)."""
+        ...
 
 
 class DeletionHistory(Protocol):
@@ -110,6 +115,8 @@ class DeletionLane(Lane):
         self._deleted: dict[str, set[str]] = {}
         self._in_flight = False
         self.requests = 0
+        #: Ids of requests a stop cut short (the rest of them was never asked for).
+        self._cut_short = 0
 
     # The reading thread
 
@@ -149,6 +156,12 @@ class DeletionLane(Lane):
         return deleted is not None and row_id in deleted
 
     # What differs from the other lanes
+
+    def unsent(self) -> int:
+        """Ids whose deletion was never asked for: queued, or in a request a stop cut short."""
+        with self._cond:
+            queued = sum(len(r.ids) for r in [*self._full, *self._open.values()])
+            return queued + self._cut_short
 
     @property
     def interval(self) -> float:
@@ -228,8 +241,29 @@ class DeletionLane(Lane):
                     len(earlier),
                     request.object,
                 )
+        try:
+            self._send_pieces(request, ids)
+        except (Abandoned, WaitInterrupted) as stopped:
+            # A stop ended the wait for the pace or before a retry: the rest of the request is
+            # never asked for (erasure cannot be undone; the rerun asks for these ids again).
+            with self._cond:
+                self._cut_short += len(ids)
+            if isinstance(stopped, WaitInterrupted):
+                logger.warning(
+                    "%s The deletion of %d %s was not requested; the rerun from the last "
+                    "STATE asks for it.",
+                    stopped,
+                    len(ids),
+                    request.object,
+                )
+            raise Abandoned from None
+        self._summary.deletions_done(dict(records))
+        self._checkpoints.release(request.hold)
+
+    def _send_pieces(self, request: _Request, ids: list[str]) -> None:
+        """Ask for ``ids`` in pieces of ``size``, taking each accepted piece off ``ids``."""
         while ids:
-            piece, rest = ids[: self.size], ids[self.size :]
+            piece = ids[: self.size]
             # A stop ends the wait, and no piece starts after it (a 413's other halves
             # included): erasure cannot be undone, the rerun asks for these ids again.
             self._wait(self.pace.delay())
@@ -240,7 +274,7 @@ class DeletionLane(Lane):
             try:
                 # Neither the ids nor Userpilot's answer (which may repeat them) are logged, at
                 # any level: they name the people whose erasure was asked for.
-                self._deleter.delete_profiles(request.object, piece)
+                self._deleter.delete_profiles(request.object, piece, stop=self._stop_event)
             except PayloadTooLarge:
                 self.pace.answered()
                 if len(piece) <= 1:
@@ -261,7 +295,7 @@ class DeletionLane(Lane):
                 continue
             self.pace.answered()
             self.requests += 1
-            ids = rest
+            del ids[: len(piece)]
             if self._history is not None:
                 self._history.deletion_accepted(request.object, piece, request_id)
             if self._accepted is not None:
@@ -272,5 +306,3 @@ class DeletionLane(Lane):
                 len(piece),
                 request.object,
             )
-        self._summary.deletions_done(dict(records))
-        self._checkpoints.release(request.hold)

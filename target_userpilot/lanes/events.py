@@ -3,13 +3,17 @@
 Events are not idempotent and Userpilot takes them one request at a time, at 600 a minute per
 key. So this lane differs from the job lane in three ways:
 
-- **Order.** An event goes out only once every users row received before it is in a completed
-  bulk job (Userpilot needs the user first): it waits in ``checkpoints.wait_durable`` for the
-  users holds before its record. It does not wait for companies, nor for rows received after it.
-  One user's events go one at a time, so they arrive (and are stamped) in input order.
+- **Order.** Userpilot needs the user first. An event goes out only once every users row
+  received before it is in a completed bulk job (``checkpoints.wait_durable``), and once no users
+  batch holds an upsert of its user (``pending.py``: open, sealed or in a job), whatever the order
+  of the streams. A 404 ("no such user") sets the event aside, with its user's later events;
+  once the input has ended and every users row of the run is in Userpilot, the events set aside
+  go once more, and a 404 then rejects the event. One user's events go one at a time, so they
+  arrive (and are stamped) in input order.
 - **Pace.** Requests are spread evenly under ``events_per_minute`` (:class:`EventPace`) and go
   out on a few connections at once, so the round trip does not cap the rate. A 429 pauses for
-  its ``Retry-After`` and slows the pace; successes bring it back.
+  its ``Retry-After`` and slows the pace; successes bring it back. The pace alone says when the
+  refused event goes again; a stop ends that wait, and the event waits for the rerun.
 - **Once in effect.** Each accepted event's key is written to the ledger as Userpilot accepts
   it, before the event counts as durable; an event whose key is there is skipped. One sent
   without a clear answer is never sent again. A crash duplicates at most the events in flight.
@@ -27,28 +31,32 @@ if sys.version_info >= (3, 12):
 else:
     from typing_extensions import override
 
-import json
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from target_userpilot.checkpoints import Checkpoints, Hold
-from target_userpilot.errors import EventRefused, TransientError, Unconfirmed
+from target_userpilot.errors import (
+    EventRefused,
+    TransientError,
+    Unconfirmed,
+    UserNotFound,
+    WaitInterrupted,
+)
 from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
-from target_userpilot.lanes.spool import EventSpool
+from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts, EventProgress
+from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
+from target_userpilot.pending import PendingUsers
 from target_userpilot.rejects import RejectLog
-from target_userpilot.rows import USERS, encode_row
-from target_userpilot.summary import RunSummary, duration
+from target_userpilot.retry import Stop
+from target_userpilot.rows import USERS
+from target_userpilot.summary import RunSummary
 
 logger = logging.getLogger("target_userpilot.events")
 
-#: How often, at most, the lane reports its progress at INFO.
-PROGRESS_EVERY_SECONDS = 30.0
 #: Events read from the spool at once: one ledger lookup covers them all.
 LOOKAHEAD = 500
 #: How long a waiting thread sleeps before it looks again whether the lane is stopping.
@@ -60,7 +68,16 @@ MAX_UNCONFIRMED_IN_A_ROW = 10
 class Tracker(Protocol):
     """What the lane needs from a client: the real one, or the dry run's."""
 
-    def track(self, user_id: str, event_name: str, metadata: dict[str, Any] | None) -> None: ...
+    def track(
+        self,
+        user_id: str,
+        event_name: str,
+        metadata: dict[str, Any] | None,
+        *,
+        stop: Stop | None = None,
+    ) -> None:
+        """Send one event; no retry once ``stop`` is set (``WaitInterrupted``: not taken)."""
+        ...
 
 
 class EventKeys(Protocol):
@@ -73,18 +90,6 @@ class EventKeys(Protocol):
     ) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class _Event:
-    """One event waiting or in flight."""
-
-    seq: int
-    stream: str
-    position: int
-    key: str
-    body: dict[str, Any]
-    already_sent: bool = False
 
 
 class EventLane(Lane):
@@ -104,6 +109,7 @@ class EventLane(Lane):
         on_failure: Callable[[BaseException], None] | None = None,
         spool_dir: str | None = None,
         progress_every: float = PROGRESS_EVERY_SECONDS,
+        pending: PendingUsers | None = None,
     ) -> None:
         super().__init__(on_failure=on_failure)
         self._client = client
@@ -113,12 +119,21 @@ class EventLane(Lane):
         self.pace = pace
         self._keys = keys
         self._scope = scope
-        self._progress_every = progress_every
         if connections is None:
             connections = connections_for(pace.limit)
         self.connections = connections
         self._spool = EventSpool(spool_dir)
-        self._lookahead: deque[_Event] = deque()
+        #: The users whose upserts are not in Userpilot yet (the buffer's): events wait for them.
+        self._pending = pending
+        #: Events set aside for a 404 (and the later events of their users), in that order.
+        self._parked = SetAside(spool_dir)
+        #: The input has ended (every users row of the run is numbered below ``_users_end``).
+        self._input_ended = False
+        self._users_end = 0
+        #: The events set aside are being sent again.
+        self._replaying = False
+        self._parked_said = False
+        self._lookahead: deque[SpooledEvent] = deque()
         #: Seq of every event taken from the lookahead and not finished, and their keys.
         self._inflight: dict[int, str] = {}
         self._accepted_since_lookup: set[str] = set()
@@ -126,7 +141,7 @@ class EventLane(Lane):
         self._hold: Hold | None = None
         self._free = threading.Semaphore(connections)
         #: Events for the senders; None, last, tells them to stop.
-        self._handoff: deque[_Event | None] = deque()
+        self._handoff: deque[SpooledEvent | None] = deque()
         #: Events handed to the senders and not finished.
         self._handed = 0
         #: Users with an event handed to a sender and not finished (one at most each).
@@ -137,9 +152,9 @@ class EventLane(Lane):
         self.refused = 0
         self.unconfirmed = 0
         self._unconfirmed_in_a_row = 0
-        self._started: float | None = None
-        self._last_progress = 0.0
-        self._sent_at_progress = 0
+        #: True once a stop cut a sender's retry short (said once).
+        self._interrupted = False
+        self._progress = EventProgress(pace, progress_every)
         self._start(self._dispatch, "userpilot-events")
         self._dispatcher = self._threads[0]
         for n in range(connections):
@@ -152,7 +167,7 @@ class EventLane(Lane):
 
         Raises :class:`~target_userpilot.errors.InvalidRecord` when the event cannot be encoded.
         """
-        line = encode_row({"s": seq, "t": stream, "p": position, "k": key, "e": event})
+        line = SpooledEvent(seq, stream, position, key, event).encoded()
         with self._cond:
             if self._spool.read == self._spool.written:
                 self._unread_floor = seq  # the first event not read yet
@@ -163,17 +178,11 @@ class EventLane(Lane):
 
     def end_input(self) -> None:
         """All input is read: say how many events are left and how long they take at this pace."""
-        rate = self.pace.per_minute()
         with self._cond:
-            left = self.received - self._done()
-        if rate is None or left < 1 or self._started is None:
-            return  # not started: the first progress line will say it
-        logger.info(
-            "All input read: %d events left to send, about %s at %.0f a minute.",
-            left,
-            duration(left / rate * 60),
-            rate,
-        )
+            self._input_ended = True
+            self._users_end = self._checkpoints.next_seq  # read on the reading thread's behalf
+            self._cond.notify_all()
+        self._progress.end_of_input(self._counts())
 
     # What differs from the other lanes
 
@@ -183,6 +192,11 @@ class EventLane(Lane):
         """True while an event waits or is in flight."""
         with self._cond:
             return not self._nothing_unfinished()
+
+    def unsent(self) -> int:
+        """Events received and not finished (not accepted, refused, skipped or unconfirmed)."""
+        with self._cond:
+            return self.received - self._done()
 
     @property
     def sending(self) -> bool:
@@ -213,25 +227,34 @@ class EventLane(Lane):
 
     @override
     def _release(self) -> None:
-        """Remove the spool (it holds personal data)."""
+        """Remove the spools (they hold personal data)."""
         with self._cond:
             self._spool.discard()
+            self._parked.discard()
 
     # Holds: one, at the oldest event not finished, so STATE waits for every event before it.
 
     def _nothing_unfinished(self) -> bool:
         return (
-            not self._inflight and not self._lookahead and self._spool.read == self._spool.written
+            not self._inflight
+            and not self._lookahead
+            and self._spool.read == self._spool.written
+            and not self._parked.count
         )
 
     def _oldest_unfinished(self) -> int | None:
+        floor = None
         if self._inflight:
-            return min(self._inflight)
-        if self._lookahead:
-            return self._lookahead[0].seq
-        if self._spool.written > self._spool.read:
-            return self._unread_floor
-        return None
+            floor = min(self._inflight)
+        elif self._lookahead:
+            floor = self._lookahead[0].seq
+        elif self._spool.written > self._spool.read:
+            floor = self._unread_floor
+        # Events set aside for a 404 are out of input order: their oldest counts apart.
+        parked = self._parked.floor()
+        if parked is not None and (floor is None or parked < floor):
+            return parked
+        return floor
 
     def _move_hold(self) -> None:
         """Keep the lane's hold at the oldest unfinished event (called under the lock)."""
@@ -250,19 +273,23 @@ class EventLane(Lane):
             while (event := self._next_event()) is not None:
                 if self._skip_if_sent(event):
                     continue
-                if not self._await_users(event) or not self._await_turn(event):
+                turn = self._await_turn(event)
+                if turn is None:
+                    return
+                if not turn:
+                    continue  # set aside behind an earlier event of its user
+                if not self._await_users(event) or not self._await_upserts(event):
                     return
                 if not self._await_sender():
                     return
-                self._announce()
-                slot = self.pace.reserve()
-                # A stop ends the wait for the pace: no event starts after it.
-                if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+                if not self._progress.started:
+                    self._progress.start(self._counts())
+                if not self._await_slot():
                     self._free.release()
                     return
                 with self._cond:
                     # Only this thread claims a user, so none took it since _await_turn.
-                    self._busy_users.add(str(event.body.get("user_id")))
+                    self._busy_users.add(event.user)
                     self._handoff.append(event)
                     self._handed += 1
                     self._cond.notify_all()
@@ -272,36 +299,69 @@ class EventLane(Lane):
                 self._handoff.append(None)  # tells senders to stop
                 self._cond.notify_all()
 
-    def _next_event(self) -> _Event | None:
-        """The next event in input order, marked as taken; None when the lane stops."""
-        with self._cond:
-            while not self._lookahead:
+    def _next_event(self) -> SpooledEvent | None:
+        """The next event in input order, marked as taken; None when the lane stops. Once the
+        input has ended, nothing is in flight and this run's users are all in Userpilot, the
+        events set aside for a 404 follow, in the order they were set aside."""
+        while True:
+            with self._cond:
+                while not self._lookahead and not self._refill():
+                    if self._stopping or self._error is not None:
+                        return None
+                    if self._replay_due():
+                        break
+                    self._cond.wait(TICK)
                 if self._stopping or self._error is not None:
                     return None
-                if self._spool.written > self._spool.read:
-                    break
-                self._cond.wait(TICK)
-            if not self._lookahead:
-                self._fill_lookahead()
-            if self._stopping or self._error is not None:
-                return None
-            event = self._lookahead.popleft()
-            self._inflight[event.seq] = event.key
-            return event
+                if self._lookahead:
+                    event = self._lookahead.popleft()
+                    self._inflight[event.seq] = event.key
+                    return event
+            # Outside the lane's lock: the checkpoints may be writing STATE meanwhile.
+            if self._checkpoints.wait_durable(USERS, self._users_end, TICK):
+                self._start_replay()
 
-    def _fill_lookahead(self) -> None:
-        """Read the next events from the spool and ask the ledger about all of them at once."""
-        events = []
-        for line in self._spool.take(LOOKAHEAD):
-            item = json.loads(line)
-            events.append(_Event(item["s"], item["t"], item["p"], item["k"], item["e"]))
+    def _refill(self) -> bool:
+        """Fill the empty lookahead: from the spool, or in the replay from the events set aside."""
         if self._spool.written > self._spool.read:
+            self._fill_lookahead()
+            return True
+        if self._replaying and self._parked.unread:
+            self._fill_lookahead(replay=True)
+            return True
+        return False
+
+    def _replay_due(self) -> bool:
+        """Whether the replay may start, but for this run's users: input ended, none in flight."""
+        return (
+            not self._replaying and self._input_ended and not self._inflight and self._parked.unread
+        )
+
+    def _start_replay(self) -> None:
+        with self._cond:
+            self._replaying = True
+            count = self._parked.count
+            self._cond.notify_all()
+        logger.info(
+            "Every users row of this run is in Userpilot: sending the %d events set aside for "
+            "a user Userpilot did not know (HTTP 404) once more, each user's in input order. "
+            "A 404 now rejects the event.",
+            count,
+        )
+
+    def _fill_lookahead(self, *, replay: bool = False) -> None:
+        """Read the next events (in the replay, those set aside); one ledger lookup for all."""
+        if replay:
+            events = self._parked.take(LOOKAHEAD)
+        else:
+            events = [SpooledEvent.decoded(line) for line in self._spool.take(LOOKAHEAD)]
+        if not replay and self._spool.written > self._spool.read:
             self._unread_floor = events[-1].seq + 1  # a lower bound of what is still unread
         self._lookahead.extend(events)
         self._accepted_since_lookup.clear()
         if self._keys is None:
             return
-        by_stream: dict[str, list[_Event]] = {}
+        by_stream: dict[str, list[SpooledEvent]] = {}
         for event in events:
             by_stream.setdefault(event.stream, []).append(event)
         for stream, group in by_stream.items():
@@ -309,7 +369,7 @@ class EventLane(Lane):
             for event in group:
                 event.already_sent = event.key in found
 
-    def _skip_if_sent(self, event: _Event) -> bool:
+    def _skip_if_sent(self, event: SpooledEvent) -> bool:
         """An event the ledger (or this run) already has goes no further."""
         with self._cond:
             key = event.key
@@ -321,22 +381,51 @@ class EventLane(Lane):
             self._finish(event)
             return True
 
-    def _await_users(self, event: _Event) -> bool:
+    def _await_users(self, event: SpooledEvent) -> bool:
         """Wait until every users row before the event is in a completed job."""
         while not self._checkpoints.wait_durable(USERS, event.seq, TICK):
             if self._stopping or self._abandon.is_set() or self._error is not None:
                 return False
         return True
 
-    def _await_turn(self, event: _Event) -> bool:
+    def _await_upserts(self, event: SpooledEvent) -> bool:
+        """Wait until no users batch holds an upsert of the event's user, whatever the order of
+        the streams (open, sealed or in a job); False when the lane stops meanwhile.
+
+        Only the batches that hold one now: a row of that user received later updates a profile
+        that exists by then, and a user updated in every batch never holds its events back.
+        """
+        if self._pending is None:
+            return True
+        batches = self._pending.of(event.user)
+        while batches and not self._pending.wait_done(batches, TICK):
+            if self._stopping or self._abandon.is_set() or self._error is not None:
+                return False
+        return True
+
+    def _await_turn(self, event: SpooledEvent) -> bool | None:
         """Wait until no event of the same user is in flight (one user's events then arrive in
-        input order); False when the lane stops meanwhile."""
-        user = str(event.body.get("user_id"))
+        input order). False when the event was set aside behind an earlier event of its user
+        that Userpilot answered 404; None when the lane stops meanwhile."""
+        user = event.user
         with self._cond:
             while user in self._busy_users:
                 if self._abandon.is_set() or self._error is not None:
-                    return False
+                    return None
                 self._cond.wait(TICK)
+            if user in self._parked.users and not event.replay:
+                self._park(event)
+                return False
+        return True
+
+    def _await_slot(self) -> bool:
+        """Wait for the event's slot of the pace; False when the lane stops meanwhile (no
+        event starts after a stop). A 429 met meanwhile pauses this slot too."""
+        slot: float | None = self.pace.reserve()
+        while slot is not None:
+            if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+                return False
+            slot = self.pace.recheck(slot)
         return True
 
     def _await_sender(self) -> bool:
@@ -366,23 +455,45 @@ class EventLane(Lane):
             finally:
                 with self._cond:
                     self._handed -= 1
-                    self._busy_users.discard(str(event.body.get("user_id")))
+                    self._busy_users.discard(event.user)
                     self._cond.notify_all()
                 self._free.release()
 
-    def _send(self, event: _Event) -> None:
+    def _send(self, event: SpooledEvent) -> None:
         body = event.body
         try:
-            self._client.track(body["user_id"], body["event_name"], body.get("metadata"))
+            self._client.track(
+                body["user_id"], body["event_name"], body.get("metadata"), stop=self._stop_event
+            )
+        except WaitInterrupted as exc:
+            # Refused in a way that proves it was not taken (a 429), and the stop came before
+            # the retry: unsent, unfinished (its hold keeps STATE back), sent by the rerun.
+            with self._cond:
+                first, self._interrupted = not self._interrupted, True
+            if first:  # once: every sender waiting out the same 429 meets the same stop
+                logger.warning("%s The events not sent are left for the rerun.", exc)
+            return
+        except UserNotFound as exc:
+            if event.replay:
+                self._refuse(event, f"{exc} (sent after every users row of this run was loaded)")
+                return
+            # A 404 proves Userpilot did not record the event, so sending it once more is no
+            # guess. Its user may come later in the input (the events stream first): it waits.
+            with self._cond:
+                self._park(event)
+                first = not self._parked_said
+                self._parked_said = True
+            if first:
+                logger.info(
+                    "Userpilot has no user for an event of stream '%s' (record %d, HTTP 404): "
+                    "with its user's later events, it goes once more when the input has ended "
+                    "and this run's users are in Userpilot; STATE waits (said once per run).",
+                    event.stream,
+                    event.position,
+                )
+            return
         except EventRefused as exc:
-            with self._cond:
-                self.refused += 1
-                self._summary.add(event.stream, "rejected")
-            # With on_invalid_record 'fail' this raises and the event stays unfinished: its
-            # hold keeps every later STATE back, as for a bad record read from the input.
-            self._rejects.reject(event.stream, event.position, str(exc), body)
-            with self._cond:
-                self._finish(event)
+            self._refuse(event, str(exc))
             return
         except Unconfirmed as exc:
             self._unconfirmed(event, exc)
@@ -400,7 +511,26 @@ class EventLane(Lane):
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
 
-    def _unconfirmed(self, event: _Event, exc: Unconfirmed) -> None:
+    def _refuse(self, event: SpooledEvent, reason: str) -> None:
+        """Userpilot refused the event: a rejected record."""
+        with self._cond:
+            self.refused += 1
+            self._summary.add(event.stream, "rejected")
+        # With on_invalid_record 'fail' this raises and the event stays unfinished: its hold
+        # keeps every later STATE back, as for a bad record read from the input.
+        self._rejects.reject(event.stream, event.position, reason, event.body)
+        with self._cond:
+            self._finish(event)
+
+    def _park(self, event: SpooledEvent) -> None:
+        """Set ``event`` aside for the replay (called under the lock). It stays unfinished, so
+        STATE waits for it, and its user's later events go behind it."""
+        self._parked.add(event)
+        self._inflight.pop(event.seq, None)
+        self._move_hold()
+        self._cond.notify_all()
+
+    def _unconfirmed(self, event: SpooledEvent, exc: Unconfirmed) -> None:
         """Sent, no clear answer: maybe in Userpilot. A second copy could count twice, so it is
         done with as if accepted (key in the ledger, STATE past it), counted apart, said once;
         many in a row stop the run, so the events after them wait for a rerun instead."""
@@ -435,58 +565,21 @@ class EventLane(Lane):
         """Events finished one way or another: sent, skipped, refused or unconfirmed."""
         return self.sent + self.skipped + self.refused + self.unconfirmed
 
-    def _finish(self, event: _Event) -> None:
+    def _finish(self, event: SpooledEvent) -> None:
         """The event is accepted, refused or skipped (called under the lock)."""
         self._inflight.pop(event.seq, None)
+        if event.replay:
+            self._parked.finished(event)
         self._move_hold()
         self._cond.notify_all()
 
-    # Telling the operator
+    # Telling the operator (``progress.py``)
 
-    def _announce(self) -> None:
-        """The first event about to go: say how long the events received so far will take."""
-        if self._started is not None:
-            return
-        self._started = self._last_progress = time.monotonic()
-        rate = self.pace.per_minute()
+    def _counts(self) -> EventCounts:
         with self._cond:
-            waiting = self.received - self._done()
-        if rate is None:
-            logger.info("Dry run: writing %d event request bodies (and any that follow).", waiting)
-            return
-        logger.info(
-            "Sending events to Userpilot, one request each, at up to %.0f a minute "
-            "(events_per_minute): the %d received so far take about %s at this pace.",
-            rate,
-            waiting,
-            duration(waiting / rate * 60),
-        )
+            done = self._done()
+            return EventCounts(self.received, self.sent, self.skipped, self.refused, done)
 
     def _log_progress(self, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if self._started is None or (
-            not final and now - self._last_progress < self._progress_every
-        ):
-            return
-        with self._cond:
-            sent, received = self.sent, self.received
-            skipped, refused = self.skipped, self.refused
-            done = self._done()
-            window = now - self._last_progress
-            recent = sent - self._sent_at_progress
-            self._last_progress, self._sent_at_progress = now, sent
-        left = received - done
-        elapsed = now - self._started
-        observed = (recent / window * 60) if window > 0 and recent else sent / elapsed * 60
-        rate = observed if observed > 0 else self.pace.per_minute() or 0.0
-        eta = f", about {duration(left / rate * 60)} left" if rate > 0 and left else ""
-        logger.info(
-            "Events: %d of %d received sent (%d skipped as already sent, %d refused), "
-            "%.0f a minute%s.",
-            sent,
-            received,
-            skipped,
-            refused,
-            rate,
-            eta,
-        )
+        if self._progress.due(final=final):
+            self._progress.report(self._counts())

@@ -19,9 +19,9 @@ else:
 
 import json
 import logging
-import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +35,7 @@ from target_userpilot.errors import JobFailed, JobTimeout, PayloadTooLarge, Wait
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary, duration
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -61,13 +62,15 @@ class Uploader(Protocol):
         filename: str,
         *,
         conflict_wait: float,
-        interrupt: threading.Event | None = None,
+        stop: Stop | None = None,
     ) -> dict[str, Any]:
-        """Upload a batch file; a wait for another client's job ends when ``interrupt`` is set
-        (:class:`~target_userpilot.errors.WaitInterrupted`)."""
+        """Upload a batch file; every wait before a retry, and for another client's job, ends
+        when ``stop`` is set (:class:`~target_userpilot.errors.WaitInterrupted`)."""
         ...
 
-    def job_status(self, job_id: str) -> dict[str, Any]: ...
+    def job_status(self, job_id: str, *, stop: Stop | None = None) -> dict[str, Any]:
+        """The job's status; a failed poll is not retried once ``stop`` is set."""
+        ...
 
 
 class Confirmer(Protocol):
@@ -147,6 +150,10 @@ class JobLane(Lane):
         self._run_id = run_id or uuid.uuid4().hex[:12]
         self._uploads = 0
         self._busy = False
+        #: Rows per object the stop kept from going up, in batches this lane had taken.
+        self.unsent: Counter[str] = Counter()
+        #: Jobs of ours left to Userpilot by a stop before their end was seen.
+        self.left_to_userpilot: list[str] = []
         self._start(self._work, "userpilot-job-lane")
 
     # What differs from the other lanes
@@ -222,9 +229,20 @@ class JobLane(Lane):
         except PayloadTooLarge:
             self._split(batch)
             return
-        except WaitInterrupted:
+        except (WaitInterrupted, Abandoned) as stopped:
+            # The stop ended a wait before a retry, a job lookup or another client's job.
+            if isinstance(stopped, WaitInterrupted):
+                logger.warning(
+                    "%s The %d %s rows of %s are not confirmed in Userpilot; the rerun from the "
+                    "last STATE sends them.",
+                    stopped,
+                    batch.rows,
+                    batch.object,
+                    _streams(batch),
+                )
+            self.unsent[batch.object] += batch.rows
             batch.discard()
-            raise Abandoned from None  # the stop ended a wait for another client's job
+            raise Abandoned from None
         except BaseException:
             batch.discard()  # the run stops: leave no personal data in the temp directory
             raise
@@ -248,7 +266,7 @@ class JobLane(Lane):
             batch.path,
             filename,
             conflict_wait=self.job_timeout,
-            interrupt=self._stop_event,
+            stop=self._stop_event,
         )
         running = _Running(job, batch, time.monotonic())
         if self._history is not None:
@@ -283,7 +301,9 @@ class JobLane(Lane):
         )
         try:
             self._send(first)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Abandoned):
+                self.unsent[second.object] += second.rows  # the stop came between the halves
             second.discard()
             raise
         self._send(second)
@@ -291,11 +311,20 @@ class JobLane(Lane):
     # Following the job
 
     def _follow(self, running: _Running) -> dict[str, Any] | None:
-        """Poll until the job is final; None if the lane was abandoned first."""
+        """Poll until the job is final; None if the lane was abandoned first.
+
+        The job is ours and in flight, so a stop lets its polls go on (its STATE may still go
+        out); but a poll that fails after a stop is not tried again: the job is then left to
+        Userpilot, and the lane ends (:class:`Abandoned`).
+        """
         wait = self._next_wait(running, None, running.uploaded)
         while not self._abandon.wait(wait):
             sent = time.monotonic()
-            job = self._uploader.job_status(running.job_id)
+            try:
+                job = self._uploader.job_status(running.job_id, stop=self._stop_event)
+            except WaitInterrupted as stopped:
+                self._leave_to_userpilot(running, str(stopped))
+                raise Abandoned from None
             running.polls += 1
             now = time.monotonic()
             status = _status(job)
@@ -322,7 +351,21 @@ class JobLane(Lane):
                     self._history.job_ended(running.batch, running.job_id, "timed out")
                 raise JobTimeout(msg)
             wait = self._next_wait(running, job, now)
+        self._leave_to_userpilot(running, "The run was told to stop at once.")
         return None
+
+    def _leave_to_userpilot(self, running: _Running, why: str) -> None:
+        """A stop ends the following of our job before its end was seen: say so, once."""
+        self.left_to_userpilot.append(running.job_id)
+        logger.warning(
+            "%s Job %s (%d %s rows of %s) is left to Userpilot: it may still complete there, "
+            "but its STATE does not go out; the rerun from the last STATE sends its rows again.",
+            why,
+            running.job_id,
+            running.batch.rows,
+            running.batch.object,
+            _streams(running.batch),
+        )
 
     def _next_wait(self, running: _Running, job: dict[str, Any] | None, now: float) -> float:
         """Pause before the next poll: until the predicted end, then a tenth of the time so far.
@@ -461,6 +504,7 @@ class JobLane(Lane):
         self._summary.batch_done(batch, seconds)
         if self._confirmer is not None and batch.rows:
             self._confirmer.confirm(batch)
+        self._source.durable(batch)  # its users exist: their events may go
         self._checkpoints.release(batch.hold)
 
     def _reject(self, batch: SealedBatch, line: bytes, reason: str) -> None:

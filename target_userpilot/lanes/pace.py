@@ -8,7 +8,8 @@
 - :class:`DeletionPace`: one deletion request every ``interval`` seconds (Userpilot allows one
   every 2 s), measured from the answer to the previous one.
 - :class:`EventPace`: track requests spread evenly under ``events_per_minute``, slower after a
-  429.
+  429. It alone decides when an event refused with 429 goes again (the client hands it to the
+  retry policy), so one 429 never counts twice: not a pause in the sender on top of the pace's.
 
 Each takes its ``clock`` (``time.monotonic`` by default) and its numbers as parameters, so a
 test can run a lane at any pace, or on a clock of its own, without waiting in real time. The
@@ -157,11 +158,19 @@ class EventPace:
         with self._lock:
             now = self.clock()
             if self.rate is None:
-                return now
+                return max(now, self._paused_until)  # unpaced, but a 429's pause holds
             # No catching up after an idle spell: a burst is what the limit counts.
             slot = max(self._next, now, self._paused_until)
             self._next = slot + 60.0 / (self.rate * HEADROOM)
             return slot
+
+    def recheck(self, slot: float) -> float | None:
+        """A slot taken before a 429 arrived is paused too: a new slot after the pause, or
+        None when ``slot`` still stands."""
+        with self._lock:
+            if self._paused_until <= slot:
+                return None
+        return self.reserve()
 
     def slow_down(self, retry_after: float | None) -> None:
         """Userpilot answered 429: pause for Retry-After, and slow the pace from now on."""
@@ -183,6 +192,16 @@ class EventPace:
                 wait,
                 "?" if self.rate is None else f"{self.rate:.0f}",
             )
+
+    def after_rate_limit(self, retry_after: float | None) -> float:
+        """Userpilot answered 429 to an event: slow down, and give the refused event a slot.
+
+        Returns the seconds until that slot, which comes after the pause the 429 asked for.
+        The retry policy waits this and nothing else (``retry.py``): one 429 is one pause and
+        one slow-down, and the event sent again counts in the pace like any request.
+        """
+        self.slow_down(retry_after)
+        return self.reserve() - self.clock()
 
     def accepted(self) -> None:
         """One event went through: win back some of the pace a 429 took."""

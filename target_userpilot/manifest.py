@@ -25,6 +25,13 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from target_userpilot.errors import BatchFileError
+from target_userpilot.nesting import (
+    MAX_DEPTH,
+    NotAnObject,
+    NotJSON,
+    nested_deeper,
+    pruned_record,
+)
 from target_userpilot.redact import redact_url
 
 if sys.version_info >= (3, 12):
@@ -104,6 +111,11 @@ def _jsonl_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
             for line_number, line in enumerate(lines, start=1):
                 if line.isspace():
                     continue  # a trailing or blank line carries nothing, as on stdin
+                depth = nested_deeper(line, MAX_DEPTH)
+                if depth is not None:
+                    # Rejected like a RECORD message nested this deep, never parsed whole.
+                    yield _pruned(url, encoding, line, line_number, depth)
+                    continue
                 try:
                     # Floats for fractions, exact ints: as InputReader parses a RECORD message.
                     record = json.loads(line)
@@ -117,6 +129,17 @@ def _jsonl_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
     except (OSError, EOFError, zlib.error) as exc:
         where = f" after line {line_number}" if line_number else ""
         _refuse(url, encoding, _reason(exc) + where)
+
+
+def _pruned(url: str, encoding: BatchEncoding, line: bytes, line_number: int, depth: int) -> dict:
+    """A JSONL record nested ``depth`` levels deep: its shallow part, rejected (nesting.py)."""
+    try:
+        text = line.decode("utf-8").strip(" \t\r\n")  # JSON's whitespace
+        return pruned_record(text, 0, len(text), depth)
+    except NotAnObject:
+        _refuse(url, encoding, f"line {line_number} is not a record (a JSON object)")
+    except (NotJSON, UnicodeDecodeError):
+        _refuse(url, encoding, f"line {line_number} is not valid JSON")
 
 
 def _parquet_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:

@@ -4,7 +4,9 @@ This is the one place that decides whether a line is a Singer message the target
 A line that is not stops the run (exit 7) with a sentence naming the line and what is wrong
 with it, never the line itself: records carry personal data. The checks are the few type tests
 the SDK's handlers assume and do not make, so that a malformed message cannot become a
-traceback deep in the SDK, or a RECORD silently dropped while STATE moves past it.
+traceback deep in the SDK, or a RECORD silently dropped while STATE moves past it. One valid
+line is no stop: a RECORD nested deeper than the target reads (``nesting.py``) goes on as a
+rejected record of its stream.
 
 The input is read by a thread of its own (:class:`InputFeed`), which hands lines to the main
 thread through a queue. So the main thread never sits in a read that only a signal could
@@ -26,6 +28,17 @@ from collections import Counter
 from singer_sdk.exceptions import InvalidInputLine
 from singer_sdk.io_base import SingerReader
 
+from target_userpilot.nesting import (
+    MAX_DEPTH,
+    NotAnObject,
+    NotJSON,
+    PrunedRecord,
+    names,
+    nested_deeper,
+    object_members,
+    pruned_record,
+)
+
 if sys.version_info >= (3, 12):
     from typing import override
 else:
@@ -36,6 +49,8 @@ _FIX = (
     " It is not a valid Singer message: fix the tap and rerun (nothing after the last STATE "
     "was lost)."
 )
+#: The deepest a message may be nested: a record's limit, plus the message around it.
+MAX_MESSAGE_DEPTH = MAX_DEPTH + 1
 #: A stream name is quoted in messages, but never at any length.
 _NAME_LIMIT = 80
 #: Bytes read from the input at once (whatever is there, up to this much).
@@ -188,20 +203,90 @@ class InputReader(SingerReader):
         Numbers with a fraction become floats, not the SDK's Decimals: Userpilot stores numbers
         as JavaScript doubles, so a Decimal would only be made and converted back to a float
         for every number of every record. Integers stay exact ints (ids keep every digit).
+        A line nested deeper than the target reads is never handed to the parser (see
+        :meth:`_deep_message`).
         """
+        depth = nested_deeper(line, MAX_MESSAGE_DEPTH)
+        if depth is not None:
+            return self._deep_message(line, depth)
         try:
             message = json.loads(line)
         except (ValueError, RecursionError) as exc:
-            msg = (
-                f"Input line {self.line_number} is not valid JSON ({_reason(exc)}). The tap's "
-                "output is malformed; nothing after the last STATE was lost, fix the tap and "
-                "rerun."
-            )
-            raise InvalidInputLine(msg) from None
+            self._not_json(_reason(exc))
         if not isinstance(message, dict):
-            msg = f"Input line {self.line_number} is not a Singer message (a JSON object)."
-            raise InvalidInputLine(msg)
+            self._not_a_message()
         return message
+
+    def _deep_message(self, line: str, depth: int) -> dict:
+        """A message nested ``depth`` levels deep, more than the target reads.
+
+        A RECORD becomes a rejected record of its stream, so one odd record does not stop a
+        long load: its record is a :class:`~target_userpilot.nesting.PrunedRecord` (what is
+        shallow enough of it, why it is rejected, and the record as JSON text), and the usual
+        checks of its stream and record follow. Any other message stops the run (exit 7): a
+        SCHEMA or STATE cannot be left out. The line is checked to be valid JSON first, so a
+        truncated line is never taken for a deep one.
+        """
+        try:
+            members = object_members(line)
+        except NotAnObject:
+            self._not_a_message()
+        except NotJSON as exc:
+            where = (
+                "it ends before its brackets close"
+                if exc.position >= len(line.rstrip())
+                else f"malformed at character {exc.position + 1}"
+            )
+            self._not_json(f"{where}, {depth:,} levels deep")
+        last = {member.name: member for member in members}  # a name given twice: the last
+        message: dict[str, t.Any] = {}
+        deep: list[str] = []
+        for name, member in last.items():
+            if member.depth <= MAX_DEPTH:
+                message[name] = json.loads(line[member.start : member.end])
+            else:
+                # Only its kind is known: enough for the checks to say what is wrong.
+                message[name] = {} if line[member.start] == "{" else []
+                deep.append(name)
+        kind = message.get("type")
+        if kind != "RECORD":
+            what = f"{_a(_quoted(kind))} message" if type(kind) is str and kind else "a message"
+            self._refuse_deep(
+                f"is {what} nested {depth:,} levels deep; the target reads messages nested at "
+                f"most {MAX_MESSAGE_DEPTH} levels, and sets aside only a RECORD nested deeper "
+                "(as a rejected record)."
+            )
+        if not isinstance(message.get("record"), dict):
+            return message  # the checks refuse it, naming what the record is
+        record = last["record"]
+        if "record" in deep:
+            message["record"] = pruned_record(line, record.start, record.end, record.depth)
+        else:
+            message["record"] = PrunedRecord(
+                message["record"],
+                reason=f"its RECORD message is nested {depth:,} levels deep (in {names(deep)}, "
+                f"beside the record), deeper than the {MAX_MESSAGE_DEPTH} levels the target reads",
+                record_json=line[record.start : record.end],
+            )
+        return message
+
+    def _not_json(self, reason: str) -> t.NoReturn:
+        msg = (
+            f"Input line {self.line_number} is not valid JSON ({reason}). The tap's output is "
+            "malformed; nothing after the last STATE was lost, fix the tap and rerun."
+        )
+        raise InvalidInputLine(msg) from None
+
+    def _not_a_message(self) -> t.NoReturn:
+        msg = f"Input line {self.line_number} is not a Singer message (a JSON object)."
+        raise InvalidInputLine(msg) from None
+
+    def _refuse_deep(self, problem: str) -> t.NoReturn:
+        msg = (
+            f"Input line {self.line_number} {problem} Fix the tap and rerun (nothing after the "
+            "last STATE was lost)."
+        )
+        raise InvalidInputLine(msg)
 
     @override
     # The SDK's is a staticmethod; it is only ever called through the reader (``self.``), so
@@ -266,7 +351,7 @@ class InputReader(SingerReader):
         if "record" not in message:
             self._refuse("is a RECORD message without a 'record'.")
         record = message["record"]
-        if type(record) is not dict:
+        if not isinstance(record, dict):  # a PrunedRecord is one (a rejected record, later)
             self._refuse(
                 f"is a RECORD message whose 'record' is {_json_type(record)}, not an object."
             )

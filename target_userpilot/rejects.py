@@ -23,11 +23,20 @@ class RejectLog:
         self.count = 0
         self._lock = threading.Lock()
 
-    def reject(self, stream: str, position: int | None, reason: str, record: Any = None) -> None:
+    def reject(
+        self,
+        stream: str,
+        position: int | None,
+        reason: str,
+        record: Any = None,
+        *,
+        record_json: str | None = None,
+    ) -> None:
         """Handle one rejected record of ``stream``, the ``position``-th record of that stream.
 
         The log line names the stream, the position and the reason, never the record: records
-        carry personal data. The record itself goes only to ``rejects_path``, if set.
+        carry personal data. The record itself goes only to ``rejects_path``, if set; one too
+        deep to read goes there as ``record_json``, the JSON text the tap sent.
         """
         where = (
             f"record #{position} of stream '{stream}'"
@@ -37,7 +46,11 @@ class RejectLog:
         with self._lock:
             self.count += 1
             if self.path:
-                entry = {"stream": stream, "position": position, "reason": reason, "record": record}
+                entry = {"stream": stream, "position": position, "reason": reason}
+                if record_json is None:
+                    entry["record"] = record
+                else:
+                    entry["record_json"] = record_json
                 _append(self.path, json.dumps(entry, ensure_ascii=False, default=str) + "\n")
         if self.policy == "fail":
             msg = (

@@ -20,9 +20,12 @@ from target_userpilot.errors import (
     InvalidRecord,
     InvalidRecordError,
     MissingKeyRecordError,
+    UserpilotError,
 )
 from target_userpilot.imports import event_age, page_view_left_out, to_import_record
+from target_userpilot.loader_test import tell_parent
 from target_userpilot.marks import is_deleted
+from target_userpilot.nesting import PrunedRecord
 from target_userpilot.rows import (
     COMPANIES,
     EVENTS,
@@ -87,6 +90,9 @@ class UserpilotSink(BatchSink):
         )
         self.tally = services.summary.stream(stream_name, self.route.object)
         self._schema_error: str | None = None
+        #: Set by the target while a record nested too deeply to read whole takes the record
+        #: path: the record that arrives is rejected (see ``TargetUserpilot._reject_pruned``).
+        self.pruned: PrunedRecord | None = None
         self._collisions_warned = 0
         self._deletes_noted = False
         self._upsert_after_delete_warned = False
@@ -110,7 +116,13 @@ class UserpilotSink(BatchSink):
         if self.route.object == LOADER_TEST:
             # `meltano config test` sends this stream to see that the loader works: what it
             # can check without writing is the connection (its record would become user 1).
-            outcome = services.check_connection()
+            try:
+                outcome = services.check_connection()
+            except UserpilotError as exc:
+                # Meltano shows none of the loader's output at its default level: the reason
+                # goes to its own stderr as well (loader_test.py).
+                tell_parent(f"target-userpilot: Meltano's loader test failed: {exc}")
+                raise
             self.logger.info(
                 "Stream '%s' is Meltano's loader test: %s. Its records are not written to "
                 "Userpilot.",
@@ -213,7 +225,7 @@ class UserpilotSink(BatchSink):
         With ``skip`` the row rules judge the record (its id may come from ``id_property``), so
         one bad record is left out instead of ending the run.
         """
-        if self._settings.on_invalid_record != "fail":
+        if self._settings.on_invalid_record != "fail" or self.pruned is not None:
             return
         missing = [key for key in self.key_properties if record.get(key) is None]
         if missing:
@@ -234,6 +246,9 @@ class UserpilotSink(BatchSink):
         seq = self._checkpoints.record()
         tally = self.tally
         tally.received += 1  # the one counter only this (the reading) thread changes
+        if self.pruned is not None:
+            self._reject_pruned(record, seq)
+            return
         route = self.route
         if route.object in (IGNORE, LOADER_TEST):
             return
@@ -293,6 +308,23 @@ class UserpilotSink(BatchSink):
                 self.stream_name,
                 route.object,
             )
+
+    def _reject_pruned(self, record: dict, seq: int) -> None:
+        """A record nested too deeply to read whole: rejected, whatever this stream loads.
+
+        ``record`` holds what was shallow enough of it, after the stream maps: a profile it
+        names stays in a full-table version. ``rejects_path`` gets the whole record as JSON
+        text, which can be kept although it cannot be read.
+        """
+        pruned, self.pruned = self.pruned, None
+        self._schema_error = None  # the pruned record's own misfit says nothing
+        if pruned is None or self.route.object in (IGNORE, LOADER_TEST):
+            return  # nothing of this stream is loaded, so nothing is left out
+        self._summary.add(self.stream_name, "rejected")
+        self._rejects.reject(
+            self.stream_name, self.tally.received, pruned.reason, record_json=pruned.record_json
+        )
+        self._keep_in_version(record, seq)
 
     def _keep_in_version(self, record: dict, seq: int) -> None:
         """A rejected record of a full-table version still names a profile the source has.

@@ -12,6 +12,7 @@ from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
     InvalidJSONSchema,
+    MapExpressionError,
     MappingError,
 )
 from singer_sdk.helpers._classproperty import classproperty
@@ -31,6 +32,7 @@ from target_userpilot.errors import (
     exit_code,
 )
 from target_userpilot.manifest import BatchEncoding, manifest_records
+from target_userpilot.nesting import PrunedRecord
 from target_userpilot.reader import InputReader
 from target_userpilot.rows import COMPANIES, USERS
 from target_userpilot.run import Run
@@ -171,7 +173,41 @@ class TargetUserpilot(Target):
             stream = message_dict.get("stream")
             if isinstance(stream, str) and not mirror.mapped(stream):
                 self._map_for_mirror(stream)
-        super()._process_record_message(message_dict)
+        record = message_dict.get("record")
+        if isinstance(record, PrunedRecord):
+            self._reject_pruned(message_dict, record)
+        else:
+            super()._process_record_message(message_dict)
+
+    def _reject_pruned(self, message_dict: dict, record: PrunedRecord) -> None:
+        """A record nested too deeply to read whole: rejected by each sink of its stream.
+
+        It takes the SDK's record path with its shallow properties, so stream maps name its
+        sinks and the profile it belongs to (a full-table version keeps that profile: mirror
+        deletes never erase one for a record that was only too deep), and each sink rejects
+        it instead of making a row. A map that needs a property left out, or a filter that
+        drops what is left, still leaves the record rejected: never dropped without a word.
+        """
+        stream = message_dict["stream"]
+        aliases = [m.stream_alias for m in self.mapper.stream_maps.get(stream, [])]
+        sinks = [
+            sink
+            for alias in aliases
+            if self.sink_exists(alias) and isinstance(sink := self.get_sink(alias), UserpilotSink)
+        ]
+        for sink in sinks:
+            sink.pruned = record
+        try:
+            try:
+                super()._process_record_message(message_dict)
+            except MapExpressionError:
+                pass  # the maps needed what was left out: rejected below, its profile unknown
+            for sink in sinks:
+                if sink.pruned is record:
+                    sink.process_record({}, {})
+        finally:
+            for sink in sinks:
+                sink.pruned = None
 
     def _map_for_mirror(self, stream: str) -> None:
         """Tell mirror deletes which sinks the stream maps feed from ``stream`` (filters)."""

@@ -17,6 +17,7 @@ import pytest
 from conftest import (
     API_KEY,
     USER_SCHEMA,
+    TargetProcess,
     TargetRun,
     record,
     run_target,
@@ -624,3 +625,156 @@ def test_reject_positions_keep_counting_across_a_schema_change(sandbox, config, 
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Rejected record #5 of stream 'users'" in run.stderr
     assert "Rejected record #1 " not in run.stderr
+
+
+# Records nested deeper than the target reads (nesting.py): rejected, never a stop or a traceback
+
+
+def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = False) -> str:
+    """A RECORD line whose record has a property ``deep`` nested ``depth`` levels below it."""
+    inner = json.dumps(PII)
+    deep = "[" * depth + inner + "]" * depth if arrays else '{"a":' * depth + inner + "}" * depth
+    return json.dumps(record(stream, {**rec, "deep": "DEEP"})).replace('"DEEP"', deep)
+
+
+def test_a_record_nested_3000_deep_is_rejected_and_the_run_goes_on(sandbox, config, tmp_path):
+    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+    config["batch_wait_seconds"] = 0.1
+    deep = _deep_record_line("users", {"id": 3}, 3000)
+    before: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    before += [record("users", user(i)) for i in range(3)]
+    before += [state({"last": 2}), deep, state({"last": "deep"})]
+    after = [record("users", user(i)) for i in range(4, 6)] + [state({"last": 5})]
+
+    process = TargetProcess(config, tmp_path)
+    try:
+        process.send(before)
+        # Settled as rejected: the STATE right after it goes out while the tap is still open.
+        while process.next_state() != {"last": "deep"}:
+            pass
+        process.send(after)
+        code = process.close()
+    finally:
+        process.kill()
+    run = TargetRun(code, "\n".join(json.dumps(s) for s in process.states), process.stderr)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"0", "1", "2", "4", "5"}
+    counts = run.summary["streams"]["users"]
+    assert (counts["received"], counts["rejected"], counts["rows_sent"]) == (6, 1, 5)
+    assert run.states[-1] == {"last": 5}
+    warning = next(line for line in run.stderr.splitlines() if "Rejected record" in line)
+    assert "WARNING" in warning
+    assert (
+        "Rejected record #4 of stream 'users': it is nested 3,001 levels deep (in 'deep'), "
+        "deeper than the 200 levels the target reads. Skipping it." in warning
+    )
+    assert "Traceback" not in run.stderr
+    assert PII not in run.stdout + run.stderr
+    # Kept whole, as the JSON text the tap sent: it cannot be parsed to be written as an object.
+    (entry,) = _rejects(tmp_path / "rejects.ndjson")
+    assert set(entry) == {"stream", "position", "reason", "record_json"}
+    assert (entry["stream"], entry["position"]) == ("users", 4)
+    assert entry["reason"].startswith("it is nested 3,001 levels deep")
+    assert entry["record_json"] == deep.split('"record": ', 1)[1][:-1]
+
+
+def test_a_record_nested_3000_deep_with_fail_stops_with_exit_6_and_no_state_past_it(
+    sandbox, config, tmp_path
+):
+    config["on_invalid_record"] = "fail"
+    config["batch_size_rows"] = 3  # the first three go up before the deep record is read
+    messages: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    messages += [record("users", user(i)) for i in range(3)]
+    messages += [state({"last": 2}), _deep_record_line("users", {"id": 3}, 3000)]
+    messages += [record("users", user(4)), state({"last": 4})]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 6, run.stderr[-3000:]
+    assert _stopped(run).startswith(
+        "Rejected record #4 of stream 'users': it is nested 3,001 levels deep (in 'deep')"
+    )
+    assert run.states == [{"last": 2}]
+    assert set(sandbox.profiles("users")) == {"0", "1", "2"}
+    assert PII not in run.stdout + run.stderr
+
+
+def test_a_schema_nested_3000_deep_stops_with_exit_7_naming_the_line(sandbox, config, tmp_path):
+    config["batch_size_rows"] = 1  # the first record's job is awaited, its STATE written
+    deep_schema = json.dumps(schema("users", ANY_ID_SCHEMA, ["id"]))
+    deep_schema = deep_schema.replace('"id": {}', '"id": ' + '{"items":' * 3000 + "{}" + "}" * 3000)
+    messages: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"]), record("users", user(1))]
+    messages += [state({"last": 1}), deep_schema, record("users", user(2)), state({"last": 2})]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    assert _stopped(run).startswith(
+        "Input line 4 is a SCHEMA message nested 3,004 levels deep; the target reads messages "
+        "nested at most 201 levels, and sets aside only a RECORD nested deeper"
+    )
+    assert run.states == [{"last": 1}]
+    assert set(sandbox.profiles("users")) == {"1"}
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"flattening_enabled": True, "flattening_max_depth": 1000},
+        {"validate_records": False},
+        {"stream_maps": {"users": {"id": "id + 100"}}},
+        {"add_record_metadata": True},
+    ],
+    ids=["plain", "sdk-flattening", "no-validation", "stream-maps", "record-metadata"],
+)
+def test_records_nested_to_the_limit_load_and_deeper_ones_are_rejected_not_a_traceback(
+    settings, sandbox, config, tmp_path
+):
+    """The parser reads 500 levels, but the record path recursed further than Python allows
+    (arrays as JSON text: a RecursionError, exit 1): 200 levels load, any deeper is rejected."""
+    config.update(settings)
+    deep_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}}
+    messages: list[dict | str] = [schema("users", deep_schema, ["id"])]
+    messages += [
+        _deep_record_line("users", {"id": 1}, 199, arrays=True),  # 200 levels with the record
+        _deep_record_line("users", {"id": 2}, 200, arrays=True),
+        _deep_record_line("users", {"id": 3}, 500, arrays=True),
+        _deep_record_line("users", {"id": 4}, 500),
+        record("users", user(5)),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    offset = 100 if "stream_maps" in settings else 0
+    assert set(sandbox.profiles("users")) == {str(1 + offset), str(5 + offset)}
+    assert run.summary["streams"]["users"]["rejected"] == 3
+    for position, depth in ((2, 201), (3, 501), (4, 501)):
+        assert f"Rejected record #{position} of stream 'users': it is nested {depth} levels" in (
+            run.stderr
+        )
+
+
+def test_a_record_too_deep_for_its_stream_map_is_still_rejected_not_a_map_error(
+    sandbox, config, tmp_path
+):
+    """The map needs the property that was too deep to read: the record is rejected all the
+    same (neither exit 2 for the map, nor left out without a word)."""
+    config["stream_maps"] = {"users": {"__filter__": "deep != 'x'"}}
+    deep_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}}
+    messages: list[dict | str] = [
+        schema("users", deep_schema, ["id"]),
+        record("users", user(1, deep=[1])),
+        _deep_record_line("users", {"id": 2}, 3000),
+        record("users", user(3, deep=[1])),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1", "3"}
+    assert run.summary["streams"]["users"]["rejected"] == 1
+    assert "Rejected record #2 of stream 'users': it is nested 3,001 levels deep" in run.stderr

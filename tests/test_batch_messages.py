@@ -180,6 +180,37 @@ def test_a_batch_file_that_cannot_be_read_names_the_file_and_its_encoding(
     assert '{"id": 1}' not in run.stderr  # the file's content is never echoed
 
 
+def test_a_batch_record_nested_too_deeply_is_rejected_like_the_same_record_message(
+    sandbox, config, tmp_path
+):
+    """The parser reads 500 levels, but the record path did not (a RecursionError, exit 1)."""
+    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+    deep = '{"id": 2, "deep": ' + "[" * 500 + "1" + "]" * 500 + "}"
+    gone_deeper = '{"id": 3, "deep": ' + "[" * 3000 + "1" + "]" * 3000 + "}"
+    path = tmp_path / "users.jsonl"
+    path.write_text("\n".join([json.dumps(user(1)), deep, gone_deeper, json.dumps(user(4))]))
+    messages = [
+        schema(
+            "users",
+            {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}},
+            ["id"],
+        ),
+        batch("users", [str(path)]),
+        state({"bookmarks": {"users": "after"}}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1", "4"}
+    assert run.states == [{"bookmarks": {"users": "after"}}]
+    assert run.summary["streams"]["users"]["rejected"] == 2
+    assert "Rejected record #2 of stream 'users': it is nested 501 levels deep" in run.stderr
+    assert "Rejected record #3 of stream 'users': it is nested 3,001 levels deep" in run.stderr
+    entries = [json.loads(line) for line in Path(config["rejects_path"]).read_text().splitlines()]
+    assert [e["record_json"] for e in entries] == [deep, gone_deeper]
+
+
 def _parquet(path: Path, records: list[dict]) -> Path:
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa

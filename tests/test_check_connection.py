@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY
+from conftest import API_KEY, encode_messages, record, schema
 
 
 def check_connection(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -134,3 +134,62 @@ def test_missing_key_is_a_configuration_error(tmp_path):
 
     assert result.returncode == 2
     assert "api_key is not set" in result.stderr
+
+
+# Meltano's loader test (`meltano config test`): its parent shows none of the loader's output
+
+
+def _loader_test_under_a_parent(config: dict, tmp_path: Path, *, own_stderr: bool) -> str:
+    """Run the target on Meltano's test stream, started by a Python parent as Meltano starts it:
+    its output to the parent through one pipe (``own_stderr``), or on the parent's stderr.
+    Returns what the parent itself wrote to its stderr (the test's pipe)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    test_stream = [
+        schema("meltano_test_stream", {"id": {"type": "integer"}}, ["id"]),
+        record("meltano_test_stream", {"id": 1, "name": "Meltano Test Record"}),
+    ]
+    output = "subprocess.PIPE, stderr=subprocess.STDOUT" if own_stderr else "subprocess.PIPE"
+    parent = (
+        "import subprocess, sys\n"
+        f"child = subprocess.run([sys.executable, '-m', 'target_userpilot', '--config', "
+        f"{str(path)!r}], input={encode_messages(test_stream)!r}, stdout={output})\n"
+        "sys.stdout.write(str(child.returncode))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_USERPILOT_")}
+    run = subprocess.run(
+        [sys.executable, "-c", parent],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.stdout == "3", run.stderr[-3000:]
+    return run.stderr
+
+
+def test_a_refused_key_in_meltanos_loader_test_is_told_to_the_process_that_started_it(
+    sandbox, config, tmp_path
+):
+    config["api_key"] = "a-wrong-key-0452"
+
+    told = _loader_test_under_a_parent(config, tmp_path, own_stderr=True)
+
+    assert told.splitlines() == [
+        "target-userpilot: Meltano's loader test failed: Userpilot refused the API key (HTTP "
+        "401). Check api_key, and api_url for EU or Enterprise accounts (e.g. "
+        "https://analytex-eu.userpilot.io)."
+    ]
+    assert sandbox.profiles("users") == {}
+
+
+def test_a_loader_test_sharing_its_parents_stderr_says_its_reason_once(sandbox, config, tmp_path):
+    config["api_key"] = "a-wrong-key-0453"
+
+    told = _loader_test_under_a_parent(config, tmp_path, own_stderr=False)
+
+    assert "target-userpilot stopped: Userpilot refused the API key (HTTP 401)" in told
+    assert "Meltano's loader test failed" not in told
+    assert "a-wrong-key-0453" not in told

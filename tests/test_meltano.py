@@ -266,7 +266,19 @@ def test_fractional_number_settings_work_through_meltano_config_and_the_environm
     assert "batch_wait_seconds is 'half a second', not a number" in refused.stderr
 
 
-def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano, tmp_path):
+@pytest.fixture(scope="module")
+def loader_project(meltano, tmp_path_factory) -> Path:
+    """A copy of the project with the loader installed, for the `meltano config test` tests."""
+    project = _copy_project(tmp_path_factory.mktemp("loader") / "project")
+    _meltano(meltano, "install", "loader", "target-userpilot", cwd=project, env=_env())
+    return project
+
+
+#: What Meltano says when the loader test passed.
+VERDICT = "Test data was written to your target system"
+
+
+def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano, loader_project):
     """`meltano config test target-userpilot` sends `meltano_test_stream` (id 1, "Meltano Test
     Record"): the target checks the key and writes nothing; a refused key fails the test.
 
@@ -274,10 +286,9 @@ def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano
     (it terminates the loader after waiting for its exit), whatever the loader did; so the
     verdict line is what is asserted, not Meltano's exit code.
     """
-    project = _copy_project(tmp_path / "project")
+    project = loader_project
     key = f"config-test-key-{uuid.uuid4().hex[:8]}"
-    _meltano(meltano, "install", "loader", "target-userpilot", cwd=project, env=_env())
-    verdict = "Test data was written to your target system"
+    verdict = VERDICT
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
         env = _env(TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY=key)
@@ -297,6 +308,38 @@ def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano
     assert "Userpilot refused the API key (HTTP 401)" in output
     assert calls == [("list", 200), ("list", 401)]  # one read-only request each, no upload
     assert key not in passed.stdout + passed.stderr + output
+
+
+def test_a_refused_key_shows_its_reason_at_meltanos_default_log_level(meltano, loader_project):
+    """Meltano logs the loader's lines at debug level only, and on a failed test ends in its own
+    ProcessLookupError before printing the last one: the target says why where Meltano's user
+    looks (Meltano's own stderr, loader_test.py), once, without the key."""
+    key = f"refused-key-{uuid.uuid4().hex[:8]}"
+
+    with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
+        env = _env(TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY="wrong-" + key)
+        refused = subprocess.run(
+            [str(meltano), "config", "test", "target-userpilot"],
+            cwd=loader_project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert sandbox.profiles("users") == {}
+
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert VERDICT not in output
+    reason = [line for line in refused.stderr.splitlines() if "Meltano's loader test" in line]
+    assert reason == [
+        "target-userpilot: Meltano's loader test failed: Userpilot refused the API key (HTTP "
+        "401). Check api_key, and api_url for EU or Enterprise accounts (e.g. "
+        "https://analytex-eu.userpilot.io)."
+    ], output[-4000:]
+    assert key not in output
+    assert "[debug" not in output  # Meltano's default level: its debug lines are not shown
 
 
 def _meltano_debug(

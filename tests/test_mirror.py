@@ -161,6 +161,32 @@ def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
     assert _deleted(sandbox) == []
 
 
+@BOTH
+def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
+    sandbox, mirror_config, tmp_path
+):
+    """Rejected for its nesting, but the source still has the row: it must not be erased. Its
+    profile is found as its row's would be, through the stream maps (here they make the id)."""
+    mirror_config["stream_maps"] = {STREAM: {"user_id": "'u' + str(id)"}}
+    first = run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {f"u{i}" for i in range(10)}
+    messages: list[dict | str] = list(copy(2, range(10)))
+    fourth = messages[6]
+    assert isinstance(fourth, dict) and fourth["record"]["id"] == 4
+    deep = "[" * 3000 + "1" + "]" * 3000
+    messages[6] = json.dumps({**fourth, "record": {**fourth["record"], "deep": "D"}}).replace(
+        '"D"', deep
+    )
+
+    run = run_target(mirror_config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.summary["total"]["rejected"] == 1
+    assert "it is nested 3,001 levels deep (in 'deep')" in run.stderr
+    assert _deleted(sandbox) == []
+
+
 def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_path):
     plain = [schema(STREAM, USER_SCHEMA, ["id"])]
     first = run_target(

@@ -12,6 +12,7 @@ import json
 import pytest
 from singer_sdk.exceptions import InvalidInputLine
 
+from target_userpilot.nesting import MAX_DEPTH, PrunedRecord
 from target_userpilot.reader import InputReader
 
 SCHEMA = {"type": "SCHEMA", "stream": "users", "schema": {"properties": {"id": {}}}}
@@ -136,9 +137,104 @@ def test_a_message_without_type_is_refused_naming_the_key():
 
 
 def test_json_nested_beyond_the_parsers_depth_is_refused_not_a_crash():
-    refusal = _refusal("[" * 100_000 + "]" * 100_000)
+    assert _refusal("[" * 100_000 + "]" * 100_000) == (
+        "Input line 1 is not a Singer message (a JSON object)."
+    )
+    assert _refusal("[" * 100_000).startswith(
+        "Input line 1 is not a Singer message (a JSON object)."
+    )
 
-    assert refusal.startswith("Input line 1 is not valid JSON (it is nested too deeply)")
+
+def _deep(depth: int) -> str:
+    return '{"a":' * depth + '"secret@example.com"' + "}" * depth
+
+
+def test_a_record_nested_too_deeply_reaches_the_handler_as_a_pruned_record_to_reject():
+    deep = _deep(3000)
+    line = f'{{"type":"RECORD","stream":"users","version":4,"record":{{"id":7,"x":{deep}}}}}'
+
+    _, handed, counts = _read(SCHEMA, line)
+
+    message = handed[1]
+    assert message == {"type": "RECORD", "stream": "users", "version": 4, "record": {"id": 7}}
+    record = message["record"]
+    assert isinstance(record, PrunedRecord)
+    assert record.reason == (
+        f"it is nested 3,001 levels deep (in 'x'), deeper than the {MAX_DEPTH} levels the "
+        "target reads"
+    )
+    assert record.record_json == f'{{"id":7,"x":{deep}}}'
+    assert counts == {"SCHEMA": 1, "RECORD": 1}
+
+
+def test_a_record_whose_message_is_too_deep_beside_it_is_rejected_whole():
+    line = f'{{"type":"RECORD","stream":"users","record":{{"id":7}},"extra":{_deep(500)}}}'
+
+    _, handed, _ = _read(SCHEMA, line)
+
+    record = handed[1]["record"]
+    assert isinstance(record, PrunedRecord)
+    assert dict(record) == {"id": 7}
+    assert record.reason.startswith("its RECORD message is nested 501 levels deep (in 'extra',")
+
+
+def test_a_record_just_within_the_limit_is_parsed_whole():
+    line = json.dumps({"type": "RECORD", "stream": "users", "record": {"x": [[[1]]]}})
+    within = line.replace("[[[1]]]", "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1))
+
+    _, handed, _ = _read(SCHEMA, within)
+
+    assert type(handed[1]["record"]) is dict
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param(
+            f'{{"type":"SCHEMA","stream":"users","schema":{_deep(3000)}}}',
+            "Input line 1 is a SCHEMA message nested 3,001 levels deep; the target reads "
+            f"messages nested at most {MAX_DEPTH + 1} levels, and sets aside only a RECORD "
+            "nested deeper (as a rejected record). Fix the tap and rerun",
+            id="schema",
+        ),
+        pytest.param(
+            f'{{"type":"STATE","value":{_deep(300)}}}',
+            "Input line 1 is a STATE message nested 301 levels deep;",
+            id="state",
+        ),
+        pytest.param(
+            f'{{"type":{_deep(3000)},"stream":"users"}}',
+            "Input line 1 is a message nested 3,001 levels deep;",
+            id="type-too-deep",
+        ),
+        pytest.param(
+            f'{{"type":"RECORD","record":{_deep(3000)}}}',
+            "Input line 1 is a RECORD message without a 'stream'.",
+            id="record-without-stream",
+        ),
+        pytest.param(
+            f'{{"type":"RECORD","stream":{_deep(3000)},"record":{{}}}}',
+            "Input line 1 is a RECORD message whose 'stream' is an object, not a string.",
+            id="record-stream-too-deep",
+        ),
+        pytest.param(
+            '{"type":"RECORD","stream":"users","record":[' + "[" * 3000 + "]" * 3000 + "]}",
+            "Input line 1 is a RECORD message whose 'record' is an array, not an object.",
+            id="record-array",
+        ),
+        pytest.param(
+            '{"type":"RECORD","stream":"users","record":{"x":' + "[" * 3000 + "1" + "]" * 2999,
+            "Input line 1 is not valid JSON (it ends before its brackets close, 3,002 levels "
+            "deep).",
+            id="truncated",
+        ),
+    ],
+)
+def test_a_message_nested_too_deeply_that_is_no_readable_record_is_refused(line, expected):
+    refusal = _refusal(line)
+
+    assert refusal.startswith(expected), refusal
+    assert "secret@example.com" not in refusal
 
 
 @pytest.mark.parametrize(

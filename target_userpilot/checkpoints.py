@@ -53,6 +53,9 @@ class Checkpoints:
         self._error: StateUndeliverable | None = None
         self.next_seq = 0
         self.written = 0
+        #: Called, under the lock, with a STATE's record number before that STATE is written:
+        #: what a rerun from it will never send again must be recorded first (mirror deletes).
+        self.before_write: Callable[[int], None] | None = None
         #: STATE messages that arrived (a dry run reports how many it held back).
         self.received = 0
 
@@ -121,12 +124,18 @@ class Checkpoints:
         if self._error is not None:
             return
         floor = self._floor()
-        ready = False
-        latest: Any = None
-        while self._states and self._states[0][0] <= floor:
-            latest = self._states.popleft()[1]
-            ready = True
+        ready = 0
+        for seq, _ in self._states:
+            if seq > floor:
+                break
+            ready += 1
         if ready:
+            if self.before_write is not None:
+                # Raises rather than write a STATE whose records the ledger does not hold.
+                self.before_write(self._states[ready - 1][0])
+            latest: Any = None
+            for _ in range(ready):
+                latest = self._states.popleft()[1]
             # Only the newest releasable STATE matters: it supersedes the ones before it.
             try:
                 self._write(latest)

@@ -125,8 +125,15 @@ class Ledger(HistoryTables, ImportTables):
         for chunk in chunks(sorted(set(ids)), self.chunk_size):
             self._save_version_ids(scope, object, stream, version, chunk)
 
+    def save_unversioned_ids(
+        self, scope: str, object: str, stream: str, ids: Iterable[str]
+    ) -> None:
+        """Record ``ids`` (their jobs completed) as loaded from ``stream`` without a version."""
+        for chunk in chunks(sorted(set(ids)), self.chunk_size):
+            self._save_unversioned_ids(scope, object, stream, chunk)
+
     def forget_version_ids(self, scope: str, object: str, ids: Iterable[str]) -> None:
-        """Userpilot accepted deleting ``ids``: no stream's later version deletes them again."""
+        """Userpilot accepted deleting ``ids``: no stream holds them, none deletes them again."""
         for chunk in chunks(sorted(set(ids)), self.chunk_size):
             self._forget_version_ids(scope, object, chunk)
 
@@ -135,12 +142,20 @@ class Ledger(HistoryTables, ImportTables):
         """Whether some id was recorded as loaded from ``stream`` in ``version``."""
 
     @abstractmethod
-    def version_counts(self, scope: str, object: str, stream: str, version: int) -> tuple[int, int]:
-        """``(known, missing)``: the stream's recorded ids, and those not in ``version``."""
+    def version_counts(
+        self, scope: str, object: str, stream: str, version: int
+    ) -> tuple[int, int, int]:
+        """``(known, candidates, held)``: the stream's recorded ids; those ``version`` lacks
+        that no other stream holds; those it lacks that another stream holds."""
 
     @abstractmethod
     def ids_not_in_version(self, scope: str, object: str, stream: str, version: int) -> list[str]:
-        """The stream's recorded ids last loaded in another version than ``version``, sorted."""
+        """The stream's ids missing from ``version`` that no other stream holds, sorted."""
+
+    @abstractmethod
+    def drop_ids_held_elsewhere(self, scope: str, object: str, stream: str, version: int) -> int:
+        """The stream no longer holds its ids missing from ``version`` that another stream
+        holds: its rows for them go (how many did)."""
 
     # Keys cleared (``object_keys.py``): the flattened keys sent under object properties.
 
@@ -184,6 +199,11 @@ class Ledger(HistoryTables, ImportTables):
     @abstractmethod
     def _save_version_ids(
         self, scope: str, object: str, stream: str, version: int, ids: Sequence[str]
+    ) -> None: ...
+
+    @abstractmethod
+    def _save_unversioned_ids(
+        self, scope: str, object: str, stream: str, ids: Sequence[str]
     ) -> None: ...
 
     @abstractmethod

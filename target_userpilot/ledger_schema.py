@@ -297,12 +297,32 @@ def _versions_and_object_keys(change: SchemaChange) -> None:
     )
 
 
-@migration(5, "import files recorded before their upload, with their event keys, until settled")
+@migration(5, "mirror deletes: the ids each stream loaded without a full-table version")
+def _unversioned_ids(change: SchemaChange) -> None:
+    # A profile is a mirror delete's candidate only when no other stream that loaded it still
+    # holds it. A stream without versions (incremental, or one a stream map filters) never shows
+    # that it dropped an id, so every id it loaded counts as held: this table says which. The key
+    # leads with the id on both backends: the one lookup is "which other stream has this id".
+    change.execute(
+        f"""
+        CREATE TABLE unversioned_ids (
+            scope TEXT NOT NULL,
+            object TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            id TEXT NOT NULL,
+            loaded_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (id, scope, object, stream)
+        ){_without_rowid(change)}
+        """
+    )
+
+
+@migration(6, "import files recorded before their upload, with their event keys, until settled")
 def _import_files(change: SchemaChange) -> None:
-    # Self-contained (another branch may renumber it). An Import API file is recorded before
-    # its upload and settled once its job's end is known, by this run or by a rerun after a
-    # crash: import_jobs holds the file (the name a rerun looks it up by, its job once
-    # Userpilot named it, how far it got), import_keys the keys of its events until then.
+    # An Import API file is recorded before its upload and settled once its job's end is known,
+    # by this run or by a rerun after a crash: import_jobs holds the file (the name a rerun
+    # looks it up by, its job once Userpilot named it, how far it got), import_keys the keys of
+    # its events until then.
     # state: 'ready' (nothing of it can have reached Userpilot), 'sent' (a try may have),
     # 'accepted' (job_id known); settled: 'completed', 'failed', 'unconfirmed'. A settled
     # file's keys are in accepted_events (completed, unconfirmed) or nowhere (failed).
@@ -327,7 +347,6 @@ def _import_files(change: SchemaChange) -> None:
         "CREATE INDEX import_jobs_unsettled ON import_jobs (scope, recorded_at) "
         "WHERE settled_at IS NULL"
     )
-    rowid = "" if pg else " WITHOUT ROWID"
     change.execute(
         f"""
         CREATE TABLE import_keys (
@@ -336,6 +355,6 @@ def _import_files(change: SchemaChange) -> None:
             stream TEXT NOT NULL,
             key TEXT NOT NULL,
             PRIMARY KEY (scope, filename, stream, key)
-        ){rowid}
+        ){_without_rowid(change)}
         """
     )

@@ -237,7 +237,7 @@ class Run:
         settings = self.settings
         if not settings.hard_delete or self.ledger is None:
             return None
-        return MirrorDeletes(
+        mirror = MirrorDeletes(
             self.ledger,
             self.scope,
             self.checkpoints,
@@ -247,7 +247,12 @@ class Run:
             guard=Guard(settings.mirror_delete_max_percent, settings.mirror_delete_floor),
             dry_run=settings.dry_run,
             close_at_end_of_input=settings.mirror_delete_on_end_of_input,
+            delete_filtered=settings.mirror_delete_filtered_streams,
         )
+        # The ids of the rows before a STATE are in the ledger before it goes out: a copy
+        # resumed from it (even after a kill -9) then keeps them.
+        self.checkpoints.before_write = mirror.persist
+        return mirror
 
     def object_keys(self, stream: str) -> ObjectKeys:
         """The object keys of ``stream``: one for the run, starting from the ledger's."""

@@ -214,6 +214,17 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "mirror_delete_filtered_streams",
+        th.BooleanType,
+        default=False,
+        description=(
+            "Mirror deletes for streams whose stream_maps entry has a __filter__: the records "
+            "a filter leaves out never reach the target and look deleted from the source, so "
+            "such streams get none unless this is on (then a profile the filter leaves out is "
+            "deleted)."
+        ),
+    ),
+    th.Property(
         "batch_wait_seconds",
         th.NumberType,
         default=2,
@@ -294,6 +305,7 @@ class Settings:
     mirror_delete_max_percent: int = 10
     mirror_delete_floor: int = 5
     mirror_delete_on_end_of_input: bool = False
+    mirror_delete_filtered_streams: bool = False
     batch_wait_seconds: float = 2.0
     events_per_minute: float = 600.0
     events_api: str = "track"

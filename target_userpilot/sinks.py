@@ -102,7 +102,7 @@ class UserpilotSink(BatchSink):
         self._keys = services.object_keys(stream_name) if profiles else None
         self._save_keys = services.save_object_keys
         self._keys_full_warned = False
-        #: hard_delete: rows of a full-table version are noted for mirror deletes.
+        #: hard_delete: every profile row is noted for mirror deletes (with its version, if any).
         self._mirror = services.mirror if profiles else None
         #: Track mode: whether the one WARNING about old events was given.
         self._old_events_warned = False
@@ -293,8 +293,8 @@ class UserpilotSink(BatchSink):
             self._new_keys(keys)
         self._buffer.add(route.object, self.stream_name, row_id, line, seq)
         mirror = self._mirror
-        if mirror is not None and mirror.version is not None:
-            mirror.seen(self.stream_name, route.object, mirror.version, row_id, seq)
+        if mirror is not None:
+            mirror.seen(self.stream_name, route.object, row_id, seq)
         if len(route.collisions) != self._collisions_warned:
             self._warn_collisions()
         if not self._upsert_after_delete_warned and self._deletions.was_deleted(
@@ -333,13 +333,13 @@ class UserpilotSink(BatchSink):
         deletes would erase it for a row that was only too large or off its schema.
         """
         mirror = self._mirror
-        if mirror is None or mirror.version is None:
+        if mirror is None:
             return
         try:
             row_id = identifier(record.get(self.route.id_property), self.route.id_property)
         except InvalidRecord:
             return
-        mirror.seen(self.stream_name, self.route.object, mirror.version, row_id, seq)
+        mirror.seen(self.stream_name, self.route.object, row_id, seq)
 
     def _new_keys(self, keys: ObjectKeys) -> None:
         """Keys sent for the first time: into the ledger before their row goes up."""

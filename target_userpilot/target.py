@@ -17,6 +17,7 @@ from singer_sdk.exceptions import (
 )
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper import RemoveRecordTransform
 
 from target_userpilot.checkpoints import check_stdout
 from target_userpilot.client import UserpilotClient
@@ -86,6 +87,8 @@ class TargetUserpilot(Target):
             self.run.wake_reader = reader.wake
         #: What each sink is handed (see ``UserpilotSink``): the sinks take nothing else.
         self.services = self.run.services
+        if self.run.mirror is not None:
+            self.run.mirror.use_stream_maps(self.config.get("stream_maps"))
 
     @classmethod
     @override
@@ -136,6 +139,15 @@ class TargetUserpilot(Target):
         self.run.add_state(value)
 
     @override
+    def _process_schema_message(self, message_dict: dict) -> None:
+        """The SDK's, then mirror deletes told: an ACTIVATE_VERSION right after it opens a copy."""
+        super()._process_schema_message(message_dict)
+        mirror = self.run.mirror
+        if mirror is not None:
+            for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
+                mirror.schema(stream_map.stream_alias)
+
+    @override
     def _process_batch_message(self, message_dict: dict) -> None:
         """Each record of each file of the manifest takes the RECORD path, one at a time.
 
@@ -158,6 +170,9 @@ class TargetUserpilot(Target):
         if mirror is not None:
             version = message_dict.get("version")
             mirror.version = version if type(version) is int else None
+            stream = message_dict.get("stream")
+            if isinstance(stream, str) and not mirror.mapped(stream):
+                self._map_for_mirror(stream)
         record = message_dict.get("record")
         if isinstance(record, PrunedRecord):
             self._reject_pruned(message_dict, record)
@@ -194,6 +209,13 @@ class TargetUserpilot(Target):
             for sink in sinks:
                 sink.pruned = None
 
+    def _map_for_mirror(self, stream: str) -> None:
+        """Tell mirror deletes which sinks the stream maps feed from ``stream`` (filters)."""
+        mirror = self.run.mirror
+        maps = self.mapper.stream_maps.get(stream)
+        if mirror is not None and maps is not None:
+            mirror.map_stream(stream, [stream_map.stream_alias for stream_map in maps])
+
     @override
     def _process_activate_version_message(self, message_dict: dict) -> None:
         """A full-table version begins or ends: mirror deletes with ``hard_delete``.
@@ -205,11 +227,13 @@ class TargetUserpilot(Target):
         mirror = self.run.mirror
         if mirror is not None:
             seq = self.run.checkpoints.record()
+            if not mirror.mapped(stream):
+                self._map_for_mirror(stream)
             handled = False
             for stream_map in self.mapper.stream_maps.get(stream, []):
                 alias = stream_map.stream_alias
-                if not self.sink_exists(alias):
-                    continue
+                if isinstance(stream_map, RemoveRecordTransform) or not self.sink_exists(alias):
+                    continue  # a stream the stream maps drop (``null``) loads nothing
                 route = self.get_sink(alias).route  # type: ignore[attr-defined]
                 if route.object in (USERS, COMPANIES):
                     mirror.activate(alias, route.object, message_dict["version"], seq)

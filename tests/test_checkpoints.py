@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from conftest import (
     USER_SCHEMA,
     encode_messages,
@@ -324,3 +325,44 @@ def test_started_with_stdout_closed_stops_before_reading_input(sandbox, config, 
     assert proc.returncode == 11, stderr[-3000:]
     assert "STATE could not be written" in stderr
     assert sandbox.profiles("users") == {}
+
+
+def test_what_must_be_recorded_before_a_state_is_recorded_before_it_goes_out():
+    checkpoints, written = make_checkpoints()
+    bounds: list[int] = []
+
+    def record_first(upto: int) -> None:
+        assert written == []  # called before the STATE is written
+        bounds.append(upto)
+
+    checkpoints.before_write = record_first
+    receive(checkpoints, 2)
+    hold = checkpoints.hold(1)
+    checkpoints.add_state({"n": 1})
+    receive(checkpoints, 1)
+    checkpoints.add_state({"n": 2})
+    assert bounds == []
+
+    checkpoints.release(hold)
+
+    assert written == [{"n": 2}]
+    assert bounds == [3]  # the newest STATE going out covers the records numbered below 3
+
+
+def test_a_state_whose_records_could_not_be_recorded_is_not_written():
+    checkpoints, written = make_checkpoints()
+
+    def ledger_lost(upto: int) -> None:
+        raise RuntimeError("the ledger is gone")
+
+    checkpoints.before_write = ledger_lost
+    receive(checkpoints, 1)
+    with pytest.raises(RuntimeError):
+        checkpoints.add_state({"n": 1})
+    assert written == []
+
+    checkpoints.before_write = None
+    checkpoints.add_state({"n": 2})
+
+    assert written == [{"n": 2}]
+    assert checkpoints.pending == 0

@@ -85,6 +85,36 @@ def test_accepted_event_keys_are_recorded_once_per_stream(ledger):
     assert ledger.accepted_events("other-host", "invoices", ["k1"]) == set()
 
 
+def test_an_id_another_stream_holds_is_no_mirror_delete_candidate(ledger):
+    # crm and app both loaded a, b, c; crm's version 2 lacks b and c; app (versions) still has
+    # b; signups loaded c without versions. Only ids no other stream holds are candidates.
+    for stream in ("crm", "app"):
+        ledger.save_version_ids("h", "users", stream, 1, ["a", "b", "c", "d"])
+    ledger.save_version_ids("h", "users", "crm", 2, ["a"])
+    ledger.save_version_ids("h", "users", "app", 2, ["a", "b"])
+    ledger.save_unversioned_ids("h", "users", "signups", ["c"])
+    ledger.save_unversioned_ids("h", "users", "signups", ["c"])  # present ones stay
+    ledger.save_unversioned_ids("h", "companies", "orgs", ["d"])  # another object: no hold
+
+    # app's row for d is of its version 1: it holds d until its own version ends without it.
+    assert ledger.version_counts("h", "users", "crm", 2) == (4, 0, 3)
+    ledger.drop_ids_held_elsewhere("h", "users", "app", 2)  # app's version 2 ended
+    assert ledger.version_counts("h", "users", "crm", 2) == (4, 1, 2)
+    assert ledger.ids_not_in_version("h", "users", "crm", 2) == ["d"]
+
+    # crm lets b and c go (others hold them): a later app version without b deletes b.
+    assert ledger.drop_ids_held_elsewhere("h", "users", "crm", 2) == 2
+    assert ledger.version_counts("h", "users", "crm", 2) == (2, 1, 0)
+    ledger.save_version_ids("h", "users", "app", 3, ["a"])
+    assert ledger.ids_not_in_version("h", "users", "app", 3) == ["b"]
+
+    # An accepted deletion leaves every table: signups no longer holds c.
+    ledger.forget_version_ids("h", "users", ["c"])
+    ledger.save_version_ids("h", "users", "app", 3, ["c"])
+    ledger.save_version_ids("h", "users", "app", 4, ["a", "b"])
+    assert ledger.ids_not_in_version("h", "users", "app", 4) == ["c"]
+
+
 def test_a_full_batch_of_ids_round_trips(ledger):
     ids = [f"user-{i}" for i in range(10_000)]
     ledger.save_row_hashes("h", "users", [(i, i.encode()[-16:].ljust(16, b"-")) for i in ids])

@@ -11,9 +11,10 @@ import json
 from collections.abc import Iterable, Iterator
 
 import pytest
-from conftest import USER_SCHEMA, record, run_target, schema, state, user
+from conftest import USER_SCHEMA, TargetProcess, record, run_target, schema, state, user
 from pg import postgres_fixture  # noqa: F401
 
+from target_userpilot.mirror import filtered_aliases
 from target_userpilot.sandbox import Sandbox
 
 STREAM = "public-crm_users"
@@ -269,3 +270,264 @@ def test_only_ids_loaded_from_the_stream_are_candidates(sandbox, mirror_config, 
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert _deleted(sandbox) == ["9"]  # never the ids of the other stream
+
+
+# The taps' real patterns (issue 23): a resumed copy, the opening sent twice, an empty table.
+
+
+@BOTH
+def test_a_resumed_copy_keeps_the_rows_it_had_not_sent_again(sandbox, mirror_config, tmp_path):
+    assert run_target(mirror_config, copy(1000, range(100)), tmp_path=tmp_path).returncode == 0
+    # tap-mysql's first copy of version 2000 dies after u94: no closing message.
+    cut = copy(2000, range(95), closing=False, final_state=False)
+    cut.insert(50, state({"bookmarks": {STREAM: {"version": 2000, "last_pk_fetched": 47}}}))
+    assert run_target(mirror_config, cut, tmp_path=tmp_path).returncode == 0
+
+    # It resumes the copy: the opening message again, with the same version, then the rest (u99
+    # is gone from the source meanwhile), then the closing message.
+    resumed = run_target(mirror_config, copy(2000, range(95, 99)), tmp_path=tmp_path)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _deleted(sandbox) == ["99"]
+    assert "resumes full-table version 2000, begun in an earlier run" in resumed.stderr
+    assert all(str(i) in sandbox.profiles("users") for i in range(95, 99))
+
+
+def test_an_opening_sent_again_before_any_record_does_not_end_the_version(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    messages = copy(2, range(9))
+    messages.insert(1, activate(2))  # the opening twice, then the copy and its closing message
+
+    run = run_target(mirror_config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == ["9"]
+
+
+def test_an_empty_copy_ends_its_version_once_the_input_ends_after_a_state(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(4)), tmp_path=tmp_path).returncode == 0
+    # Opening and closing, no record: an empty table, or the opening sent twice by a tap that
+    # then died. Without a STATE after it, nothing tells them apart: nothing goes.
+    unsure = run_target(mirror_config, copy(2, [], final_state=False), tmp_path=tmp_path)
+    assert unsure.returncode == 0, unsure.stderr[-3000:]
+    assert _deleted(sandbox) == []
+    assert "came twice with no record between, and no STATE after it" in unsure.stderr
+
+    empty = run_target(mirror_config, copy(3, []), tmp_path=tmp_path)
+
+    # The table is empty: every profile goes, within the guard (4 are under its floor of 5).
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == ["0", "1", "2", "3"]
+
+
+def test_an_empty_copy_past_the_guard_stops_the_run(sandbox, mirror_config, tmp_path):
+    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+
+    run = run_target(mirror_config, copy(2, []), tmp_path=tmp_path)
+
+    assert run.returncode == 14, run.stderr[-3000:]
+    assert "ended without 10 of the 10 users" in run.stderr
+    assert _deleted(sandbox) == []
+
+
+def test_a_child_streams_opening_per_parent_does_not_end_its_version(
+    sandbox, mirror_config, tmp_path
+):
+    # A Meltano SDK child stream: SCHEMA and the opening (same version) before each parent's part.
+    def child_copy(version: int, parts: list[range]) -> list[dict]:
+        messages: list[dict] = []
+        for part in parts:
+            messages += copy(version, part, closing=False, final_state=False)
+            messages.append(state({"bookmarks": {STREAM: {"partitions": [len(messages)]}}}))
+        return messages
+
+    at_end = {**mirror_config, "mirror_delete_on_end_of_input": True}
+    first = run_target(at_end, child_copy(1, [range(10), range(10, 20)]), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    run = run_target(at_end, child_copy(2, [range(10), range(10, 19)]), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == ["19"]
+
+
+@BOTH
+def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    first_half = copy(2, range(50), closing=False, final_state=False)
+    first_half.append(state({"bookmarks": {STREAM: {"version": 2, "last_pk_fetched": 49}}}))
+    killed = TargetProcess({**mirror_config, "batch_wait_seconds": 0.2}, tmp_path)
+    killed.send(first_half)
+    try:
+        assert killed.next_state() == first_half[-1]["value"]
+    finally:
+        killed.kill()  # kill -9 once the STATE is out: a rerun starts from it
+
+    resumed = run_target(mirror_config, copy(2, range(50, 100)), tmp_path=tmp_path)
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _deleted(sandbox) == []
+
+
+# Two streams loading the same profiles
+
+
+CRM, APP = "public-crm_users", "public-app_users"
+
+
+@BOTH
+def test_a_profile_another_stream_still_holds_is_not_deleted(sandbox, mirror_config, tmp_path):
+    both = [*copy(1, range(20), stream=CRM), *copy(1, range(20), stream=APP)]
+    assert run_target(mirror_config, both, tmp_path=tmp_path).returncode == 0
+
+    # crm lost 0-9 (half its profiles, past the guard), app still has them: no candidates.
+    run = run_target(
+        mirror_config,
+        [*copy(2, range(10, 20), stream=CRM), *copy(2, range(20), stream=APP)],
+        tmp_path=tmp_path,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == []
+    assert "10 more it lacks stay: another stream still loads them" in run.stderr
+
+    # Now app loses 0 and 1 as well: no stream holds them any more.
+    last = run_target(
+        mirror_config,
+        [*copy(3, range(10, 20), stream=CRM), *copy(3, range(2, 20), stream=APP)],
+        tmp_path=tmp_path,
+    )
+
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == ["0", "1"]
+
+
+def test_a_stream_without_versions_holds_the_profiles_it_loaded(sandbox, mirror_config, tmp_path):
+    incremental = [schema(APP, USER_SCHEMA, ["id"]), record(APP, user(8)), record(APP, user(9))]
+    first = run_target(mirror_config, [*copy(1, range(10)), *incremental], tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    run = run_target(mirror_config, copy(2, range(8)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == []
+
+
+# Stream maps that filter
+
+
+def _filter_config(mirror_config: dict, maps: dict, **settings) -> dict:
+    return {**mirror_config, "stream_maps": maps, **settings}
+
+
+@BOTH
+def test_a_stream_map_filter_added_between_syncs_deletes_nothing_unless_allowed(
+    sandbox, mirror_config, tmp_path
+):
+    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    maps = {STREAM: {"__filter__": "id != 3 and id != 4"}}
+
+    filtered = run_target(
+        _filter_config(mirror_config, maps), copy(2, range(10)), tmp_path=tmp_path
+    )
+
+    assert filtered.returncode == 0, filtered.stderr[-3000:]
+    assert _deleted(sandbox) == []
+    said = [line for line in filtered.stderr.splitlines() if "__filter__ in stream_maps" in line]
+    assert len(said) == 1 and "WARNING" in said[0]
+    assert STREAM in said[0] and "mirror_delete_filtered_streams" in said[0]
+
+    allowed = _filter_config(mirror_config, maps, mirror_delete_filtered_streams=True)
+    run = run_target(allowed, copy(3, range(10)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == ["3", "4"]
+
+
+def test_an_alias_a_stream_map_filters_gets_no_mirror_deletes(sandbox, mirror_config, tmp_path):
+    alias = "active_users"
+    maps: dict = {STREAM: None, alias: {"__source__": STREAM}}
+    first = run_target(_filter_config(mirror_config, maps), copy(1, range(10)), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(sandbox.profiles("users")) == 10
+
+    maps[alias]["__filter__"] = "id != 3"
+    run = run_target(_filter_config(mirror_config, maps), copy(2, range(10)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _deleted(sandbox) == []
+    assert f"Stream '{alias}' has a __filter__ in stream_maps" in run.stderr
+
+    # Allowed, here from the environment, as Meltano passes settings.
+    allowed = run_target(
+        _filter_config(mirror_config, maps),
+        copy(3, range(10)),
+        tmp_path=tmp_path,
+        env={"TARGET_USERPILOT_MIRROR_DELETE_FILTERED_STREAMS": "true"},
+        args=["--config", "ENV"],
+    )
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    assert _deleted(sandbox) == ["3"]
+
+
+@pytest.mark.parametrize(
+    ("maps", "stream", "aliases", "filtered"),
+    [
+        ({"users": {"__filter__": "x"}}, "users", ["users"], {"users"}),
+        ({"public-*": {"__filter__": "x"}}, "public-users", ["public-users"], {"public-users"}),
+        ({"users": {"__alias__": "u2", "__filter__": "x"}}, "users", ["u2"], {"u2"}),
+        (
+            {"active": {"__source__": "users", "__filter__": "x"}},
+            "users",
+            ["users", "active"],
+            {"active"},
+        ),
+        (
+            {"users": {"__filter__": "x"}, "all": {"__source__": "users"}},
+            "users",
+            ["users", "all"],
+            {"users"},
+        ),
+        ({"users": {"email": None}}, "users", ["users"], set()),
+        ({"orders": {"__filter__": "x"}}, "users", ["users"], set()),
+        (None, "users", ["users"], set()),
+    ],
+)
+def test_the_sinks_a_filter_feeds_are_found_as_the_sdk_matches_them(
+    maps, stream, aliases, filtered
+):
+    assert filtered_aliases(maps, stream, aliases) == filtered
+
+
+# Logs
+
+
+def test_mirror_deletes_never_log_the_ids_they_delete(sandbox, mirror_config, tmp_path):
+    sandbox.set_limits(delete_interval=0)
+    users = schema(STREAM, {"user_id": {"type": "string"}}, ["user_id"])
+
+    def copy_of(version: int, ids: list[str]) -> list[dict]:
+        rows = [{**record(STREAM, {"user_id": i}), "version": version} for i in ids]
+        return [users, activate(version), *rows, activate(version), state({"v": version})]
+
+    kept = [f"kept-{n}" for n in range(20)]
+    erased = ["erase-me-6d1e", "erase-me-b07a"]
+    assert run_target(mirror_config, copy_of(1, kept + erased), tmp_path=tmp_path).returncode == 0
+
+    run = run_target(
+        mirror_config,
+        copy_of(2, kept),
+        tmp_path=tmp_path,
+        env={"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"},
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(_deleted(sandbox)) == erased
+    assert " DEBUG " in run.stderr  # it did log at DEBUG
+    assert "erase-me" not in run.stdout + run.stderr

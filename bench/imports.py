@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from target_userpilot.imports import event_time
 from target_userpilot.lanes.events import HEADROOM
+from target_userpilot.records.imports import event_time
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.summary import duration
 

@@ -1,4 +1,37 @@
-"""target-userpilot: a Singer target that loads user and company profiles into Userpilot."""
+"""target-userpilot: a Singer target that loads user and company profiles into Userpilot.
+
+A record travels one way: ``target.py`` reads Singer messages (``input/``), a sink per stream
+(``sinks.py``) has each record classified by pure rules (``records/``) and applies the result:
+rows go to spooled batch files (``batching/``), which lanes (``lanes/``) send to Userpilot
+(``userpilot/``) one job at a time; deletions and events take lanes of their own. What a run
+must remember between runs lives in the ledger (``ledger/``), used through ``memory/``.
+
+The run's own parts, at the top:
+
+- ``target.py``: the SDK ``Target``: the plugin's declaration and its message callbacks
+- ``sinks.py``: one sink per stream: its rules chosen once, each record's outcome applied
+- ``run.py``: one run's wiring, built once from the settings and closed once
+- ``settings.py``: the settings' schema, from a config file or ``TARGET_USERPILOT_*`` variables
+- ``checkpoints.py``: the one place STATE is held back and written
+- ``stop.py``: the one path a stop takes (signals and lane failures)
+- ``rejects.py``: invalid records counted, logged, kept in ``rejects_path``, or the run stopped
+- ``summary.py``: the end-of-run account, as a table and a JSON line
+- ``errors.py``: every exception and the exit code it ends a run with
+- ``meltano_loader.py``: Meltano's loader test: a failed check said where Meltano shows it
+
+And its rooms:
+
+- ``input/``: Singer input: lines read and checked, BATCH files, nesting too deep to read
+- ``records/``: record → Userpilot payload: pure rules, no SDK, no I/O
+- ``batching/``: batch files spooled to disk, and when each goes up
+- ``lanes/``: outbound work on threads of its own: bulk jobs, deletions, events
+- ``userpilot/``: Userpilot's HTTP API (and the dry run that stands in for it): no Singer inside
+- ``ledger/``: the ledger's storage (``state_db``): SQLite or PostgreSQL behind one interface
+- ``memory/``: what a run remembers on top of the ledger: unchanged rows, history, mirror
+  versions, imported files
+- ``privacy/``: personal data in owner-only files, secrets kept out of messages
+- ``sandbox/``: the Userpilot emulator (``userpilot-sandbox``) for tests, demos and trials
+"""
 
 from __future__ import annotations
 

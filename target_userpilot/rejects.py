@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from target_userpilot.errors import InvalidRecordError
-from target_userpilot.files import open_private
+from target_userpilot.privacy.files import open_private
 
 logger = logging.getLogger("target_userpilot.rejects")
 

@@ -23,28 +23,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from target_userpilot.batch import SealedBatch
-from target_userpilot.buffer import BatchBuffer
+from target_userpilot.batching.batch import SealedBatch
+from target_userpilot.batching.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints, hold_back
-from target_userpilot.client import UserpilotClient
-from target_userpilot.dryrun import DryRunClient
 from target_userpilot.errors import NothingLoaded, Terminated
-from target_userpilot.history import SyncHistory
 from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DeletionLane
 from target_userpilot.lanes.events import EventLane, Tracker
-from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
-from target_userpilot.ledger import Ledger, account_scope, open_ledger
-from target_userpilot.mirror import Guard, MirrorDeletes
-from target_userpilot.object_keys import ObjectKeys
+from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.memory.history import SyncHistory
+from target_userpilot.memory.imported import ImportedEvents
+from target_userpilot.memory.mirror import Guard, MirrorDeletes
+from target_userpilot.memory.unchanged import ConfirmedRows
+from target_userpilot.records.object_keys import ObjectKeys
+from target_userpilot.records.rows import EVENTS
 from target_userpilot.rejects import RejectLog
-from target_userpilot.rows import EVENTS
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
-from target_userpilot.unchanged import ConfirmedRows
+from target_userpilot.userpilot.client import UserpilotClient
+from target_userpilot.userpilot.dryrun import DryRunClient
 
 logger = logging.getLogger("target_userpilot")
 

@@ -1,17 +1,19 @@
 """Settings: the contract's table as a JSON schema, and the checks that run before any input.
 
 Values reach the target three ways: a config file (the SDK parses its fractions as
-``decimal.Decimal``), ``TARGET_USERPILOT_<NAME>`` environment variables (strings, read by
-``environment.py``), and Python dicts in tests. :meth:`Settings.from_config` turns all three into
-one typed, checked :class:`Settings`, so nothing past this module sees a Decimal or a string
-where a number belongs. The rules for ``object_mapping`` live beside routing, in ``rows.py``;
-those for ``api_url`` and ``api_key`` beside the client, in ``hosts.py``.
+``decimal.Decimal``), ``TARGET_USERPILOT_<NAME>`` environment variables (strings, each read as
+its setting's type by :func:`env_config`, at the end of this module), and Python dicts in tests.
+:meth:`Settings.from_config` turns all three into one typed, checked :class:`Settings`, so
+nothing past this module sees a Decimal or a string where a number belongs. The rules for
+``object_mapping`` live beside routing, in ``records/rows.py``; those for ``api_url`` and
+``api_key`` beside the client, in ``userpilot/hosts.py``.
 """
 
 from __future__ import annotations
 
 import decimal
 import difflib
+import json
 import logging
 import math
 import os
@@ -23,9 +25,9 @@ from typing import Any
 from singer_sdk import typing as th
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.hosts import check_api_key, check_api_url
-from target_userpilot.imports import EVENTS_APIS, check_event_mappings
-from target_userpilot.rows import check_object_mapping
+from target_userpilot.records.imports import EVENTS_APIS, check_event_mappings
+from target_userpilot.records.rows import check_object_mapping, kind_of
+from target_userpilot.userpilot.hosts import check_api_key, check_api_url
 
 logger = logging.getLogger("target_userpilot")
 
@@ -549,3 +551,92 @@ def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[st
         hint = f"did you mean {by_lower[close[0]]}?" if close else "see --about for the settings."
         sentences.append(f"Config key '{key}' is not a setting of target-userpilot; {hint}")
     return sentences
+
+
+# Settings from TARGET_USERPILOT_* environment variables, each read as its schema's type.
+#: Boolean environment values: the SDK's words for true, and the words for false. Anything else
+#: is refused: the SDK would read a typo such as "ture" as false without a word.
+TRUTHY = ("true", "1", "yes", "on")
+FALSY = ("false", "0", "no", "off", "")
+
+
+def env_config(
+    schema: Mapping[str, Any], prefix: str, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Settings from ``<prefix><NAME>`` environment variables, each read as its schema's type.
+
+    The SDK's own reader raises bare ``ValueError``s on a bad integer or JSON value, leaves
+    numbers as strings and reads any unrecognised boolean as false. Here a value that cannot be
+    its setting's type is a :class:`ConfigurationError` naming the variable. Without
+    ``environ``, a ``.env`` file is loaded first, as the SDK does.
+    """
+    if environ is None:
+        _load_dotenv(prefix)
+        environ = os.environ
+    config: dict[str, Any] = {}
+    for name, prop in schema.get("properties", {}).items():
+        variable = prefix + name.upper().replace("-", "_")
+        if variable not in environ:
+            continue
+        logger.info("Parsing '%s' config from env variable '%s'.", name, variable)
+        config[name] = _env_value(variable, environ[variable], prop)
+    return config
+
+
+def _load_dotenv(prefix: str) -> None:
+    """Load a ``.env`` file into the environment the way the SDK finds and reads it."""
+    # The SDK's own reader, given no settings, loads the .env file and parses nothing: the
+    # file is then found and applied exactly as the SDK always did.
+    from singer_sdk.configuration._dict_config import parse_environment_config
+
+    parse_environment_config({"properties": {}}, prefix)
+
+
+def _env_value(variable: str, raw: str, prop: Mapping[str, Any]) -> Any:
+    wanted = json_type(prop)
+    text = raw.strip()
+    # Secrets are never echoed; other values are the operator's own configuration.
+    shown = "" if prop.get("secret") else f" is '{text[:60]}'"
+    if wanted == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            example = prop.get("default", 1)
+            msg = f"{variable}{shown}, not a whole number. Set it to an integer such as {example}."
+            raise ConfigurationError(msg) from None
+    if wanted == "number":
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            example = prop.get("default", 1)
+            msg = f"{variable}{shown}, not a number. Set it to a number such as {example}."
+            raise ConfigurationError(msg)
+        return number
+    if wanted == "boolean":
+        if text.lower() in TRUTHY:
+            return True
+        if text.lower() in FALSY:
+            return False
+        msg = f"{variable}{shown}; set it to true or false."
+        raise ConfigurationError(msg)
+    if wanted in ("object", "array"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            # The position, not the text: stream maps and their config may hold secrets.
+            where = ""
+            if isinstance(exc, json.JSONDecodeError):
+                where = f"line {exc.lineno}, column {exc.colno}"
+            msg = (
+                f"{variable} is not valid JSON ({getattr(exc, 'msg', exc)} at {where}). It must "
+                f"hold a JSON {wanted}."
+            )
+            raise ConfigurationError(msg) from None
+        expected = dict if wanted == "object" else list
+        if not isinstance(value, expected):
+            msg = f"{variable} holds {kind_of(value)}; it must hold a JSON {wanted}."
+            raise ConfigurationError(msg)
+        return value
+    return raw

@@ -2,8 +2,8 @@
 
 Records reach it through the SDK's public record path only (stream maps, ``_sdc_`` metadata,
 validation, ``process_record``). Rows do not stay in the sink: they go to the run's
-:class:`~target_userpilot.buffer.BatchBuffer`, one open batch per Userpilot object, which decides
-when a batch goes up. The SDK's own drains therefore find nothing to drain.
+:class:`~target_userpilot.batching.buffer.BatchBuffer`, one open batch per Userpilot object,
+which decides when a batch goes up. The SDK's own drains therefore find nothing to drain.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from target_userpilot.errors import (
     MissingKeyRecordError,
     UserpilotError,
 )
-from target_userpilot.imports import event_age, page_view_left_out, to_import_record
-from target_userpilot.loader_test import tell_parent
-from target_userpilot.marks import is_deleted
-from target_userpilot.nesting import PrunedRecord
-from target_userpilot.rows import (
+from target_userpilot.input.nesting import PrunedRecord
+from target_userpilot.meltano_loader import tell_parent
+from target_userpilot.records.imports import event_age, page_view_left_out, to_import_record
+from target_userpilot.records.marks import is_deleted
+from target_userpilot.records.rows import (
     COMPANIES,
     EVENTS,
     IGNORE,
@@ -41,7 +41,7 @@ from target_userpilot.rows import (
     to_event,
     to_row,
 )
-from target_userpilot.validation import RecordValidator
+from target_userpilot.records.validation import RecordValidator
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -55,7 +55,7 @@ if t.TYPE_CHECKING:
     from singer_sdk import Target
 
     from target_userpilot.lanes.events import EventLane
-    from target_userpilot.object_keys import ObjectKeys
+    from target_userpilot.records.object_keys import ObjectKeys
     from target_userpilot.run import SinkServices
 
 

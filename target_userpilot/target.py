@@ -20,8 +20,6 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.mapper import RemoveRecordTransform
 
 from target_userpilot.checkpoints import check_stdout
-from target_userpilot.client import UserpilotClient
-from target_userpilot.environment import env_config
 from target_userpilot.errors import (
     EXIT_CODES,
     AuthenticationError,
@@ -31,18 +29,20 @@ from target_userpilot.errors import (
     UserpilotError,
     exit_code,
 )
-from target_userpilot.manifest import BatchEncoding, manifest_records
-from target_userpilot.nesting import PrunedRecord
-from target_userpilot.reader import InputReader
-from target_userpilot.rows import COMPANIES, USERS
+from target_userpilot.input.manifest import BatchEncoding, manifest_records
+from target_userpilot.input.nesting import PrunedRecord
+from target_userpilot.input.reader import InputReader
+from target_userpilot.records.rows import COMPANIES, USERS
 from target_userpilot.run import Run
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
+    env_config,
     explain_config_errors,
     numbers_from_text,
 )
 from target_userpilot.sinks import UserpilotSink, override
+from target_userpilot.userpilot.client import UserpilotClient
 
 
 class TargetUserpilot(Target):

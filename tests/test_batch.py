@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from target_userpilot.batch import BatchFile, SealedBatch
-from target_userpilot.rows import encode_row
+from target_userpilot.batching.batch import BatchFile, SealedBatch
+from target_userpilot.records.rows import encode_row
 
 
 def user_line(user_id: str, company_id: str | None = None, **metadata) -> bytes:

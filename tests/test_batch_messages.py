@@ -30,7 +30,7 @@ from conftest import (
 )
 
 from target_userpilot.errors import BatchFileError
-from target_userpilot.manifest import BatchEncoding, file_records
+from target_userpilot.input.manifest import BatchEncoding, file_records
 
 COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
 

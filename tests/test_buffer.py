@@ -27,9 +27,9 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot.buffer import BatchBuffer
+from target_userpilot.batching.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.rows import encode_row
+from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox
 
 

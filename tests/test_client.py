@@ -25,8 +25,6 @@ from http_doubles import (
     running,
 )
 
-from target_userpilot import transport
-from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -40,9 +38,11 @@ from target_userpilot.errors import (
     UserpilotError,
     exit_code,
 )
-from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
-from target_userpilot.transport import _TokenAuth, parse_retry_after
+from target_userpilot.userpilot import transport
+from target_userpilot.userpilot.client import UserpilotClient
+from target_userpilot.userpilot.retry import RetryPolicy
+from target_userpilot.userpilot.transport import _TokenAuth, parse_retry_after
 
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=0.5)
 UPLOAD = ("POST", "/v1/users/bulk_identify")

@@ -31,14 +31,14 @@ from conftest import (
 )
 from test_docs import _recipe
 
-from target_userpilot.batch import BatchFile
+from target_userpilot.batching.batch import BatchFile
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.client import UserpilotClient
 from target_userpilot.lanes.deletions import DeletionLane
-from target_userpilot.rows import encode_row
+from target_userpilot.memory.unchanged import ConfirmedRows
+from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.summary import RunSummary
-from target_userpilot.unchanged import ConfirmedRows
+from target_userpilot.userpilot.client import UserpilotClient
 
 DELETED_AT = "2026-11-02T08:15:00Z"
 #: A log-based tap's schema: the deletion mark is a column of the stream.

@@ -668,11 +668,11 @@ def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(fast_sandbox,
 
 def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
     from target_userpilot.checkpoints import Checkpoints
-    from target_userpilot.client import UserpilotClient
     from target_userpilot.lanes.events import EventLane
     from target_userpilot.lanes.pace import EventPace
     from target_userpilot.rejects import RejectLog
     from target_userpilot.summary import RunSummary
+    from target_userpilot.userpilot.client import UserpilotClient
 
     with Sandbox(port=0, api_key=API_KEY, events_per_minute=0, track_requires_user=False) as sb:
         written: list[Any] = []

@@ -29,8 +29,8 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import ConfigurationError, exit_code
+from target_userpilot.userpilot.client import UserpilotClient
 
 #: Runs before the target: FULL_PREFIX makes the spool files of that prefix write to /dev/full;
 #: FAIL_SQL makes the SQLite statements containing it fail as on a full disk.

@@ -32,8 +32,8 @@ from conftest import (
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 from test_deletes import TAP_USER_SCHEMA, deleted_user
 
-from target_userpilot.history import erasure_time
-from target_userpilot.ledger import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.memory.history import erasure_time
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -215,7 +215,7 @@ def test_the_erasure_time_is_the_next_two_oclock_utc():
 
 def _cli(*argv: str, cwd=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "target_userpilot.ledger_cli", *argv],
+        [sys.executable, "-m", "target_userpilot.ledger.cli", *argv],
         capture_output=True,
         text=True,
         timeout=60,

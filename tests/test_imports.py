@@ -32,12 +32,12 @@ from conftest import (
 )
 from pg import postgres_fixture  # noqa: F401 - the session's PostgreSQL
 
-from target_userpilot.client import UserpilotClient
 from target_userpilot.errors import ConfigurationError, InvalidRecord
-from target_userpilot.imports import event_time, to_import_record
-from target_userpilot.rows import route_for, to_event
+from target_userpilot.records.imports import event_time, to_import_record
+from target_userpilot.records.rows import route_for, to_event
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.settings import Settings
+from target_userpilot.userpilot.client import UserpilotClient
 
 EVENT_SCHEMA = {
     "event_id": {"type": "string"},

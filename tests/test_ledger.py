@@ -17,11 +17,11 @@ import pytest
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.ledger import Ledger, account_scope, looks_like_url, open_ledger
-from target_userpilot.ledger_pg import PostgresLedger
-from target_userpilot.ledger_schema import latest_version
-from target_userpilot.ledger_sqlite import SQLiteLedger
-from target_userpilot.redact import redact
+from target_userpilot.ledger.base import Ledger, account_scope, looks_like_url, open_ledger
+from target_userpilot.ledger.postgres import PostgresLedger
+from target_userpilot.ledger.schema import latest_version
+from target_userpilot.ledger.sqlite import SQLiteLedger
+from target_userpilot.privacy.redact import redact
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
 
@@ -255,7 +255,7 @@ def test_two_runs_writing_the_same_ids_at_once_both_land(ledger, tmp_path, reque
     assert len(found) == 3000 and set(found.values()) <= {H1, H2}
 
 
-# Import files (ledger_imports.py): recorded before their upload, settled once
+# Import files (ledger/imports.py): recorded before their upload, settled once
 
 
 def _recorded(ledger: Ledger, scope: str = "acct") -> dict[str, tuple[str, str | None, dict]]:

@@ -313,7 +313,7 @@ def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano
 def test_a_refused_key_shows_its_reason_at_meltanos_default_log_level(meltano, loader_project):
     """Meltano logs the loader's lines at debug level only, and on a failed test ends in its own
     ProcessLookupError before printing the last one: the target says why where Meltano's user
-    looks (Meltano's own stderr, loader_test.py), once, without the key."""
+    looks (Meltano's own stderr, meltano_loader.py), once, without the key."""
     key = f"refused-key-{uuid.uuid4().hex[:8]}"
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:

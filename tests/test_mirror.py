@@ -14,7 +14,7 @@ import pytest
 from conftest import USER_SCHEMA, TargetProcess, record, run_target, schema, state, user
 from pg import postgres_fixture  # noqa: F401
 
-from target_userpilot.mirror import filtered_aliases
+from target_userpilot.memory.mirror import filtered_aliases
 from target_userpilot.sandbox import Sandbox
 
 STREAM = "public-crm_users"

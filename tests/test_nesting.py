@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from target_userpilot.nesting import (
+from target_userpilot.input.nesting import (
     MAX_DEPTH,
     NotAnObject,
     NotJSON,

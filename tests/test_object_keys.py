@@ -6,8 +6,8 @@ target, across runs with the ledger and within a run without one, are in ``test_
 
 from __future__ import annotations
 
-from target_userpilot.object_keys import ObjectKeys
-from target_userpilot.rows import route_for, to_row
+from target_userpilot.records.object_keys import ObjectKeys
+from target_userpilot.records.rows import route_for, to_row
 
 #: A jsonb column as tap-postgres declares it: no properties, so keys come only from values.
 JSONB = {"id": {"type": "integer"}, "prefs": {"type": ["object", "null"]}}

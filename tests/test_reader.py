@@ -12,8 +12,8 @@ import json
 import pytest
 from singer_sdk.exceptions import InvalidInputLine
 
-from target_userpilot.nesting import MAX_DEPTH, PrunedRecord
-from target_userpilot.reader import InputReader
+from target_userpilot.input.nesting import MAX_DEPTH, PrunedRecord
+from target_userpilot.input.reader import InputReader
 
 SCHEMA = {"type": "SCHEMA", "stream": "users", "schema": {"properties": {"id": {}}}}
 TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")

@@ -23,7 +23,7 @@ from target_userpilot.errors import (
     WaitInterrupted,
 )
 from target_userpilot.lanes.pace import SLOW_DOWN, EventPace
-from target_userpilot.retry import RetryPolicy
+from target_userpilot.userpilot.retry import RetryPolicy
 
 POLICY = RetryPolicy(base_seconds=0.5, max_seconds=30.0, max_tries=5, poll_max_time=300.0)
 

@@ -1,4 +1,4 @@
-"""Record to row: plain-dict tests of ``target_userpilot.rows`` (no SDK, no I/O).
+"""Record to row: plain-dict tests of ``target_userpilot.records.rows`` (no SDK, no I/O).
 
 The last section runs the real target against the sandbox, where the SDK's own flattening
 (``flattening_enabled``) must give the same profiles as the target's.
@@ -13,8 +13,8 @@ import json
 import pytest
 from conftest import record, run_target, schema, state
 
-from target_userpilot.marks import is_deleted
-from target_userpilot.rows import (
+from target_userpilot.records.marks import is_deleted
+from target_userpilot.records.rows import (
     COMPANIES,
     EVENTS,
     IGNORE,

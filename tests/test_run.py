@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import eventually
 
-from target_userpilot import batch as batch_module
+from target_userpilot.batching import batch as batch_module
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.errors import (
     AuthenticationError,

@@ -35,10 +35,10 @@ from conftest import (
 )
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.hosts import check_api_url, is_loopback
-from target_userpilot.redact import redact, redact_url, without_userinfo
+from target_userpilot.privacy.redact import redact, redact_url, without_userinfo
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
+from target_userpilot.userpilot.hosts import check_api_url, is_loopback
 
 KEY = "upk-Zq7XvN2pLw9RtY4mKb8cHd3"
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}

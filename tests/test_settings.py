@@ -27,11 +27,11 @@ from conftest import (
     users_messages,
 )
 
-from target_userpilot.environment import env_config
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
     Settings,
+    env_config,
     explain_config_errors,
     numbers_from_text,
     unknown_settings,
@@ -136,7 +136,7 @@ def test_an_api_key_that_cannot_go_in_a_header_stops_with_exit_2_without_the_key
 )
 def test_settings_and_client_apply_one_api_key_rule(key):
     """A key the settings accept never fails later in the client, and the other way round."""
-    from target_userpilot.client import UserpilotClient
+    from target_userpilot.userpilot.client import UserpilotClient
 
     def refused(make: Any) -> bool:
         try:

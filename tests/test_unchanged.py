@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import API_KEY, USER_SCHEMA, record, run_target, schema, state, user
 
-from target_userpilot.batch import SealedBatch
-from target_userpilot.ledger import account_scope, open_ledger
-from target_userpilot.rows import encode_row
+from target_userpilot.batching.batch import SealedBatch
+from target_userpilot.ledger.base import account_scope, open_ledger
+from target_userpilot.memory.unchanged import ConfirmedRows
+from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox
-from target_userpilot.unchanged import ConfirmedRows
 
 
 def _users(n: int, changed: set[int] = frozenset()) -> list[dict]:

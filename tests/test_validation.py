@@ -10,7 +10,7 @@ import pytest
 from singer_sdk.exceptions import InvalidRecord
 from singer_sdk.sinks.core import JSONSchemaValidator
 
-from target_userpilot.validation import RecordValidator
+from target_userpilot.records.validation import RecordValidator
 
 USERS = {
     "type": "object",

@@ -1,11 +1,16 @@
-"""Lanes: each kind of outbound work with its own pace, driven by the run in one way.
+"""Lanes: each kind of outbound work on threads of its own, driven by the run in one way.
 
-The job lane (``jobs.py``) runs Userpilot's one bulk job at a time; the deletion lane
-(``deletions.py``) sends ``hard_delete``'s deletion requests; the events lane (``events.py``)
-sends events. Each is a :class:`~target_userpilot.lanes.base.Lane`, which owns their threads,
-failure capture, stop and join; every pace is in ``pace.py``. Every lane makes work durable and
-then releases that work's hold in :mod:`target_userpilot.checkpoints`, which alone writes STATE.
-Transport retries stay in the client.
+Each is a :class:`~target_userpilot.lanes.base.Lane`, which owns its threads, failure capture,
+stop and join. Every lane makes work durable and then releases that work's hold in
+:mod:`target_userpilot.checkpoints`, which alone writes STATE. Retries are the client's.
+
+- ``base.py``: what every lane shares: threads, the failure that stopped it, the two-phase stop
+- ``jobs.py``: the one bulk job at a time: upload, follow the job, make its batch durable
+- ``deletions.py``: ``hard_delete``'s deletion requests, paced, halved on 413
+- ``events.py``: one track request per event: after its users, paced, in order, once in effect
+- ``progress.py``: what the events lane tells the operator: ETA and progress lines
+- ``spool.py``: the events waiting (and set aside) on disk rather than in memory
+- ``pace.py``: every lane's pace: job durations learned, one deletion every 2 s, events' rate
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import PayloadTooLarge, UserpilotError, WaitInterrupted
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace
-from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary
+from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 
@@ -58,7 +58,7 @@ class Deleter(Protocol):
 
 
 class DeletionHistory(Protocol):
-    """The ledger's memory of deletions (``history.py``)."""
+    """The ledger's memory of deletions (``memory/history.py``)."""
 
     def already_deleted(self, object: str, ids: list[str]) -> set[str]: ...
 

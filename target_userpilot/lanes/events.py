@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from target_userpilot.batching.pending import PendingUsers
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import (
     EventRefused,
@@ -49,11 +50,10 @@ from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
 from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts, EventProgress
 from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
-from target_userpilot.pending import PendingUsers
+from target_userpilot.records.rows import USERS
 from target_userpilot.rejects import RejectLog
-from target_userpilot.retry import Stop
-from target_userpilot.rows import USERS
 from target_userpilot.summary import RunSummary
+from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.events")
 

@@ -9,7 +9,7 @@ batch. This is the one place a job is waited on.
 
 Before its first batch the lane settles the Import API files earlier runs of the account left
 unsettled (a crash, a stop, a lost answer): their jobs are looked for and awaited here, and
-``imports.py`` records how each ended, so no event goes twice.
+``memory/imported.py`` records how each ended, so no event goes twice.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from target_userpilot.batch import SealedBatch
-from target_userpilot.buffer import BatchBuffer
+from target_userpilot.batching.batch import SealedBatch
+from target_userpilot.batching.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.client import FINAL_STATUSES, WAITING_STATUSES
 from target_userpilot.errors import (
     JobFailed,
     JobTimeout,
@@ -42,12 +41,13 @@ from target_userpilot.errors import (
     WaitInterrupted,
 )
 from target_userpilot.lanes.base import Abandoned, Lane
-from target_userpilot.lanes.imports import ImportedEvents
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds, reported_seconds
+from target_userpilot.memory.imported import ImportedEvents
+from target_userpilot.records.rows import EVENTS
 from target_userpilot.rejects import RejectLog
-from target_userpilot.retry import Stop
-from target_userpilot.rows import EVENTS
 from target_userpilot.summary import RunSummary, duration
+from target_userpilot.userpilot.client import FINAL_STATUSES, WAITING_STATUSES
+from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 
@@ -93,7 +93,7 @@ class Uploader(Protocol):
 
 
 class JobHistory(Protocol):
-    """The ledger's sync history (``history.py``): told of every upload and how its job ended."""
+    """The sync history (``memory/history.py``): told of every upload and how its job ended."""
 
     def job_sent(self, batch: SealedBatch, job_id: str) -> None: ...
 
@@ -148,7 +148,7 @@ class JobLane(Lane):
         self._checkpoints = checkpoints
         self._summary = summary
         self._rejects = rejects
-        #: The ledger's side of every batch (``imports.py``); without one, nothing is recorded.
+        #: The ledger's side of every batch (``memory/imported.py``); none: nothing recorded.
         self._confirmer = confirmer or ImportedEvents(None, "", summary)
         #: skip_unchanged: leaves out the rows Userpilot already holds, on this thread, in the
         #: order batches go up, outside the buffer's lock (the ledger may be slow).

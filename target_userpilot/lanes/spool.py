@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from target_userpilot.batch import spool_failure, spooling
-from target_userpilot.rows import encode_row
+from target_userpilot.batching.batch import spool_failure, spooling
+from target_userpilot.records.rows import encode_row
 
 #: What the events spool is called in a sentence about a failed write.
 EVENTS_FILE = "the file of events waiting to be sent"

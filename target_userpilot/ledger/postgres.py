@@ -1,7 +1,7 @@
 """The ledger in PostgreSQL, reached through SQLAlchemy with psycopg 3 (the ``postgres`` extra).
 
 For runs in containers whose disk is gone after each run. A URL's password is never written
-anywhere: messages go through :func:`target_userpilot.redact.redact`.
+anywhere: messages go through :func:`target_userpilot.privacy.redact.redact`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger import EXTRA_HINT, Ledger, check_readable, check_version, chunks
-from target_userpilot.ledger_history import SentJob
-from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
-from target_userpilot.ledger_tables import PostgresTables
-from target_userpilot.redact import password_of, redact
+from target_userpilot.ledger.base import EXTRA_HINT, Ledger, check_readable, check_version, chunks
+from target_userpilot.ledger.history import SentJob
+from target_userpilot.ledger.schema import VERSION_TABLE, apply_pending, latest_version
+from target_userpilot.ledger.tables import PostgresTables
+from target_userpilot.privacy.redact import password_of, redact
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -363,7 +363,7 @@ class PostgresLedger(PostgresTables, Ledger):
 
         self._run("recording accepted events", add)
 
-    # The history's primitives (ledger_history.py)
+    # The history's primitives (history.py)
 
     @override
     def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
-from target_userpilot.ledger import Ledger, check_readable, check_version
-from target_userpilot.ledger_schema import VERSION_TABLE, apply_pending, latest_version
-from target_userpilot.ledger_tables import SQLiteTables
+from target_userpilot.ledger.base import Ledger, check_readable, check_version
+from target_userpilot.ledger.schema import VERSION_TABLE, apply_pending, latest_version
+from target_userpilot.ledger.tables import SQLiteTables
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -215,7 +215,7 @@ class SQLiteLedger(SQLiteTables, Ledger):
                 ((scope, stream, key, now, name) for key in keys),
             )
 
-    # The history's primitives (ledger_history.py)
+    # The history's primitives (history.py)
 
     @override
     def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -45,7 +45,7 @@ from target_userpilot.errors import (
     WaitInterrupted,
 )
 
-logger = logging.getLogger("target_userpilot.client")
+logger = logging.getLogger("target_userpilot.userpilot.client")
 
 T = TypeVar("T")
 

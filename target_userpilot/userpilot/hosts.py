@@ -10,7 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.redact import has_userinfo, redact_url
+from target_userpilot.privacy.redact import has_userinfo, redact_url
 
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 

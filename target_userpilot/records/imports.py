@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from target_userpilot.errors import ConfigurationError, InvalidRecord
-from target_userpilot.rows import EVENTS, Route, default_object, identifier, to_event
+from target_userpilot.records.rows import EVENTS, Route, default_object, identifier, to_event
 
 #: The record types an events stream may send through the Import API.
 IMPORT_EVENT_TYPES = ("track", "page_view")

@@ -28,7 +28,7 @@ from collections import Counter
 from singer_sdk.exceptions import InvalidInputLine
 from singer_sdk.io_base import SingerReader
 
-from target_userpilot.nesting import (
+from target_userpilot.input.nesting import (
     MAX_DEPTH,
     NotAnObject,
     NotJSON,
@@ -221,7 +221,7 @@ class InputReader(SingerReader):
         """A message nested ``depth`` levels deep, more than the target reads.
 
         A RECORD becomes a rejected record of its stream, so one odd record does not stop a
-        long load: its record is a :class:`~target_userpilot.nesting.PrunedRecord` (what is
+        long load: its record is a :class:`~target_userpilot.input.nesting.PrunedRecord` (what is
         shallow enough of it, why it is rejected, and the record as JSON text), and the usual
         checks of its stream and record follow. Any other message stops the run (exit 7): a
         SCHEMA or STATE cannot be left out. The line is checked to be valid JSON first, so a

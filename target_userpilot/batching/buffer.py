@@ -13,7 +13,8 @@ Events for the Import API (``events_api: import``) are a third object with batch
 with one more rule: Userpilot needs the user first, so an events batch never goes before a users
 batch holding rows received before its events, nor before one holding a user its events name,
 whatever the order of the streams (that users batch goes first instead). Which users batch holds
-which user is :class:`~target_userpilot.pending.PendingUsers`' to know, shared with the events lane.
+which user is :class:`~target_userpilot.batching.pending.PendingUsers`' to know, shared with
+the events lane.
 A full batch is sealed at once; at most one sealed batch waits for the lane, and only then does the
 reading thread block. Input faster than Userpilot therefore fills batches to the limits while a job
 runs, and input slower than Userpilot never leaves it idle while rows wait.
@@ -25,10 +26,10 @@ import threading
 import time
 from collections import Counter, deque
 
-from target_userpilot.batch import BatchFile, SealedBatch
+from target_userpilot.batching.batch import BatchFile, SealedBatch
+from target_userpilot.batching.pending import PendingUsers
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.pending import PendingUsers
-from target_userpilot.rows import EVENTS, USERS
+from target_userpilot.records.rows import EVENTS, USERS
 
 
 class BatchBuffer:

@@ -24,9 +24,9 @@ import json
 import threading
 from collections.abc import Iterable
 
-from target_userpilot.batch import SealedBatch
-from target_userpilot.ledger import Ledger, open_ledger
-from target_userpilot.rows import id_key
+from target_userpilot.batching.batch import SealedBatch
+from target_userpilot.ledger.base import Ledger, open_ledger
+from target_userpilot.records.rows import id_key
 
 #: The pending mark of a profile deleted in this run: Userpilot will hold nothing for it, so no
 #: row equals it.

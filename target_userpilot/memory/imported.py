@@ -4,7 +4,7 @@ With ``events_api: import`` events are a third object of the buffer (``buffer.py
 NDJSON files of Import API records, at most 10,000 and 50 MB each, uploaded to ``/v1/imports``
 by the one job lane (``jobs.py``), which awaits each job as it does bulk jobs. Events are not
 idempotent, and a job can outlive the run that uploaded it, so a file is in the ledger
-(``ledger_imports.py``) from before its upload until the end of its job is known:
+(``ledger/imports.py``) from before its upload until the end of its job is known:
 
 - **Before the upload** (:meth:`ImportedEvents.prepare`): the events whose keys the ledger holds
   are left out of the file. Every earlier job of this run has completed by then (one job at a
@@ -34,10 +34,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from target_userpilot.batch import SealedBatch
-from target_userpilot.client import FINAL_STATUSES
+from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.errors import Unconfirmed, WaitInterrupted
-from target_userpilot.ledger_imports import (
+from target_userpilot.ledger.imports import (
     COMPLETED,
     FAILED,
     NOT_SENT,
@@ -45,9 +44,10 @@ from target_userpilot.ledger_imports import (
     UNCONFIRMED,
     RecordedImport,
 )
-from target_userpilot.retry import Stop
-from target_userpilot.rows import EVENTS
+from target_userpilot.records.rows import EVENTS
 from target_userpilot.summary import RunSummary
+from target_userpilot.userpilot.client import FINAL_STATUSES
+from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 

@@ -1,6 +1,6 @@
 """The ledger's sync history: what went to Userpilot, in which job, and how it ended.
 
-Tables (made by migration 3 in ``ledger_schema.py``):
+Tables (made by migration 3 in ``ledger/schema.py``):
 
 - ``sync_jobs``: one row per bulk job or deletion request: its run, object, streams, rows, when
   it was sent, when it ended and how (``completed``, ``failed``, ``timed out``, ``accepted``;
@@ -85,7 +85,7 @@ _ENTRY_SELECT = """
 
 
 class HistoryTables(ABC):
-    """The history half of :class:`target_userpilot.ledger.Ledger`, written once for both."""
+    """The history half of :class:`target_userpilot.ledger.base.Ledger`, written once for both."""
 
     #: Ids per statement.
     chunk_size = 500

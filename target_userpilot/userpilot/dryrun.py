@@ -10,8 +10,8 @@ import shutil
 import threading
 from typing import Any
 
-from target_userpilot.client import deletion_body
-from target_userpilot.files import make_private_dirs, open_private
+from target_userpilot.privacy.files import make_private_dirs, open_private
+from target_userpilot.userpilot.client import deletion_body
 
 logger = logging.getLogger("target_userpilot")
 
@@ -43,7 +43,7 @@ def clear_previous_run(output_dir: str) -> int:
 
 
 class DryRunClient:
-    """Stands in for :class:`~target_userpilot.client.UserpilotClient` when ``dry_run`` is on.
+    """Stands in for :class:`~target_userpilot.userpilot.client.UserpilotClient` in a dry run.
 
     Each batch is copied to ``<output_dir>/<object>-<n>.ndjson`` and reported as a job that has
     already completed, so the summary and everything else behave as in a real run, except STATE:

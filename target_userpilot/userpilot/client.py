@@ -24,8 +24,8 @@ from target_userpilot.errors import (
     Unconfirmed,
     UnexpectedAnswer,
 )
-from target_userpilot.retry import RatePace, RetryPolicy, Stop
-from target_userpilot.transport import (
+from target_userpilot.userpilot.retry import RatePace, RetryPolicy, Stop
+from target_userpilot.userpilot.transport import (
     IMPORT_LIST_PATHS,
     IMPORT_STATUS_PATHS,
     IMPORTS_PATH,
@@ -33,7 +33,7 @@ from target_userpilot.transport import (
     Transport,
 )
 
-logger = logging.getLogger("target_userpilot.client")
+logger = logging.getLogger("target_userpilot.userpilot.client")
 
 FINAL_STATUSES = frozenset({"completed", "failed"})
 WAITING_STATUSES = frozenset({"queued", "validating", "processing", "pending_refresh"})

@@ -11,10 +11,10 @@ by the run that uploaded it or by the next run of the account (``lanes/jobs.py``
 - ``failed``: its keys are dropped, so its events are sent again when the tap sends them;
 - never sent (every try was refused, or proved it had no effect): the file is forgotten.
 
-Tables (made by migration 6 in ``ledger_schema.py``): ``import_jobs``, one row per file (its
+Tables (made by migration 6 in ``ledger/schema.py``): ``import_jobs``, one row per file (its
 name, the run, ``state``, its ``job_id`` once Userpilot named it, when it was recorded and
 settled), and ``import_keys``, the keys of the files not settled yet. The SQL is written once for
-both backends, as in ``ledger_history.py``.
+both backends, as in ``ledger/history.py``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class RecordedImport:
 
 
 class ImportTables(ABC):
-    """The import half of :class:`target_userpilot.ledger.Ledger`, written once for both."""
+    """The import half of :class:`target_userpilot.ledger.base.Ledger`, written once for both."""
 
     # What a backend supplies (``ledger_history.HistoryTables`` declares the same two)
 

@@ -8,10 +8,10 @@ never the key) and object, so one database serves several accounts and several r
 
 Two backends sit behind one interface, :class:`Ledger`:
 
-- a SQLite file (the default, ``.target-userpilot/state.db``), in ``ledger_sqlite.py``;
-- a SQLAlchemy URL (``postgresql://…``), in ``ledger_pg.py``.
+- a SQLite file (the default, ``.target-userpilot/state.db``), in ``ledger/sqlite.py``;
+- a SQLAlchemy URL (``postgresql://…``), in ``ledger/postgres.py``.
 
-Their tables and how an older ledger is upgraded are in ``ledger_schema.py`` (a versioned schema,
+Their tables and how an older ledger is upgraded are in ``ledger/schema.py`` (a versioned schema,
 migrated on open; opened read-only, as ``userpilot-ledger`` does, nothing is made or migrated). No
 SQL lives outside the ``ledger_*`` modules. Lookups go in chunks, so a 10,000-row batch costs a few
 round trips. Writes are upserts, so two runs sharing one database never lose each other's entries.
@@ -30,10 +30,10 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing
-from target_userpilot.ledger_history import HistoryTables
-from target_userpilot.ledger_imports import ImportTables
-from target_userpilot.ledger_schema import DRY_RUN_SCOPE, latest_version
-from target_userpilot.redact import redact_url, without_userinfo
+from target_userpilot.ledger.history import HistoryTables
+from target_userpilot.ledger.imports import ImportTables
+from target_userpilot.ledger.schema import DRY_RUN_SCOPE, latest_version
+from target_userpilot.privacy.redact import redact_url, without_userinfo
 
 logger = logging.getLogger("target_userpilot")
 
@@ -68,7 +68,7 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 class Ledger(HistoryTables, ImportTables):
     """Row hashes for ``skip_unchanged``, accepted event keys, the sync history and the import
-    files not settled yet (``ledger_imports.py``).
+    files not settled yet (``ledger/imports.py``).
 
     Scoped by account and object. Safe to call from several threads: confirms come from the job
     watcher while lookups run on the reading thread.
@@ -175,7 +175,7 @@ class Ledger(HistoryTables, ImportTables):
 
     @abstractmethod
     def schema_versions(self) -> list[int]:
-        """The migrations this ledger has had (``ledger_schema.py``), in order."""
+        """The migrations this ledger has had (``ledger/schema.py``), in order."""
 
     # Backends implement these; the public methods above chunk and normalise.
 
@@ -225,7 +225,7 @@ def open_ledger(state_db: str, *, read_only: bool = False) -> Ledger:
     database that holds no ledger is refused (:func:`check_readable`) instead of becoming one.
     """
     # The backends import this module: they are imported here, when first needed.
-    from target_userpilot.ledger_sqlite import SQLiteLedger
+    from target_userpilot.ledger.sqlite import SQLiteLedger
 
     state_db = state_db.strip() or DEFAULT_PATH
     if not looks_like_url(state_db):
@@ -263,7 +263,7 @@ def open_ledger(state_db: str, *, read_only: bool = False) -> Ledger:
             raise ConfigurationError(msg)
         return SQLiteLedger(url.database, read_only=read_only)
     if backend == "postgresql":
-        from target_userpilot.ledger_pg import PostgresLedger
+        from target_userpilot.ledger.postgres import PostgresLedger
 
         return PostgresLedger(state_db, read_only=read_only)
     msg = (

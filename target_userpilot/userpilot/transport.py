@@ -41,8 +41,13 @@ from target_userpilot.errors import (
     UserNotFound,
     UserpilotError,
 )
-from target_userpilot.hosts import UNSENDABLE_KEY, check_api_key, check_api_url, is_loopback
-from target_userpilot.redact import redact, redact_url
+from target_userpilot.privacy.redact import redact, redact_url
+from target_userpilot.userpilot.hosts import (
+    UNSENDABLE_KEY,
+    check_api_key,
+    check_api_url,
+    is_loopback,
+)
 
 if sys.version_info >= (3, 12):
     from typing import override

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from target_userpilot.errors import BatchFileError
-from target_userpilot.nesting import (
+from target_userpilot.input.nesting import (
     MAX_DEPTH,
     NotAnObject,
     NotJSON,
     nested_deeper,
     pruned_record,
 )
-from target_userpilot.redact import redact_url
+from target_userpilot.privacy.redact import redact_url
 
 if sys.version_info >= (3, 12):
     from typing import override

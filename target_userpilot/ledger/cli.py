@@ -31,9 +31,9 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
-from target_userpilot.ledger import DEFAULT_PATH, Ledger, account_scope, open_ledger
-from target_userpilot.ledger_history import HISTORY_VERSION, HistoryEntry
-from target_userpilot.redact import redact
+from target_userpilot.ledger.base import DEFAULT_PATH, Ledger, account_scope, open_ledger
+from target_userpilot.ledger.history import HISTORY_VERSION, HistoryEntry
+from target_userpilot.privacy.redact import redact
 from target_userpilot.settings import DEFAULT_API_URL
 
 #: Columns of ``export``, in order.

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from target_userpilot.errors import ConfigurationError, InvalidRecord
-from target_userpilot.object_keys import ObjectKeys, clear_lost
-from target_userpilot.values import AS_IS as _AS_IS
-from target_userpilot.values import encode_array, primitive
-from target_userpilot.values import encode_json as _encode
+from target_userpilot.records.object_keys import ObjectKeys, clear_lost
+from target_userpilot.records.values import AS_IS as _AS_IS
+from target_userpilot.records.values import encode_array, primitive
+from target_userpilot.records.values import encode_json as _encode
 
 #: What ``object_mapping[stream].object`` may say, and the keys an entry for each takes.
 USERS = "users"

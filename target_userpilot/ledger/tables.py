@@ -2,9 +2,9 @@
 (``object_keys``).
 
 One mixin per backend, so the backend modules stay about connections, upgrades and the first
-tables: :class:`SQLiteTables` for :class:`~target_userpilot.ledger_sqlite.SQLiteLedger`,
-:class:`PostgresTables` for :class:`~target_userpilot.ledger_pg.PostgresLedger`. The tables are
-made by migrations 4 and 5 (``ledger_schema.py``).
+tables: :class:`SQLiteTables` for :class:`~target_userpilot.ledger.sqlite.SQLiteLedger`,
+:class:`PostgresTables` for :class:`~target_userpilot.ledger.postgres.PostgresLedger`. The
+tables are made by migrations 4 and 5 (``schema.py``).
 
 A stream's id is a mirror delete's candidate when the stream's finished version lacks it and no
 other stream holds it: no other stream has it in ``version_ids`` (a stream's rows there are ids of

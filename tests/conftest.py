@@ -1,259 +1,103 @@
-"""Shared test fixtures: a sandbox per test, and the real target run as a subprocess."""
+"""The test suite's layers and its fixtures, each defined once under one name.
+
+Layers, one folder each, marked by folder (``-m unit``, ``-m integration``, ``-m e2e``):
+
+- ``unit/``: pure code, milliseconds a test. Opening a network connection or starting a
+  process there fails the test, so the layer stays what it says.
+- ``integration/``: the sandbox over real loopback HTTP, the target in this process
+  (``run_target``) unless its process is the subject (stdin and stdout pipes, exits).
+- ``e2e/``: signals, crashes, Meltano, tap-postgres, the console scripts as processes. A test
+  anywhere that needs a PostgreSQL server (``postgres``, ``own_postgres``, or a ``state_db``
+  on PostgreSQL) is end to end too: one body covers both ledgers, the server's run is e2e.
+
+Helpers (messages, runners, polling, HTTP doubles, PostgreSQL) live in ``support/``.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import queue
+import hashlib
+import socket
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from support import pg
+from support.messages import API_KEY
+from support.runner import RunTarget, TargetRun, run_in_process, run_process
 
 from target_userpilot.sandbox import Sandbox
 
-T = TypeVar("T")
-
-API_KEY = "sandbox-key-3f9c1e77"
-
-USER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer"},
-        "email": {"type": ["string", "null"]},
-        "name": {"type": ["string", "null"]},
-        "company_id": {"type": ["string", "integer", "null"]},
-        "plan": {"type": ["string", "null"]},
-        "address": {
-            "type": ["object", "null"],
-            "properties": {"city": {"type": "string"}, "geo": {"type": "object"}},
-        },
-        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
-        "signed_up_at": {"type": ["string", "null"], "format": "date-time"},
-        "score": {"type": ["number", "null"]},
-        "active": {"type": ["boolean", "null"]},
-    },
-}
-COMPANY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "company_id": {"type": "string"},
-        "name": {"type": ["string", "null"]},
-        "employees": {"type": ["integer", "null"]},
-    },
-}
+LAYERS = ("unit", "integration", "e2e")
+#: Fixtures that start a PostgreSQL server, which makes a test end to end wherever it lives.
+POSTGRES_FIXTURES = {"postgres", "own_postgres", "postgres_state_db"}
 
 
-def schema(stream: str, properties: dict, key_properties: list[str] | None = None) -> dict:
-    """A SCHEMA message."""
-    body = properties if "properties" in properties else {"properties": properties}
-    return {
-        "type": "SCHEMA",
-        "stream": stream,
-        "schema": body,
-        "key_properties": key_properties or [],
-    }
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the layer markers (``--strict-markers`` would refuse undeclared ones)."""
+    for layer, what in (
+        ("unit", "pure code: no sockets, no processes, milliseconds"),
+        ("integration", "the sandbox over loopback HTTP, the target in process"),
+        ("e2e", "processes, signals, Meltano, tap-postgres, PostgreSQL servers"),
+    ):
+        config.addinivalue_line("markers", f"{layer}: {what}")
 
 
-def record(stream: str, rec: dict) -> dict:
-    """A RECORD message."""
-    return {"type": "RECORD", "stream": stream, "record": rec}
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer: its folder's, or e2e when it needs PostgreSQL."""
+    tests = Path(__file__).parent
+    for item in items:
+        try:
+            folder = item.path.relative_to(tests).parts[0]
+        except ValueError:
+            continue
+        if folder not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in one of {LAYERS}")
+        if _needs_postgres(item):
+            folder = "e2e"
+        item.add_marker(getattr(pytest.mark, folder))
 
 
-def state(value: Any) -> dict:
-    """A STATE message."""
-    return {"type": "STATE", "value": value}
-
-
-def user(i: int, **extra: Any) -> dict:
-    """A plausible user record with id ``i``."""
-    rec = {
-        "id": i,
-        "email": f"user{i}@example.com",
-        "name": f"User {i}",
-        "company_id": f"c-{i % 40}",
-        "plan": "pro" if i % 3 else "free",
-    }
-    rec.update(extra)
-    return rec
-
-
-def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[dict]:
-    """SCHEMA + ``n`` user records, with a STATE after every ``state_every`` records."""
-    yield schema("users", USER_SCHEMA, ["id"])
-    for i in range(start, start + n):
-        yield record("users", user(i))
-        if state_every and (i - start + 1) % state_every == 0:
-            yield state({"bookmarks": {"users": i}})
-    yield state({"bookmarks": {"users": start + n - 1, "done": True}})
-
-
-def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy, failing the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-
-
-@dataclass
-class TargetRun:
-    """What one run of the target left behind."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def states(self) -> list[Any]:
-        """STATE values written to stdout, in order."""
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-    @property
-    def summary(self) -> dict:
-        """The machine-readable end-of-run summary."""
-        for line in self.stderr.splitlines():
-            if line.startswith("TARGET_USERPILOT_SUMMARY "):
-                return json.loads(line.split(" ", 1)[1])
-        raise AssertionError("no summary line in stderr:\n" + self.stderr[-3000:])
-
-
-def encode_messages(messages: Iterable[dict | str]) -> bytes:
-    """Singer input: one JSON message per line (strings are passed through as raw lines)."""
-    lines = [m if isinstance(m, str) else json.dumps(m) for m in messages]
-    return ("\n".join(lines) + "\n").encode()
-
-
-def run_target(
-    config: dict,
-    messages: Iterable[dict | str],
-    *,
-    tmp_path: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 120,
-    args: list[str] | None = None,
-) -> TargetRun:
-    """Run the real target (``python -m target_userpilot``) on ``messages``."""
-    config_path = tmp_path / f"config-{os.getpid()}-{id(config)}.json"
-    config_path.write_text(json.dumps(config))
-    proc = subprocess.run(
-        [sys.executable, "-m", "target_userpilot", "--config", str(config_path), *(args or [])],
-        input=encode_messages(messages),
-        capture_output=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=tmp_path,
-        check=False,
+def _needs_postgres(item: pytest.Item) -> bool:
+    names = set(getattr(item, "fixturenames", ()))
+    if names & POSTGRES_FIXTURES:
+        return True
+    callspec = getattr(item, "callspec", None)
+    return (
+        "state_db" in names
+        and callspec is not None
+        and (callspec.params.get("state_db") == "postgresql")
     )
-    return TargetRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
-class TargetProcess:
-    """The real target as a subprocess whose input the test writes, STATE lines read as they come.
+# The unit layer's guard
 
-    ``messages`` given: a thread feeds them all and closes stdin (a tap writing as fast as the
-    target reads). Otherwise the test writes with ``send`` and ends the input with ``close``.
-    """
 
-    def __init__(
-        self,
-        config: dict[str, Any],
-        tmp_path: Path,
-        *,
-        messages: Iterable[dict | str] | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        config_path = tmp_path / "process-config.json"
-        config_path.write_text(json.dumps(config))
-        self.stderr_path = tmp_path / "stderr.log"
-        self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env={**os.environ, **(env or {})},
-            cwd=tmp_path,
+class NotUnit(AssertionError):
+    """A unit test reached for the network or a process."""
+
+
+@pytest.fixture(autouse=True)
+def _unit_stays_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the unit layer, connecting a socket or starting a process fails the test."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def connect(self: socket.socket, *args: Any, **kwargs: Any) -> None:
+        raise NotUnit(
+            f"{request.node.nodeid} opened a network connection: it belongs in tests/integration"
         )
-        #: STATE values written so far, and when each was read (monotonic seconds).
-        self.states: list[Any] = []
-        self.state_times: list[float] = []
-        self._lines: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        if messages is not None:
-            data = encode_messages(messages)
-            threading.Thread(target=self._feed, args=(data,), daemon=True).start()
 
-    def _feed(self, data: bytes) -> None:
-        try:
-            self.send_bytes(data)
-            self.proc.stdin.close()  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # stopped before it read everything: that may be the point
+    def popen(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        raise NotUnit(f"{request.node.nodeid} started a process: it belongs in tests/e2e")
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            value = json.loads(line)
-            self.state_times.append(time.monotonic())
-            self.states.append(value)
-            self._lines.put(value)
-        self._lines.put(_END)
-
-    def send(self, messages: Iterable[dict | str]) -> None:
-        """Write messages to the target's stdin now."""
-        self.send_bytes(encode_messages(messages))
-
-    def send_bytes(self, data: bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def next_state(self, timeout: float = 20) -> Any:
-        """The next STATE value, or None at the end of output; fail at the deadline."""
-        try:
-            value = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"no STATE line within {timeout} s")
-        return None if value is _END else value
-
-    def drain(self, timeout: float = 30) -> int:
-        """Read the remaining STATE lines and wait for the exit code."""
-        while self.next_state(timeout) is not None:
-            pass
-        code = self.proc.wait(timeout=timeout)
-        self._stderr.close()
-        return code
-
-    def close(self, timeout: float = 60) -> int:
-        """End the input and wait for the exit code."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        return self.drain(timeout)
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text()
-
-    def kill(self) -> None:
-        """Stop it at once (SIGKILL) if it still runs."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._stderr.close()
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
 
 
-_END = object()
+# Sandboxes: one name per kind
 
 
 @pytest.fixture
@@ -265,5 +109,106 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def config(sandbox: Sandbox) -> dict:
-    """Target settings pointing at the sandbox."""
+    """Target settings pointing at ``sandbox``."""
     return {"api_url": sandbox.url, "api_key": API_KEY}
+
+
+@pytest.fixture
+def default_sandbox() -> Iterator[Sandbox]:
+    """A sandbox with ``userpilot-sandbox``'s own defaults: paced jobs, the deletion interval."""
+    with Sandbox(api_key=API_KEY) as sb:
+        yield sb
+
+
+@pytest.fixture
+def timed_jobs_sandbox() -> Iterator[Sandbox]:
+    """Jobs take a while, as they would (100 rows about 0.1 s); track limit 6,000 a minute."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60_000, events_per_minute=6000) as sb:
+        yield sb
+
+
+@pytest.fixture
+def no_track_sandbox() -> Iterator[Sandbox]:
+    """Jobs take a while (100 rows about 0.1 s); the track API admits one request a minute."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60_000, events_per_minute=1) as sb:
+        yield sb
+
+
+@pytest.fixture
+def deletion_paced_sandbox() -> Iterator[Sandbox]:
+    """Instant jobs; deletion requests admitted every 0.2 s, so pacing tests stay short."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=0.2) as sb:
+        yield sb
+
+
+# Running the target
+
+
+@pytest.fixture
+def run_target(tmp_path: Path) -> RunTarget:
+    """Run the real target in this process on a list of messages (see ``support/runner.py``)."""
+
+    def run(config: dict, messages: Any, *, tmp_path: Path = tmp_path, **kw: Any) -> TargetRun:
+        return run_in_process(config, messages, tmp_path=tmp_path, **kw)
+
+    return run
+
+
+@pytest.fixture
+def run_target_process(tmp_path: Path) -> RunTarget:
+    """Run the real target as a process (``python -m target_userpilot``) on a list of messages."""
+
+    def run(config: dict, messages: Any, *, tmp_path: Path = tmp_path, **kw: Any) -> TargetRun:
+        return run_process(config, messages, tmp_path=tmp_path, **kw)
+
+    return run
+
+
+# PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.PostgresServer]:
+    """A PostgreSQL server shared by the session's tests (each test uses a schema of its own)."""
+    pg.require()
+    server = pg.PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[pg.PostgresServer]:
+    """A PostgreSQL server for one test that stops or restarts it."""
+    pg.require()
+    server = pg.PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_state_db(postgres: pg.PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A ``state_db`` URL on the session's PostgreSQL, its tables in a schema of this test's own."""
+    yield from _schema_of_its_own(postgres, request)
+
+
+@pytest.fixture
+def state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A ``state_db``: a SQLite file, or (parametrised ``"postgresql"``) a PostgreSQL schema."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield str(tmp_path / "state.db")
+        return
+    yield from _schema_of_its_own(request.getfixturevalue("postgres"), request)
+
+
+def _schema_of_its_own(server: pg.PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    name = f"t_{digest}"
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
+    yield f"{server.url}?options=-csearch_path%3D{name}"
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")

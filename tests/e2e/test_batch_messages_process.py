@@ -1,0 +1,127 @@
+"""BATCH messages load exactly like RECORD messages; ACTIVATE_VERSION is acknowledged.
+
+Every test runs the real target against the sandbox over loopback HTTP. The BATCH runs are
+compared with the same records sent as RECORD messages: what lands in Userpilot, the STATE
+written and the summary's counts must be equal.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.messages import (
+    USER_SCHEMA,
+    encode_messages,
+    record,
+    schema,
+    state,
+    user,
+)
+from support.runner import TargetRun
+
+COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
+
+
+def write_jsonl(path: Path, records: Iterable[dict], *, compress: bool = False) -> Path:
+    """A batch file as the SDK's JSONL batcher writes it: one record per line."""
+    opener = gzip.open if compress else open
+    with opener(path, "wt", encoding="utf-8") as out:
+        for rec in records:
+            out.write(json.dumps(rec) + "\n")
+    return path
+
+
+def batch(stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none") -> dict:
+    """A BATCH message."""
+    return {
+        "type": "BATCH",
+        "stream": stream,
+        "encoding": {"format": fmt, "compression": compression},
+        "manifest": files,
+    }
+
+
+def counts(run: TargetRun) -> dict[str, dict[str, Any]]:
+    """The summary's counters per stream (times and rates left out: they differ per run)."""
+    return {
+        name: {key: tally[key] for key in COUNTS} for name, tally in run.summary["streams"].items()
+    }
+
+
+# Memory: a large BATCH file costs what the same records cost as RECORD messages.
+
+N_LARGE = 60_000
+#: Runs the target and, on the way out, writes its own peak RSS. VmHWM counts only this program:
+#: wait4's ru_maxrss would include the forked copy of the test process before exec.
+PEAK_REPORTING_TARGET = """
+import atexit, sys
+
+def report():
+    with open("/proc/self/status") as status:
+        peak = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    sys.stderr.write(f"PEAK_RSS_KIB {peak}\\n")
+
+atexit.register(report)
+from target_userpilot.target import TargetUserpilot
+TargetUserpilot.cli()
+"""
+
+
+def _large_users() -> Iterator[dict]:
+    for i in range(N_LARGE):
+        yield user(i, tags=["a", "b"], address={"city": f"City {i % 97}"}, score=i / 3)
+
+
+def _peak_rss_kib(config: dict, messages: Iterable[dict], tmp_path: Path) -> tuple[int, TargetRun]:
+    """Run the target on ``messages`` and return its peak RSS (KiB) and its result."""
+    config_path = tmp_path / "config-rss.json"
+    config_path.write_text(json.dumps(config))
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_REPORTING_TARGET, "--config", str(config_path)],
+        input=encode_messages(messages),
+        capture_output=True,
+        timeout=300,
+        cwd=tmp_path,
+        check=False,
+    )
+    run = TargetRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    peaks = [line.split()[1] for line in run.stderr.splitlines() if line.startswith("PEAK_RSS")]
+    assert peaks, run.stderr[-3000:]
+    return int(peaks[-1]), run
+
+
+def test_a_large_batch_file_keeps_memory_at_the_record_path_level(sandbox, config, tmp_path):
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to read a process's peak memory")
+    head = [schema("users", USER_SCHEMA, ["id"])]
+    tail = [state({"bookmarks": {"users": "done"}})]
+    path = write_jsonl(tmp_path / "large.jsonl.gz", _large_users(), compress=True)
+
+    record_peak, by_records = _peak_rss_kib(
+        config, [*head, *(record("users", r) for r in _large_users()), *tail], tmp_path
+    )
+    assert by_records.returncode == 0, by_records.stderr[-3000:]
+    sandbox.reset()
+    batch_peak, by_batch = _peak_rss_kib(
+        config, [*head, batch("users", [path.as_uri()], compression="gzip"), *tail], tmp_path
+    )
+
+    assert by_batch.returncode == 0, by_batch.stderr[-3000:]
+    assert len(sandbox.profiles("users")) == N_LARGE
+    assert by_batch.states == [{"bookmarks": {"users": "done"}}]
+    assert counts(by_batch) == counts(by_records)
+    # The file as a list of records (the SDK's own BATCH handling) would add over 100 MB.
+    assert batch_peak < record_peak + 30_000, (batch_peak, record_peak)
+
+
+# ACTIVATE_VERSION
+
+
+# Reading manifest files (no server involved)

@@ -1,0 +1,195 @@
+"""`target-userpilot --check-connection`: a good key, a refused key, a wrong host, no host."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from support.messages import API_KEY, encode_messages, record, schema
+
+
+def check_connection(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """``target-userpilot --check-connection --config <file>``, as an operator runs it."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_USERPILOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "target_userpilot", "--check-connection", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    """Any web server that is not Userpilot's API: every path is a 404 page."""
+
+    def do_GET(self) -> None:
+        status, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if body[:1] in b"{[" else "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test reads the target's output, not this server's."""
+
+
+@pytest.fixture
+def not_userpilot() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    server.paths = []  # type: ignore[attr-defined]
+    server.answer = (404, b"<html><body><h1>404 Not Found</h1></body></html>")  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_good_key_is_confirmed_with_one_read_only_call(sandbox, config, tmp_path):
+    result = check_connection(config, tmp_path)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Connected to {sandbox.url}: the API key was accepted" in result.stdout
+    stats = sandbox.stats()
+    assert stats["requests"] == 1
+    assert stats["upload_attempts"] == 0
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_refused_key_exits_3_without_retrying(sandbox, config, tmp_path):
+    config["api_key"] = "a-wrong-key-0451"
+    result = check_connection(config, tmp_path)
+
+    assert result.returncode == 3
+    assert "Userpilot refused the API key (HTTP 401)" in result.stderr
+    assert "api_url" in result.stderr
+    assert sandbox.stats()["requests"] == 1
+    assert "a-wrong-key-0451" not in result.stdout + result.stderr
+
+
+def test_host_that_is_not_userpilots_api_exits_8(not_userpilot, tmp_path):
+    url = f"http://127.0.0.1:{not_userpilot.server_address[1]}"
+    result = check_connection({"api_url": url, "api_key": API_KEY}, tmp_path)
+
+    assert result.returncode == 8, result.stderr[-2000:]
+    assert f"{url} does not answer like Userpilot's API" in result.stderr
+    assert "HTTP 404" in result.stderr
+    assert not_userpilot.paths == ["/v1/background_jobs"]  # asked once, not retried
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html><body>Welcome to nginx!</body></html>", b"{}", b'{"status": "ok"}']
+)
+def test_host_answering_200_without_a_job_list_is_not_userpilot(not_userpilot, tmp_path, body):
+    not_userpilot.answer = (200, body)
+    url = f"http://127.0.0.1:{not_userpilot.server_address[1]}"
+    result = check_connection({"api_url": url, "api_key": API_KEY}, tmp_path)
+
+    assert result.returncode == 8, result.stderr[-2000:]
+    assert f"{url} does not answer like Userpilot's API" in result.stderr
+    assert "API key was accepted" not in result.stdout
+    assert not_userpilot.paths == ["/v1/background_jobs"]
+
+
+def test_unreachable_host_exits_9(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: nothing listens
+    url = f"http://127.0.0.1:{port}"
+    result = check_connection({"api_url": url, "api_key": API_KEY}, tmp_path)
+
+    assert result.returncode == 9, result.stderr[-2000:]
+    assert f"Could not reach Userpilot at {url}" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "STATE" not in result.stderr  # a check has no STATE to speak of
+
+
+def test_dry_run_needs_no_connection(tmp_path):
+    result = check_connection({"dry_run": True, "api_url": "http://127.0.0.1:9"}, tmp_path)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dry_run is on" in result.stdout
+
+
+def test_missing_key_is_a_configuration_error(tmp_path):
+    result = check_connection({"api_url": "http://127.0.0.1:9"}, tmp_path)
+
+    assert result.returncode == 2
+    assert "api_key is not set" in result.stderr
+
+
+# Meltano's loader test (`meltano config test`): its parent shows none of the loader's output
+
+
+def _loader_test_under_a_parent(config: dict, tmp_path: Path, *, own_stderr: bool) -> str:
+    """Run the target on Meltano's test stream, started by a Python parent as Meltano starts it:
+    its output to the parent through one pipe (``own_stderr``), or on the parent's stderr.
+    Returns what the parent itself wrote to its stderr (the test's pipe)."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    test_stream = [
+        schema("meltano_test_stream", {"id": {"type": "integer"}}, ["id"]),
+        record("meltano_test_stream", {"id": 1, "name": "Meltano Test Record"}),
+    ]
+    output = "subprocess.PIPE, stderr=subprocess.STDOUT" if own_stderr else "subprocess.PIPE"
+    parent = (
+        "import subprocess, sys\n"
+        f"child = subprocess.run([sys.executable, '-m', 'target_userpilot', '--config', "
+        f"{str(path)!r}], input={encode_messages(test_stream)!r}, stdout={output})\n"
+        "sys.stdout.write(str(child.returncode))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_USERPILOT_")}
+    run = subprocess.run(
+        [sys.executable, "-c", parent],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert run.stdout == "3", run.stderr[-3000:]
+    return run.stderr
+
+
+def test_a_refused_key_in_meltanos_loader_test_is_told_to_the_process_that_started_it(
+    sandbox, config, tmp_path
+):
+    config["api_key"] = "a-wrong-key-0452"
+
+    told = _loader_test_under_a_parent(config, tmp_path, own_stderr=True)
+
+    assert told.splitlines() == [
+        "target-userpilot: Meltano's loader test failed: Userpilot refused the API key (HTTP "
+        "401). Check api_key, and api_url for EU or Enterprise accounts (e.g. "
+        "https://analytex-eu.userpilot.io)."
+    ]
+    assert sandbox.profiles("users") == {}
+
+
+def test_a_loader_test_sharing_its_parents_stderr_says_its_reason_once(sandbox, config, tmp_path):
+    config["api_key"] = "a-wrong-key-0453"
+
+    told = _loader_test_under_a_parent(config, tmp_path, own_stderr=False)
+
+    assert "target-userpilot stopped: Userpilot refused the API key (HTTP 401)" in told
+    assert "Meltano's loader test failed" not in told
+    assert "a-wrong-key-0453" not in told

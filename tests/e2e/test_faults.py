@@ -1,0 +1,363 @@
+"""The fault matrix: whatever the network or Userpilot does, the load lands exactly.
+
+One multi-job pipeline (3,000 users in six jobs, then 40 companies) runs once cleanly, then
+under each fault alone and under all of them at once. Every faulty run must leave the sandbox
+exactly as the clean run did, exit 0, never run two jobs at once (`conflicts_own == 0`) and stay
+within a small number of extra requests per injected fault: retries are bounded, and a failed
+status poll is never answered by uploading again.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
+from support.runner import run_process
+
+from target_userpilot.errors import TransientError
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.userpilot.client import UserpilotClient
+from target_userpilot.userpilot.retry import RetryPolicy
+from target_userpilot.userpilot.transport import parse_retry_after
+
+N_USERS = 3000
+N_COMPANIES = 40
+BATCH_ROWS = 500
+#: Six user jobs and one company job.
+N_JOBS = N_USERS // BATCH_ROWS + 1
+
+
+def _pipeline() -> list[dict]:
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    for i in range(N_USERS):
+        messages.append(record("users", user(i)))
+        if (i + 1) % 500 == 0:
+            messages.append(state({"bookmarks": {"users": i}}))
+    messages.append(schema("companies", COMPANY_SCHEMA, ["company_id"]))
+    messages.extend(
+        record("companies", {"company_id": f"c-{c}", "name": f"Company {c}", "employees": c})
+        for c in range(N_COMPANIES)
+    )
+    messages.append(state({"bookmarks": {"users": N_USERS - 1, "companies": "done"}}))
+    return messages
+
+
+PIPELINE = _pipeline()
+
+
+def _config(sandbox: Sandbox) -> dict[str, Any]:
+    return {
+        "api_url": sandbox.url,
+        "api_key": API_KEY,
+        "batch_size_rows": BATCH_ROWS,
+        # The sandbox completes jobs at once: tell the client so it polls after 0.2 s, not 1 s.
+        "rows_per_minute": 600_000,
+        # Short enough that the sandbox's slow answers (2 s) time out.
+        "request_timeout_seconds": 1,
+    }
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    states: list[Any]
+    users: dict[str, dict]
+    companies: dict[str, dict]
+    stats: dict[str, Any]
+    log: list[dict]
+    seconds: float
+
+
+def _load(tmp_path: Path, faults: dict[str, Any] | None = None, hold: float = 0.0) -> Outcome:
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        if faults:
+            sandbox.set_faults(**faults)
+        if hold:
+            # Another client's job starts as our third batch arrives: in mid-run, wherever
+            # the target's start-up time puts that.
+            sandbox.hold_foreign_job(hold, at_upload=3)
+        started = time.monotonic()
+        run = run_process(_config(sandbox), PIPELINE, tmp_path=tmp_path, timeout=90)
+        seconds = time.monotonic() - started
+        return Outcome(
+            run.returncode,
+            run.stderr,
+            run.states,
+            sandbox.profiles("users"),
+            sandbox.profiles("companies"),
+            sandbox.stats(),
+            sandbox.request_log(),
+            seconds,
+        )
+
+
+# name: (faults, seconds another client's job holds the account from our third upload)
+SCENARIOS: dict[str, tuple[dict[str, Any], float]] = {
+    "clean": ({}, 0.0),
+    "5xx": ({"error_rate": 0.3, "seed": 1}, 0.0),
+    # Retry-After of 1 s: longer than the client's first backoff (at most 0.5 s), so a client
+    # that ignored the header would come back too early.
+    "429-with-retry-after": ({"rate_limit_rate": 0.15, "retry_after": 1, "seed": 3}, 0.0),
+    "dropped-connections": ({"drop_rate": 0.3, "seed": 3}, 0.0),
+    "slow-answers": ({"slow_rate": 0.25, "slow_seconds": 2, "seed": 6}, 0.0),
+    "another-clients-job": ({}, 1.5),
+    "failing-status-polls": ({"status_error_rate": 0.5, "seed": 5}, 0.0),
+    "all-at-once": (
+        {
+            "error_rate": 0.06,
+            "rate_limit_rate": 0.06,
+            "retry_after": 0.5,
+            "drop_rate": 0.06,
+            "slow_rate": 0.06,
+            "slow_seconds": 2,
+            "status_error_rate": 0.1,
+            "seed": 3,
+        },
+        1.0,
+    ),
+    # The sandbox creates the job, then answers after the client's 1 s read timeout.
+    "slow-uploads": ({"slow_rate": 0.5, "slow_seconds": 2, "only": "upload", "seed": 8}, 0.0),
+}
+#: Each fault alone, then all of them at once.
+MATRIX = [
+    "5xx",
+    "429-with-retry-after",
+    "dropped-connections",
+    "slow-answers",
+    "another-clients-job",
+    "failing-status-polls",
+    "all-at-once",
+]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every scenario's run, side by side: the runs mostly wait (backoff, Retry-After, slow
+    answers), so running them at once keeps the module to the time of the slowest run."""
+    with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
+        futures = {
+            name: pool.submit(_load, tmp_path_factory.mktemp(name), faults, hold)
+            for name, (faults, hold) in SCENARIOS.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def clean(outcomes: dict[str, Outcome]) -> Outcome:
+    """The pipeline without faults: what every faulty run must reproduce."""
+    outcome = outcomes["clean"]
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert len(outcome.users) == N_USERS
+    assert len(outcome.companies) == N_COMPANIES
+    assert outcome.stats["jobs"] == N_JOBS
+    assert outcome.stats["upload_attempts"] == N_JOBS
+    return outcome
+
+
+def _injected(outcome: Outcome) -> int:
+    return sum(outcome.stats["faults_injected"].values())
+
+
+def _assert_lands_like_the_clean_run(outcome: Outcome, clean: Outcome) -> None:
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert outcome.users == clean.users
+    assert outcome.companies == clean.companies
+    assert outcome.states[-1] == clean.states[-1]
+    stats = outcome.stats
+    assert stats["conflicts_own"] == 0  # never two jobs of ours at once
+    assert stats["uploads"] == N_JOBS  # no batch accepted twice
+    assert all(job["status"] == "completed" for job in stats["job_timings"])
+
+
+@pytest.mark.parametrize("name", MATRIX)
+def test_load_under_faults_lands_exactly_as_a_clean_run(name, outcomes, clean):
+    faults, hold = SCENARIOS[name]
+    outcome = outcomes[name]
+
+    _assert_lands_like_the_clean_run(outcome, clean)
+    injected = _injected(outcome)
+    if faults:
+        assert injected >= 2, f"the seed injected only {injected} faults: the test proves nothing"
+    if hold:
+        assert outcome.stats["conflicts_foreign"] >= 1
+    # No hammering: each injected fault and each 409 cost at most one retry plus one lookup
+    # of the job by filename; the clean run's requests are the floor.
+    extra = outcome.stats["requests"] - clean.stats["requests"]
+    assert extra <= 2 * (injected + outcome.stats["conflicts_foreign"]), (
+        f"{outcome.stats['requests']} requests for {injected} faults "
+        f"(clean run: {clean.stats['requests']})"
+    )
+
+
+def test_retry_after_is_waited_before_the_next_request(outcomes, clean):
+    outcome = outcomes["429-with-retry-after"]
+
+    _assert_lands_like_the_clean_run(outcome, clean)
+    log = outcome.log
+    limited = [n for n, entry in enumerate(log) if entry["status"] == 429]
+    assert len(limited) >= 3
+    for n in limited:
+        assert n + 1 < len(log), "the run ended on a 429"
+        waited = log[n + 1]["at"] - log[n]["at"]
+        assert waited >= 1.0, f"request {n + 1} came {waited:.2f} s after a 429 (Retry-After: 1)"
+
+
+def test_failed_status_polls_are_retried_never_answered_by_uploading_again(outcomes, clean):
+    outcome = outcomes["failing-status-polls"]
+
+    _assert_lands_like_the_clean_run(outcome, clean)
+    assert outcome.stats["faults_injected"]["status_error"] >= 3
+    assert outcome.stats["upload_attempts"] == N_JOBS
+    uploads = [e for e in outcome.log if e["method"] == "POST"]
+    assert len(uploads) == N_JOBS
+
+
+def test_upload_that_timed_out_is_adopted_not_sent_again(outcomes, clean):
+    """The sandbox creates the job, then answers too late: the client must find that job by its
+    filename instead of uploading the batch a second time."""
+    outcome = outcomes["slow-uploads"]
+
+    _assert_lands_like_the_clean_run(outcome, clean)
+    slow = outcome.stats["faults_injected"]["slow"]
+    assert slow >= 2
+    assert outcome.stats["upload_attempts"] == N_JOBS  # every timed-out upload was adopted
+    assert outcome.stderr.count("from the interrupted upload of") == slow
+    assert "timed out (ReadTimeout)" in outcome.stderr
+
+
+def test_retries_give_up_after_a_bounded_number_of_tries_with_a_clear_message(tmp_path):
+    """Every call answered 429 with Retry-After: 0, so the tries come fast: the run must still
+    stop after the policy's tries, not hammer forever."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.set_faults(rate_limit_rate=1.0, retry_after=0)
+        run = run_process(_config(sandbox), PIPELINE[:600], tmp_path=tmp_path, timeout=60)
+        stats = sandbox.stats()
+
+    assert run.returncode == 9, run.stderr[-3000:]  # its own code: Userpilot unreachable
+    assert stats["requests"] == RetryPolicy().max_tries
+    assert stats["uploads"] == 0
+    assert run.states == []
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1
+    assert "failed 8 times" in stopped[0]
+    assert "HTTP 429" in stopped[0]
+    assert "rerun" in stopped[0]
+
+
+# The client on its own, against the sandbox: the retry policy's limits, quickly.
+
+FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=1.0)
+
+
+@pytest.fixture
+def batch_file(tmp_path: Path) -> str:
+    path = tmp_path / "batch.ndjson"
+    path.write_text('{"user_id":"u-1","metadata":{}}\n{"user_id":"u-2","metadata":{}}\n')
+    return str(path)
+
+
+def test_upload_is_tried_exactly_max_tries_times_then_raised(sandbox, batch_file):
+    sandbox.set_faults(error_rate=1.0, only="upload")
+    client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
+    with pytest.raises(TransientError, match=r"failed 5 times .* HTTP 50[023]"):
+        client.upload("users", batch_file, "users-x-00001.ndjson")
+    stats = sandbox.stats()
+    assert stats["upload_attempts"] == FAST.max_tries
+    # Before each further try the client looks for a job with its filename, and finds none.
+    assert stats["requests"] == FAST.max_tries + (FAST.max_tries - 1)
+    assert stats["uploads"] == 0
+
+
+def test_status_polls_give_up_after_poll_max_time(sandbox, batch_file):
+    client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
+    job = client.upload("users", batch_file, "users-x-00001.ndjson")
+    sandbox.set_faults(status_error_rate=1.0)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match="may still complete"):
+        client.job_status(job["job_id"])
+    assert FAST.poll_max_time <= time.monotonic() - started < FAST.poll_max_time + 2
+    assert sandbox.stats()["upload_attempts"] == 1
+
+
+def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after():
+    policy = RetryPolicy(base_seconds=0.5, max_seconds=30.0)
+    plain = TransientError("HTTP 503")
+    for attempt in range(10):
+        wait = policy.wait_before_retry(plain, attempt)
+        assert policy.base_seconds / 4 <= wait <= min(30.0, 0.5 * 2**attempt)
+    limited = TransientError("HTTP 429", retry_after=7.0)
+    for attempt in range(5):
+        assert 7.0 <= policy.wait_before_retry(limited, attempt) <= 7.0 + policy.base_seconds / 2
+    # A day-long ban is not waited: the one parser caps it, and the policy adds only jitter.
+    huge = TransientError("HTTP 429", retry_after=parse_retry_after("86400"))
+    assert policy.wait_before_retry(huge, 0) <= 120.0 + policy.base_seconds / 2
+
+
+def test_every_request_has_a_connect_and_a_read_timeout(sandbox, batch_file, monkeypatch):
+    seen: list[tuple[str, Any]] = []
+    original = requests.Session.request
+
+    def spy(self, method, url, *args, **kwargs):
+        seen.append((f"{method} {url}", kwargs.get("timeout")))
+        return original(self, method, url, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", spy)
+    # Two slow answers: the first upload times out and is looked up, then adopted.
+    sandbox.set_faults(slow_rate=1.0, slow_seconds=1.5, only="upload")
+    client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(3.0, 0.5))
+    job = client.upload("users", batch_file, "users-x-00001.ndjson")
+    sandbox.set_faults()
+    client.job_status(job["job_id"])
+    client.list_jobs()
+    client.close()
+
+    calls = {call.split(" ", 1)[0] + " " + call.split("/v1", 1)[1] for call, _ in seen}
+    assert any(c.startswith("POST /users/bulk_identify") for c in calls)
+    assert any(c.startswith("GET /background_jobs/") for c in calls)
+    assert "GET /background_jobs" in calls
+    assert all(timeout == (3.0, 0.5) for _, timeout in seen), seen
+
+
+# The sandbox features these tests rely on.
+
+
+def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
+    """Exit 5 for our own slow job (another client's job is tests/test_load.py's case)."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=600) as sandbox:  # 100 rows: 10 s
+        config = _config(sandbox) | {"job_timeout_seconds": 1}
+        run = run_process(config, [*PIPELINE[:101], state({"n": 100})], tmp_path=tmp_path)
+        (job,) = sandbox.jobs()
+
+    assert run.returncode == 5, run.stderr[-3000:]
+    stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
+    assert len(stopped) == 1
+    assert f"Userpilot job {job['job_id']} (stream 'users', 100 rows)" in stopped[0]
+    assert "job_timeout_seconds" in stopped[0]
+    assert "rerun from the last STATE" in stopped[0]
+    assert job["status"] != "completed"
+    assert run.states == []
+    assert "Traceback" not in run.stderr
+
+
+def test_a_refused_connection_is_retried_without_looking_for_a_job(batch_file):
+    """Nothing reached the server, so there is no job to adopt: the error names the upload."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once the block ends
+    client = UserpilotClient(f"http://127.0.0.1:{port}", API_KEY, retry=FAST)
+
+    with pytest.raises(TransientError) as failure:
+        client.upload("users", batch_file, "users-x-00001.ndjson")
+    client.close()
+
+    assert "failed 5 times" in str(failure.value)
+    assert "POST /v1/users/bulk_identify: connection failed" in str(failure.value)
+    assert "background_jobs" not in str(failure.value)

@@ -1,0 +1,169 @@
+"""The ledger's sync history and remembered deletions, written by real runs against the sandbox.
+
+Each behaviour runs with a SQLite file and with the real PostgreSQL that ``tests/pg.py`` starts
+(one schema per test): what a job sent, how it ended (completed, failed, or unknown after
+kill -9), and deletions that Userpilot accepted once and are not requested again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from support.messages import (
+    API_KEY,
+    TAP_USER_SCHEMA,
+    USER_SCHEMA,
+    deleted_user,
+    record,
+    schema,
+    state,
+    user,
+)
+from support.pg import BOTH_LEDGERS, PASSWORD
+from support.runner import TargetProcess
+from support.waiting import eventually
+
+from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+
+
+def _users(ids, **extra) -> list[dict]:
+    return [
+        schema("users", USER_SCHEMA, ["id"]),
+        *(record("users", user(i, **extra)) for i in ids),
+        state({"done": True}),
+    ]
+
+
+def _ledger(state_db: str) -> Ledger:
+    return open_ledger(state_db)
+
+
+@BOTH_LEDGERS
+def test_history_after_kill_9_shows_the_job_sent_and_its_end_unknown(config, tmp_path, state_db):
+    from target_userpilot.sandbox import Sandbox
+
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as slow:
+        config.update(api_url=slow.url, skip_unchanged=True, state_db=state_db)
+        run = TargetProcess(config, tmp_path, messages=_users(range(50)))
+        try:
+            eventually(slow.jobs, timeout=20)
+            scope = account_scope(slow.url, API_KEY)
+
+            def recorded() -> list:
+                ledger = _ledger(state_db)
+                try:
+                    return ledger.profile_history(scope, "users", "7")
+                finally:
+                    ledger.close()
+
+            eventually(recorded, timeout=20)
+        finally:
+            run.kill()
+        job_id = slow.jobs()[0]["job_id"]
+    history = recorded()
+    assert [(e.job_id, e.outcome, e.ended_at) for e in history] == [(job_id, None, None)]
+
+
+# Deletions remembered
+
+
+def _deletions(ids) -> list[dict]:
+    return [
+        schema("users", TAP_USER_SCHEMA, ["id"]),
+        *(record("users", deleted_user(i)) for i in ids),
+        state({"bookmark": "same"}),
+    ]
+
+
+# Reading it: userpilot-ledger
+
+
+def _cli(*argv: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "target_userpilot.ledger.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def _readme_example() -> tuple[list[str], list[str]]:
+    """The README's history example: its command's arguments and its output lines."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The ledger's sync history") :]
+    match = re.search(r"```sh\n(userpilot-ledger .*?)\n```\n\n```text\n(.*?)```", section, re.S)
+    assert match, "the README's userpilot-ledger example is missing"
+    return match[1].split()[1:], match[2].splitlines()
+
+
+@BOTH_LEDGERS
+def test_the_readme_history_example_reads_as_documented(
+    sandbox, config, tmp_path, state_db, run_target
+):
+    config.update(skip_unchanged=True, state_db=state_db)
+    for plan in ("free", "pro"):
+        run = run_target(config, _users([41, 42], plan=plan), tmp_path=tmp_path)
+        assert run.returncode == 0, run.stderr[-2000:]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    argv, expected = _readme_example()
+
+    shown = _cli(*argv, cwd=tmp_path)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == re.split(r"\s{2,}", expected[0])
+    # Object, kind and outcome as documented; times, job ids and hashes are this run's own.
+    assert [[*line.split()[1:3], line.split()[4]] for line in lines[1:]] == [
+        [*line.split()[1:3], line.split()[4]] for line in expected[1:]
+    ]
+    job_ids = sorted(job["job_id"] for job in sandbox.jobs())
+    assert sorted(line.split()[3] for line in lines[1:]) == job_ids
+    assert PASSWORD not in shown.stdout + shown.stderr
+
+
+@BOTH_LEDGERS
+def test_jobs_export_and_accounts_read_the_ledger(sandbox, config, tmp_path, state_db, run_target):
+    config.update(skip_unchanged=True, hard_delete=True, state_db=state_db)
+    run = run_target(config, _users([1, 2]), tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    gone = run_target(config, _deletions([2]), tmp_path=tmp_path)
+    assert gone.returncode == 0, gone.stderr[-2000:]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    run_id = re.search(r"userpilot-ledger jobs --run (\w+)", gone.stderr)[1]
+
+    jobs = _cli("--config", "config.json", "jobs", "--run", run_id, cwd=tmp_path)
+    csv_export = _cli("--config", "config.json", "export", "--format", "csv", cwd=tmp_path)
+    jsonl = _cli("--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path)
+    accounts = _cli("--state-db", state_db, "accounts", cwd=tmp_path)
+
+    assert jobs.returncode == 0, jobs.stderr
+    assert [line.split()[2] for line in jobs.stdout.splitlines()[1:]] == ["deletion"]
+    assert "accepted" in jobs.stdout
+    rows = list(csv.DictReader(io.StringIO(csv_export.stdout)))
+    assert [(r["id"], r["state"]) for r in rows] == [("1", "upserted"), ("2", "deletion accepted")]
+    assert rows[0]["account"] == account_scope(sandbox.url, API_KEY)
+    assert [json.loads(line)["state"] for line in jsonl.stdout.splitlines()] == [
+        "upserted",
+        "deletion accepted",
+    ]
+    assert account_scope(sandbox.url, API_KEY) in accounts.stdout
+    for shown in (jobs, csv_export, jsonl, accounts):
+        assert PASSWORD not in shown.stdout + shown.stderr
+        assert API_KEY not in shown.stdout + shown.stderr
+
+
+def test_a_ledger_that_cannot_be_reached_is_a_sentence_without_the_password(tmp_path):
+    url = f"postgresql://ledger:{PASSWORD}@127.0.0.1:1/ledger"
+
+    shown = _cli("--state-db", url, "accounts", cwd=tmp_path)
+
+    assert shown.returncode == 2
+    assert "could not connect" in shown.stderr and PASSWORD not in shown.stderr

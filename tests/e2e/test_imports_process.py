@@ -1,0 +1,290 @@
+"""events_api import: events reach Userpilot's Import API with the time they happened, once each.
+
+Every test runs the real target against the sandbox over loopback HTTP and checks what the
+sandbox's completed import jobs brought in: which events, how many times, with which
+``inserted_at``, and in what order relative to the users' bulk jobs.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.pg import BOTH_LEDGERS
+from support.runner import TargetProcess
+from support.waiting import eventually
+
+from target_userpilot.sandbox import Sandbox
+
+EVENT_SCHEMA = {
+    "event_id": {"type": "string"},
+    "user_id": {"type": "integer"},
+    "event_name": {"type": "string"},
+    "amount": {"type": "number"},
+    "paid_at": {"type": "string", "format": "date-time"},
+}
+
+
+def paid_at(i: int) -> str:
+    """A source time a day per event in 2023, with a +02:00 offset (normalised to UTC)."""
+    day = i % 28 + 1
+    return f"2023-03-{day:02d}T10:{i % 60:02d}:00+02:00"
+
+
+def event(i: int, user_id: int, **extra: Any) -> dict:
+    rec = {
+        "event_id": f"e-{i}",
+        "user_id": user_id,
+        "event_name": "invoice_paid",
+        "amount": i + 0.5,
+        "paid_at": paid_at(i),
+    }
+    rec.update(extra)
+    return rec
+
+
+def events_schema(stream: str = "events") -> dict:
+    return schema(stream, EVENT_SCHEMA, ["event_id"])
+
+
+MAPPING = {"events": {"object": "events", "event_time_property": "paid_at"}}
+
+
+def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict:
+    return {
+        "api_url": sandbox.url,
+        "api_key": API_KEY,
+        "events_api": "import",
+        "object_mapping": MAPPING,
+        "batch_wait_seconds": 0.2,
+        "state_db": str(tmp_path / "ledger.db"),
+        **extra,
+    }
+
+
+def _ids(sandbox: Sandbox) -> Counter[str]:
+    return Counter(e["metadata"]["event_id"] for e in sandbox.imported_events())
+
+
+def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(tmp_path, run_target):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=6000) as sandbox:
+        config = _config(sandbox, tmp_path, batch_size_rows=40)
+        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages += [record("users", user(i)) for i in range(50)]
+        messages.append(state({"users": "done"}))
+        for i in range(400):
+            messages.append(record("events", event(i, i % 50)))
+            if (i + 1) % 40 == 0:
+                messages.append(state({"events": i}))
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(
+                lambda: len(sandbox.imported_events()) >= 120, timeout=30, what="3 import jobs"
+            )
+        finally:
+            running.proc.kill()
+        running.drain()
+        assert running.states, "no STATE before the kill"
+        last = running.states[-1]
+        assert last != {"events": 399}, "the run ended before the kill"
+        resume = next(n for n, m in enumerate(messages) if m.get("value") == last) + 1
+        rerun_input = messages[:2] + messages[resume:]
+        sandbox.wait_idle()
+
+        rerun = run_target(config, rerun_input, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        ids = _ids(sandbox)
+        assert set(ids) == {f"e-{i}" for i in range(400)}
+        # Only the events of a job that completed as the kill came could come twice.
+        assert sum(ids.values()) - len(ids) <= 40
+
+
+# --- Track mode: unchanged, and it says when the time is lost --------------------------------
+
+
+# --- Settings -------------------------------------------------------------------------------
+
+
+# --- Record to import record (pure) ---------------------------------------------------------
+
+
+# --- The sandbox's Import API ---------------------------------------------------------------
+
+
+# --- Through crashes and lost answers: every event in Userpilot once ------------------------
+
+
+def _events_only(n: int) -> list[dict]:
+    """``n`` events of users loaded before (the Import API needs no user in this run)."""
+    return [
+        events_schema(),
+        *(record("events", event(i, i)) for i in range(n)),
+        state({"events": n}),
+    ]
+
+
+def _import_jobs(sandbox: Sandbox) -> list[dict]:
+    return [j for j in sandbox.jobs() if j["type"] == "events_import"]
+
+
+def _import_polled(sandbox: Sandbox) -> bool:
+    """A status poll of an import job arrived: the target has it, and recorded it first."""
+    return any(
+        r["method"] == "GET" and r["path"].startswith(("/v1/background_jobs/", "/v1/imports/"))
+        for r in sandbox.request_log()
+    )
+
+
+@BOTH_LEDGERS
+@pytest.mark.parametrize("end", ["completed before the rerun", "completed during it", "failed"])
+def test_kill_9_during_an_import_job_and_a_rerun_import_every_event_once(
+    tmp_path, state_db, end, run_target
+):
+    messages = _events_only(50)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as sandbox:  # 50 events: 50 s
+        if end == "failed":
+            sandbox.set_faults(fail_jobs=1)
+        config = _config(sandbox, tmp_path, state_db=state_db)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
+        finally:
+            running.kill()
+        assert running.states == []
+        if end == "completed during it":
+            sandbox.set_rows_per_minute(3000)  # the rest of the job takes about a second
+        else:
+            sandbox.set_rows_per_minute(0)
+            assert sandbox.wait_idle(10)
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(50)})
+        assert rerun.states[-1] == {"events": 50}
+        total = rerun.summary["total"]
+        if end == "failed":
+            assert len(_import_jobs(sandbox)) == 2
+            assert (total["events_sent"], total["events_skipped"]) == (50, 0)
+            assert "which failed" in rerun.stderr
+        else:
+            assert len(_import_jobs(sandbox)) == 1
+            assert (total["events_sent"], total["events_skipped"]) == (0, 50)
+            assert "which completed: its events count as sent" in rerun.stderr
+        assert total["events_unconfirmed"] == 0
+
+
+@BOTH_LEDGERS
+@pytest.mark.parametrize("status_at", ["imports", "nowhere"])
+def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
+    tmp_path, state_db, status_at, run_target
+):
+    messages = _events_only(20)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
+        # The file is imported; the answer is held back until the target is gone.
+        sandbox.set_faults(slow_rate=1.0, slow_seconds=60.0, only="upload")
+        config = _config(sandbox, tmp_path, state_db=state_db)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_jobs(sandbox), timeout=30, what="the import job")
+        finally:
+            running.kill()
+        sandbox.set_faults()
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+        again = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == again.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+        assert sandbox.stats()["upload_attempts"] == 1
+        total = rerun.summary["total"]
+        assert total["events_skipped"] == 20
+        if status_at == "nowhere":
+            assert total["events_unconfirmed"] == 20
+            assert "which lists no import job for it" in rerun.stderr
+            assert "20 events got no clear answer from Userpilot" in rerun.stderr
+        else:
+            assert total["events_unconfirmed"] == 0
+            assert "which completed: its events count as sent" in rerun.stderr
+        assert again.summary["total"]["events_unconfirmed"] == 0  # settled once, for good
+        assert "The events file" not in again.stderr
+
+
+def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_send(
+    tmp_path, run_target
+):
+    messages = _events_only(20)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        sandbox.hold_foreign_job(3.0)  # every try of the import meets 409 for three seconds
+        config = _config(sandbox, tmp_path)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            # Killed in the pause between two tries: the ledger then knows nothing arrived.
+            eventually(
+                lambda: "(HTTP 409); waiting" in running.stderr, timeout=30, what="a 409 pause"
+            )
+        finally:
+            running.kill()
+
+        rerun = run_target(config, messages, tmp_path=tmp_path)
+
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+        total = rerun.summary["total"]
+        assert (total["events_sent"], total["events_unconfirmed"]) == (20, 0)
+        assert "never reached Userpilot" in rerun.stderr
+
+
+def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(tmp_path, run_target):
+    messages = _events_only(30)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=30) as sandbox:  # a minute's job
+        config = _config(sandbox, tmp_path)
+        first = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
+        finally:
+            first.kill()
+        second = TargetProcess(config, tmp_path, messages=messages)
+        eventually(lambda: "Waiting for import job" in second.stderr, timeout=30, what="the wait")
+        second.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = second.drain()
+        took = time.monotonic() - signalled
+        assert code == 10, second.stderr[-3000:]
+        assert took < 5, took
+        assert sandbox.stats()["upload_attempts"] == 1
+
+        sandbox.set_rows_per_minute(0)
+        third = run_target(config, messages, tmp_path=tmp_path)
+
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert third.summary["total"]["events_skipped"] == 30
+
+
+def test_track_mode_says_when_import_files_of_earlier_runs_are_not_settled(tmp_path, run_target):
+    messages = _events_only(5)
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60, events_per_minute=0) as sandbox:
+        config = _config(sandbox, tmp_path)
+        running = TargetProcess(config, tmp_path, messages=messages)
+        try:
+            eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
+        finally:
+            running.kill()
+        sandbox.set_rows_per_minute(0)
+        track = {**config, "events_api": "track", "object_mapping": {}, "events_per_minute": 6000}
+        users = [
+            schema("users", USER_SCHEMA, ["id"]),
+            *(record("users", user(i)) for i in range(5)),
+        ]
+
+        run = run_target(track, users + messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "1 Import API files of earlier runs whose jobs were not settled" in run.stderr

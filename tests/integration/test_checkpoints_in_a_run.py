@@ -1,0 +1,26 @@
+"""Held-back STATE: a STATE goes out only once every record before it is durable."""
+
+from __future__ import annotations
+
+from support.messages import (
+    USER_SCHEMA,
+    record,
+    schema,
+    state,
+    user,
+)
+
+# STATE messages as the target writes them (issue 9 items 13 and 16)
+
+
+def test_a_null_state_is_ignored_with_a_warning_and_the_one_before_it_goes_out(
+    sandbox, config, tmp_path, run_target
+):
+    messages = [schema("users", USER_SCHEMA, ["id"]), record("users", user(1))]
+    messages += [state({"last": 1}), state(None)]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.states == [{"last": 1}]
+    assert "A STATE message with a null value" in run.stderr

@@ -1,0 +1,30 @@
+"""The sink's contract with the SDK: the private hooks it overrides are still called as relied on.
+
+`docs/development.md` lists each override of a private SDK method and what it relies on. These
+tests read the pinned SDK's own code, so an upgrade that moves or drops one of those calls fails
+here, by name, instead of silently bypassing the override.
+"""
+
+from __future__ import annotations
+
+from support.messages import record, schema
+
+
+def test_a_flat_key_colliding_with_a_nested_one_is_named_once_per_stream(
+    sandbox, config, tmp_path, run_target
+):
+    properties = {
+        "id": {"type": "integer"},
+        "address__city": {"type": "string"},
+        "address": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    rows = [{"id": i, "address__city": "Flat", "address": {"city": "Nested"}} for i in range(3)]
+    messages = [schema("users", properties, ["id"]), *[record("users", r) for r in rows]]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    warnings = [line for line in run.stderr.splitlines() if "got two values" in line]
+    assert len(warnings) == 1, warnings
+    assert "'address__city'" in warnings[0]
+    assert sandbox.profiles("users")["0"]["metadata"]["address__city"] == "Nested"

@@ -1,0 +1,139 @@
+"""Singer messages for tests: the sandbox's API key, the schemas, and builders of each message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+API_KEY = "sandbox-key-3f9c1e77"
+
+USER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "email": {"type": ["string", "null"]},
+        "name": {"type": ["string", "null"]},
+        "company_id": {"type": ["string", "integer", "null"]},
+        "plan": {"type": ["string", "null"]},
+        "address": {
+            "type": ["object", "null"],
+            "properties": {"city": {"type": "string"}, "geo": {"type": "object"}},
+        },
+        "tags": {"type": ["array", "null"], "items": {"type": "string"}},
+        "signed_up_at": {"type": ["string", "null"], "format": "date-time"},
+        "score": {"type": ["number", "null"]},
+        "active": {"type": ["boolean", "null"]},
+    },
+}
+COMPANY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "company_id": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "employees": {"type": ["integer", "null"]},
+    },
+}
+
+
+def schema(stream: str, properties: dict, key_properties: list[str] | None = None) -> dict:
+    """A SCHEMA message."""
+    body = properties if "properties" in properties else {"properties": properties}
+    return {
+        "type": "SCHEMA",
+        "stream": stream,
+        "schema": body,
+        "key_properties": key_properties or [],
+    }
+
+
+def record(stream: str, rec: dict) -> dict:
+    """A RECORD message."""
+    return {"type": "RECORD", "stream": stream, "record": rec}
+
+
+def state(value: Any) -> dict:
+    """A STATE message."""
+    return {"type": "STATE", "value": value}
+
+
+def user(i: int, **extra: Any) -> dict:
+    """A plausible user record with id ``i``."""
+    rec = {
+        "id": i,
+        "email": f"user{i}@example.com",
+        "name": f"User {i}",
+        "company_id": f"c-{i % 40}",
+        "plan": "pro" if i % 3 else "free",
+    }
+    rec.update(extra)
+    return rec
+
+
+def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[dict]:
+    """SCHEMA + ``n`` user records, with a STATE after every ``state_every`` records."""
+    yield schema("users", USER_SCHEMA, ["id"])
+    for i in range(start, start + n):
+        yield record("users", user(i))
+        if state_every and (i - start + 1) % state_every == 0:
+            yield state({"bookmarks": {"users": i}})
+    yield state({"bookmarks": {"users": start + n - 1, "done": True}})
+
+
+def encode_messages(messages: Iterable[dict | str]) -> bytes:
+    """Singer input: one JSON message per line (strings are passed through as raw lines)."""
+    lines = [m if isinstance(m, str) else json.dumps(m) for m in messages]
+    return ("\n".join(lines) + "\n").encode()
+
+
+# Deletions and events
+
+DELETED_AT = "2026-11-02T08:15:00Z"
+
+
+#: A log-based tap's schema: the deletion mark is a column of the stream.
+TAP_USER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        **USER_SCHEMA["properties"],
+        "plan": {"type": "string"},  # not nullable: a deleted row's null plan breaks it
+        "_sdc_deleted_at": {"type": ["null", "string"], "format": "date-time"},
+    },
+}
+
+
+def deleted_user(i: int) -> dict:
+    """A user deleted in the source, as log-based taps send it: the key and the mark."""
+    return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
+
+
+EVENT_SCHEMA = {
+    "event_id": {"type": "string"},
+    "user_id": {"type": "integer"},
+    "event_name": {"type": "string"},
+    "invoice": {
+        "type": "object",
+        "properties": {"amount": {"type": "number"}, "currency": {"type": "string"}},
+    },
+    "seats": {"type": "array", "items": {"type": "integer"}},
+    "paid_at": {"type": "string", "format": "date-time"},
+}
+
+
+def event(i: int, user_id: int, **extra: Any) -> dict:
+    """An 'invoice_paid' event of user ``user_id`` with a nested object and an array."""
+    rec = {
+        "event_id": f"e-{i}",
+        "user_id": user_id,
+        "event_name": "invoice_paid",
+        "invoice": {"amount": i + 0.5, "currency": "EUR"},
+        "seats": [1, i],
+        "paid_at": "2026-01-02T03:04:05+01:00",
+    }
+    rec.update(extra)
+    return rec
+
+
+def events_schema() -> dict:
+    """The SCHEMA message of an events stream keyed by ``event_id``."""
+    return schema("events", EVENT_SCHEMA, ["event_id"])

@@ -1,0 +1,23 @@
+"""Waiting for a condition by polling it, never by sleeping a fixed time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy, failing the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)

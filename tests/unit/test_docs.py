@@ -1,0 +1,259 @@
+"""The README, the pages under docs/, `--about`, meltano.yml and the Hub definition tell one story,
+the README's recipes work exactly as written (their JSON is read from README.md, not copied here),
+and every relative link in the documentation leads somewhere."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support.readme import recipes, section
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import hub_definition  # noqa: E402 - a script module, importable once scripts/ is on the path
+
+import target_userpilot  # noqa: E402
+from target_userpilot.errors import EXIT_CODES  # noqa: E402
+
+README_PATH = REPO / "README.md"
+README = README_PATH.read_text(encoding="utf-8")
+DOCS = REPO / "docs"
+#: Every documentation file whose links must resolve: the README and each page it links to.
+DOC_FILES = [README_PATH, *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.fixture(scope="module")
+def about() -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", "target_userpilot", "--about", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return json.loads(result.stdout)
+
+
+def _loader() -> dict[str, Any]:
+    return hub_definition.loader_in_meltano_yml(REPO / "meltano.yml")
+
+
+def _page(name: str) -> str:
+    """The text of ``docs/<name>``."""
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+# Generated files are up to date
+
+
+# meltano.yml and --about
+
+
+def test_readme_shows_the_loader_as_meltano_yml_declares_it():
+    snippet = re.search(r"```yaml\n(plugins:.*?)```", section("Meltano"), re.S)
+    assert snippet, "the README's Meltano section shows the loader's meltano.yml entry"
+    shown = yaml.safe_load(snippet.group(1))["plugins"]["loaders"][0]
+    loader = _loader()
+    for key, value in shown.items():
+        assert loader[key] == value, key
+
+
+# Exit codes (docs/troubleshooting.md) and the connection check (README)
+
+
+def _documented_exit_codes(page: str) -> set[int]:
+    """The exit codes that head a row of the page's tables."""
+    return {int(code) for code in re.findall(r"^\| (\d+) \|", page, re.M)}
+
+
+def test_troubleshooting_page_documents_every_exit_code():
+    documented = _documented_exit_codes(_page("troubleshooting.md"))
+    assert documented >= {0, 1, *EXIT_CODES.values()}
+
+
+def test_exit_code_check_notices_a_missing_row():
+    drifted = re.sub(r"^\| 9 \|.*\n", "", _page("troubleshooting.md"), flags=re.M)
+    assert not _documented_exit_codes(drifted) >= {0, 1, *EXIT_CODES.values()}
+
+
+def test_readme_explains_the_connection_check():
+    assert "target-userpilot --check-connection --config" in README
+    for code in (3, 8, 9):
+        assert re.search(rf"exit(s| code)? {code}\b", section("Checking the connection")), code
+
+
+# stream_maps recipes, run exactly as the README writes them
+
+
+def test_every_readme_recipe_is_tested():
+    tested = {
+        "Rename an id column",
+        "Fill Userpilot's reserved fields",
+        "Drop PII columns",
+        "Route a `contacts` stream to users",
+        # tests/test_deletes.py and tests/test_events.py run these
+        "Delete profiles a source marks with its own column",
+        "Send a table whose columns have other names as events",
+    }
+    assert set(recipes()) == tested
+
+
+# The README as the entry point, and links that lead somewhere
+
+
+def test_readme_shows_the_two_commands():
+    assert "make demo" in README
+    assert "make test" in README
+
+
+def test_readme_links_every_docs_page():
+    linked = {Path(target).name for target in re.findall(r"\]\(docs/([^)#\s]+)", README)}
+    assert linked == {page.name for page in DOCS.glob("*.md")}
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+_CODE_BLOCK = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file."""
+    anchors: set[str] = set()
+    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        # A repeated heading gets -1, -2, ... appended, as on GitHub.
+        unique, n = slug, 0
+        while unique in anchors:
+            n += 1
+            unique = f"{slug}-{n}"
+        anchors.add(unique)
+    return anchors
+
+
+def _broken_links(path: Path) -> list[str]:
+    """Relative links of a Markdown file that lead to no file, or to no heading of it."""
+    broken = []
+    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check
+            continue
+        file_part, _, anchor = target.partition("#")
+        destination = (path.parent / file_part).resolve() if file_part else path
+        if not destination.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
+            broken.append(f"{target}: no heading #{anchor} in {destination.name}")
+    return broken
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=[p.name for p in DOC_FILES])
+def test_relative_links_resolve(path):
+    assert _broken_links(path) == []
+
+
+# docs/development.md: the module layout and the overrides of SDK methods agree with the code
+
+
+def _first_column(section: str) -> set[str]:
+    """The code names that start the rows of a section's table."""
+    return set(re.findall(r"^\| `([^`]+)`", section, re.M))
+
+
+def _table_drift(documented: set[str], actual: set[str]) -> str:
+    """What a docs/development.md table lacks and what it names in vain, for a failure message."""
+    return (
+        f"docs/development.md lacks rows for {sorted(actual - documented)} and has rows for "
+        f"{sorted(documented - actual)}, which the code no longer has."
+    )
+
+
+def _listed_modules(package: Path) -> dict[str, str]:
+    """The ``- ``name``: role`` lines of a package's ``__init__`` docstring, by name."""
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    return dict(re.findall(r"^- ``([\w./]+)``: (.+)$", doc, re.M))
+
+
+def _packages() -> list[Path]:
+    package = REPO / "target_userpilot"
+    return [package, *sorted(p.parent for p in package.rglob("__init__.py") if p.parent != package)]
+
+
+@pytest.mark.parametrize(
+    "package", _packages(), ids=lambda p: str(p.relative_to(REPO / "target_userpilot")) or "."
+)
+def test_each_package_docstring_names_its_modules_and_their_roles(package):
+    """The map a newcomer reads first: every module and subpackage, with its one role.
+
+    A module is as long as its one purpose needs; what keeps the house in order is that each
+    module's purpose is said where the package is opened, and stays true.
+    """
+    modules = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    if package.name == "target_userpilot":
+        modules.discard("__main__.py")  # the package's face: ``python -m target_userpilot``
+    modules |= {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    listed = _listed_modules(package)
+    assert set(listed) == modules, (
+        f"{package.relative_to(REPO)}/__init__.py lists {sorted(set(listed) - modules)} that do "
+        f"not exist and lacks {sorted(modules - set(listed))}."
+    )
+    assert all(role.strip() for role in listed.values())
+
+
+def test_package_docstring_check_notices_a_missing_module(tmp_path):
+    (tmp_path / "__init__.py").write_text('"""Two rooms.\n\n- ``a.py``: one\n"""\n')
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "b.py").write_text("")
+    assert _listed_modules(tmp_path) == {"a.py": "one"}
+
+
+def test_development_page_maps_the_top_of_the_package():
+    """docs/development.md's layout table names every top-level module and subpackage."""
+    package = REPO / "target_userpilot"
+    modules = {p.name for p in package.glob("*.py") if p.name not in {"__init__.py", "__main__.py"}}
+    subpackages = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+
+    documented = _first_column(section("Module layout", _page("development.md")))
+
+    assert documented == modules | subpackages, _table_drift(documented, modules | subpackages)
+
+
+def _sdk_overrides() -> set[str]:
+    """``Class.method`` for each method of ours that overrides a private or final SDK method."""
+    found = set()
+    modules = pkgutil.walk_packages(target_userpilot.__path__, "target_userpilot.")
+    for info in modules:
+        if info.name.endswith(".__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for cls in vars(module).values():
+            if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                continue
+            sdk_classes = [c for c in cls.__mro__[1:] if c.__module__.startswith("singer_sdk")]
+            for name, value in vars(cls).items():
+                # Methods and properties only; dunders are Python's, _abc_impl is abc's data.
+                if name.startswith("__") or not hasattr(value, "__get__"):
+                    continue
+                inherited = next((vars(c)[name] for c in sdk_classes if name in vars(c)), None)
+                if inherited is None:
+                    continue
+                if name.startswith("_") or getattr(inherited, "__final__", False):
+                    found.add(f"{cls.__name__}.{name}")
+    return found
+
+
+def test_development_page_lists_every_private_or_final_sdk_override():
+    documented = _first_column(section("Overrides of SDK methods", _page("development.md")))
+    overrides = _sdk_overrides()
+    assert documented == overrides, _table_drift(documented, overrides)

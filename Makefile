@@ -1,7 +1,10 @@
 # target-userpilot developer commands. Needs only python3 (3.10+), pip and make.
 #
 #   make demo    load the bundled example into a local Userpilot sandbox and show the result
-#   make test    lint, then the test suite
+#   make test    lint, then every layer of the test suite: unit, integration, e2e
+#   make unit    the unit tests: pure code, no sockets, no processes (seconds)
+#   make integration  the sandbox over loopback HTTP, the target in process
+#   make e2e     processes, signals, Meltano, tap-postgres, PostgreSQL
 #   make lint    ruff format --check, ruff check and mypy
 #   make readme  regenerate the README's settings table from `target-userpilot --about`
 #   make hub     regenerate the Meltano Hub plugin definition (plugin/loaders/) from `--about`
@@ -20,7 +23,7 @@ INSTALLED = $(VENV)/.installed
 LINT_PATHS = $(wildcard target_userpilot tests bench scripts)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install lint test demo bench readme hub meltano tap-postgres clean
+.PHONY: help venv install lint test unit integration e2e demo bench readme hub meltano tap-postgres clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -42,11 +45,24 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
 
-# tests/test_meltano.py runs the real Meltano CLI, tests/test_postgres.py a published tap; each
-# lives in its own virtualenv, reused while scripts/<name>-requirements.txt is unchanged.
-# Four workers, one test file each at a time (files share module-level sandboxes and servers).
-test: install lint meltano tap-postgres
-	$(BIN)/pytest -n 4 --dist loadfile
+# The layers of tests/ (see tests/conftest.py), each a make target that installs what it needs.
+# Integration and e2e tests mostly wait on a sandbox, a server or a process rather than on the
+# CPU: four workers, one test file each at a time (files share module-level sandboxes).
+# tests/e2e/test_meltano.py runs the real Meltano CLI, tests/e2e/test_postgres.py a published
+# tap; each lives in its own virtualenv, reused while scripts/<name>-requirements.txt is unchanged.
+PYTEST_WORKERS = -n 4 --dist loadfile
+
+test: lint unit integration e2e
+
+unit: $(INSTALLED)
+	$(BIN)/pytest -q tests/unit -m unit
+
+integration: $(INSTALLED)
+	$(BIN)/pytest -q tests/integration -m integration $(PYTEST_WORKERS)
+
+# A test anywhere that needs a PostgreSQL server is end to end too, so e2e reads every folder.
+e2e: $(INSTALLED) meltano tap-postgres
+	$(BIN)/pytest -q tests -m e2e $(PYTEST_WORKERS)
 
 meltano: $(INSTALLED)
 	$(PYTHON) scripts/meltano_venv.py

@@ -5,7 +5,7 @@
 Meltano lives in a virtualenv of its own, apart from the project's `.venv`, because its many
 dependencies must not decide the target's. The virtualenv is reused while the pins are unchanged
 (a copy of the requirements file inside it says what was installed), so only the first
-`make test` on a machine pays for the download; `make test` and tests/test_meltano.py both call
+`make test` on a machine pays for the download; `make test` and tests/e2e/test_meltano.py both call
 this, so either may be first.
 """
 

@@ -2,7 +2,7 @@
 
     python scripts/tap_postgres_venv.py    # prints the path of the `tap-postgres` command
 
-MeltanoLabs' tap-postgres is a published Singer tap that tests/test_tap_postgres.py pipes into
+MeltanoLabs' tap-postgres is a published Singer tap that tests/e2e/test_postgres.py pipes into
 the target, end to end. Like Meltano (scripts/meltano_venv.py, whose helper this uses) it lives
 in a virtualenv of its own, reused while its pins are unchanged; `make test` (`make tap-postgres`)
 and the test both call this, so either may be first.

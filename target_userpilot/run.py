@@ -122,7 +122,6 @@ class Run:
         self.wake_reader: Callable[[], None] | None = None
         self._lanes_lock = threading.Lock()
         self.lanes: list[Lane] = []
-        self.stop = RunStop(stop=self._stop_lanes, abandon=self._abandon_lanes)
         #: The ledger (``state_db``), opened once before any input when a feature needs it.
         self.ledger: Ledger | None = parts.ledger
         #: Entries in the ledger are scoped by account (API host and key fingerprint), or
@@ -183,6 +182,9 @@ class Run:
             rows=self.unchanged,
             run_id=self.run_id,
         )
+        # Started only once the parts that may refuse to open (the ledger) are open: a run that
+        # ends before any input leaves no stop thread behind.
+        self.stop = RunStop(stop=self._stop_lanes, abandon=self._abandon_lanes)
         self.jobs = JobLane(
             self.client,
             self.buffer,

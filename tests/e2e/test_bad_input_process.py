@@ -1,8 +1,7 @@
-"""Bad input: bad records are skipped and reported (or stop the run), bad lines stop the run.
+"""Bad input where the target's process is the subject: empty input, a rejects_path that cannot
+be written (refused before any input is read), and a record nested 3,000 levels deep.
 
-Good records around the bad ones always land. Bad records carry a distinctive e-mail address:
-it may reach ``rejects_path`` (that is what the file is for) but never stdout or stderr, since
-records carry personal data.
+The rest of bad input runs in process: ``tests/integration/test_bad_input.py``.
 """
 
 from __future__ import annotations

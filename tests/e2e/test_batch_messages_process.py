@@ -1,8 +1,7 @@
-"""BATCH messages load exactly like RECORD messages; ACTIVATE_VERSION is acknowledged.
+"""BATCH messages where the target's process is the subject: its memory while it reads a large
+file, and a pyarrow made unimportable through PYTHONPATH.
 
-Every test runs the real target against the sandbox over loopback HTTP. The BATCH runs are
-compared with the same records sent as RECORD messages: what lands in Userpilot, the STATE
-written and the summary's counts must be equal.
+The rest runs in process: ``tests/integration/test_batch_messages.py``.
 """
 
 from __future__ import annotations
@@ -125,3 +124,29 @@ def test_a_large_batch_file_keeps_memory_at_the_record_path_level(sandbox, confi
 
 
 # Reading manifest files (no server involved)
+
+
+def test_parquet_without_pyarrow_names_the_extra_to_install(
+    sandbox, config, tmp_path, run_target_process
+):
+    # A pyarrow that cannot be imported, ahead of any installed one: PYTHONPATH is read when
+    # the interpreter starts, so this run is a process of its own.
+    shadow = tmp_path / "shadow" / "pyarrow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('pyarrow is not installed')\n")
+    path = tmp_path / "users.parquet"
+    path.write_bytes(b"PAR1")
+    messages = [
+        schema("users", USER_SCHEMA, ["id"]),
+        batch("users", [str(path)], fmt="parquet"),
+        state({"bookmarks": {"users": "after"}}),
+    ]
+
+    run = run_target_process(
+        config, messages, tmp_path=tmp_path, env={"PYTHONPATH": str(shadow.parent)}
+    )
+
+    assert run.returncode == 7, run.stderr[-3000:]
+    assert f"The BATCH file {path} (parquet, uncompressed) cannot be read" in run.stderr
+    assert "pip install 'target-userpilot[parquet]'" in run.stderr
+    assert run.states == []

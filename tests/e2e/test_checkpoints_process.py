@@ -1,4 +1,4 @@
-"""Held-back STATE: a STATE goes out only once every record before it is durable."""
+"""STATE when its consumer closed stdout: before the run starts, and while it runs (exit 11)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""Deletes: records whose ``_sdc_deleted_at`` is set, with ``hard_delete`` off and on.
+"""Deletions across a stop of the process: SIGTERM lets the request in flight end and sends no
+further one; a run killed between two requests resumes and loses no deletion.
 
-Off, they are neither upserted nor deleted, only counted. On, their ids become Userpilot deletion
-requests (``DELETE /v1/users`` / ``/v1/companies``), paced one per 2 s, split on 413, and STATE
-waits for Userpilot's 202. The tests run the real target (or the deletion lane with the real
-client) against the sandbox over loopback HTTP and check what the sandbox scheduled.
+The rest runs in process: ``tests/integration/test_deletes.py``.
 """
 
 from __future__ import annotations

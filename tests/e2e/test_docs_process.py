@@ -1,6 +1,6 @@
-"""The README, the pages under docs/, `--about`, meltano.yml and the Hub definition tell one story,
-the README's recipes work exactly as written (their JSON is read from README.md, not copied here),
-and every relative link in the documentation leads somewhere."""
+"""Generated documentation agrees with ``--about``: the README's settings table, the Hub
+definition and meltano.yml, read by running the target and the generator scripts as processes.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Events: streams routed to events reach /v1/track after their users, paced, each once in effect.
+"""Events across a process the test writes to, stops or kills: an event waits for its user's row
+received later, a SIGTERM stops with STATE behind the accepted events, a rerun after kill -9
+duplicates only the events in flight.
 
-Every test runs the real target against the sandbox over loopback HTTP and checks the events
-Userpilot (the sandbox) received: which, how many times, when, and with what metadata.
+The rest runs in process: ``tests/integration/test_events.py``.
 """
 
 from __future__ import annotations

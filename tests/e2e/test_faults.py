@@ -330,7 +330,7 @@ def test_every_request_has_a_connect_and_a_read_timeout(sandbox, batch_file, mon
 
 
 def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
-    """Exit 5 for our own slow job (another client's job is tests/test_load.py's case)."""
+    """Exit 5 for our own slow job (another client's job: tests/integration/test_load.py)."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=600) as sandbox:  # 100 rows: 10 s
         config = _config(sandbox) | {"job_timeout_seconds": 1}
         run = run_process(config, [*PIPELINE[:101], state({"n": 100})], tmp_path=tmp_path)

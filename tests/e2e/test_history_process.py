@@ -1,8 +1,7 @@
-"""The ledger's sync history and remembered deletions, written by real runs against the sandbox.
+"""The sync history as ``userpilot-ledger`` reads it (a process), after kill -9 and as the
+README shows it; on SQLite and on the real PostgreSQL.
 
-Each behaviour runs with a SQLite file and with the real PostgreSQL that ``tests/pg.py`` starts
-(one schema per test): what a job sent, how it ended (completed, failed, or unknown after
-kill -9), and deletions that Userpilot accepted once and are not requested again.
+The rest runs in process: ``tests/integration/test_history.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""events_api import: events reach Userpilot's Import API with the time they happened, once each.
+"""events_api import across kill -9 and SIGTERM: a rerun imports every event once and sends
+none twice; a stop ends the wait for an earlier run's import job.
 
-Every test runs the real target against the sandbox over loopback HTTP and checks what the
-sandbox's completed import jobs brought in: which events, how many times, with which
-``inserted_at``, and in what order relative to the users' bulk jobs.
+The rest runs in process: ``tests/integration/test_imports.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""End to end: the real target, over real HTTP, into the sandbox."""
+"""STATE is written only once its records are in Userpilot, read line by line from the
+process's stdout while its jobs are still running.
+"""
 
 from __future__ import annotations
 

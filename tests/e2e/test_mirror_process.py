@@ -1,8 +1,7 @@
-"""Mirror deletes: a full-table version deletes the profiles its earlier versions had and it lacks.
+"""Mirror deletes across a kill: ids recorded before a STATE survive it, and the copy the tap
+resumes deletes only what it lacks.
 
-The real target against the sandbox, on a SQLite ledger and on the real PostgreSQL one
-(``tests/pg.py``). A version is Stitch's convention unless a test says otherwise: ACTIVATE_VERSION
-before the copy, RECORDs stamped with the version, ACTIVATE_VERSION again after it.
+The rest runs in process: ``tests/integration/test_mirror.py``.
 """
 
 from __future__ import annotations

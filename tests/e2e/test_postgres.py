@@ -1,6 +1,6 @@
 """The ledger on a real PostgreSQL, through the real target, and a real tap reading from it.
 
-The server is the one ``tests/pg.py`` starts from the machine's binaries; each test gets its
+The server is the one ``tests/support/pg.py`` starts from the machine's binaries; each test gets its
 own schema (``search_path`` in the URL), and tests that stop the server get their own server.
 """
 

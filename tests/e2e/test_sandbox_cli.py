@@ -1,8 +1,5 @@
-"""The sandbox behaves like Userpilot's bulk API, over real loopback HTTP.
-
-The target's own tests trust the sandbox to be a faithful stand-in: these tests pin down the
-behaviour they rely on (shapes, limits, the job lifecycle, profile merging) and prove that each
-injected fault is visible to a client exactly as the real failure would be.
+"""``userpilot-sandbox`` as a command: it serves until SIGTERM and never logs the key, refuses a
+non-loopback host and a certificate without its key, and serves HTTPS with its limits.
 """
 
 from __future__ import annotations

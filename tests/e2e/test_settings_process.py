@@ -1,8 +1,5 @@
-"""Settings: every value from a config file, a dict or an environment variable becomes a typed,
-checked setting, or the run stops before reading input with exit 2 and a sentence naming it.
-
-End-to-end cases run the real target (``run_target``) against the sandbox; the rest are unit
-tests of :class:`Settings` and :func:`env_config`.
+"""Settings refused before any input is read: the process exits 2 with a sentence naming the
+setting, while the tap still writes to it; and ``--about`` lists every setting.
 """
 
 from __future__ import annotations

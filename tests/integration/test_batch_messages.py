@@ -240,27 +240,6 @@ def test_parquet_batch_files_land_like_json_ones(sandbox, config, tmp_path, run_
     assert users["5"]["metadata"]["signed_up_at"] == "2024-01-02T03:04:05+00:00"
 
 
-def test_parquet_without_pyarrow_names_the_extra_to_install(sandbox, config, tmp_path, run_target):
-    # A pyarrow that cannot be imported, ahead of any installed one.
-    shadow = tmp_path / "shadow" / "pyarrow"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('pyarrow is not installed')\n")
-    path = tmp_path / "users.parquet"
-    path.write_bytes(b"PAR1")
-    messages = [
-        schema("users", USER_SCHEMA, ["id"]),
-        batch("users", [str(path)], fmt="parquet"),
-        state({"bookmarks": {"users": "after"}}),
-    ]
-
-    run = run_target(config, messages, tmp_path=tmp_path, env={"PYTHONPATH": str(shadow.parent)})
-
-    assert run.returncode == 7, run.stderr[-3000:]
-    assert f"The BATCH file {path} (parquet, uncompressed) cannot be read" in run.stderr
-    assert "pip install 'target-userpilot[parquet]'" in run.stderr
-    assert run.states == []
-
-
 # Memory: a large BATCH file costs what the same records cost as RECORD messages.
 
 #: Runs the target and, on the way out, writes its own peak RSS. VmHWM counts only this program:

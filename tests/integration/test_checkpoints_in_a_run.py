@@ -1,4 +1,6 @@
-"""Held-back STATE: a STATE goes out only once every record before it is durable."""
+"""A STATE message with a null value, in a real run: ignored with a warning, the one before
+it goes out.
+"""
 
 from __future__ import annotations
 

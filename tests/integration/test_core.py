@@ -31,7 +31,7 @@ _StandardFail = get_target_test_class(
 _NO_PK_REASON = (
     "Excluded: its records carry no id (its stream declares no key property), so none can "
     "become a Userpilot profile; the contract says a run whose every record was refused is not "
-    "a success (tests/test_bad_input.py)."
+    "a success (tests/integration/test_bad_input.py)."
 )
 
 

@@ -1,8 +1,9 @@
 """The ledger's sync history and remembered deletions, written by real runs against the sandbox.
 
-Each behaviour runs with a SQLite file and with the real PostgreSQL that ``tests/pg.py`` starts
-(one schema per test): what a job sent, how it ended (completed, failed, or unknown after
-kill -9), and deletions that Userpilot accepted once and are not requested again.
+Each behaviour runs with a SQLite file and with the real PostgreSQL that
+``tests/support/pg.py`` starts (one schema per test): what a job sent, how it ended
+(completed or failed), and deletions that Userpilot accepted once and are not requested
+again. After kill -9, and as ``userpilot-ledger`` reads it: ``tests/e2e/test_history_process.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ledger (``state_db``): one interface, a SQLite file or a PostgreSQL URL behind it.
 
 The behaviour tests run against both backends: the SQLite file always, PostgreSQL through the
-real server that ``tests/pg.py`` starts (skipped without its binaries, except under CI).
+real server that ``tests/support/pg.py`` starts (skipped without its binaries, except under CI).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Mirror deletes: a full-table version deletes the profiles its earlier versions had and it lacks.
 
 The real target against the sandbox, on a SQLite ledger and on the real PostgreSQL one
-(``tests/pg.py``). A version is Stitch's convention unless a test says otherwise: ACTIVATE_VERSION
-before the copy, RECORDs stamped with the version, ACTIVATE_VERSION again after it.
+(``tests/support/pg.py``). A version is Stitch's convention unless a test says otherwise:
+ACTIVATE_VERSION before the copy, RECORDs stamped with the version, ACTIVATE_VERSION again after it.
 """
 
 from __future__ import annotations

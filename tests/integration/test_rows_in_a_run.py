@@ -1,7 +1,5 @@
-"""Record to row: plain-dict tests of ``target_userpilot.records.rows`` (no SDK, no I/O).
-
-The last section runs the real target against the sandbox, where the SDK's own flattening
-(``flattening_enabled``) must give the same profiles as the target's.
+"""Record to row in a real run: the SDK's own flattening (``flattening_enabled``) must give the
+same profiles as the target's, a null object clearing its keys either way.
 """
 
 from __future__ import annotations

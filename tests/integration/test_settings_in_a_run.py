@@ -1,8 +1,5 @@
-"""Settings: every value from a config file, a dict or an environment variable becomes a typed,
-checked setting, or the run stops before reading input with exit 2 and a sentence naming it.
-
-End-to-end cases run the real target (``run_target``) against the sandbox; the rest are unit
-tests of :class:`Settings` and :func:`env_config`.
+"""Settings in a real run: a config file, environment variables and Meltano's text values load
+as their types; an unknown key gets one warning; a bad one stops with exit 2.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""The sink's contract with the SDK: the private hooks it overrides are still called as relied on.
-
-`docs/development.md` lists each override of a private SDK method and what it relies on. These
-tests read the pinned SDK's own code, so an upgrade that moves or drops one of those calls fails
-here, by name, instead of silently bypassing the override.
-"""
+"""A flat key colliding with a nested one is named once per stream, in a real run."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ threads die with it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -93,6 +94,7 @@ def run_process(
     args: list[str] | None = None,
 ) -> TargetRun:
     """Run the real target (``python -m target_userpilot``) as a process on ``messages``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config_path = tmp_path / f"config-{os.getpid()}-{id(config)}.json"
     config_path.write_text(json.dumps(config))
     proc = subprocess.run(
@@ -123,11 +125,13 @@ def run_in_process(
     del timeout
     number = next(_RUNS)
     folder = tmp_path / f"in-process-{number}"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     config_path = folder / "config.json"
     config_path.write_text(json.dumps(config))
     (folder / "stdin").write_bytes(encode_messages(messages))
-    argv = ["--config", str(config_path), *(args or [])]
+    # The SDK's reader took sys.stdin when it was imported, so the input goes in as the file
+    # that --input names: the same reader and feed thread as for stdin.
+    argv = ["--config", str(config_path), "--input", str(folder / "stdin"), *(args or [])]
     with (
         (folder / "stdin").open(encoding="utf-8") as stdin,
         (folder / "stdout").open("w", encoding="utf-8") as stdout,
@@ -230,7 +234,8 @@ def _no_thread_left_behind() -> Iterator[None]:
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + THREADS_END_SECONDS
-    while left := [t for t in threading.enumerate() if t not in before and t.is_alive()]:
+    while left := [t for t in threading.enumerate() if t not in before and _the_runs(t)]:
+        gc.collect()  # a connection nothing refers to any more closes, and its server thread ends
         if time.monotonic() > deadline:
             frames = sys._current_frames()  # noqa: SLF001 - where each thread waits
             where = "\n".join(
@@ -240,6 +245,12 @@ def _no_thread_left_behind() -> Iterator[None]:
             )
             pytest.fail(f"the run left {len(left)} thread(s) behind:\n{where}")
         time.sleep(0.01)
+
+
+def _the_runs(thread: threading.Thread) -> bool:
+    """Whether a live thread is the run's: not one a test's server (the sandbox) started to
+    answer a connection, which ends when the server's keep-alive wait for it does."""
+    return thread.is_alive() and not thread.name.endswith("(process_request_thread)")
 
 
 class TargetProcess:

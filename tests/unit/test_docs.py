@@ -103,7 +103,7 @@ def test_every_readme_recipe_is_tested():
         "Fill Userpilot's reserved fields",
         "Drop PII columns",
         "Route a `contacts` stream to users",
-        # tests/test_deletes.py and tests/test_events.py run these
+        # tests/integration/test_deletes.py and test_events.py run these
         "Delete profiles a source marks with its own column",
         "Send a table whose columns have other names as events",
     }

@@ -22,6 +22,12 @@ REQUIREMENTS = ROOT / "scripts" / "meltano-requirements.txt"
 VENV = ROOT / ".venv" / "meltano"
 
 
+def _pins(requirements: str) -> list[str]:
+    """The requirement lines themselves: a comment edited does not make a reinstall."""
+    lines = (line.split("#", 1)[0].strip() for line in requirements.splitlines())
+    return [line for line in lines if line]
+
+
 def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS, command: str = "meltano") -> Path:
     """Build (or reuse) the virtualenv and return its ``command`` executable.
 
@@ -30,7 +36,11 @@ def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS, command: str = 
     stamp = venv / "installed-requirements.txt"
     executable = venv / "bin" / command
     wanted = requirements.read_text(encoding="utf-8")
-    if executable.exists() and stamp.exists() and stamp.read_text(encoding="utf-8") == wanted:
+    if (
+        executable.exists()
+        and stamp.exists()
+        and _pins(stamp.read_text(encoding="utf-8")) == _pins(wanted)
+    ):
         return executable
     started = time.monotonic()
     print(f"Installing {command} into {venv} ...", file=sys.stderr, flush=True)

@@ -283,7 +283,8 @@ def test_status_polls_give_up_after_poll_max_time(sandbox, batch_file):
     started = time.monotonic()
     with pytest.raises(TransientError, match="may still complete"):
         client.job_status(job["job_id"])
-    assert FAST.poll_max_time <= time.monotonic() - started < FAST.poll_max_time + 2
+    # Polling ends after poll_max_time, not never; the slack is for a loaded machine.
+    assert FAST.poll_max_time <= time.monotonic() - started < FAST.poll_max_time + 10
     assert sandbox.stats()["upload_attempts"] == 1
 
 

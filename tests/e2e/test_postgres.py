@@ -255,15 +255,18 @@ def test_a_missing_driver_names_the_extra_and_creates_no_folder(
     assert sandbox.stats()["requests"] == 0
 
 
-def test_psycopg_not_installed_names_the_extra(sandbox, config, tmp_path, postgres, run_target):
-    # The extra not installed: a psycopg that cannot be imported shadows the real one.
+def test_psycopg_not_installed_names_the_extra(
+    sandbox, config, tmp_path, postgres, run_target_process
+):
+    # The extra not installed: a psycopg that cannot be imported shadows the real one (through
+    # PYTHONPATH, which the interpreter reads when it starts: a process of its own).
     fake = tmp_path / "no-psycopg" / "psycopg"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'psycopg'\")\n")
     config.update(skip_unchanged=True, state_db=postgres.url)
     path = os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))
 
-    run = run_target(config, _users(10), tmp_path=tmp_path, env={"PYTHONPATH": path})
+    run = run_target_process(config, _users(10), tmp_path=tmp_path, env={"PYTHONPATH": path})
 
     assert run.returncode == 2, run.stderr[-2000:]
     assert "pip install 'target-userpilot[postgres]'" in run.stderr

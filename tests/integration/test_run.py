@@ -380,7 +380,8 @@ def test_a_slow_ledger_holds_up_neither_the_reading_thread_nor_the_buffer(tmp_pa
         release.set()
         run.close()
 
-    assert took < 1
+    # Blocked on the ledger, adding would wait its 10 s; the bound leaves a loaded machine room.
+    assert took < 5
     assert fake.kinds().count("upload") == 3
 
 
@@ -429,7 +430,7 @@ def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace():
         lane.close()
 
     assert fake.kinds().count("track") == 1
-    assert took < 1
+    assert took < 10  # the pace's next slot is 30 s away: the stop did not wait for it
 
 
 def test_the_deletion_pace_runs_on_an_injected_clock():

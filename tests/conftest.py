@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from support.messages import API_KEY
 from support.runner import RunTarget, TargetRun, run_in_process, run_process
 
 from target_userpilot.sandbox import Sandbox
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import meltano_venv
 
 LAYERS = ("unit", "integration", "e2e")
 #: Fixtures that start a PostgreSQL server, which makes a test end to end wherever it lives.
@@ -162,6 +166,15 @@ def run_target_process(tmp_path: Path) -> RunTarget:
         return run_process(config, messages, tmp_path=tmp_path, **kw)
 
     return run
+
+
+# Meltano
+
+
+@pytest.fixture(scope="session")
+def meltano() -> Path:
+    """The pinned Meltano's command (``.venv/meltano``), installed on first use."""
+    return meltano_venv.ensure()
 
 
 # PostgreSQL

@@ -8,97 +8,20 @@ by `make test`), and runs in a copy of the project in a temporary directory, so 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from support.meltano import copy_project, meltano_env, meltano_stdout, run_meltano
 
 from target_userpilot.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-
-import meltano_venv  # noqa: E402 - a script module, importable once scripts/ is on the path
 
 EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
 HUB_DEFINITION = REPO / "plugin" / "loaders" / "target-userpilot--userpilot.yml"
-# What `meltano install` needs to install the loader from the copy (pip_url: -e .), and the
-# sample tap with the example it prints.
-PROJECT_FILES = ("meltano.yml", "pyproject.toml", "README.md", "examples", "scripts/tap-example")
-
-
-@pytest.fixture(scope="module")
-def meltano() -> Path:
-    """The pinned Meltano's command, installed on first use."""
-    return meltano_venv.ensure()
-
-
-def _env(**settings: str) -> dict[str, str]:
-    """This process's environment without any Meltano or target settings, plus ``settings``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MELTANO_", "TARGET_USERPILOT_", "TAP_EXAMPLE_"))
-    }
-    env.update(
-        MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
-        MELTANO_VENV_BACKEND="uv",  # plugin virtualenvs in seconds, not a minute
-        NO_COLOR="1",
-        **settings,
-    )
-    return env
-
-
-def _meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [str(meltano), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{output[-4000:]}"
-    return output
-
-
-def _meltano_stdout(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
-    """What ``meltano args`` printed on stdout alone (Meltano logs to stderr)."""
-    result = subprocess.run(
-        [str(meltano), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{result.stderr[-4000:]}"
-    return result.stdout
-
-
-def _copy_project(dest: Path) -> Path:
-    for name in PROJECT_FILES:
-        source = REPO / name
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target)
-        else:
-            shutil.copy2(source, target)
-    shutil.copytree(
-        REPO / "target_userpilot",
-        dest / "target_userpilot",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    return dest
 
 
 def _example() -> tuple[set[str], set[str], dict]:
@@ -117,16 +40,16 @@ def _example() -> tuple[set[str], set[str], dict]:
 
 def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltano, tmp_path):
     meltano_yml, had_meltano_dir = (REPO / "meltano.yml").read_bytes(), (REPO / ".meltano").exists()
-    project = _copy_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project")
     key = f"env-only-key-{uuid.uuid4().hex[:8]}"
     users, companies, last_state = _example()
     assert users and companies and last_state
 
-    _meltano(meltano, "install", cwd=project, env=_env())
+    run_meltano(meltano, "install", cwd=project, env=meltano_env())
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
         # meltano.yml's dev environment points at 127.0.0.1:8765 with the public sandbox key
         # and maps `accounts` to companies: the environment must win on all three.
-        env = _env(
+        env = meltano_env(
             TARGET_USERPILOT_API_URL=sandbox.url,
             TARGET_USERPILOT_API_KEY=key,
             TARGET_USERPILOT_OBJECT_MAPPING=json.dumps({"accounts": {"object": "ignore"}}),
@@ -134,17 +57,19 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
         )
         # An object setting is merged key by key (README, Meltano): the environment changes
         # `accounts.object`, and meltano.yml's `accounts.id_property` stays.
-        dumped = _meltano_stdout(
+        dumped = meltano_stdout(
             meltano, "invoke", "--dump=config", "target-userpilot", cwd=project, env=env
         )
         assert json.loads(dumped)["object_mapping"] == {
             "accounts": {"object": "ignore", "id_property": "account_id"}
         }
-        checked = _meltano(
+        checked = run_meltano(
             meltano, "invoke", "target-userpilot", "--check-connection", cwd=project, env=env
         )
         assert f"Connected to {sandbox.url}: the API key was accepted" in checked
-        output = _meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
+        output = run_meltano(
+            meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env
+        )
         loaded_users = sandbox.profiles("users")
         loaded_companies = sandbox.profiles("companies")
 
@@ -157,13 +82,13 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
     assert summary["total"]["rows_sent"] == len(users) + len(companies)
     assert summary["streams"]["accounts"]["object"] == "ignore"
     # Meltano kept the STATE the target emitted last, for the tap's next run.
-    state_output = _meltano(
+    state_output = run_meltano(
         meltano,
         "state",
         "get",
         "dev:tap-example-to-target-userpilot",
         cwd=project,
-        env=_env(),
+        env=meltano_env(),
     )
     stored = json.loads(next(line for line in state_output.splitlines() if line.startswith("{")))
     assert stored == {"singer_state": last_state}
@@ -186,12 +111,12 @@ def test_hub_definition_adds_a_working_loader_to_a_new_project(meltano, tmp_path
         )
     )
     definition = yaml.safe_load(HUB_DEFINITION.read_text(encoding="utf-8"))
-    env = _env(
+    env = meltano_env(
         TARGET_USERPILOT_API_KEY="hub-test-key-5512",
         TARGET_USERPILOT_OBJECT_MAPPING='{"contacts": {"object": "users"}}',
     )
 
-    _meltano(
+    run_meltano(
         meltano,
         "add",
         "--plugin-type",
@@ -203,7 +128,9 @@ def test_hub_definition_adds_a_working_loader_to_a_new_project(meltano, tmp_path
         cwd=project,
         env=env,
     )
-    listed = _meltano(meltano, "config", "list", "target-userpilot", "--all", cwd=project, env=env)
+    listed = run_meltano(
+        meltano, "config", "list", "target-userpilot", "--all", cwd=project, env=env
+    )
 
     loader = yaml.safe_load((project / "meltano.yml").read_text())["plugins"]["loaders"][0]
     assert loader["variant"] == definition["variant"]
@@ -222,27 +149,34 @@ def test_fractional_number_settings_work_through_meltano_config_and_the_environm
 ):
     """`kind: integer` refused both (a traceback, then int('0.5')); `decimal` fails from the
     environment in Meltano 4.4. As `kind: string`, the target reads the number itself."""
-    project = _copy_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project")
     for name, value in (("request_timeout_seconds", "2.5"), ("rows_per_minute", "60000.5")):
-        said = _meltano(
-            meltano, "config", "set", "target-userpilot", name, value, cwd=project, env=_env()
+        said = run_meltano(
+            meltano,
+            "config",
+            "set",
+            "target-userpilot",
+            name,
+            value,
+            cwd=project,
+            env=meltano_env(),
         )
         assert "Traceback" not in said
-    _meltano(meltano, "install", cwd=project, env=_env())
+    run_meltano(meltano, "install", cwd=project, env=meltano_env())
     key = f"fraction-key-{uuid.uuid4().hex[:8]}"
     users, companies, _ = _example()
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
-        env = _env(
+        env = meltano_env(
             TARGET_USERPILOT_API_URL=sandbox.url,
             TARGET_USERPILOT_API_KEY=key,
             TARGET_USERPILOT_BATCH_WAIT_SECONDS="0.5",
             TARGET_USERPILOT_EVENTS_PER_MINUTE="1200.5",
         )
-        dumped = _meltano_stdout(
+        dumped = meltano_stdout(
             meltano, "invoke", "--dump=config", "target-userpilot", cwd=project, env=env
         )
-        _meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
+        run_meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
         loaded = set(sandbox.profiles("users")), set(sandbox.profiles("companies"))
         refused = subprocess.run(
             [str(meltano), "invoke", "target-userpilot", "--check-connection"],
@@ -269,8 +203,8 @@ def test_fractional_number_settings_work_through_meltano_config_and_the_environm
 @pytest.fixture(scope="module")
 def loader_project(meltano, tmp_path_factory) -> Path:
     """A copy of the project with the loader installed, for the `meltano config test` tests."""
-    project = _copy_project(tmp_path_factory.mktemp("loader") / "project")
-    _meltano(meltano, "install", "loader", "target-userpilot", cwd=project, env=_env())
+    project = copy_project(tmp_path_factory.mktemp("loader") / "project")
+    run_meltano(meltano, "install", "loader", "target-userpilot", cwd=project, env=meltano_env())
     return project
 
 
@@ -291,7 +225,7 @@ def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano
     verdict = VERDICT
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
-        env = _env(TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY=key)
+        env = meltano_env(TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY=key)
         passed = _meltano_debug(meltano, "config", "test", "target-userpilot", cwd=project, env=env)
         env["TARGET_USERPILOT_API_KEY"] = "wrong-" + key
         refused = _meltano_debug(
@@ -317,7 +251,9 @@ def test_a_refused_key_shows_its_reason_at_meltanos_default_log_level(meltano, l
     key = f"refused-key-{uuid.uuid4().hex[:8]}"
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
-        env = _env(TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY="wrong-" + key)
+        env = meltano_env(
+            TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY="wrong-" + key
+        )
         refused = subprocess.run(
             [str(meltano), "config", "test", "target-userpilot"],
             cwd=loader_project,
@@ -363,14 +299,14 @@ def test_a_dry_run_under_meltano_stores_no_state_and_the_next_run_loads_everythi
 ):
     """Meltano saves the STATE a target emits for the tap's next run: a dry run's would move the
     bookmark past records that were only written to files."""
-    project = _copy_project(tmp_path / "project")
+    project = copy_project(tmp_path / "project")
     key = f"dry-run-key-{uuid.uuid4().hex[:8]}"
     users, _, last_state = _example()
     state_id = "dev:tap-example-to-target-userpilot"
-    _meltano(meltano, "install", cwd=project, env=_env())
+    run_meltano(meltano, "install", cwd=project, env=meltano_env())
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
-        env = _env(
+        env = meltano_env(
             TARGET_USERPILOT_API_URL=sandbox.url,
             TARGET_USERPILOT_API_KEY=key,
             TARGET_USERPILOT_ROWS_PER_MINUTE="60000",
@@ -380,14 +316,14 @@ def test_a_dry_run_under_meltano_stores_no_state_and_the_next_run_loads_everythi
             "TARGET_USERPILOT_DRY_RUN": "true",
             "TARGET_USERPILOT_OUTPUT_DIR": str(tmp_path / "preview"),
         }
-        previewed = _meltano(
+        previewed = run_meltano(
             meltano, "run", "tap-example", "target-userpilot", cwd=project, env=dry_env
         )
-        after_preview = _meltano_stdout(meltano, "state", "list", cwd=project, env=_env())
+        after_preview = meltano_stdout(meltano, "state", "list", cwd=project, env=meltano_env())
         assert sandbox.profiles("users") == {}
-        _meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
+        run_meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
         loaded = set(sandbox.profiles("users"))
-        stored = _meltano(meltano, "state", "get", state_id, cwd=project, env=_env())
+        stored = run_meltano(meltano, "state", "get", state_id, cwd=project, env=meltano_env())
 
     assert state_id not in after_preview  # Meltano had no STATE to store
     assert "STATE messages of the input were held back, none written to stdout" in previewed

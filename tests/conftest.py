@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.sandbox import Sandbox
+
 from support import pg
 from support.messages import API_KEY
 from support.runner import RunTarget, TargetRun, run_in_process, run_process
-
-from target_userpilot.sandbox import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import meltano_venv

@@ -12,10 +12,11 @@ import sys
 from typing import Any
 
 import pytest
-from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
-from support.runner import TargetProcess, TargetRun
 
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.runner import TargetProcess, TargetRun
 
 PII = "do-not-log-7731@example.com"
 #: The id may be of any type here, so the target's own row rules judge it, not the schema.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.messages import (
     USER_SCHEMA,
     encode_messages,

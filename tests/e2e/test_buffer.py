@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.batching.buffer import BatchBuffer
+from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.records.rows import encode_row
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import (
     API_KEY,
     COMPANY_SCHEMA,
@@ -25,11 +31,6 @@ from support.messages import (
 )
 from support.runner import TargetProcess
 from support.waiting import eventually
-
-from target_userpilot.batching.buffer import BatchBuffer
-from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.records.rows import encode_row
-from target_userpilot.sandbox import Sandbox
 
 
 def _line(i: int) -> bytes:

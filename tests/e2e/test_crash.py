@@ -15,12 +15,13 @@ import time
 from typing import Any
 
 import pytest
-from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
-from support.runner import TargetProcess
-from support.waiting import eventually
 
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
+
+from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
+from support.runner import TargetProcess
+from support.waiting import eventually
 
 N_USERS = 4000
 BATCH_ROWS = 500

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import signal
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state
 from support.runner import TargetProcess
-
-from target_userpilot.sandbox import Sandbox
 
 DELETED_AT = "2026-11-02T08:15:00Z"
 #: A log-based tap's schema: the deletion mark is a column of the stream.

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
-from support.runner import TargetProcess
-from support.waiting import eventually
 
 from target_userpilot.lanes.events import connections_for
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.runner import TargetProcess
+from support.waiting import eventually
 
 EVENT_SCHEMA = {
     "event_id": {"type": "string"},

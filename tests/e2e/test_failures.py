@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.messages import API_KEY, encode_messages, record, schema, users_messages
-from support.runner import TargetRun
 
 from target_userpilot.errors import ConfigurationError, exit_code
 from target_userpilot.userpilot.client import UserpilotClient
+
+from support.messages import API_KEY, encode_messages, record, schema, users_messages
+from support.runner import TargetRun
 
 #: Runs before the target: FULL_PREFIX makes the spool files of that prefix write to /dev/full;
 #: FAIL_SQL makes the SQLite statements containing it fail as on a full disk.

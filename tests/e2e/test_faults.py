@@ -18,14 +18,15 @@ from typing import Any
 
 import pytest
 import requests
-from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
-from support.runner import run_process
 
 from target_userpilot.errors import TransientError
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.retry import RetryPolicy
 from target_userpilot.userpilot.transport import parse_retry_after
+
+from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
+from support.runner import run_process
 
 N_USERS = 3000
 N_COMPANIES = 40

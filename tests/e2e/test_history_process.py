@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+
 from support.messages import (
     API_KEY,
     TAP_USER_SCHEMA,
@@ -27,8 +29,6 @@ from support.messages import (
 from support.pg import BOTH_LEDGERS, PASSWORD
 from support.runner import TargetProcess
 from support.waiting import eventually
-
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
 
 
 def _users(ids, **extra) -> list[dict]:

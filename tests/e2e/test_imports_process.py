@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
 from support.pg import BOTH_LEDGERS
 from support.runner import TargetProcess
 from support.waiting import eventually
-
-from target_userpilot.sandbox import Sandbox
 
 EVENT_SCHEMA = {
     "event_id": {"type": "string"},

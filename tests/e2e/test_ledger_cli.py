@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.pg import PASSWORD, PostgresServer
 
 from target_userpilot.errors import LedgerUnavailable
 from target_userpilot.ledger.base import account_scope, open_ledger
@@ -26,6 +25,8 @@ from target_userpilot.ledger.history import SentJob
 from target_userpilot.ledger.postgres import _PgChange
 from target_userpilot.ledger.schema import MIGRATIONS, VERSION_TABLE, SchemaChange, latest_version
 from target_userpilot.ledger.sqlite import _SQLiteChange
+
+from support.pg import PASSWORD, PostgresServer
 
 #: The console script pip installed beside this interpreter.
 CLI = Path(sys.executable).with_name("userpilot-ledger")

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.meltano import copy_project, meltano_env, meltano_stdout, run_meltano
 
 from target_userpilot.sandbox import Sandbox
+
+from support.meltano import copy_project, meltano_env, meltano_stdout, run_meltano
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.meltano import copy_project, meltano_env, run_meltano
 
 from target_userpilot.ledger import cli
 from target_userpilot.ledger.base import DEFAULT_PATH, account_scope, open_ledger
 from target_userpilot.ledger.history import SentJob
 from target_userpilot.ledger.schema import DRY_RUN_SCOPE
 from target_userpilot.sandbox import Sandbox
+
+from support.meltano import copy_project, meltano_env, run_meltano
 
 REPO = Path(__file__).resolve().parents[2]
 

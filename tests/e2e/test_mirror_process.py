@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pytest
-from support.messages import USER_SCHEMA, record, schema, state, user
-from support.runner import TargetProcess
 
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import USER_SCHEMA, record, schema, state, user
+from support.runner import TargetProcess
 
 STREAM = "public-crm_users"
 

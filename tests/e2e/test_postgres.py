@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from target_userpilot.ledger.base import account_scope
+from target_userpilot.sandbox import Sandbox
+
 from support import pg
 from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
 from support.pg import PASSWORD, PostgresServer
@@ -20,9 +24,6 @@ from support.runner import TargetRun
 from support.secrets import assert_no_secret
 from support.unchanged import check_later_rows_win_over_rows_in_flight, ledger_hashes
 from support.waiting import eventually
-
-from target_userpilot.ledger.base import account_scope
-from target_userpilot.sandbox import Sandbox
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
 

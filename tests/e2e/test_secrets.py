@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.errors import ConfigurationError
+from target_userpilot.privacy.redact import redact, redact_url, without_userinfo
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
+from target_userpilot.userpilot.hosts import check_api_url, is_loopback
+
 from support.messages import (
     USER_SCHEMA,
     encode_messages,
@@ -32,12 +39,6 @@ from support.messages import (
 )
 from support.secrets import KEY, assert_no_secret
 from support.waiting import eventually
-
-from target_userpilot.errors import ConfigurationError
-from target_userpilot.privacy.redact import redact, redact_url, without_userinfo
-from target_userpilot.sandbox import Sandbox
-from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
-from target_userpilot.userpilot.hosts import check_api_url, is_loopback
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
+
 from support.messages import (
     API_KEY,
     TAP_USER_SCHEMA,
@@ -30,9 +33,6 @@ from support.messages import (
 )
 from support.runner import TargetProcess
 from support.waiting import eventually
-
-from target_userpilot.sandbox import Sandbox
-from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
 
 #: Requests that start new work; after a stop signal only status polls may follow.
 NEW_WORK = {"bulk", "delete", "track"}

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.errors import BatchFileError
+from target_userpilot.input.manifest import BatchEncoding, file_records
+
 from support.messages import (
     COMPANY_SCHEMA,
     USER_SCHEMA,
@@ -24,9 +28,6 @@ from support.messages import (
     user,
 )
 from support.runner import TargetRun
-
-from target_userpilot.errors import BatchFileError
-from target_userpilot.input.manifest import BatchEncoding, file_records
 
 COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
 

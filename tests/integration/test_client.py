@@ -15,15 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-from support.http_doubles import (
-    Answer,
-    ConnectProxy,
-    ScriptedServer,
-    TlsFront,
-    make_certificates,
-    running,
-)
-from support.messages import API_KEY, users_messages
 
 from target_userpilot.errors import (
     AuthenticationError,
@@ -43,6 +34,16 @@ from target_userpilot.userpilot import transport
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.retry import RetryPolicy
 from target_userpilot.userpilot.transport import _TokenAuth, parse_retry_after
+
+from support.http_doubles import (
+    Answer,
+    ConnectProxy,
+    ScriptedServer,
+    TlsFront,
+    make_certificates,
+    running,
+)
+from support.messages import API_KEY, users_messages
 
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=0.5)
 UPLOAD = ("POST", "/v1/users/bulk_identify")

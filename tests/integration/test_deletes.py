@@ -16,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.batching.batch import BatchFile
+from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.lanes.deletions import DeletionLane
+from target_userpilot.memory.unchanged import ConfirmedRows
+from target_userpilot.records.rows import encode_row
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.summary import RunSummary
+from target_userpilot.userpilot.client import UserpilotClient
+
 from support.messages import (
     API_KEY,
     COMPANY_SCHEMA,
@@ -30,15 +40,6 @@ from support.messages import (
 )
 from support.readme import readme_recipe
 from support.waiting import eventually
-
-from target_userpilot.batching.batch import BatchFile
-from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.lanes.deletions import DeletionLane
-from target_userpilot.memory.unchanged import ConfirmedRows
-from target_userpilot.records.rows import encode_row
-from target_userpilot.sandbox import Sandbox
-from target_userpilot.summary import RunSummary
-from target_userpilot.userpilot.client import UserpilotClient
 
 
 def deleted_company(company_id: str) -> dict:

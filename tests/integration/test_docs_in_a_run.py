@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from support.messages import record, schema, state
 from support.readme import readme_recipe
 from support.runner import RunTarget

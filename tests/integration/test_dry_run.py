@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
 
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
 
 
 def _closed_loopback_port() -> int:

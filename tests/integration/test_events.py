@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.lanes.events import connections_for
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import (
     API_KEY,
     EVENT_SCHEMA,
@@ -26,9 +30,6 @@ from support.messages import (
 )
 from support.pg import PASSWORD
 from support.readme import readme_recipe
-
-from target_userpilot.lanes.events import connections_for
-from target_userpilot.sandbox import Sandbox
 
 
 def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.memory.history import erasure_time
+
 from support.messages import (
     API_KEY,
     TAP_USER_SCHEMA,
@@ -21,9 +24,6 @@ from support.messages import (
     user,
 )
 from support.pg import BOTH_LEDGERS
-
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
-from target_userpilot.memory.history import erasure_time
 
 
 def _users(ids, **extra) -> list[dict]:

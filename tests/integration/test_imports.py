@@ -15,9 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
-from support.pg import BOTH_LEDGERS
-from support.waiting import eventually
 
 from target_userpilot.errors import ConfigurationError, InvalidRecord
 from target_userpilot.records.imports import event_time, to_import_record
@@ -25,6 +22,10 @@ from target_userpilot.records.rows import route_for, to_event
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.settings import Settings
 from target_userpilot.userpilot.client import UserpilotClient
+
+from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
+from support.pg import BOTH_LEDGERS
+from support.waiting import eventually
 
 EVENT_SCHEMA = {
     "event_id": {"type": "string"},

@@ -8,6 +8,7 @@ fall in one batch, in consecutive batches, and in batches far apart.
 from __future__ import annotations
 
 import pytest
+
 from support.messages import USER_SCHEMA, record, schema, state, user
 
 BATCH_SIZES = [1, 2, 7, 50, 10_000]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import statistics
 
 import pytest
+
+from target_userpilot.lanes import jobs as lane
+from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import (
     API_KEY,
     COMPANY_SCHEMA,
@@ -15,10 +20,6 @@ from support.messages import (
     user,
     users_messages,
 )
-
-from target_userpilot.lanes import jobs as lane
-from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
-from target_userpilot.sandbox import Sandbox
 
 # The pace
 

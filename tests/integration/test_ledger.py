@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from support import pg
-from support.pg import PASSWORD
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.ledger.base import Ledger, account_scope, looks_like_url, open_ledger
@@ -22,6 +20,9 @@ from target_userpilot.ledger.postgres import PostgresLedger
 from target_userpilot.ledger.schema import latest_version
 from target_userpilot.ledger.sqlite import SQLiteLedger
 from target_userpilot.privacy.redact import redact
+
+from support import pg
+from support.pg import PASSWORD
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
 

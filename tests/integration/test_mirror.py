@@ -11,10 +11,11 @@ import json
 from collections.abc import Iterable
 
 import pytest
-from support.messages import USER_SCHEMA, record, schema, state, user
 
 from target_userpilot.memory.mirror import filtered_aliases
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import USER_SCHEMA, record, schema, state, user
 
 STREAM = "public-crm_users"
 

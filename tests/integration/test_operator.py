@@ -10,6 +10,11 @@ from collections import defaultdict
 from itertools import pairwise
 
 import pytest
+
+from target_userpilot.lanes import jobs as lane
+from target_userpilot.sandbox import Sandbox
+from target_userpilot.target import TargetUserpilot
+
 from support.messages import (
     API_KEY,
     COMPANY_SCHEMA,
@@ -22,10 +27,6 @@ from support.messages import (
     users_messages,
 )
 from support.runner import run_in_process
-
-from target_userpilot.lanes import jobs as lane
-from target_userpilot.sandbox import Sandbox
-from target_userpilot.target import TargetUserpilot
 
 PROGRESS = re.compile(
     r"Job (?P<job>\S+) \(stream 'users'\): (?P<done>\d+) of (?P<total>\d+) rows done, "

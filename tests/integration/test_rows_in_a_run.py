@@ -5,6 +5,7 @@ same profiles as the target's, a null object clearing its keys either way.
 from __future__ import annotations
 
 import pytest
+
 from support.messages import record, schema, state
 
 # Which stream goes where

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.waiting import eventually
 
 from target_userpilot.batching import batch as batch_module
 from target_userpilot.checkpoints import Checkpoints
@@ -37,6 +36,8 @@ from target_userpilot.run import Run, RunParts
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
+
+from support.waiting import eventually
 
 #: An event's body, as the sink hands it to the lane.
 SEEN = {"user_id": "1", "event_name": "seen"}

@@ -14,10 +14,11 @@ from urllib.parse import quote
 
 import pytest
 import requests
-from support.waiting import eventually
 
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.sandbox.limits import PerMinute
+
+from support.waiting import eventually
 
 API_KEY = "sandbox-key"
 FINAL = {"completed", "failed"}

@@ -5,8 +5,6 @@ as their types; an unknown key gets one warning; a bad one stops with exit 2.
 from __future__ import annotations
 
 import pytest
-from support.messages import API_KEY, USER_SCHEMA, record, schema, user, users_messages
-from support.runner import TargetRun
 
 from target_userpilot.settings import (
     Settings,
@@ -14,6 +12,9 @@ from target_userpilot.settings import (
     unknown_settings,
 )
 from target_userpilot.target import TargetUserpilot
+
+from support.messages import API_KEY, USER_SCHEMA, record, schema, user, users_messages
+from support.runner import TargetRun
 
 PREFIX = "TARGET_USERPILOT_"
 

@@ -7,14 +7,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support.messages import USER_SCHEMA, record, schema, state, user
-from support.unchanged import check_later_rows_win_over_rows_in_flight
 
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.ledger.base import open_ledger
 from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import USER_SCHEMA, record, schema, state, user
+from support.unchanged import check_later_rows_win_over_rows_in_flight
 
 
 def _users(n: int, changed: set[int] = frozenset()) -> list[dict]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+
 from support.messages import encode_messages
 
 #: How long the threads a run started get to end once it returned (they are joined by then).

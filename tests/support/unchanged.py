@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
-from support.runner import RunTarget
-
 from target_userpilot.ledger.base import account_scope, open_ledger
 from target_userpilot.sandbox import Sandbox
+
+from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.runner import RunTarget
 
 
 def plans(ids: range, first: str, then: str | None, group: int) -> list[dict]:

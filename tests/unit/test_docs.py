@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from support.readme import recipes, section
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 from singer_sdk import Target
-from support.messages import encode_messages, users_messages
 
 from target_userpilot.target import TargetUserpilot
+
+from support.messages import encode_messages, users_messages
 
 
 def _messages(n: int) -> Iterator[dict]:

@@ -1,4 +1,4 @@
-"""End to end: the real target, over real HTTP, into the sandbox."""
+"""Loads: the real target, in process, over real HTTP into the sandbox."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The target's own tests trust the sandbox to be a faithful stand-in: these tests pin down the
 behaviour they rely on (shapes, limits, the job lifecycle, profile merging) and prove that each
-injected fault is visible to a client exactly as the real failure would be.
+injected fault is visible to a client exactly as the real failure would be. The sandbox as a
+command (``userpilot-sandbox``): ``tests/e2e/test_sandbox_cli.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Held-back STATE: a STATE goes out only once every record before it is durable."""
+"""Held-back STATE: a STATE goes out only once every record before it is durable.
+
+The checkpoints alone, STATE written to a list; in a real run: ``tests/integration/`` and
+``tests/e2e/test_checkpoints_process.py`` (stdout closed by its reader).
+"""
 
 from __future__ import annotations
 

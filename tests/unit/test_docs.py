@@ -1,6 +1,8 @@
-"""The README, the pages under docs/, `--about`, meltano.yml and the Hub definition tell one story,
-the README's recipes work exactly as written (their JSON is read from README.md, not copied here),
-and every relative link in the documentation leads somewhere."""
+"""The README, the pages under docs/, meltano.yml and the Hub definition tell one story, and every
+relative link in the documentation leads somewhere: read as text, with the package's own tables.
+
+Where ``--about`` and the generator scripts run as processes: ``tests/e2e/test_docs_process.py``;
+the README's recipes in real runs: ``tests/integration/test_docs_in_a_run.py``."""
 
 from __future__ import annotations
 

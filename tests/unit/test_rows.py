@@ -1,7 +1,7 @@
 """Record to row: plain-dict tests of ``target_userpilot.records.rows`` (no SDK, no I/O).
 
-The last section runs the real target against the sandbox, where the SDK's own flattening
-(``flattening_enabled``) must give the same profiles as the target's.
+The SDK's own flattening (``flattening_enabled``) in real runs, which must give the same profiles
+as the target's, is in ``tests/integration/test_rows_in_a_run.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Settings: every value from a config file, a dict or an environment variable becomes a typed,
 checked setting, or the run stops before reading input with exit 2 and a sentence naming it.
 
-End-to-end cases run the real target (``run_target``) against the sandbox; the rest are unit
-tests of :class:`Settings` and :func:`env_config`.
+Unit tests of :class:`Settings` and :func:`env_config`; the same settings in real runs are in
+``tests/integration/test_settings_in_a_run.py``, and those refused before any input in
+``tests/e2e/test_settings_process.py``.
 """
 
 from __future__ import annotations

@@ -39,6 +39,16 @@ LAYERS = ("unit", "integration", "e2e")
 POSTGRES_FIXTURES = {"postgres", "own_postgres", "postgres_state_db"}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--target-as-process``: ``run_target`` too runs the target as a process, to compare."""
+    parser.addoption(
+        "--target-as-process",
+        action="store_true",
+        help="run_target runs the target as a process, like run_target_process: to check that "
+        "the in-process runs hide nothing, and to measure what they save",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Declare the layer markers (``--strict-markers`` would refuse undeclared ones)."""
     for layer, what in (
@@ -150,11 +160,12 @@ def deletion_paced_sandbox() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def run_target(tmp_path: Path) -> RunTarget:
+def run_target(tmp_path: Path, request: pytest.FixtureRequest) -> RunTarget:
     """Run the real target in this process on a list of messages (see ``support/runner.py``)."""
+    runner = run_process if request.config.getoption("--target-as-process") else run_in_process
 
     def run(config: dict, messages: Any, *, tmp_path: Path = tmp_path, **kw: Any) -> TargetRun:
-        return run_in_process(config, messages, tmp_path=tmp_path, **kw)
+        return runner(config, messages, tmp_path=tmp_path, **kw)
 
     return run
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support.messages import API_KEY, encode_messages, record, schema
+from support.messages import API_KEY, MELTANO_TEST_MESSAGES, encode_messages, record, schema
 
 
 def check_connection(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -194,3 +194,18 @@ def test_a_loader_test_sharing_its_parents_stderr_says_its_reason_once(sandbox, 
     assert "target-userpilot stopped: Userpilot refused the API key (HTTP 401)" in told
     assert "Meltano's loader test failed" not in told
     assert "a-wrong-key-0453" not in told
+
+
+def test_meltanos_loader_test_stream_fails_on_a_refused_key(
+    sandbox, config, tmp_path, run_target_process
+):
+    # As a process: the reason also goes to the stderr of the process that started it (Meltano).
+    config["api_key"] = "not-" + API_KEY
+
+    run = run_target_process(config, MELTANO_TEST_MESSAGES, tmp_path=tmp_path)
+
+    assert run.returncode == 3, run.stderr[-3000:]
+    assert "Userpilot refused the API key" in run.stderr
+    assert sandbox.profiles("users") == {}
+    assert run.states == []
+    assert API_KEY not in run.stderr

@@ -6,7 +6,14 @@ table name; Meltano's loader test stream checks the connection and writes nothin
 
 from __future__ import annotations
 
-from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state
+from support.messages import (
+    COMPANY_SCHEMA,
+    MELTANO_TEST_MESSAGES,
+    USER_SCHEMA,
+    record,
+    schema,
+    state,
+)
 
 #: What tap-postgres sends for a table `companies` of schema `public` (its key is `id`).
 PG_COMPANY_SCHEMA = {
@@ -17,27 +24,6 @@ PG_COMPANY_SCHEMA = {
         "employees": {"type": ["integer", "null"]},
     },
 }
-#: What `meltano config test <loader>` sends (Meltano 4.4, LoaderTestService).
-MELTANO_TEST_MESSAGES = [
-    schema(
-        "meltano_test_stream",
-        {
-            "type": "object",
-            "properties": {
-                "id": {"type": "integer"},
-                "name": {"type": "string"},
-                "created_at": {"type": "string", "format": "date-time"},
-            },
-        },
-        ["id"],
-    ),
-    record(
-        "meltano_test_stream",
-        {"id": 1, "name": "Meltano Test Record", "created_at": "2025-09-29T00:00:00Z"},
-    ),
-    state({"bookmarks": {"meltano_test_stream": {"last_record": 1}}}),
-    {"type": "ACTIVATE_VERSION", "stream": "meltano_test_stream", "version": 1},
-]
 
 
 def test_schema_prefixed_stream_names_route_by_their_table_name(
@@ -110,18 +96,6 @@ def test_meltanos_loader_test_stream_checks_the_connection_and_writes_nothing(
     assert run.summary["total"]["rows_sent"] == 0
     # Meltano fails the test on any output line that says "error" or "exception".
     assert not [line for line in run.stderr.lower().splitlines() if "error" in line]
-
-
-def test_meltanos_loader_test_stream_fails_on_a_refused_key(sandbox, config, tmp_path, run_target):
-    config["api_key"] = "not-" + API_KEY
-
-    run = run_target(config, MELTANO_TEST_MESSAGES, tmp_path=tmp_path)
-
-    assert run.returncode == 3, run.stderr[-3000:]
-    assert "Userpilot refused the API key" in run.stderr
-    assert sandbox.profiles("users") == {}
-    assert run.states == []
-    assert API_KEY not in run.stderr
 
 
 def test_meltanos_loader_test_stream_in_a_dry_run_contacts_nothing(tmp_path, run_target):

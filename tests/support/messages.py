@@ -86,6 +86,29 @@ def encode_messages(messages: Iterable[dict | str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+#: What `meltano config test <loader>` sends (Meltano 4.4, LoaderTestService).
+MELTANO_TEST_MESSAGES = [
+    schema(
+        "meltano_test_stream",
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        ["id"],
+    ),
+    record(
+        "meltano_test_stream",
+        {"id": 1, "name": "Meltano Test Record", "created_at": "2025-09-29T00:00:00Z"},
+    ),
+    state({"bookmarks": {"meltano_test_stream": {"last_record": 1}}}),
+    {"type": "ACTIVATE_VERSION", "stream": "meltano_test_stream", "version": 1},
+]
+
+
 # Deletions and events
 
 DELETED_AT = "2026-11-02T08:15:00Z"

@@ -97,9 +97,6 @@ def test_a_rejects_path_that_cannot_be_written_stops_with_exit_2_before_reading_
     assert sandbox.profiles("users") == {}
 
 
-# A run that loads nothing is not a success; reject positions count per stream
-
-
 # Records nested deeper than the target reads (nesting.py): rejected, never a stop or a traceback
 
 

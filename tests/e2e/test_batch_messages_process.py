@@ -121,9 +121,6 @@ def test_a_large_batch_file_keeps_memory_at_the_record_path_level(sandbox, confi
     assert batch_peak < record_peak + 30_000, (batch_peak, record_peak)
 
 
-# ACTIVATE_VERSION
-
-
 # Reading manifest files (no server involved)
 
 

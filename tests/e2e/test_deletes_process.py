@@ -30,9 +30,6 @@ def deleted_user(i: int) -> dict:
     return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
 
 
-# hard_delete off (the default)
-
-
 # hard_delete on
 
 

@@ -118,15 +118,3 @@ def test_meltano_yml_capabilities_are_the_targets(about):
     assert sorted(loader["capabilities"]) == sorted(about["capabilities"])
     assert loader["executable"] == about["name"]
     assert loader["namespace"] == about["name"].replace("-", "_")
-
-
-# Exit codes (docs/troubleshooting.md) and the connection check (README)
-
-
-# stream_maps recipes, run exactly as the README writes them
-
-
-# The README as the entry point, and links that lead somewhere
-
-
-# docs/development.md: the module layout and the overrides of SDK methods agree with the code

@@ -105,18 +105,6 @@ def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(tmp_pat
         assert sum(ids.values()) - len(ids) <= 40
 
 
-# --- Track mode: unchanged, and it says when the time is lost --------------------------------
-
-
-# --- Settings -------------------------------------------------------------------------------
-
-
-# --- Record to import record (pure) ---------------------------------------------------------
-
-
-# --- The sandbox's Import API ---------------------------------------------------------------
-
-
 # --- Through crashes and lost answers: every event in Userpilot once ------------------------
 
 

@@ -57,9 +57,6 @@ def _deleted(sandbox: Sandbox) -> list[str]:
     return sandbox.deletions("users")
 
 
-# Taps built on the Meltano SDK send ACTIVATE_VERSION only before the copy.
-
-
 # The taps' real patterns (issue 23): a resumed copy, the opening sent twice, an empty table.
 
 
@@ -81,12 +78,3 @@ def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _deleted(sandbox) == []
-
-
-# Two streams loading the same profiles
-
-
-# Stream maps that filter
-
-
-# Logs

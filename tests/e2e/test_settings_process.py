@@ -126,9 +126,6 @@ def test_about_lists_the_new_settings_with_their_defaults(tmp_path):
         assert properties[name]["description"], name
 
 
-# Environment variables
-
-
 # object_mapping
 
 
@@ -139,9 +136,3 @@ def test_an_id_property_given_as_a_list_stops_the_run_with_exit_2(config, tmp_pa
 
     assert code == 2, stderr[-3000:]
     assert "object_mapping['users'].id_property is a list" in _stopped_sentence(stderr)
-
-
-# Unknown config keys
-
-
-# Paths

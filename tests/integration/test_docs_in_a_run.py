@@ -39,15 +39,6 @@ def about() -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-# Generated files are up to date
-
-
-# meltano.yml and --about
-
-
-# Exit codes (docs/troubleshooting.md) and the connection check (README)
-
-
 # stream_maps recipes, run exactly as the README writes them
 
 
@@ -212,6 +203,3 @@ def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path):
         "docs/gone.md: no such file",
         "docs/sandbox.md#from-java: no heading #from-java in sandbox.md",
     ]
-
-
-# docs/development.md: the module layout and the overrides of SDK methods agree with the code

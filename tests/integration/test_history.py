@@ -169,6 +169,3 @@ def test_the_erasure_time_is_the_next_two_oclock_utc():
     assert erasure_time(at("2026-12-02 01:59:59")) == at("2026-12-02 02:00:00")
     assert erasure_time(at("2026-12-02 02:00:00")) == at("2026-12-03 02:00:00")
     assert erasure_time(at("2026-12-02 23:10:00")) == at("2026-12-03 02:00:00")
-
-
-# Reading it: userpilot-ledger

@@ -8,24 +8,6 @@ import pytest
 
 from support.messages import record, schema, state
 
-# Which stream goes where
-
-
-# Identifiers
-
-
-# Record to row: shape
-
-
-# Record to row: metadata values
-
-
-# Merging rows of one batch
-
-
-# Encoding
-
-
 # End to end: the SDK's own flattening loads what the target's flattening loads.
 
 #: An address fully described two levels down, so a max depth of 2 flattens all of it.
@@ -110,12 +92,6 @@ def test_a_null_object_clears_what_a_shallow_sdk_flattening_sent(
     assert run.returncode == 0, run.stderr[-3000:]
     assert sandbox.profiles("users")["1"]["metadata"] == {"tags": '["a","b"]'}
     assert sandbox.profiles("users")["2"]["metadata"] == {"address__city": "Bergen"}
-
-
-# Collisions: two properties that flatten to one name
-
-
-# Events
 
 
 # Deletes

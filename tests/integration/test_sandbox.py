@@ -542,9 +542,6 @@ def test_admin_endpoints_drive_the_sandbox_over_http(sandbox, api, anon):
     assert upload_json(api, sandbox, "users", [{"user_id": "u1"}]).status_code == 202
 
 
-# --- the command line ------------------------------------------------------------------------
-
-
 # --- deletions -------------------------------------------------------------------------------
 
 VERSION = {"X-API-Version": "2020-09-22"}

@@ -74,9 +74,6 @@ def test_number_settings_given_as_text_load_as_meltano_passes_them(
     assert settings.rows_per_minute == 600000.5
 
 
-# New settings
-
-
 # Environment variables
 
 
@@ -133,9 +130,6 @@ def test_settings_from_environment_variables_load(sandbox, tmp_path, run_target)
     assert len(profiles) == 20
     assert {p["metadata"]["plan"] for p in profiles.values()} == {"PRO", "FREE"}
     assert run.summary["streams"]["users"]["jobs"] == 3  # 20 rows, 7 per upload
-
-
-# object_mapping
 
 
 # Unknown config keys

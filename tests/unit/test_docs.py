@@ -58,9 +58,6 @@ def _page(name: str) -> str:
     return (DOCS / name).read_text(encoding="utf-8")
 
 
-# Generated files are up to date
-
-
 # meltano.yml and --about
 
 

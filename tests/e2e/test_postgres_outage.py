@@ -1,0 +1,117 @@
+"""The PostgreSQL ledger's server going away mid-run, on a server of the test's own: a restart is
+waited for; a stop is a clear error (exit 9) that loses nothing confirmed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from target_userpilot.ledger.base import account_scope
+from target_userpilot.sandbox import Sandbox
+
+from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
+from support.pg import PASSWORD
+from support.runner import TargetRun
+from support.secrets import assert_no_secret
+from support.unchanged import ledger_hashes
+from support.waiting import eventually
+
+
+def _users(n: int, changed: frozenset[int] = frozenset(), state_every: int = 0) -> list[dict]:
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    for i in range(n):
+        messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
+        if state_every and (i + 1) % state_every == 0:
+            messages.append(state({"upto": i}))
+    messages.append(state({"done": n}))
+    return messages
+
+
+def _start_target(
+    config: dict, messages: list[dict], tmp_path: Path, name: str
+) -> subprocess.Popen:
+    """The real target in the background, its input written at once."""
+    config_path = tmp_path / f"config-{name}.json"
+    config_path.write_text(json.dumps(config))
+    input_path = tmp_path / f"input-{name}.jsonl"
+    input_path.write_bytes(encode_messages(messages))
+    with input_path.open("rb") as stdin:
+        return subprocess.Popen(
+            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+
+
+def _finish(proc: subprocess.Popen) -> TargetRun:
+    stdout, stderr = proc.communicate(timeout=120)
+    return TargetRun(proc.returncode, stdout.decode(), stderr.decode())
+
+
+# The server going away mid-run
+
+
+def _slow_run_config(sandbox: Sandbox, config: dict, state_db: str) -> dict:
+    """Jobs of 100 rows taking about 0.3 s each: a run long enough to act during it."""
+    rate = 100 / 0.3 * 60
+    sandbox.set_rows_per_minute(rate)
+    return {
+        **config,
+        "skip_unchanged": True,
+        "state_db": state_db,
+        "batch_size_rows": 100,
+        "rows_per_minute": rate,
+    }
+
+
+def test_a_server_restarted_mid_run_is_waited_for(
+    sandbox, config, tmp_path, own_postgres, run_target
+):
+    settings = _slow_run_config(sandbox, config, own_postgres.url)
+    proc = _start_target(settings, _users(2000, state_every=100), tmp_path, "restart")
+    eventually(lambda: sandbox.stats()["jobs"] >= 3, timeout=30, what="three jobs")
+
+    own_postgres.restart()
+    run = _finish(proc)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.states[-1] == {"done": 2000}
+    scope = account_scope(sandbox.url, API_KEY)
+    assert len(ledger_hashes(own_postgres.url, scope, range(2000))) == 2000
+    rerun = run_target(settings, _users(2000), tmp_path=tmp_path)
+    assert rerun.returncode == 0 and rerun.summary["total"]["rows_sent"] == 0
+
+
+def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
+    sandbox, config, tmp_path, own_postgres, run_target
+):
+    settings = _slow_run_config(sandbox, config, own_postgres.url)
+    proc = _start_target(settings, _users(2000, state_every=100), tmp_path, "stop")
+    eventually(lambda: sandbox.stats()["jobs"] >= 3, timeout=30, what="three jobs")
+
+    own_postgres.stop()
+    run = _finish(proc)
+
+    assert run.returncode == 9, run.stderr[-3000:]
+    assert "The ledger (state_db, PostgreSQL database 'ledger' at 127.0.0.1:" in run.stderr
+    assert "rerun from the last STATE" in run.stderr
+    assert_no_secret(run.stdout + run.stderr, PASSWORD)
+    own_postgres.start()
+    # Every record before the last STATE is in the ledger: nothing Userpilot confirmed and
+    # STATE covered was lost.
+    last = max(s["upto"] for s in run.states if "upto" in s)
+    scope = account_scope(sandbox.url, API_KEY)
+    recorded = ledger_hashes(own_postgres.url, scope, range(2000))
+    assert {str(i) for i in range(last + 1)} <= recorded.keys()
+
+    rerun = run_target(settings, _users(2000), tmp_path=tmp_path)
+
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.summary["total"]["unchanged"] >= last + 1
+    assert len(sandbox.profiles("users")) == 2000
+    assert len(ledger_hashes(own_postgres.url, scope, range(2000))) == 2000

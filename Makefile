@@ -47,22 +47,29 @@ lint: $(INSTALLED)
 
 # The layers of tests/ (see tests/conftest.py), each a make target that installs what it needs.
 # Integration and e2e tests mostly wait on a sandbox, a server or a process rather than on the
-# CPU: four workers, one test file each at a time (files share module-level sandboxes).
-# tests/e2e/test_meltano.py runs the real Meltano CLI, tests/e2e/test_postgres.py a published
-# tap; each lives in its own virtualenv, reused while scripts/<name>-requirements.txt is unchanged.
-PYTEST_WORKERS = -n 4 --dist loadfile
+# CPU: WORKERS pytest-xdist workers, one test file each at a time (files share module-level
+# sandboxes and servers). tests/e2e/test_meltano*.py run the real Meltano CLI,
+# tests/e2e/test_tap_postgres.py a published tap; each lives in its own virtualenv, reused while
+# scripts/<name>-requirements.txt is unchanged.
+WORKERS ?= 6
+XDIST = -n $(WORKERS) --dist loadfile
 
-test: lint unit integration e2e
+# Lint, the unit layer and the two tools' virtualenvs at once (each prints its output whole when
+# it ends); then the integration and e2e layers in one pool of workers, so that the longest
+# end-to-end files overlap the integration files instead of following them.
+test: $(INSTALLED)
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint unit meltano tap-postgres
+	$(BIN)/pytest -q tests -m "integration or e2e" $(XDIST)
 
 unit: $(INSTALLED)
 	$(BIN)/pytest -q tests/unit -m unit
 
 integration: $(INSTALLED)
-	$(BIN)/pytest -q tests/integration -m integration $(PYTEST_WORKERS)
+	$(BIN)/pytest -q tests/integration -m integration $(XDIST)
 
 # A test anywhere that needs a PostgreSQL server is end to end too, so e2e reads every folder.
 e2e: $(INSTALLED) meltano tap-postgres
-	$(BIN)/pytest -q tests -m e2e $(PYTEST_WORKERS)
+	$(BIN)/pytest -q tests -m e2e $(XDIST)
 
 meltano: $(INSTALLED)
 	$(PYTHON) scripts/meltano_venv.py

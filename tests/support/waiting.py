@@ -11,8 +11,12 @@ import pytest
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy, failing the test at the deadline."""
+def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy, failing the test at the deadline.
+
+    The deadline is generous: polling returns as soon as the condition holds, and on two busy
+    cores starting a process or a server can take seconds.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = check()

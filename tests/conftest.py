@@ -30,6 +30,7 @@ from target_userpilot.sandbox import Sandbox
 from support import pg
 from support.messages import API_KEY
 from support.runner import RunTarget, TargetRun, run_in_process, run_process
+from support.secrets import KEY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import meltano_venv
@@ -153,6 +154,27 @@ def no_track_sandbox() -> Iterator[Sandbox]:
 def deletion_paced_sandbox() -> Iterator[Sandbox]:
     """Instant jobs; deletion requests admitted every 0.2 s, so pacing tests stay short."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=0.2) as sb:
+        yield sb
+
+
+@pytest.fixture
+def no_deletion_interval_sandbox() -> Iterator[Sandbox]:
+    """``default_sandbox`` without the deletion interval, for tests about other rules."""
+    with Sandbox(api_key=API_KEY, delete_interval=0) as sb:
+        yield sb
+
+
+@pytest.fixture
+def keeping_sandbox() -> Iterator[Sandbox]:
+    """Instant jobs, keeping the file of every upload, to compare with a dry run's files."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, keep_uploads=True) as sb:
+        yield sb
+
+
+@pytest.fixture
+def keyed_sandbox() -> Iterator[Sandbox]:
+    """Instant jobs, with a key shaped like a real Userpilot key (``support.secrets.KEY``)."""
+    with Sandbox(port=0, api_key=KEY, rows_per_minute=0) as sb:
         yield sb
 
 

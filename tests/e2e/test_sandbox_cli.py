@@ -18,14 +18,9 @@ import requests
 
 from target_userpilot.sandbox import Sandbox
 
-API_KEY = "sandbox-key"
+from support.messages import API_KEY
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    with Sandbox(api_key=API_KEY) as sb:
-        yield sb
 
 
 class TimedSession(requests.Session):

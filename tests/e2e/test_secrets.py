@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -103,12 +102,6 @@ class Captured:
     @property
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
-
-
-@pytest.fixture
-def keyed_sandbox() -> Iterator[Sandbox]:
-    with Sandbox(port=0, api_key=KEY, rows_per_minute=0) as sandbox:
-        yield sandbox
 
 
 def _config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:

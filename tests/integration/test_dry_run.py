@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
 
@@ -120,13 +117,6 @@ def test_dry_run_summary_says_what_would_have_been_sent(tmp_path, run_target):
         "Dry run: nothing was sent to Userpilot. 252 rows would have been sent in 4 uploads"
         in run.stderr
     )
-
-
-@pytest.fixture
-def keeping_sandbox() -> Iterator[Sandbox]:
-    """A sandbox that keeps the file of every upload, to compare with a dry run's files."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, keep_uploads=True) as sb:
-        yield sb
 
 
 def test_dry_run_files_are_byte_for_byte_what_a_real_run_uploads(

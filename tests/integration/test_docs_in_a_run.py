@@ -5,14 +5,10 @@ missing page and a missing heading.
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from support.messages import record, schema, state
 from support.readme import readme_recipe
@@ -25,18 +21,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 README_PATH = REPO / "README.md"
 README = README_PATH.read_text(encoding="utf-8")
 #: Every documentation file whose links must resolve: the README and each page it links to.
-
-
-@pytest.fixture(scope="module")
-def about() -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "target_userpilot", "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    return json.loads(result.stdout)
 
 
 # stream_maps recipes, run exactly as the README writes them

@@ -9,10 +9,8 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import json
 import pkgutil
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,6 @@ README = README_PATH.read_text(encoding="utf-8")
 DOCS = REPO / "docs"
 #: Every documentation file whose links must resolve: the README and each page it links to.
 DOC_FILES = [README_PATH, *sorted(DOCS.glob("*.md"))]
-
-
-@pytest.fixture(scope="module")
-def about() -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "target_userpilot", "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    )
-    return json.loads(result.stdout)
 
 
 def _loader() -> dict[str, Any]:

@@ -103,6 +103,9 @@ def test_a_large_batch_file_keeps_memory_at_the_record_path_level(sandbox, confi
     head = [schema("users", USER_SCHEMA, ["id"])]
     tail = [state({"bookmarks": {"users": "done"}})]
     path = write_jsonl(tmp_path / "large.jsonl.gz", _large_users(), compress=True)
+    # Only full batches and the end of input seal one: a busy machine reading slower than the
+    # lane uploads would otherwise seal a part batch after batch_wait_seconds, in one run only.
+    config = {**config, "batch_wait_seconds": 3600}
 
     record_peak, by_records = _peak_rss_kib(
         config, [*head, *(record("users", r) for r in _large_users()), *tail], tmp_path

@@ -42,7 +42,11 @@ def test_a_run_in_process_leaves_the_process_as_it_found_it(sandbox, config, run
     run = run_target(
         config,
         users_messages(20),
-        env={"TARGET_USERPILOT_LOGLEVEL": "DEBUG", "TARGET_USERPILOT_BATCH_SIZE_ROWS": "7"},
+        env={
+            "TARGET_USERPILOT_LOGLEVEL": "DEBUG",
+            "TARGET_USERPILOT_BATCH_SIZE_ROWS": "7",
+            "TARGET_USERPILOT_BATCH_WAIT_SECONDS": "3600",  # only full batches, however slow
+        },
         args=["--config", "ENV"],
     )
 

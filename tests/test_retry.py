@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from target_userpilot.clock import SimulatedClock
 from target_userpilot.errors import (
     JobConflict,
     TransientError,
@@ -23,7 +24,7 @@ from target_userpilot.errors import (
     WaitInterrupted,
 )
 from target_userpilot.lanes.pace import SLOW_DOWN, EventPace
-from target_userpilot.userpilot.retry import RetryPolicy
+from target_userpilot.retry import RetryPolicy
 
 POLICY = RetryPolicy(base_seconds=0.5, max_seconds=30.0, max_tries=5, poll_max_time=300.0)
 
@@ -194,8 +195,7 @@ def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing():
 
 def test_after_a_429_the_events_pace_alone_decides_when_the_event_goes_again():
     """One 429: one pause, one slow-down; the retried event takes a slot of the pace."""
-    now = [100.0]
-    pace = EventPace(60.0, clock=lambda: now[0])  # one event a second (at 98%)
+    pace = EventPace(60.0, clock=SimulatedClock(100.0))  # one event a second (at 98%)
     assert pace.reserve() == 100.0  # the event that will be refused took this slot
     call = Failing(RATE_LIMITED, times=1)
     stop = SimulatedStop()
@@ -219,8 +219,7 @@ def _catch(call: Callable[[], Any], into: list[BaseException]) -> None:
 def test_an_event_slot_taken_before_a_429_arrived_is_paused_too():
     """The dispatcher took the next event's slot just before another sender's 429 came back:
     that slot must not go out during the pause the 429 asked for."""
-    now = [100.0]
-    pace = EventPace(60.0, clock=lambda: now[0])
+    pace = EventPace(60.0, clock=SimulatedClock(100.0))
     taken = pace.reserve()
     later = pace.reserve()
     assert pace.recheck(later) is None  # no 429: the slot stands

@@ -22,6 +22,7 @@ from conftest import eventually
 
 from target_userpilot.batching import batch as batch_module
 from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.clock import SimulatedClock
 from target_userpilot.errors import (
     AuthenticationError,
     LedgerUnavailable,
@@ -433,13 +434,13 @@ def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace():
 
 
 def test_the_deletion_pace_runs_on_an_injected_clock():
-    now = [100.0]
-    pace = DeletionPace(2.0, clock=lambda: now[0])
+    clock = SimulatedClock(100.0)
+    pace = DeletionPace(2.0, clock=clock)
 
     assert pace.delay() <= 0
     pace.answered()
     assert pace.delay() == pytest.approx(2.0)
-    now[0] += 1.5
+    clock.advance(1.5)
     assert pace.delay() == pytest.approx(0.5)
 
 

@@ -34,6 +34,7 @@ from target_userpilot.ledger.history import HistoryTables
 from target_userpilot.ledger.imports import ImportTables
 from target_userpilot.ledger.schema import DRY_RUN_SCOPE, latest_version
 from target_userpilot.privacy.redact import redact_url, without_userinfo
+from target_userpilot.retry import RetryPolicy, Stop
 
 logger = logging.getLogger("target_userpilot")
 
@@ -80,6 +81,10 @@ class Ledger(HistoryTables, ImportTables):
     description = "the ledger"
     #: The schema version found on open (after any upgrade): 0 for a ledger made before versions.
     version = 0
+    #: How a lost connection is tried again (``RetryPolicy.reconnect``), and what ends the
+    #: pauses between tries at once: the run's stop. The run sets both.
+    retry = RetryPolicy()
+    stop: Stop | None = None
 
     def row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
         """The confirmed row hash of each of ``ids`` that has one."""

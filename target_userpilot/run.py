@@ -32,7 +32,9 @@ from target_userpilot.lanes.deletions import DeletionLane
 from target_userpilot.lanes.events import EventLane, Tracker
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import SyncHistory
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes

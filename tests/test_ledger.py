@@ -17,10 +17,12 @@ import pytest
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
 from target_userpilot.errors import ConfigurationError
-from target_userpilot.ledger.base import Ledger, account_scope, looks_like_url, open_ledger
+from target_userpilot.ledger.factory import looks_like_url, open_ledger
 from target_userpilot.ledger.postgres import PostgresLedger
 from target_userpilot.ledger.schema import latest_version
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.sqlite import SQLiteLedger
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.privacy.redact import redact
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))

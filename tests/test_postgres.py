@@ -31,7 +31,7 @@ from pg import PASSWORD, PostgresServer, own_postgres_fixture, postgres_fixture 
 from test_secrets import assert_no_secret
 from test_unchanged import check_later_rows_win_over_rows_in_flight, ledger_hashes
 
-from target_userpilot.ledger.base import account_scope
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.sandbox import Sandbox
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}

@@ -31,8 +31,10 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
-from target_userpilot.ledger.base import DEFAULT_PATH, Ledger, account_scope, open_ledger
-from target_userpilot.ledger.history import HISTORY_VERSION, HistoryEntry
+from target_userpilot.ledger.factory import DEFAULT_PATH, open_ledger
+from target_userpilot.ledger.schema import HISTORY_VERSION
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import HistoryEntry, Ledger
 from target_userpilot.privacy.redact import redact
 from target_userpilot.settings import DEFAULT_API_URL
 

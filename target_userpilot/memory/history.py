@@ -32,8 +32,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from target_userpilot.batching.batch import SealedBatch
-from target_userpilot.ledger.base import Ledger
-from target_userpilot.ledger.history import DELETION, JOB, SentJob
+from target_userpilot.ledger.store import DELETION, JOB, Ledger, SentJob
 from target_userpilot.memory.unchanged import row_hash
 from target_userpilot.records.rows import id_key
 

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.errors import Unconfirmed, WaitInterrupted
-from target_userpilot.ledger.imports import (
+from target_userpilot.ledger.store import (
     COMPLETED,
     FAILED,
     NOT_SENT,

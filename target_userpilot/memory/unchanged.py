@@ -25,7 +25,8 @@ import threading
 from collections.abc import Iterable
 
 from target_userpilot.batching.batch import SealedBatch
-from target_userpilot.ledger.base import Ledger, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.records.rows import id_key
 
 #: The pending mark of a profile deleted in this run: Userpilot will hold nothing for it, so no

@@ -16,7 +16,7 @@ no ledger is refused (exit 2), never made into one, and an older ledger is read 
 upgraded. Output cut short by its reader (``export | head``) ends quietly, exit 141. With an
 ``api_key`` (config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one,
 every account, each row naming its scope. Nothing here prints a password or a key: the scope is a
-one-way fingerprint and database errors go through ``redact.py``.
+one-way fingerprint and database errors go through ``privacy/redact.py``.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class SQLiteLedger(Ledger):
             self._db.close()
 
     @override
-    def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         with self._using(what) as db:
             return db.execute(sql, params).fetchall()
 

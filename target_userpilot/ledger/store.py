@@ -213,7 +213,7 @@ class Ledger(ABC):
         """Release the database connections."""
 
     @abstractmethod
-    def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         """The rows of one statement; ``what`` names the work for an error message."""
 
     @abstractmethod

@@ -33,7 +33,10 @@ from target_userpilot.lanes.deletions import DeletionLane
 from target_userpilot.lanes.events import EventLane, Tracker
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.cli import jobs_command
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import SyncHistory
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
@@ -139,7 +142,8 @@ class Run:
         #: Entries in the ledger are scoped by account (API host and key fingerprint), or
         #: ``dry-run``.
         self.scope = account_scope(settings.api_url, settings.api_key, dry_run=settings.dry_run)
-        #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``).
+        #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``, or
+        #: ``meltano invoke target-userpilot:ledger jobs --run``).
         self.run_id = uuid.uuid4().hex[:12]
         self.unchanged: ConfirmedRows | None = None
         if (settings.skip_unchanged or settings.hard_delete) and self.ledger is None:
@@ -603,9 +607,10 @@ class Run:
         if self.settings.dry_run:
             logger.info("%s", self._held_back())
         if self.history is not None and self.history.keep:
+            # Under Meltano, the command its user can type there (ledger/cli.py).
             logger.info(
-                "This run's jobs are in the ledger's sync history: userpilot-ledger jobs --run %s",
-                self.run_id,
+                "This run's jobs are in the ledger's sync history: %s",
+                jobs_command(self.run_id, self.settings.state_db),
             )
         sys.stderr.write(self.summary.json_line() + "\n")
         sys.stderr.flush()

@@ -34,7 +34,8 @@ from test_unchanged import check_later_rows_win_over_rows_in_flight, ledger_hash
 
 from target_userpilot.clock import SimulatedClock
 from target_userpilot.errors import LedgerUnavailable
-from target_userpilot.ledger.base import account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 

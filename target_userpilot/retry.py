@@ -9,12 +9,13 @@ each operation through a fifth: a lost connection tried again for a while (:meth
 
 How a stop reaches a retry. A retry is a new request, so after a stop none may start, and the
 wait before it must end at once. ``backoff`` decides whether another try comes (which errors,
-``max_tries``, ``max_time``), but it pauses with ``time.sleep``, which nothing can interrupt.
-So each retried call gets a :class:`_Pauses`: the wait generator it hands to ``backoff``
-computes the real pause, keeps it, and yields 0 (``backoff``'s own sleep is then nothing); the
-``on_backoff`` handler, which ``backoff`` calls just before that sleep, waits the real pause on
-the caller's ``stop`` event instead, on the policy's :class:`~target_userpilot.clock.Clock`. A
-time limit (``max_time``) is measured on that clock too (``backoff``'s own is wall time), so a
+``max_tries``, a time limit through its ``giveup``), but it pauses with ``time.sleep``, which
+nothing can interrupt. So each retried call gets a :class:`_Pauses`: the wait generator it
+hands to ``backoff`` computes the real pause, keeps it, and yields 0 (``backoff``'s own sleep is
+then nothing); the ``on_backoff`` handler, which ``backoff`` calls just before that sleep, waits
+the real pause on the caller's ``stop`` event instead, on the policy's
+:class:`~target_userpilot.clock.Clock`. A
+time limit is measured on that clock too (``backoff``'s own ``max_time`` is wall time), so a
 test runs a policy in simulated time. A stop set before or during the pause ends it with
 :class:`~target_userpilot.errors.WaitInterrupted`, raised out of ``backoff``'s loop: no further
 try starts. Every lane hands its own stop event to each client call (``stop=``), so the same

@@ -183,6 +183,24 @@ def test_a_poll_pauses_no_longer_than_its_time_allows():
     assert stop.waits[0] <= 2.0
 
 
+def test_time_limits_are_measured_on_the_policys_clock():
+    """Simulated time: a poll gives up after poll_max_time, and another client's job is waited
+    out for conflict_wait, in the clock's seconds (backoff's own max_time is wall time)."""
+    clock = SimulatedClock()
+    policy = RetryPolicy(base_seconds=0.5, max_seconds=30.0, poll_max_time=300.0, clock=clock)
+    failing = Failing(TransientError("GET /v1/background_jobs/j answered HTTP 500", status=500))
+
+    with pytest.raises(TransientError, match=r"failed \d+ times in 300 s"):
+        policy.poll(failing, "Reading the status of job j", stop=threading.Event())
+    assert clock.now() == pytest.approx(300.0)
+
+    conflict = Failing(JobConflict("Another bulk job is running on the account (HTTP 409)"))
+    with pytest.raises(JobConflict):
+        policy.wait_out_conflicts(conflict, 120.0, stop=threading.Event())
+    assert clock.now() == pytest.approx(420.0)
+    assert clock.stalls == 0
+
+
 def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing():
     call = Failing(TransientError("POST /v1/track answered HTTP 502", status=502))
     stop = SimulatedStop()

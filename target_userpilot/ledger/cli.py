@@ -19,7 +19,7 @@ no ledger is refused (exit 2), never made into one, and an older ledger is read 
 upgraded. Output cut short by its reader (``export | head``) ends quietly, exit 141. With an
 ``api_key`` (config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one,
 every account, each row naming its scope. Nothing here prints a password or a key: the scope is a
-one-way fingerprint and database errors go through ``redact.py``.
+one-way fingerprint and database errors go through ``privacy/redact.py``.
 """
 
 from __future__ import annotations
@@ -36,14 +36,10 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
-from target_userpilot.ledger.base import (
-    DEFAULT_PATH,
-    Ledger,
-    account_scope,
-    looks_like_url,
-    open_ledger,
-)
-from target_userpilot.ledger.history import HISTORY_VERSION, HistoryEntry
+from target_userpilot.ledger.factory import DEFAULT_PATH, looks_like_url, open_ledger
+from target_userpilot.ledger.schema import HISTORY_VERSION
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import HistoryEntry, Ledger
 from target_userpilot.privacy.redact import redact
 from target_userpilot.settings import CONFIG_SCHEMA, DEFAULT_API_URL, env_config
 

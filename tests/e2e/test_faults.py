@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from target_userpilot.errors import TransientError
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot.client import UserpilotClient
-from target_userpilot.userpilot.retry import RetryPolicy
 from target_userpilot.userpilot.transport import parse_retry_after
 
 from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user

@@ -14,7 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import Ledger
 
 from support.messages import (
     API_KEY,

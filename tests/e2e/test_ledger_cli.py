@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from target_userpilot.errors import LedgerUnavailable
-from target_userpilot.ledger.base import account_scope, open_ledger
-from target_userpilot.ledger.history import SentJob
+from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.postgres import _PgChange
 from target_userpilot.ledger.schema import MIGRATIONS, VERSION_TABLE, SchemaChange, latest_version
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.sqlite import _SQLiteChange
+from target_userpilot.ledger.store import SentJob
 
 from support.pg import PASSWORD, PostgresServer
 

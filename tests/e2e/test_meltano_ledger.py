@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from target_userpilot.ledger import cli
-from target_userpilot.ledger.base import DEFAULT_PATH, account_scope, open_ledger
-from target_userpilot.ledger.history import SentJob
+from target_userpilot.ledger.factory import DEFAULT_PATH, open_ledger
 from target_userpilot.ledger.schema import DRY_RUN_SCOPE
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import SentJob
 from target_userpilot.sandbox import Sandbox
 
 from support.meltano import copy_project, meltano_env, run_meltano

@@ -29,10 +29,10 @@ from target_userpilot.errors import (
     UserpilotError,
     exit_code,
 )
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot import transport
 from target_userpilot.userpilot.client import UserpilotClient
-from target_userpilot.userpilot.retry import RetryPolicy
 from target_userpilot.userpilot.transport import _TokenAuth, parse_retry_after
 
 from support.http_doubles import (

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import erasure_time
 
 from support.messages import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from target_userpilot.batching.batch import SealedBatch
-from target_userpilot.ledger.base import open_ledger
+from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from target_userpilot.ledger.base import account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user

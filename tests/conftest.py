@@ -5,12 +5,15 @@ Layers, one folder each, marked by folder (``-m unit``, ``-m integration``, ``-m
 - ``unit/``: pure code, milliseconds a test. Opening a network connection or starting a
   process there fails the test, so the layer stays what it says.
 - ``integration/``: the sandbox over real loopback HTTP, the target in this process
-  (``run_target``) unless its process is the subject (stdin and stdout pipes, exits).
-- ``e2e/``: signals, crashes, Meltano, tap-postgres, the console scripts as processes. A test
-  anywhere that needs a PostgreSQL server (``postgres``, ``own_postgres``, or a ``state_db``
-  on PostgreSQL) is end to end too: one body covers both ledgers, the server's run is e2e.
+  (``run_target``).
+- ``e2e/``: the target as a process where the process is the subject (signals, kill -9, stdin
+  and stdout pipes, exits before any input, the interpreter's own options), the console
+  scripts, Meltano, tap-postgres. A test anywhere that needs a PostgreSQL server (``postgres``,
+  ``own_postgres``, or a ``state_db`` on PostgreSQL) is end to end too: one body covers both
+  ledgers, the server's run is e2e.
 
-Helpers (messages, runners, polling, HTTP doubles, PostgreSQL) live in ``support/``.
+Helpers (messages, runners, polling, simulated time, HTTP doubles, PostgreSQL, Meltano) live
+in ``support/``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from support.runner import RunTarget, TargetRun, run_in_process, run_process
 from support.secrets import KEY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import meltano_venv
+import meltano_venv  # a script module (scripts/meltano_venv.py), importable once on the path
 
 LAYERS = ("unit", "integration", "e2e")
 #: Fixtures that start a PostgreSQL server, which makes a test end to end wherever it lives.

@@ -13,12 +13,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from target_userpilot.lanes.events import connections_for
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.pg import BOTH_LEDGERS
 from support.runner import TargetProcess
 from support.waiting import eventually
 
@@ -68,10 +67,6 @@ def _ids(sandbox: Sandbox) -> Counter[str]:
     return Counter(e["metadata"]["event_id"] for e in sandbox.events())
 
 
-#: The tests that run on both ledgers; the others on SQLite only (the SQL is the same).
-BOTH = pytest.mark.parametrize("state_db", ["sqlite", "postgresql"], indirect=True)
-
-
 def _by_user(sandbox: Sandbox) -> dict[str, list[str]]:
     """The event ids each user received, in the order they arrived."""
     received: dict[str, list[str]] = {}
@@ -106,7 +101,7 @@ def test_an_event_waits_for_its_users_row_received_after_it(tmp_path):
         assert e2["at"] >= second_job["completed_at"]
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_an_event_tried_again_after_a_404_keeps_its_place_before_its_users_later_events(
     tmp_path, state_db
 ):

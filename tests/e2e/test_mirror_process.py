@@ -13,6 +13,7 @@ import pytest
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import USER_SCHEMA, record, schema, state, user
+from support.pg import BOTH_LEDGERS
 from support.runner import TargetProcess
 
 STREAM = "public-crm_users"
@@ -44,10 +45,6 @@ def copy(
     return messages
 
 
-#: The tests that run on both backends; the others on SQLite only (the SQL is the same).
-BOTH = pytest.mark.parametrize("state_db", ["sqlite", "postgresql"], indirect=True)
-
-
 @pytest.fixture
 def mirror_config(config: dict, state_db: str) -> dict:
     return {**config, "hard_delete": True, "state_db": state_db}
@@ -60,7 +57,7 @@ def _deleted(sandbox: Sandbox) -> list[str]:
 # The taps' real patterns (issue 23): a resumed copy, the opening sent twice, an empty table.
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
     sandbox, mirror_config, tmp_path, run_target
 ):

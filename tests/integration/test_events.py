@@ -12,8 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from target_userpilot.lanes.events import connections_for
 from target_userpilot.sandbox import Sandbox
 
@@ -28,7 +26,7 @@ from support.messages import (
     state,
     user,
 )
-from support.pg import PASSWORD
+from support.pg import BOTH_LEDGERS, PASSWORD
 from support.readme import readme_recipe
 
 
@@ -255,10 +253,6 @@ def test_a_refused_event_rejects_only_that_record(timed_jobs_sandbox, tmp_path, 
     assert run.summary["streams"]["events"]["events_sent"] == 20
 
 
-#: The tests that run on both ledgers; the others on SQLite only (the SQL is the same).
-BOTH = pytest.mark.parametrize("state_db", ["sqlite", "postgresql"], indirect=True)
-
-
 def _by_user(sandbox: Sandbox) -> dict[str, list[str]]:
     """The event ids each user received, in the order they arrived."""
     received: dict[str, list[str]] = {}
@@ -267,7 +261,7 @@ def _by_user(sandbox: Sandbox) -> dict[str, list[str]]:
     return received
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_an_events_stream_before_its_users_stream_loses_no_event(
     timed_jobs_sandbox, tmp_path, state_db, run_target
 ):
@@ -290,7 +284,7 @@ def test_an_events_stream_before_its_users_stream_loses_no_event(
     assert run.states == [{"done": True}]
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_an_event_of_a_user_in_no_input_is_tried_once_more_then_rejected(
     timed_jobs_sandbox, tmp_path, state_db, run_target
 ):

@@ -16,6 +16,7 @@ from target_userpilot.memory.mirror import filtered_aliases
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import USER_SCHEMA, record, schema, state, user
+from support.pg import BOTH_LEDGERS
 
 STREAM = "public-crm_users"
 
@@ -46,10 +47,6 @@ def copy(
     return messages
 
 
-#: The tests that run on both backends; the others on SQLite only (the SQL is the same).
-BOTH = pytest.mark.parametrize("state_db", ["sqlite", "postgresql"], indirect=True)
-
-
 @pytest.fixture
 def mirror_config(config: dict, state_db: str) -> dict:
     return {**config, "hard_delete": True, "state_db": state_db}
@@ -59,7 +56,7 @@ def _deleted(sandbox: Sandbox) -> list[str]:
     return sandbox.deletions("users")
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_new_version_deletes_exactly_the_ids_it_lacks(
     sandbox, mirror_config, tmp_path, run_target
 ):
@@ -87,7 +84,7 @@ def test_a_new_version_deletes_exactly_the_ids_it_lacks(
     assert len(_deleted(sandbox)) == 5
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
     sandbox, mirror_config, tmp_path, run_target
 ):
@@ -150,7 +147,7 @@ def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
     assert _deleted(sandbox) == []
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
     sandbox, mirror_config, tmp_path, run_target
 ):
@@ -199,7 +196,7 @@ def test_without_hard_delete_a_version_changes_nothing(sandbox, config, tmp_path
     assert len([line for line in run.stderr.splitlines() if "sent ACTIVATE_VERSION" in line]) == 1
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_dry_run_lists_the_deletions_without_sending(
     sandbox, mirror_config, tmp_path, run_target
 ):
@@ -270,7 +267,7 @@ def test_only_ids_loaded_from_the_stream_are_candidates(
 # The taps' real patterns (issue 23): a resumed copy, the opening sent twice, an empty table.
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_resumed_copy_keeps_the_rows_it_had_not_sent_again(
     sandbox, mirror_config, tmp_path, run_target
 ):
@@ -358,7 +355,7 @@ def test_a_child_streams_opening_per_parent_does_not_end_its_version(
 CRM, APP = "public-crm_users", "public-app_users"
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_profile_another_stream_still_holds_is_not_deleted(
     sandbox, mirror_config, tmp_path, run_target
 ):
@@ -407,7 +404,7 @@ def _filter_config(mirror_config: dict, maps: dict, **settings) -> dict:
     return {**mirror_config, "stream_maps": maps, **settings}
 
 
-@BOTH
+@BOTH_LEDGERS
 def test_a_stream_map_filter_added_between_syncs_deletes_nothing_unless_allowed(
     sandbox, mirror_config, tmp_path, run_target
 ):

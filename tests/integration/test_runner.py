@@ -32,7 +32,10 @@ def _process_wide() -> dict[str, object]:
             if isinstance(logger, logging.Logger)
         },
         "warnings": list(warnings.filters),
-        "threads": set(threading.enumerate()),
+        # A connection the sandbox still answers is the sandbox's thread, not the run's.
+        "threads": {
+            t for t in threading.enumerate() if not t.name.endswith("(process_request_thread)")
+        },
     }
 
 

@@ -13,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from target_userpilot.sandbox import Sandbox
-
-from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.messages import USER_SCHEMA, record, schema, state, user
 from support.runner import TargetProcess, TargetRun
 
 PII = "do-not-log-7731@example.com"
@@ -23,21 +21,14 @@ PII = "do-not-log-7731@example.com"
 ANY_ID_SCHEMA = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "id": {}}}
 
 
-@pytest.fixture
-def config(sandbox: Sandbox) -> dict[str, Any]:
-    """Settings for the sandbox, whose jobs complete at once: the first status poll comes after
-    0.2 s instead of the second a real 1,800 rows a minute would suggest."""
-    return {"api_url": sandbox.url, "api_key": API_KEY, "rows_per_minute": 600_000}
-
-
 def _rejects(path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_empty_input_exits_0_without_state_or_requests(sandbox, config, tmp_path):
+def test_empty_input_exits_0_without_state_or_requests(sandbox, quick_poll_config, tmp_path):
     # Not run_target: it ends the input with a newline, which makes the input not empty.
     config_path = tmp_path / "empty.json"
-    config_path.write_text(json.dumps(config))
+    config_path.write_text(json.dumps(quick_poll_config))
     proc = subprocess.run(
         [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
         input=b"",
@@ -51,11 +42,11 @@ def test_empty_input_exits_0_without_state_or_requests(sandbox, config, tmp_path
     assert sandbox.stats()["requests"] == 0
 
 
-def _refused_before_input(config: dict[str, Any], tmp_path) -> tuple[int, str]:
+def _refused_before_input(quick_poll_config: dict[str, Any], tmp_path) -> tuple[int, str]:
     """Run the target with stdin open and silent: only a check made before any input is read
     can end it. Returns the exit code and the 'stopped:' sentence."""
     config_path = tmp_path / "refused-config.json"
-    config_path.write_text(json.dumps(config))
+    config_path.write_text(json.dumps(quick_poll_config))
     proc = subprocess.Popen(
         [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
         stdin=subprocess.PIPE,
@@ -83,13 +74,13 @@ def _refused_before_input(config: dict[str, Any], tmp_path) -> tuple[int, str]:
     ],
 )
 def test_a_rejects_path_that_cannot_be_written_stops_with_exit_2_before_reading_input(
-    where, said, sandbox, config, tmp_path
+    where, said, sandbox, quick_poll_config, tmp_path
 ):
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-file").write_text("not a folder")
-    config["rejects_path"] = str(tmp_path / where)
+    quick_poll_config["rejects_path"] = str(tmp_path / where)
 
-    code, sentence = _refused_before_input(config, tmp_path)
+    code, sentence = _refused_before_input(quick_poll_config, tmp_path)
 
     assert code == 2
     assert sentence.startswith(f"rejects_path '{tmp_path / where}' ")
@@ -107,16 +98,18 @@ def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = Fals
     return json.dumps(record(stream, {**rec, "deep": "DEEP"})).replace('"DEEP"', deep)
 
 
-def test_a_record_nested_3000_deep_is_rejected_and_the_run_goes_on(sandbox, config, tmp_path):
-    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
-    config["batch_wait_seconds"] = 0.1
+def test_a_record_nested_3000_deep_is_rejected_and_the_run_goes_on(
+    sandbox, quick_poll_config, tmp_path
+):
+    quick_poll_config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+    quick_poll_config["batch_wait_seconds"] = 0.1
     deep = _deep_record_line("users", {"id": 3}, 3000)
     before: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
     before += [record("users", user(i)) for i in range(3)]
     before += [state({"last": 2}), deep, state({"last": "deep"})]
     after = [record("users", user(i)) for i in range(4, 6)] + [state({"last": 5})]
 
-    process = TargetProcess(config, tmp_path)
+    process = TargetProcess(quick_poll_config, tmp_path)
     try:
         process.send(before)
         # Settled as rejected: the STATE right after it goes out while the tap is still open.

@@ -258,13 +258,6 @@ def test_retries_give_up_after_a_bounded_number_of_tries_with_a_clear_message(tm
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=1.0)
 
 
-@pytest.fixture
-def batch_file(tmp_path: Path) -> str:
-    path = tmp_path / "batch.ndjson"
-    path.write_text('{"user_id":"u-1","metadata":{}}\n{"user_id":"u-2","metadata":{}}\n')
-    return str(path)
-
-
 def test_upload_is_tried_exactly_max_tries_times_then_raised(sandbox, batch_file):
     sandbox.set_faults(error_rate=1.0, only="upload")
     client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))

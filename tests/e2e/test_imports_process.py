@@ -209,7 +209,9 @@ def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_s
 ):
     messages = _events_only(20)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
-        sandbox.hold_foreign_job(3.0)  # every try of the import meets 409 for three seconds
+        # Every try of the import meets 409 for three seconds from the first, however long the
+        # process takes to start on a busy machine.
+        sandbox.hold_foreign_job(3.0, at_upload=1)
         config = _config(sandbox, tmp_path)
         running = TargetProcess(config, tmp_path, messages=messages)
         try:

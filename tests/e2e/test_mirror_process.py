@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import pytest
-
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import USER_SCHEMA, record, schema, state, user
@@ -43,11 +41,6 @@ def copy(
     if final_state:
         messages.append(state({"bookmarks": {stream: {"version": version}}}))
     return messages
-
-
-@pytest.fixture
-def mirror_config(config: dict, state_db: str) -> dict:
-    return {**config, "hard_delete": True, "state_db": state_db}
 
 
 def _deleted(sandbox: Sandbox) -> list[str]:

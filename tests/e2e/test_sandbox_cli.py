@@ -9,9 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -21,29 +19,6 @@ from target_userpilot.sandbox import Sandbox
 from support.messages import API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class TimedSession(requests.Session):
-    """A session with a default timeout, so a sandbox bug fails a test instead of hanging it."""
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 10)
-        return super().request(*args, **kwargs)
-
-
-@pytest.fixture
-def api() -> Iterator[requests.Session]:
-    """A client with the sandbox's key, for /v1 calls."""
-    with TimedSession() as session:
-        session.headers["Authorization"] = f"Token {API_KEY}"
-        yield session
-
-
-@pytest.fixture
-def anon() -> Iterator[requests.Session]:
-    """A client without a key: admin calls, and /v1 calls that must be refused."""
-    with TimedSession() as session:
-        yield session
 
 
 # --- the command line ------------------------------------------------------------------------

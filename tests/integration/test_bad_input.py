@@ -23,13 +23,6 @@ PII = "do-not-log-7731@example.com"
 ANY_ID_SCHEMA = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "id": {}}}
 
 
-@pytest.fixture
-def config(sandbox: Sandbox) -> dict[str, Any]:
-    """Settings for the sandbox, whose jobs complete at once: the first status poll comes after
-    0.2 s instead of the second a real 1,800 rows a minute would suggest."""
-    return {"api_url": sandbox.url, "api_key": API_KEY, "rows_per_minute": 600_000}
-
-
 def _stopped(run: TargetRun) -> str:
     """The one 'target-userpilot stopped:' sentence of a failed run."""
     lines = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
@@ -46,7 +39,7 @@ def _good_ids(n: int) -> set[str]:
 
 
 def test_records_without_a_usable_id_are_skipped_reported_and_the_rest_lands(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     bad = {
         "missing": {"email": PII, "plan": "pro"},
@@ -63,10 +56,10 @@ def test_records_without_a_usable_id_are_skipped_reported_and_the_rest_lands(
             positions[kind] = sum(m["type"] == "RECORD" for m in messages)
         if (i + 1) % 100 == 0:
             messages.append(state({"last": i}))
-    config["batch_size_rows"] = 100
-    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+    quick_poll_config["batch_size_rows"] = 100
+    quick_poll_config["rejects_path"] = str(tmp_path / "rejects.ndjson")
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == _good_ids(300)
@@ -95,7 +88,7 @@ def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_
     """Jobs take half a second, so the second batch is still in Userpilot when the bad record
     arrives: the run waits for it, writes its STATE, and writes nothing past the bad record."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=12_000) as sandbox:
-        config = {
+        quick_poll_config = {
             "api_url": sandbox.url,
             "api_key": API_KEY,
             "batch_size_rows": 100,
@@ -114,7 +107,7 @@ def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_
             if (i + 1) % 50 == 0:
                 messages.append(state({"last": i}))
 
-        run = run_target(config, messages, tmp_path=tmp_path)
+        run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
         assert run.returncode == 6, run.stderr[-3000:]
         message = _stopped(run)
@@ -142,7 +135,7 @@ def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_
     ids=["float", "integral-float", "bool", "object", "array"],
 )
 def test_ids_of_the_wrong_type_are_rejected_not_guessed(
-    bad_id, reason, sandbox, config, tmp_path, run_target
+    bad_id, reason, sandbox, quick_poll_config, tmp_path, run_target
 ):
     messages = [
         schema("users", ANY_ID_SCHEMA, ["id"]),
@@ -150,7 +143,7 @@ def test_ids_of_the_wrong_type_are_rejected_not_guessed(
         record("users", user(2, id=bad_id, email=PII)),
         record("users", user(3)),
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {"1", "3"}  # no profile "2.5", "True", ...
@@ -161,16 +154,16 @@ def test_ids_of_the_wrong_type_are_rejected_not_guessed(
 
 
 def test_a_record_larger_than_max_file_bytes_is_rejected_and_the_others_land(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
-    config["max_file_bytes"] = 4000
-    config["rejects_path"] = str(tmp_path / "rejects.ndjson")
+    quick_poll_config["max_file_bytes"] = 4000
+    quick_poll_config["rejects_path"] = str(tmp_path / "rejects.ndjson")
     messages = [schema("users", USER_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(40)]
     messages.append(record("users", user(40, name="x" * 5000, email=PII)))
     messages += [record("users", user(i)) for i in range(41, 80)]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == _good_ids(80) - {"40"}
@@ -191,16 +184,16 @@ def test_a_record_larger_than_max_file_bytes_is_rejected_and_the_others_land(
     ids=["truncated-json", "not-an-object"],
 )
 def test_a_malformed_line_stops_with_exit_7_naming_the_line(
-    line, expected, sandbox, config, tmp_path, run_target
+    line, expected, sandbox, quick_poll_config, tmp_path, run_target
 ):
-    config["batch_size_rows"] = 100
+    quick_poll_config["batch_size_rows"] = 100
     messages: list[dict | str] = [schema("users", USER_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(100)]
     messages.append(state({"last": 99}))
     messages.append(line)  # line 103
     messages += [record("users", user(i)) for i in range(100, 150)]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     message = _stopped(run)
@@ -210,13 +203,15 @@ def test_a_malformed_line_stops_with_exit_7_naming_the_line(
     assert set(sandbox.profiles("users")) == _good_ids(100)
 
 
-def test_a_record_before_its_schema_stops_with_exit_7(sandbox, config, tmp_path, run_target):
+def test_a_record_before_its_schema_stops_with_exit_7(
+    sandbox, quick_poll_config, tmp_path, run_target
+):
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
         record("companies", {"company_id": "c-1", "name": PII}),
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     assert "stream 'companies' was encountered before a corresponding schema" in _stopped(run)
@@ -224,13 +219,15 @@ def test_a_record_before_its_schema_stops_with_exit_7(sandbox, config, tmp_path,
     assert run.states == []
 
 
-def test_an_unknown_message_type_stops_with_exit_7(sandbox, config, tmp_path, run_target):
+def test_an_unknown_message_type_stops_with_exit_7(
+    sandbox, quick_poll_config, tmp_path, run_target
+):
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
         {"type": "RECROD", "stream": "users", "record": {"id": 2, "email": PII}},
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     message = _stopped(run)
@@ -239,13 +236,13 @@ def test_an_unknown_message_type_stops_with_exit_7(sandbox, config, tmp_path, ru
 
 
 def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         {"stream": "users", "record": {"id": 2, "email": PII}},
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     assert "line 2" in _stopped(run).lower()
@@ -254,10 +251,10 @@ def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
 
 @pytest.mark.parametrize("policy", ["skip", "fail"])
 def test_schema_invalid_records_follow_on_invalid_record(
-    policy, sandbox, config, tmp_path, run_target
+    policy, sandbox, quick_poll_config, tmp_path, run_target
 ):
-    config["validate_records"] = True
-    config["on_invalid_record"] = policy
+    quick_poll_config["validate_records"] = True
+    quick_poll_config["on_invalid_record"] = policy
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         *[record("users", user(i)) for i in range(10)],
@@ -265,7 +262,7 @@ def test_schema_invalid_records_follow_on_invalid_record(
         *[record("users", user(i)) for i in range(11, 20)],
         state({"last": 19}),
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert PII not in run.stdout + run.stderr
     if policy == "skip":
@@ -282,7 +279,7 @@ def test_schema_invalid_records_follow_on_invalid_record(
 
 
 def test_a_string_that_is_not_valid_unicode_is_a_rejected_record(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
@@ -290,23 +287,25 @@ def test_a_string_that_is_not_valid_unicode_is_a_rejected_record(
         '{"type": "RECORD", "stream": "users", "record": {"id": 2, "name": "bad \\ud800"}}',
         record("users", user(3)),
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {"1", "3"}
     assert run.summary["streams"]["users"]["rejected"] == 1
 
 
-def test_good_records_land_when_every_other_record_is_bad(sandbox, config, tmp_path, run_target):
+def test_good_records_land_when_every_other_record_is_bad(
+    sandbox, quick_poll_config, tmp_path, run_target
+):
     """Rejections interleaved with good records across several batches and a STATE each."""
-    config["batch_size_rows"] = 50
+    quick_poll_config["batch_size_rows"] = 50
     messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
     for i in range(200):
         messages.append(record("users", user(i)))
         messages.append(record("users", {"id": None, "email": PII}))
         if (i + 1) % 50 == 0:
             messages.append(state({"last": i}))
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == _good_ids(200)
@@ -316,16 +315,16 @@ def test_good_records_land_when_every_other_record_is_bad(sandbox, config, tmp_p
 
 
 def test_a_rejects_file_that_already_exists_is_made_owner_only(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     rejects = tmp_path / "rejects.ndjson"
     rejects.write_text('{"stream": "users", "position": 9, "reason": "an earlier run"}\n')
     rejects.chmod(0o644)
-    config["rejects_path"] = str(rejects)
+    quick_poll_config["rejects_path"] = str(rejects)
     messages = [schema("users", USER_SCHEMA, ["id"]), record("users", user(1, id=None))]
     messages.append(record("users", user(2)))
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert rejects.stat().st_mode & 0o777 == 0o600
@@ -333,10 +332,10 @@ def test_a_rejects_file_that_already_exists_is_made_owner_only(
 
 
 def test_rejects_file_is_owner_only_and_keeps_a_record_with_a_lone_surrogate(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     rejects = tmp_path / "rejects.ndjson"
-    config["rejects_path"] = str(rejects)
+    quick_poll_config["rejects_path"] = str(rejects)
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
@@ -344,7 +343,7 @@ def test_rejects_file_is_owner_only_and_keeps_a_record_with_a_lone_surrogate(
         record("users", user(3)),
         state({"done": True}),
     ]
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {"1", "3"}
@@ -470,10 +469,10 @@ _PII_RECORD = {"id": 7, "email": PII}
     ],
 )
 def test_a_malformed_message_stops_with_exit_7_and_a_sentence_naming_the_line(
-    message, expected, sandbox, config, tmp_path, run_target
+    message, expected, sandbox, quick_poll_config, tmp_path, run_target
 ):
     """The batch before the bad line is awaited and its STATE written; nothing after it."""
-    config["batch_size_rows"] = 100
+    quick_poll_config["batch_size_rows"] = 100
     messages: list[dict | str] = [schema("users", USER_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(100)]
     messages.append(state({"last": 99}))
@@ -482,7 +481,7 @@ def test_a_malformed_message_stops_with_exit_7_and_a_sentence_naming_the_line(
     messages += [record("users", user(i)) for i in range(120, 150)]
     messages.append(state({"last": 149}))
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     sentence = _stopped(run)
@@ -493,8 +492,8 @@ def test_a_malformed_message_stops_with_exit_7_and_a_sentence_naming_the_line(
     assert set(sandbox.profiles("users")) == _good_ids(100)
 
 
-def test_blank_lines_between_messages_are_skipped(sandbox, config, tmp_path, run_target):
-    config["batch_size_rows"] = 10
+def test_blank_lines_between_messages_are_skipped(sandbox, quick_poll_config, tmp_path, run_target):
+    quick_poll_config["batch_size_rows"] = 10
     messages: list[dict | str] = ["", "   ", schema("users", USER_SCHEMA, ["id"]), "\t"]
     for i in range(30):
         messages.append(record("users", user(i)))
@@ -502,7 +501,7 @@ def test_blank_lines_between_messages_are_skipped(sandbox, config, tmp_path, run
             messages += ["", " \r"]
     messages += [state({"last": 29}), "", ""]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == _good_ids(30)
@@ -511,11 +510,11 @@ def test_blank_lines_between_messages_are_skipped(sandbox, config, tmp_path, run
 
 
 def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     messages = [schema("users", USER_SCHEMA, ["id"]), "", "", record("users", user(1)), "{bad"]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     assert _stopped(run).startswith("Input line 5 is not valid JSON")
@@ -525,15 +524,15 @@ def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(
 
 
 def test_a_server_refusing_every_row_as_too_large_ends_with_exit_12(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     sandbox.set_faults(max_rows=0)
-    config["batch_size_rows"] = 4
+    quick_poll_config["batch_size_rows"] = 4
     messages = [schema("users", USER_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(8)]
     messages.append(state({"last": 7}))
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 12, run.stderr[-3000:]
     assert _stopped(run).startswith("Every record that should have become a Userpilot row")
@@ -542,19 +541,19 @@ def test_a_server_refusing_every_row_as_too_large_ends_with_exit_12(
 
 
 def test_a_run_with_some_rows_loaded_and_some_rejected_still_exits_0(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
     messages += [record("users", user(1)), record("users", {"email": PII})]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {"1"}
 
 
 def test_reject_positions_keep_counting_across_a_schema_change(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(3)]
@@ -563,7 +562,7 @@ def test_reject_positions_keep_counting_across_a_schema_change(
     messages.append(record("users", user(3)))
     messages.append(record("users", {"email": PII}))  # the 5th record of the stream
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Rejected record #5 of stream 'users'" in run.stderr
@@ -581,16 +580,16 @@ def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = Fals
 
 
 def test_a_record_nested_3000_deep_with_fail_stops_with_exit_6_and_no_state_past_it(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
-    config["on_invalid_record"] = "fail"
-    config["batch_size_rows"] = 3  # the first three go up before the deep record is read
+    quick_poll_config["on_invalid_record"] = "fail"
+    quick_poll_config["batch_size_rows"] = 3  # the first three go up before the deep record is read
     messages: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(3)]
     messages += [state({"last": 2}), _deep_record_line("users", {"id": 3}, 3000)]
     messages += [record("users", user(4)), state({"last": 4})]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 6, run.stderr[-3000:]
     assert _stopped(run).startswith(
@@ -602,15 +601,15 @@ def test_a_record_nested_3000_deep_with_fail_stops_with_exit_6_and_no_state_past
 
 
 def test_a_schema_nested_3000_deep_stops_with_exit_7_naming_the_line(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
-    config["batch_size_rows"] = 1  # the first record's job is awaited, its STATE written
+    quick_poll_config["batch_size_rows"] = 1  # the first record's job is awaited, its STATE written
     deep_schema = json.dumps(schema("users", ANY_ID_SCHEMA, ["id"]))
     deep_schema = deep_schema.replace('"id": {}', '"id": ' + '{"items":' * 3000 + "{}" + "}" * 3000)
     messages: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"]), record("users", user(1))]
     messages += [state({"last": 1}), deep_schema, record("users", user(2)), state({"last": 2})]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 7, run.stderr[-3000:]
     assert _stopped(run).startswith(
@@ -633,11 +632,11 @@ def test_a_schema_nested_3000_deep_stops_with_exit_7_naming_the_line(
     ids=["plain", "sdk-flattening", "no-validation", "stream-maps", "record-metadata"],
 )
 def test_records_nested_to_the_limit_load_and_deeper_ones_are_rejected_not_a_traceback(
-    settings, sandbox, config, tmp_path, run_target
+    settings, sandbox, quick_poll_config, tmp_path, run_target
 ):
     """The parser reads 500 levels, but the record path recursed further than Python allows
     (arrays as JSON text: a RecursionError, exit 1): 200 levels load, any deeper is rejected."""
-    config.update(settings)
+    quick_poll_config.update(settings)
     deep_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}}
     messages: list[dict | str] = [schema("users", deep_schema, ["id"])]
     messages += [
@@ -648,7 +647,7 @@ def test_records_nested_to_the_limit_load_and_deeper_ones_are_rejected_not_a_tra
         record("users", user(5)),
     ]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Traceback" not in run.stderr
@@ -662,11 +661,11 @@ def test_records_nested_to_the_limit_load_and_deeper_ones_are_rejected_not_a_tra
 
 
 def test_a_record_too_deep_for_its_stream_map_is_still_rejected_not_a_map_error(
-    sandbox, config, tmp_path, run_target
+    sandbox, quick_poll_config, tmp_path, run_target
 ):
     """The map needs the property that was too deep to read: the record is rejected all the
     same (neither exit 2 for the map, nor left out without a word)."""
-    config["stream_maps"] = {"users": {"__filter__": "deep != 'x'"}}
+    quick_poll_config["stream_maps"] = {"users": {"__filter__": "deep != 'x'"}}
     deep_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}}
     messages: list[dict | str] = [
         schema("users", deep_schema, ["id"]),
@@ -675,7 +674,7 @@ def test_a_record_too_deep_for_its_stream_map_is_still_rejected_not_a_map_error(
         record("users", user(3, deep=[1])),
     ]
 
-    run = run_target(config, messages, tmp_path=tmp_path)
+    run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {"1", "3"}

@@ -72,15 +72,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def batch_file(tmp_path: Path) -> str:
-    path = tmp_path / "batch.ndjson"
-    path.write_text(
-        '{"user_id":"u-1","metadata":{"plan":"pro"}}\n{"user_id":"u-2","metadata":{}}\n'
-    )
-    return str(path)
-
-
-@pytest.fixture
 def client(sandbox: Sandbox) -> Iterator[UserpilotClient]:
     with_client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
     yield with_client

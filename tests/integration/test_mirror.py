@@ -47,11 +47,6 @@ def copy(
     return messages
 
 
-@pytest.fixture
-def mirror_config(config: dict, state_db: str) -> dict:
-    return {**config, "hard_delete": True, "state_db": state_db}
-
-
 def _deleted(sandbox: Sandbox) -> list[str]:
     return sandbox.deletions("users")
 

@@ -9,7 +9,6 @@ command (``userpilot-sandbox``): ``tests/e2e/test_sandbox_cli.py``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -23,29 +22,6 @@ from support.messages import API_KEY
 from support.waiting import eventually
 
 FINAL = {"completed", "failed"}
-
-
-class TimedSession(requests.Session):
-    """A session with a default timeout, so a sandbox bug fails a test instead of hanging it."""
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", 10)
-        return super().request(*args, **kwargs)
-
-
-@pytest.fixture
-def api() -> Iterator[requests.Session]:
-    """A client with the sandbox's key, for /v1 calls."""
-    with TimedSession() as session:
-        session.headers["Authorization"] = f"Token {API_KEY}"
-        yield session
-
-
-@pytest.fixture
-def anon() -> Iterator[requests.Session]:
-    """A client without a key: admin calls, and /v1 calls that must be refused."""
-    with TimedSession() as session:
-        yield session
 
 
 def upload_json(

@@ -4,6 +4,7 @@
   answers Userpilot's docs do not promise, and records every request it got.
 - `TlsFront`: HTTPS in front of a plain loopback server (the sandbox), with a certificate from
   `make_certificates`, which signs it with a test CA through the openssl command.
+- `TimedSession`: a requests session with a default timeout, for calling a server directly.
 - `ConnectProxy`: a forward proxy that tunnels CONNECT and records every byte it sees, so a
   test can prove what a corporate proxy would (not) see in clear.
 """
@@ -22,6 +23,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import requests
+
+
+class TimedSession(requests.Session):
+    """A session with a default timeout, so a server's bug fails a test instead of hanging it."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs.setdefault("timeout", 10)
+        return super().request(*args, **kwargs)
 
 
 @dataclass

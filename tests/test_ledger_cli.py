@@ -308,7 +308,8 @@ def test_an_export_piped_into_head_ends_quietly_with_exit_141(place, tmp_path):
     )
 
     assert piped.stdout.splitlines() == [
-        "account,object,id,state,sent_at,ended_at,job_id,run_id,row_hash"
+        "account,object,id,state,sent_at,ended_at,job_id,run_id,row_hash,"
+        "stream,event_key,event_name,event_time"
     ]
     assert piped.stderr == ""
     assert piped.returncode == 141

@@ -453,7 +453,9 @@ class Ledger(ABC):
             order = "e.scope, e.stream, e.key"
         else:
             select = _event_select(accepted)
-            order = "e.scope, e.user_id, e.stream, e.key"
+            # Keys without a user last, on both backends (PostgreSQL sorts NULL last, SQLite
+            # first).
+            order = "e.scope, e.user_id IS NULL, e.user_id, e.stream, e.key"
         rows = self._query(
             "exporting the accepted events",
             f"{select} WHERE (CAST(:scope AS TEXT) IS NULL OR e.scope = :scope) ORDER BY {order}",

@@ -26,6 +26,7 @@ from typing import Any
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.batching.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints, hold_back
+from target_userpilot.clock import REAL_CLOCK, Clock
 from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DeletionLane
@@ -45,6 +46,7 @@ from target_userpilot.privacy.redact import password_of
 from target_userpilot.records.object_keys import ObjectKeys
 from target_userpilot.records.rows import EVENTS
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
@@ -89,9 +91,12 @@ class RunParts:
 
     The clients stand for Userpilot (see the ``Uploader``, ``Deleter`` and ``Tracker``
     protocols of the lanes), the paces run on the test's clock, ``write_state`` takes STATE
-    messages instead of stdout.
+    messages instead of stdout. ``clock`` is what every pace, lane, the buffer, the retry
+    policy and the ledger's reconnect wait on (a simulated one runs the run in simulated time);
+    paces handed in keep their own.
     """
 
+    clock: Clock = REAL_CLOCK
     client: Any = None
     event_client: Tracker | None = None
     ledger: Ledger | None = None
@@ -112,6 +117,12 @@ class Run:
         parts: RunParts | None = None,
     ) -> None:
         parts = parts or RunParts()
+        #: What every wait of the run is waited on.
+        self.clock = parts.clock
+        #: Set once the run stops: ends the ledger's waits between tries (the lanes have their own).
+        self._stopped = threading.Event()
+        #: The one retry policy, on the run's clock: Userpilot's calls and the ledger's connection.
+        self.retry = RetryPolicy(clock=self.clock)
         self.settings = settings
         self.summary = RunSummary(dry_run=settings.dry_run)
         self.rejects = RejectLog(settings.on_invalid_record, settings.rejects_path)
@@ -151,6 +162,8 @@ class Run:
             # runs, and the flattened keys of object properties, so a null object clears them
             # across runs.
             self.ledger = open_ledger(settings.state_db)
+        if self.ledger is not None:
+            self._attach(self.ledger)
         if settings.skip_unchanged:
             assert self.ledger is not None
             self.unchanged = ConfirmedRows(self.ledger, self.scope)
@@ -165,7 +178,7 @@ class Run:
                 keep_out=self.unchanged.forget if self.unchanged is not None else None,
             )
         self.client: UserpilotClient | DryRunClient = (
-            parts.client if parts.client is not None else self._new_client(user_agent)
+            parts.client if parts.client is not None else self._client(user_agent)
         )
         self.buffer = BatchBuffer(
             self.checkpoints,
@@ -173,8 +186,9 @@ class Run:
             max_bytes=settings.max_file_bytes,
             wait_seconds=float(settings.batch_wait_seconds),
             spool_dir=parts.spool_dir,
+            clock=self.clock,
         )
-        self.pace = JobPace(settings.rows_per_minute)
+        self.pace = JobPace(settings.rows_per_minute, self.clock)
         # With a ledger, the job lane first settles the import files earlier runs left (any
         # run: a running import job holds the account for every upload).
         self.confirmer = ImportedEvents(
@@ -199,7 +213,7 @@ class Run:
             on_failure=self.stop.failed,
         )
         deletion_pace = parts.deletion_pace or DeletionPace(
-            0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS
+            0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS, self.clock
         )
         self.deletions = DeletionLane(
             self.client,
@@ -233,19 +247,6 @@ class Run:
             check_connection=self.check_connection,
         )
         self._begin_record()
-
-    def _new_client(self, user_agent: str) -> UserpilotClient | DryRunClient:
-        """Userpilot's client, or the dry run's stand-in that writes files instead."""
-        settings = self.settings
-        if settings.dry_run:
-            return DryRunClient(settings.output_dir)
-        return UserpilotClient(
-            settings.api_url,
-            settings.api_key or "",
-            upload_format=settings.upload_format,
-            timeout=(10.0, settings.request_timeout_seconds),
-            user_agent=user_agent,
-        )
 
     def _run_record(self) -> RunRecord | None:
         """This run's row in ``runs``, or None for a run that records none (a dry run)."""
@@ -308,11 +309,14 @@ class Run:
         settings = self.settings
         client: Tracker
         if settings.dry_run:
-            pace = self._parts.event_pace or EventPace(None)  # no network: nothing to pace
+            # No network: nothing to pace.
+            pace = self._parts.event_pace or EventPace(None, self.clock)
             client = self._parts.event_client or self.client
             keys = None  # a dry run sends nothing, so it records nothing as accepted either
         else:
-            pace = self._parts.event_pace or EventPace(float(settings.events_per_minute))
+            pace = self._parts.event_pace or EventPace(
+                float(settings.events_per_minute), self.clock
+            )
             if self._parts.event_client is not None:
                 client = self._parts.event_client
             else:
@@ -322,11 +326,12 @@ class Run:
                     settings.api_url,
                     settings.api_key or "",
                     timeout=(10.0, settings.request_timeout_seconds),
+                    retry=self.retry,
                     user_agent=self._user_agent,
                     pace=pace,
                 )
             if self.ledger is None:
-                self.ledger = open_ledger(settings.state_db)
+                self.ledger = self._attach(open_ledger(settings.state_db))
                 self._warn_unsettled_imports(self.ledger)
                 self._begin_record()
             keys = self.ledger
@@ -345,6 +350,26 @@ class Run:
         )
         self._add_lane(self.event_lane)
         return self.event_lane
+
+    def _client(self, user_agent: str) -> UserpilotClient | DryRunClient:
+        """Userpilot's client, on the run's retry policy; the dry run's stand-in for it."""
+        settings = self.settings
+        if settings.dry_run:
+            return DryRunClient(settings.output_dir)
+        return UserpilotClient(
+            settings.api_url,
+            settings.api_key or "",
+            upload_format=settings.upload_format,
+            timeout=(10.0, settings.request_timeout_seconds),
+            retry=self.retry,
+            user_agent=user_agent,
+        )
+
+    def _attach(self, ledger: Ledger) -> Ledger:
+        """The ledger's reconnect waits on the run's clock, and ends at the run's stop."""
+        ledger.retry = self.retry
+        ledger.stop = self._stopped
+        return ledger
 
     def _warn_unsettled_imports(self, ledger: Ledger) -> None:
         """Track mode opened the ledger after the job lane began: it cannot settle the import
@@ -505,6 +530,7 @@ class Run:
         After a stop signal nothing new is uploaded; after a failure the batches already sealed
         (records read before it) still go up. Deletions and events never start after a stop.
         """
+        self._stopped.set()  # first: no ledger retry waits after it
         lanes = self._all_lanes()
         send_sealed = not isinstance(reason, Terminated)
         for lane in lanes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -18,7 +17,7 @@ import sqlalchemy
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, OperationalError
 
-from target_userpilot.errors import ConfigurationError, LedgerUnavailable
+from target_userpilot.errors import ConfigurationError, LedgerUnavailable, WaitInterrupted
 from target_userpilot.ledger.schema import (
     VERSION_TABLE,
     apply_pending,
@@ -79,9 +78,11 @@ def _pg_version(conn: Connection) -> int | None:
 #: transaction, then finds the migrations applied.
 _PG_SCHEMA_LOCK = 0x7573_6572_7069  # "userpi"
 
-#: How long one ledger operation keeps retrying a lost connection (a server restart or a
-#: failover takes seconds) before the run stops.
-PG_RETRY_SECONDS = 15.0
+
+class _NoAnswer(Exception):
+    """The database did not answer (a lost connection, a server restarting): worth another try.
+
+    Holds the driver's words without any password, for the retry's messages."""
 
 
 class PostgresLedger(Ledger):
@@ -89,8 +90,9 @@ class PostgresLedger(Ledger):
 
     Each thread takes its own pooled connection, so the watcher's confirms and the reading
     thread's lookups do not wait on each other. A connection lost mid-run (restart, failover) is
-    replaced and the operation retried for :data:`PG_RETRY_SECONDS`; past that the run stops
-    with :class:`LedgerUnavailable`.
+    replaced and the operation tried again by the run's retry policy (``RetryPolicy.reconnect``,
+    for ``reconnect_max_time`` seconds, each pause ended at once by the run's stop); past that
+    the run stops with :class:`LedgerUnavailable`.
     """
 
     chunk_size = 5000
@@ -236,31 +238,46 @@ class PostgresLedger(Ledger):
         return redact(lines[0] if lines else type(original).__name__, self._secrets)
 
     def _run(self, what: str, work: Callable[[Connection], T]) -> T:
-        """Run ``work(connection)`` in a transaction, retrying a lost connection for a while."""
-        deadline = time.monotonic() + PG_RETRY_SECONDS
-        pause = 0.2
-        while True:
+        """Run ``work(connection)`` in a transaction; a lost connection is tried again for a
+        while (the retry policy's ``reconnect``), and a stop ends the wait before the next try."""
+
+        def once() -> T:
             try:
                 with self._engine.begin() as conn:
                     return work(conn)
             except DBAPIError as exc:
-                retryable = exc.connection_invalidated or _is_transient(exc)
-                if not retryable or time.monotonic() + pause > deadline:
-                    msg = (
-                        f"The ledger (state_db, {self.description}) failed while {what}: "
-                        f"{self._reason(exc)}. Rows Userpilot confirmed before this are recorded; "
-                        "once the database is back, rerun from the last STATE."
-                    )
-                    raise LedgerUnavailable(msg) from None
-                logger.warning(
-                    "The ledger at %s did not answer while %s (%s); retrying in %.1f s.",
-                    self.host,
-                    what,
-                    self._reason(exc),
-                    pause,
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, 3.0)
+                if exc.connection_invalidated or _is_transient(exc):
+                    raise _NoAnswer(self._reason(exc)) from None
+                raise self._unavailable(what, self._reason(exc)) from None
+
+        def retrying(error: BaseException, seconds: float) -> None:
+            logger.warning(
+                "The ledger at %s did not answer while %s (%s); retrying in %.1f s.",
+                self.host,
+                what,
+                error,
+                seconds,
+            )
+
+        try:
+            return self.retry.reconnect(
+                once, _NoAnswer, f"The ledger at {self.host}", stop=self.stop, log=retrying
+            )
+        except _NoAnswer as exc:
+            raise self._unavailable(what, str(exc)) from None
+        except WaitInterrupted as exc:
+            reason = str(exc.last_error) if exc.last_error is not None else "no answer"
+            raise self._unavailable(
+                what, f"{reason}; the run stopped before it was tried again"
+            ) from None
+
+    def _unavailable(self, what: str, reason: str) -> LedgerUnavailable:
+        msg = (
+            f"The ledger (state_db, {self.description}) failed while {what}: {reason}. Rows "
+            "Userpilot confirmed before this are recorded; once the database is back, rerun from "
+            "the last STATE."
+        )
+        return LedgerUnavailable(msg)
 
     @override
     def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from target_userpilot.retry import RetryPolicy, Stop
+
 T = TypeVar("T")
 
 #: One statement and its ``:name`` parameters.
@@ -291,6 +293,10 @@ class Ledger(ABC):
     version = 0
     #: What the backend spells its own way.
     dialect: Dialect
+    #: How a lost connection is tried again (``RetryPolicy.reconnect``), and what ends the
+    #: pauses between tries at once: the run's stop. The run sets both.
+    retry = RetryPolicy()
+    stop: Stop | None = None
 
     # What a backend supplies
 

@@ -47,9 +47,9 @@ from target_userpilot.ledger.store import (
     RecordedImport,
 )
 from target_userpilot.records.rows import EVENTS
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary
 from target_userpilot.userpilot.client import FINAL_STATUSES
-from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 

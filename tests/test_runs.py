@@ -253,6 +253,32 @@ def test_a_run_killed_with_kill_9_has_no_end_and_reads_unknown(sandbox, config, 
     assert PASSWORD not in listed.stdout + listed.stderr
 
 
+def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(sandbox, config, tmp_path):
+    config.update(
+        state_db=str(tmp_path / "state.db"), object_mapping={"clicks": {"object": "events"}}
+    )
+
+    run = run_target(config, _events_input("track"), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    (entry,) = _runs(config["state_db"])
+    assert f"This run is in the ledger: userpilot-ledger jobs --run {entry.run_id}" in run.stderr
+    assert (entry.outcome, entry.counts["total"]["events_sent"]) == ("completed", 2)
+    shown = _cli(
+        "--config", _write_config(config, tmp_path), "jobs", "--run", entry.run_id, cwd=tmp_path
+    )
+    assert shown.stdout.splitlines()[0] == f"Run {entry.run_id}: completed (exit 0)"
+    assert shown.stdout.splitlines()[-1] == (
+        f"No jobs of run {entry.run_id} are in the sync history (a run keeps one with "
+        "skip_unchanged, hard_delete or events_api import)."
+    )
+
+
+def _write_config(config: dict, tmp_path: Path) -> str:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return "config.json"
+
+
 def test_a_dry_run_records_no_run(config, tmp_path):
     config.update(
         skip_unchanged=True,

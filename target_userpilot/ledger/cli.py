@@ -220,7 +220,10 @@ def _check_history(ledger: Ledger) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="userpilot-ledger",
-        description="Read target-userpilot's ledger (state_db): sync history, jobs, export.",
+        description=(
+            "Read target-userpilot's ledger (state_db): sync history and events, runs, jobs, "
+            "export."
+        ),
     )
     parser.add_argument("--config", help="the target's JSON config file (state_db, api_key)")
     parser.add_argument("--state-db", help="a SQLite file path or a PostgreSQL URL")
@@ -610,6 +613,13 @@ def _jobs(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: Text
         runs = ledger.runs(scope, args.run, 10)
     for run in runs:
         out.write("\n".join(_run_lines(run, scope)) + "\n\n")
+    if not jobs and runs:
+        # Track events alone open the ledger as their stream starts: no sync history then.
+        out.write(
+            f"No jobs of run {args.run} are in the sync history (a run keeps one with "
+            "skip_unchanged, hard_delete or events_api import).\n"
+        )
+        return
     if not jobs:
         out.write(f"No jobs{' of run ' + args.run if args.run else ''}{_in(scope)}.\n")
         return

@@ -6,41 +6,15 @@ The rest runs in process: ``tests/integration/test_mirror.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import USER_SCHEMA, record, schema, state, user
+from support.messages import (
+    MIRRORED_STREAM,
+    full_table_copy,
+    state,
+)
 from support.pg import BOTH_LEDGERS
 from support.runner import TargetProcess
-
-STREAM = "public-crm_users"
-
-
-def activate(version: int, stream: str = STREAM) -> dict:
-    return {"type": "ACTIVATE_VERSION", "stream": stream, "version": version}
-
-
-def copy(
-    version: int,
-    ids: Iterable[int],
-    *,
-    opening: bool = True,
-    closing: bool = True,
-    stream: str = STREAM,
-    final_state: bool = True,
-) -> list[dict]:
-    """One full-table copy of ``ids`` as a tap sends it."""
-    messages: list[dict] = [schema(stream, USER_SCHEMA, ["id"])]
-    if opening:
-        messages.append(activate(version, stream))
-    for i in ids:
-        messages.append({**record(stream, user(i)), "version": version})
-    if closing:
-        messages.append(activate(version, stream))
-    if final_state:
-        messages.append(state({"bookmarks": {stream: {"version": version}}}))
-    return messages
 
 
 def _deleted(sandbox: Sandbox) -> list[str]:
@@ -54,9 +28,13 @@ def _deleted(sandbox: Sandbox) -> list[str]:
 def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
-    first_half = copy(2, range(50), closing=False, final_state=False)
-    first_half.append(state({"bookmarks": {STREAM: {"version": 2, "last_pk_fetched": 49}}}))
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    )
+    first_half = full_table_copy(2, range(50), closing=False, final_state=False)
+    first_half.append(
+        state({"bookmarks": {MIRRORED_STREAM: {"version": 2, "last_pk_fetched": 49}}})
+    )
     killed = TargetProcess({**mirror_config, "batch_wait_seconds": 0.2}, tmp_path)
     killed.send(first_half)
     try:
@@ -64,7 +42,7 @@ def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
     finally:
         killed.kill()  # kill -9 once the STATE is out: a rerun starts from it
 
-    resumed = run_target(mirror_config, copy(2, range(50, 100)), tmp_path=tmp_path)
+    resumed = run_target(mirror_config, full_table_copy(2, range(50, 100)), tmp_path=tmp_path)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _deleted(sandbox) == []

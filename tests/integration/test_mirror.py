@@ -15,36 +15,17 @@ import pytest
 from target_userpilot.memory.mirror import filtered_aliases
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import USER_SCHEMA, record, schema, state, user
+from support.messages import (
+    MIRRORED_STREAM,
+    USER_SCHEMA,
+    activate_version,
+    full_table_copy,
+    record,
+    schema,
+    state,
+    user,
+)
 from support.pg import BOTH_LEDGERS
-
-STREAM = "public-crm_users"
-
-
-def activate(version: int, stream: str = STREAM) -> dict:
-    return {"type": "ACTIVATE_VERSION", "stream": stream, "version": version}
-
-
-def copy(
-    version: int,
-    ids: Iterable[int],
-    *,
-    opening: bool = True,
-    closing: bool = True,
-    stream: str = STREAM,
-    final_state: bool = True,
-) -> list[dict]:
-    """One full-table copy of ``ids`` as a tap sends it."""
-    messages: list[dict] = [schema(stream, USER_SCHEMA, ["id"])]
-    if opening:
-        messages.append(activate(version, stream))
-    for i in ids:
-        messages.append({**record(stream, user(i)), "version": version})
-    if closing:
-        messages.append(activate(version, stream))
-    if final_state:
-        messages.append(state({"bookmarks": {stream: {"version": version}}}))
-    return messages
 
 
 def _deleted(sandbox: Sandbox) -> list[str]:
@@ -55,25 +36,29 @@ def _deleted(sandbox: Sandbox) -> list[str]:
 def test_a_new_version_deletes_exactly_the_ids_it_lacks(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    first = run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path)
+    first = run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(sandbox.profiles("users")) == 100
     assert _deleted(sandbox) == []
 
     gone = {7, 23, 50, 51, 99}
     second = run_target(
-        mirror_config, copy(2, [i for i in range(100) if i not in gone]), tmp_path=tmp_path
+        mirror_config,
+        full_table_copy(2, [i for i in range(100) if i not in gone]),
+        tmp_path=tmp_path,
     )
 
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(_deleted(sandbox)) == sorted(str(i) for i in gone)
-    assert second.summary["streams"][STREAM]["deleted"] == 5
-    assert second.states[-1] == {"bookmarks": {STREAM: {"version": 2}}}
+    assert second.summary["streams"][MIRRORED_STREAM]["deleted"] == 5
+    assert second.states[-1] == {"bookmarks": {MIRRORED_STREAM: {"version": 2}}}
     assert "ended without 5 of the 100 users" in second.stderr
 
     # The same copy again deletes nothing more: the deleted ids left the ledger on 202.
     third = run_target(
-        mirror_config, copy(3, [i for i in range(100) if i not in gone]), tmp_path=tmp_path
+        mirror_config,
+        full_table_copy(3, [i for i in range(100) if i not in gone]),
+        tmp_path=tmp_path,
     )
     assert third.returncode == 0, third.stderr[-3000:]
     assert len(_deleted(sandbox)) == 5
@@ -83,27 +68,33 @@ def test_a_new_version_deletes_exactly_the_ids_it_lacks(
 def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    )
 
-    refused = run_target(mirror_config, copy(2, range(10)), tmp_path=tmp_path)
+    refused = run_target(mirror_config, full_table_copy(2, range(10)), tmp_path=tmp_path)
 
     assert refused.returncode == 14, refused.stderr[-3000:]
     assert _deleted(sandbox) == []
     assert "ended without 90 of the 100 users" in refused.stderr
     assert "rerun once with mirror_delete_max_percent set to 90" in refused.stderr
-    assert {"bookmarks": {STREAM: {"version": 2}}} not in refused.states
+    assert {"bookmarks": {MIRRORED_STREAM: {"version": 2}}} not in refused.states
 
     # Raised for one run, as the message says: the 90 go.
     allowed = {**mirror_config, "mirror_delete_max_percent": 90}
-    rerun = run_target(allowed, copy(2, range(10)), tmp_path=tmp_path)
+    rerun = run_target(allowed, full_table_copy(2, range(10)), tmp_path=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert sorted(_deleted(sandbox), key=int) == [str(i) for i in range(10, 100)]
 
 
 def test_the_floor_lets_a_small_table_lose_a_few_rows(sandbox, mirror_config, tmp_path, run_target):
-    assert run_target(mirror_config, copy(1, range(8)), tmp_path=tmp_path).returncode == 0
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(8)), tmp_path=tmp_path).returncode == 0
+    )
 
-    run = run_target(mirror_config, copy(2, range(4)), tmp_path=tmp_path)  # half, 4 <= floor 5
+    run = run_target(
+        mirror_config, full_table_copy(2, range(4)), tmp_path=tmp_path
+    )  # half, 4 <= floor 5
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(_deleted(sandbox)) == ["4", "5", "6", "7"]
@@ -112,17 +103,21 @@ def test_the_floor_lets_a_small_table_lose_a_few_rows(sandbox, mirror_config, tm
 def test_a_version_cut_short_deletes_nothing_and_a_resumed_one_deletes_only_the_missing(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    )
 
     # The tap stopped mid-copy: no closing ACTIVATE_VERSION, the input simply ended.
-    cut = run_target(mirror_config, copy(2, range(50), closing=False), tmp_path=tmp_path)
+    cut = run_target(mirror_config, full_table_copy(2, range(50), closing=False), tmp_path=tmp_path)
 
     assert cut.returncode == 0, cut.stderr[-3000:]
     assert _deleted(sandbox) == []
     assert "version 2 was not closed before the end of input" in cut.stderr
 
     # A Stitch tap resumes the same version where it stopped, then closes it.
-    resumed = run_target(mirror_config, copy(2, range(50, 95), opening=False), tmp_path=tmp_path)
+    resumed = run_target(
+        mirror_config, full_table_copy(2, range(50, 95), opening=False), tmp_path=tmp_path
+    )
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sorted(_deleted(sandbox), key=int) == ["95", "96", "97", "98", "99"]
@@ -131,8 +126,10 @@ def test_a_version_cut_short_deletes_nothing_and_a_resumed_one_deletes_only_the_
 def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
-    messages = copy(2, range(10))
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    )
+    messages = full_table_copy(2, range(10))
     messages[5]["record"]["email"] = 5  # off the schema: rejected, but the row is in the source
 
     run = run_target(mirror_config, messages, tmp_path=tmp_path)
@@ -148,11 +145,11 @@ def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
 ):
     """Rejected for its nesting, but the source still has the row: it must not be erased. Its
     profile is found as its row's would be, through the stream maps (here they make the id)."""
-    mirror_config["stream_maps"] = {STREAM: {"user_id": "'u' + str(id)"}}
-    first = run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path)
+    mirror_config["stream_maps"] = {MIRRORED_STREAM: {"user_id": "'u' + str(id)"}}
+    first = run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {f"u{i}" for i in range(10)}
-    messages: list[dict | str] = list(copy(2, range(10)))
+    messages: list[dict | str] = list(full_table_copy(2, range(10)))
     fourth = messages[6]
     assert isinstance(fourth, dict) and fourth["record"]["id"] == 4
     deep = "[" * 3000 + "1" + "]" * 3000
@@ -169,11 +166,15 @@ def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
 
 
 def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_path, run_target):
-    plain = [schema(STREAM, USER_SCHEMA, ["id"])]
+    plain = [schema(MIRRORED_STREAM, USER_SCHEMA, ["id"])]
     first = run_target(
-        mirror_config, [*plain, *(record(STREAM, user(i)) for i in range(20))], tmp_path=tmp_path
+        mirror_config,
+        [*plain, *(record(MIRRORED_STREAM, user(i)) for i in range(20))],
+        tmp_path=tmp_path,
     )
-    second = run_target(mirror_config, [*plain, record(STREAM, user(1))], tmp_path=tmp_path)
+    second = run_target(
+        mirror_config, [*plain, record(MIRRORED_STREAM, user(1))], tmp_path=tmp_path
+    )
 
     assert first.returncode == second.returncode == 0
     assert _deleted(sandbox) == []
@@ -181,9 +182,9 @@ def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_pat
 
 
 def test_without_hard_delete_a_version_changes_nothing(sandbox, config, tmp_path, run_target):
-    assert run_target(config, copy(1, range(20)), tmp_path=tmp_path).returncode == 0
+    assert run_target(config, full_table_copy(1, range(20)), tmp_path=tmp_path).returncode == 0
 
-    run = run_target(config, copy(2, range(10)), tmp_path=tmp_path)
+    run = run_target(config, full_table_copy(2, range(10)), tmp_path=tmp_path)
 
     assert run.returncode == 0
     assert _deleted(sandbox) == []
@@ -202,10 +203,10 @@ def test_a_dry_run_lists_the_deletions_without_sending(
         "hard_delete": True,
         "state_db": mirror_config["state_db"],
     }
-    assert run_target(dry, copy(1, range(100)), tmp_path=tmp_path).returncode == 0
+    assert run_target(dry, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
 
     # 90 of 100 is past the guard: a dry run still lists them all, and says a run would stop.
-    run = run_target(dry, copy(2, range(90, 100)), tmp_path=tmp_path)
+    run = run_target(dry, full_table_copy(2, range(90, 100)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     listed = [json.loads(path.read_text())["users"] for path in sorted(out.glob("users-delete-*"))]
@@ -218,7 +219,7 @@ def test_a_dry_run_lists_the_deletions_without_sending(
 
 
 def _sdk_copy(version: int, ids: Iterable[int], *, final_state: bool = True) -> list[dict]:
-    return copy(version, ids, closing=False, final_state=final_state)
+    return full_table_copy(version, ids, closing=False, final_state=final_state)
 
 
 def test_sdk_taps_delete_only_with_the_end_of_input_setting(
@@ -247,13 +248,13 @@ def test_only_ids_loaded_from_the_stream_are_candidates(
 ):
     other = "public-signups"
     first = [
-        *copy(1, range(10)),
+        *full_table_copy(1, range(10)),
         schema(other, USER_SCHEMA, ["id"]),
         *(record(other, user(i)) for i in range(100, 105)),
     ]
     assert run_target(mirror_config, first, tmp_path=tmp_path).returncode == 0
 
-    run = run_target(mirror_config, copy(2, range(9)), tmp_path=tmp_path)
+    run = run_target(mirror_config, full_table_copy(2, range(9)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert _deleted(sandbox) == ["9"]  # never the ids of the other stream
@@ -266,15 +267,20 @@ def test_only_ids_loaded_from_the_stream_are_candidates(
 def test_a_resumed_copy_keeps_the_rows_it_had_not_sent_again(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1000, range(100)), tmp_path=tmp_path).returncode == 0
+    assert (
+        run_target(mirror_config, full_table_copy(1000, range(100)), tmp_path=tmp_path).returncode
+        == 0
+    )
     # tap-mysql's first copy of version 2000 dies after u94: no closing message.
-    cut = copy(2000, range(95), closing=False, final_state=False)
-    cut.insert(50, state({"bookmarks": {STREAM: {"version": 2000, "last_pk_fetched": 47}}}))
+    cut = full_table_copy(2000, range(95), closing=False, final_state=False)
+    cut.insert(
+        50, state({"bookmarks": {MIRRORED_STREAM: {"version": 2000, "last_pk_fetched": 47}}})
+    )
     assert run_target(mirror_config, cut, tmp_path=tmp_path).returncode == 0
 
     # It resumes the copy: the opening message again, with the same version, then the rest (u99
     # is gone from the source meanwhile), then the closing message.
-    resumed = run_target(mirror_config, copy(2000, range(95, 99)), tmp_path=tmp_path)
+    resumed = run_target(mirror_config, full_table_copy(2000, range(95, 99)), tmp_path=tmp_path)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _deleted(sandbox) == ["99"]
@@ -285,9 +291,13 @@ def test_a_resumed_copy_keeps_the_rows_it_had_not_sent_again(
 def test_an_opening_sent_again_before_any_record_does_not_end_the_version(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
-    messages = copy(2, range(9))
-    messages.insert(1, activate(2))  # the opening twice, then the copy and its closing message
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    )
+    messages = full_table_copy(2, range(9))
+    messages.insert(
+        1, activate_version(2)
+    )  # the opening twice, then the copy and its closing message
 
     run = run_target(mirror_config, messages, tmp_path=tmp_path)
 
@@ -298,15 +308,17 @@ def test_an_opening_sent_again_before_any_record_does_not_end_the_version(
 def test_an_empty_copy_ends_its_version_once_the_input_ends_after_a_state(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(4)), tmp_path=tmp_path).returncode == 0
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(4)), tmp_path=tmp_path).returncode == 0
+    )
     # Opening and closing, no record: an empty table, or the opening sent twice by a tap that
     # then died. Without a STATE after it, nothing tells them apart: nothing goes.
-    unsure = run_target(mirror_config, copy(2, [], final_state=False), tmp_path=tmp_path)
+    unsure = run_target(mirror_config, full_table_copy(2, [], final_state=False), tmp_path=tmp_path)
     assert unsure.returncode == 0, unsure.stderr[-3000:]
     assert _deleted(sandbox) == []
     assert "came twice with no record between, and no STATE after it" in unsure.stderr
 
-    empty = run_target(mirror_config, copy(3, []), tmp_path=tmp_path)
+    empty = run_target(mirror_config, full_table_copy(3, []), tmp_path=tmp_path)
 
     # The table is empty: every profile goes, within the guard (4 are under its floor of 5).
     assert empty.returncode == 0, empty.stderr[-3000:]
@@ -314,9 +326,11 @@ def test_an_empty_copy_ends_its_version_once_the_input_ends_after_a_state(
 
 
 def test_an_empty_copy_past_the_guard_stops_the_run(sandbox, mirror_config, tmp_path, run_target):
-    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    )
 
-    run = run_target(mirror_config, copy(2, []), tmp_path=tmp_path)
+    run = run_target(mirror_config, full_table_copy(2, []), tmp_path=tmp_path)
 
     assert run.returncode == 14, run.stderr[-3000:]
     assert "ended without 10 of the 10 users" in run.stderr
@@ -330,8 +344,10 @@ def test_a_child_streams_opening_per_parent_does_not_end_its_version(
     def child_copy(version: int, parts: list[range]) -> list[dict]:
         messages: list[dict] = []
         for part in parts:
-            messages += copy(version, part, closing=False, final_state=False)
-            messages.append(state({"bookmarks": {STREAM: {"partitions": [len(messages)]}}}))
+            messages += full_table_copy(version, part, closing=False, final_state=False)
+            messages.append(
+                state({"bookmarks": {MIRRORED_STREAM: {"partitions": [len(messages)]}}})
+            )
         return messages
 
     at_end = {**mirror_config, "mirror_delete_on_end_of_input": True}
@@ -354,13 +370,16 @@ CRM, APP = "public-crm_users", "public-app_users"
 def test_a_profile_another_stream_still_holds_is_not_deleted(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    both = [*copy(1, range(20), stream=CRM), *copy(1, range(20), stream=APP)]
+    both = [*full_table_copy(1, range(20), stream=CRM), *full_table_copy(1, range(20), stream=APP)]
     assert run_target(mirror_config, both, tmp_path=tmp_path).returncode == 0
 
     # crm lost 0-9 (half its profiles, past the guard), app still has them: no candidates.
     run = run_target(
         mirror_config,
-        [*copy(2, range(10, 20), stream=CRM), *copy(2, range(20), stream=APP)],
+        [
+            *full_table_copy(2, range(10, 20), stream=CRM),
+            *full_table_copy(2, range(20), stream=APP),
+        ],
         tmp_path=tmp_path,
     )
 
@@ -371,7 +390,10 @@ def test_a_profile_another_stream_still_holds_is_not_deleted(
     # Now app loses 0 and 1 as well: no stream holds them any more.
     last = run_target(
         mirror_config,
-        [*copy(3, range(10, 20), stream=CRM), *copy(3, range(2, 20), stream=APP)],
+        [
+            *full_table_copy(3, range(10, 20), stream=CRM),
+            *full_table_copy(3, range(2, 20), stream=APP),
+        ],
         tmp_path=tmp_path,
     )
 
@@ -383,10 +405,12 @@ def test_a_stream_without_versions_holds_the_profiles_it_loaded(
     sandbox, mirror_config, tmp_path, run_target
 ):
     incremental = [schema(APP, USER_SCHEMA, ["id"]), record(APP, user(8)), record(APP, user(9))]
-    first = run_target(mirror_config, [*copy(1, range(10)), *incremental], tmp_path=tmp_path)
+    first = run_target(
+        mirror_config, [*full_table_copy(1, range(10)), *incremental], tmp_path=tmp_path
+    )
     assert first.returncode == 0, first.stderr[-3000:]
 
-    run = run_target(mirror_config, copy(2, range(8)), tmp_path=tmp_path)
+    run = run_target(mirror_config, full_table_copy(2, range(8)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert _deleted(sandbox) == []
@@ -403,21 +427,23 @@ def _filter_config(mirror_config: dict, maps: dict, **settings) -> dict:
 def test_a_stream_map_filter_added_between_syncs_deletes_nothing_unless_allowed(
     sandbox, mirror_config, tmp_path, run_target
 ):
-    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
-    maps = {STREAM: {"__filter__": "id != 3 and id != 4"}}
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    )
+    maps = {MIRRORED_STREAM: {"__filter__": "id != 3 and id != 4"}}
 
     filtered = run_target(
-        _filter_config(mirror_config, maps), copy(2, range(10)), tmp_path=tmp_path
+        _filter_config(mirror_config, maps), full_table_copy(2, range(10)), tmp_path=tmp_path
     )
 
     assert filtered.returncode == 0, filtered.stderr[-3000:]
     assert _deleted(sandbox) == []
     said = [line for line in filtered.stderr.splitlines() if "__filter__ in stream_maps" in line]
     assert len(said) == 1 and "WARNING" in said[0]
-    assert STREAM in said[0] and "mirror_delete_filtered_streams" in said[0]
+    assert MIRRORED_STREAM in said[0] and "mirror_delete_filtered_streams" in said[0]
 
     allowed = _filter_config(mirror_config, maps, mirror_delete_filtered_streams=True)
-    run = run_target(allowed, copy(3, range(10)), tmp_path=tmp_path)
+    run = run_target(allowed, full_table_copy(3, range(10)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(_deleted(sandbox)) == ["3", "4"]
@@ -427,13 +453,17 @@ def test_an_alias_a_stream_map_filters_gets_no_mirror_deletes(
     sandbox, mirror_config, tmp_path, run_target
 ):
     alias = "active_users"
-    maps: dict = {STREAM: None, alias: {"__source__": STREAM}}
-    first = run_target(_filter_config(mirror_config, maps), copy(1, range(10)), tmp_path=tmp_path)
+    maps: dict = {MIRRORED_STREAM: None, alias: {"__source__": MIRRORED_STREAM}}
+    first = run_target(
+        _filter_config(mirror_config, maps), full_table_copy(1, range(10)), tmp_path=tmp_path
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(sandbox.profiles("users")) == 10
 
     maps[alias]["__filter__"] = "id != 3"
-    run = run_target(_filter_config(mirror_config, maps), copy(2, range(10)), tmp_path=tmp_path)
+    run = run_target(
+        _filter_config(mirror_config, maps), full_table_copy(2, range(10)), tmp_path=tmp_path
+    )
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert _deleted(sandbox) == []
@@ -442,7 +472,7 @@ def test_an_alias_a_stream_map_filters_gets_no_mirror_deletes(
     # Allowed, here from the environment, as Meltano passes settings.
     allowed = run_target(
         _filter_config(mirror_config, maps),
-        copy(3, range(10)),
+        full_table_copy(3, range(10)),
         tmp_path=tmp_path,
         env={"TARGET_USERPILOT_MIRROR_DELETE_FILTERED_STREAMS": "true"},
         args=["--config", "ENV"],
@@ -485,11 +515,17 @@ def test_the_sinks_a_filter_feeds_are_found_as_the_sdk_matches_them(
 
 def test_mirror_deletes_never_log_the_ids_they_delete(sandbox, mirror_config, tmp_path, run_target):
     sandbox.set_limits(delete_interval=0)
-    users = schema(STREAM, {"user_id": {"type": "string"}}, ["user_id"])
+    users = schema(MIRRORED_STREAM, {"user_id": {"type": "string"}}, ["user_id"])
 
     def copy_of(version: int, ids: list[str]) -> list[dict]:
-        rows = [{**record(STREAM, {"user_id": i}), "version": version} for i in ids]
-        return [users, activate(version), *rows, activate(version), state({"v": version})]
+        rows = [{**record(MIRRORED_STREAM, {"user_id": i}), "version": version} for i in ids]
+        return [
+            users,
+            activate_version(version),
+            *rows,
+            activate_version(version),
+            state({"v": version}),
+        ]
 
     kept = [f"kept-{n}" for n in range(20)]
     erased = ["erase-me-6d1e", "erase-me-b07a"]

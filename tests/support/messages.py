@@ -160,3 +160,36 @@ def event(i: int, user_id: int, **extra: Any) -> dict:
 def events_schema() -> dict:
     """The SCHEMA message of an events stream keyed by ``event_id``."""
     return schema("events", EVENT_SCHEMA, ["event_id"])
+
+
+# Full-table copies (mirror deletes)
+
+#: The stream of the full-table copies: tap-postgres's name for a table.
+MIRRORED_STREAM = "public-crm_users"
+
+
+def activate_version(version: int, stream: str = MIRRORED_STREAM) -> dict:
+    """An ACTIVATE_VERSION message of ``stream``."""
+    return {"type": "ACTIVATE_VERSION", "stream": stream, "version": version}
+
+
+def full_table_copy(
+    version: int,
+    ids: Iterable[int],
+    *,
+    opening: bool = True,
+    closing: bool = True,
+    stream: str = MIRRORED_STREAM,
+    final_state: bool = True,
+) -> list[dict]:
+    """One full-table copy of ``ids`` as a tap sends it."""
+    messages: list[dict] = [schema(stream, USER_SCHEMA, ["id"])]
+    if opening:
+        messages.append(activate_version(version, stream))
+    for i in ids:
+        messages.append({**record(stream, user(i)), "version": version})
+    if closing:
+        messages.append(activate_version(version, stream))
+    if final_state:
+        messages.append(state({"bookmarks": {stream: {"version": version}}}))
+    return messages

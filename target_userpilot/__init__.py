@@ -14,7 +14,7 @@ The run's own parts, at the top:
 - ``settings.py``: the settings' schema, from a config file or ``TARGET_USERPILOT_*`` variables
 - ``checkpoints.py``: the one place STATE is held back and written
 - ``stop.py``: the one path a stop takes (signals and lane failures)
-- ``rejects.py``: invalid records counted, logged, kept in ``rejects_path``, or the run stopped
+- ``rejects.py``: every rejected record, counted once, logged, kept, or the run stopped
 - ``summary.py``: the end-of-run account, as a table and a JSON line
 - ``errors.py``: every exception and the exit code it ends a run with
 - ``meltano_loader.py``: Meltano's loader test: a failed check said where Meltano shows it

@@ -38,7 +38,7 @@ from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
 from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.records.object_keys import ObjectKeys
-from target_userpilot.records.rows import EVENTS
+from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
@@ -109,7 +109,9 @@ class Run:
         parts = parts or RunParts()
         self.settings = settings
         self.summary = RunSummary(dry_run=settings.dry_run)
-        self.rejects = RejectLog(settings.on_invalid_record, settings.rejects_path)
+        self.rejects = RejectLog(
+            settings.on_invalid_record, settings.rejects_path, summary=self.summary
+        )
         # A dry run holds every STATE back: nothing it does is durable in Userpilot.
         write_state = parts.write_state or (hold_back if settings.dry_run else None)
         self.checkpoints = Checkpoints(write=write_state)

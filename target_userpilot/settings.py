@@ -5,7 +5,7 @@ Values reach the target three ways: a config file (the SDK parses its fractions 
 its setting's type by :func:`env_config`, at the end of this module), and Python dicts in tests.
 :meth:`Settings.from_config` turns all three into one typed, checked :class:`Settings`, so
 nothing past this module sees a Decimal or a string where a number belongs. The rules for
-``object_mapping`` live beside routing, in ``records/rows.py``; those for ``api_url`` and
+``object_mapping`` live beside routing, in ``records/routing.py``; those for ``api_url`` and
 ``api_key`` beside the client, in ``userpilot/hosts.py``.
 """
 
@@ -26,7 +26,7 @@ from singer_sdk import typing as th
 
 from target_userpilot.errors import ConfigurationError
 from target_userpilot.records.imports import EVENTS_APIS, check_event_mappings
-from target_userpilot.records.rows import check_object_mapping, kind_of
+from target_userpilot.records.routing import check_object_mapping, kind_of
 from target_userpilot.userpilot.hosts import check_api_key, check_api_url
 
 logger = logging.getLogger("target_userpilot")

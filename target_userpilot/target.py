@@ -32,7 +32,7 @@ from target_userpilot.errors import (
 from target_userpilot.input.manifest import BatchEncoding, manifest_records
 from target_userpilot.input.nesting import PrunedRecord
 from target_userpilot.input.reader import InputReader
-from target_userpilot.records.rows import COMPANIES, USERS
+from target_userpilot.records.routing import COMPANIES, USERS
 from target_userpilot.run import Run
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
@@ -234,9 +234,10 @@ class TargetUserpilot(Target):
                 alias = stream_map.stream_alias
                 if isinstance(stream_map, RemoveRecordTransform) or not self.sink_exists(alias):
                     continue  # a stream the stream maps drop (``null``) loads nothing
-                route = self.get_sink(alias).route  # type: ignore[attr-defined]
-                if route.object in (USERS, COMPANIES):
-                    mirror.activate(alias, route.object, message_dict["version"], seq)
+                sink = self.get_sink(alias)
+                obj = sink.rules.object if isinstance(sink, UserpilotSink) else None
+                if obj in (USERS, COMPANIES):
+                    mirror.activate(alias, obj, message_dict["version"], seq)
                     handled = True
             if handled:
                 return

@@ -161,6 +161,22 @@ def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
     assert _deleted(sandbox) == []
 
 
+def test_a_record_with_a_doubtful_deletion_mark_does_not_delete_its_profile(
+    sandbox, mirror_config, tmp_path
+):
+    """A mark that is not a date-time is neither a deletion nor an upsert: the record is
+    rejected, and its profile, which the source may well still have, stays in the version."""
+    assert run_target(mirror_config, copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    messages = copy(2, range(10))
+    messages[5]["record"]["_sdc_deleted_at"] = "0"  # a flag column mapped onto the mark
+
+    run = run_target(mirror_config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.summary["total"]["rejected"] == 1
+    assert _deleted(sandbox) == []
+
+
 @BOTH
 def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
     sandbox, mirror_config, tmp_path

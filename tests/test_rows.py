@@ -1,4 +1,5 @@
-"""Record to row: plain-dict tests of ``target_userpilot.records.rows`` (no SDK, no I/O).
+"""Record to row: plain-dict tests of ``records/routing.py``, ``rows.py`` and ``events.py``
+(no SDK, no I/O).
 
 The last section runs the real target against the sandbox, where the SDK's own flattening
 (``flattening_enabled``) must give the same profiles as the target's.
@@ -13,26 +14,28 @@ import json
 import pytest
 from conftest import record, run_target, schema, state
 
+from target_userpilot.errors import InvalidRecord
+from target_userpilot.records.events import event_key, to_event
 from target_userpilot.records.marks import is_deleted
-from target_userpilot.records.rows import (
+from target_userpilot.records.routing import (
     COMPANIES,
     EVENTS,
     IGNORE,
     LOADER_TEST,
     USERS,
-    InvalidRecord,
     Route,
     default_object,
+    route_for,
+)
+from target_userpilot.records.rows import (
+    NamesSeen,
     deleted_id,
     encode_row,
-    event_key,
     identifier,
     merge_rows,
-    primitive,
-    route_for,
-    to_event,
     to_row,
 )
+from target_userpilot.records.values import primitive
 
 USER_ROUTE = Route(USERS, "user_id", "company_id")
 COMPANY_ROUTE = Route(COMPANIES, "company_id")
@@ -750,23 +753,26 @@ def test_a_null_object_clears_what_a_shallow_sdk_flattening_sent(sandbox, config
     ],
     ids=["flat-then-nested", "nested-then-flat", "nested-then-nested"],
 )
-def test_colliding_names_keep_the_later_value_and_are_noted_on_the_route(record, winner):
+def test_colliding_names_keep_the_later_value_and_are_noted_for_the_stream(record, winner):
     route = route_for("users", ["id"], ["id"])
+    names = NamesSeen()
 
-    _, row = to_row(record, route)
+    _, row = to_row(record, route, names)
 
     assert winner in row["metadata"].values()
     assert len(row["metadata"]) == 1
-    assert route.collisions == {next(iter(row["metadata"]))}
+    assert names.collisions == {next(iter(row["metadata"]))}
 
 
 def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
     route = route_for("users", {"id": {}, "address": {"properties": {"city": {}}}}, ["id"])
 
-    _, row = to_row({"id": 1, "address": None, "address__city": "Oslo"}, route)
+    names = NamesSeen()
+
+    _, row = to_row({"id": 1, "address": None, "address__city": "Oslo"}, route, names)
 
     assert row["metadata"] == {"address": None, "address__city": "Oslo"}
-    assert route.collisions == {"address__city"}
+    assert names.collisions == {"address__city"}
 
 
 @pytest.mark.parametrize(
@@ -781,21 +787,23 @@ def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
 def test_records_without_colliding_names_note_none(record):
     properties = {"id": {}, "address": {"properties": {"city": {}, "zip": {}}}}
     route = route_for("users", properties, ["id"])
+    names = NamesSeen()
 
-    to_row(record, route)
+    to_row(record, route, names)
 
-    assert route.collisions == set()
+    assert names.collisions == set()
 
 
 def test_take_collisions_hands_each_name_out_once():
     route = route_for("users", ["id"], ["id"])
+    names = NamesSeen()
 
-    to_row({"id": 1, "a": {"b": 1}, "a__b": 2}, route)
-    assert route.take_collisions() == ["a__b"]
-    to_row({"id": 2, "a": {"b": 1}, "a__b": 2, "c__d": 1, "c": {"d": 2}}, route)
-    assert route.take_collisions() == ["c__d"]
-    to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route)
-    assert route.take_collisions() == []
+    to_row({"id": 1, "a": {"b": 1}, "a__b": 2}, route, names)
+    assert names.take_collisions() == ["a__b"]
+    to_row({"id": 2, "a": {"b": 1}, "a__b": 2, "c__d": 1, "c": {"d": 2}}, route, names)
+    assert names.take_collisions() == ["c__d"]
+    to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route, names)
+    assert names.take_collisions() == []
 
 
 # Events

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from target_userpilot.errors import SpoolUnwritable
-from target_userpilot.records.rows import EVENTS, encode_row, id_key, merge_rows
+from target_userpilot.records.routing import EVENTS, id_key
+from target_userpilot.records.rows import encode_row, merge_rows
 
 #: What a spooled batch is called in a sentence about a failed write.
 BATCH_FILE = "a batch file"

@@ -29,7 +29,7 @@ from collections import Counter, deque
 from target_userpilot.batching.batch import BatchFile, SealedBatch
 from target_userpilot.batching.pending import PendingUsers
 from target_userpilot.checkpoints import Checkpoints
-from target_userpilot.records.rows import EVENTS, USERS
+from target_userpilot.records.routing import EVENTS, USERS
 
 
 class BatchBuffer:

@@ -50,7 +50,7 @@ from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
 from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts, EventProgress
 from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
-from target_userpilot.records.rows import USERS
+from target_userpilot.records.routing import USERS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.summary import RunSummary
 from target_userpilot.userpilot.retry import Stop
@@ -515,7 +515,6 @@ class EventLane(Lane):
         """Userpilot refused the event: a rejected record."""
         with self._cond:
             self.refused += 1
-            self._summary.add(event.stream, "rejected")
         # With on_invalid_record 'fail' this raises and the event stays unfinished: its hold
         # keeps every later STATE back, as for a bad record read from the input.
         self._rejects.reject(event.stream, event.position, reason, event.body)

@@ -43,7 +43,7 @@ from target_userpilot.errors import (
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds, reported_seconds
 from target_userpilot.memory.imported import ImportedEvents
-from target_userpilot.records.rows import EVENTS
+from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.summary import RunSummary, duration
 from target_userpilot.userpilot.client import FINAL_STATUSES, WAITING_STATUSES
@@ -555,7 +555,6 @@ class JobLane(Lane):
         stream = batch.row_streams.get(row_id, batch.stream) if isinstance(row_id, str) else ""
         if batch.object == "events" and batch.row_streams:
             stream = next(iter(batch.row_streams.values()))  # a lone event: keys are not in rows
-        self._summary.add(stream or batch.stream, "rejected")
         self._rejects.reject(stream or batch.stream, None, reason, row)
 
 

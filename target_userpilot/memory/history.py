@@ -35,7 +35,7 @@ from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.ledger.base import Ledger
 from target_userpilot.ledger.history import DELETION, JOB, SentJob
 from target_userpilot.memory.unchanged import row_hash
-from target_userpilot.records.rows import id_key
+from target_userpilot.records.routing import id_key
 
 logger = logging.getLogger("target_userpilot")
 

@@ -44,7 +44,7 @@ from target_userpilot.ledger.imports import (
     UNCONFIRMED,
     RecordedImport,
 )
-from target_userpilot.records.rows import EVENTS
+from target_userpilot.records.routing import EVENTS
 from target_userpilot.summary import RunSummary
 from target_userpilot.userpilot.client import FINAL_STATUSES
 from target_userpilot.userpilot.retry import Stop

@@ -12,11 +12,13 @@ fraction of its cost on the common path.
 from __future__ import annotations
 
 import decimal
+import json
 import numbers
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
 
 Check = Callable[[Any], bool]
@@ -83,6 +85,30 @@ class RecordValidator(BaseJSONSchemaValidator):
         check = self.check
         if check is None or not check(record):
             self.reference.validate(record)
+
+    def problem(self, record: dict[str, Any]) -> str | None:
+        """None when ``record`` matches the schema; else why not, naming the property and the
+        rule, never the value (records carry personal data)."""
+        check = self.check
+        if check is not None and check(record):
+            return None
+        try:
+            self.reference.validate(record)
+        except SchemaInvalidRecord as exc:
+            return schema_reason(exc)
+        return None
+
+
+def schema_reason(exc: SchemaInvalidRecord) -> str:
+    """Why a record failed its schema, naming the property and the rule, never the value."""
+    cause = exc.__cause__
+    path = ".".join(str(p) for p in getattr(cause, "absolute_path", ()) or ())
+    rule = getattr(cause, "validator", None)
+    if rule is None:
+        return "does not match the stream's schema"
+    expected = json.dumps(getattr(cause, "validator_value", None), default=str)
+    where = f"property '{path}'" if path else "the record"
+    return f"does not match the stream's schema: {where} fails '{rule}' ({expected})"
 
 
 def compile_schema(schema: Any, validator: Any, *, skip_formats: bool = True) -> Check:

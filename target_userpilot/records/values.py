@@ -35,6 +35,14 @@ else:  # pragma: no cover (CPython always has the C encoder)
         return _encoder.encode(value)
 
 
+def encode_line(value: Any) -> bytes:
+    """One NDJSON line: compact JSON, UTF-8, ending in ``\\n``.
+
+    Raises ``UnicodeEncodeError`` for a lone surrogate, which UTF-8 cannot carry.
+    """
+    return (encode_json(value) + "\n").encode()
+
+
 def primitive(value: Any) -> Any:
     """Convert one value to a Userpilot metadata primitive (string, number, boolean or null)."""
     if value is None or isinstance(value, (str, bool, int)):

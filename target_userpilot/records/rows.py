@@ -203,15 +203,26 @@ def _put_object(
     """Flatten one object into ``name__child`` keys; its leaf names are added to ``leaves``.
 
     Returns how many names it wrote beyond one, for the collision count of ``metadata_of``.
+    The common value types are placed inline, as in ``metadata_of``.
     """
     extra = -1
     for child_key, child_value in value.items():
         flat = f"{name}{SEPARATOR}{child_key}"
-        if _is_object(type(child_value), child_value):
+        kind = type(child_value)
+        if kind in _PLAIN:
+            metadata[flat] = child_value
+        elif kind is dict:
             extra += 1 + _put_object(metadata, flat, child_value, clears, leaves)
+            continue
+        elif kind is float:
+            metadata[flat] = child_value if _isfinite(child_value) else None
+        elif child_value is not None and kind is not list and isinstance(child_value, Mapping):
+            extra += 1 + _put_object(metadata, flat, child_value, clears, leaves)
+            continue
         else:
-            extra += 1 + _put(metadata, flat, child_value, clears)
-            leaves.append(flat)
+            extra += _put(metadata, flat, child_value, clears)
+        extra += 1
+        leaves.append(flat)
     return extra
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import random
+import struct
 
 import pytest
 from conftest import record, run_target, schema, state
@@ -35,7 +37,7 @@ from target_userpilot.records.rows import (
     merge_rows,
     to_row,
 )
-from target_userpilot.records.values import primitive
+from target_userpilot.records.values import decode_line, primitive
 
 USER_ROUTE = Route(USERS, "user_id", "company_id")
 COMPANY_ROUTE = Route(COMPANIES, "company_id")
@@ -576,6 +578,60 @@ def test_encoded_array_metadata_is_a_string_inside_the_line():
     _, row = to_row({"user_id": "u1", "tags": ["ä", "b"]}, USER_ROUTE)
 
     assert encode_row(row) == '{"user_id":"u1","metadata":{"tags":"[\\"ä\\",\\"b\\"]"}}\n'.encode()
+
+
+def _as_the_standard_library_writes(row: dict) -> bytes:
+    """How rows were written before msgspec: what skip_unchanged's ledger hashes came from."""
+    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+#: Floats around the points where Python starts writing an exponent, and other awkward values.
+_AWKWARD = [
+    1e16,
+    -1e16,
+    9999999999999998.0,
+    1.2345678901234568e17,
+    1e-4,
+    9.999e-05,
+    -1.5e-07,
+    5e-324,
+    1.7976931348623157e308,
+    -0.0,
+    0.1,
+    2**64,
+    -(10**30),
+    'é😀\u2028\x00\x1f\x7f"\\/',
+    True,
+    None,
+]
+
+
+@pytest.mark.parametrize("value", _AWKWARD, ids=repr)
+def test_a_row_encodes_to_the_very_bytes_it_did_before(value):
+    """skip_unchanged and the sync history compare hashes of encoded rows across runs."""
+    record = {"user_id": 1, "v": value, "o": {"v": value, "p": {"v": value}}, "a": [value, 1]}
+    _, row = to_row(record, USER_ROUTE)
+
+    assert encode_row(row) == _as_the_standard_library_writes(row)
+
+
+def test_random_floats_encode_to_the_bytes_they_did_before():
+    rng = random.Random(24)
+    values = [rng.uniform(-1, 1) * 10 ** rng.randint(-12, 30) for _ in range(3000)]
+    values += [
+        struct.unpack("d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)
+    ]
+
+    for value in values:
+        _, row = to_row({"user_id": 1, "v": value}, USER_ROUTE)
+        assert encode_row(row) == _as_the_standard_library_writes(row), value
+
+
+def test_a_row_read_back_for_a_merge_encodes_to_the_same_bytes():
+    _, row = to_row({"user_id": 1, "big": 1e20, "small": 2e-9, "o": {"x": 3e-7}}, USER_ROUTE)
+    line = encode_row(row)
+
+    assert encode_row(decode_line(line)) == line
 
 
 def test_a_null_object_clears_the_flattened_keys_its_schema_describes():

@@ -25,6 +25,7 @@ from typing import IO, Any
 from target_userpilot.errors import SpoolUnwritable
 from target_userpilot.records.routing import EVENTS, id_key
 from target_userpilot.records.rows import encode_row, merge_rows
+from target_userpilot.records.values import decode_line
 
 #: What a spooled batch is called in a sentence about a failed write.
 BATCH_FILE = "a batch file"
@@ -329,7 +330,7 @@ class BatchFile:
         size = 0
         with handle, open(self._path, "rb") as source:
             for line in source:
-                row = json.loads(line)
+                row = decode_line(line)  # read back to encode to the same bytes
                 row_id = row[key]
                 if skip.get(row_id):
                     skip[row_id] -= 1

@@ -28,6 +28,7 @@ import threading
 import typing as t
 from collections import Counter
 
+import msgspec
 from singer_sdk.exceptions import InvalidInputLine
 from singer_sdk.io_base import SingerReader
 
@@ -60,6 +61,11 @@ _NAME_LIMIT = 80
 CHUNK_BYTES = 1 << 16
 #: While the tap is silent, how often the main thread checks whether the run stops anyway.
 IDLE_CHECK_SECONDS = 0.25
+#: The fast JSON parser (about twice the standard library's speed): strings, ints of any size
+#: and floats exactly as ``json.loads`` gives them. What it refuses goes to ``json.loads``,
+#: which accepts a little more (NaN, Infinity, numbers beyond a float's range, lone surrogates)
+#: and otherwise says what is wrong, as the target always did.
+_decode = msgspec.json.Decoder().decode
 #: What ``poll`` reports for an input that has data, has ended, or failed: each is read.
 _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 
@@ -218,16 +224,19 @@ class InputReader(SingerReader):
         Numbers with a fraction become floats, not the SDK's Decimals: Userpilot stores numbers
         as JavaScript doubles, so a Decimal would only be made and converted back to a float
         for every number of every record. Integers stay exact ints (ids keep every digit).
-        A line nested deeper than the target reads is never handed to the parser (see
-        :meth:`_deep_message`).
+        A line nested deeper than the target reads is never handed to a parser (see
+        :meth:`_deep_message`), so neither parser's own depth limit is ever reached.
         """
         depth = nested_deeper(line, MAX_MESSAGE_DEPTH)
         if depth is not None:
             return self._deep_message(line, depth)
         try:
-            message = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            self._not_json(_reason(exc))
+            message = _decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            try:
+                message = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                self._not_json(_reason(exc))
         if not isinstance(message, dict):
             self._not_a_message()
         return message

@@ -17,6 +17,7 @@ from target_userpilot.errors import ConfigurationError, InvalidRecord
 from target_userpilot.records.events import to_event
 from target_userpilot.records.routing import EVENTS, Route, default_object
 from target_userpilot.records.rows import NamesSeen, identifier
+from target_userpilot.records.values import ExponentFloat, number
 
 #: The record types an events stream may send through the Import API.
 IMPORT_EVENT_TYPES = ("track", "page_view")
@@ -114,7 +115,9 @@ def to_import_record(
             out["company_id"] = company
         for name in PAGE_VIEW_CONTEXT:
             value = record.get(name)
-            if value is not None and type(value) in (str, int, float):
+            if type(value) is float:
+                value = number(value)  # NaN and the infinities have no JSON number
+            if value is not None and type(value) in (str, int, float, ExponentFloat):
                 out[name] = value
         return out
     event = to_event(record, route, names)

@@ -9,7 +9,6 @@ accepts. Which properties those are is the stream's route (``routing.py``); even
 from __future__ import annotations
 
 import decimal
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from target_userpilot.errors import InvalidRecord
 from target_userpilot.records.object_keys import ObjectKeys, clear_lost
 from target_userpilot.records.routing import COMPANIES, SEPARATOR, USERS, Route
 from target_userpilot.records.values import AS_IS as _AS_IS
-from target_userpilot.records.values import encode_array, encode_line, primitive
+from target_userpilot.records.values import encode_array, encode_line, number, primitive
 
 #: Plain values, placed as they are and never clearing anything by themselves.
 _PLAIN = frozenset({str, int, bool})
@@ -27,7 +26,6 @@ _KEPT_LIMIT = 4096
 _NONE_KNOWN: dict[str, set[str]] = {}
 #: At most this many collided names are remembered per stream (see ``NamesSeen.collisions``).
 _NAMES_LIMIT = 100
-_isfinite = math.isfinite
 
 
 class NamesSeen:
@@ -169,7 +167,7 @@ def metadata_of(
                 spread += clear_lost(metadata, key, leaves, keys)
             continue
         elif kind is float:
-            metadata[key] = value if _isfinite(value) else None
+            metadata[key] = number(value)
         elif value is None:
             metadata[key] = None
             cleared = clears.get(key)
@@ -215,7 +213,7 @@ def _put_object(
             extra += 1 + _put_object(metadata, flat, child_value, clears, leaves)
             continue
         elif kind is float:
-            metadata[flat] = child_value if _isfinite(child_value) else None
+            metadata[flat] = number(child_value)
         elif child_value is not None and kind is not list and isinstance(child_value, Mapping):
             extra += 1 + _put_object(metadata, flat, child_value, clears, leaves)
             continue
@@ -244,7 +242,7 @@ def _put(
             metadata.update(dict.fromkeys(cleared))
             return len(cleared)
     elif kind is float:
-        metadata[name] = value if _isfinite(value) else None
+        metadata[name] = number(value)
     elif kind is list:
         metadata[name] = encode_array(value)
     else:

@@ -204,7 +204,8 @@ class UserpilotSink(BatchSink):
                 self._buffer.add(obj, stream, row_id, line, seq)
                 if self._mirror is not None:
                     self._mirror.seen(stream, obj, row_id, seq)
-                self._notes.upserted(row_id, self._deletions)
+                if self.rules.hard_delete:  # only then can this run have deleted it
+                    self._notes.upserted(row_id, self._deletions)
             case TrackEvent(key, body, happened_at):
                 assert self._events is not None  # a TRACK stream's
                 self._events.add(stream, seq, tally.received, key, body)

@@ -15,6 +15,7 @@ import decimal
 import json
 import numbers
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -182,6 +183,9 @@ class _Compiler:
     def properties(self, properties: dict[str, Any], additional: Any) -> Check:
         checks = {name: self.node(sub) for name, sub in properties.items()}
         checks = {name: check for name, check in checks.items() if check is not _accept}
+        # Most properties only name their types: those are tested inline, without a call.
+        simple = {name: _TYPE_SETS[check] for name, check in checks.items() if check in _TYPE_SETS}
+        checks = {name: check for name, check in checks.items() if name not in simple}
         extra: Check | None
         if additional is True or additional == {}:
             extra = None
@@ -194,6 +198,11 @@ class _Compiler:
             if type(v) is not dict:
                 return not isinstance(v, dict)
             for name, item in v.items():
+                allowed = simple.get(name)
+                if allowed is not None:
+                    if type(item) not in allowed:
+                        return False
+                    continue
                 check = checks.get(name)
                 if check is not None:
                     if not check(item):
@@ -254,6 +263,10 @@ def _unsure(v: Any) -> bool:
     return False
 
 
+#: The type checks made so far, with the types each allows (``properties`` inlines them).
+_TYPE_SETS: weakref.WeakKeyDictionary[Check, frozenset[type]] = weakref.WeakKeyDictionary()
+
+
 def _type(names: str | list[str]) -> Check:
     if isinstance(names, str):
         names = [names]
@@ -263,7 +276,12 @@ def _type(names: str | list[str]) -> Check:
             raise Unsupported(f"type {name!r}")
         allowed |= _TYPES[name]
     frozen = frozenset(allowed)
-    return lambda v: type(v) in frozen
+
+    def check_type(v: Any) -> bool:
+        return type(v) in frozen
+
+    _TYPE_SETS[check_type] = frozen
+    return check_type
 
 
 def _length(keyword: str, limit: int) -> Check:

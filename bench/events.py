@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from target_userpilot.lanes.events import LOOKAHEAD
-from target_userpilot.ledger.base import open_ledger
+from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent

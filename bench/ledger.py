@@ -28,8 +28,8 @@ from typing import Any
 import generate  # bench/ is on sys.path: run as `python bench/ledger.py`
 from run import Bench, Run, Sizes, _instant_config
 
-from target_userpilot.ledger.base import open_ledger
-from target_userpilot.ledger.history import JOB, SentJob
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.store import JOB, SentJob
 from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent

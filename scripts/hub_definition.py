@@ -9,9 +9,10 @@ used directly: ``meltano add --plugin-type loader target-userpilot --from-ref <t
 
 Everything comes from ``--about --format=json`` (names, kinds, defaults, descriptions, which
 setting is secret, capabilities), except what ``--about`` cannot say: the display labels and the
-plugin's ``commands`` (``sandbox`` runs the bundled ``userpilot-sandbox`` from the loader's own
-virtualenv), taken from the loader in the project's ``meltano.yml`` so the two read the same,
-and the few constants below.
+plugin's ``commands`` (``sandbox`` runs the bundled ``userpilot-sandbox``, ``ledger`` runs
+``userpilot-ledger``, each from the loader's own virtualenv, where Meltano's ``invoke`` finds them
+and hands them the loader's settings), taken from the loader in the project's ``meltano.yml`` so
+the two read the same, and the few constants below.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A record travels one way: ``target.py`` reads Singer messages (``input/``), a sink per stream
 (``sinks.py``) has each record classified by pure rules (``records/``) and applies the result:
 rows go to spooled batch files (``batching/``), which lanes (``lanes/``) send to Userpilot
-(``userpilot/``) one job at a time; deletions and events take lanes of their own. What a run
+(``userpilot/``) one job at a time; deletions and events take lanes of their own. Every retry is
+decided by ``retry.py`` and every wait is on a ``clock.py`` clock, ended by a stop. What a run
 must remember between runs lives in the ledger (``ledger/``), used through ``memory/``.
 
 The run's own parts, at the top:
@@ -14,6 +15,9 @@ The run's own parts, at the top:
 - ``settings.py``: the settings' schema, from a config file or ``TARGET_USERPILOT_*`` variables
 - ``checkpoints.py``: the one place STATE is held back and written
 - ``stop.py``: the one path a stop takes (signals and lane failures)
+- ``retry.py``: the one retry policy: which failures get another try, for how long, each pause
+  ended by a stop (Userpilot's calls and the ledger's connection)
+- ``clock.py``: the clock every wait goes through: the real one, and a simulated one for tests
 - ``rejects.py``: every rejected record, counted once, logged, kept, or the run stopped
 - ``summary.py``: the end-of-run account, as a table and a JSON line
 - ``errors.py``: every exception and the exit code it ends a run with

@@ -9,6 +9,12 @@ nothing else writes STATE.
 
 A dry run writes no STATE at all (:func:`hold_back`): nothing it does is durable in Userpilot, and
 a bookmark moved past records that were only previewed would make the next real run skip them.
+
+Two locks: the holds and the queued STATE messages are dictionary work under one, which is never
+held while anything else runs, so opening or releasing a hold never waits for stdout or the
+ledger; the STATE going out (the ledger's record of what it covers, then stdout) is written under
+the other, one at a time and newest last: a STATE found already superseded by a newer one that
+went out is not written.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from target_userpilot.clock import REAL_CLOCK, Clock
 from target_userpilot.errors import StateUndeliverable
 
 logger = logging.getLogger("target_userpilot")
@@ -45,16 +52,22 @@ class Checkpoints:
     def __init__(self, write: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._write = write or _write_stdout
         # A condition, so that a lane can wait for other work to become durable (events wait
-        # for the users rows before them).
+        # for the users rows before them). Held for dictionary work only.
         self._lock = threading.Condition()
+        #: Held while a STATE goes out: one at a time, in order.
+        self._writing = threading.Lock()
         self._holds: dict[int, Hold] = {}
         self._tokens = itertools.count()
-        self._states: deque[tuple[int, Any]] = deque()
+        #: Held-back STATE messages: (records numbered before it, its number, its value).
+        self._states: deque[tuple[int, int, Any]] = deque()
+        #: The number of the newest STATE written.
+        self._delivered = 0
         self._error: StateUndeliverable | None = None
         self.next_seq = 0
         self.written = 0
-        #: Called, under the lock, with a STATE's record number before that STATE is written:
-        #: what a rerun from it will never send again must be recorded first (mirror deletes).
+        #: Called, one STATE at a time, with a STATE's record number before that STATE is
+        #: written: what a rerun from it will never send again must be recorded first (mirror
+        #: deletes). Raising keeps the STATE back.
         self.before_write: Callable[[int], None] | None = None
         #: STATE messages that arrived (a dry run reports how many it held back).
         self.received = 0
@@ -78,20 +91,45 @@ class Checkpoints:
             return
         with self._lock:
             self._holds.pop(hold.token, None)
-            self._write_ready()
+            ready = self._newest_ready()
             self._lock.notify_all()
+        self._deliver(ready)
 
     def add_state(self, value: Any) -> None:
         """A STATE message arrived: it covers every record numbered so far."""
         with self._lock:
             self.received += 1
-            self._states.append((self.next_seq, value))
-            self._write_ready()
+            self._states.append((self.next_seq, self.received, value))
+            ready = self._newest_ready()
+        self._deliver(ready)
 
-    def wait_durable(self, kind: str, seq: int, timeout: float) -> bool:
-        """Wait up to ``timeout`` s until all work of ``kind`` numbered below ``seq`` is durable."""
+    def wait_durable(
+        self,
+        kind: str,
+        seq: int,
+        timeout: float | None = None,
+        *,
+        clock: Clock = REAL_CLOCK,
+        give_up: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Wait until all work of ``kind`` numbered below ``seq`` is durable: True. False once
+        ``timeout`` s passed on ``clock``, or ``give_up()`` is true (asked again whenever a
+        hold is released or :meth:`wake` is called)."""
+        deadline = None if timeout is None else clock.now() + timeout
         with self._lock:
-            return self._lock.wait_for(lambda: self._floor(kind) >= seq, timeout)
+            while self._floor(kind) < seq:
+                if give_up is not None and give_up():
+                    return False
+                left = None if deadline is None else deadline - clock.now()
+                if left is not None and left <= 0:
+                    return False
+                clock.wait(self._lock, left)
+            return True
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_durable`, to ask its ``give_up`` again (a lane stops)."""
+        with self._lock:
+            self._lock.notify_all()
 
     def durable_floor(self, kind: str) -> int:
         """Every record of ``kind``'s work numbered below this is durable (mirror deletes)."""
@@ -113,36 +151,48 @@ class Checkpoints:
     @property
     def pending(self) -> int:
         """STATE messages still held back."""
-        return len(self._states)
+        with self._lock:
+            return len(self._states)
 
     def raise_error(self) -> None:
         """Raise the failure to deliver STATE, if one happened (checked by the reading thread)."""
         if self._error is not None:
             raise self._error
 
-    def _write_ready(self) -> None:
+    def _newest_ready(self) -> tuple[int, int, Any] | None:
+        """The newest STATE whose records are all durable (under the lock); it supersedes the
+        ones before it. It stays queued until it is written."""
         if self._error is not None:
-            return
+            return None
         floor = self._floor()
-        ready = 0
-        for seq, _ in self._states:
-            if seq > floor:
+        ready = None
+        for state in self._states:
+            if state[0] > floor:
                 break
-            ready += 1
-        if ready:
+            ready = state
+        return ready
+
+    def _deliver(self, ready: tuple[int, int, Any] | None) -> None:
+        """Write ``ready`` unless a newer STATE already went out; outside the holds' lock."""
+        if ready is None:
+            return
+        seq, number, value = ready
+        with self._writing:
+            if number <= self._delivered or self._error is not None:
+                return  # a newer STATE went out meanwhile: it covers this one's records
             if self.before_write is not None:
                 # Raises rather than write a STATE whose records the ledger does not hold.
-                self.before_write(self._states[ready - 1][0])
-            latest: Any = None
-            for _ in range(ready):
-                latest = self._states.popleft()[1]
-            # Only the newest releasable STATE matters: it supersedes the ones before it.
+                self.before_write(seq)
             try:
-                self._write(latest)
+                self._write(value)
             except (OSError, ValueError) as exc:
                 self._error = _undeliverable(exc)
                 return
+            self._delivered = number
             self.written += 1
+            with self._lock:
+                while self._states and self._states[0][1] <= number:
+                    self._states.popleft()
 
 
 def _write_stdout(value: Any) -> None:

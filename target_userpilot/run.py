@@ -26,13 +26,17 @@ from typing import Any
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.batching.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints, hold_back
+from target_userpilot.clock import REAL_CLOCK, Clock
 from target_userpilot.errors import NothingLoaded, Terminated
 from target_userpilot.lanes import Lane
 from target_userpilot.lanes.deletions import DeletionLane
 from target_userpilot.lanes.events import EventLane, Tracker
 from target_userpilot.lanes.jobs import JobLane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace, EventPace, JobPace
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.cli import jobs_command
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import SyncHistory
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
@@ -40,6 +44,7 @@ from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.records.object_keys import ObjectKeys
 from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
@@ -84,9 +89,12 @@ class RunParts:
 
     The clients stand for Userpilot (see the ``Uploader``, ``Deleter`` and ``Tracker``
     protocols of the lanes), the paces run on the test's clock, ``write_state`` takes STATE
-    messages instead of stdout.
+    messages instead of stdout. ``clock`` is what every pace, lane, the buffer, the retry
+    policy and the ledger's reconnect wait on (a simulated one runs the run in simulated time);
+    paces handed in keep their own.
     """
 
+    clock: Clock = REAL_CLOCK
     client: Any = None
     event_client: Tracker | None = None
     ledger: Ledger | None = None
@@ -107,6 +115,12 @@ class Run:
         parts: RunParts | None = None,
     ) -> None:
         parts = parts or RunParts()
+        #: What every wait of the run is waited on.
+        self.clock = parts.clock
+        #: Set once the run stops: ends the ledger's waits between tries (the lanes have their own).
+        self._stopped = threading.Event()
+        #: The one retry policy, on the run's clock: Userpilot's calls and the ledger's connection.
+        self.retry = RetryPolicy(clock=self.clock)
         self.settings = settings
         self.summary = RunSummary(dry_run=settings.dry_run)
         self.rejects = RejectLog(
@@ -130,7 +144,8 @@ class Run:
         #: Entries in the ledger are scoped by account (API host and key fingerprint), or
         #: ``dry-run``.
         self.scope = account_scope(settings.api_url, settings.api_key, dry_run=settings.dry_run)
-        #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``).
+        #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``, or
+        #: ``meltano invoke target-userpilot:ledger jobs --run``).
         self.run_id = uuid.uuid4().hex[:12]
         self.unchanged: ConfirmedRows | None = None
         if (settings.skip_unchanged or settings.hard_delete) and self.ledger is None:
@@ -138,6 +153,8 @@ class Run:
             # full-table versions give mirror deletes. Whenever it is open, the ledger also keeps
             # the flattened keys of object properties, so a null object clears them across runs.
             self.ledger = open_ledger(settings.state_db)
+        if self.ledger is not None:
+            self._attach(self.ledger)
         if settings.skip_unchanged:
             assert self.ledger is not None
             self.unchanged = ConfirmedRows(self.ledger, self.scope)
@@ -151,31 +168,22 @@ class Run:
                 keep=settings.ledger_history_entries,
                 keep_out=self.unchanged.forget if self.unchanged is not None else None,
             )
-        self.client: UserpilotClient | DryRunClient
-        if parts.client is not None:
-            self.client = parts.client
-        elif settings.dry_run:
-            self.client = DryRunClient(settings.output_dir)
-        else:
-            self.client = UserpilotClient(
-                settings.api_url,
-                settings.api_key or "",
-                upload_format=settings.upload_format,
-                timeout=(10.0, settings.request_timeout_seconds),
-                user_agent=user_agent,
-            )
+        self.client: UserpilotClient | DryRunClient = (
+            parts.client if parts.client is not None else self._client(user_agent)
+        )
         self.buffer = BatchBuffer(
             self.checkpoints,
             max_rows=settings.batch_size_rows,
             max_bytes=settings.max_file_bytes,
             wait_seconds=float(settings.batch_wait_seconds),
             spool_dir=parts.spool_dir,
+            clock=self.clock,
         )
-        self.pace = JobPace(settings.rows_per_minute)
+        self.pace = JobPace(settings.rows_per_minute, self.clock)
         #: events_api import: events are the buffer's third object, sent by the job lane.
         self.importing = settings.events_api == "import"
         if self.importing and not settings.dry_run and self.ledger is None:
-            self.ledger = open_ledger(settings.state_db)
+            self.ledger = self._attach(open_ledger(settings.state_db))
         # With a ledger, the job lane first settles the import files earlier runs left (any
         # run: a running import job holds the account for every upload).
         self.confirmer = ImportedEvents(
@@ -200,7 +208,7 @@ class Run:
             on_failure=self.stop.failed,
         )
         deletion_pace = parts.deletion_pace or DeletionPace(
-            0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS
+            0.0 if settings.dry_run else DELETE_INTERVAL_SECONDS, self.clock
         )
         self.deletions = DeletionLane(
             self.client,
@@ -282,11 +290,14 @@ class Run:
         settings = self.settings
         client: Tracker
         if settings.dry_run:
-            pace = self._parts.event_pace or EventPace(None)  # no network: nothing to pace
+            # No network: nothing to pace.
+            pace = self._parts.event_pace or EventPace(None, self.clock)
             client = self._parts.event_client or self.client
             keys = None  # a dry run sends nothing, so it records nothing as accepted either
         else:
-            pace = self._parts.event_pace or EventPace(float(settings.events_per_minute))
+            pace = self._parts.event_pace or EventPace(
+                float(settings.events_per_minute), self.clock
+            )
             if self._parts.event_client is not None:
                 client = self._parts.event_client
             else:
@@ -296,11 +307,12 @@ class Run:
                     settings.api_url,
                     settings.api_key or "",
                     timeout=(10.0, settings.request_timeout_seconds),
+                    retry=self.retry,
                     user_agent=self._user_agent,
                     pace=pace,
                 )
             if self.ledger is None:
-                self.ledger = open_ledger(settings.state_db)
+                self.ledger = self._attach(open_ledger(settings.state_db))
                 self._warn_unsettled_imports(self.ledger)
             keys = self.ledger
         self.event_lane = EventLane(
@@ -317,6 +329,26 @@ class Run:
         )
         self._add_lane(self.event_lane)
         return self.event_lane
+
+    def _client(self, user_agent: str) -> UserpilotClient | DryRunClient:
+        """Userpilot's client, on the run's retry policy; the dry run's stand-in for it."""
+        settings = self.settings
+        if settings.dry_run:
+            return DryRunClient(settings.output_dir)
+        return UserpilotClient(
+            settings.api_url,
+            settings.api_key or "",
+            upload_format=settings.upload_format,
+            timeout=(10.0, settings.request_timeout_seconds),
+            retry=self.retry,
+            user_agent=user_agent,
+        )
+
+    def _attach(self, ledger: Ledger) -> Ledger:
+        """The ledger's reconnect waits on the run's clock, and ends at the run's stop."""
+        ledger.retry = self.retry
+        ledger.stop = self._stopped
+        return ledger
 
     def _warn_unsettled_imports(self, ledger: Ledger) -> None:
         """Track mode opened the ledger after the job lane began: it cannot settle the import
@@ -475,6 +507,7 @@ class Run:
         After a stop signal nothing new is uploaded; after a failure the batches already sealed
         (records read before it) still go up. Deletions and events never start after a stop.
         """
+        self._stopped.set()  # first: no ledger retry waits after it
         lanes = self._all_lanes()
         send_sealed = not isinstance(reason, Terminated)
         for lane in lanes:
@@ -576,9 +609,10 @@ class Run:
         if self.settings.dry_run:
             logger.info("%s", self._held_back())
         if self.history is not None and self.history.keep:
+            # Under Meltano, the command its user can type there (ledger/cli.py).
             logger.info(
-                "This run's jobs are in the ledger's sync history: userpilot-ledger jobs --run %s",
-                self.run_id,
+                "This run's jobs are in the ledger's sync history: %s",
+                jobs_command(self.run_id, self.settings.state_db),
             )
         sys.stderr.write(self.summary.json_line() + "\n")
         sys.stderr.flush()

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from target_userpilot.batching.batch import BatchFile, SealedBatch
+from target_userpilot.batching.halves import first_half
 from target_userpilot.records.rows import encode_row
 
 
@@ -280,3 +281,23 @@ def test_open_batch_discard_removes_the_file(tmp_path):
     batch.discard()
 
     assert spooled(tmp_path) == []
+
+
+# One answer to HTTP 413 for every lane (batching/halves.py)
+
+
+@pytest.mark.parametrize(("count", "first"), [(2, 1), (3, 1), (7, 3), (1000, 500)])
+def test_what_was_refused_goes_again_in_two_halves(count, first):
+    assert first_half(count) == first
+
+
+@pytest.mark.parametrize("count", [1, 0])
+def test_a_single_item_refused_cannot_be_halved(count):
+    assert first_half(count) is None
+
+
+def test_a_batch_of_one_row_is_not_split(tmp_path):
+    sealed, _ = sealed_batch(tmp_path, 1)
+
+    with pytest.raises(ValueError, match="one row"):
+        sealed.split(str(tmp_path))

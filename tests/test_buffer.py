@@ -1,36 +1,27 @@
 """When a batch goes up: size limits, an idle lane, end of input (buffer.py), and what it costs.
 
-Unit tests drive a BatchBuffer directly; the end-to-end ones run the real target as a subprocess
-whose input the test writes piece by piece, to play a quiet stream, a silent tap and a slow tap.
+Unit tests drive a BatchBuffer directly; the others run the run in-process in simulated time
+against a sandbox on the same clock (``simulated.py``), the test writing rows piece by piece to
+play a quiet stream, a silent tap, a slow tap and a fast one.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
-    API_KEY,
-    COMPANY_SCHEMA,
-    USER_SCHEMA,
-    TargetProcess,
-    eventually,
-    record,
-    run_target,
-    schema,
-    state,
-    user,
-    users_messages,
-)
+from simulated import add_rows, simulated_run, simulated_sandbox, within
 
 from target_userpilot.batching.buffer import BatchBuffer
 from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.clock import SimulatedClock
 from target_userpilot.records.rows import encode_row
-from target_userpilot.sandbox import Sandbox
+
+#: Batches of 1,000 rows, and rows that wait half a second in an open batch at most.
+PACED = {"batch_size_rows": 1000, "batch_wait_seconds": 0.5}
 
 
 def _line(i: int) -> bytes:
@@ -63,16 +54,17 @@ def test_a_full_batch_is_sealed_at_once_and_given_to_the_lane(tmp_path):
 
 
 def test_an_idle_lane_gets_the_batch_holding_the_oldest_row_once_it_waited(tmp_path):
-    buffer, checkpoints = _buffer(tmp_path, wait_seconds=0.2)
+    clock = SimulatedClock()
+    buffer, checkpoints = _buffer(tmp_path, wait_seconds=5.0, clock=clock)
     _add(buffer, checkpoints, "companies", 1)  # the oldest row
+    clock.advance(1.0)
     _add(buffer, checkpoints, "users", 2)
-    started = time.monotonic()
 
     batch = buffer.take()
 
     assert batch is not None
     assert batch.object == "companies"
-    assert time.monotonic() - started >= 0.15
+    assert clock.now() == pytest.approx(5.0)  # the oldest row waited wait_seconds, no longer
 
 
 def test_end_of_input_sends_every_open_batch_oldest_first(tmp_path):
@@ -196,98 +188,95 @@ def test_pending_users_are_those_of_batches_whose_jobs_have_not_completed(tmp_pa
     buffer.discard()
 
 
-# The real target, input written piece by piece
+# The run in simulated time (``simulated.py``): a tap writing piece by piece, a silent tap, a
+# slow tap, a fast one, against a sandbox whose jobs take their time on the same clock
 
 
-@pytest.fixture
-def paced_sandbox():
-    """Userpilot at 48,000 rows a minute: a 1,000-row job takes 1.25 s."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=48_000) as sandbox:
-        yield sandbox
-
-
-def _paced_config(sandbox: Sandbox) -> dict[str, Any]:
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "batch_size_rows": 1000,
-        "batch_wait_seconds": 0.5,
-    }
-
-
-def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(paced_sandbox, tmp_path):
+def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(tmp_path):
     """10 companies, a STATE, then silence: the companies go up and the STATE comes out."""
-    run = TargetProcess(_paced_config(paced_sandbox), tmp_path)
-    try:
-        run.send(
-            [
-                schema("companies", COMPANY_SCHEMA, ["company_id"]),
-                *[record("companies", {"company_id": f"c-{i}"}) for i in range(10)],
-                state({"companies": "done"}),
-            ]
-        )
-        eventually(lambda: run.states, 10, "the STATE of the quiet stream")
-        assert len(paced_sandbox.profiles("companies")) == 10
-        run.send(list(users_messages(3000)))
-        assert run.close() == 0, run.stderr[-3000:]
-    finally:
-        run.kill()
-    assert run.states[0] == {"companies": "done"}
-    assert len(paced_sandbox.profiles("users")) == 3000
+    clock = SimulatedClock()
+    states: list = []
+    with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
+        run = simulated_run(clock, sandbox, tmp_path, states, **PACED)
+        try:
+            add_rows(run, "companies", range(10))
+            run.add_state({"companies": "done"})
+            # The tap is silent: one batch wait, one tiny job and its first poll.
+            within(clock, 2.0, lambda: states, "the STATE of the quiet stream")
+            assert len(sandbox.profiles("companies")) == 10
+            add_rows(run, "users", range(3000))
+            run.add_state({"users": "done"})
+            run.finish()
+        finally:
+            run.close()
+        users = sandbox.profiles("users")
+
+    assert states == [{"companies": "done"}, {"users": "done"}]
+    assert len(users) == 3000
+    assert clock.stalls == 0
 
 
-def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(paced_sandbox, tmp_path):
+def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(tmp_path):
     """Companies first, then many users: STATE follows the users' jobs as they complete."""
-    messages = [
-        schema("companies", COMPANY_SCHEMA, ["company_id"]),
-        *[record("companies", {"company_id": f"c-{i}"}) for i in range(10)],
-        *users_messages(8000, state_every=1000),
-    ]
-    run = TargetProcess(_paced_config(paced_sandbox), tmp_path)
-    try:
-        run.send(messages)
-        eventually(lambda: len(run.states) >= 3, 20, "STATEs while the users load")
-        assert run.proc.poll() is None  # checkpoints came while the run was still going
-        assert run.close() == 0, run.stderr[-3000:]
-    finally:
-        run.kill()
-    assert run.states[-1] == {"bookmarks": {"users": 7999, "done": True}}
-    assert len(paced_sandbox.profiles("users")) == 8000
+    clock = SimulatedClock()
+    states: list = []
+    with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
+        run = simulated_run(clock, sandbox, tmp_path, states, **PACED)
+        try:
+            add_rows(run, "companies", range(10))
+            for start in range(0, 8000, 1000):
+                add_rows(run, "users", range(start, start + 1000))
+                run.add_state({"users": start + 999})
+            # The reading thread waits for room while jobs run: checkpoints came meanwhile.
+            assert len(states) >= 3
+            run.finish()
+        finally:
+            run.close()
+        users = sandbox.profiles("users")
+
+    assert states[-1] == {"users": 7999}
+    assert len(users) == 8000
+    assert clock.stalls == 0
 
 
-def test_a_tap_slower_than_userpilot_leaves_it_idle_no_longer_than_batch_wait(
-    paced_sandbox, tmp_path
-):
+def test_a_tap_slower_than_userpilot_leaves_it_idle_no_longer_than_batch_wait(tmp_path):
     """200 users every 0.3 s (Userpilot could take 800/s): small jobs, each soon after input."""
-    run = TargetProcess(_paced_config(paced_sandbox), tmp_path)
-    try:
-        run.send([schema("users", USER_SCHEMA, ["id"])])
-        for chunk in range(10):
-            # The pace of the tap itself, not a wait for a condition.
-            time.sleep(0.3)
-            run.send([record("users", user(i)) for i in range(chunk * 200, (chunk + 1) * 200)])
-        run.send([state({"done": True})])
-        closed = time.monotonic()
-        assert run.close() == 0, run.stderr[-3000:]
-        ended = time.monotonic()
-    finally:
-        run.kill()
-    jobs = paced_sandbox.stats()["job_timings"]
+    clock = SimulatedClock()
+    with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
+        run = simulated_run(clock, sandbox, tmp_path, [], **PACED)
+        try:
+            for chunk in range(10):
+                clock.sleep(0.3)  # the pace of the tap itself
+                add_rows(run, "users", range(chunk * 200, (chunk + 1) * 200))
+            closed = clock.now()
+            run.finish()
+            ended = clock.now()
+        finally:
+            run.close()
+        jobs = sandbox.stats()["job_timings"]
+        users = sandbox.profiles("users")
+
     assert len(jobs) >= 2, "rows waited for the end of input instead of going up"
     assert all(j["rows"] < 1000 for j in jobs)
-    # The run ends within a few seconds of its input: one wait, one small job, some slack.
-    assert ended - closed < 5
-    assert len(paced_sandbox.profiles("users")) == 2000
+    # The run ends soon after its input: at most one batch wait, two small jobs and their polls.
+    assert ended - closed < 2 * 0.5 + 2 * 0.25 + 0.5
+    assert len(users) == 2000
+    assert clock.stalls == 0
 
 
 def test_input_faster_than_userpilot_still_goes_up_in_full_batches(tmp_path):
-    """Userpilot at 6,000 rows a minute: while a job runs the next batch fills to the limit."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60_000) as sandbox:
-        config = {"api_url": sandbox.url, "api_key": API_KEY, "batch_size_rows": 2000}
-        run = run_target(config, users_messages(10_000), tmp_path=tmp_path)
+    """Userpilot at 60,000 rows a minute: while a job runs the next batch fills to the limit."""
+    clock = SimulatedClock()
+    with simulated_sandbox(clock, rows_per_minute=60_000) as sandbox:
+        run = simulated_run(clock, sandbox, tmp_path, [], batch_size_rows=2000)
+        try:
+            add_rows(run, "users", range(10_000))
+            run.finish()
+        finally:
+            run.close()
         rows = [j["rows"] for j in sandbox.stats()["job_timings"]]
 
-    assert run.returncode == 0, run.stderr[-3000:]
     assert sum(rows) == 10_000
     # The first batch may go up before it is full (Userpilot was idle); the rest are full.
     assert rows[1:] == [2000] * (len(rows) - 1)
+    assert clock.stalls == 0

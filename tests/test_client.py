@@ -38,10 +38,10 @@ from target_userpilot.errors import (
     UserpilotError,
     exit_code,
 )
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot import transport
 from target_userpilot.userpilot.client import UserpilotClient
-from target_userpilot.userpilot.retry import RetryPolicy
 from target_userpilot.userpilot.transport import _TokenAuth, parse_retry_after
 
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=0.5)

@@ -21,9 +21,9 @@ import requests
 from conftest import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, run_target, schema, state, user
 
 from target_userpilot.errors import TransientError
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot.client import UserpilotClient
-from target_userpilot.userpilot.retry import RetryPolicy
 from target_userpilot.userpilot.transport import parse_retry_after
 
 N_USERS = 3000

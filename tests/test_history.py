@@ -32,7 +32,9 @@ from conftest import (
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 from test_deletes import TAP_USER_SCHEMA, deleted_user
 
-from target_userpilot.ledger.base import Ledger, account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import erasure_time
 
 

@@ -1,25 +1,17 @@
-"""The job lane (lanes/jobs.py) and what it learns of Userpilot's pace (lanes/pace.py)."""
+"""The job lane (lanes/jobs.py) and what it learns of Userpilot's pace (lanes/pace.py).
+
+The lane's timing runs in simulated time (``simulated.py``): a run and a sandbox on one
+simulated clock, so notice delays and polls per job are in simulated seconds.
+"""
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
-from conftest import (
-    API_KEY,
-    COMPANY_SCHEMA,
-    USER_SCHEMA,
-    record,
-    run_target,
-    schema,
-    state,
-    user,
-    users_messages,
-)
+from simulated import add_rows, simulated_run, simulated_sandbox
 
+from target_userpilot.clock import SimulatedClock
 from target_userpilot.lanes import jobs as lane
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
-from target_userpilot.sandbox import Sandbox
 
 # The pace
 
@@ -102,17 +94,7 @@ def test_only_a_window_with_a_running_poll_in_its_second_half_proves_the_pace():
     assert pace.proven
 
 
-# The lane against undocumented readings of elapsed_time
-
-
-def _companies_then_users(users: int) -> list[dict]:
-    """A small companies job first (its pace says little of the users job that follows)."""
-    messages = [schema("companies", COMPANY_SCHEMA, ["company_id"])]
-    messages += [record("companies", {"company_id": f"c-{i}", "name": "C"}) for i in range(10)]
-    messages.append(schema("users", USER_SCHEMA, ["id"]))
-    messages += [record("users", user(i)) for i in range(users)]
-    messages.append(state({"done": True}))
-    return messages
+# The lane against undocumented readings of elapsed_time, in simulated time
 
 
 @pytest.mark.parametrize(
@@ -127,22 +109,24 @@ def _companies_then_users(users: int) -> list[dict]:
 def test_jobs_are_noticed_soon_whatever_elapsed_time_means(tmp_path, elapsed_time, job_times):
     """The issue's case: a 10-row job, then a users job of about 1.5 s. Read as seconds, one
     elapsed_time in milliseconds made the users job wait minutes for its first poll."""
-    with Sandbox(
-        port=0,
-        api_key=API_KEY,
-        rows_per_minute=60_000,
-        elapsed_time=elapsed_time,
-        job_times=job_times,
-    ) as sandbox:
-        config = {"api_url": sandbox.url, "api_key": API_KEY}
-        run = run_target(config, _companies_then_users(1500), tmp_path=tmp_path, timeout=60)
+    clock = SimulatedClock()
+    options = {"elapsed_time": elapsed_time, "job_times": job_times}
+    with simulated_sandbox(clock, rows_per_minute=60_000, **options) as sandbox:
+        run = simulated_run(clock, sandbox, tmp_path, [])
+        try:
+            add_rows(run, "companies", range(10))  # a small job first: its pace says little
+            run.buffer.flush("companies")
+            add_rows(run, "users", range(1500))
+            run.finish()
+        finally:
+            run.close()
         timings = sandbox.stats()["job_timings"]
 
-    assert run.returncode == 0, run.stderr[-3000:]
     assert [t["rows"] for t in timings] == [10, 1500]
     delays = [t["first_seen_final_at"] - t["completed_at"] for t in timings]
-    assert max(delays) < 5, delays  # seconds, not the minutes it took
+    assert max(delays) < 1.0, delays  # simulated seconds, not the minutes it took
     assert max(t["polls"] for t in timings) <= 6
+    assert clock.stalls == 0
 
 
 def test_every_wait_is_capped_by_max_poll_interval(monkeypatch):
@@ -165,45 +149,50 @@ class _Batch:
         self.rows = rows
 
 
-# The lane against a sandbox much faster than rows_per_minute says
+# The lane against a sandbox much faster than rows_per_minute says, in simulated time
 
 
 def test_job_ends_are_noticed_soon_once_the_pace_is_learned(tmp_path):
     """Userpilot 40x faster than the target is told: after the first job, the lane polls just
-    after each predicted end, so ends are noticed within a few tenths of a second, in few polls."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=72_000) as sandbox:
-        config = {
-            "api_url": sandbox.url,
-            "api_key": API_KEY,
-            "batch_size_rows": 2000,
-            "rows_per_minute": 1800,
-        }
-        run = run_target(config, users_messages(12_000), tmp_path=tmp_path)
+    after each predicted end, so ends are noticed within a few hundredths of a second, in few
+    polls."""
+    clock = SimulatedClock()
+    with simulated_sandbox(clock, rows_per_minute=72_000) as sandbox:
+        run = simulated_run(
+            clock, sandbox, tmp_path, [], batch_size_rows=2000, rows_per_minute=1800
+        )
+        try:
+            add_rows(run, "users", range(12_000))
+            run.finish()
+        finally:
+            run.close()
         timings = sandbox.stats()["job_timings"]
 
-    assert run.returncode == 0, run.stderr[-3000:]
-    later = [t for t in timings[1:] if t["first_seen_final_at"] is not None]
-    assert len(later) >= 5
+    assert [t["rows"] for t in timings] == [2000] * 6
+    later = timings[1:]
     delays = [t["first_seen_final_at"] - t["completed_at"] for t in later]
-    # Each job takes about 1.7 s (rows_per_minute would say 67 s): noticed within 0.3 s.
-    assert statistics.median(delays) <= 0.3, delays
-    assert max(t["polls"] for t in later) <= 4
-    assert run.summary["userpilot_rows_per_minute"] == pytest.approx(72_000, rel=0.3)
+    # Each job takes about 1.7 s (rows_per_minute would say 67 s): noticed within 0.1 s.
+    assert max(delays) <= 0.1, delays
+    assert max(t["polls"] for t in later) <= 3
+    assert run.pace.rows_per_minute() == pytest.approx(72_000, rel=0.05)
+    assert clock.stalls == 0
 
 
 def test_the_first_job_trusts_its_own_progress_over_rows_per_minute(tmp_path):
     """The issue's case: a poll sees the first job mostly done; the next poll comes near its
     end, not when rows_per_minute (far slower) would have it end."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=48_000) as sandbox:
-        config = {
-            "api_url": sandbox.url,
-            "api_key": API_KEY,
-            "batch_size_rows": 1000,
-            "rows_per_minute": 1800,
-        }
-        run = run_target(config, users_messages(1000), tmp_path=tmp_path)
+    clock = SimulatedClock()
+    with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
+        run = simulated_run(
+            clock, sandbox, tmp_path, [], batch_size_rows=1000, rows_per_minute=1800
+        )
+        try:
+            add_rows(run, "users", range(1000))
+            run.finish()
+        finally:
+            run.close()
         (job,) = sandbox.stats()["job_timings"]
 
-    assert run.returncode == 0, run.stderr[-3000:]
-    # rows_per_minute alone would have put the end 33 s away.
-    assert job["first_seen_final_at"] - job["completed_at"] < 1.0
+    # rows_per_minute alone would have put the end 33 s away; the job took 1.25 s.
+    assert job["first_seen_final_at"] - job["completed_at"] < 0.5
+    assert clock.stalls == 0

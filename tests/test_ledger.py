@@ -6,21 +6,28 @@ real server that ``tests/pg.py`` starts (skipped without its binaries, except un
 
 from __future__ import annotations
 
+import ast
 import os
+import re
+import sqlite3
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pg
 import pytest
 from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
 
-from target_userpilot.errors import ConfigurationError
-from target_userpilot.ledger.base import Ledger, account_scope, looks_like_url, open_ledger
+import target_userpilot
+from target_userpilot.errors import ConfigurationError, LedgerUnavailable
+from target_userpilot.ledger.factory import looks_like_url, open_ledger
 from target_userpilot.ledger.postgres import PostgresLedger
 from target_userpilot.ledger.schema import latest_version
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.sqlite import SQLiteLedger
+from target_userpilot.ledger.store import JOB, Ledger, SentJob
 from target_userpilot.privacy.redact import redact
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
@@ -255,7 +262,85 @@ def test_two_runs_writing_the_same_ids_at_once_both_land(ledger, tmp_path, reque
     assert len(found) == 3000 and set(found.values()) <= {H1, H2}
 
 
-# Import files (ledger/imports.py): recorded before their upload, settled once
+def test_ids_of_any_text_are_found_as_they_were_saved(ledger):
+    """A list of ids travels as one parameter (a JSON array, an array): none is altered."""
+    ids = ["é", "😀 x", 'a"b', "a'b", "a\\b", " u1 ", "u1", "[1]", "null", "1e3", "", "ß"]
+    ledger.save_row_hashes("h", "users", [(i, H1) for i in ids])
+    ledger.remember_deletions("h", "users", ids, "deletion-1", 100.0)
+
+    assert ledger.row_hashes("h", "users", [*ids, "U1", "1000"]) == dict.fromkeys(ids, H1)
+    assert set(ledger.remembered_deletions("h", "users", [*ids, "ss"])) == set(ids)
+    ledger.forget_rows("h", "users", ["u1", "é"])
+    assert set(ledger.row_hashes("h", "users", ids)) == set(ids) - {"u1", "é"}
+
+
+def test_object_keys_and_remembered_deletions_round_trip(ledger):
+    ledger.add_object_keys("h", "users", {"address": ["city", "zip"], "plan": ["tier"]})
+    ledger.add_object_keys("h", "users", {"address": ["city", "street"]})  # city again: stays
+    ledger.remember_deletions("h", "users", ["u1", "u2", "u2"], "deletion-1", 100.0)
+    ledger.mark_upserted("h", "users", ["u1"], 150.0)
+    ledger.remember_deletions("h", "users", ["u2"], "deletion-2", 200.0)  # accepted again
+
+    assert ledger.object_keys("h", "users") == {
+        "address": ["city", "street", "zip"],
+        "plan": ["tier"],
+    }
+    assert ledger.object_keys("h", "companies") == {}
+    assert ledger.remembered_deletions("h", "users", ["u1", "u2", "u3"]) == {
+        "u1": (100.0, 150.0),
+        "u2": (200.0, None),
+    }
+    ledger.prune_deletions("h", accepted_before=120.0)  # u1: erased long ago, sent live since
+    ledger.forget_deletions("h", "users", ["u2"])
+    assert not ledger.has_remembered_deletions("h")
+
+
+def test_history_of_more_profiles_than_one_statement_keeps_the_newest_entries(ledger):
+    ledger.chunk_size = 100  # several statements per write and per lookup, on both backends
+    ids = [f"u{i:04d}" for i in range(350)]
+    for n in range(3):
+        job = SentJob(f"job-{n}", "run-1", JOB, "users", "users", len(ids), 1000.0 + n)
+        ledger.record_sent("h", job, [(i, bytes([n]) * 16) for i in ids], keep=2)
+        ledger.record_outcome("h", job.job_id, "completed", 1000.5 + n)
+
+    current = ledger.current_state("h", "users")
+    history = ledger.profile_history("h", "users", "u0349")
+
+    assert [(e.id, e.job_id, e.hash) for e in current] == [(i, "job-2", b"\x02" * 16) for i in ids]
+    assert [(e.job_id, e.outcome) for e in history] == [
+        ("job-2", "completed"),
+        ("job-1", "completed"),
+    ]
+    assert ledger.accounts() == [("h", 350)]
+
+
+@pytest.mark.parametrize(
+    "ask",
+    [
+        lambda ledger: ledger.save_version_ids("h", "users", "crm", 1, ["a"]),
+        lambda ledger: ledger.has_version("h", "users", "crm", 1),
+        lambda ledger: ledger.add_object_keys("h", "users", {"address": ["city"]}),
+        lambda ledger: ledger.record_import("h", "f-1", "run-1", {"a": ["k1"]}, 10.0),
+    ],
+    ids=["save_version_ids", "has_version", "add_object_keys", "record_import"],
+)
+def test_a_sqlite_file_failing_mid_run_ends_with_a_sentence_whatever_is_asked(tmp_path, ask):
+    path = tmp_path / "state.db"
+    ledger = open_ledger(str(path))
+    # Another process damages the file under the run: each table a question needs is gone.
+    with sqlite3.connect(path) as other:
+        for table in ("version_ids", "object_keys", "import_jobs", "import_keys"):
+            other.execute(f"DROP TABLE {table}")
+
+    with pytest.raises(LedgerUnavailable) as caught:
+        ask(ledger)
+    ledger.close()
+
+    assert f"The ledger (state_db, SQLite file '{path}') failed while" in str(caught.value)
+    assert "rerun from the last STATE" in str(caught.value)
+
+
+# Import files (memory/imported.py): recorded before their upload, settled once
 
 
 def _recorded(ledger: Ledger, scope: str = "acct") -> dict[str, tuple[str, str | None, dict]]:
@@ -566,3 +651,174 @@ def test_the_account_scope_never_holds_the_key_or_url_credentials():
     assert account_scope("https://analytex.userpilot.io", "other") != scope
     assert account_scope("https://analytex-eu.userpilot.io", "secret-key-123") != scope
     assert account_scope("https://analytex.userpilot.io", "k", dry_run=True) == "dry-run"
+
+
+# The package's shape: one interface, two backends below it, a factory above them, and every
+# SQL statement inside ledger/
+
+PACKAGE = Path(target_userpilot.__file__).parent
+LEDGER = PACKAGE / "ledger"
+
+#: SQL in a string: a statement's opening words, upper case as the ledger writes them.
+_SQL = re.compile(
+    r"\b(SELECT\s.*?\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+    r"(CREATE|ALTER|DROP)\s+(TABLE|INDEX|UNIQUE\s+INDEX)|PRAGMA\s+\w+|ON\s+CONFLICT)\b",
+    re.DOTALL,
+)
+#: Modules that reach a database: only the ledger's backends may import them.
+_DRIVERS = ("sqlite3", "sqlalchemy", "psycopg", "psycopg2")
+
+
+def _sql_in(source: str) -> list[str]:
+    """The SQL-looking strings of a module's code (docstrings are prose, not statements)."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and _SQL.search(node.value)
+    ]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """The modules ``path`` imports at its top level, and those it imports inside functions."""
+    top: set[str] = set()
+    inside: set[str] = set()
+
+    def names(node: ast.Import | ast.ImportFrom) -> set[str]:
+        if isinstance(node, ast.Import):
+            return {alias.name for alias in node.names}
+        assert node.level == 0 and node.module, "relative imports are not used here"
+        # ``from package import module`` imports the module; ``from module import name`` it.
+        found = {f"{node.module}.{alias.name}" for alias in node.names}
+        modules = {name for name in found if _is_our_module(name)}
+        return modules or {node.module}
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                (inside if in_function else top).update(names(child))
+            else:
+                nested = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+                visit(child, in_function or nested)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), False)
+    return top, inside
+
+
+def _is_our_module(name: str) -> bool:
+    if not name.startswith("target_userpilot"):
+        return False
+    relative = Path(*name.split(".")[1:])
+    return (PACKAGE / relative).with_suffix(".py").exists() or (PACKAGE / relative).is_dir()
+
+
+def _our_modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_every_sql_statement_and_database_driver_stays_inside_the_ledger():
+    """``ledger/`` is the one place that speaks SQL: the rest asks the ledger's interface."""
+    outside = [
+        path
+        for path in [*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "bench").rglob("*.py")]
+        if LEDGER not in path.parents
+    ]
+    sql = {str(path): _sql_in(path.read_text(encoding="utf-8")) for path in outside}
+    drivers = {
+        str(path): sorted(
+            name for name in set().union(*_imports(path)) if name.split(".")[0] in _DRIVERS
+        )
+        for path in outside
+    }
+
+    assert {path: found for path, found in sql.items() if found} == {}
+    assert {path: found for path, found in drivers.items() if found} == {}
+
+
+def test_the_sql_check_notices_a_statement_and_not_prose():
+    source = (
+        '"""Module docstring: SELECT is a word here."""\n'
+        'LOOKUP = "SELECT id FROM confirmed_rows WHERE scope = :scope"\n'
+        "def f(table):\n"
+        '    """Grant it SELECT on them."""\n'
+        '    return f"DELETE FROM {table} WHERE id = :id"\n'
+        'MESSAGE = "Grant it SELECT, INSERT, UPDATE and DELETE on them."\n'
+    )
+
+    assert _sql_in(source) == [
+        "SELECT id FROM confirmed_rows WHERE scope = :scope",
+        "DELETE FROM ",
+    ]
+
+
+def test_the_backends_import_only_the_interface_and_the_schema():
+    for backend in ("sqlite", "postgres"):
+        top, inside = _imports(LEDGER / f"{backend}.py")
+        ours = {name for name in top | inside if name.startswith("target_userpilot.ledger")}
+        assert ours == {"target_userpilot.ledger.store", "target_userpilot.ledger.schema"}, backend
+    # The interface and the schema know no backend, and the factory sits above both.
+    for module in ("store", "schema"):
+        top, inside = _imports(LEDGER / f"{module}.py")
+        assert not {n for n in top | inside if n.startswith("target_userpilot.ledger")}, module
+    top, inside = _imports(LEDGER / "factory.py")
+    assert "target_userpilot.ledger.sqlite" in top
+    assert "target_userpilot.ledger.postgres" in inside  # SQLAlchemy only for a PostgreSQL URL
+
+
+def test_the_ledger_imports_nothing_inside_a_function_but_sqlalchemy_for_a_url():
+    """No import hides a cycle; the one lazy import keeps SQLAlchemy out of SQLite runs."""
+    lazy = {
+        path.name: sorted(_imports(path)[1])
+        for path in sorted(LEDGER.glob("*.py"))
+        if _imports(path)[1]
+    }
+
+    assert lazy == {
+        "factory.py": [
+            "sqlalchemy.engine",
+            "sqlalchemy.exc",
+            "target_userpilot.ledger.postgres",
+        ]
+    }
+
+
+def test_the_ledger_and_what_a_run_remembers_on_it_take_part_in_no_import_cycle():
+    modules = _our_modules()
+    graph = {
+        name: {n for n in set().union(*_imports(path)) if n in modules and n != name}
+        for name, path in modules.items()
+    }
+
+    def reaches(start: str, goal: str) -> bool:
+        seen: set[str] = set()
+        todo = list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name == goal:
+                return True
+            if name not in seen:
+                seen.add(name)
+                todo.extend(graph[name])
+        return False
+
+    checked = [
+        n for n in modules if n.startswith(("target_userpilot.ledger", "target_userpilot.memory"))
+    ]
+    assert checked
+    assert [name for name in checked if reaches(name, name)] == []

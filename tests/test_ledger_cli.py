@@ -21,11 +21,12 @@ import pytest
 from pg import PASSWORD, PostgresServer, postgres_fixture  # noqa: F401 - the session fixture
 
 from target_userpilot.errors import LedgerUnavailable
-from target_userpilot.ledger.base import account_scope, open_ledger
-from target_userpilot.ledger.history import SentJob
+from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.postgres import _PgChange
 from target_userpilot.ledger.schema import MIGRATIONS, VERSION_TABLE, SchemaChange, latest_version
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.sqlite import _SQLiteChange
+from target_userpilot.ledger.store import SentJob
 
 #: The console script pip installed beside this interpreter.
 CLI = Path(sys.executable).with_name("userpilot-ledger")

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from conftest import (
     API_KEY,
@@ -20,6 +19,9 @@ from conftest import (
     user,
     users_messages,
 )
+from simulated import add_rows, simulated_run, simulated_sandbox
+
+from target_userpilot.clock import SimulatedClock
 
 
 def _user_record(i: int) -> dict:
@@ -145,17 +147,26 @@ def test_server_refusing_over_1500_rows_still_receives_every_row(sandbox, config
     assert "HTTP 413" in run.stderr
 
 
-def test_another_clients_job_is_waited_out(sandbox, config, tmp_path):
-    sandbox.hold_foreign_job(3.0)
-    started = time.monotonic()
-    run = run_target(config, users_messages(500), tmp_path=tmp_path)
+def test_another_clients_job_is_waited_out(tmp_path):
+    """In simulated time (``simulated.py``): the 409 pauses and the foreign job share one clock,
+    so the wait is measured in simulated seconds, whatever the machine's load."""
+    clock = SimulatedClock()
+    with simulated_sandbox(clock) as sandbox:
+        sandbox.hold_foreign_job(3.0)
+        run = simulated_run(clock, sandbox, tmp_path, [])
+        try:
+            add_rows(run, "users", range(500))
+            run.finish()
+        finally:
+            run.close()
+        users = sandbox.profiles("users")
+        stats = sandbox.stats()
 
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert time.monotonic() - started >= 3.0
-    assert len(sandbox.profiles("users")) == 500
-    stats = sandbox.stats()
+    assert clock.now() >= 3.0
+    assert len(users) == 500
     assert stats["conflicts_foreign"] >= 1
     assert stats["conflicts_own"] == 0
+    assert clock.stalls == 0
 
 
 def test_foreign_job_longer_than_job_timeout_fails_clearly(sandbox, config, tmp_path):

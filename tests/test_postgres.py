@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,11 @@ from pg import PASSWORD, PostgresServer, own_postgres_fixture, postgres_fixture 
 from test_secrets import assert_no_secret
 from test_unchanged import check_later_rows_win_over_rows_in_flight, ledger_hashes
 
-from target_userpilot.ledger.base import account_scope
+from target_userpilot.clock import SimulatedClock
+from target_userpilot.errors import LedgerUnavailable
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
@@ -197,6 +202,42 @@ def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
     assert rerun.summary["total"]["unchanged"] >= last + 1
     assert len(sandbox.profiles("users")) == 2000
     assert len(ledger_hashes(own_postgres.url, scope, range(2000))) == 2000
+
+
+def test_a_stop_ends_the_wait_for_a_lost_server_at_once(own_postgres, caplog):
+    """The ledger's reconnect is the retry policy's: its pauses are waited on the run's stop,
+    so a stop ends the wait for a server that is gone at once, long before the policy would
+    give up, with the ledger's own sentence and no password."""
+    clock = SimulatedClock()  # pauses in simulated time: none passes while this thread works
+    stop = threading.Event()
+    ledger = open_ledger(own_postgres.url)
+    ledger.retry = RetryPolicy(clock=clock)
+    ledger.stop = stop
+    try:
+        ledger.accepted_events("scope", "events", ["k-1"])
+        own_postgres.stop()
+        outcome: list[BaseException] = []
+
+        def look_up() -> None:
+            try:
+                ledger.accepted_events("scope", "events", ["k-2"])
+            except LedgerUnavailable as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=look_up, daemon=True)
+        thread.start()
+        eventually(lambda: "retrying in" in caplog.text, timeout=10, what="a reconnect pause")
+        stop.set()
+        thread.join(10)
+    finally:
+        stop.set()
+        ledger.close()
+
+    assert len(outcome) == 1
+    assert "the run stopped before it was tried again" in str(outcome[0])
+    assert "rerun from the last STATE" in str(outcome[0])
+    assert clock.now() < RetryPolicy().reconnect_max_time  # the stop ended it, not the time
+    assert_no_secret(str(outcome[0]) + caplog.text, PASSWORD)
 
 
 # Configuration errors, before any input is read

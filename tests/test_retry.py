@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from target_userpilot.clock import SimulatedClock
 from target_userpilot.errors import (
     JobConflict,
     TransientError,
@@ -23,7 +24,7 @@ from target_userpilot.errors import (
     WaitInterrupted,
 )
 from target_userpilot.lanes.pace import SLOW_DOWN, EventPace
-from target_userpilot.userpilot.retry import RetryPolicy
+from target_userpilot.retry import RetryPolicy
 
 POLICY = RetryPolicy(base_seconds=0.5, max_seconds=30.0, max_tries=5, poll_max_time=300.0)
 
@@ -182,6 +183,24 @@ def test_a_poll_pauses_no_longer_than_its_time_allows():
     assert stop.waits[0] <= 2.0
 
 
+def test_time_limits_are_measured_on_the_policys_clock():
+    """Simulated time: a poll gives up after poll_max_time, and another client's job is waited
+    out for conflict_wait, in the clock's seconds (backoff's own max_time is wall time)."""
+    clock = SimulatedClock()
+    policy = RetryPolicy(base_seconds=0.5, max_seconds=30.0, poll_max_time=300.0, clock=clock)
+    failing = Failing(TransientError("GET /v1/background_jobs/j answered HTTP 500", status=500))
+
+    with pytest.raises(TransientError, match=r"failed \d+ times in 300 s"):
+        policy.poll(failing, "Reading the status of job j", stop=threading.Event())
+    assert clock.now() == pytest.approx(300.0)
+
+    conflict = Failing(JobConflict("Another bulk job is running on the account (HTTP 409)"))
+    with pytest.raises(JobConflict):
+        policy.wait_out_conflicts(conflict, 120.0, stop=threading.Event())
+    assert clock.now() == pytest.approx(420.0)
+    assert clock.stalls == 0
+
+
 def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing():
     call = Failing(TransientError("POST /v1/track answered HTTP 502", status=502))
     stop = SimulatedStop()
@@ -194,8 +213,7 @@ def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing():
 
 def test_after_a_429_the_events_pace_alone_decides_when_the_event_goes_again():
     """One 429: one pause, one slow-down; the retried event takes a slot of the pace."""
-    now = [100.0]
-    pace = EventPace(60.0, clock=lambda: now[0])  # one event a second (at 98%)
+    pace = EventPace(60.0, clock=SimulatedClock(100.0))  # one event a second (at 98%)
     assert pace.reserve() == 100.0  # the event that will be refused took this slot
     call = Failing(RATE_LIMITED, times=1)
     stop = SimulatedStop()
@@ -219,8 +237,7 @@ def _catch(call: Callable[[], Any], into: list[BaseException]) -> None:
 def test_an_event_slot_taken_before_a_429_arrived_is_paused_too():
     """The dispatcher took the next event's slot just before another sender's 429 came back:
     that slot must not go out during the pause the 429 asked for."""
-    now = [100.0]
-    pace = EventPace(60.0, clock=lambda: now[0])
+    pace = EventPace(60.0, clock=SimulatedClock(100.0))
     taken = pace.reserve()
     later = pace.reserve()
     assert pace.recheck(later) is None  # no 429: the slot stands

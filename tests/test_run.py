@@ -22,6 +22,7 @@ from conftest import eventually
 
 from target_userpilot.batching import batch as batch_module
 from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.clock import SimulatedClock
 from target_userpilot.errors import (
     AuthenticationError,
     LedgerUnavailable,
@@ -405,6 +406,99 @@ def test_the_deletion_lane_sends_no_remaining_half_of_a_split_request_after_a_st
     assert checkpoints.held == 1  # the request is not durable: no STATE passes it
 
 
+class _SlowKeys:
+    """The ledger's event keys, with a lookup that waits until the test releases it."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.looking = threading.Event()
+        self._release = release
+
+    def accepted_events(self, scope: str, stream: str, keys: Any) -> set[str]:
+        self.looking.set()
+        self._release.wait(30)  # a PostgreSQL reconnect, or a slow network
+        return set()
+
+    def add_accepted_events(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_adding_an_event_never_waits_for_the_lanes_ledger_lookup():
+    """The dispatcher asks the ledger outside the lane's lock: the reading thread goes on."""
+    release = threading.Event()
+    safety = threading.Timer(10, release.set)  # the old code would block add() until then
+    keys = _SlowKeys(release)
+    checkpoints = Checkpoints(write=lambda value: None)
+    lane = EventLane(
+        FakeUserpilot(),
+        checkpoints,
+        RunSummary(),
+        RejectLog(),
+        pace=EventPace(None),
+        keys=keys,
+        scope="test",
+    )
+    safety.start()
+    try:
+        lane.add("events", checkpoints.record(), 1, "k1", SEEN)
+        assert keys.looking.wait(5)  # the dispatcher is inside the lookup
+
+        lane.add("events", checkpoints.record(), 2, "k2", SEEN)
+
+        assert not release.is_set()  # add returned while the lookup still waited
+        release.set()
+        lane.wait_idle()
+    finally:
+        release.set()
+        safety.cancel()
+        lane.close()
+    assert lane.sent == 2
+
+
+def test_adding_an_event_never_waits_for_a_state_being_written():
+    """A finished event releases its hold, which may write STATE to a stdout that is slow to
+    read; that happens outside the lane's lock and the checkpoints' own, so add() goes on."""
+    release = threading.Event()
+    writing = threading.Event()
+    written: list = []
+    safety = threading.Timer(10, release.set)
+
+    def slow_stdout(value: Any) -> None:
+        writing.set()
+        release.wait(30)  # the consumer of stdout is not reading
+        written.append(value)
+
+    checkpoints = Checkpoints(write=slow_stdout)
+    lane = EventLane(
+        FakeUserpilot(),
+        checkpoints,
+        RunSummary(),
+        RejectLog(),
+        pace=EventPace(None),
+        keys=None,
+        scope="test",
+    )
+    safety.start()
+    try:
+        lane.add("events", checkpoints.record(), 1, "k1", SEEN)
+        checkpoints.add_state({"after": 1})  # held until the event is accepted
+        assert writing.wait(5)  # accepted: a sender is writing the STATE
+
+        lane.add("events", checkpoints.record(), 2, "k2", SEEN)
+
+        assert not release.is_set()  # add returned while the STATE was still being written
+        release.set()
+        lane.wait_idle()
+    finally:
+        release.set()
+        safety.cancel()
+        lane.close()
+    assert written == [{"after": 1}]
+    assert lane.sent == 2
+
+
 def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace():
     fake = FakeUserpilot()
     checkpoints = Checkpoints(write=lambda value: None)
@@ -433,13 +527,13 @@ def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace():
 
 
 def test_the_deletion_pace_runs_on_an_injected_clock():
-    now = [100.0]
-    pace = DeletionPace(2.0, clock=lambda: now[0])
+    clock = SimulatedClock(100.0)
+    pace = DeletionPace(2.0, clock=clock)
 
     assert pace.delay() <= 0
     pace.answered()
     assert pace.delay() == pytest.approx(2.0)
-    now[0] += 1.5
+    clock.advance(1.5)
     assert pace.delay() == pytest.approx(0.5)
 
 

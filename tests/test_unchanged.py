@@ -10,7 +10,8 @@ import pytest
 from conftest import API_KEY, USER_SCHEMA, record, run_target, schema, state, user
 
 from target_userpilot.batching.batch import SealedBatch
-from target_userpilot.ledger.base import account_scope, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
 from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox

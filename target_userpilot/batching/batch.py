@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from target_userpilot.batching.halves import first_half
 from target_userpilot.errors import SpoolUnwritable
 from target_userpilot.records.routing import EVENTS, id_key
 from target_userpilot.records.rows import encode_row, merge_rows
@@ -78,13 +79,16 @@ class SealedBatch:
             return handle.readlines()
 
     def split(self, spool_dir: str | None = None) -> tuple[SealedBatch, SealedBatch]:
-        """Two halves of this batch, for a server that refused it as too large (HTTP 413).
+        """Two halves of this batch (``halves.py``), for a server that refused it as too large
+        (HTTP 413); a batch of one row has none (``ValueError``).
 
         Only the second half keeps the hold: halves are uploaded one after the other through the
         one job lane, so when the second completes the first has too.
         """
         lines = self.read_lines()
-        middle = len(lines) // 2
+        middle = first_half(len(lines))
+        if middle is None:
+            raise ValueError("a batch of one row cannot be split")
         prints = self.fingerprints
         halves = []
         for start, end, hold, merged in (

@@ -23,12 +23,12 @@ runs, and input slower than Userpilot never leaves it idle while rows wait.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, deque
 
 from target_userpilot.batching.batch import BatchFile, SealedBatch
 from target_userpilot.batching.pending import PendingUsers
 from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.clock import REAL_CLOCK, Clock
 from target_userpilot.records.routing import EVENTS, USERS
 
 
@@ -44,8 +44,11 @@ class BatchBuffer:
         wait_seconds: float,
         spool_dir: str | None = None,
         pending: PendingUsers | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self._checkpoints = checkpoints
+        #: Times ``wait_seconds`` (the job lane's clock), and every wait here.
+        self.clock = clock
         #: The users of every users batch not yet durable (events wait for them).
         self.pending = pending if pending is not None else PendingUsers()
         self._max_rows = max_rows
@@ -90,7 +93,7 @@ class BatchBuffer:
                     spool_dir=self._spool_dir,
                     hold=self._checkpoints.hold(seq, kind=object),
                 )
-                entry = self._open[object] = (batch, seq, time.monotonic())
+                entry = self._open[object] = (batch, seq, self.clock.now())
                 self._cond.notify_all()  # the lane may be idle, timing the oldest row
             batch = entry[0]
             batch.add(row_id, line, stream, user_id=user_id)
@@ -137,7 +140,7 @@ class BatchBuffer:
         with self._cond:
             while self._error is None:
                 oldest = min(self._open.items(), key=lambda item: item[1][1], default=None)
-                waited = 0.0 if oldest is None else time.monotonic() - oldest[1][2]
+                waited = 0.0 if oldest is None else self.clock.now() - oldest[1][2]
                 aged = oldest is not None and not self._stopped
                 aged = aged and (self._ended or waited >= self.wait_seconds)
                 if (
@@ -158,7 +161,7 @@ class BatchBuffer:
                     return batch
                 if self._stopped or (oldest is None and self._ended):
                     return None
-                self._cond.wait(None if oldest is None else self.wait_seconds - waited)
+                self.clock.wait(self._cond, None if oldest is None else self.wait_seconds - waited)
             return None
 
     def _users_first(self) -> bool:
@@ -232,7 +235,7 @@ class BatchBuffer:
         sealed = batch.seal()  # removes its file if it fails (a full disk)
         try:
             while wait and self._ready and not self._stopped:
-                self._cond.wait()
+                self.clock.wait(self._cond)
         except BaseException:  # a signal while waiting: leave no file with personal data
             sealed.discard()
             raise

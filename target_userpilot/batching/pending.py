@@ -7,14 +7,16 @@ its batch as it arrives; the job lane says when a batch's job completed; the eve
 mode) and the buffer (import files) ask. Each batch is known by its STATE hold, which follows it
 from open to sealed to a job (a batch split on 413 keeps it on its second half, which goes last).
 
-One lock, held only for dictionary work and never while calling anything else: the buffer and the
-lanes call in with their own locks held.
+One lock, held only for dictionary work and never while calling anything else (a waiter's clock
+aside): the buffer and the lanes call in with their own locks held.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable
+
+from target_userpilot.clock import REAL_CLOCK, Clock
 
 
 class PendingUsers:
@@ -53,10 +55,32 @@ class PendingUsers:
         with self._cond:
             return tuple(self._batches.get(user_id, ()))
 
-    def wait_done(self, batches: Collection[Hashable], timeout: float) -> bool:
-        """Wait up to ``timeout`` s until every one of ``batches`` is done; True when they are."""
+    def wait_done(
+        self,
+        batches: Collection[Hashable],
+        timeout: float | None = None,
+        *,
+        clock: Clock = REAL_CLOCK,
+        give_up: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Wait until every one of ``batches`` is done: True. False once ``timeout`` s passed on
+        ``clock``, or ``give_up()`` is true (asked again whenever a batch is done or
+        :meth:`wake` is called)."""
+        deadline = None if timeout is None else clock.now() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: self._ids.keys().isdisjoint(batches), timeout)
+            while not self._ids.keys().isdisjoint(batches):
+                if give_up is not None and give_up():
+                    return False
+                left = None if deadline is None else deadline - clock.now()
+                if left is not None and left <= 0:
+                    return False
+                clock.wait(self._cond, left)
+            return True
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_done`, to ask its ``give_up`` again (a lane stops)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def holds_any(self, batch: Hashable, user_ids: Collection[str]) -> bool:
         """Whether ``batch`` holds a row of one of ``user_ids``."""

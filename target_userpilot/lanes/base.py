@@ -15,13 +15,20 @@ told through ``on_failure``.
 
 Each lane keeps only what differs: its work loop, what it hands out, and what "busy" and
 "idle" mean for it. Its pace lives in :mod:`target_userpilot.lanes.pace`.
+
+Every wait of a lane's threads (and of a thread waiting for a lane) goes through the lane's
+:class:`~target_userpilot.clock.Clock`, the one its pace runs on, and is on an event or a
+condition that a stop sets or notifies: a wait for work, for another lane or for a pace ends
+at once when the lane stops, never after a polling tick. A test hands the pace a simulated clock
+and the lane runs in simulated time.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+
+from target_userpilot.clock import REAL_CLOCK, Clock
 
 
 class Abandoned(Exception):
@@ -31,9 +38,16 @@ class Abandoned(Exception):
 class Lane:
     """Threads, failure capture, stop and join: the part every lane shares."""
 
-    def __init__(self, *, on_failure: Callable[[BaseException], None] | None = None) -> None:
-        #: Guards the lane's own state; every wait of the lane's threads is on it, so a stop or
-        #: a failure wakes them all.
+    def __init__(
+        self,
+        *,
+        clock: Clock = REAL_CLOCK,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        #: What every wait of the lane is waited on (its pace's).
+        self.clock = clock
+        #: Guards the lane's own state; every wait of the lane's threads for work is on it, so a
+        #: stop or a failure wakes them all.
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         #: Phase one of a stop: take no new work (read under ``_cond``).
@@ -91,13 +105,15 @@ class Lane:
         Without a ``timeout``, returns as soon as the lane is abandoned: a thread stuck in a
         request is left to end on its own (it is a daemon thread).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self._threads):
-            while thread.is_alive():
-                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-                if left <= 0 or (self._abandon.is_set() and timeout is None):
+        deadline = None if timeout is None else self.clock.now() + timeout
+        with self._cond:
+            while self._running:
+                if self._abandon.is_set() and timeout is None:
                     return False
-                thread.join(left)
+                left = None if deadline is None else deadline - self.clock.now()
+                if left is not None and left <= 0:
+                    return False
+                self.clock.wait(self._cond, left)  # each thread's end notifies
         return True
 
     @property
@@ -160,7 +176,7 @@ class Lane:
 
         New work waits on the stop, not only on abandonment: after a stop nothing new starts.
         """
-        if self._stop_event.wait(max(0.0, seconds)):
+        if self.clock.wait(self._stop_event, max(0.0, seconds)):
             raise Abandoned
 
     # Hooks

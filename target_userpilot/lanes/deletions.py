@@ -8,10 +8,11 @@ from the answer to the previous request.
 
 Ids gather per object while the lane waits for its pace, so one request names many. A request
 names at most ``size`` ids: Userpilot documents no maximum, so the lane starts from
-``FIRST_REQUEST_IDS`` and halves it on every 413, keeping the size that worked for the rest of the
-run. A request is durable once Userpilot answers 202; then its hold is released, so a STATE after
-its records can go out. The ids of one request are deleted together, so a request holds the
-sequence number of its first record.
+``FIRST_REQUEST_IDS`` and halves it on every 413 (``batching/halves.py``, as the job lane halves
+a batch file), keeping the size that worked for the rest of the run. A request is durable once
+Userpilot answers 202; then its hold is released, so a STATE after its records can go out. The
+ids of one request are deleted together, so a request holds the sequence number of its first
+record.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from target_userpilot.batching.halves import first_half
 from target_userpilot.checkpoints import Checkpoints, Hold
 from target_userpilot.errors import PayloadTooLarge, UserpilotError, WaitInterrupted
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary
-from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 
@@ -95,14 +97,16 @@ class DeletionLane(Lane):
         history: DeletionHistory | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        super().__init__(on_failure=on_failure)
+        pace = pace if pace is not None else DeletionPace(interval)
+        # The lane waits for its pace on the pace's clock.
+        super().__init__(clock=pace.clock, on_failure=on_failure)
         self._deleter = deleter
         #: The ledger's memory: ids deleted in an earlier run are not requested again.
         self._history = history
         self._checkpoints = checkpoints
         self._summary = summary
         #: One request every ``interval`` seconds (``pace`` given: its own).
-        self.pace = pace if pace is not None else DeletionPace(interval)
+        self.pace = pace
         #: Ids per request: halved on 413, then kept for the rest of the run.
         self.size = size
         #: skip_unchanged: a deleted profile leaves the ledger, so a later row of it is sent.
@@ -143,7 +147,7 @@ class DeletionLane(Lane):
                     and self._error is None
                     and not self._stopping
                 ):
-                    self._cond.wait()
+                    self.clock.wait(self._cond)
             self._cond.notify_all()
             start = not self._threads and not self._stopping
         if start:
@@ -186,7 +190,7 @@ class DeletionLane(Lane):
                 and not self._abandon.is_set()
                 and (self._in_flight or (not self._stopping and (self._open or self._full)))
             ):
-                self._cond.wait(timeout=1.0)
+                self.clock.wait(self._cond)  # the worker, a failure and a stop notify
         self.raise_error()
 
     # ``send_sealed`` is ignored: even after an ordinary failure no further request goes out.
@@ -219,9 +223,9 @@ class DeletionLane(Lane):
                         self._in_flight = True
                         self._cond.notify_all()  # a reader waiting for room
                         return request
-                    self._cond.wait(delay)
+                    self.clock.wait(self._cond, delay)
                 else:
-                    self._cond.wait()
+                    self.clock.wait(self._cond)
             return None
 
     def _send(self, request: _Request) -> None:
@@ -277,14 +281,15 @@ class DeletionLane(Lane):
                 self._deleter.delete_profiles(request.object, piece, stop=self._stop_event)
             except PayloadTooLarge:
                 self.pace.answered()
-                if len(piece) <= 1:
+                half = first_half(len(piece))
+                if half is None:
                     msg = (
                         f"Userpilot refused a deletion request naming a single {request.object} "
                         "id as too large (HTTP 413), so it cannot be split further. No STATE was "
                         "written past that record; check the ids the stream sends and rerun."
                     )
                     raise UserpilotError(msg) from None
-                self.size = max(1, len(piece) // 2)
+                self.size = half
                 logger.warning(
                     "Userpilot refused a deletion request of %d %s as too large (HTTP 413); "
                     "sending at most %d ids per request from now on.",

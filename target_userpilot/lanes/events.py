@@ -20,6 +20,11 @@ key. So this lane differs from the job lane in three ways:
 
 Events wait on disk (``spool.py``), not in memory. STATE waits for them through one hold at
 the oldest unfinished event.
+
+The lane's lock guards its own state only: the ledger is looked up, and holds are moved (which
+may write STATE), outside it, so :meth:`EventLane.add` on the reading thread never waits for
+the ledger, stdout or the lane's threads. Every wait here is on the lane's clock (its pace's),
+notified when what it waits for changes and when the lane stops.
 """
 
 from __future__ import annotations
@@ -52,15 +57,13 @@ from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts,
 from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
 from target_userpilot.records.routing import USERS
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary
-from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.events")
 
 #: Events read from the spool at once: one ledger lookup covers them all.
 LOOKAHEAD = 500
-#: How long a waiting thread sleeps before it looks again whether the lane is stopping.
-TICK = 0.2
 #: Unconfirmed events in a row that stop the run: Userpilot or the network is failing.
 MAX_UNCONFIRMED_IN_A_ROW = 10
 
@@ -111,7 +114,8 @@ class EventLane(Lane):
         progress_every: float = PROGRESS_EVERY_SECONDS,
         pending: PendingUsers | None = None,
     ) -> None:
-        super().__init__(on_failure=on_failure)
+        # Every wait of the lane is on its pace's clock.
+        super().__init__(clock=pace.clock, on_failure=on_failure)
         self._client = client
         self._checkpoints = checkpoints
         self._summary = summary
@@ -134,12 +138,24 @@ class EventLane(Lane):
         self._replaying = False
         self._parked_said = False
         self._lookahead: deque[SpooledEvent] = deque()
+        #: Events taken from the spool whose keys the ledger is being asked about (outside the
+        #: lane's lock): unfinished, on their way to the lookahead.
+        self._filling: list[SpooledEvent] = []
         #: Seq of every event taken from the lookahead and not finished, and their keys.
         self._inflight: dict[int, str] = {}
         self._accepted_since_lookup: set[str] = set()
         self._unread_floor: int | None = None
+        #: The lane's hold, at its oldest unfinished event; moved under ``_hold_lock``.
         self._hold: Hold | None = None
-        self._free = threading.Semaphore(connections)
+        #: Holds ``add`` opened for an event that came while nothing was unfinished, until the
+        #: lane's hold covers it.
+        self._entry_holds: list[Hold] = []
+        #: Serialises moving the hold (which may write STATE): never taken by ``add``.
+        self._hold_lock = threading.Lock()
+        #: Connections free for an event (under the lane's lock).
+        self._free = connections
+        #: The dispatcher has ended (under the lane's lock).
+        self._dispatch_ended = False
         #: Events for the senders; None, last, tells them to stop.
         self._handoff: deque[SpooledEvent | None] = deque()
         #: Events handed to the senders and not finished.
@@ -156,7 +172,6 @@ class EventLane(Lane):
         self._interrupted = False
         self._progress = EventProgress(pace, progress_every)
         self._start(self._dispatch, "userpilot-events")
-        self._dispatcher = self._threads[0]
         for n in range(connections):
             self._start(self._send_loop, f"userpilot-track-{n}")
 
@@ -165,15 +180,19 @@ class EventLane(Lane):
     def add(self, stream: str, seq: int, position: int, key: str, event: dict[str, Any]) -> None:
         """Queue one event of record ``seq`` (the ``position``-th of ``stream``); never blocks.
 
+        It appends a line to the spool under the lane's lock, which no thread holds while it
+        asks the ledger or writes STATE, and opens a hold (dictionary work in the checkpoints)
+        when nothing of the lane was unfinished, so the next STATE waits for this event.
         Raises :class:`~target_userpilot.errors.InvalidRecord` when the event cannot be encoded.
         """
         line = SpooledEvent(seq, stream, position, key, event).encoded()
         with self._cond:
+            if self._nothing_unfinished():
+                self._entry_holds.append(self._checkpoints.hold(seq, kind="events"))
             if self._spool.read == self._spool.written:
                 self._unread_floor = seq  # the first event not read yet
             self._spool.append(line)
             self.received += 1
-            self._move_hold()
             self._cond.notify_all()
 
     def end_input(self) -> None:
@@ -215,15 +234,32 @@ class EventLane(Lane):
             while self._error is None and not self._nothing_unfinished():
                 if self._abandon.is_set():
                     break
-                stopped = self._stopping and not self._dispatcher.is_alive()
-                if stopped and self._handed == 0:
+                if self._stopping and self._dispatch_ended and self._handed == 0:
                     break
-                self._cond.wait(TICK)
+                self.clock.wait(self._cond)
         self.raise_error()
         self._log_progress(final=True)
 
     # ``send_sealed`` is ignored on a stop: waiting events are many and slow to send, so they
     # wait for the rerun; only the events already handed to a sender go out.
+
+    @override
+    def _stopped(self, *, send_sealed: bool) -> None:
+        self._wake_other_waits()
+
+    @override
+    def _failed(self, exc: BaseException) -> None:
+        self._wake_other_waits()
+
+    def _wake_other_waits(self) -> None:
+        """The dispatcher may wait on the checkpoints or the pending users: wake it there."""
+        self._checkpoints.wake()
+        if self._pending is not None:
+            self._pending.wake()
+
+    def _quitting(self) -> bool:
+        """Whether a wait of the dispatcher ends without its event: the lane stops or failed."""
+        return self._stopping or self._abandon.is_set() or self._error is not None
 
     @override
     def _release(self) -> None:
@@ -238,6 +274,7 @@ class EventLane(Lane):
         return (
             not self._inflight
             and not self._lookahead
+            and not self._filling
             and self._spool.read == self._spool.written
             and not self._parked.count
         )
@@ -248,6 +285,8 @@ class EventLane(Lane):
             floor = min(self._inflight)
         elif self._lookahead:
             floor = self._lookahead[0].seq
+        elif self._filling:
+            floor = self._filling[0].seq
         elif self._spool.written > self._spool.read:
             floor = self._unread_floor
         # Events set aside for a 404 are out of input order: their oldest counts apart.
@@ -257,14 +296,21 @@ class EventLane(Lane):
         return floor
 
     def _move_hold(self) -> None:
-        """Keep the lane's hold at the oldest unfinished event (called under the lock)."""
-        floor = self._oldest_unfinished()
-        current = self._hold
-        if current is not None and current.first_seq == floor:
-            return
-        # The new hold first: between the two, STATE must never see no hold at all.
-        self._hold = None if floor is None else self._checkpoints.hold(floor, kind="events")
-        self._checkpoints.release(current)
+        """Keep the lane's hold at the oldest unfinished event; the holds ``add`` opened meanwhile
+        go (the lane's covers their events). Called outside the lane's lock, since a release may
+        write STATE, by whichever thread finished or set aside an event."""
+        with self._hold_lock:
+            with self._cond:
+                floor = self._oldest_unfinished()
+                stale: list[Hold | None] = [*self._entry_holds]
+                self._entry_holds = []
+                current = self._hold
+                if current is None or current.first_seq != floor:
+                    # The new hold first: between the two, STATE must never see no hold at all.
+                    self._hold = None if floor is None else self._checkpoints.hold(floor, "events")
+                    stale.append(current)
+            for hold in stale:
+                self._checkpoints.release(hold)
 
     # The dispatcher thread: order, ledger, pace
 
@@ -272,11 +318,13 @@ class EventLane(Lane):
         try:
             while (event := self._next_event()) is not None:
                 if self._skip_if_sent(event):
+                    self._move_hold()
                     continue
                 turn = self._await_turn(event)
                 if turn is None:
                     return
                 if not turn:
+                    self._move_hold()
                     continue  # set aside behind an earlier event of its user
                 if not self._await_users(event) or not self._await_upserts(event):
                     return
@@ -285,7 +333,9 @@ class EventLane(Lane):
                 if not self._progress.started:
                     self._progress.start(self._counts())
                 if not self._await_slot():
-                    self._free.release()
+                    with self._cond:
+                        self._free += 1
+                        self._cond.notify_all()
                     return
                 with self._cond:
                     # Only this thread claims a user, so none took it since _await_turn.
@@ -297,6 +347,7 @@ class EventLane(Lane):
         finally:
             with self._cond:
                 self._handoff.append(None)  # tells senders to stop
+                self._dispatch_ended = True
                 self._cond.notify_all()
 
     def _next_event(self) -> SpooledEvent | None:
@@ -310,24 +361,36 @@ class EventLane(Lane):
                         return None
                     if self._replay_due():
                         break
-                    self._cond.wait(TICK)
+                    self.clock.wait(self._cond)  # add, a finished event and a stop notify
                 if self._stopping or self._error is not None:
                     return None
                 if self._lookahead:
                     event = self._lookahead.popleft()
                     self._inflight[event.seq] = event.key
                     return event
+                filling = self._filling
+            if filling:
+                # Outside the lane's lock: the reading thread adds events meanwhile.
+                self._look_up(filling)
+                with self._cond:
+                    self._lookahead.extend(filling)
+                    self._filling = []
+                continue
             # Outside the lane's lock: the checkpoints may be writing STATE meanwhile.
-            if self._checkpoints.wait_durable(USERS, self._users_end, TICK):
+            if self._checkpoints.wait_durable(
+                USERS, self._users_end, clock=self.clock, give_up=self._quitting
+            ):
                 self._start_replay()
 
     def _refill(self) -> bool:
-        """Fill the empty lookahead: from the spool, or in the replay from the events set aside."""
+        """Take the next events for the empty lookahead (under the lock): from the spool, or in
+        the replay from the events set aside; those the ledger must be asked about wait in
+        ``_filling``."""
         if self._spool.written > self._spool.read:
-            self._fill_lookahead()
+            self._take_events()
             return True
         if self._replaying and self._parked.unread:
-            self._fill_lookahead(replay=True)
+            self._take_events(replay=True)
             return True
         return False
 
@@ -349,18 +412,25 @@ class EventLane(Lane):
             count,
         )
 
-    def _fill_lookahead(self, *, replay: bool = False) -> None:
-        """Read the next events (in the replay, those set aside); one ledger lookup for all."""
+    def _take_events(self, *, replay: bool = False) -> None:
+        """Take the next events (in the replay, those set aside), under the lock: into the
+        lookahead, or, with a ledger, into ``_filling`` for one lookup of them all."""
         if replay:
             events = self._parked.take(LOOKAHEAD)
         else:
             events = [SpooledEvent.decoded(line) for line in self._spool.take(LOOKAHEAD)]
         if not replay and self._spool.written > self._spool.read:
             self._unread_floor = events[-1].seq + 1  # a lower bound of what is still unread
-        self._lookahead.extend(events)
+        # Before the lookup: an event accepted from here on may not show in it.
         self._accepted_since_lookup.clear()
         if self._keys is None:
-            return
+            self._lookahead.extend(events)
+        else:
+            self._filling = events
+
+    def _look_up(self, events: list[SpooledEvent]) -> None:
+        """Mark the events the ledger already has as accepted: one lookup per stream."""
+        assert self._keys is not None
         by_stream: dict[str, list[SpooledEvent]] = {}
         for event in events:
             by_stream.setdefault(event.stream, []).append(event)
@@ -382,11 +452,11 @@ class EventLane(Lane):
             return True
 
     def _await_users(self, event: SpooledEvent) -> bool:
-        """Wait until every users row before the event is in a completed job."""
-        while not self._checkpoints.wait_durable(USERS, event.seq, TICK):
-            if self._stopping or self._abandon.is_set() or self._error is not None:
-                return False
-        return True
+        """Wait until every users row before the event is in a completed job; False when the
+        lane stops meanwhile."""
+        return self._checkpoints.wait_durable(
+            USERS, event.seq, clock=self.clock, give_up=self._quitting
+        )
 
     def _await_upserts(self, event: SpooledEvent) -> bool:
         """Wait until no users batch holds an upsert of the event's user, whatever the order of
@@ -398,10 +468,9 @@ class EventLane(Lane):
         if self._pending is None:
             return True
         batches = self._pending.of(event.user)
-        while batches and not self._pending.wait_done(batches, TICK):
-            if self._stopping or self._abandon.is_set() or self._error is not None:
-                return False
-        return True
+        return not batches or self._pending.wait_done(
+            batches, clock=self.clock, give_up=self._quitting
+        )
 
     def _await_turn(self, event: SpooledEvent) -> bool | None:
         """Wait until no event of the same user is in flight (one user's events then arrive in
@@ -412,7 +481,7 @@ class EventLane(Lane):
             while user in self._busy_users:
                 if self._abandon.is_set() or self._error is not None:
                     return None
-                self._cond.wait(TICK)
+                self.clock.wait(self._cond)  # a sender's finished event notifies
             if user in self._parked.users and not event.replay:
                 self._park(event)
                 return False
@@ -423,16 +492,19 @@ class EventLane(Lane):
         event starts after a stop). A 429 met meanwhile pauses this slot too."""
         slot: float | None = self.pace.reserve()
         while slot is not None:
-            if self._stop_event.wait(max(0.0, slot - self.pace.clock())):
+            if self.clock.wait(self._stop_event, max(0.0, slot - self.clock.now())):
                 return False
             slot = self.pace.recheck(slot)
         return True
 
     def _await_sender(self) -> bool:
         """Wait for a free connection; False when the lane stops meanwhile."""
-        while not self._free.acquire(timeout=TICK):
-            if self._stopping or self._error is not None:
-                return False
+        with self._cond:
+            while not self._free:
+                if self._stopping or self._error is not None:
+                    return False
+                self.clock.wait(self._cond)  # a sender's finished event notifies
+            self._free -= 1
         return True
 
     # The sender threads
@@ -441,7 +513,7 @@ class EventLane(Lane):
         while True:
             with self._cond:
                 while not self._handoff:
-                    self._cond.wait(TICK)
+                    self.clock.wait(self._cond)  # a handed event, or the end, notifies
                 event = self._handoff[0]
                 if event is None:
                     return  # left in place: every sender sees it
@@ -456,8 +528,8 @@ class EventLane(Lane):
                 with self._cond:
                     self._handed -= 1
                     self._busy_users.discard(event.user)
+                    self._free += 1
                     self._cond.notify_all()
-                self._free.release()
 
     def _send(self, event: SpooledEvent) -> None:
         body = event.body
@@ -483,6 +555,7 @@ class EventLane(Lane):
                 self._park(event)
                 first = not self._parked_said
                 self._parked_said = True
+            self._move_hold()
             if first:
                 logger.info(
                     "Userpilot has no user for an event of stream '%s' (record %d, HTTP 404): "
@@ -510,6 +583,7 @@ class EventLane(Lane):
             self._summary.add(event.stream, "events_sent", finished=True)
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
+        self._move_hold()
 
     def _refuse(self, event: SpooledEvent, reason: str) -> None:
         """Userpilot refused the event: a rejected record."""
@@ -520,13 +594,14 @@ class EventLane(Lane):
         self._rejects.reject(event.stream, event.position, reason, event.body)
         with self._cond:
             self._finish(event)
+        self._move_hold()
 
     def _park(self, event: SpooledEvent) -> None:
-        """Set ``event`` aside for the replay (called under the lock). It stays unfinished, so
-        STATE waits for it, and its user's later events go behind it."""
+        """Set ``event`` aside for the replay (called under the lock; the caller then moves the
+        hold). It stays unfinished, so STATE waits for it, and its user's later events go
+        behind it."""
         self._parked.add(event)
         self._inflight.pop(event.seq, None)
-        self._move_hold()
         self._cond.notify_all()
 
     def _unconfirmed(self, event: SpooledEvent, exc: Unconfirmed) -> None:
@@ -544,6 +619,7 @@ class EventLane(Lane):
             self._summary.stream(event.stream).events_unconfirmed += 1
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
+        self._move_hold()
         if first:
             logger.warning(
                 "An event of stream '%s' (record %d) got no clear answer from Userpilot (%s). It "
@@ -565,11 +641,11 @@ class EventLane(Lane):
         return self.sent + self.skipped + self.refused + self.unconfirmed
 
     def _finish(self, event: SpooledEvent) -> None:
-        """The event is accepted, refused or skipped (called under the lock)."""
+        """The event is accepted, refused or skipped (called under the lock; the caller then
+        moves the hold, outside it)."""
         self._inflight.pop(event.seq, None)
         if event.replay:
             self._parked.finished(event)
-        self._move_hold()
         self._cond.notify_all()
 
     # Telling the operator (``progress.py``)

@@ -23,7 +23,6 @@ else:
 
 import json
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.batching.buffer import BatchBuffer
+from target_userpilot.batching.halves import first_half
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.errors import (
     JobFailed,
@@ -45,9 +45,9 @@ from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds, reporte
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary, duration
 from target_userpilot.userpilot.client import FINAL_STATUSES, WAITING_STATUSES
-from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 
@@ -141,7 +141,8 @@ class JobLane(Lane):
         run_id: str | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
-        super().__init__(on_failure=on_failure)
+        # The lane measures jobs, and waits for its polls, on its pace's clock.
+        super().__init__(clock=pace.clock, on_failure=on_failure)
         self._uploader = uploader
         self._history = history
         self._source = source
@@ -182,7 +183,7 @@ class JobLane(Lane):
         """
         with self._cond:
             while self._running and self._error is None and not self._abandon.is_set():
-                self._cond.wait(timeout=1.0)
+                self.clock.wait(self._cond)  # the thread's end, a failure and a stop notify
         self.raise_error()
 
     @override
@@ -293,7 +294,7 @@ class JobLane(Lane):
                 reached=reached,
             )
         self._confirmer.accepted(batch, str(job.get("job_id")))
-        running = _Running(job, batch, time.monotonic())
+        running = _Running(job, batch, self.clock.now())
         if self._history is not None:
             self._history.job_sent(batch, running.job_id)
         logger.info(
@@ -306,8 +307,9 @@ class JobLane(Lane):
         return running
 
     def _split(self, batch: SealedBatch) -> None:
-        """Userpilot said 413: send each half, one job after the other; reject a lone row."""
-        if batch.rows <= 1:
+        """Userpilot said 413: send each half (``halves.py``), one job after the other; reject
+        a lone row."""
+        if first_half(batch.rows) is None:
             for line in batch.read_lines():
                 self._reject(batch, line, "Userpilot refused the row as too large (HTTP 413)")
             batch.rows = 0
@@ -344,8 +346,8 @@ class JobLane(Lane):
         flight: a stop ends its wait at once, and the next run settles it.
         """
         wait = self._next_wait(running, None, running.uploaded)
-        while not (self._stop_event if earlier else self._abandon).wait(wait):
-            sent = time.monotonic()
+        while not self.clock.wait(self._stop_event if earlier else self._abandon, wait):
+            sent = self.clock.now()
             try:
                 job = self._uploader.job_status(running.job_id, stop=self._stop_event)
             except WaitInterrupted as stopped:
@@ -353,7 +355,7 @@ class JobLane(Lane):
                     self._leave_to_userpilot(running, str(stopped))
                 raise Abandoned from None
             running.polls += 1
-            now = time.monotonic()
+            now = self.clock.now()
             status = _status(job)
             if status in FINAL_STATUSES:
                 running.job = job
@@ -490,7 +492,7 @@ class JobLane(Lane):
 
     def _conclude(self, running: _Running, job: dict[str, Any]) -> None:
         status = _status(job)
-        now = time.monotonic()
+        now = self.clock.now()
         seconds = now - running.uploaded
         if status == "failed":
             details = json.dumps(job, sort_keys=True, default=str)
@@ -535,7 +537,7 @@ class JobLane(Lane):
     def _await_earlier(self, job: dict[str, Any], batch: SealedBatch) -> dict[str, Any] | None:
         """An import job an earlier run left (``ImportedEvents.settle_earlier``), awaited like
         one of ours; None if a stop ended the wait."""
-        return self._follow(_Running(job, batch, time.monotonic()), earlier=True)
+        return self._follow(_Running(job, batch, self.clock.now()), earlier=True)
 
     def _durable(self, batch: SealedBatch, seconds: float) -> None:
         """The batch is in Userpilot (or was empty): count it, confirm it, release its STATE."""

@@ -11,14 +11,11 @@
   429. It alone decides when an event refused with 429 goes again (the client hands it to the
   retry policy), so one 429 never counts twice: not a pause in the sender on top of the pace's.
 
-Each takes its ``clock`` (``time.monotonic`` by default) and its numbers as parameters, so a
-test can run a lane at any pace, or on a clock of its own, without waiting in real time. The
-paces only say *when*; the lanes do the waiting, on their stop event, so a stop ends any wait.
-
-Userpilot's pages give 1,800 and 1,200 rows a minute; the real pace differs by account and by
-day. From the jobs completed in this run, a least-squares fit of ``seconds = fixed + rows / rate``
-predicts when the next job will end, so its first status poll lands just after that moment.
-``rows_per_minute`` is only the guess used until the first job has completed.
+Each takes its :class:`~target_userpilot.clock.Clock` (the real one by default) and its numbers
+as parameters, and its lane measures and waits on that same clock (a pace learned in simulated
+seconds is followed in simulated seconds), so a test runs a lane at any pace, in simulated time.
+The paces only say *when*; the lanes do the waiting, on the clock and their stop event, so a
+stop ends any wait.
 
 What a job took is learned from our own clock first (:func:`job_seconds`): the polls prove
 bounds, and Userpilot's own figures (an undocumented ``elapsed_time``, its timestamps) are used
@@ -30,17 +27,15 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-logger = logging.getLogger("target_userpilot.events")
+from target_userpilot.clock import REAL_CLOCK, Clock
 
-#: A clock: seconds, only ever compared with each other (``time.monotonic``).
-Clock = Callable[[], float]
+logger = logging.getLogger("target_userpilot.events")
 
 #: Jobs the fit remembers: recent ones say most about the pace now.
 _REMEMBERED = 20
@@ -64,9 +59,13 @@ WARN_EVERY_SECONDS = 30.0
 
 
 class JobPace:
-    """Predicts a job's duration from the jobs of this run that completed before it."""
+    """Predicts a job's duration from the jobs of this run that completed before it.
 
-    def __init__(self, rows_per_minute: float) -> None:
+    The job lane measures every job, and waits for its polls, on :attr:`clock`.
+    """
+
+    def __init__(self, rows_per_minute: float, clock: Clock = REAL_CLOCK) -> None:
+        self.clock = clock
         self._guess = max(float(rows_per_minute), 1.0) / 60.0
         self._jobs: deque[tuple[int, float]] = deque(maxlen=_REMEMBERED)
         self.rate = self._guess
@@ -124,18 +123,18 @@ class DeletionPace:
     the deletion lane's one worker thread only.
     """
 
-    def __init__(self, interval: float = DELETE_INTERVAL_SECONDS, clock: Clock = time.monotonic):
+    def __init__(self, interval: float = DELETE_INTERVAL_SECONDS, clock: Clock = REAL_CLOCK):
         self.interval = float(interval)
-        self._clock = clock
+        self.clock = clock
         self._next_at = -math.inf
 
     def delay(self) -> float:
         """Seconds until the next request may go (0 or less: now)."""
-        return self._next_at - self._clock()
+        return self._next_at - self.clock.now()
 
     def answered(self) -> None:
         """Userpilot answered a request (accepted or refused): the next waits ``interval``."""
-        self._next_at = self._clock() + self.interval
+        self._next_at = self.clock.now() + self.interval
 
 
 class EventPace:
@@ -144,7 +143,7 @@ class EventPace:
     Thread-safe: the lane's dispatcher asks for slots while the client's threads report 429s.
     """
 
-    def __init__(self, events_per_minute: float | None, clock: Clock = time.monotonic) -> None:
+    def __init__(self, events_per_minute: float | None, clock: Clock = REAL_CLOCK) -> None:
         #: The configured pace; None: no pacing (dry run).
         self.limit = events_per_minute
         self.rate = events_per_minute
@@ -158,7 +157,7 @@ class EventPace:
     def reserve(self) -> float:
         """Take the next slot; return when (on :attr:`clock`) the request may go."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.now()
             if self.rate is None:
                 return max(now, self._paused_until)  # unpaced, but a 429's pause holds
             # No catching up after an idle spell: a burst is what the limit counts.
@@ -178,7 +177,7 @@ class EventPace:
         """Userpilot answered 429: pause for Retry-After, and slow the pace from now on."""
         with self._lock:
             self.rate_limited += 1
-            now = self.clock()
+            now = self.clock.now()
             wait = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
             self._paused_until = max(self._paused_until, now + wait)
             if self.limit is not None and self.rate is not None:
@@ -203,7 +202,7 @@ class EventPace:
         one slow-down, and the event sent again counts in the pace like any request.
         """
         self.slow_down(retry_after)
-        return self.reserve() - self.clock()
+        return self.reserve() - self.clock.now()
 
     def accepted(self) -> None:
         """One event went through: win back some of the pace a 429 took."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 
 from target_userpilot.lanes.pace import EventPace
@@ -60,7 +59,7 @@ class EventProgress:
         with self._lock:
             if self._started is not None:
                 return
-            self._started = self._last = time.monotonic()
+            self._started = self._last = self._pace.clock.now()
         rate = self._pace.per_minute()
         if rate is None:
             logger.info(
@@ -79,11 +78,11 @@ class EventProgress:
         """Whether a progress line is due: once the first event went, at most every ``every``
         seconds, and at the end."""
         started = self._started is not None
-        return started and (final or time.monotonic() - self._last >= self._every)
+        return started and (final or self._pace.clock.now() - self._last >= self._every)
 
     def report(self, counts: EventCounts) -> None:
         """One progress line: sent of received, the rate reached lately, the time left."""
-        now = time.monotonic()
+        now = self._pace.clock.now()
         with self._lock:
             window = now - self._last
             recent = counts.sent - self._sent_at_last

@@ -10,13 +10,16 @@
 - ``accounts``: the accounts the ledger holds history for.
 
 It reads the same ``state_db`` as the target: ``--state-db``, else the ``--config`` file's
-``state_db``, else ``TARGET_USERPILOT_STATE_DB``, else the default file. It only reads: a SQLite
+``state_db``, else ``TARGET_USERPILOT_STATE_DB`` (a ``.env`` file loaded as the target loads it),
+else the default file, relative to the folder it is started in. Under Meltano (``meltano invoke
+target-userpilot:ledger``, a command of the plugin) the ``TARGET_USERPILOT_*`` variables Meltano
+sets are the configuration a run gets (:class:`MeltanoInvocation`). It only reads: a SQLite
 file through a read-only URI, PostgreSQL in read-only transactions; a path or database that holds
 no ledger is refused (exit 2), never made into one, and an older ledger is read as it is, never
 upgraded. Output cut short by its reader (``export | head``) ends quietly, exit 141. With an
 ``api_key`` (config file or ``TARGET_USERPILOT_API_KEY``) it shows that account only; without one,
 every account, each row naming its scope. Nothing here prints a password or a key: the scope is a
-one-way fingerprint and database errors go through ``redact.py``.
+one-way fingerprint and database errors go through ``privacy/redact.py``.
 """
 
 from __future__ import annotations
@@ -25,16 +28,20 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
-from target_userpilot.ledger.base import DEFAULT_PATH, Ledger, account_scope, open_ledger
-from target_userpilot.ledger.history import HISTORY_VERSION, HistoryEntry
+from target_userpilot.ledger.factory import DEFAULT_PATH, looks_like_url, open_ledger
+from target_userpilot.ledger.schema import HISTORY_VERSION
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import HistoryEntry, Ledger
 from target_userpilot.privacy.redact import redact
-from target_userpilot.settings import DEFAULT_API_URL
+from target_userpilot.settings import CONFIG_SCHEMA, DEFAULT_API_URL, env_config
 
 #: Columns of ``export``, in order.
 EXPORT_COLUMNS = (
@@ -60,14 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command: 0 on success, 2 for a setting or ledger that cannot be used, 141 when
     the reader of the output closed it."""
     args = _parser().parse_args(argv)
+    meltano = MeltanoInvocation.detect(os.environ)
     try:
         config = _config(args.config)
-        state_db, source = _state_db(args, config)
-        scope = args.account or _scope(config)
+        env = _env_settings(meltano)
+        state_db, source = _state_db(args, config, env, meltano)
+        scope = args.account or _scope(config, env)
         # Read only: a reader never makes a ledger, adds tables to a file or migrates one.
         ledger = open_ledger(state_db, read_only=True)
     except LedgerMissing as exc:
-        return _refuse(f"{exc} {_where_from(source)}")
+        return _refuse(f"{exc} {_where_from(source, state_db, meltano)}")
     except ConfigurationError as exc:
         return _refuse(str(exc))
     try:
@@ -100,21 +109,36 @@ def _stdout_closed() -> int:
     return STDOUT_CLOSED
 
 
-def _state_db(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str, str | None]:
+#: Where a ``state_db`` Meltano handed over came from, as a refusal names it.
+MELTANO_SOURCE = "Meltano"
+
+
+def _state_db(
+    args: argparse.Namespace,
+    config: Mapping[str, Any],
+    env: Mapping[str, Any],
+    meltano: MeltanoInvocation | None,
+) -> tuple[str, str | None]:
     """The ledger to read and where that came from (None: the default path)."""
+    env_source = "TARGET_USERPILOT_STATE_DB" if meltano is None else MELTANO_SOURCE
     given = [
         (args.state_db, "--state-db"),
         (config.get("state_db"), f"state_db in --config {args.config}"),
-        (_env("STATE_DB"), "TARGET_USERPILOT_STATE_DB"),
+        (env.get("state_db"), env_source),
     ]
     for value, source in given:
         if value is not None and str(value).strip():
+            if source == MELTANO_SOURCE and str(value).strip() == DEFAULT_PATH:
+                # Meltano sets every setting that has a value, the definition's default too.
+                return DEFAULT_PATH, None
             return str(value).strip(), source
     return DEFAULT_PATH, None
 
 
-def _where_from(source: str | None) -> str:
+def _where_from(source: str | None, state_db: str, meltano: MeltanoInvocation | None) -> str:
     """The second half of a refusal: where the path came from, and what to check."""
+    if meltano is not None:
+        return _where_from_meltano(source, state_db, meltano)
     if source is None:
         return (
             "No state_db was given (--state-db, state_db in the --config file, "
@@ -123,6 +147,37 @@ def _where_from(source: str | None) -> str:
             "(skip_unchanged, hard_delete or events)."
         )
     return f"It came from {source}: check it for a typo."
+
+
+def _where_from_meltano(source: str | None, state_db: str, meltano: MeltanoInvocation) -> str:
+    settings = "meltano.yml, its environment, TARGET_USERPILOT_STATE_DB or the project's .env"
+    if source is None:
+        said = (
+            f"No other state_db is set for {meltano.plugin} in Meltano ({settings}), so the "
+            "default path was read, in the folder Meltano was started in: a run started there "
+            "makes its ledger there on its first run that keeps one (skip_unchanged, hard_delete "
+            "or events)."
+        )
+    elif source == MELTANO_SOURCE:
+        said = f"It came from {meltano.plugin}'s state_db in Meltano ({settings}): check it."
+    else:
+        said = f"It came from {source}: check it for a typo."
+    if looks_like_url(state_db) or os.path.isabs(state_db):
+        return said
+    # A relative path is read in the folder Meltano was started in, as a run reads it.
+    here = os.getcwd()
+    if _same_folder(here, meltano.project_root):
+        return said
+    at_root = os.path.join(meltano.project_root, state_db)
+    if os.path.exists(at_root):
+        return (
+            f"{said} The project's root holds one ({at_root}), made by a run started there: "
+            f"run `{meltano.command()}` there."
+        )
+    return (
+        f"{said} Meltano was started in {here}, not in the project's root "
+        f"({meltano.project_root}): run this command in the folder your runs start in."
+    )
 
 
 def _check_history(ledger: Ledger) -> None:
@@ -173,8 +228,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(f"TARGET_USERPILOT_{name}") or None
+#: The settings this command reads, as a run reads them: where the ledger is, whose account.
+READ_SETTINGS = ("state_db", "api_url", "api_key", "dry_run")
+#: Every setting is also ``TARGET_USERPILOT_<NAME>`` (the SDK's ``--config=ENV``, and Meltano).
+ENV_PREFIX = "TARGET_USERPILOT_"
+
+
+def _env_settings(meltano: MeltanoInvocation | None) -> dict[str, Any]:
+    """The settings this command reads from ``TARGET_USERPILOT_*`` variables, each as its type.
+
+    Under Meltano they are the whole configuration, resolved by Meltano as for a run (meltano.yml,
+    the active environment, the shell's variables and the project's ``.env``, or the file of
+    ``--env-file``): reading a ``.env`` again would overrule what Meltano chose. Otherwise a
+    ``.env`` file is loaded first, as the target loads it with ``--config=ENV``.
+    """
+    properties = CONFIG_SCHEMA["properties"]
+    schema = {"properties": {name: properties[name] for name in READ_SETTINGS}}
+    return env_config(schema, ENV_PREFIX, os.environ if meltano is not None else None)
 
 
 def _config(path: str | None) -> dict[str, Any]:
@@ -192,16 +262,103 @@ def _config(path: str | None) -> dict[str, Any]:
     return loaded
 
 
-def _scope(config: dict[str, Any]) -> str | None:
+def _scope(config: Mapping[str, Any], env: Mapping[str, Any]) -> str | None:
     """The account of the config's (or environment's) api_key, or None for every account."""
-    dry_run = config.get("dry_run")
+
+    def setting(name: str) -> Any:
+        # The --config file first, then the environment, as the ledger's path is chosen.
+        value = config.get(name)
+        if value is None or not str(value).strip():
+            value = env.get(name)
+        return value if value is not None and str(value).strip() else None
+
+    dry_run = setting("dry_run")
     if dry_run is True or str(dry_run).lower() == "true":
         return account_scope("", None, dry_run=True)
-    api_key = config.get("api_key") or _env("API_KEY")
+    api_key = setting("api_key")
     if not api_key:
         return None
-    api_url = config.get("api_url") or _env("API_URL") or DEFAULT_API_URL
+    api_url = setting("api_url") or DEFAULT_API_URL
     return account_scope(str(api_url), str(api_key))
+
+
+# Under Meltano
+
+
+@dataclass(frozen=True)
+class MeltanoInvocation:
+    """Meltano started this process: a run (``meltano run``) or this command (``meltano invoke``).
+
+    Meltano hands a plugin its settings as ``TARGET_USERPILOT_*`` variables, for a command as for
+    a run (a run also gets them as a config file, whose path a command is not told), and starts
+    it in the folder Meltano itself was started in, which need not be the project's root.
+    """
+
+    #: The loader's name in the project (``MELTANO_LOADER_NAME``): an inheriting plugin's own.
+    plugin: str
+    project_root: str
+    #: The active environment, and the project's default one ("" for none).
+    environment: str
+    default_environment: str
+
+    @classmethod
+    def detect(cls, environ: Mapping[str, str]) -> MeltanoInvocation | None:
+        """The Meltano invocation ``environ`` shows, or None outside Meltano."""
+        root = environ.get("MELTANO_PROJECT_ROOT")
+        plugin = environ.get("MELTANO_LOADER_NAME")
+        if not root or not plugin:
+            # MELTANO_PROJECT_ROOT alone may be a shell's, pointing its meltano at a project.
+            return None
+        return cls(
+            plugin=plugin,
+            project_root=root,
+            environment=environ.get("MELTANO_ENVIRONMENT", ""),
+            default_environment=environ.get("MELTANO_DEFAULT_ENVIRONMENT", ""),
+        )
+
+    def command(self, *, cwd: str | None = None) -> str:
+        """``meltano … invoke <plugin>:ledger``, as typed to read what this invocation read.
+
+        ``cwd``: the folder a relative ``state_db`` was read in; named (``--cwd``) unless it is
+        the project's root. The environment is named unless it is the project's default.
+        """
+        words = ["meltano"]
+        if cwd is not None and not _same_folder(cwd, self.project_root):
+            words += ["--cwd", cwd]
+        if self.environment != self.default_environment:
+            if self.environment:
+                words.append(f"--environment={self.environment}")
+            else:
+                words.append("--no-environment")
+        words += ["invoke", f"{self.plugin}:ledger"]
+        return shlex.join(words)
+
+
+def jobs_command(
+    run_id: str,
+    state_db: str,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> str:
+    """The command that lists a run's jobs, as the person who started the run can type it.
+
+    ``userpilot-ledger jobs --run ID``; under Meltano, where that command is not on the PATH
+    and no config file is at hand, ``meltano invoke target-userpilot:ledger jobs --run ID``.
+    """
+    meltano = MeltanoInvocation.detect(os.environ if environ is None else environ)
+    if meltano is None:
+        return f"userpilot-ledger jobs --run {run_id}"
+    path = state_db.strip() or DEFAULT_PATH
+    # A relative path is read in the folder the run was started in: the command must be too.
+    here = None if looks_like_url(path) or os.path.isabs(path) else (cwd or os.getcwd())
+    return f"{meltano.command(cwd=here)} jobs --run {shlex.quote(run_id)}"
+
+
+def _same_folder(one: str, other: str) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:
+        return os.path.abspath(one) == os.path.abspath(other)
 
 
 # The commands

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from target_userpilot.errors import ConfigurationError, LedgerUnavailable
-from target_userpilot.ledger.base import EXTRA_HINT, Ledger, check_readable, check_version, chunks
-from target_userpilot.ledger.history import SentJob
-from target_userpilot.ledger.schema import VERSION_TABLE, apply_pending, latest_version
-from target_userpilot.ledger.tables import PostgresTables
+# SQLAlchemy comes with the SDK; the PostgreSQL driver (psycopg) is the optional extra, loaded
+# by ``create_engine`` below. This module is imported only for a PostgreSQL URL (``factory.py``).
+import sqlalchemy
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, OperationalError
+
+from target_userpilot.errors import ConfigurationError, LedgerUnavailable, WaitInterrupted
+from target_userpilot.ledger.schema import (
+    VERSION_TABLE,
+    apply_pending,
+    check_readable,
+    check_version,
+    latest_version,
+)
+from target_userpilot.ledger.store import Dialect, Ledger, Rows, Statement, chunks
 from target_userpilot.privacy.redact import password_of, redact
 
 if sys.version_info >= (3, 12):
@@ -28,98 +37,69 @@ logger = logging.getLogger("target_userpilot")
 
 T = TypeVar("T")
 
+#: How to install the driver, for the message when it is missing.
+EXTRA_HINT = "pip install 'target-userpilot[postgres]'"
+
+#: A list of ids is one array parameter; the first tables keep moments as TIMESTAMPTZ.
+POSTGRESQL = Dialect(
+    one_of="{column} = ANY(CAST(:{param} AS text[]))",
+    strings=list,
+    moment="to_timestamp(:{param})",
+)
+
 
 class _PgChange:
     """A migration's view of the open transaction."""
 
     backend = "postgresql"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.notices: list[str] = []
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        from sqlalchemy import text
-
-        result = self._conn.execute(text(sql), params or {})
+        result = self._conn.execute(sqlalchemy.text(sql), params or {})
         return [tuple(row) for row in result.fetchall()] if result.returns_rows else []
 
     def notice(self, sentence: str) -> None:
         self.notices.append(sentence)
 
 
-def _pg_version(conn: Any) -> int | None:
+def _pg_version(conn: Connection) -> int | None:
     """The database's schema version; None before versions existed (or for a new database)."""
-    from sqlalchemy import text
-
-    if conn.execute(text("SELECT to_regclass('ledger_schema')")).scalar() is None:
+    if conn.execute(sqlalchemy.text("SELECT to_regclass('ledger_schema')")).scalar() is None:
         return None
-    return int(conn.execute(text("SELECT coalesce(max(version), 0) FROM ledger_schema")).scalar())
+    found = conn.execute(sqlalchemy.text("SELECT coalesce(max(version), 0) FROM ledger_schema"))
+    return int(found.scalar() or 0)
 
 
 #: Serialises schema upgrades between runs starting at once: the second waits for the first's
 #: transaction, then finds the migrations applied.
 _PG_SCHEMA_LOCK = 0x7573_6572_7069  # "userpi"
-_PG_LOOKUP_ROWS = """
-    SELECT id, hash FROM confirmed_rows
-    WHERE scope = :scope AND object = :object AND id = ANY(:ids)
-"""
-_PG_SAVE_ROWS = """
-    INSERT INTO confirmed_rows (scope, object, id, hash, confirmed_at)
-    SELECT :scope, :object, row_id, digest, now()
-    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
-    ON CONFLICT (scope, object, id)
-    DO UPDATE SET hash = EXCLUDED.hash, confirmed_at = EXCLUDED.confirmed_at
-"""
-_PG_FORGET_ROWS = """
-    DELETE FROM confirmed_rows WHERE scope = :scope AND object = :object AND id = ANY(:ids)
-"""
-_PG_LOOKUP_EVENTS = """
-    SELECT key FROM accepted_events
-    WHERE scope = :scope AND stream = :stream AND key = ANY(:keys)
-"""
-_PG_ADD_EVENTS = """
-    INSERT INTO accepted_events (scope, stream, key, accepted_at, name)
-    SELECT :scope, :stream, key, now(), :name FROM unnest(CAST(:keys AS text[])) AS batch(key)
-    ON CONFLICT (scope, stream, key) DO NOTHING
-"""
-
-_PG_ADD_HISTORY = """
-    INSERT INTO sync_history (scope, object, id, sent_at, job_id, hash)
-    SELECT :scope, :object, row_id, :sent_at, :job_id, digest
-    FROM unnest(CAST(:ids AS text[]), CAST(:hashes AS bytea[])) AS batch(row_id, digest)
-    ON CONFLICT DO NOTHING
-"""
-
-_PG_ADD_IMPORT_KEYS = """
-    INSERT INTO import_keys (scope, filename, stream, key)
-    SELECT :scope, :filename, :stream, key FROM unnest(CAST(:keys AS text[])) AS batch(key)
-    ON CONFLICT DO NOTHING
-"""
-
-#: How long one ledger operation keeps retrying a lost connection (a server restart or a
-#: failover takes seconds) before the run stops.
-PG_RETRY_SECONDS = 15.0
 
 
-class PostgresLedger(PostgresTables, Ledger):
+class _NoAnswer(Exception):
+    """The database did not answer (a lost connection, a server restarting): worth another try.
+
+    Holds the driver's words without any password, for the retry's messages."""
+
+
+class PostgresLedger(Ledger):
     """A PostgreSQL database, reached through SQLAlchemy with psycopg 3.
 
     Each thread takes its own pooled connection, so the watcher's confirms and the reading
     thread's lookups do not wait on each other. A connection lost mid-run (restart, failover) is
-    replaced and the operation retried for :data:`PG_RETRY_SECONDS`; past that the run stops
-    with :class:`LedgerUnavailable`.
+    replaced and the operation tried again by the run's retry policy (``RetryPolicy.reconnect``,
+    for ``reconnect_max_time`` seconds, each pause ended at once by the run's stop); past that
+    the run stops with :class:`LedgerUnavailable`.
     """
 
     chunk_size = 5000
+    dialect = POSTGRESQL
 
     def __init__(
         self, state_db: str, *, connect_timeout: int = 10, read_only: bool = False
     ) -> None:
-        import sqlalchemy
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import NoSuchModuleError
-
         #: As given, password included: for opening another connection, never for a message.
         self.url = state_db
         url = make_url(state_db)
@@ -163,7 +143,7 @@ class PostgresLedger(PostgresTables, Ledger):
                 f"Install the PostgreSQL extra: {EXTRA_HINT}."
             )
             raise ConfigurationError(msg) from None
-        except sqlalchemy.exc.DBAPIError as exc:
+        except DBAPIError as exc:
             self._engine.dispose()
             raise ConfigurationError(self._connect_message(exc)) from None
         for sentence in notices:
@@ -172,11 +152,9 @@ class PostgresLedger(PostgresTables, Ledger):
 
     def _readable_version(self) -> int:
         """A reader's check: the schema version, or a refusal if the database holds no ledger."""
-        from sqlalchemy import text
-
         with self._engine.begin() as conn:
             version = _pg_version(conn)
-            legacy = conn.execute(text("SELECT to_regclass('confirmed_rows')")).scalar()
+            legacy = conn.execute(sqlalchemy.text("SELECT to_regclass('confirmed_rows')")).scalar()
         try:
             return check_readable(version, self.description, legacy=legacy is not None)
         except ConfigurationError:
@@ -185,8 +163,6 @@ class PostgresLedger(PostgresTables, Ledger):
 
     def _upgrade(self) -> list[str]:
         """Apply the migrations the database lacks, under an advisory lock, in one transaction."""
-        import sqlalchemy
-
         with self._engine.begin() as conn:
             # Reading the version needs no right beyond SELECT: a user given ready-made tables
             # (PostgreSQL 15 grants no CREATE on public) opens an up-to-date ledger.
@@ -217,19 +193,6 @@ class PostgresLedger(PostgresTables, Ledger):
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
-
-    @override
-    def schema_versions(self) -> list[int]:
-        """The migrations this database has had, in order."""
-        from sqlalchemy import text
-
-        rows = self._run(
-            "reading the schema version",
-            lambda conn: conn.execute(
-                text("SELECT version FROM ledger_schema ORDER BY version")
-            ).fetchall(),
-        )
-        return [version for (version,) in rows]
 
     def _connect_message(self, exc: Exception) -> str:
         reason = self._reason(exc)
@@ -273,160 +236,95 @@ class PostgresLedger(PostgresTables, Ledger):
         lines = [line.strip() for line in str(original).splitlines() if line.strip()]
         return redact(lines[0] if lines else type(original).__name__, self._secrets)
 
-    @override
-    def _run(self, what: str, work: Callable[[Any], T]) -> T:
-        """Run ``work(connection)`` in a transaction, retrying a lost connection for a while."""
-        from sqlalchemy.exc import DBAPIError
+    def _run(self, what: str, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)`` in a transaction; a lost connection is tried again for a
+        while (the retry policy's ``reconnect``), and a stop ends the wait before the next try."""
 
-        deadline = time.monotonic() + PG_RETRY_SECONDS
-        pause = 0.2
-        while True:
+        def once() -> T:
             try:
                 with self._engine.begin() as conn:
                     return work(conn)
             except DBAPIError as exc:
-                retryable = exc.connection_invalidated or _is_transient(exc)
-                if not retryable or time.monotonic() + pause > deadline:
-                    msg = (
-                        f"The ledger (state_db, {self.description}) failed while {what}: "
-                        f"{self._reason(exc)}. Rows Userpilot confirmed before this are recorded; "
-                        "once the database is back, rerun from the last STATE."
-                    )
-                    raise LedgerUnavailable(msg) from None
-                logger.warning(
-                    "The ledger at %s did not answer while %s (%s); retrying in %.1f s.",
-                    self.host,
-                    what,
-                    self._reason(exc),
-                    pause,
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, 3.0)
+                if exc.connection_invalidated or _is_transient(exc):
+                    raise _NoAnswer(self._reason(exc)) from None
+                raise self._unavailable(what, self._reason(exc)) from None
 
-    @override
-    def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
-        from sqlalchemy import text
+        def retrying(error: BaseException, seconds: float) -> None:
+            logger.warning(
+                "The ledger at %s did not answer while %s (%s); retrying in %.1f s.",
+                self.host,
+                what,
+                error,
+                seconds,
+            )
 
-        params = {"scope": scope, "object": object, "ids": list(ids)}
-        rows = self._run(
-            "looking up unchanged rows",
-            lambda conn: conn.execute(text(_PG_LOOKUP_ROWS), params).fetchall(),
+        try:
+            return self.retry.reconnect(
+                once, _NoAnswer, f"The ledger at {self.host}", stop=self.stop, log=retrying
+            )
+        except _NoAnswer as exc:
+            raise self._unavailable(what, str(exc)) from None
+        except WaitInterrupted as exc:
+            reason = str(exc.last_error) if exc.last_error is not None else "no answer"
+            raise self._unavailable(
+                what, f"{reason}; the run stopped before it was tried again"
+            ) from None
+
+    def _unavailable(self, what: str, reason: str) -> LedgerUnavailable:
+        msg = (
+            f"The ledger (state_db, {self.description}) failed while {what}: {reason}. Rows "
+            "Userpilot confirmed before this are recorded; once the database is back, rerun from "
+            "the last STATE."
         )
-        return {row_id: bytes(digest) for row_id, digest in rows}
+        return LedgerUnavailable(msg)
 
     @override
-    def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
-        from sqlalchemy import text
-
-        def save(conn: Any) -> None:
-            for chunk in chunks(rows, self.chunk_size):
-                params = {
-                    "scope": scope,
-                    "object": object,
-                    "ids": [row_id for row_id, _ in chunk],
-                    "hashes": [digest for _, digest in chunk],
-                }
-                conn.execute(text(_PG_SAVE_ROWS), params)
-
-        self._run("recording confirmed rows", save)
+    def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
+        statement = sqlalchemy.text(sql)
+        # The rows as SQLAlchemy gives them (each unpacks as a tuple): a copy of each would cost
+        # a tenth of a lookup.
+        return self._run(what, lambda conn: conn.execute(statement, params).all())
 
     @override
-    def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
-        from sqlalchemy import text
+    def _execute(self, what: str, steps: Sequence[Statement | Rows]) -> int:
+        def run(conn: Connection) -> int:
+            changed = 0
+            for step in steps:
+                for sql, params in self._statements(step):
+                    changed += max(conn.execute(sqlalchemy.text(sql), params).rowcount, 0)
+            return changed
 
-        params = {"scope": scope, "object": object, "ids": list(ids)}
-        self._run(
-            "removing deleted profiles", lambda conn: conn.execute(text(_PG_FORGET_ROWS), params)
+        return self._run(what, run)
+
+    def _statements(self, step: Statement | Rows) -> Iterator[Statement]:
+        """A step as statements: many rows as arrays, a chunk per statement (a statement per
+        row would cost a round trip each)."""
+        if not isinstance(step, Rows):
+            yield step
+            return
+        shared = [
+            self.dialect.moment.format(param=column) if column in step.moments else f":{column}"
+            for column in step.shared
+        ]
+        arrays = [
+            f"CAST(:{column} AS {'bytea' if column in step.binary else 'text'}[])"
+            for column in step.columns
+        ]
+        columns = ", ".join(step.columns)
+        sql = (
+            f"INSERT INTO {step.table} ({', '.join([*step.shared, *step.columns])}) "  # noqa: S608
+            f"SELECT {', '.join([*shared, *step.columns])} "
+            f"FROM unnest({', '.join(arrays)}) AS batch({columns}) {step.conflict}"
         )
-
-    @override
-    def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
-        from sqlalchemy import text
-
-        params = {"scope": scope, "stream": stream, "keys": list(keys)}
-        rows = self._run(
-            "looking up accepted events",
-            lambda conn: conn.execute(text(_PG_LOOKUP_EVENTS), params).fetchall(),
-        )
-        return {key for (key,) in rows}
-
-    @override
-    def _add_accepted_events(
-        self, scope: str, stream: str, keys: list[str], name: str | None
-    ) -> None:
-        from sqlalchemy import text
-
-        def add(conn: Any) -> None:
-            for chunk in chunks(keys, self.chunk_size):
-                params = {"scope": scope, "stream": stream, "keys": list(chunk), "name": name}
-                conn.execute(text(_PG_ADD_EVENTS), params)
-
-        self._run("recording accepted events", add)
-
-    # The history's primitives (history.py)
-
-    @override
-    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        from sqlalchemy import text
-
-        return self._run(
-            what, lambda conn: [tuple(row) for row in conn.execute(text(sql), params).fetchall()]
-        )
-
-    @override
-    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
-        from sqlalchemy import text
-
-        def run(conn: Any) -> None:
-            for sql, params in steps:
-                conn.execute(text(sql), params)
-
-        self._run(what, run)
-
-    @override
-    def _ids_in(self, column: str) -> str:
-        return f"{column} = ANY(CAST(:ids AS text[]))"
-
-    @override
-    def _ids(self, ids: Sequence[str]) -> Any:
-        return list(ids)
-
-    @override
-    def _epoch(self, param: str) -> str:
-        return f"to_timestamp(:{param})"  # accepted_at is a TIMESTAMPTZ here
-
-    @override
-    def _import_keys_insert(
-        self, scope: str, filename: str, stream: str, keys: Sequence[str]
-    ) -> tuple[str, Any]:
-        # One statement for the whole file: a row per key costs a round trip each otherwise.
-        return (
-            _PG_ADD_IMPORT_KEYS,
-            {"scope": scope, "filename": filename, "stream": stream, "keys": list(keys)},
-        )
-
-    @override
-    def _history_insert(
-        self, scope: str, job: SentJob, rows: Sequence[tuple[str, bytes | None]]
-    ) -> tuple[str, Any]:
-        # One statement for the whole batch: a row per id costs a round trip each otherwise.
-        return (
-            _PG_ADD_HISTORY,
-            {
-                "scope": scope,
-                "object": job.object,
-                "sent_at": job.sent_at,
-                "job_id": job.job_id,
-                "ids": [row_id for row_id, _ in rows],
-                "hashes": [digest for _, digest in rows],
-            },
-        )
+        for chunk in chunks(step.values, self.chunk_size):
+            params = dict(step.shared)
+            for n, column in enumerate(step.columns):
+                params[column] = [values[n] for values in chunk]
+            yield sql, params
 
 
 def _is_transient(exc: Exception) -> bool:
     """A failure another try may get past: a lost connection, a deadlock, a server going down."""
-    from sqlalchemy.exc import OperationalError
-
     code = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
     # 08: connection exceptions; 40: transaction rollback (deadlock, serialization); 57P: the
     # server shutting down or restarting.

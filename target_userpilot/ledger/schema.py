@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from target_userpilot.errors import ConfigurationError, LedgerMissing
+
 
 class SchemaChange(Protocol):
     """One backend's open transaction, as a migration sees it."""
@@ -79,6 +81,34 @@ VERSION_TABLE = """
         applied_at DOUBLE PRECISION NOT NULL
     )
 """
+
+
+def check_version(current: int, description: str) -> None:
+    """Refuse a ledger a newer release upgraded: this one would misread its tables."""
+    if current > latest_version():
+        msg = (
+            f"The ledger (state_db, {description}) has schema version {current}, written by a "
+            f"newer target-userpilot; this one knows versions up to {latest_version()}. Upgrade "
+            "target-userpilot, or point state_db at another ledger."
+        )
+        raise ConfigurationError(msg)
+
+
+def check_readable(version: int | None, description: str, *, legacy: bool) -> int:
+    """For a reader: the ledger's schema version, or refuse a database that holds no ledger.
+
+    ``version`` is None where the database has no ``ledger_schema`` table; ``legacy``: it has
+    the tables of a ledger made before versions existed (version 0). A newer release's ledger is
+    refused as the target refuses it.
+    """
+    if version is None and not legacy:
+        msg = (
+            f"state_db ({description}) holds no target-userpilot ledger: none of its tables are "
+            "there. Nothing was created or changed."
+        )
+        raise LedgerMissing(msg)
+    check_version(version or 0, description)
+    return version or 0
 
 
 def pending(current: int) -> list[Migration]:
@@ -191,6 +221,11 @@ def _account_scope(change: SchemaChange) -> None:
         "skip_unchanged run sends those profiles once more (harmless: upserts), and an event "
         "the tap sends again that was accepted before this upgrade is sent again."
     )
+
+
+#: The schema version that made the sync history's tables (migration 3): ``userpilot-ledger``
+#: needs a ledger at least this new. A later migration that changes them raises it.
+HISTORY_VERSION = 3
 
 
 @migration(3, "sync history per profile, jobs and deletion requests, remembered deletions")

@@ -13,16 +13,20 @@ import sqlite3
 import stat
 import sys
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUnavailable
-from target_userpilot.ledger.base import Ledger, check_readable, check_version
-from target_userpilot.ledger.schema import VERSION_TABLE, apply_pending, latest_version
-from target_userpilot.ledger.tables import SQLiteTables
+from target_userpilot.ledger.schema import (
+    VERSION_TABLE,
+    apply_pending,
+    check_readable,
+    check_version,
+    latest_version,
+)
+from target_userpilot.ledger.store import Dialect, Ledger, Rows, Statement
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -30,6 +34,14 @@ else:  # pragma: no cover
     from typing_extensions import override
 
 logger = logging.getLogger("target_userpilot")
+
+#: A list of ids is one parameter, a JSON array read as a table: any number of ids, one
+#: statement. Moments are epoch seconds, as every time column here.
+SQLITE = Dialect(
+    one_of="{column} IN (SELECT value FROM json_each(:{param}))",
+    strings=lambda values: json.dumps(list(values)),
+    moment=":{param}",
+)
 
 
 class _SQLiteChange:
@@ -58,12 +70,14 @@ def _sqlite_version(db: sqlite3.Connection) -> int | None:
     return int(db.execute("SELECT coalesce(max(version), 0) FROM ledger_schema").fetchone()[0])
 
 
-class SQLiteLedger(SQLiteTables, Ledger):
+class SQLiteLedger(Ledger):
     """A SQLite file, shared safely by runs on one machine (WAL, waiting on each other's locks).
 
     The file and a folder made for it are readable by their owner only: profile ids are
     personal data.
     """
+
+    dialect = SQLITE
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = path
@@ -158,91 +172,33 @@ class SQLiteLedger(SQLiteTables, Ledger):
             self._db.close()
 
     @override
-    def schema_versions(self) -> list[int]:
-        """The migrations this file has had, in order."""
-        with self._lock:
-            rows = self._db.execute("SELECT version FROM ledger_schema ORDER BY version")
-            return [version for (version,) in rows]
-
-    @override
-    def _row_hashes(self, scope: str, object: str, ids: Sequence[str]) -> dict[str, bytes]:
-        marks = ",".join("?" * len(ids))
-        query = (
-            "SELECT id, hash FROM confirmed_rows "  # noqa: S608 - only placeholders
-            f"WHERE scope = ? AND object = ? AND id IN ({marks})"
-        )
-        with self._using("looking up unchanged rows") as db:
-            return dict(db.execute(query, (scope, object, *ids)).fetchall())
-
-    @override
-    def _save_row_hashes(self, scope: str, object: str, rows: list[tuple[str, bytes]]) -> None:
-        now = time.time()
-        with self._using("recording confirmed rows") as db, db:
-            db.executemany(
-                "INSERT OR REPLACE INTO confirmed_rows VALUES (?, ?, ?, ?, ?)",
-                ((scope, object, row_id, digest, now) for row_id, digest in rows),
-            )
-
-    @override
-    def _forget_rows(self, scope: str, object: str, ids: Sequence[str]) -> None:
-        marks = ",".join("?" * len(ids))
-        statement = (
-            "DELETE FROM confirmed_rows "  # noqa: S608 - only placeholders
-            f"WHERE scope = ? AND object = ? AND id IN ({marks})"
-        )
-        with self._using("removing deleted profiles") as db, db:
-            db.execute(statement, (scope, object, *ids))
-
-    @override
-    def _accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]:
-        marks = ",".join("?" * len(keys))
-        query = (
-            "SELECT key FROM accepted_events "  # noqa: S608 - only placeholders
-            f"WHERE scope = ? AND stream = ? AND key IN ({marks})"
-        )
-        with self._using("looking up accepted events") as db:
-            return {key for (key,) in db.execute(query, (scope, stream, *keys))}
-
-    @override
-    def _add_accepted_events(
-        self, scope: str, stream: str, keys: list[str], name: str | None
-    ) -> None:
-        now = time.time()
-        with self._using("recording accepted events") as db, db:
-            db.executemany(
-                "INSERT OR IGNORE INTO accepted_events (scope, stream, key, accepted_at, name) "
-                "VALUES (?, ?, ?, ?, ?)",
-                ((scope, stream, key, now, name) for key in keys),
-            )
-
-    # The history's primitives (history.py)
-
-    @override
-    def _query(self, what: str, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _query(self, what: str, sql: str, params: Mapping[str, Any]) -> Sequence[tuple[Any, ...]]:
         with self._using(what) as db:
             return db.execute(sql, params).fetchall()
 
     @override
-    def _execute(self, what: str, steps: list[tuple[str, Any]]) -> None:
+    def _execute(self, what: str, steps: Sequence[Statement | Rows]) -> int:
+        changed = 0
         with self._using(what) as db, db:
-            for sql, params in steps:
-                if isinstance(params, list):
-                    db.executemany(sql, params)
+            for step in steps:
+                if isinstance(step, Rows):
+                    shared = tuple(step.shared.values())
+                    cursor = db.executemany(
+                        _insert(step), ((*shared, *values) for values in step.values)
+                    )
                 else:
-                    db.execute(sql, params)
+                    cursor = db.execute(*step)
+                changed += max(cursor.rowcount, 0)
+        return changed
 
-    @override
-    def _ids_in(self, column: str) -> str:
-        # One parameter for any number of ids: a JSON array, read as a table.
-        return f"{column} IN (SELECT value FROM json_each(:ids))"  # noqa: S608 - a placeholder
 
-    @override
-    def _ids(self, ids: Sequence[str]) -> Any:
-        return json.dumps(list(ids))
-
-    @override
-    def _epoch(self, param: str) -> str:
-        return f":{param}"  # accepted_at holds epoch seconds here
+def _insert(rows: Rows) -> str:
+    """One row's ``INSERT``, its values in the order of ``rows.shared``, then ``rows.columns``
+    (moments go in as the epoch seconds they are)."""
+    columns = [*rows.shared, *rows.columns]
+    marks = ", ".join("?" * len(columns))
+    table, names = rows.table, ", ".join(columns)  # names of this package, never input
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) {rows.conflict}"  # noqa: S608
 
 
 def _open_read_only(path: str) -> sqlite3.Connection:

@@ -2,7 +2,7 @@
 
 The job lane reports each upload (job id, the ids and row hashes it holds) and how its job ended;
 the deletion lane reports each deletion request and Userpilot's 202. :class:`SyncHistory` turns
-those into a few set-based writes per job (``ledger/history.py``), so the cost per row stays
+those into a few set-based writes per job (``ledger/store.py``), so the cost per row stays
 small, and answers the two questions the lanes ask between runs:
 
 - **Was this deletion already accepted?** A tap re-reading rows at its bookmark sends the same
@@ -32,8 +32,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 
 from target_userpilot.batching.batch import SealedBatch
-from target_userpilot.ledger.base import Ledger
-from target_userpilot.ledger.history import DELETION, JOB, SentJob
+from target_userpilot.ledger.store import DELETION, JOB, Ledger, SentJob
 from target_userpilot.memory.unchanged import row_hash
 from target_userpilot.records.routing import id_key
 

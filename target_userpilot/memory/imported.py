@@ -1,10 +1,10 @@
 """Events through the Import API: the ledger's side of every events file the job lane sends.
 
-With ``events_api: import`` events are a third object of the buffer (``buffer.py``): spooled to
-NDJSON files of Import API records, at most 10,000 and 50 MB each, uploaded to ``/v1/imports``
-by the one job lane (``jobs.py``), which awaits each job as it does bulk jobs. Events are not
-idempotent, and a job can outlive the run that uploaded it, so a file is in the ledger
-(``ledger/imports.py``) from before its upload until the end of its job is known:
+With ``events_api: import`` events are a third object of the buffer (``batching/buffer.py``):
+spooled to NDJSON files of Import API records, at most 10,000 and 50 MB each, uploaded to
+``/v1/imports`` by the one job lane (``lanes/jobs.py``), which awaits each job as it does bulk
+jobs. Events are not idempotent, and a job can outlive the run that uploaded it, so a file is in
+the ledger (``ledger/store.py``) from before its upload until the end of its job is known:
 
 - **Before the upload** (:meth:`ImportedEvents.prepare`): the events whose keys the ledger holds
   are left out of the file. Every earlier job of this run has completed by then (one job at a
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.errors import Unconfirmed, WaitInterrupted
-from target_userpilot.ledger.imports import (
+from target_userpilot.ledger.store import (
     COMPLETED,
     FAILED,
     NOT_SENT,
@@ -45,15 +45,16 @@ from target_userpilot.ledger.imports import (
     RecordedImport,
 )
 from target_userpilot.records.routing import EVENTS
+from target_userpilot.retry import Stop
 from target_userpilot.summary import RunSummary
 from target_userpilot.userpilot.client import FINAL_STATUSES
-from target_userpilot.userpilot.retry import Stop
 
 logger = logging.getLogger("target_userpilot.lane")
 
 
 class ImportLedger(Protocol):
-    """What events files need of the ledger (``state_db``): see ``ledger.Ledger``."""
+    """What events files need of the ledger (``state_db``): part of
+    :class:`~target_userpilot.ledger.store.Ledger`."""
 
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 

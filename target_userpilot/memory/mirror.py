@@ -67,7 +67,8 @@ _SOURCE, _ALIAS, _FILTER = "__source__", "__alias__", "__filter__"
 
 
 class VersionLedger(Protocol):
-    """What mirror deletes need of the ledger (``state_db``)."""
+    """What mirror deletes need of the ledger (``state_db``): part of
+    :class:`~target_userpilot.ledger.store.Ledger`."""
 
     def save_version_ids(
         self, scope: str, object: str, stream: str, version: int, ids: Sequence[str]

@@ -1,7 +1,7 @@
 """skip_unchanged: do not send a row Userpilot will already hold.
 
 Userpilot processes about 1,800 rows a minute, so a row not sent is the cheapest row there is.
-The ledger (``state_db``) keeps, per API host, object and profile id, a hash of the last row
+The ledger (``state_db``) keeps, per account, object and profile id, a hash of the last row
 whose job *completed*; entries are recorded only once their own job completes, so a failed or
 interrupted run never marks anything as confirmed.
 
@@ -25,7 +25,8 @@ import threading
 from collections.abc import Iterable
 
 from target_userpilot.batching.batch import SealedBatch
-from target_userpilot.ledger.base import Ledger, open_ledger
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.store import Ledger
 from target_userpilot.records.routing import id_key
 
 #: The pending mark of a profile deleted in this run: Userpilot will hold nothing for it, so no
@@ -49,7 +50,7 @@ class ConfirmedRows:
     def __init__(self, ledger: Ledger | str, scope: str) -> None:
         """Use ``ledger``, or open the one a ``state_db`` string names (then owned and closed here).
 
-        ``scope`` separates accounts sharing one ledger: the API host, or ``dry-run``.
+        ``scope`` separates accounts sharing one ledger (``ledger/scope.py``), or is ``dry-run``.
         """
         self._owned = isinstance(ledger, str)
         self.ledger = open_ledger(ledger) if isinstance(ledger, str) else ledger

@@ -92,6 +92,7 @@ class Account:
         max_delete_ids: int | None = None,
         events_per_minute: float | None = 600,
         track_requires_user: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         self.api_key = api_key
         self.rules = RealTimeRules(
@@ -99,7 +100,7 @@ class Account:
         )
         self.lock = threading.Lock()
         self.stopping = threading.Event()  # set by `Sandbox.stop`: cuts slow answers short
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.store = ProfileStore(keep_uploads)
         self.board = JobBoard(self.store, self.clock, rows_per_minute)
         self.dice = FaultDice()

@@ -19,11 +19,13 @@ Where things live:
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
+from target_userpilot.clock import REAL_CLOCK
+from target_userpilot.clock import Clock as Source
 from target_userpilot.sandbox.admin import serve_admin
 from target_userpilot.sandbox.api import Account
+from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import Faults
 from target_userpilot.sandbox.httpd import (
     SandboxServer,
@@ -66,6 +68,11 @@ class Sandbox:
 
     `tls=(certfile, keyfile)` serves HTTPS (PEM files; the key unencrypted) and `url` starts
     with https://, for clients that must verify a certificate or go through a proxy.
+
+    `clock` tells the sandbox's time (the real clock by default): a test hands it the
+    simulated clock its lanes wait on (`target_userpilot.clock.SimulatedClock`), and jobs, rate
+    limits and request times all run in simulated seconds. Injected slow answers stay real:
+    they are about the client's socket timeouts.
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class Sandbox:
         tls: tuple[str, str] | None = None,
         elapsed_time: str = "seconds",
         job_times: str = "exact",
+        clock: Source = REAL_CLOCK,
     ) -> None:
         require_loopback(host)
         self.host = host
@@ -98,6 +106,7 @@ class Sandbox:
             max_delete_ids=max_delete_ids,
             events_per_minute=events_per_minute,
             track_requires_user=track_requires_user,
+            clock=Clock(clock),
         )
         self._account.set_import_rules(imports_share_lane, import_status_at)
         self._account.set_job_figures(elapsed_time, job_times)
@@ -281,15 +290,17 @@ class Sandbox:
         return self._account.requests_copy()
 
     def wait_idle(self, timeout: float = 30) -> bool:
-        """Wait until no job runs (ours or a foreign hold); False if `timeout` passes first."""
-        deadline = time.monotonic() + timeout
+        """Wait until no job runs (ours or a foreign hold); False if `timeout` passes first
+        (both on the sandbox's clock)."""
+        clock = self._account.clock.source
+        deadline = clock.now() + timeout
         while True:
             idle, next_end = self._account.is_idle()
             if idle:
                 return True
-            now = time.monotonic()
+            now = clock.now()
             if now >= deadline:
                 return False
-            # Sleep toward the next job's end, in short steps: the rate may change meanwhile.
+            # Wait toward the next job's end, in short steps: the rate may change meanwhile.
             target = min(next_end if next_end is not None else now, deadline, now + 0.05)
-            time.sleep(max(target - now, 0.001))
+            clock.wait(self._account.stopping, max(target - now, 0.001))

@@ -2,7 +2,6 @@
 
 - ``client.py``: the endpoints: uploads, job status and lists, deletions, events, imports
 - ``transport.py``: HTTP to one host: sessions, auth, proxies and CAs, answers sorted into errors
-- ``retry.py``: the retry policy: which failures get another try, and every wait a stop ends
 - ``hosts.py``: where the API key may go, and which keys can be sent at all
 - ``dryrun.py``: the dry run's stand-in for the client: request bodies to files, no network
 """

@@ -1,8 +1,8 @@
 """Userpilot's endpoints: bulk jobs, their status, deletions and events; no Singer inside.
 
 What to ask Userpilot and what its answers mean. How a request travels (sessions, auth,
-proxies, CAs) is ``transport.py``'s; whether a failed one is tried again, ``retry.py``'s; which
-hosts and keys are allowed, ``hosts.py``'s.
+proxies, CAs) is ``transport.py``'s; whether a failed one is tried again, the run's retry policy's
+(``target_userpilot/retry.py``); which hosts and keys are allowed, ``hosts.py``'s.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from target_userpilot.errors import (
     Unconfirmed,
     UnexpectedAnswer,
 )
-from target_userpilot.userpilot.retry import RatePace, RetryPolicy, Stop
+from target_userpilot.retry import RatePace, RetryPolicy, Stop
 from target_userpilot.userpilot.transport import (
     IMPORT_LIST_PATHS,
     IMPORT_STATUS_PATHS,

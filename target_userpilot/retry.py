@@ -1,23 +1,28 @@
 """The retry policy: the one place a retry is decided and waited for, declared once, immutable.
 
 Which failures are worth another try, how long to wait (``Retry-After`` first, jittered
-exponential backoff otherwise), and how many tries are enough. The client runs each call
-through one of four ways of retrying: bounded tries (uploads, lists, deletions), tries of a
-request that cannot be taken back (events), status polls (which may wait out a longer outage),
-and waiting out another client's job (409).
+exponential backoff otherwise), and how many tries, or how much time, are enough. Userpilot's
+client runs each call through one of four ways of retrying: bounded tries (uploads, lists,
+deletions), tries of a request that cannot be taken back (events), status polls (which may wait
+out a longer outage), and waiting out another client's job (409). The PostgreSQL ledger runs
+each operation through a fifth: a lost connection tried again for a while (:meth:`reconnect`).
 
 How a stop reaches a retry. A retry is a new request, so after a stop none may start, and the
 wait before it must end at once. ``backoff`` decides whether another try comes (which errors,
-``max_tries``, ``max_time``), but it pauses with ``time.sleep``, which nothing can interrupt.
-So each retried call gets a :class:`_Pauses`: the wait generator it hands to ``backoff``
-computes the real pause, keeps it, and yields 0 (``backoff``'s own sleep is then nothing); the
-``on_backoff`` handler, which ``backoff`` calls just before that sleep, waits the real pause on
-the caller's ``stop`` event instead. A stop set before or during the pause ends it with
+``max_tries``, a time limit through its ``giveup``), but it pauses with ``time.sleep``, which
+nothing can interrupt. So each retried call gets a :class:`_Pauses`: the wait generator it
+hands to ``backoff`` computes the real pause, keeps it, and yields 0 (``backoff``'s own sleep is
+then nothing); the ``on_backoff`` handler, which ``backoff`` calls just before that sleep, waits
+the real pause on the caller's ``stop`` event instead, on the policy's
+:class:`~target_userpilot.clock.Clock`. A
+time limit is measured on that clock too (``backoff``'s own ``max_time`` is wall time), so a
+test runs a policy in simulated time. A stop set before or during the pause ends it with
 :class:`~target_userpilot.errors.WaitInterrupted`, raised out of ``backoff``'s loop: no further
 try starts. Every lane hands its own stop event to each client call (``stop=``), so the same
 holds for an upload, a job lookup after a lost answer, a status poll, a deletion request and an
-event. The first try of a call is the caller's decision (a status poll of the job in flight
-still goes after a stop; a new upload does not), never the policy's.
+event; the run hands its stop to the ledger. The first try of a call is the caller's decision (a
+status poll of the job in flight still goes after a stop; a new upload does not), never the
+policy's.
 
 A pace that spaces its own requests (the events' ``EventPace``) is handed in with ``pace=``:
 after a 429, it alone decides when the refused request goes again (its next slot, after the
@@ -30,13 +35,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import backoff
 
+from target_userpilot.clock import REAL_CLOCK, Clock
 from target_userpilot.errors import (
     JobConflict,
     TransientError,
@@ -76,12 +81,14 @@ _NO_STOP = threading.Event()
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How failures are retried: transient ones, status polls, and another client's job.
+    """How failures are retried: transient ones, status polls, another client's job, and a
+    lost ledger connection.
 
     Transient failures (429, 5xx, dropped connections, timeouts) get ``max_tries`` tries;
     status polls retry them, and answers that are no job, for up to ``poll_max_time`` seconds;
-    409 is waited out for as long as the caller's ``conflict_wait``. Every pause ends at once
-    when the caller's ``stop`` is set.
+    409 is waited out for as long as the caller's ``conflict_wait``; a lost ledger connection
+    is tried again for ``reconnect_max_time`` seconds. Every pause is waited on ``clock`` and
+    ends at once when the caller's ``stop`` is set.
     """
 
     base_seconds: float = 0.5
@@ -91,6 +98,11 @@ class RetryPolicy:
     poll_max_time: float = 300.0
     #: Longest pause between two uploads while another bulk job holds the account (409).
     conflict_max_seconds: float = 30.0
+    #: How long one ledger operation keeps trying a lost connection (a server restart or a
+    #: failover takes seconds) before the run stops.
+    reconnect_max_time: float = 15.0
+    #: What every pause is waited on, and every time limit measured by.
+    clock: Clock = REAL_CLOCK
 
     def run(self, call: Callable[[], T], what: str, *, stop: Stop | None = None) -> T:
         """``call``, its transient failures tried again up to ``max_tries`` times in all.
@@ -98,9 +110,9 @@ class RetryPolicy:
         Used for uploads, lists and deletions. Once it gives up, the error says what was being
         done (``what``), how often and for how long.
         """
-        pauses = _Pauses(self.wait_before_retry, what, stop)
+        pauses = _Pauses(self.wait_before_retry, what, stop, self.clock)
         retrying = pauses.decorator(TransientError, max_tries=self.max_tries)
-        return self._until_giving_up(retrying, call, what, polling=False)
+        return self._until_giving_up(pauses, retrying, call, what, polling=False)
 
     def run_once_in_effect(
         self,
@@ -133,9 +145,9 @@ class RetryPolicy:
                 return max(0.0, pace.after_rate_limit(error.retry_after))
             return self.wait_before_retry(error, attempt)
 
-        pauses = _Pauses(wait, what, stop)
+        pauses = _Pauses(wait, what, stop, self.clock)
         retrying = pauses.decorator(TransientError, max_tries=self.max_tries)
-        return self._until_giving_up(retrying, once, what, polling=False)
+        return self._until_giving_up(pauses, retrying, once, what, polling=False)
 
     def poll(self, call: Callable[[], T], what: str, *, stop: Stop | None = None) -> T:
         """``call``, its transient failures and odd answers tried again for ``poll_max_time`` s.
@@ -144,9 +156,11 @@ class RetryPolicy:
         status poll may wait out a longer outage, and answers that are no job, than an upload.
         After a stop a failed poll is not tried again: the job is left to Userpilot.
         """
-        pauses = _Pauses(self.wait_before_retry, what, stop, max_time=self.poll_max_time)
-        polling = pauses.decorator((TransientError, UnexpectedAnswer), max_time=self.poll_max_time)
-        return self._until_giving_up(polling, call, what, polling=True)
+        pauses = _Pauses(
+            self.wait_before_retry, what, stop, self.clock, max_time=self.poll_max_time
+        )
+        polling = pauses.decorator((TransientError, UnexpectedAnswer))
+        return self._until_giving_up(pauses, polling, call, what, polling=True)
 
     def wait_out_conflicts(
         self, call: Callable[[], T], conflict_wait: float, *, stop: Stop | None = None
@@ -163,9 +177,41 @@ class RetryPolicy:
             return random.uniform(0, ceiling)
 
         what = "An upload waiting for another client's job"
-        pauses = _Pauses(wait, what, stop, max_time=conflict_wait, log=_log_conflict)
-        waiting = pauses.decorator(JobConflict, max_time=conflict_wait)
+        pauses = _Pauses(wait, what, stop, self.clock, max_time=conflict_wait, log=_log_conflict)
+        waiting = pauses.decorator(JobConflict)
         result: T = waiting(call)()
+        return result
+
+    def reconnect(
+        self,
+        call: Callable[[], T],
+        lost: type[Exception],
+        what: str,
+        *,
+        stop: Stop | None = None,
+        log: Callable[[BaseException, float], None] | None = None,
+    ) -> T:
+        """``call``, tried again while it raises ``lost`` (a database connection lost, a server
+        restarting), for ``reconnect_max_time`` seconds; the last ``lost`` is raised when time
+        is up. ``log`` hears each failure and the pause before the next try (the caller words
+        it without secrets). A stop ends a pause at once with :class:`WaitInterrupted`.
+        """
+
+        def told(
+            what: str, error: BaseException | None, _tries: int, seconds: float, _e: float
+        ) -> None:
+            if log is not None and error is not None:
+                log(error, seconds)
+
+        pauses = _Pauses(
+            self.wait_before_retry,
+            what,
+            stop,
+            self.clock,
+            max_time=self.reconnect_max_time,
+            log=told,
+        )
+        result: T = pauses.decorator(lost)(call)()
         return result
 
     def wait_before_retry(self, error: BaseException | None, attempt: int) -> float:
@@ -180,7 +226,7 @@ class RetryPolicy:
         return random.uniform(self.base_seconds / 4, ceiling)
 
     def _until_giving_up(
-        self, retrying: Any, call: Callable[[], T], what: str, *, polling: bool
+        self, pauses: _Pauses, retrying: Any, call: Callable[[], T], what: str, *, polling: bool
     ) -> T:
         """Run ``call`` under ``retrying``; once it gives up, say so in a sentence.
 
@@ -189,7 +235,6 @@ class RetryPolicy:
         it is: the lane that called says what was left unsent.
         """
         tries = 0
-        started = time.monotonic()
 
         def counted() -> T:
             nonlocal tries
@@ -201,7 +246,7 @@ class RetryPolicy:
         except (TransientError, UnexpectedAnswer) as exc:
             if isinstance(exc, UnexpectedAnswer) and not polling:
                 raise  # not retried under this policy: the error speaks for itself
-            elapsed = time.monotonic() - started
+            elapsed = pauses.elapsed()
             if isinstance(exc, UnexpectedAnswer):
                 msg = (
                     f"{what} failed {tries} times in {elapsed:.0f} s; the last answer: {exc}. "
@@ -224,7 +269,9 @@ class _Pauses:
 
     ``backoff`` asks its wait generator (:meth:`waits`) for each pause and sleeps what it
     yields, uninterruptibly: it gets 0. The real pause is kept here and waited by
-    :meth:`pause`, ``backoff``'s ``on_backoff`` handler, on ``stop``.
+    :meth:`pause`, ``backoff``'s ``on_backoff`` handler, on ``stop``, on ``clock``. A time
+    limit is this clock's too: ``backoff`` is asked to give up (``giveup``) once ``max_time``
+    has passed on it, and the last pause ends when the limit comes.
     """
 
     def __init__(
@@ -232,6 +279,7 @@ class _Pauses:
         schedule: Callable[[BaseException | None, int], float],
         what: str,
         stop: Stop | None,
+        clock: Clock,
         *,
         max_time: float | None = None,
         log: Callable[[str, BaseException | None, int, float, float], None] | None = None,
@@ -240,9 +288,15 @@ class _Pauses:
         self._schedule = schedule
         self._what = what
         self._stop: Stop = stop if stop is not None else _NO_STOP
+        self._clock = clock
+        self._started = clock.now()
         self._max_time = max_time
         self._log = log or _log_retry
         self._next = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds on the clock since the call's first try."""
+        return self._clock.now() - self._started
 
     def decorator(self, errors: Any, **limits: Any) -> Any:
         """A ``backoff`` decorator retrying ``errors`` within ``limits``, pausing here."""
@@ -251,9 +305,13 @@ class _Pauses:
             errors,
             jitter=None,
             on_backoff=self.pause,
+            giveup=self._time_is_up,
             logger=None,
             **limits,
         )
+
+    def _time_is_up(self, _error: BaseException) -> bool:
+        return self._max_time is not None and self.elapsed() >= self._max_time
 
     def waits(self) -> Generator[float, Any, None]:
         """The wait generator ``backoff`` drives: keeps the real pause, yields 0."""
@@ -267,14 +325,14 @@ class _Pauses:
     def pause(self, details: Any) -> None:
         """``on_backoff``: wait the pause on the stop; a stop ends it, and the retries with it."""
         seconds = self._next
-        elapsed = float(details.get("elapsed") or 0.0)
+        elapsed = self.elapsed()
         if self._max_time is not None:
             seconds = min(seconds, max(0.0, self._max_time - elapsed))
         error = details.get("exception")
         tries = int(details["tries"])
         if not self._stop.is_set():
             self._log(self._what, error, tries, seconds, elapsed)
-        if self._stop.wait(seconds):
+        if self._clock.wait(self._stop, seconds):
             msg = (
                 f"{self._what} was not tried again: the run stopped before try {tries + 1}"
                 f"{f' (the last try: {error})' if error is not None else ''}."

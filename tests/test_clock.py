@@ -1,0 +1,160 @@
+"""The clocks every wait goes through (clock.py): the real one, and the simulated one tests use.
+
+The simulated clock's promise: time stands still while a thread that takes part works, jumps to
+the earliest deadline once all of them wait, and a wait ends early when its event is set or its
+condition notified, exactly as a real wait would. No test here asserts a wall-clock duration.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from target_userpilot.clock import REAL_CLOCK, SimulatedClock
+
+
+def _in_thread(work) -> tuple[threading.Thread, list]:
+    """Run ``work`` on a thread of its own; its result lands in the list."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(work()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_the_real_clock_waits_as_the_event_does():
+    event = threading.Event()
+
+    assert REAL_CLOCK.wait(event, 0.01) is False
+    assert REAL_CLOCK.wait(event, -1.0) is False  # a negative time waits not at all
+    event.set()
+    assert REAL_CLOCK.wait(event, 60) is True
+    assert REAL_CLOCK.now() <= time.monotonic()
+
+
+def test_a_simulated_wait_returns_after_its_time_in_simulated_seconds():
+    clock = SimulatedClock(100.0)
+
+    assert clock.wait(threading.Event(), 30.0) is False
+    assert clock.now() == pytest.approx(130.0)
+    assert clock.stalls == 0
+
+
+def test_simulated_time_stands_still_while_a_thread_that_takes_part_works():
+    clock = SimulatedClock()  # this thread takes part: it made the clock
+    waiter, woke_at = _in_thread(lambda: (clock.wait(threading.Event(), 10.0), clock.now()))
+
+    time.sleep(0.1)  # what is tested: no simulated time passes while this thread works
+    assert clock.now() == 0.0
+    assert waiter.is_alive()
+
+    clock.sleep(20.0)  # now every thread that takes part waits: the earliest deadline first
+    waiter.join(5)
+    assert woke_at == [(False, 10.0)]
+    assert clock.now() == pytest.approx(20.0)
+
+
+def test_the_earliest_deadline_comes_first():
+    clock = SimulatedClock()
+    order: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def sleeper(name: str, seconds: float) -> None:
+        clock.sleep(seconds)
+        with lock:
+            order.append((name, clock.now()))
+
+    threads = [
+        threading.Thread(target=sleeper, args=("late", 5.0), daemon=True),
+        threading.Thread(target=sleeper, args=("early", 3.0), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    clock.sleep(6.0)
+    for thread in threads:
+        thread.join(5)
+
+    assert order == [("early", 3.0), ("late", 5.0)]
+
+
+def test_a_set_event_ends_a_simulated_wait_early():
+    clock = SimulatedClock()
+    stop = threading.Event()
+    waiter, result = _in_thread(lambda: (clock.wait(stop, 3600.0), clock.now()))
+
+    clock.sleep(1.0)
+    stop.set()
+    waiter.join(5)
+
+    assert result == [(True, 1.0)]
+
+
+def test_a_notified_condition_ends_a_simulated_wait_early_and_time_waits_for_it():
+    """A thread notified by another must run before time jumps, as it would in real time."""
+    clock = SimulatedClock()
+    cond = threading.Condition()
+    ready: list[int] = []
+    seen: list[tuple[list[int], float]] = []
+
+    def consumer() -> None:
+        with cond:
+            while not ready:
+                clock.wait(cond, 60.0)
+            seen.append((list(ready), clock.now()))
+
+    thread = threading.Thread(target=consumer, daemon=True)
+    thread.start()
+    clock.sleep(2.0)
+    with cond:
+        ready.append(1)
+        cond.notify_all()
+    clock.sleep(100.0)  # the consumer must have run at 2.0, not at its deadline of 60
+    thread.join(5)
+
+    assert seen == [([1], 2.0)]
+
+
+def test_a_thread_blocked_outside_the_clock_stalls_it_and_is_counted():
+    """A wait the clock cannot see: time goes on after stall_seconds, and the test can tell."""
+    clock = SimulatedClock(stall_seconds=0.2)
+    blocker = threading.Event()
+    joined = threading.Event()
+
+    def blocked() -> None:
+        clock.take_part()
+        joined.set()
+        blocker.wait(10)  # not through the clock
+
+    thread = threading.Thread(target=blocked, daemon=True)
+    thread.start()
+    assert joined.wait(5)
+    try:
+        clock.sleep(1.0)
+    finally:
+        blocker.set()
+        thread.join(5)
+
+    assert clock.now() == pytest.approx(1.0)
+    assert clock.stalls >= 1
+
+
+def test_a_thread_that_left_the_clock_does_not_hold_it():
+    clock = SimulatedClock()
+    ended = threading.Event()
+
+    def busy_elsewhere() -> None:
+        clock.take_part()
+        clock.leave()
+        ended.wait(10)
+
+    thread = threading.Thread(target=busy_elsewhere, daemon=True)
+    thread.start()
+    try:
+        clock.sleep(5.0)
+    finally:
+        ended.set()
+        thread.join(5)
+
+    assert clock.now() == pytest.approx(5.0)
+    assert clock.stalls == 0

@@ -66,8 +66,9 @@ IDLE_CHECK_SECONDS = 0.25
 #: which accepts a little more (NaN, Infinity, numbers beyond a float's range, lone surrogates)
 #: and otherwise says what is wrong, as the target always did.
 _decode = msgspec.json.Decoder().decode
-#: What ``poll`` reports for an input that has data, has ended, or failed: each is read.
-_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+#: ``poll`` on any file descriptor is POSIX's: elsewhere (Windows) the input is read as a plain
+#: stream, and a stop acts when the next line arrives or the input ends.
+_CAN_POLL = hasattr(select, "poll")
 
 
 class InputFeed:
@@ -94,6 +95,8 @@ class InputFeed:
         """Every line, in order; ``check`` runs whenever the feed is woken or idle."""
         poller = select.poll()
         poller.register(self._fd, select.POLLIN)
+        # Data, the end of the input, or its failure: each is read (and says which it is).
+        readable = select.POLLIN | select.POLLHUP | select.POLLERR
         poller.register(self._wake_read, select.POLLIN)
         decode = self._decoder.decode
         idle_ms = int(IDLE_CHECK_SECONDS * 1000)
@@ -107,7 +110,7 @@ class InputFeed:
                 if self._wake_read in ready:
                     self._drain_wakes()
                     check()
-                if not ready.get(self._fd, 0) & _READABLE:
+                if not ready.get(self._fd, 0) & readable:
                     continue
                 data = os.read(self._fd, CHUNK_BYTES)
                 if not data:
@@ -176,9 +179,9 @@ class InputReader(SingerReader):
             feed.wake()
 
     def _input_lines(self, file_input: t.IO[str]) -> t.Iterable[str]:
-        """Lines from a feed thread when the input is a file descriptor, else the stream."""
+        """Lines from a feed when the input is a file descriptor, else the stream itself."""
         fd = _fileno(file_input)
-        if fd is None:
+        if fd is None or not _CAN_POLL:
             return file_input  # an in-memory stream never blocks
         self._feed = InputFeed(file_input, fd)
         return self._feed.lines(self.check)

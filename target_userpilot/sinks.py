@@ -66,6 +66,8 @@ class UserpilotSink(BatchSink):
         schema: dict,
         key_properties: t.Sequence[str] | None,
     ) -> None:
+        #: Read before the SDK's __init__, which asks for it (``include_sdc_metadata_properties``).
+        self._add_record_metadata = bool(target.config.get("add_record_metadata", False))
         super().__init__(target, stream_name, schema, key_properties)
         services: SinkServices = target.services  # type: ignore[attr-defined]
         settings = services.settings
@@ -133,6 +135,12 @@ class UserpilotSink(BatchSink):
         return False
 
     # The SDK's record path
+
+    @property
+    @override
+    def include_sdc_metadata_properties(self) -> bool:
+        """``add_record_metadata``, read once: the SDK asks for every record."""
+        return self._add_record_metadata
 
     @cached_property
     def record_validator(self) -> RecordValidator | None:

@@ -37,6 +37,7 @@ from target_userpilot.ledger.cli import jobs_command
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.store import Ledger
+from target_userpilot.logs import SUMMARY_FIELD, json_stderr, request_duration
 from target_userpilot.memory.history import SyncHistory
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
@@ -47,7 +48,7 @@ from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.dryrun import DryRunClient
 
@@ -308,6 +309,7 @@ class Run:
                     retry=self.retry,
                     user_agent=self._user_agent,
                     pace=pace,
+                    observe=request_duration,
                 )
             if self.ledger is None:
                 self.ledger = self._attach(open_ledger(settings.state_db))
@@ -340,6 +342,7 @@ class Run:
             timeout=(10.0, settings.request_timeout_seconds),
             retry=self.retry,
             user_agent=user_agent,
+            observe=request_duration,
         )
 
     def _attach(self, ledger: Ledger) -> Ledger:
@@ -354,12 +357,12 @@ class Run:
         unsettled = ledger.unsettled_imports(self.scope)
         if unsettled:
             logger.warning(
-                "The ledger holds %d Import API files of earlier runs whose jobs were not "
-                "settled (%d events): track requests do not settle them, so an event of theirs "
-                "the tap sends again is sent again. Run once with events_api 'import' (or with "
-                "skip_unchanged) to settle them first.",
-                len(unsettled),
-                sum(file.total for file in unsettled),
+                "The ledger holds %s of earlier runs whose jobs were not settled (%s): track "
+                "requests do not settle them, so an event of theirs the tap sends again is sent "
+                "again. Run once with events_api 'import' (or with skip_unchanged) to settle "
+                "them first.",
+                count(len(unsettled), "Import API file"),
+                count(sum(file.total for file in unsettled), "event"),
             )
 
     def _add_lane(self, lane: Lane) -> None:
@@ -565,10 +568,12 @@ class Run:
             gone = Counter(s for i, s in before.items() if i not in batch.row_streams)
         else:
             gone = Counter({batch.stream: dropped})
-        for stream, count in gone.items():
-            self.summary.add(stream, "unchanged", count)
+        for stream, n in gone.items():
+            self.summary.add(stream, "unchanged", n)
         logger.info(
-            "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
+            "Skipped %s; %d left to send.",
+            count(dropped, f"unchanged {batch.object} row"),
+            batch.rows,
         )
 
     def _held_back(self) -> str:
@@ -598,12 +603,23 @@ class Run:
         )
 
     def _log_summary(self) -> None:
-        """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
+        """The end-of-run account on stderr, in the form of the run's logs (``logs.py``).
+
+        Plain logs: a table for people, and a ``TARGET_USERPILOT_SUMMARY`` JSON line for
+        schedulers, written past the log format so that it starts the line. JSON logs: one
+        record, its fields the same JSON; the prefixed line is left out, since it would be the
+        one line of stderr that is not a JSON record.
+        """
         if self.pace.observed and not self.settings.dry_run:
             self.summary.userpilot_rate = self.pace.rows_per_minute()
             self.summary.userpilot_job_seconds = self.pace.fixed
-        for line in self.summary.table().splitlines():
-            logger.info("%s", line)
+        data = self.summary.as_dict()
+        structured = json_stderr(logger)
+        if structured:
+            logger.info("%s", self.summary.message(data), extra={SUMMARY_FIELD: data})
+        else:
+            for line in self.summary.table(data).splitlines():
+                logger.info("%s", line)
         if self.settings.dry_run:
             logger.info("%s", self._held_back())
         if self.history is not None and self.history.keep:
@@ -612,5 +628,6 @@ class Run:
                 "This run's jobs are in the ledger's sync history: %s",
                 jobs_command(self.run_id, self.settings.state_db),
             )
-        sys.stderr.write(self.summary.json_line() + "\n")
-        sys.stderr.flush()
+        if not structured:
+            sys.stderr.write(self.summary.json_line(data) + "\n")
+            sys.stderr.flush()

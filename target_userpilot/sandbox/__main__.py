@@ -89,9 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         "--import-status-at",
         choices=("background_jobs", "imports", "nowhere"),
         default="background_jobs",
-        help="where an import job's status is served and the job listed: "
-        "GET /v1/background_jobs/{id} (default), GET /v1/imports/{id} (listed at GET "
-        "/v1/imports), or nowhere (404)",
+        help="where an import job's status is served and the job listed (default "
+        "background_jobs): background_jobs at GET /v1/background_jobs/{id}, imports only at GET "
+        "/v1/imports/{id} (listed at GET /v1/imports), or nowhere (404)",
     )
     parser.add_argument(
         "--elapsed-time",

@@ -65,9 +65,12 @@ def structure_stray_output(logger: logging.Logger) -> None:
 
     Python's warnings go through logging (``py.warnings``); an exception nothing caught (a bug)
     is one CRITICAL record with the SDK's structured ``exception``, instead of a traceback of
-    many plain lines that would break a reader parsing stderr line by line.
+    many plain lines that would break a reader parsing stderr line by line. A logged exception
+    shows no context that ``raise ... from None`` hid, as Python's own traceback would not.
     """
     logging.captureWarnings(True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_without_hidden_context)
 
     def log_uncaught(
         exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
@@ -88,6 +91,13 @@ def structure_stray_output(logger: logging.Logger) -> None:
 
     sys.excepthook = log_uncaught
     threading.excepthook = log_uncaught_in_thread
+
+
+def _without_hidden_context(record: logging.LogRecord) -> bool:
+    """A handler's filter: a logged exception shows no context ``from None`` hid."""
+    if record.exc_info and record.exc_info[1] is not None:
+        _drop_suppressed_context(record.exc_info[1])
+    return True
 
 
 def _drop_suppressed_context(exc: BaseException | None) -> None:

@@ -616,7 +616,19 @@ class Run:
         data = self.summary.as_dict()
         structured = json_stderr(logger)
         if structured:
-            logger.info("%s", self.summary.message(data), extra={SUMMARY_FIELD: data})
+            # Past the logger's level, as the plain line is written past the log format:
+            # schedulers read it even from a run logged at WARNING.
+            summary = logger.makeRecord(
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s",
+                (self.summary.message(data),),
+                None,
+                extra={SUMMARY_FIELD: data},
+            )
+            logger.handle(summary)
         else:
             for line in self.summary.table(data).splitlines():
                 logger.info("%s", line)

@@ -177,6 +177,13 @@ def test_an_unexpected_error_is_one_json_record_without_hidden_context(tmp_path)
         "logs.structure_stray_output(logging.getLogger('target-userpilot'))\n"
         "import warnings; warnings.warn('an old API')\n"
         "try:\n"
+        "    try:\n"
+        "        raise ValueError('Token secret-in-logged-context')\n"
+        "    except ValueError:\n"
+        "        raise RuntimeError('caught') from None\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('target_userpilot').error('logged', exc_info=True)\n"
+        "try:\n"
         "    raise ValueError('Token secret-in-context')\n"
         "except ValueError:\n"
         "    raise KeyError('the bug') from None\n",
@@ -189,9 +196,25 @@ def test_an_unexpected_error_is_one_json_record_without_hidden_context(tmp_path)
 
     assert done.returncode == 1
     records = _records(done.stderr)
-    assert [r["level"] for r in records] == ["warning", "critical"]
-    assert records[1]["exception"]["type"] == "KeyError"
-    assert "secret-in-context" not in done.stderr  # `from None` hid it: it stays hidden
+    assert [r["level"] for r in records] == ["warning", "error", "critical"]
+    assert records[1]["exception"]["type"] == "RuntimeError"
+    assert records[2]["exception"]["type"] == "KeyError"
+    assert "secret-in" not in done.stderr  # `from None` hid them: they stay hidden
+
+
+def test_the_summary_record_is_written_at_any_log_level(sandbox, config, tmp_path):
+    """As the plain TARGET_USERPILOT_SUMMARY line: schedulers read it from a quiet run too."""
+    env = _json_env(tmp_path)
+    quiet = Path(env["SINGER_SDK_LOG_CONFIG"])
+    quiet.write_text(quiet.read_text().replace("level: INFO", "level: WARNING"))
+    run = run_target(config, users_messages(2), tmp_path=tmp_path, env=env)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = _records(run.stderr)
+    [summary] = _summary_records(records)
+    assert summary["extra"][logs.SUMMARY_FIELD]["total"]["rows_sent"] == 2
+    # The target's other INFO lines are gone (METRIC records follow metrics' own level).
+    assert [r for r in records if r["level"] == "info" and r["message"] != "METRIC"] == [summary]
 
 
 def test_the_json_mode_is_told_from_the_handlers(monkeypatch):

@@ -267,7 +267,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.StringType,
         description=(
             "Level of the SDK's METRIC records (the singer_sdk.metrics logger): record counts per "
-            "stream and request durations per endpoint, written at INFO. WARNING or ERROR turns "
+            "stream and request durations per endpoint, written at INFO. WARNING or above turns "
             "them off. Unset: the target's own level (TARGET_USERPILOT_LOGLEVEL, else LOGLEVEL, "
             "else INFO), as the SDK sets it."
         ),

@@ -405,6 +405,8 @@ def _stream_counts(s: dict[str, Any], *, dry_run: bool) -> str:
         if s[key] or key == "received":
             if dry_run and key == "rows_sent":
                 parts.append(count(s[key], "row would be sent", "rows would be sent"))
+            elif dry_run and key == "jobs":
+                parts.append(count(s[key], "upload"))
             else:
                 parts.append(count(s[key], one, many))
     return ", ".join(parts)

@@ -83,6 +83,15 @@ def test_a_dry_run_import_names_its_files_and_not_empty_row_uploads():
     ]
 
 
+def test_a_dry_runs_summary_record_says_would_and_uploads():
+    summary = _summary(_Batch("users", {"users": 2}), dry_run=True)
+
+    assert summary.message().startswith(
+        "Summary: Stream 'users' (users): 0 received, 2 rows would be sent, 1 upload. Dry run: "
+        "nothing was sent to Userpilot. 2 rows would have been sent in 1 upload"
+    )
+
+
 def test_a_run_with_nothing_to_send_still_says_so():
     summary = RunSummary()
     summary.stream("users", "users")

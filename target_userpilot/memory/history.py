@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.ledger.store import DELETION, JOB, Ledger, SentJob
 from target_userpilot.memory.unchanged import row_hash
-from target_userpilot.records.rows import id_key
+from target_userpilot.records.rows import EVENTS, id_key
 from target_userpilot.summary import count
 
 logger = logging.getLogger("target_userpilot")
@@ -91,8 +91,12 @@ class SyncHistory:
     # The job lane
 
     def job_sent(self, batch: SealedBatch, job_id: str) -> None:
-        """A batch was uploaded as ``job_id``: the job, and an entry per profile it holds."""
-        rows = _ids_and_hashes(batch)
+        """A batch was uploaded as ``job_id``: the job, and an entry per profile it holds.
+
+        An events file (Import API) is a job with no profile entries: its events are kept one
+        per key, with their user, name and time, as the file is settled (``imported.py``).
+        """
+        rows = [] if batch.object == EVENTS else _ids_and_hashes(batch)
         self._sent_ids[job_id] = [row_id for row_id, _ in rows]
         job = SentJob(
             job_id, self.run_id, JOB, batch.object, _stream_names(batch), batch.rows, self._clock()

@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Protocol
 
 from target_userpilot.batching.batch import SealedBatch
@@ -42,6 +43,7 @@ from target_userpilot.ledger.store import (
     NOT_SENT,
     READY,
     UNCONFIRMED,
+    ImportedEvent,
     RecordedImport,
 )
 from target_userpilot.records.rows import EVENTS
@@ -65,6 +67,8 @@ class ImportLedger(Protocol):
         run_id: str,
         keys: Mapping[str, Sequence[str]],
         at: float,
+        *,
+        events: Mapping[str, ImportedEvent] | None = None,
     ) -> None: ...
 
     def import_tried(self, scope: str, filename: str, *, may_have_arrived: bool) -> None: ...
@@ -142,7 +146,12 @@ class ImportedEvents:
             return None
         self._may_have_arrived = False
         self._ledger.record_import(
-            self._scope, batch.filename, self._run_id, _keys_by_stream(batch), self._clock()
+            self._scope,
+            batch.filename,
+            self._run_id,
+            _keys_by_stream(batch),
+            self._clock(),
+            events=_events_by_key(batch),
         )
         ledger, filename = self._ledger, batch.filename
 
@@ -321,6 +330,34 @@ def _events_of(recorded: RecordedImport) -> str:
     """``3 events of 'a'`` / ``5 events of 'a', 'b'``, for log lines."""
     streams = ", ".join(f"'{name}'" for name in sorted(recorded.events)) or "no stream"
     return f"{count(recorded.total, 'event')} of {streams}"
+
+
+def _events_by_key(batch: SealedBatch) -> dict[str, ImportedEvent]:
+    """Whose each event of an events file is, its name and its time, by key: what a user's
+    history shows of it. The keys are the batch's ``row_streams``, in line order; the file is
+    streamed, never read whole."""
+    found: dict[str, ImportedEvent] = {}
+    with open(batch.path, "rb") as lines:
+        for key, line in zip(batch.row_streams, lines, strict=False):
+            record = json.loads(line)
+            user = record.get("user_id")
+            found[key] = ImportedEvent(
+                None if user is None else str(user),
+                record.get("event_name") or record.get("event_type"),
+                _epoch(record.get("inserted_at")),
+            )
+    return found
+
+
+def _epoch(text: Any) -> float | None:
+    """``inserted_at`` (``2024-01-02T03:04:05Z``, as ``records/imports.py`` writes it) as epoch
+    seconds."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _keys_by_stream(batch: SealedBatch) -> dict[str, list[str]]:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from target_userpilot.lanes.events import HEADROOM
+from target_userpilot.lanes.pace import HEADROOM
 from target_userpilot.records.imports import event_time
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.summary import duration

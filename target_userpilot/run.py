@@ -37,17 +37,20 @@ from target_userpilot.ledger.cli import jobs_command
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.store import Ledger
+from target_userpilot.logs import SUMMARY_FIELD, json_stderr, request_duration
 from target_userpilot.memory.history import SyncHistory
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
+from target_userpilot.memory.runs import RunRecord
 from target_userpilot.memory.unchanged import ConfirmedRows
+from target_userpilot.privacy.redact import password_of
 from target_userpilot.records.object_keys import ObjectKeys
 from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.dryrun import DryRunClient
 
@@ -147,11 +150,20 @@ class Run:
         #: Names this run's jobs in the sync history (``userpilot-ledger jobs --run``, or
         #: ``meltano invoke target-userpilot:ledger jobs --run``).
         self.run_id = uuid.uuid4().hex[:12]
+        #: This run's row in the ledger's ``runs`` (memory/runs.py), from its start to how it
+        #: ended; begun once a ledger is open. A dry run records nothing: nothing it does
+        #: reaches Userpilot.
+        self.record = self._run_record()
         self.unchanged: ConfirmedRows | None = None
-        if (settings.skip_unchanged or settings.hard_delete) and self.ledger is None:
+        #: events_api import: events are the buffer's third object, sent by the job lane.
+        self.importing = settings.events_api == "import"
+        importing = self.importing and not settings.dry_run
+        if (settings.skip_unchanged or settings.hard_delete or importing) and self.ledger is None:
             # hard_delete: deletions Userpilot accepted are remembered, not requested again, and
-            # full-table versions give mirror deletes. Whenever it is open, the ledger also keeps
-            # the flattened keys of object properties, so a null object clears them across runs.
+            # full-table versions give mirror deletes; import files are recorded before they go
+            # up. Whenever it is open, the ledger also keeps the sync history, this run's row in
+            # runs, and the flattened keys of object properties, so a null object clears them
+            # across runs.
             self.ledger = open_ledger(settings.state_db)
         if self.ledger is not None:
             self._attach(self.ledger)
@@ -180,10 +192,6 @@ class Run:
             clock=self.clock,
         )
         self.pace = JobPace(settings.rows_per_minute, self.clock)
-        #: events_api import: events are the buffer's third object, sent by the job lane.
-        self.importing = settings.events_api == "import"
-        if self.importing and not settings.dry_run and self.ledger is None:
-            self.ledger = self._attach(open_ledger(settings.state_db))
         # With a ledger, the job lane first settles the import files earlier runs left (any
         # run: a running import job holds the account for every upload).
         self.confirmer = ImportedEvents(
@@ -241,6 +249,20 @@ class Run:
             mirror=self.mirror,
             check_connection=self.check_connection,
         )
+        self._begin_record()
+
+    def _run_record(self) -> RunRecord | None:
+        """This run's row in ``runs``, or None for a run that records none (a dry run)."""
+        settings = self.settings
+        if settings.dry_run:
+            return None
+        secrets = [settings.api_key or "", password_of(settings.state_db)]
+        return RunRecord(self.scope, self.run_id, secrets=secrets)
+
+    def _begin_record(self) -> None:
+        """The run has a ledger: its row in ``runs`` goes in (once), if it keeps one."""
+        if self.record is not None and self.ledger is not None:
+            self.record.begin(self.ledger)
 
     def _mirror_deletes(self) -> MirrorDeletes | None:
         """hard_delete with a ledger: full-table versions and the deletions they cause."""
@@ -310,10 +332,12 @@ class Run:
                     retry=self.retry,
                     user_agent=self._user_agent,
                     pace=pace,
+                    observe=request_duration,
                 )
             if self.ledger is None:
                 self.ledger = self._attach(open_ledger(settings.state_db))
                 self._warn_unsettled_imports(self.ledger)
+                self._begin_record()
             keys = self.ledger
         self.event_lane = EventLane(
             client,
@@ -323,6 +347,7 @@ class Run:
             pace=pace,
             keys=keys,
             scope=self.scope,
+            run_id=self.run_id,
             on_failure=self.stop.failed,
             spool_dir=self._parts.spool_dir,
             pending=self.buffer.pending,
@@ -342,6 +367,7 @@ class Run:
             timeout=(10.0, settings.request_timeout_seconds),
             retry=self.retry,
             user_agent=user_agent,
+            observe=request_duration,
         )
 
     def _attach(self, ledger: Ledger) -> Ledger:
@@ -356,12 +382,12 @@ class Run:
         unsettled = ledger.unsettled_imports(self.scope)
         if unsettled:
             logger.warning(
-                "The ledger holds %d Import API files of earlier runs whose jobs were not "
-                "settled (%d events): track requests do not settle them, so an event of theirs "
-                "the tap sends again is sent again. Run once with events_api 'import' (or with "
-                "skip_unchanged) to settle them first.",
-                len(unsettled),
-                sum(file.total for file in unsettled),
+                "The ledger holds %s of earlier runs whose jobs were not settled (%s): track "
+                "requests do not settle them, so an event of theirs the tap sends again is sent "
+                "again. Run once with events_api 'import' (or with skip_unchanged) to settle "
+                "them first.",
+                count(len(unsettled), "Import API file"),
+                count(sum(file.total for file in unsettled), "event"),
             )
 
     def _add_lane(self, lane: Lane) -> None:
@@ -487,10 +513,12 @@ class Run:
             steps.append(("the events client", self._event_client.close))
         if self.unchanged is not None:
             steps.append(("skip_unchanged", self.unchanged.close))
-        if self.ledger is not None:
-            steps.append(("the ledger", self.ledger.close))
         if self.stop.reason is not None:
             steps.append(("what was left unsent", self._note_unsent))
+        # The counts are final once the lanes are joined and what was left is noted.
+        steps.append(("the run's record in the ledger", functools.partial(self._end_record, error)))
+        if self.ledger is not None:
+            steps.append(("the ledger", self.ledger.close))
         steps.append(("the summary", self._log_summary))
         steps.append(("the stop thread", self.stop.close))
         for what, step in steps:
@@ -567,10 +595,12 @@ class Run:
             gone = Counter(s for i, s in before.items() if i not in batch.row_streams)
         else:
             gone = Counter({batch.stream: dropped})
-        for stream, count in gone.items():
-            self.summary.add(stream, "unchanged", count)
+        for stream, n in gone.items():
+            self.summary.add(stream, "unchanged", n)
         logger.info(
-            "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
+            "Skipped %s; %d left to send.",
+            count(dropped, f"unchanged {batch.object} row"),
+            batch.rows,
         )
 
     def _held_back(self) -> str:
@@ -599,20 +629,63 @@ class Run:
             jobs_left=self.jobs.left_to_userpilot,
         )
 
-    def _log_summary(self) -> None:
-        """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
+    def _end_record(self, error: BaseException | None) -> None:
+        """How the run ended, with the summary's counts, into its row in ``runs``."""
+        if self.record is None:
+            return
+        self._observed_pace()
+        # Stopped by a signal after the end of input, with nothing left: a success all the same.
+        signal_after_input = error is None and isinstance(self.stop.reason, Terminated)
+        self.record.end(error, self.summary.as_dict(), signal_after_input=signal_after_input)
+
+    def _observed_pace(self) -> None:
+        """Userpilot's pace as this run's jobs showed it, into the summary."""
         if self.pace.observed and not self.settings.dry_run:
             self.summary.userpilot_rate = self.pace.rows_per_minute()
             self.summary.userpilot_job_seconds = self.pace.fixed
-        for line in self.summary.table().splitlines():
-            logger.info("%s", line)
+
+    def _log_summary(self) -> None:
+        """The end-of-run account on stderr, in the form of the run's logs (``logs.py``).
+
+        Plain logs: a table for people, and a ``TARGET_USERPILOT_SUMMARY`` JSON line for
+        schedulers, written past the log format so that it starts the line. JSON logs: one
+        record, its fields the same JSON; the prefixed line is left out, since it would be the
+        one line of stderr that is not a JSON record.
+        """
+        self._observed_pace()
+        data = self.summary.as_dict()
+        structured = json_stderr(logger)
+        if structured:
+            # Past the logger's level, as the plain line is written past the log format:
+            # schedulers read it even from a run logged at WARNING.
+            summary = logger.makeRecord(
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s",
+                (self.summary.message(data),),
+                None,
+                extra={SUMMARY_FIELD: data},
+            )
+            logger.handle(summary)
+        else:
+            for line in self.summary.table(data).splitlines():
+                logger.info("%s", line)
         if self.settings.dry_run:
             logger.info("%s", self._held_back())
+        # Under Meltano, the command its user can type there (ledger/cli.py).
         if self.history is not None and self.history.keep:
-            # Under Meltano, the command its user can type there (ledger/cli.py).
             logger.info(
                 "This run's jobs are in the ledger's sync history: %s",
                 jobs_command(self.run_id, self.settings.state_db),
             )
-        sys.stderr.write(self.summary.json_line() + "\n")
-        sys.stderr.flush()
+        elif self.record is not None and self.record.begun:
+            # Track events alone open the ledger with the first events stream: no sync history,
+            # but the run's row and its events are there.
+            logger.info(
+                "This run is in the ledger: %s", jobs_command(self.run_id, self.settings.state_db)
+            )
+        if not structured:
+            sys.stderr.write(self.summary.json_line(data) + "\n")
+            sys.stderr.flush()

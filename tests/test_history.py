@@ -189,7 +189,9 @@ def test_an_upsert_after_an_earlier_runs_deletion_warns_and_stays_unconfirmed(
     upsert = run_target(config, _users([1]), tmp_path=tmp_path)
 
     assert upsert.returncode == 0, upsert.stderr[-2000:]
-    assert "after Userpilot accepted their deletion in an earlier run" in upsert.stderr
+    assert "1 users profile of 'users' was sent again after Userpilot accepted its deletion" in (
+        upsert.stderr
+    )
     assert "02:00 UTC" in upsert.stderr
     # Until the deletion run has passed, the row is sent again: Userpilot may erase it.
     rerun = run_target(config, _users([1]), tmp_path=tmp_path)
@@ -272,8 +274,10 @@ def test_jobs_export_and_accounts_read_the_ledger(sandbox, config, tmp_path, sta
     accounts = _cli("--state-db", state_db, "accounts", cwd=tmp_path)
 
     assert jobs.returncode == 0, jobs.stderr
-    assert [line.split()[2] for line in jobs.stdout.splitlines()[1:]] == ["deletion"]
-    assert "accepted" in jobs.stdout
+    how_it_ended, table = jobs.stdout.split("\n\n")
+    assert how_it_ended.splitlines()[0] == f"Run {run_id}: completed (exit 0)"
+    assert [line.split()[2] for line in table.splitlines()[1:]] == ["deletion"]
+    assert "accepted" in table
     rows = list(csv.DictReader(io.StringIO(csv_export.stdout)))
     assert [(r["id"], r["state"]) for r in rows] == [("1", "upserted"), ("2", "deletion accepted")]
     assert rows[0]["account"] == account_scope(sandbox.url, API_KEY)

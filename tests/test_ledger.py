@@ -27,7 +27,7 @@ from target_userpilot.ledger.postgres import PostgresLedger
 from target_userpilot.ledger.schema import latest_version
 from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.sqlite import SQLiteLedger
-from target_userpilot.ledger.store import JOB, Ledger, SentJob
+from target_userpilot.ledger.store import JOB, ImportedEvent, Ledger, SentJob
 from target_userpilot.privacy.redact import redact
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
@@ -400,6 +400,99 @@ def test_a_full_import_file_of_keys_round_trips(ledger):
     ledger.settle_import("acct", "f-1", "completed", 20.0)
 
     assert ledger.accepted_events("acct", "events", keys) == set(keys)
+
+
+def test_an_import_files_events_keep_their_user_name_time_and_job_once_settled(ledger):
+    details = {
+        "k1": ImportedEvent("u1", "Signed up", 1_700_000_000.0),
+        "k2": ImportedEvent("u1", "Invited", 1_700_000_060.5),
+        "k3": ImportedEvent("u2", "Signed up", None),
+    }
+    ledger.record_import("acct", "f-1", "run-1", {"a": ["k1", "k2", "k3"]}, 10.0, events=details)
+    ledger.import_accepted("acct", "f-1", "job:1")
+    assert ledger.user_events("acct", "u1") == []  # not before its job completed
+
+    ledger.settle_import("acct", "f-1", "completed", 20.0)
+
+    found = ledger.user_events("acct", "u1")
+    assert [(e.key, e.name, e.via, e.outcome, e.job_id, e.run_id) for e in found] == [
+        ("k2", "Invited", "import", "imported", "job:1", "run-1"),
+        ("k1", "Signed up", "import", "imported", "job:1", "run-1"),
+    ]
+    assert [(e.time, e.file_sent_at, e.job_ended_at) for e in found] == [
+        (1_700_000_060.5, 10.0, 20.0),
+        (1_700_000_000.0, 10.0, 20.0),
+    ]
+    (no_time,) = ledger.user_events("acct", "u2")
+    assert no_time.time == pytest.approx(20.0)  # no time of its own: when its job completed
+    assert ledger.user_events("other account", "u1") == []
+
+
+def test_track_events_keep_their_user_and_the_first_acceptance(ledger):
+    ledger.add_accepted_events(
+        "acct",
+        "clicks",
+        ["k1"],
+        "Opened",
+        user_id="u1",
+        run_id="r1",
+        via="track",
+        outcome="accepted",
+    )
+    ledger.add_accepted_events(
+        "acct",
+        "clicks",
+        ["k1"],
+        "Opened",
+        user_id="u1",
+        run_id="r2",
+        via="track",
+        outcome="unconfirmed",
+    )  # the same key again: the first stays
+    ledger.add_accepted_events("acct", "clicks", ["k0"])  # as before the ledger kept users
+
+    (event,) = ledger.user_events(None, "u1")
+    exported = ledger.event_entries("acct")
+
+    assert (event.scope, event.name, event.run_id, event.outcome, event.job_id) == (
+        "acct",
+        "Opened",
+        "r1",
+        "accepted",
+        None,
+    )
+    assert [(e.key, e.user_id) for e in exported] == [("k1", "u1"), ("k0", None)]
+
+
+def test_a_run_is_recorded_once_as_it_starts_and_again_as_it_ends(ledger):
+    meltano = {"name": "meltano", "run_id": "0191aaaa-0000-7000-8000-000000000001"}
+    ledger.record_run_start("acct", "run-1", 100.0, meltano)
+    ledger.record_run_start("acct", "run-1", 101.0, None)  # a second start changes nothing
+    ledger.record_run_start("acct", "run-2", 200.0, None)
+    ledger.record_run_start("other", "run-3", 300.0, None)
+    ledger.record_run_end(
+        "acct",
+        "run-1",
+        ended_at=150.0,
+        outcome="failed",
+        exit_code=4,
+        reason="Job j failed.",
+        counts={"total": {"rows_sent": 0}},
+    )
+
+    runs = ledger.runs("acct", None, 10)
+    (one,) = ledger.runs(None, "run-1", 10)
+
+    assert [(r.run_id, r.started_at, r.ended_at, r.outcome, r.exit_code) for r in runs] == [
+        ("run-2", 200.0, None, None, None),
+        ("run-1", 100.0, 150.0, "failed", 4),
+    ]
+    assert (one.reason, one.counts, one.orchestrator) == (
+        "Job j failed.",
+        {"total": {"rows_sent": 0}},
+        meltano,
+    )
+    assert [r.run_id for r in ledger.runs(None, None, 1)] == ["run-3"]
 
 
 # Choosing the backend

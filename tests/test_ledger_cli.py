@@ -308,7 +308,57 @@ def test_an_export_piped_into_head_ends_quietly_with_exit_141(place, tmp_path):
     )
 
     assert piped.stdout.splitlines() == [
-        "account,object,id,state,sent_at,ended_at,job_id,run_id,row_hash"
+        "account,object,id,state,sent_at,ended_at,job_id,run_id,row_hash,"
+        "stream,event_key,event_name,event_time"
     ]
     assert piped.stderr == ""
     assert piped.returncode == 141
+
+
+def _write(place: Place, sqlite: str, postgresql: str) -> None:
+    """One statement into the ledger as an older release would have run it, our code aside."""
+    if place.server is None:
+        with sqlite3.connect(place.state_db) as db:
+            db.execute(sqlite)
+        return
+    place.server.psql(f"SET search_path TO {place.schema}; {postgresql}")
+
+
+def test_a_ledger_from_before_runs_upgrades_keeping_its_events_and_unsettled_import_file(
+    place, tmp_path
+):
+    """Migration 7 only adds: the keys and the import file of release 6 stay, without users."""
+    place.make(6)
+    for statement in (
+        "INSERT INTO import_jobs VALUES ('acct', 'f-old', 'run-old', 'accepted', 'job:old', "
+        "1, 10, NULL)",
+        "INSERT INTO import_keys VALUES ('acct', 'f-old', 'events', 'k-old')",
+    ):
+        _write(place, statement, statement)
+    _write(
+        place,
+        "INSERT INTO accepted_events VALUES ('acct', 'events', 'k-0', 5, 'Signed up')",
+        "INSERT INTO accepted_events VALUES ('acct', 'events', 'k-0', now(), 'Signed up')",
+    )
+
+    ledger = open_ledger(place.state_db)  # a run of this release opens it: upgraded
+    try:
+        ledger.settle_import("acct", "f-old", "completed", 20.0)  # the rerun settles the file
+        events = ledger.event_entries("acct")
+    finally:
+        ledger.close()
+    runs = _cli("--state-db", place.state_db, "runs", cwd=tmp_path)
+    exported = _cli("--state-db", place.state_db, "export", "--object", "events", cwd=tmp_path)
+
+    assert place.versions() == [1, 2, 3, 4, 5, 6, 7]
+    assert [(e.key, e.name, e.user_id, e.outcome, e.job_id) for e in events] == [
+        ("k-0", "Signed up", None, None, None),
+        ("k-old", None, None, "imported", "job:old"),
+    ]
+    assert runs.returncode == 0, runs.stderr
+    assert runs.stdout == "No runs.\n"
+    assert exported.returncode == 0, exported.stderr
+    assert [line.split(",")[3] for line in exported.stdout.splitlines()[1:]] == [
+        "event accepted",
+        "event imported",
+    ]

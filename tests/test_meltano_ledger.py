@@ -46,6 +46,8 @@ class ReadmeExample:
     steps: list[str]
     end_line: str
     jobs_command: str
+    #: How the run ended, then (after a blank line) its jobs.
+    run_output: list[str]
     jobs_output: list[str]
     history_command: str
     history_output: list[str]
@@ -70,11 +72,13 @@ def readme_example() -> ReadmeExample:
     (_, steps), (_, end), (_, jobs), (_, jobs_out), (_, history), (_, history_out) = blocks[:6]
     refusal = re.search(r"^ +```text\n +(userpilot-ledger: .*?)\n +```", section, re.S | re.M)
     assert refusal, "the README's refusal example is missing"
+    run_out, _, jobs_table = jobs_out.strip().partition("\n\n")
     return ReadmeExample(
         steps=steps.strip().splitlines(),
         end_line=end.strip(),
         jobs_command=jobs.strip(),
-        jobs_output=jobs_out.strip().splitlines(),
+        run_output=run_out.splitlines(),
+        jobs_output=jobs_table.splitlines(),
         history_command=history.strip(),
         history_output=history_out.strip().splitlines(),
         refusal=refusal[1],
@@ -160,7 +164,13 @@ def test_the_readme_ledger_commands_print_what_the_run_did(project):
     history = project.invoke(example.history_command)
 
     assert jobs.returncode == 0, jobs.stderr[-4000:]
-    lines = jobs.stdout.splitlines()
+    how_it_ended, _, table = jobs.stdout.partition("\n\n")
+    ended = how_it_ended.splitlines()
+    # The outcome, the counts and what Meltano passed as documented; the times are this run's.
+    assert ended[0] == example.run_output[0].replace(example.run_id, project.run_id)
+    assert ended[1].startswith("  started ") and ", ended " in ended[1]
+    assert ended[2:] == example.run_output[2:]
+    lines = table.splitlines()
     assert _cells(lines[0]) == _cells(example.jobs_output[0])
     # Run, kind, object, streams, rows and outcome as documented; times and job ids are this
     # run's own, and the job ids are the sandbox's.
@@ -174,10 +184,27 @@ def test_the_readme_ledger_commands_print_what_the_run_did(project):
     assert [[*_cells(line)[1:3], _cells(line)[4]] for line in lines[1:]] == [
         [*_cells(line)[1:3], _cells(line)[4]] for line in example.history_output[1:]
     ]
-    users_jobs = [_cells(line)[3] for line in jobs.stdout.splitlines()[1:] if "users" in line]
+    users_jobs = [_cells(line)[3] for line in table.splitlines()[1:] if "users" in line]
     assert [_cells(line)[3] for line in lines[1:]] == users_jobs
     for shown in (jobs, history):
         assert project.key not in shown.stdout + shown.stderr
+
+
+def test_a_meltano_run_given_a_run_id_in_its_environment_is_recorded_with_it(project):
+    """Meltano passes its own environment on: MELTANO_RUN_ID is its run id and the target's."""
+    meltano_run_id = str(uuid.uuid4())
+
+    done = project.invoke("meltano run tap-example target-userpilot", MELTANO_RUN_ID=meltano_run_id)
+    listed = project.invoke("meltano invoke target-userpilot:ledger runs --limit 1")
+
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert f"run ID '{meltano_run_id}'" in done.stderr  # Meltano's own log line
+    assert listed.returncode == 0, listed.stderr[-4000:]
+    heading, row = (_cells(line) for line in listed.stdout.splitlines())
+    run = dict(zip(heading, row, strict=True))
+    assert run["run"] in done.stdout + done.stderr  # the run's last line names it
+    assert (run["outcome"], run["exit"]) == ("completed", "0")
+    assert run["orchestrator"] == f"meltano {meltano_run_id}"
 
 
 def test_the_ledger_command_reads_the_account_from_the_environment(project):

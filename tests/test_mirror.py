@@ -271,6 +271,13 @@ def test_sdk_taps_delete_only_with_the_end_of_input_setting(sandbox, mirror_conf
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(_deleted(sandbox)) == ["18", "19"]
+    # The INFO lines say what ends a version in each run: no closing message in these.
+    assert "once the version ends (its closing ACTIVATE_VERSION)." in without.stderr
+    assert (
+        "once the version ends (its closing ACTIVATE_VERSION, or a clean end of input with a "
+        "STATE after its last record (mirror_delete_on_end_of_input))." in done.stderr
+    )
+    assert "full-table version 4 ended at the end of input without 2 of the" in done.stderr
 
 
 def test_only_ids_loaded_from_the_stream_are_candidates(sandbox, mirror_config, tmp_path):

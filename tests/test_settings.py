@@ -10,6 +10,7 @@ from __future__ import annotations
 import decimal
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -525,3 +526,16 @@ def test_a_flattening_separator_other_than_two_underscores_is_a_configuration_er
     assert run.returncode == 2, run.stderr[-3000:]
     assert "flattening_separator is '.'" in run.stderr
     assert sandbox.profiles("users") == {}
+
+
+def test_no_setting_description_trips_meltanos_loader_test():
+    """`meltano --log-level=debug config test` fails a loader that prints "error" or
+    "exception" anywhere (Meltano 4.4.1's plugin_test_service), and at DEBUG the SDK prints the
+    settings' schema, descriptions included: a description saying "WARNING or ERROR" failed it.
+    """
+    words = [
+        name
+        for name, prop in CONFIG_SCHEMA["properties"].items()
+        if re.search(r"error|exception", str(prop.get("description", "")), re.IGNORECASE)
+    ]
+    assert words == []

@@ -55,10 +55,11 @@ from target_userpilot.lanes.base import Lane
 from target_userpilot.lanes.pace import EventPace, connections_for
 from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts, EventProgress
 from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
+from target_userpilot.ledger.store import EVENT_ACCEPTED, TRACK, UNCONFIRMED
 from target_userpilot.records.routing import USERS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import Stop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 
 logger = logging.getLogger("target_userpilot.events")
 
@@ -89,7 +90,16 @@ class EventKeys(Protocol):
     def accepted_events(self, scope: str, stream: str, keys: Sequence[str]) -> set[str]: ...
 
     def add_accepted_events(
-        self, scope: str, stream: str, keys: Iterable[str], name: str | None = None
+        self,
+        scope: str,
+        stream: str,
+        keys: Iterable[str],
+        name: str | None = None,
+        *,
+        user_id: str | None = None,
+        run_id: str | None = None,
+        via: str | None = None,
+        outcome: str | None = None,
     ) -> None: ...
 
     def close(self) -> None: ...
@@ -108,6 +118,7 @@ class EventLane(Lane):
         pace: EventPace,
         keys: EventKeys | None,
         scope: str,
+        run_id: str | None = None,
         connections: int | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
         spool_dir: str | None = None,
@@ -123,6 +134,8 @@ class EventLane(Lane):
         self.pace = pace
         self._keys = keys
         self._scope = scope
+        #: Names the run in each accepted key's entry (``userpilot-ledger history``).
+        self._run_id = run_id
         if connections is None:
             connections = connections_for(pace.limit)
         self.connections = connections
@@ -403,13 +416,13 @@ class EventLane(Lane):
     def _start_replay(self) -> None:
         with self._cond:
             self._replaying = True
-            count = self._parked.count
+            parked = self._parked.count
             self._cond.notify_all()
         logger.info(
-            "Every users row of this run is in Userpilot: sending the %d events set aside for "
-            "a user Userpilot did not know (HTTP 404) once more, each user's in input order. "
-            "A 404 now rejects the event.",
-            count,
+            "Every users row of this run is in Userpilot: sending the %s set aside for a user "
+            "Userpilot did not know (HTTP 404) once more, each user's in input order. A 404 now "
+            "rejects the event.",
+            count(parked, "event"),
         )
 
     def _take_events(self, *, replay: bool = False) -> None:
@@ -572,10 +585,7 @@ class EventLane(Lane):
             self._unconfirmed(event, exc)
             return
         # Recorded before it counts as durable: a crash from here on duplicates only this one.
-        if self._keys is not None:
-            self._keys.add_accepted_events(
-                self._scope, event.stream, [event.key], name=body["event_name"]
-            )
+        self._record_key(event, EVENT_ACCEPTED)
         self.pace.accepted()
         with self._cond:
             self.sent += 1
@@ -584,6 +594,20 @@ class EventLane(Lane):
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
         self._move_hold()
+
+    def _record_key(self, event: SpooledEvent, outcome: str) -> None:
+        """The event's key into the ledger, with its user, name and run: never sent again."""
+        if self._keys is not None:
+            self._keys.add_accepted_events(
+                self._scope,
+                event.stream,
+                [event.key],
+                name=event.body["event_name"],
+                user_id=event.user,
+                run_id=self._run_id,
+                via=TRACK,
+                outcome=outcome,
+            )
 
     def _refuse(self, event: SpooledEvent, reason: str) -> None:
         """Userpilot refused the event: a rejected record."""
@@ -608,10 +632,7 @@ class EventLane(Lane):
         """Sent, no clear answer: maybe in Userpilot. A second copy could count twice, so it is
         done with as if accepted (key in the ledger, STATE past it), counted apart, said once;
         many in a row stop the run, so the events after them wait for a rerun instead."""
-        if self._keys is not None:
-            self._keys.add_accepted_events(
-                self._scope, event.stream, [event.key], name=event.body["event_name"]
-            )
+        self._record_key(event, UNCONFIRMED)
         with self._cond:
             self.unconfirmed += 1
             self._unconfirmed_in_a_row += 1

@@ -3,10 +3,14 @@
     userpilot-ledger [--config FILE] [--state-db PATH_OR_URL] [--account SCOPE] COMMAND
 
 - ``history ID``: every entry kept for one profile, newest first: when it was sent, in which job
-  or deletion request, how that ended, and the hash of the row;
-- ``jobs``: the jobs and deletion requests of one run (``--run``, the id a run prints at its end)
-  or the newest ones;
-- ``export``: the current state of every profile (its newest entry) as CSV or JSON Lines;
+  or deletion request, how that ended, and the hash of the row; then the user's events, by name
+  and time, with how each went (``--object events``: the events alone);
+- ``runs``: the newest runs, how each ended (completed, failed, stopped by a signal or by the
+  guard, or no end recorded), their counts and their orchestrator's run id;
+- ``jobs``: the jobs and deletion requests of one run (``--run``, the id a run prints at its end,
+  below how that run ended) or the newest ones;
+- ``export``: the current state of every profile (its newest entry) and every accepted event key
+  (one row each) as CSV or JSON Lines;
 - ``accounts``: the accounts the ledger holds history for.
 
 It reads the same ``state_db`` as the target: ``--state-db``, else the ``--config`` file's
@@ -28,6 +32,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -39,7 +44,15 @@ from target_userpilot.errors import ConfigurationError, LedgerMissing, LedgerUna
 from target_userpilot.ledger.factory import DEFAULT_PATH, looks_like_url, open_ledger
 from target_userpilot.ledger.schema import HISTORY_VERSION
 from target_userpilot.ledger.scope import account_scope
-from target_userpilot.ledger.store import HistoryEntry, Ledger
+from target_userpilot.ledger.store import (
+    EVENT_IMPORTED,
+    RUNS_VERSION,
+    UNCONFIRMED,
+    EventEntry,
+    HistoryEntry,
+    Ledger,
+    RunEntry,
+)
 from target_userpilot.privacy.redact import redact
 from target_userpilot.settings import CONFIG_SCHEMA, DEFAULT_API_URL, env_config
 
@@ -54,7 +67,16 @@ EXPORT_COLUMNS = (
     "job_id",
     "run_id",
     "row_hash",
+    "stream",
+    "event_key",
+    "event_name",
+    "event_time",
 )
+
+#: The ``object`` of events, in ``--object`` and in the export.
+EVENTS = "events"
+#: How a run without an end reads: killed (kill -9, a lost machine), or still going.
+NO_END = "unknown (no end recorded)"
 
 
 #: The exit status once the reader of the output stopped reading (``export | head -1``): what a
@@ -198,7 +220,10 @@ def _check_history(ledger: Ledger) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="userpilot-ledger",
-        description="Read target-userpilot's ledger (state_db): sync history, jobs, export.",
+        description=(
+            "Read target-userpilot's ledger (state_db): sync history and events, runs, jobs, "
+            "export."
+        ),
     )
     parser.add_argument("--config", help="the target's JSON config file (state_db, api_key)")
     parser.add_argument("--state-db", help="a SQLite file path or a PostgreSQL URL")
@@ -208,19 +233,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    history = commands.add_parser("history", help="one profile's history, newest first")
+    history = commands.add_parser(
+        "history", help="one profile's history, then the user's events, newest first"
+    )
     history.add_argument("id", help="the profile's user_id or company_id")
-    history.add_argument("--object", choices=("users", "companies"), default=None)
+    history.add_argument("--object", choices=("users", "companies", EVENTS), default=None)
     history.set_defaults(command=_history)
 
-    jobs = commands.add_parser("jobs", help="the jobs of one run, or the newest jobs")
+    runs = commands.add_parser("runs", help="the newest runs and how each ended")
+    runs.add_argument("--limit", type=_positive, default=20, help="how many of the newest (20)")
+    runs.add_argument("--format", choices=("table", "jsonl"), default="table")
+    runs.set_defaults(command=_runs)
+
+    jobs = commands.add_parser("jobs", help="the jobs of one run (with its end), or the newest")
     jobs.add_argument("--run", help="the run id a run prints at its end")
-    jobs.add_argument("--limit", type=int, default=20, help="how many of the newest (20)")
+    jobs.add_argument("--limit", type=_positive, default=20, help="how many of the newest (20)")
     jobs.set_defaults(command=_jobs)
 
-    export = commands.add_parser("export", help="every profile's current state")
+    export = commands.add_parser(
+        "export", help="every profile's current state and every accepted event"
+    )
     export.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    export.add_argument("--object", choices=("users", "companies"), default=None)
+    export.add_argument("--object", choices=("users", "companies", EVENTS), default=None)
     export.set_defaults(command=_export)
 
     accounts = commands.add_parser("accounts", help="accounts with history in the ledger")
@@ -361,14 +395,38 @@ def _same_folder(one: str, other: str) -> bool:
         return os.path.abspath(one) == os.path.abspath(other)
 
 
+def _positive(text: str) -> int:
+    """``--limit``: a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return value
+
+
 # The commands
 
 
 def _history(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: TextIO) -> None:
+    # Profile entries of every object (a ledger from before events were kept per key holds
+    # events files per user under "events"), then the user's events, one per key.
     entries = ledger.profile_history(scope, args.object, args.id)
-    if not entries:
+    events = ledger.user_events(scope, args.id) if args.object in (None, EVENTS) else []
+    if not entries and not events:
         out.write(f"No history for id {args.id}{_in(scope)}.\n")
         return
+    if entries:
+        _profile_entries(out, entries, scope)
+    if events:
+        if entries:
+            out.write("\n")
+        out.write(f"Events of user {args.id}, newest first:\n")
+        _user_events(out, events, scope)
+
+
+def _profile_entries(out: TextIO, entries: list[HistoryEntry], scope: str | None) -> None:
     rows = [
         [
             _time(e.sent_at),
@@ -389,8 +447,179 @@ def _history(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: T
     _table(out, headings, rows)
 
 
+def _user_events(out: TextIO, events: list[EventEntry], scope: str | None) -> None:
+    """A user's events: when, which, how they went, in which job (an import) and run."""
+    rows = [
+        [
+            _time(e.time),
+            e.name or "-",
+            e.via or "-",
+            e.outcome or "accepted",
+            e.job_id or "-",
+            e.run_id or "-",
+            e.stream,
+            e.key,
+        ]
+        for e in events
+    ]
+    headings = ["time", "event", "via", "outcome", "job", "run", "stream", "key"]
+    if scope is None:
+        headings.append("account")
+        for row, entry in zip(rows, events, strict=True):
+            row.append(entry.scope)
+    _table(out, headings, rows)
+
+
+def _runs(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: TextIO) -> None:
+    _check_runs(ledger)
+    runs = ledger.runs(scope, None, args.limit)
+    if args.format == "jsonl":
+        for run in runs:
+            out.write(json.dumps(_run_record(run), sort_keys=True) + "\n")
+        return
+    if not runs:
+        out.write(f"No runs{_in(scope)}.\n")
+        return
+    headings = [
+        "started at",
+        "run",
+        "outcome",
+        "exit",
+        "ended at",
+        *(title for _, title in RUN_COUNTS),
+        "orchestrator",
+    ]
+    rows = [
+        [
+            _time(r.started_at),
+            r.run_id,
+            r.outcome or NO_END,
+            "-" if r.exit_code is None else str(r.exit_code),
+            _time(r.ended_at),
+            *_counts(r),
+            _orchestrator(r.orchestrator),
+        ]
+        for r in runs
+    ]
+    if scope is None:
+        headings.append("account")
+        for row, run in zip(rows, runs, strict=True):
+            row.append(run.scope)
+    # Last, as long as it needs: its first sentence (``jobs --run`` and jsonl give it whole).
+    headings.append("reason")
+    for row, run in zip(rows, runs, strict=True):
+        row.append(_first_sentence(run.reason) if run.reason else "-")
+    _table(out, headings, rows)
+
+
+def _first_sentence(text: str) -> str:
+    """``text`` up to the end of its first sentence (a full stop before a capital)."""
+    found = re.search(r"\.\s+(?=[A-Z])", text)
+    return text[: found.start() + 1] if found else text
+
+
+#: The summary's totals ``runs`` shows, with their headings.
+RUN_COUNTS = (
+    ("rows_sent", "rows sent"),
+    ("unchanged", "unchanged"),
+    ("deleted", "deleted"),
+    ("events_sent", "events sent"),
+    ("rejected", "rejected"),
+)
+
+
+def _counts(run: RunEntry) -> list[str]:
+    total = (run.counts or {}).get("total") or {}
+    return [str(total[key]) if key in total else "-" for key, _ in RUN_COUNTS]
+
+
+def _orchestrator(passed: Mapping[str, Any] | None) -> str:
+    """``meltano 0191…`` (its run id), ``meltano state=ID``, ``meltano``, or ``-``."""
+    if not passed:
+        return "-"
+    name = str(passed.get("name", "?"))
+    if passed.get("run_id"):
+        return f"{name} {passed['run_id']}"
+    if passed.get("state_id"):
+        return f"{name} state={passed['state_id']}"
+    return name
+
+
+def _run_record(run: RunEntry) -> dict[str, Any]:
+    """A run as ``runs --format jsonl`` writes it."""
+    return {
+        "account": run.scope,
+        "run_id": run.run_id,
+        "started_at": _time(run.started_at),
+        "ended_at": _time(run.ended_at) if run.ended_at is not None else None,
+        "outcome": run.outcome or NO_END,
+        "exit_code": run.exit_code,
+        "reason": run.reason,
+        "orchestrator": run.orchestrator,
+        "summary": run.counts,
+    }
+
+
+def _run_lines(run: RunEntry, scope: str | None) -> list[str]:
+    """How one run ended, in a few lines, for ``jobs --run``."""
+    outcome = run.outcome or NO_END
+    if run.exit_code is not None:
+        outcome += f" (exit {run.exit_code})"
+    account = f" of account {run.scope}" if scope is None else ""
+    lines = [f"Run {run.run_id}{account}: {outcome}"]
+    if run.ended_at is None:
+        lines.append(
+            f"  started {_time(run.started_at)}; no end recorded: the run was killed (kill -9, "
+            "a lost machine) or is still going"
+        )
+    else:
+        lines.append(f"  started {_time(run.started_at)}, ended {_time(run.ended_at)}")
+    total = (run.counts or {}).get("total")
+    if total:
+        lines.append("  " + ", ".join(f"{total.get(key, 0)} {title}" for key, title in RUN_COUNTS))
+    if run.orchestrator:
+        # Its run id first, then what places the run: Meltano's state id, environment, plugins.
+        order = ("run_id", "state_id", "environment", "extractor", "loader")
+        known = [key for key in order if key in run.orchestrator]
+        others = sorted(set(run.orchestrator) - {"name", *order})
+        passed = ", ".join(
+            f"{key.replace('_', ' ')} {run.orchestrator[key]}" for key in [*known, *others]
+        )
+        lines.append(
+            f"  orchestrator: {run.orchestrator.get('name')}" + (f", {passed}" if passed else "")
+        )
+    if run.reason:
+        lines.append(f"  reason: {run.reason}")
+    return lines
+
+
+def _check_runs(ledger: Ledger) -> None:
+    """Refuse ``runs`` on a ledger from a release before runs were recorded."""
+    if ledger.version >= RUNS_VERSION:
+        return
+    msg = (
+        f"The ledger ({ledger.description}) has schema version {ledger.version}, from a release "
+        f"before runs were recorded (version {RUNS_VERSION}): it holds none to show. Run "
+        "target-userpilot once with this state_db to upgrade it (its entries stay); the runs "
+        "after that are recorded. Nothing was changed."
+    )
+    raise ConfigurationError(msg)
+
+
 def _jobs(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: TextIO) -> None:
     jobs = ledger.jobs(scope, args.run, args.limit)
+    runs = []
+    if args.run and ledger.version >= RUNS_VERSION:
+        runs = ledger.runs(scope, args.run, 10)
+    for run in runs:
+        out.write("\n".join(_run_lines(run, scope)) + "\n\n")
+    if not jobs and runs:
+        # Track events alone open the ledger as their stream starts: no sync history then.
+        out.write(
+            f"No jobs of run {args.run} are in the sync history (a run keeps one with "
+            "skip_unchanged, hard_delete or events_api import).\n"
+        )
+        return
     if not jobs:
         out.write(f"No jobs{' of run ' + args.run if args.run else ''}{_in(scope)}.\n")
         return
@@ -413,15 +642,22 @@ def _jobs(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: Text
 
 
 def _export(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: TextIO) -> None:
-    entries = ledger.current_state(scope, args.object)
+    rows: list[dict[str, Any]] = []
+    if args.object != EVENTS:
+        # A ledger from before events were kept per key holds events files per user: the
+        # events' rows below stand for them, one per key.
+        entries = ledger.current_state(scope, args.object)
+        rows += [_export_row(entry) for entry in entries if entry.object != EVENTS]
+    if args.object in (None, EVENTS):
+        rows += [_event_row(event) for event in ledger.event_entries(scope)]
     if args.format == "jsonl":
-        for entry in entries:
-            out.write(json.dumps(_export_row(entry)) + "\n")
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
         return
     writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for entry in entries:
-        writer.writerow(_export_row(entry))
+    for row in rows:
+        writer.writerow(row)
 
 
 def _accounts(ledger: Ledger, scope: str | None, args: argparse.Namespace, out: TextIO) -> None:
@@ -444,7 +680,36 @@ def _export_row(entry: HistoryEntry) -> dict[str, Any]:
         "job_id": entry.job_id,
         "run_id": entry.run_id,
         "row_hash": entry.hash.hex() if entry.hash else None,
+        "stream": None,
+        "event_key": None,
+        "event_name": None,
+        "event_time": None,
     }
+
+
+def _event_row(event: EventEntry) -> dict[str, Any]:
+    """One accepted event key as ``export`` writes it: ``id`` is its user's."""
+    sent_at = event.file_sent_at if event.file_sent_at is not None else event.accepted_at
+    ended_at = event.job_ended_at if event.job_ended_at is not None else event.accepted_at
+    return {
+        "account": event.scope,
+        "object": EVENTS,
+        "id": event.user_id,
+        "state": _EVENT_STATES.get(event.outcome or "", "event accepted"),
+        "sent_at": _time(sent_at),
+        "ended_at": _time(ended_at),
+        "job_id": event.job_id,
+        "run_id": event.run_id,
+        "row_hash": None,
+        "stream": event.stream,
+        "event_key": event.key,
+        "event_name": event.name,
+        "event_time": _time(event.time),
+    }
+
+
+#: An event's outcome -> its state in the export (keys from before schema 7 have none).
+_EVENT_STATES = {EVENT_IMPORTED: "event imported", UNCONFIRMED: "event unconfirmed"}
 
 
 #: ``(kind, outcome)`` -> the profile's state in words; other outcomes read "<kind> <outcome>".

@@ -45,6 +45,7 @@ POSTGRESQL = Dialect(
     one_of="{column} = ANY(CAST(:{param} AS text[]))",
     strings=list,
     moment="to_timestamp(:{param})",
+    epoch="EXTRACT(EPOCH FROM {column})",
 )
 
 
@@ -306,10 +307,7 @@ class PostgresLedger(Ledger):
             self.dialect.moment.format(param=column) if column in step.moments else f":{column}"
             for column in step.shared
         ]
-        arrays = [
-            f"CAST(:{column} AS {'bytea' if column in step.binary else 'text'}[])"
-            for column in step.columns
-        ]
+        arrays = [f"CAST(:{column} AS {_array_type(step, column)}[])" for column in step.columns]
         columns = ", ".join(step.columns)
         sql = (
             f"INSERT INTO {step.table} ({', '.join([*step.shared, *step.columns])}) "  # noqa: S608
@@ -321,6 +319,13 @@ class PostgresLedger(Ledger):
             for n, column in enumerate(step.columns):
                 params[column] = [values[n] for values in chunk]
             yield sql, params
+
+
+def _array_type(rows: Rows, column: str) -> str:
+    """The PostgreSQL type of a column's values, as one array parameter carries them."""
+    if column in rows.binary:
+        return "bytea"
+    return "float8" if column in rows.numbers else "text"
 
 
 def _is_transient(exc: Exception) -> bool:

@@ -393,3 +393,47 @@ def _import_files(change: SchemaChange) -> None:
         ){_without_rowid(change)}
         """
     )
+
+
+# store.RUNS_VERSION names this migration's version for readers.
+@migration(7, "runs and how each ended; events by user, name, time and job")
+def _runs_and_event_users(change: SchemaChange) -> None:
+    # runs: one row per run that had a ledger, written as it starts and again as it ends. A
+    # row without an end is a run killed (kill -9, a lost machine) or still going. ``counts``
+    # is the end-of-run summary as JSON; ``orchestrator`` what the orchestrator passed (JSON),
+    # its run id also in a column of its own.
+    pg = change.backend == "postgresql"
+    real = "DOUBLE PRECISION" if pg else "REAL"
+    change.execute(
+        f"""
+        CREATE TABLE runs (
+            scope TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            started_at {real} NOT NULL,
+            ended_at {real},
+            outcome TEXT,
+            exit_code INTEGER,
+            reason TEXT,
+            counts TEXT,
+            orchestrator TEXT,
+            orchestrator_run_id TEXT,
+            PRIMARY KEY (scope, run_id)
+        )
+        """
+    )
+    change.execute("CREATE INDEX runs_by_time ON runs (scope, started_at)")
+    # Events: whose they are and how they went, so a user's history shows them. ``via``:
+    # 'track' or 'import'; ``outcome``: 'accepted' (track), 'imported' (an import job that
+    # completed) or 'unconfirmed'; ``occurred_at``: an imported event's own time
+    # (``inserted_at``); ``filename``: its import file, whose job import_jobs names. Keys
+    # accepted before this migration keep NULLs: nothing tells their user.
+    for column in ("user_id TEXT", "run_id TEXT", "via TEXT", "outcome TEXT", "filename TEXT"):
+        change.execute(f"ALTER TABLE accepted_events ADD COLUMN {column}")
+    change.execute(f"ALTER TABLE accepted_events ADD COLUMN occurred_at {real}")
+    change.execute(
+        "CREATE INDEX accepted_events_by_user ON accepted_events (user_id, scope) "
+        "WHERE user_id IS NOT NULL"
+    )
+    # An import file's events carry the same until the file is settled.
+    for column in ("user_id TEXT", "name TEXT", f"occurred_at {real}"):
+        change.execute(f"ALTER TABLE import_keys ADD COLUMN {column}")

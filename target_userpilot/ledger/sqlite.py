@@ -41,6 +41,7 @@ SQLITE = Dialect(
     one_of="{column} IN (SELECT value FROM json_each(:{param}))",
     strings=lambda values: json.dumps(list(values)),
     moment=":{param}",
+    epoch="{column}",
 )
 
 

@@ -12,7 +12,8 @@
 - ``sync_jobs``, ``sync_history``, ``deleted_profiles``: the sync history (what went to
   Userpilot, in which job, and how it ended) and the deletions Userpilot accepted;
 - ``import_jobs``, ``import_keys``: the Import API files from before their upload until their
-  job's end is known.
+  job's end is known;
+- ``runs``: every run that had a ledger, from its start to how it ended, with its counts.
 
 Every entry is scoped by account (``scope.py``) and object or stream, so one database serves
 several accounts and several runs at once. Writes are upserts, so two runs sharing one database
@@ -27,6 +28,7 @@ way). The tables themselves, and how an older ledger is upgraded, are in ``schem
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -58,6 +60,8 @@ class Rows:
     moments: tuple[str, ...] = ()
     #: Columns of ``columns`` holding bytes (the others hold text).
     binary: tuple[str, ...] = ()
+    #: Columns of ``columns`` holding numbers (epoch seconds).
+    numbers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,12 @@ class Dialect:
     #: SQL for the epoch seconds in ``:{param}`` as the first tables keep a moment
     #: (``confirmed_at``, ``accepted_at``: TIMESTAMPTZ in PostgreSQL, migration 1).
     moment: str
+    #: SQL for the moment in ``{column}`` (a first table's) as epoch seconds.
+    epoch: str
+
+    def seconds(self, column: str) -> str:
+        """SQL for the epoch seconds of ``column``, a moment of the first tables."""
+        return self.epoch.format(column=column)
 
     def ids_in(self, column: str, param: str = "ids") -> str:
         """SQL true when ``column`` is one of the strings passed as ``:param``."""
@@ -101,6 +111,25 @@ UNCONFIRMED = "unconfirmed"
 NOT_SENT = "not sent"
 _KEPT = (COMPLETED, UNCONFIRMED)
 _SETTLED = (COMPLETED, FAILED, UNCONFIRMED, NOT_SENT)
+
+#: ``accepted_events.via``: how an event went; ``.outcome``: how Userpilot took it (a track
+#: request accepted, an import job completed, or either without a clear answer:
+#: ``UNCONFIRMED``).
+TRACK = "track"
+IMPORT = "import"
+EVENT_ACCEPTED = "accepted"
+EVENT_IMPORTED = "imported"
+
+#: The schema version that made ``runs`` and gave events their user (migration 7 of
+#: ``schema.py``): ``userpilot-ledger runs`` needs a ledger this new; an older one's events
+#: name no user.
+RUNS_VERSION = 7
+
+#: ``runs.outcome``: how a run ended (NULL: no end recorded, a run killed or still going).
+RUN_COMPLETED = "completed"
+RUN_FAILED = "failed"
+RUN_SIGNALLED = "stopped by a signal"
+RUN_GUARD = "stopped by the guard"
 
 
 @dataclass(frozen=True)
@@ -164,6 +193,63 @@ class RecordedImport:
     def total(self) -> int:
         """Its events, every stream together."""
         return sum(self.events.values())
+
+
+@dataclass(frozen=True)
+class ImportedEvent:
+    """What the ledger keeps of one event of an import file besides its key: whose, which, when."""
+
+    user_id: str | None
+    name: str | None
+    #: The event's own time (its ``inserted_at``), epoch seconds.
+    occurred_at: float | None
+
+
+@dataclass(frozen=True)
+class EventEntry:
+    """One accepted event key, with whose it is and how it went, for readers."""
+
+    scope: str
+    stream: str
+    key: str
+    name: str | None
+    #: None for keys accepted before the ledger kept users (schema version 7).
+    user_id: str | None
+    run_id: str | None
+    via: str | None
+    outcome: str | None
+    #: When the ledger recorded it: a track request's acceptance, an import job's end.
+    accepted_at: float
+    #: An imported event's own time (``inserted_at``).
+    occurred_at: float | None
+    #: An imported event's job, when its file went up, and when the run saw the job end.
+    job_id: str | None
+    file_sent_at: float | None
+    job_ended_at: float | None
+
+    @property
+    def time(self) -> float:
+        """When it happened as far as the ledger knows: an imported event's own time, else when
+        Userpilot accepted it (the track API stamps events on arrival) or its job completed."""
+        return self.occurred_at if self.occurred_at is not None else self.accepted_at
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One row of ``runs``: a run's start and, once it ended, how (``outcome`` None: no end
+    recorded)."""
+
+    scope: str
+    run_id: str
+    started_at: float
+    ended_at: float | None
+    outcome: str | None
+    exit_code: int | None
+    reason: str | None
+    #: The end-of-run summary (the ``TARGET_USERPILOT_SUMMARY`` line's object).
+    counts: dict[str, Any] | None
+    #: What the orchestrator passed: its name, run id and context.
+    orchestrator: dict[str, Any] | None
 
 
 _JOB_COLUMNS = "scope, job_id, run_id, kind, object, streams, rows, sent_at, ended_at, outcome"
@@ -310,21 +396,78 @@ class Ledger(ABC):
         return {key for (key,) in rows}
 
     def add_accepted_events(
-        self, scope: str, stream: str, keys: Iterable[str], name: str | None = None
+        self,
+        scope: str,
+        stream: str,
+        keys: Iterable[str],
+        name: str | None = None,
+        *,
+        user_id: str | None = None,
+        run_id: str | None = None,
+        via: str | None = None,
+        outcome: str | None = None,
     ) -> None:
-        """Record event keys (of events named ``name``) as accepted; present keys stay."""
+        """Record event keys (of events named ``name``, of ``user_id``, sent by ``run_id``
+        ``via`` the track API or an import) as accepted; present keys stay as they were."""
         unique = sorted(set(keys))
         if not unique:
             return
+        shared = {
+            "scope": scope,
+            "stream": stream,
+            "accepted_at": time.time(),
+            "name": name,
+            "user_id": user_id,
+            "run_id": run_id,
+            "via": via,
+            "outcome": outcome,
+        }
         accepted = Rows(
             "accepted_events",
-            {"scope": scope, "stream": stream, "accepted_at": time.time(), "name": name},
+            shared,
             ("key",),
             [(key,) for key in unique],
             "ON CONFLICT (scope, stream, key) DO NOTHING",
             moments=("accepted_at",),
         )
         self._execute("recording accepted events", [accepted])
+
+    def user_events(self, scope: str | None, user_id: str) -> list[EventEntry]:
+        """The accepted events of user ``user_id``, newest first (none in a ledger older than
+        schema version 7, which kept no user per event)."""
+        if self.version < RUNS_VERSION:
+            return []
+        accepted = self.dialect.seconds("e.accepted_at")
+        rows = self._query(
+            "reading a user's events",
+            _event_select(accepted)
+            + " WHERE e.user_id = :user_id AND (CAST(:scope AS TEXT) IS NULL OR e.scope = :scope)"
+            f" ORDER BY coalesce(e.occurred_at, {accepted}) DESC, e.stream, e.key",
+            {"user_id": user_id, "scope": scope},
+        )
+        return [_event(row) for row in rows]
+
+    def event_entries(self, scope: str | None) -> list[EventEntry]:
+        """Every accepted event key, by account, user, stream and key (in a ledger older than
+        schema version 7, without users, runs or jobs)."""
+        accepted = self.dialect.seconds("e.accepted_at")
+        if self.version < RUNS_VERSION:
+            select = (
+                "SELECT e.scope, e.stream, e.key, e.name, NULL, NULL, NULL, NULL, "  # noqa: S608
+                f"{accepted}, NULL, NULL, NULL, NULL FROM accepted_events e"
+            )
+            order = "e.scope, e.stream, e.key"
+        else:
+            select = _event_select(accepted)
+            # Keys without a user last, on both backends (PostgreSQL sorts NULL last, SQLite
+            # first).
+            order = "e.scope, e.user_id IS NULL, e.user_id, e.stream, e.key"
+        rows = self._query(
+            "exporting the accepted events",
+            f"{select} WHERE (CAST(:scope AS TEXT) IS NULL OR e.scope = :scope) ORDER BY {order}",
+            {"scope": scope},
+        )
+        return [_event(row) for row in rows]
 
     # Mirror deletes (memory/mirror.py): the version each id of a stream was last loaded in.
     # A stream's id is a candidate when the stream's finished version lacks it and no other
@@ -656,6 +799,66 @@ class Ledger(ABC):
         )
         return [(scope, int(count)) for scope, count in rows]
 
+    # Runs (memory/runs.py): one row per run that had a ledger, written as it starts and again
+    # as it ends; a row without an end is a run killed, or one still going.
+
+    def record_run_start(
+        self, scope: str, run_id: str, started_at: float, orchestrator: Mapping[str, Any] | None
+    ) -> None:
+        """A run began (with what its orchestrator passed, if anything)."""
+        sql = (
+            "INSERT INTO runs (scope, run_id, started_at, orchestrator, orchestrator_run_id) "
+            "VALUES (:scope, :run_id, :started_at, :orchestrator, :orchestrator_run_id) "
+            "ON CONFLICT DO NOTHING"
+        )
+        params = {
+            "scope": scope,
+            "run_id": run_id,
+            "started_at": started_at,
+            "orchestrator": json.dumps(orchestrator, sort_keys=True) if orchestrator else None,
+            "orchestrator_run_id": (orchestrator or {}).get("run_id"),
+        }
+        self._execute("recording the run's start", [(sql, params)])
+
+    def record_run_end(
+        self,
+        scope: str,
+        run_id: str,
+        *,
+        ended_at: float,
+        outcome: str,
+        exit_code: int,
+        reason: str | None,
+        counts: Mapping[str, Any],
+    ) -> None:
+        """How the run ended: its outcome, exit code, reason and the summary's counts."""
+        sql = (
+            "UPDATE runs SET ended_at = :ended_at, outcome = :outcome, exit_code = :exit_code, "
+            "reason = :reason, counts = :counts WHERE scope = :scope AND run_id = :run_id"
+        )
+        params = {
+            "scope": scope,
+            "run_id": run_id,
+            "ended_at": ended_at,
+            "outcome": outcome,
+            "exit_code": exit_code,
+            "reason": reason,
+            "counts": json.dumps(counts, sort_keys=True),
+        }
+        self._execute("recording how the run ended", [(sql, params)])
+
+    def runs(self, scope: str | None, run_id: str | None, limit: int) -> list[RunEntry]:
+        """The newest ``limit`` runs (or the run ``run_id``), newest first."""
+        rows = self._query(
+            "reading runs",
+            f"SELECT {_RUN_COLUMNS} FROM runs "  # noqa: S608 - only placeholders
+            "WHERE (CAST(:scope AS TEXT) IS NULL OR scope = :scope) "
+            "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
+            "ORDER BY started_at DESC, run_id LIMIT :limit",
+            {"scope": scope, "run_id": run_id, "limit": limit},
+        )
+        return [_run(row) for row in rows]
+
     # Import API files (memory/imported.py): import_jobs holds each file from before its upload
     # until its job's end is known; import_keys the keys of its events until then.
 
@@ -666,8 +869,13 @@ class Ledger(ABC):
         run_id: str,
         keys: Mapping[str, Sequence[str]],
         at: float,
+        *,
+        events: Mapping[str, ImportedEvent] | None = None,
     ) -> None:
-        """An events file is about to go up: the file, and the keys of its events per stream."""
+        """An events file is about to go up: the file, and the keys of its events per stream
+        (with, from ``events``, each one's user, name and time)."""
+        details = events or {}
+        blank = ImportedEvent(None, None, None)
         steps: list[Statement | Rows] = [
             (
                 "INSERT INTO import_jobs (scope, filename, run_id, state, job_id, events, "
@@ -687,9 +895,14 @@ class Ledger(ABC):
             Rows(
                 "import_keys",
                 {"scope": scope, "filename": filename, "stream": stream},
-                ("key",),
-                [(key,) for key in sorted(set(stream_keys))],
+                ("key", "user_id", "name", "occurred_at"),
+                [
+                    (key, event.user_id, event.name, event.occurred_at)
+                    for key in sorted(set(stream_keys))
+                    for event in [details.get(key, blank)]
+                ],
                 "ON CONFLICT DO NOTHING",
+                numbers=("occurred_at",),
             )
             for stream, stream_keys in sorted(keys.items())
             if stream_keys
@@ -725,15 +938,25 @@ class Ledger(ABC):
         """
         if outcome not in _SETTLED:
             raise ValueError(f"an import file is settled as one of {_SETTLED}, not {outcome!r}")
-        params = {"scope": scope, "filename": filename, "at": at, "outcome": outcome}
+        params = {
+            "scope": scope,
+            "filename": filename,
+            "at": at,
+            "outcome": outcome,
+            "event_outcome": EVENT_IMPORTED if outcome == COMPLETED else outcome,
+            "via": IMPORT,
+        }
         steps: list[Statement | Rows] = []
         if outcome in _KEPT:
             moment = self.dialect.moment.format(param="at")
             steps.append(
                 (
-                    "INSERT INTO accepted_events (scope, stream, key, accepted_at) "  # noqa: S608
-                    f"SELECT scope, stream, key, {moment} FROM import_keys "
-                    "WHERE scope = :scope AND filename = :filename ON CONFLICT DO NOTHING",
+                    "INSERT INTO accepted_events (scope, stream, key, accepted_at, name, "  # noqa: S608
+                    "user_id, run_id, via, outcome, occurred_at, filename) "
+                    f"SELECT k.scope, k.stream, k.key, {moment}, k.name, k.user_id, j.run_id, "
+                    ":via, :event_outcome, k.occurred_at, k.filename FROM import_keys k "
+                    "LEFT JOIN import_jobs j ON j.scope = k.scope AND j.filename = k.filename "
+                    "WHERE k.scope = :scope AND k.filename = :filename ON CONFLICT DO NOTHING",
                     params,
                 )
             )
@@ -779,6 +1002,55 @@ class Ledger(ABC):
             )
             for filename, run_id, state, job_id, recorded_at in files
         ]
+
+
+_RUN_COLUMNS = (
+    "scope, run_id, started_at, ended_at, outcome, exit_code, reason, counts, orchestrator"
+)
+
+
+def _event_select(accepted: str) -> str:
+    """SELECT of accepted events (alias ``e``) with their import job, as :func:`_event` reads."""
+    return (
+        "SELECT e.scope, e.stream, e.key, e.name, e.user_id, e.run_id, e.via, e.outcome, "  # noqa: S608
+        f"{accepted}, e.occurred_at, j.job_id, j.recorded_at, j.settled_at FROM accepted_events e "
+        "LEFT JOIN import_jobs j ON j.scope = e.scope AND j.filename = e.filename"
+    )
+
+
+def _event(row: Sequence[Any]) -> EventEntry:
+    scope, stream, key, name, user_id, run_id, via, outcome, accepted, occurred = row[:10]
+    job, sent, ended = row[10:]
+    return EventEntry(
+        scope,
+        stream,
+        key,
+        name,
+        user_id,
+        run_id,
+        via,
+        outcome,
+        float(accepted),
+        float(occurred) if occurred is not None else None,
+        job,
+        float(sent) if sent is not None else None,
+        float(ended) if ended is not None else None,
+    )
+
+
+def _run(row: Sequence[Any]) -> RunEntry:
+    scope, run_id, started, ended, outcome, code, reason, counts, orchestrator = row
+    return RunEntry(
+        scope,
+        run_id,
+        float(started),
+        float(ended) if ended is not None else None,
+        outcome,
+        int(code) if code is not None else None,
+        reason,
+        json.loads(counts) if counts else None,
+        json.loads(orchestrator) if orchestrator else None,
+    )
 
 
 def _entry(row: tuple[Any, ...]) -> HistoryEntry:

@@ -32,6 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Protocol
 
 from target_userpilot.batching.batch import SealedBatch
@@ -42,11 +43,12 @@ from target_userpilot.ledger.store import (
     NOT_SENT,
     READY,
     UNCONFIRMED,
+    ImportedEvent,
     RecordedImport,
 )
 from target_userpilot.records.routing import EVENTS
 from target_userpilot.retry import Stop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import FINAL_STATUSES
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -65,6 +67,8 @@ class ImportLedger(Protocol):
         run_id: str,
         keys: Mapping[str, Sequence[str]],
         at: float,
+        *,
+        events: Mapping[str, ImportedEvent] | None = None,
     ) -> None: ...
 
     def import_tried(self, scope: str, filename: str, *, may_have_arrived: bool) -> None: ...
@@ -115,8 +119,8 @@ class ImportedEvents:
             sent |= self._ledger.accepted_events(self._scope, stream, keys)
         if not sent:
             return
-        for stream, count in batch.drop_events(sent).items():
-            self._summary.add(stream, "events_skipped", count)
+        for stream, n in batch.drop_events(sent).items():
+            self._summary.add(stream, "events_skipped", n)
 
     # This run's file in flight
 
@@ -142,7 +146,12 @@ class ImportedEvents:
             return None
         self._may_have_arrived = False
         self._ledger.record_import(
-            self._scope, batch.filename, self._run_id, _keys_by_stream(batch), self._clock()
+            self._scope,
+            batch.filename,
+            self._run_id,
+            _keys_by_stream(batch),
+            self._clock(),
+            events=_events_by_key(batch),
         )
         ledger, filename = self._ledger, batch.filename
 
@@ -166,10 +175,10 @@ class ImportedEvents:
             self._while_failing(NOT_SENT, batch)
             return
         logger.warning(
-            "The events file %s (%d events of %s) may have reached Userpilot: the next run "
-            "looks for its import job before it sends anything, and does not send it again.",
+            "The events file %s (%s of %s) may have reached Userpilot: the next run looks for "
+            "its import job before it sends anything, and does not send it again.",
             batch.filename,
-            batch.rows,
+            count(batch.rows, "event"),
             batch.streams,
         )
 
@@ -179,15 +188,19 @@ class ImportedEvents:
         if self._ledger is not None:
             self._ledger.settle_import(self._scope, batch.filename, UNCONFIRMED, self._clock())
         self._count_unconfirmed(batch.rows_by_stream())
-        for stream, count in batch.merged_by_stream.items():
-            self._summary.add(stream, "events_skipped", count)
+        for stream, n in batch.merged_by_stream.items():
+            self._summary.add(stream, "events_skipped", n)
+        one = batch.rows == 1
         logger.warning(
-            "%s. The %d events of %s are not sent again, by this run or a rerun: a second copy "
-            "could import them twice. The summary counts them as 'unconfirmed'; check the "
-            "imports in Userpilot.",
+            "%s. The %s of %s %s not sent again, by this run or a rerun: a second copy could "
+            "import %s twice. The summary counts %s as 'unconfirmed'; check the imports in "
+            "Userpilot.",
             reason,
-            batch.rows,
+            count(batch.rows, "event"),
             batch.streams,
+            "is" if one else "are",
+            "it" if one else "them",
+            "it" if one else "them",
         )
 
     def failed(self, batch: SealedBatch) -> None:
@@ -309,14 +322,42 @@ class ImportedEvents:
         self._ledger.settle_import(self._scope, recorded.filename, outcome, self._clock())
 
     def _count_unconfirmed(self, events: Mapping[str, int]) -> None:
-        for stream, count in events.items():
-            self._summary.add(stream, "events_unconfirmed", count, finished=True)
+        for stream, n in events.items():
+            self._summary.add(stream, "events_unconfirmed", n, finished=True)
 
 
 def _events_of(recorded: RecordedImport) -> str:
     """``3 events of 'a'`` / ``5 events of 'a', 'b'``, for log lines."""
     streams = ", ".join(f"'{name}'" for name in sorted(recorded.events)) or "no stream"
-    return f"{recorded.total} events of {streams}"
+    return f"{count(recorded.total, 'event')} of {streams}"
+
+
+def _events_by_key(batch: SealedBatch) -> dict[str, ImportedEvent]:
+    """Whose each event of an events file is, its name and its time, by key: what a user's
+    history shows of it. The keys are the batch's ``row_streams``, in line order; the file is
+    streamed, never read whole."""
+    found: dict[str, ImportedEvent] = {}
+    with open(batch.path, "rb") as lines:
+        for key, line in zip(batch.row_streams, lines, strict=False):
+            record = json.loads(line)
+            user = record.get("user_id")
+            found[key] = ImportedEvent(
+                None if user is None else str(user),
+                record.get("event_name") or record.get("event_type"),
+                _epoch(record.get("inserted_at")),
+            )
+    return found
+
+
+def _epoch(text: Any) -> float | None:
+    """``inserted_at`` (``2024-01-02T03:04:05Z``, as ``records/imports.py`` writes it) as epoch
+    seconds."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _keys_by_stream(batch: SealedBatch) -> dict[str, list[str]]:

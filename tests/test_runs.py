@@ -1,0 +1,623 @@
+"""Runs the ledger remembers, and a user's events in its history, from real runs of the target.
+
+Each way a run can end (completed, failed with a job failure, SIGTERM, the mirror-delete guard,
+kill -9) runs the real target against the sandbox, on a SQLite file and on the real PostgreSQL
+that ``tests/pg.py`` starts (one schema per test), then reads the ledger as ``userpilot-ledger``
+does. The README's "Runs" and "Events in history" examples are checked against real output; the
+rules that need no run (outcomes, secrets, what Meltano passed) at the end, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import (
+    API_KEY,
+    USER_SCHEMA,
+    TargetProcess,
+    eventually,
+    record,
+    run_target,
+    schema,
+    state,
+    user,
+)
+from pg import PASSWORD, postgres_fixture  # noqa: F401 - the session fixture
+from test_mirror import copy
+
+from target_userpilot.errors import (
+    ConfigurationError,
+    JobFailed,
+    MirrorDeleteRefused,
+    NothingLoaded,
+    Terminated,
+)
+from target_userpilot.ledger.factory import open_ledger
+from target_userpilot.ledger.scope import account_scope
+from target_userpilot.ledger.store import RunEntry
+from target_userpilot.memory.runs import MAX_REASON, RunRecord, orchestrator, run_end
+from target_userpilot.sandbox import Sandbox
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db(request, tmp_path) -> Iterator[str]:
+    """A ``state_db`` of each backend (PostgreSQL: a schema of the test's own)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.db")
+        return
+    server = request.getfixturevalue("postgres")
+    name = "r_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[-50:].lower()
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
+    yield f"{server.url}?options=-csearch_path%3D{name}"
+    server.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def _users(ids, **extra: Any) -> list[dict]:
+    return [
+        schema("users", USER_SCHEMA, ["id"]),
+        *(record("users", user(i, **extra)) for i in ids),
+        state({"done": True}),
+    ]
+
+
+def _runs(state_db: str) -> list[RunEntry]:
+    """The ledger's runs, newest first, read as userpilot-ledger reads them."""
+    ledger = open_ledger(state_db, read_only=True)
+    try:
+        return ledger.runs(None, None, 50)
+    finally:
+        ledger.close()
+
+
+def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "target_userpilot.ledger.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def _run_id(stderr: str) -> str:
+    found = re.search(r"userpilot-ledger jobs --run (\w+)", stderr)
+    assert found, stderr[-3000:]
+    return found[1]
+
+
+def _cells(line: str) -> list[str]:
+    return re.split(r"\s{2,}", line.strip())
+
+
+def _utc(epoch: float | None) -> str:
+    """A moment as userpilot-ledger prints it."""
+    assert epoch is not None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _how_it_ended(state_db: str, run: RunEntry, cwd: Path) -> list[str]:
+    """The lines ``jobs --run`` prints above a run's jobs, for the run's account."""
+    shown = _cli(
+        "--state-db", state_db, "--account", run.scope, "jobs", "--run", run.run_id, cwd=cwd
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert PASSWORD not in shown.stdout + shown.stderr
+    return shown.stdout.split("\n\n")[0].splitlines()
+
+
+def _sigterm_after_the_first_state(
+    config: dict, tmp_path: Path, ids: range = range(3)
+) -> TargetProcess:
+    """A run loading users ``ids``, its input left open, sent SIGTERM once their STATE is out."""
+    run = TargetProcess({**config, "batch_wait_seconds": 0.1}, tmp_path)
+    try:
+        run.send(_users(ids))
+        assert run.next_state() == {"done": True}
+        run.proc.send_signal(signal.SIGTERM)
+        run.drain()
+    finally:
+        run.kill()
+    return run
+
+
+def _killed_after_the_first_state(
+    config: dict, tmp_path: Path, ids: range = range(3)
+) -> TargetProcess:
+    """A run loading users ``ids``, killed with SIGKILL once their STATE is out."""
+    run = TargetProcess({**config, "batch_wait_seconds": 0.1}, tmp_path)
+    try:
+        run.send(_users(ids))
+        assert run.next_state() == {"done": True}
+    finally:
+        run.kill()
+    return run
+
+
+# Each way a run ends
+
+
+def test_a_completed_run_is_a_row_with_its_summary(sandbox, config, tmp_path, state_db):
+    config.update(skip_unchanged=True, state_db=state_db)
+
+    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    (entry,) = _runs(state_db)
+    assert entry.run_id == _run_id(run.stderr)
+    assert entry.scope == account_scope(sandbox.url, API_KEY)
+    assert (entry.outcome, entry.exit_code, entry.reason) == ("completed", 0, None)
+    assert entry.ended_at is not None and entry.started_at <= entry.ended_at
+    assert entry.counts == run.summary  # the run's own TARGET_USERPILOT_SUMMARY line
+    assert entry.orchestrator is None
+    assert _how_it_ended(state_db, entry, tmp_path) == [
+        f"Run {entry.run_id}: completed (exit 0)",
+        f"  started {_utc(entry.started_at)}, ended {_utc(entry.ended_at)}",
+        "  3 rows sent, 0 unchanged, 0 deleted, 0 events sent, 0 rejected",
+    ]
+
+
+def test_a_run_whose_job_failed_is_failed_with_exit_4_and_the_reason_it_printed(
+    sandbox, config, tmp_path, state_db
+):
+    config.update(skip_unchanged=True, state_db=state_db)
+    sandbox.set_faults(fail_jobs=1)
+
+    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+
+    assert run.returncode == 4, run.stderr[-3000:]
+    (entry,) = _runs(state_db)
+    printed = re.search(r"target-userpilot stopped: (.*)", run.stderr)
+    assert printed, run.stderr[-3000:]
+    assert (entry.outcome, entry.exit_code) == ("failed", 4)
+    assert entry.reason == printed[1].strip()
+    assert sandbox.jobs()[0]["job_id"] in entry.reason
+    assert entry.counts is not None and entry.counts["total"]["rows_sent"] == 0
+    lines = _how_it_ended(state_db, entry, tmp_path)
+    assert lines[0] == f"Run {entry.run_id}: failed (exit 4)"
+    assert lines[-1] == f"  reason: {entry.reason}"
+
+
+def test_a_run_stopped_by_sigterm_is_stopped_by_a_signal_with_exit_10(
+    sandbox, config, tmp_path, state_db
+):
+    config.update(skip_unchanged=True, state_db=state_db)
+
+    run = _sigterm_after_the_first_state(config, tmp_path)
+
+    assert run.proc.returncode == 10, run.stderr[-3000:]
+    (entry,) = _runs(state_db)
+    assert entry.run_id == _run_id(run.stderr)
+    assert (entry.outcome, entry.exit_code) == ("stopped by a signal", 10)
+    assert entry.reason is not None and entry.reason.startswith("Received SIGTERM, so the run")
+    assert entry.counts is not None and entry.counts["total"]["rows_sent"] == 3
+    assert _how_it_ended(state_db, entry, tmp_path)[0] == (
+        f"Run {entry.run_id}: stopped by a signal (exit 10)"
+    )
+
+
+def test_a_run_the_guard_stopped_is_stopped_by_the_guard_with_exit_14(
+    sandbox, config, tmp_path, state_db
+):
+    config.update(hard_delete=True, state_db=state_db)
+    first = run_target(config, copy(1, range(20)), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    refused = run_target(config, copy(2, range(2)), tmp_path=tmp_path)
+
+    assert refused.returncode == 14, refused.stderr[-3000:]
+    newest, older = _runs(state_db)
+    assert (older.outcome, newest.outcome) == ("completed", "stopped by the guard")
+    assert newest.exit_code == 14
+    assert newest.reason is not None and "ended without 18 of the 20 users" in newest.reason
+    assert sandbox.deletions("users") == []
+
+
+def test_a_run_killed_with_kill_9_has_no_end_and_reads_unknown(sandbox, config, tmp_path, state_db):
+    config.update(skip_unchanged=True, state_db=state_db)
+
+    _killed_after_the_first_state(config, tmp_path)
+
+    (entry,) = _runs(state_db)
+    assert (entry.ended_at, entry.outcome, entry.exit_code, entry.counts) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    listed = _cli("--state-db", state_db, "runs", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    row = dict(zip(*(_cells(line) for line in listed.stdout.splitlines()), strict=True))
+    assert (row["run"], row["outcome"], row["exit"], row["ended at"]) == (
+        entry.run_id,
+        "unknown (no end recorded)",
+        "-",
+        "-",
+    )
+    assert _how_it_ended(state_db, entry, tmp_path)[:2] == [
+        f"Run {entry.run_id}: unknown (no end recorded)",
+        f"  started {_utc(entry.started_at)}; no end recorded: the run was killed "
+        "(kill -9, a lost machine) or is still going",
+    ]
+    assert PASSWORD not in listed.stdout + listed.stderr
+
+
+def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(sandbox, config, tmp_path):
+    config.update(
+        state_db=str(tmp_path / "state.db"), object_mapping={"clicks": {"object": "events"}}
+    )
+
+    run = run_target(config, _events_input("track"), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    (entry,) = _runs(config["state_db"])
+    assert f"This run is in the ledger: userpilot-ledger jobs --run {entry.run_id}" in run.stderr
+    assert (entry.outcome, entry.counts["total"]["events_sent"]) == ("completed", 2)
+    shown = _cli(
+        "--config", _write_config(config, tmp_path), "jobs", "--run", entry.run_id, cwd=tmp_path
+    )
+    assert shown.stdout.splitlines()[0] == f"Run {entry.run_id}: completed (exit 0)"
+    assert shown.stdout.splitlines()[-1] == (
+        f"No jobs of run {entry.run_id} are in the sync history (a run keeps one with "
+        "skip_unchanged, hard_delete or events_api import)."
+    )
+
+
+def _write_config(config: dict, tmp_path: Path) -> str:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return "config.json"
+
+
+def test_a_dry_run_records_no_run(config, tmp_path):
+    config.update(
+        skip_unchanged=True,
+        dry_run=True,
+        state_db=str(tmp_path / "state.db"),
+        output_dir=str(tmp_path / "out"),
+    )
+
+    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _runs(config["state_db"]) == []
+
+
+def test_runs_lists_the_newest_first_and_jsonl_carries_the_whole_summary(sandbox, config, tmp_path):
+    config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
+    first = run_target(config, _users(range(3)), tmp_path=tmp_path)
+    second = run_target(config, _users(range(4)), tmp_path=tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+
+    table = _cli("--config", "config.json", "runs", cwd=tmp_path)
+    newest = _cli("--config", "config.json", "runs", "--limit", "1", cwd=tmp_path)
+    jsonl = _cli("--config", "config.json", "runs", "--format", "jsonl", cwd=tmp_path)
+    nonsense = _cli("--config", "config.json", "runs", "--limit", "0", cwd=tmp_path)
+
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    rows = [dict(zip(_cells(lines[0]), _cells(line), strict=True)) for line in lines[1:]]
+    assert [(r["run"], r["outcome"], r["rows sent"], r["unchanged"]) for r in rows] == [
+        (_run_id(second.stderr), "completed", "1", "3"),
+        (_run_id(first.stderr), "completed", "3", "0"),
+    ]
+    assert newest.stdout.splitlines()[1:] == lines[1:2]
+    records = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert [r["summary"] for r in records] == [second.summary, first.summary]
+    assert records[0]["account"] == account_scope(sandbox.url, API_KEY)
+    assert nonsense.returncode == 2 and "not a whole number above 0" in nonsense.stderr
+    for shown in (table, jsonl):
+        assert API_KEY not in shown.stdout + shown.stderr
+
+
+# The README's examples
+
+
+def _readme_block(heading: str) -> tuple[list[str], list[str]]:
+    """The first ``sh`` command and the ``text`` block after it, under ``heading``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n### {heading}\n")
+    section = text[start : text.index("\n#", start + 1)]
+    found = re.search(r"```sh\n(userpilot-ledger .*?)\n```\n\n```text\n(.*?)```", section, re.S)
+    assert found, f"the README's {heading} example is missing"
+    return found[1].split()[1:], found[2].splitlines()
+
+
+def test_the_readme_runs_example_lists_each_way_a_run_ends(sandbox, config, tmp_path):
+    """Completed, failed, the guard, SIGTERM and kill -9, newest first, as the README shows."""
+    config.update(skip_unchanged=True, hard_delete=True, state_db=str(tmp_path / "state.db"))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert run_target(config, copy(1, range(20)), tmp_path=tmp_path).returncode == 0
+    sandbox.set_faults(fail_jobs=1)
+    assert run_target(config, _users([20, 21]), tmp_path=tmp_path).returncode == 4
+    sandbox.set_faults()
+    assert run_target(config, copy(2, range(2)), tmp_path=tmp_path).returncode == 14
+    _sigterm_after_the_first_state(config, tmp_path, range(30, 33))
+    _killed_after_the_first_state(config, tmp_path, range(40, 43))
+    argv, expected = _readme_block("Runs")
+
+    shown = _cli(*argv, cwd=tmp_path)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert _cells(lines[0]) == _cells(expected[0])
+    # Everything but times, run ids and the failed job's id and object is as documented.
+    variable = {"started at", "run", "ended at", "reason"}
+    columns = [i for i, name in enumerate(_cells(expected[0])) if name not in variable]
+    assert [[_cells(line)[i] for i in columns] for line in lines[1:]] == [
+        [_cells(line)[i] for i in columns] for line in expected[1:]
+    ]
+    # The reasons' first sentences; the failed job's id is this run's own.
+    job_id = re.compile(r"bulk:jobs:\S+")
+    assert [job_id.sub("JOB", _cells(line)[-1]) for line in lines[1:]] == [
+        job_id.sub("JOB", _cells(line)[-1]) for line in expected[1:]
+    ]
+
+
+def test_the_readme_events_example_shows_a_users_events_by_name_and_time(tmp_path):
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        track = run_target(
+            _events_config(sandbox, "state.db", "track"), _events_input("track"), tmp_path=tmp_path
+        )
+        imported = _events_config(sandbox, "state.db", "import")
+        (tmp_path / "config.json").write_text(json.dumps(imported))
+        again = run_target(imported, _events_input("import"), tmp_path=tmp_path)
+        argv, expected = _readme_block("Events in history")
+        import_job = next(j["job_id"] for j in sandbox.jobs() if j["type"] == "events_import")
+
+        shown = _cli(*argv, cwd=tmp_path)
+        only = _cli(*argv, "--object", "events", cwd=tmp_path)
+        exported = _cli("--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path)
+
+    assert (track.returncode, again.returncode) == (0, 0), again.stderr[-3000:]
+    assert shown.returncode == 0, shown.stderr
+    profile, events = shown.stdout.split("\n\n")
+    documented_profile, documented_events = "\n".join(expected).split("\n\n")
+    assert _cells(profile.splitlines()[0]) == _cells(documented_profile.splitlines()[0])
+    assert len(profile.splitlines()) == len(documented_profile.splitlines())
+    lines, documented = events.splitlines(), documented_events.splitlines()
+    assert lines[:2] == documented[:2]  # the heading line and the columns
+    # Event, via, outcome, stream and key as documented; an import keeps the event's own time.
+    assert [_cells(line)[1:4] + _cells(line)[6:] for line in lines[2:]] == [
+        _cells(line)[1:4] + _cells(line)[6:] for line in documented[2:]
+    ]
+    assert [_cells(line)[0] for line in lines[4:]] == [_cells(line)[0] for line in documented[4:]]
+    assert {_cells(line)[4] for line in lines[4:]} == {import_job}
+    assert {_cells(line)[5] for line in lines[4:]} == {_run_id(again.stderr)}
+    assert {_cells(line)[5] for line in lines[2:4]} == {_run_id(track.stderr)}
+    assert only.stdout == events
+    # One export row per event key, the user in ``id``; the profile once.
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    events_rows = [r for r in rows if r["object"] == "events"]
+    assert [r["object"] for r in rows].count("users") == 1
+    assert sorted((r["event_key"], r["id"], r["state"]) for r in events_rows) == [
+        ('["clicks",["c-1"]]', "u-7", "event accepted"),
+        ('["clicks",["c-2"]]', "u-7", "event accepted"),
+        ('["events",["i-1"]]', "u-7", "event imported"),
+        ('["events",["i-2"]]', "u-7", "event imported"),
+    ]
+    assert {r["event_time"] for r in events_rows if r["state"] == "event imported"} == {
+        "2026-03-01T09:30:00Z",
+        "2026-03-02T14:05:00Z",
+    }
+
+
+EVENT_SCHEMA = {
+    "id": {"type": "string"},
+    "user_id": {"type": "string"},
+    "event_name": {"type": "string"},
+    "at": {"type": "string", "format": "date-time"},
+}
+
+
+def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict:
+    """skip_unchanged, and the events stream of ``_events_input``: clicks through the track API,
+    events through the Import API with their time in ``at``."""
+    if api == "track":
+        mapping = {"clicks": {"object": "events"}}
+    else:
+        mapping = {"events": {"object": "events", "event_time_property": "at"}}
+    return {
+        "api_url": sandbox.url,
+        "api_key": API_KEY,
+        "state_db": state_db,
+        "skip_unchanged": True,
+        "events_api": api,
+        "object_mapping": mapping,
+    }
+
+
+def _events_input(api: str) -> list[dict]:
+    """User u-7 and two events: clicks through the track API, or imported with their time."""
+    stream = "clicks" if api == "track" else "events"
+    prefix = "c" if api == "track" else "i"
+    names = ("Opened report", "Exported CSV") if api == "track" else ("Signed up", "Invited")
+    times = ("2026-03-01T09:30:00Z", "2026-03-02T14:05:00Z")
+    return [
+        schema("users", {"id": {"type": "string"}, "plan": {"type": "string"}}, ["id"]),
+        record("users", {"id": "u-7", "plan": "pro"}),
+        schema(stream, EVENT_SCHEMA, ["id"]),
+        *(
+            record(stream, {"id": f"{prefix}-{n}", "user_id": "u-7", "event_name": name, "at": at})
+            for n, (name, at) in enumerate(zip(names, times, strict=True), start=1)
+        ),
+        state({"done": api}),
+    ]
+
+
+def test_events_are_kept_by_user_on_each_backend(tmp_path, state_db):
+    """Track and import: the user, name, time, run and job of each event, SQLite and PostgreSQL."""
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
+        track = run_target(
+            _events_config(sandbox, state_db, "track"), _events_input("track"), tmp_path=tmp_path
+        )
+        again = run_target(
+            _events_config(sandbox, state_db, "import"), _events_input("import"), tmp_path=tmp_path
+        )
+        job = next(j["job_id"] for j in sandbox.jobs() if j["type"] == "events_import")
+        scope = account_scope(sandbox.url, API_KEY)
+
+    assert (track.returncode, again.returncode) == (0, 0), again.stderr[-3000:]
+    ledger = open_ledger(state_db, read_only=True)
+    try:
+        events = ledger.user_events(scope, "u-7")
+        nobody = ledger.user_events(scope, "u-8")
+    finally:
+        ledger.close()
+    assert [(e.name, e.via, e.outcome, e.job_id, e.run_id) for e in events] == [
+        ("Exported CSV", "track", "accepted", None, _run_id(track.stderr)),
+        ("Opened report", "track", "accepted", None, _run_id(track.stderr)),
+        ("Invited", "import", "imported", job, _run_id(again.stderr)),
+        ("Signed up", "import", "imported", job, _run_id(again.stderr)),
+    ]
+    assert [_utc(e.time) for e in events[2:]] == [
+        "2026-03-02T14:05:00Z",
+        "2026-03-01T09:30:00Z",
+    ]
+    assert nobody == []
+
+
+# Without a run
+
+
+def test_each_error_is_the_outcome_and_exit_code_the_run_ends_with():
+    def end(error: BaseException | None) -> tuple[str, int]:
+        found = run_end(error, signal_after_input=False, secrets=[])
+        return found.outcome, found.exit_code
+
+    assert end(None) == ("completed", 0)
+    assert end(Terminated("Received SIGTERM")) == ("stopped by a signal", 10)
+    assert end(MirrorDeleteRefused("too many")) == ("stopped by the guard", 14)
+    assert end(JobFailed("job x failed")) == ("failed", 4)
+    assert end(NothingLoaded("all refused")) == ("failed", 12)
+    assert end(ConfigurationError("bad")) == ("failed", 2)
+    assert end(KeyError("a bug")) == ("failed", 1)  # Python's own exit code for a traceback
+
+
+def test_a_signal_after_the_end_of_input_with_nothing_left_completes_and_says_so():
+    found = run_end(None, signal_after_input=True, secrets=[])
+
+    assert (found.outcome, found.exit_code) == ("completed", 0)
+    assert found.reason == "A stop signal came after the end of input; nothing was left unsent."
+
+
+def test_a_reason_is_one_line_without_secrets_and_of_bounded_length():
+    key = "sk-live-3f9c1e77"
+    error = JobFailed(
+        f"Job j-1 failed\n  with {key} and postgresql://ledger:{PASSWORD}@db/l " + "x" * 3000
+    )
+
+    reason = run_end(error, signal_after_input=False, secrets=[key, PASSWORD]).reason
+
+    assert reason is not None
+    assert reason.startswith("Job j-1 failed with *** and postgresql://ledger:***@db/l x")
+    assert "\n" not in reason and key not in reason and PASSWORD not in reason
+    assert len(reason) == MAX_REASON and reason.endswith("…")
+
+
+def test_what_meltano_passes_is_recorded_and_a_shell_variable_alone_is_not_meltano():
+    under_meltano = {
+        "MELTANO_PROJECT_ROOT": "/srv/project",
+        "MELTANO_LOADER_NAME": "target-userpilot",
+        "MELTANO_ENVIRONMENT": "prod",
+        "MELTANO_EXTRACTOR_NAME": "tap-postgres",
+        "MELTANO_RUN_ID": "0191aaaa-0000-7000-8000-000000000001",
+        "MELTANO_PARENT_CONTEXT_UUID": "01a25151-a5fe-766e-99ca-76ce3ee4c406",  # telemetry
+    }
+
+    assert orchestrator(under_meltano) == {
+        "name": "meltano",
+        "run_id": "0191aaaa-0000-7000-8000-000000000001",
+        "environment": "prod",
+        "extractor": "tap-postgres",
+        "loader": "target-userpilot",
+    }
+    assert orchestrator({**under_meltano, "MELTANO_RUN_ID": "", "MELTANO_STATE_ID": "s1"}) == {
+        "name": "meltano",
+        "state_id": "s1",
+        "environment": "prod",
+        "extractor": "tap-postgres",
+        "loader": "target-userpilot",
+    }
+    assert orchestrator({"MELTANO_PROJECT_ROOT": "/srv/project"}) is None
+    assert orchestrator({}) is None
+
+
+def test_a_run_records_its_start_once_and_its_end_with_the_counts():
+    calls: list[tuple[str, Any]] = []
+
+    class Ledger:
+        def record_run_start(self, *args: Any) -> None:
+            calls.append(("start", args))
+
+        def record_run_end(self, *args: Any, **kwargs: Any) -> None:
+            calls.append(("end", kwargs))
+
+    clock = iter([100.0, 105.0])
+    environ = {"MELTANO_PROJECT_ROOT": "/p", "MELTANO_LOADER_NAME": "t", "MELTANO_RUN_ID": "r"}
+    record_ = RunRecord("acct", "run-1", secrets=[], environ=environ, clock=lambda: next(clock))
+    unrecorded = RunRecord("acct", "run-2", secrets=[], environ={})
+
+    record_.begin(Ledger())
+    record_.begin(Ledger())  # the ledger opened a second time (track events): one row
+    record_.end(None, {"total": {}}, signal_after_input=False)
+
+    assert unrecorded.end(None, {}, signal_after_input=False) is None  # no ledger, no row
+    assert calls == [
+        ("start", ("acct", "run-1", 100.0, {"name": "meltano", "run_id": "r", "loader": "t"})),
+        (
+            "end",
+            {
+                "ended_at": 105.0,
+                "outcome": "completed",
+                "exit_code": 0,
+                "reason": None,
+                "counts": {"total": {}},
+            },
+        ),
+    ]
+
+
+def test_runs_on_a_ledger_from_before_runs_were_recorded_is_a_sentence(tmp_path):
+    from test_ledger_cli import Place
+
+    place = Place(str(tmp_path / "state.db"))
+    place.make(6)
+
+    shown = _cli("--state-db", place.state_db, "runs", cwd=tmp_path)
+    jobs = _cli("--state-db", place.state_db, "jobs", "--run", "run-1", cwd=tmp_path)
+
+    assert shown.returncode == 2
+    assert "from a release before runs were recorded (version 7)" in shown.stderr
+    assert place.versions() == [1, 2, 3, 4, 5, 6]
+    assert jobs.returncode == 0, jobs.stderr
+    assert jobs.stdout.splitlines()[1].split()[1] == "run-1"  # the jobs, without a run's end
+
+
+def test_a_run_is_in_the_ledger_before_its_tap_sends_anything(sandbox, config, tmp_path):
+    """The row goes in as the run starts, before the tap sends anything."""
+    config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
+    run = TargetProcess(config, tmp_path)
+    try:
+        entries = eventually(lambda: _runs_if_any(config["state_db"]), timeout=20)
+    finally:
+        run.kill()
+
+    assert [(e.outcome, e.ended_at) for e in entries] == [(None, None)]
+
+
+def _runs_if_any(state_db: str) -> list[RunEntry]:
+    try:
+        return _runs(state_db)
+    except ConfigurationError:  # the run has not made its ledger yet
+        return []

@@ -165,7 +165,7 @@ def test_no_space_left_for_the_events_spool_names_the_folder_and_exits_13(
 
 @pytest.mark.parametrize(
     "statement",
-    ["SELECT id, hash FROM confirmed_rows", "INSERT OR REPLACE INTO confirmed_rows"],
+    ["SELECT id, hash FROM confirmed_rows", "INSERT INTO confirmed_rows"],
     ids=["lookup-at-seal", "record-after-the-job"],
 )
 def test_a_sqlite_ledger_failing_mid_run_exits_9_like_postgresql(

@@ -18,8 +18,9 @@ The run's own parts, at the top:
 - ``retry.py``: the one retry policy: which failures get another try, for how long, each pause
   ended by a stop (Userpilot's calls and the ledger's connection)
 - ``clock.py``: the clock every wait goes through: the real one, and a simulated one for tests
-- ``rejects.py``: invalid records counted, logged, kept in ``rejects_path``, or the run stopped
-- ``summary.py``: the end-of-run account, as a table and a JSON line
+- ``rejects.py``: every rejected record, counted once, logged, kept, or the run stopped
+- ``summary.py``: the end-of-run account, as a table and a JSON line, or one JSON record
+- ``logs.py``: the logs in the ecosystem's forms: plain or the SDK's JSON, and METRIC records
 - ``errors.py``: every exception and the exit code it ends a run with
 - ``meltano_loader.py``: Meltano's loader test: a failed check said where Meltano shows it
 

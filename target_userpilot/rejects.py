@@ -1,4 +1,10 @@
-"""Bad records: what happens to a record that cannot become a valid Userpilot row."""
+"""Bad records: what happens to a record that cannot become a valid Userpilot row.
+
+Every rejection of the run goes through :meth:`RejectLog.reject`, whoever finds it (a stream's
+sink, the job lane for a row Userpilot refused alone, the events lane for an event it refused):
+it is counted there once, in the run's summary under its lock, then logged, kept or made the
+run's end.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import json
 import logging
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from target_userpilot.errors import InvalidRecordError
 from target_userpilot.privacy.files import open_private
+
+if TYPE_CHECKING:
+    from target_userpilot.summary import RunSummary
 
 logger = logging.getLogger("target_userpilot.rejects")
 
@@ -17,10 +26,14 @@ logger = logging.getLogger("target_userpilot.rejects")
 class RejectLog:
     """Counts, logs and (optionally) keeps every rejected record; stops the run on ``fail``."""
 
-    def __init__(self, policy: str = "skip", path: str | None = None) -> None:
+    def __init__(
+        self, policy: str = "skip", path: str | None = None, summary: RunSummary | None = None
+    ) -> None:
         self.policy = policy
         self.path = path
         self.count = 0
+        #: Where each rejection is counted, per stream (``rejected``).
+        self._summary = summary
         self._lock = threading.Lock()
 
     def reject(
@@ -34,6 +47,7 @@ class RejectLog:
     ) -> None:
         """Handle one rejected record of ``stream``, the ``position``-th record of that stream.
 
+        Counted first (with ``fail`` too: the record that stops the run is in the summary).
         The log line names the stream, the position and the reason, never the record: records
         carry personal data. The record itself goes only to ``rejects_path``, if set; one too
         deep to read goes there as ``record_json``, the JSON text the tap sent.
@@ -43,6 +57,8 @@ class RejectLog:
             if position
             else f"a row of stream '{stream}'"
         )
+        if self._summary is not None:
+            self._summary.add(stream, "rejected")
         with self._lock:
             self.count += 1
             if self.path:

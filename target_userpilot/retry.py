@@ -49,6 +49,7 @@ from target_userpilot.errors import (
     UnexpectedAnswer,
     WaitInterrupted,
 )
+from target_userpilot.summary import count
 
 logger = logging.getLogger("target_userpilot.userpilot.client")
 
@@ -249,14 +250,15 @@ class RetryPolicy:
             elapsed = pauses.elapsed()
             if isinstance(exc, UnexpectedAnswer):
                 msg = (
-                    f"{what} failed {tries} times in {elapsed:.0f} s; the last answer: {exc}. "
+                    f"{what} failed {count(tries, 'time')} in {elapsed:.0f} s; the last answer: "
+                    f"{exc}. "
                     "Something other than Userpilot's API answers (a proxy or another "
                     "service): nothing after the last STATE was lost; check api_url and any "
                     "proxy between this machine and Userpilot, then rerun."
                 )
                 raise UnexpectedAnswer(msg) from None
             msg = (
-                f"{what} failed {tries} times in {elapsed:.0f} s; the last try: {exc}. "
+                f"{what} failed {count(tries, 'time')} in {elapsed:.0f} s; the last try: {exc}. "
                 "Userpilot or the network to it is failing: nothing after the last STATE was "
                 "lost; check connectivity and Userpilot's status, then rerun."
             )

@@ -37,6 +37,7 @@ from target_userpilot.ledger.cli import jobs_command
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.store import Ledger
+from target_userpilot.logs import SUMMARY_FIELD, json_stderr, request_duration
 from target_userpilot.memory.history import SyncHistory
 from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
@@ -44,12 +45,12 @@ from target_userpilot.memory.runs import RunRecord
 from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.privacy.redact import password_of
 from target_userpilot.records.object_keys import ObjectKeys
-from target_userpilot.records.rows import EVENTS
+from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.dryrun import DryRunClient
 
@@ -125,7 +126,9 @@ class Run:
         self.retry = RetryPolicy(clock=self.clock)
         self.settings = settings
         self.summary = RunSummary(dry_run=settings.dry_run)
-        self.rejects = RejectLog(settings.on_invalid_record, settings.rejects_path)
+        self.rejects = RejectLog(
+            settings.on_invalid_record, settings.rejects_path, summary=self.summary
+        )
         # A dry run holds every STATE back: nothing it does is durable in Userpilot.
         write_state = parts.write_state or (hold_back if settings.dry_run else None)
         self.checkpoints = Checkpoints(write=write_state)
@@ -331,6 +334,7 @@ class Run:
                     retry=self.retry,
                     user_agent=self._user_agent,
                     pace=pace,
+                    observe=request_duration,
                 )
             if self.ledger is None:
                 self.ledger = self._attach(open_ledger(settings.state_db))
@@ -365,6 +369,7 @@ class Run:
             timeout=(10.0, settings.request_timeout_seconds),
             retry=self.retry,
             user_agent=user_agent,
+            observe=request_duration,
         )
 
     def _attach(self, ledger: Ledger) -> Ledger:
@@ -379,12 +384,12 @@ class Run:
         unsettled = ledger.unsettled_imports(self.scope)
         if unsettled:
             logger.warning(
-                "The ledger holds %d Import API files of earlier runs whose jobs were not "
-                "settled (%d events): track requests do not settle them, so an event of theirs "
-                "the tap sends again is sent again. Run once with events_api 'import' (or with "
-                "skip_unchanged) to settle them first.",
-                len(unsettled),
-                sum(file.total for file in unsettled),
+                "The ledger holds %s of earlier runs whose jobs were not settled (%s): track "
+                "requests do not settle them, so an event of theirs the tap sends again is sent "
+                "again. Run once with events_api 'import' (or with skip_unchanged) to settle "
+                "them first.",
+                count(len(unsettled), "Import API file"),
+                count(sum(file.total for file in unsettled), "event"),
             )
 
     def _add_lane(self, lane: Lane) -> None:
@@ -592,10 +597,12 @@ class Run:
             gone = Counter(s for i, s in before.items() if i not in batch.row_streams)
         else:
             gone = Counter({batch.stream: dropped})
-        for stream, count in gone.items():
-            self.summary.add(stream, "unchanged", count)
+        for stream, n in gone.items():
+            self.summary.add(stream, "unchanged", n)
         logger.info(
-            "Skipped %d unchanged %s rows; %d left to send.", dropped, batch.object, batch.rows
+            "Skipped %s; %d left to send.",
+            count(dropped, f"unchanged {batch.object} row"),
+            batch.rows,
         )
 
     def _held_back(self) -> str:
@@ -640,10 +647,33 @@ class Run:
             self.summary.userpilot_job_seconds = self.pace.fixed
 
     def _log_summary(self) -> None:
-        """The end-of-run account on stderr: a table for people, a JSON line for schedulers."""
+        """The end-of-run account on stderr, in the form of the run's logs (``logs.py``).
+
+        Plain logs: a table for people, and a ``TARGET_USERPILOT_SUMMARY`` JSON line for
+        schedulers, written past the log format so that it starts the line. JSON logs: one
+        record, its fields the same JSON; the prefixed line is left out, since it would be the
+        one line of stderr that is not a JSON record.
+        """
         self._observed_pace()
-        for line in self.summary.table().splitlines():
-            logger.info("%s", line)
+        data = self.summary.as_dict()
+        structured = json_stderr(logger)
+        if structured:
+            # Past the logger's level, as the plain line is written past the log format:
+            # schedulers read it even from a run logged at WARNING.
+            summary = logger.makeRecord(
+                logger.name,
+                logging.INFO,
+                __file__,
+                0,
+                "%s",
+                (self.summary.message(data),),
+                None,
+                extra={SUMMARY_FIELD: data},
+            )
+            logger.handle(summary)
+        else:
+            for line in self.summary.table(data).splitlines():
+                logger.info("%s", line)
         if self.settings.dry_run:
             logger.info("%s", self._held_back())
         # Under Meltano, the command its user can type there (ledger/cli.py).
@@ -658,5 +688,6 @@ class Run:
             logger.info(
                 "This run is in the ledger: %s", jobs_command(self.run_id, self.settings.state_db)
             )
-        sys.stderr.write(self.summary.json_line() + "\n")
-        sys.stderr.flush()
+        if not structured:
+            sys.stderr.write(self.summary.json_line(data) + "\n")
+            sys.stderr.flush()

@@ -5,7 +5,7 @@ Values reach the target three ways: a config file (the SDK parses its fractions 
 its setting's type by :func:`env_config`, at the end of this module), and Python dicts in tests.
 :meth:`Settings.from_config` turns all three into one typed, checked :class:`Settings`, so
 nothing past this module sees a Decimal or a string where a number belongs. The rules for
-``object_mapping`` live beside routing, in ``records/rows.py``; those for ``api_url`` and
+``object_mapping`` live beside routing, in ``records/routing.py``; those for ``api_url`` and
 ``api_key`` beside the client, in ``userpilot/hosts.py``.
 """
 
@@ -25,8 +25,9 @@ from typing import Any
 from singer_sdk import typing as th
 
 from target_userpilot.errors import ConfigurationError
+from target_userpilot.logs import METRICS_LOG_LEVELS
 from target_userpilot.records.imports import EVENTS_APIS, check_event_mappings
-from target_userpilot.records.rows import check_object_mapping, kind_of
+from target_userpilot.records.routing import check_object_mapping, kind_of
 from target_userpilot.userpilot.hosts import check_api_key, check_api_url
 
 logger = logging.getLogger("target_userpilot")
@@ -261,6 +262,16 @@ CONFIG_SCHEMA = th.PropertiesList(
         allowed_values=["ndjson", "json"],
         description="NDJSON file uploads, or JSON payloads as a fallback.",
     ),
+    th.Property(
+        "metrics_log_level",
+        th.StringType,
+        description=(
+            "Level of the SDK's METRIC records (the singer_sdk.metrics logger): record counts per "
+            "stream and request durations per endpoint, written at INFO. WARNING or above turns "
+            "them off. Unset: the target's own level (TARGET_USERPILOT_LOGLEVEL, else LOGLEVEL, "
+            "else INFO), as the SDK sets it."
+        ),
+    ),
 ).to_dict()
 
 
@@ -312,6 +323,7 @@ class Settings:
     events_per_minute: float = 600.0
     events_api: str = "track"
     upload_format: str = "ndjson"
+    metrics_log_level: str | None = None
 
     @classmethod
     def from_config(
@@ -389,6 +401,15 @@ class Settings:
             raise ConfigurationError("on_invalid_record must be 'skip' or 'fail'.")
         if self.upload_format not in ("ndjson", "json"):
             raise ConfigurationError("upload_format must be 'ndjson' or 'json'.")
+        if self.metrics_log_level is not None and (
+            self.metrics_log_level.strip().upper() not in METRICS_LOG_LEVELS
+        ):
+            msg = (
+                f"metrics_log_level is '{self.metrics_log_level[:40]}'; it takes "
+                f"{', '.join(METRICS_LOG_LEVELS)} (any case). Metrics are written at INFO: "
+                "WARNING turns them off."
+            )
+            raise ConfigurationError(msg)
         check_object_mapping(self.object_mapping)
         check_event_mappings(self.object_mapping, self.events_api)
         if self.rejects_path:

@@ -1,8 +1,10 @@
 """The end-of-run account: what came in, what went to Userpilot, what was saved or refused.
 
-Printed twice on stderr at the end of every run, successful or not: as a small table for the
-person reading the log, and as one ``TARGET_USERPILOT_SUMMARY {...}`` JSON line for schedulers,
-which can grep for the prefix and parse the rest.
+Written on stderr at the end of every run, successful or not. With plain logs: a small table for
+the person reading the log, and one ``TARGET_USERPILOT_SUMMARY {...}`` JSON line for schedulers,
+which can grep for the prefix and parse the rest. With the SDK's JSON logs (``logs.py``): one
+record whose message is the summary in prose (:meth:`RunSummary.message`) and whose
+``target_userpilot_summary`` field holds the same JSON, with no table and no prefixed line.
 
 Time per stream runs from its SCHEMA message to the completion of its last job, so a stream's
 effective rows per minute says how fast its profiles really reached Userpilot, waiting for other
@@ -99,6 +101,8 @@ class RunSummary:
     userpilot_job_seconds: float | None = None
     #: Jobs of the whole run and their time, each job once whatever streams shared it.
     jobs: int = 0
+    #: Of ``jobs``, those of Import API files (``events_api: import``): events, not rows.
+    event_jobs: int = 0
     job_seconds: float = 0.0
     #: What a stop left unsent (:meth:`left_unsent`): rows per object, deletions, events.
     unsent: dict[str, int] = field(default_factory=dict)
@@ -137,6 +141,7 @@ class RunSummary:
         with self._lock:
             if any(rows.values()):
                 self.jobs += 1
+                self.event_jobs += events
                 self.job_seconds += seconds
             for name in set(rows) | set(batch.merged_by_stream):
                 tally = self.streams.setdefault(name, StreamTally())
@@ -226,9 +231,12 @@ class RunSummary:
             ),
         }
 
-    def table(self) -> str:
-        """A small fixed-width table for people reading stderr."""
-        data = self.as_dict()
+    def table(self, data: dict[str, Any] | None = None) -> str:
+        """A small fixed-width table for people reading stderr, then :meth:`sentences`.
+
+        ``data`` is :meth:`as_dict`'s, when the caller took it already.
+        """
+        data = data or self.as_dict()
         head = ["stream", "object"] + [title for _, title in COUNTERS] + ["time", "rows/min"]
         if self.dry_run:
             head[3] = "would send"
@@ -258,34 +266,57 @@ class RunSummary:
             ).rstrip()
             for line in lines
         ]
+        return "\n".join(out + self.sentences(data))
+
+    def sentences(self, data: dict[str, Any] | None = None) -> list[str]:
+        """What the run sent, refused and left, in sentences that name only what happened."""
+        data = data or self.as_dict()
         total = data["total"]
+        out = []
+        # Import API files (events_api: import) are jobs too, but of events, not rows.
+        row_jobs = total["jobs"] - self.event_jobs
+        events = total["events_sent"] or total["events_skipped"]
+        rows = total["rows_sent"] or row_jobs or not events
         if self.dry_run:
-            out.append(
-                f"Dry run: nothing was sent to Userpilot. {_count(total['rows_sent'], 'row')} "
-                f"would have been sent in {_count(total['jobs'], 'upload')}, written as files "
-                "to output_dir."
-            )
-        else:
-            out.append(
-                f"Sent {_count(total['rows_sent'], 'row')} to Userpilot in "
-                f"{_count(total['jobs'], 'job')}, in {duration(total['seconds'], tenths=True)}."
-            )
-            if total["events_sent"] or total["events_skipped"]:
+            if rows:
                 out.append(
-                    f"Sent {_count(total['events_sent'], 'event')} to Userpilot; "
-                    f"{total['events_skipped']} skipped as already sent."
+                    f"Dry run: nothing was sent to Userpilot. {count(total['rows_sent'], 'row')} "
+                    f"would have been sent in {count(row_jobs, 'upload')}, written as files to "
+                    "output_dir."
                 )
-            if total["events_unconfirmed"]:
+            else:
+                out.append("Dry run: nothing was sent to Userpilot.")
+        else:
+            took = duration(total["seconds"], tenths=True)
+            if rows:
                 out.append(
-                    f"{_count(total['events_unconfirmed'], 'event')} got no clear answer from "
-                    "Userpilot (a timeout or a server error after sending, or an import job it "
-                    "shows nowhere) and were not sent again, since a second copy could count "
-                    "twice: each is in Userpilot once or not at all, and a rerun does not send "
-                    "them."
+                    f"Sent {count(total['rows_sent'], 'row')} to Userpilot in "
+                    f"{count(row_jobs, 'job')}, in {took}."
+                )
+            if events:
+                jobs = f" in {count(self.event_jobs, 'import job')}" if self.event_jobs else ""
+                skipped = (
+                    f"; {total['events_skipped']} skipped as already sent"
+                    if total["events_skipped"]
+                    else ""
+                )
+                out.append(
+                    f"Sent {count(total['events_sent'], 'event')} to Userpilot{jobs}{skipped}"
+                    f"{'' if rows else f', in {took}'}."
+                )
+            unconfirmed = total["events_unconfirmed"]
+            if unconfirmed:
+                one = unconfirmed == 1
+                out.append(
+                    f"{count(unconfirmed, 'event')} got no clear answer from Userpilot (a "
+                    "timeout or a server error after sending, or an import job it shows "
+                    f"nowhere) and {'was' if one else 'were'} not sent again, since a second "
+                    f"copy could count twice: {'it' if one else 'each'} is in Userpilot once or "
+                    f"not at all, and a rerun does not send {'it' if one else 'them'}."
                 )
             if total["deleted"]:
                 out.append(
-                    f"Userpilot accepted the deletion of {_count(total['deleted'], 'profile')}"
+                    f"Userpilot accepted the deletion of {count(total['deleted'], 'profile')}"
                     " (erased at its next daily deletion run, 02:00 UTC)."
                 )
             if data["userpilot_rows_per_minute"] is not None:
@@ -295,13 +326,19 @@ class RunSummary:
                     f"plus about {data['userpilot_seconds_per_job']:.1f} s per job."
                 )
         if self.dry_run and total["events_sent"]:
+            written = (
+                f"as Import API files to output_dir (events-import-<n>.ndjson) in "
+                f"{count(self.event_jobs, 'upload')}"
+                if self.event_jobs
+                else "as request bodies to output_dir (events-<n>.ndjson)"
+            )
             out.append(
-                f"Dry run: {_count(total['events_sent'], 'event')} would have been sent, written "
-                "as request bodies to output_dir (events-<n>.ndjson)."
+                f"Dry run: {count(total['events_sent'], 'event')} would have been sent, written "
+                f"{written}."
             )
         if self.dry_run and total["deleted"]:
             out.append(
-                f"Dry run: {_count(total['deleted'], 'deletion')} would have been requested, "
+                f"Dry run: {count(total['deleted'], 'deletion')} would have been requested, "
                 "written as files to output_dir."
             )
         left = _unsent_sentence(data["unsent"])
@@ -309,15 +346,25 @@ class RunSummary:
             out.append(left)
         if total["deleted_ignored"]:
             out.append(
-                f"{_count(total['deleted_ignored'], 'record')} marked deleted in the source "
+                f"{count(total['deleted_ignored'], 'record')} marked deleted in the source "
                 "(_sdc_deleted_at) left alone: neither upserted nor deleted, as hard_delete is "
                 "off."
             )
-        return "\n".join(out)
+        return out
 
-    def json_line(self) -> str:
+    def message(self, data: dict[str, Any] | None = None) -> str:
+        """The summary in one line of prose, for the JSON record whose fields hold the numbers:
+        each stream's counts that are not zero, then :meth:`sentences`."""
+        data = data or self.as_dict()
+        streams = [
+            f"Stream '{name}' ({s['object']}): {_stream_counts(s, dry_run=self.dry_run)}."
+            for name, s in data["streams"].items()
+        ]
+        return " ".join(["Summary:", *streams, *self.sentences(data)])
+
+    def json_line(self, data: dict[str, Any] | None = None) -> str:
         """One line of JSON for schedulers, prefixed so it is easy to grep from stderr."""
-        return "TARGET_USERPILOT_SUMMARY " + json.dumps(self.as_dict(), sort_keys=True)
+        return "TARGET_USERPILOT_SUMMARY " + json.dumps(data or self.as_dict(), sort_keys=True)
 
 
 def _stream_dict(tally: StreamTally) -> dict[str, Any]:
@@ -330,6 +377,39 @@ def _stream_dict(tally: StreamTally) -> dict[str, Any]:
     counts["seconds"] = round(seconds, 3)
     counts["rows_per_minute"] = _rate(tally.rows_sent, seconds)
     return counts
+
+
+#: How each counter reads in the summary's one-line form (:meth:`RunSummary.message`): singular
+#: and plural, in table order.
+_PROSE = (
+    ("received", "received", "received"),
+    ("rows_sent", "row sent", "rows sent"),
+    ("merged", "merged", "merged"),
+    ("unchanged", "unchanged", "unchanged"),
+    ("rejected", "rejected", "rejected"),
+    ("deleted", "deleted", "deleted"),
+    ("deleted_before", "deleted in an earlier run", "deleted in an earlier run"),
+    ("deleted_ignored", "marked deleted, left alone", "marked deleted, left alone"),
+    ("superseded", "superseded", "superseded"),
+    ("jobs", "job", "jobs"),
+    ("events_sent", "event sent", "events sent"),
+    ("events_skipped", "already sent", "already sent"),
+    ("events_unconfirmed", "unconfirmed", "unconfirmed"),
+)
+
+
+def _stream_counts(s: dict[str, Any], *, dry_run: bool) -> str:
+    """``5 received, 5 rows sent, 1 job``: a stream's counters that are not zero."""
+    parts = []
+    for key, one, many in _PROSE:
+        if s[key] or key == "received":
+            if dry_run and key == "rows_sent":
+                parts.append(count(s[key], "row would be sent", "rows would be sent"))
+            elif dry_run and key == "jobs":
+                parts.append(count(s[key], "upload"))
+            else:
+                parts.append(count(s[key], one, many))
+    return ", ".join(parts)
 
 
 def _rate(rows: int, seconds: float) -> float:
@@ -366,18 +446,18 @@ def _deletion_cells(s: dict[str, Any], columns: list[str]) -> list[str]:
 def _unsent_sentence(unsent: dict[str, Any]) -> str:
     """What a stop left unsent, in one sentence; empty when it left nothing."""
     parts = [
-        _count(unsent[object], f"{object} row")
+        count(unsent[object], f"{object} row")
         for object in ("users", "companies")
         if unsent.get(object)
     ]
     if unsent.get("events"):
-        parts.append(_count(unsent["events"], "event"))
+        parts.append(count(unsent["events"], "event"))
     if unsent.get("deletions"):
-        parts.append(_count(unsent["deletions"], "deletion"))
+        parts.append(count(unsent["deletions"], "deletion"))
     jobs = unsent.get("jobs_left_to_userpilot") or []
     if jobs:
         parts.append(
-            f"{_count(len(jobs), 'job')} of ours left to Userpilot before the run saw it end "
+            f"{count(len(jobs), 'job')} of ours left to Userpilot before the run saw it end "
             f"({', '.join(jobs)}; no STATE went out for its rows)"
         )
     if not parts:
@@ -388,8 +468,10 @@ def _unsent_sentence(unsent: dict[str, Any]) -> str:
     )
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 id``, ``2 ids``, ``0 ids``: a number and its noun, agreeing (``plural`` when the noun
+    takes no plain ``s``: ``count(n, "entry", "entries")``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def duration(seconds: float, *, tenths: bool = False) -> str:

@@ -8,7 +8,7 @@ import sys
 import typing as t
 
 import click
-from singer_sdk import Target
+from singer_sdk import Target, metrics
 from singer_sdk.exceptions import (
     ConfigValidationError,
     InvalidJSONSchema,
@@ -32,7 +32,13 @@ from target_userpilot.errors import (
 from target_userpilot.input.manifest import BatchEncoding, manifest_records
 from target_userpilot.input.nesting import PrunedRecord
 from target_userpilot.input.reader import InputReader
-from target_userpilot.records.rows import COMPANIES, USERS
+from target_userpilot.logs import (
+    json_stderr,
+    request_duration,
+    set_metrics_level,
+    structure_stray_output,
+)
+from target_userpilot.records.routing import COMPANIES, USERS
 from target_userpilot.run import Run
 from target_userpilot.settings import (
     CONFIG_SCHEMA,
@@ -78,6 +84,10 @@ class TargetUserpilot(Target):
                 "stream_maps."
             )
             raise ConfigurationError(msg)
+        set_metrics_level(settings.metrics_log_level)
+        #: The SDK's ``record_count`` counter of every sink built, flushed by a run that does
+        #: not reach the end of input (the SDK flushes them only there).
+        self._record_counters: list[metrics.Counter] = []
         self.run = Run(settings, user_agent=self.name)
         # The one way a stop reaches the reading thread: it checks between lines, and a stop
         # wakes it while it waits for input.
@@ -140,12 +150,31 @@ class TargetUserpilot(Target):
 
     @override
     def _process_schema_message(self, message_dict: dict) -> None:
-        """The SDK's, then mirror deletes told: an ACTIVATE_VERSION right after it opens a copy."""
+        """The SDK's, then mirror deletes told: an ACTIVATE_VERSION right after it opens a copy.
+
+        Each sink's ``record_count`` counter is noted too, for :meth:`_flush_record_counts`.
+        """
         super()._process_schema_message(message_dict)
         mirror = self.run.mirror
-        if mirror is not None:
-            for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
-                mirror.schema(stream_map.stream_alias)
+        for stream_map in self.mapper.stream_maps.get(message_dict["stream"], []):
+            alias = stream_map.stream_alias
+            if mirror is not None:
+                mirror.schema(alias)
+            if self.sink_exists(alias):
+                counter = self.get_sink(alias).record_counter_metric
+                if not any(c is counter for c in self._record_counters):
+                    self._record_counters.append(counter)
+
+    def _flush_record_counts(self) -> None:
+        """The run ends before the end of input: the METRIC record of what each stream counted.
+
+        The SDK writes a sink's last ``record_count`` point only when it cleans the sink up at
+        the end of input; a failed or stopped run would otherwise never report the records it
+        read since the last point.
+        """
+        for counter in self._record_counters:
+            if counter.value:
+                counter.exit()
 
     @override
     def _process_batch_message(self, message_dict: dict) -> None:
@@ -234,9 +263,10 @@ class TargetUserpilot(Target):
                 alias = stream_map.stream_alias
                 if isinstance(stream_map, RemoveRecordTransform) or not self.sink_exists(alias):
                     continue  # a stream the stream maps drop (``null``) loads nothing
-                route = self.get_sink(alias).route  # type: ignore[attr-defined]
-                if route.object in (USERS, COMPANIES):
-                    mirror.activate(alias, route.object, message_dict["version"], seq)
+                sink = self.get_sink(alias)
+                obj = sink.rules.object if isinstance(sink, UserpilotSink) else None
+                if obj in (USERS, COMPANIES):
+                    mirror.activate(alias, obj, message_dict["version"], seq)
                     handled = True
             if handled:
                 return
@@ -259,6 +289,7 @@ class TargetUserpilot(Target):
             super().process_endofpipe()
             self.run.finish()
         except BaseException as exc:
+            self._flush_record_counts()
             self.run.close(exc)
             raise
         self.run.close()
@@ -280,6 +311,8 @@ class TargetUserpilot(Target):
         lets the job in flight end (its STATE goes out), removes its batch files and prints its
         summary.
         """
+        if json_stderr(logging.getLogger("target_userpilot")):
+            structure_stray_output(logging.getLogger(cls.name))
         try:
             if about:
                 super().invoke(about=about, about_format=about_format)
@@ -296,6 +329,7 @@ class TargetUserpilot(Target):
             try:
                 target.listen(file_input)
             except BaseException as exc:
+                target._flush_record_counts()
                 target.run.close(exc)
                 raise
         except tuple(EXIT_CODES) as exc:
@@ -325,6 +359,7 @@ class TargetUserpilot(Target):
             settings.api_url,
             settings.api_key or "",
             timeout=(10.0, settings.request_timeout_seconds),
+            observe=request_duration,
         )
         try:
             jobs = client.list_jobs()

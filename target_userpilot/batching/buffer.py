@@ -29,7 +29,7 @@ from target_userpilot.batching.batch import BatchFile, SealedBatch
 from target_userpilot.batching.pending import PendingUsers
 from target_userpilot.checkpoints import Checkpoints
 from target_userpilot.clock import REAL_CLOCK, Clock
-from target_userpilot.records.rows import EVENTS, USERS
+from target_userpilot.records.routing import EVENTS, USERS
 
 
 class BatchBuffer:
@@ -55,8 +55,10 @@ class BatchBuffer:
         self._max_bytes = max_bytes
         self.wait_seconds = wait_seconds
         self._spool_dir = spool_dir
-        # A plain lock: add() takes it once per record, and an RLock costs more.
-        self._cond = threading.Condition(threading.Lock())
+        # A plain lock: add() takes it once per record, and an RLock costs more. add() takes
+        # the lock itself, not through the condition's own (Python-level) __enter__.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._open: dict[str, tuple[BatchFile, int, float]] = {}
         self._ready: deque[SealedBatch] = deque()
         self._ended = False
@@ -79,7 +81,7 @@ class BatchBuffer:
     ) -> None:
         """Add one encoded row of record ``seq`` (an event for the Import API names its
         ``user_id``); blocks only while a sealed batch already waits."""
-        with self._cond:
+        with self._lock:
             entry = self._open.get(object)
             if entry is not None and not entry[0].fits(row_id, line):
                 self._seal(object)

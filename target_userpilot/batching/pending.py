@@ -23,20 +23,29 @@ class PendingUsers:
     """Per users batch not yet durable, the user ids it holds; and per user, those batches."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._ids: dict[Hashable, set[str]] = {}
         self._batches: dict[str, list[Hashable]] = {}
 
     def note(self, batch: Hashable, user_id: str) -> None:
-        """A users row of ``user_id`` went into ``batch`` (the buffer, once per row)."""
-        with self._cond:
+        """A users row of ``user_id`` went into ``batch`` (the buffer, once per row).
+
+        Runs for every users row: the lock is taken directly, and no list is made for a user
+        that has one.
+        """
+        with self._lock:
             ids = self._ids.get(batch)
             if ids is None:
                 ids = self._ids[batch] = set()
             if user_id in ids:
                 return
             ids.add(user_id)
-            self._batches.setdefault(user_id, []).append(batch)
+            batches = self._batches.get(user_id)
+            if batches is None:
+                self._batches[user_id] = [batch]
+            else:
+                batches.append(batch)
 
     def done(self, batch: Hashable | None) -> None:
         """The job holding ``batch`` completed (or the batch was empty): its users exist."""

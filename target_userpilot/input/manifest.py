@@ -39,6 +39,8 @@ if sys.version_info >= (3, 12):
 else:  # pragma: no cover
     from typing_extensions import override
 
+from target_userpilot.summary import count
+
 logger = logging.getLogger("target_userpilot")
 
 #: Rows converted from Arrow to Python at a time: small enough to keep memory flat.
@@ -75,13 +77,13 @@ def manifest_records(
 ) -> Iterator[dict]:
     """Every record of every file of a manifest, in order, one at a time."""
     for url in manifest:
-        count = 0
-        for count, record in enumerate(file_records(url, encoding), start=1):  # noqa: B007
+        read = 0
+        for read, record in enumerate(file_records(url, encoding), start=1):  # noqa: B007
             yield record
         logger.info(
-            "Stream '%s': read %d records from BATCH file %s (%s).",
+            "Stream '%s': read %s from BATCH file %s (%s).",
             stream,
-            count,
+            count(read, "record"),
             _shown(url),
             encoding,
         )

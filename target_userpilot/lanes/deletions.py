@@ -36,7 +36,7 @@ from target_userpilot.errors import PayloadTooLarge, UserpilotError, WaitInterru
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import DELETE_INTERVAL_SECONDS, DeletionPace
 from target_userpilot.retry import Stop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 
 logger = logging.getLogger("target_userpilot.lane")
 
@@ -239,11 +239,13 @@ class DeletionLane(Lane):
                 skipped = Counter(request.ids[row_id] for row_id in earlier)
                 records -= skipped
                 self._summary.deletions_remembered(dict(skipped))
+                one = len(earlier) == 1
                 logger.info(
-                    "%d %s ids were deleted by a request Userpilot accepted in an earlier run "
-                    "and are still deleted in the source: not requested again.",
-                    len(earlier),
-                    request.object,
+                    "%s %s deleted by a request Userpilot accepted in an earlier run and %s "
+                    "still deleted in the source: not requested again.",
+                    _ids(len(earlier), request.object),
+                    "was" if one else "were",
+                    "is" if one else "are",
                 )
         try:
             self._send_pieces(request, ids)
@@ -254,11 +256,10 @@ class DeletionLane(Lane):
                 self._cut_short += len(ids)
             if isinstance(stopped, WaitInterrupted):
                 logger.warning(
-                    "%s The deletion of %d %s was not requested; the rerun from the last "
-                    "STATE asks for it.",
+                    "%s The deletion of %s was not requested; the rerun from the last STATE "
+                    "asks for it.",
                     stopped,
-                    len(ids),
-                    request.object,
+                    _ids(len(ids), request.object),
                 )
             raise Abandoned from None
         self._summary.deletions_done(dict(records))
@@ -291,11 +292,10 @@ class DeletionLane(Lane):
                     raise UserpilotError(msg) from None
                 self.size = half
                 logger.warning(
-                    "Userpilot refused a deletion request of %d %s as too large (HTTP 413); "
-                    "sending at most %d ids per request from now on.",
-                    len(piece),
-                    request.object,
-                    self.size,
+                    "Userpilot refused a deletion request of %s as too large (HTTP 413); "
+                    "sending at most %s per request from now on.",
+                    _ids(len(piece), request.object),
+                    count(self.size, "id"),
                 )
                 continue
             self.pace.answered()
@@ -306,8 +306,12 @@ class DeletionLane(Lane):
             if self._accepted is not None:
                 self._accepted(request.object, piece)
             logger.info(
-                "Userpilot accepted deletion request %d (%d ids of %s).",
+                "Userpilot accepted deletion request %d (%s).",
                 self.requests,
-                len(piece),
-                request.object,
+                _ids(len(piece), request.object),
             )
+
+
+def _ids(n: int, object: str) -> str:
+    """``1 id of users``, ``3 ids of companies``: how many profiles, never which."""
+    return f"{count(n, 'id')} of {object}"

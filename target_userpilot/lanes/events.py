@@ -56,10 +56,10 @@ from target_userpilot.lanes.pace import EventPace, connections_for
 from target_userpilot.lanes.progress import PROGRESS_EVERY_SECONDS, EventCounts, EventProgress
 from target_userpilot.lanes.spool import EventSpool, SetAside, SpooledEvent
 from target_userpilot.ledger.store import EVENT_ACCEPTED, TRACK, UNCONFIRMED
-from target_userpilot.records.rows import USERS
+from target_userpilot.records.routing import USERS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import Stop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 
 logger = logging.getLogger("target_userpilot.events")
 
@@ -416,13 +416,13 @@ class EventLane(Lane):
     def _start_replay(self) -> None:
         with self._cond:
             self._replaying = True
-            count = self._parked.count
+            parked = self._parked.count
             self._cond.notify_all()
         logger.info(
-            "Every users row of this run is in Userpilot: sending the %d events set aside for "
-            "a user Userpilot did not know (HTTP 404) once more, each user's in input order. "
-            "A 404 now rejects the event.",
-            count,
+            "Every users row of this run is in Userpilot: sending the %s set aside for a user "
+            "Userpilot did not know (HTTP 404) once more, each user's in input order. A 404 now "
+            "rejects the event.",
+            count(parked, "event"),
         )
 
     def _take_events(self, *, replay: bool = False) -> None:
@@ -613,7 +613,6 @@ class EventLane(Lane):
         """Userpilot refused the event: a rejected record."""
         with self._cond:
             self.refused += 1
-            self._summary.add(event.stream, "rejected")
         # With on_invalid_record 'fail' this raises and the event stays unfinished: its hold
         # keeps every later STATE back, as for a bad record read from the input.
         self._rejects.reject(event.stream, event.position, reason, event.body)

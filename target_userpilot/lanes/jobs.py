@@ -43,10 +43,10 @@ from target_userpilot.errors import (
 from target_userpilot.lanes.base import Abandoned, Lane
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds, reported_seconds
 from target_userpilot.memory.imported import ImportedEvents
-from target_userpilot.records.rows import EVENTS
+from target_userpilot.records.routing import EVENTS
 from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import Stop
-from target_userpilot.summary import RunSummary, duration
+from target_userpilot.summary import RunSummary, count, duration
 from target_userpilot.userpilot.client import FINAL_STATUSES, WAITING_STATUSES
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -256,12 +256,13 @@ class JobLane(Lane):
             # The stop ended a wait before a retry, a job lookup or another client's job.
             if isinstance(stopped, WaitInterrupted):
                 logger.warning(
-                    "%s The %d %s rows of %s are not confirmed in Userpilot; the rerun from the "
-                    "last STATE sends them.",
+                    "%s The %s of %s %s not confirmed in Userpilot; the rerun from the last "
+                    "STATE sends %s.",
                     stopped,
-                    batch.rows,
-                    batch.object,
+                    _rows(batch),
                     _streams(batch),
+                    "is" if batch.rows == 1 else "are",
+                    "it" if batch.rows == 1 else "them",
                 )
             self.unsent[batch.object] += batch.rows
             batch.discard()
@@ -297,13 +298,7 @@ class JobLane(Lane):
         running = _Running(job, batch, self.clock.now())
         if self._history is not None:
             self._history.job_sent(batch, running.job_id)
-        logger.info(
-            "Uploaded %d %s rows of %s as job %s.",
-            batch.rows,
-            batch.object,
-            _streams(batch),
-            running.job_id,
-        )
+        logger.info("Uploaded %s of %s as job %s.", _rows(batch), _streams(batch), running.job_id)
         return running
 
     def _split(self, batch: SealedBatch) -> None:
@@ -372,7 +367,7 @@ class JobLane(Lane):
             if now - running.uploaded > self.job_timeout:
                 msg = (
                     f"Userpilot job {running.job_id} ({_streams(running.batch)}, "
-                    f"{running.batch.rows} rows) has not finished after "
+                    f"{_rows(running.batch)}) has not finished after "
                     f"{self.job_timeout:.0f} s (job_timeout_seconds); last status '{status}'. "
                     "It may still finish in Userpilot; rerun from the last STATE to be sure."
                 )
@@ -391,12 +386,11 @@ class JobLane(Lane):
         if running.batch.object == EVENTS:
             then = "the next run settles it first (its events go again only if it failed)"
         logger.warning(
-            "%s Job %s (%d %s rows of %s) is left to Userpilot: it may still complete there, "
-            "but its STATE does not go out; %s.",
+            "%s Job %s (%s of %s) is left to Userpilot: it may still complete there, but its "
+            "STATE does not go out; %s.",
             why,
             running.job_id,
-            running.batch.rows,
-            running.batch.object,
+            _rows(running.batch),
             _streams(running.batch),
             then,
         )
@@ -498,7 +492,7 @@ class JobLane(Lane):
             details = json.dumps(job, sort_keys=True, default=str)
             msg = (
                 f"Userpilot job {running.job_id} for {_streams(running.batch)} "
-                f"({running.batch.rows} {running.batch.object} rows) ended with status 'failed'. "
+                f"({_rows(running.batch)}) ended with status 'failed'. "
                 f"Job details: {details}. No STATE was written past these records; fix the cause "
                 "and rerun from the last STATE."
             )
@@ -524,13 +518,12 @@ class JobLane(Lane):
                 running.batch.rows, job_seconds(window, reported_seconds(job)), proven=window.tight
             )
         logger.info(
-            "Job %s completed: %d %s rows of %s in %.1f s (%d status polls).",
+            "Job %s completed: %s of %s in %.1f s (%s).",
             running.job_id,
-            running.batch.rows,
-            running.batch.object,
+            _rows(running.batch),
             _streams(running.batch),
             seconds,
-            running.polls,
+            count(running.polls, "status poll"),
         )
         self._durable(running.batch, seconds)
 
@@ -557,8 +550,14 @@ class JobLane(Lane):
         stream = batch.row_streams.get(row_id, batch.stream) if isinstance(row_id, str) else ""
         if batch.object == "events" and batch.row_streams:
             stream = next(iter(batch.row_streams.values()))  # a lone event: keys are not in rows
-        self._summary.add(stream or batch.stream, "rejected")
         self._rejects.reject(stream or batch.stream, None, reason, row)
+
+
+def _rows(batch: SealedBatch) -> str:
+    """``1 users row``, ``5 companies rows``; an Import API file's are ``events``."""
+    if batch.object == EVENTS:
+        return count(batch.rows, "event")
+    return count(batch.rows, f"{batch.object} row")
 
 
 def _streams(batch: SealedBatch) -> str:

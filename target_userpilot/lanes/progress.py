@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from target_userpilot.lanes.pace import EventPace
-from target_userpilot.summary import duration
+from target_userpilot.summary import count, duration
 
 logger = logging.getLogger("target_userpilot.events")
 
@@ -63,14 +63,16 @@ class EventProgress:
         rate = self._pace.per_minute()
         if rate is None:
             logger.info(
-                "Dry run: writing %d event request bodies (and any that follow).", counts.left
+                "Dry run: writing %s (and any that follow).",
+                count(counts.left, "event request body", "event request bodies"),
             )
             return
         logger.info(
             "Sending events to Userpilot, one request each, at up to %.0f a minute "
-            "(events_per_minute): the %d received so far take about %s at this pace.",
+            "(events_per_minute): the %s received so far %s about %s at this pace.",
             rate,
-            counts.left,
+            count(counts.left, "event"),
+            "takes" if counts.left == 1 else "take",
             duration(counts.left / rate * 60),
         )
 
@@ -112,8 +114,8 @@ class EventProgress:
         if rate is None or counts.left < 1 or self._started is None:
             return  # not started: the first line will say it
         logger.info(
-            "All input read: %d events left to send, about %s at %.0f a minute.",
-            counts.left,
+            "All input read: %s left to send, about %s at %.0f a minute.",
+            count(counts.left, "event"),
             duration(counts.left / rate * 60),
             rate,
         )

@@ -34,7 +34,8 @@ from datetime import datetime, timedelta, timezone
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.ledger.store import DELETION, JOB, Ledger, SentJob
 from target_userpilot.memory.unchanged import row_hash
-from target_userpilot.records.rows import EVENTS, id_key
+from target_userpilot.records.routing import EVENTS, id_key
+from target_userpilot.summary import count
 
 logger = logging.getLogger("target_userpilot")
 
@@ -121,14 +122,18 @@ class SyncHistory:
         if earlier and batch.object not in self._warned:
             self._warned.add(batch.object)
             first = min(erasure_time(found[i][0]) for i in earlier)
+            one = len(earlier) == 1
             logger.warning(
-                "%d %s profiles of %s were sent again after Userpilot accepted their deletion "
-                "in an earlier run; Userpilot's deletion run at %s may erase them as well. "
-                "Rerun after it (with skip_unchanged they are then sent again).",
-                len(earlier),
-                batch.object,
+                "%s of %s %s sent again after Userpilot accepted %s deletion in an earlier run; "
+                "Userpilot's deletion run at %s may erase %s as well. Rerun after it (with "
+                "skip_unchanged %s then sent again).",
+                count(len(earlier), f"{batch.object} profile"),
                 batch.streams,
+                "was" if one else "were",
+                "its" if one else "their",
                 datetime.fromtimestamp(first, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "it" if one else "them",
+                "it is" if one else "they are",
             )
         if pending:
             if self._keep_out is not None:

@@ -46,9 +46,9 @@ from target_userpilot.ledger.store import (
     ImportedEvent,
     RecordedImport,
 )
-from target_userpilot.records.rows import EVENTS
+from target_userpilot.records.routing import EVENTS
 from target_userpilot.retry import Stop
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import FINAL_STATUSES
 
 logger = logging.getLogger("target_userpilot.lane")
@@ -119,8 +119,8 @@ class ImportedEvents:
             sent |= self._ledger.accepted_events(self._scope, stream, keys)
         if not sent:
             return
-        for stream, count in batch.drop_events(sent).items():
-            self._summary.add(stream, "events_skipped", count)
+        for stream, n in batch.drop_events(sent).items():
+            self._summary.add(stream, "events_skipped", n)
 
     # This run's file in flight
 
@@ -175,10 +175,10 @@ class ImportedEvents:
             self._while_failing(NOT_SENT, batch)
             return
         logger.warning(
-            "The events file %s (%d events of %s) may have reached Userpilot: the next run "
-            "looks for its import job before it sends anything, and does not send it again.",
+            "The events file %s (%s of %s) may have reached Userpilot: the next run looks for "
+            "its import job before it sends anything, and does not send it again.",
             batch.filename,
-            batch.rows,
+            count(batch.rows, "event"),
             batch.streams,
         )
 
@@ -188,15 +188,19 @@ class ImportedEvents:
         if self._ledger is not None:
             self._ledger.settle_import(self._scope, batch.filename, UNCONFIRMED, self._clock())
         self._count_unconfirmed(batch.rows_by_stream())
-        for stream, count in batch.merged_by_stream.items():
-            self._summary.add(stream, "events_skipped", count)
+        for stream, n in batch.merged_by_stream.items():
+            self._summary.add(stream, "events_skipped", n)
+        one = batch.rows == 1
         logger.warning(
-            "%s. The %d events of %s are not sent again, by this run or a rerun: a second copy "
-            "could import them twice. The summary counts them as 'unconfirmed'; check the "
-            "imports in Userpilot.",
+            "%s. The %s of %s %s not sent again, by this run or a rerun: a second copy could "
+            "import %s twice. The summary counts %s as 'unconfirmed'; check the imports in "
+            "Userpilot.",
             reason,
-            batch.rows,
+            count(batch.rows, "event"),
             batch.streams,
+            "is" if one else "are",
+            "it" if one else "them",
+            "it" if one else "them",
         )
 
     def failed(self, batch: SealedBatch) -> None:
@@ -318,14 +322,14 @@ class ImportedEvents:
         self._ledger.settle_import(self._scope, recorded.filename, outcome, self._clock())
 
     def _count_unconfirmed(self, events: Mapping[str, int]) -> None:
-        for stream, count in events.items():
-            self._summary.add(stream, "events_unconfirmed", count, finished=True)
+        for stream, n in events.items():
+            self._summary.add(stream, "events_unconfirmed", n, finished=True)
 
 
 def _events_of(recorded: RecordedImport) -> str:
     """``3 events of 'a'`` / ``5 events of 'a', 'b'``, for log lines."""
     streams = ", ".join(f"'{name}'" for name in sorted(recorded.events)) or "no stream"
-    return f"{recorded.total} events of {streams}"
+    return f"{count(recorded.total, 'event')} of {streams}"
 
 
 def _events_by_key(batch: SealedBatch) -> dict[str, ImportedEvent]:

@@ -326,19 +326,30 @@ class MirrorDeletes:
         if resumed:
             logger.info(
                 "Stream '%s' resumes full-table version %d, begun in an earlier run: the rows "
-                "loaded then stay in it, and the version ends with its closing ACTIVATE_VERSION.",
+                "loaded then stay in it, and the version ends with %s.",
                 stream,
                 version,
+                self._version_end(),
             )
             return
         logger.info(
             "Stream '%s' began full-table version %d; with hard_delete, the %s it had before "
-            "and this version lacks are deleted once the version ends (its closing "
-            "ACTIVATE_VERSION).",
+            "and this version lacks are deleted once the version ends (%s).",
             stream,
             version,
             object,
+            self._version_end(),
         )
+
+    def _version_end(self) -> str:
+        """What ends a version in this run, for the INFO lines that open one."""
+        if self._at_end:
+            # mirror_delete_on_end_of_input: SDK taps send no closing message at all.
+            return (
+                "its closing ACTIVATE_VERSION, or a clean end of input with a STATE after its "
+                "last record (mirror_delete_on_end_of_input)"
+            )
+        return "its closing ACTIVATE_VERSION"
 
     def finish(self, seq: int) -> None:
         """End of input, every row durable: write the ids; close versions the input ended.
@@ -453,12 +464,15 @@ class MirrorDeletes:
         known, missing, held = self._ledger.version_counts(self._scope, object, stream, version)
         # Profiles another stream still holds are no candidates: only the others count.
         elsewhere = f" ({held} more it lacks stay: another stream still loads them)" if held else ""
+        # mirror_delete_on_end_of_input: the end of input, not a closing message, ended it.
+        ended = "ended at the end of input" if at_end else "ended"
         if not missing:
             logger.info(
-                "Stream '%s': full-table version %d ended with every one of its %d known %s%s; "
+                "Stream '%s': full-table version %d %s with every one of its %d known %s%s; "
                 "nothing to delete.",
                 stream,
                 version,
+                ended,
                 known - held,
                 object,
                 elsewhere,
@@ -486,10 +500,11 @@ class MirrorDeletes:
             )
         ids = self._ledger.ids_not_in_version(self._scope, object, stream, version)
         logger.info(
-            "Stream '%s': full-table version %d ended without %d of the %d %s this target loaded "
+            "Stream '%s': full-table version %d %s without %d of the %d %s this target loaded "
             "from it before%s; %s.",
             stream,
             version,
+            ended,
             len(ids),
             known,
             object,

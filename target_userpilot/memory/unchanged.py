@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.store import Ledger
-from target_userpilot.records.rows import id_key
+from target_userpilot.records.routing import id_key
 
 #: The pending mark of a profile deleted in this run: Userpilot will hold nothing for it, so no
 #: row equals it.

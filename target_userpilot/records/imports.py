@@ -3,7 +3,8 @@
 ``events_api: import`` sends events to Userpilot's Import API (``POST /v1/imports``) as NDJSON
 files of ``track`` or ``page_view`` records, each with ``inserted_at``, the time the event
 happened. The track API cannot carry a time, so there the same property only feeds a warning
-(:func:`event_age`). Ids and metadata follow the rules of every row (``rows.py``).
+(``decide.TrackEvent.happened_at``). Ids and metadata follow the rules of every row
+(``rows.py``), names and keys those of every event (``events.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from target_userpilot.errors import ConfigurationError, InvalidRecord
-from target_userpilot.records.rows import EVENTS, Route, default_object, identifier, to_event
+from target_userpilot.records.events import to_event
+from target_userpilot.records.routing import EVENTS, Route, default_object
+from target_userpilot.records.rows import NamesSeen, identifier
+from target_userpilot.records.values import ExponentFloat, number
 
 #: The record types an events stream may send through the Import API.
 IMPORT_EVENT_TYPES = ("track", "page_view")
@@ -83,17 +87,9 @@ def event_time(value: Any, prop: str) -> str:
     return f"{text}Z"
 
 
-def event_age(value: Any, now: datetime.datetime) -> float | None:
-    """Seconds between an event's time and ``now`` (aware, UTC); None when it has no time."""
-    try:
-        text = event_time(value, "time")
-    except InvalidRecord:
-        return None
-    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return (now - moment).total_seconds()
-
-
-def to_import_record(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
+def to_import_record(
+    record: Mapping[str, Any], route: Route, names: NamesSeen | None = None
+) -> dict[str, Any]:
     """One Import API record for an event, or raise :class:`InvalidRecord` with why.
 
     ``track``: ``event_type``, ``user_id``, ``event_name``, ``source``, ``inserted_at``,
@@ -119,10 +115,12 @@ def to_import_record(record: Mapping[str, Any], route: Route) -> dict[str, Any]:
             out["company_id"] = company
         for name in PAGE_VIEW_CONTEXT:
             value = record.get(name)
-            if value is not None and type(value) in (str, int, float):
+            if type(value) is float:
+                value = number(value)  # NaN and the infinities have no JSON number
+            if value is not None and type(value) in (str, int, float, ExponentFloat):
                 out[name] = value
         return out
-    event = to_event(record, route)
+    event = to_event(record, route, names)
     out = {
         "event_type": "track",
         "user_id": event["user_id"],

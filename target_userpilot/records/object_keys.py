@@ -3,7 +3,7 @@
 Userpilot keeps a property until it is sent as null. A nested object becomes one key per leaf
 (``prefs: {"lang": "en", "theme": "dark"}`` → ``prefs__lang``, ``prefs__theme``), so when the
 object becomes null, loses a key, or turns into a plain value, Userpilot would keep the keys the
-row no longer names. A schema that describes the object tells its keys (``rows.null_clears``);
+row no longer names. A schema that describes the object tells its keys (``routing.null_clears``);
 tap-postgres's ``jsonb`` describes none, so the keys are known only from the values sent. This
 module remembers them per stream and says which to send as null.
 
@@ -15,7 +15,7 @@ harmless: Userpilot removes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 #: At most this many keys are remembered per stream: a JSON column keyed by data (dates, ids)
@@ -66,38 +66,23 @@ class ObjectKeys:
         return bool(self._new)
 
 
-def clear_lost(
-    metadata: dict[str, Any], name: str, value: Any, keys: ObjectKeys, separator: str = "__"
-) -> int:
+def clear_lost(metadata: dict[str, Any], name: str, sent: Collection[str], keys: ObjectKeys) -> int:
     """Set to null the keys ``name`` had before and this value no longer gives; learn new ones.
 
-    ``metadata`` already holds what ``value`` wrote. A key another property of the record set
-    keeps its value. Returns how many names were added, for the collision count of ``to_row``.
+    ``sent``: the flattened keys the value gave (none for a value that is not an object), which
+    ``metadata`` already holds. A key another property of the record set keeps its value.
+    Returns how many names were added, for the collision count of ``rows.metadata_of``.
     """
     before = keys.known.get(name)
-    if isinstance(value, Mapping):
-        sent = set(_leaves(name, value, separator))
-        if before is None or not sent <= before:
-            keys.learn(name, sent)
-    else:
-        sent = set()
-    if not before:
+    if sent and (before is None or not before.issuperset(sent)):
+        keys.learn(name, sent)
+    # Every key sent is in the metadata: what is missing there is what the value lost.
+    if not before or metadata.keys() >= before:
         return 0
-    added = 0
+    lost = [key for key in before if key not in metadata]
     # Sorted: a row must encode the same in every run (skip_unchanged compares hashes), and a
     # set's order changes from one process to the next.
-    for key in sorted(before):
-        if key not in sent and key not in metadata:
-            metadata[key] = None
-            added += 1
-    return added
-
-
-def _leaves(name: str, value: Mapping[str, Any], separator: str) -> Iterable[str]:
-    """The flattened names an object's leaves are sent under (``rows._put``'s naming)."""
-    for child, child_value in value.items():
-        flat = f"{name}{separator}{child}"
-        if isinstance(child_value, Mapping):
-            yield from _leaves(flat, child_value, separator)
-        else:
-            yield flat
+    lost.sort()
+    for key in lost:
+        metadata[key] = None
+    return len(lost)

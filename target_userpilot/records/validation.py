@@ -12,11 +12,14 @@ fraction of its cost on the common path.
 from __future__ import annotations
 
 import decimal
+import json
 import numbers
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+from singer_sdk.exceptions import InvalidRecord as SchemaInvalidRecord
 from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
 
 Check = Callable[[Any], bool]
@@ -83,6 +86,30 @@ class RecordValidator(BaseJSONSchemaValidator):
         check = self.check
         if check is None or not check(record):
             self.reference.validate(record)
+
+    def problem(self, record: dict[str, Any]) -> str | None:
+        """None when ``record`` matches the schema; else why not, naming the property and the
+        rule, never the value (records carry personal data)."""
+        check = self.check
+        if check is not None and check(record):
+            return None
+        try:
+            self.reference.validate(record)
+        except SchemaInvalidRecord as exc:
+            return schema_reason(exc)
+        return None
+
+
+def schema_reason(exc: SchemaInvalidRecord) -> str:
+    """Why a record failed its schema, naming the property and the rule, never the value."""
+    cause = exc.__cause__
+    path = ".".join(str(p) for p in getattr(cause, "absolute_path", ()) or ())
+    rule = getattr(cause, "validator", None)
+    if rule is None:
+        return "does not match the stream's schema"
+    expected = json.dumps(getattr(cause, "validator_value", None), default=str)
+    where = f"property '{path}'" if path else "the record"
+    return f"does not match the stream's schema: {where} fails '{rule}' ({expected})"
 
 
 def compile_schema(schema: Any, validator: Any, *, skip_formats: bool = True) -> Check:
@@ -156,6 +183,9 @@ class _Compiler:
     def properties(self, properties: dict[str, Any], additional: Any) -> Check:
         checks = {name: self.node(sub) for name, sub in properties.items()}
         checks = {name: check for name, check in checks.items() if check is not _accept}
+        # Most properties only name their types: those are tested inline, without a call.
+        simple = {name: _TYPE_SETS[check] for name, check in checks.items() if check in _TYPE_SETS}
+        checks = {name: check for name, check in checks.items() if name not in simple}
         extra: Check | None
         if additional is True or additional == {}:
             extra = None
@@ -168,6 +198,11 @@ class _Compiler:
             if type(v) is not dict:
                 return not isinstance(v, dict)
             for name, item in v.items():
+                allowed = simple.get(name)
+                if allowed is not None:
+                    if type(item) not in allowed:
+                        return False
+                    continue
                 check = checks.get(name)
                 if check is not None:
                     if not check(item):
@@ -228,6 +263,10 @@ def _unsure(v: Any) -> bool:
     return False
 
 
+#: The type checks made so far, with the types each allows (``properties`` inlines them).
+_TYPE_SETS: weakref.WeakKeyDictionary[Check, frozenset[type]] = weakref.WeakKeyDictionary()
+
+
 def _type(names: str | list[str]) -> Check:
     if isinstance(names, str):
         names = [names]
@@ -237,7 +276,12 @@ def _type(names: str | list[str]) -> Check:
             raise Unsupported(f"type {name!r}")
         allowed |= _TYPES[name]
     frozen = frozenset(allowed)
-    return lambda v: type(v) in frozen
+
+    def check_type(v: Any) -> bool:
+        return type(v) in frozen
+
+    _TYPE_SETS[check_type] = frozen
+    return check_type
 
 
 def _length(keyword: str, limit: int) -> Check:

@@ -4,7 +4,8 @@
 admin endpoints under `/_sandbox/`; `Faults` lists the failures it can inject. The console script
 `userpilot-sandbox` runs it.
 
-- ``server.py``: the ``Sandbox`` facade: start, stop, and what tests read and set
+- ``server.py``: the ``Sandbox`` facade (start, stop, what tests read and set) and its
+  ``/_sandbox/`` endpoints over HTTP (no auth, no faults)
 - ``api.py``: the ``/v1`` API of one emulated account: routing, faults, the key, endpoints
 - ``jobs.py``: the bulk and import job lifecycle, one job at a time, advanced by the clock
 - ``payloads.py``: request bodies as Userpilot reads them (JSON, multipart NDJSON files)
@@ -14,7 +15,6 @@ admin endpoints under `/_sandbox/`; `Faults` lists the failures it can inject. T
 - ``stats.py``: what it counts, so tests and benchmarks can judge a client
 - ``httpd.py``: HTTP(S) serving on loopback
 - ``wire.py``: what passes between the HTTP layer and the API: a request, a reply
-- ``admin.py``: the ``/_sandbox/`` endpoints: no auth, no faults
 - ``clock.py``: the sandbox's clock
 - ``__main__.py``: ``userpilot-sandbox``: the emulator from a shell
 """

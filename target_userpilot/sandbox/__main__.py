@@ -12,21 +12,41 @@ from types import FrameType
 from target_userpilot.sandbox.httpd import require_loopback
 from target_userpilot.sandbox.server import Sandbox
 
+#: Where the sandbox listens and the key it takes with no options: what meltano.yml's dev
+#: environment, examples/config.sandbox.json and the README's Meltano steps point at.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_API_KEY = "sandbox-key"
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="userpilot-sandbox",
         description=(
             "Serve a Userpilot-compatible bulk API on loopback, to try target-userpilot "
-            "offline. Profiles: GET /_sandbox/profiles/users and /_sandbox/profiles/companies; "
-            "scheduled deletions: GET /_sandbox/deletions; events: GET /_sandbox/events; imported "
-            "events: GET /_sandbox/imports."
+            f"offline. With no options it listens on http://{DEFAULT_HOST}:{DEFAULT_PORT} and "
+            f"accepts the API key {DEFAULT_API_KEY}: the api_url and api_key of meltano.yml's "
+            "dev environment and examples/config.sandbox.json. Profiles: GET "
+            "/_sandbox/profiles/users and /_sandbox/profiles/companies; scheduled deletions: GET "
+            "/_sandbox/deletions; events: GET /_sandbox/events; imported events: GET "
+            "/_sandbox/imports."
         ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"loopback address (default {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}); 0 picks a free port",
+    )
     auth = parser.add_mutually_exclusive_group()
-    auth.add_argument("--api-key", default="sandbox-key", help="the only accepted key")
+    auth.add_argument(
+        "--api-key",
+        default=DEFAULT_API_KEY,
+        help=f"the only accepted key (default {DEFAULT_API_KEY}, which is public)",
+    )
     auth.add_argument("--no-auth", action="store_true", help="accept any API key")
     parser.add_argument(
         "--rows-per-minute",
@@ -69,9 +89,9 @@ def _parser() -> argparse.ArgumentParser:
         "--import-status-at",
         choices=("background_jobs", "imports", "nowhere"),
         default="background_jobs",
-        help="where an import job's status is served and the job listed: "
-        "GET /v1/background_jobs/{id} (default), GET /v1/imports/{id} (listed at GET "
-        "/v1/imports), or nowhere (404)",
+        help="where an import job's status is served and the job listed (default "
+        "background_jobs): background_jobs at GET /v1/background_jobs/{id}, imports only at GET "
+        "/v1/imports/{id} (listed at GET /v1/imports), or nowhere (404)",
     )
     parser.add_argument(
         "--elapsed-time",
@@ -80,9 +100,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how a job's undocumented elapsed_time reads (default seconds), to try a client "
         "against the readings Userpilot might use",
     )
-    parser.add_argument("--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key)")
+    parser.add_argument(
+        "--tls-cert", help="PEM certificate: serve HTTPS (with --tls-key; default plain HTTP)"
+    )
     parser.add_argument("--tls-key", help="the certificate's unencrypted PEM private key")
-    parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log each request to stderr (default: quiet)"
+    )
     return parser
 
 

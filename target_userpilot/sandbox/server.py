@@ -6,24 +6,19 @@ dropped connections, timeouts after the upload already took effect, failed jobs)
 provoked on demand. The sandbox serves the same endpoints, answers in the same shapes and can
 inject each of those failures, repeatably, from a seeded random generator.
 
-Where things live:
-- `httpd`: HTTP(S) serving on loopback; `admin`: the `/_sandbox/` endpoints;
-- `api`: the `/v1` routing and endpoints of one account, under one lock;
-- `jobs`: the bulk job lifecycle; `limits`: the deletion and track rate limits;
-- `faults`: what can be injected, the dice, and scripted answers;
-- `store`: profiles as Userpilot merges them, scheduled deletions, received events;
-- `payloads`: request bodies and row checks; `wire`: request and reply shapes;
-- `stats`: counters, the request log and job timings; `clock`: times as clients read them.
+The facade's `/_sandbox/` endpoints (`serve_admin`, at the end) let a test or a demo in another
+process read and set the same things over HTTP, with no auth and no faults. Where the rest lives:
+the package's docstring.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 from target_userpilot.clock import REAL_CLOCK
 from target_userpilot.clock import Clock as Source
-from target_userpilot.sandbox.admin import serve_admin
 from target_userpilot.sandbox.api import Account
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import Faults
@@ -33,6 +28,7 @@ from target_userpilot.sandbox.httpd import (
     require_loopback,
     tls_context,
 )
+from target_userpilot.sandbox.wire import Reply, Request
 
 __all__ = ["Faults", "Sandbox", "require_loopback"]
 
@@ -304,3 +300,65 @@ class Sandbox:
             # Wait toward the next job's end, in short steps: the rate may change meanwhile.
             target = min(next_end if next_end is not None else now, deadline, now + 0.05)
             clock.wait(self._account.stopping, max(target - now, 0.001))
+
+
+def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
+    """Answer one `/_sandbox/` call by calling the facade, as a test would in Python."""
+    path = request.path.rstrip("/")
+    routes_get = {
+        "/_sandbox/profiles/users": lambda: sandbox.profiles("users"),
+        "/_sandbox/profiles/companies": lambda: sandbox.profiles("companies"),
+        "/_sandbox/stats": sandbox.stats,
+        "/_sandbox/jobs": sandbox.jobs,
+        "/_sandbox/requests": sandbox.request_log,
+        "/_sandbox/deletions": lambda: {
+            "users": sandbox.deletions("users"),
+            "companies": sandbox.deletions("companies"),
+        },
+        "/_sandbox/events": sandbox.events,
+        "/_sandbox/imports": sandbox.imported_events,
+        "/_sandbox/limits": sandbox.limits,
+        "/_sandbox/deletions/users": lambda: sandbox.deletions("users"),
+        "/_sandbox/deletions/companies": lambda: sandbox.deletions("companies"),
+    }
+    if request.method == "GET" and path in routes_get:
+        return Reply.of_json(200, routes_get[path]())
+    if request.method != "POST" or path not in (
+        "/_sandbox/faults",
+        "/_sandbox/reset",
+        "/_sandbox/hold",
+        "/_sandbox/rows_per_minute",
+        "/_sandbox/run_deletions",
+        "/_sandbox/answer_next",
+        "/_sandbox/limits",
+        "/_sandbox/import_rules",
+        "/_sandbox/job_figures",
+    ):
+        return Reply.error(
+            404, "not_found", "NOT_FOUND", f"No sandbox route {request.method} {path}"
+        )
+    try:
+        document = json.loads(request.body or b"{}") if request.body is not None else None
+        if not isinstance(document, dict):
+            raise ValueError("the body must be a JSON object")
+        if path == "/_sandbox/faults":
+            sandbox.set_faults(**document)
+        elif path == "/_sandbox/reset":
+            sandbox.reset()
+        elif path == "/_sandbox/limits":
+            sandbox.set_limits(**document)
+        elif path == "/_sandbox/import_rules":
+            sandbox.set_import_rules(**document)
+        elif path == "/_sandbox/job_figures":
+            sandbox.set_job_figures(**document)
+        elif path == "/_sandbox/answer_next":
+            sandbox.answer_next(**document)
+        elif path == "/_sandbox/run_deletions":
+            return Reply.of_json(200, sandbox.run_deletions())
+        elif path == "/_sandbox/hold":
+            sandbox.hold_foreign_job(float(document["seconds"]), document.get("at_upload"))
+        else:
+            sandbox.set_rows_per_minute(document["rows_per_minute"])
+    except (ValueError, TypeError, KeyError) as exc:
+        return Reply.error(400, "invalid_request", "BAD_REQUEST", f"{path}: {exc}")
+    return Reply.of_json(200, {"ok": True})

@@ -30,6 +30,7 @@ from target_userpilot.userpilot.transport import (
     IMPORT_STATUS_PATHS,
     IMPORTS_PATH,
     JOBS_PATH,
+    RequestObserver,
     Transport,
 )
 
@@ -61,8 +62,12 @@ class UserpilotClient:
         retry: RetryPolicy | None = None,
         user_agent: str = "target-userpilot",
         pace: RatePace | None = None,
+        observe: RequestObserver | None = None,
     ) -> None:
-        self.transport = Transport(api_url, api_key, timeout=timeout, user_agent=user_agent)
+        #: ``observe`` is told of every request as it ends (the run's METRIC records).
+        self.transport = Transport(
+            api_url, api_key, timeout=timeout, user_agent=user_agent, observe=observe
+        )
         self.api_url = self.transport.api_url
         self.upload_format = upload_format
         #: The retry policy, declared once: immutable, shared by every call of every thread.

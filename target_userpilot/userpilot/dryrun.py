@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from target_userpilot.privacy.files import make_private_dirs, open_private
+from target_userpilot.summary import count
 from target_userpilot.userpilot.client import deletion_body
 
 logger = logging.getLogger("target_userpilot")
@@ -59,9 +60,9 @@ class DryRunClient:
         removed = clear_previous_run(output_dir)
         if removed:
             logger.info(
-                "Dry run: removed %d batch files of an earlier dry run from output_dir '%s', so "
-                "it holds only this run's batches.",
-                removed,
+                "Dry run: removed %s of an earlier dry run from output_dir '%s', so it holds "
+                "only this run's batches.",
+                count(removed, "batch file"),
                 output_dir,
             )
 

@@ -4,7 +4,8 @@ One configuration (host, key, timeouts, proxies and CAs from the environment) se
 thread; each thread gets its own ``requests.Session`` from it, since a session is not safe to
 share between threads. Every answer is decoded here and every failure sorted into the error
 types of ``errors.py``; whether to try again is the retry policy's call (``retry.py``), and
-what to ask is the client's (``client.py``).
+what to ask is the client's (``client.py``). Whoever builds the transport may be told of each
+request as it ends (``observe``: the run's logs make it a METRIC record), by endpoint template.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ IMPORT_STATUS_PATHS = ("/v1/background_jobs/", "/v1/imports/")
 #: The list of bulk jobs, and where an import job may be listed, in the order looked at.
 JOBS_PATH = "/v1/background_jobs"
 IMPORT_LIST_PATHS = (JOBS_PATH, IMPORTS_PATH)
+#: Told of each request as it ends: its method, its endpoint as a template (``endpoint_of``),
+#: the HTTP status (None when no answer came) and the seconds from sending to the answer read.
+RequestObserver = Callable[[str, str, "int | None", float], None]
 #: How urllib3 reports a proxy that refused to open a tunnel for want of credentials.
 _PROXY_REFUSED = re.compile(r"Tunnel connection failed: 407\b")
 
@@ -189,9 +193,11 @@ class Transport:
         *,
         timeout: tuple[float, float] = (10.0, 60.0),
         user_agent: str = "target-userpilot",
+        observe: RequestObserver | None = None,
     ) -> None:
         self.api_url = check_api_url(api_url)
         self.timeout = timeout
+        self._observe = observe
         #: 429 answers met so far, by every thread (what to do about one is the retry policy's
         #: call, and a pace's: ``retry.py``).
         self.rate_limited = 0
@@ -259,6 +265,20 @@ class Transport:
         ``versioned`` adds the X-API-Version header of the deletion and track endpoints;
         ``events`` makes a refusal of the request's content an :class:`EventRefused`.
         """
+        started = time.monotonic()
+        status: int | None = None
+        try:
+            response = self._send(method, path, data, content_type, versioned=versioned)
+            status = response.status_code
+        finally:
+            if self._observe is not None:
+                self._observe(method, endpoint_of(path), status, time.monotonic() - started)
+        return self._decode(method, path, response, events=events)
+
+    def _send(
+        self, method: str, path: str, data: Any, content_type: str | None, *, versioned: bool
+    ) -> requests.Response:
+        """Send one request and return the answer; a failure to get one, sorted."""
         headers: dict[str, str] = {}
         if data is not None and content_type:
             headers["Content-Type"] = content_type
@@ -314,7 +334,7 @@ class Transport:
             # http.client refuses a header it cannot encode or that holds a line break, and
             # quotes the header (the key) in its message: never let that text out.
             raise ConfigurationError(UNSENDABLE_KEY) from None
-        return self._decode(method, path, response, events=events)
+        return response
 
     def _decode(
         self, method: str, path: str, response: requests.Response, *, events: bool = False
@@ -388,6 +408,15 @@ class Transport:
             "the proxy's credentials (special characters percent-encoded), then rerun."
         )
         return ConfigurationError(msg)
+
+
+def endpoint_of(path: str) -> str:
+    """The endpoint ``path`` calls, as a template that names no job: a job's status at
+    ``/v1/background_jobs/{id}`` or ``/v1/imports/{id}``; every other path is already one."""
+    for prefix in IMPORT_STATUS_PATHS:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return prefix + "{id}"
+    return path
 
 
 def check_proxy(api_url: str) -> None:

@@ -334,7 +334,7 @@ def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
     assert run.returncode == 5, run.stderr[-3000:]
     stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
     assert len(stopped) == 1
-    assert f"Userpilot job {job['job_id']} (stream 'users', 100 rows)" in stopped[0]
+    assert f"Userpilot job {job['job_id']} (stream 'users', 100 users rows)" in stopped[0]
     assert "job_timeout_seconds" in stopped[0]
     assert "rerun from the last STATE" in stopped[0]
     assert job["status"] != "completed"

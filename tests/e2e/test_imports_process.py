@@ -277,4 +277,4 @@ def test_track_mode_says_when_import_files_of_earlier_runs_are_not_settled(tmp_p
         run = run_target(track, users + messages, tmp_path=tmp_path)
 
         assert run.returncode == 0, run.stderr[-3000:]
-        assert "1 Import API files of earlier runs whose jobs were not settled" in run.stderr
+        assert "1 Import API file of earlier runs whose jobs were not settled" in run.stderr

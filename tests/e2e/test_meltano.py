@@ -67,8 +67,15 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
             meltano, "invoke", "target-userpilot", "--check-connection", cwd=project, env=env
         )
         assert f"Connected to {sandbox.url}: the API key was accepted" in checked
+        # Meltano's JSON log format: the target's structured records keep their fields.
         output = run_meltano(
-            meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env
+            meltano,
+            "--log-format=json",
+            "run",
+            "tap-example",
+            "target-userpilot",
+            cwd=project,
+            env=env,
         )
         loaded_users = sandbox.profiles("users")
         loaded_companies = sandbox.profiles("companies")
@@ -77,10 +84,20 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
     assert set(loaded_companies) == companies  # no companies from the ignored accounts stream
     assert "Stream 'accounts' is ignored (object_mapping)." in output
     assert key not in output
-    summary_line = next(line for line in output.splitlines() if "TARGET_USERPILOT_SUMMARY " in line)
-    summary = json.loads(summary_line.split("TARGET_USERPILOT_SUMMARY ", 1)[1])
+    # Meltano runs the loader with the SDK's JSON logs (the structured-logging capability): the
+    # summary is a record whose field holds its JSON, and every line Meltano prints is JSON.
+    records = [json.loads(line) for line in output.splitlines() if line.strip()]
+    [summary] = [r["target_userpilot_summary"] for r in records if "target_userpilot_summary" in r]
     assert summary["total"]["rows_sent"] == len(users) + len(companies)
     assert summary["streams"]["accounts"]["object"] == "ignore"
+    assert "TARGET_USERPILOT_SUMMARY" not in output
+    # The METRIC records reach Meltano with their tags, for its users' monitoring.
+    metric_info = [r["metric_info"] for r in records if r.get("event") == "METRIC"]
+    counts = {m["tags"]["stream"]: m["value"] for m in metric_info if m["metric"] == "record_count"}
+    assert counts == {name: s["received"] for name, s in summary["streams"].items()}
+    assert {
+        m["tags"]["endpoint"] for m in metric_info if m["metric"] == "http_request_duration"
+    } == {"/v1/companies/bulk_identify", "/v1/users/bulk_identify", "/v1/background_jobs/{id}"}
     # Meltano kept the STATE the target emitted last, for the tap's next run.
     state_output = run_meltano(
         meltano,

@@ -4,6 +4,7 @@ non-loopback host and a certificate without its key, and serves HTTPS with its l
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -56,6 +57,27 @@ def test_cli_serves_until_sigterm_and_never_logs_the_key(anon):
     assert process.returncode == 0
     assert "POST /v1/users/bulk_identify" in stderr
     assert chosen_key not in stderr
+
+
+def test_cli_help_shows_every_default_the_readme_relies_on():
+    """`--help` names each option's default: the README's Meltano block and meltano.yml's dev
+    environment rely on http://127.0.0.1:8765 and the key sandbox-key without saying them."""
+    from target_userpilot.sandbox.__main__ import _parser
+
+    process = run_cli("--help")
+    shown, _ = process.communicate(timeout=10)
+    text = " ".join(shown.split())  # argparse wraps the help at the terminal's width
+
+    assert process.returncode == 0
+    assert "listens on http://127.0.0.1:8765 and accepts the API key sandbox-key" in text
+    defaults = vars(_parser().parse_args([]))
+    for name, default in defaults.items():
+        if default in (None, False):
+            continue  # an option that is off, or has no value, unless given
+        written = f"{default:g}" if isinstance(default, float) else str(default)
+        assert f"default {written}" in text, name
+    config = json.loads((REPO / "examples" / "config.sandbox.json").read_text())
+    assert config["api_url"] == "http://127.0.0.1:8765" and config["api_key"] == "sandbox-key"
 
 
 def test_cli_refuses_a_non_loopback_host():

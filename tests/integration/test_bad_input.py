@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from target_userpilot.errors import InvalidRecordError
+from target_userpilot.rejects import RejectLog
 from target_userpilot.sandbox import Sandbox
+from target_userpilot.summary import RunSummary
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
 from support.runner import TargetRun
@@ -121,6 +124,54 @@ def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_
         assert all(job["status"] == "completed" for job in sandbox.jobs())
         assert PII not in run.stdout + run.stderr
         assert _rejects(tmp_path / "rejects.ndjson")[0]["record"] == {"email": PII}
+
+
+def test_every_rejection_is_counted_once_even_the_one_that_stops_the_run():
+    summary = RunSummary()
+    RejectLog("skip", summary=summary).reject("users", 1, "why", {"id": 1})
+    with pytest.raises(InvalidRecordError):
+        RejectLog("fail", summary=summary).reject("users", 2, "why", {"id": 2})
+
+    assert summary.streams["users"].rejected == 2
+
+
+def test_with_fail_a_record_missing_its_key_is_counted_before_the_run_stops(
+    sandbox, config, tmp_path, run_target
+):
+    config["on_invalid_record"] = "fail"
+    messages = [
+        schema("users", ANY_ID_SCHEMA, ["id"]),
+        record("users", user(1)),
+        record("users", {"email": PII}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 6, run.stderr[-3000:]
+    assert _stopped(run).startswith("Rejected record #2 of stream 'users': 'id' is missing")
+    assert run.summary["streams"]["users"]["rejected"] == 1
+
+
+def test_with_fail_the_records_of_an_ignored_stream_are_not_judged(
+    sandbox, config, tmp_path, run_target
+):
+    """``ignore`` drops a stream: a record of it that lacks its key stops nothing."""
+    config["on_invalid_record"] = "fail"
+    config["object_mapping"] = {"audit_log": {"object": "ignore"}}
+    messages = [
+        schema("audit_log", ANY_ID_SCHEMA, ["id"]),
+        record("audit_log", {"email": PII}),
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        state({"last": 1}),
+    ]
+
+    run = run_target(config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(sandbox.profiles("users")) == {"1"}
+    assert run.states == [{"last": 1}]
+    assert run.summary["streams"]["audit_log"]["rejected"] == 0
 
 
 @pytest.mark.parametrize(

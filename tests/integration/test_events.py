@@ -519,7 +519,7 @@ def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
         assert written == [{"done": True}]
         assert len(sb.events()) == 30
         lines = [r.getMessage() for r in caplog.records]
-        assert "the 30 received so far take about 2 s at this pace" in lines[0]
+        assert "the 30 events received so far take about 2 s at this pace" in lines[0]
         progress = [line for line in lines if line.startswith("Events: ")]
         assert len(progress) >= 2
         assert "of 30 received sent" in progress[0] and "a minute, about" in progress[0]

@@ -150,7 +150,9 @@ def test_an_upsert_after_an_earlier_runs_deletion_warns_and_stays_unconfirmed(
     upsert = run_target(config, _users([1]), tmp_path=tmp_path)
 
     assert upsert.returncode == 0, upsert.stderr[-2000:]
-    assert "after Userpilot accepted their deletion in an earlier run" in upsert.stderr
+    assert "1 users profile of 'users' was sent again after Userpilot accepted its deletion" in (
+        upsert.stderr
+    )
     assert "02:00 UTC" in upsert.stderr
     # Until the deletion run has passed, the row is sent again: Userpilot may erase it.
     rerun = run_target(config, _users([1]), tmp_path=tmp_path)

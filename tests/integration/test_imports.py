@@ -17,8 +17,9 @@ import pytest
 import requests
 
 from target_userpilot.errors import ConfigurationError, InvalidRecord
+from target_userpilot.records.events import to_event
 from target_userpilot.records.imports import event_time, to_import_record
-from target_userpilot.records.rows import route_for, to_event
+from target_userpilot.records.routing import route_for
 from target_userpilot.sandbox import Sandbox
 from target_userpilot.settings import Settings
 from target_userpilot.userpilot.client import UserpilotClient

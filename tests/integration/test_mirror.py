@@ -139,6 +139,24 @@ def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
     assert _deleted(sandbox) == []
 
 
+def test_a_record_with_a_doubtful_deletion_mark_does_not_delete_its_profile(
+    sandbox, mirror_config, tmp_path, run_target
+):
+    """A mark that is not a date-time is neither a deletion nor an upsert: the record is
+    rejected, and its profile, which the source may well still have, stays in the version."""
+    assert (
+        run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
+    )
+    messages = full_table_copy(2, range(10))
+    messages[5]["record"]["_sdc_deleted_at"] = "0"  # a flag column mapped onto the mark
+
+    run = run_target(mirror_config, messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.summary["total"]["rejected"] == 1
+    assert _deleted(sandbox) == []
+
+
 @BOTH_LEDGERS
 def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
     sandbox, mirror_config, tmp_path, run_target
@@ -241,6 +259,13 @@ def test_sdk_taps_delete_only_with_the_end_of_input_setting(
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(_deleted(sandbox)) == ["18", "19"]
+    # The INFO lines say what ends a version in each run: no closing message in these.
+    assert "once the version ends (its closing ACTIVATE_VERSION)." in without.stderr
+    assert (
+        "once the version ends (its closing ACTIVATE_VERSION, or a clean end of input with a "
+        "STATE after its last record (mirror_delete_on_end_of_input))." in done.stderr
+    )
+    assert "full-table version 4 ended at the end of input without 2 of the" in done.stderr
 
 
 def test_only_ids_loaded_from_the_stream_are_candidates(

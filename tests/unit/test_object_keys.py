@@ -7,7 +7,8 @@ target, across runs with the ledger and within a run without one, are in ``test_
 from __future__ import annotations
 
 from target_userpilot.records.object_keys import ObjectKeys
-from target_userpilot.records.rows import route_for, to_row
+from target_userpilot.records.routing import route_for
+from target_userpilot.records.rows import NamesSeen, to_row
 
 #: A jsonb column as tap-postgres declares it: no properties, so keys come only from values.
 JSONB = {"id": {"type": "integer"}, "prefs": {"type": ["object", "null"]}}
@@ -15,7 +16,7 @@ JSONB = {"id": {"type": "integer"}, "prefs": {"type": ["object", "null"]}}
 
 def _row(keys: ObjectKeys, **values: object) -> dict:
     route = route_for("users", JSONB, ["id"])
-    return to_row({"id": 1, **values}, route, keys)[1]["metadata"]
+    return to_row({"id": 1, **values}, route, NamesSeen(keys))[1]["metadata"]
 
 
 def test_a_null_object_clears_every_key_it_was_sent_with():

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 
 import pytest
 from singer_sdk.exceptions import InvalidInputLine
 
+from target_userpilot.input import reader as reader_module
 from target_userpilot.input.nesting import MAX_DEPTH, PrunedRecord
-from target_userpilot.input.reader import InputReader
+from target_userpilot.input.reader import InputFeed, InputReader
 
 SCHEMA = {"type": "SCHEMA", "stream": "users", "schema": {"properties": {"id": {}}}}
 TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
@@ -246,3 +249,116 @@ def test_an_activate_version_needs_an_integer_version(version, named):
     refusal = _refusal(SCHEMA, message)
 
     assert f"whose 'version' is {named}, not an integer" in refusal
+
+
+# Parsing: the fast parser and the standard library agree on every line
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        '{"id": 1, "x": NaN, "y": Infinity}',
+        '{"id": 1, "x": 1e400}',
+        '{"id": 1, "name": "bad \\ud800"}',
+        '{"id": 1, "id": 2}',
+        '{"id": 123456789012345678901234567890, "x": -0.0, "y": 1E5, "z": 5e-324}',
+        '{"id": 1, "s": "\\u00e9\\ud83d\\ude00\\u0000"}',
+    ],
+    ids=["nan", "huge-float", "lone-surrogate", "repeated-key", "numbers", "escapes"],
+)
+def test_each_line_reads_as_the_standard_library_reads_it(record):
+    line = '{"type": "RECORD", "stream": "users", "record": ' + record + "}"
+
+    _, handed, _ = _read(SCHEMA, line)
+
+    assert repr(handed[1]["record"]) == repr(json.loads(line)["record"])
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"type": "RECORD", "stream": "users", "record": {"id": 1}} x', "Extra data"),
+        ('{"type": "RECORD", "stream": "users", "record": {"id": 01}}', "Expecting ','"),
+        ('{"type": "RECORD", "stream": "users", "record": {"n": "a\tb"}}', "Invalid control"),
+    ],
+)
+def test_a_line_the_fast_parser_refuses_is_named_as_the_standard_library_names_it(line, expected):
+    assert _refusal(SCHEMA, line).startswith(f"Input line 2 is not valid JSON ({expected}")
+
+
+# The feed: the main thread reads the input itself, and a stop reaches it while the tap is silent
+
+
+_STREAMS: list[object] = []  # the feeds' streams stay open as long as the tests run
+
+
+def _pipe_feed() -> tuple[InputFeed, int]:
+    read_end, write_end = os.pipe()
+    stream = open(read_end, encoding="utf-8")  # noqa: SIM115 (closed with the process)
+    _STREAMS.append(stream)
+    return InputFeed(stream, read_end), write_end
+
+
+def test_lines_split_across_reads_come_out_whole_and_in_order():
+    feed, write_end = _pipe_feed()
+    text = "".join(
+        json.dumps({"type": "STATE", "value": {"n": i, "é": "é" * i}}, ensure_ascii=False) + "\n"
+        for i in range(2000)
+    )
+    data = text.encode()
+
+    def tap() -> None:
+        # Chunks that cut lines, and two-byte characters, in two.
+        with os.fdopen(write_end, "wb", buffering=0) as pipe:
+            for start in range(0, len(data), 777):
+                pipe.write(data[start : start + 777])
+
+    writer = threading.Thread(target=tap)
+    writer.start()
+    lines = list(feed.lines(lambda: None))
+    writer.join()
+
+    assert lines == text.split("\n")[:-1]
+
+
+def test_a_last_line_without_its_newline_is_read():
+    feed, write_end = _pipe_feed()
+    os.write(write_end, b'{"a": 1}\n{"b": 2}')
+    os.close(write_end)
+
+    assert list(feed.lines(lambda: None)) == ['{"a": 1}', '{"b": 2}']
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_wake_reaches_the_main_thread_waiting_for_a_silent_tap(monkeypatch):
+    """No quarter-second check here: only the wake can end the wait (else the test times out)."""
+    monkeypatch.setattr(reader_module, "IDLE_CHECK_SECONDS", 3600)
+    feed, write_end = _pipe_feed()
+    stopping = threading.Event()
+
+    def check() -> None:
+        if stopping.is_set():
+            raise _Stop
+
+    def stop() -> None:
+        stopping.set()
+        feed.wake()
+
+    os.write(write_end, b'{"a": 1}\n')
+    lines = feed.lines(check)
+    assert next(lines) == '{"a": 1}'
+    threading.Thread(target=stop).start()
+    with pytest.raises(_Stop):
+        next(lines)
+    os.close(write_end)
+
+
+def test_a_wake_after_the_input_ended_writes_nowhere():
+    feed, write_end = _pipe_feed()
+    os.close(write_end)
+    assert list(feed.lines(lambda: None)) == []
+
+    feed.wake()  # the run stops late: its wake pipe is closed, and no other file is written

@@ -1,4 +1,5 @@
-"""Record to row: plain-dict tests of ``target_userpilot.records.rows`` (no SDK, no I/O).
+"""Record to row: plain-dict tests of ``records/routing.py``, ``rows.py`` and ``events.py``
+(no SDK, no I/O).
 
 The SDK's own flattening (``flattening_enabled``) in real runs, which must give the same profiles
 as the target's, is in ``tests/integration/test_rows_in_a_run.py``.
@@ -9,29 +10,33 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import random
+import struct
 
 import pytest
 
+from target_userpilot.errors import InvalidRecord
+from target_userpilot.records.events import event_key, to_event
 from target_userpilot.records.marks import is_deleted
-from target_userpilot.records.rows import (
+from target_userpilot.records.routing import (
     COMPANIES,
     EVENTS,
     IGNORE,
     LOADER_TEST,
     USERS,
-    InvalidRecord,
     Route,
     default_object,
+    route_for,
+)
+from target_userpilot.records.rows import (
+    NamesSeen,
     deleted_id,
     encode_row,
-    event_key,
     identifier,
     merge_rows,
-    primitive,
-    route_for,
-    to_event,
     to_row,
 )
+from target_userpilot.records.values import decode_line, primitive
 
 USER_ROUTE = Route(USERS, "user_id", "company_id")
 COMPANY_ROUTE = Route(COMPANIES, "company_id")
@@ -574,6 +579,60 @@ def test_encoded_array_metadata_is_a_string_inside_the_line():
     assert encode_row(row) == '{"user_id":"u1","metadata":{"tags":"[\\"ä\\",\\"b\\"]"}}\n'.encode()
 
 
+def _as_the_standard_library_writes(row: dict) -> bytes:
+    """How rows were written before msgspec: what skip_unchanged's ledger hashes came from."""
+    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+#: Floats around the points where Python starts writing an exponent, and other awkward values.
+_AWKWARD = [
+    1e16,
+    -1e16,
+    9999999999999998.0,
+    1.2345678901234568e17,
+    1e-4,
+    9.999e-05,
+    -1.5e-07,
+    5e-324,
+    1.7976931348623157e308,
+    -0.0,
+    0.1,
+    2**64,
+    -(10**30),
+    'é😀\u2028\x00\x1f\x7f"\\/',
+    True,
+    None,
+]
+
+
+@pytest.mark.parametrize("value", _AWKWARD, ids=repr)
+def test_a_row_encodes_to_the_very_bytes_it_did_before(value):
+    """skip_unchanged and the sync history compare hashes of encoded rows across runs."""
+    record = {"user_id": 1, "v": value, "o": {"v": value, "p": {"v": value}}, "a": [value, 1]}
+    _, row = to_row(record, USER_ROUTE)
+
+    assert encode_row(row) == _as_the_standard_library_writes(row)
+
+
+def test_random_floats_encode_to_the_bytes_they_did_before():
+    rng = random.Random(24)
+    values = [rng.uniform(-1, 1) * 10 ** rng.randint(-12, 30) for _ in range(3000)]
+    values += [
+        struct.unpack("d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(3000)
+    ]
+
+    for value in values:
+        _, row = to_row({"user_id": 1, "v": value}, USER_ROUTE)
+        assert encode_row(row) == _as_the_standard_library_writes(row), value
+
+
+def test_a_row_read_back_for_a_merge_encodes_to_the_same_bytes():
+    _, row = to_row({"user_id": 1, "big": 1e20, "small": 2e-9, "o": {"x": 3e-7}}, USER_ROUTE)
+    line = encode_row(row)
+
+    assert encode_row(decode_line(line)) == line
+
+
 def test_a_null_object_clears_the_flattened_keys_its_schema_describes():
     properties = {
         "id": {"type": "integer"},
@@ -670,23 +729,26 @@ def test_a_null_clears_flattened_names_given_as_a_plain_list_too():
     ],
     ids=["flat-then-nested", "nested-then-flat", "nested-then-nested"],
 )
-def test_colliding_names_keep_the_later_value_and_are_noted_on_the_route(record, winner):
+def test_colliding_names_keep_the_later_value_and_are_noted_for_the_stream(record, winner):
     route = route_for("users", ["id"], ["id"])
+    names = NamesSeen()
 
-    _, row = to_row(record, route)
+    _, row = to_row(record, route, names)
 
     assert winner in row["metadata"].values()
     assert len(row["metadata"]) == 1
-    assert route.collisions == {next(iter(row["metadata"]))}
+    assert names.collisions == {next(iter(row["metadata"]))}
 
 
 def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
     route = route_for("users", {"id": {}, "address": {"properties": {"city": {}}}}, ["id"])
 
-    _, row = to_row({"id": 1, "address": None, "address__city": "Oslo"}, route)
+    names = NamesSeen()
+
+    _, row = to_row({"id": 1, "address": None, "address__city": "Oslo"}, route, names)
 
     assert row["metadata"] == {"address": None, "address__city": "Oslo"}
-    assert route.collisions == {"address__city"}
+    assert names.collisions == {"address__city"}
 
 
 @pytest.mark.parametrize(
@@ -701,21 +763,23 @@ def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
 def test_records_without_colliding_names_note_none(record):
     properties = {"id": {}, "address": {"properties": {"city": {}, "zip": {}}}}
     route = route_for("users", properties, ["id"])
+    names = NamesSeen()
 
-    to_row(record, route)
+    to_row(record, route, names)
 
-    assert route.collisions == set()
+    assert names.collisions == set()
 
 
 def test_take_collisions_hands_each_name_out_once():
     route = route_for("users", ["id"], ["id"])
+    names = NamesSeen()
 
-    to_row({"id": 1, "a": {"b": 1}, "a__b": 2}, route)
-    assert route.take_collisions() == ["a__b"]
-    to_row({"id": 2, "a": {"b": 1}, "a__b": 2, "c__d": 1, "c": {"d": 2}}, route)
-    assert route.take_collisions() == ["c__d"]
-    to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route)
-    assert route.take_collisions() == []
+    to_row({"id": 1, "a": {"b": 1}, "a__b": 2}, route, names)
+    assert names.take_collisions() == ["a__b"]
+    to_row({"id": 2, "a": {"b": 1}, "a__b": 2, "c__d": 1, "c": {"d": 2}}, route, names)
+    assert names.take_collisions() == ["c__d"]
+    to_row({"id": 3, "a": {"b": 1}, "a__b": 2}, route, names)
+    assert names.take_collisions() == []
 
 
 # Events

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import decimal
 import os
+import re
 from typing import Any
 
 import pytest
@@ -251,3 +252,16 @@ def test_an_unwritable_rejects_folder_is_refused(tmp_path):
     folder.mkdir(mode=0o500)
     with pytest.raises(ConfigurationError, match="not writable"):
         Settings.from_config({"dry_run": True, "rejects_path": str(folder / "r.ndjson")})
+
+
+def test_no_setting_description_trips_meltanos_loader_test():
+    """`meltano --log-level=debug config test` fails a loader that prints "error" or
+    "exception" anywhere (Meltano 4.4.1's plugin_test_service), and at DEBUG the SDK prints the
+    settings' schema, descriptions included: a description saying "WARNING or ERROR" failed it.
+    """
+    words = [
+        name
+        for name, prop in CONFIG_SCHEMA["properties"].items()
+        if re.search(r"error|exception", str(prop.get("description", "")), re.IGNORECASE)
+    ]
+    assert words == []

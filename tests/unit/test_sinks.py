@@ -49,9 +49,13 @@ def test_the_sdk_drains_a_sink_only_when_it_reports_a_size():
     assert "is_full" in _source(Target._process_record_message)
 
 
-def test_the_sdk_validator_comes_from_get_validator():
+def test_the_sdk_validates_records_only_in_the_hook_we_override():
+    """Our schema check is part of each record's decision. The SDK's own (which logs a failing
+    record's values at ERROR and parses date-times) must stay inside ``_validate_and_parse``,
+    which ours replaces, or records would be validated twice."""
     assert "get_validator()" in _source(Sink.__init__)
     assert "_validator" in _source(Sink._validate_and_parse)
+    assert "_validator" not in _source(Target._process_record_message)
 
 
 def test_the_sdk_installs_handle_termination_for_sigterm_and_sigint():

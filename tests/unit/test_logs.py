@@ -1,0 +1,155 @@
+"""Logs in the ecosystem's forms: the SDK's JSON logs line by line, and its METRIC records.
+
+The real target runs with JSON logging turned on as a user turns it on: ``SINGER_SDK_LOG_CONFIG``
+naming the README's logging config, whose handler formats with the SDK's StructuredFormatter
+(what Meltano sets up for a loader with the ``structured-logging`` capability, too).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from singer_sdk import metrics
+
+from target_userpilot import logs
+from target_userpilot.errors import ConfigurationError
+from target_userpilot.settings import Settings
+from target_userpilot.target import TargetUserpilot
+from target_userpilot.userpilot.transport import endpoint_of
+
+from support.logs import capture_metrics
+from support.messages import (
+    COMPANY_SCHEMA,
+    encode_messages,
+    record,
+    schema,
+    state,
+    users_messages,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mixed(n_users: int = 6) -> list[dict[str, Any]]:
+    """Users (one of them invalid: a WARNING), then companies, then a STATE."""
+    messages: list[dict[str, Any]] = list(users_messages(n_users))[:-1]
+    messages.append(record("users", {"id": "not-a-number", "email": "x@example.com"}))
+    messages.append(schema("companies", COMPANY_SCHEMA, ["company_id"]))
+    messages += [record("companies", {"company_id": f"c-{i}", "name": f"C{i}"}) for i in range(3)]
+    messages.append(state({"bookmarks": {"done": True}}))
+    return messages
+
+
+# JSON logs, line by line
+
+
+def test_the_json_mode_is_told_from_the_handlers(monkeypatch):
+    logger = logging.getLogger("target_userpilot.test_logs")
+    plain = logging.StreamHandler(sys.stderr)
+    structured = logging.StreamHandler(sys.stderr)
+    structured.setFormatter(logs.StructuredFormatter())
+    to_stdout = logging.StreamHandler(sys.stdout)
+    to_stdout.setFormatter(logs.StructuredFormatter())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [plain])
+    assert not logs.json_stderr(logger)
+    monkeypatch.setattr(root, "handlers", [to_stdout])
+    assert not logs.json_stderr(logger)  # the prefixed line goes to stderr, which is plain
+    monkeypatch.setattr(root, "handlers", [structured])
+    assert logs.json_stderr(logger)
+
+
+def test_request_metrics_tag_failures_as_the_sdk_does():
+    seen = capture_metrics()
+    try:
+        logs.request_duration("GET", "/v1/background_jobs/{id}", 503, 0.25)
+        logs.request_duration("POST", "/v1/track", None, 1.5)
+        logs.request_duration("POST", "/v1/users/bulk_identify", 202, 0.1)
+    finally:
+        logging.getLogger(metrics.METRICS_LOGGER_NAME).removeHandler(seen)
+
+    assert [p.to_dict() for p in seen.points] == [
+        {
+            "type": "timer",
+            "metric": "http_request_duration",
+            "value": 0.25,
+            "tags": {
+                "endpoint": "/v1/background_jobs/{id}",
+                "method": "GET",
+                "http_status_code": 503,
+                "status": "failed",
+            },
+        },
+        {
+            "type": "timer",
+            "metric": "http_request_duration",
+            "value": 1.5,
+            "tags": {
+                "endpoint": "/v1/track",
+                "method": "POST",
+                "http_status_code": None,
+                "status": "failed",
+            },
+        },
+        {
+            "type": "timer",
+            "metric": "http_request_duration",
+            "value": 0.1,
+            "tags": {
+                "endpoint": "/v1/users/bulk_identify",
+                "method": "POST",
+                "http_status_code": 202,
+                "status": "succeeded",
+            },
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/v1/background_jobs/bulk%3Ajobs%3ANX-1%3Aabc", "/v1/background_jobs/{id}"),
+        ("/v1/imports/4f0c2a", "/v1/imports/{id}"),
+        ("/v1/background_jobs", "/v1/background_jobs"),
+        ("/v1/imports", "/v1/imports"),
+        ("/v1/users/bulk_identify", "/v1/users/bulk_identify"),
+        ("/v1/companies", "/v1/companies"),
+        ("/v1/track", "/v1/track"),
+    ],
+)
+def test_an_endpoint_is_named_by_its_template_never_its_job(path, endpoint):
+    assert endpoint_of(path) == endpoint
+
+
+def test_metrics_log_level_takes_a_level_name_in_any_case():
+    assert Settings.from_config({"dry_run": True, "metrics_log_level": "Warning"})
+    with pytest.raises(ConfigurationError, match="metrics_log_level is 'loud'"):
+        Settings.from_config({"dry_run": True, "metrics_log_level": "loud"})
+
+
+def test_record_counts_follow_the_sdks_interval(tmp_path, monkeypatch):
+    """A point at most every 60 s while records arrive (the SDK's counter), then one at the end."""
+    now = [1_000.0]
+    monkeypatch.setattr(metrics, "time", lambda: now[0])
+    target = TargetUserpilot(config={"dry_run": True, "output_dir": str(tmp_path / "out")})
+    seen = capture_metrics()
+    lines = encode_messages(users_messages(10)).decode().splitlines(keepends=True)
+    try:
+        target.process_lines(io.StringIO(lines[0]))  # the SCHEMA
+        for line in lines[1:11]:
+            now[0] += 25.0  # a slow tap: a record every 25 s
+            target.process_lines(io.StringIO(line))
+        target.process_lines(io.StringIO("".join(lines[11:])))
+        target.process_endofpipe()
+    finally:
+        logging.getLogger(metrics.METRICS_LOGGER_NAME).removeHandler(seen)
+        target.run.close()
+
+    counts = [p.value for p in seen.points if p.metric == metrics.Metric.RECORD_COUNT]
+    assert sum(counts) == 10
+    assert counts == [3, 3, 3, 1]  # 75 s, 75 s, 75 s, then the end of input

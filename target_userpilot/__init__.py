@@ -34,6 +34,7 @@ And its rooms:
 - ``ledger/``: the ledger's storage (``state_db``): SQLite or PostgreSQL behind one interface
 - ``memory/``: what a run remembers on top of the ledger: unchanged rows, history, mirror
   versions, imported files
+- ``plan/``: a plan (``plan_path``): what a run would do with this input, counted, nothing sent
 - ``privacy/``: personal data in owner-only files, secrets kept out of messages
 - ``sandbox/``: the Userpilot emulator (``userpilot-sandbox``) for tests, demos and trials
 """

@@ -21,7 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.batching.buffer import BatchBuffer
@@ -54,6 +54,9 @@ from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.dryrun import DryRunClient
 
+if TYPE_CHECKING:
+    from target_userpilot.plan.planner import Planner
+
 logger = logging.getLogger("target_userpilot")
 
 #: How long, once a second signal abandoned the run, each lane's threads get to end.
@@ -68,13 +71,14 @@ class SinkServices:
     summary: RunSummary
     rejects: RejectLog
     checkpoints: Checkpoints
-    buffer: BatchBuffer
+    #: Where rows go (None in a plan, which counts them instead).
+    buffer: BatchBuffer | None
     #: Raises why the run stops (a signal, a lane's failure), if it does (cheap: per record).
     check: Callable[[], None]
     #: hard_delete: where the ids of deleted source records go.
-    deletions: DeletionLane
+    deletions: DeletionLane | None
     #: The events lane, started on first use (most runs send no events).
-    events: Callable[[], EventLane]
+    events: Callable[[], EventLane] | None
     #: The flattened keys sent so far under each object property of a stream (one per stream,
     #: kept for the run, filled from the ledger when the run has one).
     object_keys: Callable[[str], ObjectKeys]
@@ -84,6 +88,8 @@ class SinkServices:
     mirror: MirrorDeletes | None
     #: One read-only request that proves the key works (Meltano's loader test stream).
     check_connection: Callable[[], str]
+    #: ``plan_path``: each record's outcome is counted here, and nothing else is done with it.
+    plan: Planner | None = None
 
 
 @dataclass

@@ -90,6 +90,26 @@ CONFIG_SCHEMA = th.PropertiesList(
         ),
     ),
     th.Property(
+        "plan_path",
+        th.StringType,
+        description=(
+            "If set, the run is a plan: it reads the input and the ledger (read-only) and writes "
+            "to this JSON file, and as a summary on stderr, what a real run would do per stream: "
+            "new, changed and unchanged profiles, deletions with the mirror-delete guard's "
+            "verdict, events new and already sent, rejections. Nothing is sent, nothing is "
+            "written to the ledger, no STATE goes out. Its folder must exist."
+        ),
+    ),
+    th.Property(
+        "plan_sample_ids",
+        th.IntegerType,
+        default=5,
+        description=(
+            "How many ids a plan names as samples of each count (new, changed, to delete...); "
+            "0 names none. Ids only, never record contents."
+        ),
+    ),
+    th.Property(
         "batch_size_rows",
         th.IntegerType,
         default=MAX_BATCH_ROWS,
@@ -304,6 +324,8 @@ class Settings:
     object_mapping: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     on_invalid_record: str = "skip"
     rejects_path: str | None = None
+    plan_path: str | None = None
+    plan_sample_ids: int = 5
     batch_size_rows: int = MAX_BATCH_ROWS
     max_file_bytes: int = MAX_FILE_BYTES
     rows_per_minute: float = 1800.0
@@ -345,10 +367,10 @@ class Settings:
         if isinstance(values.get("api_key"), str):
             # A key read from a secrets file ends in a newline, which no header may carry.
             values["api_key"] = values["api_key"].strip()
-        for name in ("api_url", "output_dir", "rejects_path"):
+        for name in ("api_url", "output_dir", "rejects_path", "plan_path"):
             if isinstance(values.get(name), str):
                 values[name] = values[name].strip()
-        for name in ("output_dir", "rejects_path"):
+        for name in ("output_dir", "rejects_path", "plan_path"):
             if values.get(name):
                 values[name] = os.path.expanduser(values[name])
         settings = cls(**values)
@@ -387,8 +409,10 @@ class Settings:
             raise ConfigurationError(msg)
         for name in (*NUMBER_SETTINGS, *INTEGER_SETTINGS):
             value = getattr(self, name)
-            if name in ("mirror_delete_floor", "ledger_history_entries") and value == 0:
-                continue  # none beyond the share; no history kept
+            if name in ("mirror_delete_floor", "ledger_history_entries", "plan_sample_ids") and (
+                value == 0
+            ):
+                continue  # none beyond the share; no history kept; no sample ids
             if not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{name} is {value}; it must be a positive number.")
         if self.mirror_delete_max_percent > 100:
@@ -416,6 +440,8 @@ class Settings:
             _check_rejects_path(self.rejects_path)
         if self.dry_run:
             _check_output_dir(self.output_dir)
+        if self.plan_path is not None:
+            _check_plan_path(self.plan_path, dry_run=self.dry_run)
 
 
 def _typed(name: str, value: Any) -> Any:
@@ -529,6 +555,33 @@ def _check_rejects_path(path: str) -> None:
             f"rejects_path '{path}' cannot be created: the folder {folder} is not writable. "
             "Check its permissions, or choose another rejects_path."
         )
+        raise ConfigurationError(msg)
+
+
+def _check_plan_path(path: str, *, dry_run: bool) -> None:
+    if dry_run:
+        msg = (
+            "plan_path and dry_run are both set; a plan already sends nothing. Unset dry_run to "
+            "plan the run, or plan_path to write the batches as files."
+        )
+        raise ConfigurationError(msg)
+    if not path:
+        raise ConfigurationError("plan_path is empty; name the JSON file the plan is written to.")
+    if os.path.isdir(path):
+        msg = (
+            f"plan_path '{path}' is a folder; name a file instead, for example "
+            f"'{os.path.join(path, 'userpilot-plan.json')}'."
+        )
+        raise ConfigurationError(msg)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        msg = (
+            f"plan_path '{path}' is in a folder that does not exist ({folder}). Create the "
+            "folder, or choose another plan_path."
+        )
+        raise ConfigurationError(msg)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        msg = f"plan_path '{path}' cannot be written: the folder {folder} is not writable."
         raise ConfigurationError(msg)
 
 

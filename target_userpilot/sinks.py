@@ -26,6 +26,7 @@ from target_userpilot.records.decide import (
     Deletion,
     ImportRecord,
     Kind,
+    Outcome,
     Rejection,
     Skip,
     StreamRules,
@@ -91,13 +92,18 @@ class UserpilotSink(BatchSink):
         self._rejects = services.rejects
         self._summary = services.summary
         self._checkpoints = services.checkpoints
-        self._buffer = services.buffer
         self._check = services.check
-        self._deletions = services.deletions
         self._save_keys = services.save_object_keys
         #: hard_delete: every profile row is noted for mirror deletes (with its version, if any).
         self._mirror = services.mirror if profiles else None
-        self._events = services.events() if rules.kind is Kind.TRACK else None
+        #: A plan (``plan_path``) counts each outcome; a run applies it (below).
+        self._plan = services.plan
+        if services.plan is None:
+            assert services.buffer is not None
+            assert services.deletions is not None and services.events is not None
+            self._buffer = services.buffer
+            self._deletions = services.deletions
+            self._events = services.events() if rules.kind is Kind.TRACK else None
         #: The names this stream's records used; for profiles, the keys sent under each object
         #: property, so a null or smaller object clears them.
         self.names = NamesSeen(services.object_keys(stream_name) if profiles else None)
@@ -195,6 +201,10 @@ class UserpilotSink(BatchSink):
     def process_record(self, record: dict, context: dict) -> None:
         """Classify one record, then apply what it became."""
         del context  # rows live in the buffer
+        plan = self._plan
+        if plan is not None and plan.stopped:
+            plan.skip()  # the run would have stopped before this record
+            return
         seq = self._checkpoints.record()
         tally = self.tally
         tally.received += 1  # the one counter only this (the reading) thread changes
@@ -203,6 +213,17 @@ class UserpilotSink(BatchSink):
         names = self.names
         outcome = decide(record, self.rules, names, unreadable)
         stream = self.stream_name
+        if plan is not None:
+            plan.count(stream, self.rules, outcome, tally.received, seq)
+        else:
+            self._apply(outcome, record, seq)
+        if len(names.collisions) != self._notes.collisions_warned:
+            self._notes.collisions(names)
+
+    def _apply(self, outcome: Outcome, record: dict, seq: int) -> None:
+        """The one place a record's outcome becomes work: a row, a deletion, an event, a refusal."""
+        stream = self.stream_name
+        names = self.names
         match outcome:
             case Upsert(row_id, line):
                 keys = names.keys
@@ -216,7 +237,7 @@ class UserpilotSink(BatchSink):
                     self._notes.upserted(row_id, self._deletions)
             case TrackEvent(key, body, happened_at):
                 assert self._events is not None  # a TRACK stream's
-                self._events.add(stream, seq, tally.received, key, body)
+                self._events.add(stream, seq, self.tally.received, key, body)
                 self._notes.tracked(happened_at)
             case ImportRecord(key, line, user_id, left_out):
                 self._buffer.add(EVENTS, stream, key, line, seq, user_id=user_id)
@@ -227,13 +248,11 @@ class UserpilotSink(BatchSink):
                     self._summary.add(stream, "superseded")
                 self._deletions.add(self.rules.object, stream, row_id, seq)
             case Rejection():
-                self._reject(outcome, record, tally.received, seq)
+                self._reject(outcome, record, self.tally.received, seq)
             case Skip():
                 if outcome is SKIP_DELETED:
                     self._summary.add(stream, "deleted_ignored")
                     self._notes.deleted_ignored()
-        if len(names.collisions) != self._notes.collisions_warned:
-            self._notes.collisions(names)
 
     def _reject(self, rejection: Rejection, record: dict, position: int, seq: int) -> None:
         """The one place a record of this stream is refused: counted, logged, kept, or the run

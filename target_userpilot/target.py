@@ -38,6 +38,7 @@ from target_userpilot.logs import (
     set_metrics_level,
     structure_stray_output,
 )
+from target_userpilot.plan.planner import Planner
 from target_userpilot.records.routing import COMPANIES, USERS
 from target_userpilot.run import Run
 from target_userpilot.settings import (
@@ -88,7 +89,10 @@ class TargetUserpilot(Target):
         #: The SDK's ``record_count`` counter of every sink built, flushed by a run that does
         #: not reach the end of input (the SDK flushes them only there).
         self._record_counters: list[metrics.Counter] = []
-        self.run = Run(settings, user_agent=self.name)
+        #: The run, or with ``plan_path`` a plan of it: the same calls, nothing sent.
+        self.run: Run | Planner = (
+            Planner(settings) if settings.plan_path else Run(settings, user_agent=self.name)
+        )
         # The one way a stop reaches the reading thread: it checks between lines, and a stop
         # wakes it while it waits for input.
         reader = self.message_reader
@@ -304,8 +308,12 @@ class TargetUserpilot(Target):
         config: t.Any = None,
         file_input: t.IO[str] | None = None,
         check_connection: bool = False,
+        plan_path: str | None = None,
     ) -> None:
         """Run the target; a known failure ends with one clear sentence and its exit code.
+
+        ``--plan PATH`` sets ``plan_path``: the run becomes a plan of itself (Meltano's
+        ``plan`` command passes it, since a command can pass arguments but not settings).
 
         Built here rather than by the SDK's ``invoke`` so that a run that stops early still
         lets the job in flight end (its STATE goes out), removes its batch files and prints its
@@ -321,8 +329,11 @@ class TargetUserpilot(Target):
                 return
             cls.print_version(print_fn=cls.logger.info)
             check_stdout()
+            values = getattr(config, "config", None)
+            if plan_path is not None:
+                values = {**(values or {}), "plan_path": plan_path}
             target = cls(
-                config=getattr(config, "config", None),
+                config=values,
                 validate_config=True,
                 parse_env_config=bool(getattr(config, "parse_env", False)),
             )
@@ -403,7 +414,7 @@ class TargetUserpilot(Target):
     @classmethod
     @override
     def get_singer_command(cls) -> click.Command:
-        """The SDK's command, plus ``--check-connection``."""
+        """The SDK's command, plus ``--check-connection`` and ``--plan``."""
         command = super().get_singer_command()
         command.params.append(
             click.Option(
@@ -411,6 +422,18 @@ class TargetUserpilot(Target):
                 is_flag=True,
                 default=False,
                 help="Check api_key and api_url with one read-only request, then exit.",
+            )
+        )
+        command.params.append(
+            click.Option(
+                ["--plan", "plan_path"],
+                default=None,
+                metavar="PATH",
+                help=(
+                    "Plan the run: write what it would do to the JSON file PATH (and a summary "
+                    "to stderr); send nothing, write nothing to the ledger, write no STATE. "
+                    "Sets plan_path."
+                ),
             )
         )
         return command

@@ -530,6 +530,33 @@ class Ledger(ABC):
         if steps:
             self._execute("removing deleted profiles from the full-table versions", steps)
 
+    def version_entries(self, scope: str, object: str, stream: str) -> dict[str, int]:
+        """Each id recorded for ``stream``, with the version it was last loaded in (a plan)."""
+        rows = self._query(
+            "reading a stream's full-table versions",
+            "SELECT id, version FROM version_ids WHERE scope = :scope AND object = :object "
+            "AND stream = :stream",
+            {"scope": scope, "object": object, "stream": stream},
+        )
+        return {row_id: int(version) for row_id, version in rows}
+
+    def ids_held_by_others(
+        self, scope: str, object: str, stream: str, ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``ids`` another stream than ``stream`` holds, with or without versions."""
+        found: set[str] = set()
+        for table in ("version_ids", "unversioned_ids"):
+            sql = (
+                f"SELECT id FROM {table} "  # noqa: S608 - a table name and placeholders
+                "WHERE scope = :scope AND object = :object AND stream <> :stream "
+                f"AND {self.dialect.ids_in('id')}"
+            )
+            params = {"scope": scope, "object": object, "stream": stream}
+            found.update(
+                i for (i,) in self._lookup("looking up ids other streams hold", sql, params, ids)
+            )
+        return found
+
     def has_version(self, scope: str, object: str, stream: str, version: int) -> bool:
         """Whether some id was recorded as loaded from ``stream`` in ``version``."""
         rows = self._query(

@@ -122,6 +122,27 @@ class _Version:
 
 
 @dataclass(frozen=True)
+class VersionEnd:
+    """A finished version: what it lacks, and the guard's verdict on deleting it (for a plan)."""
+
+    stream: str
+    object: str
+    version: int
+    #: The stream's ids in the ledger; those the version lacks that no other stream holds;
+    #: those it lacks that another stream holds (they stay).
+    known: int
+    missing: int
+    held: int
+    #: How many the guard lets one version delete.
+    allowed: int
+
+    @property
+    def stops(self) -> bool:
+        """More than the guard allows: the run stops before deleting any of them."""
+        return self.missing > self.allowed
+
+
+@dataclass(frozen=True)
 class Guard:
     """The largest deletion one version may cause: a share of the known profiles, or a floor."""
 
@@ -195,8 +216,14 @@ class MirrorDeletes:
         dry_run: bool = False,
         close_at_end_of_input: bool = False,
         delete_filtered: bool = False,
+        planning: bool = False,
+        on_end: Callable[[VersionEnd], None] | None = None,
     ) -> None:
         self._ledger = ledger
+        #: A plan (``plan_path``): the lines say what a real run would do.
+        self._planning = planning
+        #: Told of each finished version, before the guard acts (a plan counts them).
+        self._on_end = on_end
         self._scope = scope
         self._checkpoints = checkpoints
         self._deletions = deletions
@@ -462,6 +489,9 @@ class MirrorDeletes:
         with self._lock:
             del self._open[stream]
         known, missing, held = self._ledger.version_counts(self._scope, object, stream, version)
+        allowed = self.guard.allowed(known)
+        if self._on_end is not None:
+            self._on_end(VersionEnd(stream, object, version, known, missing, held, allowed))
         # Profiles another stream still holds are no candidates: only the others count.
         elsewhere = f" ({held} more it lacks stay: another stream still loads them)" if held else ""
         # mirror_delete_on_end_of_input: the end of input, not a closing message, ended it.
@@ -479,7 +509,6 @@ class MirrorDeletes:
             )
             self._drop_held(entry, held)
             return
-        allowed = self.guard.allowed(known)
         if missing > allowed:
             share = missing / known
             if not self._dry_run:
@@ -511,6 +540,8 @@ class MirrorDeletes:
             elsewhere,
             "listing their deletion requests in output_dir (dry run)"
             if self._dry_run
+            else "a real run would delete them from Userpilot (plan)"
+            if self._planning
             else "deleting them from Userpilot",
         )
         for row_id in ids:

@@ -48,6 +48,8 @@ from target_userpilot.records.decide import (
     Upsert,
 )
 from target_userpilot.records.object_keys import ObjectKeys
+from target_userpilot.records.rows import encode_row, merge_rows
+from target_userpilot.records.values import decode_line
 from target_userpilot.rejects import RejectLog
 from target_userpilot.run import SinkServices
 from target_userpilot.settings import Settings
@@ -93,6 +95,8 @@ class Planner:
         self._written = False
         #: Decisions waiting for the ledger's answers, in input order.
         self._items: list[_Item] = []
+        #: Per object, the rows of the batch a run would have open (merged as it merges them).
+        self._batches: dict[str, PlannedBatch] = {}
         #: (object, id) -> the hash of the profile's last row in this input (DELETED: deleted).
         self._rows: dict[tuple[str, str], bytes] = {}
         #: stream -> event keys seen in this input.
@@ -141,7 +145,7 @@ class Planner:
             self.scope,
             self.checkpoints,
             _MirrorDeletions(self),
-            flush=lambda _object: None,
+            flush=self._seal,
             check=self.check,
             guard=Guard(settings.mirror_delete_max_percent, settings.mirror_delete_floor),
             close_at_end_of_input=settings.mirror_delete_on_end_of_input,
@@ -186,7 +190,7 @@ class Planner:
         mirror = self.mirror if rules.kind is Kind.PROFILES else None
         match outcome:
             case Upsert(row_id, line):
-                self._items.append((_ROW, plan, rules.object, row_id, row_hash(line)))
+                self._add_row(plan, rules.object, row_id, line)
                 if mirror is not None:
                     mirror.seen(stream, rules.object, row_id, seq)
             case TrackEvent(key) | ImportRecord(key):
@@ -212,8 +216,34 @@ class Planner:
         if len(self._items) >= LOOKUP_EVERY:
             self._look_up()
 
+    def _add_row(self, plan: StreamPlan, object: str, row_id: str, line: bytes) -> None:
+        """A row into its object's open batch, which goes up when full (as in a run)."""
+        batch = self._batches.get(object)
+        if batch is None:
+            settings = self.settings
+            batch = PlannedBatch(settings.batch_size_rows, settings.max_file_bytes)
+            self._batches[object] = batch
+        elif not batch.fits(row_id, line):
+            self._seal(object)
+            batch = self._batches[object]
+        batch.add(plan, row_id, line)
+
+    def _seal(self, object: str) -> None:
+        """The object's open batch goes up: its rows, merged per profile, wait for the ledger."""
+        batch = self._batches.get(object)
+        if batch is None or not batch.rows:
+            return
+        self._batches[object] = PlannedBatch(batch.max_rows, batch.max_bytes)
+        for row_id, plan, line, folded in batch.seal():
+            for earlier in folded:
+                earlier.note("merged")
+            self._items.append((_ROW, plan, object, row_id, row_hash(line)))
+
     def queue_deletion(self, plan: StreamPlan, object: str, row_id: str, source: str) -> None:
         """A deletion a real run would queue (``source``: ``marked`` or ``mirrored``)."""
+        batch = self._batches.get(object)
+        if batch is not None:
+            batch.supersede(row_id)  # its earlier rows in the open batch are not sent
         self._items.append((_DELETION, plan, object, row_id, source))
         # Accepted, no full-table version holds the id any more.
         self.versions.forget(self.scope, object, [row_id])
@@ -311,6 +341,8 @@ class Planner:
         self.check()
         if self.mirror is not None:
             self.mirror.finish(self.checkpoints.record())
+        for object in list(self._batches):
+            self._seal(object)
         self._look_up()
         if self.tally.stop is None:
             self._nothing_loaded()
@@ -351,6 +383,58 @@ class Planner:
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
+
+
+class PlannedBatch:
+    """A batch a run would fill: the same limits, rows of one profile merged in input order.
+
+    Only the row and byte limits seal it (and a version's end, and the end of input): a real
+    run also sends an open batch after ``batch_wait_seconds`` while no job runs, so with a slow
+    tap a profile repeated in the input may go in two batches (two rows) instead of one.
+    """
+
+    def __init__(self, max_rows: int, max_bytes: int) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.records = 0
+        self.bytes = 0
+        #: id -> its rows so far, each with the stream plan of its record, in input order.
+        self._rows: dict[str, list[tuple[StreamPlan, bytes]]] = {}
+
+    @property
+    def rows(self) -> int:
+        """Profiles in the batch (rows once merged)."""
+        return len(self._rows)
+
+    def fits(self, row_id: str, line: bytes) -> bool:
+        """Whether the row goes in this batch (``BatchFile.fits``'s rule)."""
+        if row_id not in self._rows and self.rows >= self.max_rows:
+            return False
+        return self.records == 0 or self.bytes + len(line) <= self.max_bytes
+
+    def add(self, plan: StreamPlan, row_id: str, line: bytes) -> None:
+        """One more row of ``row_id``."""
+        self._rows.setdefault(row_id, []).append((plan, line))
+        self.records += 1
+        self.bytes += len(line)
+
+    def supersede(self, row_id: str) -> None:
+        """A deletion of ``row_id``: its rows so far are left out (``BatchFile.supersede``)."""
+        self._rows.pop(row_id, None)
+
+    def seal(self) -> list[tuple[str, StreamPlan, bytes, list[StreamPlan]]]:
+        """Each profile's row as the run would send it: its id, the stream plan of its last
+        record, its merged line, and the stream plans of the records folded into it."""
+        sealed = []
+        for row_id, rows in self._rows.items():
+            plan, line = rows[-1]
+            if len(rows) > 1:
+                merged = decode_line(rows[0][1])
+                for _, later in rows[1:]:
+                    merged = merge_rows(merged, decode_line(later))
+                line = encode_row(merged)
+            sealed.append((row_id, plan, line, [earlier for earlier, _ in rows[:-1]]))
+        return sealed
 
 
 class PlanMirror(MirrorDeletes):

@@ -27,6 +27,7 @@ PLAN_FORMAT = 1
 SUMMARY_COUNTERS = (
     "received",
     "rows_sent",
+    "merged",
     "unchanged",
     "rejected",
     "deleted",
@@ -70,8 +71,10 @@ class StreamPlan:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
-    #: Rows of a profile that came earlier in this input (a run merges them in one batch).
+    #: Rows of a profile sent earlier in this input, in another batch (sent again).
     repeated: int = 0
+    #: Records folded into a later row of the same profile in one batch (the summary's).
+    merged: int = 0
     #: Deletion records (``_sdc_deleted_at`` with ``hard_delete``), and ids a finished
     #: full-table version lacks; of both, those Userpilot accepted deleting in an earlier run.
     marked: int = 0
@@ -130,6 +133,7 @@ class StreamPlan:
         return {
             "received": self.received,
             "rows_sent": self.rows_sent,
+            "merged": self.merged,
             "unchanged": self.unchanged if self.skip_unchanged else 0,
             "rejected": self.rejected,
             "deleted": self.deleted,
@@ -149,6 +153,7 @@ class StreamPlan:
                 "changed": self.changed,
                 "unchanged": self.unchanged,
                 "repeated": self.repeated,
+                "merged": self.merged,
                 "to_send": self.rows_sent,
             },
             "deletions": {

@@ -653,8 +653,34 @@ def env_config(
         if variable not in environ:
             continue
         logger.info("Parsing '%s' config from env variable '%s'.", name, variable)
-        config[name] = _env_value(variable, environ[variable], prop)
+        value = _env_value(variable, environ[variable], prop)
+        if isinstance(value, dict) and environ.get("MELTANO_LOADER_NAME"):
+            value = meltano_nested(value)
+        config[name] = value
     return config
+
+
+def meltano_nested(value: dict[str, Any]) -> dict[str, Any]:
+    """An object setting as Meltano hands it to a command, nested as it nests a run's config.
+
+    Meltano sets an object setting's variable with its keys flattened by dots
+    (``{"accounts.object": "companies"}``) and nests them again only in the config file of a
+    run; a command reading ``--config ENV`` (the loader's ``plan``) gets the flat form. Nested
+    here the same way (``\\.`` is a literal dot), the command reads what the run reads.
+    """
+    nested: dict[str, Any] = {}
+    for key, item in value.items():
+        parts = [part.replace("\\.", ".") for part in re.split(r"(?<!\\)\.", key)]
+        node = nested
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        if isinstance(item, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(item)
+        else:
+            node[parts[-1]] = item
+    return nested
 
 
 def _load_dotenv(prefix: str) -> None:

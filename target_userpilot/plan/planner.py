@@ -106,6 +106,8 @@ class Planner:
         self._keys_from_ledger = settings.skip_unchanged or settings.hard_delete or importing
         self._object_keys: dict[str, ObjectKeys] = {}
         self.versions = PlannedVersions(self.ledger)
+        #: The last full-table version that ended (where a guard stop happened).
+        self.last_version: VersionEnd | None = None
         self.mirror = self._mirror() if settings.hard_delete else None
         self.services = SinkServices(
             settings,
@@ -201,7 +203,7 @@ class Planner:
                 plan.reject(reason, profile_id or f"record {position}")
                 if profile_id is not None and mirror is not None:
                     mirror.seen(stream, rules.object, profile_id, seq)
-                if rules.keys_required or self.settings.on_invalid_record == "fail":
+                if rules.keys_required:  # on_invalid_record: fail
                     where = f"record {position} of stream '{stream}'"
                     self.stop_at(
                         PlanStop(
@@ -242,14 +244,15 @@ class Planner:
     def queue_deletion(self, plan: StreamPlan, object: str, row_id: str, source: str) -> None:
         """A deletion a real run would queue (``source``: ``marked`` or ``mirrored``)."""
         batch = self._batches.get(object)
-        if batch is not None:
-            batch.supersede(row_id)  # its earlier rows in the open batch are not sent
+        if batch is not None and batch.supersede(row_id):
+            plan.note("superseded")  # its earlier rows in the open batch are not sent
         self._items.append((_DELETION, plan, object, row_id, source))
         # Accepted, no full-table version holds the id any more.
         self.versions.forget(self.scope, object, [row_id])
 
     def _version_ended(self, end: VersionEnd) -> None:
         self.tally.stream(end.stream, end.object).versions.append(end)
+        self.last_version = end
 
     def stop_at(self, stop: PlanStop) -> None:
         """The real run would stop here: say so, and count nothing after it."""
@@ -418,9 +421,10 @@ class PlannedBatch:
         self.records += 1
         self.bytes += len(line)
 
-    def supersede(self, row_id: str) -> None:
-        """A deletion of ``row_id``: its rows so far are left out (``BatchFile.supersede``)."""
-        self._rows.pop(row_id, None)
+    def supersede(self, row_id: str) -> bool:
+        """A deletion of ``row_id``: its rows so far are left out (``BatchFile.supersede``);
+        True if it had any."""
+        return self._rows.pop(row_id, None) is not None
 
     def seal(self) -> list[tuple[str, StreamPlan, bytes, list[StreamPlan]]]:
         """Each profile's row as the run would send it: its id, the stream plan of its last
@@ -469,7 +473,8 @@ class PlanMirror(MirrorDeletes):
         try:
             super().finish(seq)
         except MirrorDeleteRefused as exc:
-            self._planner.stop_at(PlanStop("guard", "", str(exc)))
+            end = self._planner.last_version
+            self._planner.stop_at(PlanStop("guard", end.stream if end else "", str(exc)))
 
 
 class _MirrorDeletions:

@@ -33,6 +33,7 @@ SUMMARY_COUNTERS = (
     "deleted",
     "deleted_before",
     "deleted_ignored",
+    "superseded",
     "events_sent",
     "events_skipped",
 )
@@ -82,6 +83,8 @@ class StreamPlan:
     already_deleted: int = 0
     #: Records the source deleted, left alone with ``hard_delete`` off.
     deleted_ignored: int = 0
+    #: Deletions whose profile had rows in the open batch: those rows are not sent.
+    superseded: int = 0
     events_new: int = 0
     events_sent_before: int = 0
     #: Events whose key came earlier in this input: sent once.
@@ -139,6 +142,7 @@ class StreamPlan:
             "deleted": self.deleted,
             "deleted_before": self.already_deleted,
             "deleted_ignored": self.deleted_ignored,
+            "superseded": self.superseded,
             "events_sent": self.events_new,
             "events_skipped": self.events_sent_before + self.events_repeated,
         }
@@ -162,6 +166,7 @@ class StreamPlan:
                 "already_deleted": self.already_deleted,
                 "to_delete": self.deleted,
                 "ignored": self.deleted_ignored,
+                "superseded": self.superseded,
             },
             "versions": [version_verdict(end) for end in self.versions],
             "events": {

@@ -43,6 +43,7 @@ PREDICTED = (
     "deleted",
     "deleted_before",
     "deleted_ignored",
+    "superseded",
     "events_sent",
     "events_skipped",
 )
@@ -295,3 +296,26 @@ def test_the_readme_plan_example_prints_what_the_readme_shows(
     messages = [line.split(" | ", 3)[-1] for line in planned.stderr.splitlines()]
     start = messages.index(shown_lines[0])
     assert messages[start : start + len(shown_lines)] == shown_lines
+
+
+def test_a_deletion_after_a_row_of_its_profile_supersedes_it_in_the_plan_as_in_the_run(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    config = {**config, "hard_delete": True, "state_db": str(tmp_path / "state.db")}
+    messages = [
+        schema("users", TAP_USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        record("users", user(2)),
+        record("users", deleted_user(2)),
+        state({"done": True}),
+    ]
+
+    plan, _ = _plan(run_target, config, messages, tmp_path, sandbox)
+
+    users = plan["streams"]["users"]
+    assert users["profiles"]["to_send"] == 1
+    assert users["deletions"]["superseded"] == 1 and users["deletions"]["to_delete"] == 1
+    run = run_target(config, messages, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _counted(run, "users") == _predicted(plan, "users")
+    assert sorted(sandbox.profiles("users")) == ["1"]

@@ -637,7 +637,7 @@ class EventLane(Lane):
             self.unconfirmed += 1
             self._unconfirmed_in_a_row += 1
             first, in_a_row = self.unconfirmed == 1, self._unconfirmed_in_a_row
-            self._summary.stream(event.stream).events_unconfirmed += 1
+            self._summary.add(event.stream, "events_unconfirmed")
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
         self._move_hold()

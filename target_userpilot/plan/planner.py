@@ -320,7 +320,7 @@ class Planner:
         """Raise why the plan stops: a signal (the reading thread calls this per record)."""
         if self._signal is not None:
             name = signal.Signals(self._signal).name
-            msg = f"Received {name} while planning: no plan file was written."
+            msg = f"Received {name} while planning, before the end of input."
             raise Terminated(msg)
 
     def signal(self, signum: int) -> None:
@@ -382,7 +382,15 @@ class Planner:
     def close(self, error: BaseException | None = None) -> None:
         """Release the ledger; a plan that failed says that no plan file was written."""
         if error is not None and not self._written:
-            logger.warning("The plan did not finish, so no plan file was written: %s", error)
+            # An earlier plan left there would describe another input: it goes too.
+            earlier = os.path.isfile(self.path)
+            if earlier:
+                os.remove(self.path)
+            logger.warning(
+                "The plan did not finish, so no plan file was written%s: %s",
+                f" (the earlier one at '{self.path}' was removed)" if earlier else "",
+                error,
+            )
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None

@@ -319,3 +319,22 @@ def test_a_deletion_after_a_row_of_its_profile_supersedes_it_in_the_plan_as_in_t
     assert run.returncode == 0, run.stderr[-3000:]
     assert _counted(run, "users") == _predicted(plan, "users")
     assert sorted(sandbox.profiles("users")) == ["1"]
+
+
+def test_a_plan_that_fails_leaves_no_plan_file_not_even_an_earlier_one(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text('{"outcome": {"completes": true}}', encoding="utf-8")
+    messages: list[dict[str, Any] | str] = [
+        schema("users", USER_SCHEMA, ["id"]),
+        record("users", user(1)),
+        "{not json",
+    ]
+
+    planned = run_target({**config, "plan_path": str(plan_path)}, messages, tmp_path=tmp_path)
+
+    assert planned.returncode != 0
+    assert not plan_path.exists()
+    assert "The plan did not finish, so no plan file was written" in planned.stderr
+    assert sandbox.request_log() == []

@@ -62,11 +62,12 @@ class TargetRun:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
     @property
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The machine-readable end-of-run summary."""
         for line in self.stderr.splitlines():
             if line.startswith("TARGET_USERPILOT_SUMMARY "):
-                return json.loads(line.split(" ", 1)[1])
+                summary: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+                return summary
         raise AssertionError("no summary line in stderr:\n" + self.stderr[-3000:])
 
 
@@ -75,8 +76,8 @@ class RunTarget(Protocol):
 
     def __call__(
         self,
-        config: dict,
-        messages: Iterable[dict | str],
+        config: dict[str, Any],
+        messages: Iterable[dict[str, Any] | str],
         *,
         tmp_path: Path | None = None,
         env: dict[str, str] | None = None,
@@ -86,8 +87,8 @@ class RunTarget(Protocol):
 
 
 def run_process(
-    config: dict,
-    messages: Iterable[dict | str],
+    config: dict[str, Any],
+    messages: Iterable[dict[str, Any] | str],
     *,
     tmp_path: Path,
     env: dict[str, str] | None = None,
@@ -111,8 +112,8 @@ def run_process(
 
 
 def run_in_process(
-    config: dict,
-    messages: Iterable[dict | str],
+    config: dict[str, Any],
+    messages: Iterable[dict[str, Any] | str],
     *,
     tmp_path: Path,
     env: dict[str, str] | None = None,
@@ -164,7 +165,7 @@ def _invoke(argv: list[str]) -> int:
     except SystemExit as exit_:
         return _exit_status(exit_.code)
     except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught exception
-        sys.excepthook(*sys.exc_info())  # type: ignore[arg-type]
+        sys.excepthook(*sys.exc_info())
         return 1
     return 0
 
@@ -266,7 +267,7 @@ class TargetProcess:
         config: dict[str, Any],
         tmp_path: Path,
         *,
-        messages: Iterable[dict | str] | None = None,
+        messages: Iterable[dict[str, Any] | str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         config_path = tmp_path / "process-config.json"
@@ -306,7 +307,7 @@ class TargetProcess:
             self._lines.put(value)
         self._lines.put(_END)
 
-    def send(self, messages: Iterable[dict | str]) -> None:
+    def send(self, messages: Iterable[dict[str, Any] | str]) -> None:
         """Write messages to the target's stdin now."""
         self.send_bytes(encode_messages(messages))
 

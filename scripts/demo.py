@@ -109,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_target(config_path: Path, input_path: Path, workdir: str) -> subprocess.CompletedProcess:
+def _run_target(
+    config_path: Path, input_path: Path, workdir: str
+) -> subprocess.CompletedProcess[str]:
     """The real target, as a Meltano or shell pipeline would run it; its log goes to stderr."""
     env = dict(os.environ)
     # Settings come from the config file alone, as in the README's first example.

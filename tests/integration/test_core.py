@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from singer_sdk.testing import get_target_test_class
 from singer_sdk.testing.suites import target_tests
@@ -67,7 +69,7 @@ class TestTargetUserpilotFailMode(_NoIdStreamsExcluded, _StandardFail):  # type:
 
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
-    def _stop_sandbox(cls):
+    def _stop_sandbox(cls) -> Iterator[None]:
         yield
         _SANDBOX.stop()
 

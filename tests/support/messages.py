@@ -26,7 +26,7 @@ USER_SCHEMA: dict[str, Any] = {
         "active": {"type": ["boolean", "null"]},
     },
 }
-COMPANY_SCHEMA = {
+COMPANY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "company_id": {"type": "string"},
@@ -132,7 +132,7 @@ def deleted_user(i: int) -> dict[str, Any]:
     return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
 
 
-EVENT_SCHEMA = {
+EVENT_SCHEMA: dict[str, Any] = {
     "event_id": {"type": "string"},
     "user_id": {"type": "integer"},
     "event_name": {"type": "string"},

@@ -34,7 +34,7 @@ from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
-import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/
+from support import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/support/
 
 API_KEY = "bench-key"
 USERS = 200
@@ -171,13 +171,13 @@ def main() -> None:
         work = Path(tmp)
         pace = measure_pace(work, events, args.limit)
         ledger = {"sqlite": measure_ledger(str(work / "ledger-bench.db"), events)}
-        if pg.available():
+        if pg.missing() is None:
             server = pg.PostgresServer()
             server.start()
             try:
                 ledger["postgresql"] = measure_ledger(server.url, events)
             finally:
-                server.stop()
+                server.remove()
     pace["rerun_us_per_event"] = round(pace["rerun_seconds"] / events * 1e6)
     results = {"pace": pace, "ledger": ledger}
     print(

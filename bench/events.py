@@ -78,7 +78,9 @@ def _messages(events: int) -> list[dict[str, Any]]:
     return out
 
 
-def _run_target(config: dict[str, Any], input_path: Path, work: Path) -> tuple[float, dict]:
+def _run_target(
+    config: dict[str, Any], input_path: Path, work: Path
+) -> tuple[float, dict[str, Any]]:
     config_path = work / "config.json"
     config_path.write_text(json.dumps(config))
     start = time.perf_counter()

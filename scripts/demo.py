@@ -11,6 +11,7 @@ Nothing leaves the machine: the sandbox listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -31,10 +32,8 @@ COMPANY_COLUMNS = ("company_id", "name", "plan", "seats", "industry")
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status (non-zero when the target failed)."""
     args = _parser().parse_args(argv)
-    try:
-        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
-    except AttributeError:
-        pass
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
     try:
         from target_userpilot.sandbox import Sandbox
     except ImportError as exc:

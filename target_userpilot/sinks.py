@@ -49,11 +49,10 @@ OLD_EVENT_SECONDS = 3600.0
 if t.TYPE_CHECKING:
     import logging
 
-    from singer_sdk import Target
-
     from target_userpilot.lanes.deletions import DeletionLane
     from target_userpilot.records.object_keys import ObjectKeys
     from target_userpilot.run import SinkServices
+    from target_userpilot.target import TargetUserpilot
 
 
 class UserpilotSink(BatchSink):
@@ -61,7 +60,7 @@ class UserpilotSink(BatchSink):
 
     def __init__(
         self,
-        target: Target,
+        target: TargetUserpilot,
         stream_name: str,
         schema: dict[str, t.Any],
         key_properties: t.Sequence[str] | None,
@@ -69,7 +68,7 @@ class UserpilotSink(BatchSink):
         #: Read before the SDK's __init__, which asks for it (``include_sdc_metadata_properties``).
         self._add_record_metadata = bool(target.config.get("add_record_metadata", False))
         super().__init__(target, stream_name, schema, key_properties)
-        services: SinkServices = target.services  # type: ignore[attr-defined]
+        services: SinkServices = target.services
         settings = services.settings
         validator = self.record_validator
         mapping = settings.object_mapping.get(stream_name)

@@ -301,6 +301,8 @@ class TargetUserpilot(Target):
 
     @classmethod
     @override
+    # [override] ignored as on the SDK's own Target.invoke, whose keywords already differ from
+    # PluginBase.invoke's; ours adds check_connection.
     def invoke(  # type: ignore[override]
         cls,
         *,

@@ -209,17 +209,29 @@ def test_an_api_key_of_the_wrong_type_is_not_printed(tmp_path: Path) -> None:
 # The key goes to api_url only.
 
 
+class _RecordingServer(ThreadingHTTPServer):
+    """Answers every request with ``answer``; ``seen`` holds each method, path and headers."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: tuple[int, dict[str, str]]) -> None:
+        super().__init__(("127.0.0.1", 0), _Recorder)
+        self.answer = answer
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+
 class _Recorder(BaseHTTPRequestHandler):
-    """Answers every request with ``server.answer``; records method, path and headers."""
+    """Answers as its :class:`_RecordingServer` says, and records what it was asked."""
 
     protocol_version = "HTTP/1.1"
+    server: _RecordingServer
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        self.server.seen.append((self.command, self.path, dict(self.headers)))  # type: ignore[attr-defined]
-        status, headers = self.server.answer  # type: ignore[attr-defined]
+        self.server.seen.append((self.command, self.path, dict(self.headers)))
+        status, headers = self.server.answer
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -233,11 +245,8 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-def _server(answer: tuple[int, dict[str, str]]) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.daemon_threads = True
-    server.seen = []  # type: ignore[attr-defined]
-    server.answer = answer  # type: ignore[attr-defined]
+def _server(answer: tuple[int, dict[str, str]]) -> _RecordingServer:
+    server = _RecordingServer(answer)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
     return server
 
@@ -261,8 +270,8 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(
             server.server_close()
 
     assert code == 8, run.stderr[-3000:]
-    assert elsewhere.seen == []  # type: ignore[attr-defined]
-    (method, path, headers), *_ = redirecting.seen  # type: ignore[attr-defined]
+    assert elsewhere.seen == []
+    (method, path, headers), *_ = redirecting.seen
     assert (method, path) == ("POST", "/v1/users/bulk_identify")
     assert headers["Authorization"] == f"Token {KEY}"  # api_url itself does get the key
     stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
@@ -288,7 +297,7 @@ def test_proxy_settings_from_the_environment_are_not_used(
         proxy.server_close()
 
     assert code == 0, run.stderr[-3000:]
-    assert proxy.seen == []  # type: ignore[attr-defined]
+    assert proxy.seen == []
     assert len(keyed_sandbox.profiles("users")) == 20
 
 
@@ -536,7 +545,7 @@ def test_a_proxy_password_with_a_hash_is_a_configuration_error_that_hides_it(
     assert "The proxy in HTTPS_PROXY (http://proxyuser:***@127.0.0.1:" in stopped
     assert "%23" in stopped
     assert "does not answer like Userpilot" not in run.stderr
-    assert proxy.seen == []  # type: ignore[attr-defined]
+    assert proxy.seen == []
     assert_no_secret(run.output, secret)
     assert "S3cret" not in run.stderr and "Pr0xy" not in run.stderr
 

@@ -489,12 +489,12 @@ _PII_RECORD = {"id": 7, "email": PII}
             id="schema-properties-missing",
         ),
         pytest.param(
-            schema("users", USER_SCHEMA, "id"),  # type: ignore[arg-type]
+            schema("users", USER_SCHEMA, "id"),  # type: ignore[arg-type]  # wrong on purpose
             "is a SCHEMA message whose 'key_properties' is not a list of property names",
             id="key-properties-string",
         ),
         pytest.param(
-            schema("users", USER_SCHEMA, [1]),  # type: ignore[list-item]
+            schema("users", USER_SCHEMA, [1]),  # type: ignore[list-item]  # wrong on purpose
             "is a SCHEMA message whose 'key_properties' is not a list of property names",
             id="key-properties-integers",
         ),

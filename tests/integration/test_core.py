@@ -53,6 +53,8 @@ class _NoIdStreamsExcluded:
         """See the reason."""
 
 
+# The SDK builds the standard test classes at run time (get_target_test_class): to mypy they
+# are values, not classes.
 class TestTargetUserpilot(_NoIdStreamsExcluded, _Standard):  # type: ignore[misc, valid-type]
     """Standard target tests, with the default on_invalid_record: skip."""
 
@@ -64,6 +66,7 @@ class TestTargetUserpilot(_NoIdStreamsExcluded, _Standard):  # type: ignore[misc
         """Run in fail mode below."""
 
 
+# A class built at run time too (see above).
 class TestTargetUserpilotFailMode(_NoIdStreamsExcluded, _StandardFail):  # type: ignore[misc, valid-type]
     """The same standard tests with on_invalid_record: fail, where the SDK's errors apply."""
 

@@ -355,7 +355,7 @@ def test_a_ledger_failing_as_a_batch_goes_up_leaves_no_file(
     spool.mkdir()
     run = Run(
         _settings(skip_unchanged=True, batch_size_rows=5),
-        parts=RunParts(client=fake, ledger=parts_ledger, spool_dir=str(spool)),  # type: ignore[arg-type]
+        parts=RunParts(client=fake, ledger=parts_ledger, spool_dir=str(spool)),  # type: ignore[arg-type]  # a stand-in
     )
     try:
         _add_users(run, range(5))  # sealed: skip_unchanged looks it up as it goes up
@@ -387,7 +387,7 @@ def test_a_slow_ledger_holds_up_neither_the_reading_thread_nor_the_buffer(tmp_pa
     fake = FakeUserpilot()
     run = Run(
         _settings(skip_unchanged=True, batch_size_rows=2),
-        parts=RunParts(client=fake, ledger=SlowLedger(), spool_dir=str(tmp_path)),  # type: ignore[arg-type]
+        parts=RunParts(client=fake, ledger=SlowLedger(), spool_dir=str(tmp_path)),  # type: ignore[arg-type]  # a stand-in
     )
     try:
         _add_users(run, range(2))  # sealed; the lane looks it up, and waits on the ledger

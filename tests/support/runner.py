@@ -189,6 +189,7 @@ def _process_state_restored() -> Iterator[None]:
     environ = dict(os.environ)
     cwd = os.getcwd()
     loggers = _logging_state()
+    # Whether logging.captureWarnings is on: logging's own private flag, not in its stubs.
     captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # noqa: SLF001
     try:
         with warnings.catch_warnings():
@@ -294,7 +295,8 @@ class TargetProcess:
     def _feed(self, data: bytes) -> None:
         try:
             self.send_bytes(data)
-            self.proc.stdin.close()  # type: ignore[union-attr]
+            assert self.proc.stdin is not None  # started with stdin=PIPE
+            self.proc.stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass  # stopped before it read everything: that may be the point
 

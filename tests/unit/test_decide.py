@@ -83,9 +83,9 @@ def test_rules_are_one_immutable_value() -> None:
     rules = _rules(hard_delete=True)
 
     with pytest.raises(dataclasses.FrozenInstanceError):
-        rules.hard_delete = False  # type: ignore[misc]
+        rules.hard_delete = False  # type: ignore[misc]  # frozen: the point of the test
     with pytest.raises(dataclasses.FrozenInstanceError):
-        rules.route.id_property = "email"  # type: ignore[misc]
+        rules.route.id_property = "email"  # type: ignore[misc]  # frozen: the point
 
 
 def test_only_a_profile_stream_keeps_the_marks_schema_rule() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import signal
+from collections.abc import Callable
 
 from singer_sdk import Target
 from singer_sdk.plugin_base import PluginBase
@@ -17,8 +18,8 @@ from singer_sdk.sinks import Sink
 from target_userpilot.sinks import UserpilotSink
 
 
-def _source(function: object) -> str:
-    return inspect.getsource(function)  # type: ignore[arg-type]
+def _source(function: Callable[..., object]) -> str:
+    return inspect.getsource(function)
 
 
 def test_the_sdk_record_path_calls_the_sink_hooks_we_override_in_order() -> None:

@@ -10,7 +10,7 @@
 #   make hub     regenerate the Meltano Hub plugin definition (plugin/loaders/) from `--about`
 #   make meltano install the pinned Meltano into .venv/meltano (make test needs it)
 #   make tap-postgres install the pinned MeltanoLabs tap-postgres into .venv/tap-postgres (make test needs it)
-#   make bench   run the benchmark (bench/run.py)
+#   make bench   run the benchmarks, section a side by side with commit f404c1e (BASELINE=)
 #   make clean   remove the virtualenv and build/test leftovers
 
 PY ?= python3
@@ -80,8 +80,12 @@ tap-postgres: $(INSTALLED)
 demo: $(INSTALLED)
 	$(PYTHON) scripts/demo.py
 
+# Section a of bench/run.py measures this commit's target beside the one of BASELINE (installed
+# once into .bench/); `make bench BASELINE=` leaves it out.
+BASELINE ?= f404c1e
+
 bench: $(INSTALLED)
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(if $(BASELINE),--baseline $(BASELINE))
 	$(PYTHON) bench/events.py
 	$(PYTHON) bench/imports.py
 	$(PYTHON) bench/ledger.py
@@ -93,5 +97,5 @@ hub: $(INSTALLED)
 	$(PYTHON) scripts/hub_definition.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache userpilot-batches .target-userpilot
+	rm -rf $(VENV) .bench build dist *.egg-info .pytest_cache .ruff_cache userpilot-batches .target-userpilot
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -24,6 +24,9 @@ written to ``bench/results/latest.json``. ``--quick`` runs everything on small i
 that the benchmark itself works. ``--target-python`` runs another checkout's target (its
 virtualenv's python) with this bench, sandbox and do-nothing target, for before/after figures;
 ``--only`` picks measurements and ``--flow-repeats`` repeats e to g, keeping the best run.
+``--baseline REV`` adds an earlier commit's target to section a, side by side (``bench/baseline.py``
+installs it once into ``.bench/REV``); `make bench` measures against f404c1e, the throughput of the
+week before issue 24.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import baseline
 import flow
 import generate  # bench/ is on sys.path: run as `python bench/run.py`
 from flow import API_KEY
@@ -130,13 +134,21 @@ class Bench:
     """Runs the measurements in one scratch directory, against sandboxes on loopback."""
 
     def __init__(
-        self, work: Path, sizes: Sizes, *, target_python: str, flow_repeats: int = 1
+        self,
+        work: Path,
+        sizes: Sizes,
+        *,
+        target_python: str,
+        flow_repeats: int = 1,
+        baseline: tuple[str, str] | None = None,
     ) -> None:
         self.work = work
         self.sizes = sizes
         #: The interpreter that runs ``-m target_userpilot``: this checkout's or another's.
         self.target_python = target_python
         self.flow_repeats = flow_repeats
+        #: An earlier commit's target (its name and its virtualenv's python), measured in a.
+        self.baseline = baseline
         self._configs = 0
 
     # Running processes
@@ -170,9 +182,11 @@ class Bench:
         """The real target, as a user runs it."""
         return self.run(self.target_argv(config), input_path)
 
-    def target_argv(self, config: dict[str, Any]) -> list[str]:
-        """The command line of the target under test, with ``config`` written to a file."""
-        return [self.target_python, "-m", "target_userpilot", "--config", self.config(config)]
+    def target_argv(self, config: dict[str, Any], python: str | None = None) -> list[str]:
+        """The command line of the target under test (or of ``python``'s), with ``config``
+        written to a file."""
+        python = python or self.target_python
+        return [python, "-m", "target_userpilot", "--config", self.config(config)]
 
     def noop(self, config: dict[str, Any], input_path: Path) -> Run:
         """The do-nothing SDK target."""
@@ -196,6 +210,8 @@ class Bench:
         n = self.sizes.throughput
         path = self.input("throughput", generate.distinct_users(n))
         results: dict[str, Any] = {"records": n, "repeats": self.sizes.repeats}
+        if self.baseline:
+            results["baseline"] = self.baseline[0]
         with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
             base = _instant_config(sandbox)
             # The third pair takes the network out: a dry run does all of the target's work on
@@ -209,11 +225,16 @@ class Bench:
                 ("dry_run_validate_off", {"validate_records": False}, dry_run),
             ):
                 runs: dict[str, list[Run]] = {"target": [], "noop": []}
-                # Interleaved, so that a slower moment of the machine hits both alike.
+                settings = {**base, **extra, **target_only}
+                # Interleaved, so that a slower moment of the machine hits each alike.
                 for _ in range(self.sizes.repeats):
                     runs["noop"].append(self.noop(extra, path))
-                    runs["target"].append(self.target({**base, **extra, **target_only}, path))
+                    runs["target"].append(self.target(settings, path))
                     sandbox.reset()
+                    if self.baseline:
+                        argv = self.target_argv(settings, python=self.baseline[1])
+                        runs.setdefault("baseline", []).append(self.run(argv, path))
+                        sandbox.reset()
                 figures = {name: _rates(n, rs) for name, rs in runs.items()}
                 figures["ratio_best"] = round(
                     figures["target"]["best_rps"] / figures["noop"]["best_rps"], 2
@@ -223,9 +244,12 @@ class Bench:
                 )
                 # What the goals are stated in: the target's time as a share of the do-nothing
                 # target's (medians), half with uploads and a third in a dry run.
-                figures["time_share_median"] = round(
-                    figures["noop"]["median_rps"] / figures["target"]["median_rps"], 2
-                )
+                for name in ("target", "baseline"):
+                    if name in figures:
+                        figures[name]["time_share_median"] = round(
+                            figures["noop"]["median_rps"] / figures[name]["median_rps"], 2
+                        )
+                figures["time_share_median"] = figures["target"]["time_share_median"]
                 results[label] = figures
         return results
 
@@ -503,8 +527,14 @@ def _render_throughput(t: Any, lines: list[str]) -> None:
         "sandbox answering instantly"
     )
     row("", *(_THROUGHPUT_COLUMNS[name] for name in names))
-    for name, title in (("target", "target-userpilot"), ("noop", "do-nothing SDK target")):
-        row(title, *(_rps(f[name]) for f in columns))
+    before = f"target at {t['baseline']}" if "baseline" in t else ""
+    for name, title in (
+        ("target", "target-userpilot"),
+        ("baseline", before),
+        ("noop", "do-nothing SDK target"),
+    ):
+        if name in columns[0]:
+            row(title, *(_rps(f[name]) for f in columns))
     row(
         "target / do-nothing",
         *(f"{f['ratio_best']:.2f}x ({f['ratio_median']:.2f}x)" for f in columns),
@@ -513,6 +543,15 @@ def _render_throughput(t: Any, lines: list[str]) -> None:
         "target's time, median (do-nothing 1)",
         *(f"{f['time_share_median']:.2f}" if "time_share_median" in f else "" for f in columns),
     )
+    if "baseline" in t:
+        row(
+            f"{before}'s time, median",
+            *(f"{f['baseline']['time_share_median']:.2f}" for f in columns),
+        )
+        lines.append(
+            "   (goals of issue 24: the target's time at most 0.5 of the do-nothing target's "
+            "uploading, 0.33 in a dry run)"
+        )
     lines.append(
         "   (the target is told rows_per_minute=1e9: it need not pace its status polls for "
         "Userpilot's 1,800)"
@@ -673,6 +712,12 @@ def main(argv: list[str] | None = None) -> int:
         help="python that runs `-m target_userpilot` (another checkout's .venv/bin/python)",
     )
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure commit REV's target in section a, side by side (installed once "
+        "into .bench/REV)",
+    )
+    parser.add_argument(
         "--only", nargs="+", choices=list(SECTIONS), help="run these measurements only"
     )
     parser.add_argument(
@@ -680,6 +725,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
+    before = None
+    if args.baseline and (args.only is None or "throughput" in args.only):
+        try:
+            before = (args.baseline, str(baseline.ensure(args.baseline)))
+        except baseline.BaselineUnavailable as unavailable:
+            print(f"measuring without a baseline: {unavailable}", file=sys.stderr)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="target-userpilot-bench-") as work:
         bench = Bench(
@@ -687,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes,
             target_python=args.target_python,
             flow_repeats=max(1, args.flow_repeats),
+            baseline=before,
         )
         measures = {
             "throughput": bench.throughput,

@@ -4,8 +4,10 @@ A record travels one way: ``target.py`` reads Singer messages (``input/``), a si
 (``sinks.py``) has each record classified by pure rules (``records/``) and applies the result:
 rows go to spooled batch files (``batching/``), which lanes (``lanes/``) send to Userpilot
 (``userpilot/``) one job at a time; deletions and events take lanes of their own. Every retry is
-decided by ``retry.py`` and every wait is on a ``clock.py`` clock, ended by a stop. What a run
-must remember between runs lives in the ledger (``ledger/``), used through ``memory/``.
+decided by ``retry.py``, and every wait the target times is on a ``clock.py`` clock, ended by a
+stop. What a run must remember between runs lives in the ledger (``ledger/``), used through
+``memory/``. ``docs/development.md`` follows a record, a job, a retry and a stop through these
+modules, and says where STATE is released and where an exit code is chosen.
 
 The run's own parts, at the top:
 

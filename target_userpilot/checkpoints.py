@@ -1,8 +1,8 @@
 """STATE: the one place that holds STATE messages back and writes them.
 
 Every record gets a sequence number as it arrives. Every piece of work that is not yet durable (a
-batch still open, waiting, uploading or in a job that has not completed; later a deletion request
-or an event not yet accepted) holds the sequence number of its first record. A STATE that arrived
+batch still open, waiting, uploading or in a job that has not completed; a deletion request or
+an event not yet accepted) holds the sequence number of its first record. A STATE that arrived
 after record ``n`` may be written once no hold is at or below ``n``: every record before it is then
 durable in Userpilot, rejected, or ignored. Lanes release the holds of what they made durable;
 nothing else writes STATE.

@@ -1,11 +1,15 @@
 """Time for every wait of the run: the real clock, and a simulated one that tests run lanes on.
 
-Every wait of the target goes through a :class:`Clock`: a pace's slot, a poll of the job in
-flight, a retry's pause, the batch wait, a lane waiting for work or for another lane, the
-ledger's reconnect. ``now()`` tells the time; ``wait(on, seconds)`` waits on ``on`` (a
+Every wait the target times itself goes through a :class:`Clock`: a pace's slot, a poll of
+the job in flight, a retry's pause, the batch wait, a lane waiting for work or for another
+lane, the ledger's reconnect. ``now()`` tells the time; ``wait(on, seconds)`` waits on ``on`` (a
 ``threading.Event``, or a ``threading.Condition`` the caller holds) for at most ``seconds`` and
 returns what ``on.wait`` returns. Each wait is on an event or a condition that a stop sets or
-notifies, so a stop ends it at once.
+notifies, so a stop ends it at once (the polls of the job in flight: a second signal).
+
+Not through it: a request on the wire (``request_timeout_seconds``), a database's wait for
+another's lock (SQLite's busy timeout), and the main thread's ``poll`` of its input
+(``input/reader.py``), which a stop wakes through a pipe.
 
 :data:`REAL_CLOCK` is ``time.monotonic`` and ``on.wait``. :class:`SimulatedClock` is for tests:
 its time stands still while any thread that takes part works and jumps to the earliest deadline

@@ -1,7 +1,9 @@
-"""Every exception the target raises, and the exit code each one ends a run with.
+"""Every exception that can end a run, and the exit code each one ends it with.
 
-One table, so that reading how a run can end means opening one file. The README's
-troubleshooting page lists the same codes (a drift test keeps them equal).
+One table, so that reading how a run can end means opening one file. ``docs/troubleshooting.md``
+lists the same codes (a drift test keeps them equal). An exception that is always caught on the way
+(the lanes' ``Abandoned``, the validator's ``Unsupported``, the reader's ``NotJSON``) lives beside
+the code that raises and catches it; ``docs/development.md`` says where the code is chosen.
 """
 
 from __future__ import annotations
@@ -185,8 +187,8 @@ class Terminated(BaseException):
     """
 
 
-#: Exit codes, one per way a run can end badly (documented in the README). The most specific
-#: class of an exception decides: TransientError is also a UserpilotError.
+#: Exit codes, one per way a run can end badly (documented in docs/troubleshooting.md). The most
+#: specific class of an exception decides: TransientError is also a UserpilotError.
 EXIT_CODES: dict[type[BaseException], int] = {
     ConfigurationError: 2,
     ConfigValidationError: 2,

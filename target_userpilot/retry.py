@@ -2,9 +2,10 @@
 
 Which failures are worth another try, how long to wait (``Retry-After`` first, jittered
 exponential backoff otherwise), and how many tries, or how much time, are enough. Userpilot's
-client runs each call through one of four ways of retrying: bounded tries (uploads, lists,
-deletions), tries of a request that cannot be taken back (events), status polls (which may wait
-out a longer outage), and waiting out another client's job (409). The PostgreSQL ledger runs
+client runs each call (but ``--check-connection``'s single try) through one of four ways of
+retrying: bounded tries (uploads, lists, deletions), tries of a request that cannot be taken
+back (events), status polls (which may wait out a longer outage), and waiting out another
+client's job (409). The PostgreSQL ledger runs
 each operation through a fifth: a lost connection tried again for a while (:meth:`reconnect`).
 
 How a stop reaches a retry. A retry is a new request, so after a stop none may start, and the

@@ -2,13 +2,17 @@
 
 Userpilot's one-job rule and STATE release belong to the whole process, not to a stream, so the
 target builds one :class:`Run` and every sink is handed the few pieces it needs
-(:class:`SinkServices`). The run calls down into its parts; none of them calls back into it,
-except through :class:`~target_userpilot.stop.RunStop`, the one path a stop takes.
+(:class:`SinkServices`). The run calls down into its parts; they call back only through the
+callbacks it hands them: a lane's failure to :class:`~target_userpilot.stop.RunStop`, the one
+path a stop takes; the job lane's ``before_upload`` (``skip_unchanged``,
+:meth:`Run._drop_unchanged`) and the deletion lane's ``accepted`` (mirror deletes forget the
+ids); the checkpoints' ``before_write`` (mirror deletes record a STATE's ids first).
 
-Threads: the main thread reads the input (``reader.py`` hands it lines read by a thread of its
-own) and runs the sinks; each lane has its threads; the stop thread acts on signals and lane
-failures. The main thread is never interrupted: it checks :meth:`Run.check` between lines and
-per record, and raises there the reason the run stops.
+Threads: the main thread reads the input itself (``input/reader.py``: it polls the input and
+is woken through a pipe) and runs the sinks; each lane has its threads; the stop thread acts on
+signals and lane failures. Nothing raises into the main thread (a signal handler only notes the
+signal): it checks :meth:`Run.check` between lines and per record, and raises there the reason
+the run stops.
 """
 
 from __future__ import annotations

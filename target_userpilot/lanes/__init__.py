@@ -4,7 +4,8 @@ Each is a :class:`~target_userpilot.lanes.base.Lane`, which owns its threads, fa
 stop and join. Every lane makes work durable and then releases that work's hold in
 :mod:`target_userpilot.checkpoints`, which alone writes STATE. Retries are the retry policy's
 (``target_userpilot/retry.py``); every wait is on the lane's clock (``target_userpilot/clock.py``),
-the one its pace runs on, and a stop ends it.
+the one its pace runs on, and a stop ends it, but for the polls of the job in flight, which a
+stop lets go on (its STATE may still go out) and a second signal ends.
 
 - ``base.py``: what every lane shares: threads, the failure that stopped it, the two-phase stop
 - ``jobs.py``: the one bulk job at a time: upload, follow the job, make its batch durable

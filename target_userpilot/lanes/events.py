@@ -191,11 +191,13 @@ class EventLane(Lane):
     # The reading thread
 
     def add(self, stream: str, seq: int, position: int, key: str, event: dict[str, Any]) -> None:
-        """Queue one event of record ``seq`` (the ``position``-th of ``stream``); never blocks.
+        """Queue one event of record ``seq`` (the ``position``-th of ``stream``); never waits for
+        room, a request, the ledger or stdout.
 
         It appends a line to the spool under the lane's lock, which no thread holds while it
-        asks the ledger or writes STATE, and opens a hold (dictionary work in the checkpoints)
-        when nothing of the lane was unfinished, so the next STATE waits for this event.
+        sends, asks the ledger or writes STATE (only for its own state and the spool files'
+        reads and writes), and opens a hold (dictionary work in the checkpoints) when nothing
+        of the lane was unfinished, so the next STATE waits for this event.
         Raises :class:`~target_userpilot.errors.InvalidRecord` when the event cannot be encoded.
         """
         line = SpooledEvent(seq, stream, position, key, event).encoded()
@@ -637,7 +639,7 @@ class EventLane(Lane):
             self.unconfirmed += 1
             self._unconfirmed_in_a_row += 1
             first, in_a_row = self.unconfirmed == 1, self._unconfirmed_in_a_row
-            self._summary.stream(event.stream).events_unconfirmed += 1
+            self._summary.add(event.stream, "events_unconfirmed")
             self._accepted_since_lookup.add(event.key)
             self._finish(event)
         self._move_hold()

@@ -15,7 +15,8 @@ Each takes its :class:`~target_userpilot.clock.Clock` (the real one by default) 
 as parameters, and its lane measures and waits on that same clock (a pace learned in simulated
 seconds is followed in simulated seconds), so a test runs a lane at any pace, in simulated time.
 The paces only say *when*; the lanes do the waiting, on the clock and their stop event, so a
-stop ends any wait.
+stop ends any wait for new work (the job lane waits for its polls of the job in flight on its
+abandon event: a second signal ends those).
 
 What a job took is learned from our own clock first (:func:`job_seconds`): the polls prove
 bounds, and Userpilot's own figures (an undocumented ``elapsed_time``, its timestamps) are used

@@ -1,10 +1,10 @@
 """The events lane's spools: events received and not yet taken, on disk rather than in memory.
 
-The reading thread appends and never blocks; the lane's dispatcher reads in input order. 100,000
-events waiting for their users' jobs cost a file, not a heap. Events Userpilot answered 404 (no
-such user), with the later events of their users, are set aside in a second file
-(:class:`SetAside`) until this run's users are all in Userpilot. The files are the owner's only
-and are removed when the lane closes: they hold personal data.
+The reading thread appends and never waits for room; the lane's dispatcher reads in input
+order. 100,000 events waiting for their users' jobs cost a file, not a heap. Events Userpilot
+answered 404 (no such user), with the later events of their users, are set aside in a second
+file (:class:`SetAside`) until this run's users are all in Userpilot. The files are the owner's
+only and are removed when the lane closes: they hold personal data.
 """
 
 from __future__ import annotations

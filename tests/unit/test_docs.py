@@ -215,6 +215,88 @@ def test_development_page_maps_the_top_of_the_package() -> None:
     assert documented == modules | subpackages, _table_drift(documented, modules | subpackages)
 
 
+#: The sections of docs/development.md that map the package: paths and names there are code's.
+MAP_SECTIONS = ("Module layout", "How work travels", "Waits and time")
+_PATH = re.compile(r"`([\w./*-]+(?:\.py|/))`")
+_NAME = re.compile(r"`([A-Z]\w*)\.(\w+)")
+
+
+def _map_text() -> str:
+    page = _page("development.md")
+    return "".join(section(title, page) for title in MAP_SECTIONS)
+
+
+def _missing_paths(text: str) -> list[str]:
+    """Backticked file and folder paths that are in none of the places the map names them from:
+    the package, the repository's root or ``scripts/``."""
+    roots = [REPO / "target_userpilot", REPO, REPO / "scripts"]
+    return sorted(
+        {path for path in _PATH.findall(text) if not any((root / path).exists() for root in roots)}
+    )
+
+
+def _package_classes() -> dict[str, ast.ClassDef]:
+    """Every class of the package by name (the names the docs use are unique in it)."""
+    classes: dict[str, ast.ClassDef] = {}
+    for path in sorted((REPO / "target_userpilot").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, node)
+    return classes
+
+
+def _attributes(cls: ast.ClassDef, classes: dict[str, ast.ClassDef]) -> set[str]:
+    """What ``cls`` defines or inherits from a class of the package: methods, class
+    attributes and the ``self.<name>`` its methods set."""
+    names: set[str] = set()
+    for node in ast.walk(cls):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        ):
+            names.add(node.attr)
+    for base in cls.bases:
+        if isinstance(base, ast.Name) and base.id in classes:
+            names |= _attributes(classes[base.id], classes)
+    return names
+
+
+def _unknown_names(text: str) -> list[str]:
+    """``Class.attribute`` names of the text that the package's classes do not have."""
+    classes = _package_classes()
+    return sorted(
+        f"{cls}.{attr}"
+        for cls, attr in set(_NAME.findall(text))
+        if cls not in classes or attr not in _attributes(classes[cls], classes)
+    )
+
+
+def test_development_page_names_only_paths_the_repository_has():
+    assert _missing_paths(_map_text()) == []
+
+
+def test_development_page_names_only_functions_the_package_has():
+    """The map says where a job is awaited or a stop acted on by naming functions: they exist."""
+    assert _unknown_names(_map_text()) == []
+
+
+def test_map_checks_notice_a_path_or_a_name_that_is_gone():
+    text = (
+        "`lanes/jobs.py`, `lanes/gone.py`, `input/`, `JobLane._follow`, `JobLane._gone`, `Nope.x`"
+    )
+
+    assert _missing_paths(text) == ["lanes/gone.py"]
+    assert _unknown_names(text) == ["JobLane._gone", "Nope.x"]
+
+
 def _sdk_overrides() -> set[str]:
     """``Class.method`` for each method of ours that overrides a private or final SDK method."""
     found = set()

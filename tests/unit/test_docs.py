@@ -279,16 +279,16 @@ def _unknown_names(text: str) -> list[str]:
     )
 
 
-def test_development_page_names_only_paths_the_repository_has():
+def test_development_page_names_only_paths_the_repository_has() -> None:
     assert _missing_paths(_map_text()) == []
 
 
-def test_development_page_names_only_functions_the_package_has():
+def test_development_page_names_only_functions_the_package_has() -> None:
     """The map says where a job is awaited or a stop acted on by naming functions: they exist."""
     assert _unknown_names(_map_text()) == []
 
 
-def test_map_checks_notice_a_path_or_a_name_that_is_gone():
+def test_map_checks_notice_a_path_or_a_name_that_is_gone() -> None:
     text = (
         "`lanes/jobs.py`, `lanes/gone.py`, `input/`, `JobLane._follow`, `JobLane._gone`, `Nope.x`"
     )

@@ -34,7 +34,7 @@ from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
-import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/
+from support import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/support/
 
 API_KEY = "bench-key"
 USERS = 200
@@ -78,7 +78,9 @@ def _messages(events: int) -> list[dict[str, Any]]:
     return out
 
 
-def _run_target(config: dict[str, Any], input_path: Path, work: Path) -> tuple[float, dict]:
+def _run_target(
+    config: dict[str, Any], input_path: Path, work: Path
+) -> tuple[float, dict[str, Any]]:
     config_path = work / "config.json"
     config_path.write_text(json.dumps(config))
     start = time.perf_counter()
@@ -171,13 +173,13 @@ def main() -> None:
         work = Path(tmp)
         pace = measure_pace(work, events, args.limit)
         ledger = {"sqlite": measure_ledger(str(work / "ledger-bench.db"), events)}
-        if pg.available():
+        if pg.missing() is None:
             server = pg.PostgresServer()
             server.start()
             try:
                 ledger["postgresql"] = measure_ledger(server.url, events)
             finally:
-                server.stop()
+                server.remove()
     pace["rerun_us_per_event"] = round(pace["rerun_seconds"] / events * 1e6)
     results = {"pace": pace, "ledger": ledger}
     print(

@@ -180,7 +180,7 @@ def lag_figures(lags: list[float]) -> dict[str, float]:
 
 def idle_while_waiting(
     sent: list[tuple[float, Chunk]], jobs: list[dict[str, Any]], origin: float
-) -> dict[str, float]:
+) -> dict[str, float | list[float]]:
     """How long the sandbox ran no job of ours while rows sent to the target waited for one.
 
     Rows wait from their arrival until the sandbox accepts the upload holding them; ``jobs`` are

@@ -110,7 +110,9 @@ def user_record(user_id: int, version: int = 0) -> dict[str, Any]:
     }
 
 
-def messages(records: Iterable[dict[str, Any]], *, state_every: int = 5000) -> Iterator[dict]:
+def messages(
+    records: Iterable[dict[str, Any]], *, state_every: int = 5000
+) -> Iterator[dict[str, Any]]:
     """SCHEMA, the RECORD messages, a STATE every ``state_every`` records and one at the end."""
     yield {"type": "SCHEMA", "stream": STREAM, "schema": SCHEMA, "key_properties": ["user_id"]}
     n = 0

@@ -180,7 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-imports-") as tmp:
         work = Path(tmp)
         runs = [_run(work, max(1, events // 10)), _run(work, events)]
-    results = {"runs": runs, "userpilot": predicted(events)}
+    results: dict[str, Any] = {"runs": runs, "userpilot": predicted(events)}
     for run in runs:
         print(
             f"Import mode, {run['events']:,} events: {run['seconds']} s "

@@ -34,7 +34,7 @@ from target_userpilot.sandbox import Sandbox
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent / "tests"))
-import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/
+from support import pg  # noqa: E402 - the tests' throwaway PostgreSQL, from tests/support/
 
 API_KEY = "bench-key"
 
@@ -52,7 +52,7 @@ def measure(work: Path, records: int, repeats: int) -> dict[str, Any]:
     bench = Bench(work, Sizes(), target_python=sys.executable)
     path = generate.write(work / "users.jsonl", generate.distinct_users(records))
     results: dict[str, Any] = {"records": records, "repeats": repeats}
-    server = pg.PostgresServer() if pg.available() else None
+    server = pg.PostgresServer() if pg.missing() is None else None
     try:
         if server is not None:
             server.start()

@@ -8,15 +8,24 @@ reading, validating and dispatching records. Run it like any target:
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.sinks import BatchSink
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 
 class NoopSink(BatchSink):
     """Collects each batch as the SDK does by default, then drops it."""
 
-    def process_batch(self, context: dict) -> None:
+    @override
+    def process_batch(self, context: dict[str, Any]) -> None:
         """Do nothing: the batch is discarded."""
 
 

@@ -125,7 +125,8 @@ class Run:
         """The target's ``TARGET_USERPILOT_SUMMARY`` line, parsed."""
         for line in reversed(self.stderr.splitlines()):
             if line.startswith("TARGET_USERPILOT_SUMMARY "):
-                return json.loads(line.split(" ", 1)[1])
+                summary: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+                return summary
         raise RuntimeError("the target printed no summary line")
 
 

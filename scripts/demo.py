@@ -11,6 +11,7 @@ Nothing leaves the machine: the sandbox listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -31,10 +32,8 @@ COMPANY_COLUMNS = ("company_id", "name", "plan", "seats", "industry")
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status (non-zero when the target failed)."""
     args = _parser().parse_args(argv)
-    try:
-        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
-    except AttributeError:
-        pass
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="replace")
     try:
         from target_userpilot.sandbox import Sandbox
     except ImportError as exc:
@@ -109,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_target(config_path: Path, input_path: Path, workdir: str) -> subprocess.CompletedProcess:
+def _run_target(
+    config_path: Path, input_path: Path, workdir: str
+) -> subprocess.CompletedProcess[str]:
     """The real target, as a Meltano or shell pipeline would run it; its log goes to stderr."""
     env = dict(os.environ)
     # Settings come from the config file alone, as in the README's first example.

@@ -98,7 +98,8 @@ def loader_in_meltano_yml(path: Path = MELTANO_YML) -> dict[str, Any]:
     project = yaml.safe_load(path.read_text(encoding="utf-8"))
     for loader in project.get("plugins", {}).get("loaders", []):
         if loader.get("name") == "target-userpilot":
-            return loader
+            declared: dict[str, Any] = loader
+            return declared
     msg = f"{path} declares no target-userpilot loader."
     raise SystemExit(msg)
 
@@ -180,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _project_urls() -> dict[str, str]:
     """``[project.urls]`` of pyproject.toml, keys lower-cased (none on Python 3.10: no tomllib)."""
-    try:
-        import tomllib  # Python 3.11+
-    except ImportError:
-        return {}
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return {k.lower(): v for k, v in project.get("urls", {}).items()}
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        return {k.lower(): v for k, v in project.get("urls", {}).items()}
+    return {}
 
 
 def _label(name: str) -> str:

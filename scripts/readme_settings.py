@@ -46,7 +46,8 @@ def about() -> dict[str, Any]:
         cwd=ROOT,
         check=True,
     )
-    return json.loads(result.stdout)
+    about: dict[str, Any] = json.loads(result.stdout)
+    return about
 
 
 def render_block(about_doc: dict[str, Any] | None = None) -> str:

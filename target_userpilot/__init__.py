@@ -43,10 +43,16 @@ And its rooms:
 
 from __future__ import annotations
 
+import typing as t
+
+if t.TYPE_CHECKING:
+    from target_userpilot.target import TargetUserpilot
+
 __all__ = ["TargetUserpilot"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type[TargetUserpilot]:
+    """The target's class, imported on first use: the sandbox (a subpackage) loads no SDK."""
     if name == "TargetUserpilot":
         from target_userpilot.target import TargetUserpilot
 

@@ -203,6 +203,7 @@ class SimulatedClock:
                 self._changed()
             original(n)
 
+        # A method replaced on this one instance: mypy refuses assigning to a method.
         cond.notify = notify  # type: ignore[method-assign]
 
     def _advance_if_all_wait(self) -> None:

@@ -50,11 +50,10 @@ OLD_EVENT_SECONDS = 3600.0
 if t.TYPE_CHECKING:
     import logging
 
-    from singer_sdk import Target
-
     from target_userpilot.lanes.deletions import DeletionLane
     from target_userpilot.records.object_keys import ObjectKeys
     from target_userpilot.run import SinkServices
+    from target_userpilot.target import TargetUserpilot
 
 
 class UserpilotSink(BatchSink):
@@ -62,15 +61,15 @@ class UserpilotSink(BatchSink):
 
     def __init__(
         self,
-        target: Target,
+        target: TargetUserpilot,
         stream_name: str,
-        schema: dict,
+        schema: dict[str, t.Any],
         key_properties: t.Sequence[str] | None,
     ) -> None:
         #: Read before the SDK's __init__, which asks for it (``include_sdc_metadata_properties``).
         self._add_record_metadata = bool(target.config.get("add_record_metadata", False))
         super().__init__(target, stream_name, schema, key_properties)
-        services: SinkServices = target.services  # type: ignore[attr-defined]
+        services: SinkServices = target.services
         settings = services.settings
         validator = self.record_validator
         mapping = settings.object_mapping.get(stream_name)
@@ -161,7 +160,7 @@ class UserpilotSink(BatchSink):
         return self.record_validator
 
     @override
-    def _remove_sdc_metadata_from_record(self, record: dict) -> None:
+    def _remove_sdc_metadata_from_record(self, record: dict[str, t.Any]) -> None:
         """Drop the ``_sdc_*`` columns as the SDK does, but keep a set ``_sdc_deleted_at``.
 
         The SDK drops them all unless ``add_record_metadata`` is on, so a deleted row of a tap
@@ -174,7 +173,7 @@ class UserpilotSink(BatchSink):
             record["_sdc_deleted_at"] = deleted
 
     @override
-    def _validate_and_parse(self, record: dict) -> dict:
+    def _validate_and_parse(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
         """Leave the record as it came: its schema is checked when it is classified.
 
         The check is part of the record's one decision (``records/decide.py``), so a record
@@ -185,7 +184,7 @@ class UserpilotSink(BatchSink):
         return record
 
     @override
-    def _singer_validate_message(self, record: dict) -> None:
+    def _singer_validate_message(self, record: dict[str, t.Any]) -> None:
         """Nothing here: key properties are checked when the record is classified.
 
         The SDK raises for any record missing a key property; with ``skip`` the row rules judge
@@ -194,11 +193,11 @@ class UserpilotSink(BatchSink):
         """
 
     @override
-    def _after_process_record(self, context: dict) -> None:
+    def _after_process_record(self, context: dict[str, t.Any]) -> None:
         """Nothing per record: the SDK's per-record DEBUG line costs more than the row itself."""
 
     @override
-    def process_record(self, record: dict, context: dict) -> None:
+    def process_record(self, record: dict[str, t.Any], context: dict[str, t.Any]) -> None:
         """Classify one record, then apply what it became."""
         del context  # rows live in the buffer
         plan = self._plan
@@ -254,7 +253,9 @@ class UserpilotSink(BatchSink):
                     self._summary.add(stream, "deleted_ignored")
                     self._notes.deleted_ignored()
 
-    def _reject(self, rejection: Rejection, record: dict, position: int, seq: int) -> None:
+    def _reject(
+        self, rejection: Rejection, record: dict[str, t.Any], position: int, seq: int
+    ) -> None:
         """The one place a record of this stream is refused: counted, logged, kept, or the run
         stopped (``on_invalid_record``).
 
@@ -283,7 +284,7 @@ class UserpilotSink(BatchSink):
         if keys.full:
             self._notes.keys_full(keys.limit)
 
-    def _deletion_mark_problem(self) -> t.Callable[[dict], str | None] | None:
+    def _deletion_mark_problem(self) -> t.Callable[[dict[str, t.Any]], str | None] | None:
         """The tap's own rule for ``_sdc_deleted_at``, if its schema declares the mark.
 
         The tap's own schema: the SDK removes ``_sdc_*`` columns from the sink's (or puts its
@@ -299,7 +300,7 @@ class UserpilotSink(BatchSink):
     # Per batch: nothing, the buffer and the job lane send batches.
 
     @override
-    def process_batch(self, context: dict) -> None:
+    def process_batch(self, context: dict[str, t.Any]) -> None:
         """Nothing to do: rows went to the run's buffer as they arrived."""
 
 

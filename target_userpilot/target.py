@@ -48,8 +48,13 @@ from target_userpilot.settings import (
     explain_config_errors,
     numbers_from_text,
 )
-from target_userpilot.sinks import UserpilotSink, override
+from target_userpilot.sinks import UserpilotSink
 from target_userpilot.userpilot.client import UserpilotClient
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 
 class TargetUserpilot(Target):
@@ -106,7 +111,7 @@ class TargetUserpilot(Target):
 
     @classmethod
     @override
-    def append_builtin_config(cls, config_jsonschema: dict) -> None:
+    def append_builtin_config(cls, config_jsonschema: dict[str, t.Any]) -> None:
         """The SDK's built-in settings, less ``load_method`` and ``batch_config``.
 
         Userpilot always merges profiles. ``batch_config`` says how a tap writes batch files;
@@ -138,7 +143,7 @@ class TargetUserpilot(Target):
         self.run.signal(signum)
 
     @override
-    def _process_state_message(self, message_dict: dict) -> None:
+    def _process_state_message(self, message_dict: dict[str, t.Any]) -> None:
         """Hold STATE until its records are durable, instead of writing it after each drain."""
         self._assert_line_requires(message_dict, requires={"value"})
         value = message_dict["value"]
@@ -153,7 +158,7 @@ class TargetUserpilot(Target):
         self.run.add_state(value)
 
     @override
-    def _process_schema_message(self, message_dict: dict) -> None:
+    def _process_schema_message(self, message_dict: dict[str, t.Any]) -> None:
         """The SDK's, then mirror deletes told: an ACTIVATE_VERSION right after it opens a copy.
 
         Each sink's ``record_count`` counter is noted too, for :meth:`_flush_record_counts`.
@@ -181,7 +186,7 @@ class TargetUserpilot(Target):
                 counter.exit()
 
     @override
-    def _process_batch_message(self, message_dict: dict) -> None:
+    def _process_batch_message(self, message_dict: dict[str, t.Any]) -> None:
         """Each record of each file of the manifest takes the RECORD path, one at a time.
 
         The SDK's own handler loads a whole file into a list and hands it to the sink's
@@ -197,7 +202,7 @@ class TargetUserpilot(Target):
             process_record({"type": "RECORD", "stream": stream, "record": record})
 
     @override
-    def _process_record_message(self, message_dict: dict) -> None:
+    def _process_record_message(self, message_dict: dict[str, t.Any]) -> None:
         """The SDK's record path, with the record's full-table ``version`` noted for the sink."""
         mirror = self.run.mirror
         if mirror is not None:
@@ -212,7 +217,7 @@ class TargetUserpilot(Target):
         else:
             super()._process_record_message(message_dict)
 
-    def _reject_pruned(self, message_dict: dict, record: PrunedRecord) -> None:
+    def _reject_pruned(self, message_dict: dict[str, t.Any], record: PrunedRecord) -> None:
         """A record nested too deeply to read whole: rejected by each sink of its stream.
 
         It takes the SDK's record path with its shallow properties, so stream maps name its
@@ -250,7 +255,7 @@ class TargetUserpilot(Target):
             mirror.map_stream(stream, [stream_map.stream_alias for stream_map in maps])
 
     @override
-    def _process_activate_version_message(self, message_dict: dict) -> None:
+    def _process_activate_version_message(self, message_dict: dict[str, t.Any]) -> None:
         """A full-table version begins or ends: mirror deletes with ``hard_delete``.
 
         Without ``hard_delete`` (or for events and ignored streams) profiles have no versions:
@@ -300,6 +305,8 @@ class TargetUserpilot(Target):
 
     @classmethod
     @override
+    # [override] ignored as on the SDK's own Target.invoke, whose keywords already differ from
+    # PluginBase.invoke's; ours adds check_connection.
     def invoke(  # type: ignore[override]
         cls,
         *,

@@ -22,7 +22,7 @@ import hashlib
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def config(sandbox: Sandbox) -> dict:
+def config(sandbox: Sandbox) -> dict[str, Any]:
     """Target settings pointing at ``sandbox``."""
     return {"api_url": sandbox.url, "api_key": API_KEY}
 
@@ -142,7 +142,7 @@ def quick_poll_config(sandbox: Sandbox) -> dict[str, Any]:
 
 
 @pytest.fixture
-def mirror_config(config: dict, state_db: str) -> dict:
+def mirror_config(config: dict[str, Any], state_db: str) -> dict[str, Any]:
     """``config`` with mirror deletes on: ``hard_delete`` and a ``state_db``."""
     return {**config, "hard_delete": True, "state_db": state_db}
 
@@ -232,8 +232,25 @@ def run_target(tmp_path: Path, request: pytest.FixtureRequest) -> RunTarget:
     """Run the real target in this process on a list of messages (see ``support/runner.py``)."""
     runner = run_process if request.config.getoption("--target-as-process") else run_in_process
 
-    def run(config: dict, messages: Any, *, tmp_path: Path = tmp_path, **kw: Any) -> TargetRun:
-        return runner(config, messages, tmp_path=tmp_path, **kw)
+    folder = tmp_path  # the test's own, unless a run names another
+
+    def run(
+        config: dict[str, Any],
+        messages: Iterable[dict[str, Any] | str],
+        *,
+        tmp_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        args: list[str] | None = None,
+    ) -> TargetRun:
+        return runner(
+            config,
+            messages,
+            tmp_path=folder if tmp_path is None else tmp_path,
+            env=env,
+            timeout=timeout,
+            args=args,
+        )
 
     return run
 
@@ -241,9 +258,25 @@ def run_target(tmp_path: Path, request: pytest.FixtureRequest) -> RunTarget:
 @pytest.fixture
 def run_target_process(tmp_path: Path) -> RunTarget:
     """Run the real target as a process (``python -m target_userpilot``) on a list of messages."""
+    folder = tmp_path  # the test's own, unless a run names another
 
-    def run(config: dict, messages: Any, *, tmp_path: Path = tmp_path, **kw: Any) -> TargetRun:
-        return run_process(config, messages, tmp_path=tmp_path, **kw)
+    def run(
+        config: dict[str, Any],
+        messages: Iterable[dict[str, Any] | str],
+        *,
+        tmp_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        args: list[str] | None = None,
+    ) -> TargetRun:
+        return run_process(
+            config,
+            messages,
+            tmp_path=folder if tmp_path is None else tmp_path,
+            env=env,
+            timeout=timeout,
+            args=args,
+        )
 
     return run
 

@@ -74,7 +74,7 @@ class BatchEncoding:
 
 def manifest_records(
     stream: str, manifest: Sequence[str], encoding: BatchEncoding
-) -> Iterator[dict]:
+) -> Iterator[dict[str, t.Any]]:
     """Every record of every file of a manifest, in order, one at a time."""
     for url in manifest:
         read = 0
@@ -89,7 +89,7 @@ def manifest_records(
         )
 
 
-def file_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
+def file_records(url: str, encoding: BatchEncoding) -> Iterator[dict[str, t.Any]]:
     """The records of one batch file (a URL or a plain path), one at a time."""
     if encoding.format == "jsonl":
         if encoding.compression not in (None, "gzip"):
@@ -105,7 +105,7 @@ def file_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
         )
 
 
-def _jsonl_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
+def _jsonl_records(url: str, encoding: BatchEncoding) -> Iterator[dict[str, t.Any]]:
     line_number = 0
     try:
         with _opened(url, encoding) as raw:
@@ -133,7 +133,9 @@ def _jsonl_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
         _refuse(url, encoding, _reason(exc) + where)
 
 
-def _pruned(url: str, encoding: BatchEncoding, line: bytes, line_number: int, depth: int) -> dict:
+def _pruned(
+    url: str, encoding: BatchEncoding, line: bytes, line_number: int, depth: int
+) -> dict[str, t.Any]:
     """A JSONL record nested ``depth`` levels deep: its shallow part, rejected (nesting.py)."""
     try:
         text = line.decode("utf-8").strip(" \t\r\n")  # JSON's whitespace
@@ -144,7 +146,7 @@ def _pruned(url: str, encoding: BatchEncoding, line: bytes, line_number: int, de
         _refuse(url, encoding, f"line {line_number} is not valid JSON")
 
 
-def _parquet_records(url: str, encoding: BatchEncoding) -> Iterator[dict]:
+def _parquet_records(url: str, encoding: BatchEncoding) -> Iterator[dict[str, t.Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:

@@ -190,7 +190,7 @@ class InputReader(SingerReader):
     def process_lines(
         self,
         file_input: t.IO[str] | None,
-        callbacks: dict[str, t.Callable[[dict], None]],
+        callbacks: dict[str, t.Callable[[dict[str, t.Any]], None]],
     ) -> t.Counter[str]:
         """Read every line: skip blank ones, check each message, hand it to its handler.
 
@@ -221,7 +221,7 @@ class InputReader(SingerReader):
         return stats
 
     @override
-    def deserialize_json(self, line: str) -> dict:
+    def deserialize_json(self, line: str) -> dict[str, t.Any]:
         """Parse one input line; a bad one stops the run with its line number.
 
         Numbers with a fraction become floats, not the SDK's Decimals: Userpilot stores numbers
@@ -244,7 +244,7 @@ class InputReader(SingerReader):
             self._not_a_message()
         return message
 
-    def _deep_message(self, line: str, depth: int) -> dict:
+    def _deep_message(self, line: str, depth: int) -> dict[str, t.Any]:
         """A message nested ``depth`` levels deep, more than the target reads.
 
         A RECORD becomes a rejected record of its stream, so one odd record does not stop a
@@ -319,7 +319,7 @@ class InputReader(SingerReader):
     # The SDK's is a staticmethod; it is only ever called through the reader (``self.``), so
     # an instance method, which can name the line, takes its place.
     def assert_line_requires(  # type: ignore[override]
-        self, line_dict: dict, requires: set[str]
+        self, line_dict: dict[str, t.Any], requires: set[str]
     ) -> None:
         """Name the line and the missing keys, never the message (it may hold personal data).
 
@@ -337,7 +337,7 @@ class InputReader(SingerReader):
             raise InvalidInputLine(msg)
 
     @override
-    def _process_unknown_message(self, message_dict: dict) -> None:
+    def _process_unknown_message(self, message_dict: dict[str, t.Any]) -> None:
         msg = (
             f"Input line {self.line_number} has unknown Singer message type "
             f"'{_quoted(message_dict.get('type'))}'; expected SCHEMA, RECORD, STATE, "
@@ -347,7 +347,7 @@ class InputReader(SingerReader):
 
     # Checks, one per message type (RECORD's fast test is inline in process_lines).
 
-    def _check(self, message: dict, kind: t.Any) -> None:
+    def _check(self, message: dict[str, t.Any], kind: t.Any) -> None:
         """Check a message other than a well-formed RECORD; raise on the first problem."""
         if kind is None and "type" not in message:
             self.assert_line_requires(message, {"type"})
@@ -377,7 +377,7 @@ class InputReader(SingerReader):
                         f"{'missing' if version is None else _json_type(version)}, not an integer."
                     )
 
-    def _refuse_record(self, message: dict) -> None:
+    def _refuse_record(self, message: dict[str, t.Any]) -> None:
         """Say what is wrong with a RECORD message's stream or record."""
         self._stream(message, "RECORD")
         if "record" not in message:
@@ -388,7 +388,7 @@ class InputReader(SingerReader):
                 f"is a RECORD message whose 'record' is {_json_type(record)}, not an object."
             )
 
-    def _check_schema(self, message: dict) -> None:
+    def _check_schema(self, message: dict[str, t.Any]) -> None:
         stream = self._stream(message, "SCHEMA")
         if "schema" not in message:
             self._refuse("is a SCHEMA message without a 'schema'.")
@@ -411,14 +411,14 @@ class InputReader(SingerReader):
             )
         self.streams.add(stream)
 
-    def _check_batch(self, message: dict) -> None:
+    def _check_batch(self, message: dict[str, t.Any]) -> None:
         if type(message.get("encoding")) is not dict:
             self._refuse("is a BATCH message whose 'encoding' is missing or not an object.")
         manifest = message.get("manifest")
         if type(manifest) is not list or any(type(f) is not str for f in manifest):
             self._refuse("is a BATCH message whose 'manifest' is not a list of file names.")
 
-    def _stream(self, message: dict, kind: str) -> str:
+    def _stream(self, message: dict[str, t.Any], kind: str) -> str:
         """The message's stream name, which must be a string."""
         if "stream" not in message:
             self._refuse(f"is {_a(kind)} message without a 'stream'.")

@@ -18,6 +18,8 @@ import decimal
 import json
 import math
 from collections.abc import Mapping
+
+# The C encoder is json.encoder's own, undeclared in its stubs.
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 

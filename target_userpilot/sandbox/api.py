@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from typing import Any
 from urllib.parse import unquote
 
 from target_userpilot.sandbox.clock import Clock
@@ -128,7 +129,7 @@ class Account:
         with self.lock:
             self.rules.change(**settings)
 
-    def limits(self) -> dict:
+    def limits(self) -> dict[str, Any]:
         """The deletion and track rules in force."""
         with self.lock:
             return self.rules.settings()
@@ -151,7 +152,7 @@ class Account:
         with self.lock:
             self.board.hold_foreign_job(seconds, at_upload, self.tally.counts["upload_attempts"])
 
-    def profiles_copy(self, obj: str) -> dict[str, dict]:
+    def profiles_copy(self, obj: str) -> dict[str, dict[str, Any]]:
         """Stored profiles of one object, as deep copies."""
         with self.lock:
             self.board.advance(self.clock.now())
@@ -182,12 +183,12 @@ class Account:
             self.board.advance(self.clock.now())
             return self.store.run_deletions()
 
-    def events_copy(self) -> list[dict]:
+    def events_copy(self) -> list[dict[str, Any]]:
         """Every received event, oldest first."""
         with self.lock:
             return self.store.events_copy()
 
-    def imported_copy(self) -> list[dict]:
+    def imported_copy(self) -> list[dict[str, Any]]:
         """Every event of a completed import job, oldest job first."""
         with self.lock:
             self.board.advance(self.clock.now())
@@ -198,7 +199,7 @@ class Account:
         with self.lock:
             self.board.set_import_rules(share_lane, status_at)
 
-    def job_views(self) -> list[dict]:
+    def job_views(self) -> list[dict[str, Any]]:
         """Every job, newest first."""
         with self.lock:
             now = self.clock.now()
@@ -212,14 +213,14 @@ class Account:
             next_end = self.board.next_end()
         return (next_end is None, next_end)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """See `Sandbox.stats`."""
         with self.lock:
             now = self.clock.now()
             self.board.advance(now)
             return self.tally.report(self.board, now)
 
-    def requests_copy(self) -> list[dict]:
+    def requests_copy(self) -> list[dict[str, Any]]:
         """See `Sandbox.request_log`."""
         with self.lock:
             return self.tally.requests_copy()

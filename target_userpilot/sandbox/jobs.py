@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from target_userpilot.sandbox.clock import Clock
@@ -61,7 +62,7 @@ class Job:
 
     job_id: str
     object: str
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     total_rows: int
     filename: str | None
     file_size: int
@@ -288,7 +289,7 @@ class JobBoard:
         self.jobs.append(job)
         self.by_id[job.job_id] = job
 
-    def view(self, job: Job, now: float) -> dict:
+    def view(self, job: Job, now: float) -> dict[str, Any]:
         """The job as the status endpoint shows it at `now`."""
         final = job.status is not None
         view = {
@@ -329,7 +330,7 @@ class JobBoard:
             return stamp.split(".")[0] + "Z"
         return stamp
 
-    def views(self, now: float, *, listed_at: str | None = None) -> list[dict]:
+    def views(self, now: float, *, listed_at: str | None = None) -> list[dict[str, Any]]:
         """Every job, newest first; with `listed_at`, those a list there shows: the jobs whose
         status is served at that place ("background_jobs" or "imports")."""
         jobs = reversed(self.jobs)

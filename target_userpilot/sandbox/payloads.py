@@ -24,7 +24,7 @@ OBJECTS: dict[str, tuple[str, tuple[str, ...], str]] = {
 class Upload:
     """A bulk upload's validated rows and what the job object reports about its file."""
 
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     filename: str | None
     file_size: int
     data: bytes = b""  # the NDJSON file (or JSON body) as received, for `keep_uploads`
@@ -50,7 +50,7 @@ def load_json(data: bytes) -> Any:
     return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
 
 
-def _check_row(obj: str, row: Any, where: str) -> dict:
+def _check_row(obj: str, row: Any, where: str) -> dict[str, Any]:
     """Validate one row as Userpilot does and return it; raise `Rejected` naming the problem."""
 
     def invalid(problem: str) -> Rejected:
@@ -160,7 +160,7 @@ def parse_upload(
     )
 
 
-def _json_document(content_type: str, body: bytes | None, max_bytes: int) -> dict:
+def _json_document(content_type: str, body: bytes | None, max_bytes: int) -> dict[str, Any]:
     """A real-time API body: one JSON object, or a `Rejected` saying what is wrong with it."""
     if body is None or len(body) > max_bytes:
         raise too_large(f"the request body is larger than {max_bytes} bytes")
@@ -209,7 +209,7 @@ def parse_deletion(
     return ids
 
 
-def parse_event(content_type: str, body: bytes | None, max_bytes: int) -> dict:
+def parse_event(content_type: str, body: bytes | None, max_bytes: int) -> dict[str, Any]:
     """A `POST /v1/track` body as the event to store: user_id, event_name and metadata."""
     document = _json_document(content_type, body, max_bytes)
 
@@ -281,7 +281,7 @@ class ImportFile:
     """An Import API upload: its valid records, and the first malformed line, which fails the
     job (Userpilot validates an import file after accepting it, as a job phase)."""
 
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     filename: str | None
     file_size: int
     data: bytes = b""
@@ -323,7 +323,7 @@ def parse_import(
     return ImportFile(records, filename, len(data), data)
 
 
-def check_import_record(record: Any) -> dict:
+def check_import_record(record: Any) -> dict[str, Any]:
     """One import record as Userpilot's Event Schema requires it; ValueError says why not."""
     if not isinstance(record, dict):
         raise ValueError(f"a record must be a JSON object, got {json_type(record)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from target_userpilot.clock import REAL_CLOCK
@@ -160,7 +161,7 @@ class Sandbox:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def profiles(self, obj: str) -> dict[str, dict]:
+    def profiles(self, obj: str) -> dict[str, dict[str, Any]]:
         """Stored profiles of 'users' or 'companies', by id (deep copies, safe to modify)."""
         return self._account.profiles_copy(obj)
 
@@ -192,7 +193,7 @@ class Sandbox:
         requests already admitted count against the new limits."""
         self._account.set_limits(**limits)
 
-    def limits(self) -> dict:
+    def limits(self) -> dict[str, Any]:
         """The deletion and track limits in force, by the names `set_limits` takes."""
         return self._account.limits()
 
@@ -225,7 +226,7 @@ class Sandbox:
         """Forget profiles, jobs, deletions, events, statistics, faults and any foreign hold."""
         self._account.reset()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters and per-job timings, so tests and benchmarks can judge a client.
 
         Counters: `requests` (all /v1 calls), `upload_attempts`, `uploads` (accepted),
@@ -253,13 +254,13 @@ class Sandbox:
         each profile goes, a user's events with it. Returns the profiles removed per object."""
         return self._account.run_deletions()
 
-    def events(self) -> list[dict]:
+    def events(self) -> list[dict[str, Any]]:
         """Every event received since the start or the last reset, oldest first: `user_id`,
         `event_name`, `metadata`, `received_at` (ISO 8601 UTC, as Userpilot stamps events) and
         `at` (seconds since start). A deletion run removes a deleted user's events."""
         return self._account.events_copy()
 
-    def imported_events(self) -> list[dict]:
+    def imported_events(self) -> list[dict[str, Any]]:
         """Every track and page_view record of a completed import job, oldest job first, as
         sent (`event_type`, `user_id`, `event_name`, `inserted_at`, `source`, `metadata`...)
         plus `imported_at` (when its job completed) and `job_id`. Identify records of an import
@@ -272,11 +273,11 @@ class Sandbox:
         """Change the constructor's `imports_share_lane` and `import_status_at` while running."""
         self._account.set_import_rules(share_lane, status_at)
 
-    def jobs(self) -> list[dict]:
+    def jobs(self) -> list[dict[str, Any]]:
         """Every job, newest first, shaped as `GET /v1/background_jobs` shows them."""
         return self._account.job_views()
 
-    def request_log(self) -> list[dict]:
+    def request_log(self) -> list[dict[str, Any]]:
         """Every `/v1` call, oldest first: `at` (seconds since start, on arrival), `method`,
         `path`, `endpoint` (its family: bulk, status, list, delete, track or other), `status`
         (None for a dropped connection) and the injected `fault`, if any.
@@ -305,7 +306,7 @@ class Sandbox:
 def serve_admin(sandbox: Sandbox, request: Request) -> Reply:
     """Answer one `/_sandbox/` call by calling the facade, as a test would in Python."""
     path = request.path.rstrip("/")
-    routes_get = {
+    routes_get: dict[str, Callable[[], object]] = {
         "/_sandbox/profiles/users": lambda: sandbox.profiles("users"),
         "/_sandbox/profiles/companies": lambda: sandbox.profiles("companies"),
         "/_sandbox/stats": sandbox.stats,

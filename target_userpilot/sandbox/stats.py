@@ -3,6 +3,8 @@ request log, refusals, injected faults and per-job timings."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from target_userpilot.sandbox.clock import Clock
 from target_userpilot.sandbox.faults import ENDPOINTS, FAULT_KINDS
 from target_userpilot.sandbox.jobs import JobBoard
@@ -42,7 +44,7 @@ class Tally:
         self.counts = dict.fromkeys(_COUNTERS, 0)
         self.rejected: dict[str, int] = {}
         self.faults_injected = dict.fromkeys(FAULT_KINDS, 0)
-        self.request_log: list[dict] = []
+        self.request_log: list[dict[str, Any]] = []
         self.by_endpoint = {name: {"requests": 0, "rate_limited": 0} for name in _ENDPOINTS}
 
     def reject(self, status: int) -> None:
@@ -71,11 +73,11 @@ class Tally:
             }
         )
 
-    def requests_copy(self) -> list[dict]:
+    def requests_copy(self) -> list[dict[str, Any]]:
         """The request log, entries copied."""
         return [dict(entry) for entry in self.request_log]
 
-    def report(self, board: JobBoard, now: float) -> dict:
+    def report(self, board: JobBoard, now: float) -> dict[str, Any]:
         """Counters plus per-job timings, relative to the sandbox's start in monotonic seconds."""
         rel = self.clock.since_start
         own = [job for job in board.jobs if not job.foreign]

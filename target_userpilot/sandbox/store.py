@@ -7,6 +7,7 @@ Plain data without a lock of its own: the account calls it under its lock.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from target_userpilot.sandbox.payloads import OBJECTS
 
@@ -22,20 +23,20 @@ class ProfileStore:
 
     def clear(self) -> None:
         """Forget every profile and kept upload."""
-        self.profiles: dict[str, dict[str, dict]] = {obj: {} for obj in OBJECTS}
+        self.profiles: dict[str, dict[str, dict[str, Any]]] = {obj: {} for obj in OBJECTS}
         self.uploads: list[bytes] = []  # accepted uploads' files, only with keep_uploads
         self.deletions: dict[str, list[str]] = {obj: [] for obj in OBJECTS}
         self.pending_deletions: dict[str, list[str]] = {obj: [] for obj in OBJECTS}
-        self.events: list[dict] = []
+        self.events: list[dict[str, Any]] = []
         #: Records of completed Import API jobs, in file order, each with its `inserted_at`.
-        self.imported: list[dict] = []
+        self.imported: list[dict[str, Any]] = []
 
     def keep_upload(self, data: bytes) -> None:
         """Remember an accepted upload's file, if the sandbox was asked to."""
         if self.keep_uploads:
             self.uploads.append(data)
 
-    def merge(self, obj: str, row: dict) -> None:
+    def merge(self, obj: str, row: dict[str, Any]) -> None:
         """Apply one row as Userpilot does: metadata merges, null removes, a company_id moves."""
         id_field = OBJECTS[obj][0]
         key = row[id_field]
@@ -52,7 +53,7 @@ class ProfileStore:
             else:
                 profile["metadata"][name] = value
 
-    def profiles_copy(self, obj: str) -> dict[str, dict]:
+    def profiles_copy(self, obj: str) -> dict[str, dict[str, Any]]:
         """Deep copies of one object's profiles, safe for the caller to change."""
         if obj not in OBJECTS:
             raise ValueError(f"profiles are kept for 'users' and 'companies', not {obj!r}")
@@ -92,27 +93,29 @@ class ProfileStore:
         """Whether a profile with this id exists now."""
         return key in self.profiles[obj]
 
-    def add_event(self, event: dict) -> None:
+    def add_event(self, event: dict[str, Any]) -> None:
         """Store one received event."""
         self.events.append(event)
 
-    def import_records(self, records: list[dict], completed_at: str, job_id: str) -> None:
+    def import_records(self, records: list[dict[str, Any]], completed_at: str, job_id: str) -> None:
         """Apply a completed import job: profiles identified, events kept with their time."""
         for record in records:
             kind = record["event_type"]
             if kind in ("identify_user", "identify_company"):
                 obj = "users" if kind == "identify_user" else "companies"
-                row = {k: record[k] for k in ("user_id", "company_id", "metadata") if k in record}
+                row: dict[str, Any] = {
+                    k: record[k] for k in ("user_id", "company_id", "metadata") if k in record
+                }
                 if obj == "companies":
                     row.pop("user_id", None)
                 self.merge(obj, row)
                 continue
             self.imported.append({**record, "imported_at": completed_at, "job_id": job_id})
 
-    def imported_copy(self) -> list[dict]:
+    def imported_copy(self) -> list[dict[str, Any]]:
         """Every imported event (track and page_view records), oldest job first."""
         return copy.deepcopy(self.imported)
 
-    def events_copy(self) -> list[dict]:
+    def events_copy(self) -> list[dict[str, Any]]:
         """Every received event, oldest first, as deep copies."""
         return copy.deepcopy(self.events)

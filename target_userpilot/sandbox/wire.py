@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def errors_body(error: str, code: str, message: str, details: dict | None = None) -> bytes:
+def errors_body(
+    error: str, code: str, message: str, details: dict[str, Any] | None = None
+) -> bytes:
     """Userpilot's error envelope, so clients exercise the same error parsing as in production."""
     errors = [{"error": error, "error_code": code, "message": message, "details": details or {}}]
     return json.dumps({"errors": errors}).encode()

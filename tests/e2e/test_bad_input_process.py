@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import USER_SCHEMA, record, schema, state, user
 from support.runner import TargetProcess, TargetRun
@@ -21,11 +24,13 @@ PII = "do-not-log-7731@example.com"
 ANY_ID_SCHEMA = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "id": {}}}
 
 
-def _rejects(path) -> list[dict[str, Any]]:
+def _rejects(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_empty_input_exits_0_without_state_or_requests(sandbox, quick_poll_config, tmp_path):
+def test_empty_input_exits_0_without_state_or_requests(
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path
+) -> None:
     # Not run_target: it ends the input with a newline, which makes the input not empty.
     config_path = tmp_path / "empty.json"
     config_path.write_text(json.dumps(quick_poll_config))
@@ -42,7 +47,7 @@ def test_empty_input_exits_0_without_state_or_requests(sandbox, quick_poll_confi
     assert sandbox.stats()["requests"] == 0
 
 
-def _refused_before_input(quick_poll_config: dict[str, Any], tmp_path) -> tuple[int, str]:
+def _refused_before_input(quick_poll_config: dict[str, Any], tmp_path: Path) -> tuple[int, str]:
     """Run the target with stdin open and silent: only a check made before any input is read
     can end it. Returns the exit code and the 'stopped:' sentence."""
     config_path = tmp_path / "refused-config.json"
@@ -74,8 +79,8 @@ def _refused_before_input(quick_poll_config: dict[str, Any], tmp_path) -> tuple[
     ],
 )
 def test_a_rejects_path_that_cannot_be_written_stops_with_exit_2_before_reading_input(
-    where, said, sandbox, quick_poll_config, tmp_path
-):
+    where: str, said: str, sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path
+) -> None:
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-file").write_text("not a folder")
     quick_poll_config["rejects_path"] = str(tmp_path / where)
@@ -91,7 +96,7 @@ def test_a_rejects_path_that_cannot_be_written_stops_with_exit_2_before_reading_
 # Records nested deeper than the target reads (nesting.py): rejected, never a stop or a traceback
 
 
-def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = False) -> str:
+def _deep_record_line(stream: str, rec: dict[str, Any], depth: int, *, arrays: bool = False) -> str:
     """A RECORD line whose record has a property ``deep`` nested ``depth`` levels below it."""
     inner = json.dumps(PII)
     deep = "[" * depth + inner + "]" * depth if arrays else '{"a":' * depth + inner + "}" * depth
@@ -99,12 +104,12 @@ def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = Fals
 
 
 def test_a_record_nested_3000_deep_is_rejected_and_the_run_goes_on(
-    sandbox, quick_poll_config, tmp_path
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path
+) -> None:
     quick_poll_config["rejects_path"] = str(tmp_path / "rejects.ndjson")
     quick_poll_config["batch_wait_seconds"] = 0.1
     deep = _deep_record_line("users", {"id": 3}, 3000)
-    before: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    before: list[dict[str, Any] | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
     before += [record("users", user(i)) for i in range(3)]
     before += [state({"last": 2}), deep, state({"last": "deep"})]
     after = [record("users", user(i)) for i in range(4, 6)] + [state({"last": 5})]

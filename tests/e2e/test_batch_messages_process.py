@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import (
     USER_SCHEMA,
     encode_messages,
@@ -24,12 +26,12 @@ from support.messages import (
     state,
     user,
 )
-from support.runner import TargetRun
+from support.runner import RunTarget, TargetRun
 
 COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
 
 
-def write_jsonl(path: Path, records: Iterable[dict], *, compress: bool = False) -> Path:
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]], *, compress: bool = False) -> Path:
     """A batch file as the SDK's JSONL batcher writes it: one record per line."""
     opener = gzip.open if compress else open
     with opener(path, "wt", encoding="utf-8") as out:
@@ -38,7 +40,9 @@ def write_jsonl(path: Path, records: Iterable[dict], *, compress: bool = False) 
     return path
 
 
-def batch(stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none") -> dict:
+def batch(
+    stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none"
+) -> dict[str, Any]:
     """A BATCH message."""
     return {
         "type": "BATCH",
@@ -74,12 +78,14 @@ TargetUserpilot.cli()
 """
 
 
-def _large_users() -> Iterator[dict]:
+def _large_users() -> Iterator[dict[str, Any]]:
     for i in range(N_LARGE):
         yield user(i, tags=["a", "b"], address={"city": f"City {i % 97}"}, score=i / 3)
 
 
-def _peak_rss_kib(config: dict, messages: Iterable[dict], tmp_path: Path) -> tuple[int, TargetRun]:
+def _peak_rss_kib(
+    config: dict[str, Any], messages: Iterable[dict[str, Any]], tmp_path: Path
+) -> tuple[int, TargetRun]:
     """Run the target on ``messages`` and return its peak RSS (KiB) and its result."""
     config_path = tmp_path / "config-rss.json"
     config_path.write_text(json.dumps(config))
@@ -97,7 +103,9 @@ def _peak_rss_kib(config: dict, messages: Iterable[dict], tmp_path: Path) -> tup
     return int(peaks[-1]), run
 
 
-def test_a_large_batch_file_keeps_memory_at_the_record_path_level(sandbox, config, tmp_path):
+def test_a_large_batch_file_keeps_memory_at_the_record_path_level(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc to read a process's peak memory")
     head = [schema("users", USER_SCHEMA, ["id"])]
@@ -128,8 +136,8 @@ def test_a_large_batch_file_keeps_memory_at_the_record_path_level(sandbox, confi
 
 
 def test_parquet_without_pyarrow_names_the_extra_to_install(
-    sandbox, config, tmp_path, run_target_process
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target_process: RunTarget
+) -> None:
     # A pyarrow that cannot be imported, ahead of any installed one: PYTHONPATH is read when
     # the interpreter starts, so this run is a process of its own.
     shadow = tmp_path / "shadow" / "pyarrow"

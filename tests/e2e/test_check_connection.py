@@ -11,13 +11,22 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import API_KEY, MELTANO_TEST_MESSAGES, encode_messages, record, schema
+from support.runner import RunTarget
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 
-def check_connection(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+def check_connection(config: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """``target-userpilot --check-connection --config <file>``, as an operator runs it."""
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
@@ -33,27 +42,38 @@ def check_connection(config: dict, tmp_path: Path) -> subprocess.CompletedProces
     )
 
 
+class _NotUserpilot(ThreadingHTTPServer):
+    """Any web server that is not Userpilot's API: every path gets ``answer`` (a 404 page
+    unless a test says otherwise), and ``paths`` records what was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _NotFound)
+        self.paths: list[str] = []
+        self.answer = (404, b"<html><body><h1>404 Not Found</h1></body></html>")
+
+
 class _NotFound(BaseHTTPRequestHandler):
-    """Any web server that is not Userpilot's API: every path is a 404 page."""
+    """Answers as its :class:`_NotUserpilot` server says."""
+
+    server: _NotUserpilot
 
     def do_GET(self) -> None:
-        status, body = self.server.answer  # type: ignore[attr-defined]
+        status, body = self.server.answer
         self.send_response(status)
         self.send_header("Content-Type", "application/json" if body[:1] in b"{[" else "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.server.paths.append(self.path)
 
+    @override
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test reads the target's output, not this server's."""
 
 
 @pytest.fixture
-def not_userpilot() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
-    server.paths = []  # type: ignore[attr-defined]
-    server.answer = (404, b"<html><body><h1>404 Not Found</h1></body></html>")  # type: ignore[attr-defined]
+def not_userpilot() -> Iterator[_NotUserpilot]:
+    server = _NotUserpilot()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -64,7 +84,9 @@ def not_userpilot() -> Iterator[ThreadingHTTPServer]:
         thread.join(timeout=5)
 
 
-def test_good_key_is_confirmed_with_one_read_only_call(sandbox, config, tmp_path):
+def test_good_key_is_confirmed_with_one_read_only_call(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     result = check_connection(config, tmp_path)
 
     assert result.returncode == 0, result.stderr[-2000:]
@@ -75,7 +97,9 @@ def test_good_key_is_confirmed_with_one_read_only_call(sandbox, config, tmp_path
     assert API_KEY not in result.stdout + result.stderr
 
 
-def test_refused_key_exits_3_without_retrying(sandbox, config, tmp_path):
+def test_refused_key_exits_3_without_retrying(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config["api_key"] = "a-wrong-key-0451"
     result = check_connection(config, tmp_path)
 
@@ -86,7 +110,9 @@ def test_refused_key_exits_3_without_retrying(sandbox, config, tmp_path):
     assert "a-wrong-key-0451" not in result.stdout + result.stderr
 
 
-def test_host_that_is_not_userpilots_api_exits_8(not_userpilot, tmp_path):
+def test_host_that_is_not_userpilots_api_exits_8(
+    not_userpilot: _NotUserpilot, tmp_path: Path
+) -> None:
     url = f"http://127.0.0.1:{not_userpilot.server_address[1]}"
     result = check_connection({"api_url": url, "api_key": API_KEY}, tmp_path)
 
@@ -99,7 +125,9 @@ def test_host_that_is_not_userpilots_api_exits_8(not_userpilot, tmp_path):
 @pytest.mark.parametrize(
     "body", [b"<html><body>Welcome to nginx!</body></html>", b"{}", b'{"status": "ok"}']
 )
-def test_host_answering_200_without_a_job_list_is_not_userpilot(not_userpilot, tmp_path, body):
+def test_host_answering_200_without_a_job_list_is_not_userpilot(
+    not_userpilot: _NotUserpilot, tmp_path: Path, body: bytes
+) -> None:
     not_userpilot.answer = (200, body)
     url = f"http://127.0.0.1:{not_userpilot.server_address[1]}"
     result = check_connection({"api_url": url, "api_key": API_KEY}, tmp_path)
@@ -110,7 +138,7 @@ def test_host_answering_200_without_a_job_list_is_not_userpilot(not_userpilot, t
     assert not_userpilot.paths == ["/v1/background_jobs"]
 
 
-def test_unreachable_host_exits_9(tmp_path):
+def test_unreachable_host_exits_9(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again when the block ends: nothing listens
@@ -123,14 +151,14 @@ def test_unreachable_host_exits_9(tmp_path):
     assert "STATE" not in result.stderr  # a check has no STATE to speak of
 
 
-def test_dry_run_needs_no_connection(tmp_path):
+def test_dry_run_needs_no_connection(tmp_path: Path) -> None:
     result = check_connection({"dry_run": True, "api_url": "http://127.0.0.1:9"}, tmp_path)
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert "dry_run is on" in result.stdout
 
 
-def test_missing_key_is_a_configuration_error(tmp_path):
+def test_missing_key_is_a_configuration_error(tmp_path: Path) -> None:
     result = check_connection({"api_url": "http://127.0.0.1:9"}, tmp_path)
 
     assert result.returncode == 2
@@ -140,7 +168,7 @@ def test_missing_key_is_a_configuration_error(tmp_path):
 # Meltano's loader test (`meltano config test`): its parent shows none of the loader's output
 
 
-def _loader_test_under_a_parent(config: dict, tmp_path: Path, *, own_stderr: bool) -> str:
+def _loader_test_under_a_parent(config: dict[str, Any], tmp_path: Path, *, own_stderr: bool) -> str:
     """Run the target on Meltano's test stream, started by a Python parent as Meltano starts it:
     its output to the parent through one pipe (``own_stderr``), or on the parent's stderr.
     Returns what the parent itself wrote to its stderr (the test's pipe)."""
@@ -172,8 +200,8 @@ def _loader_test_under_a_parent(config: dict, tmp_path: Path, *, own_stderr: boo
 
 
 def test_a_refused_key_in_meltanos_loader_test_is_told_to_the_process_that_started_it(
-    sandbox, config, tmp_path
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config["api_key"] = "a-wrong-key-0452"
 
     told = _loader_test_under_a_parent(config, tmp_path, own_stderr=True)
@@ -186,7 +214,9 @@ def test_a_refused_key_in_meltanos_loader_test_is_told_to_the_process_that_start
     assert sandbox.profiles("users") == {}
 
 
-def test_a_loader_test_sharing_its_parents_stderr_says_its_reason_once(sandbox, config, tmp_path):
+def test_a_loader_test_sharing_its_parents_stderr_says_its_reason_once(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config["api_key"] = "a-wrong-key-0453"
 
     told = _loader_test_under_a_parent(config, tmp_path, own_stderr=False)
@@ -197,8 +227,8 @@ def test_a_loader_test_sharing_its_parents_stderr_says_its_reason_once(sandbox, 
 
 
 def test_meltanos_loader_test_stream_fails_on_a_refused_key(
-    sandbox, config, tmp_path, run_target_process
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target_process: RunTarget
+) -> None:
     # As a process: the reason also goes to the stderr of the process that started it (Meltano).
     config["api_key"] = "not-" + API_KEY
 

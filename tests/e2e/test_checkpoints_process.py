@@ -6,6 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     encode_messages,
@@ -15,7 +19,9 @@ from support.messages import (
 # STATE messages as the target writes them (issue 9 items 13 and 16)
 
 
-def test_stdout_closed_by_the_consumer_stops_with_exit_11_and_a_sentence(sandbox, config, tmp_path):
+def test_stdout_closed_by_the_consumer_stops_with_exit_11_and_a_sentence(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config_path = tmp_path / "config.json"
     config["batch_size_rows"] = 10
     config_path.write_text(json.dumps(config))
@@ -39,7 +45,9 @@ def test_stdout_closed_by_the_consumer_stops_with_exit_11_and_a_sentence(sandbox
     assert len(sandbox.profiles("users")) >= 10  # what went up before stays in Userpilot
 
 
-def test_started_with_stdout_closed_stops_before_reading_input(sandbox, config, tmp_path):
+def test_started_with_stdout_closed_stops_before_reading_input(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
     proc = subprocess.run(

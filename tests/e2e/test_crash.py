@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from target_userpilot.sandbox import Sandbox
 from target_userpilot.stop import DUPLICATE_SIGNAL_SECONDS
 
 from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
 
 N_USERS = 4000
@@ -29,7 +31,7 @@ BATCH_ROWS = 500
 ROWS_PER_MINUTE = 20_000
 
 
-def _messages(start: int, stop: int) -> list[dict]:
+def _messages(start: int, stop: int) -> list[dict[str, Any]]:
     """SCHEMA, users ``start`` to ``stop - 1``, a STATE naming the last record every 100."""
     messages = [schema("users", USER_SCHEMA, ["id"])]
     for i in range(start, stop):
@@ -40,7 +42,7 @@ def _messages(start: int, stop: int) -> list[dict]:
 
 
 @pytest.fixture
-def slow_sandbox():
+def slow_sandbox() -> Iterator[Sandbox]:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=ROWS_PER_MINUTE) as sandbox:
         yield sandbox
 
@@ -54,7 +56,7 @@ def _config(sandbox: Sandbox) -> dict[str, Any]:
     }
 
 
-def _followed_job(sandbox: Sandbox) -> dict | None:
+def _followed_job(sandbox: Sandbox) -> dict[str, Any] | None:
     """A job of ours that runs and that the target has polled, so it surely follows it."""
     return next(
         (j for j in sandbox.stats()["job_timings"] if j["completed_at"] is None and j["polls"]),
@@ -67,8 +69,8 @@ def _missing(landed: dict[str, Any], up_to: int) -> list[int]:
 
 
 def test_sigkill_mid_run_loses_nothing_covered_by_a_state_and_a_rerun_completes(
-    slow_sandbox, tmp_path, run_target
-):
+    slow_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
         jobs_at_state = []
@@ -102,7 +104,9 @@ def test_sigkill_mid_run_loses_nothing_covered_by_a_state_and_a_rerun_completes(
     assert slow_sandbox.stats()["conflicts_own"] == 0
 
 
-def test_sigterm_waits_for_the_job_in_flight_then_stops_with_exit_10(slow_sandbox, tmp_path):
+def test_sigterm_waits_for_the_job_in_flight_then_stops_with_exit_10(
+    slow_sandbox: Sandbox, tmp_path: Path
+) -> None:
     run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
         assert run.next_state() is not None, run.stderr[-3000:]
@@ -131,7 +135,9 @@ def test_sigterm_waits_for_the_job_in_flight_then_stops_with_exit_10(slow_sandbo
     assert "TARGET_USERPILOT_SUMMARY" in run.stderr
 
 
-def test_sigterm_after_the_end_of_input_lets_the_run_finish(slow_sandbox, tmp_path):
+def test_sigterm_after_the_end_of_input_lets_the_run_finish(
+    slow_sandbox: Sandbox, tmp_path: Path
+) -> None:
     """All input read and uploaded: the stop only waits for the last job, the run ends as
     usual with its final STATE and exit 0."""
     run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, 2 * BATCH_ROWS))
@@ -153,7 +159,7 @@ def test_sigterm_after_the_end_of_input_lets_the_run_finish(slow_sandbox, tmp_pa
     assert len(slow_sandbox.profiles("users")) == 2 * BATCH_ROWS
 
 
-def test_a_second_sigterm_stops_at_once(slow_sandbox, tmp_path):
+def test_a_second_sigterm_stops_at_once(slow_sandbox: Sandbox, tmp_path: Path) -> None:
     slow_sandbox.set_rows_per_minute(6000)  # a 500-row job takes 5 s
     run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
@@ -175,7 +181,9 @@ def test_a_second_sigterm_stops_at_once(slow_sandbox, tmp_path):
     assert slow_sandbox.stats()["uploads"] == 1
 
 
-def test_sigterm_before_any_record_stops_with_exit_10(sandbox, config, tmp_path):
+def test_sigterm_before_any_record_stops_with_exit_10(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps(config))
     proc = subprocess.Popen(

@@ -7,11 +7,13 @@ The rest runs in process: ``tests/integration/test_deletes.py``.
 from __future__ import annotations
 
 import signal
+from pathlib import Path
+from typing import Any
 
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 
 DELETED_AT = "2026-11-02T08:15:00Z"
 #: A log-based tap's schema: the deletion mark is a column of the stream.
@@ -25,7 +27,7 @@ TAP_USER_SCHEMA = {
 }
 
 
-def deleted_user(i: int) -> dict:
+def deleted_user(i: int) -> dict[str, Any]:
     """A user deleted in the source, as log-based taps send it: the key and the mark."""
     return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
 
@@ -44,8 +46,8 @@ def deleted_user(i: int) -> dict:
 
 
 def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletion(
-    tmp_path, run_target
-):
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
         config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
         head = [schema("users", TAP_USER_SCHEMA, ["id"])]
@@ -70,7 +72,7 @@ def test_a_run_killed_between_two_deletion_requests_resumes_and_loses_no_deletio
         assert sandbox.deletions("users") == ["1", "2"]
 
 
-def test_sigterm_lets_the_deletion_in_flight_end_and_sends_no_further_one(tmp_path):
+def test_sigterm_lets_the_deletion_in_flight_end_and_sends_no_further_one(tmp_path: Path) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
         config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
         run = TargetProcess(config, tmp_path)

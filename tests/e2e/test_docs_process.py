@@ -33,7 +33,8 @@ def about() -> dict[str, Any]:
         check=True,
         cwd=REPO,
     )
-    return json.loads(result.stdout)
+    about: dict[str, Any] = json.loads(result.stdout)
+    return about
 
 
 def _loader() -> dict[str, Any]:
@@ -44,7 +45,7 @@ def _loader() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("script", ["readme_settings.py", "hub_definition.py"])
-def test_generated_docs_match_about(script):
+def test_generated_docs_match_about(script: str) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), "--check"],
         capture_output=True,
@@ -55,7 +56,7 @@ def test_generated_docs_match_about(script):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
-def test_check_mode_notices_a_stale_readme(tmp_path):
+def test_check_mode_notices_a_stale_readme(tmp_path: Path) -> None:
     stale = tmp_path / "README.md"
     stale.write_text(README.replace("| `dry_run` | boolean | `false` |", "| `dry_run` | bool | |"))
     result = subprocess.run(
@@ -74,7 +75,7 @@ def test_check_mode_notices_a_stale_readme(tmp_path):
     assert "make readme" in result.stderr
 
 
-def test_check_mode_notices_a_stale_hub_definition(tmp_path):
+def test_check_mode_notices_a_stale_hub_definition(tmp_path: Path) -> None:
     stale = tmp_path / "definition.yml"
     text = (REPO / "plugin" / "loaders" / "target-userpilot--userpilot.yml").read_text()
     stale.write_text(text.replace("value: 7200", "value: 3600"))
@@ -91,7 +92,9 @@ def test_check_mode_notices_a_stale_hub_definition(tmp_path):
 # meltano.yml and --about
 
 
-def test_meltano_yml_declares_every_setting_of_about_with_its_kind_and_default(about):
+def test_meltano_yml_declares_every_setting_of_about_with_its_kind_and_default(
+    about: dict[str, Any],
+) -> None:
     declared = {s["name"]: s for s in _loader()["settings"]}
     expected = dict(hub_definition.settings_of(about))
 
@@ -105,7 +108,9 @@ def test_meltano_yml_declares_every_setting_of_about_with_its_kind_and_default(a
             assert [o["value"] for o in setting["options"]] == schema_["enum"], name
 
 
-def test_meltano_yml_describes_the_targets_own_settings_as_about_does(about):
+def test_meltano_yml_describes_the_targets_own_settings_as_about_does(
+    about: dict[str, Any],
+) -> None:
     declared = {s["name"]: s for s in _loader()["settings"]}
     # The target's own settings; the SDK's built-ins may keep wording of their own there.
     for name in Settings.__dataclass_fields__:
@@ -113,7 +118,7 @@ def test_meltano_yml_describes_the_targets_own_settings_as_about_does(about):
         assert described == about["settings"]["properties"][name]["description"], name
 
 
-def test_meltano_yml_capabilities_are_the_targets(about):
+def test_meltano_yml_capabilities_are_the_targets(about: dict[str, Any]) -> None:
     loader = _loader()
     assert sorted(loader["capabilities"]) == sorted(about["capabilities"])
     assert loader["executable"] == about["name"]

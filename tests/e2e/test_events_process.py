@@ -13,12 +13,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from target_userpilot.lanes.events import connections_for
+from target_userpilot.lanes.pace import connections_for
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
 from support.pg import BOTH_LEDGERS
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
 
 EVENT_SCHEMA = {
@@ -34,7 +34,7 @@ EVENT_SCHEMA = {
 }
 
 
-def event(i: int, user_id: int, **extra: Any) -> dict:
+def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
     """An 'invoice_paid' event of user ``user_id`` with a nested object and an array."""
     rec = {
         "event_id": f"e-{i}",
@@ -48,11 +48,11 @@ def event(i: int, user_id: int, **extra: Any) -> dict:
     return rec
 
 
-def events_schema() -> dict:
+def events_schema() -> dict[str, Any]:
     return schema("events", EVENT_SCHEMA, ["event_id"])
 
 
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict:
+def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {
         "api_url": sandbox.url,
         "api_key": API_KEY,
@@ -79,7 +79,7 @@ def _track_statuses(sandbox: Sandbox) -> Counter[int | None]:
     return Counter(r["status"] for r in sandbox.request_log() if r["endpoint"] == "track")
 
 
-def test_an_event_waits_for_its_users_row_received_after_it(tmp_path):
+def test_an_event_waits_for_its_users_row_received_after_it(tmp_path: Path) -> None:
     """The users row of the second event comes after it in the input, in a later job than the
     users before it: the event waits for that job instead of going out to a 404."""
     # One row a second: each users job takes about a second.
@@ -103,8 +103,8 @@ def test_an_event_waits_for_its_users_row_received_after_it(tmp_path):
 
 @BOTH_LEDGERS
 def test_an_event_tried_again_after_a_404_keeps_its_place_before_its_users_later_events(
-    tmp_path, state_db
-):
+    tmp_path: Path, state_db: str
+) -> None:
     """Event 0 of user 7 is refused (404): its user comes later. Once the user is loaded,
     event 1 of user 7 arrives: it must not overtake event 0, which goes again only at the end.
     STATE waits for event 0 meanwhile."""
@@ -133,8 +133,8 @@ def test_an_event_tried_again_after_a_404_keeps_its_place_before_its_users_later
 
 
 def test_kill_9_and_a_rerun_from_the_last_state_duplicate_only_events_in_flight(
-    tmp_path, run_target
-):
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         config = _config(sandbox, tmp_path, events_per_minute=3000)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -167,8 +167,8 @@ def test_kill_9_and_a_rerun_from_the_last_state_duplicate_only_events_in_flight(
 
 
 def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(
-    tmp_path, run_target
-):
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         config = _config(sandbox, tmp_path, events_per_minute=1200)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -196,7 +196,9 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(
         assert max(ids.values()) == 1
 
 
-def test_sigterm_leaves_an_event_set_aside_for_the_rerun_and_no_state_past_it(tmp_path, run_target):
+def test_sigterm_leaves_an_event_set_aside_for_the_rerun_and_no_state_past_it(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         config = _config(sandbox, tmp_path)
         head = [schema("users", USER_SCHEMA, ["id"]), events_schema()]

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from target_userpilot.errors import ConfigurationError, exit_code
+from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot.client import UserpilotClient
 
 from support.messages import API_KEY, encode_messages, record, schema, users_messages
-from support.runner import TargetRun
+from support.runner import RunTarget, TargetRun
 
 #: Runs before the target: FULL_PREFIX makes the spool files of that prefix write to /dev/full;
 #: FAIL_SQL makes the SQLite statements containing it fail as on a full disk.
@@ -117,8 +118,8 @@ def _stopped(stderr: str) -> str:
 
 @pytest.mark.parametrize("n_users", [20, 3000], ids=["at-seal", "while-adding-rows"])
 def test_no_space_left_for_a_batch_names_the_spool_folder_and_exits_13(
-    n_users, sandbox, config, tmp_path
-):
+    n_users: int, sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
     env = _environment(TMPDIR=str(spool), FULL_PREFIX="target-userpilot-")
@@ -134,8 +135,8 @@ def test_no_space_left_for_a_batch_names_the_spool_folder_and_exits_13(
 
 
 def test_no_space_left_for_the_events_spool_names_the_folder_and_exits_13(
-    sandbox, config, tmp_path
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     spool.mkdir()
     env = _environment(TMPDIR=str(spool), FULL_PREFIX="userpilot-events-")
@@ -163,8 +164,8 @@ def test_no_space_left_for_the_events_spool_names_the_folder_and_exits_13(
     ids=["lookup-at-seal", "record-after-the-job"],
 )
 def test_a_sqlite_ledger_failing_mid_run_exits_9_like_postgresql(
-    statement, sandbox, config, tmp_path
-):
+    statement: str, sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     ledger = tmp_path / "state.db"
     config = {**config, "skip_unchanged": True, "state_db": str(ledger)}
 
@@ -181,7 +182,9 @@ def test_a_sqlite_ledger_failing_mid_run_exits_9_like_postgresql(
 
 
 @pytest.mark.parametrize("variable", CA_VARIABLES)
-def test_a_ca_variable_naming_nothing_stops_with_exit_2_before_any_input(variable, tmp_path):
+def test_a_ca_variable_naming_nothing_stops_with_exit_2_before_any_input(
+    variable: str, tmp_path: Path
+) -> None:
     missing = tmp_path / "no-such-ca.pem"
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps({"api_url": "https://userpilot.test", "api_key": API_KEY}))
@@ -207,8 +210,8 @@ def test_a_ca_variable_naming_nothing_stops_with_exit_2_before_any_input(variabl
 
 
 def test_an_existing_ca_bundle_and_a_plain_http_sandbox_are_not_refused(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("not checked here: only that it exists\n")
     env = {"REQUESTS_CA_BUNDLE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "missing")}
@@ -273,8 +276,8 @@ def proxy_407() -> Iterator[_Proxy407]:
     [("proxy-user:proxy-s3cret@", "refused the user name and password"), ("", "gives none")],
 )
 def test_a_proxy_answering_407_is_a_configuration_error_tried_once(
-    credentials, says, proxy_407, monkeypatch
-):
+    credentials: str, says: str, proxy_407: _Proxy407, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", proxy_407.url(credentials))
@@ -293,7 +296,9 @@ def test_a_proxy_answering_407_is_a_configuration_error_tried_once(
     assert [line.rsplit(" ", 1)[0] for line in proxy_407.requests] == ["CONNECT userpilot.test:443"]
 
 
-def test_a_run_behind_a_proxy_refusing_its_credentials_stops_with_exit_2(proxy_407, tmp_path):
+def test_a_run_behind_a_proxy_refusing_its_credentials_stops_with_exit_2(
+    proxy_407: _Proxy407, tmp_path: Path
+) -> None:
     config = {"api_url": "https://userpilot.test", "api_key": API_KEY}
     env = _environment(HTTPS_PROXY=proxy_407.url("proxy-user:proxy-s3cret@"))
 

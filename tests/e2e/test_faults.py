@@ -35,7 +35,7 @@ BATCH_ROWS = 500
 N_JOBS = N_USERS // BATCH_ROWS + 1
 
 
-def _pipeline() -> list[dict]:
+def _pipeline() -> list[dict[str, Any]]:
     messages = [schema("users", USER_SCHEMA, ["id"])]
     for i in range(N_USERS):
         messages.append(record("users", user(i)))
@@ -70,10 +70,10 @@ class Outcome:
     returncode: int
     stderr: str
     states: list[Any]
-    users: dict[str, dict]
-    companies: dict[str, dict]
+    users: dict[str, dict[str, Any]]
+    companies: dict[str, dict[str, Any]]
     stats: dict[str, Any]
-    log: list[dict]
+    log: list[dict[str, Any]]
     seconds: float
 
 
@@ -179,7 +179,9 @@ def _assert_lands_like_the_clean_run(outcome: Outcome, clean: Outcome) -> None:
 
 
 @pytest.mark.parametrize("name", MATRIX)
-def test_load_under_faults_lands_exactly_as_a_clean_run(name, outcomes, clean):
+def test_load_under_faults_lands_exactly_as_a_clean_run(
+    name: str, outcomes: dict[str, Outcome], clean: Outcome
+) -> None:
     faults, hold = SCENARIOS[name]
     outcome = outcomes[name]
 
@@ -198,7 +200,9 @@ def test_load_under_faults_lands_exactly_as_a_clean_run(name, outcomes, clean):
     )
 
 
-def test_retry_after_is_waited_before_the_next_request(outcomes, clean):
+def test_retry_after_is_waited_before_the_next_request(
+    outcomes: dict[str, Outcome], clean: Outcome
+) -> None:
     outcome = outcomes["429-with-retry-after"]
 
     _assert_lands_like_the_clean_run(outcome, clean)
@@ -211,7 +215,9 @@ def test_retry_after_is_waited_before_the_next_request(outcomes, clean):
         assert waited >= 1.0, f"request {n + 1} came {waited:.2f} s after a 429 (Retry-After: 1)"
 
 
-def test_failed_status_polls_are_retried_never_answered_by_uploading_again(outcomes, clean):
+def test_failed_status_polls_are_retried_never_answered_by_uploading_again(
+    outcomes: dict[str, Outcome], clean: Outcome
+) -> None:
     outcome = outcomes["failing-status-polls"]
 
     _assert_lands_like_the_clean_run(outcome, clean)
@@ -221,7 +227,9 @@ def test_failed_status_polls_are_retried_never_answered_by_uploading_again(outco
     assert len(uploads) == N_JOBS
 
 
-def test_upload_that_timed_out_is_adopted_not_sent_again(outcomes, clean):
+def test_upload_that_timed_out_is_adopted_not_sent_again(
+    outcomes: dict[str, Outcome], clean: Outcome
+) -> None:
     """The sandbox creates the job, then answers too late: the client must find that job by its
     filename instead of uploading the batch a second time."""
     outcome = outcomes["slow-uploads"]
@@ -234,7 +242,9 @@ def test_upload_that_timed_out_is_adopted_not_sent_again(outcomes, clean):
     assert "timed out (ReadTimeout)" in outcome.stderr
 
 
-def test_retries_give_up_after_a_bounded_number_of_tries_with_a_clear_message(tmp_path):
+def test_retries_give_up_after_a_bounded_number_of_tries_with_a_clear_message(
+    tmp_path: Path,
+) -> None:
     """Every call answered 429 with Retry-After: 0, so the tries come fast: the run must still
     stop after the policy's tries, not hammer forever."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
@@ -258,7 +268,9 @@ def test_retries_give_up_after_a_bounded_number_of_tries_with_a_clear_message(tm
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=1.0)
 
 
-def test_upload_is_tried_exactly_max_tries_times_then_raised(sandbox, batch_file):
+def test_upload_is_tried_exactly_max_tries_times_then_raised(
+    sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.set_faults(error_rate=1.0, only="upload")
     client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
     with pytest.raises(TransientError, match=r"failed 5 times .* HTTP 50[023]"):
@@ -270,7 +282,7 @@ def test_upload_is_tried_exactly_max_tries_times_then_raised(sandbox, batch_file
     assert stats["uploads"] == 0
 
 
-def test_status_polls_give_up_after_poll_max_time(sandbox, batch_file):
+def test_status_polls_give_up_after_poll_max_time(sandbox: Sandbox, batch_file: str) -> None:
     client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
     job = client.upload("users", batch_file, "users-x-00001.ndjson")
     sandbox.set_faults(status_error_rate=1.0)
@@ -282,7 +294,7 @@ def test_status_polls_give_up_after_poll_max_time(sandbox, batch_file):
     assert sandbox.stats()["upload_attempts"] == 1
 
 
-def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after():
+def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after() -> None:
     policy = RetryPolicy(base_seconds=0.5, max_seconds=30.0)
     plain = TransientError("HTTP 503")
     for attempt in range(10):
@@ -296,11 +308,15 @@ def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after():
     assert policy.wait_before_retry(huge, 0) <= 120.0 + policy.base_seconds / 2
 
 
-def test_every_request_has_a_connect_and_a_read_timeout(sandbox, batch_file, monkeypatch):
+def test_every_request_has_a_connect_and_a_read_timeout(
+    sandbox: Sandbox, batch_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[str, Any]] = []
     original = requests.Session.request
 
-    def spy(self, method, url, *args, **kwargs):
+    def spy(
+        self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         seen.append((f"{method} {url}", kwargs.get("timeout")))
         return original(self, method, url, *args, **kwargs)
 
@@ -324,7 +340,7 @@ def test_every_request_has_a_connect_and_a_read_timeout(sandbox, batch_file, mon
 # The sandbox features these tests rely on.
 
 
-def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
+def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path: Path) -> None:
     """Exit 5 for our own slow job (another client's job: tests/integration/test_load.py)."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=600) as sandbox:  # 100 rows: 10 s
         config = _config(sandbox) | {"job_timeout_seconds": 1}
@@ -342,7 +358,7 @@ def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path):
     assert "Traceback" not in run.stderr
 
 
-def test_a_refused_connection_is_retried_without_looking_for_a_job(batch_file):
+def test_a_refused_connection_is_retried_without_looking_for_a_job(batch_file: str) -> None:
     """Nothing reached the server, so there is no job to adopt: the error names the upload."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

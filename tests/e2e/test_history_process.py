@@ -12,11 +12,14 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
-from target_userpilot.ledger.store import Ledger
+from target_userpilot.ledger.store import HistoryEntry, Ledger
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     API_KEY,
@@ -29,11 +32,11 @@ from support.messages import (
     user,
 )
 from support.pg import BOTH_LEDGERS, PASSWORD
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
 
 
-def _users(ids, **extra) -> list[dict]:
+def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
     return [
         schema("users", USER_SCHEMA, ["id"]),
         *(record("users", user(i, **extra)) for i in ids),
@@ -46,7 +49,9 @@ def _ledger(state_db: str) -> Ledger:
 
 
 @BOTH_LEDGERS
-def test_history_after_kill_9_shows_the_job_sent_and_its_end_unknown(config, tmp_path, state_db):
+def test_history_after_kill_9_shows_the_job_sent_and_its_end_unknown(
+    config: dict[str, Any], tmp_path: Path, state_db: str
+) -> None:
     from target_userpilot.sandbox import Sandbox
 
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as slow:
@@ -56,7 +61,7 @@ def test_history_after_kill_9_shows_the_job_sent_and_its_end_unknown(config, tmp
             eventually(slow.jobs, timeout=20)
             scope = account_scope(slow.url, API_KEY)
 
-            def recorded() -> list:
+            def recorded() -> list[HistoryEntry]:
                 ledger = _ledger(state_db)
                 try:
                     return ledger.profile_history(scope, "users", "7")
@@ -74,7 +79,7 @@ def test_history_after_kill_9_shows_the_job_sent_and_its_end_unknown(config, tmp
 # Deletions remembered
 
 
-def _deletions(ids) -> list[dict]:
+def _deletions(ids: Iterable[int]) -> list[dict[str, Any]]:
     return [
         schema("users", TAP_USER_SCHEMA, ["id"]),
         *(record("users", deleted_user(i)) for i in ids),
@@ -85,7 +90,7 @@ def _deletions(ids) -> list[dict]:
 # Reading it: userpilot-ledger
 
 
-def _cli(*argv: str, cwd=None) -> subprocess.CompletedProcess[str]:
+def _cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "target_userpilot.ledger.cli", *argv],
         capture_output=True,
@@ -107,8 +112,8 @@ def _readme_example() -> tuple[list[str], list[str]]:
 
 @BOTH_LEDGERS
 def test_the_readme_history_example_reads_as_documented(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
     for plan in ("free", "pro"):
         run = run_target(config, _users([41, 42], plan=plan), tmp_path=tmp_path)
@@ -131,14 +136,18 @@ def test_the_readme_history_example_reads_as_documented(
 
 
 @BOTH_LEDGERS
-def test_jobs_export_and_accounts_read_the_ledger(sandbox, config, tmp_path, state_db, run_target):
+def test_jobs_export_and_accounts_read_the_ledger(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, hard_delete=True, state_db=state_db)
     run = run_target(config, _users([1, 2]), tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     gone = run_target(config, _deletions([2]), tmp_path=tmp_path)
     assert gone.returncode == 0, gone.stderr[-2000:]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    run_id = re.search(r"userpilot-ledger jobs --run (\w+)", gone.stderr)[1]
+    named = re.search(r"userpilot-ledger jobs --run (\w+)", gone.stderr)
+    assert named, gone.stderr[-2000:]
+    run_id = named[1]
 
     jobs = _cli("--config", "config.json", "jobs", "--run", run_id, cwd=tmp_path)
     csv_export = _cli("--config", "config.json", "export", "--format", "csv", cwd=tmp_path)
@@ -163,7 +172,7 @@ def test_jobs_export_and_accounts_read_the_ledger(sandbox, config, tmp_path, sta
         assert API_KEY not in shown.stdout + shown.stderr
 
 
-def test_a_ledger_that_cannot_be_reached_is_a_sentence_without_the_password(tmp_path):
+def test_a_ledger_that_cannot_be_reached_is_a_sentence_without_the_password(tmp_path: Path) -> None:
     url = f"postgresql://ledger:{PASSWORD}@127.0.0.1:1/ledger"
 
     shown = _cli("--state-db", url, "accounts", cwd=tmp_path)

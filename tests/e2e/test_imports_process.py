@@ -18,7 +18,7 @@ from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
 from support.pg import BOTH_LEDGERS
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
 
 EVENT_SCHEMA = {
@@ -36,7 +36,7 @@ def paid_at(i: int) -> str:
     return f"2023-03-{day:02d}T10:{i % 60:02d}:00+02:00"
 
 
-def event(i: int, user_id: int, **extra: Any) -> dict:
+def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
     rec = {
         "event_id": f"e-{i}",
         "user_id": user_id,
@@ -48,14 +48,14 @@ def event(i: int, user_id: int, **extra: Any) -> dict:
     return rec
 
 
-def events_schema(stream: str = "events") -> dict:
+def events_schema(stream: str = "events") -> dict[str, Any]:
     return schema(stream, EVENT_SCHEMA, ["event_id"])
 
 
 MAPPING = {"events": {"object": "events", "event_time_property": "paid_at"}}
 
 
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict:
+def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {
         "api_url": sandbox.url,
         "api_key": API_KEY,
@@ -71,7 +71,9 @@ def _ids(sandbox: Sandbox) -> Counter[str]:
     return Counter(e["metadata"]["event_id"] for e in sandbox.imported_events())
 
 
-def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(tmp_path, run_target):
+def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=6000) as sandbox:
         config = _config(sandbox, tmp_path, batch_size_rows=40)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -108,7 +110,7 @@ def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(tmp_pat
 # --- Through crashes and lost answers: every event in Userpilot once ------------------------
 
 
-def _events_only(n: int) -> list[dict]:
+def _events_only(n: int) -> list[dict[str, Any]]:
     """``n`` events of users loaded before (the Import API needs no user in this run)."""
     return [
         events_schema(),
@@ -117,7 +119,7 @@ def _events_only(n: int) -> list[dict]:
     ]
 
 
-def _import_jobs(sandbox: Sandbox) -> list[dict]:
+def _import_jobs(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [j for j in sandbox.jobs() if j["type"] == "events_import"]
 
 
@@ -132,8 +134,8 @@ def _import_polled(sandbox: Sandbox) -> bool:
 @BOTH_LEDGERS
 @pytest.mark.parametrize("end", ["completed before the rerun", "completed during it", "failed"])
 def test_kill_9_during_an_import_job_and_a_rerun_import_every_event_once(
-    tmp_path, state_db, end, run_target
-):
+    tmp_path: Path, state_db: str, end: str, run_target: RunTarget
+) -> None:
     messages = _events_only(50)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as sandbox:  # 50 events: 50 s
         if end == "failed":
@@ -171,8 +173,8 @@ def test_kill_9_during_an_import_job_and_a_rerun_import_every_event_once(
 @BOTH_LEDGERS
 @pytest.mark.parametrize("status_at", ["imports", "nowhere"])
 def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
-    tmp_path, state_db, status_at, run_target
-):
+    tmp_path: Path, state_db: str, status_at: str, run_target: RunTarget
+) -> None:
     messages = _events_only(20)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
         # The file is imported; the answer is held back until the target is gone.
@@ -205,8 +207,8 @@ def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
 
 
 def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_send(
-    tmp_path, run_target
-):
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = _events_only(20)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         # Every try of the import meets 409 for three seconds from the first, however long the
@@ -231,7 +233,9 @@ def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_s
         assert "never reached Userpilot" in rerun.stderr
 
 
-def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(tmp_path, run_target):
+def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = _events_only(30)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=30) as sandbox:  # a minute's job
         config = _config(sandbox, tmp_path)
@@ -258,7 +262,9 @@ def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(tmp_path, ru
         assert third.summary["total"]["events_skipped"] == 30
 
 
-def test_track_mode_says_when_import_files_of_earlier_runs_are_not_settled(tmp_path, run_target):
+def test_track_mode_says_when_import_files_of_earlier_runs_are_not_settled(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = _events_only(5)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60, events_per_minute=0) as sandbox:
         config = _config(sandbox, tmp_path)

@@ -121,7 +121,7 @@ def _migrate_to(change: SchemaChange, version: int) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def place(request, tmp_path) -> Iterator[Place]:
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
     """An empty place for a ledger: a file path, or a PostgreSQL schema of the test's own."""
     if request.param == "sqlite":
         yield Place(str(tmp_path / "state.db"))
@@ -136,7 +136,7 @@ def place(request, tmp_path) -> Iterator[Place]:
 # An existing ledger: read as it is
 
 
-def test_an_older_ledger_is_read_as_it_is_and_never_upgraded(place, tmp_path):
+def test_an_older_ledger_is_read_as_it_is_and_never_upgraded(place: Place, tmp_path: Path) -> None:
     place.make(3)  # the first release with the sync history
     before = place.tables()
 
@@ -152,7 +152,9 @@ def test_an_older_ledger_is_read_as_it_is_and_never_upgraded(place, tmp_path):
     assert PASSWORD not in shown.stdout + shown.stderr + exported.stderr
 
 
-def test_a_ledger_from_before_the_history_is_refused_with_how_to_upgrade_it(place, tmp_path):
+def test_a_ledger_from_before_the_history_is_refused_with_how_to_upgrade_it(
+    place: Place, tmp_path: Path
+) -> None:
     place.make(2)
     before = place.tables()
 
@@ -167,7 +169,7 @@ def test_a_ledger_from_before_the_history_is_refused_with_how_to_upgrade_it(plac
     assert PASSWORD not in shown.stderr
 
 
-def test_a_ledger_opened_read_only_refuses_every_write(place):
+def test_a_ledger_opened_read_only_refuses_every_write(place: Place) -> None:
     place.make(latest_version())
     refused = r"readonly|read-only"
 
@@ -193,7 +195,7 @@ def test_a_ledger_opened_read_only_refuses_every_write(place):
 # Where there is no ledger: refused, nothing made
 
 
-def test_a_mistyped_path_is_refused_and_nothing_is_created(tmp_path):
+def test_a_mistyped_path_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
     shown = _cli("--state-db", "ledgers/sate.db", "export", cwd=tmp_path)
 
     assert shown.returncode == 2
@@ -204,7 +206,7 @@ def test_a_mistyped_path_is_refused_and_nothing_is_created(tmp_path):
     assert "Traceback" not in shown.stderr
 
 
-def test_another_sqlite_file_is_refused_and_gets_no_table(tmp_path):
+def test_another_sqlite_file_is_refused_and_gets_no_table(tmp_path: Path) -> None:
     other = tmp_path / "app.db"
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
@@ -219,7 +221,7 @@ def test_another_sqlite_file_is_refused_and_gets_no_table(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == folder
 
 
-def test_a_file_that_is_not_sqlite_is_refused_unchanged(tmp_path):
+def test_a_file_that_is_not_sqlite_is_refused_unchanged(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a database, but long enough to have a header of sixteen bytes\n")
 
@@ -231,7 +233,9 @@ def test_a_file_that_is_not_sqlite_is_refused_unchanged(tmp_path):
     assert "Traceback" not in shown.stderr
 
 
-def test_an_empty_postgresql_database_is_refused_and_stays_empty(postgres, tmp_path):
+def test_an_empty_postgresql_database_is_refused_and_stays_empty(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     postgres.psql("DROP DATABASE IF EXISTS empty_ledger")
     postgres.psql("CREATE DATABASE empty_ledger")
     url = postgres.url.rsplit("/", 1)[0] + "/empty_ledger"
@@ -252,7 +256,9 @@ def test_an_empty_postgresql_database_is_refused_and_stays_empty(postgres, tmp_p
     assert PASSWORD not in shown.stderr
 
 
-def test_a_mistyped_postgresql_database_is_refused_and_not_created(postgres, tmp_path):
+def test_a_mistyped_postgresql_database_is_refused_and_not_created(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     url = postgres.url.rsplit("/", 1)[0] + "/legder"
 
     shown = _cli("--state-db", url, "accounts", cwd=tmp_path)
@@ -263,7 +269,7 @@ def test_a_mistyped_postgresql_database_is_refused_and_not_created(postgres, tmp
     assert PASSWORD not in shown.stderr
 
 
-def test_a_config_without_state_db_makes_no_ledger_folder(tmp_path):
+def test_a_config_without_state_db_makes_no_ledger_folder(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"api_key": "cli-test-key"}')
 
     shown = _cli("--config", "config.json", "accounts", cwd=tmp_path)
@@ -274,7 +280,7 @@ def test_a_config_without_state_db_makes_no_ledger_folder(tmp_path):
     assert not (tmp_path / ".target-userpilot").exists()
 
 
-def test_a_config_without_state_db_reads_the_default_ledger_where_it_exists(tmp_path):
+def test_a_config_without_state_db_reads_the_default_ledger_where_it_exists(tmp_path: Path) -> None:
     (tmp_path / ".target-userpilot").mkdir()
     Place(str(tmp_path / ".target-userpilot" / "state.db")).make(latest_version())
     (tmp_path / "config.json").write_text('{"api_key": "cli-test-key"}')
@@ -288,7 +294,7 @@ def test_a_config_without_state_db_reads_the_default_ledger_where_it_exists(tmp_
 # Output cut short by its reader
 
 
-def test_an_export_piped_into_head_ends_quietly_with_exit_141(place, tmp_path):
+def test_an_export_piped_into_head_ends_quietly_with_exit_141(place: Place, tmp_path: Path) -> None:
     place.make(latest_version())
     ledger = open_ledger(place.state_db)
     try:
@@ -326,8 +332,8 @@ def _write(place: Place, sqlite: str, postgresql: str) -> None:
 
 
 def test_a_ledger_from_before_runs_upgrades_keeping_its_events_and_unsettled_import_file(
-    place, tmp_path
-):
+    place: Place, tmp_path: Path
+) -> None:
     """Migration 7 only adds: the keys and the import file of release 6 stay, without users."""
     place.make(6)
     for statement in (

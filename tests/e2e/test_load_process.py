@@ -8,6 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     USER_SCHEMA,
@@ -19,7 +23,9 @@ from support.messages import (
 )
 
 
-def test_state_is_written_only_once_its_records_are_in_userpilot(sandbox, config, tmp_path):
+def test_state_is_written_only_once_its_records_are_in_userpilot(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     """Read STATE lines as they appear and check the sandbox at that moment."""
     sandbox.set_rows_per_minute(60_000)  # 500 rows take half a second
     config["batch_size_rows"] = 500

@@ -45,7 +45,7 @@ def _mixed(n_users: int = 6) -> list[dict[str, Any]]:
 # JSON logs, line by line
 
 
-def test_an_unexpected_error_is_one_json_record_without_hidden_context(tmp_path):
+def test_an_unexpected_error_is_one_json_record_without_hidden_context(tmp_path: Path) -> None:
     """What Python would print as a traceback of plain lines is one CRITICAL record."""
     script = tmp_path / "bug.py"
     script.write_text(
@@ -81,7 +81,7 @@ def test_an_unexpected_error_is_one_json_record_without_hidden_context(tmp_path)
     assert "secret-in" not in done.stderr  # `from None` hid them: they stay hidden
 
 
-def test_the_readme_json_logs_example_prints_what_it_shows(tmp_path):
+def test_the_readme_json_logs_example_prints_what_it_shows(tmp_path: Path) -> None:
     jq = shutil.which("jq")
     if jq is None:
         if os.environ.get("CI"):

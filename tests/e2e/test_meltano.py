@@ -11,6 +11,7 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,7 +25,7 @@ EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
 HUB_DEFINITION = REPO / "plugin" / "loaders" / "target-userpilot--userpilot.yml"
 
 
-def _example() -> tuple[set[str], set[str], dict]:
+def _example() -> tuple[set[str], set[str], dict[str, Any]]:
     """User ids, company ids and the last STATE of the bundled example input."""
     users, companies, last_state = set(), set(), {}
     for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
@@ -38,7 +39,9 @@ def _example() -> tuple[set[str], set[str], dict]:
     return users, companies, last_state
 
 
-def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltano, tmp_path):
+def test_meltano_run_loads_the_example_with_settings_from_the_environment(
+    meltano: Path, tmp_path: Path
+) -> None:
     meltano_yml, had_meltano_dir = (REPO / "meltano.yml").read_bytes(), (REPO / ".meltano").exists()
     project = copy_project(tmp_path / "project")
     key = f"env-only-key-{uuid.uuid4().hex[:8]}"
@@ -114,7 +117,9 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(meltan
     assert (REPO / ".meltano").exists() == had_meltano_dir
 
 
-def test_hub_definition_adds_a_working_loader_to_a_new_project(meltano, tmp_path):
+def test_hub_definition_adds_a_working_loader_to_a_new_project(
+    meltano: Path, tmp_path: Path
+) -> None:
     project = tmp_path / "new-project"
     project.mkdir()
     (project / "meltano.yml").write_text(
@@ -162,8 +167,8 @@ def test_hub_definition_adds_a_working_loader_to_a_new_project(meltano, tmp_path
 
 
 def test_fractional_number_settings_work_through_meltano_config_and_the_environment(
-    meltano, tmp_path
-):
+    meltano: Path, tmp_path: Path
+) -> None:
     """`kind: integer` refused both (a traceback, then int('0.5')); `decimal` fails from the
     environment in Meltano 4.4. As `kind: string`, the target reads the number itself."""
     project = copy_project(tmp_path / "project")

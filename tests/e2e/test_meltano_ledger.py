@@ -140,7 +140,7 @@ def _cells(line: str) -> list[str]:
     return re.split(r"\s{2,}", line.strip())
 
 
-def test_a_meltano_runs_last_line_names_the_ledger_command(project):
+def test_a_meltano_runs_last_line_names_the_ledger_command(project: Project) -> None:
     expected = project.example.end_line.replace(project.example.run_id, project.run_id)
 
     assert expected in project.run_output
@@ -152,7 +152,7 @@ def test_a_meltano_runs_last_line_names_the_ledger_command(project):
     assert project.key not in project.run_output
 
 
-def test_the_readme_ledger_commands_print_what_the_run_did(project):
+def test_the_readme_ledger_commands_print_what_the_run_did(project: Project) -> None:
     example = project.example
     job_ids = [job["job_id"] for job in project.sandbox.jobs()]
 
@@ -186,7 +186,9 @@ def test_the_readme_ledger_commands_print_what_the_run_did(project):
         assert project.key not in shown.stdout + shown.stderr
 
 
-def test_a_meltano_run_given_a_run_id_in_its_environment_is_recorded_with_it(project):
+def test_a_meltano_run_given_a_run_id_in_its_environment_is_recorded_with_it(
+    project: Project,
+) -> None:
     """Meltano passes its own environment on: MELTANO_RUN_ID is its run id and the target's."""
     meltano_run_id = str(uuid.uuid4())
 
@@ -203,7 +205,7 @@ def test_a_meltano_run_given_a_run_id_in_its_environment_is_recorded_with_it(pro
     assert run["orchestrator"] == f"meltano {meltano_run_id}"
 
 
-def test_the_ledger_command_reads_the_account_from_the_environment(project):
+def test_the_ledger_command_reads_the_account_from_the_environment(project: Project) -> None:
     other = f"other-key-{uuid.uuid4().hex[:8]}"
     own = project.invoke("meltano invoke target-userpilot:ledger accounts")
     # A variable of the shell wins over the project's .env, as for a run.
@@ -227,7 +229,7 @@ def test_the_ledger_command_reads_the_account_from_the_environment(project):
         assert other not in shown.stdout + shown.stderr
 
 
-def test_a_missing_ledger_is_refused_and_nothing_is_created(project):
+def test_a_missing_ledger_is_refused_and_nothing_is_created(project: Project) -> None:
     subfolder = project.path / "orchestrate"  # the README's example folder
     subfolder.mkdir()
 
@@ -306,8 +308,8 @@ MELTANO = {
     ],
 )
 def test_the_last_line_names_the_command_to_type_where_the_run_was_started(
-    environ, cwd, state_db, expected
-):
+    environ: dict[str, str], cwd: str, state_db: str, expected: str
+) -> None:
     assert cli.jobs_command("r1", state_db, environ, cwd) == expected
 
 
@@ -326,8 +328,8 @@ def under_meltano(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[p
 
 
 def test_under_meltano_a_missing_default_ledger_is_a_sentence_and_nothing_is_made(
-    under_meltano, tmp_path, capsys
-):
+    under_meltano: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = cli.main(["accounts"])
 
     said = capsys.readouterr()
@@ -339,7 +341,9 @@ def test_under_meltano_a_missing_default_ledger_is_a_sentence_and_nothing_is_mad
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dry_run_from_the_environment_reads_the_dry_runs_entries(under_meltano, tmp_path, capsys):
+def test_dry_run_from_the_environment_reads_the_dry_runs_entries(
+    under_meltano: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ledger = open_ledger(str(tmp_path / DEFAULT_PATH))
     real = account_scope("https://analytex.userpilot.io", "meltano-key")
     try:
@@ -362,8 +366,8 @@ def test_dry_run_from_the_environment_reads_the_dry_runs_entries(under_meltano, 
 
 
 def test_under_meltano_a_ledger_url_that_cannot_be_reached_keeps_its_password(
-    under_meltano, capsys
-):
+    under_meltano: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     password = f"pw-{uuid.uuid4().hex[:8]}"
     under_meltano.setenv(
         "TARGET_USERPILOT_STATE_DB", f"postgresql://ledger:{password}@127.0.0.1:1/l"

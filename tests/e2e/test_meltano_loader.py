@@ -9,6 +9,7 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
 
 
-def _example() -> tuple[set[str], set[str], dict]:
+def _example() -> tuple[set[str], set[str], dict[str, Any]]:
     """User ids, company ids and the last STATE of the bundled example input."""
     users, companies, last_state = set(), set(), {}
     for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
@@ -36,7 +37,7 @@ def _example() -> tuple[set[str], set[str], dict]:
 
 
 @pytest.fixture(scope="module")
-def loader_project(meltano, tmp_path_factory) -> Path:
+def loader_project(meltano: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the project with the loader installed, for the `meltano config test` tests."""
     project = copy_project(tmp_path_factory.mktemp("loader") / "project")
     run_meltano(meltano, "install", "loader", "target-userpilot", cwd=project, env=meltano_env())
@@ -47,7 +48,9 @@ def loader_project(meltano, tmp_path_factory) -> Path:
 VERDICT = "Test data was written to your target system"
 
 
-def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano, loader_project):
+def test_meltano_config_test_checks_the_connection_and_writes_no_profile(
+    meltano: Path, loader_project: Path
+) -> None:
     """`meltano config test target-userpilot` sends `meltano_test_stream` (id 1, "Meltano Test
     Record"): the target checks the key and writes nothing; a refused key fails the test.
 
@@ -79,7 +82,9 @@ def test_meltano_config_test_checks_the_connection_and_writes_no_profile(meltano
     assert key not in passed.stdout + passed.stderr + output
 
 
-def test_a_refused_key_shows_its_reason_at_meltanos_default_log_level(meltano, loader_project):
+def test_a_refused_key_shows_its_reason_at_meltanos_default_log_level(
+    meltano: Path, loader_project: Path
+) -> None:
     """Meltano logs the loader's lines at debug level only, and on a failed test ends in its own
     ProcessLookupError before printing the last one: the target says why where Meltano's user
     looks (Meltano's own stderr, meltano_loader.py), once, without the key."""
@@ -130,8 +135,8 @@ def _meltano_debug(
 
 
 def test_a_dry_run_under_meltano_stores_no_state_and_the_next_run_loads_everything(
-    meltano, tmp_path
-):
+    meltano: Path, tmp_path: Path
+) -> None:
     """Meltano saves the STATE a target emits for the tap's next run: a dry run's would move the
     bookmark past records that were only written to files."""
     project = copy_project(tmp_path / "project")

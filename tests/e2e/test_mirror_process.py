@@ -6,6 +6,9 @@ The rest runs in process: ``tests/integration/test_mirror.py``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
@@ -14,7 +17,7 @@ from support.messages import (
     state,
 )
 from support.pg import BOTH_LEDGERS
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 
 
 def _deleted(sandbox: Sandbox) -> list[str]:
@@ -26,8 +29,8 @@ def _deleted(sandbox: Sandbox) -> list[str]:
 
 @BOTH_LEDGERS
 def test_ids_recorded_before_a_state_survive_a_kill_and_a_resumed_copy(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
     )

@@ -12,21 +12,24 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
-from support.pg import PASSWORD
-from support.runner import TargetRun
+from support.pg import PASSWORD, PostgresServer
+from support.runner import RunTarget, TargetRun
 from support.secrets import assert_no_secret
 from support.unchanged import check_later_rows_win_over_rows_in_flight
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
 
 
-def _users(n: int, changed: frozenset[int] = frozenset(), state_every: int = 0) -> list[dict]:
+def _users(
+    n: int, changed: frozenset[int] = frozenset(), state_every: int = 0
+) -> list[dict[str, Any]]:
     messages = [schema("users", USER_SCHEMA, ["id"])]
     for i in range(n):
         messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
@@ -37,8 +40,8 @@ def _users(n: int, changed: frozenset[int] = frozenset(), state_every: int = 0) 
 
 
 def _start_target(
-    config: dict, messages: list[dict], tmp_path: Path, name: str
-) -> subprocess.Popen:
+    config: dict[str, Any], messages: list[dict[str, Any]], tmp_path: Path, name: str
+) -> subprocess.Popen[bytes]:
     """The real target in the background, its input written at once."""
     config_path = tmp_path / f"config-{name}.json"
     config_path.write_text(json.dumps(config))
@@ -54,7 +57,7 @@ def _start_target(
         )
 
 
-def _finish(proc: subprocess.Popen) -> TargetRun:
+def _finish(proc: subprocess.Popen[bytes]) -> TargetRun:
     stdout, stderr = proc.communicate(timeout=120)
     return TargetRun(proc.returncode, stdout.decode(), stderr.decode())
 
@@ -63,8 +66,12 @@ def _finish(proc: subprocess.Popen) -> TargetRun:
 
 
 def test_a_rerun_sends_nothing_and_changes_send_only_themselves(
-    sandbox, config, tmp_path, postgres_state_db, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres_state_db: str,
+    run_target: RunTarget,
+) -> None:
     config.update(skip_unchanged=True, state_db=postgres_state_db)
     first = run_target(config, _users(3000), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -90,16 +97,21 @@ def test_a_rerun_sends_nothing_and_changes_send_only_themselves(
 
 @pytest.mark.parametrize("batch_size", [1, 50])
 def test_a_row_is_compared_with_rows_in_flight_on_postgresql(
-    sandbox, config, tmp_path, postgres_state_db, batch_size, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres_state_db: str,
+    batch_size: int,
+    run_target: RunTarget,
+) -> None:
     check_later_rows_win_over_rows_in_flight(
         run_target, sandbox, config, tmp_path, batch_size, postgres_state_db
     )
 
 
 def test_two_concurrent_runs_sharing_the_database_agree(
-    config, tmp_path, postgres_state_db, run_target
-):
+    config: dict[str, Any], tmp_path: Path, postgres_state_db: str, run_target: RunTarget
+) -> None:
     """Two accounts (two hosts) and two runs into one account, all at once, on one ledger."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as other_account:
         config.update(skip_unchanged=True, state_db=postgres_state_db, batch_size_rows=500)
@@ -125,12 +137,12 @@ def test_two_concurrent_runs_sharing_the_database_agree(
 
 
 def test_a_wrong_password_is_a_configuration_error_that_never_shows_it(
-    sandbox,
-    config,
-    tmp_path,
-    postgres,
-    run_target,
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres: PostgresServer,
+    run_target: RunTarget,
+) -> None:
     wrong = "Wr0ng-pg-Secret-77aa"
     config.update(skip_unchanged=True, state_db=postgres.url_with(password=wrong))
 
@@ -144,8 +156,12 @@ def test_a_wrong_password_is_a_configuration_error_that_never_shows_it(
 
 
 def test_a_run_at_debug_never_shows_the_password(
-    sandbox, config, tmp_path, postgres_state_db, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres_state_db: str,
+    run_target: RunTarget,
+) -> None:
     config.update(skip_unchanged=True, state_db=postgres_state_db)
 
     run = run_target(config, _users(300), tmp_path=tmp_path, env=DEBUG)
@@ -156,8 +172,12 @@ def test_a_run_at_debug_never_shows_the_password(
 
 
 def test_state_db_from_the_environment_as_meltano_sets_it(
-    sandbox, config, tmp_path, postgres_state_db, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres_state_db: str,
+    run_target: RunTarget,
+) -> None:
     env = {
         **DEBUG,
         "TARGET_USERPILOT_STATE_DB": postgres_state_db,
@@ -176,8 +196,12 @@ def test_state_db_from_the_environment_as_meltano_sets_it(
 
 
 def test_a_missing_driver_names_the_extra_and_creates_no_folder(
-    sandbox, config, tmp_path, postgres, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres: PostgresServer,
+    run_target: RunTarget,
+) -> None:
     # psycopg2 is not installed: a real missing driver, for a URL that asks for it.
     config.update(skip_unchanged=True, state_db=postgres.url_with(scheme="postgresql+psycopg2"))
 
@@ -191,8 +215,12 @@ def test_a_missing_driver_names_the_extra_and_creates_no_folder(
 
 
 def test_psycopg_not_installed_names_the_extra(
-    sandbox, config, tmp_path, postgres, run_target_process
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    postgres: PostgresServer,
+    run_target_process: RunTarget,
+) -> None:
     # The extra not installed: a psycopg that cannot be imported shadows the real one (through
     # PYTHONPATH, which the interpreter reads when it starts: a process of its own).
     fake = tmp_path / "no-psycopg" / "psycopg"

@@ -9,6 +9,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from target_userpilot.clock import SimulatedClock
 from target_userpilot.errors import LedgerUnavailable
@@ -18,14 +21,16 @@ from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
-from support.pg import PASSWORD
-from support.runner import TargetRun
+from support.pg import PASSWORD, PostgresServer
+from support.runner import RunTarget, TargetRun
 from support.secrets import assert_no_secret
 from support.unchanged import ledger_hashes
 from support.waiting import eventually
 
 
-def _users(n: int, changed: frozenset[int] = frozenset(), state_every: int = 0) -> list[dict]:
+def _users(
+    n: int, changed: frozenset[int] = frozenset(), state_every: int = 0
+) -> list[dict[str, Any]]:
     messages = [schema("users", USER_SCHEMA, ["id"])]
     for i in range(n):
         messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
@@ -36,8 +41,8 @@ def _users(n: int, changed: frozenset[int] = frozenset(), state_every: int = 0) 
 
 
 def _start_target(
-    config: dict, messages: list[dict], tmp_path: Path, name: str
-) -> subprocess.Popen:
+    config: dict[str, Any], messages: list[dict[str, Any]], tmp_path: Path, name: str
+) -> subprocess.Popen[bytes]:
     """The real target in the background, its input written at once."""
     config_path = tmp_path / f"config-{name}.json"
     config_path.write_text(json.dumps(config))
@@ -53,7 +58,7 @@ def _start_target(
         )
 
 
-def _finish(proc: subprocess.Popen) -> TargetRun:
+def _finish(proc: subprocess.Popen[bytes]) -> TargetRun:
     stdout, stderr = proc.communicate(timeout=120)
     return TargetRun(proc.returncode, stdout.decode(), stderr.decode())
 
@@ -61,7 +66,7 @@ def _finish(proc: subprocess.Popen) -> TargetRun:
 # The server going away mid-run
 
 
-def _slow_run_config(sandbox: Sandbox, config: dict, state_db: str) -> dict:
+def _slow_run_config(sandbox: Sandbox, config: dict[str, Any], state_db: str) -> dict[str, Any]:
     """Jobs of 100 rows taking about 0.3 s each: a run long enough to act during it."""
     rate = 100 / 0.3 * 60
     sandbox.set_rows_per_minute(rate)
@@ -75,8 +80,12 @@ def _slow_run_config(sandbox: Sandbox, config: dict, state_db: str) -> dict:
 
 
 def test_a_server_restarted_mid_run_is_waited_for(
-    sandbox, config, tmp_path, own_postgres, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    own_postgres: PostgresServer,
+    run_target: RunTarget,
+) -> None:
     settings = _slow_run_config(sandbox, config, own_postgres.url)
     proc = _start_target(settings, _users(2000, state_every=100), tmp_path, "restart")
     eventually(lambda: sandbox.stats()["jobs"] >= 3, timeout=30, what="three jobs")
@@ -93,8 +102,12 @@ def test_a_server_restarted_mid_run_is_waited_for(
 
 
 def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
-    sandbox, config, tmp_path, own_postgres, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    own_postgres: PostgresServer,
+    run_target: RunTarget,
+) -> None:
     settings = _slow_run_config(sandbox, config, own_postgres.url)
     proc = _start_target(settings, _users(2000, state_every=100), tmp_path, "stop")
     eventually(lambda: sandbox.stats()["jobs"] >= 3, timeout=30, what="three jobs")
@@ -122,7 +135,9 @@ def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
     assert len(ledger_hashes(own_postgres.url, scope, range(2000))) == 2000
 
 
-def test_a_stop_ends_the_wait_for_a_lost_server_at_once(own_postgres, caplog):
+def test_a_stop_ends_the_wait_for_a_lost_server_at_once(
+    own_postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """The ledger's reconnect is the retry policy's: its pauses are waited on the run's stop,
     so a stop ends the wait for a server that is gone at once, long before the policy would
     give up, with the ledger's own sentence and no password."""

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -55,7 +56,8 @@ def readme_steps(text: str = README) -> list[str]:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _script(steps: list[str], port: int) -> str:
@@ -108,9 +110,10 @@ def _env(meltano: Path) -> dict[str, str]:
     return env
 
 
-def _get(url: str) -> dict:
+def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback sandbox
-        return json.loads(answer.read())
+        document: dict[str, Any] = json.loads(answer.read())
+    return document
 
 
 def _example_ids() -> tuple[set[str], set[str], set[str]]:
@@ -125,14 +128,14 @@ def _example_ids() -> tuple[set[str], set[str], set[str]]:
     return ids["users"], ids["companies"], ids["accounts"]
 
 
-def test_the_steps_are_found_and_install_from_the_checkout():
+def test_the_steps_are_found_and_install_from_the_checkout() -> None:
     steps = readme_steps()
     assert any(step.startswith("meltano add ") and "--from-ref" in step for step in steps)
     assert any("target-userpilot:sandbox" in step and step.rstrip().endswith("&") for step in steps)
     assert not any("pip install target-userpilot" in step for step in steps)
 
 
-def test_readme_meltano_steps_work_in_a_fresh_project_as_written(tmp_path):
+def test_readme_meltano_steps_work_in_a_fresh_project_as_written(tmp_path: Path) -> None:
     meltano = meltano_venv.ensure()
     checkout = _copy_checkout(tmp_path / "target-userpilot")
     port = _free_port()
@@ -178,7 +181,9 @@ def test_readme_meltano_steps_work_in_a_fresh_project_as_written(tmp_path):
     ("line", "waits"),
     [("meltano invoke target-userpilot:sandbox --port 8765 &", True), ("meltano add x", False)],
 )
-def test_the_script_waits_for_a_background_step_and_uses_a_free_port(line, waits):
+def test_the_script_waits_for_a_background_step_and_uses_a_free_port(
+    line: str, waits: bool
+) -> None:
     script = _script([line], 40001)
     assert ("create_connection" in script) == waits
     assert "8765" not in script

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,13 @@ from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, full_table_copy, record, schema, state, user
 from support.pg import BOTH_LEDGERS, PASSWORD
-from support.runner import TargetProcess
+from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _users(ids, **extra: Any) -> list[dict]:
+def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
     return [
         schema("users", USER_SCHEMA, ["id"]),
         *(record("users", user(i, **extra)) for i in ids),
@@ -88,7 +89,7 @@ def _how_it_ended(state_db: str, run: RunEntry, cwd: Path) -> list[str]:
 
 
 def _sigterm_after_the_first_state(
-    config: dict, tmp_path: Path, ids: range = range(3)
+    config: dict[str, Any], tmp_path: Path, ids: range = range(3)
 ) -> TargetProcess:
     """A run loading users ``ids``, its input left open, sent SIGTERM once their STATE is out."""
     run = TargetProcess({**config, "batch_wait_seconds": 0.1}, tmp_path)
@@ -103,7 +104,7 @@ def _sigterm_after_the_first_state(
 
 
 def _killed_after_the_first_state(
-    config: dict, tmp_path: Path, ids: range = range(3)
+    config: dict[str, Any], tmp_path: Path, ids: range = range(3)
 ) -> TargetProcess:
     """A run loading users ``ids``, killed with SIGKILL once their STATE is out."""
     run = TargetProcess({**config, "batch_wait_seconds": 0.1}, tmp_path)
@@ -119,7 +120,9 @@ def _killed_after_the_first_state(
 
 
 @BOTH_LEDGERS
-def test_a_completed_run_is_a_row_with_its_summary(sandbox, config, tmp_path, state_db, run_target):
+def test_a_completed_run_is_a_row_with_its_summary(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
 
     run = run_target(config, _users(range(3)), tmp_path=tmp_path)
@@ -141,8 +144,8 @@ def test_a_completed_run_is_a_row_with_its_summary(sandbox, config, tmp_path, st
 
 @BOTH_LEDGERS
 def test_a_run_whose_job_failed_is_failed_with_exit_4_and_the_reason_it_printed(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
     sandbox.set_faults(fail_jobs=1)
 
@@ -154,7 +157,7 @@ def test_a_run_whose_job_failed_is_failed_with_exit_4_and_the_reason_it_printed(
     assert printed, run.stderr[-3000:]
     assert (entry.outcome, entry.exit_code) == ("failed", 4)
     assert entry.reason == printed[1].strip()
-    assert sandbox.jobs()[0]["job_id"] in entry.reason
+    assert sandbox.jobs()[0]["job_id"] in printed[1]
     assert entry.counts is not None and entry.counts["total"]["rows_sent"] == 0
     lines = _how_it_ended(state_db, entry, tmp_path)
     assert lines[0] == f"Run {entry.run_id}: failed (exit 4)"
@@ -163,8 +166,8 @@ def test_a_run_whose_job_failed_is_failed_with_exit_4_and_the_reason_it_printed(
 
 @BOTH_LEDGERS
 def test_a_run_stopped_by_sigterm_is_stopped_by_a_signal_with_exit_10(
-    sandbox, config, tmp_path, state_db
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
 
     run = _sigterm_after_the_first_state(config, tmp_path)
@@ -181,7 +184,9 @@ def test_a_run_stopped_by_sigterm_is_stopped_by_a_signal_with_exit_10(
 
 
 @BOTH_LEDGERS
-def test_a_run_killed_with_kill_9_has_no_end_and_reads_unknown(sandbox, config, tmp_path, state_db):
+def test_a_run_killed_with_kill_9_has_no_end_and_reads_unknown(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
 
     _killed_after_the_first_state(config, tmp_path)
@@ -211,8 +216,8 @@ def test_a_run_killed_with_kill_9_has_no_end_and_reads_unknown(sandbox, config, 
 
 
 def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(
         state_db=str(tmp_path / "state.db"), object_mapping={"clicks": {"object": "events"}}
     )
@@ -222,6 +227,7 @@ def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(
     assert run.returncode == 0, run.stderr[-3000:]
     (entry,) = _runs(config["state_db"])
     assert f"This run is in the ledger: userpilot-ledger jobs --run {entry.run_id}" in run.stderr
+    assert entry.counts is not None
     assert (entry.outcome, entry.counts["total"]["events_sent"]) == ("completed", 2)
     shown = _cli(
         "--config", _write_config(config, tmp_path), "jobs", "--run", entry.run_id, cwd=tmp_path
@@ -233,14 +239,14 @@ def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(
     )
 
 
-def _write_config(config: dict, tmp_path: Path) -> str:
+def _write_config(config: dict[str, Any], tmp_path: Path) -> str:
     (tmp_path / "config.json").write_text(json.dumps(config))
     return "config.json"
 
 
 def test_runs_lists_the_newest_first_and_jsonl_carries_the_whole_summary(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
     first = run_target(config, _users(range(3)), tmp_path=tmp_path)
     second = run_target(config, _users(range(4)), tmp_path=tmp_path)
@@ -280,7 +286,9 @@ def _readme_block(heading: str) -> tuple[list[str], list[str]]:
     return found[1].split()[1:], found[2].splitlines()
 
 
-def test_the_readme_runs_example_lists_each_way_a_run_ends(sandbox, config, tmp_path, run_target):
+def test_the_readme_runs_example_lists_each_way_a_run_ends(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """Completed, failed, the guard, SIGTERM and kill -9, newest first, as the README shows."""
     config.update(skip_unchanged=True, hard_delete=True, state_db=str(tmp_path / "state.db"))
     (tmp_path / "config.json").write_text(json.dumps(config))
@@ -311,7 +319,9 @@ def test_the_readme_runs_example_lists_each_way_a_run_ends(sandbox, config, tmp_
     ]
 
 
-def test_the_readme_events_example_shows_a_users_events_by_name_and_time(tmp_path, run_target):
+def test_the_readme_events_example_shows_a_users_events_by_name_and_time(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         track = run_target(
             _events_config(sandbox, "state.db", "track"), _events_input("track"), tmp_path=tmp_path
@@ -367,7 +377,7 @@ EVENT_SCHEMA = {
 }
 
 
-def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict:
+def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict[str, Any]:
     """skip_unchanged, and the events stream of ``_events_input``: clicks through the track API,
     events through the Import API with their time in ``at``."""
     if api == "track":
@@ -384,7 +394,7 @@ def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict:
     }
 
 
-def _events_input(api: str) -> list[dict]:
+def _events_input(api: str) -> list[dict[str, Any]]:
     """User u-7 and two events: clicks through the track API, or imported with their time."""
     stream = "clicks" if api == "track" else "events"
     prefix = "c" if api == "track" else "i"
@@ -405,7 +415,7 @@ def _events_input(api: str) -> list[dict]:
 # Without a run
 
 
-def test_runs_on_a_ledger_from_before_runs_were_recorded_is_a_sentence(tmp_path):
+def test_runs_on_a_ledger_from_before_runs_were_recorded_is_a_sentence(tmp_path: Path) -> None:
     from test_ledger_cli import Place
 
     place = Place(str(tmp_path / "state.db"))
@@ -421,7 +431,9 @@ def test_runs_on_a_ledger_from_before_runs_were_recorded_is_a_sentence(tmp_path)
     assert jobs.stdout.splitlines()[1].split()[1] == "run-1"  # the jobs, without a run's end
 
 
-def test_a_run_is_in_the_ledger_before_its_tap_sends_anything(sandbox, config, tmp_path):
+def test_a_run_is_in_the_ledger_before_its_tap_sends_anything(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     """The row goes in as the run starts, before the tap sends anything."""
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
     run = TargetProcess(config, tmp_path)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 # --- the command line ------------------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.Popen:
+def run_cli(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "target_userpilot.sandbox", *args],
@@ -36,9 +37,10 @@ def run_cli(*args: str) -> subprocess.Popen:
     )
 
 
-def test_cli_serves_until_sigterm_and_never_logs_the_key(anon):
+def test_cli_serves_until_sigterm_and_never_logs_the_key(anon: requests.Session) -> None:
     chosen_key = "cli-private-key-123"
     process = run_cli("--port", "0", "--api-key", chosen_key, "--rows-per-minute", "0", "--verbose")
+    assert process.stdout is not None
     try:
         line = process.stdout.readline().strip()
         assert line.startswith("userpilot-sandbox listening on http://127.0.0.1:")
@@ -59,7 +61,7 @@ def test_cli_serves_until_sigterm_and_never_logs_the_key(anon):
     assert chosen_key not in stderr
 
 
-def test_cli_help_shows_every_default_the_readme_relies_on():
+def test_cli_help_shows_every_default_the_readme_relies_on() -> None:
     """`--help` names each option's default: the README's Meltano block and meltano.yml's dev
     environment rely on http://127.0.0.1:8765 and the key sandbox-key without saying them."""
     from target_userpilot.sandbox.__main__ import _parser
@@ -80,7 +82,7 @@ def test_cli_help_shows_every_default_the_readme_relies_on():
     assert config["api_url"] == "http://127.0.0.1:8765" and config["api_key"] == "sandbox-key"
 
 
-def test_cli_refuses_a_non_loopback_host():
+def test_cli_refuses_a_non_loopback_host() -> None:
     process = run_cli("--host", "0.0.0.0", "--port", "0")  # noqa: S104 - refused on purpose
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 2
@@ -96,7 +98,7 @@ VERSION = {"X-API-Version": "2020-09-22"}
 
 
 def track(
-    api: requests.Session, sb: Sandbox, body: dict, headers: dict | None = None
+    api: requests.Session, sb: Sandbox, body: dict[str, Any], headers: dict[str, Any] | None = None
 ) -> requests.Response:
     """A track request, with the version header unless `headers` says otherwise."""
     return api.post(
@@ -143,7 +145,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return str(cert), str(key)
 
 
-def test_tls_serves_https_that_verifies_with_the_given_certificate(tls_files, anon):
+def test_tls_serves_https_that_verifies_with_the_given_certificate(
+    tls_files: tuple[str, str], anon: requests.Session
+) -> None:
     cert, _ = tls_files
     with Sandbox(api_key=API_KEY, tls=tls_files) as sb:
         assert sb.url.startswith("https://127.0.0.1:")
@@ -167,13 +171,16 @@ def test_tls_serves_https_that_verifies_with_the_given_certificate(tls_files, an
         assert sb.stats()["uploads"] == 1
 
 
-def test_cli_serves_https_with_the_deletion_and_track_limits(tls_files, anon):
+def test_cli_serves_https_with_the_deletion_and_track_limits(
+    tls_files: tuple[str, str], anon: requests.Session
+) -> None:
     cert, key = tls_files
     process = run_cli(
         *("--port", "0", "--api-key", API_KEY, "--tls-cert", cert, "--tls-key", key),
         *("--delete-interval", "0", "--max-delete-ids", "1"),
         *("--events-per-minute", "1", "--track-any-user"),
     )
+    assert process.stdout is not None
     try:
         line = process.stdout.readline().strip()
         assert line.startswith("userpilot-sandbox listening on https://127.0.0.1:"), line
@@ -203,7 +210,7 @@ def test_cli_serves_https_with_the_deletion_and_track_limits(tls_files, anon):
     assert process.returncode == 0
 
 
-def test_cli_refuses_a_certificate_without_its_key(tls_files):
+def test_cli_refuses_a_certificate_without_its_key(tls_files: tuple[str, str]) -> None:
     process = run_cli("--port", "0", "--tls-cert", tls_files[0])
     _, stderr = process.communicate(timeout=10)
     assert process.returncode == 2

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ from support.messages import (
 from support.secrets import KEY, assert_no_secret
 from support.waiting import eventually
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
 
 
@@ -49,7 +55,7 @@ class Captured:
         self,
         tmp_path: Path,
         config: dict[str, Any] | None,
-        messages: list[dict | str],
+        messages: Iterable[dict[str, Any] | str],
         *,
         env: dict[str, str] | None = None,
         keep_stdin_open: bool = False,
@@ -108,7 +114,9 @@ def _config(sandbox: Sandbox, **extra: Any) -> dict[str, Any]:
     return {"api_url": sandbox.url, "api_key": KEY, "rows_per_minute": 600_000, **extra}
 
 
-def test_key_never_appears_through_a_load_with_retries(keyed_sandbox, tmp_path):
+def test_key_never_appears_through_a_load_with_retries(
+    keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     keyed_sandbox.set_faults(
         error_rate=0.15, rate_limit_rate=0.1, retry_after=0, drop_rate=0.1, seed=4
     )
@@ -126,7 +134,9 @@ def test_key_never_appears_through_a_load_with_retries(keyed_sandbox, tmp_path):
     "case",
     ["refused-key", "refused-upload-422", "failed-job", "forbidden-403"],
 )
-def test_key_never_appears_when_the_run_fails(case, keyed_sandbox, tmp_path):
+def test_key_never_appears_when_the_run_fails(
+    case: str, keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     config = _config(keyed_sandbox)
     wrong = "upk-Wr0ngK3yQ8sLmN5bVc2xZa7"
     if case == "refused-key":
@@ -146,7 +156,9 @@ def test_key_never_appears_when_the_run_fails(case, keyed_sandbox, tmp_path):
     assert_no_secret(run.output, wrong)
 
 
-def test_another_4xx_stops_with_userpilots_message_and_exit_8(keyed_sandbox, tmp_path):
+def test_another_4xx_stops_with_userpilots_message_and_exit_8(
+    keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     keyed_sandbox.set_faults(refuse_uploads=400)
     run = Captured(tmp_path, _config(keyed_sandbox), users_messages(50))
 
@@ -159,7 +171,7 @@ def test_another_4xx_stops_with_userpilots_message_and_exit_8(keyed_sandbox, tmp
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_key_never_appears_when_the_run_is_killed(sig, tmp_path):
+def test_key_never_appears_when_the_run_is_killed(sig: signal.Signals, tmp_path: Path) -> None:
     with Sandbox(port=0, api_key=KEY, rows_per_minute=60_000) as sandbox:
         config = _config(sandbox, batch_size_rows=500, rows_per_minute=60_000)
         run = Captured(tmp_path, config, list(users_messages(3000, state_every=100)))
@@ -171,7 +183,9 @@ def test_key_never_appears_when_the_run_is_killed(sig, tmp_path):
     assert_no_secret(run.output)
 
 
-def test_key_given_as_an_environment_variable_never_appears(keyed_sandbox, tmp_path):
+def test_key_given_as_an_environment_variable_never_appears(
+    keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     env = {
         "TARGET_USERPILOT_API_KEY": KEY,
         "TARGET_USERPILOT_API_URL": keyed_sandbox.url,
@@ -184,7 +198,7 @@ def test_key_given_as_an_environment_variable_never_appears(keyed_sandbox, tmp_p
     assert_no_secret(run.output)
 
 
-def test_an_api_key_of_the_wrong_type_is_not_printed(tmp_path):
+def test_an_api_key_of_the_wrong_type_is_not_printed(tmp_path: Path) -> None:
     run = Captured(
         tmp_path, {"api_url": "http://127.0.0.1:9", "api_key": [KEY]}, [], keep_stdin_open=True
     )
@@ -195,17 +209,29 @@ def test_an_api_key_of_the_wrong_type_is_not_printed(tmp_path):
 # The key goes to api_url only.
 
 
+class _RecordingServer(ThreadingHTTPServer):
+    """Answers every request with ``answer``; ``seen`` holds each method, path and headers."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: tuple[int, dict[str, str]]) -> None:
+        super().__init__(("127.0.0.1", 0), _Recorder)
+        self.answer = answer
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+
 class _Recorder(BaseHTTPRequestHandler):
-    """Answers every request with ``server.answer``; records method, path and headers."""
+    """Answers as its :class:`_RecordingServer` says, and records what it was asked."""
 
     protocol_version = "HTTP/1.1"
+    server: _RecordingServer
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        self.server.seen.append((self.command, self.path, dict(self.headers)))  # type: ignore[attr-defined]
-        status, headers = self.server.answer  # type: ignore[attr-defined]
+        self.server.seen.append((self.command, self.path, dict(self.headers)))
+        status, headers = self.server.answer
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -214,20 +240,20 @@ class _Recorder(BaseHTTPRequestHandler):
 
     do_GET = do_POST = _serve
 
-    def log_message(self, *args: Any) -> None:
+    @override
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-def _server(answer: tuple[int, dict[str, str]]) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.daemon_threads = True
-    server.seen = []  # type: ignore[attr-defined]
-    server.answer = answer  # type: ignore[attr-defined]
+def _server(answer: tuple[int, dict[str, str]]) -> _RecordingServer:
+    server = _RecordingServer(answer)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
     return server
 
 
-def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(tmp_path):
+def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(
+    tmp_path: Path,
+) -> None:
     elsewhere = _server((200, {}))
     other = f"http://127.0.0.1:{elsewhere.server_address[1]}"
     redirecting = _server((307, {"Location": f"{other}/v1/users/bulk_identify"}))
@@ -244,8 +270,8 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(tmp
             server.server_close()
 
     assert code == 8, run.stderr[-3000:]
-    assert elsewhere.seen == []  # type: ignore[attr-defined]
-    (method, path, headers), *_ = redirecting.seen  # type: ignore[attr-defined]
+    assert elsewhere.seen == []
+    (method, path, headers), *_ = redirecting.seen
     assert (method, path) == ("POST", "/v1/users/bulk_identify")
     assert headers["Authorization"] == f"Token {KEY}"  # api_url itself does get the key
     stopped = [line for line in run.stderr.splitlines() if "target-userpilot stopped:" in line]
@@ -255,7 +281,9 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(tmp
     assert_no_secret(run.output)
 
 
-def test_proxy_settings_from_the_environment_are_not_used(keyed_sandbox, tmp_path):
+def test_proxy_settings_from_the_environment_are_not_used(
+    keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     """An HTTP proxy named in the environment would see the key in every request: the client
     ignores it (and .netrc), so the key goes straight to api_url."""
     proxy = _server((502, {}))
@@ -269,7 +297,7 @@ def test_proxy_settings_from_the_environment_are_not_used(keyed_sandbox, tmp_pat
         proxy.server_close()
 
     assert code == 0, run.stderr[-3000:]
-    assert proxy.seen == []  # type: ignore[attr-defined]
+    assert proxy.seen == []
     assert len(keyed_sandbox.profiles("users")) == 20
 
 
@@ -282,7 +310,9 @@ def test_proxy_settings_from_the_environment_are_not_used(keyed_sandbox, tmp_pat
         "http://127.0.0.1.nip.io",
     ],
 )
-def test_plain_http_to_a_non_loopback_host_is_refused_before_any_input_is_read(api_url, tmp_path):
+def test_plain_http_to_a_non_loopback_host_is_refused_before_any_input_is_read(
+    api_url: str, tmp_path: Path
+) -> None:
     """stdin stays open and empty: a target that read its input first would block on it."""
     run = Captured(tmp_path, {"api_url": api_url, "api_key": KEY}, [], keep_stdin_open=True)
 
@@ -313,7 +343,7 @@ def test_plain_http_to_a_non_loopback_host_is_refused_before_any_input_is_read(a
         ("analytex.userpilot.io", False),
     ],
 )
-def test_only_https_or_loopback_http_is_accepted_as_api_url(url, allowed):
+def test_only_https_or_loopback_http_is_accepted_as_api_url(url: str, allowed: bool) -> None:
     if allowed:
         assert check_api_url(url) == url.rstrip("/")
     else:
@@ -321,7 +351,7 @@ def test_only_https_or_loopback_http_is_accepted_as_api_url(url, allowed):
             check_api_url(url)
 
 
-def test_loopback_means_127_slash_8_localhost_and_ipv6_one():
+def test_loopback_means_127_slash_8_localhost_and_ipv6_one() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.255.0.9", "localhost", "::1", "[::1]"))
     assert not any(is_loopback(h) for h in ("128.0.0.1", "127.0.0", "localhost.", "0.0.0.0"))  # noqa: S104
 
@@ -337,8 +367,8 @@ def _spool(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 @pytest.mark.parametrize("case", ["completed", "failed-job", "refused-upload", "sigterm"])
 def test_no_batch_file_is_left_behind_by_a_run_that_uploaded_everything(
-    case, keyed_sandbox, tmp_path
-):
+    case: str, keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     spool, env = _spool(tmp_path)
     if case == "failed-job":
         keyed_sandbox.set_faults(fail_jobs=1)
@@ -359,9 +389,11 @@ def test_no_batch_file_is_left_behind_by_a_run_that_uploaded_everything(
     assert sorted(p.name for p in spool.iterdir()) == []
 
 
-def test_no_batch_file_is_left_behind_by_a_run_stopped_by_bad_input(keyed_sandbox, tmp_path):
+def test_no_batch_file_is_left_behind_by_a_run_stopped_by_bad_input(
+    keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     spool, env = _spool(tmp_path)
-    messages = [
+    messages: list[dict[str, Any] | str] = [
         schema("users", USER_SCHEMA, ["id"]),
         *[record("users", user(i)) for i in range(30)],
         state({"last": 29}),
@@ -409,19 +441,19 @@ PG_SECRET = "S3cr@t:w/rd%x9Q"  # noqa: S105 - a raw @, :, / and % in one passwor
         (".target-userpilot/state.db", ".target-userpilot/state.db"),
     ],
 )
-def test_a_url_is_redacted_by_its_structure(url, shown):
+def test_a_url_is_redacted_by_its_structure(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert redact(f"state_db '{url}' failed") == f"state_db '{shown}' failed"
 
 
-def test_without_userinfo_strips_user_and_password_up_to_the_last_at():
+def test_without_userinfo_strips_user_and_password_up_to_the_last_at() -> None:
     assert without_userinfo("https://user:p@ss@analytex.userpilot.io/") == (
         "https://analytex.userpilot.io/"
     )
     assert without_userinfo("https://analytex.userpilot.io") == "https://analytex.userpilot.io"
 
 
-def test_a_short_password_does_not_rewrite_the_words_around_it():
+def test_a_short_password_does_not_rewrite_the_words_around_it() -> None:
     text = "driver 'psycopg2' is not installed (No module named 'psycopg2'); password=pg, 'pg'"
 
     redacted = redact(text, ["pg"])
@@ -466,7 +498,9 @@ def _stopped(run: Captured) -> str:
     ],
     ids=["raw-at-unparsable", "raw-at-parsable", "not-postgresql", "unparsable", "query-password"],
 )
-def test_a_state_db_password_never_appears_at_debug(state_db, secrets, says, sandbox, tmp_path):
+def test_a_state_db_password_never_appears_at_debug(
+    state_db: str, secrets: list[str], says: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
     config = {"api_url": sandbox.url, "api_key": KEY, "skip_unchanged": True, "state_db": state_db}
     run = Captured(tmp_path, config, [], keep_stdin_open=True)
 
@@ -478,7 +512,7 @@ def test_a_state_db_password_never_appears_at_debug(state_db, secrets, says, san
     assert sandbox.stats()["requests"] == 0
 
 
-def test_a_short_password_leaves_the_drivers_words_whole(sandbox, tmp_path):
+def test_a_short_password_leaves_the_drivers_words_whole(sandbox: Sandbox, tmp_path: Path) -> None:
     # psycopg2 is not installed: the message quotes the module, which holds the password "pg".
     state_db = "postgresql+psycopg2://ledger:pg@127.0.0.1:1/ledger"
     config = {"api_url": sandbox.url, "api_key": KEY, "skip_unchanged": True, "state_db": state_db}
@@ -493,8 +527,8 @@ def test_a_short_password_leaves_the_drivers_words_whole(sandbox, tmp_path):
 
 @pytest.mark.parametrize("check_connection", [False, True], ids=["run", "check-connection"])
 def test_a_proxy_password_with_a_hash_is_a_configuration_error_that_hides_it(
-    check_connection, tmp_path
-):
+    check_connection: bool, tmp_path: Path
+) -> None:
     proxy = _server((502, {}))
     secret = "Pr0xy#S3cretPass"  # noqa: S105 - made up for the test
     env = {"HTTPS_PROXY": f"http://proxyuser:{secret}@127.0.0.1:{proxy.server_address[1]}"}
@@ -511,15 +545,15 @@ def test_a_proxy_password_with_a_hash_is_a_configuration_error_that_hides_it(
     assert "The proxy in HTTPS_PROXY (http://proxyuser:***@127.0.0.1:" in stopped
     assert "%23" in stopped
     assert "does not answer like Userpilot" not in run.stderr
-    assert proxy.seen == []  # type: ignore[attr-defined]
+    assert proxy.seen == []
     assert_no_secret(run.output, secret)
     assert "S3cret" not in run.stderr and "Pr0xy" not in run.stderr
 
 
 @pytest.mark.parametrize("check_connection", [False, True], ids=["run", "check-connection"])
 def test_an_api_url_with_credentials_is_refused_without_showing_them(
-    check_connection, keyed_sandbox, tmp_path
-):
+    check_connection: bool, keyed_sandbox: Sandbox, tmp_path: Path
+) -> None:
     secret = "ApiUrlS3cretPw"  # noqa: S105 - made up for the test
     port = keyed_sandbox.url.rsplit(":", 1)[1]
     config = {"api_url": f"http://someone:{secret}@127.0.0.1:{port}", "api_key": KEY}

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from target_userpilot.sandbox import Sandbox
+
 
 def _refused_before_input(
     config: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None
@@ -67,8 +69,8 @@ def _stopped_sentence(stderr: str) -> str:
     ],
 )
 def test_an_api_key_that_cannot_go_in_a_header_stops_with_exit_2_without_the_key(
-    key, sandbox, config, tmp_path
-):
+    key: str, sandbox: Sandbox, config: dict[str, Any], tmp_path: Path
+) -> None:
     config["api_key"] = key
 
     code, stderr = _refused_before_input(config, tmp_path)
@@ -85,7 +87,9 @@ def test_an_api_key_that_cannot_go_in_a_header_stops_with_exit_2_without_the_key
 
 
 @pytest.mark.parametrize("value", ["half a second", "", "nan", "1,5"])
-def test_a_number_setting_whose_text_is_no_number_stops_with_exit_2(value, config, tmp_path):
+def test_a_number_setting_whose_text_is_no_number_stops_with_exit_2(
+    value: str, config: dict[str, Any], tmp_path: Path
+) -> None:
     config["batch_wait_seconds"] = value
 
     code, stderr = _refused_before_input(config, tmp_path)
@@ -95,7 +99,9 @@ def test_a_number_setting_whose_text_is_no_number_stops_with_exit_2(value, confi
 
 
 @pytest.mark.parametrize("value", [1800.5, 1800.0])
-def test_a_whole_number_setting_given_with_a_fraction_stops_with_exit_2(value, config, tmp_path):
+def test_a_whole_number_setting_given_with_a_fraction_stops_with_exit_2(
+    value: float, config: dict[str, Any], tmp_path: Path
+) -> None:
     config["job_timeout_seconds"] = value
 
     code, stderr = _refused_before_input(config, tmp_path)
@@ -109,7 +115,7 @@ def test_a_whole_number_setting_given_with_a_fraction_stops_with_exit_2(value, c
 # New settings
 
 
-def test_about_lists_the_new_settings_with_their_defaults(tmp_path):
+def test_about_lists_the_new_settings_with_their_defaults(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "target_userpilot", "--about", "--format=json"],
         capture_output=True,
@@ -129,7 +135,9 @@ def test_about_lists_the_new_settings_with_their_defaults(tmp_path):
 # object_mapping
 
 
-def test_an_id_property_given_as_a_list_stops_the_run_with_exit_2(config, tmp_path):
+def test_an_id_property_given_as_a_list_stops_the_run_with_exit_2(
+    config: dict[str, Any], tmp_path: Path
+) -> None:
     config["object_mapping"] = {"users": {"id_property": ["id"]}}
 
     code, stderr = _refused_before_input(config, tmp_path)

@@ -56,23 +56,25 @@ def _spool(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return spool, {"TMPDIR": str(spool)}
 
 
-def _after(sandbox: Sandbox, seen: int) -> list[dict]:
+def _after(sandbox: Sandbox, seen: int) -> list[dict[str, Any]]:
     """The requests logged after the first ``seen`` ones."""
     return sandbox.request_log()[seen:]
 
 
-def _new_work(requests: list[dict]) -> list[dict]:
+def _new_work(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in requests if r["endpoint"] in NEW_WORK]
 
 
-def _summary(stderr: str) -> dict:
+def _summary(stderr: str) -> dict[str, Any]:
     line = next(x for x in stderr.splitlines() if x.startswith("TARGET_USERPILOT_SUMMARY "))
-    return json.loads(line.split(" ", 1)[1])
+    summary: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+    return summary
 
 
-def _completed_at(sandbox_started: float, job: dict) -> float:
+def _completed_at(sandbox_started: float, job: dict[str, Any]) -> float:
     """A job's completion on this process's monotonic clock."""
-    return sandbox_started + job["completed_at"]
+    completed_at: float = job["completed_at"]
+    return sandbox_started + completed_at
 
 
 def _input_read(run: TargetProcess) -> bool:
@@ -80,7 +82,9 @@ def _input_read(run: TargetProcess) -> bool:
     return "completed processing" in run.stderr and "METRIC" in run.stderr
 
 
-def test_sigterm_after_the_end_of_input_erases_nothing_more_and_waits_for_no_job(tmp_path):
+def test_sigterm_after_the_end_of_input_erases_nothing_more_and_waits_for_no_job(
+    tmp_path: Path,
+) -> None:
     """The issue's case: 222 ids were erased after the signal, and the log spoke of a job."""
     spool, env = _spool(tmp_path)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
@@ -113,7 +117,9 @@ def test_sigterm_after_the_end_of_input_erases_nothing_more_and_waits_for_no_job
     assert list(spool.iterdir()) == []
 
 
-def test_sigterm_with_a_job_in_flight_and_deletions_and_events_queued_starts_nothing(tmp_path):
+def test_sigterm_with_a_job_in_flight_and_deletions_and_events_queued_starts_nothing(
+    tmp_path: Path,
+) -> None:
     spool, env = _spool(tmp_path)
     with Sandbox(
         port=0, api_key=API_KEY, rows_per_minute=12_000, delete_interval=2.0, events_per_minute=0
@@ -158,7 +164,7 @@ def test_sigterm_with_a_job_in_flight_and_deletions_and_events_queued_starts_not
     assert list(spool.iterdir()) == []
 
 
-def test_sigterm_during_a_wait_for_another_clients_job_ends_the_wait(tmp_path):
+def test_sigterm_during_a_wait_for_another_clients_job_ends_the_wait(tmp_path: Path) -> None:
     """The issue's case: the run waited 41 s for a job not its own, then uploaded anyway."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.hold_foreign_job(60, at_upload=1)
@@ -186,7 +192,7 @@ def test_sigterm_during_a_wait_for_another_clients_job_ends_the_wait(tmp_path):
     assert "TARGET_USERPILOT_SUMMARY" in run.stderr
 
 
-def test_sigterm_at_a_slow_event_pace_sends_no_further_event(tmp_path):
+def test_sigterm_at_a_slow_event_pace_sends_no_further_event(tmp_path: Path) -> None:
     """The issue's case: at 2 a minute, exit came 26 s after the signal, one event after it."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         config = _config(sandbox, tmp_path, events_per_minute=2, batch_wait_seconds=0.2)
@@ -213,7 +219,9 @@ def test_sigterm_at_a_slow_event_pace_sends_no_further_event(tmp_path):
     assert took < 5, f"the stop took {took:.1f} s"
 
 
-def test_sigint_then_sigterm_5_ms_apart_count_once_and_the_job_in_flight_is_awaited(tmp_path):
+def test_sigint_then_sigterm_5_ms_apart_count_once_and_the_job_in_flight_is_awaited(
+    tmp_path: Path,
+) -> None:
     """Ctrl-C under Meltano: the OS sends SIGINT to the group, Meltano forwards SIGTERM."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=12_000) as sandbox:
         config = _config(sandbox, tmp_path, batch_size_rows=500)
@@ -241,7 +249,7 @@ def test_sigint_then_sigterm_5_ms_apart_count_once_and_the_job_in_flight_is_awai
     assert _summary(run.stderr)["total"]["rows_sent"] == 500
 
 
-def test_a_second_signal_after_the_window_stops_at_once(tmp_path):
+def test_a_second_signal_after_the_window_stops_at_once(tmp_path: Path) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=3000) as sandbox:
         config = _config(sandbox, tmp_path, batch_size_rows=500)
         run = TargetProcess(config, tmp_path)
@@ -264,7 +272,9 @@ def test_a_second_signal_after_the_window_stops_at_once(tmp_path):
     assert "stopping at once" in run.stderr
 
 
-def test_a_failing_events_lane_ends_a_silent_run_with_its_summary_and_no_file_left(tmp_path):
+def test_a_failing_events_lane_ends_a_silent_run_with_its_summary_and_no_file_left(
+    tmp_path: Path,
+) -> None:
     """The issue's case: the SIGINT wake-up raised inside close(): no summary, spool left."""
     spool, env = _spool(tmp_path)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
@@ -315,7 +325,9 @@ def _answered(sandbox: Sandbox, endpoint: str, status: int, times: int = 1) -> b
     return sum(1 for r in calls if r["status"] == status) >= times
 
 
-def _assert_nothing_after_the_signal(sandbox: Sandbox, run: TargetProcess, stop: StopTiming):
+def _assert_nothing_after_the_signal(
+    sandbox: Sandbox, run: TargetProcess, stop: StopTiming
+) -> None:
     assert stop.code == 10, run.stderr[-3000:]
     assert _after(sandbox, stop.seen) == [], "a request reached the sandbox after the signal"
     assert stop.took < 5, f"the run took {stop.took:.1f} s to end after SIGTERM"
@@ -323,7 +335,7 @@ def _assert_nothing_after_the_signal(sandbox: Sandbox, run: TargetProcess, stop:
     assert "TARGET_USERPILOT_SUMMARY" in run.stderr
 
 
-def test_sigterm_during_a_429_backoff_of_a_deletion_erases_nothing_after_it(tmp_path):
+def test_sigterm_during_a_429_backoff_of_a_deletion_erases_nothing_after_it(tmp_path: Path) -> None:
     """The issue's case: a deletion answered 429, Retry-After 8, was sent 7.1 s after SIGTERM."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.answer_next("delete", 429, retry_after=8)
@@ -345,7 +357,7 @@ def test_sigterm_during_a_429_backoff_of_a_deletion_erases_nothing_after_it(tmp_
     assert "Left unsent when the run stopped: 3 deletions" in run.stderr
 
 
-def test_sigterm_during_a_429_backoff_of_a_track_event_sends_it_no_more(tmp_path):
+def test_sigterm_during_a_429_backoff_of_a_track_event_sends_it_no_more(tmp_path: Path) -> None:
     """The issue's case: a track event answered 429 was sent again after SIGTERM."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         sandbox.answer_next("track", 429, retry_after=8)
@@ -366,7 +378,7 @@ def test_sigterm_during_a_429_backoff_of_a_track_event_sends_it_no_more(tmp_path
     assert _summary(run.stderr)["unsent"]["events"] == 1
 
 
-def test_sigterm_during_a_429_backoff_of_an_upload_posts_nothing_again(tmp_path):
+def test_sigterm_during_a_429_backoff_of_an_upload_posts_nothing_again(tmp_path: Path) -> None:
     """The issue's case: a bulk upload answered 429 was re-posted 0.6 s after SIGTERM."""
     spool, env = _spool(tmp_path)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
@@ -388,7 +400,7 @@ def test_sigterm_during_a_429_backoff_of_an_upload_posts_nothing_again(tmp_path)
     assert list(spool.iterdir()) == []
 
 
-def test_sigterm_during_500s_on_the_job_lookup_after_a_lost_upload_answer(tmp_path):
+def test_sigterm_during_500s_on_the_job_lookup_after_a_lost_upload_answer(tmp_path: Path) -> None:
     """The issue's case: after a lost answer the job lookup kept retrying 38.7 s past SIGTERM."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         # Userpilot takes the upload but answers after the client gave up: an answer lost.
@@ -410,7 +422,9 @@ def test_sigterm_during_500s_on_the_job_lookup_after_a_lost_upload_answer(tmp_pa
     assert _summary(run.stderr)["unsent"]["users"] == 10
 
 
-def test_a_poll_of_the_job_in_flight_that_fails_after_sigterm_is_not_retried(tmp_path):
+def test_a_poll_of_the_job_in_flight_that_fails_after_sigterm_is_not_retried(
+    tmp_path: Path,
+) -> None:
     """The job in flight is ours, so its polls go on after the signal; a failed one is a retry
     away, and a retry is new: the job is left to Userpilot, and the summary names it."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=3000) as sandbox:

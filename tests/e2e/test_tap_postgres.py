@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ def _tap_output(
     return synced.stdout
 
 
-def _run_on(config: dict, singer: bytes, tmp_path: Path) -> TargetRun:
+def _run_on(config: dict[str, Any], singer: bytes, tmp_path: Path) -> TargetRun:
     config_path = tmp_path / "target-config.json"
     config_path.write_text(json.dumps(config))
     done = subprocess.run(
@@ -109,8 +110,8 @@ def _run_on(config: dict, singer: bytes, tmp_path: Path) -> TargetRun:
 
 
 def test_tap_postgres_output_lands_value_by_value(
-    tap_postgres, postgres, tmp_path, postgres_state_db
-):
+    tap_postgres: Path, postgres: PostgresServer, tmp_path: Path, postgres_state_db: str
+) -> None:
     postgres.psql(f"DROP SCHEMA IF EXISTS {TAP_SCHEMA} CASCADE;" + TAP_TABLES)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, keep_uploads=True) as sandbox:
         config = {
@@ -200,8 +201,8 @@ INSERT INTO tap_mirror.members
 
 
 def test_tap_postgres_full_table_deletes_rows_deleted_in_sql_and_clears_json_keys(
-    tap_postgres, postgres, tmp_path, postgres_state_db
-):
+    tap_postgres: Path, postgres: PostgresServer, tmp_path: Path, postgres_state_db: str
+) -> None:
     postgres.psql(f"DROP SCHEMA IF EXISTS {MIRROR_SCHEMA} CASCADE;" + MIRROR_TABLE)
     stream = f"{MIRROR_SCHEMA}-members"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from target_userpilot.sandbox import Sandbox
 from target_userpilot.summary import RunSummary
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
-from support.runner import TargetRun
+from support.runner import RunTarget, TargetRun
 
 PII = "do-not-log-7731@example.com"
 #: The id may be of any type here, so the target's own row rules judge it, not the schema.
@@ -33,7 +34,7 @@ def _stopped(run: TargetRun) -> str:
     return lines[0].split("target-userpilot stopped: ", 1)[1]
 
 
-def _rejects(path) -> list[dict[str, Any]]:
+def _rejects(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -42,9 +43,9 @@ def _good_ids(n: int) -> set[str]:
 
 
 def test_records_without_a_usable_id_are_skipped_reported_and_the_rest_lands(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
-    bad = {
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    bad: dict[str, dict[str, Any]] = {
         "missing": {"email": PII, "plan": "pro"},
         "null": {"id": None, "email": PII},
         "empty string": {"id": "", "email": PII},
@@ -87,7 +88,9 @@ def test_records_without_a_usable_id_are_skipped_reported_and_the_rest_lands(
     assert [r["record"] for r in rejected] == list(bad.values())
 
 
-def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_path, run_target):
+def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     """Jobs take half a second, so the second batch is still in Userpilot when the bad record
     arrives: the run waits for it, writes its STATE, and writes nothing past the bad record."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=12_000) as sandbox:
@@ -126,7 +129,7 @@ def test_invalid_record_with_fail_stops_after_the_job_in_flight_with_exit_6(tmp_
         assert _rejects(tmp_path / "rejects.ndjson")[0]["record"] == {"email": PII}
 
 
-def test_every_rejection_is_counted_once_even_the_one_that_stops_the_run():
+def test_every_rejection_is_counted_once_even_the_one_that_stops_the_run() -> None:
     summary = RunSummary()
     RejectLog("skip", summary=summary).reject("users", 1, "why", {"id": 1})
     with pytest.raises(InvalidRecordError):
@@ -136,8 +139,8 @@ def test_every_rejection_is_counted_once_even_the_one_that_stops_the_run():
 
 
 def test_with_fail_a_record_missing_its_key_is_counted_before_the_run_stops(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["on_invalid_record"] = "fail"
     messages = [
         schema("users", ANY_ID_SCHEMA, ["id"]),
@@ -153,8 +156,8 @@ def test_with_fail_a_record_missing_its_key_is_counted_before_the_run_stops(
 
 
 def test_with_fail_the_records_of_an_ignored_stream_are_not_judged(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """``ignore`` drops a stream: a record of it that lacks its key stops nothing."""
     config["on_invalid_record"] = "fail"
     config["object_mapping"] = {"audit_log": {"object": "ignore"}}
@@ -186,8 +189,13 @@ def test_with_fail_the_records_of_an_ignored_stream_are_not_judged(
     ids=["float", "integral-float", "bool", "object", "array"],
 )
 def test_ids_of_the_wrong_type_are_rejected_not_guessed(
-    bad_id, reason, sandbox, quick_poll_config, tmp_path, run_target
-):
+    bad_id: object,
+    reason: str,
+    sandbox: Sandbox,
+    quick_poll_config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     messages = [
         schema("users", ANY_ID_SCHEMA, ["id"]),
         record("users", user(1)),
@@ -205,8 +213,8 @@ def test_ids_of_the_wrong_type_are_rejected_not_guessed(
 
 
 def test_a_record_larger_than_max_file_bytes_is_rejected_and_the_others_land(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     quick_poll_config["max_file_bytes"] = 4000
     quick_poll_config["rejects_path"] = str(tmp_path / "rejects.ndjson")
     messages = [schema("users", USER_SCHEMA, ["id"])]
@@ -235,10 +243,15 @@ def test_a_record_larger_than_max_file_bytes_is_rejected_and_the_others_land(
     ids=["truncated-json", "not-an-object"],
 )
 def test_a_malformed_line_stops_with_exit_7_naming_the_line(
-    line, expected, sandbox, quick_poll_config, tmp_path, run_target
-):
+    line: str,
+    expected: str,
+    sandbox: Sandbox,
+    quick_poll_config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     quick_poll_config["batch_size_rows"] = 100
-    messages: list[dict | str] = [schema("users", USER_SCHEMA, ["id"])]
+    messages: list[dict[str, Any] | str] = [schema("users", USER_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(100)]
     messages.append(state({"last": 99}))
     messages.append(line)  # line 103
@@ -255,8 +268,8 @@ def test_a_malformed_line_stops_with_exit_7_naming_the_line(
 
 
 def test_a_record_before_its_schema_stops_with_exit_7(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
@@ -271,8 +284,8 @@ def test_a_record_before_its_schema_stops_with_exit_7(
 
 
 def test_an_unknown_message_type_stops_with_exit_7(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
@@ -287,8 +300,8 @@ def test_an_unknown_message_type_stops_with_exit_7(
 
 
 def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         {"stream": "users", "record": {"id": 2, "email": PII}},
@@ -302,8 +315,12 @@ def test_a_message_without_a_type_stops_with_exit_7_without_echoing_the_record(
 
 @pytest.mark.parametrize("policy", ["skip", "fail"])
 def test_schema_invalid_records_follow_on_invalid_record(
-    policy, sandbox, quick_poll_config, tmp_path, run_target
-):
+    policy: str,
+    sandbox: Sandbox,
+    quick_poll_config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     quick_poll_config["validate_records"] = True
     quick_poll_config["on_invalid_record"] = policy
     messages = [
@@ -330,9 +347,9 @@ def test_schema_invalid_records_follow_on_invalid_record(
 
 
 def test_a_string_that_is_not_valid_unicode_is_a_rejected_record(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
-    messages = [
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    messages: list[dict[str, Any] | str] = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
         '{"type": "RECORD", "stream": "users", "record": {"id": 2, "name": "bad \\ud800"}}',
@@ -346,8 +363,8 @@ def test_a_string_that_is_not_valid_unicode_is_a_rejected_record(
 
 
 def test_good_records_land_when_every_other_record_is_bad(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """Rejections interleaved with good records across several batches and a STATE each."""
     quick_poll_config["batch_size_rows"] = 50
     messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
@@ -366,8 +383,8 @@ def test_good_records_land_when_every_other_record_is_bad(
 
 
 def test_a_rejects_file_that_already_exists_is_made_owner_only(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     rejects = tmp_path / "rejects.ndjson"
     rejects.write_text('{"stream": "users", "position": 9, "reason": "an earlier run"}\n')
     rejects.chmod(0o644)
@@ -383,11 +400,11 @@ def test_a_rejects_file_that_already_exists_is_made_owner_only(
 
 
 def test_rejects_file_is_owner_only_and_keeps_a_record_with_a_lone_surrogate(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     rejects = tmp_path / "rejects.ndjson"
     quick_poll_config["rejects_path"] = str(rejects)
-    messages = [
+    messages: list[dict[str, Any] | str] = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1)),
         '{"type": "RECORD", "stream": "users", "record": {"id": 2, "name": "bad \\ud800 Zürich"}}',
@@ -472,12 +489,12 @@ _PII_RECORD = {"id": 7, "email": PII}
             id="schema-properties-missing",
         ),
         pytest.param(
-            schema("users", USER_SCHEMA, "id"),  # type: ignore[arg-type]
+            schema("users", USER_SCHEMA, "id"),  # type: ignore[arg-type]  # wrong on purpose
             "is a SCHEMA message whose 'key_properties' is not a list of property names",
             id="key-properties-string",
         ),
         pytest.param(
-            schema("users", USER_SCHEMA, [1]),  # type: ignore[list-item]
+            schema("users", USER_SCHEMA, [1]),  # type: ignore[list-item]  # wrong on purpose
             "is a SCHEMA message whose 'key_properties' is not a list of property names",
             id="key-properties-integers",
         ),
@@ -520,11 +537,16 @@ _PII_RECORD = {"id": 7, "email": PII}
     ],
 )
 def test_a_malformed_message_stops_with_exit_7_and_a_sentence_naming_the_line(
-    message, expected, sandbox, quick_poll_config, tmp_path, run_target
-):
+    message: dict[str, Any],
+    expected: str,
+    sandbox: Sandbox,
+    quick_poll_config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     """The batch before the bad line is awaited and its STATE written; nothing after it."""
     quick_poll_config["batch_size_rows"] = 100
-    messages: list[dict | str] = [schema("users", USER_SCHEMA, ["id"])]
+    messages: list[dict[str, Any] | str] = [schema("users", USER_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(100)]
     messages.append(state({"last": 99}))
     messages += [record("users", user(i)) for i in range(100, 120)]
@@ -543,9 +565,11 @@ def test_a_malformed_message_stops_with_exit_7_and_a_sentence_naming_the_line(
     assert set(sandbox.profiles("users")) == _good_ids(100)
 
 
-def test_blank_lines_between_messages_are_skipped(sandbox, quick_poll_config, tmp_path, run_target):
+def test_blank_lines_between_messages_are_skipped(
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     quick_poll_config["batch_size_rows"] = 10
-    messages: list[dict | str] = ["", "   ", schema("users", USER_SCHEMA, ["id"]), "\t"]
+    messages: list[dict[str, Any] | str] = ["", "   ", schema("users", USER_SCHEMA, ["id"]), "\t"]
     for i in range(30):
         messages.append(record("users", user(i)))
         if i % 7 == 0:
@@ -561,9 +585,15 @@ def test_blank_lines_between_messages_are_skipped(sandbox, quick_poll_config, tm
 
 
 def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
-    messages = [schema("users", USER_SCHEMA, ["id"]), "", "", record("users", user(1)), "{bad"]
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    messages: list[dict[str, Any] | str] = [
+        schema("users", USER_SCHEMA, ["id"]),
+        "",
+        "",
+        record("users", user(1)),
+        "{bad",
+    ]
 
     run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
 
@@ -575,8 +605,8 @@ def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(
 
 
 def test_a_server_refusing_every_row_as_too_large_ends_with_exit_12(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_faults(max_rows=0)
     quick_poll_config["batch_size_rows"] = 4
     messages = [schema("users", USER_SCHEMA, ["id"])]
@@ -592,8 +622,8 @@ def test_a_server_refusing_every_row_as_too_large_ends_with_exit_12(
 
 
 def test_a_run_with_some_rows_loaded_and_some_rejected_still_exits_0(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
     messages += [record("users", user(1)), record("users", {"email": PII})]
 
@@ -604,8 +634,8 @@ def test_a_run_with_some_rows_loaded_and_some_rejected_still_exits_0(
 
 
 def test_reject_positions_keep_counting_across_a_schema_change(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [schema("users", ANY_ID_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(3)]
     changed = {**ANY_ID_SCHEMA, "properties": {**ANY_ID_SCHEMA["properties"], "extra": {}}}
@@ -623,7 +653,7 @@ def test_reject_positions_keep_counting_across_a_schema_change(
 # Records nested deeper than the target reads (nesting.py): rejected, never a stop or a traceback
 
 
-def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = False) -> str:
+def _deep_record_line(stream: str, rec: dict[str, Any], depth: int, *, arrays: bool = False) -> str:
     """A RECORD line whose record has a property ``deep`` nested ``depth`` levels below it."""
     inner = json.dumps(PII)
     deep = "[" * depth + inner + "]" * depth if arrays else '{"a":' * depth + inner + "}" * depth
@@ -631,11 +661,11 @@ def _deep_record_line(stream: str, rec: dict, depth: int, *, arrays: bool = Fals
 
 
 def test_a_record_nested_3000_deep_with_fail_stops_with_exit_6_and_no_state_past_it(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     quick_poll_config["on_invalid_record"] = "fail"
     quick_poll_config["batch_size_rows"] = 3  # the first three go up before the deep record is read
-    messages: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
+    messages: list[dict[str, Any] | str] = [schema("users", ANY_ID_SCHEMA, ["id"])]
     messages += [record("users", user(i)) for i in range(3)]
     messages += [state({"last": 2}), _deep_record_line("users", {"id": 3}, 3000)]
     messages += [record("users", user(4)), state({"last": 4})]
@@ -652,12 +682,15 @@ def test_a_record_nested_3000_deep_with_fail_stops_with_exit_6_and_no_state_past
 
 
 def test_a_schema_nested_3000_deep_stops_with_exit_7_naming_the_line(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     quick_poll_config["batch_size_rows"] = 1  # the first record's job is awaited, its STATE written
     deep_schema = json.dumps(schema("users", ANY_ID_SCHEMA, ["id"]))
     deep_schema = deep_schema.replace('"id": {}', '"id": ' + '{"items":' * 3000 + "{}" + "}" * 3000)
-    messages: list[dict | str] = [schema("users", ANY_ID_SCHEMA, ["id"]), record("users", user(1))]
+    messages: list[dict[str, Any] | str] = [
+        schema("users", ANY_ID_SCHEMA, ["id"]),
+        record("users", user(1)),
+    ]
     messages += [state({"last": 1}), deep_schema, record("users", user(2)), state({"last": 2})]
 
     run = run_target(quick_poll_config, messages, tmp_path=tmp_path)
@@ -683,13 +716,17 @@ def test_a_schema_nested_3000_deep_stops_with_exit_7_naming_the_line(
     ids=["plain", "sdk-flattening", "no-validation", "stream-maps", "record-metadata"],
 )
 def test_records_nested_to_the_limit_load_and_deeper_ones_are_rejected_not_a_traceback(
-    settings, sandbox, quick_poll_config, tmp_path, run_target
-):
+    settings: dict[str, Any],
+    sandbox: Sandbox,
+    quick_poll_config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     """The parser reads 500 levels, but the record path recursed further than Python allows
     (arrays as JSON text: a RecursionError, exit 1): 200 levels load, any deeper is rejected."""
     quick_poll_config.update(settings)
     deep_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}}
-    messages: list[dict | str] = [schema("users", deep_schema, ["id"])]
+    messages: list[dict[str, Any] | str] = [schema("users", deep_schema, ["id"])]
     messages += [
         _deep_record_line("users", {"id": 1}, 199, arrays=True),  # 200 levels with the record
         _deep_record_line("users", {"id": 2}, 200, arrays=True),
@@ -712,13 +749,13 @@ def test_records_nested_to_the_limit_load_and_deeper_ones_are_rejected_not_a_tra
 
 
 def test_a_record_too_deep_for_its_stream_map_is_still_rejected_not_a_map_error(
-    sandbox, quick_poll_config, tmp_path, run_target
-):
+    sandbox: Sandbox, quick_poll_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """The map needs the property that was too deep to read: the record is rejected all the
     same (neither exit 2 for the map, nor left out without a word)."""
     quick_poll_config["stream_maps"] = {"users": {"__filter__": "deep != 'x'"}}
     deep_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "deep": {}}}
-    messages: list[dict | str] = [
+    messages: list[dict[str, Any] | str] = [
         schema("users", deep_schema, ["id"]),
         record("users", user(1, deep=[1])),
         _deep_record_line("users", {"id": 2}, 3000),

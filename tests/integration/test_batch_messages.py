@@ -18,6 +18,7 @@ import pytest
 
 from target_userpilot.errors import BatchFileError
 from target_userpilot.input.manifest import BatchEncoding, file_records
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     COMPANY_SCHEMA,
@@ -27,12 +28,12 @@ from support.messages import (
     state,
     user,
 )
-from support.runner import TargetRun
+from support.runner import RunTarget, TargetRun
 
 COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
 
 
-def write_jsonl(path: Path, records: Iterable[dict], *, compress: bool = False) -> Path:
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]], *, compress: bool = False) -> Path:
     """A batch file as the SDK's JSONL batcher writes it: one record per line."""
     opener = gzip.open if compress else open
     with opener(path, "wt", encoding="utf-8") as out:
@@ -41,7 +42,9 @@ def write_jsonl(path: Path, records: Iterable[dict], *, compress: bool = False) 
     return path
 
 
-def batch(stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none") -> dict:
+def batch(
+    stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none"
+) -> dict[str, Any]:
     """A BATCH message."""
     return {
         "type": "BATCH",
@@ -58,13 +61,13 @@ def counts(run: TargetRun) -> dict[str, dict[str, Any]]:
     }
 
 
-def _company(c: int) -> dict:
+def _company(c: int) -> dict[str, Any]:
     return {"company_id": f"c-{c}", "name": f"Company {c}", "employees": c}
 
 
 def test_batch_files_land_exactly_as_the_same_records_sent_as_record_messages(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     users_1 = [user(i) for i in range(300)]
     # A record the schema refuses: rejected and counted on both paths.
     users_1[7] = {**users_1[7], "score": "high"}
@@ -127,8 +130,8 @@ def test_batch_files_land_exactly_as_the_same_records_sent_as_record_messages(
 
 
 def test_a_missing_batch_file_stops_the_run_with_no_state_past_it(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     missing = tmp_path / "gone" / "users-2.jsonl.gz"
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
@@ -158,8 +161,12 @@ def test_a_missing_batch_file_stops_the_run_with_no_state_past_it(
     ],
 )
 def test_a_batch_file_that_cannot_be_read_names_the_file_and_its_encoding(
-    sandbox, config, tmp_path, case, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    case: tuple[dict[str, str], bytes, str],
+    run_target: RunTarget,
+) -> None:
     encoding, content, reason = case
     path = tmp_path / "users.batch"
     path.write_bytes(content)
@@ -180,8 +187,8 @@ def test_a_batch_file_that_cannot_be_read_names_the_file_and_its_encoding(
 
 
 def test_a_batch_record_nested_too_deeply_is_rejected_like_the_same_record_message(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """The parser reads 500 levels, but the record path did not (a RecursionError, exit 1)."""
     config["rejects_path"] = str(tmp_path / "rejects.ndjson")
     deep = '{"id": 2, "deep": ' + "[" * 500 + "1" + "]" * 500 + "}"
@@ -210,7 +217,7 @@ def test_a_batch_record_nested_too_deeply_is_rejected_like_the_same_record_messa
     assert [e["record_json"] for e in entries] == [deep, gone_deeper]
 
 
-def _parquet(path: Path, records: list[dict]) -> Path:
+def _parquet(path: Path, records: list[dict[str, Any]]) -> Path:
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
 
@@ -218,7 +225,9 @@ def _parquet(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def test_parquet_batch_files_land_like_json_ones(sandbox, config, tmp_path, run_target):
+def test_parquet_batch_files_land_like_json_ones(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     signed_up = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     records = [user(i, score=i / 4, active=bool(i % 2), signed_up_at=signed_up) for i in range(200)]
     path = _parquet(tmp_path / "users.parquet.gz", records)
@@ -251,9 +260,9 @@ def test_parquet_batch_files_land_like_json_ones(sandbox, config, tmp_path, run_
 
 
 def test_activate_version_gives_one_info_line_per_stream_and_no_warning(
-    sandbox, config, tmp_path, run_target
-):
-    def activate(stream: str, version: int) -> dict:
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    def activate(stream: str, version: int) -> dict[str, Any]:
         return {"type": "ACTIVATE_VERSION", "stream": stream, "version": version}
 
     messages = [
@@ -284,7 +293,9 @@ def test_activate_version_gives_one_info_line_per_stream_and_no_warning(
 # Reading manifest files (no server involved)
 
 
-def test_file_urls_and_plain_paths_read_the_same_records_and_skip_blank_lines(tmp_path):
+def test_file_urls_and_plain_paths_read_the_same_records_and_skip_blank_lines(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "users 1.jsonl"
     path.write_text('{"id": 1, "score": 2.5}\n\n{"id": 2}\n')
     jsonl = BatchEncoding.from_message({"format": "jsonl", "compression": "none"})
@@ -294,7 +305,7 @@ def test_file_urls_and_plain_paths_read_the_same_records_and_skip_blank_lines(tm
         assert list(file_records(url, jsonl)) == [{"id": 1, "score": 2.5}, {"id": 2}], url
 
 
-def test_other_url_schemes_are_read_through_fsspec():
+def test_other_url_schemes_are_read_through_fsspec() -> None:
     fsspec = pytest.importorskip("fsspec")
     with fsspec.open("memory://batches/users.jsonl.gz", "wb") as out:
         out.write(gzip.compress(b'{"id": 7}\n'))
@@ -304,7 +315,7 @@ def test_other_url_schemes_are_read_through_fsspec():
     assert list(records) == [{"id": 7}]
 
 
-def test_a_password_in_a_batch_file_url_stays_out_of_the_message():
+def test_a_password_in_a_batch_file_url_stays_out_of_the_message() -> None:
     url = "memory://reader:s3cret@batches/missing.jsonl"
 
     with pytest.raises(BatchFileError) as refused:

@@ -31,7 +31,7 @@ def _line(i: int) -> bytes:
 
 def _buffer(tmp_path: Path, **kwargs: Any) -> tuple[BatchBuffer, Checkpoints]:
     checkpoints = Checkpoints(lambda value: None)
-    options = {"max_rows": 3, "max_bytes": 1_000_000, "wait_seconds": 60.0}
+    options: dict[str, Any] = {"max_rows": 3, "max_bytes": 1_000_000, "wait_seconds": 60.0}
     options.update(kwargs)
     return BatchBuffer(checkpoints, spool_dir=str(tmp_path), **options), checkpoints
 
@@ -43,7 +43,7 @@ def _add(buffer: BatchBuffer, checkpoints: Checkpoints, obj: str, i: int) -> Non
 # The buffer on its own
 
 
-def test_a_full_batch_is_sealed_at_once_and_given_to_the_lane(tmp_path):
+def test_a_full_batch_is_sealed_at_once_and_given_to_the_lane(tmp_path: Path) -> None:
     buffer, checkpoints = _buffer(tmp_path)
     for i in range(3):
         _add(buffer, checkpoints, "users", i)
@@ -54,7 +54,7 @@ def test_a_full_batch_is_sealed_at_once_and_given_to_the_lane(tmp_path):
     assert batch.rows == 3
 
 
-def test_an_idle_lane_gets_the_batch_holding_the_oldest_row_once_it_waited(tmp_path):
+def test_an_idle_lane_gets_the_batch_holding_the_oldest_row_once_it_waited(tmp_path: Path) -> None:
     clock = SimulatedClock()
     buffer, checkpoints = _buffer(tmp_path, wait_seconds=5.0, clock=clock)
     _add(buffer, checkpoints, "companies", 1)  # the oldest row
@@ -68,7 +68,7 @@ def test_an_idle_lane_gets_the_batch_holding_the_oldest_row_once_it_waited(tmp_p
     assert clock.now() == pytest.approx(5.0)  # the oldest row waited wait_seconds, no longer
 
 
-def test_end_of_input_sends_every_open_batch_oldest_first(tmp_path):
+def test_end_of_input_sends_every_open_batch_oldest_first(tmp_path: Path) -> None:
     buffer, checkpoints = _buffer(tmp_path)
     _add(buffer, checkpoints, "users", 1)
     _add(buffer, checkpoints, "companies", 2)
@@ -81,7 +81,7 @@ def test_end_of_input_sends_every_open_batch_oldest_first(tmp_path):
     assert objects == ["users", "companies"]
 
 
-def test_the_reader_blocks_only_while_a_sealed_batch_already_waits(tmp_path):
+def test_the_reader_blocks_only_while_a_sealed_batch_already_waits(tmp_path: Path) -> None:
     buffer, checkpoints = _buffer(tmp_path, max_rows=1)
     _add(buffer, checkpoints, "users", 1)  # sealed, waiting for the lane
     blocked = threading.Event()
@@ -99,7 +99,7 @@ def test_the_reader_blocks_only_while_a_sealed_batch_already_waits(tmp_path):
     assert done.wait(5)
 
 
-def test_a_lane_failure_wakes_a_blocked_reader_with_the_error(tmp_path):
+def test_a_lane_failure_wakes_a_blocked_reader_with_the_error(tmp_path: Path) -> None:
     buffer, checkpoints = _buffer(tmp_path, max_rows=1)
     _add(buffer, checkpoints, "users", 1)
     errors: list[BaseException] = []
@@ -138,7 +138,9 @@ def _order(buffer: BatchBuffer) -> list[tuple[str, int]]:
     return taken
 
 
-def test_an_events_file_waits_for_the_users_batch_of_a_user_it_names_received_later(tmp_path):
+def test_an_events_file_waits_for_the_users_batch_of_a_user_it_names_received_later(
+    tmp_path: Path,
+) -> None:
     buffer, checkpoints = _buffer(tmp_path)
     _add_event(buffer, checkpoints, 1, user_id=1)
     _add_event(buffer, checkpoints, 2, user_id=2)
@@ -149,7 +151,9 @@ def test_an_events_file_waits_for_the_users_batch_of_a_user_it_names_received_la
     assert len(buffer.pending) == 0
 
 
-def test_an_events_file_does_not_wait_for_users_it_does_not_name_received_later(tmp_path):
+def test_an_events_file_does_not_wait_for_users_it_does_not_name_received_later(
+    tmp_path: Path,
+) -> None:
     buffer, checkpoints = _buffer(tmp_path)
     _add_event(buffer, checkpoints, 1, user_id=1)
     _add(buffer, checkpoints, "users", 9)
@@ -158,7 +162,9 @@ def test_an_events_file_does_not_wait_for_users_it_does_not_name_received_later(
     assert _order(buffer) == [("events", 1), ("users", 1)]
 
 
-def test_users_batches_keep_their_order_when_one_must_go_before_an_events_file(tmp_path):
+def test_users_batches_keep_their_order_when_one_must_go_before_an_events_file(
+    tmp_path: Path,
+) -> None:
     """The open users batch names the events' user, a sealed one does not: both go first, the
     sealed one before it (last write wins between users batches)."""
     buffer, checkpoints = _buffer(tmp_path)
@@ -171,7 +177,7 @@ def test_users_batches_keep_their_order_when_one_must_go_before_an_events_file(t
     assert _order(buffer) == [("users", 3), ("users", 1), ("events", 1)]
 
 
-def test_pending_users_are_those_of_batches_whose_jobs_have_not_completed(tmp_path):
+def test_pending_users_are_those_of_batches_whose_jobs_have_not_completed(tmp_path: Path) -> None:
     buffer, checkpoints = _buffer(tmp_path)
     for i in (1, 2, 3, 1):
         _add(buffer, checkpoints, "users", i)  # the first three fill a batch
@@ -193,10 +199,10 @@ def test_pending_users_are_those_of_batches_whose_jobs_have_not_completed(tmp_pa
 # slow tap, a fast one, against a sandbox whose jobs take their time on the same clock
 
 
-def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(tmp_path):
+def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(tmp_path: Path) -> None:
     """10 companies, a STATE, then silence: the companies go up and the STATE comes out."""
     clock = SimulatedClock()
-    states: list = []
+    states: list[Any] = []
     with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
         run = simulated_run(clock, sandbox, tmp_path, states, **PACED)
         try:
@@ -217,10 +223,10 @@ def test_a_quiet_streams_batch_does_not_hold_state_while_the_tap_is_silent(tmp_p
     assert clock.stalls == 0
 
 
-def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(tmp_path):
+def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(tmp_path: Path) -> None:
     """Companies first, then many users: STATE follows the users' jobs as they complete."""
     clock = SimulatedClock()
-    states: list = []
+    states: list[Any] = []
     with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
         run = simulated_run(clock, sandbox, tmp_path, states, **PACED)
         try:
@@ -240,7 +246,9 @@ def test_a_small_stream_first_does_not_hold_back_the_states_of_a_large_one(tmp_p
     assert clock.stalls == 0
 
 
-def test_a_tap_slower_than_userpilot_leaves_it_idle_no_longer_than_batch_wait(tmp_path):
+def test_a_tap_slower_than_userpilot_leaves_it_idle_no_longer_than_batch_wait(
+    tmp_path: Path,
+) -> None:
     """200 users every 0.3 s (Userpilot could take 800/s): small jobs, each soon after input."""
     clock = SimulatedClock()
     with simulated_sandbox(clock, rows_per_minute=48_000) as sandbox:
@@ -265,7 +273,7 @@ def test_a_tap_slower_than_userpilot_leaves_it_idle_no_longer_than_batch_wait(tm
     assert clock.stalls == 0
 
 
-def test_input_faster_than_userpilot_still_goes_up_in_full_batches(tmp_path):
+def test_input_faster_than_userpilot_still_goes_up_in_full_batches(tmp_path: Path) -> None:
     """Userpilot at 60,000 rows a minute: while a job runs the next batch fills to the limit."""
     clock = SimulatedClock()
     with simulated_sandbox(clock, rows_per_minute=60_000) as sandbox:

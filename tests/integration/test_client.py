@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from target_userpilot.errors import (
     AuthenticationError,
@@ -37,6 +38,7 @@ from target_userpilot.userpilot.transport import _TokenAuth, parse_retry_after
 
 from support.http_doubles import (
     Answer,
+    Certificates,
     ConnectProxy,
     ScriptedServer,
     TlsFront,
@@ -44,6 +46,7 @@ from support.http_doubles import (
     running,
 )
 from support.messages import API_KEY, users_messages
+from support.runner import RunTarget
 
 FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=0.5)
 UPLOAD = ("POST", "/v1/users/bulk_identify")
@@ -97,7 +100,9 @@ def job(job_id: str = "j-1", status: str = "queued", **fields: Any) -> dict[str,
 # The bulk endpoints against the sandbox
 
 
-def test_upload_returns_the_queued_job_and_its_rows_land(client, sandbox, batch_file):
+def test_upload_returns_the_queued_job_and_its_rows_land(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     accepted = client.upload("users", batch_file, FILENAME)
 
     assert accepted["status"] == "queued"
@@ -107,7 +112,9 @@ def test_upload_returns_the_queued_job_and_its_rows_land(client, sandbox, batch_
     assert set(sandbox.profiles("users")) == {"u-1", "u-2"}
 
 
-def test_job_status_follows_the_job_to_completed(client, sandbox, batch_file):
+def test_job_status_follows_the_job_to_completed(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     accepted = client.upload("users", batch_file, FILENAME)
 
     final = client.job_status(accepted["job_id"])
@@ -118,15 +125,21 @@ def test_job_status_follows_the_job_to_completed(client, sandbox, batch_file):
     assert sandbox.stats()["status_polls"] == 1
 
 
-def test_list_jobs_and_find_job_know_the_job_by_its_filename(client, sandbox, batch_file):
+def test_list_jobs_and_find_job_know_the_job_by_its_filename(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     accepted = client.upload("users", batch_file, FILENAME)
 
     assert [j["job_id"] for j in client.list_jobs()] == [accepted["job_id"]]
-    assert client.find_job(FILENAME)["job_id"] == accepted["job_id"]
+    found = client.find_job(FILENAME)
+    assert found is not None
+    assert found["job_id"] == accepted["job_id"]
     assert client.find_job("users-other-00001.ndjson") is None
 
 
-def test_another_clients_job_is_waited_out_then_the_batch_is_uploaded(client, sandbox, batch_file):
+def test_another_clients_job_is_waited_out_then_the_batch_is_uploaded(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.hold_foreign_job(0.6)
     started = time.monotonic()
 
@@ -141,8 +154,8 @@ def test_another_clients_job_is_waited_out_then_the_batch_is_uploaded(client, sa
 
 
 def test_another_clients_job_past_the_wait_raises_job_timeout_naming_file_and_setting(
-    client, sandbox, batch_file
-):
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.hold_foreign_job(30)
     started = time.monotonic()
 
@@ -158,7 +171,9 @@ def test_another_clients_job_past_the_wait_raises_job_timeout_naming_file_and_se
     assert sandbox.stats()["uploads"] == 0
 
 
-def test_a_batch_too_large_raises_payload_too_large_once(client, sandbox, batch_file):
+def test_a_batch_too_large_raises_payload_too_large_once(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.set_faults(max_rows=1)
 
     with pytest.raises(PayloadTooLarge, match="HTTP 413"):
@@ -169,7 +184,9 @@ def test_a_batch_too_large_raises_payload_too_large_once(client, sandbox, batch_
 
 
 @pytest.mark.parametrize(("fault", "status"), [({}, 401), ({"forbidden": True}, 403)])
-def test_a_refused_key_stops_at_once_without_retrying(sandbox, batch_file, fault, status):
+def test_a_refused_key_stops_at_once_without_retrying(
+    sandbox: Sandbox, batch_file: str, fault: dict[str, Any], status: int
+) -> None:
     sandbox.set_faults(**fault)
     key = API_KEY if fault else "wrong-key-7d1f"
     client = UserpilotClient(sandbox.url, key, retry=FAST)
@@ -183,7 +200,9 @@ def test_a_refused_key_stops_at_once_without_retrying(sandbox, batch_file, fault
     assert sandbox.stats()["requests"] == 1
 
 
-def test_server_errors_are_retried_until_the_upload_lands_once(client, sandbox, batch_file):
+def test_server_errors_are_retried_until_the_upload_lands_once(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.set_faults(error_rate=0.7, only="upload", seed=4)
 
     client.upload("users", batch_file, FILENAME)
@@ -195,7 +214,9 @@ def test_server_errors_are_retried_until_the_upload_lands_once(client, sandbox, 
     assert set(sandbox.profiles("users")) == {"u-1", "u-2"}
 
 
-def test_dropped_connections_are_retried_and_the_batch_lands_once(client, sandbox, batch_file):
+def test_dropped_connections_are_retried_and_the_batch_lands_once(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.set_faults(drop_rate=0.7, only="upload", seed=4)
 
     client.upload("users", batch_file, FILENAME)
@@ -207,7 +228,9 @@ def test_dropped_connections_are_retried_and_the_batch_lands_once(client, sandbo
     assert set(sandbox.profiles("users")) == {"u-1", "u-2"}
 
 
-def test_an_upload_whose_answer_timed_out_is_adopted_not_sent_again(sandbox, batch_file):
+def test_an_upload_whose_answer_timed_out_is_adopted_not_sent_again(
+    sandbox: Sandbox, batch_file: str
+) -> None:
     sandbox.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
     client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 0.3))
 
@@ -218,7 +241,9 @@ def test_an_upload_whose_answer_timed_out_is_adopted_not_sent_again(sandbox, bat
     assert [j["job_id"] for j in sandbox.jobs()] == [adopted["job_id"]]
 
 
-def test_status_polls_wait_out_failing_answers(client, sandbox, batch_file):
+def test_status_polls_wait_out_failing_answers(
+    client: UserpilotClient, sandbox: Sandbox, batch_file: str
+) -> None:
     accepted = client.upload("users", batch_file, FILENAME)
     sandbox.set_faults(status_error_rate=0.6, seed=3)
 
@@ -227,7 +252,9 @@ def test_status_polls_wait_out_failing_answers(client, sandbox, batch_file):
     assert sandbox.stats()["upload_attempts"] == 1
 
 
-def test_429_waits_retry_after_before_the_next_try_and_is_counted(scripted, batch_file):
+def test_429_waits_retry_after_before_the_next_try_and_is_counted(
+    scripted: ScriptedServer, batch_file: str
+) -> None:
     scripted.answer(
         *UPLOAD,
         Answer(429, {"errors": [{"message": "Too many requests"}]}, {"Retry-After": "0.4"}),
@@ -248,7 +275,9 @@ def test_429_waits_retry_after_before_the_next_try_and_is_counted(scripted, batc
 # Answers of every shape
 
 
-def test_an_empty_202_is_followed_through_the_jobs_list(scripted, batch_file):
+def test_an_empty_202_is_followed_through_the_jobs_list(
+    scripted: ScriptedServer, batch_file: str
+) -> None:
     scripted.answer(*UPLOAD, Answer(202, b""))
     scripted.answer(*LIST, Answer(200, [job("other", filename="x.ndjson"), job("j-7", "QUEUED")]))
     client = scripted_client(scripted)
@@ -262,8 +291,8 @@ def test_an_empty_202_is_followed_through_the_jobs_list(scripted, batch_file):
 
 @pytest.mark.parametrize("body", [b"", b"{}", b'{"message": "accepted"}', b"[]", b'"ok"'])
 def test_an_acceptance_without_a_job_and_none_listed_is_a_clear_error_not_a_resend(
-    scripted, batch_file, body
-):
+    scripted: ScriptedServer, batch_file: str, body: bytes
+) -> None:
     scripted.answer(*UPLOAD, Answer(202, body))
     scripted.answer(*LIST, Answer(200, []))
     client = scripted_client(scripted)
@@ -279,7 +308,9 @@ def test_an_acceptance_without_a_job_and_none_listed_is_a_clear_error_not_a_rese
     assert len(scripted.requests_to(*UPLOAD)) == 1
 
 
-def test_a_json_upload_accepted_without_a_job_is_a_clear_error(scripted, batch_file):
+def test_a_json_upload_accepted_without_a_job_is_a_clear_error(
+    scripted: ScriptedServer, batch_file: str
+) -> None:
     scripted.answer(*UPLOAD, Answer(202, b""))
     client = scripted_client(scripted, upload_format="json")
 
@@ -306,7 +337,9 @@ def test_a_json_upload_accepted_without_a_job_is_a_clear_error(scripted, batch_f
         b'{"errors": "none"}',
     ],
 )
-def test_no_upload_answer_shape_crashes_the_client(scripted, batch_file, body):
+def test_no_upload_answer_shape_crashes_the_client(
+    scripted: ScriptedServer, batch_file: str, body: bytes
+) -> None:
     scripted.answer(*UPLOAD, Answer(202, body))
     scripted.answer(*LIST, Answer(200, [{"job_id": None}, "text", 3, job("j-9")]))
     client = scripted_client(scripted)
@@ -319,7 +352,9 @@ def test_no_upload_answer_shape_crashes_the_client(scripted, batch_file, body):
     assert answer["job_id"]
 
 
-def test_status_answers_that_are_no_job_are_polled_again_until_one_is(scripted):
+def test_status_answers_that_are_no_job_are_polled_again_until_one_is(
+    scripted: ScriptedServer,
+) -> None:
     path = "/v1/background_jobs/j%3A1"
     scripted.answer(
         "GET",
@@ -338,7 +373,9 @@ def test_status_answers_that_are_no_job_are_polled_again_until_one_is(scripted):
     assert len(scripted.requests_to("GET", path)) == 5
 
 
-def test_status_answers_that_never_are_a_job_end_in_a_sentence_with_exit_8(scripted):
+def test_status_answers_that_never_are_a_job_end_in_a_sentence_with_exit_8(
+    scripted: ScriptedServer,
+) -> None:
     scripted.answer("GET", "/v1/background_jobs/j-1", Answer(200, []))
     client = scripted_client(scripted)
 
@@ -357,7 +394,7 @@ def test_status_answers_that_never_are_a_job_end_in_a_sentence_with_exit_8(scrip
 
 
 @pytest.mark.parametrize("status", ["COMPLETED", " Completed ", "Failed", "PROCESSING"])
-def test_statuses_in_another_case_are_lower_cased(scripted, status):
+def test_statuses_in_another_case_are_lower_cased(scripted: ScriptedServer, status: str) -> None:
     scripted.answer("GET", "/v1/background_jobs/j-1", Answer(200, job(status=status)))
     scripted.answer(*LIST, Answer(200, [job(status=status)]))
     client = scripted_client(scripted)
@@ -368,8 +405,8 @@ def test_statuses_in_another_case_are_lower_cased(scripted, status):
 
 @pytest.mark.parametrize("content_type", ["text/html", "application/json"])
 def test_a_2xx_page_that_is_not_json_is_not_userpilot_and_the_upload_is_not_resent(
-    scripted, batch_file, content_type
-):
+    scripted: ScriptedServer, batch_file: str, content_type: str
+) -> None:
     page = b"<html><body>Please log in to the company proxy</body></html>"
     scripted.answer(*UPLOAD, Answer(200, page, {"Content-Type": content_type}))
     client = scripted_client(scripted)
@@ -385,7 +422,9 @@ def test_a_2xx_page_that_is_not_json_is_not_userpilot_and_the_upload_is_not_rese
     assert len(scripted.seen) == 1  # one upload, no retry, no lookup
 
 
-def test_a_proxy_page_after_a_retry_still_stops_the_upload_at_once(scripted, batch_file):
+def test_a_proxy_page_after_a_retry_still_stops_the_upload_at_once(
+    scripted: ScriptedServer, batch_file: str
+) -> None:
     scripted.answer(
         *UPLOAD,
         Answer(503, b"<html>503</html>", {"Content-Type": "text/html"}),
@@ -403,8 +442,8 @@ def test_a_proxy_page_after_a_retry_still_stops_the_upload_at_once(scripted, bat
 
 
 def test_a_run_answered_by_a_proxy_page_stops_with_exit_8_after_one_upload(
-    scripted, tmp_path, run_target
-):
+    scripted: ScriptedServer, tmp_path: Path, run_target: RunTarget
+) -> None:
     page = b"<html><body>Access denied by the web filter</body></html>"
     scripted.answer(*UPLOAD, Answer(200, page, {"Content-Type": "text/html"}))
     config = {"api_url": scripted.url, "api_key": API_KEY}
@@ -419,7 +458,9 @@ def test_a_run_answered_by_a_proxy_page_stops_with_exit_8_after_one_upload(
     assert [(s.method, s.path) for s in scripted.seen] == [UPLOAD]
 
 
-def test_a_json_upload_whose_answer_was_lost_is_sent_again_and_lands_once(tmp_path, batch_file):
+def test_a_json_upload_whose_answer_was_lost_is_sent_again_and_lands_once(
+    tmp_path: Path, batch_file: str
+) -> None:
     """JSON jobs have no filename to adopt them by: the batch goes again, after its own job."""
     patient = RetryPolicy(base_seconds=0.01, max_seconds=0.05, conflict_max_seconds=0.2)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=120) as sandbox:  # 2 rows: 1 s
@@ -460,7 +501,9 @@ def events_file(tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("status_at", ["background_jobs", "imports"])
-def test_an_import_whose_answer_was_lost_is_found_in_a_job_list_and_adopted(events_file, status_at):
+def test_an_import_whose_answer_was_lost_is_found_in_a_job_list_and_adopted(
+    events_file: str, status_at: str
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sb:
         sb.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
         client = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 0.3))
@@ -478,7 +521,9 @@ def test_an_import_whose_answer_was_lost_is_found_in_a_job_list_and_adopted(even
         assert heard == [True]
 
 
-def test_an_import_found_nowhere_after_a_lost_answer_is_unconfirmed_not_sent_again(events_file):
+def test_an_import_found_nowhere_after_a_lost_answer_is_unconfirmed_not_sent_again(
+    events_file: str,
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at="nowhere") as sb:
         sb.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
         client = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 0.3))
@@ -493,8 +538,8 @@ def test_an_import_found_nowhere_after_a_lost_answer_is_unconfirmed_not_sent_aga
 
 
 def test_an_import_is_posted_again_only_after_failures_that_prove_nothing_arrived(
-    scripted, events_file
-):
+    scripted: ScriptedServer, events_file: str
+) -> None:
     scripted.answer(
         *IMPORT,
         Answer(429, {"errors": []}, {"Retry-After": "0.01"}),
@@ -519,8 +564,8 @@ def test_an_import_is_posted_again_only_after_failures_that_prove_nothing_arrive
     ids=["500", "502", "503 without Retry-After", "dropped"],
 )
 def test_an_import_that_may_have_arrived_is_looked_for_never_posted_again(
-    scripted, events_file, failure
-):
+    scripted: ScriptedServer, events_file: str, failure: Answer
+) -> None:
     scripted.answer(*IMPORT, failure, Answer(202, job("i-2", filename=EVENTS_FILE)))
     scripted.answer(*LIST, Answer(200, [job("other", filename="events-other.ndjson")]))
     heard: list[bool] = []
@@ -534,7 +579,9 @@ def test_an_import_that_may_have_arrived_is_looked_for_never_posted_again(
     assert heard == [True]
 
 
-def test_a_job_list_that_cannot_be_read_is_no_proof_an_import_is_missing(scripted, events_file):
+def test_a_job_list_that_cannot_be_read_is_no_proof_an_import_is_missing(
+    scripted: ScriptedServer, events_file: str
+) -> None:
     scripted.answer(*IMPORT, Answer(500, {"errors": []}))
     scripted.answer(*LIST, Answer(200, b"<html>Sign in</html>", {"Content-Type": "text/html"}))
 
@@ -553,7 +600,9 @@ def test_a_job_list_that_cannot_be_read_is_no_proof_an_import_is_missing(scripte
     ],
     ids=["413", "422", "401"],
 )
-def test_a_refused_import_tells_that_nothing_of_it_arrived(scripted, events_file, refusal):
+def test_a_refused_import_tells_that_nothing_of_it_arrived(
+    scripted: ScriptedServer, events_file: str, refusal: Answer
+) -> None:
     scripted.answer(*IMPORT, refusal)
     heard: list[bool] = []
 
@@ -563,7 +612,9 @@ def test_a_refused_import_tells_that_nothing_of_it_arrived(scripted, events_file
     assert heard == [True, False]
 
 
-def test_find_import_looks_by_id_where_the_status_is_served_then_by_filename(events_file):
+def test_find_import_looks_by_id_where_the_status_is_served_then_by_filename(
+    events_file: str,
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at="imports") as sb:
         client = UserpilotClient(sb.url, API_KEY, retry=FAST, timeout=(2, 2))
         try:
@@ -597,7 +648,9 @@ def test_find_import_looks_by_id_where_the_status_is_served_then_by_filename(eve
         f"{API_KEY}€",
     ],
 )
-def test_a_key_no_header_can_carry_is_refused_without_echoing_it(sandbox, key):
+def test_a_key_no_header_can_carry_is_refused_without_echoing_it(
+    sandbox: Sandbox, key: str
+) -> None:
     with pytest.raises(ConfigurationError) as refused:
         UserpilotClient(sandbox.url, key)
 
@@ -608,7 +661,7 @@ def test_a_key_no_header_can_carry_is_refused_without_echoing_it(sandbox, key):
 
 
 @pytest.mark.parametrize("key", [f"{API_KEY}\n", f"{API_KEY}\u2019", f"{API_KEY}\r"])
-def test_the_transport_never_lets_a_header_error_quote_the_key(sandbox, key):
+def test_the_transport_never_lets_a_header_error_quote_the_key(sandbox: Sandbox, key: str) -> None:
     """Should a bad key get past the constructor, http.client's error (which quotes the
     header) still never reaches the caller."""
     client = UserpilotClient(sandbox.url, API_KEY)
@@ -630,7 +683,7 @@ def test_the_transport_never_lets_a_header_error_quote_the_key(sandbox, key):
 DELETE_USERS = ("DELETE", "/v1/users")
 
 
-def test_delete_profiles_sends_the_ids_with_the_api_version(scripted):
+def test_delete_profiles_sends_the_ids_with_the_api_version(scripted: ScriptedServer) -> None:
     scripted.answer(*DELETE_USERS, Answer(202, {"message": "2 users scheduled for deletion"}))
     client = scripted_client(scripted)
 
@@ -644,7 +697,7 @@ def test_delete_profiles_sends_the_ids_with_the_api_version(scripted):
     assert seen.headers["Authorization"] == f"Token {API_KEY}"
 
 
-def test_delete_companies_uses_the_companies_body(scripted):
+def test_delete_companies_uses_the_companies_body(scripted: ScriptedServer) -> None:
     scripted.answer("DELETE", "/v1/companies", Answer(202, b""))
     client = scripted_client(scripted)
 
@@ -652,7 +705,9 @@ def test_delete_companies_uses_the_companies_body(scripted):
     assert scripted.requests_to("DELETE", "/v1/companies")[0].json() == {"companies": ["c-1"]}
 
 
-def test_a_rate_limited_deletion_waits_retry_after_then_goes_through(scripted):
+def test_a_rate_limited_deletion_waits_retry_after_then_goes_through(
+    scripted: ScriptedServer,
+) -> None:
     scripted.answer(
         *DELETE_USERS,
         Answer(429, {"errors": [{"message": "slow down"}]}, {"Retry-After": "0.3"}),
@@ -669,7 +724,7 @@ def test_a_rate_limited_deletion_waits_retry_after_then_goes_through(scripted):
     assert len(scripted.requests_to(*DELETE_USERS)) == 3
 
 
-def test_a_dropped_deletion_is_sent_again(scripted):
+def test_a_dropped_deletion_is_sent_again(scripted: ScriptedServer) -> None:
     scripted.answer(*DELETE_USERS, Answer(drop=True), Answer(202, b""))
     client = scripted_client(scripted)
 
@@ -681,7 +736,9 @@ def test_a_dropped_deletion_is_sent_again(scripted):
     ("status", "error", "code"),
     [(413, PayloadTooLarge, 8), (401, AuthenticationError, 3), (403, AuthenticationError, 3)],
 )
-def test_deletion_refusals_raise_their_own_errors_at_once(scripted, status, error, code):
+def test_deletion_refusals_raise_their_own_errors_at_once(
+    scripted: ScriptedServer, status: int, error: type[UserpilotError], code: int
+) -> None:
     scripted.answer(*DELETE_USERS, Answer(status, {"errors": [{"message": "no"}]}))
     client = scripted_client(scripted)
 
@@ -692,7 +749,7 @@ def test_deletion_refusals_raise_their_own_errors_at_once(scripted, status, erro
     assert len(scripted.requests_to(*DELETE_USERS)) == 1
 
 
-def test_another_4xx_on_a_deletion_stops_with_userpilots_message(scripted):
+def test_another_4xx_on_a_deletion_stops_with_userpilots_message(scripted: ScriptedServer) -> None:
     scripted.answer(*DELETE_USERS, Answer(400, {"errors": [{"message": "X-API-Version missing"}]}))
     client = scripted_client(scripted)
 
@@ -707,7 +764,7 @@ def test_another_4xx_on_a_deletion_stops_with_userpilots_message(scripted):
     "body",
     [b"", b"[]", b"null", b'"no"', b'{"errors": "x"}', b'{"errors": [1, "a", null]}', b"<html>"],
 )
-def test_no_error_body_shape_crashes_the_client(scripted, body):
+def test_no_error_body_shape_crashes_the_client(scripted: ScriptedServer, body: bytes) -> None:
     scripted.answer(*DELETE_USERS, Answer(400, body, {"Content-Type": "application/json"}))
     client = scripted_client(scripted)
 
@@ -721,7 +778,7 @@ def test_no_error_body_shape_crashes_the_client(scripted, body):
 TRACK = ("POST", "/v1/track")
 
 
-def test_track_sends_one_event_with_the_api_version(scripted):
+def test_track_sends_one_event_with_the_api_version(scripted: ScriptedServer) -> None:
     scripted.answer(*TRACK, Answer(202, b""))
     client = scripted_client(scripted)
 
@@ -740,7 +797,9 @@ def test_track_sends_one_event_with_the_api_version(scripted):
 
 
 @pytest.mark.parametrize("status", [400, 404, 413, 422])
-def test_a_refused_event_raises_event_refused_with_userpilots_message(scripted, status):
+def test_a_refused_event_raises_event_refused_with_userpilots_message(
+    scripted: ScriptedServer, status: int
+) -> None:
     scripted.answer(*TRACK, Answer(status, {"errors": [{"message": "User not found"}]}))
     client = scripted_client(scripted)
 
@@ -753,7 +812,9 @@ def test_a_refused_event_raises_event_refused_with_userpilots_message(scripted, 
 
 
 @pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (409, UserpilotError)])
-def test_refusals_that_are_not_about_the_event_are_not_event_refused(scripted, status, error):
+def test_refusals_that_are_not_about_the_event_are_not_event_refused(
+    scripted: ScriptedServer, status: int, error: type[UserpilotError]
+) -> None:
     scripted.answer(*TRACK, Answer(status, {"errors": [{"message": "no"}]}))
     client = scripted_client(scripted)
 
@@ -789,7 +850,7 @@ class RecordingStop:
         return False
 
 
-def test_a_rate_limited_event_is_sent_again_when_its_pace_says(scripted):
+def test_a_rate_limited_event_is_sent_again_when_its_pace_says(scripted: ScriptedServer) -> None:
     """One place decides: the pace hears the 429 once, and its slot is the only wait (no
     Retry-After of the policy's on top of the pause the pace already takes)."""
     scripted.answer(
@@ -822,7 +883,9 @@ def test_a_rate_limited_event_is_sent_again_when_its_pace_says(scripted):
     ],
     ids=["500", "502", "503-without-retry-after", "504", "dropped"],
 )
-def test_an_event_that_may_have_arrived_is_never_sent_twice(scripted, answer):
+def test_an_event_that_may_have_arrived_is_never_sent_twice(
+    scripted: ScriptedServer, answer: Answer
+) -> None:
     """Events are not idempotent: after the request left, only a failure that proves it was
     not taken (429, a 503 with Retry-After) is worth a second copy."""
     scripted.answer(*TRACK, answer, Answer(202, b""))
@@ -834,7 +897,7 @@ def test_an_event_that_may_have_arrived_is_never_sent_twice(scripted, answer):
     assert len(scripted.requests_to(*TRACK)) == 1
 
 
-def test_an_event_whose_answer_comes_too_late_is_not_sent_again(scripted):
+def test_an_event_whose_answer_comes_too_late_is_not_sent_again(scripted: ScriptedServer) -> None:
     # The answer comes after the client's read timeout; the server took the event.
     scripted.answer(*TRACK, Answer(202, b"", delay=1.0), Answer(202, b""))
     client = UserpilotClient(scripted.url, API_KEY, timeout=(2, 0.2), retry=FAST)
@@ -845,7 +908,7 @@ def test_an_event_whose_answer_comes_too_late_is_not_sent_again(scripted):
     assert len(scripted.requests_to(*TRACK)) == 1
 
 
-def test_an_event_that_could_not_connect_is_tried_again():
+def test_an_event_that_could_not_connect_is_tried_again() -> None:
     client = UserpilotClient("http://127.0.0.1:9", API_KEY, timeout=(2, 2), retry=FAST)
     started = time.monotonic()
 
@@ -855,7 +918,9 @@ def test_an_event_that_could_not_connect_is_tried_again():
     assert time.monotonic() - started < 5
 
 
-def test_track_from_many_threads_uses_a_session_each_and_close_ends_them_all(scripted):
+def test_track_from_many_threads_uses_a_session_each_and_close_ends_them_all(
+    scripted: ScriptedServer,
+) -> None:
     scripted.answer(*TRACK, Answer(202, b""))
     client = scripted_client(scripted)
     errors: list[BaseException] = []
@@ -880,19 +945,20 @@ def test_track_from_many_threads_uses_a_session_each_and_close_ends_them_all(scr
     sessions = list(client.transport._sessions)  # noqa: SLF001 - to check they are closed
     client.close()
     assert client.transport._sessions == []  # noqa: SLF001 - close() forgets them
-    assert all(not adapter.poolmanager.pools for s in sessions for adapter in s.adapters.values())
+    adapters = [adapter for s in sessions for adapter in s.adapters.values()]
+    assert all(isinstance(a, HTTPAdapter) and not a.poolmanager.pools for a in adapters)
 
 
 # Corporate networks: proxies, company CAs, and a .netrc that must not win
 
 
 @pytest.fixture(scope="module")
-def certificates(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("tls"), ["userpilot.test", "localhost"])
 
 
 @pytest.fixture
-def tls_sandbox(sandbox: Sandbox, certificates: Any) -> Iterator[TlsFront]:
+def tls_sandbox(sandbox: Sandbox, certificates: Certificates) -> Iterator[TlsFront]:
     front = TlsFront(certificates, sandbox.port)
     with running(front):
         yield front
@@ -918,7 +984,7 @@ def write_netrc(home: Path) -> None:
 
 @pytest.fixture
 def corporate_network(
-    proxy: ConnectProxy, certificates: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    proxy: ConnectProxy, certificates: Certificates, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> ConnectProxy:
     """An egress proxy and a company CA in the environment, and a developer's .netrc."""
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
@@ -928,8 +994,8 @@ def corporate_network(
 
 
 def test_https_goes_through_the_proxy_as_a_tunnel_and_the_proxy_never_sees_the_key(
-    sandbox, tls_sandbox, corporate_network, batch_file
-):
+    sandbox: Sandbox, tls_sandbox: TlsFront, corporate_network: ConnectProxy, batch_file: str
+) -> None:
     proxy = corporate_network
     client = UserpilotClient(f"https://userpilot.test:{tls_sandbox.port}", API_KEY, retry=FAST)
 
@@ -949,8 +1015,11 @@ def test_https_goes_through_the_proxy_as_a_tunnel_and_the_proxy_never_sees_the_k
 
 
 def test_ssl_cert_file_is_honoured_like_requests_ca_bundle(
-    sandbox, tls_sandbox, certificates, monkeypatch
-):
+    sandbox: Sandbox,
+    tls_sandbox: TlsFront,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
     client = UserpilotClient(f"https://localhost:{tls_sandbox.port}", API_KEY, retry=FAST)
 
@@ -958,7 +1027,9 @@ def test_ssl_cert_file_is_honoured_like_requests_ca_bundle(
     assert sandbox.stats()["requests"] == 1
 
 
-def test_an_unknown_ca_says_which_variables_name_a_company_ca(sandbox, tls_sandbox):
+def test_an_unknown_ca_says_which_variables_name_a_company_ca(
+    sandbox: Sandbox, tls_sandbox: TlsFront
+) -> None:
     client = UserpilotClient(f"https://localhost:{tls_sandbox.port}", API_KEY, retry=FAST)
 
     with pytest.raises(TransientError) as failed:
@@ -972,8 +1043,12 @@ def test_an_unknown_ca_says_which_variables_name_a_company_ca(sandbox, tls_sandb
 
 
 def test_loopback_requests_never_go_through_a_proxy(
-    sandbox, proxy, batch_file, tmp_path, monkeypatch
-):
+    sandbox: Sandbox,
+    proxy: ConnectProxy,
+    batch_file: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.setenv(name, proxy.url)
     write_netrc(tmp_path)
@@ -987,7 +1062,9 @@ def test_loopback_requests_never_go_through_a_proxy(
     assert set(sandbox.profiles("users")) == {"u-1", "u-2"}
 
 
-def test_proxy_credentials_never_appear_in_an_error(batch_file, monkeypatch):
+def test_proxy_credentials_never_appear_in_an_error(
+    batch_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy-user:proxy-s3cret@127.0.0.1:9")
     client = UserpilotClient("https://userpilot.test", API_KEY, retry=FAST, timeout=(1, 1))
 
@@ -1028,12 +1105,14 @@ def _http_date(at: float) -> str:
     ],
     ids=lambda value: repr(value) if isinstance(value, str) else None,
 )
-def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped_once(header, expected):
+def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped_once(
+    header: str, expected: float | None
+) -> None:
     """The one parser: a single answer may not stall a lane for minutes, and a date counts."""
     assert parse_retry_after(header, now=lambda: NOW) == expected
 
 
-def test_a_retry_after_date_is_measured_against_the_answers_own_date():
+def test_a_retry_after_date_is_measured_against_the_answers_own_date() -> None:
     """A server whose clock runs an hour ahead of ours still means 20 s, not the cap."""
     ahead = NOW + 3600
     response = requests.Response()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from singer_sdk.testing import get_target_test_class
 from singer_sdk.testing.suites import target_tests
@@ -51,6 +53,8 @@ class _NoIdStreamsExcluded:
         """See the reason."""
 
 
+# The SDK builds the standard test classes at run time (get_target_test_class): to mypy they
+# are values, not classes.
 class TestTargetUserpilot(_NoIdStreamsExcluded, _Standard):  # type: ignore[misc, valid-type]
     """Standard target tests, with the default on_invalid_record: skip."""
 
@@ -62,12 +66,13 @@ class TestTargetUserpilot(_NoIdStreamsExcluded, _Standard):  # type: ignore[misc
         """Run in fail mode below."""
 
 
+# A class built at run time too (see above).
 class TestTargetUserpilotFailMode(_NoIdStreamsExcluded, _StandardFail):  # type: ignore[misc, valid-type]
     """The same standard tests with on_invalid_record: fail, where the SDK's errors apply."""
 
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
-    def _stop_sandbox(cls):
+    def _stop_sandbox(cls) -> Iterator[None]:
         yield
         _SANDBOX.stop()
 

@@ -39,14 +39,15 @@ from support.messages import (
     user,
 )
 from support.readme import readme_recipe
+from support.runner import RunTarget
 from support.waiting import eventually
 
 
-def deleted_company(company_id: str) -> dict:
+def deleted_company(company_id: str) -> dict[str, Any]:
     return {"company_id": company_id, "name": None, "_sdc_deleted_at": DELETED_AT}
 
 
-def _delete_calls(sandbox: Sandbox) -> list[dict]:
+def _delete_calls(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [r for r in sandbox.request_log() if r["endpoint"] == "delete"]
 
 
@@ -67,8 +68,8 @@ def _table_total(stderr: str) -> dict[str, str]:
 
 
 def test_with_hard_delete_off_deleted_records_are_counted_and_neither_upserted_nor_deleted(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("users", TAP_USER_SCHEMA, ["id"]),
         *[record("users", user(i)) for i in range(1, 4)],
@@ -122,9 +123,9 @@ def test_with_hard_delete_off_deleted_records_are_counted_and_neither_upserted_n
 
 
 def test_hard_delete_requests_exactly_the_deleted_ids_paced_and_upserts_none_of_them(
-    tmp_path,
-    run_target,
-):
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     # Userpilot's own pace: one deletion request every 2 s, else 429.
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=2.0) as sandbox:
         config = {"api_url": sandbox.url, "api_key": API_KEY, "hard_delete": True}
@@ -184,8 +185,12 @@ DOUBTFUL_MARKS = [0, 1, "0", "1", "false", "true", True, False, " ", "", "not a 
 
 @pytest.mark.parametrize("hard_delete", [True, False])
 def test_a_deletion_mark_that_is_not_a_date_time_is_rejected_and_never_an_erasure(
-    sandbox, config, tmp_path, hard_delete, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    hard_delete: bool,
+    run_target: RunTarget,
+) -> None:
     sandbox.set_limits(delete_interval=0)
     rejects = tmp_path / "rejects.ndjson"
     config |= {"hard_delete": hard_delete, "rejects_path": str(rejects)}
@@ -221,8 +226,8 @@ def test_a_deletion_mark_that_is_not_a_date_time_is_rejected_and_never_an_erasur
 
 
 def test_a_deletion_mark_is_checked_against_its_declared_schema_too(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_limits(delete_interval=0)
     config |= {"hard_delete": True}
     declared = {
@@ -254,8 +259,8 @@ def test_a_deletion_mark_is_checked_against_its_declared_schema_too(
 
 
 def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_limits(delete_interval=0)
     config["hard_delete"] = True
     messages = [
@@ -279,8 +284,8 @@ def test_an_upsert_after_a_delete_of_the_same_id_is_sent_with_one_warning(
 
 
 def test_debug_logs_count_deletions_and_never_name_the_people_erased(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_limits(delete_interval=0)
     config |= {"hard_delete": True}
     erased = ["erase-me-7f3a", "erase-me-91c2"]
@@ -307,8 +312,8 @@ def test_debug_logs_count_deletions_and_never_name_the_people_erased(
 
 
 def test_a_429_on_a_deletion_request_is_waited_out_for_retry_after(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.answer_next("delete", 429, times=1, retry_after=1.0)
     config["hard_delete"] = True
     messages = [schema("users", TAP_USER_SCHEMA, ["id"]), record("users", deleted_user(5))]
@@ -322,7 +327,9 @@ def test_a_429_on_a_deletion_request_is_waited_out_for_retry_after(
     assert calls[1]["at"] - calls[0]["at"] >= 1.0
 
 
-def test_dry_run_writes_each_deletion_request_body_as_a_file(tmp_path, run_target):
+def test_dry_run_writes_each_deletion_request_body_as_a_file(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     out = tmp_path / "batches"
     config = {"dry_run": True, "output_dir": str(out), "hard_delete": True}
     messages = [
@@ -371,7 +378,9 @@ def test_dry_run_writes_each_deletion_request_body_as_a_file(tmp_path, run_targe
 @pytest.mark.skipif(
     not hasattr(ConfirmedRows, "forget"), reason="the ledger has no forget() on this branch yet"
 )
-def test_a_deleted_id_leaves_the_skip_unchanged_ledger(sandbox, config, tmp_path, run_target):
+def test_a_deleted_id_leaves_the_skip_unchanged_ledger(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_limits(delete_interval=0)
     config |= {"skip_unchanged": True, "state_db": str(tmp_path / "state.db"), "hard_delete": True}
     live = [schema("users", TAP_USER_SCHEMA, ["id"]), record("users", user(1))]
@@ -407,7 +416,9 @@ FLAGS = [
 ]
 
 
-def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(tmp_path, run_target):
+def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     """The README's recipe: a stream map converts the source's own flag, in every form."""
     out = tmp_path / "batches"
     rejects = tmp_path / "rejects.ndjson"
@@ -446,8 +457,8 @@ def test_a_source_is_deleted_column_becomes_a_deletion_through_stream_maps(tmp_p
 
 
 def test_the_readme_conversion_of_empty_csv_cells_makes_them_live(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """A CSV's empty _sdc_deleted_at cell is no date-time; the README's one-liner makes it null."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     expression = re.search(r'`\{"_sdc_deleted_at": "(None if [^`]*)"\}`', readme)
@@ -472,8 +483,8 @@ def test_the_readme_conversion_of_empty_csv_cells_makes_them_live(
 
 
 def test_an_undeclared_deletion_mark_is_read_with_add_record_metadata(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_limits(delete_interval=0)
     config |= {"hard_delete": True, "add_record_metadata": True}
     messages = [  # USER_SCHEMA does not declare _sdc_deleted_at
@@ -492,8 +503,12 @@ def test_an_undeclared_deletion_mark_is_read_with_add_record_metadata(
 
 @pytest.mark.parametrize("hard_delete", [True, False])
 def test_an_undeclared_deletion_mark_is_honoured_without_add_record_metadata(
-    sandbox, config, tmp_path, hard_delete, run_target
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    hard_delete: bool,
+    run_target: RunTarget,
+) -> None:
     """A tap that sends _sdc_deleted_at without declaring it: the row is never upserted."""
     sandbox.set_limits(delete_interval=0)
     config |= {"hard_delete": hard_delete}
@@ -515,13 +530,15 @@ def test_an_undeclared_deletion_mark_is_honoured_without_add_record_metadata(
 # The lane itself, with the real client over loopback HTTP
 
 
-def _lane(sandbox: Sandbox, written: list, **kwargs: Any) -> tuple[DeletionLane, Checkpoints]:
+def _lane(sandbox: Sandbox, written: list[Any], **kwargs: Any) -> tuple[DeletionLane, Checkpoints]:
     client = UserpilotClient(sandbox.url, API_KEY)
     checkpoints = Checkpoints(write=written.append)
     return DeletionLane(client, checkpoints, RunSummary(), interval=0.2, **kwargs), checkpoints
 
 
-def test_a_413_halves_the_ids_per_request_and_the_size_that_worked_is_kept(deletion_paced_sandbox):
+def test_a_413_halves_the_ids_per_request_and_the_size_that_worked_is_kept(
+    deletion_paced_sandbox: Sandbox,
+) -> None:
     deletion_paced_sandbox.set_limits(max_delete_ids=3)
     lane, checkpoints = _lane(deletion_paced_sandbox, [])
     try:
@@ -548,8 +565,10 @@ def test_a_413_halves_the_ids_per_request_and_the_size_that_worked_is_kept(delet
     assert deletion_paced_sandbox.stats()["by_endpoint"]["delete"]["rate_limited"] == 0
 
 
-def test_state_is_written_only_after_userpilot_accepted_the_deletion(deletion_paced_sandbox):
-    written: list = []
+def test_state_is_written_only_after_userpilot_accepted_the_deletion(
+    deletion_paced_sandbox: Sandbox,
+) -> None:
+    written: list[Any] = []
     client = UserpilotClient(deletion_paced_sandbox.url, API_KEY)
     # Each STATE notes what Userpilot had scheduled at the moment it was written.
     checkpoints = Checkpoints(
@@ -572,13 +591,14 @@ def test_state_is_written_only_after_userpilot_accepted_the_deletion(deletion_pa
     assert written == [({"after": "u-1"}, ["u-1"])]
 
 
-def test_a_delete_supersedes_the_earlier_rows_of_its_id_in_an_open_batch(tmp_path):
+def test_a_delete_supersedes_the_earlier_rows_of_its_id_in_an_open_batch(tmp_path: Path) -> None:
     batch = BatchFile("users", "users", max_rows=100, max_bytes=10_000, spool_dir=str(tmp_path))
-    for row in (
+    rows: list[dict[str, Any]] = [
         {"user_id": "1", "metadata": {"plan": "free"}},
         {"user_id": "2", "metadata": {"plan": "pro"}},
         {"user_id": "1", "metadata": {"plan": "pro"}},
-    ):
+    ]
+    for row in rows:
         batch.add(row["user_id"], encode_row(row))
     assert batch.supersede("1") is True
     assert batch.supersede("9") is False

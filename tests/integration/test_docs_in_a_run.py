@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import record, schema, state
 from support.readme import readme_recipe
 from support.runner import RunTarget
@@ -50,13 +52,19 @@ def _person(i: int, **extra: Any) -> dict[str, Any]:
 
 
 def _load(
-    run_target: RunTarget, config: dict, recipe: dict, messages: list[dict], tmp_path: Path
+    run_target: RunTarget,
+    config: dict[str, Any],
+    recipe: dict[str, Any],
+    messages: list[dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     run = run_target({**config, **recipe}, messages, tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-def test_recipe_rename_an_id_column(sandbox, config, tmp_path, run_target):
+def test_recipe_rename_an_id_column(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     recipe = readme_recipe("Rename an id column")
     messages = [schema("users", PEOPLE, ["id"]), *[record("users", _person(i)) for i in (1, 2)]]
 
@@ -69,7 +77,9 @@ def test_recipe_rename_an_id_column(sandbox, config, tmp_path, run_target):
     assert users["1"]["metadata"]["full_name"] == "Person 1"
 
 
-def test_recipe_fill_userpilots_reserved_fields(sandbox, config, tmp_path, run_target):
+def test_recipe_fill_userpilots_reserved_fields(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     recipe = readme_recipe("Fill Userpilot's reserved fields")
     messages = [schema("users", PEOPLE, ["id"]), record("users", _person(7))]
 
@@ -82,7 +92,9 @@ def test_recipe_fill_userpilots_reserved_fields(sandbox, config, tmp_path, run_t
     assert "signup_date" not in metadata
 
 
-def test_recipe_drop_pii_columns(sandbox, config, tmp_path, run_target):
+def test_recipe_drop_pii_columns(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     recipe = readme_recipe("Drop PII columns")
     users_schema = schema("users", PEOPLE, ["id"])
     # Userpilot already holds an email for user 3 from an earlier load without the recipe.
@@ -102,7 +114,9 @@ def test_recipe_drop_pii_columns(sandbox, config, tmp_path, run_target):
     assert set(users["4"]["metadata"]) == {"full_name", "signup_date", "plan"}
 
 
-def test_recipe_route_a_contacts_stream_to_users(sandbox, config, tmp_path, run_target):
+def test_recipe_route_a_contacts_stream_to_users(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     recipe = readme_recipe("Route a `contacts` stream to users")
     contacts = {
         "contact_id": {"type": "string"},
@@ -125,7 +139,9 @@ def test_recipe_route_a_contacts_stream_to_users(sandbox, config, tmp_path, run_
     assert sandbox.profiles("companies") == {}
 
 
-def test_invalid_stream_maps_is_a_configuration_error_without_a_traceback(tmp_path, run_target):
+def test_invalid_stream_maps_is_a_configuration_error_without_a_traceback(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     config = {"dry_run": True, "stream_maps": {"users": {"plan": "no_such_function(plan)"}}}
     messages = [schema("users", PEOPLE, ["id"]), record("users", _person(1))]
 
@@ -174,7 +190,7 @@ def _broken_links(path: Path) -> list[str]:
     return broken
 
 
-def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path):
+def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "sandbox.md").write_text("# The local sandbox\n\n## From Python\n")
     readme = tmp_path / "README.md"

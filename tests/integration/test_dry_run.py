@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
+from support.runner import RunTarget
 
 
 def _closed_loopback_port() -> int:
     """A loopback port nothing listens on: any connection attempt to it is refused."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _messages() -> list[dict]:
+def _messages() -> list[dict[str, Any]]:
     """Companies, 250 users (one sent twice, one without an id) and an ignored stream."""
     return [
         schema("companies", COMPANY_SCHEMA, ["company_id"]),
@@ -34,7 +39,7 @@ def _messages() -> list[dict]:
     ]
 
 
-def _dry_config(tmp_path: Path) -> dict:
+def _dry_config(tmp_path: Path) -> dict[str, Any]:
     return {
         "dry_run": True,
         "output_dir": str(tmp_path / "batches"),
@@ -45,7 +50,7 @@ def _dry_config(tmp_path: Path) -> dict:
     }
 
 
-def _expected_user(i: int, plan: str | None = None) -> dict:
+def _expected_user(i: int, plan: str | None = None) -> dict[str, Any]:
     rec = user(i)
     return {
         "user_id": str(i),
@@ -54,11 +59,13 @@ def _expected_user(i: int, plan: str | None = None) -> dict:
     }
 
 
-def _ndjson(path: Path) -> list[dict]:
+def _ndjson(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def test_dry_run_writes_every_batch_without_a_key_or_any_network(tmp_path, run_target):
+def test_dry_run_writes_every_batch_without_a_key_or_any_network(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     config = _dry_config(tmp_path)
     assert "api_key" not in config
 
@@ -88,7 +95,9 @@ def test_dry_run_writes_every_batch_without_a_key_or_any_network(tmp_path, run_t
     assert "connection" not in run.stderr.lower()
 
 
-def test_dry_run_summary_says_what_would_have_been_sent(tmp_path, run_target):
+def test_dry_run_summary_says_what_would_have_been_sent(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(_dry_config(tmp_path), _messages(), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -120,8 +129,8 @@ def test_dry_run_summary_says_what_would_have_been_sent(tmp_path, run_target):
 
 
 def test_dry_run_files_are_byte_for_byte_what_a_real_run_uploads(
-    keeping_sandbox, tmp_path, run_target
-):
+    keeping_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     dry_dir, real_dir = tmp_path / "dry", tmp_path / "real"
     dry_dir.mkdir()
     real_dir.mkdir()
@@ -155,7 +164,7 @@ def test_dry_run_files_are_byte_for_byte_what_a_real_run_uploads(
     assert dry.stdout == ""
 
 
-def _incremental_tap(bookmark: dict | None, ids: range) -> list[dict]:
+def _incremental_tap(bookmark: dict[str, Any] | None, ids: range) -> list[dict[str, Any]]:
     """What an incremental tap sends from its state: the records after its bookmark, a STATE
     after every five of them and one at the end."""
     after = (bookmark or {}).get("bookmarks", {}).get("users", -1)
@@ -169,16 +178,16 @@ def _incremental_tap(bookmark: dict | None, ids: range) -> list[dict]:
     return messages
 
 
-def _last_state(run_stdout: str, before: dict | None) -> dict | None:
+def _last_state(run_stdout: str, before: dict[str, Any] | None) -> dict[str, Any] | None:
     """What a pipeline keeps for the tap's next run: the last STATE line, else what it had."""
     lines = [json.loads(line) for line in run_stdout.splitlines() if line.strip()]
     return lines[-1] if lines else before
 
 
 def test_a_dry_run_moves_no_bookmark_so_the_next_real_run_loads_every_previewed_record(
-    sandbox, config, tmp_path, run_target
-):
-    saved: dict | None = None  # a first sync: the tap has no state
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
+    saved: dict[str, Any] | None = None  # a first sync: the tap has no state
 
     dry = run_target(_dry_config(tmp_path), _incremental_tap(saved, range(12)), tmp_path=tmp_path)
     assert dry.returncode == 0, dry.stderr[-3000:]
@@ -191,7 +200,9 @@ def test_a_dry_run_moves_no_bookmark_so_the_next_real_run_loads_every_previewed_
     assert real.states[-1] == {"bookmarks": {"users": 11}}
 
 
-def test_a_dry_run_says_once_how_many_states_it_held_back_and_why(tmp_path, run_target):
+def test_a_dry_run_says_once_how_many_states_it_held_back_and_why(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(_dry_config(tmp_path), _incremental_tap(None, range(12)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -202,12 +213,14 @@ def test_a_dry_run_says_once_how_many_states_it_held_back_and_why(tmp_path, run_
     assert "nothing reached Userpilot, so the bookmark stays where it was" in said[0]
 
 
-def test_sandbox_keeps_no_uploads_unless_asked(sandbox):
+def test_sandbox_keeps_no_uploads_unless_asked(sandbox: Sandbox) -> None:
     with pytest.raises(RuntimeError, match="keep_uploads"):
         sandbox.uploads()
 
 
-def test_dry_run_files_and_the_folder_it_creates_are_owner_only(tmp_path, run_target):
+def test_dry_run_files_and_the_folder_it_creates_are_owner_only(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(_dry_config(tmp_path), _messages(), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -219,7 +232,9 @@ def test_dry_run_files_and_the_folder_it_creates_are_owner_only(tmp_path, run_ta
         assert path.stat().st_mode & 0o777 == 0o600, path.name
 
 
-def test_a_nested_output_dir_is_owner_only_with_every_folder_the_run_creates(tmp_path, run_target):
+def test_a_nested_output_dir_is_owner_only_with_every_folder_the_run_creates(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     config = _dry_config(tmp_path) | {"output_dir": str(tmp_path / "runs" / "today" / "batches")}
     (tmp_path / "runs").mkdir(mode=0o755)  # the user's own folder: left as it is
     (tmp_path / "runs").chmod(0o755)
@@ -235,8 +250,8 @@ def test_a_nested_output_dir_is_owner_only_with_every_folder_the_run_creates(tmp
 
 
 def test_a_second_dry_run_replaces_the_first_runs_files_and_leaves_others_alone(
-    tmp_path, run_target
-):
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     config = _dry_config(tmp_path)
     first = run_target(config, _messages(), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -273,7 +288,9 @@ def test_a_second_dry_run_replaces_the_first_runs_files_and_leaves_others_alone(
     ("where", "said"),
     [("a-file", "is a file, not a folder"), ("a-file/batches", "a-file is a file, not a folder")],
 )
-def test_an_output_dir_that_cannot_be_a_folder_stops_with_exit_2(where, said, tmp_path, run_target):
+def test_an_output_dir_that_cannot_be_a_folder_stops_with_exit_2(
+    where: str, said: str, tmp_path: Path, run_target: RunTarget
+) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     config = {**_dry_config(tmp_path), "output_dir": str(tmp_path / where)}
 

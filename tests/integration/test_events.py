@@ -12,7 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from target_userpilot.lanes.events import connections_for
+import pytest
+
+from target_userpilot.lanes.pace import connections_for
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
@@ -26,11 +28,12 @@ from support.messages import (
     state,
     user,
 )
-from support.pg import BOTH_LEDGERS, PASSWORD
+from support.pg import BOTH_LEDGERS, PASSWORD, PostgresServer
 from support.readme import readme_recipe
+from support.runner import RunTarget
 
 
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict:
+def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {
         "api_url": sandbox.url,
         "api_key": API_KEY,
@@ -46,8 +49,8 @@ def _ids(sandbox: Sandbox) -> Counter[str]:
 
 
 def test_mixed_run_sends_every_event_once_after_its_users_job(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     # Users, then events about them, twice: the second events wait for the second users.
@@ -85,7 +88,9 @@ def test_mixed_run_sends_every_event_once_after_its_users_job(
     assert sandbox.stats()["by_endpoint"]["track"]["rate_limited"] == 0
 
 
-def test_events_do_not_wait_for_users_received_after_them(tmp_path, run_target):
+def test_events_do_not_wait_for_users_received_after_them(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     # Users 0-49 exist already; the users that follow the events take a slow job (2 s).
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         first = [schema("users", USER_SCHEMA, ["id"])]
@@ -104,7 +109,7 @@ def test_events_do_not_wait_for_users_received_after_them(tmp_path, run_target):
         assert len(_ids(sandbox)) == 50
 
 
-def test_pace_stays_under_a_low_limit(tmp_path, run_target):
+def test_pace_stays_under_a_low_limit(tmp_path: Path, run_target: RunTarget) -> None:
     # Userpilot's own 600 a minute: 30 events must spread over about three seconds.
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=600) as sandbox:
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -126,7 +131,7 @@ def test_pace_stays_under_a_low_limit(tmp_path, run_target):
         assert arrivals[-1] - arrivals[0] >= 29 * 0.1 * 0.95
 
 
-def test_one_users_events_arrive_in_input_order(tmp_path, run_target):
+def test_one_users_events_arrive_in_input_order(tmp_path: Path, run_target: RunTarget) -> None:
     """Several connections, few users, a high pace: Userpilot stamps each event on arrival, so
     one user's events must never overtake each other (they did, 24 times in one timeline)."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
@@ -148,8 +153,8 @@ def test_one_users_events_arrive_in_input_order(tmp_path, run_target):
 
 
 def test_rate_limits_and_503s_that_say_retry_after_lose_and_duplicate_nothing(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     sandbox.set_faults(endpoints={"track"}, rate_limit_rate=0.06, retry_after=0.05, seed=7)
     sandbox.answer_next("track", 503, times=3, retry_after=0)
@@ -168,14 +173,16 @@ def test_rate_limits_and_503s_that_say_retry_after_lose_and_duplicate_nothing(
     assert "limited the rate of events (HTTP 429" in run.stderr
 
 
-def _ten_events() -> list[dict]:
+def _ten_events() -> list[dict[str, Any]]:
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(10)]
     messages += [record("events", event(i, i)) for i in range(10)]
     return [*messages, state({"done": True})]
 
 
-def test_a_late_answer_never_multiplies_an_event(timed_jobs_sandbox, tmp_path, run_target):
+def test_a_late_answer_never_multiplies_an_event(
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     """The issue's case: Userpilot takes the event, but answers after the client's timeout.
     Sent again, 10 events became 28; now each goes once, and the summary says which are in
     doubt."""
@@ -202,7 +209,9 @@ def test_a_late_answer_never_multiplies_an_event(timed_jobs_sandbox, tmp_path, r
     assert len(sandbox.events()) == 10
 
 
-def test_a_server_error_after_sending_is_not_retried(timed_jobs_sandbox, tmp_path, run_target):
+def test_a_server_error_after_sending_is_not_retried(
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     sandbox.answer_next("track", 500, times=1)
 
@@ -215,7 +224,9 @@ def test_a_server_error_after_sending_is_not_retried(timed_jobs_sandbox, tmp_pat
     assert len(track) == 10
 
 
-def test_many_unconfirmed_events_in_a_row_stop_the_run(timed_jobs_sandbox, tmp_path, run_target):
+def test_many_unconfirmed_events_in_a_row_stop_the_run(
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     sandbox.answer_next("track", 502, times=100)
     messages = _ten_events()[:-1] + [record("events", event(i, i % 10)) for i in range(10, 40)]
@@ -228,7 +239,9 @@ def test_many_unconfirmed_events_in_a_row_stop_the_run(timed_jobs_sandbox, tmp_p
     assert 10 <= len(track) < 40
 
 
-def test_a_refused_event_rejects_only_that_record(timed_jobs_sandbox, tmp_path, run_target):
+def test_a_refused_event_rejects_only_that_record(
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     rejects = tmp_path / "rejects.ndjson"
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -263,8 +276,8 @@ def _by_user(sandbox: Sandbox) -> dict[str, list[str]]:
 
 @BOTH_LEDGERS
 def test_an_events_stream_before_its_users_stream_loses_no_event(
-    timed_jobs_sandbox, tmp_path, state_db, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     """tap-csv sends files in the order configured: the events file may come first. Every event
     waits for its user's job (or, sent before its user was read, is tried again after it)."""
     sandbox = timed_jobs_sandbox
@@ -286,8 +299,8 @@ def test_an_events_stream_before_its_users_stream_loses_no_event(
 
 @BOTH_LEDGERS
 def test_an_event_of_a_user_in_no_input_is_tried_once_more_then_rejected(
-    timed_jobs_sandbox, tmp_path, state_db, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     rejects = tmp_path / "rejects.ndjson"
     messages = [events_schema(), schema("users", USER_SCHEMA, ["id"])]
@@ -315,8 +328,8 @@ def test_an_event_of_a_user_in_no_input_is_tried_once_more_then_rejected(
 
 
 def test_a_4xx_answer_rejects_one_event_and_the_run_goes_on(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(5)]
@@ -332,8 +345,8 @@ def test_a_4xx_answer_rejects_one_event_and_the_run_goes_on(
 
 
 def test_an_oversized_event_is_rejected_and_the_run_goes_on(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     """A 413 on /v1/track is about the one event it carries: it is a rejected record, and a
     rerun does not stop at it either (it used to stop every run there with exit 8)."""
     sandbox = timed_jobs_sandbox
@@ -360,7 +373,9 @@ def test_an_oversized_event_is_rejected_and_the_run_goes_on(
     assert len(sandbox.events()) == 5  # the rerun skipped the five accepted ones
 
 
-def test_a_rerun_skips_events_userpilot_already_accepted(timed_jobs_sandbox, tmp_path, run_target):
+def test_a_rerun_skips_events_userpilot_already_accepted(
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(20)]
@@ -381,7 +396,7 @@ def test_a_rerun_skips_events_userpilot_already_accepted(timed_jobs_sandbox, tmp
     assert second.summary["total"]["events_skipped"] == 22
 
 
-def test_dry_run_writes_track_request_bodies(tmp_path, run_target):
+def test_dry_run_writes_track_request_bodies(tmp_path: Path, run_target: RunTarget) -> None:
     out = tmp_path / "out"
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(3)]
@@ -410,8 +425,8 @@ def test_dry_run_writes_track_request_bodies(tmp_path, run_target):
 
 
 def test_a_refused_key_on_track_stops_the_run_after_the_users_state(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     sandbox.set_faults(forbidden=True, endpoints={"track"})
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -430,8 +445,8 @@ def test_a_refused_key_on_track_stops_the_run_after_the_users_state(
 
 
 def test_with_on_invalid_record_fail_a_refused_event_stops_the_run_before_its_state(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = timed_jobs_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(3)]
@@ -449,8 +464,8 @@ def test_with_on_invalid_record_fail_a_refused_event_stops_the_run_before_its_st
 
 
 def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(
-    timed_jobs_sandbox, tmp_path, run_target
-):
+    timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     # A billing table: the member is the user, the action the event's name.
     sandbox = timed_jobs_sandbox
     config = _config(
@@ -476,7 +491,9 @@ def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(
     assert got == [(str(i), "invoice_paid", {"id": i, "amount": 9.5}) for i in range(3)]
 
 
-def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
+def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from target_userpilot.checkpoints import Checkpoints
     from target_userpilot.lanes.events import EventLane
     from target_userpilot.lanes.pace import EventPace
@@ -527,8 +544,8 @@ def test_progress_lines_say_sent_of_received_the_rate_and_the_time_left(caplog):
 
 
 def test_a_postgresql_ledger_remembers_sent_events_between_runs(
-    postgres, timed_jobs_sandbox, tmp_path, run_target
-):
+    postgres: PostgresServer, timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     # A container's disk is gone after each run: the ledger lives in PostgreSQL instead.
     sandbox = timed_jobs_sandbox
     postgres.psql("DROP SCHEMA IF EXISTS t_events CASCADE; CREATE SCHEMA t_events")

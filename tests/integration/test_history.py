@@ -9,11 +9,15 @@ again. After kill -9, and as ``userpilot-ledger`` reads it: ``tests/e2e/test_his
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import erasure_time
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     API_KEY,
@@ -26,9 +30,10 @@ from support.messages import (
     user,
 )
 from support.pg import BOTH_LEDGERS
+from support.runner import RunTarget
 
 
-def _users(ids, **extra) -> list[dict]:
+def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
     return [
         schema("users", USER_SCHEMA, ["id"]),
         *(record("users", user(i, **extra)) for i in ids),
@@ -42,8 +47,8 @@ def _ledger(state_db: str) -> Ledger:
 
 @BOTH_LEDGERS
 def test_history_after_a_completed_job_names_the_job_and_the_row(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
     run = run_target(config, _users(range(3)), tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -72,7 +77,9 @@ def test_history_after_a_completed_job_names_the_job_and_the_row(
 
 
 @BOTH_LEDGERS
-def test_history_after_a_failed_job_says_failed(sandbox, config, tmp_path, state_db, run_target):
+def test_history_after_a_failed_job_says_failed(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
     sandbox.set_faults(fail_jobs=1)
 
@@ -90,8 +97,8 @@ def test_history_after_a_failed_job_says_failed(sandbox, config, tmp_path, state
 
 @BOTH_LEDGERS
 def test_history_keeps_only_the_newest_entries_per_profile(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db, ledger_history_entries=2)
     for plan in ("a", "b", "c", "d"):
         run = run_target(config, _users(range(2), plan=plan), tmp_path=tmp_path)
@@ -110,7 +117,7 @@ def test_history_keeps_only_the_newest_entries_per_profile(
 # Deletions remembered
 
 
-def _deletions(ids) -> list[dict]:
+def _deletions(ids: Iterable[int]) -> list[dict[str, Any]]:
     return [
         schema("users", TAP_USER_SCHEMA, ["id"]),
         *(record("users", deleted_user(i)) for i in ids),
@@ -120,8 +127,8 @@ def _deletions(ids) -> list[dict]:
 
 @BOTH_LEDGERS
 def test_deletions_a_tap_sends_again_are_requested_once(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     """A tap re-reading at its bookmark: 4 runs, 10 soft-deleted ids, 10 deletion entries."""
     config.update(hard_delete=True, state_db=state_db)
     runs = [run_target(config, _deletions(range(10)), tmp_path=tmp_path) for _ in range(4)]
@@ -142,8 +149,8 @@ def test_deletions_a_tap_sends_again_are_requested_once(
 
 @BOTH_LEDGERS
 def test_an_upsert_after_an_earlier_runs_deletion_warns_and_stays_unconfirmed(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(hard_delete=True, skip_unchanged=True, state_db=state_db)
     assert run_target(config, _deletions([1, 2]), tmp_path=tmp_path).returncode == 0
 
@@ -164,7 +171,7 @@ def test_an_upsert_after_an_earlier_runs_deletion_warns_and_stays_unconfirmed(
     assert sandbox.deletions("users")[before:] == ["1"]
 
 
-def test_the_erasure_time_is_the_next_two_oclock_utc():
+def test_the_erasure_time_is_the_next_two_oclock_utc() -> None:
     from datetime import datetime, timezone
 
     def at(text: str) -> float:

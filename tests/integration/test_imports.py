@@ -26,6 +26,7 @@ from target_userpilot.userpilot.client import UserpilotClient
 
 from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
 from support.pg import BOTH_LEDGERS
+from support.runner import RunTarget
 from support.waiting import eventually
 
 EVENT_SCHEMA = {
@@ -48,7 +49,7 @@ def utc(i: int) -> str:
     return f"2023-03-{day:02d}T08:{i % 60:02d}:00Z"
 
 
-def event(i: int, user_id: int, **extra: Any) -> dict:
+def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
     rec = {
         "event_id": f"e-{i}",
         "user_id": user_id,
@@ -60,14 +61,14 @@ def event(i: int, user_id: int, **extra: Any) -> dict:
     return rec
 
 
-def events_schema(stream: str = "events") -> dict:
+def events_schema(stream: str = "events") -> dict[str, Any]:
     return schema(stream, EVENT_SCHEMA, ["event_id"])
 
 
 MAPPING = {"events": {"object": "events", "event_time_property": "paid_at"}}
 
 
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict:
+def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     return {
         "api_url": sandbox.url,
         "api_key": API_KEY,
@@ -84,8 +85,8 @@ def _ids(sandbox: Sandbox) -> Counter[str]:
 
 
 def test_events_land_with_their_source_time_once_after_users_and_companies(
-    no_track_sandbox, tmp_path, run_target
-):
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = no_track_sandbox
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
@@ -135,8 +136,8 @@ def test_events_land_with_their_source_time_once_after_users_and_companies(
 
 
 def test_a_full_events_file_waits_for_the_open_users_batch_before_it(
-    no_track_sandbox, tmp_path, run_target
-):
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = no_track_sandbox
     # Ten users (an open batch, far from full and not yet due), then fifty of their events:
     # the events file is full first, yet their users must be in Userpilot before it goes.
@@ -154,8 +155,8 @@ def test_a_full_events_file_waits_for_the_open_users_batch_before_it(
 
 
 def test_an_events_stream_before_the_users_stream_is_imported_after_the_users_job(
-    no_track_sandbox, tmp_path, run_target
-):
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     """tap-csv sends files in the order configured: the events file may come first. Its
     users' job must complete before the import goes up."""
     sandbox = no_track_sandbox
@@ -176,7 +177,9 @@ def test_an_events_stream_before_the_users_stream_is_imported_after_the_users_jo
     assert run.states == [{"done": True}]
 
 
-def test_a_rerun_skips_events_already_imported(no_track_sandbox, tmp_path, run_target):
+def test_a_rerun_skips_events_already_imported(
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = no_track_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(20)]
@@ -195,8 +198,8 @@ def test_a_rerun_skips_events_already_imported(no_track_sandbox, tmp_path, run_t
 
 
 def test_a_missing_or_unparsable_time_rejects_the_event_never_the_run_time(
-    no_track_sandbox, tmp_path, run_target
-):
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = no_track_sandbox
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(4)]
@@ -223,7 +226,9 @@ def test_a_missing_or_unparsable_time_rejects_the_event_never_the_run_time(
     assert "not an ISO 8601 date-time" in reasons[1]
 
 
-def test_page_views_carry_hostname_and_pathname(no_track_sandbox, tmp_path, run_target):
+def test_page_views_carry_hostname_and_pathname(
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox = no_track_sandbox
     props = {
         "view_id": {"type": "integer"},
@@ -278,7 +283,9 @@ def test_page_views_carry_hostname_and_pathname(no_track_sandbox, tmp_path, run_
     assert "'referrer'" in run.stderr and "'view_id'" in run.stderr  # not carried: named
 
 
-def test_page_views_in_track_mode_are_a_configuration_error(tmp_path, run_target):
+def test_page_views_in_track_mode_are_a_configuration_error(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     config = {
         "dry_run": True,
         "output_dir": str(tmp_path / "out"),
@@ -292,7 +299,7 @@ def test_page_views_in_track_mode_are_a_configuration_error(tmp_path, run_target
     assert "events_api" in run.stderr
 
 
-def test_dry_run_writes_the_import_files(tmp_path, run_target):
+def test_dry_run_writes_the_import_files(tmp_path: Path, run_target: RunTarget) -> None:
     out = tmp_path / "out"
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(3)]
@@ -321,7 +328,9 @@ def test_dry_run_writes_the_import_files(tmp_path, run_target):
     assert run.summary["total"]["events_sent"] == 3
 
 
-def test_a_running_bulk_job_is_waited_out_before_an_import(tmp_path, run_target):
+def test_a_running_bulk_job_is_waited_out_before_an_import(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         # Another client's bulk job holds the account when our first upload, the import, comes.
         sandbox.hold_foreign_job(1.5, at_upload=2)
@@ -337,7 +346,7 @@ def test_a_running_bulk_job_is_waited_out_before_an_import(tmp_path, run_target)
         assert "HTTP 409" in run.stderr
 
 
-def test_413_splits_an_import_file(tmp_path, run_target):
+def test_413_splits_an_import_file(tmp_path: Path, run_target: RunTarget) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.set_faults(max_rows=4)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
@@ -353,7 +362,9 @@ def test_413_splits_an_import_file(tmp_path, run_target):
         assert sandbox.stats()["rejected"].get("413", 0) >= 1
 
 
-def test_a_failed_import_job_is_exit_4_and_its_events_go_again_on_rerun(tmp_path, run_target):
+def test_a_failed_import_job_is_exit_4_and_its_events_go_again_on_rerun(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
         messages += [record("users", user(i)) for i in range(5)]
@@ -381,7 +392,9 @@ def test_a_failed_import_job_is_exit_4_and_its_events_go_again_on_rerun(tmp_path
 
 
 @pytest.mark.parametrize("status_at", ["imports", "nowhere"])
-def test_an_import_job_is_followed_wherever_userpilot_shows_it(tmp_path, status_at, run_target):
+def test_an_import_job_is_followed_wherever_userpilot_shows_it(
+    tmp_path: Path, status_at: str, run_target: RunTarget
+) -> None:
     with Sandbox(
         port=0, api_key=API_KEY, rows_per_minute=60_000, import_status_at=status_at
     ) as sandbox:
@@ -403,7 +416,9 @@ def test_an_import_job_is_followed_wherever_userpilot_shows_it(tmp_path, status_
 # --- Track mode: unchanged, and it says when the time is lost --------------------------------
 
 
-def test_track_mode_says_once_per_stream_that_old_events_lose_their_time(tmp_path, run_target):
+def test_track_mode_says_once_per_stream_that_old_events_lose_their_time(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         old = {**EVENT_SCHEMA, "timestamp": {"type": "string"}}
         mapping = {"timed": {"object": "events", "event_time_property": "paid_at"}}
@@ -444,13 +459,15 @@ def test_track_mode_says_once_per_stream_that_old_events_lose_their_time(tmp_pat
         ({"object": "events", "hostname_property": "h"}, "only the Import API can send"),
     ],
 )
-def test_import_keys_in_track_mode_are_refused_naming_the_stream(entry, said):
+def test_import_keys_in_track_mode_are_refused_naming_the_stream(
+    entry: dict[str, Any], said: str
+) -> None:
     with pytest.raises(ConfigurationError, match="object_mapping\\['views'\\]") as caught:
         Settings.from_config({"dry_run": True, "object_mapping": {"views": entry}})
     assert said in str(caught.value)
 
 
-def test_events_api_import_takes_the_import_keys_and_refuses_other_values():
+def test_events_api_import_takes_the_import_keys_and_refuses_other_values() -> None:
     mapping = {
         "views": {
             "object": "events",
@@ -473,7 +490,7 @@ def test_events_api_import_takes_the_import_keys_and_refuses_other_values():
         Settings.from_config({"dry_run": True, "events_api": "import", "object_mapping": named})
 
 
-def test_events_api_from_an_environment_variable(tmp_path, run_target):
+def test_events_api_from_an_environment_variable(tmp_path: Path, run_target: RunTarget) -> None:
     out = tmp_path / "out"
     messages = [events_schema(), record("events", event(1, 1))]
     env = {
@@ -503,17 +520,17 @@ def test_events_api_from_an_environment_variable(tmp_path, run_target):
         (datetime.datetime(2024, 1, 2, 3, 4, tzinfo=datetime.timezone.utc), "2024-01-02T03:04:00Z"),
     ],
 )
-def test_event_time_is_utc_iso_8601(value, expected):
+def test_event_time_is_utc_iso_8601(value: str | datetime.datetime, expected: str) -> None:
     assert event_time(value, "at") == expected
 
 
 @pytest.mark.parametrize("value", [None, "", " ", "yesterday", 1700000000, 1.5, True, [], {}])
-def test_an_event_time_that_is_no_date_time_is_invalid(value):
+def test_an_event_time_that_is_no_date_time_is_invalid(value: object) -> None:
     with pytest.raises(InvalidRecord, match="'at'"):
         event_time(value, "at")
 
 
-def test_an_import_record_leaves_its_fields_out_of_the_metadata():
+def test_an_import_record_leaves_its_fields_out_of_the_metadata() -> None:
     route = route_for(
         "events",
         ["user_id", "event_name", "occurred", "account", "x"],
@@ -571,7 +588,7 @@ TRACK_LINE = json.dumps(
 )
 
 
-def test_sandbox_imports_are_jobs_413_over_the_limits_and_a_bad_line_fails_the_job():
+def test_sandbox_imports_are_jobs_413_over_the_limits_and_a_bad_line_fails_the_job() -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.set_faults(max_rows=2)
         assert _post_import(sandbox, [TRACK_LINE] * 3).status_code == 413
@@ -587,7 +604,7 @@ def test_sandbox_imports_are_jobs_413_over_the_limits_and_a_bad_line_fails_the_j
         assert imported["inserted_at"] == "2021-02-03T04:05:06Z"
 
 
-def test_sandbox_import_and_bulk_jobs_share_the_lane_unless_told_otherwise():
+def test_sandbox_import_and_bulk_jobs_share_the_lane_unless_told_otherwise() -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.hold_foreign_job(30)
         assert _post_import(sandbox, [TRACK_LINE]).status_code == 409
@@ -600,8 +617,8 @@ def test_sandbox_import_and_bulk_jobs_share_the_lane_unless_told_otherwise():
     [("background_jobs", True, 405), ("imports", False, 200), ("nowhere", False, 405)],
 )
 def test_sandbox_lists_import_jobs_where_their_status_is_served(
-    status_at, in_background_jobs, at_imports
-):
+    status_at: str, in_background_jobs: bool, at_imports: int
+) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
         job_id = _post_import(sandbox, [TRACK_LINE]).json()["job_id"]
         auth = {"Authorization": f"Token {API_KEY}"}
@@ -615,8 +632,8 @@ def test_sandbox_lists_import_jobs_where_their_status_is_served(
 
 
 def test_the_client_follows_an_import_job_at_v1_imports_when_background_jobs_says_404(
-    tmp_path,
-):
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "e.ndjson"
     path.write_text(TRACK_LINE + "\n")
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at="imports") as sb:
@@ -639,7 +656,7 @@ def test_the_client_follows_an_import_job_at_v1_imports_when_background_jobs_say
 # --- Through crashes and lost answers: every event in Userpilot once ------------------------
 
 
-def _events_only(n: int) -> list[dict]:
+def _events_only(n: int) -> list[dict[str, Any]]:
     """``n`` events of users loaded before (the Import API needs no user in this run)."""
     return [
         events_schema(),
@@ -651,8 +668,8 @@ def _events_only(n: int) -> list[dict]:
 @BOTH_LEDGERS
 @pytest.mark.parametrize("status_at", ["background_jobs", "imports", "nowhere"])
 def test_an_import_whose_answer_was_lost_is_adopted_or_unconfirmed_never_sent_twice(
-    tmp_path, state_db, status_at, run_target
-):
+    tmp_path: Path, state_db: str, status_at: str, run_target: RunTarget
+) -> None:
     messages = _events_only(30)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
         # Every upload takes effect, and its answer comes after the target stopped waiting.
@@ -684,7 +701,9 @@ def test_an_import_whose_answer_was_lost_is_adopted_or_unconfirmed_never_sent_tw
         assert sandbox.stats()["upload_attempts"] == 3
 
 
-def test_an_import_userpilot_refused_is_sent_by_the_rerun(tmp_path, run_target):
+def test_an_import_userpilot_refused_is_sent_by_the_rerun(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = _events_only(10)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.set_faults(refuse_uploads=422)

@@ -7,17 +7,23 @@ fall in one batch, in consecutive batches, and in batches far apart.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import USER_SCHEMA, record, schema, state, user
+from support.runner import RunTarget
 
 BATCH_SIZES = [1, 2, 7, 50, 10_000]
 
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 def test_two_streams_updating_one_profile_end_at_the_later_value(
-    sandbox, config, tmp_path, batch_size, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, batch_size: int, run_target: RunTarget
+) -> None:
     config["batch_size_rows"] = batch_size
     messages = [
         schema("billing_users", USER_SCHEMA, ["id"]),
@@ -41,8 +47,8 @@ def test_two_streams_updating_one_profile_end_at_the_later_value(
 
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 def test_a_user_moved_between_companies_by_two_streams_ends_in_the_last_company(
-    sandbox, config, tmp_path, batch_size, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, batch_size: int, run_target: RunTarget
+) -> None:
     config["batch_size_rows"] = batch_size
     messages = [
         schema("memberships_a", USER_SCHEMA, ["id"]),
@@ -62,8 +68,8 @@ def test_a_user_moved_between_companies_by_two_streams_ends_in_the_last_company(
 
 @pytest.mark.parametrize("batch_size", [1, 3, 10_000])
 def test_streams_duplicated_by_stream_maps_keep_input_order(
-    sandbox, config, tmp_path, batch_size, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, batch_size: int, run_target: RunTarget
+) -> None:
     """``__source__`` copies a stream; both copies feed the same users, in input order."""
     config["batch_size_rows"] = batch_size
     config["stream_maps"] = {"users_copy": {"__source__": "users"}}
@@ -80,8 +86,8 @@ def test_streams_duplicated_by_stream_maps_keep_input_order(
 
 
 def test_rows_merged_across_streams_are_counted_once_per_stream(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("a_users", USER_SCHEMA, ["id"]),
         schema("b_users", USER_SCHEMA, ["id"]),
@@ -105,8 +111,8 @@ def test_rows_merged_across_streams_are_counted_once_per_stream(
 
 
 def test_a_job_shared_by_two_streams_counts_once_in_the_total(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["batch_size_rows"] = 4
     messages = [
         schema("a_users", USER_SCHEMA, ["id"]),

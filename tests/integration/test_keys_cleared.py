@@ -7,8 +7,14 @@ and the real PostgreSQL), within one run without it.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import record, schema, state
 from support.pg import BOTH_LEDGERS
+from support.runner import RunTarget
 
 STREAM = "public-crm_users"
 #: As tap-postgres discovers a jsonb column: every type, no properties.
@@ -23,7 +29,7 @@ JSONB_SCHEMA = {
 }
 
 
-def _sync(*rows: tuple[int, object]) -> list[dict]:
+def _sync(*rows: tuple[int, object]) -> list[dict[str, Any]]:
     return [
         schema(STREAM, JSONB_SCHEMA, ["id"]),
         *(record(STREAM, {"id": i, "prefs": prefs}) for i, prefs in rows),
@@ -33,8 +39,8 @@ def _sync(*rows: tuple[int, object]) -> list[dict]:
 
 @BOTH_LEDGERS
 def test_keys_are_cleared_on_null_and_on_shrink_across_runs(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
     first = run_target(
         config,
@@ -61,7 +67,9 @@ def test_keys_are_cleared_on_null_and_on_shrink_across_runs(
     assert third.summary["total"]["unchanged"] == 2
 
 
-def test_hard_delete_runs_keep_keys_in_the_ledger_too(sandbox, config, tmp_path, run_target):
+def test_hard_delete_runs_keep_keys_in_the_ledger_too(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(hard_delete=True, state_db=str(tmp_path / "state.db"))
     assert run_target(config, _sync((1, {"lang": "en"})), tmp_path=tmp_path).returncode == 0
 
@@ -72,8 +80,8 @@ def test_hard_delete_runs_keep_keys_in_the_ledger_too(sandbox, config, tmp_path,
 
 
 def test_without_a_ledger_keys_seen_earlier_in_the_run_are_cleared(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     # One row per batch: the null goes up in its own job, after the object's.
     config.update(batch_size_rows=1)
 

@@ -6,8 +6,11 @@ simulated clock, so notice delays and polls per job are in simulated seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.clock import SimulatedClock
 from target_userpilot.lanes import jobs as lane
 from target_userpilot.lanes.pace import JobPace, JobWindow, job_seconds
@@ -17,14 +20,14 @@ from support.simulated import add_rows, simulated_run, simulated_sandbox
 # The pace
 
 
-def test_before_any_job_the_pace_is_the_rows_per_minute_guess():
+def test_before_any_job_the_pace_is_the_rows_per_minute_guess() -> None:
     pace = JobPace(1800)
 
     assert not pace.observed
     assert pace.predict(1800) == pytest.approx(60.0)
 
 
-def test_the_pace_learns_rows_per_second_and_a_fixed_time_per_job():
+def test_the_pace_learns_rows_per_second_and_a_fixed_time_per_job() -> None:
     pace = JobPace(1800)
     for rows in (1000, 2000, 4000):
         pace.learn(rows, 1.5 + rows / 500)  # 1.5 s per job, 500 rows a second
@@ -36,7 +39,7 @@ def test_the_pace_learns_rows_per_second_and_a_fixed_time_per_job():
     assert pace.rows_per_minute() == pytest.approx(30_000)
 
 
-def test_jobs_of_one_size_put_all_the_time_on_the_rows():
+def test_jobs_of_one_size_put_all_the_time_on_the_rows() -> None:
     pace = JobPace(1800)
     pace.learn(1000, 2.0)
     pace.learn(1000, 2.0)
@@ -45,7 +48,7 @@ def test_jobs_of_one_size_put_all_the_time_on_the_rows():
     assert pace.predict(1000) == pytest.approx(2.0)
 
 
-def test_a_fit_without_physical_sense_falls_back_to_time_per_row():
+def test_a_fit_without_physical_sense_falls_back_to_time_per_row() -> None:
     pace = JobPace(1800)
     pace.learn(1000, 5.0)
     pace.learn(2000, 4.0)  # bigger job, shorter: noise, not a negative rate
@@ -61,7 +64,7 @@ def test_a_fit_without_physical_sense_falls_back_to_time_per_row():
 WINDOW = JobWindow(running_at=1.3, asked_at=1.5, answered_at=1.51)
 
 
-def test_a_figure_inside_what_the_polls_prove_is_taken():
+def test_a_figure_inside_what_the_polls_prove_is_taken() -> None:
     assert job_seconds(WINDOW, (1.43, None)) == 1.43
 
 
@@ -75,16 +78,18 @@ def test_a_figure_inside_what_the_polls_prove_is_taken():
         (-3.0, "negative"),
     ],
 )
-def test_a_figure_outside_the_bounds_gives_way_to_our_own_clock(figure, reading):
+def test_a_figure_outside_the_bounds_gives_way_to_our_own_clock(
+    figure: float, reading: str
+) -> None:
     assert job_seconds(WINDOW, (figure, None)) == pytest.approx(1.405), reading
 
 
-def test_the_job_timestamps_are_checked_the_same_way():
+def test_the_job_timestamps_are_checked_the_same_way() -> None:
     assert job_seconds(WINDOW, (1430, 1.4)) == 1.4
     assert job_seconds(WINDOW, (1430, 2.0)) == pytest.approx(1.405)
 
 
-def test_only_a_window_with_a_running_poll_in_its_second_half_proves_the_pace():
+def test_only_a_window_with_a_running_poll_in_its_second_half_proves_the_pace() -> None:
     assert WINDOW.tight
     assert not JobWindow(running_at=0.0, asked_at=1.0, answered_at=1.01).tight
     assert not JobWindow(running_at=0.4, asked_at=1.0, answered_at=1.01).tight
@@ -107,7 +112,9 @@ def test_only_a_window_with_a_running_poll_in_its_second_half_proves_the_pace():
         ("since_creation", "whole_seconds"),
     ],
 )
-def test_jobs_are_noticed_soon_whatever_elapsed_time_means(tmp_path, elapsed_time, job_times):
+def test_jobs_are_noticed_soon_whatever_elapsed_time_means(
+    tmp_path: Path, elapsed_time: str, job_times: str
+) -> None:
     """The issue's case: a 10-row job, then a users job of about 1.5 s. Read as seconds, one
     elapsed_time in milliseconds made the users job wait minutes for its first poll."""
     clock = SimulatedClock()
@@ -130,11 +137,12 @@ def test_jobs_are_noticed_soon_whatever_elapsed_time_means(tmp_path, elapsed_tim
     assert clock.stalls == 0
 
 
-def test_every_wait_is_capped_by_max_poll_interval(monkeypatch):
+def test_every_wait_is_capped_by_max_poll_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     """Even the half-way poll of a job predicted to take hours."""
     pace = JobPace(1)  # one row a minute: 10,000 rows take a week
     pace.learn(10, 600.0)
-    running = lane._Running({"job_id": "j"}, _Batch(10_000), uploaded=100.0)  # noqa: SLF001
+    batch = SealedBatch("users", "users", "users.ndjson", rows=10_000, bytes=5_000_000)
+    running = lane._Running({"job_id": "j"}, batch, uploaded=100.0)  # noqa: SLF001
     waiter = lane.JobLane.__new__(lane.JobLane)
     waiter.pace = pace
 
@@ -143,17 +151,10 @@ def test_every_wait_is_capped_by_max_poll_interval(monkeypatch):
     assert waiter._next_wait(running, None, 100.0) == 2.0  # noqa: SLF001
 
 
-class _Batch:
-    """What the lane's poll planning reads of a batch."""
-
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-
-
 # The lane against a sandbox much faster than rows_per_minute says, in simulated time
 
 
-def test_job_ends_are_noticed_soon_once_the_pace_is_learned(tmp_path):
+def test_job_ends_are_noticed_soon_once_the_pace_is_learned(tmp_path: Path) -> None:
     """Userpilot 40x faster than the target is told: after the first job, the lane polls just
     after each predicted end, so ends are noticed within a few hundredths of a second, in few
     polls."""
@@ -179,7 +180,7 @@ def test_job_ends_are_noticed_soon_once_the_pace_is_learned(tmp_path):
     assert clock.stalls == 0
 
 
-def test_the_first_job_trusts_its_own_progress_over_rows_per_minute(tmp_path):
+def test_the_first_job_trusts_its_own_progress_over_rows_per_minute(tmp_path: Path) -> None:
     """The issue's case: a poll sees the first job mostly done; the next poll comes near its
     end, not when rows_per_minute (far slower) would have it end."""
     clock = SimulatedClock()

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,13 +30,13 @@ from target_userpilot.ledger.store import JOB, ImportedEvent, Ledger, SentJob
 from target_userpilot.privacy.redact import redact
 
 from support import pg
-from support.pg import PASSWORD
+from support.pg import PASSWORD, PostgresServer
 
 H1, H2, H3 = (bytes([n]) * 16 for n in (1, 2, 3))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path) -> Iterator[Ledger]:
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     """An empty ledger of each backend (PostgreSQL: one schema per test, dropped after)."""
     if request.param == "sqlite":
         opened = open_ledger(str(tmp_path / "state.db"))
@@ -56,7 +57,7 @@ def ledger(request, tmp_path) -> Iterator[Ledger]:
 # One interface, both backends
 
 
-def test_confirmed_rows_are_found_replaced_and_forgotten(ledger):
+def test_confirmed_rows_are_found_replaced_and_forgotten(ledger: Ledger) -> None:
     ledger.save_row_hashes("host-a", "users", [("u1", H1), ("u2", H2)])
     assert ledger.row_hashes("host-a", "users", ["u1", "u2", "u3"]) == {"u1": H1, "u2": H2}
 
@@ -66,7 +67,7 @@ def test_confirmed_rows_are_found_replaced_and_forgotten(ledger):
     assert ledger.row_hashes("host-a", "users", ["u1", "u2"]) == {"u1": H3}
 
 
-def test_entries_are_scoped_by_host_and_object(ledger):
+def test_entries_are_scoped_by_host_and_object(ledger: Ledger) -> None:
     ledger.save_row_hashes("host-a", "users", [("1", H1)])
     ledger.save_row_hashes("host-a", "companies", [("1", H2)])
     ledger.save_row_hashes("host-b", "users", [("1", H3)])
@@ -79,12 +80,12 @@ def test_entries_are_scoped_by_host_and_object(ledger):
     assert ledger.row_hashes("host-b", "users", ["1"]) == {"1": H3}
 
 
-def test_the_last_hash_of_an_id_wins_within_one_save(ledger):
+def test_the_last_hash_of_an_id_wins_within_one_save(ledger: Ledger) -> None:
     ledger.save_row_hashes("h", "users", [("u1", H1), ("u1", H2)])
     assert ledger.row_hashes("h", "users", ["u1"]) == {"u1": H2}
 
 
-def test_accepted_event_keys_are_recorded_once_per_stream(ledger):
+def test_accepted_event_keys_are_recorded_once_per_stream(ledger: Ledger) -> None:
     ledger.add_accepted_events("h", "invoices", ["k1", "k2"])
     ledger.add_accepted_events("h", "invoices", ["k2", "k3"])  # k2 again: no error
 
@@ -93,7 +94,7 @@ def test_accepted_event_keys_are_recorded_once_per_stream(ledger):
     assert ledger.accepted_events("other-host", "invoices", ["k1"]) == set()
 
 
-def test_an_id_another_stream_holds_is_no_mirror_delete_candidate(ledger):
+def test_an_id_another_stream_holds_is_no_mirror_delete_candidate(ledger: Ledger) -> None:
     # crm and app both loaded a, b, c; crm's version 2 lacks b and c; app (versions) still has
     # b; signups loaded c without versions. Only ids no other stream holds are candidates.
     for stream in ("crm", "app"):
@@ -123,7 +124,7 @@ def test_an_id_another_stream_holds_is_no_mirror_delete_candidate(ledger):
     assert ledger.ids_not_in_version("h", "users", "app", 4) == ["c"]
 
 
-def test_a_full_batch_of_ids_round_trips(ledger):
+def test_a_full_batch_of_ids_round_trips(ledger: Ledger) -> None:
     ids = [f"user-{i}" for i in range(10_000)]
     ledger.save_row_hashes("h", "users", [(i, i.encode()[-16:].ljust(16, b"-")) for i in ids])
 
@@ -133,10 +134,11 @@ def test_a_full_batch_of_ids_round_trips(ledger):
     assert found["user-9999"] == b"user-9999".ljust(16, b"-")
 
 
-def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres):
+def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres: PostgresServer) -> None:
     from sqlalchemy import event
 
     ledger = open_ledger(postgres.url)
+    assert isinstance(ledger, PostgresLedger)
     statements: list[str] = []
     engine = ledger._engine  # noqa: SLF001 - counts the statements a lookup sends
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
@@ -153,7 +155,7 @@ def test_a_full_batch_costs_a_few_round_trips_to_postgresql(postgres):
     assert saves <= 3 and lookups <= 3, (saves, lookups)
 
 
-def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres):
+def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres: PostgresServer) -> None:
     """Regression: with the scope leading the key, lookups slowed to seconds per batch once
     the table outgrew its last ANALYZE and the driver began to reuse a prepared plan."""
     ledger = open_ledger(postgres.url)
@@ -170,7 +172,7 @@ def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres):
 
 
 @pytest.fixture
-def limited_user(postgres) -> Iterator[Callable[[str], str]]:
+def limited_user(postgres: PostgresServer) -> Iterator[Callable[[str], str]]:
     """A login role with no CREATE right; call it with a schema to get its URL there."""
     postgres.psql("DROP ROLE IF EXISTS limited; CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
     schemas: list[str] = []
@@ -187,7 +189,9 @@ def limited_user(postgres) -> Iterator[Callable[[str], str]]:
     postgres.psql("DROP ROLE limited")
 
 
-def test_a_user_without_create_rights_uses_tables_made_for_it(postgres, limited_user):
+def test_a_user_without_create_rights_uses_tables_made_for_it(
+    postgres: PostgresServer, limited_user: Callable[[str], str]
+) -> None:
     url = limited_user("ready_made")
     owner_url = postgres.url + "?options=-csearch_path%3Dready_made"
     open_ledger(owner_url).close()  # the owner makes the tables
@@ -202,7 +206,9 @@ def test_a_user_without_create_rights_uses_tables_made_for_it(postgres, limited_
     ledger.close()
 
 
-def test_a_user_who_may_not_create_the_tables_is_told_what_to_do(limited_user):
+def test_a_user_who_may_not_create_the_tables_is_told_what_to_do(
+    limited_user: Callable[[str], str],
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
         open_ledger(limited_user("no_tables"))
 
@@ -211,7 +217,7 @@ def test_a_user_who_may_not_create_the_tables_is_told_what_to_do(limited_user):
     assert "confirmed_rows" in message and "limited-pw" not in message
 
 
-def test_confirms_and_lookups_on_two_threads_lose_nothing(ledger):
+def test_confirms_and_lookups_on_two_threads_lose_nothing(ledger: Ledger) -> None:
     errors: list[BaseException] = []
 
     def confirm() -> None:
@@ -232,11 +238,14 @@ def test_confirms_and_lookups_on_two_threads_lose_nothing(ledger):
     assert len(ledger.row_hashes("h", "users", every)) == 4000
 
 
-def test_two_runs_writing_the_same_ids_at_once_both_land(ledger, tmp_path, request):
+def test_two_runs_writing_the_same_ids_at_once_both_land(
+    ledger: Ledger, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """Two connections (as two runs have) upsert overlapping ids in opposite orders."""
     if isinstance(ledger, SQLiteLedger):
         other = open_ledger(ledger.path)
     else:
+        assert isinstance(ledger, PostgresLedger)
         other = PostgresLedger(ledger.url)
     errors: list[BaseException] = []
     ids = [str(i) for i in range(3000)]
@@ -263,7 +272,7 @@ def test_two_runs_writing_the_same_ids_at_once_both_land(ledger, tmp_path, reque
     assert len(found) == 3000 and set(found.values()) <= {H1, H2}
 
 
-def test_ids_of_any_text_are_found_as_they_were_saved(ledger):
+def test_ids_of_any_text_are_found_as_they_were_saved(ledger: Ledger) -> None:
     """A list of ids travels as one parameter (a JSON array, an array): none is altered."""
     ids = ["é", "😀 x", 'a"b', "a'b", "a\\b", " u1 ", "u1", "[1]", "null", "1e3", "", "ß"]
     ledger.save_row_hashes("h", "users", [(i, H1) for i in ids])
@@ -275,7 +284,7 @@ def test_ids_of_any_text_are_found_as_they_were_saved(ledger):
     assert set(ledger.row_hashes("h", "users", ids)) == set(ids) - {"u1", "é"}
 
 
-def test_object_keys_and_remembered_deletions_round_trip(ledger):
+def test_object_keys_and_remembered_deletions_round_trip(ledger: Ledger) -> None:
     ledger.add_object_keys("h", "users", {"address": ["city", "zip"], "plan": ["tier"]})
     ledger.add_object_keys("h", "users", {"address": ["city", "street"]})  # city again: stays
     ledger.remember_deletions("h", "users", ["u1", "u2", "u2"], "deletion-1", 100.0)
@@ -296,7 +305,9 @@ def test_object_keys_and_remembered_deletions_round_trip(ledger):
     assert not ledger.has_remembered_deletions("h")
 
 
-def test_history_of_more_profiles_than_one_statement_keeps_the_newest_entries(ledger):
+def test_history_of_more_profiles_than_one_statement_keeps_the_newest_entries(
+    ledger: Ledger,
+) -> None:
     ledger.chunk_size = 100  # several statements per write and per lookup, on both backends
     ids = [f"u{i:04d}" for i in range(350)]
     for n in range(3):
@@ -325,7 +336,9 @@ def test_history_of_more_profiles_than_one_statement_keeps_the_newest_entries(le
     ],
     ids=["save_version_ids", "has_version", "add_object_keys", "record_import"],
 )
-def test_a_sqlite_file_failing_mid_run_ends_with_a_sentence_whatever_is_asked(tmp_path, ask):
+def test_a_sqlite_file_failing_mid_run_ends_with_a_sentence_whatever_is_asked(
+    tmp_path: Path, ask: Callable[[Ledger], object]
+) -> None:
     path = tmp_path / "state.db"
     ledger = open_ledger(str(path))
     # Another process damages the file under the run: each table a question needs is gone.
@@ -344,11 +357,13 @@ def test_a_sqlite_file_failing_mid_run_ends_with_a_sentence_whatever_is_asked(tm
 # Import files (memory/imported.py): recorded before their upload, settled once
 
 
-def _recorded(ledger: Ledger, scope: str = "acct") -> dict[str, tuple[str, str | None, dict]]:
+def _recorded(
+    ledger: Ledger, scope: str = "acct"
+) -> dict[str, tuple[str, str | None, dict[str, Any]]]:
     return {r.filename: (r.state, r.job_id, r.events) for r in ledger.unsettled_imports(scope)}
 
 
-def test_an_import_file_is_recorded_with_its_keys_and_followed_to_its_job(ledger):
+def test_an_import_file_is_recorded_with_its_keys_and_followed_to_its_job(ledger: Ledger) -> None:
     ledger.record_import("acct", "f-1", "run-1", {"a": ["k1", "k2", "k2"], "b": ["k3"]}, 10.0)
     assert _recorded(ledger) == {"f-1": ("ready", None, {"a": 2, "b": 1})}
     # Pending keys are not accepted ones: nothing counts as sent before the job completed.
@@ -369,7 +384,9 @@ def test_an_import_file_is_recorded_with_its_keys_and_followed_to_its_job(ledger
     ("outcome", "accepted"),
     [("completed", {"k1", "k2"}), ("unconfirmed", {"k1", "k2"}), ("failed", set())],
 )
-def test_settling_an_import_file_moves_or_drops_its_keys_in_one_step(ledger, outcome, accepted):
+def test_settling_an_import_file_moves_or_drops_its_keys_in_one_step(
+    ledger: Ledger, outcome: str, accepted: set[str]
+) -> None:
     ledger.add_accepted_events("acct", "a", ["k0"])
     ledger.record_import("acct", "f-1", "run-1", {"a": ["k1", "k2"]}, 10.0)
     ledger.record_import("acct", "f-2", "run-2", {"a": ["k9"]}, 11.0)
@@ -382,7 +399,7 @@ def test_settling_an_import_file_moves_or_drops_its_keys_in_one_step(ledger, out
     assert list(_recorded(ledger)) == ["f-2"]
 
 
-def test_an_import_file_never_sent_is_forgotten(ledger):
+def test_an_import_file_never_sent_is_forgotten(ledger: Ledger) -> None:
     ledger.record_import("acct", "f-1", "run-1", {"a": ["k1"]}, 10.0)
 
     ledger.settle_import("acct", "f-1", "not sent", 20.0)
@@ -394,7 +411,7 @@ def test_an_import_file_never_sent_is_forgotten(ledger):
         ledger.settle_import("acct", "f-1", "done", 40.0)
 
 
-def test_a_full_import_file_of_keys_round_trips(ledger):
+def test_a_full_import_file_of_keys_round_trips(ledger: Ledger) -> None:
     keys = [f'["events",["e-{i}"]]' for i in range(10_000)]
     ledger.record_import("acct", "f-1", "run-1", {"events": keys}, 10.0)
 
@@ -403,7 +420,9 @@ def test_a_full_import_file_of_keys_round_trips(ledger):
     assert ledger.accepted_events("acct", "events", keys) == set(keys)
 
 
-def test_an_import_files_events_keep_their_user_name_time_and_job_once_settled(ledger):
+def test_an_import_files_events_keep_their_user_name_time_and_job_once_settled(
+    ledger: Ledger,
+) -> None:
     details = {
         "k1": ImportedEvent("u1", "Signed up", 1_700_000_000.0),
         "k2": ImportedEvent("u1", "Invited", 1_700_000_060.5),
@@ -429,7 +448,7 @@ def test_an_import_files_events_keep_their_user_name_time_and_job_once_settled(l
     assert ledger.user_events("other account", "u1") == []
 
 
-def test_track_events_keep_their_user_and_the_first_acceptance(ledger):
+def test_track_events_keep_their_user_and_the_first_acceptance(ledger: Ledger) -> None:
     ledger.add_accepted_events(
         "acct",
         "clicks",
@@ -465,7 +484,7 @@ def test_track_events_keep_their_user_and_the_first_acceptance(ledger):
     assert [(e.key, e.user_id) for e in exported] == [("k1", "u1"), ("k0", None)]
 
 
-def test_a_run_is_recorded_once_as_it_starts_and_again_as_it_ends(ledger):
+def test_a_run_is_recorded_once_as_it_starts_and_again_as_it_ends(ledger: Ledger) -> None:
     meltano = {"name": "meltano", "run_id": "0191aaaa-0000-7000-8000-000000000001"}
     ledger.record_run_start("acct", "run-1", 100.0, meltano)
     ledger.record_run_start("acct", "run-1", 101.0, None)  # a second start changes nothing
@@ -499,7 +518,9 @@ def test_a_run_is_recorded_once_as_it_starts_and_again_as_it_ends(ledger):
 # Choosing the backend
 
 
-def test_a_url_is_never_taken_as_a_file_path(tmp_path, monkeypatch):
+def test_a_url_is_never_taken_as_a_file_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
 
     with pytest.raises(ConfigurationError):
@@ -514,8 +535,8 @@ def test_a_url_is_never_taken_as_a_file_path(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("state_db", ["postgresql:/ledger", "postgresql:ledger@host/db"])
 def test_a_url_missing_a_slash_is_a_configuration_error_not_a_folder(
-    state_db, tmp_path, monkeypatch
-):
+    state_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
 
     with pytest.raises(ConfigurationError):
@@ -524,7 +545,7 @@ def test_a_url_missing_a_slash_is_a_configuration_error_not_a_folder(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_postgres_spelling_of_heroku_urls_is_understood(postgres):
+def test_the_postgres_spelling_of_heroku_urls_is_understood(postgres: PostgresServer) -> None:
     opened = open_ledger(postgres.url.replace("postgresql://", "postgres://"))
     opened.save_row_hashes("heroku", "users", [("u1", H1)])
 
@@ -532,7 +553,7 @@ def test_the_postgres_spelling_of_heroku_urls_is_understood(postgres):
     opened.close()
 
 
-def test_a_missing_driver_names_the_extra():
+def test_a_missing_driver_names_the_extra() -> None:
     # psycopg2 is not installed here (the extra brings psycopg 3): a real missing driver.
     with pytest.raises(ConfigurationError) as caught:
         open_ledger(f"postgresql+psycopg2://ledger:{PASSWORD}@127.0.0.1:1/ledger")
@@ -542,7 +563,7 @@ def test_a_missing_driver_names_the_extra():
     assert PASSWORD not in message
 
 
-def test_a_database_kind_the_ledger_cannot_use_is_a_configuration_error():
+def test_a_database_kind_the_ledger_cannot_use_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError) as caught:
         open_ledger(f"mysql://ledger:{PASSWORD}@db.example/ledger")
 
@@ -550,7 +571,7 @@ def test_a_database_kind_the_ledger_cannot_use_is_a_configuration_error():
     assert PASSWORD not in str(caught.value)
 
 
-def test_an_unreachable_database_names_its_host():
+def test_an_unreachable_database_names_its_host() -> None:
     with pytest.raises(ConfigurationError) as caught:
         open_ledger(f"postgresql://ledger:{PASSWORD}@127.0.0.1:1/ledger")
 
@@ -558,7 +579,7 @@ def test_an_unreachable_database_names_its_host():
     assert PASSWORD not in str(caught.value)
 
 
-def test_a_sqlite_url_opens_that_file(tmp_path):
+def test_a_sqlite_url_opens_that_file(tmp_path: Path) -> None:
     path = tmp_path / "via-url.db"
     opened = open_ledger(f"sqlite:///{path}")
     opened.save_row_hashes("h", "users", [("u1", H1)])
@@ -567,7 +588,7 @@ def test_a_sqlite_url_opens_that_file(tmp_path):
     assert open_ledger(str(path)).row_hashes("h", "users", ["u1"]) == {"u1": H1}
 
 
-def test_redact_hides_url_passwords_raw_and_decoded():
+def test_redact_hides_url_passwords_raw_and_decoded() -> None:
     text = "postgresql://ledger:p%40ss@db:5432/x failed; also p@ss and mysql://a:b@c/d"
 
     redacted = redact(text, ["p@ss", "p%40ss"])
@@ -579,7 +600,7 @@ def test_redact_hides_url_passwords_raw_and_decoded():
 # The SQLite file
 
 
-def test_the_sqlite_file_and_its_new_folder_are_owner_only(tmp_path):
+def test_the_sqlite_file_and_its_new_folder_are_owner_only(tmp_path: Path) -> None:
     path = tmp_path / "made" / "here" / "state.db"
 
     opened = open_ledger(str(path))
@@ -592,7 +613,7 @@ def test_the_sqlite_file_and_its_new_folder_are_owner_only(tmp_path):
     opened.close()
 
 
-def test_a_world_readable_file_from_an_earlier_version_is_tightened(tmp_path):
+def test_a_world_readable_file_from_an_earlier_version_is_tightened(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     open_ledger(str(path)).close()
     path.chmod(0o644)
@@ -602,7 +623,7 @@ def test_a_world_readable_file_from_an_earlier_version_is_tightened(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_damaged_file_is_a_configuration_error(tmp_path):
+def test_a_damaged_file_is_a_configuration_error(tmp_path: Path) -> None:
     damaged = tmp_path / "state.db"
     damaged.write_bytes(b"this is not a database" * 100)
 
@@ -644,7 +665,7 @@ STAGING = account_scope("https://analytex.userpilot.io", "staging-key")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def legacy_state_db(request, tmp_path) -> Iterator[str]:
+def legacy_state_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A ``state_db`` holding the previous release's tables and entries, scoped by host only."""
     if request.param == "sqlite":
         import sqlite3
@@ -664,7 +685,9 @@ def legacy_state_db(request, tmp_path) -> Iterator[str]:
     server.psql(f"DROP SCHEMA {schema} CASCADE")
 
 
-def test_an_old_ledger_upgrades_and_trusts_no_host_only_entry(legacy_state_db, caplog):
+def test_an_old_ledger_upgrades_and_trusts_no_host_only_entry(
+    legacy_state_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Entries scoped by host alone cannot prove their account: none is trusted after upgrade."""
     with caplog.at_level("WARNING", logger="target_userpilot"):
         ledger = open_ledger(legacy_state_db)
@@ -687,7 +710,9 @@ def test_an_old_ledger_upgrades_and_trusts_no_host_only_entry(legacy_state_db, c
     assert not [r for r in caplog.records if "upgraded" in r.getMessage()]
 
 
-def test_runs_opening_an_old_ledger_at_once_upgrade_it_once(legacy_state_db, caplog):
+def test_runs_opening_an_old_ledger_at_once_upgrade_it_once(
+    legacy_state_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
     errors: list[BaseException] = []
     opened: list[Ledger] = []
 
@@ -711,7 +736,7 @@ def test_runs_opening_an_old_ledger_at_once_upgrade_it_once(legacy_state_db, cap
     assert versions == list(range(1, latest_version() + 1))
 
 
-def test_a_ledger_from_a_newer_release_is_refused(tmp_path):
+def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     path = str(tmp_path / "state.db")
     open_ledger(path).close()
     import sqlite3
@@ -726,7 +751,7 @@ def test_a_ledger_from_a_newer_release_is_refused(tmp_path):
     assert "newer target-userpilot" in str(caught.value)
 
 
-def test_two_accounts_on_one_host_never_share_entries(ledger):
+def test_two_accounts_on_one_host_never_share_entries(ledger: Ledger) -> None:
     ledger.save_row_hashes(PRODUCTION, "users", [("u1", H1)])
     ledger.add_accepted_events(PRODUCTION, "events", ["k1"])
 
@@ -735,7 +760,7 @@ def test_two_accounts_on_one_host_never_share_entries(ledger):
     assert ledger.row_hashes(PRODUCTION, "users", ["u1"]) == {"u1": H1}
 
 
-def test_the_account_scope_never_holds_the_key_or_url_credentials():
+def test_the_account_scope_never_holds_the_key_or_url_credentials() -> None:
     scope = account_scope("https://admin:hunter2@Analytex.Userpilot.io/", "secret-key-123")
 
     assert scope.startswith("https://analytex.userpilot.io account:")
@@ -826,7 +851,7 @@ def _our_modules() -> dict[str, Path]:
     return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def test_every_sql_statement_and_database_driver_stays_inside_the_ledger():
+def test_every_sql_statement_and_database_driver_stays_inside_the_ledger() -> None:
     """``ledger/`` is the one place that speaks SQL: the rest asks the ledger's interface."""
     outside = [
         path
@@ -845,7 +870,7 @@ def test_every_sql_statement_and_database_driver_stays_inside_the_ledger():
     assert {path: found for path, found in drivers.items() if found} == {}
 
 
-def test_the_sql_check_notices_a_statement_and_not_prose():
+def test_the_sql_check_notices_a_statement_and_not_prose() -> None:
     source = (
         '"""Module docstring: SELECT is a word here."""\n'
         'LOOKUP = "SELECT id FROM confirmed_rows WHERE scope = :scope"\n'
@@ -861,7 +886,7 @@ def test_the_sql_check_notices_a_statement_and_not_prose():
     ]
 
 
-def test_the_backends_import_only_the_interface_and_the_schema():
+def test_the_backends_import_only_the_interface_and_the_schema() -> None:
     for backend in ("sqlite", "postgres"):
         top, inside = _imports(LEDGER / f"{backend}.py")
         ours = {name for name in top | inside if name.startswith("target_userpilot.ledger")}
@@ -875,7 +900,7 @@ def test_the_backends_import_only_the_interface_and_the_schema():
     assert "target_userpilot.ledger.postgres" in inside  # SQLAlchemy only for a PostgreSQL URL
 
 
-def test_the_ledger_imports_nothing_inside_a_function_but_sqlalchemy_for_a_url():
+def test_the_ledger_imports_nothing_inside_a_function_but_sqlalchemy_for_a_url() -> None:
     """No import hides a cycle; the one lazy import keeps SQLAlchemy out of SQLite runs."""
     lazy = {
         path.name: sorted(_imports(path)[1])
@@ -892,7 +917,7 @@ def test_the_ledger_imports_nothing_inside_a_function_but_sqlalchemy_for_a_url()
     }
 
 
-def test_the_ledger_and_what_a_run_remembers_on_it_take_part_in_no_import_cycle():
+def test_the_ledger_and_what_a_run_remembers_on_it_take_part_in_no_import_cycle() -> None:
     modules = _our_modules()
     graph = {
         name: {n for n in set().union(*_imports(path)) if n in modules and n != name}

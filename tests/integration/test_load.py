@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 from target_userpilot.clock import SimulatedClock
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     API_KEY,
@@ -16,10 +19,11 @@ from support.messages import (
     user,
     users_messages,
 )
+from support.runner import RunTarget
 from support.simulated import add_rows, simulated_run, simulated_sandbox
 
 
-def _user_record(i: int) -> dict:
+def _user_record(i: int) -> dict[str, Any]:
     return user(
         i,
         name=f"Zoë Ñúñez {i}" if i % 7 == 0 else f"User {i}",
@@ -31,7 +35,7 @@ def _user_record(i: int) -> dict:
     )
 
 
-def _expected_user(i: int) -> dict:
+def _expected_user(i: int) -> dict[str, Any]:
     """What the contract says user ``i`` looks like in Userpilot (written out, not computed
     with the code under test)."""
     rec = _user_record(i)
@@ -53,7 +57,9 @@ def _expected_user(i: int) -> dict:
     return {"user_id": str(i), "company_id": f"c-{i % 40}", "metadata": metadata}
 
 
-def test_profiles_land_exactly_as_the_contract_says(sandbox, config, tmp_path, run_target):
+def test_profiles_land_exactly_as_the_contract_says(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     n_users = 3000
     messages = [
         schema("companies", COMPANY_SCHEMA, ["company_id"]),
@@ -97,7 +103,9 @@ def test_profiles_land_exactly_as_the_contract_says(sandbox, config, tmp_path, r
     assert sandbox.stats()["conflicts_own"] == 0
 
 
-def test_25000_users_go_up_in_three_jobs_one_at_a_time(sandbox, config, tmp_path, run_target):
+def test_25000_users_go_up_in_three_jobs_one_at_a_time(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(config, users_messages(25_000, state_every=5000), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -112,8 +120,8 @@ def test_25000_users_go_up_in_three_jobs_one_at_a_time(sandbox, config, tmp_path
 
 
 def test_batch_is_flushed_before_it_would_pass_max_file_bytes(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["max_file_bytes"] = 20_000
     run = run_target(config, users_messages(1000), tmp_path=tmp_path)
 
@@ -124,7 +132,9 @@ def test_batch_is_flushed_before_it_would_pass_max_file_bytes(
     assert len(sandbox.profiles("users")) == 1000
 
 
-def test_batch_size_rows_sets_the_rows_per_job(sandbox, config, tmp_path, run_target):
+def test_batch_size_rows_sets_the_rows_per_job(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["batch_size_rows"] = 400
     run = run_target(config, users_messages(1000), tmp_path=tmp_path)
 
@@ -133,8 +143,8 @@ def test_batch_size_rows_sets_the_rows_per_job(sandbox, config, tmp_path, run_ta
 
 
 def test_server_refusing_over_1500_rows_still_receives_every_row(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_faults(max_rows=1500)
     run = run_target(config, users_messages(10_000), tmp_path=tmp_path)
 
@@ -146,7 +156,7 @@ def test_server_refusing_over_1500_rows_still_receives_every_row(
     assert "HTTP 413" in run.stderr
 
 
-def test_another_clients_job_is_waited_out(tmp_path):
+def test_another_clients_job_is_waited_out(tmp_path: Path) -> None:
     """In simulated time (``simulated.py``): the 409 pauses and the foreign job share one clock,
     so the wait is measured in simulated seconds, whatever the machine's load."""
     clock = SimulatedClock()
@@ -168,7 +178,9 @@ def test_another_clients_job_is_waited_out(tmp_path):
     assert clock.stalls == 0
 
 
-def test_foreign_job_longer_than_job_timeout_fails_clearly(sandbox, config, tmp_path, run_target):
+def test_foreign_job_longer_than_job_timeout_fails_clearly(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.hold_foreign_job(60.0)
     config["job_timeout_seconds"] = 2
     run = run_target(config, users_messages(10), tmp_path=tmp_path)
@@ -178,7 +190,9 @@ def test_foreign_job_longer_than_job_timeout_fails_clearly(sandbox, config, tmp_
     assert run.states == []
 
 
-def test_failed_job_ends_the_run_without_state_past_it(sandbox, config, tmp_path, run_target):
+def test_failed_job_ends_the_run_without_state_past_it(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["batch_size_rows"] = 100
     sandbox.set_faults(fail_jobs=1)
     messages = [
@@ -198,7 +212,9 @@ def test_failed_job_ends_the_run_without_state_past_it(sandbox, config, tmp_path
     assert sandbox.profiles("users") == {}
 
 
-def test_refused_api_key_stops_at_once_with_a_clear_message(sandbox, config, tmp_path, run_target):
+def test_refused_api_key_stops_at_once_with_a_clear_message(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["api_key"] = "wrong-key"
     run = run_target(config, users_messages(10), tmp_path=tmp_path)
 
@@ -208,7 +224,9 @@ def test_refused_api_key_stops_at_once_with_a_clear_message(sandbox, config, tmp
     assert sandbox.stats()["requests"] == 1  # no retries
 
 
-def test_api_key_is_sent_as_token_and_never_printed(sandbox, config, tmp_path, run_target):
+def test_api_key_is_sent_as_token_and_never_printed(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     os.environ.pop("TARGET_USERPILOT_API_KEY", None)
     run = run_target(config, users_messages(50), tmp_path=tmp_path, args=[])
     assert run.returncode == 0
@@ -216,7 +234,9 @@ def test_api_key_is_sent_as_token_and_never_printed(sandbox, config, tmp_path, r
     assert len(sandbox.profiles("users")) == 50
 
 
-def test_schema_change_mid_stream_keeps_updates_in_order(sandbox, config, tmp_path, run_target):
+def test_schema_change_mid_stream_keeps_updates_in_order(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """Rows sent under the old schema must not overwrite newer rows sent under the new one."""
     config["batch_size_rows"] = 50
     new_schema = {**USER_SCHEMA, "properties": {**USER_SCHEMA["properties"], "extra": {}}}
@@ -236,8 +256,8 @@ def test_schema_change_mid_stream_keeps_updates_in_order(sandbox, config, tmp_pa
 
 
 def test_a_nested_object_set_to_null_is_removed_from_the_profile(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         record("users", user(1, address={"city": "Porto"})),
@@ -256,8 +276,8 @@ def test_a_nested_object_set_to_null_is_removed_from_the_profile(
 
 
 def test_json_upload_format_lands_the_same_profiles_as_ndjson(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         *[record("users", _user_record(i)) for i in range(300)],

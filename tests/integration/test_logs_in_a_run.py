@@ -16,6 +16,7 @@ import pytest
 
 from target_userpilot import logs
 from target_userpilot.errors import TransientError
+from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot.client import UserpilotClient
 
 from support.logs import (
@@ -35,6 +36,7 @@ from support.messages import (
     user,
     users_messages,
 )
+from support.runner import RunTarget
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,8 +55,8 @@ def _mixed(n_users: int = 6) -> list[dict[str, Any]]:
 
 
 def test_json_logs_parse_line_by_line_with_the_summary_as_one_record(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(config, _mixed(), tmp_path=tmp_path, env=json_env(tmp_path))
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -79,7 +81,9 @@ def test_json_logs_parse_line_by_line_with_the_summary_as_one_record(
     assert API_KEY not in run.stderr
 
 
-def test_plain_logs_keep_the_table_and_the_summary_line(sandbox, config, tmp_path, run_target):
+def test_plain_logs_keep_the_table_and_the_summary_line(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(config, _mixed(), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -92,8 +96,8 @@ def test_plain_logs_keep_the_table_and_the_summary_line(sandbox, config, tmp_pat
 
 
 def test_a_failed_run_logs_json_line_by_line_and_counts_what_it_read(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["on_invalid_record"] = "fail"
     run = run_target(config, _mixed(), tmp_path=tmp_path, env=json_env(tmp_path))
 
@@ -108,7 +112,9 @@ def test_a_failed_run_logs_json_line_by_line_and_counts_what_it_read(
     ]
 
 
-def test_the_summary_record_is_written_at_any_log_level(sandbox, config, tmp_path, run_target):
+def test_the_summary_record_is_written_at_any_log_level(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """As the plain TARGET_USERPILOT_SUMMARY line: schedulers read it from a quiet run too."""
     env = json_env(tmp_path)
     quiet = Path(env["SINGER_SDK_LOG_CONFIG"])
@@ -127,8 +133,8 @@ def test_the_summary_record_is_written_at_any_log_level(sandbox, config, tmp_pat
 
 
 def test_metric_records_count_records_per_stream_and_time_requests_per_endpoint(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(hard_delete=True, state_db=str(tmp_path / "ledger.db"))
     messages = _mixed()
     messages.insert(-1, record("users", user(0, _sdc_deleted_at="2024-05-02T06:00:00Z")))
@@ -160,7 +166,7 @@ def test_metric_records_count_records_per_stream_and_time_requests_per_endpoint(
     assert '"0"' not in shown  # the deleted profile's id
 
 
-def test_a_failed_request_and_one_without_an_answer_are_timed_as_failed(sandbox):
+def test_a_failed_request_and_one_without_an_answer_are_timed_as_failed(sandbox: Sandbox) -> None:
     seen: list[tuple[str, str, int | None]] = []
 
     def observe(method: str, endpoint: str, status: int | None, seconds: float) -> None:
@@ -185,7 +191,9 @@ def test_a_failed_request_and_one_without_an_answer_are_timed_as_failed(sandbox)
     ]
 
 
-def test_metrics_log_level_warning_turns_metric_records_off(sandbox, config, tmp_path, run_target):
+def test_metrics_log_level_warning_turns_metric_records_off(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["metrics_log_level"] = "warning"
     run = run_target(config, users_messages(3), tmp_path=tmp_path, env=json_env(tmp_path))
 
@@ -197,8 +205,8 @@ def test_metrics_log_level_warning_turns_metric_records_off(sandbox, config, tmp
 
 
 def test_the_target_log_level_governs_metrics_unless_metrics_log_level_is_set(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     quiet = run_target(
         config, users_messages(2), tmp_path=tmp_path, env={"TARGET_USERPILOT_LOGLEVEL": "WARNING"}
     )
@@ -213,7 +221,9 @@ def test_the_target_log_level_governs_metrics_unless_metrics_log_level_is_set(
     assert "Uploaded" not in only_metrics.stderr  # the target's own INFO lines stay off
 
 
-def test_the_readme_filter_leaves_out_track_metrics_only(sandbox, config, tmp_path, run_target):
+def test_the_readme_filter_leaves_out_track_metrics_only(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     filters = re.search(r"```yaml\n(filters:\n.*?)```", _logs_section(), re.S)
     assert filters, "the README's MetricExclusionFilter example is missing"
     sandbox.set_limits(track_requires_user=False)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from support.messages import (
     user,
 )
 from support.pg import BOTH_LEDGERS
+from support.runner import RunTarget
 
 
 def _deleted(sandbox: Sandbox) -> list[str]:
@@ -34,8 +37,8 @@ def _deleted(sandbox: Sandbox) -> list[str]:
 
 @BOTH_LEDGERS
 def test_a_new_version_deletes_exactly_the_ids_it_lacks(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     first = run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(sandbox.profiles("users")) == 100
@@ -66,8 +69,8 @@ def test_a_new_version_deletes_exactly_the_ids_it_lacks(
 
 @BOTH_LEDGERS
 def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
     )
@@ -87,7 +90,9 @@ def test_a_version_that_would_delete_most_profiles_stops_before_deleting_any(
     assert sorted(_deleted(sandbox), key=int) == [str(i) for i in range(10, 100)]
 
 
-def test_the_floor_lets_a_small_table_lose_a_few_rows(sandbox, mirror_config, tmp_path, run_target):
+def test_the_floor_lets_a_small_table_lose_a_few_rows(
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(8)), tmp_path=tmp_path).returncode == 0
     )
@@ -101,8 +106,8 @@ def test_the_floor_lets_a_small_table_lose_a_few_rows(sandbox, mirror_config, tm
 
 
 def test_a_version_cut_short_deletes_nothing_and_a_resumed_one_deletes_only_the_missing(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(100)), tmp_path=tmp_path).returncode == 0
     )
@@ -124,8 +129,8 @@ def test_a_version_cut_short_deletes_nothing_and_a_resumed_one_deletes_only_the_
 
 
 def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
     )
@@ -140,8 +145,8 @@ def test_a_rejected_record_of_the_version_does_not_delete_its_profile(
 
 
 def test_a_record_with_a_doubtful_deletion_mark_does_not_delete_its_profile(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """A mark that is not a date-time is neither a deletion nor an upsert: the record is
     rejected, and its profile, which the source may well still have, stays in the version."""
     assert (
@@ -159,15 +164,15 @@ def test_a_record_with_a_doubtful_deletion_mark_does_not_delete_its_profile(
 
 @BOTH_LEDGERS
 def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """Rejected for its nesting, but the source still has the row: it must not be erased. Its
     profile is found as its row's would be, through the stream maps (here they make the id)."""
     mirror_config["stream_maps"] = {MIRRORED_STREAM: {"user_id": "'u' + str(id)"}}
     first = run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert set(sandbox.profiles("users")) == {f"u{i}" for i in range(10)}
-    messages: list[dict | str] = list(full_table_copy(2, range(10)))
+    messages: list[dict[str, Any] | str] = list(full_table_copy(2, range(10)))
     fourth = messages[6]
     assert isinstance(fourth, dict) and fourth["record"]["id"] == 4
     deep = "[" * 3000 + "1" + "]" * 3000
@@ -183,7 +188,9 @@ def test_a_record_too_deep_to_read_keeps_its_profile_in_the_version(
     assert _deleted(sandbox) == []
 
 
-def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_path, run_target):
+def test_streams_without_versions_delete_nothing(
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     plain = [schema(MIRRORED_STREAM, USER_SCHEMA, ["id"])]
     first = run_target(
         mirror_config,
@@ -199,7 +206,9 @@ def test_streams_without_versions_delete_nothing(sandbox, mirror_config, tmp_pat
     assert "full-table version" not in second.stderr
 
 
-def test_without_hard_delete_a_version_changes_nothing(sandbox, config, tmp_path, run_target):
+def test_without_hard_delete_a_version_changes_nothing(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert run_target(config, full_table_copy(1, range(20)), tmp_path=tmp_path).returncode == 0
 
     run = run_target(config, full_table_copy(2, range(10)), tmp_path=tmp_path)
@@ -212,8 +221,8 @@ def test_without_hard_delete_a_version_changes_nothing(sandbox, config, tmp_path
 
 @BOTH_LEDGERS
 def test_a_dry_run_lists_the_deletions_without_sending(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     out = tmp_path / "out"
     dry = {
         "dry_run": True,
@@ -236,13 +245,15 @@ def test_a_dry_run_lists_the_deletions_without_sending(
 # Taps built on the Meltano SDK send ACTIVATE_VERSION only before the copy.
 
 
-def _sdk_copy(version: int, ids: Iterable[int], *, final_state: bool = True) -> list[dict]:
+def _sdk_copy(
+    version: int, ids: Iterable[int], *, final_state: bool = True
+) -> list[dict[str, Any]]:
     return full_table_copy(version, ids, closing=False, final_state=final_state)
 
 
 def test_sdk_taps_delete_only_with_the_end_of_input_setting(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert run_target(mirror_config, _sdk_copy(1, range(20)), tmp_path=tmp_path).returncode == 0
     without = run_target(mirror_config, _sdk_copy(2, range(19)), tmp_path=tmp_path)
     assert without.returncode == 0
@@ -269,8 +280,8 @@ def test_sdk_taps_delete_only_with_the_end_of_input_setting(
 
 
 def test_only_ids_loaded_from_the_stream_are_candidates(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     other = "public-signups"
     first = [
         *full_table_copy(1, range(10)),
@@ -290,8 +301,8 @@ def test_only_ids_loaded_from_the_stream_are_candidates(
 
 @BOTH_LEDGERS
 def test_a_resumed_copy_keeps_the_rows_it_had_not_sent_again(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1000, range(100)), tmp_path=tmp_path).returncode
         == 0
@@ -314,8 +325,8 @@ def test_a_resumed_copy_keeps_the_rows_it_had_not_sent_again(
 
 
 def test_an_opening_sent_again_before_any_record_does_not_end_the_version(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
     )
@@ -331,8 +342,8 @@ def test_an_opening_sent_again_before_any_record_does_not_end_the_version(
 
 
 def test_an_empty_copy_ends_its_version_once_the_input_ends_after_a_state(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(4)), tmp_path=tmp_path).returncode == 0
     )
@@ -350,7 +361,9 @@ def test_an_empty_copy_ends_its_version_once_the_input_ends_after_a_state(
     assert sorted(_deleted(sandbox)) == ["0", "1", "2", "3"]
 
 
-def test_an_empty_copy_past_the_guard_stops_the_run(sandbox, mirror_config, tmp_path, run_target):
+def test_an_empty_copy_past_the_guard_stops_the_run(
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
     )
@@ -363,11 +376,11 @@ def test_an_empty_copy_past_the_guard_stops_the_run(sandbox, mirror_config, tmp_
 
 
 def test_a_child_streams_opening_per_parent_does_not_end_its_version(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     # A Meltano SDK child stream: SCHEMA and the opening (same version) before each parent's part.
-    def child_copy(version: int, parts: list[range]) -> list[dict]:
-        messages: list[dict] = []
+    def child_copy(version: int, parts: list[range]) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
         for part in parts:
             messages += full_table_copy(version, part, closing=False, final_state=False)
             messages.append(
@@ -393,8 +406,8 @@ CRM, APP = "public-crm_users", "public-app_users"
 
 @BOTH_LEDGERS
 def test_a_profile_another_stream_still_holds_is_not_deleted(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     both = [*full_table_copy(1, range(20), stream=CRM), *full_table_copy(1, range(20), stream=APP)]
     assert run_target(mirror_config, both, tmp_path=tmp_path).returncode == 0
 
@@ -427,8 +440,8 @@ def test_a_profile_another_stream_still_holds_is_not_deleted(
 
 
 def test_a_stream_without_versions_holds_the_profiles_it_loaded(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     incremental = [schema(APP, USER_SCHEMA, ["id"]), record(APP, user(8)), record(APP, user(9))]
     first = run_target(
         mirror_config, [*full_table_copy(1, range(10)), *incremental], tmp_path=tmp_path
@@ -444,14 +457,16 @@ def test_a_stream_without_versions_holds_the_profiles_it_loaded(
 # Stream maps that filter
 
 
-def _filter_config(mirror_config: dict, maps: dict, **settings) -> dict:
+def _filter_config(
+    mirror_config: dict[str, Any], maps: dict[str, Any], **settings: Any
+) -> dict[str, Any]:
     return {**mirror_config, "stream_maps": maps, **settings}
 
 
 @BOTH_LEDGERS
 def test_a_stream_map_filter_added_between_syncs_deletes_nothing_unless_allowed(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert (
         run_target(mirror_config, full_table_copy(1, range(10)), tmp_path=tmp_path).returncode == 0
     )
@@ -475,10 +490,10 @@ def test_a_stream_map_filter_added_between_syncs_deletes_nothing_unless_allowed(
 
 
 def test_an_alias_a_stream_map_filters_gets_no_mirror_deletes(
-    sandbox, mirror_config, tmp_path, run_target
-):
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     alias = "active_users"
-    maps: dict = {MIRRORED_STREAM: None, alias: {"__source__": MIRRORED_STREAM}}
+    maps: dict[str, Any] = {MIRRORED_STREAM: None, alias: {"__source__": MIRRORED_STREAM}}
     first = run_target(
         _filter_config(mirror_config, maps), full_table_copy(1, range(10)), tmp_path=tmp_path
     )
@@ -530,19 +545,21 @@ def test_an_alias_a_stream_map_filters_gets_no_mirror_deletes(
     ],
 )
 def test_the_sinks_a_filter_feeds_are_found_as_the_sdk_matches_them(
-    maps, stream, aliases, filtered
-):
+    maps: dict[str, Any], stream: str, aliases: list[str], filtered: set[str]
+) -> None:
     assert filtered_aliases(maps, stream, aliases) == filtered
 
 
 # Logs
 
 
-def test_mirror_deletes_never_log_the_ids_they_delete(sandbox, mirror_config, tmp_path, run_target):
+def test_mirror_deletes_never_log_the_ids_they_delete(
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     sandbox.set_limits(delete_interval=0)
     users = schema(MIRRORED_STREAM, {"user_id": {"type": "string"}}, ["user_id"])
 
-    def copy_of(version: int, ids: list[str]) -> list[dict]:
+    def copy_of(version: int, ids: list[str]) -> list[dict[str, Any]]:
         rows = [{**record(MIRRORED_STREAM, {"user_id": i}), "version": version} for i in ids]
         return [
             users,

@@ -8,6 +8,8 @@ import logging
 import re
 from collections import defaultdict
 from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +28,7 @@ from support.messages import (
     user,
     users_messages,
 )
-from support.runner import run_in_process
+from support.runner import RunTarget, TargetRun, run_in_process
 
 PROGRESS = re.compile(
     r"Job (?P<job>\S+) \(stream 'users'\): (?P<done>\d+) of (?P<total>\d+) rows done, "
@@ -39,11 +41,15 @@ COMPLETED = re.compile(
 UPLOADED = re.compile(r"Uploaded \d+ users rows of stream 'users' as job (?P<job>\S+)\.")
 
 
-def test_progress_is_reported_every_30_seconds_by_default():
+def test_progress_is_reported_every_30_seconds_by_default() -> None:
     assert lane.PROGRESS_EVERY_SECONDS == 30
 
 
-def test_long_jobs_report_progress_with_rate_and_eta_then_their_end(monkeypatch, caplog, capsys):
+def test_long_jobs_report_progress_with_rate_and_eta_then_their_end(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     interval = 0.5
     rate = 30_000  # rows per minute: each 1,250-row job takes 2.5 s
     # A short interval keeps the test fast; polls far more often than it prove the throttle.
@@ -109,7 +115,7 @@ def test_long_jobs_report_progress_with_rate_and_eta_then_their_end(monkeypatch,
 # The end-of-run summary
 
 
-def _summary_input() -> list[dict]:
+def _summary_input() -> list[dict[str, Any]]:
     """Companies with a duplicate, users (100 unchanged, 50 new, a duplicate, two without a
     usable id) and an ignored stream."""
     return [
@@ -130,7 +136,7 @@ def _summary_input() -> list[dict]:
 
 
 COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
-EXPECTED = {
+EXPECTED: dict[str, dict[str, Any]] = {
     "audit_log": {"object": "ignore", "received": 5, "rows_sent": 0, "merged": 0}
     | {"unchanged": 0, "rejected": 0, "jobs": 0},
     "companies": {"object": "companies", "received": 4, "rows_sent": 3, "merged": 1}
@@ -142,7 +148,7 @@ TOTAL = {"received": 162, "rows_sent": 53, "merged": 2, "unchanged": 100, "rejec
 
 
 @pytest.fixture(scope="module")
-def summary_run(tmp_path_factory):
+def summary_run(tmp_path_factory: pytest.TempPathFactory) -> TargetRun:
     """A run whose every counter has something to count: the first 100 users were confirmed
     by an earlier run, so skip_unchanged leaves them out. Shared by the summary tests."""
     tmp_path = tmp_path_factory.mktemp("summary")
@@ -162,7 +168,7 @@ def summary_run(tmp_path_factory):
     return run
 
 
-def test_summary_json_line_has_exact_counts_per_stream_and_in_total(summary_run):
+def test_summary_json_line_has_exact_counts_per_stream_and_in_total(summary_run: TargetRun) -> None:
     summary = summary_run.summary
 
     assert summary["dry_run"] is False
@@ -200,7 +206,7 @@ def _table(stderr: str) -> list[list[str]]:
     return rows
 
 
-def test_summary_table_on_stderr_matches_the_json_line(summary_run):
+def test_summary_table_on_stderr_matches_the_json_line(summary_run: TargetRun) -> None:
     rows = _table(summary_run.stderr)
 
     assert rows[0] == [
@@ -227,7 +233,9 @@ def test_summary_table_on_stderr_matches_the_json_line(summary_run):
     assert "Sent 53 rows to Userpilot in 2 jobs" in summary_run.stderr
 
 
-def test_a_failed_run_still_ends_with_its_summary(sandbox, config, tmp_path, run_target):
+def test_a_failed_run_still_ends_with_its_summary(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["api_key"] = "not-the-key"
     run = run_in_process(config, users_messages(20), tmp_path=tmp_path)
 

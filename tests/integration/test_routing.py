@@ -6,6 +6,11 @@ table name; Meltano's loader test stream checks the connection and writes nothin
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import (
     COMPANY_SCHEMA,
     MELTANO_TEST_MESSAGES,
@@ -14,6 +19,7 @@ from support.messages import (
     schema,
     state,
 )
+from support.runner import RunTarget
 
 #: What tap-postgres sends for a table `companies` of schema `public` (its key is `id`).
 PG_COMPANY_SCHEMA = {
@@ -27,8 +33,8 @@ PG_COMPANY_SCHEMA = {
 
 
 def test_schema_prefixed_stream_names_route_by_their_table_name(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     messages = [
         schema("public-companies", PG_COMPANY_SCHEMA, ["id"]),
         *[record("public-companies", {"id": i, "name": f"Co {i}"}) for i in range(1, 4)],
@@ -65,7 +71,9 @@ def test_schema_prefixed_stream_names_route_by_their_table_name(
     )
 
 
-def test_object_mapping_still_decides_for_a_prefixed_stream(sandbox, config, tmp_path, run_target):
+def test_object_mapping_still_decides_for_a_prefixed_stream(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["object_mapping"] = {"public-companies": {"object": "users"}}
     messages = [
         schema("public-companies", PG_COMPANY_SCHEMA, ["id"]),
@@ -80,8 +88,8 @@ def test_object_mapping_still_decides_for_a_prefixed_stream(sandbox, config, tmp
 
 
 def test_meltanos_loader_test_stream_checks_the_connection_and_writes_nothing(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(config, MELTANO_TEST_MESSAGES, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -98,7 +106,9 @@ def test_meltanos_loader_test_stream_checks_the_connection_and_writes_nothing(
     assert not [line for line in run.stderr.lower().splitlines() if "error" in line]
 
 
-def test_meltanos_loader_test_stream_in_a_dry_run_contacts_nothing(tmp_path, run_target):
+def test_meltanos_loader_test_stream_in_a_dry_run_contacts_nothing(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     out = tmp_path / "batches"
     config = {"dry_run": True, "output_dir": str(out)}
 

@@ -4,9 +4,15 @@ same profiles as the target's, a null object clearing its keys either way.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import record, schema, state
+from support.runner import RunTarget
 
 # End to end: the SDK's own flattening loads what the target's flattening loads.
 
@@ -34,7 +40,7 @@ ADDRESS_SCHEMA = {
 }
 
 
-def _address_messages() -> list[dict]:
+def _address_messages() -> list[dict[str, Any]]:
     paris = {"city": "Paris", "zip": "75001", "geo": {"lat": 48.86, "lng": 2.35}}
     oslo = {"city": "Oslo", "zip": "0150", "geo": {"lat": 59.91, "lng": 10.75}}
     return [
@@ -58,8 +64,13 @@ def _address_messages() -> list[dict]:
     ],
 )
 def test_a_null_object_clears_its_keys_with_or_without_the_sdks_flattening(
-    flattening, batch_size_rows, sandbox, config, tmp_path, run_target
-):
+    flattening: dict[str, Any],
+    batch_size_rows: int,
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+) -> None:
     config.update(flattening, batch_size_rows=batch_size_rows, rows_per_minute=600_000)
 
     run = run_target(config, _address_messages(), tmp_path=tmp_path)
@@ -73,8 +84,8 @@ def test_a_null_object_clears_its_keys_with_or_without_the_sdks_flattening(
 
 
 def test_a_null_object_clears_what_a_shallow_sdk_flattening_sent(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     """At max depth 1 the SDK sends ``address__geo`` as a JSON string; a null clears it too."""
     config.update(flattening_enabled=True, flattening_max_depth=1, batch_size_rows=1)
     messages = _address_messages()

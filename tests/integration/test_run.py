@@ -12,10 +12,11 @@ from __future__ import annotations
 import errno
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -32,6 +33,7 @@ from target_userpilot.errors import (
 from target_userpilot.lanes.deletions import DeletionLane
 from target_userpilot.lanes.events import EventLane
 from target_userpilot.lanes.pace import DeletionPace, EventPace
+from target_userpilot.ledger.store import RecordedImport
 from target_userpilot.rejects import RejectLog
 from target_userpilot.run import Run, RunParts
 from target_userpilot.settings import Settings
@@ -39,6 +41,11 @@ from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary
 
 from support.waiting import eventually
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 #: An event's body, as the sink hands it to the lane.
 SEEN = {"user_id": "1", "event_name": "seen"}
@@ -116,12 +123,12 @@ class FakeUserpilot:
 
 
 def _settings(**extra: Any) -> Settings:
-    config = {"api_url": "https://analytex.userpilot.io", "api_key": "test-key"}
+    config: dict[str, Any] = {"api_url": "https://analytex.userpilot.io", "api_key": "test-key"}
     config.update({"rows_per_minute": 1e9, "batch_wait_seconds": 60, **extra})
     return Settings.from_config(config)
 
 
-def _run(tmp_path: Path, fake: FakeUserpilot, states: list, **extra: Any) -> Run:
+def _run(tmp_path: Path, fake: FakeUserpilot, states: list[Any], **extra: Any) -> Run:
     spool = tmp_path / "spool"
     spool.mkdir(exist_ok=True)
     parts = RunParts(
@@ -141,19 +148,22 @@ def _add_users(run: Run, ids: range, stream: str = "users") -> None:
         run.buffer.add("users", stream, str(i), line, run.checkpoints.record())
 
 
-def _summary(capsys: pytest.CaptureFixture[str]) -> dict:
+def _summary(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     err = capsys.readouterr().err
     line = next(x for x in err.splitlines() if x.startswith("TARGET_USERPILOT_SUMMARY "))
-    return json.loads(line.split(" ", 1)[1])
+    summary: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+    return summary
 
 
 # The run: two-phase stop
 
 
-def test_a_stop_reaches_every_lane_at_once_and_only_the_job_in_flight_ends(tmp_path, capsys):
+def test_a_stop_reaches_every_lane_at_once_and_only_the_job_in_flight_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeUserpilot()
     fake.jobs_done.clear()  # the job in flight runs until the test says
-    states: list = []
+    states: list[Any] = []
     run = _run(tmp_path, fake, states, batch_size_rows=5)
     try:
         _add_users(run, range(5))  # full: sealed, uploaded, in flight
@@ -185,7 +195,9 @@ def test_a_stop_reaches_every_lane_at_once_and_only_the_job_in_flight_ends(tmp_p
     assert list((tmp_path / "spool").iterdir()) == []
 
 
-def test_a_wait_for_another_clients_job_ends_at_the_stop(tmp_path, capsys):
+def test_a_wait_for_another_clients_job_ends_at_the_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeUserpilot()
     fake.conflict = True
     run = _run(tmp_path, fake, [], batch_size_rows=5)
@@ -205,8 +217,8 @@ def test_a_wait_for_another_clients_job_ends_at_the_stop(tmp_path, capsys):
 
 
 def test_a_signal_after_the_end_of_input_with_nothing_in_flight_leaves_deletions_unsent(
-    tmp_path, caplog
-):
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = FakeUserpilot()
     run = _run(tmp_path, fake, [])
     try:
@@ -236,7 +248,9 @@ def test_a_signal_after_the_end_of_input_with_nothing_in_flight_leaves_deletions
     assert not any("last job" in w for w in warnings)
 
 
-def test_a_failing_events_lane_ends_the_run_with_its_summary_and_no_spool_file(tmp_path, capsys):
+def test_a_failing_events_lane_ends_the_run_with_its_summary_and_no_spool_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeUserpilot()
     fake.track_error = AuthenticationError("Userpilot refused the API key (HTTP 401).")
     run = _run(tmp_path, fake, [])
@@ -260,7 +274,7 @@ def test_a_failing_events_lane_ends_the_run_with_its_summary_and_no_spool_file(t
 class _FullDisk:
     """A spool file on a disk that fills up: writes fail, and so does closing (its flush)."""
 
-    def __init__(self, handle: Any, room: int) -> None:
+    def __init__(self, handle: IO[bytes], room: int) -> None:
         self._handle = handle
         self._room = room
 
@@ -287,8 +301,8 @@ class _FullDisk:
 
 
 def test_a_full_spool_folder_leaves_no_file_and_the_summary_is_printed(
-    tmp_path, capsys, monkeypatch
-):
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = batch_module._spool_file  # noqa: SLF001 - where a spool file is opened
 
     def on_a_full_disk(spool_dir: str | None, prefix: str) -> tuple[Any, str]:
@@ -312,7 +326,7 @@ def test_a_full_spool_folder_leaves_no_file_and_the_summary_is_printed(
 class _FailingLedger:
     """A ledger that fails on every lookup (PostgreSQL gone, a SQLite file broken)."""
 
-    def row_hashes(self, *args: Any) -> dict:
+    def row_hashes(self, *args: Any) -> dict[str, Any]:
         raise LedgerUnavailable("The ledger (state_db) failed: the database went away.")
 
     def save_row_hashes(self, *args: Any) -> None:
@@ -321,7 +335,7 @@ class _FailingLedger:
     def forget_rows(self, *args: Any) -> None:
         pass
 
-    def unsettled_imports(self, *args: Any) -> list:
+    def unsettled_imports(self, *args: Any) -> list[RecordedImport]:
         return []
 
     def close(self) -> None:
@@ -332,14 +346,16 @@ class _FailingLedger:
         return lambda *args, **kwargs: None
 
 
-def test_a_ledger_failing_as_a_batch_goes_up_leaves_no_file(tmp_path, capsys):
+def test_a_ledger_failing_as_a_batch_goes_up_leaves_no_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake = FakeUserpilot()
     parts_ledger = _FailingLedger()
     spool = tmp_path / "spool"
     spool.mkdir()
     run = Run(
         _settings(skip_unchanged=True, batch_size_rows=5),
-        parts=RunParts(client=fake, ledger=parts_ledger, spool_dir=str(spool)),  # type: ignore[arg-type]
+        parts=RunParts(client=fake, ledger=parts_ledger, spool_dir=str(spool)),  # type: ignore[arg-type]  # a stand-in
     )
     try:
         _add_users(run, range(5))  # sealed: skip_unchanged looks it up as it goes up
@@ -354,22 +370,24 @@ def test_a_ledger_failing_as_a_batch_goes_up_leaves_no_file(tmp_path, capsys):
     assert list(spool.iterdir()) == []
 
 
-def test_a_slow_ledger_holds_up_neither_the_reading_thread_nor_the_buffer(tmp_path):
+def test_a_slow_ledger_holds_up_neither_the_reading_thread_nor_the_buffer(tmp_path: Path) -> None:
     """skip_unchanged looks rows up on the job lane's thread, outside the buffer's lock."""
     release = threading.Event()
 
     class SlowLedger(_FailingLedger):
-        def row_hashes(self, *args: Any) -> dict:
+        @override
+        def row_hashes(self, *args: Any) -> dict[str, Any]:
             release.wait(10)  # a PostgreSQL retry
             return {}
 
+        @override
         def save_row_hashes(self, *args: Any) -> None:
             pass
 
     fake = FakeUserpilot()
     run = Run(
         _settings(skip_unchanged=True, batch_size_rows=2),
-        parts=RunParts(client=fake, ledger=SlowLedger(), spool_dir=str(tmp_path)),  # type: ignore[arg-type]
+        parts=RunParts(client=fake, ledger=SlowLedger(), spool_dir=str(tmp_path)),  # type: ignore[arg-type]  # a stand-in
     )
     try:
         _add_users(run, range(2))  # sealed; the lane looks it up, and waits on the ledger
@@ -391,7 +409,7 @@ def test_a_slow_ledger_holds_up_neither_the_reading_thread_nor_the_buffer(tmp_pa
 # Each lane with a fake client
 
 
-def test_the_deletion_lane_sends_no_remaining_half_of_a_split_request_after_a_stop():
+def test_the_deletion_lane_sends_no_remaining_half_of_a_split_request_after_a_stop() -> None:
     fake = FakeUserpilot()
     fake.refuse_deletions_over = 2
     checkpoints = Checkpoints(write=lambda value: None)
@@ -428,7 +446,7 @@ class _SlowKeys:
         pass
 
 
-def test_adding_an_event_never_waits_for_the_lanes_ledger_lookup():
+def test_adding_an_event_never_waits_for_the_lanes_ledger_lookup() -> None:
     """The dispatcher asks the ledger outside the lane's lock: the reading thread goes on."""
     release = threading.Event()
     safety = threading.Timer(10, release.set)  # the old code would block add() until then
@@ -460,12 +478,12 @@ def test_adding_an_event_never_waits_for_the_lanes_ledger_lookup():
     assert lane.sent == 2
 
 
-def test_adding_an_event_never_waits_for_a_state_being_written():
+def test_adding_an_event_never_waits_for_a_state_being_written() -> None:
     """A finished event releases its hold, which may write STATE to a stdout that is slow to
     read; that happens outside the lane's lock and the checkpoints' own, so add() goes on."""
     release = threading.Event()
     writing = threading.Event()
-    written: list = []
+    written: list[Any] = []
     safety = threading.Timer(10, release.set)
 
     def slow_stdout(value: Any) -> None:
@@ -502,7 +520,7 @@ def test_adding_an_event_never_waits_for_a_state_being_written():
     assert lane.sent == 2
 
 
-def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace():
+def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace() -> None:
     fake = FakeUserpilot()
     checkpoints = Checkpoints(write=lambda value: None)
     lane = EventLane(
@@ -529,7 +547,7 @@ def test_the_event_lane_sends_nothing_after_a_stop_during_its_pace():
     assert took < 10  # the pace's next slot is 30 s away: the stop did not wait for it
 
 
-def test_the_deletion_pace_runs_on_an_injected_clock():
+def test_the_deletion_pace_runs_on_an_injected_clock() -> None:
     clock = SimulatedClock(100.0)
     pace = DeletionPace(2.0, clock=clock)
 
@@ -558,7 +576,7 @@ class _Calls:
         self.event.set()
 
 
-def test_signals_a_few_ms_apart_count_once_and_the_first_one_names_the_stop():
+def test_signals_a_few_ms_apart_count_once_and_the_first_one_names_the_stop() -> None:
     now = [0.0]
     calls = _Calls()
     stop = RunStop(stop=calls.stop, abandon=calls.abandon, clock=lambda: now[0])
@@ -581,7 +599,7 @@ def test_signals_a_few_ms_apart_count_once_and_the_first_one_names_the_stop():
     assert len(calls.stops) == 1 and stop.abandoned
 
 
-def test_a_signal_after_a_lane_failed_stops_at_once():
+def test_a_signal_after_a_lane_failed_stops_at_once() -> None:
     calls = _Calls()
     stop = RunStop(stop=calls.stop, abandon=calls.abandon)
     failure = AuthenticationError("refused")
@@ -597,7 +615,7 @@ def test_a_signal_after_a_lane_failed_stops_at_once():
     assert stop.reason is failure
 
 
-def test_summary_counters_from_many_threads_add_up():
+def test_summary_counters_from_many_threads_add_up() -> None:
     summary = RunSummary()
 
     def count() -> None:

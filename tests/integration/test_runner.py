@@ -12,8 +12,13 @@ import signal
 import sys
 import threading
 import warnings
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
 
 from support.messages import USER_SCHEMA, record, schema, state, user, users_messages
+from support.runner import RunTarget
 
 
 def _process_wide() -> dict[str, object]:
@@ -26,11 +31,6 @@ def _process_wide() -> dict[str, object]:
         "environ": dict(os.environ),
         "cwd": os.getcwd(),
         "root": (root.level, list(root.handlers)),
-        "loggers": {
-            name: (logger.level, list(logger.handlers), logger.propagate)
-            for name, logger in logging.Logger.manager.loggerDict.items()
-            if isinstance(logger, logging.Logger)
-        },
         "warnings": list(warnings.filters),
         # A connection the sandbox still answers is the sandbox's thread, not the run's.
         "threads": {
@@ -39,8 +39,20 @@ def _process_wide() -> dict[str, object]:
     }
 
 
-def test_a_run_in_process_leaves_the_process_as_it_found_it(sandbox, config, run_target):
+def _loggers() -> dict[str, tuple[int, list[logging.Handler], bool]]:
+    """Every logger registered: its level, handlers and propagation."""
+    return {
+        name: (logger.level, list(logger.handlers), logger.propagate)
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+
+
+def test_a_run_in_process_leaves_the_process_as_it_found_it(
+    sandbox: Sandbox, config: dict[str, Any], run_target: RunTarget
+) -> None:
     before = _process_wide()
+    loggers_before = _loggers()
 
     run = run_target(
         config,
@@ -57,8 +69,7 @@ def test_a_run_in_process_leaves_the_process_as_it_found_it(sandbox, config, run
     assert run.summary["total"]["jobs"] == 3  # the environment's batch size was in force
     assert " | DEBUG " in run.stderr  # and so was its log level
     after = _process_wide()
-    loggers_before = before.pop("loggers")
-    loggers_after = after.pop("loggers")
+    loggers_after = _loggers()
     assert after == before
     # Loggers the run created stay registered (logging keeps them), at their defaults.
     assert {n: v for n, v in loggers_after.items() if n in loggers_before} == loggers_before
@@ -68,8 +79,12 @@ def test_a_run_in_process_leaves_the_process_as_it_found_it(sandbox, config, run
 
 
 def test_a_run_in_process_ends_as_the_same_run_as_a_process(
-    sandbox, config, tmp_path, run_target, run_target_process
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+    run_target_process: RunTarget,
+) -> None:
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         *(record("users", user(i)) for i in range(5)),
@@ -90,8 +105,12 @@ def test_a_run_in_process_ends_as_the_same_run_as_a_process(
 
 
 def test_a_failed_run_in_process_has_the_exit_code_and_sentence_of_a_process(
-    sandbox, config, tmp_path, run_target, run_target_process
-):
+    sandbox: Sandbox,
+    config: dict[str, Any],
+    tmp_path: Path,
+    run_target: RunTarget,
+    run_target_process: RunTarget,
+) -> None:
     refused = {**config, "api_key": "not-the-sandbox-key"}
 
     in_process = run_target(refused, users_messages(3), tmp_path=tmp_path / "in")

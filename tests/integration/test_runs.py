@@ -8,6 +8,7 @@ Read by ``userpilot-ledger`` after each way a run ends: ``tests/e2e/test_runs_pr
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from target_userpilot.sandbox import Sandbox
 
 from support.messages import API_KEY, USER_SCHEMA, full_table_copy, record, schema, state, user
 from support.pg import BOTH_LEDGERS, PASSWORD
+from support.runner import RunTarget
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def _users(ids, **extra: Any) -> list[dict]:
+def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
     return [
         schema("users", USER_SCHEMA, ["id"]),
         *(record("users", user(i, **extra)) for i in ids),
@@ -61,8 +63,8 @@ def _utc(epoch: float | None) -> str:
 
 @BOTH_LEDGERS
 def test_a_run_the_guard_stopped_is_stopped_by_the_guard_with_exit_14(
-    sandbox, config, tmp_path, state_db, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     config.update(hard_delete=True, state_db=state_db)
     first = run_target(config, full_table_copy(1, range(20)), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -77,7 +79,9 @@ def test_a_run_the_guard_stopped_is_stopped_by_the_guard_with_exit_14(
     assert sandbox.deletions("users") == []
 
 
-def test_a_dry_run_records_no_run(config, tmp_path, run_target):
+def test_a_dry_run_records_no_run(
+    config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(
         skip_unchanged=True,
         dry_run=True,
@@ -102,7 +106,7 @@ EVENT_SCHEMA = {
 }
 
 
-def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict:
+def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict[str, Any]:
     """skip_unchanged, and the events stream of ``_events_input``: clicks through the track API,
     events through the Import API with their time in ``at``."""
     if api == "track":
@@ -119,7 +123,7 @@ def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict:
     }
 
 
-def _events_input(api: str) -> list[dict]:
+def _events_input(api: str) -> list[dict[str, Any]]:
     """User u-7 and two events: clicks through the track API, or imported with their time."""
     stream = "clicks" if api == "track" else "events"
     prefix = "c" if api == "track" else "i"
@@ -138,7 +142,9 @@ def _events_input(api: str) -> list[dict]:
 
 
 @BOTH_LEDGERS
-def test_events_are_kept_by_user_on_each_backend(tmp_path, state_db, run_target):
+def test_events_are_kept_by_user_on_each_backend(
+    tmp_path: Path, state_db: str, run_target: RunTarget
+) -> None:
     """Track and import: the user, name, time, run and job of each event, SQLite and PostgreSQL."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         track = run_target(
@@ -173,7 +179,7 @@ def test_events_are_kept_by_user_on_each_backend(tmp_path, state_db, run_target)
 # Without a run
 
 
-def test_a_reason_is_one_line_without_secrets_and_of_bounded_length():
+def test_a_reason_is_one_line_without_secrets_and_of_bounded_length() -> None:
     key = "sk-live-3f9c1e77"
     error = JobFailed(
         f"Job j-1 failed\n  with {key} and postgresql://ledger:{PASSWORD}@db/l " + "x" * 3000
@@ -187,7 +193,7 @@ def test_a_reason_is_one_line_without_secrets_and_of_bounded_length():
     assert len(reason) == MAX_REASON and reason.endswith("…")
 
 
-def test_what_meltano_passes_is_recorded_and_a_shell_variable_alone_is_not_meltano():
+def test_what_meltano_passes_is_recorded_and_a_shell_variable_alone_is_not_meltano() -> None:
     under_meltano = {
         "MELTANO_PROJECT_ROOT": "/srv/project",
         "MELTANO_LOADER_NAME": "target-userpilot",

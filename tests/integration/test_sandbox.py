@@ -9,6 +9,7 @@ command (``userpilot-sandbox``): ``tests/e2e/test_sandbox_cli.py``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +26,7 @@ FINAL = {"completed", "failed"}
 
 
 def upload_json(
-    api: requests.Session, sb: Sandbox, obj: str, rows: list[dict], **kwargs: Any
+    api: requests.Session, sb: Sandbox, obj: str, rows: list[dict[str, Any]], **kwargs: Any
 ) -> requests.Response:
     return api.post(f"{sb.url}/v1/{obj}/bulk_identify", json={obj: rows}, **kwargs)
 
@@ -37,7 +38,7 @@ def upload_file(
     return api.post(f"{sb.url}/v1/{obj}/bulk_identify", files=files)
 
 
-def ndjson(*rows: dict) -> str:
+def ndjson(*rows: dict[str, Any]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
@@ -45,8 +46,8 @@ def job_status(api: requests.Session, sb: Sandbox, job_id: str) -> requests.Resp
     return api.get(f"{sb.url}/v1/background_jobs/{quote(job_id, safe='')}")
 
 
-def await_final(api: requests.Session, sb: Sandbox, job_id: str) -> dict:
-    def final() -> dict | None:
+def await_final(api: requests.Session, sb: Sandbox, job_id: str) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
         job = job_status(api, sb, job_id).json()
         return job if job["status"] in FINAL else None
 
@@ -54,7 +55,7 @@ def await_final(api: requests.Session, sb: Sandbox, job_id: str) -> dict:
 
 
 def upload_when_free(
-    api: requests.Session, sb: Sandbox, obj: str, rows: list[dict]
+    api: requests.Session, sb: Sandbox, obj: str, rows: list[dict[str, Any]]
 ) -> requests.Response:
     """Upload, retrying while the account is busy (409), as a client would."""
 
@@ -74,7 +75,8 @@ def assert_error(response: requests.Response, status: int, error: str, code: str
     (entry,) = response.json()["errors"]
     assert (entry["error"], entry["error_code"]) == (error, code)
     assert set(entry) == {"error", "error_code", "message", "details"}
-    return entry["message"]
+    message: str = entry["message"]
+    return message
 
 
 # --- authentication --------------------------------------------------------------------------
@@ -83,7 +85,9 @@ def assert_error(response: requests.Response, status: int, error: str, code: str
 @pytest.mark.parametrize(
     "authorization", [None, "Token wrong-key", f"Bearer {API_KEY}", "Token "], ids=str
 )
-def test_v1_calls_without_the_right_key_get_401(default_sandbox, anon, authorization):
+def test_v1_calls_without_the_right_key_get_401(
+    default_sandbox: Sandbox, anon: requests.Session, authorization: str | None
+) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     response = anon.get(f"{default_sandbox.url}/v1/background_jobs", headers=headers)
     message = assert_error(response, 401, "unauthorized", "UNAUTHORIZED")
@@ -92,14 +96,14 @@ def test_v1_calls_without_the_right_key_get_401(default_sandbox, anon, authoriza
     assert anon.get(f"{default_sandbox.url}/_sandbox/stats").status_code == 200
 
 
-def test_sandbox_without_api_key_accepts_any_token(anon):
+def test_sandbox_without_api_key_accepts_any_token(anon: requests.Session) -> None:
     with Sandbox(api_key=None) as sb:
         response = anon.get(f"{sb.url}/v1/background_jobs", headers={"Authorization": "x"})
         assert response.status_code == 200
         assert response.json() == []
 
 
-def test_sandbox_refuses_a_non_loopback_host():
+def test_sandbox_refuses_a_non_loopback_host() -> None:
     with pytest.raises(ValueError, match="loopback"):
         Sandbox(host="0.0.0.0")  # noqa: S104 - the point is that it is refused
 
@@ -107,7 +111,9 @@ def test_sandbox_refuses_a_non_loopback_host():
 # --- uploads and profiles --------------------------------------------------------------------
 
 
-def test_json_upload_creates_a_job_and_merges_user_profiles(default_sandbox, api):
+def test_json_upload_creates_a_job_and_merges_user_profiles(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     first = upload_json(
         api,
         default_sandbox,
@@ -143,7 +149,9 @@ def test_json_upload_creates_a_job_and_merges_user_profiles(default_sandbox, api
     }
 
 
-def test_ndjson_file_upload_creates_a_job_and_merges_profiles(default_sandbox, api, anon):
+def test_ndjson_file_upload_creates_a_job_and_merges_profiles(
+    default_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     companies = '{"company_id": "c1", "metadata": {"tier": "gold"}}\r\n\n{"company_id": "c2"}\n'
     response = upload_file(
         api, default_sandbox, "companies", companies, filename="companies-1.ndjson"
@@ -175,7 +183,9 @@ def test_ndjson_file_upload_creates_a_job_and_merges_profiles(default_sandbox, a
     assert admin == default_sandbox.profiles("users")
 
 
-def test_profiles_are_copies_that_callers_may_change(default_sandbox, api):
+def test_profiles_are_copies_that_callers_may_change(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, default_sandbox, "users", [{"user_id": "u1", "metadata": {"a": 1}}])
     default_sandbox.profiles("users")["u1"]["metadata"]["a"] = 2
     assert default_sandbox.profiles("users")["u1"]["metadata"] == {"a": 1}
@@ -184,7 +194,9 @@ def test_profiles_are_copies_that_callers_may_change(default_sandbox, api):
 # --- job status ------------------------------------------------------------------------------
 
 
-def test_job_status_accepts_a_percent_encoded_job_id_with_colons(default_sandbox, api):
+def test_job_status_accepts_a_percent_encoded_job_id_with_colons(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     job_id = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
     assert job_id.startswith("bulk:jobs:NX-sandbox:")
 
@@ -197,7 +209,9 @@ def test_job_status_accepts_a_percent_encoded_job_id_with_colons(default_sandbox
     assert_error(unknown, 404, "not_found", "NOT_FOUND")
 
 
-def test_job_list_shows_every_job_newest_first(default_sandbox, api):
+def test_job_list_shows_every_job_newest_first(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     first = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
     second = upload_json(api, default_sandbox, "companies", [{"company_id": "c1"}]).json()["job_id"]
     listed = api.get(f"{default_sandbox.url}/v1/background_jobs").json()
@@ -205,12 +219,14 @@ def test_job_list_shows_every_job_newest_first(default_sandbox, api):
     assert [job["job_id"] for job in default_sandbox.jobs()] == [second, first]
 
 
-def test_job_moves_through_its_statuses_to_completed_with_every_row(default_sandbox, api):
+def test_job_moves_through_its_statuses_to_completed_with_every_row(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_rows_per_minute(2400)  # 20 rows: half a second
     rows = [{"user_id": f"u{n}"} for n in range(20)]
     job_id = upload_json(api, default_sandbox, "users", rows).json()["job_id"]
 
-    seen: list[dict] = []
+    seen: list[dict[str, Any]] = []
 
     def final() -> bool:
         seen.append(job_status(api, default_sandbox, job_id).json())
@@ -231,15 +247,18 @@ def test_job_moves_through_its_statuses_to_completed_with_every_row(default_sand
     assert len(default_sandbox.profiles("users")) == 20
 
 
-def test_elapsed_time_and_job_times_read_as_told(default_sandbox, api, anon):
+def test_elapsed_time_and_job_times_read_as_told(
+    default_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     default_sandbox.set_rows_per_minute(2400)  # 20 rows: half a second
     job_id = upload_json(api, default_sandbox, "users", [{"user_id": f"u{n}"} for n in range(20)])
     job_id = job_id.json()["job_id"]
     assert default_sandbox.wait_idle(timeout=5)
 
-    def read(**readings: str) -> dict:
+    def read(**readings: str) -> dict[str, Any]:
         default_sandbox.set_job_figures(**readings)
-        return job_status(api, default_sandbox, job_id).json()
+        status: dict[str, Any] = job_status(api, default_sandbox, job_id).json()
+        return status
 
     assert read()["elapsed_time"] == pytest.approx(0.5, abs=0.05)
     assert read(elapsed_time="milliseconds")["elapsed_time"] == pytest.approx(500, abs=50)
@@ -263,7 +282,9 @@ def test_elapsed_time_and_job_times_read_as_told(default_sandbox, api, anon):
         Sandbox(job_times="minutes")
 
 
-def test_with_rate_zero_jobs_complete_by_the_first_status_call(default_sandbox, api):
+def test_with_rate_zero_jobs_complete_by_the_first_status_call(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     job_id = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
     job = job_status(api, default_sandbox, job_id).json()
     assert (job["status"], job["completed_rows"]) == ("completed", 1)
@@ -272,7 +293,9 @@ def test_with_rate_zero_jobs_complete_by_the_first_status_call(default_sandbox, 
 # --- the one-job rule ------------------------------------------------------------------------
 
 
-def test_upload_while_our_own_job_runs_gets_409_until_it_ends(default_sandbox, api):
+def test_upload_while_our_own_job_runs_gets_409_until_it_ends(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_rows_per_minute(60)  # 10 rows: ten seconds
     first = upload_json(api, default_sandbox, "users", [{"user_id": f"u{n}"} for n in range(10)])
     assert first.status_code == 202
@@ -291,7 +314,9 @@ def test_upload_while_our_own_job_runs_gets_409_until_it_ends(default_sandbox, a
     assert upload_json(api, default_sandbox, "companies", [{"company_id": "c1"}]).status_code == 202
 
 
-def test_foreign_job_answers_409_and_shows_in_the_job_list(default_sandbox, api):
+def test_foreign_job_answers_409_and_shows_in_the_job_list(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.hold_foreign_job(0.5)
     refused = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     assert_error(refused, 409, "conflict", "JOB_IN_PROGRESS")
@@ -306,7 +331,7 @@ def test_foreign_job_answers_409_and_shows_in_the_job_list(default_sandbox, api)
     assert stats["jobs"] == 1  # the foreign job is not ours
 
 
-def test_wait_idle_reports_whether_jobs_ended_in_time(default_sandbox):
+def test_wait_idle_reports_whether_jobs_ended_in_time(default_sandbox: Sandbox) -> None:
     default_sandbox.hold_foreign_job(5)
     assert default_sandbox.wait_idle(timeout=0.1) is False
     default_sandbox.reset()
@@ -316,7 +341,9 @@ def test_wait_idle_reports_whether_jobs_ended_in_time(default_sandbox):
 # --- limits and validation -------------------------------------------------------------------
 
 
-def test_more_rows_or_bytes_than_the_limits_get_413(default_sandbox, api):
+def test_more_rows_or_bytes_than_the_limits_get_413(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(max_rows=3, max_bytes=100)
     rows = [{"user_id": f"u{n}"} for n in range(4)]
     too_many = upload_json(api, default_sandbox, "users", rows)
@@ -344,7 +371,9 @@ def test_more_rows_or_bytes_than_the_limits_get_413(default_sandbox, api):
     ],
     ids=["nested", "array", "no-id", "int-id", "empty-id", "int-company", "text-meta", "json"],
 )
-def test_an_invalid_row_gets_400_naming_its_line(default_sandbox, api, bad_line, problem):
+def test_an_invalid_row_gets_400_naming_its_line(
+    default_sandbox: Sandbox, api: requests.Session, bad_line: dict[str, Any], problem: str
+) -> None:
     text = ndjson({"user_id": "u1"})
     text += bad_line if isinstance(bad_line, str) else json.dumps(bad_line)
     message = assert_error(
@@ -355,7 +384,9 @@ def test_an_invalid_row_gets_400_naming_its_line(default_sandbox, api, bad_line,
     assert default_sandbox.jobs() == []
 
 
-def test_an_invalid_json_row_gets_400_naming_its_position(default_sandbox, api):
+def test_an_invalid_json_row_gets_400_naming_its_position(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     rows = [{"company_id": "c1", "metadata": {"owner": {"id": 1}}}]
     message = assert_error(
         upload_json(api, default_sandbox, "companies", rows), 400, "invalid_row", "VALIDATION_ERROR"
@@ -366,7 +397,9 @@ def test_an_invalid_json_row_gets_400_naming_its_position(default_sandbox, api):
 # --- faults ----------------------------------------------------------------------------------
 
 
-def test_fail_jobs_fails_the_next_job_which_applies_nothing(default_sandbox, api):
+def test_fail_jobs_fails_the_next_job_which_applies_nothing(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(fail_jobs=1)
     failed_id = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]).json()["job_id"]
     failed = await_final(api, default_sandbox, failed_id)
@@ -382,7 +415,9 @@ def test_fail_jobs_fails_the_next_job_which_applies_nothing(default_sandbox, api
     assert default_sandbox.stats()["faults_injected"]["fail_job"] == 1
 
 
-def test_error_rate_answers_5xx_and_does_nothing(default_sandbox, api):
+def test_error_rate_answers_5xx_and_does_nothing(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(error_rate=1.0)
     codes = {
         upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]).status_code
@@ -394,7 +429,9 @@ def test_error_rate_answers_5xx_and_does_nothing(default_sandbox, api):
     assert default_sandbox.stats()["faults_injected"]["error"] == 12
 
 
-def test_rate_limit_answers_429_with_retry_after(default_sandbox, api):
+def test_rate_limit_answers_429_with_retry_after(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(rate_limit_rate=1.0, retry_after=2)
     response = api.get(f"{default_sandbox.url}/v1/background_jobs")
     assert_error(response, 429, "rate_limited", "TOO_MANY_REQUESTS")
@@ -404,7 +441,9 @@ def test_rate_limit_answers_429_with_retry_after(default_sandbox, api):
     assert api.get(f"{default_sandbox.url}/v1/background_jobs").headers["Retry-After"] == "0.5"
 
 
-def test_drop_closes_the_connection_without_an_answer(default_sandbox, api):
+def test_drop_closes_the_connection_without_an_answer(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(drop_rate=1.0)
     with pytest.raises(requests.ConnectionError):
         upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
@@ -415,7 +454,9 @@ def test_drop_closes_the_connection_without_an_answer(default_sandbox, api):
     assert upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]).status_code == 202
 
 
-def test_slow_upload_times_out_on_the_client_but_the_job_exists(default_sandbox, api):
+def test_slow_upload_times_out_on_the_client_but_the_job_exists(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(slow_rate=1.0, slow_seconds=3, only="upload")
     with pytest.raises(requests.ReadTimeout):
         upload_json(api, default_sandbox, "users", [{"user_id": "u1"}], timeout=0.3)
@@ -425,7 +466,9 @@ def test_slow_upload_times_out_on_the_client_but_the_job_exists(default_sandbox,
     assert default_sandbox.stats()["faults_injected"]["slow"] == 1
 
 
-def test_status_error_rate_answers_500_to_status_calls_only(default_sandbox, api):
+def test_status_error_rate_answers_500_to_status_calls_only(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(status_error_rate=1.0)
     accepted = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     assert accepted.status_code == 202
@@ -434,7 +477,9 @@ def test_status_error_rate_answers_500_to_status_calls_only(default_sandbox, api
     assert default_sandbox.stats()["faults_injected"]["status_error"] == 1
 
 
-def test_only_limits_faults_to_one_kind_of_call(default_sandbox, api):
+def test_only_limits_faults_to_one_kind_of_call(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(error_rate=1.0, only="status")
     accepted = upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     assert accepted.status_code == 202
@@ -445,7 +490,9 @@ def test_only_limits_faults_to_one_kind_of_call(default_sandbox, api):
     }
 
 
-def test_forbidden_answers_403_to_every_v1_call(default_sandbox, api):
+def test_forbidden_answers_403_to_every_v1_call(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_faults(forbidden=True)
     assert_error(
         upload_json(api, default_sandbox, "users", [{"user_id": "u1"}]),
@@ -458,7 +505,9 @@ def test_forbidden_answers_403_to_every_v1_call(default_sandbox, api):
     )
 
 
-def test_faults_repeat_exactly_for_the_same_seed(default_sandbox, api):
+def test_faults_repeat_exactly_for_the_same_seed(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     def run() -> list[int]:
         default_sandbox.set_faults(error_rate=0.3, rate_limit_rate=0.2, seed=7)
         return [api.get(f"{default_sandbox.url}/v1/background_jobs").status_code for _ in range(30)]
@@ -468,7 +517,9 @@ def test_faults_repeat_exactly_for_the_same_seed(default_sandbox, api):
     assert {200, 429} <= set(first)
 
 
-def test_unknown_fault_settings_are_refused(default_sandbox, anon):
+def test_unknown_fault_settings_are_refused(
+    default_sandbox: Sandbox, anon: requests.Session
+) -> None:
     with pytest.raises(TypeError):
         default_sandbox.set_faults(error_rat=0.5)
     with pytest.raises(ValueError, match="error_rate"):
@@ -480,7 +531,9 @@ def test_unknown_fault_settings_are_refused(default_sandbox, anon):
 # --- statistics and admin --------------------------------------------------------------------
 
 
-def test_stats_count_requests_and_time_every_job(default_sandbox, api, anon):
+def test_stats_count_requests_and_time_every_job(
+    default_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     default_sandbox.set_rows_per_minute(6000)  # 10 rows: a tenth of a second
     rows = [{"user_id": f"u{n}"} for n in range(10)]
     for _ in range(2):
@@ -504,7 +557,7 @@ def test_stats_count_requests_and_time_every_job(default_sandbox, api, anon):
     assert anon.get(f"{default_sandbox.url}/_sandbox/stats").json()["uploads"] == 2
 
 
-def test_stats_have_no_timing_figures_before_a_job_ends(default_sandbox):
+def test_stats_have_no_timing_figures_before_a_job_ends(default_sandbox: Sandbox) -> None:
     stats = default_sandbox.stats()
     assert stats["job_timings"] == []
     assert stats["busy_share"] is None
@@ -512,7 +565,9 @@ def test_stats_have_no_timing_figures_before_a_job_ends(default_sandbox):
     assert stats["polls_per_job_avg"] is None
 
 
-def test_admin_endpoints_drive_the_sandbox_over_http(default_sandbox, api, anon):
+def test_admin_endpoints_drive_the_sandbox_over_http(
+    default_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     admin = f"{default_sandbox.url}/_sandbox"
     assert anon.post(f"{admin}/faults", json={"forbidden": True}).status_code == 200
     assert api.get(f"{default_sandbox.url}/v1/background_jobs").status_code == 403
@@ -537,7 +592,7 @@ VERSION = {"X-API-Version": "2020-09-22"}
 
 
 def delete_ids(
-    api: requests.Session, sb: Sandbox, obj: str, ids: Any, headers: dict | None = None
+    api: requests.Session, sb: Sandbox, obj: str, ids: Any, headers: dict[str, Any] | None = None
 ) -> requests.Response:
     """A deletion request, with the version header unless `headers` says otherwise."""
     body = ids if isinstance(ids, dict) else {obj: ids}
@@ -547,8 +602,8 @@ def delete_ids(
 
 
 def test_deletion_is_scheduled_in_order_and_applied_only_by_a_deletion_run(
-    no_deletion_interval_sandbox, api, anon
-):
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     rows = [{"user_id": "u1"}, {"user_id": "u2"}, {"user_id": "u3"}]
     upload_json(api, no_deletion_interval_sandbox, "users", rows)
     upload_when_free(api, no_deletion_interval_sandbox, "companies", [{"company_id": "c1"}])
@@ -584,8 +639,8 @@ def test_deletion_is_scheduled_in_order_and_applied_only_by_a_deletion_run(
 
 
 def test_a_profile_created_again_before_the_deletion_run_is_erased_too(
-    no_deletion_interval_sandbox, api, anon
-):
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     delete_ids(api, no_deletion_interval_sandbox, "users", ["u1"])
     upload_json(
         api, no_deletion_interval_sandbox, "users", [{"user_id": "u1", "metadata": {"plan": "pro"}}]
@@ -608,15 +663,17 @@ def test_a_profile_created_again_before_the_deletion_run_is_erased_too(
     ids=["missing", "other-version"],
 )
 def test_deletion_without_the_api_version_header_gets_400(
-    no_deletion_interval_sandbox, api, headers
-):
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session, headers: dict[str, str]
+) -> None:
     answer = delete_ids(api, no_deletion_interval_sandbox, "users", ["u1"], headers=headers)
     message = assert_error(answer, 400, "invalid_request", "INVALID_API_VERSION")
     assert "X-API-Version: 2020-09-22" in message
     assert no_deletion_interval_sandbox.deletions("users") == []
 
 
-def test_deletion_without_the_right_key_gets_401(no_deletion_interval_sandbox, anon):
+def test_deletion_without_the_right_key_gets_401(
+    no_deletion_interval_sandbox: Sandbox, anon: requests.Session
+) -> None:
     answer = anon.delete(
         f"{no_deletion_interval_sandbox.url}/v1/users", json={"users": ["u1"]}, headers=VERSION
     )
@@ -637,14 +694,16 @@ def test_deletion_without_the_right_key_gets_401(no_deletion_interval_sandbox, a
     ],
     ids=["empty", "empty-id", "number", "null", "not-a-list", "other-object", "unknown-field"],
 )
-def test_deletion_ids_must_be_non_empty_strings(no_deletion_interval_sandbox, api, body, problem):
+def test_deletion_ids_must_be_non_empty_strings(
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session, body: dict[str, Any], problem: str
+) -> None:
     answer = delete_ids(api, no_deletion_interval_sandbox, "users", body)
     assert problem in assert_error(answer, 400, "invalid_request", "BAD_REQUEST")
     assert no_deletion_interval_sandbox.deletions("users") == []
     assert no_deletion_interval_sandbox.stats()["rejected"] == {"400": 1}
 
 
-def test_deletion_with_more_ids_than_the_limit_gets_413(api):
+def test_deletion_with_more_ids_than_the_limit_gets_413(api: requests.Session) -> None:
     with Sandbox(api_key=API_KEY, delete_interval=0, max_delete_ids=2) as sb:
         too_many = delete_ids(api, sb, "companies", ["c1", "c2", "c3"])
         assert_error(too_many, 413, "payload_too_large", "PAYLOAD_TOO_LARGE")
@@ -654,7 +713,9 @@ def test_deletion_with_more_ids_than_the_limit_gets_413(api):
         assert sb.deletions("companies") == ["c1", "c2", "c3"]
 
 
-def test_deletion_requests_closer_than_the_interval_get_429_with_retry_after(api):
+def test_deletion_requests_closer_than_the_interval_get_429_with_retry_after(
+    api: requests.Session,
+) -> None:
     with Sandbox(api_key=API_KEY, delete_interval=0.5) as sb:
         assert delete_ids(api, sb, "users", ["u1"]).status_code == 202
         refused = delete_ids(api, sb, "companies", ["c1"])  # users and companies share it
@@ -674,7 +735,7 @@ def test_deletion_requests_closer_than_the_interval_get_429_with_retry_after(api
         assert stats["deletions_accepted"] == 2
 
 
-def test_a_refused_deletion_request_does_not_move_the_interval(api):
+def test_a_refused_deletion_request_does_not_move_the_interval(api: requests.Session) -> None:
     with Sandbox(api_key=API_KEY, delete_interval=0.3) as sb:
         assert delete_ids(api, sb, "users", ["u1"]).status_code == 202
         statuses = []
@@ -692,7 +753,9 @@ def test_a_refused_deletion_request_does_not_move_the_interval(api):
         assert passed["at"] - last_refused["at"] < 0.3
 
 
-def test_limits_change_while_the_sandbox_runs(default_sandbox, api, anon):
+def test_limits_change_while_the_sandbox_runs(
+    default_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     assert default_sandbox.limits() == {
         "delete_interval": 2.0,
         "max_delete_ids": None,
@@ -723,7 +786,7 @@ def test_limits_change_while_the_sandbox_runs(default_sandbox, api, anon):
 
 
 def track(
-    api: requests.Session, sb: Sandbox, body: dict, headers: dict | None = None
+    api: requests.Session, sb: Sandbox, body: dict[str, Any], headers: dict[str, Any] | None = None
 ) -> requests.Response:
     """A track request, with the version header unless `headers` says otherwise."""
     return api.post(
@@ -731,7 +794,9 @@ def track(
     )
 
 
-def test_track_stores_each_event_with_its_receive_time(default_sandbox, api, anon):
+def test_track_stores_each_event_with_its_receive_time(
+    default_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     metadata = {"amount": 12.5, "plan": "pro", "trial": False, "coupon": None}
     first = track(
@@ -759,7 +824,9 @@ def test_track_stores_each_event_with_its_receive_time(default_sandbox, api, ano
     assert default_sandbox.events() == []
 
 
-def test_track_without_the_api_version_header_gets_400(default_sandbox, api):
+def test_track_without_the_api_version_header_gets_400(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     answer = track(api, default_sandbox, {"user_id": "u1", "event_name": "e"}, headers={})
     assert_error(answer, 400, "invalid_request", "INVALID_API_VERSION")
@@ -780,7 +847,9 @@ def test_track_without_the_api_version_header_gets_400(default_sandbox, api):
     ],
     ids=["no-user", "int-user", "empty-name", "no-name", "list-meta", "nested", "array", "extra"],
 )
-def test_track_with_an_invalid_event_gets_400(default_sandbox, api, body, problem):
+def test_track_with_an_invalid_event_gets_400(
+    default_sandbox: Sandbox, api: requests.Session, body: dict[str, Any], problem: str
+) -> None:
     upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     message = assert_error(
         track(api, default_sandbox, body), 400, "invalid_event", "VALIDATION_ERROR"
@@ -789,7 +858,9 @@ def test_track_with_an_invalid_event_gets_400(default_sandbox, api, body, proble
     assert default_sandbox.events() == []
 
 
-def test_track_for_a_user_without_a_profile_yet_gets_404(default_sandbox, api):
+def test_track_for_a_user_without_a_profile_yet_gets_404(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     default_sandbox.set_rows_per_minute(60)  # 10 rows: ten seconds
     upload_json(api, default_sandbox, "users", [{"user_id": f"u{n}"} for n in range(10)])
     # The user's job has not completed: Userpilot does not know the user yet.
@@ -802,7 +873,9 @@ def test_track_for_a_user_without_a_profile_yet_gets_404(default_sandbox, api):
     assert [e["user_id"] for e in default_sandbox.events()] == ["u0"]
 
 
-def test_track_with_a_body_over_max_bytes_gets_413(default_sandbox, api):
+def test_track_with_a_body_over_max_bytes_gets_413(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     default_sandbox.set_faults(max_bytes=200)
     big = track(
@@ -813,13 +886,13 @@ def test_track_with_a_body_over_max_bytes_gets_413(default_sandbox, api):
     assert len(default_sandbox.events()) == 1
 
 
-def test_track_accepts_unknown_users_when_told_to(api):
+def test_track_accepts_unknown_users_when_told_to(api: requests.Session) -> None:
     with Sandbox(api_key=API_KEY, track_requires_user=False) as sb:
         assert track(api, sb, {"user_id": "nobody", "event_name": "e"}).status_code == 202
         assert len(sb.events()) == 1
 
 
-def test_track_over_the_per_minute_limit_gets_429_with_retry_after(api):
+def test_track_over_the_per_minute_limit_gets_429_with_retry_after(api: requests.Session) -> None:
     with Sandbox(api_key=API_KEY, events_per_minute=3, track_requires_user=False) as sb:
         codes = [track(api, sb, {"user_id": "u1", "event_name": "e"}).status_code for _ in range(3)]
         assert codes == [202, 202, 202]
@@ -831,14 +904,14 @@ def test_track_over_the_per_minute_limit_gets_429_with_retry_after(api):
         assert sb.stats()["by_endpoint"]["track"]["rate_limited"] == 1
 
 
-def test_events_per_minute_zero_or_none_means_no_limit(api):
+def test_events_per_minute_zero_or_none_means_no_limit(api: requests.Session) -> None:
     for unlimited in (0, None):
         with Sandbox(api_key=API_KEY, events_per_minute=unlimited, track_requires_user=False) as sb:
             for _ in range(20):
                 assert track(api, sb, {"user_id": "u1", "event_name": "e"}).status_code == 202
 
 
-def test_the_per_minute_window_slides():
+def test_the_per_minute_window_slides() -> None:
     """The window's arithmetic, on a fake clock: a real minute is too long for a test."""
     window = PerMinute(2)
     assert window.admit(0.0) is None
@@ -849,7 +922,9 @@ def test_the_per_minute_window_slides():
     assert PerMinute(0).admit(0.0) is None
 
 
-def test_a_deletion_run_removes_a_deleted_users_events(no_deletion_interval_sandbox, api):
+def test_a_deletion_run_removes_a_deleted_users_events(
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, no_deletion_interval_sandbox, "users", [{"user_id": "u1"}, {"user_id": "u2"}])
     for user_id in ("u1", "u2", "u1"):
         assert (
@@ -867,7 +942,9 @@ def test_a_deletion_run_removes_a_deleted_users_events(no_deletion_interval_sand
 # --- faults on the deletion and track endpoints ----------------------------------------------
 
 
-def test_faults_hit_deletion_and_track_calls_too_by_default(no_deletion_interval_sandbox, api):
+def test_faults_hit_deletion_and_track_calls_too_by_default(
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, no_deletion_interval_sandbox, "users", [{"user_id": "u1"}])
     no_deletion_interval_sandbox.set_faults(rate_limit_rate=1.0, retry_after=2)
     refused = delete_ids(api, no_deletion_interval_sandbox, "users", ["u1"])
@@ -887,7 +964,9 @@ def test_faults_hit_deletion_and_track_calls_too_by_default(no_deletion_interval
     ]
 
 
-def test_endpoints_limits_faults_to_the_chosen_families(no_deletion_interval_sandbox, api):
+def test_endpoints_limits_faults_to_the_chosen_families(
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session
+) -> None:
     no_deletion_interval_sandbox.set_faults(error_rate=1.0, endpoints=["track", "delete"])
     assert (
         upload_json(api, no_deletion_interval_sandbox, "users", [{"user_id": "u1"}]).status_code
@@ -915,7 +994,9 @@ def test_endpoints_limits_faults_to_the_chosen_families(no_deletion_interval_san
     )
 
 
-def test_only_keeps_its_meaning_beside_the_new_endpoints(no_deletion_interval_sandbox, api):
+def test_only_keeps_its_meaning_beside_the_new_endpoints(
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, no_deletion_interval_sandbox, "users", [{"user_id": "u1"}])
     no_deletion_interval_sandbox.set_faults(error_rate=1.0, only="status")
     assert api.get(f"{no_deletion_interval_sandbox.url}/v1/background_jobs").status_code in {
@@ -930,7 +1011,9 @@ def test_only_keeps_its_meaning_beside_the_new_endpoints(no_deletion_interval_sa
     )
 
 
-def test_a_slow_track_call_times_out_on_the_client_but_the_event_is_stored(default_sandbox, api):
+def test_a_slow_track_call_times_out_on_the_client_but_the_event_is_stored(
+    default_sandbox: Sandbox, api: requests.Session
+) -> None:
     upload_json(api, default_sandbox, "users", [{"user_id": "u1"}])
     default_sandbox.set_faults(slow_rate=1.0, slow_seconds=2, endpoints=["track", "delete"])
     with pytest.raises(requests.ReadTimeout):
@@ -946,8 +1029,8 @@ def test_a_slow_track_call_times_out_on_the_client_but_the_event_is_stored(defau
 
 
 def test_a_slow_deletion_call_times_out_on_the_client_but_is_scheduled(
-    no_deletion_interval_sandbox, api
-):
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session
+) -> None:
     no_deletion_interval_sandbox.set_faults(slow_rate=1.0, slow_seconds=2, endpoints=["delete"])
     with pytest.raises(requests.ReadTimeout):
         api.delete(
@@ -962,7 +1045,9 @@ def test_a_slow_deletion_call_times_out_on_the_client_but_is_scheduled(
     )
 
 
-def test_a_dropped_deletion_or_track_call_has_no_effect(no_deletion_interval_sandbox, api):
+def test_a_dropped_deletion_or_track_call_has_no_effect(
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session
+) -> None:
     no_deletion_interval_sandbox.set_faults(drop_rate=1.0, endpoints=["delete", "track"])
     with pytest.raises(requests.ConnectionError):
         delete_ids(api, no_deletion_interval_sandbox, "users", ["u1"])
@@ -974,8 +1059,8 @@ def test_a_dropped_deletion_or_track_call_has_no_effect(no_deletion_interval_san
 
 
 def test_answer_next_scripts_the_next_calls_of_one_endpoint(
-    no_deletion_interval_sandbox, api, anon
-):
+    no_deletion_interval_sandbox: Sandbox, api: requests.Session, anon: requests.Session
+) -> None:
     upload_json(api, no_deletion_interval_sandbox, "users", [{"user_id": "u1"}])
     no_deletion_interval_sandbox.answer_next("track", 503, times=2)
     no_deletion_interval_sandbox.answer_next("delete", 429, retry_after=3)
@@ -1013,12 +1098,18 @@ def test_answer_next_scripts_the_next_calls_of_one_endpoint(
     assert api.get(f"{no_deletion_interval_sandbox.url}/v1/background_jobs").status_code == 200
 
 
-def test_nonsense_fault_selectors_and_scripts_are_refused(default_sandbox, anon):
+def test_nonsense_fault_selectors_and_scripts_are_refused(
+    default_sandbox: Sandbox, anon: requests.Session
+) -> None:
     with pytest.raises(ValueError, match="tracking"):
         default_sandbox.set_faults(endpoints=["tracking"])
     with pytest.raises(ValueError, match="list of endpoint families"):
         default_sandbox.set_faults(endpoints="track")
-    for bad in ({"endpoint": "jobs", "status": 500}, {"endpoint": "track", "status": 200}):
+    refused: list[dict[str, Any]] = [
+        {"endpoint": "jobs", "status": 500},
+        {"endpoint": "track", "status": 200},
+    ]
+    for bad in refused:
         with pytest.raises(ValueError):
             default_sandbox.answer_next(**bad)
         answer = anon.post(f"{default_sandbox.url}/_sandbox/answer_next", json=bad)
@@ -1029,7 +1120,7 @@ def test_nonsense_fault_selectors_and_scripts_are_refused(default_sandbox, anon)
     assert answer.status_code == 200
 
 
-def test_stats_count_requests_and_429s_per_endpoint(api):
+def test_stats_count_requests_and_429s_per_endpoint(api: requests.Session) -> None:
     with Sandbox(api_key=API_KEY, delete_interval=60, events_per_minute=1) as sb:
         job_id = upload_json(api, sb, "users", [{"user_id": "u1"}]).json()["job_id"]
         job_status(api, sb, job_id)
@@ -1055,13 +1146,13 @@ def test_stats_count_requests_and_429s_per_endpoint(api):
 # --- TLS -------------------------------------------------------------------------------------
 
 
-def test_tls_with_files_that_do_not_load_is_refused(tmp_path):
+def test_tls_with_files_that_do_not_load_is_refused(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.pem")
     with pytest.raises(ValueError, match="cannot load the TLS certificate"):
         Sandbox(tls=(missing, missing))
 
 
-def test_sandbox_logs_each_v1_request_with_its_answer_and_fault(default_sandbox):
+def test_sandbox_logs_each_v1_request_with_its_answer_and_fault(default_sandbox: Sandbox) -> None:
     default_sandbox.set_faults(rate_limit_rate=1.0, retry_after=2)
     answer = requests.get(f"{default_sandbox.url}/v1/background_jobs", timeout=5)
     assert answer.status_code == 429
@@ -1075,7 +1166,9 @@ def test_sandbox_logs_each_v1_request_with_its_answer_and_fault(default_sandbox)
     assert requests.get(f"{default_sandbox.url}/_sandbox/requests", timeout=5).json() == [entry]
 
 
-def test_sandbox_refuse_uploads_answers_the_status_with_userpilots_error_envelope(default_sandbox):
+def test_sandbox_refuse_uploads_answers_the_status_with_userpilots_error_envelope(
+    default_sandbox: Sandbox,
+) -> None:
     default_sandbox.set_faults(refuse_uploads=422)
     headers = {"Authorization": f"Token {API_KEY}"}
     answer = requests.post(
@@ -1101,7 +1194,7 @@ def test_sandbox_refuse_uploads_answers_the_status_with_userpilots_error_envelop
             default_sandbox.set_faults(refuse_uploads=nonsense)
 
 
-def test_sandbox_foreign_job_can_start_at_a_given_upload(default_sandbox):
+def test_sandbox_foreign_job_can_start_at_a_given_upload(default_sandbox: Sandbox) -> None:
     headers = {"Authorization": f"Token {API_KEY}"}
     default_sandbox.hold_foreign_job(30, at_upload=2)
 

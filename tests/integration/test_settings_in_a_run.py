@@ -4,8 +4,12 @@ as their types; an unknown key gets one warning; a bad one stops with exit 2.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from target_userpilot.sandbox import Sandbox
 from target_userpilot.settings import (
     Settings,
     numbers_from_text,
@@ -14,7 +18,7 @@ from target_userpilot.settings import (
 from target_userpilot.target import TargetUserpilot
 
 from support.messages import API_KEY, USER_SCHEMA, record, schema, user, users_messages
-from support.runner import TargetRun
+from support.runner import RunTarget, TargetRun
 
 PREFIX = "TARGET_USERPILOT_"
 
@@ -30,8 +34,8 @@ def _stopped(run: TargetRun) -> str:
 
 
 def test_an_api_key_with_a_trailing_newline_is_trimmed_and_loads(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config["api_key"] = f"  {API_KEY}\n"  # as read from a secrets file
 
     run = run_target(config, users_messages(20), tmp_path=tmp_path)
@@ -44,7 +48,9 @@ def test_an_api_key_with_a_trailing_newline_is_trimmed_and_loads(
 # Numbers
 
 
-def test_fractional_numbers_from_a_config_file_load(sandbox, config, tmp_path, run_target):
+def test_fractional_numbers_from_a_config_file_load(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(request_timeout_seconds=30.5, rows_per_minute=600000.5, batch_wait_seconds=0.5)
 
     run = run_target(config, users_messages(30), tmp_path=tmp_path)
@@ -55,8 +61,8 @@ def test_fractional_numbers_from_a_config_file_load(sandbox, config, tmp_path, r
 
 
 def test_number_settings_given_as_text_load_as_meltano_passes_them(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     # meltano.yml declares them kind: string, so the config file Meltano writes holds text.
     config.update(
         request_timeout_seconds="30.5",
@@ -94,8 +100,8 @@ def _env(**values: str) -> dict[str, str]:
     ],
 )
 def test_a_bad_environment_variable_stops_with_exit_2_naming_it(
-    variable, value, said, sandbox, tmp_path, run_target
-):
+    variable: str, value: str, said: str, sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     config = {"api_url": sandbox.url, "api_key": API_KEY}
     env = {PREFIX + variable: value}
 
@@ -111,7 +117,9 @@ def test_a_bad_environment_variable_stops_with_exit_2_naming_it(
     assert sandbox.profiles("users") == {}
 
 
-def test_settings_from_environment_variables_load(sandbox, tmp_path, run_target):
+def test_settings_from_environment_variables_load(
+    sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
     env = _env(
         api_url=sandbox.url,
         api_key=f"{API_KEY}\n",
@@ -136,8 +144,8 @@ def test_settings_from_environment_variables_load(sandbox, tmp_path, run_target)
 
 
 def test_an_unknown_config_key_gets_one_warning_with_the_closest_setting(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(api_ur="https://example.invalid", skip_unchaged=True, zzz_qqq=1)
 
     run = run_target(config, users_messages(5), tmp_path=tmp_path)
@@ -153,8 +161,8 @@ def test_an_unknown_config_key_gets_one_warning_with_the_closest_setting(
 
 
 def test_every_setting_of_about_is_known_sdk_built_ins_included(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     schema = TargetUserpilot.config_jsonschema
     TargetUserpilot.append_builtin_config(schema)
     config.update(
@@ -182,8 +190,8 @@ def test_every_setting_of_about_is_known_sdk_built_ins_included(
 
 
 def test_a_flattening_separator_other_than_two_underscores_is_a_configuration_error(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config |= {"flattening_enabled": True, "flattening_max_depth": 3, "flattening_separator": "."}
     messages = [schema("users", USER_SCHEMA, ["id"]), record("users", user(1))]
 

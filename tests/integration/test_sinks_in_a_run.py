@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import record, schema
+from support.runner import RunTarget
 
 
 def test_a_flat_key_colliding_with_a_nested_one_is_named_once_per_stream(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     properties = {
         "id": {"type": "integer"},
         "address__city": {"type": "string"},

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,10 +17,11 @@ from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import USER_SCHEMA, record, schema, state, user
+from support.runner import RunTarget
 from support.unchanged import check_later_rows_win_over_rows_in_flight
 
 
-def _users(n: int, changed: set[int] = frozenset()) -> list[dict]:
+def _users(n: int, changed: Collection[int] = frozenset()) -> list[dict[str, Any]]:
     messages = [schema("users", USER_SCHEMA, ["id"])]
     for i in range(n):
         messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
@@ -26,7 +29,9 @@ def _users(n: int, changed: set[int] = frozenset()) -> list[dict]:
     return messages
 
 
-def test_identical_rerun_sends_nothing(sandbox, config, tmp_path, run_target):
+def test_identical_rerun_sends_nothing(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
     first = run_target(config, _users(4000), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -42,7 +47,9 @@ def test_identical_rerun_sends_nothing(sandbox, config, tmp_path, run_target):
     assert second.states == [{"done": 4000}]
 
 
-def test_only_changed_profiles_are_sent(sandbox, config, tmp_path, run_target):
+def test_only_changed_profiles_are_sent(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
     assert run_target(config, _users(4000), tmp_path=tmp_path).returncode == 0
     before = sandbox.stats()["rows_received"]
@@ -57,7 +64,9 @@ def test_only_changed_profiles_are_sent(sandbox, config, tmp_path, run_target):
     assert all(profiles[str(i)]["metadata"]["plan"] == "changed" for i in changed)
 
 
-def test_rows_of_a_failed_job_are_not_remembered(sandbox, config, tmp_path, run_target):
+def test_rows_of_a_failed_job_are_not_remembered(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
     sandbox.set_faults(fail_jobs=1)
     assert run_target(config, _users(300), tmp_path=tmp_path).returncode == 4
@@ -70,13 +79,17 @@ def test_rows_of_a_failed_job_are_not_remembered(sandbox, config, tmp_path, run_
     assert len(sandbox.profiles("users")) == 300
 
 
-def test_without_the_setting_everything_is_sent_again(sandbox, config, tmp_path, run_target):
+def test_without_the_setting_everything_is_sent_again(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     assert run_target(config, _users(200), tmp_path=tmp_path).returncode == 0
     assert run_target(config, _users(200), tmp_path=tmp_path).returncode == 0
     assert sandbox.stats()["rows_received"] == 400
 
 
-def test_damaged_state_db_is_a_clear_configuration_error(sandbox, config, tmp_path, run_target):
+def test_damaged_state_db_is_a_clear_configuration_error(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     damaged = tmp_path / "state.db"
     damaged.write_bytes(b"this is not a database" * 100)
     config.update(skip_unchanged=True, state_db=str(damaged))
@@ -94,8 +107,8 @@ def test_damaged_state_db_is_a_clear_configuration_error(sandbox, config, tmp_pa
 
 @pytest.mark.parametrize("batch_size", [1, 50, 10_000])
 def test_a_row_is_compared_with_rows_still_in_flight_not_the_ledger(
-    sandbox, config, tmp_path, batch_size, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, batch_size: int, run_target: RunTarget
+) -> None:
     check_later_rows_win_over_rows_in_flight(
         run_target, sandbox, config, tmp_path, batch_size, str(tmp_path / "state.db")
     )
@@ -113,7 +126,7 @@ def _sealed(tmp_path: Path, plans: dict[str, str]) -> SealedBatch:
     return SealedBatch("users", "users", path, len(lines), sum(len(line) for line in lines))
 
 
-def test_a_row_in_flight_stays_the_reference_until_a_newer_one_is_confirmed(tmp_path):
+def test_a_row_in_flight_stays_the_reference_until_a_newer_one_is_confirmed(tmp_path: Path) -> None:
     rows = ConfirmedRows(str(tmp_path / "state.db"), "host")
     pro, free = _sealed(tmp_path, {"u1": "pro"}), _sealed(tmp_path, {"u1": "free"})
     assert rows.drop_unchanged(pro) == 0
@@ -125,11 +138,12 @@ def test_a_row_in_flight_stays_the_reference_until_a_newer_one_is_confirmed(tmp_
     rows.confirm(free)
 
     confirmed = rows.ledger.row_hashes("host", "users", ["u1"])
+    assert free.fingerprints is not None
     assert confirmed == {"u1": free.fingerprints[0][1]}
     rows.close()
 
 
-def test_a_deleted_profile_leaves_the_ledger_and_is_sent_again(tmp_path):
+def test_a_deleted_profile_leaves_the_ledger_and_is_sent_again(tmp_path: Path) -> None:
     rows = ConfirmedRows(str(tmp_path / "state.db"), "host")
     first = _sealed(tmp_path, {"u1": "free", "u2": "free"})
     rows.drop_unchanged(first)
@@ -147,7 +161,7 @@ def test_a_deleted_profile_leaves_the_ledger_and_is_sent_again(tmp_path):
     rows.close()
 
 
-def test_a_job_completing_after_a_delete_does_not_bring_the_profile_back(tmp_path):
+def test_a_job_completing_after_a_delete_does_not_bring_the_profile_back(tmp_path: Path) -> None:
     rows = ConfirmedRows(str(tmp_path / "state.db"), "host")
     in_flight = _sealed(tmp_path, {"u1": "pro"})
     rows.drop_unchanged(in_flight)
@@ -159,7 +173,7 @@ def test_a_job_completing_after_a_delete_does_not_bring_the_profile_back(tmp_pat
     rows.close()
 
 
-def test_a_shared_ledger_is_left_open_for_its_owner(tmp_path):
+def test_a_shared_ledger_is_left_open_for_its_owner(tmp_path: Path) -> None:
     ledger = open_ledger(str(tmp_path / "state.db"))
     rows = ConfirmedRows(ledger, "host")
     rows.close()
@@ -168,7 +182,9 @@ def test_a_shared_ledger_is_left_open_for_its_owner(tmp_path):
     ledger.close()
 
 
-def test_two_accounts_on_one_host_sharing_a_ledger_each_get_their_profiles(tmp_path, run_target):
+def test_two_accounts_on_one_host_sharing_a_ledger_each_get_their_profiles(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
     """Staging and production on one host, one state_db: the second account is sent everything.
 
     Before entries were scoped by account, the second run said "unchanged=5 events_skipped=5"

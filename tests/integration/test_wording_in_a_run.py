@@ -5,6 +5,11 @@ One helper, ``summary.count``, writes "1 id" and "2 ids" wherever a log line cou
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from target_userpilot.sandbox import Sandbox
+
 from support.messages import (
     TAP_USER_SCHEMA,
     deleted_user,
@@ -14,11 +19,12 @@ from support.messages import (
     user,
     users_messages,
 )
+from support.runner import RunTarget
 
 
 def test_one_deletion_and_one_status_poll_read_in_the_singular(
-    sandbox, config, tmp_path, run_target
-):
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     config.update(hard_delete=True, state_db=str(tmp_path / "ledger.db"))
     messages = [
         schema("users", TAP_USER_SCHEMA, ["id"]),
@@ -38,7 +44,9 @@ def test_one_deletion_and_one_status_poll_read_in_the_singular(
     assert "ids of" not in run.stderr and "status polls" not in run.stderr
 
 
-def test_plural_counts_stay_plural(sandbox, config, tmp_path, run_target):
+def test_plural_counts_stay_plural(
+    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+) -> None:
     run = run_target(config, users_messages(2), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]

@@ -16,6 +16,7 @@ import json
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,11 +27,17 @@ from typing import Any
 
 import requests
 
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
 
 class TimedSession(requests.Session):
     """A session with a default timeout, so a server's bug fails a test instead of hanging it."""
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    @override
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
         return super().request(*args, **kwargs)
 
@@ -100,6 +107,7 @@ class ScriptedServer:
 
             do_GET = do_POST = do_DELETE = _serve
 
+            @override
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: tests read what was recorded."""
 
@@ -206,7 +214,8 @@ class _Listener:
 
     @property
     def port(self) -> int:
-        return self._socket.getsockname()[1]
+        port: int = self._socket.getsockname()[1]
+        return port
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -235,6 +244,7 @@ class TlsFront(_Listener):
         self.handshake_failures = 0
         super().__init__()
 
+    @override
     def handle(self, connection: socket.socket) -> None:
         try:
             secure = self._context.wrap_socket(connection, server_side=True)
@@ -262,6 +272,7 @@ class ConnectProxy(_Listener):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @override
     def handle(self, connection: socket.socket) -> None:
         head = b""
         while b"\r\n\r\n" not in head:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,11 @@ import pytest
 from singer_sdk import metrics
 
 from target_userpilot import logs
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -83,6 +89,7 @@ class Points(logging.Handler):
         self.points: list[metrics.Point[Any]] = []
         self._lock2 = threading.Lock()
 
+    @override
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.args, tuple) and isinstance(record.args[0], metrics.Point):
             with self._lock2:

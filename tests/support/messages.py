@@ -8,7 +8,7 @@ from typing import Any
 
 API_KEY = "sandbox-key-3f9c1e77"
 
-USER_SCHEMA = {
+USER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "id": {"type": "integer"},
@@ -26,7 +26,7 @@ USER_SCHEMA = {
         "active": {"type": ["boolean", "null"]},
     },
 }
-COMPANY_SCHEMA = {
+COMPANY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "company_id": {"type": "string"},
@@ -36,7 +36,9 @@ COMPANY_SCHEMA = {
 }
 
 
-def schema(stream: str, properties: dict, key_properties: list[str] | None = None) -> dict:
+def schema(
+    stream: str, properties: dict[str, Any], key_properties: list[str] | None = None
+) -> dict[str, Any]:
     """A SCHEMA message."""
     body = properties if "properties" in properties else {"properties": properties}
     return {
@@ -47,17 +49,17 @@ def schema(stream: str, properties: dict, key_properties: list[str] | None = Non
     }
 
 
-def record(stream: str, rec: dict) -> dict:
+def record(stream: str, rec: dict[str, Any]) -> dict[str, Any]:
     """A RECORD message."""
     return {"type": "RECORD", "stream": stream, "record": rec}
 
 
-def state(value: Any) -> dict:
+def state(value: Any) -> dict[str, Any]:
     """A STATE message."""
     return {"type": "STATE", "value": value}
 
 
-def user(i: int, **extra: Any) -> dict:
+def user(i: int, **extra: Any) -> dict[str, Any]:
     """A plausible user record with id ``i``."""
     rec = {
         "id": i,
@@ -70,7 +72,7 @@ def user(i: int, **extra: Any) -> dict:
     return rec
 
 
-def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[dict]:
+def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[dict[str, Any]]:
     """SCHEMA + ``n`` user records, with a STATE after every ``state_every`` records."""
     yield schema("users", USER_SCHEMA, ["id"])
     for i in range(start, start + n):
@@ -80,7 +82,7 @@ def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[
     yield state({"bookmarks": {"users": start + n - 1, "done": True}})
 
 
-def encode_messages(messages: Iterable[dict | str]) -> bytes:
+def encode_messages(messages: Iterable[dict[str, Any] | str]) -> bytes:
     """Singer input: one JSON message per line (strings are passed through as raw lines)."""
     lines = [m if isinstance(m, str) else json.dumps(m) for m in messages]
     return ("\n".join(lines) + "\n").encode()
@@ -115,7 +117,7 @@ DELETED_AT = "2026-11-02T08:15:00Z"
 
 
 #: A log-based tap's schema: the deletion mark is a column of the stream.
-TAP_USER_SCHEMA = {
+TAP_USER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         **USER_SCHEMA["properties"],
@@ -125,12 +127,12 @@ TAP_USER_SCHEMA = {
 }
 
 
-def deleted_user(i: int) -> dict:
+def deleted_user(i: int) -> dict[str, Any]:
     """A user deleted in the source, as log-based taps send it: the key and the mark."""
     return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
 
 
-EVENT_SCHEMA = {
+EVENT_SCHEMA: dict[str, Any] = {
     "event_id": {"type": "string"},
     "user_id": {"type": "integer"},
     "event_name": {"type": "string"},
@@ -143,7 +145,7 @@ EVENT_SCHEMA = {
 }
 
 
-def event(i: int, user_id: int, **extra: Any) -> dict:
+def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
     """An 'invoice_paid' event of user ``user_id`` with a nested object and an array."""
     rec = {
         "event_id": f"e-{i}",
@@ -157,7 +159,7 @@ def event(i: int, user_id: int, **extra: Any) -> dict:
     return rec
 
 
-def events_schema() -> dict:
+def events_schema() -> dict[str, Any]:
     """The SCHEMA message of an events stream keyed by ``event_id``."""
     return schema("events", EVENT_SCHEMA, ["event_id"])
 
@@ -168,7 +170,7 @@ def events_schema() -> dict:
 MIRRORED_STREAM = "public-crm_users"
 
 
-def activate_version(version: int, stream: str = MIRRORED_STREAM) -> dict:
+def activate_version(version: int, stream: str = MIRRORED_STREAM) -> dict[str, Any]:
     """An ACTIVATE_VERSION message of ``stream``."""
     return {"type": "ACTIVATE_VERSION", "stream": stream, "version": version}
 
@@ -181,9 +183,9 @@ def full_table_copy(
     closing: bool = True,
     stream: str = MIRRORED_STREAM,
     final_state: bool = True,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """One full-table copy of ``ids`` as a tap sends it."""
-    messages: list[dict] = [schema(stream, USER_SCHEMA, ["id"])]
+    messages: list[dict[str, Any]] = [schema(stream, USER_SCHEMA, ["id"])]
     if opening:
         messages.append(activate_version(version, stream))
     for i in ids:

@@ -62,11 +62,12 @@ class TargetRun:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
     @property
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """The machine-readable end-of-run summary."""
         for line in self.stderr.splitlines():
             if line.startswith("TARGET_USERPILOT_SUMMARY "):
-                return json.loads(line.split(" ", 1)[1])
+                summary: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+                return summary
         raise AssertionError("no summary line in stderr:\n" + self.stderr[-3000:])
 
 
@@ -75,8 +76,8 @@ class RunTarget(Protocol):
 
     def __call__(
         self,
-        config: dict,
-        messages: Iterable[dict | str],
+        config: dict[str, Any],
+        messages: Iterable[dict[str, Any] | str],
         *,
         tmp_path: Path | None = None,
         env: dict[str, str] | None = None,
@@ -86,8 +87,8 @@ class RunTarget(Protocol):
 
 
 def run_process(
-    config: dict,
-    messages: Iterable[dict | str],
+    config: dict[str, Any],
+    messages: Iterable[dict[str, Any] | str],
     *,
     tmp_path: Path,
     env: dict[str, str] | None = None,
@@ -111,8 +112,8 @@ def run_process(
 
 
 def run_in_process(
-    config: dict,
-    messages: Iterable[dict | str],
+    config: dict[str, Any],
+    messages: Iterable[dict[str, Any] | str],
     *,
     tmp_path: Path,
     env: dict[str, str] | None = None,
@@ -164,7 +165,7 @@ def _invoke(argv: list[str]) -> int:
     except SystemExit as exit_:
         return _exit_status(exit_.code)
     except Exception:  # noqa: BLE001 - what the interpreter does with an uncaught exception
-        sys.excepthook(*sys.exc_info())  # type: ignore[arg-type]
+        sys.excepthook(*sys.exc_info())
         return 1
     return 0
 
@@ -188,6 +189,7 @@ def _process_state_restored() -> Iterator[None]:
     environ = dict(os.environ)
     cwd = os.getcwd()
     loggers = _logging_state()
+    # Whether logging.captureWarnings is on: logging's own private flag, not in its stubs.
     captured = logging._warnings_showwarning is not None  # type: ignore[attr-defined]  # noqa: SLF001
     try:
         with warnings.catch_warnings():
@@ -266,7 +268,7 @@ class TargetProcess:
         config: dict[str, Any],
         tmp_path: Path,
         *,
-        messages: Iterable[dict | str] | None = None,
+        messages: Iterable[dict[str, Any] | str] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         config_path = tmp_path / "process-config.json"
@@ -293,7 +295,8 @@ class TargetProcess:
     def _feed(self, data: bytes) -> None:
         try:
             self.send_bytes(data)
-            self.proc.stdin.close()  # type: ignore[union-attr]
+            assert self.proc.stdin is not None  # started with stdin=PIPE
+            self.proc.stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass  # stopped before it read everything: that may be the point
 
@@ -306,7 +309,7 @@ class TargetProcess:
             self._lines.put(value)
         self._lines.put(_END)
 
-    def send(self, messages: Iterable[dict | str]) -> None:
+    def send(self, messages: Iterable[dict[str, Any] | str]) -> None:
         """Write messages to the target's stdin now."""
         self.send_bytes(encode_messages(messages))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
@@ -12,7 +13,7 @@ from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
 from support.runner import RunTarget
 
 
-def plans(ids: range, first: str, then: str | None, group: int) -> list[dict]:
+def plans(ids: range, first: str, then: str | None, group: int) -> list[dict[str, Any]]:
     """Users of ``ids`` set to ``first`` and then to ``then``, ``group`` ids at a time."""
     messages = [schema("users", USER_SCHEMA, ["id"])]
     for start in range(ids.start, ids.stop, group):
@@ -36,7 +37,7 @@ def ledger_hashes(state_db: str, scope: str, ids: range) -> dict[str, bytes]:
 def check_later_rows_win_over_rows_in_flight(
     run_target: RunTarget,
     sandbox: Sandbox,
-    config: dict,
+    config: dict[str, Any],
     tmp_path: Path,
     batch_size: int,
     state_db: str,

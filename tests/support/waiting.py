@@ -11,8 +11,11 @@ import pytest
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+def eventually(check: Callable[[], T | None], timeout: float = 30.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy, failing the test at the deadline.
+
+    ``check`` answers None (or anything falsy) until the condition holds, then the value the
+    caller waits for, which ``eventually`` returns.
 
     The deadline is generous: polling returns as soon as the condition holds, and on two busy
     cores starting a process or a server can take seconds.

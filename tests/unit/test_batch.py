@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,33 +14,40 @@ from target_userpilot.batching.halves import first_half
 from target_userpilot.records.rows import encode_row
 
 
-def user_line(user_id: str, company_id: str | None = None, **metadata) -> bytes:
-    row = {"user_id": user_id}
+def user_line(user_id: str, company_id: str | None = None, **metadata: object) -> bytes:
+    row: dict[str, Any] = {"user_id": user_id}
     if company_id is not None:
         row["company_id"] = company_id
     row["metadata"] = metadata
     return encode_row(row)
 
 
-def open_batch(tmp_path, *, max_rows=100, max_bytes=1_000_000, hold=None, obj="users"):
+def open_batch(
+    tmp_path: Path,
+    *,
+    max_rows: int = 100,
+    max_bytes: int = 1_000_000,
+    hold: object = None,
+    obj: str = "users",
+) -> BatchFile:
     return BatchFile(
         obj, "people", max_rows=max_rows, max_bytes=max_bytes, spool_dir=str(tmp_path), hold=hold
     )
 
 
-def file_lines(path) -> list[bytes]:
+def file_lines(path: str) -> list[bytes]:
     with open(path, "rb") as handle:
         return handle.readlines()
 
 
-def spooled(tmp_path) -> list[str]:
+def spooled(tmp_path: Path) -> list[str]:
     return sorted(os.listdir(tmp_path))
 
 
 # Limits
 
 
-def test_first_row_always_fits_even_past_the_byte_limit(tmp_path):
+def test_first_row_always_fits_even_past_the_byte_limit(tmp_path: Path) -> None:
     batch = open_batch(tmp_path, max_bytes=10)
     line = user_line("u1", name="a name much longer than ten bytes")
 
@@ -48,7 +57,7 @@ def test_first_row_always_fits_even_past_the_byte_limit(tmp_path):
     assert not batch.fits("u2", user_line("u2"))
 
 
-def test_row_limit_counts_distinct_ids(tmp_path):
+def test_row_limit_counts_distinct_ids(tmp_path: Path) -> None:
     batch = open_batch(tmp_path, max_rows=2)
     for user_id in ("u1", "u1", "u2", "u1", "u2"):
         line = user_line(user_id)
@@ -62,7 +71,7 @@ def test_row_limit_counts_distinct_ids(tmp_path):
     assert batch.fits("u1", user_line("u1", plan="pro"))
 
 
-def test_batch_is_not_full_below_the_row_limit(tmp_path):
+def test_batch_is_not_full_below_the_row_limit(tmp_path: Path) -> None:
     batch = open_batch(tmp_path, max_rows=3)
     for user_id in ("u1", "u2", "u2", "u2"):
         batch.add(user_id, user_line(user_id))
@@ -71,7 +80,7 @@ def test_batch_is_not_full_below_the_row_limit(tmp_path):
     assert batch.fits("u3", user_line("u3"))
 
 
-def test_byte_limit_allows_exactly_the_limit_and_not_one_byte_more(tmp_path):
+def test_byte_limit_allows_exactly_the_limit_and_not_one_byte_more(tmp_path: Path) -> None:
     first = user_line("u1")
     second = user_line("u2")
     exact = open_batch(tmp_path, max_bytes=len(first) + len(second))
@@ -83,7 +92,7 @@ def test_byte_limit_allows_exactly_the_limit_and_not_one_byte_more(tmp_path):
     assert not short.fits("u2", second)
 
 
-def test_byte_limit_applies_to_repeated_ids_too(tmp_path):
+def test_byte_limit_applies_to_repeated_ids_too(tmp_path: Path) -> None:
     first = user_line("u1", plan="free")
     again = user_line("u1", plan="pro")
     batch = open_batch(tmp_path, max_bytes=len(first) + len(again) - 1)
@@ -95,7 +104,7 @@ def test_byte_limit_applies_to_repeated_ids_too(tmp_path):
 # Sealing
 
 
-def test_seal_without_duplicates_keeps_every_line_in_order(tmp_path):
+def test_seal_without_duplicates_keeps_every_line_in_order(tmp_path: Path) -> None:
     batch = open_batch(tmp_path, hold="h")
     lines = [user_line(f"u{i}", name=f"n{i}") for i in range(5)]
     for i, line in enumerate(lines):
@@ -112,7 +121,7 @@ def test_seal_without_duplicates_keeps_every_line_in_order(tmp_path):
     assert sealed.bytes == os.path.getsize(sealed.path)
 
 
-def test_seal_merges_rows_sharing_an_id_later_values_winning(tmp_path):
+def test_seal_merges_rows_sharing_an_id_later_values_winning(tmp_path: Path) -> None:
     batch = open_batch(tmp_path)
     adds = [
         ("u1", user_line("u1", "c1", name="Ann", plan="free")),
@@ -141,7 +150,7 @@ def test_seal_merges_rows_sharing_an_id_later_values_winning(tmp_path):
     assert sealed.merged == 3
 
 
-def test_merge_keeps_earlier_company_when_later_rows_have_none(tmp_path):
+def test_merge_keeps_earlier_company_when_later_rows_have_none(tmp_path: Path) -> None:
     batch = open_batch(tmp_path)
     batch.add("u1", user_line("u1", "c1", a=1))
     batch.add("u1", user_line("u1", b=2))
@@ -153,7 +162,7 @@ def test_merge_keeps_earlier_company_when_later_rows_have_none(tmp_path):
     ]
 
 
-def test_merged_company_batch_has_one_line_per_company_id(tmp_path):
+def test_merged_company_batch_has_one_line_per_company_id(tmp_path: Path) -> None:
     batch = open_batch(tmp_path, obj="companies")
     for company_id, name in (("c1", "A"), ("c2", "B"), ("c1", "A2")):
         batch.add(company_id, encode_row({"company_id": company_id, "metadata": {"name": name}}))
@@ -168,7 +177,7 @@ def test_merged_company_batch_has_one_line_per_company_id(tmp_path):
     assert sealed.merged == 1
 
 
-def test_sealed_bytes_equal_file_size_after_merge(tmp_path):
+def test_sealed_bytes_equal_file_size_after_merge(tmp_path: Path) -> None:
     batch = open_batch(tmp_path)
     for i in range(20):
         user_id = f"u{i % 4}"
@@ -181,7 +190,7 @@ def test_sealed_bytes_equal_file_size_after_merge(tmp_path):
     assert len(file_lines(sealed.path)) == sealed.rows == 4
 
 
-def test_sealed_file_is_compact_utf8_ndjson(tmp_path):
+def test_sealed_file_is_compact_utf8_ndjson(tmp_path: Path) -> None:
     batch = open_batch(tmp_path)
     batch.add("u1", user_line("u1", city="Zürich"))
     batch.add("u1", user_line("u1", name="Zoë"))
@@ -193,7 +202,7 @@ def test_sealed_file_is_compact_utf8_ndjson(tmp_path):
     assert content == '{"user_id":"u1","metadata":{"city":"Zürich","name":"Zoë"}}\n'.encode()
 
 
-def test_batch_files_are_spooled_in_spool_dir(tmp_path):
+def test_batch_files_are_spooled_in_spool_dir(tmp_path: Path) -> None:
     batch = open_batch(tmp_path)
     batch.add("u1", user_line("u1"))
     batch.add("u1", user_line("u1"))
@@ -207,7 +216,9 @@ def test_batch_files_are_spooled_in_spool_dir(tmp_path):
 # Splitting and discarding
 
 
-def sealed_batch(tmp_path, count: int, *, hold="h") -> tuple[SealedBatch, list[bytes]]:
+def sealed_batch(
+    tmp_path: Path, count: int, *, hold: object = "h"
+) -> tuple[SealedBatch, list[bytes]]:
     batch = open_batch(tmp_path, hold=hold)
     lines = [user_line(f"u{i}", n=i) for i in range(count)]
     for i, line in enumerate(lines):
@@ -216,7 +227,7 @@ def sealed_batch(tmp_path, count: int, *, hold="h") -> tuple[SealedBatch, list[b
 
 
 @pytest.mark.parametrize("count", [2, 3, 7, 10])
-def test_split_gives_two_halves_preserving_all_lines_in_order(tmp_path, count):
+def test_split_gives_two_halves_preserving_all_lines_in_order(tmp_path: Path, count: int) -> None:
     sealed, lines = sealed_batch(tmp_path, count)
 
     first, second = sealed.split(str(tmp_path))
@@ -232,7 +243,7 @@ def test_split_gives_two_halves_preserving_all_lines_in_order(tmp_path, count):
     assert (first.object, first.stream) == (second.object, second.stream) == ("users", "people")
 
 
-def test_only_the_second_half_keeps_the_hold(tmp_path):
+def test_only_the_second_half_keeps_the_hold(tmp_path: Path) -> None:
     sealed, _ = sealed_batch(tmp_path, 4, hold=17)
 
     first, second = sealed.split(str(tmp_path))
@@ -241,7 +252,7 @@ def test_only_the_second_half_keeps_the_hold(tmp_path):
     assert second.hold == 17
 
 
-def test_split_removes_the_original_file(tmp_path):
+def test_split_removes_the_original_file(tmp_path: Path) -> None:
     sealed, _ = sealed_batch(tmp_path, 4)
 
     first, second = sealed.split(str(tmp_path))
@@ -252,7 +263,7 @@ def test_split_removes_the_original_file(tmp_path):
     )
 
 
-def test_split_halves_can_be_split_again(tmp_path):
+def test_split_halves_can_be_split_again(tmp_path: Path) -> None:
     sealed, lines = sealed_batch(tmp_path, 5, hold="h")
 
     first, second = sealed.split(str(tmp_path))
@@ -263,7 +274,7 @@ def test_split_halves_can_be_split_again(tmp_path):
     assert len(spooled(tmp_path)) == 3
 
 
-def test_sealed_discard_removes_the_file_and_tolerates_repeats(tmp_path):
+def test_sealed_discard_removes_the_file_and_tolerates_repeats(tmp_path: Path) -> None:
     sealed, _ = sealed_batch(tmp_path, 2)
 
     sealed.discard()
@@ -273,7 +284,7 @@ def test_sealed_discard_removes_the_file_and_tolerates_repeats(tmp_path):
     assert spooled(tmp_path) == []
 
 
-def test_open_batch_discard_removes_the_file(tmp_path):
+def test_open_batch_discard_removes_the_file(tmp_path: Path) -> None:
     batch = open_batch(tmp_path)
     batch.add("u1", user_line("u1"))
     assert len(spooled(tmp_path)) == 1
@@ -287,16 +298,16 @@ def test_open_batch_discard_removes_the_file(tmp_path):
 
 
 @pytest.mark.parametrize(("count", "first"), [(2, 1), (3, 1), (7, 3), (1000, 500)])
-def test_what_was_refused_goes_again_in_two_halves(count, first):
+def test_what_was_refused_goes_again_in_two_halves(count: int, first: int) -> None:
     assert first_half(count) == first
 
 
 @pytest.mark.parametrize("count", [1, 0])
-def test_a_single_item_refused_cannot_be_halved(count):
+def test_a_single_item_refused_cannot_be_halved(count: int) -> None:
     assert first_half(count) is None
 
 
-def test_a_batch_of_one_row_is_not_split(tmp_path):
+def test_a_batch_of_one_row_is_not_split(tmp_path: Path) -> None:
     sealed, _ = sealed_batch(tmp_path, 1)
 
     with pytest.raises(ValueError, match="one row"):

@@ -7,14 +7,15 @@ The checkpoints alone, STATE written to a list; in a real run: ``tests/integrati
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
-from target_userpilot.checkpoints import Checkpoints
+from target_userpilot.checkpoints import Checkpoints, Hold
 
 
-def make_checkpoints() -> tuple[Checkpoints, list[dict]]:
-    written: list[dict] = []
+def make_checkpoints() -> tuple[Checkpoints, list[dict[str, Any]]]:
+    written: list[dict[str, Any]] = []
     return Checkpoints(written.append), written
 
 
@@ -23,14 +24,14 @@ def receive(checkpoints: Checkpoints, count: int) -> list[int]:
     return [checkpoints.record() for _ in range(count)]
 
 
-def test_records_are_numbered_in_arrival_order():
+def test_records_are_numbered_in_arrival_order() -> None:
     checkpoints, _ = make_checkpoints()
 
     assert receive(checkpoints, 3) == [0, 1, 2]
     assert checkpoints.next_seq == 3
 
 
-def test_state_with_no_records_before_it_goes_out_at_once():
+def test_state_with_no_records_before_it_goes_out_at_once() -> None:
     checkpoints, written = make_checkpoints()
 
     checkpoints.add_state({"bookmark": 0})
@@ -40,7 +41,7 @@ def test_state_with_no_records_before_it_goes_out_at_once():
     assert checkpoints.written == 1
 
 
-def test_state_after_unheld_records_goes_out_at_once():
+def test_state_after_unheld_records_goes_out_at_once() -> None:
     checkpoints, written = make_checkpoints()
     receive(checkpoints, 3)
 
@@ -49,7 +50,7 @@ def test_state_after_unheld_records_goes_out_at_once():
     assert written == [{"bookmark": 3}]
 
 
-def test_state_waits_while_a_hold_covers_a_record_before_it():
+def test_state_waits_while_a_hold_covers_a_record_before_it() -> None:
     checkpoints, written = make_checkpoints()
     first = receive(checkpoints, 2)[0]
     token = checkpoints.hold(first)
@@ -65,7 +66,7 @@ def test_state_waits_while_a_hold_covers_a_record_before_it():
     assert checkpoints.pending == 0
 
 
-def test_hold_on_the_last_record_before_a_state_blocks_it():
+def test_hold_on_the_last_record_before_a_state_blocks_it() -> None:
     checkpoints, written = make_checkpoints()
     seqs = receive(checkpoints, 3)
     checkpoints.hold(seqs[-1])
@@ -75,7 +76,7 @@ def test_hold_on_the_last_record_before_a_state_blocks_it():
     assert written == []
 
 
-def test_hold_on_records_after_a_state_does_not_block_it():
+def test_hold_on_records_after_a_state_does_not_block_it() -> None:
     checkpoints, written = make_checkpoints()
     first_batch = checkpoints.hold(receive(checkpoints, 2)[0])
     checkpoints.add_state({"bookmark": 2})
@@ -92,7 +93,7 @@ def test_hold_on_records_after_a_state_does_not_block_it():
     assert written == [{"bookmark": 2}, {"bookmark": 4}]
 
 
-def test_hold_opened_at_the_next_record_does_not_block_an_earlier_state():
+def test_hold_opened_at_the_next_record_does_not_block_an_earlier_state() -> None:
     checkpoints, written = make_checkpoints()
     token = checkpoints.hold(receive(checkpoints, 1)[0])
     checkpoints.add_state({"bookmark": 1})
@@ -103,7 +104,7 @@ def test_hold_opened_at_the_next_record_does_not_block_an_earlier_state():
     assert written == [{"bookmark": 1}]
 
 
-def test_only_the_newest_releasable_state_is_written():
+def test_only_the_newest_releasable_state_is_written() -> None:
     checkpoints, written = make_checkpoints()
     token = checkpoints.hold(receive(checkpoints, 1)[0])
     for n in (1, 2, 3):
@@ -119,7 +120,7 @@ def test_only_the_newest_releasable_state_is_written():
     assert checkpoints.pending == 0
 
 
-def test_newest_releasable_state_stops_before_one_still_held():
+def test_newest_releasable_state_stops_before_one_still_held() -> None:
     checkpoints, written = make_checkpoints()
     early = checkpoints.hold(receive(checkpoints, 1)[0])
     checkpoints.add_state({"bookmark": "a"})
@@ -133,7 +134,7 @@ def test_newest_releasable_state_stops_before_one_still_held():
     assert checkpoints.pending == 1
 
 
-def test_holds_released_out_of_order():
+def test_holds_released_out_of_order() -> None:
     checkpoints, written = make_checkpoints()
     tokens = []
     for n in (1, 2, 3):
@@ -150,7 +151,7 @@ def test_holds_released_out_of_order():
     assert written == [{"bookmark": 3}]
 
 
-def test_releasing_a_middle_hold_writes_nothing_while_an_earlier_one_remains():
+def test_releasing_a_middle_hold_writes_nothing_while_an_earlier_one_remains() -> None:
     checkpoints, written = make_checkpoints()
     first = checkpoints.hold(receive(checkpoints, 1)[0])
     checkpoints.add_state({"bookmark": 1})
@@ -164,7 +165,7 @@ def test_releasing_a_middle_hold_writes_nothing_while_an_earlier_one_remains():
     assert written == [{"bookmark": 2}]
 
 
-def test_two_holds_on_the_same_record_both_must_be_released():
+def test_two_holds_on_the_same_record_both_must_be_released() -> None:
     checkpoints, written = make_checkpoints()
     first = receive(checkpoints, 1)[0]
     users = checkpoints.hold(first)
@@ -178,7 +179,7 @@ def test_two_holds_on_the_same_record_both_must_be_released():
     assert written == [{"bookmark": 1}]
 
 
-def test_release_none_is_a_no_op():
+def test_release_none_is_a_no_op() -> None:
     checkpoints, written = make_checkpoints()
     checkpoints.hold(receive(checkpoints, 1)[0])
     checkpoints.add_state({"bookmark": 1})
@@ -189,7 +190,7 @@ def test_release_none_is_a_no_op():
     assert checkpoints.pending == 1
 
 
-def test_releasing_a_token_twice_writes_nothing_more():
+def test_releasing_a_token_twice_writes_nothing_more() -> None:
     checkpoints, written = make_checkpoints()
     token = checkpoints.hold(receive(checkpoints, 1)[0])
     checkpoints.add_state({"bookmark": 1})
@@ -201,16 +202,20 @@ def test_releasing_a_token_twice_writes_nothing_more():
     assert checkpoints.written == 1
 
 
-def test_holds_released_from_another_thread_release_state():
+def test_holds_released_from_another_thread_release_state() -> None:
     checkpoints, written = make_checkpoints()
-    tokens = []
+    tokens: list[Hold] = []
     for n in range(1, 201):
         tokens.append(checkpoints.hold(receive(checkpoints, 1)[0]))
         checkpoints.add_state({"bookmark": n})
     assert written == []
 
+    def release(part: list[Hold]) -> None:
+        for token in part:
+            checkpoints.release(token)
+
     workers = [
-        threading.Thread(target=lambda part=part: [checkpoints.release(t) for t in part])
+        threading.Thread(target=release, args=(part,))
         for part in (tokens[0::4], tokens[1::4], tokens[2::4], tokens[3::4])
     ]
     for worker in workers:
@@ -225,10 +230,10 @@ def test_holds_released_from_another_thread_release_state():
     assert checkpoints.pending == 0
 
 
-def test_reading_thread_and_release_thread_interleave_safely():
+def test_reading_thread_and_release_thread_interleave_safely() -> None:
     checkpoints, written = make_checkpoints()
     released = threading.Event()
-    tokens: list[int] = []
+    tokens: list[Hold] = []
     ready = threading.Semaphore(0)
 
     def release_all() -> None:
@@ -256,7 +261,7 @@ def test_reading_thread_and_release_thread_interleave_safely():
 # STATE messages as the target writes them (issue 9 items 13 and 16)
 
 
-def test_what_must_be_recorded_before_a_state_is_recorded_before_it_goes_out():
+def test_what_must_be_recorded_before_a_state_is_recorded_before_it_goes_out() -> None:
     checkpoints, written = make_checkpoints()
     bounds: list[int] = []
 
@@ -278,7 +283,7 @@ def test_what_must_be_recorded_before_a_state_is_recorded_before_it_goes_out():
     assert bounds == [3]  # the newest STATE going out covers the records numbered below 3
 
 
-def test_a_state_whose_records_could_not_be_recorded_is_not_written():
+def test_a_state_whose_records_could_not_be_recorded_is_not_written() -> None:
     checkpoints, written = make_checkpoints()
 
     def ledger_lost(upto: int) -> None:

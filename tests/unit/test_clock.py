@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
 from target_userpilot.clock import REAL_CLOCK, SimulatedClock
 
+T = TypeVar("T")
 
-def _in_thread(work) -> tuple[threading.Thread, list]:
+
+def _in_thread(work: Callable[[], T]) -> tuple[threading.Thread, list[T]]:
     """Run ``work`` on a thread of its own; its result lands in the list."""
-    out: list = []
+    out: list[T] = []
     thread = threading.Thread(target=lambda: out.append(work()), daemon=True)
     thread.start()
     return thread, out
 
 
-def test_the_real_clock_waits_as_the_event_does():
+def test_the_real_clock_waits_as_the_event_does() -> None:
     event = threading.Event()
 
     assert REAL_CLOCK.wait(event, 0.01) is False
@@ -33,7 +37,7 @@ def test_the_real_clock_waits_as_the_event_does():
     assert REAL_CLOCK.now() <= time.monotonic()
 
 
-def test_a_simulated_wait_returns_after_its_time_in_simulated_seconds():
+def test_a_simulated_wait_returns_after_its_time_in_simulated_seconds() -> None:
     clock = SimulatedClock(100.0)
 
     assert clock.wait(threading.Event(), 30.0) is False
@@ -41,7 +45,7 @@ def test_a_simulated_wait_returns_after_its_time_in_simulated_seconds():
     assert clock.stalls == 0
 
 
-def test_simulated_time_stands_still_while_a_thread_that_takes_part_works():
+def test_simulated_time_stands_still_while_a_thread_that_takes_part_works() -> None:
     clock = SimulatedClock()  # this thread takes part: it made the clock
     waiter, woke_at = _in_thread(lambda: (clock.wait(threading.Event(), 10.0), clock.now()))
 
@@ -55,7 +59,7 @@ def test_simulated_time_stands_still_while_a_thread_that_takes_part_works():
     assert clock.now() == pytest.approx(20.0)
 
 
-def test_the_earliest_deadline_comes_first():
+def test_the_earliest_deadline_comes_first() -> None:
     clock = SimulatedClock()
     order: list[tuple[str, float]] = []
     lock = threading.Lock()
@@ -78,7 +82,7 @@ def test_the_earliest_deadline_comes_first():
     assert order == [("early", 3.0), ("late", 5.0)]
 
 
-def test_a_set_event_ends_a_simulated_wait_early():
+def test_a_set_event_ends_a_simulated_wait_early() -> None:
     clock = SimulatedClock()
     stop = threading.Event()
     waiter, result = _in_thread(lambda: (clock.wait(stop, 3600.0), clock.now()))
@@ -90,7 +94,7 @@ def test_a_set_event_ends_a_simulated_wait_early():
     assert result == [(True, 1.0)]
 
 
-def test_a_notified_condition_ends_a_simulated_wait_early_and_time_waits_for_it():
+def test_a_notified_condition_ends_a_simulated_wait_early_and_time_waits_for_it() -> None:
     """A thread notified by another must run before time jumps, as it would in real time."""
     clock = SimulatedClock()
     cond = threading.Condition()
@@ -115,7 +119,7 @@ def test_a_notified_condition_ends_a_simulated_wait_early_and_time_waits_for_it(
     assert seen == [([1], 2.0)]
 
 
-def test_a_thread_blocked_outside_the_clock_stalls_it_and_is_counted():
+def test_a_thread_blocked_outside_the_clock_stalls_it_and_is_counted() -> None:
     """A wait the clock cannot see: time goes on after stall_seconds, and the test can tell."""
     clock = SimulatedClock(stall_seconds=0.2)
     blocker = threading.Event()
@@ -139,7 +143,7 @@ def test_a_thread_blocked_outside_the_clock_stalls_it_and_is_counted():
     assert clock.stalls >= 1
 
 
-def test_a_thread_that_left_the_clock_does_not_hold_it():
+def test_a_thread_that_left_the_clock_does_not_hold_it() -> None:
     clock = SimulatedClock()
     ended = threading.Event()
 

@@ -74,21 +74,21 @@ class _Pruned(dict[str, Any]):
     ],
 )
 def test_a_streams_kind_is_chosen_once_from_its_route_and_events_api(
-    stream, mapping, events_api, kind
-):
+    stream: str, mapping: dict[str, Any] | None, events_api: str, kind: Kind
+) -> None:
     assert _rules(stream, mapping, events_api=events_api).kind is kind
 
 
-def test_rules_are_one_immutable_value():
+def test_rules_are_one_immutable_value() -> None:
     rules = _rules(hard_delete=True)
 
     with pytest.raises(dataclasses.FrozenInstanceError):
-        rules.hard_delete = False  # type: ignore[misc]
+        rules.hard_delete = False  # type: ignore[misc]  # frozen: the point of the test
     with pytest.raises(dataclasses.FrozenInstanceError):
-        rules.route.id_property = "email"  # type: ignore[misc]
+        rules.route.id_property = "email"  # type: ignore[misc]  # frozen: the point
 
 
-def test_only_a_profile_stream_keeps_the_marks_schema_rule():
+def test_only_a_profile_stream_keeps_the_marks_schema_rule() -> None:
     check = _schema_problem({"_sdc_deleted_at": {"type": "string", "format": "date-time"}})
 
     assert _rules(mark_problem=check).mark_problem is check
@@ -98,7 +98,7 @@ def test_only_a_profile_stream_keeps_the_marks_schema_rule():
 # Profiles
 
 
-def test_a_record_becomes_an_upsert_of_its_id_and_encoded_row():
+def test_a_record_becomes_an_upsert_of_its_id_and_encoded_row() -> None:
     rules = _rules()
     record = {"id": 7, "email": "a@example.com", "prefs": {"lang": "en"}}
 
@@ -108,7 +108,7 @@ def test_a_record_becomes_an_upsert_of_its_id_and_encoded_row():
     assert json.loads(outcome.line)["metadata"] == {"email": "a@example.com", "prefs__lang": "en"}
 
 
-def test_a_null_object_clears_the_keys_the_streams_rows_sent_before():
+def test_a_null_object_clears_the_keys_the_streams_rows_sent_before() -> None:
     rules = _rules()
     names = NamesSeen(ObjectKeys())
     decide({"id": 1, "prefs": {"lang": "en", "theme": "dark"}}, rules, names)
@@ -124,7 +124,9 @@ def test_a_null_object_clears_the_keys_the_streams_rows_sent_before():
 
 
 @pytest.mark.parametrize("hard_delete", [True, False])
-def test_a_date_time_mark_is_a_deletion_with_hard_delete_and_a_skip_without(hard_delete):
+def test_a_date_time_mark_is_a_deletion_with_hard_delete_and_a_skip_without(
+    hard_delete: bool,
+) -> None:
     outcome = decide(
         {"id": 3, "_sdc_deleted_at": DELETED_AT}, _rules(hard_delete=hard_delete), NamesSeen()
     )
@@ -132,7 +134,7 @@ def test_a_date_time_mark_is_a_deletion_with_hard_delete_and_a_skip_without(hard
     assert outcome == (Deletion("3") if hard_delete else SKIP_DELETED)
 
 
-def test_a_deletion_needs_only_its_id_not_the_schema():
+def test_a_deletion_needs_only_its_id_not_the_schema() -> None:
     """A log-based tap often leaves a deleted row's other columns empty, against its schema."""
     rules = _rules(hard_delete=True, schema_problem=_schema_problem(USER_PROPERTIES))
 
@@ -142,7 +144,7 @@ def test_a_deletion_needs_only_its_id_not_the_schema():
 
 
 @pytest.mark.parametrize("mark", [0, "0", "false", True, " ", "yes", "2026-11-02"])
-def test_a_doubtful_mark_is_a_rejection_that_keeps_its_profile(mark):
+def test_a_doubtful_mark_is_a_rejection_that_keeps_its_profile(mark: object) -> None:
     outcome = decide({"id": 3, "_sdc_deleted_at": mark}, _rules(hard_delete=True), NamesSeen())
 
     assert isinstance(outcome, Rejection)
@@ -150,7 +152,7 @@ def test_a_doubtful_mark_is_a_rejection_that_keeps_its_profile(mark):
     assert outcome.profile_id == "3"
 
 
-def test_a_mark_that_breaks_the_taps_own_rule_for_it_is_a_rejection():
+def test_a_mark_that_breaks_the_taps_own_rule_for_it_is_a_rejection() -> None:
     check = _schema_problem({"_sdc_deleted_at": {"type": "integer"}})
     rules = _rules(hard_delete=True, mark_problem=check)
 
@@ -162,7 +164,7 @@ def test_a_mark_that_breaks_the_taps_own_rule_for_it_is_a_rejection():
     )
 
 
-def test_a_deletion_without_a_readable_id_is_a_rejection():
+def test_a_deletion_without_a_readable_id_is_a_rejection() -> None:
     outcome = decide(
         {"id": None, "_sdc_deleted_at": DELETED_AT}, _rules(hard_delete=True), NamesSeen()
     )
@@ -170,7 +172,7 @@ def test_a_deletion_without_a_readable_id_is_a_rejection():
     assert outcome == Rejection("'id' is missing or null")
 
 
-def test_a_record_off_its_schema_is_a_rejection_naming_the_rule_never_the_value():
+def test_a_record_off_its_schema_is_a_rejection_naming_the_rule_never_the_value() -> None:
     rules = _rules(schema_problem=_schema_problem(USER_PROPERTIES))
 
     outcome = decide({"id": 9, "email": 12345}, rules, NamesSeen())
@@ -190,7 +192,9 @@ def test_a_record_off_its_schema_is_a_rejection_naming_the_rule_never_the_value(
     ],
     ids=["no-id", "float-id", "lone-surrogate"],
 )
-def test_a_record_that_cannot_become_a_row_is_a_rejection(record, reason, kept):
+def test_a_record_that_cannot_become_a_row_is_a_rejection(
+    record: dict[str, Any], reason: str, kept: str | None
+) -> None:
     outcome = decide(record, _rules(), NamesSeen())
 
     assert isinstance(outcome, Rejection)
@@ -198,7 +202,7 @@ def test_a_record_that_cannot_become_a_row_is_a_rejection(record, reason, kept):
     assert outcome.profile_id == kept
 
 
-def test_a_row_larger_than_max_file_bytes_is_a_rejection_that_keeps_its_profile():
+def test_a_row_larger_than_max_file_bytes_is_a_rejection_that_keeps_its_profile() -> None:
     rules = dataclasses.replace(_rules(), max_file_bytes=100)
 
     outcome = decide({"id": 5, "email": "x" * 200}, rules, NamesSeen())
@@ -212,7 +216,7 @@ def test_a_row_larger_than_max_file_bytes_is_a_rejection_that_keeps_its_profile(
 # Events
 
 
-def test_a_track_event_is_its_body_and_its_key():
+def test_a_track_event_is_its_body_and_its_key() -> None:
     rules = _rules(
         "events", properties=["event_id", "user_id", "event_name"], key_properties=["event_id"]
     )
@@ -236,7 +240,9 @@ def test_a_track_event_is_its_body_and_its_key():
     ],
     ids=["no-user", "empty-name", "no-key", "lone-surrogate"],
 )
-def test_an_event_that_cannot_be_sent_is_a_rejection_without_a_profile(record, reason):
+def test_an_event_that_cannot_be_sent_is_a_rejection_without_a_profile(
+    record: dict[str, Any], reason: str
+) -> None:
     rules = _rules("events", properties=["user_id"], key_properties=["event_id"])
 
     outcome = decide(record, rules, NamesSeen())
@@ -246,7 +252,7 @@ def test_an_event_that_cannot_be_sent_is_a_rejection_without_a_profile(record, r
     assert outcome.profile_id is None
 
 
-def test_an_imported_event_is_its_key_its_line_and_its_user():
+def test_an_imported_event_is_its_key_its_line_and_its_user() -> None:
     rules = _rules(
         "events",
         properties=["event_id"],
@@ -274,7 +280,9 @@ def test_an_imported_event_is_its_key_its_line_and_its_user():
     ("time", "happened_at"),
     [("2024-01-02T03:04:05+02:00", "2024-01-02T01:04:05Z"), ("soon", None), (None, None)],
 )
-def test_a_track_event_says_when_it_happened_for_the_warning_about_old_events(time, happened_at):
+def test_a_track_event_says_when_it_happened_for_the_warning_about_old_events(
+    time: str | None, happened_at: str | None
+) -> None:
     rules = _rules("events", properties=["user_id"], key_properties=[])
     record = {"user_id": 4, "event_name": "paid", "timestamp": time}
 
@@ -285,7 +293,7 @@ def test_a_track_event_says_when_it_happened_for_the_warning_about_old_events(ti
     assert outcome.body["metadata"] == {"timestamp": time}  # track mode keeps it as metadata
 
 
-def test_a_page_view_names_the_properties_it_cannot_carry():
+def test_a_page_view_names_the_properties_it_cannot_carry() -> None:
     rules = _rules(
         "page_views",
         {"object": "events", "event_type": "page_view"},
@@ -310,7 +318,7 @@ def test_a_page_view_names_the_properties_it_cannot_carry():
     assert json.loads(outcome.line)["browser"] == "firefox"
 
 
-def test_an_imported_event_without_its_time_is_a_rejection():
+def test_an_imported_event_without_its_time_is_a_rejection() -> None:
     rules = _rules(
         "events", properties=["event_id"], key_properties=["event_id"], events_api="import"
     )
@@ -331,7 +339,9 @@ def test_an_imported_event_without_its_time_is_a_rejection():
         ("meltano_test_stream", None, SKIP_LOADER_TEST),
     ],
 )
-def test_streams_that_load_nothing_skip_every_record_even_a_bad_one(stream, mapping, skip):
+def test_streams_that_load_nothing_skip_every_record_even_a_bad_one(
+    stream: str, mapping: dict[str, Any] | None, skip: Skip
+) -> None:
     rules = _rules(stream, mapping, on_invalid_record="fail")
 
     assert decide({"id": 1}, rules, NamesSeen()) is skip
@@ -339,13 +349,13 @@ def test_streams_that_load_nothing_skip_every_record_even_a_bad_one(stream, mapp
     assert decide({"id": 1}, rules, NamesSeen(), _Pruned(id=1)) is skip
 
 
-def test_a_record_too_deep_to_read_is_a_rejection_keeping_its_profile_and_its_json():
+def test_a_record_too_deep_to_read_is_a_rejection_keeping_its_profile_and_its_json() -> None:
     outcome = decide(_Pruned(id=4), _rules(), NamesSeen(), _Pruned(id=4))
 
     assert outcome == Rejection(_Pruned.reason, "4", record_json=_Pruned.record_json)
 
 
-def test_with_fail_a_missing_key_property_is_refused_first():
+def test_with_fail_a_missing_key_property_is_refused_first() -> None:
     rules = _rules(mapping={"id_property": "email"}, on_invalid_record="fail")
 
     outcome = decide({"email": "a@example.com"}, rules, NamesSeen())
@@ -353,7 +363,7 @@ def test_with_fail_a_missing_key_property_is_refused_first():
     assert outcome == Rejection("'id' is missing or null (a key property)", missing_key=True)
 
 
-def test_with_skip_the_row_rules_judge_a_record_without_its_key_property():
+def test_with_skip_the_row_rules_judge_a_record_without_its_key_property() -> None:
     rules = _rules(mapping={"id_property": "email"})
 
     outcome = decide({"email": "a@example.com"}, rules, NamesSeen())
@@ -381,8 +391,8 @@ def test_with_skip_the_row_rules_judge_a_record_without_its_key_property():
     ("stream", "events_api"), [("users", "track"), ("events", "track"), ("events", "import")]
 )
 def test_any_record_gets_exactly_one_outcome_and_nothing_is_logged(
-    record, stream, events_api, caplog
-):
+    record: dict[str, Any], stream: str, events_api: str, caplog: pytest.LogCaptureFixture
+) -> None:
     rules = _rules(stream, events_api=events_api, hard_delete=True, on_invalid_record="fail")
 
     with caplog.at_level(logging.DEBUG):

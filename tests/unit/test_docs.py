@@ -47,7 +47,7 @@ def _page(name: str) -> str:
 # meltano.yml and --about
 
 
-def test_readme_shows_the_loader_as_meltano_yml_declares_it():
+def test_readme_shows_the_loader_as_meltano_yml_declares_it() -> None:
     snippet = re.search(r"```yaml\n(plugins:.*?)```", section("Meltano"), re.S)
     assert snippet, "the README's Meltano section shows the loader's meltano.yml entry"
     shown = yaml.safe_load(snippet.group(1))["plugins"]["loaders"][0]
@@ -64,17 +64,17 @@ def _documented_exit_codes(page: str) -> set[int]:
     return {int(code) for code in re.findall(r"^\| (\d+) \|", page, re.M)}
 
 
-def test_troubleshooting_page_documents_every_exit_code():
+def test_troubleshooting_page_documents_every_exit_code() -> None:
     documented = _documented_exit_codes(_page("troubleshooting.md"))
     assert documented >= {0, 1, *EXIT_CODES.values()}
 
 
-def test_exit_code_check_notices_a_missing_row():
+def test_exit_code_check_notices_a_missing_row() -> None:
     drifted = re.sub(r"^\| 9 \|.*\n", "", _page("troubleshooting.md"), flags=re.M)
     assert not _documented_exit_codes(drifted) >= {0, 1, *EXIT_CODES.values()}
 
 
-def test_readme_explains_the_connection_check():
+def test_readme_explains_the_connection_check() -> None:
     assert "target-userpilot --check-connection --config" in README
     for code in (3, 8, 9):
         assert re.search(rf"exit(s| code)? {code}\b", section("Checking the connection")), code
@@ -83,7 +83,7 @@ def test_readme_explains_the_connection_check():
 # stream_maps recipes, run exactly as the README writes them
 
 
-def test_every_readme_recipe_is_tested():
+def test_every_readme_recipe_is_tested() -> None:
     tested = {
         "Rename an id column",
         "Fill Userpilot's reserved fields",
@@ -99,12 +99,12 @@ def test_every_readme_recipe_is_tested():
 # The README as the entry point, and links that lead somewhere
 
 
-def test_readme_shows_the_two_commands():
+def test_readme_shows_the_two_commands() -> None:
     assert "make demo" in README
     assert "make test" in README
 
 
-def test_readme_links_every_docs_page():
+def test_readme_links_every_docs_page() -> None:
     linked = {Path(target).name for target in re.findall(r"\]\(docs/([^)#\s]+)", README)}
     assert linked == {page.name for page in DOCS.glob("*.md")}
 
@@ -145,7 +145,7 @@ def _broken_links(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=[p.name for p in DOC_FILES])
-def test_relative_links_resolve(path):
+def test_relative_links_resolve(path: Path) -> None:
     assert _broken_links(path) == []
 
 
@@ -179,7 +179,7 @@ def _packages() -> list[Path]:
 @pytest.mark.parametrize(
     "package", _packages(), ids=lambda p: str(p.relative_to(REPO / "target_userpilot")) or "."
 )
-def test_each_package_docstring_names_its_modules_and_their_roles(package):
+def test_each_package_docstring_names_its_modules_and_their_roles(package: Path) -> None:
     """The map a newcomer reads first: every module and subpackage, with its one role.
 
     A module is as long as its one purpose needs; what keeps the house in order is that each
@@ -197,14 +197,14 @@ def test_each_package_docstring_names_its_modules_and_their_roles(package):
     assert all(role.strip() for role in listed.values())
 
 
-def test_package_docstring_check_notices_a_missing_module(tmp_path):
+def test_package_docstring_check_notices_a_missing_module(tmp_path: Path) -> None:
     (tmp_path / "__init__.py").write_text('"""Two rooms.\n\n- ``a.py``: one\n"""\n')
     (tmp_path / "a.py").write_text("")
     (tmp_path / "b.py").write_text("")
     assert _listed_modules(tmp_path) == {"a.py": "one"}
 
 
-def test_development_page_maps_the_top_of_the_package():
+def test_development_page_maps_the_top_of_the_package() -> None:
     """docs/development.md's layout table names every top-level module and subpackage."""
     package = REPO / "target_userpilot"
     modules = {p.name for p in package.glob("*.py") if p.name not in {"__init__.py", "__main__.py"}}
@@ -279,16 +279,16 @@ def _unknown_names(text: str) -> list[str]:
     )
 
 
-def test_development_page_names_only_paths_the_repository_has():
+def test_development_page_names_only_paths_the_repository_has() -> None:
     assert _missing_paths(_map_text()) == []
 
 
-def test_development_page_names_only_functions_the_package_has():
+def test_development_page_names_only_functions_the_package_has() -> None:
     """The map says where a job is awaited or a stop acted on by naming functions: they exist."""
     assert _unknown_names(_map_text()) == []
 
 
-def test_map_checks_notice_a_path_or_a_name_that_is_gone():
+def test_map_checks_notice_a_path_or_a_name_that_is_gone() -> None:
     text = (
         "`lanes/jobs.py`, `lanes/gone.py`, `input/`, `JobLane._follow`, `JobLane._gone`, `Nope.x`"
     )
@@ -321,7 +321,7 @@ def _sdk_overrides() -> set[str]:
     return found
 
 
-def test_development_page_lists_every_private_or_final_sdk_override():
+def test_development_page_lists_every_private_or_final_sdk_override() -> None:
     documented = _first_column(section("Overrides of SDK methods", _page("development.md")))
     overrides = _sdk_overrides()
     assert documented == overrides, _table_drift(documented, overrides)

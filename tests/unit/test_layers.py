@@ -14,22 +14,22 @@ import pytest
 from conftest import NotUnit
 
 
-def test_a_unit_test_is_marked_unit(request):
+def test_a_unit_test_is_marked_unit(request: pytest.FixtureRequest) -> None:
     assert request.node.get_closest_marker("unit") is not None
     assert request.node.get_closest_marker("integration") is None
 
 
-def test_a_unit_test_that_connects_a_socket_fails():
+def test_a_unit_test_that_connects_a_socket_fails() -> None:
     with pytest.raises(NotUnit, match="belongs in tests/integration"):
         socket.create_connection(("127.0.0.1", 9), timeout=1)
 
 
-def test_a_unit_test_that_starts_a_process_fails():
+def test_a_unit_test_that_starts_a_process_fails() -> None:
     with pytest.raises(NotUnit, match="belongs in tests/e2e"):
         subprocess.run([sys.executable, "-c", "pass"], check=False)
 
 
-def test_no_two_test_files_share_a_name_across_the_layers():
+def test_no_two_test_files_share_a_name_across_the_layers() -> None:
     """The folders are not packages: pytest imports each test file by its base name, and a
     second file of the same name fails the whole collection (``import file mismatch``)."""
     tests = Path(__file__).resolve().parents[1]

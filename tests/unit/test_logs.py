@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from singer_sdk import metrics
+from singer_sdk.logging import StructuredFormatter
 
 from target_userpilot import logs
 from target_userpilot.errors import ConfigurationError
@@ -48,13 +49,13 @@ def _mixed(n_users: int = 6) -> list[dict[str, Any]]:
 # JSON logs, line by line
 
 
-def test_the_json_mode_is_told_from_the_handlers(monkeypatch):
+def test_the_json_mode_is_told_from_the_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
     logger = logging.getLogger("target_userpilot.test_logs")
     plain = logging.StreamHandler(sys.stderr)
     structured = logging.StreamHandler(sys.stderr)
-    structured.setFormatter(logs.StructuredFormatter())
+    structured.setFormatter(StructuredFormatter())
     to_stdout = logging.StreamHandler(sys.stdout)
-    to_stdout.setFormatter(logs.StructuredFormatter())
+    to_stdout.setFormatter(StructuredFormatter())
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [plain])
     assert not logs.json_stderr(logger)
@@ -64,7 +65,7 @@ def test_the_json_mode_is_told_from_the_handlers(monkeypatch):
     assert logs.json_stderr(logger)
 
 
-def test_request_metrics_tag_failures_as_the_sdk_does():
+def test_request_metrics_tag_failures_as_the_sdk_does() -> None:
     seen = capture_metrics()
     try:
         logs.request_duration("GET", "/v1/background_jobs/{id}", 503, 0.25)
@@ -122,17 +123,20 @@ def test_request_metrics_tag_failures_as_the_sdk_does():
         ("/v1/track", "/v1/track"),
     ],
 )
-def test_an_endpoint_is_named_by_its_template_never_its_job(path, endpoint):
+def test_an_endpoint_is_named_by_its_template_never_its_job(path: str, endpoint: str) -> None:
     assert endpoint_of(path) == endpoint
 
 
-def test_metrics_log_level_takes_a_level_name_in_any_case():
-    assert Settings.from_config({"dry_run": True, "metrics_log_level": "Warning"})
+def test_metrics_log_level_takes_a_level_name_in_any_case() -> None:
+    settings = Settings.from_config({"dry_run": True, "metrics_log_level": "Warning"})
+    assert settings.metrics_log_level == "Warning"
     with pytest.raises(ConfigurationError, match="metrics_log_level is 'loud'"):
         Settings.from_config({"dry_run": True, "metrics_log_level": "loud"})
 
 
-def test_record_counts_follow_the_sdks_interval(tmp_path, monkeypatch):
+def test_record_counts_follow_the_sdks_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A point at most every 60 s while records arrive (the SDK's counter), then one at the end."""
     now = [1_000.0]
     monkeypatch.setattr(metrics, "time", lambda: now[0])

@@ -56,7 +56,7 @@ def _nested(depth: int, inner: str = "1", *, arrays: bool = False) -> str:
 
 
 @pytest.mark.parametrize("seed", range(150))
-def test_the_depth_measured_is_the_parsers_and_strings_do_not_count(seed):
+def test_the_depth_measured_is_the_parsers_and_strings_do_not_count(seed: int) -> None:
     text = _random_json(seed)
     depth = _depth(json.loads(text))
 
@@ -67,7 +67,9 @@ def test_the_depth_measured_is_the_parsers_and_strings_do_not_count(seed):
 
 
 @pytest.mark.parametrize("seed", range(150))
-def test_the_scanner_reads_members_as_the_parser_does_and_refuses_what_it_refuses(seed):
+def test_the_scanner_reads_members_as_the_parser_does_and_refuses_what_it_refuses(
+    seed: int,
+) -> None:
     text = _random_json(seed)
     rnd = random.Random(seed)
     cut = rnd.randrange(len(text))
@@ -87,7 +89,9 @@ def test_the_scanner_reads_members_as_the_parser_does_and_refuses_what_it_refuse
             object_members(broken)
 
 
-def test_a_line_nested_far_beyond_the_parsers_limit_is_measured_and_scanned_without_recursion():
+def test_a_line_nested_far_beyond_the_parsers_limit_is_measured_and_scanned_without_recursion() -> (
+    None
+):
     line = '{"type":"RECORD","stream":"users","record":{"id":7,"x":' + _nested(100_000) + "}}"
 
     assert nested_deeper(line, MAX_DEPTH) == 100_002
@@ -96,7 +100,7 @@ def test_a_line_nested_far_beyond_the_parsers_limit_is_measured_and_scanned_with
     assert [(m.name, m.depth) for m in members] == [("type", 0), ("stream", 0), ("record", 100_001)]
 
 
-def test_a_truncated_deep_line_is_not_json_whatever_its_depth():
+def test_a_truncated_deep_line_is_not_json_whatever_its_depth() -> None:
     line = '{"type":"RECORD","stream":"users","record":{"x":' + "[" * 3000 + "1" + "]" * 2000
 
     with pytest.raises(NotJSON) as refused:
@@ -108,12 +112,12 @@ def test_a_truncated_deep_line_is_not_json_whatever_its_depth():
 @pytest.mark.parametrize(
     "text", ["[" * 3000 + "]" * 3000, '"a string"', "12", '{"a": 1} {"b": 2}', "{'a': 1}"]
 )
-def test_only_one_valid_json_object_is_scanned(text):
+def test_only_one_valid_json_object_is_scanned(text: str) -> None:
     with pytest.raises((NotJSON, NotAnObject)):
         object_members(text)
 
 
-def test_a_wide_but_shallow_line_is_not_deeper_than_the_limit():
+def test_a_wide_but_shallow_line_is_not_deeper_than_the_limit() -> None:
     """Hundreds of brackets side by side: the cheap count passes it on, the measure settles it."""
     items = [{"sku": f"s-{i}", "tags": ["a", "]"], "meta": {"k": "{{"}} for i in range(300)]
     line = json.dumps({"type": "RECORD", "stream": "orders", "record": {"id": 1, "items": items}})
@@ -122,7 +126,7 @@ def test_a_wide_but_shallow_line_is_not_deeper_than_the_limit():
     assert nested_deeper(line, MAX_DEPTH) is None
 
 
-def test_a_pruned_record_keeps_its_shallow_properties_and_the_whole_record_as_text():
+def test_a_pruned_record_keeps_its_shallow_properties_and_the_whole_record_as_text() -> None:
     deep = _nested(MAX_DEPTH, arrays=True)  # the record adds one level: one too many
     text = '{"id": 7, "deep": ' + deep + ', "address": {"city": "X"}, "other": ' + deep + "}"
 
@@ -136,7 +140,7 @@ def test_a_pruned_record_keeps_its_shallow_properties_and_the_whole_record_as_te
     assert record.record_json == text
 
 
-def test_a_record_at_the_limit_keeps_every_property():
+def test_a_record_at_the_limit_keeps_every_property() -> None:
     text = '{"id": 7, "deep": ' + _nested(MAX_DEPTH - 1) + "}"
 
     assert nested_deeper(text, MAX_DEPTH) is None

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import threading
+from typing import Any
 
 import pytest
 from singer_sdk.exceptions import InvalidInputLine
@@ -18,27 +19,27 @@ from target_userpilot.input import reader as reader_module
 from target_userpilot.input.nesting import MAX_DEPTH, PrunedRecord
 from target_userpilot.input.reader import InputFeed, InputReader
 
-SCHEMA = {"type": "SCHEMA", "stream": "users", "schema": {"properties": {"id": {}}}}
+SCHEMA: dict[str, Any] = {"type": "SCHEMA", "stream": "users", "schema": {"properties": {"id": {}}}}
 TYPES = ("SCHEMA", "RECORD", "STATE", "ACTIVATE_VERSION", "BATCH")
 
 
-def _read(*lines: str | dict) -> tuple[InputReader, list[dict], dict]:
+def _read(*lines: str | dict[str, Any]) -> tuple[InputReader, list[dict[str, Any]], dict[str, Any]]:
     """Run a reader over ``lines``; return it, the messages handed on, and its counts."""
-    handed: list[dict] = []
+    handed: list[dict[str, Any]] = []
     text = "".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines)
     reader = InputReader()
     counts = reader.process_lines(io.StringIO(text), dict.fromkeys(TYPES, handed.append))
     return reader, handed, counts
 
 
-def _refusal(*lines: str | dict) -> str:
+def _refusal(*lines: str | dict[str, Any]) -> str:
     with pytest.raises(InvalidInputLine) as excinfo:
         _read(*lines)
     return str(excinfo.value)
 
 
-def test_well_formed_messages_reach_their_handlers_unchanged_and_counted():
-    messages = [
+def test_well_formed_messages_reach_their_handlers_unchanged_and_counted() -> None:
+    messages: list[dict[str, Any]] = [
         SCHEMA,
         {"type": "RECORD", "stream": "users", "record": {"id": 1, "score": 1.5}},
         {"type": "STATE", "value": {"n": 1}},
@@ -54,7 +55,7 @@ def test_well_formed_messages_reach_their_handlers_unchanged_and_counted():
     assert reader.streams == {"users"}
 
 
-def test_blank_lines_are_skipped_but_counted_as_lines():
+def test_blank_lines_are_skipped_but_counted_as_lines() -> None:
     reader, handed, counts = _read("", SCHEMA, "  ", "\t", "\r", SCHEMA, "")
 
     assert handed == [SCHEMA, SCHEMA]
@@ -62,11 +63,11 @@ def test_blank_lines_are_skipped_but_counted_as_lines():
     assert reader.line_number == 7
 
 
-def test_a_bad_line_is_named_by_its_line_in_the_input_blank_lines_included():
+def test_a_bad_line_is_named_by_its_line_in_the_input_blank_lines_included() -> None:
     assert _refusal("", SCHEMA, "", "nope").startswith("Input line 4 is not valid JSON")
 
 
-def test_fractions_become_floats_and_integers_stay_exact():
+def test_fractions_become_floats_and_integers_stay_exact() -> None:
     big = 12345678901234567890123
     line = json.dumps({"type": "RECORD", "stream": "users", "record": {"id": big, "x": 0.1}})
 
@@ -87,7 +88,9 @@ def test_fractions_become_floats_and_integers_stay_exact():
         (True, "a boolean"),
     ],
 )
-def test_a_record_that_is_not_an_object_is_refused_by_its_type_never_its_value(value, named):
+def test_a_record_that_is_not_an_object_is_refused_by_its_type_never_its_value(
+    value: object, named: str
+) -> None:
     message = {"type": "RECORD", "stream": "users", "record": value}
 
     refusal = _refusal(SCHEMA, message)
@@ -97,7 +100,7 @@ def test_a_record_that_is_not_an_object_is_refused_by_its_type_never_its_value(v
     assert "fix the tap and rerun" in refusal
 
 
-def test_messages_for_a_stream_without_schema_are_refused_except_records():
+def test_messages_for_a_stream_without_schema_are_refused_except_records() -> None:
     """A RECORD before its SCHEMA is the SDK's own check (its message names the stream)."""
     record = {"type": "RECORD", "stream": "orders", "record": {"id": 1}}
     _, handed, _ = _read(record)
@@ -107,7 +110,7 @@ def test_messages_for_a_stream_without_schema_are_refused_except_records():
     assert "for stream 'orders', which has had no SCHEMA" in _refusal(SCHEMA, version)
 
 
-def test_a_refused_schema_does_not_register_its_stream():
+def test_a_refused_schema_does_not_register_its_stream() -> None:
     bad = {**SCHEMA, "key_properties": "id"}
     reader = InputReader()
 
@@ -117,7 +120,7 @@ def test_a_refused_schema_does_not_register_its_stream():
     assert reader.streams == set()
 
 
-def test_a_long_stream_name_is_cut_short_in_the_message():
+def test_a_long_stream_name_is_cut_short_in_the_message() -> None:
     message = {"type": "ACTIVATE_VERSION", "stream": "s" * 5000, "version": 1}
 
     refusal = _refusal(message)
@@ -126,20 +129,20 @@ def test_a_long_stream_name_is_cut_short_in_the_message():
     assert "s" * 79 + "…" in refusal
 
 
-def test_an_unknown_message_type_is_refused_naming_it():
+def test_an_unknown_message_type_is_refused_naming_it() -> None:
     refusal = _refusal({"type": "RECROD", "stream": "users"})
 
     assert refusal.startswith("Input line 1 has unknown Singer message type 'RECROD'")
 
 
-def test_a_message_without_type_is_refused_naming_the_key():
+def test_a_message_without_type_is_refused_naming_the_key() -> None:
     refusal = _refusal({"stream": "users", "record": {"email": "secret@example.com"}})
 
     assert refusal.startswith("Input line 1 is missing the key(s) type")
     assert "secret@example.com" not in refusal
 
 
-def test_json_nested_beyond_the_parsers_depth_is_refused_not_a_crash():
+def test_json_nested_beyond_the_parsers_depth_is_refused_not_a_crash() -> None:
     assert _refusal("[" * 100_000 + "]" * 100_000) == (
         "Input line 1 is not a Singer message (a JSON object)."
     )
@@ -152,7 +155,7 @@ def _deep(depth: int) -> str:
     return '{"a":' * depth + '"secret@example.com"' + "}" * depth
 
 
-def test_a_record_nested_too_deeply_reaches_the_handler_as_a_pruned_record_to_reject():
+def test_a_record_nested_too_deeply_reaches_the_handler_as_a_pruned_record_to_reject() -> None:
     deep = _deep(3000)
     line = f'{{"type":"RECORD","stream":"users","version":4,"record":{{"id":7,"x":{deep}}}}}'
 
@@ -170,7 +173,7 @@ def test_a_record_nested_too_deeply_reaches_the_handler_as_a_pruned_record_to_re
     assert counts == {"SCHEMA": 1, "RECORD": 1}
 
 
-def test_a_record_whose_message_is_too_deep_beside_it_is_rejected_whole():
+def test_a_record_whose_message_is_too_deep_beside_it_is_rejected_whole() -> None:
     line = f'{{"type":"RECORD","stream":"users","record":{{"id":7}},"extra":{_deep(500)}}}'
 
     _, handed, _ = _read(SCHEMA, line)
@@ -181,7 +184,7 @@ def test_a_record_whose_message_is_too_deep_beside_it_is_rejected_whole():
     assert record.reason.startswith("its RECORD message is nested 501 levels deep (in 'extra',")
 
 
-def test_a_record_just_within_the_limit_is_parsed_whole():
+def test_a_record_just_within_the_limit_is_parsed_whole() -> None:
     line = json.dumps({"type": "RECORD", "stream": "users", "record": {"x": [[[1]]]}})
     within = line.replace("[[[1]]]", "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1))
 
@@ -233,7 +236,9 @@ def test_a_record_just_within_the_limit_is_parsed_whole():
         ),
     ],
 )
-def test_a_message_nested_too_deeply_that_is_no_readable_record_is_refused(line, expected):
+def test_a_message_nested_too_deeply_that_is_no_readable_record_is_refused(
+    line: str, expected: str
+) -> None:
     refusal = _refusal(line)
 
     assert refusal.startswith(expected), refusal
@@ -243,7 +248,7 @@ def test_a_message_nested_too_deeply_that_is_no_readable_record_is_refused(line,
 @pytest.mark.parametrize(
     ("version", "named"), [("3", "a string"), (1.5, "a number"), (True, "a boolean")]
 )
-def test_an_activate_version_needs_an_integer_version(version, named):
+def test_an_activate_version_needs_an_integer_version(version: object, named: str) -> None:
     message = {"type": "ACTIVATE_VERSION", "stream": "users", "version": version}
 
     refusal = _refusal(SCHEMA, message)
@@ -266,7 +271,7 @@ def test_an_activate_version_needs_an_integer_version(version, named):
     ],
     ids=["nan", "huge-float", "lone-surrogate", "repeated-key", "numbers", "escapes"],
 )
-def test_each_line_reads_as_the_standard_library_reads_it(record):
+def test_each_line_reads_as_the_standard_library_reads_it(record: str) -> None:
     line = '{"type": "RECORD", "stream": "users", "record": ' + record + "}"
 
     _, handed, _ = _read(SCHEMA, line)
@@ -282,7 +287,9 @@ def test_each_line_reads_as_the_standard_library_reads_it(record):
         ('{"type": "RECORD", "stream": "users", "record": {"n": "a\tb"}}', "Invalid control"),
     ],
 )
-def test_a_line_the_fast_parser_refuses_is_named_as_the_standard_library_names_it(line, expected):
+def test_a_line_the_fast_parser_refuses_is_named_as_the_standard_library_names_it(
+    line: str, expected: str
+) -> None:
     assert _refusal(SCHEMA, line).startswith(f"Input line 2 is not valid JSON ({expected}")
 
 
@@ -299,7 +306,7 @@ def _pipe_feed() -> tuple[InputFeed, int]:
     return InputFeed(stream, read_end), write_end
 
 
-def test_lines_split_across_reads_come_out_whole_and_in_order():
+def test_lines_split_across_reads_come_out_whole_and_in_order() -> None:
     feed, write_end = _pipe_feed()
     text = "".join(
         json.dumps({"type": "STATE", "value": {"n": i, "é": "é" * i}}, ensure_ascii=False) + "\n"
@@ -321,7 +328,7 @@ def test_lines_split_across_reads_come_out_whole_and_in_order():
     assert lines == text.split("\n")[:-1]
 
 
-def test_a_last_line_without_its_newline_is_read():
+def test_a_last_line_without_its_newline_is_read() -> None:
     feed, write_end = _pipe_feed()
     os.write(write_end, b'{"a": 1}\n{"b": 2}')
     os.close(write_end)
@@ -333,7 +340,9 @@ class _Stop(Exception):
     pass
 
 
-def test_a_wake_reaches_the_main_thread_waiting_for_a_silent_tap(monkeypatch):
+def test_a_wake_reaches_the_main_thread_waiting_for_a_silent_tap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """No quarter-second check here: only the wake can end the wait (else the test times out)."""
     monkeypatch.setattr(reader_module, "IDLE_CHECK_SECONDS", 3600)
     feed, write_end = _pipe_feed()
@@ -356,7 +365,7 @@ def test_a_wake_reaches_the_main_thread_waiting_for_a_silent_tap(monkeypatch):
     os.close(write_end)
 
 
-def test_a_wake_after_the_input_ended_writes_nowhere():
+def test_a_wake_after_the_input_ended_writes_nowhere() -> None:
     feed, write_end = _pipe_feed()
     os.close(write_end)
     assert list(feed.lines(lambda: None)) == []

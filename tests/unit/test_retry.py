@@ -8,6 +8,7 @@ records its waits and returns at once stands for time passing (simulated time).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ from target_userpilot.errors import (
 )
 from target_userpilot.lanes.pace import SLOW_DOWN, EventPace
 from target_userpilot.retry import RetryPolicy
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
 
 POLICY = RetryPolicy(base_seconds=0.5, max_seconds=30.0, max_tries=5, poll_max_time=300.0)
 
@@ -80,7 +86,7 @@ MODES: dict[str, tuple[BaseException, Callable[..., Any]]] = {
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_a_stop_during_a_retry_wait_ends_it_and_no_call_follows(mode):
+def test_a_stop_during_a_retry_wait_ends_it_and_no_call_follows(mode: str) -> None:
     error, retried = MODES[mode]
     call = Failing(error)
     stop = SimulatedStop(set_after=2)  # the stop comes during the second pause
@@ -94,7 +100,7 @@ def test_a_stop_during_a_retry_wait_ends_it_and_no_call_follows(mode):
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_after_a_stop_the_first_try_is_the_callers_and_no_retry_follows(mode):
+def test_after_a_stop_the_first_try_is_the_callers_and_no_retry_follows(mode: str) -> None:
     error, retried = MODES[mode]
     call = Failing(error)
     stop = SimulatedStop(set_after=0)  # set before the call
@@ -113,12 +119,13 @@ class WatchedStop(threading.Event):
         super().__init__()
         self.waiting = threading.Event()
 
+    @override
     def wait(self, timeout: float | None = None) -> bool:
         self.waiting.set()
         return super().wait(timeout)
 
 
-def test_a_real_stop_event_ends_a_long_retry_after_wait_at_once():
+def test_a_real_stop_event_ends_a_long_retry_after_wait_at_once() -> None:
     """Retry-After: 60, and the stop comes while the policy waits: no second try."""
     stop = WatchedStop()
     calls: list[float] = []
@@ -143,7 +150,7 @@ def test_a_real_stop_event_ends_a_long_retry_after_wait_at_once():
     assert isinstance(ended[0], WaitInterrupted)
 
 
-def test_backoff_still_decides_the_tries_and_each_pause_is_waited_on_the_stop():
+def test_backoff_still_decides_the_tries_and_each_pause_is_waited_on_the_stop() -> None:
     call = Failing(TransientError("HTTP 503", status=503))
     stop = SimulatedStop()
 
@@ -156,7 +163,7 @@ def test_backoff_still_decides_the_tries_and_each_pause_is_waited_on_the_stop():
         assert POLICY.base_seconds / 4 <= wait <= POLICY.base_seconds * 2**attempt
 
 
-def test_a_retry_that_succeeds_returns_its_answer_after_the_pauses():
+def test_a_retry_that_succeeds_returns_its_answer_after_the_pauses() -> None:
     call = Failing(TransientError("HTTP 502", status=502), times=2)
     stop = SimulatedStop()
 
@@ -164,7 +171,7 @@ def test_a_retry_that_succeeds_returns_its_answer_after_the_pauses():
     assert (call.calls, len(stop.waits)) == (3, 2)
 
 
-def test_retry_after_is_the_pause_with_a_little_spread():
+def test_retry_after_is_the_pause_with_a_little_spread() -> None:
     call = Failing(RATE_LIMITED, times=1)
     stop = SimulatedStop()
 
@@ -174,7 +181,7 @@ def test_retry_after_is_the_pause_with_a_little_spread():
     assert 8.0 <= wait <= 8.0 + POLICY.base_seconds / 2
 
 
-def test_a_poll_pauses_no_longer_than_its_time_allows():
+def test_a_poll_pauses_no_longer_than_its_time_allows() -> None:
     call = Failing(UnexpectedAnswer("not a job"), times=1)
     stop = SimulatedStop()
     policy = RetryPolicy(base_seconds=1000.0, max_seconds=1000.0, poll_max_time=2.0)
@@ -183,7 +190,7 @@ def test_a_poll_pauses_no_longer_than_its_time_allows():
     assert stop.waits[0] <= 2.0
 
 
-def test_time_limits_are_measured_on_the_policys_clock():
+def test_time_limits_are_measured_on_the_policys_clock() -> None:
     """Simulated time: a poll gives up after poll_max_time, and another client's job is waited
     out for conflict_wait, in the clock's seconds (backoff's own max_time is wall time)."""
     clock = SimulatedClock()
@@ -201,7 +208,7 @@ def test_time_limits_are_measured_on_the_policys_clock():
     assert clock.stalls == 0
 
 
-def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing():
+def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing() -> None:
     call = Failing(TransientError("POST /v1/track answered HTTP 502", status=502))
     stop = SimulatedStop()
 
@@ -211,7 +218,7 @@ def test_an_event_that_may_have_arrived_is_not_retried_and_waits_for_nothing():
     assert (call.calls, stop.waits) == (1, [])
 
 
-def test_after_a_429_the_events_pace_alone_decides_when_the_event_goes_again():
+def test_after_a_429_the_events_pace_alone_decides_when_the_event_goes_again() -> None:
     """One 429: one pause, one slow-down; the retried event takes a slot of the pace."""
     pace = EventPace(60.0, clock=SimulatedClock(100.0))  # one event a second (at 98%)
     assert pace.reserve() == 100.0  # the event that will be refused took this slot
@@ -234,7 +241,7 @@ def _catch(call: Callable[[], Any], into: list[BaseException]) -> None:
         into.append(exc)
 
 
-def test_an_event_slot_taken_before_a_429_arrived_is_paused_too():
+def test_an_event_slot_taken_before_a_429_arrived_is_paused_too() -> None:
     """The dispatcher took the next event's slot just before another sender's 429 came back:
     that slot must not go out during the pause the 429 asked for."""
     pace = EventPace(60.0, clock=SimulatedClock(100.0))

@@ -12,6 +12,7 @@ import decimal
 import json
 import random
 import struct
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ COMPANY_ROUTE = Route(COMPANIES, "company_id")
 
 
 @pytest.mark.parametrize("stream", ["companies", "company", "Companies", "COMPANY", "CoMpAnIeS"])
-def test_company_stream_names_load_companies_in_any_case(stream):
+def test_company_stream_names_load_companies_in_any_case(stream: str) -> None:
     route = route_for(stream, ["company_id", "name"], ["company_id"])
 
     assert route.object == COMPANIES
@@ -67,12 +68,14 @@ def test_company_stream_names_load_companies_in_any_case(stream):
         ("companies-archive", USERS),
     ],
 )
-def test_default_routing_reads_the_name_after_a_taps_schema_prefix(stream, expected):
+def test_default_routing_reads_the_name_after_a_taps_schema_prefix(
+    stream: str, expected: str
+) -> None:
     assert default_object(stream) == expected
     assert route_for(stream, ["id", "user_id", "event_name"], ["id"]).object == expected
 
 
-def test_meltanos_loader_test_stream_writes_nothing_unless_mapped():
+def test_meltanos_loader_test_stream_writes_nothing_unless_mapped() -> None:
     assert route_for("meltano_test_stream", ["id", "name"], ["id"]).object == LOADER_TEST
     mapped = route_for("meltano_test_stream", ["id"], ["id"], {"object": "users"})
     assert mapped.object == USERS
@@ -82,7 +85,7 @@ def test_meltanos_loader_test_stream_writes_nothing_unless_mapped():
     "stream",
     ["users", "people", "company_accounts", "my_companies", "comp", "eventsx", "my_events"],
 )
-def test_other_streams_load_users(stream):
+def test_other_streams_load_users(stream: str) -> None:
     route = route_for(stream, ["user_id", "company_id"], ["user_id"])
 
     assert route.object == USERS
@@ -94,65 +97,65 @@ def test_other_streams_load_users(stream):
     ("stream", "mapped_object"),
     [("accounts", COMPANIES), ("companies", USERS), ("users", IGNORE), ("companies", IGNORE)],
 )
-def test_object_mapping_overrides_the_stream_name(stream, mapped_object):
+def test_object_mapping_overrides_the_stream_name(stream: str, mapped_object: str) -> None:
     route = route_for(stream, ["user_id", "company_id"], None, {"object": mapped_object})
 
     assert route.object == mapped_object
     assert route.ignored is (mapped_object == IGNORE)
 
 
-def test_unknown_mapped_object_is_a_configuration_error_naming_the_stream():
+def test_unknown_mapped_object_is_a_configuration_error_naming_the_stream() -> None:
     with pytest.raises(ValueError, match="accounts") as excinfo:
         route_for("accounts", ["id"], ["id"], {"object": "contacts"})
 
     assert "contacts" in str(excinfo.value)
 
 
-def test_mapping_without_object_keeps_default_routing():
+def test_mapping_without_object_keeps_default_routing() -> None:
     route = route_for("Company", ["account_id"], None, {"id_property": "account_id"})
 
     assert route.object == COMPANIES
     assert route.id_property == "account_id"
 
 
-def test_mapping_id_property_wins_over_natural_id_and_key():
+def test_mapping_id_property_wins_over_natural_id_and_key() -> None:
     route = route_for("users", ["user_id", "email", "id"], ["id"], {"id_property": "email"})
 
     assert route.id_property == "email"
 
 
-def test_natural_user_id_wins_over_single_key_property():
+def test_natural_user_id_wins_over_single_key_property() -> None:
     route = route_for("users", ["id", "user_id"], ["id"])
 
     assert route.id_property == "user_id"
 
 
-def test_natural_company_id_wins_over_single_key_property():
+def test_natural_company_id_wins_over_single_key_property() -> None:
     route = route_for("companies", ["id", "company_id"], ["id"])
 
     assert route.id_property == "company_id"
 
 
 @pytest.mark.parametrize("stream", ["users", "companies"])
-def test_single_key_property_is_the_id_without_a_natural_id(stream):
+def test_single_key_property_is_the_id_without_a_natural_id(stream: str) -> None:
     route = route_for(stream, ["id", "name"], ["id"])
 
     assert route.id_property == "id"
 
 
 @pytest.mark.parametrize("keys", [None, [], ["a", "b"]])
-def test_without_single_key_the_natural_id_is_expected(keys):
+def test_without_single_key_the_natural_id_is_expected(keys: list[str] | None) -> None:
     assert route_for("users", ["a", "b"], keys).id_property == "user_id"
     assert route_for("companies", ["a", "b"], keys).id_property == "company_id"
 
 
-def test_mapping_company_id_property_is_used_for_users():
+def test_mapping_company_id_property_is_used_for_users() -> None:
     route = route_for("users", ["user_id", "org"], ["user_id"], {"company_id_property": "org"})
 
     assert route.company_id_property == "org"
 
 
-def test_companies_have_no_company_property_even_when_mapped():
+def test_companies_have_no_company_property_even_when_mapped() -> None:
     route = route_for(
         "accounts",
         ["account_id", "parent"],
@@ -163,7 +166,7 @@ def test_companies_have_no_company_property_even_when_mapped():
     assert route.company_id_property is None
 
 
-def test_company_id_as_user_id_is_not_also_the_company_link():
+def test_company_id_as_user_id_is_not_also_the_company_link() -> None:
     route = route_for("users", ["company_id"], None, {"id_property": "company_id"})
 
     assert route.id_property == "company_id"
@@ -176,12 +179,12 @@ def test_company_id_as_user_id_is_not_also_the_company_link():
 @pytest.mark.parametrize(
     ("value", "expected"), [(0, "0"), (42, "42"), (-7, "-7"), (10**20, str(10**20))]
 )
-def test_integer_ids_become_decimal_strings(value, expected):
+def test_integer_ids_become_decimal_strings(value: int, expected: str) -> None:
     assert identifier(value, "user_id") == expected
 
 
 @pytest.mark.parametrize("value", ["u-1", "0042", " padded ", "ünïcødé"])
-def test_string_ids_stay_as_they_are(value):
+def test_string_ids_stay_as_they_are(value: str) -> None:
     assert identifier(value, "user_id") == value
 
 
@@ -199,22 +202,22 @@ def test_string_ids_stay_as_they_are(value):
         pytest.param([1], id="list"),
     ],
 )
-def test_unusable_ids_are_rejected_naming_the_property(value):
+def test_unusable_ids_are_rejected_naming_the_property(value: object) -> None:
     with pytest.raises(InvalidRecord, match="'external_ref'"):
         identifier(value, "external_ref")
 
 
-def test_missing_id_in_record_is_rejected_naming_the_property():
+def test_missing_id_in_record_is_rejected_naming_the_property() -> None:
     with pytest.raises(InvalidRecord, match="'user_id'"):
         to_row({"email": "a@example.com"}, USER_ROUTE)
 
 
-def test_null_id_in_record_is_rejected_naming_the_property():
+def test_null_id_in_record_is_rejected_naming_the_property() -> None:
     with pytest.raises(InvalidRecord, match="'company_id'"):
         to_row({"company_id": None, "name": "Acme"}, COMPANY_ROUTE)
 
 
-def test_integer_id_in_record_becomes_string_in_row():
+def test_integer_id_in_record_becomes_string_in_row() -> None:
     row_id, row = to_row({"user_id": 7, "name": "Ann"}, USER_ROUTE)
 
     assert row_id == "7"
@@ -224,21 +227,21 @@ def test_integer_id_in_record_becomes_string_in_row():
 # Record to row: shape
 
 
-def test_user_row_shape():
+def test_user_row_shape() -> None:
     row_id, row = to_row({"user_id": "u1", "company_id": "c1", "name": "Ann"}, USER_ROUTE)
 
     assert row_id == "u1"
     assert row == {"user_id": "u1", "company_id": "c1", "metadata": {"name": "Ann"}}
 
 
-def test_company_row_shape():
+def test_company_row_shape() -> None:
     row_id, row = to_row({"company_id": 9, "name": "Acme", "plan": "pro"}, COMPANY_ROUTE)
 
     assert row_id == "9"
     assert row == {"company_id": "9", "metadata": {"name": "Acme", "plan": "pro"}}
 
 
-def test_integer_company_link_becomes_string():
+def test_integer_company_link_becomes_string() -> None:
     _, row = to_row({"user_id": "u1", "company_id": 12}, USER_ROUTE)
 
     assert row["company_id"] == "12"
@@ -252,7 +255,7 @@ def test_integer_company_link_becomes_string():
         pytest.param({"user_id": "u1", "company_id": "", "x": 1}, id="empty-string"),
     ],
 )
-def test_no_company_link_means_no_company_id_key(record):
+def test_no_company_link_means_no_company_id_key(record: dict[str, Any]) -> None:
     _, row = to_row(record, USER_ROUTE)
 
     assert "company_id" not in row
@@ -260,14 +263,14 @@ def test_no_company_link_means_no_company_id_key(record):
 
 
 @pytest.mark.parametrize("value", [1.5, True, {"id": "c1"}])
-def test_unusable_company_link_is_rejected_naming_the_property(value):
+def test_unusable_company_link_is_rejected_naming_the_property(value: object) -> None:
     route = Route(USERS, "user_id", "org")
 
     with pytest.raises(InvalidRecord, match="'org'"):
         to_row({"user_id": "u1", "org": value}, route)
 
 
-def test_mapped_id_and_company_properties_are_used_and_left_out_of_metadata():
+def test_mapped_id_and_company_properties_are_used_and_left_out_of_metadata() -> None:
     route = route_for(
         "people",
         ["email", "org", "user_id", "company_id"],
@@ -286,7 +289,7 @@ def test_mapped_id_and_company_properties_are_used_and_left_out_of_metadata():
     }
 
 
-def test_identifier_and_company_properties_are_not_repeated_in_metadata():
+def test_identifier_and_company_properties_are_not_repeated_in_metadata() -> None:
     _, user = to_row({"user_id": "u1", "company_id": "c1", "a": 1}, USER_ROUTE)
     _, company = to_row({"company_id": "c1", "a": 1}, COMPANY_ROUTE)
 
@@ -294,13 +297,13 @@ def test_identifier_and_company_properties_are_not_repeated_in_metadata():
     assert company["metadata"] == {"a": 1}
 
 
-def test_null_company_property_is_not_put_in_metadata():
+def test_null_company_property_is_not_put_in_metadata() -> None:
     _, row = to_row({"user_id": "u1", "company_id": None}, USER_ROUTE)
 
     assert row["metadata"] == {}
 
 
-def test_sdc_columns_are_dropped():
+def test_sdc_columns_are_dropped() -> None:
     record = {
         "user_id": "u1",
         "_sdc_extracted_at": "2024-01-01T00:00:00Z",
@@ -319,7 +322,7 @@ def test_sdc_columns_are_dropped():
 # Record to row: metadata values
 
 
-def test_nested_objects_are_flattened_with_double_underscore():
+def test_nested_objects_are_flattened_with_double_underscore() -> None:
     record = {
         "user_id": "u1",
         "address": {"city": "Paris", "geo": {"lat": 48.85, "point": {"precision": "high"}}},
@@ -337,19 +340,19 @@ def test_nested_objects_are_flattened_with_double_underscore():
     }
 
 
-def test_null_inside_nested_object_is_kept():
+def test_null_inside_nested_object_is_kept() -> None:
     _, row = to_row({"user_id": "u1", "address": {"city": None}}, USER_ROUTE)
 
     assert row["metadata"] == {"address__city": None}
 
 
-def test_null_stays_null():
+def test_null_stays_null() -> None:
     _, row = to_row({"user_id": "u1", "nickname": None}, USER_ROUTE)
 
     assert row["metadata"] == {"nickname": None}
 
 
-def test_booleans_stay_booleans():
+def test_booleans_stay_booleans() -> None:
     _, row = to_row({"user_id": "u1", "active": True, "trial": False}, USER_ROUTE)
 
     assert row["metadata"]["active"] is True
@@ -367,15 +370,15 @@ def test_booleans_stay_booleans():
         ([True, None], "[true,null]"),
     ],
 )
-def test_arrays_become_compact_json_strings(value, expected):
+def test_arrays_become_compact_json_strings(value: list[Any], expected: str) -> None:
     assert primitive(value) == expected
 
 
-def test_arrays_keep_non_ascii_as_is():
+def test_arrays_keep_non_ascii_as_is() -> None:
     assert primitive(["café", "日本", "😀"]) == '["café","日本","😀"]'
 
 
-def test_decimals_and_datetimes_inside_arrays_are_converted():
+def test_decimals_and_datetimes_inside_arrays_are_converted() -> None:
     value = [
         decimal.Decimal("2"),
         decimal.Decimal("1.50"),
@@ -398,7 +401,7 @@ def test_decimals_and_datetimes_inside_arrays_are_converted():
     assert " " not in encoded
 
 
-def test_non_finite_floats_inside_arrays_still_give_valid_json():
+def test_non_finite_floats_inside_arrays_still_give_valid_json() -> None:
     assert primitive([float("nan"), float("-inf"), 1.5]) == "[null,null,1.5]"
 
 
@@ -421,7 +424,9 @@ def test_non_finite_floats_inside_arrays_still_give_valid_json():
         (dt.date(2024, 5, 6), "2024-05-06"),
     ],
 )
-def test_dates_and_datetimes_become_iso_8601_with_their_offset(value, expected):
+def test_dates_and_datetimes_become_iso_8601_with_their_offset(
+    value: dt.date, expected: str
+) -> None:
     assert primitive(value) == expected
 
 
@@ -435,7 +440,7 @@ def test_dates_and_datetimes_become_iso_8601_with_their_offset(value, expected):
         (decimal.Decimal("12345678901234567890"), 12345678901234567890),
     ],
 )
-def test_integral_decimals_become_json_integers(value, expected):
+def test_integral_decimals_become_json_integers(value: decimal.Decimal, expected: int) -> None:
     result = primitive(value)
 
     assert type(result) is int
@@ -450,14 +455,14 @@ def test_integral_decimals_become_json_integers(value, expected):
         (decimal.Decimal("-0.25"), -0.25),
     ],
 )
-def test_fractional_decimals_become_json_floats(value, expected):
+def test_fractional_decimals_become_json_floats(value: decimal.Decimal, expected: float) -> None:
     result = primitive(value)
 
     assert type(result) is float
     assert result == expected
 
 
-def test_decimal_with_zero_fraction_is_still_a_json_number():
+def test_decimal_with_zero_fraction_is_still_a_json_number() -> None:
     result = primitive(decimal.Decimal("1.0"))
 
     assert type(result) in (int, float)
@@ -475,19 +480,19 @@ def test_decimal_with_zero_fraction_is_still_a_json_number():
         float("inf"),
     ],
 )
-def test_non_finite_numbers_become_null(value):
+def test_non_finite_numbers_become_null(value: decimal.Decimal | float) -> None:
     assert primitive(value) is None
 
 
 @pytest.mark.parametrize("value", ["text", "", 0, 7, 2.5, True, False, None])
-def test_primitives_pass_through_unchanged(value):
+def test_primitives_pass_through_unchanged(value: str | int | float | bool | None) -> None:
     result = primitive(value)
 
     assert result == value
     assert type(result) is type(value)
 
 
-def test_decimal_metadata_encodes_as_a_json_number():
+def test_decimal_metadata_encodes_as_a_json_number() -> None:
     _, row = to_row({"user_id": "u1", "score": decimal.Decimal("9.75")}, USER_ROUTE)
 
     assert encode_row(row) == b'{"user_id":"u1","metadata":{"score":9.75}}\n'
@@ -496,7 +501,7 @@ def test_decimal_metadata_encodes_as_a_json_number():
 # Merging rows of one batch
 
 
-def test_merge_rows_later_values_win_and_earlier_only_keys_stay():
+def test_merge_rows_later_values_win_and_earlier_only_keys_stay() -> None:
     earlier = {"user_id": "u1", "metadata": {"name": "Ann", "plan": "free", "city": "Oslo"}}
     later = {"user_id": "u1", "metadata": {"plan": "pro", "city": None, "seats": 3}}
 
@@ -508,28 +513,28 @@ def test_merge_rows_later_values_win_and_earlier_only_keys_stay():
     }
 
 
-def test_merge_rows_keeps_earlier_company_when_later_has_none():
+def test_merge_rows_keeps_earlier_company_when_later_has_none() -> None:
     earlier = {"user_id": "u1", "company_id": "c1", "metadata": {}}
     later = {"user_id": "u1", "metadata": {"a": 1}}
 
     assert merge_rows(earlier, later) == {"user_id": "u1", "company_id": "c1", "metadata": {"a": 1}}
 
 
-def test_merge_rows_later_company_wins():
+def test_merge_rows_later_company_wins() -> None:
     earlier = {"user_id": "u1", "company_id": "c1", "metadata": {}}
     later = {"user_id": "u1", "company_id": "c2", "metadata": {}}
 
     assert merge_rows(earlier, later)["company_id"] == "c2"
 
 
-def test_merge_rows_adds_company_first_known_in_later_row():
+def test_merge_rows_adds_company_first_known_in_later_row() -> None:
     earlier = {"user_id": "u1", "metadata": {}}
     later = {"user_id": "u1", "company_id": "c9", "metadata": {}}
 
     assert merge_rows(earlier, later)["company_id"] == "c9"
 
 
-def test_merge_rows_does_not_modify_its_inputs():
+def test_merge_rows_does_not_modify_its_inputs() -> None:
     earlier = {"company_id": "c1", "metadata": {"a": 1}}
     later = {"company_id": "c1", "metadata": {"a": 2, "b": 3}}
 
@@ -539,7 +544,7 @@ def test_merge_rows_does_not_modify_its_inputs():
     assert later == {"company_id": "c1", "metadata": {"a": 2, "b": 3}}
 
 
-def test_merge_rows_matches_applying_to_row_results_in_order():
+def test_merge_rows_matches_applying_to_row_results_in_order() -> None:
     _, first = to_row({"user_id": 1, "company_id": 5, "a": 1, "b": {"c": 2}}, USER_ROUTE)
     _, second = to_row({"user_id": 1, "company_id": None, "b": {"c": 3}, "d": [1]}, USER_ROUTE)
 
@@ -553,7 +558,7 @@ def test_merge_rows_matches_applying_to_row_results_in_order():
 # Encoding
 
 
-def test_encode_row_is_one_compact_utf8_line_ending_in_newline():
+def test_encode_row_is_one_compact_utf8_line_ending_in_newline() -> None:
     row = {"user_id": "u1", "company_id": "c1", "metadata": {"name": "Zoë 日本", "n": 1, "x": None}}
 
     line = encode_row(row)
@@ -566,20 +571,20 @@ def test_encode_row_is_one_compact_utf8_line_ending_in_newline():
     assert json.loads(line.decode("utf-8")) == row
 
 
-def test_encode_row_escapes_newlines_inside_values():
+def test_encode_row_escapes_newlines_inside_values() -> None:
     line = encode_row({"company_id": "c1", "metadata": {"note": "two\nlines\r\n"}})
 
     assert line.count(b"\n") == 1
     assert json.loads(line)["metadata"]["note"] == "two\nlines\r\n"
 
 
-def test_encoded_array_metadata_is_a_string_inside_the_line():
+def test_encoded_array_metadata_is_a_string_inside_the_line() -> None:
     _, row = to_row({"user_id": "u1", "tags": ["ä", "b"]}, USER_ROUTE)
 
     assert encode_row(row) == '{"user_id":"u1","metadata":{"tags":"[\\"ä\\",\\"b\\"]"}}\n'.encode()
 
 
-def _as_the_standard_library_writes(row: dict) -> bytes:
+def _as_the_standard_library_writes(row: dict[str, Any]) -> bytes:
     """How rows were written before msgspec: what skip_unchanged's ledger hashes came from."""
     return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
@@ -606,7 +611,7 @@ _AWKWARD = [
 
 
 @pytest.mark.parametrize("value", _AWKWARD, ids=repr)
-def test_a_row_encodes_to_the_very_bytes_it_did_before(value):
+def test_a_row_encodes_to_the_very_bytes_it_did_before(value: object) -> None:
     """skip_unchanged and the sync history compare hashes of encoded rows across runs."""
     record = {"user_id": 1, "v": value, "o": {"v": value, "p": {"v": value}}, "a": [value, 1]}
     _, row = to_row(record, USER_ROUTE)
@@ -614,7 +619,7 @@ def test_a_row_encodes_to_the_very_bytes_it_did_before(value):
     assert encode_row(row) == _as_the_standard_library_writes(row)
 
 
-def test_random_floats_encode_to_the_bytes_they_did_before():
+def test_random_floats_encode_to_the_bytes_they_did_before() -> None:
     rng = random.Random(24)
     values = [rng.uniform(-1, 1) * 10 ** rng.randint(-12, 30) for _ in range(3000)]
     values += [
@@ -626,14 +631,14 @@ def test_random_floats_encode_to_the_bytes_they_did_before():
         assert encode_row(row) == _as_the_standard_library_writes(row), value
 
 
-def test_a_row_read_back_for_a_merge_encodes_to_the_same_bytes():
+def test_a_row_read_back_for_a_merge_encodes_to_the_same_bytes() -> None:
     _, row = to_row({"user_id": 1, "big": 1e20, "small": 2e-9, "o": {"x": 3e-7}}, USER_ROUTE)
     line = encode_row(row)
 
     assert encode_row(decode_line(line)) == line
 
 
-def test_a_null_object_clears_the_flattened_keys_its_schema_describes():
+def test_a_null_object_clears_the_flattened_keys_its_schema_describes() -> None:
     properties = {
         "id": {"type": "integer"},
         "billing": {
@@ -662,13 +667,13 @@ def test_a_null_object_clears_the_flattened_keys_its_schema_describes():
     }
 
 
-def test_an_object_the_schema_does_not_describe_is_just_null():
+def test_an_object_the_schema_does_not_describe_is_just_null() -> None:
     route = route_for("users", {"id": {}, "extra": {"type": "object"}}, ["id"])
     _, row = to_row({"id": 1, "extra": None}, route)
     assert row["metadata"] == {"extra": None}
 
 
-def test_a_null_clears_the_keys_of_a_schema_the_sdk_already_flattened():
+def test_a_null_clears_the_keys_of_a_schema_the_sdk_already_flattened() -> None:
     # What the SDK's flattening_enabled (max depth 2) hands the sink for an ``address`` object.
     properties = {
         "id": {"type": "integer"},
@@ -694,7 +699,7 @@ def test_a_null_clears_the_keys_of_a_schema_the_sdk_already_flattened():
     }
 
 
-def test_a_flattened_prefix_that_is_a_property_of_its_own_clears_nothing():
+def test_a_flattened_prefix_that_is_a_property_of_its_own_clears_nothing() -> None:
     route = route_for("users", {"id": {}, "first": {}, "first__name": {}}, ["id"])
 
     _, row = to_row({"id": 1, "first": None}, route)
@@ -702,7 +707,7 @@ def test_a_flattened_prefix_that_is_a_property_of_its_own_clears_nothing():
     assert row["metadata"] == {"first": None}
 
 
-def test_a_null_clears_flattened_names_given_as_a_plain_list_too():
+def test_a_null_clears_flattened_names_given_as_a_plain_list_too() -> None:
     route = route_for("users", ["id", "billing__plan__name"], ["id"])
 
     _, row = to_row({"id": 1, "billing": None}, route)
@@ -729,7 +734,9 @@ def test_a_null_clears_flattened_names_given_as_a_plain_list_too():
     ],
     ids=["flat-then-nested", "nested-then-flat", "nested-then-nested"],
 )
-def test_colliding_names_keep_the_later_value_and_are_noted_for_the_stream(record, winner):
+def test_colliding_names_keep_the_later_value_and_are_noted_for_the_stream(
+    record: dict[str, Any], winner: str
+) -> None:
     route = route_for("users", ["id"], ["id"])
     names = NamesSeen()
 
@@ -740,7 +747,7 @@ def test_colliding_names_keep_the_later_value_and_are_noted_for_the_stream(recor
     assert names.collisions == {next(iter(row["metadata"]))}
 
 
-def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
+def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision() -> None:
     route = route_for("users", {"id": {}, "address": {"properties": {"city": {}}}}, ["id"])
 
     names = NamesSeen()
@@ -760,8 +767,8 @@ def test_a_cleared_key_beside_a_flat_key_of_the_same_name_is_a_collision():
         pytest.param({"id": 1, "company_id": "c1", "_sdc_sequence": 3}, id="left-out"),
     ],
 )
-def test_records_without_colliding_names_note_none(record):
-    properties = {"id": {}, "address": {"properties": {"city": {}, "zip": {}}}}
+def test_records_without_colliding_names_note_none(record: dict[str, Any]) -> None:
+    properties: dict[str, Any] = {"id": {}, "address": {"properties": {"city": {}, "zip": {}}}}
     route = route_for("users", properties, ["id"])
     names = NamesSeen()
 
@@ -770,7 +777,7 @@ def test_records_without_colliding_names_note_none(record):
     assert names.collisions == set()
 
 
-def test_take_collisions_hands_each_name_out_once():
+def test_take_collisions_hands_each_name_out_once() -> None:
     route = route_for("users", ["id"], ["id"])
     names = NamesSeen()
 
@@ -789,7 +796,7 @@ EVENT_ROUTE = route_for("events", ["user_id", "event_name", "amount"], ["event_i
 
 
 @pytest.mark.parametrize("stream", ["events", "event", "Events", "EVENT"])
-def test_event_stream_names_send_events_in_any_case(stream):
+def test_event_stream_names_send_events_in_any_case(stream: str) -> None:
     route = route_for(stream, ["user_id", "event_name"], ["id"])
 
     assert route.object == EVENTS
@@ -799,7 +806,7 @@ def test_event_stream_names_send_events_in_any_case(stream):
     assert route.company_id_property is None
 
 
-def test_object_mapping_sends_any_stream_as_events_with_its_properties():
+def test_object_mapping_sends_any_stream_as_events_with_its_properties() -> None:
     route = route_for(
         "invoices",
         ["customer", "kind"],
@@ -820,7 +827,7 @@ def test_object_mapping_sends_any_stream_as_events_with_its_properties():
     }
 
 
-def test_a_fixed_event_name_names_every_event_and_leaves_the_name_property_in_metadata():
+def test_a_fixed_event_name_names_every_event_and_leaves_the_name_property_in_metadata() -> None:
     route = route_for("payments", ["user_id"], None, {"object": "events", "event_name": "paid"})
 
     row = to_event({"user_id": "u1", "event_name": "other", "amount": 3}, route)
@@ -842,18 +849,20 @@ def test_a_fixed_event_name_names_every_event_and_leaves_the_name_property_in_me
         {"event_name_property": 3},
     ],
 )
-def test_unusable_event_mapping_is_a_configuration_error_naming_the_stream(mapping):
+def test_unusable_event_mapping_is_a_configuration_error_naming_the_stream(
+    mapping: dict[str, Any],
+) -> None:
     with pytest.raises(ValueError, match="'events'"):
         route_for("events", ["user_id"], None, mapping)
 
 
-def test_an_events_stream_mapped_to_users_loads_users():
+def test_an_events_stream_mapped_to_users_loads_users() -> None:
     route = route_for("events", ["user_id"], None, {"object": "users"})
 
     assert route.object == USERS
 
 
-def test_event_metadata_follows_the_profile_rules():
+def test_event_metadata_follows_the_profile_rules() -> None:
     record = {
         "user_id": 7,
         "event_name": "seat_added",
@@ -894,14 +903,16 @@ def test_event_metadata_follows_the_profile_rules():
         ({"user_id": "u1", "event_name": ["a"]}, "'event_name' is an array, not a string"),
     ],
 )
-def test_an_event_without_a_usable_user_or_name_is_an_invalid_record(record, reason):
+def test_an_event_without_a_usable_user_or_name_is_an_invalid_record(
+    record: dict[str, Any], reason: str
+) -> None:
     with pytest.raises(InvalidRecord) as excinfo:
         to_event(record, EVENT_ROUTE)
 
     assert str(excinfo.value).startswith(reason)
 
 
-def test_an_events_route_made_by_hand_takes_its_name_from_event_name():
+def test_an_events_route_made_by_hand_takes_its_name_from_event_name() -> None:
     route = Route(EVENTS, "user_id")
 
     row = to_event({"user_id": "u1", "event_name": "signed_up", "x": 1}, route)
@@ -909,12 +920,12 @@ def test_an_events_route_made_by_hand_takes_its_name_from_event_name():
     assert row == {"user_id": "u1", "event_name": "signed_up", "metadata": {"x": 1}}
 
 
-def test_to_row_refuses_an_events_route():
+def test_to_row_refuses_an_events_route() -> None:
     with pytest.raises(ValueError, match="to_event"):
         to_row({"user_id": "u1", "event_name": "x"}, EVENT_ROUTE)
 
 
-def test_event_key_is_the_streams_key_values_prefixed_by_the_stream():
+def test_event_key_is_the_streams_key_values_prefixed_by_the_stream() -> None:
     record = {"event_id": 17, "shard": "eu", "user_id": "u1"}
 
     key = event_key(record, ["event_id", "shard"], stream="events")
@@ -923,7 +934,7 @@ def test_event_key_is_the_streams_key_values_prefixed_by_the_stream():
     assert event_key(record, ["event_id", "shard"], stream="billing") != key
 
 
-def test_event_key_without_key_properties_hashes_the_record_whatever_its_key_order():
+def test_event_key_without_key_properties_hashes_the_record_whatever_its_key_order() -> None:
     first = {"user_id": "u1", "event_name": "x", "meta": {"b": 1, "a": [1, 2]}}
     same = {"meta": {"a": [1, 2], "b": 1}, "event_name": "x", "user_id": "u1"}
     other = {**first, "event_name": "y"}
@@ -936,14 +947,14 @@ def test_event_key_without_key_properties_hashes_the_record_whatever_its_key_ord
     assert event_key(first, None, stream="billing") != key
 
 
-def test_event_key_ignores_sdc_columns_so_a_rerun_finds_the_same_key():
+def test_event_key_ignores_sdc_columns_so_a_rerun_finds_the_same_key() -> None:
     record = {"user_id": "u1", "event_name": "x"}
     extracted = {**record, "_sdc_extracted_at": "2024-01-01T00:00:00Z", "_sdc_sequence": 5}
 
     assert event_key(extracted, None, stream="events") == event_key(record, None, stream="events")
 
 
-def test_event_key_is_stable_for_values_json_has_no_type_for():
+def test_event_key_is_stable_for_values_json_has_no_type_for() -> None:
     record = {
         "user_id": "u1",
         "at": dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc),
@@ -957,7 +968,7 @@ def test_event_key_is_stable_for_values_json_has_no_type_for():
 
 
 @pytest.mark.parametrize("record", [{"user_id": "u1"}, {"user_id": "u1", "event_id": None}])
-def test_event_key_refuses_a_missing_key_property(record):
+def test_event_key_refuses_a_missing_key_property(record: dict[str, Any]) -> None:
     with pytest.raises(InvalidRecord, match="key property 'event_id' is missing or null"):
         event_key(record, ["event_id"], stream="events")
 
@@ -976,7 +987,9 @@ def test_event_key_refuses_a_missing_key_property(record):
         ({"id": 1}, False),
     ],
 )
-def test_only_a_date_time_in_sdc_deleted_at_marks_a_deletion(record, deleted):
+def test_only_a_date_time_in_sdc_deleted_at_marks_a_deletion(
+    record: dict[str, Any], deleted: bool
+) -> None:
     assert is_deleted(record) is deleted
 
 
@@ -996,12 +1009,12 @@ DOUBTFUL_MARKS = [0, 1, "0", "1", "false", "true", True, False, " ", "", "not a 
         "1700000000",
     ],
 )
-def test_any_other_deletion_mark_is_an_invalid_record(mark):
+def test_any_other_deletion_mark_is_an_invalid_record(mark: object) -> None:
     with pytest.raises(InvalidRecord, match=r"'_sdc_deleted_at' is .*, not a date-time"):
         is_deleted({"id": 1, "_sdc_deleted_at": mark})
 
 
-def test_deleted_id_follows_the_id_rules_of_rows():
+def test_deleted_id_follows_the_id_rules_of_rows() -> None:
     users = route_for("users", ["id", "email"], ["id"])
     companies = route_for("companies", ["company_id"], None)
 
@@ -1013,6 +1026,6 @@ def test_deleted_id_follows_the_id_rules_of_rows():
         deleted_id({"id": True}, users)
 
 
-def test_events_cannot_be_deleted():
+def test_events_cannot_be_deleted() -> None:
     with pytest.raises(ValueError, match="users and companies"):
         deleted_id({"user_id": "u1"}, EVENT_ROUTE)

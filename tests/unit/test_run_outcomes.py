@@ -22,7 +22,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 # Without a run
 
 
-def test_each_error_is_the_outcome_and_exit_code_the_run_ends_with():
+def test_each_error_is_the_outcome_and_exit_code_the_run_ends_with() -> None:
     def end(error: BaseException | None) -> tuple[str, int]:
         found = run_end(error, signal_after_input=False, secrets=[])
         return found.outcome, found.exit_code
@@ -36,14 +36,14 @@ def test_each_error_is_the_outcome_and_exit_code_the_run_ends_with():
     assert end(KeyError("a bug")) == ("failed", 1)  # Python's own exit code for a traceback
 
 
-def test_a_signal_after_the_end_of_input_with_nothing_left_completes_and_says_so():
+def test_a_signal_after_the_end_of_input_with_nothing_left_completes_and_says_so() -> None:
     found = run_end(None, signal_after_input=True, secrets=[])
 
     assert (found.outcome, found.exit_code) == ("completed", 0)
     assert found.reason == "A stop signal came after the end of input; nothing was left unsent."
 
 
-def test_a_run_records_its_start_once_and_its_end_with_the_counts():
+def test_a_run_records_its_start_once_and_its_end_with_the_counts() -> None:
     calls: list[tuple[str, Any]] = []
 
     class Ledger:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from target_userpilot.target import TargetUserpilot
 from support.messages import encode_messages, users_messages
 
 
-def _messages(n: int) -> Iterator[dict]:
+def _messages(n: int) -> Iterator[dict[str, Any]]:
     return users_messages(n, state_every=5)
 
 
@@ -46,7 +47,9 @@ def _run_with_sdk_drains(tmp_path: Any) -> list[dict[str, Any]]:
     return written
 
 
-def test_the_sdks_drains_never_write_state(tmp_path, capsys):
+def test_the_sdks_drains_never_write_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     written = _run_with_sdk_drains(tmp_path)
 
     stdout = capsys.readouterr().out
@@ -55,11 +58,13 @@ def test_the_sdks_drains_never_write_state(tmp_path, capsys):
     assert written[-1]["bookmarks"]["users"] == 29
 
 
-def test_a_state_written_by_the_sdks_drain_is_noticed(tmp_path, capsys, monkeypatch):
+def test_a_state_written_by_the_sdks_drain_is_noticed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The check above can fail: let the SDK see STATE too, as its own handler does."""
     ours = TargetUserpilot._process_state_message
 
-    def both(self: TargetUserpilot, message_dict: dict) -> None:
+    def both(self: TargetUserpilot, message_dict: dict[str, Any]) -> None:
         ours(self, message_dict)
         Target._process_state_message(self, message_dict)
 
@@ -73,12 +78,12 @@ def test_a_state_written_by_the_sdks_drain_is_noticed(tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("name", ["_write_state_message", "drain_all"])
-def test_the_sdk_still_has_the_drain_path_these_tests_exercise(name):
+def test_the_sdk_still_has_the_drain_path_these_tests_exercise(name: str) -> None:
     """Should the SDK rename these, the tests above may no longer drive its drains."""
     assert callable(getattr(Target, name, None))
 
 
-def test_the_sdk_drains_one_sink_at_a_time(tmp_path):
+def test_the_sdk_drains_one_sink_at_a_time(tmp_path: Path) -> None:
     target = TargetUserpilot(config={"dry_run": True, "output_dir": str(tmp_path)})
 
     try:

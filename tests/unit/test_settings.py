@@ -11,6 +11,7 @@ from __future__ import annotations
 import decimal
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ PREFIX = "TARGET_USERPILOT_"
 # api_key
 
 
-def test_the_client_gets_the_trimmed_key():
+def test_the_client_gets_the_trimmed_key() -> None:
     settings = Settings.from_config({"api_key": "\tkey-123 \r\n"})
     assert settings.api_key == "key-123"
 
@@ -40,7 +41,7 @@ def test_the_client_gets_the_trimmed_key():
     "key",
     ["zq7Xv9Lw4Rt", "zq7 Xv9", "zq7\tXv9", "zq7Xv9é", "zq7\u2019Xv9", "zq7-Xv9_Lw4.Rt~"],
 )
-def test_settings_and_client_apply_one_api_key_rule(key):
+def test_settings_and_client_apply_one_api_key_rule(key: str) -> None:
     """A key the settings accept never fails later in the client, and the other way round."""
     from target_userpilot.userpilot.client import UserpilotClient
 
@@ -56,7 +57,7 @@ def test_settings_and_client_apply_one_api_key_rule(key):
     assert by_settings == by_client
 
 
-def test_an_empty_or_blank_api_key_is_not_set():
+def test_an_empty_or_blank_api_key_is_not_set() -> None:
     with pytest.raises(ConfigurationError, match="api_key is not set"):
         Settings.from_config({"api_key": " \n"})
 
@@ -64,7 +65,7 @@ def test_an_empty_or_blank_api_key_is_not_set():
 # Numbers
 
 
-def test_settings_hold_floats_and_ints_never_decimals():
+def test_settings_hold_floats_and_ints_never_decimals() -> None:
     settings = Settings.from_config(
         {
             "api_key": "k",
@@ -83,7 +84,7 @@ def test_settings_hold_floats_and_ints_never_decimals():
     assert type(settings.job_timeout_seconds) is int
 
 
-def test_config_errors_name_a_secret_setting_without_its_value():
+def test_config_errors_name_a_secret_setting_without_its_value() -> None:
     errors = [
         "['zq7Xv9Lw4Rt'] is not of type 'string', 'null' in config['api_key']",
         "Decimal('0.5') is not of type 'integer', 'null' in config['batch_size_rows']",
@@ -99,7 +100,7 @@ def test_config_errors_name_a_secret_setting_without_its_value():
 @pytest.mark.parametrize(
     "value", [decimal.Decimal("1800.5"), 1800.0, decimal.Decimal("1800.0"), "1800", True]
 )
-def test_whole_number_settings_refuse_anything_but_an_integer(value):
+def test_whole_number_settings_refuse_anything_but_an_integer(value: object) -> None:
     with pytest.raises(ConfigurationError, match=r"job_timeout_seconds .*whole number"):
         Settings.from_config({"dry_run": True, "job_timeout_seconds": value})
 
@@ -109,7 +110,9 @@ def test_whole_number_settings_refuse_anything_but_an_integer(value):
     ["rows_per_minute", "request_timeout_seconds", "batch_wait_seconds", "events_per_minute"],
 )
 @pytest.mark.parametrize("value", [0, -1.5, float("nan"), float("inf"), decimal.Decimal("NaN")])
-def test_number_settings_must_be_positive_and_finite(name, value):
+def test_number_settings_must_be_positive_and_finite(
+    name: str, value: float | decimal.Decimal
+) -> None:
     with pytest.raises(ConfigurationError, match=f"{name} is .*positive number"):
         Settings.from_config({"dry_run": True, name: value})
 
@@ -117,14 +120,14 @@ def test_number_settings_must_be_positive_and_finite(name, value):
 # New settings
 
 
-def test_new_settings_have_their_documented_defaults():
+def test_new_settings_have_their_documented_defaults() -> None:
     settings = Settings.from_config({"dry_run": True})
     assert settings.batch_wait_seconds == 2.0
     assert settings.events_per_minute == 600.0
     assert settings.hard_delete is False
 
 
-def test_hard_delete_must_be_a_boolean():
+def test_hard_delete_must_be_a_boolean() -> None:
     with pytest.raises(ConfigurationError, match="hard_delete must be true or false"):
         Settings.from_config({"dry_run": True, "hard_delete": "yes"})
 
@@ -136,7 +139,7 @@ def _env(**values: str) -> dict[str, str]:
     return {PREFIX + name.upper(): value for name, value in values.items()}
 
 
-def test_env_config_reads_each_setting_as_its_type():
+def test_env_config_reads_each_setting_as_its_type() -> None:
     schema = TargetUserpilot.config_jsonschema
     TargetUserpilot.append_builtin_config(schema)
     environ = _env(
@@ -165,7 +168,7 @@ def test_env_config_reads_each_setting_as_its_type():
     }
 
 
-def test_a_bad_api_key_variable_is_never_echoed():
+def test_a_bad_api_key_variable_is_never_echoed() -> None:
     schema = {"properties": {"api_key": {**CONFIG_SCHEMA["properties"]["api_key"]}}}
     schema["properties"]["api_key"]["type"] = ["integer"]  # any type error on a secret
     with pytest.raises(ConfigurationError) as caught:
@@ -192,7 +195,9 @@ def test_a_bad_api_key_variable_is_never_echoed():
         ("users", "must be an object"),
     ],
 )
-def test_a_bad_object_mapping_entry_is_refused_naming_the_stream_and_key(entry, said):
+def test_a_bad_object_mapping_entry_is_refused_naming_the_stream_and_key(
+    entry: object, said: str
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings.from_config({"dry_run": True, "object_mapping": {"crm": entry}})
     assert said in str(caught.value)
@@ -210,12 +215,12 @@ def test_a_bad_object_mapping_entry_is_refused_naming_the_stream_and_key(entry, 
         {"id_property": "uid"},
     ],
 )
-def test_object_mapping_accepts_each_objects_own_keys(mapping):
+def test_object_mapping_accepts_each_objects_own_keys(mapping: dict[str, Any]) -> None:
     settings = Settings.from_config({"dry_run": True, "object_mapping": {"s": mapping}})
     assert settings.object_mapping == {"s": mapping}
 
 
-def test_an_entry_without_object_takes_the_keys_of_the_streams_default_object():
+def test_an_entry_without_object_takes_the_keys_of_the_streams_default_object() -> None:
     Settings.from_config({"dry_run": True, "object_mapping": {"events": {"event_name": "x"}}})
     with pytest.raises(ConfigurationError, match=r"an entry without object \(users\)"):
         Settings.from_config({"dry_run": True, "object_mapping": {"orders": {"event_name": "x"}}})
@@ -224,7 +229,7 @@ def test_an_entry_without_object_takes_the_keys_of_the_streams_default_object():
 # Unknown config keys
 
 
-def test_unknown_settings_match_regardless_of_case():
+def test_unknown_settings_match_regardless_of_case() -> None:
     (sentence,) = unknown_settings({"API_URL": 1}, ["api_url", "api_key"])
     assert "did you mean api_url?" in sentence
 
@@ -232,12 +237,14 @@ def test_unknown_settings_match_regardless_of_case():
 # Paths
 
 
-def test_an_empty_output_dir_is_refused_in_a_dry_run():
+def test_an_empty_output_dir_is_refused_in_a_dry_run() -> None:
     with pytest.raises(ConfigurationError, match="output_dir is empty"):
         Settings.from_config({"dry_run": True, "output_dir": " "})
 
 
-def test_paths_are_trimmed_and_a_leading_tilde_means_home(tmp_path, monkeypatch):
+def test_paths_are_trimmed_and_a_leading_tilde_means_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     settings = Settings.from_config(
         {"dry_run": True, "output_dir": "~/batches\n", "rejects_path": " ~/rejects.ndjson"}
@@ -247,14 +254,14 @@ def test_paths_are_trimmed_and_a_leading_tilde_means_home(tmp_path, monkeypatch)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_an_unwritable_rejects_folder_is_refused(tmp_path):
+def test_an_unwritable_rejects_folder_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "locked"
     folder.mkdir(mode=0o500)
     with pytest.raises(ConfigurationError, match="not writable"):
         Settings.from_config({"dry_run": True, "rejects_path": str(folder / "r.ndjson")})
 
 
-def test_no_setting_description_trips_meltanos_loader_test():
+def test_no_setting_description_trips_meltanos_loader_test() -> None:
     """`meltano --log-level=debug config test` fails a loader that prints "error" or
     "exception" anywhere (Meltano 4.4.1's plugin_test_service), and at DEBUG the SDK prints the
     settings' schema, descriptions included: a description saying "WARNING or ERROR" failed it.

@@ -21,6 +21,7 @@ def _counters_changed_beside_the_lock(source: str) -> list[str]:
     """Assignments to a shared counter of a summary or a stream's tally, as source text."""
     found = []
     for node in ast.walk(ast.parse(source)):
+        targets: list[ast.expr]
         if isinstance(node, ast.AugAssign):
             targets = [node.target]
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -36,7 +37,7 @@ def _counters_changed_beside_the_lock(source: str) -> list[str]:
     return found
 
 
-def test_every_shared_counter_changes_under_the_summarys_lock():
+def test_every_shared_counter_changes_under_the_summarys_lock() -> None:
     """Outside ``summary.py`` a counter changes only through the summary's locked methods."""
     beside = {
         str(path.relative_to(PACKAGE)): found
@@ -47,7 +48,7 @@ def test_every_shared_counter_changes_under_the_summarys_lock():
     assert beside == {}
 
 
-def test_the_counter_check_notices_a_change_beside_the_lock():
+def test_the_counter_check_notices_a_change_beside_the_lock() -> None:
     source = (
         "summary.stream(name).events_unconfirmed += 1\n"
         "self._summary.streams[name].rejected = 3\n"
@@ -62,7 +63,7 @@ def test_the_counter_check_notices_a_change_beside_the_lock():
     ]
 
 
-def test_add_counts_unconfirmed_events_per_stream():
+def test_add_counts_unconfirmed_events_per_stream() -> None:
     summary = RunSummary()
     summary.add("events", "events_unconfirmed")
     summary.add("events", "events_unconfirmed")

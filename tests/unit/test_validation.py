@@ -5,10 +5,11 @@ from __future__ import annotations
 import decimal
 import math
 import random
+from typing import Any
 
 import pytest
 from singer_sdk.exceptions import InvalidRecord
-from singer_sdk.sinks.core import JSONSchemaValidator
+from singer_sdk.sinks.core import BaseJSONSchemaValidator, JSONSchemaValidator
 
 from target_userpilot.records.validation import RecordValidator
 
@@ -31,7 +32,7 @@ USERS = {
 }
 
 
-def verdict(validator, record):
+def verdict(validator: BaseJSONSchemaValidator, record: dict[str, Any]) -> str | None:
     """None when valid, else the error message."""
     try:
         validator.validate(record)
@@ -40,7 +41,7 @@ def verdict(validator, record):
     return None
 
 
-def sdk_verdict(validator, record):
+def sdk_verdict(validator: BaseJSONSchemaValidator, record: dict[str, Any]) -> object:
     """The SDK's verdict; CRASH where jsonschema itself fails (multipleOf on NaN, Decimal...)."""
     try:
         return verdict(validator, record)
@@ -51,7 +52,7 @@ def sdk_verdict(validator, record):
 CRASH = object()
 
 
-def test_a_typical_schema_is_compiled():
+def test_a_typical_schema_is_compiled() -> None:
     assert RecordValidator(USERS).check is not None
 
 
@@ -63,7 +64,7 @@ def test_a_typical_schema_is_compiled():
         {"id": 3, "score": decimal.Decimal("1.5"), "address": None},
     ],
 )
-def test_valid_records_pass_on_the_fast_path(record):
+def test_valid_records_pass_on_the_fast_path(record: dict[str, Any]) -> None:
     validator = RecordValidator(USERS)
 
     assert validator.check is not None and validator.check(record)
@@ -84,7 +85,7 @@ def test_valid_records_pass_on_the_fast_path(record):
         {"id": 1, "address": {"town": "X"}},
     ],
 )
-def test_invalid_records_fail_with_the_sdk_message(record):
+def test_invalid_records_fail_with_the_sdk_message(record: dict[str, Any]) -> None:
     sdk = JSONSchemaValidator(USERS)
 
     message = verdict(RecordValidator(USERS), record)
@@ -93,7 +94,7 @@ def test_invalid_records_fail_with_the_sdk_message(record):
     assert message == verdict(sdk, record)
 
 
-def test_values_the_fast_path_is_unsure_of_are_decided_by_jsonschema():
+def test_values_the_fast_path_is_unsure_of_are_decided_by_jsonschema() -> None:
     """A float holding an integer is an integer to JSON Schema; NaN passes a minimum."""
     validator = RecordValidator(USERS)
 
@@ -101,7 +102,7 @@ def test_values_the_fast_path_is_unsure_of_are_decided_by_jsonschema():
     assert verdict(validator, {"id": 1, "score": math.nan}) is None
 
 
-def test_a_schema_with_unsupported_keywords_is_validated_by_jsonschema_alone():
+def test_a_schema_with_unsupported_keywords_is_validated_by_jsonschema_alone() -> None:
     schema = {"type": "object", "properties": {"v": {"oneOf": [{"type": "integer"}, {}]}}}
     validator = RecordValidator(schema)
 
@@ -110,7 +111,7 @@ def test_a_schema_with_unsupported_keywords_is_validated_by_jsonschema_alone():
     assert verdict(validator, {"v": 1}) is not None
 
 
-def test_formats_are_checked_only_when_asked():
+def test_formats_are_checked_only_when_asked() -> None:
     schema = {"type": "object", "properties": {"d": {"type": "string", "format": "date"}}}
 
     assert verdict(RecordValidator(schema), {"d": "not a date"}) is None
@@ -180,7 +181,7 @@ def _schema(rng: random.Random, depth: int) -> object:
     if roll < 0.67:
         return {"allOf": [_schema(rng, depth - 1), _schema(rng, depth - 1)]}
     names = rng.sample("abcde", rng.randint(1, 4))
-    node: dict = {"properties": {name: _schema(rng, depth - 1) for name in names}}
+    node: dict[str, Any] = {"properties": {name: _schema(rng, depth - 1) for name in names}}
     if rng.random() < 0.7:
         node["type"] = rng.choice(["object", ["object", "null"]])
     if rng.random() < 0.3:
@@ -199,7 +200,7 @@ def _value(rng: random.Random, depth: int) -> object:
     return {name: _value(rng, depth - 1) for name in rng.sample("abcdef", rng.randint(0, 4))}
 
 
-def test_verdicts_and_messages_match_the_sdk_validator_on_random_schemas():
+def test_verdicts_and_messages_match_the_sdk_validator_on_random_schemas() -> None:
     rng = random.Random(20240601)
     compiled = 0
     for _ in range(400):

@@ -22,7 +22,9 @@ from target_userpilot.summary import RunSummary, count
         (3, "event request body", "event request bodies", "3 event request bodies"),
     ],
 )
-def test_a_count_agrees_with_its_number(n, noun, plural, written):
+def test_a_count_agrees_with_its_number(
+    n: int, noun: str, plural: str | None, written: str
+) -> None:
     assert count(n, noun, plural) == written
 
 
@@ -51,7 +53,7 @@ def _summary(*batches: _Batch, dry_run: bool = False) -> RunSummary:
     return summary
 
 
-def test_an_events_import_says_it_sent_events_not_zero_rows():
+def test_an_events_import_says_it_sent_events_not_zero_rows() -> None:
     summary = _summary(_Batch("events", {"events": 5}, {"events": 2}))
 
     sentences = summary.sentences()
@@ -62,7 +64,7 @@ def test_an_events_import_says_it_sent_events_not_zero_rows():
     assert not any("rows" in sentence for sentence in sentences)
 
 
-def test_rows_and_imported_events_each_count_their_own_jobs():
+def test_rows_and_imported_events_each_count_their_own_jobs() -> None:
     summary = _summary(_Batch("users", {"users": 3}), _Batch("events", {"events": 1}))
 
     sentences = summary.sentences()
@@ -71,7 +73,7 @@ def test_rows_and_imported_events_each_count_their_own_jobs():
     assert sentences[1] == "Sent 1 event to Userpilot in 1 import job."
 
 
-def test_a_dry_run_import_names_its_files_and_not_empty_row_uploads():
+def test_a_dry_run_import_names_its_files_and_not_empty_row_uploads() -> None:
     summary = _summary(_Batch("events", {"events": 2}), dry_run=True)
 
     assert summary.sentences() == [
@@ -81,7 +83,7 @@ def test_a_dry_run_import_names_its_files_and_not_empty_row_uploads():
     ]
 
 
-def test_a_dry_runs_summary_record_says_would_and_uploads():
+def test_a_dry_runs_summary_record_says_would_and_uploads() -> None:
     summary = _summary(_Batch("users", {"users": 2}), dry_run=True)
 
     assert summary.message().startswith(
@@ -90,14 +92,14 @@ def test_a_dry_runs_summary_record_says_would_and_uploads():
     )
 
 
-def test_a_run_with_nothing_to_send_still_says_so():
+def test_a_run_with_nothing_to_send_still_says_so() -> None:
     summary = RunSummary()
     summary.stream("users", "users")
 
     assert summary.sentences()[0].startswith("Sent 0 rows to Userpilot in 0 jobs, in ")
 
 
-def test_one_unconfirmed_event_reads_in_the_singular():
+def test_one_unconfirmed_event_reads_in_the_singular() -> None:
     summary = _summary(_Batch("users", {"users": 1}))
     summary.add("users", "events_unconfirmed")
 

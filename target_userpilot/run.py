@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from target_userpilot.batching.batch import SealedBatch
 from target_userpilot.batching.buffer import BatchBuffer
@@ -47,6 +47,7 @@ from target_userpilot.memory.imported import ImportedEvents
 from target_userpilot.memory.mirror import Guard, MirrorDeletes
 from target_userpilot.memory.runs import RunRecord
 from target_userpilot.memory.unchanged import ConfirmedRows
+from target_userpilot.plan.tally import PlanCounter
 from target_userpilot.privacy.redact import password_of
 from target_userpilot.records.object_keys import ObjectKeys
 from target_userpilot.records.routing import EVENTS
@@ -57,9 +58,6 @@ from target_userpilot.stop import RunStop
 from target_userpilot.summary import RunSummary, count
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.dryrun import DryRunClient
-
-if TYPE_CHECKING:
-    from target_userpilot.plan.planner import Planner
 
 logger = logging.getLogger("target_userpilot")
 
@@ -93,7 +91,7 @@ class SinkServices:
     #: One read-only request that proves the key works (Meltano's loader test stream).
     check_connection: Callable[[], str]
     #: ``plan_path``: each record's outcome is counted here, and nothing else is done with it.
-    plan: Planner | None = None
+    plan: PlanCounter | None = None
 
 
 @dataclass

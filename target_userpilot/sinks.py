@@ -219,7 +219,7 @@ class UserpilotSink(BatchSink):
         if len(names.collisions) != self._notes.collisions_warned:
             self._notes.collisions(names)
 
-    def _apply(self, outcome: Outcome, record: dict, seq: int) -> None:
+    def _apply(self, outcome: Outcome, record: dict[str, t.Any], seq: int) -> None:
         """The one place a record's outcome becomes work: a row, a deletion, an event, a refusal."""
         stream = self.stream_name
         names = self.names

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from target_userpilot.memory.mirror import VersionEnd
+from target_userpilot.records.decide import Outcome, StreamRules
 from target_userpilot.summary import count
 
 #: How a row stands against what Userpilot will hold once every earlier row is applied.
@@ -37,6 +38,25 @@ SUMMARY_COUNTERS = (
     "events_sent",
     "events_skipped",
 )
+
+
+class PlanCounter(Protocol):
+    """What a sink hands each record's outcome to in a plan (``planner.Planner``)."""
+
+    @property
+    def stopped(self) -> bool:
+        """True once the real run would have stopped: later records are not counted."""
+        ...
+
+    def skip(self) -> None:
+        """A message past the point where the run would stop."""
+        ...
+
+    def count(
+        self, stream: str, rules: StreamRules, outcome: Outcome, position: int, seq: int
+    ) -> None:
+        """Count what record ``position`` of ``stream`` became."""
+        ...
 
 
 def compare_row(before: bytes | None, digest: bytes) -> str:

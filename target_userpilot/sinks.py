@@ -38,6 +38,7 @@ from target_userpilot.records.decide import (
 from target_userpilot.records.routing import EVENTS, table_name
 from target_userpilot.records.rows import NamesSeen
 from target_userpilot.records.validation import RecordValidator
+from target_userpilot.run import SinkServices
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -50,10 +51,10 @@ OLD_EVENT_SECONDS = 3600.0
 if t.TYPE_CHECKING:
     import logging
 
+    from singer_sdk.target_base import Target
+
     from target_userpilot.lanes.deletions import DeletionLane
     from target_userpilot.records.object_keys import ObjectKeys
-    from target_userpilot.run import SinkServices
-    from target_userpilot.target import TargetUserpilot
 
 
 class UserpilotSink(BatchSink):
@@ -61,7 +62,7 @@ class UserpilotSink(BatchSink):
 
     def __init__(
         self,
-        target: TargetUserpilot,
+        target: Target,
         stream_name: str,
         schema: dict[str, t.Any],
         key_properties: t.Sequence[str] | None,
@@ -69,7 +70,7 @@ class UserpilotSink(BatchSink):
         #: Read before the SDK's __init__, which asks for it (``include_sdc_metadata_properties``).
         self._add_record_metadata = bool(target.config.get("add_record_metadata", False))
         super().__init__(target, stream_name, schema, key_properties)
-        services: SinkServices = target.services
+        services = _services_of(target)
         settings = services.settings
         validator = self.record_validator
         mapping = settings.object_mapping.get(stream_name)
@@ -461,3 +462,13 @@ def _by_table_name(stream_name: str, mapping: t.Mapping[str, t.Any] | None) -> s
     if (mapping or {}).get("object") or table_name(stream_name) == stream_name:
         return ""
     return f" (by its table name '{table_name(stream_name)}', after the tap's prefix)"
+
+
+def _services_of(target: Target) -> SinkServices:
+    """The run's parts a sink is handed: ``TargetUserpilot.services`` (the target builds the
+    run before the SDK builds any sink). Read by name, so this module never imports the target
+    that imports it."""
+    services = getattr(target, "services", None)
+    if not isinstance(services, SinkServices):
+        raise TypeError(f"{UserpilotSink.__name__} is built by TargetUserpilot, not {target!r}")
+    return services

@@ -20,6 +20,7 @@ from support.messages import (
     MIRRORED_STREAM,
     TAP_USER_SCHEMA,
     USER_SCHEMA,
+    activate_version,
     deleted_user,
     event,
     events_schema,
@@ -276,26 +277,46 @@ def test_a_plan_without_a_ledger_counts_everything_new_and_creates_none(
 
 
 def test_the_readme_plan_example_prints_what_the_readme_shows(
-    sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
+    sandbox: Sandbox, mirror_config: dict[str, Any], tmp_path: Path, run_target: RunTarget
 ) -> None:
+    """The README's example: a full-table stream with changes, new rows and rows gone from the
+    source, and an events stream partly sent before; then the run does what the plan said."""
     readme = section("Plan a run")
     shown = readme[readme.index("```\nPlan:") + 4 :]
     shown_lines = shown[: shown.index("```")].rstrip("\n").splitlines()
-    config = {**config, "skip_unchanged": True, "state_db": str(tmp_path / "state.db")}
-    first = [schema("users", USER_SCHEMA, ["id"]), *(record("users", user(i)) for i in range(40))]
+    config = {**mirror_config, "skip_unchanged": True, "events_per_minute": 6000}
+    first = [
+        *full_table_copy(1, range(40), final_state=False),
+        events_schema(),
+        *(record("events", event(i, i)) for i in range(5)),
+        state({"run": 1}),
+    ]
     assert run_target(config, first, tmp_path=tmp_path).returncode == 0
+    # Version 2: 0-29 as they were, 30-35 changed, 36-39 gone from the source, 40-51 new.
+    rows = [
+        *(user(i) for i in range(30)),
+        *(user(i, plan="enterprise") for i in range(30, 36)),
+        *(user(i) for i in range(40, 52)),
+    ]
     second = [
-        schema("users", USER_SCHEMA, ["id"]),
-        *(record("users", user(i)) for i in range(30)),
-        *(record("users", user(i, plan="enterprise")) for i in range(30, 40)),
-        *(record("users", user(i)) for i in range(40, 52)),
+        schema(MIRRORED_STREAM, USER_SCHEMA, ["id"]),
+        activate_version(2),
+        *({**record(MIRRORED_STREAM, row), "version": 2} for row in rows),
+        activate_version(2),
+        events_schema(),
+        *(record("events", event(i, i % 40)) for i in range(8)),  # e-0 to e-4 were sent
+        state({"run": 2}),
     ]
 
-    _, planned = _plan(run_target, config, second, tmp_path, sandbox)
+    plan, planned = _plan(run_target, config, second, tmp_path, sandbox)
 
     messages = [line.split(" | ", 3)[-1] for line in planned.stderr.splitlines()]
     start = messages.index(shown_lines[0])
     assert messages[start : start + len(shown_lines)] == shown_lines
+    run = run_target(config, second, tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for stream in (MIRRORED_STREAM, "events"):
+        assert _counted(run, stream) == _predicted(plan, stream)
 
 
 def test_a_deletion_after_a_row_of_its_profile_supersedes_it_in_the_plan_as_in_the_run(

@@ -89,6 +89,7 @@ bench: $(INSTALLED)
 	$(PYTHON) bench/events.py
 	$(PYTHON) bench/imports.py
 	$(PYTHON) bench/ledger.py
+	$(PYTHON) bench/plan.py
 
 readme: $(INSTALLED)
 	$(PYTHON) scripts/readme_settings.py

@@ -532,20 +532,27 @@ def _default(name: str) -> Any:
     return CONFIG_SCHEMA["properties"][name].get("default")
 
 
-def _check_rejects_path(path: str) -> None:
+def _file_folder(setting: str, path: str, example: str) -> str:
+    """The folder of the file ``setting`` names; refused when ``path`` is a folder itself
+    (``example`` is the file name suggested in it) or its folder does not exist."""
     if os.path.isdir(path):
         msg = (
-            f"rejects_path '{path}' is a folder; name a file instead, for example "
-            f"'{os.path.join(path, 'rejects.ndjson')}'."
+            f"{setting} '{path}' is a folder; name a file instead, for example "
+            f"'{os.path.join(path, example)}'."
         )
         raise ConfigurationError(msg)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         msg = (
-            f"rejects_path '{path}' is in a folder that does not exist ({folder}). Create the "
-            "folder, or choose another rejects_path."
+            f"{setting} '{path}' is in a folder that does not exist ({folder}). Create the "
+            f"folder, or choose another {setting}."
         )
         raise ConfigurationError(msg)
+    return folder
+
+
+def _check_rejects_path(path: str) -> None:
+    folder = _file_folder("rejects_path", path, "rejects.ndjson")
     if os.path.exists(path):
         if not os.access(path, os.W_OK):
             msg = f"rejects_path '{path}' cannot be written to. Check its permissions."
@@ -567,19 +574,7 @@ def _check_plan_path(path: str, *, dry_run: bool) -> None:
         raise ConfigurationError(msg)
     if not path:
         raise ConfigurationError("plan_path is empty; name the JSON file the plan is written to.")
-    if os.path.isdir(path):
-        msg = (
-            f"plan_path '{path}' is a folder; name a file instead, for example "
-            f"'{os.path.join(path, 'userpilot-plan.json')}'."
-        )
-        raise ConfigurationError(msg)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        msg = (
-            f"plan_path '{path}' is in a folder that does not exist ({folder}). Create the "
-            "folder, or choose another plan_path."
-        )
-        raise ConfigurationError(msg)
+    folder = _file_folder("plan_path", path, "userpilot-plan.json")
     if not os.access(folder, os.W_OK | os.X_OK):
         msg = f"plan_path '{path}' cannot be written: the folder {folder} is not writable."
         raise ConfigurationError(msg)

@@ -331,6 +331,25 @@ class Ledger(ABC):
             for chunk in chunks(sorted(set(ids)), self.chunk_size)
         ]
 
+    def _execute_per_chunk(
+        self, doing: str, sql: str, params: Mapping[str, Any], ids: Iterable[str]
+    ) -> None:
+        """Run ``sql`` over ``ids`` a chunk at a time (``_per_chunk``) in one transaction;
+        nothing at all when there are no ids."""
+        steps = self._per_chunk(sql, params, ids)
+        if steps:
+            self._execute(doing, steps)
+
+    def _forget_profiles(
+        self, table: str, doing: str, scope: str, object: str, ids: Iterable[str]
+    ) -> None:
+        """Remove the rows of ``ids`` from ``table``, a table keyed by scope, object and id."""
+        sql = (
+            f"DELETE FROM {table} "  # noqa: S608 - a table name of ours, then placeholders
+            f"WHERE scope = :scope AND object = :object AND {self.dialect.ids_in('id')}"
+        )
+        self._execute_per_chunk(doing, sql, {"scope": scope, "object": object}, ids)
+
     # The schema (schema.py)
 
     def schema_versions(self) -> list[int]:
@@ -374,13 +393,7 @@ class Ledger(ABC):
 
     def forget_rows(self, scope: str, object: str, ids: Iterable[str]) -> None:
         """Remove the entries of ``ids`` (deleted profiles: a profile made again is sent again)."""
-        sql = (
-            "DELETE FROM confirmed_rows "  # noqa: S608 - only placeholders
-            f"WHERE scope = :scope AND object = :object AND {self.dialect.ids_in('id')}"
-        )
-        steps = self._per_chunk(sql, {"scope": scope, "object": object}, ids)
-        if steps:
-            self._execute("removing deleted profiles", steps)
+        self._forget_profiles("confirmed_rows", "removing deleted profiles", scope, object, ids)
 
     # Events: accepted_events
 
@@ -743,9 +756,8 @@ class Ledger(ABC):
             f"WHERE scope = :scope AND object = :object AND {self.dialect.ids_in('id')} "
             "AND upserted_at IS NULL"
         )
-        steps = self._per_chunk(sql, {"scope": scope, "object": object, "at": at}, ids)
-        if steps:
-            self._execute("noting profiles sent again after their deletion", steps)
+        params = {"scope": scope, "object": object, "at": at}
+        self._execute_per_chunk("noting profiles sent again after their deletion", sql, params, ids)
 
     def prune_deletions(self, scope: str, accepted_before: float) -> None:
         """Drop deletions long erased whose profile the source has sent live again since."""
@@ -758,13 +770,9 @@ class Ledger(ABC):
 
     def forget_deletions(self, scope: str, object: str, ids: Iterable[str]) -> None:
         """The source sent ``ids`` live again: a later deletion of them must be requested."""
-        sql = (
-            "DELETE FROM deleted_profiles "  # noqa: S608 - only placeholders
-            f"WHERE scope = :scope AND object = :object AND {self.dialect.ids_in('id')}"
+        self._forget_profiles(
+            "deleted_profiles", "forgetting accepted deletions", scope, object, ids
         )
-        steps = self._per_chunk(sql, {"scope": scope, "object": object}, ids)
-        if steps:
-            self._execute("forgetting accepted deletions", steps)
 
     def has_remembered_deletions(self, scope: str) -> bool:
         """Whether any deletion of this account is remembered (most ledgers have none)."""

@@ -8,35 +8,25 @@ by `make test`), and runs in a copy of the project in a temporary directory, so 
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from target_userpilot.sandbox import Sandbox
 
-from support.meltano import copy_project, meltano_env, meltano_stdout, run_meltano
+from support.meltano import (
+    copy_project,
+    example_input,
+    meltano_env,
+    meltano_result,
+    meltano_stdout,
+    run_meltano,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
-EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
 HUB_DEFINITION = REPO / "plugin" / "loaders" / "target-userpilot--userpilot.yml"
-
-
-def _example() -> tuple[set[str], set[str], dict[str, Any]]:
-    """User ids, company ids and the last STATE of the bundled example input."""
-    users, companies, last_state = set(), set(), {}
-    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
-        message = json.loads(line)
-        if message["type"] == "RECORD" and message["stream"] == "users":
-            users.add(message["record"]["user_id"])
-        elif message["type"] == "RECORD" and message["stream"] == "companies":
-            companies.add(message["record"]["company_id"])
-        elif message["type"] == "STATE":
-            last_state = message["value"]
-    return users, companies, last_state
 
 
 def test_meltano_run_loads_the_example_with_settings_from_the_environment(
@@ -45,7 +35,7 @@ def test_meltano_run_loads_the_example_with_settings_from_the_environment(
     meltano_yml, had_meltano_dir = (REPO / "meltano.yml").read_bytes(), (REPO / ".meltano").exists()
     project = copy_project(tmp_path / "project")
     key = f"env-only-key-{uuid.uuid4().hex[:8]}"
-    users, companies, last_state = _example()
+    users, companies, last_state = example_input()
     assert users and companies and last_state
 
     run_meltano(meltano, "install", cwd=project, env=meltano_env())
@@ -186,7 +176,7 @@ def test_fractional_number_settings_work_through_meltano_config_and_the_environm
         assert "Traceback" not in said
     run_meltano(meltano, "install", cwd=project, env=meltano_env())
     key = f"fraction-key-{uuid.uuid4().hex[:8]}"
-    users, companies, _ = _example()
+    users, companies, _ = example_input()
 
     with Sandbox(port=0, api_key=key, rows_per_minute=0) as sandbox:
         env = meltano_env(
@@ -200,14 +190,13 @@ def test_fractional_number_settings_work_through_meltano_config_and_the_environm
         )
         run_meltano(meltano, "run", "tap-example", "target-userpilot", cwd=project, env=env)
         loaded = set(sandbox.profiles("users")), set(sandbox.profiles("companies"))
-        refused = subprocess.run(
-            [str(meltano), "invoke", "target-userpilot", "--check-connection"],
+        refused = meltano_result(
+            meltano,
+            "invoke",
+            "target-userpilot",
+            "--check-connection",
             cwd=project,
             env={**env, "TARGET_USERPILOT_BATCH_WAIT_SECONDS": "half a second"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
         )
 
     config = json.loads(dumped)

@@ -9,31 +9,19 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from target_userpilot.sandbox import Sandbox
 
-from support.meltano import copy_project, meltano_env, meltano_stdout, run_meltano
-
-REPO = Path(__file__).resolve().parents[2]
-
-EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
-
-
-def _example() -> tuple[set[str], set[str], dict[str, Any]]:
-    """User ids, company ids and the last STATE of the bundled example input."""
-    users, companies, last_state = set(), set(), {}
-    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
-        message = json.loads(line)
-        if message["type"] == "RECORD" and message["stream"] == "users":
-            users.add(message["record"]["user_id"])
-        elif message["type"] == "RECORD" and message["stream"] == "companies":
-            companies.add(message["record"]["company_id"])
-        elif message["type"] == "STATE":
-            last_state = message["value"]
-    return users, companies, last_state
+from support.meltano import (
+    copy_project,
+    example_input,
+    meltano_env,
+    meltano_result,
+    meltano_stdout,
+    run_meltano,
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +82,8 @@ def test_a_refused_key_shows_its_reason_at_meltanos_default_log_level(
         env = meltano_env(
             TARGET_USERPILOT_API_URL=sandbox.url, TARGET_USERPILOT_API_KEY="wrong-" + key
         )
-        refused = subprocess.run(
-            [str(meltano), "config", "test", "target-userpilot"],
-            cwd=loader_project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        refused = meltano_result(
+            meltano, "config", "test", "target-userpilot", cwd=loader_project, env=env
         )
         assert sandbox.profiles("users") == {}
 
@@ -123,15 +105,7 @@ def _meltano_debug(
 ) -> subprocess.CompletedProcess[str]:
     """``meltano --log-level=debug <args>``, whatever its exit code (the loader's lines are
     logged at debug level)."""
-    return subprocess.run(
-        [str(meltano), "--log-level=debug", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return meltano_result(meltano, "--log-level=debug", *args, cwd=cwd, env=env)
 
 
 def test_a_dry_run_under_meltano_stores_no_state_and_the_next_run_loads_everything(
@@ -141,7 +115,7 @@ def test_a_dry_run_under_meltano_stores_no_state_and_the_next_run_loads_everythi
     bookmark past records that were only written to files."""
     project = copy_project(tmp_path / "project")
     key = f"dry-run-key-{uuid.uuid4().hex[:8]}"
-    users, _, last_state = _example()
+    users, _, last_state = example_input()
     state_id = "dev:tap-example-to-target-userpilot"
     run_meltano(meltano, "install", cwd=project, env=meltano_env())
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from support.meltano import copy_project
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -79,22 +80,6 @@ def _script(steps: list[str], port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _copy_checkout(dest: Path) -> Path:
-    for name in CHECKOUT_FILES:
-        source, target = REPO / name, dest / name
-        if source.is_dir():
-            shutil.copytree(source, target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    shutil.copytree(
-        REPO / "target_userpilot",
-        dest / "target_userpilot",
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    return dest
-
-
 def _env(meltano: Path) -> dict[str, str]:
     env = {
         k: v
@@ -137,7 +122,7 @@ def test_the_steps_are_found_and_install_from_the_checkout() -> None:
 
 def test_readme_meltano_steps_work_in_a_fresh_project_as_written(tmp_path: Path) -> None:
     meltano = meltano_venv.ensure()
-    checkout = _copy_checkout(tmp_path / "target-userpilot")
+    checkout = copy_project(tmp_path / "target-userpilot", CHECKOUT_FILES)
     port = _free_port()
     script = tmp_path / "readme-steps.sh"
     script.write_text(_script(readme_steps(), port), encoding="utf-8")

@@ -6,15 +6,34 @@ Meltano is installed once per machine into `.venv/meltano` (``scripts/meltano_ve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 # What `meltano install` needs to install the loader from the copy (pip_url: -e .), and the
 # sample tap with the example it prints.
 PROJECT_FILES = ("meltano.yml", "pyproject.toml", "README.md", "examples", "scripts/tap-example")
+#: The bundled example input the sample tap prints.
+EXAMPLE = REPO / "examples" / "users_and_companies.singer.jsonl"
+
+
+def example_input() -> tuple[set[str], set[str], dict[str, Any]]:
+    """User ids, company ids and the last STATE of the bundled example input."""
+    users, companies, last_state = set(), set(), {}
+    for line in EXAMPLE.read_text(encoding="utf-8").splitlines():
+        message = json.loads(line)
+        if message["type"] == "RECORD" and message["stream"] == "users":
+            users.add(message["record"]["user_id"])
+        elif message["type"] == "RECORD" and message["stream"] == "companies":
+            companies.add(message["record"]["company_id"])
+        elif message["type"] == "STATE":
+            last_state = message["value"]
+    return users, companies, last_state
 
 
 def meltano_env(**settings: str) -> dict[str, str]:
@@ -33,9 +52,11 @@ def meltano_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def run_meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
-    """Run ``meltano args``, failing the test unless it succeeds; its stdout and stderr."""
-    result = subprocess.run(
+def meltano_result(
+    meltano: Path, *args: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``meltano args`` and return how it ended, whatever its exit code."""
+    return subprocess.run(
         [str(meltano), *args],
         cwd=cwd,
         env=env,
@@ -44,6 +65,11 @@ def run_meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> st
         timeout=300,
         check=False,
     )
+
+
+def run_meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run ``meltano args``, failing the test unless it succeeds; its stdout and stderr."""
+    result = meltano_result(meltano, *args, cwd=cwd, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{output[-4000:]}"
     return output
@@ -51,22 +77,15 @@ def run_meltano(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> st
 
 def meltano_stdout(meltano: Path, *args: str, cwd: Path, env: dict[str, str]) -> str:
     """What ``meltano args`` printed on stdout alone (Meltano logs to stderr)."""
-    result = subprocess.run(
-        [str(meltano), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = meltano_result(meltano, *args, cwd=cwd, env=env)
     assert result.returncode == 0, f"meltano {' '.join(args)} failed:\n{result.stderr[-4000:]}"
     return result.stdout
 
 
-def copy_project(dest: Path) -> Path:
-    """Copy what a Meltano project of the checkout needs into ``dest``."""
-    for name in PROJECT_FILES:
+def copy_project(dest: Path, files: Iterable[str] = PROJECT_FILES) -> Path:
+    """Copy ``files`` of the checkout (what a Meltano project of it needs unless told) and the
+    package into ``dest``."""
+    for name in files:
         source = REPO / name
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -11,60 +11,24 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from target_userpilot.lanes.pace import connections_for
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
+from support.events import track_config, tracked_ids
+from support.messages import (
+    API_KEY,
+    USER_SCHEMA,
+    event,
+    events_schema,
+    record,
+    schema,
+    state,
+    user,
+)
 from support.pg import BOTH_LEDGERS
 from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
-
-EVENT_SCHEMA = {
-    "event_id": {"type": "string"},
-    "user_id": {"type": "integer"},
-    "event_name": {"type": "string"},
-    "invoice": {
-        "type": "object",
-        "properties": {"amount": {"type": "number"}, "currency": {"type": "string"}},
-    },
-    "seats": {"type": "array", "items": {"type": "integer"}},
-    "paid_at": {"type": "string", "format": "date-time"},
-}
-
-
-def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
-    """An 'invoice_paid' event of user ``user_id`` with a nested object and an array."""
-    rec = {
-        "event_id": f"e-{i}",
-        "user_id": user_id,
-        "event_name": "invoice_paid",
-        "invoice": {"amount": i + 0.5, "currency": "EUR"},
-        "seats": [1, i],
-        "paid_at": "2026-01-02T03:04:05+01:00",
-    }
-    rec.update(extra)
-    return rec
-
-
-def events_schema() -> dict[str, Any]:
-    return schema("events", EVENT_SCHEMA, ["event_id"])
-
-
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "events_per_minute": 6000,
-        "batch_wait_seconds": 0.2,
-        "state_db": str(tmp_path / "ledger.db"),
-        **extra,
-    }
-
-
-def _ids(sandbox: Sandbox) -> Counter[str]:
-    return Counter(e["metadata"]["event_id"] for e in sandbox.events())
 
 
 def _by_user(sandbox: Sandbox) -> dict[str, list[str]]:
@@ -84,7 +48,7 @@ def test_an_event_waits_for_its_users_row_received_after_it(tmp_path: Path) -> N
     users before it: the event waits for that job instead of going out to a 404."""
     # One row a second: each users job takes about a second.
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60, events_per_minute=0) as sandbox:
-        config = _config(sandbox, tmp_path, batch_size_rows=1)
+        config = track_config(sandbox, tmp_path, batch_size_rows=1)
         running = TargetProcess(config, tmp_path)
         try:
             running.send([schema("users", USER_SCHEMA, ["id"]), events_schema()])
@@ -109,7 +73,7 @@ def test_an_event_tried_again_after_a_404_keeps_its_place_before_its_users_later
     event 1 of user 7 arrives: it must not overtake event 0, which goes again only at the end.
     STATE waits for event 0 meanwhile."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
-        config = _config(sandbox, tmp_path, state_db=state_db)
+        config = track_config(sandbox, tmp_path, state_db=state_db)
         running = TargetProcess(config, tmp_path)
         try:
             running.send([schema("users", USER_SCHEMA, ["id"]), events_schema()])
@@ -136,7 +100,7 @@ def test_kill_9_and_a_rerun_from_the_last_state_duplicate_only_events_in_flight(
     tmp_path: Path, run_target: RunTarget
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
-        config = _config(sandbox, tmp_path, events_per_minute=3000)
+        config = track_config(sandbox, tmp_path, events_per_minute=3000)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
         messages += [record("users", user(i)) for i in range(50)]
         messages.append(state({"users": "done"}))
@@ -159,7 +123,7 @@ def test_kill_9_and_a_rerun_from_the_last_state_duplicate_only_events_in_flight(
         rerun = run_target(config, rerun_input, tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        ids = _ids(sandbox)
+        ids = tracked_ids(sandbox)
         assert set(ids) == {f"e-{i}" for i in range(300)}
         duplicates = sum(ids.values()) - len(ids)
         assert duplicates <= connections_for(3000)
@@ -170,7 +134,7 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(
     tmp_path: Path, run_target: RunTarget
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
-        config = _config(sandbox, tmp_path, events_per_minute=1200)
+        config = track_config(sandbox, tmp_path, events_per_minute=1200)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
         messages += [record("users", user(i)) for i in range(10)]
         for i in range(100):
@@ -182,7 +146,7 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(
         code = running.drain()
 
         assert code == 10, running.stderr[-3000:]
-        sent = _ids(sandbox)
+        sent = tracked_ids(sandbox)
         last = running.states[-1]["events"]
         assert last < 99
         # STATE never passes an event Userpilot has not accepted.
@@ -191,7 +155,7 @@ def test_sigterm_while_events_go_out_stops_with_state_behind_the_accepted_ones(
         rerun = run_target(config, messages[:2] + messages[resume + 1 :], tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        ids = _ids(sandbox)
+        ids = tracked_ids(sandbox)
         assert set(ids) == {f"e-{i}" for i in range(100)}
         assert max(ids.values()) == 1
 
@@ -200,7 +164,7 @@ def test_sigterm_leaves_an_event_set_aside_for_the_rerun_and_no_state_past_it(
     tmp_path: Path, run_target: RunTarget
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
-        config = _config(sandbox, tmp_path)
+        config = track_config(sandbox, tmp_path)
         head = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
         messages = [*head, record("events", event(0, 7)), state({"after": 0})]
         messages += [record("users", user(7)), state({"after": "user 7"})]

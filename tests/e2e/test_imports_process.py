@@ -16,71 +16,28 @@ import pytest
 
 from target_userpilot.sandbox import Sandbox
 
+from support.events import (
+    import_config,
+    import_event,
+    import_events_schema,
+    imported_ids,
+)
 from support.messages import API_KEY, USER_SCHEMA, record, schema, state, user
 from support.pg import BOTH_LEDGERS
 from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
-
-EVENT_SCHEMA = {
-    "event_id": {"type": "string"},
-    "user_id": {"type": "integer"},
-    "event_name": {"type": "string"},
-    "amount": {"type": "number"},
-    "paid_at": {"type": "string", "format": "date-time"},
-}
-
-
-def paid_at(i: int) -> str:
-    """A source time a day per event in 2023, with a +02:00 offset (normalised to UTC)."""
-    day = i % 28 + 1
-    return f"2023-03-{day:02d}T10:{i % 60:02d}:00+02:00"
-
-
-def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
-    rec = {
-        "event_id": f"e-{i}",
-        "user_id": user_id,
-        "event_name": "invoice_paid",
-        "amount": i + 0.5,
-        "paid_at": paid_at(i),
-    }
-    rec.update(extra)
-    return rec
-
-
-def events_schema(stream: str = "events") -> dict[str, Any]:
-    return schema(stream, EVENT_SCHEMA, ["event_id"])
-
-
-MAPPING = {"events": {"object": "events", "event_time_property": "paid_at"}}
-
-
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "events_api": "import",
-        "object_mapping": MAPPING,
-        "batch_wait_seconds": 0.2,
-        "state_db": str(tmp_path / "ledger.db"),
-        **extra,
-    }
-
-
-def _ids(sandbox: Sandbox) -> Counter[str]:
-    return Counter(e["metadata"]["event_id"] for e in sandbox.imported_events())
 
 
 def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(
     tmp_path: Path, run_target: RunTarget
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=6000) as sandbox:
-        config = _config(sandbox, tmp_path, batch_size_rows=40)
-        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        config = import_config(sandbox, tmp_path, batch_size_rows=40)
+        messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
         messages += [record("users", user(i)) for i in range(50)]
         messages.append(state({"users": "done"}))
         for i in range(400):
-            messages.append(record("events", event(i, i % 50)))
+            messages.append(record("events", import_event(i, i % 50)))
             if (i + 1) % 40 == 0:
                 messages.append(state({"events": i}))
         running = TargetProcess(config, tmp_path, messages=messages)
@@ -101,7 +58,7 @@ def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(
         rerun = run_target(config, rerun_input, tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        ids = _ids(sandbox)
+        ids = imported_ids(sandbox)
         assert set(ids) == {f"e-{i}" for i in range(400)}
         # Only the events of a job that completed as the kill came could come twice.
         assert sum(ids.values()) - len(ids) <= 40
@@ -113,8 +70,8 @@ def test_kill_9_and_a_rerun_lose_nothing_and_duplicate_nothing_completed(
 def _events_only(n: int) -> list[dict[str, Any]]:
     """``n`` events of users loaded before (the Import API needs no user in this run)."""
     return [
-        events_schema(),
-        *(record("events", event(i, i)) for i in range(n)),
+        import_events_schema(),
+        *(record("events", import_event(i, i)) for i in range(n)),
         state({"events": n}),
     ]
 
@@ -140,7 +97,7 @@ def test_kill_9_during_an_import_job_and_a_rerun_import_every_event_once(
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as sandbox:  # 50 events: 50 s
         if end == "failed":
             sandbox.set_faults(fail_jobs=1)
-        config = _config(sandbox, tmp_path, state_db=state_db)
+        config = import_config(sandbox, tmp_path, state_db=state_db)
         running = TargetProcess(config, tmp_path, messages=messages)
         try:
             eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
@@ -156,7 +113,7 @@ def test_kill_9_during_an_import_job_and_a_rerun_import_every_event_once(
         rerun = run_target(config, messages, tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(50)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(50)})
         assert rerun.states[-1] == {"events": 50}
         total = rerun.summary["total"]
         if end == "failed":
@@ -179,7 +136,7 @@ def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
         # The file is imported; the answer is held back until the target is gone.
         sandbox.set_faults(slow_rate=1.0, slow_seconds=60.0, only="upload")
-        config = _config(sandbox, tmp_path, state_db=state_db)
+        config = import_config(sandbox, tmp_path, state_db=state_db)
         running = TargetProcess(config, tmp_path, messages=messages)
         try:
             eventually(lambda: _import_jobs(sandbox), timeout=30, what="the import job")
@@ -191,7 +148,7 @@ def test_kill_9_before_the_upload_was_answered_and_a_rerun_send_no_event_twice(
         again = run_target(config, messages, tmp_path=tmp_path)
 
         assert rerun.returncode == again.returncode == 0, rerun.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
         assert sandbox.stats()["upload_attempts"] == 1
         total = rerun.summary["total"]
         assert total["events_skipped"] == 20
@@ -214,7 +171,7 @@ def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_s
         # Every try of the import meets 409 for three seconds from the first, however long the
         # process takes to start on a busy machine.
         sandbox.hold_foreign_job(3.0, at_upload=1)
-        config = _config(sandbox, tmp_path)
+        config = import_config(sandbox, tmp_path)
         running = TargetProcess(config, tmp_path, messages=messages)
         try:
             # Killed in the pause between two tries: the ledger then knows nothing arrived.
@@ -227,7 +184,7 @@ def test_kill_9_while_another_clients_job_holds_the_account_leaves_the_file_to_s
         rerun = run_target(config, messages, tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
         total = rerun.summary["total"]
         assert (total["events_sent"], total["events_unconfirmed"]) == (20, 0)
         assert "never reached Userpilot" in rerun.stderr
@@ -238,7 +195,7 @@ def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(
 ) -> None:
     messages = _events_only(30)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=30) as sandbox:  # a minute's job
-        config = _config(sandbox, tmp_path)
+        config = import_config(sandbox, tmp_path)
         first = TargetProcess(config, tmp_path, messages=messages)
         try:
             eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")
@@ -258,7 +215,7 @@ def test_a_stop_signal_ends_the_wait_for_an_earlier_runs_import_job(
         third = run_target(config, messages, tmp_path=tmp_path)
 
         assert third.returncode == 0, third.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
         assert third.summary["total"]["events_skipped"] == 30
 
 
@@ -267,7 +224,7 @@ def test_track_mode_says_when_import_files_of_earlier_runs_are_not_settled(
 ) -> None:
     messages = _events_only(5)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60, events_per_minute=0) as sandbox:
-        config = _config(sandbox, tmp_path)
+        config = import_config(sandbox, tmp_path)
         running = TargetProcess(config, tmp_path, messages=messages)
         try:
             eventually(lambda: _import_polled(sandbox), timeout=30, what="a poll of the import")

@@ -26,6 +26,7 @@ from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.store import RunEntry
 from target_userpilot.sandbox import Sandbox
 
+from support.events import user_events_config, user_events_input
 from support.messages import API_KEY, USER_SCHEMA, full_table_copy, record, schema, state, user
 from support.pg import BOTH_LEDGERS, PASSWORD
 from support.runner import RunTarget, TargetProcess
@@ -222,7 +223,7 @@ def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(
         state_db=str(tmp_path / "state.db"), object_mapping={"clicks": {"object": "events"}}
     )
 
-    run = run_target(config, _events_input("track"), tmp_path=tmp_path)
+    run = run_target(config, user_events_input("track"), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     (entry,) = _runs(config["state_db"])
@@ -324,11 +325,13 @@ def test_the_readme_events_example_shows_a_users_events_by_name_and_time(
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         track = run_target(
-            _events_config(sandbox, "state.db", "track"), _events_input("track"), tmp_path=tmp_path
+            user_events_config(sandbox, "state.db", "track"),
+            user_events_input("track"),
+            tmp_path=tmp_path,
         )
-        imported = _events_config(sandbox, "state.db", "import")
+        imported = user_events_config(sandbox, "state.db", "import")
         (tmp_path / "config.json").write_text(json.dumps(imported))
-        again = run_target(imported, _events_input("import"), tmp_path=tmp_path)
+        again = run_target(imported, user_events_input("import"), tmp_path=tmp_path)
         argv, expected = _readme_block("Events in history")
         import_job = next(j["job_id"] for j in sandbox.jobs() if j["type"] == "events_import")
 
@@ -367,49 +370,6 @@ def test_the_readme_events_example_shows_a_users_events_by_name_and_time(
         "2026-03-01T09:30:00Z",
         "2026-03-02T14:05:00Z",
     }
-
-
-EVENT_SCHEMA = {
-    "id": {"type": "string"},
-    "user_id": {"type": "string"},
-    "event_name": {"type": "string"},
-    "at": {"type": "string", "format": "date-time"},
-}
-
-
-def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict[str, Any]:
-    """skip_unchanged, and the events stream of ``_events_input``: clicks through the track API,
-    events through the Import API with their time in ``at``."""
-    if api == "track":
-        mapping = {"clicks": {"object": "events"}}
-    else:
-        mapping = {"events": {"object": "events", "event_time_property": "at"}}
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "state_db": state_db,
-        "skip_unchanged": True,
-        "events_api": api,
-        "object_mapping": mapping,
-    }
-
-
-def _events_input(api: str) -> list[dict[str, Any]]:
-    """User u-7 and two events: clicks through the track API, or imported with their time."""
-    stream = "clicks" if api == "track" else "events"
-    prefix = "c" if api == "track" else "i"
-    names = ("Opened report", "Exported CSV") if api == "track" else ("Signed up", "Invited")
-    times = ("2026-03-01T09:30:00Z", "2026-03-02T14:05:00Z")
-    return [
-        schema("users", {"id": {"type": "string"}, "plan": {"type": "string"}}, ["id"]),
-        record("users", {"id": "u-7", "plan": "pro"}),
-        schema(stream, EVENT_SCHEMA, ["id"]),
-        *(
-            record(stream, {"id": f"{prefix}-{n}", "user_id": "u-7", "event_name": name, "at": at})
-            for n, (name, at) in enumerate(zip(names, times, strict=True), start=1)
-        ),
-        state({"done": api}),
-    ]
 
 
 # Without a run

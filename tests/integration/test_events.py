@@ -17,6 +17,7 @@ import pytest
 from target_userpilot.lanes.pace import connections_for
 from target_userpilot.sandbox import Sandbox
 
+from support.events import track_config, tracked_ids
 from support.messages import (
     API_KEY,
     EVENT_SCHEMA,
@@ -33,21 +34,6 @@ from support.readme import readme_recipe
 from support.runner import RunTarget
 
 
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "events_per_minute": 6000,
-        "batch_wait_seconds": 0.2,
-        "state_db": str(tmp_path / "ledger.db"),
-        **extra,
-    }
-
-
-def _ids(sandbox: Sandbox) -> Counter[str]:
-    return Counter(e["metadata"]["event_id"] for e in sandbox.events())
-
-
 def test_mixed_run_sends_every_event_once_after_its_users_job(
     timed_jobs_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
 ) -> None:
@@ -60,10 +46,10 @@ def test_mixed_run_sends_every_event_once_after_its_users_job(
         messages += [record("events", event(i, i)) for i in users]
         messages.append(state({"part": part}))
 
-    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    run = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(200)})
+    assert tracked_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(200)})
     received = sandbox.events()
     first = next(e for e in received if e["metadata"]["event_id"] == "e-7")
     assert first["user_id"] == "7"
@@ -95,18 +81,18 @@ def test_events_do_not_wait_for_users_received_after_them(
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
         first = [schema("users", USER_SCHEMA, ["id"])]
         first += [record("users", user(i)) for i in range(50)]
-        assert run_target(_config(sandbox, tmp_path), first, tmp_path=tmp_path).returncode == 0
+        assert run_target(track_config(sandbox, tmp_path), first, tmp_path=tmp_path).returncode == 0
         sandbox.set_rows_per_minute(3000)
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
         messages += [record("events", event(i, i)) for i in range(50)]
         messages += [record("users", user(i)) for i in range(50, 150)]
 
-        run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+        run = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
         assert run.returncode == 0, run.stderr[-3000:]
         second_job = max(sandbox.stats()["job_timings"], key=lambda j: j["accepted_at"])
         assert all(e["at"] < second_job["completed_at"] for e in sandbox.events())
-        assert len(_ids(sandbox)) == 50
+        assert len(tracked_ids(sandbox)) == 50
 
 
 def test_pace_stays_under_a_low_limit(tmp_path: Path, run_target: RunTarget) -> None:
@@ -117,11 +103,11 @@ def test_pace_stays_under_a_low_limit(tmp_path: Path, run_target: RunTarget) -> 
         messages += [record("events", event(i, i)) for i in range(30)]
 
         run = run_target(
-            _config(sandbox, tmp_path, events_per_minute=600), messages, tmp_path=tmp_path
+            track_config(sandbox, tmp_path, events_per_minute=600), messages, tmp_path=tmp_path
         )
 
         assert run.returncode == 0, run.stderr[-3000:]
-        assert len(_ids(sandbox)) == 30
+        assert len(tracked_ids(sandbox)) == 30
         arrivals = [r["at"] for r in sandbox.request_log() if r["endpoint"] == "track"]
         assert len(arrivals) == 30
         assert sandbox.stats()["by_endpoint"]["track"]["rate_limited"] == 0
@@ -138,7 +124,7 @@ def test_one_users_events_arrive_in_input_order(tmp_path: Path, run_target: RunT
         messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
         messages += [record("users", user(i)) for i in range(3)]
         messages += [record("events", event(i, i % 3)) for i in range(300)]
-        config = _config(sandbox, tmp_path, events_per_minute=60_000)
+        config = track_config(sandbox, tmp_path, events_per_minute=60_000)
 
         run = run_target(config, messages, tmp_path=tmp_path)
 
@@ -162,12 +148,12 @@ def test_rate_limits_and_503s_that_say_retry_after_lose_and_duplicate_nothing(
     messages += [record("users", user(i)) for i in range(40)]
     messages += [record("events", event(i, i % 40)) for i in range(200)]
 
-    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    run = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     injected = sandbox.stats()["faults_injected"]
     assert injected["scripted"] == 3 and injected["rate_limit"] > 0
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(200)})
+    assert tracked_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(200)})
     assert run.summary["total"]["events_sent"] == 200
     assert run.summary["total"]["events_unconfirmed"] == 0
     assert "limited the rate of events (HTTP 429" in run.stderr
@@ -188,12 +174,12 @@ def test_a_late_answer_never_multiplies_an_event(
     doubt."""
     sandbox = timed_jobs_sandbox
     sandbox.set_faults(endpoints={"track"}, slow_rate=0.2, slow_seconds=1.0, seed=4)
-    config = _config(sandbox, tmp_path, request_timeout_seconds=0.3)
+    config = track_config(sandbox, tmp_path, request_timeout_seconds=0.3)
 
     run = run_target(config, _ten_events(), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})  # the slow ones took
+    assert tracked_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})  # the slow ones took
     slow = sandbox.stats()["faults_injected"]["slow"]
     assert 0 < slow < 5
     total = run.summary["total"]
@@ -215,7 +201,7 @@ def test_a_server_error_after_sending_is_not_retried(
     sandbox = timed_jobs_sandbox
     sandbox.answer_next("track", 500, times=1)
 
-    run = run_target(_config(sandbox, tmp_path), _ten_events(), tmp_path=tmp_path)
+    run = run_target(track_config(sandbox, tmp_path), _ten_events(), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert len(sandbox.events()) == 9  # this 500 did nothing: the event is missing, not doubled
@@ -231,7 +217,7 @@ def test_many_unconfirmed_events_in_a_row_stop_the_run(
     sandbox.answer_next("track", 502, times=100)
     messages = _ten_events()[:-1] + [record("events", event(i, i % 10)) for i in range(10, 40)]
 
-    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    run = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert run.returncode == 9, run.stderr[-3000:]
     assert "events in a row got no clear answer from Userpilot" in run.stderr
@@ -252,11 +238,11 @@ def test_a_refused_event_rejects_only_that_record(
     messages.append(record("events", {"event_id": "e-x", "user_id": 1}))  # no name
 
     run = run_target(
-        _config(sandbox, tmp_path, rejects_path=str(rejects)), messages, tmp_path=tmp_path
+        track_config(sandbox, tmp_path, rejects_path=str(rejects)), messages, tmp_path=tmp_path
     )
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert set(_ids(sandbox)) == {f"e-{i}" for i in range(21)} - {"e-10"}
+    assert set(tracked_ids(sandbox)) == {f"e-{i}" for i in range(21)} - {"e-10"}
     lines = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert sorted((r["stream"], r["position"]) for r in lines) == [("events", 11), ("events", 22)]
     refused = next(r for r in lines if r["position"] == 11)
@@ -286,7 +272,9 @@ def test_an_events_stream_before_its_users_stream_loses_no_event(
     messages += [record("users", user(i)) for i in range(4)]
     messages.append(state({"done": True}))
 
-    run = run_target(_config(sandbox, tmp_path, state_db=state_db), messages, tmp_path=tmp_path)
+    run = run_target(
+        track_config(sandbox, tmp_path, state_db=state_db), messages, tmp_path=tmp_path
+    )
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert _by_user(sandbox) == {str(u): [f"e-{i}" for i in range(u, 12, 4)] for u in range(4)}
@@ -309,12 +297,12 @@ def test_an_event_of_a_user_in_no_input_is_tried_once_more_then_rejected(
     messages += [record("users", user(i)) for i in range(5)]
     messages += [record("events", event(i, i)) for i in range(5)]
     messages.append(state({"done": True}))
-    config = _config(sandbox, tmp_path, rejects_path=str(rejects), state_db=state_db)
+    config = track_config(sandbox, tmp_path, rejects_path=str(rejects), state_db=state_db)
 
     run = run_target(config, messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert set(_ids(sandbox)) == {f"e-{i}" for i in range(5)}
+    assert set(tracked_ids(sandbox)) == {f"e-{i}" for i in range(5)}
     users_job = sandbox.stats()["job_timings"][0]
     refusals = [r for r in sandbox.request_log() if r["endpoint"] == "track" and r["status"] == 404]
     assert len(refusals) == 2  # the first try, and one more after the users job
@@ -336,10 +324,10 @@ def test_a_4xx_answer_rejects_one_event_and_the_run_goes_on(
     messages += [record("events", event(i, i)) for i in range(5)]
     sandbox.answer_next("track", 422)
 
-    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    run = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert len(_ids(sandbox)) == 4
+    assert len(tracked_ids(sandbox)) == 4
     assert run.summary["total"]["rejected"] == 1
     assert "HTTP 422" in run.stderr
 
@@ -356,13 +344,13 @@ def test_an_oversized_event_is_rejected_and_the_run_goes_on(
     messages += [record("users", user(i)) for i in range(5)]
     messages += [record("events", event(i, i)) for i in range(5)]
     messages.insert(9, record("events", event(99, 2, note="x" * 5000)))
-    config = _config(sandbox, tmp_path, rejects_path=str(rejects))
+    config = track_config(sandbox, tmp_path, rejects_path=str(rejects))
 
     for _ in range(2):
         run = run_target(config, messages, tmp_path=tmp_path)
 
         assert run.returncode == 0, run.stderr[-3000:]
-        assert set(_ids(sandbox)) == {f"e-{i}" for i in range(5)}
+        assert set(tracked_ids(sandbox)) == {f"e-{i}" for i in range(5)}
         assert run.summary["streams"]["events"]["rejected"] == 1
         assert "too large (HTTP 413)" in run.stderr
     lines = [json.loads(line) for line in rejects.read_text().splitlines()]
@@ -386,8 +374,8 @@ def test_a_rerun_skips_events_userpilot_already_accepted(
     same = {"user_id": 3, "event_name": "seat_added", "seats": [2]}
     messages += [record("event", same), record("event", same)]
 
-    first = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
-    second = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    first = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    second = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert first.returncode == second.returncode == 0, second.stderr[-3000:]
     assert len(sandbox.events()) == 21
@@ -435,7 +423,7 @@ def test_a_refused_key_on_track_stops_the_run_after_the_users_state(
     messages += [record("events", event(i, i)) for i in range(5)]
     messages.append(state({"events": "done"}))
 
-    run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    run = run_target(track_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert run.returncode == 3
     assert "Userpilot refused the API key (HTTP 403)" in run.stderr
@@ -455,7 +443,7 @@ def test_with_on_invalid_record_fail_a_refused_event_stops_the_run_before_its_st
     messages.append(state({"events": "done"}))
 
     run = run_target(
-        _config(sandbox, tmp_path, on_invalid_record="fail"), messages, tmp_path=tmp_path
+        track_config(sandbox, tmp_path, on_invalid_record="fail"), messages, tmp_path=tmp_path
     )
 
     assert run.returncode == 6
@@ -468,7 +456,7 @@ def test_a_stream_maps_recipe_renames_a_tables_columns_into_events(
 ) -> None:
     # A billing table: the member is the user, the action the event's name.
     sandbox = timed_jobs_sandbox
-    config = _config(
+    config = track_config(
         sandbox, tmp_path, **readme_recipe("Send a table whose columns have other names as events")
     )
     billing = {
@@ -553,12 +541,12 @@ def test_a_postgresql_ledger_remembers_sent_events_between_runs(
     messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
     messages += [record("users", user(i)) for i in range(10)]
     messages += [record("events", event(i, i % 10)) for i in range(30)]
-    config = _config(sandbox, tmp_path, state_db=url)
+    config = track_config(sandbox, tmp_path, state_db=url)
 
     first = run_target(config, messages, tmp_path=tmp_path)
     second = run_target(config, messages, tmp_path=tmp_path)
 
     assert first.returncode == second.returncode == 0, second.stderr[-3000:]
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+    assert tracked_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
     assert second.summary["total"]["events_skipped"] == 30
     assert PASSWORD not in first.stderr + second.stderr

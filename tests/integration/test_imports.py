@@ -24,64 +24,23 @@ from target_userpilot.sandbox import Sandbox
 from target_userpilot.settings import Settings
 from target_userpilot.userpilot.client import UserpilotClient
 
+from support.events import (
+    IMPORT_EVENT_SCHEMA,
+    IMPORT_MAPPING,
+    import_config,
+    import_event,
+    import_events_schema,
+    imported_ids,
+)
 from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
 from support.pg import BOTH_LEDGERS
 from support.runner import RunTarget
 from support.waiting import eventually
 
-EVENT_SCHEMA = {
-    "event_id": {"type": "string"},
-    "user_id": {"type": "integer"},
-    "event_name": {"type": "string"},
-    "amount": {"type": "number"},
-    "paid_at": {"type": "string", "format": "date-time"},
-}
-
-
-def paid_at(i: int) -> str:
-    """A source time a day per event in 2023, with a +02:00 offset (normalised to UTC)."""
-    day = i % 28 + 1
-    return f"2023-03-{day:02d}T10:{i % 60:02d}:00+02:00"
-
 
 def utc(i: int) -> str:
     day = i % 28 + 1
     return f"2023-03-{day:02d}T08:{i % 60:02d}:00Z"
-
-
-def event(i: int, user_id: int, **extra: Any) -> dict[str, Any]:
-    rec = {
-        "event_id": f"e-{i}",
-        "user_id": user_id,
-        "event_name": "invoice_paid",
-        "amount": i + 0.5,
-        "paid_at": paid_at(i),
-    }
-    rec.update(extra)
-    return rec
-
-
-def events_schema(stream: str = "events") -> dict[str, Any]:
-    return schema(stream, EVENT_SCHEMA, ["event_id"])
-
-
-MAPPING = {"events": {"object": "events", "event_time_property": "paid_at"}}
-
-
-def _config(sandbox: Sandbox, tmp_path: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "events_api": "import",
-        "object_mapping": MAPPING,
-        "batch_wait_seconds": 0.2,
-        "state_db": str(tmp_path / "ledger.db"),
-        **extra,
-    }
-
-
-def _ids(sandbox: Sandbox) -> Counter[str]:
-    return Counter(e["metadata"]["event_id"] for e in sandbox.imported_events())
 
 
 def test_events_land_with_their_source_time_once_after_users_and_companies(
@@ -91,19 +50,21 @@ def test_events_land_with_their_source_time_once_after_users_and_companies(
     messages = [
         schema("users", USER_SCHEMA, ["id"]),
         schema("companies", COMPANY_SCHEMA, ["company_id"]),
-        events_schema(),
+        import_events_schema(),
     ]
     for part in range(2):
         users = range(part * 60, part * 60 + 60)
         messages += [record("companies", {"company_id": f"c-{i}", "name": f"C{i}"}) for i in users]
         messages += [record("users", user(i)) for i in users]
-        messages += [record("events", event(i, i)) for i in users]
+        messages += [record("events", import_event(i, i)) for i in users]
         messages.append(state({"part": part}))
 
-    run = run_target(_config(sandbox, tmp_path, batch_size_rows=50), messages, tmp_path=tmp_path)
+    run = run_target(
+        import_config(sandbox, tmp_path, batch_size_rows=50), messages, tmp_path=tmp_path
+    )
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(120)})
+    assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(120)})
     imported = sandbox.imported_events()
     first = next(e for e in imported if e["metadata"]["event_id"] == "e-7")
     assert first == {
@@ -141,10 +102,10 @@ def test_a_full_events_file_waits_for_the_open_users_batch_before_it(
     sandbox = no_track_sandbox
     # Ten users (an open batch, far from full and not yet due), then fifty of their events:
     # the events file is full first, yet their users must be in Userpilot before it goes.
-    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
     messages += [record("users", user(i)) for i in range(10)]
-    messages += [record("events", event(i, i % 10)) for i in range(50)]
-    config = _config(sandbox, tmp_path, batch_size_rows=50, batch_wait_seconds=30)
+    messages += [record("events", import_event(i, i % 10)) for i in range(50)]
+    config = import_config(sandbox, tmp_path, batch_size_rows=50, batch_wait_seconds=30)
 
     run = run_target(config, messages, tmp_path=tmp_path)
 
@@ -160,11 +121,11 @@ def test_an_events_stream_before_the_users_stream_is_imported_after_the_users_jo
     """tap-csv sends files in the order configured: the events file may come first. Its
     users' job must complete before the import goes up."""
     sandbox = no_track_sandbox
-    messages = [events_schema(), schema("users", USER_SCHEMA, ["id"])]
-    messages += [record("events", event(i, i % 5)) for i in range(20)]
+    messages = [import_events_schema(), schema("users", USER_SCHEMA, ["id"])]
+    messages += [record("events", import_event(i, i % 5)) for i in range(20)]
     messages += [record("users", user(i)) for i in range(5)]
     messages.append(state({"done": True}))
-    config = _config(sandbox, tmp_path, batch_wait_seconds=30)  # both go at the end of input
+    config = import_config(sandbox, tmp_path, batch_wait_seconds=30)  # both go at the end of input
 
     run = run_target(config, messages, tmp_path=tmp_path)
 
@@ -173,7 +134,7 @@ def test_an_events_stream_before_the_users_stream_is_imported_after_the_users_jo
     assert [r["endpoint"] for r in uploads] == ["bulk", "imports"]
     (users_job,) = [j for j in sandbox.stats()["job_timings"] if j["rows"] == 5]
     assert uploads[1]["at"] >= users_job["completed_at"]
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+    assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
     assert run.states == [{"done": True}]
 
 
@@ -181,16 +142,16 @@ def test_a_rerun_skips_events_already_imported(
     no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
 ) -> None:
     sandbox = no_track_sandbox
-    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
     messages += [record("users", user(i)) for i in range(20)]
-    messages += [record("events", event(i, i)) for i in range(20)]
-    messages.append(record("events", event(3, 3)))  # the same event again, in the same run
+    messages += [record("events", import_event(i, i)) for i in range(20)]
+    messages.append(record("events", import_event(3, 3)))  # the same event again, in the same run
 
-    first = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
-    second = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    first = run_target(import_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+    second = run_target(import_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
     assert first.returncode == second.returncode == 0, second.stderr[-3000:]
-    assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
+    assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(20)})
     assert first.summary["total"]["events_sent"] == 20
     assert first.summary["total"]["events_skipped"] == 1
     assert second.summary["total"]["events_sent"] == 0
@@ -201,18 +162,18 @@ def test_a_missing_or_unparsable_time_rejects_the_event_never_the_run_time(
     no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
 ) -> None:
     sandbox = no_track_sandbox
-    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
     messages += [record("users", user(i)) for i in range(4)]
     messages += [
-        record("events", event(0, 0)),
-        record("events", event(1, 1, paid_at=None)),
-        record("events", event(2, 2, paid_at="last tuesday")),
-        record("events", event(3, 3, paid_at="2023-03-04 05:06:07")),  # no offset: UTC
+        record("events", import_event(0, 0)),
+        record("events", import_event(1, 1, paid_at=None)),
+        record("events", import_event(2, 2, paid_at="last tuesday")),
+        record("events", import_event(3, 3, paid_at="2023-03-04 05:06:07")),  # no offset: UTC
     ]
     rejects = tmp_path / "rejects.ndjson"
 
     run = run_target(
-        _config(sandbox, tmp_path, rejects_path=str(rejects), validate_records=False),
+        import_config(sandbox, tmp_path, rejects_path=str(rejects), validate_records=False),
         messages,
         tmp_path=tmp_path,
     )
@@ -266,7 +227,7 @@ def test_page_views_carry_hostname_and_pathname(
     ]
 
     run = run_target(
-        _config(sandbox, tmp_path, object_mapping=mapping), messages, tmp_path=tmp_path
+        import_config(sandbox, tmp_path, object_mapping=mapping), messages, tmp_path=tmp_path
     )
 
     assert run.returncode == 0, run.stderr[-3000:]
@@ -301,14 +262,14 @@ def test_page_views_in_track_mode_are_a_configuration_error(
 
 def test_dry_run_writes_the_import_files(tmp_path: Path, run_target: RunTarget) -> None:
     out = tmp_path / "out"
-    messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+    messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
     messages += [record("users", user(i)) for i in range(3)]
-    messages += [record("events", event(i, i)) for i in range(3)]
+    messages += [record("events", import_event(i, i)) for i in range(3)]
     config = {
         "dry_run": True,
         "output_dir": str(out),
         "events_api": "import",
-        "object_mapping": MAPPING,
+        "object_mapping": IMPORT_MAPPING,
         "state_db": str(tmp_path / "l.db"),
     }
 
@@ -334,14 +295,14 @@ def test_a_running_bulk_job_is_waited_out_before_an_import(
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         # Another client's bulk job holds the account when our first upload, the import, comes.
         sandbox.hold_foreign_job(1.5, at_upload=2)
-        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
         messages += [record("users", user(i)) for i in range(5)]
-        messages += [record("events", event(i, i)) for i in range(5)]
+        messages += [record("events", import_event(i, i)) for i in range(5)]
 
-        run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+        run = run_target(import_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
         assert run.returncode == 0, run.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(5)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(5)})
         assert sandbox.stats()["conflicts_foreign"] >= 1
         assert "HTTP 409" in run.stderr
 
@@ -349,14 +310,14 @@ def test_a_running_bulk_job_is_waited_out_before_an_import(
 def test_413_splits_an_import_file(tmp_path: Path, run_target: RunTarget) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.set_faults(max_rows=4)
-        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
         messages += [record("users", user(i)) for i in range(3)]
-        messages += [record("events", event(i, i % 3)) for i in range(10)]
+        messages += [record("events", import_event(i, i % 3)) for i in range(10)]
 
-        run = run_target(_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+        run = run_target(import_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
 
         assert run.returncode == 0, run.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})
         imports = [j for j in sandbox.jobs() if j["type"] == "events_import"]
         assert len(imports) >= 3
         assert sandbox.stats()["rejected"].get("413", 0) >= 1
@@ -366,12 +327,12 @@ def test_a_failed_import_job_is_exit_4_and_its_events_go_again_on_rerun(
     tmp_path: Path, run_target: RunTarget
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
-        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
         messages += [record("users", user(i)) for i in range(5)]
         messages.append(state({"users": 5}))
-        messages += [record("events", event(i, i)) for i in range(5)]
+        messages += [record("events", import_event(i, i)) for i in range(5)]
         messages.append(state({"events": 5}))
-        config = _config(sandbox, tmp_path)
+        config = import_config(sandbox, tmp_path)
         # The users job completes; the import job (the second job) fails.
         first_users = run_target(config, messages[:7], tmp_path=tmp_path)
         assert first_users.returncode == 0
@@ -387,7 +348,7 @@ def test_a_failed_import_job_is_exit_4_and_its_events_go_again_on_rerun(
         rerun = run_target(config, messages, tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(5)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(5)})
         assert rerun.states[-1] == {"events": 5}
 
 
@@ -398,17 +359,17 @@ def test_an_import_job_is_followed_wherever_userpilot_shows_it(
     with Sandbox(
         port=0, api_key=API_KEY, rows_per_minute=60_000, import_status_at=status_at
     ) as sandbox:
-        messages = [schema("users", USER_SCHEMA, ["id"]), events_schema()]
+        messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
         messages += [record("users", user(i)) for i in range(30)]
-        messages += [record("events", event(i, i)) for i in range(30)]
+        messages += [record("events", import_event(i, i)) for i in range(30)]
 
         run = run_target(
-            _config(sandbox, tmp_path, batch_size_rows=10), messages, tmp_path=tmp_path
+            import_config(sandbox, tmp_path, batch_size_rows=10), messages, tmp_path=tmp_path
         )
 
         assert run.returncode == 0, run.stderr[-3000:]
         eventually(lambda: len(sandbox.imported_events()) == 30, what="30 imported events")
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
         followed = "cannot be followed" not in run.stderr
         assert followed == (status_at == "imports")
 
@@ -420,14 +381,17 @@ def test_track_mode_says_once_per_stream_that_old_events_lose_their_time(
     tmp_path: Path, run_target: RunTarget
 ) -> None:
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
-        old = {**EVENT_SCHEMA, "timestamp": {"type": "string"}}
+        old = {**IMPORT_EVENT_SCHEMA, "timestamp": {"type": "string"}}
         mapping = {"timed": {"object": "events", "event_time_property": "paid_at"}}
         messages = [schema("users", USER_SCHEMA, ["id"]), schema("events", old, ["event_id"])]
         messages += [record("users", user(i)) for i in range(3)]
         messages += [
-            record("events", event(i, i, timestamp="2020-05-01T00:00:00Z")) for i in range(3)
+            record("events", import_event(i, i, timestamp="2020-05-01T00:00:00Z")) for i in range(3)
         ]
-        messages += [schema("timed", EVENT_SCHEMA, ["event_id"]), record("timed", event(9, 1))]
+        messages += [
+            schema("timed", IMPORT_EVENT_SCHEMA, ["event_id"]),
+            record("timed", import_event(9, 1)),
+        ]
         config = {
             "api_url": sandbox.url,
             "api_key": API_KEY,
@@ -492,11 +456,11 @@ def test_events_api_import_takes_the_import_keys_and_refuses_other_values() -> N
 
 def test_events_api_from_an_environment_variable(tmp_path: Path, run_target: RunTarget) -> None:
     out = tmp_path / "out"
-    messages = [events_schema(), record("events", event(1, 1))]
+    messages = [import_events_schema(), record("events", import_event(1, 1))]
     env = {
         "TARGET_USERPILOT_DRY_RUN": "true",
         "TARGET_USERPILOT_OUTPUT_DIR": str(out),
-        "TARGET_USERPILOT_OBJECT_MAPPING": json.dumps(MAPPING),
+        "TARGET_USERPILOT_OBJECT_MAPPING": json.dumps(IMPORT_MAPPING),
         "TARGET_USERPILOT_EVENTS_API": "import",
     }
 
@@ -659,8 +623,8 @@ def test_the_client_follows_an_import_job_at_v1_imports_when_background_jobs_say
 def _events_only(n: int) -> list[dict[str, Any]]:
     """``n`` events of users loaded before (the Import API needs no user in this run)."""
     return [
-        events_schema(),
-        *(record("events", event(i, i)) for i in range(n)),
+        import_events_schema(),
+        *(record("events", import_event(i, i)) for i in range(n)),
         state({"events": n}),
     ]
 
@@ -674,14 +638,14 @@ def test_an_import_whose_answer_was_lost_is_adopted_or_unconfirmed_never_sent_tw
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, import_status_at=status_at) as sandbox:
         # Every upload takes effect, and its answer comes after the target stopped waiting.
         sandbox.set_faults(slow_rate=1.0, slow_seconds=1.0, only="upload")
-        config = _config(
+        config = import_config(
             sandbox, tmp_path, state_db=state_db, batch_size_rows=10, request_timeout_seconds=0.5
         )
 
         run = run_target(config, messages, tmp_path=tmp_path)
 
         assert run.returncode == 0, run.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
         assert sandbox.stats()["upload_attempts"] == 3
         assert run.states[-1] == {"events": 30}
         total = run.summary["total"]
@@ -696,7 +660,7 @@ def test_an_import_whose_answer_was_lost_is_adopted_or_unconfirmed_never_sent_tw
         rerun = run_target(config, messages, tmp_path=tmp_path)
 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(30)})
         assert rerun.summary["total"]["events_skipped"] == 30
         assert sandbox.stats()["upload_attempts"] == 3
 
@@ -707,7 +671,7 @@ def test_an_import_userpilot_refused_is_sent_by_the_rerun(
     messages = _events_only(10)
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         sandbox.set_faults(refuse_uploads=422)
-        config = _config(sandbox, tmp_path)
+        config = import_config(sandbox, tmp_path)
 
         refused = run_target(config, messages, tmp_path=tmp_path)
         sandbox.set_faults()
@@ -715,6 +679,6 @@ def test_an_import_userpilot_refused_is_sent_by_the_rerun(
 
         assert refused.returncode == 8, refused.stderr[-3000:]
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert _ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})
+        assert imported_ids(sandbox) == Counter({f"e-{i}": 1 for i in range(10)})
         assert rerun.summary["total"]["events_sent"] == 10
         assert "The events file" not in rerun.stderr  # nothing was left to settle

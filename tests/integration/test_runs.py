@@ -22,6 +22,7 @@ from target_userpilot.ledger.store import RunEntry
 from target_userpilot.memory.runs import MAX_REASON, orchestrator, run_end
 from target_userpilot.sandbox import Sandbox
 
+from support.events import user_events_config, user_events_input
 from support.messages import API_KEY, USER_SCHEMA, full_table_copy, record, schema, state, user
 from support.pg import BOTH_LEDGERS, PASSWORD
 from support.runner import RunTarget
@@ -98,49 +99,6 @@ def test_a_dry_run_records_no_run(
 # The README's examples
 
 
-EVENT_SCHEMA = {
-    "id": {"type": "string"},
-    "user_id": {"type": "string"},
-    "event_name": {"type": "string"},
-    "at": {"type": "string", "format": "date-time"},
-}
-
-
-def _events_config(sandbox: Sandbox, state_db: str, api: str) -> dict[str, Any]:
-    """skip_unchanged, and the events stream of ``_events_input``: clicks through the track API,
-    events through the Import API with their time in ``at``."""
-    if api == "track":
-        mapping = {"clicks": {"object": "events"}}
-    else:
-        mapping = {"events": {"object": "events", "event_time_property": "at"}}
-    return {
-        "api_url": sandbox.url,
-        "api_key": API_KEY,
-        "state_db": state_db,
-        "skip_unchanged": True,
-        "events_api": api,
-        "object_mapping": mapping,
-    }
-
-
-def _events_input(api: str) -> list[dict[str, Any]]:
-    """User u-7 and two events: clicks through the track API, or imported with their time."""
-    stream = "clicks" if api == "track" else "events"
-    prefix = "c" if api == "track" else "i"
-    names = ("Opened report", "Exported CSV") if api == "track" else ("Signed up", "Invited")
-    times = ("2026-03-01T09:30:00Z", "2026-03-02T14:05:00Z")
-    return [
-        schema("users", {"id": {"type": "string"}, "plan": {"type": "string"}}, ["id"]),
-        record("users", {"id": "u-7", "plan": "pro"}),
-        schema(stream, EVENT_SCHEMA, ["id"]),
-        *(
-            record(stream, {"id": f"{prefix}-{n}", "user_id": "u-7", "event_name": name, "at": at})
-            for n, (name, at) in enumerate(zip(names, times, strict=True), start=1)
-        ),
-        state({"done": api}),
-    ]
-
-
 @BOTH_LEDGERS
 def test_events_are_kept_by_user_on_each_backend(
     tmp_path: Path, state_db: str, run_target: RunTarget
@@ -148,10 +106,14 @@ def test_events_are_kept_by_user_on_each_backend(
     """Track and import: the user, name, time, run and job of each event, SQLite and PostgreSQL."""
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sandbox:
         track = run_target(
-            _events_config(sandbox, state_db, "track"), _events_input("track"), tmp_path=tmp_path
+            user_events_config(sandbox, state_db, "track"),
+            user_events_input("track"),
+            tmp_path=tmp_path,
         )
         again = run_target(
-            _events_config(sandbox, state_db, "import"), _events_input("import"), tmp_path=tmp_path
+            user_events_config(sandbox, state_db, "import"),
+            user_events_input("import"),
+            tmp_path=tmp_path,
         )
         job = next(j["job_id"] for j in sandbox.jobs() if j["type"] == "events_import")
         scope = account_scope(sandbox.url, API_KEY)

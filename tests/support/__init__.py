@@ -1,6 +1,7 @@
 """What the tests share, beside the fixtures of ``conftest.py``.
 
 - ``messages.py``: Singer messages (schemas, records, STATE, users, deletions, events)
+- ``events.py``: events for the track API and the Import API: configs, records, what landed
 - ``runner.py``: the real target on a list of messages, in this process or as a process
 - ``waiting.py``: polling a condition instead of sleeping
 - ``simulated.py``: a run and a sandbox on one simulated clock, for timing in simulated seconds

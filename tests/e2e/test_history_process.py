@@ -10,42 +10,28 @@ import csv
 import io
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
-from target_userpilot.ledger.store import HistoryEntry, Ledger
+from target_userpilot.ledger.store import HistoryEntry
 from target_userpilot.sandbox import Sandbox
 
+from support.ledger import ledger_cli
 from support.messages import (
     API_KEY,
     TAP_USER_SCHEMA,
-    USER_SCHEMA,
     deleted_user,
     record,
     schema,
     state,
-    user,
+    users_input,
 )
 from support.pg import BOTH_LEDGERS, PASSWORD
 from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
-
-
-def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
-    return [
-        schema("users", USER_SCHEMA, ["id"]),
-        *(record("users", user(i, **extra)) for i in ids),
-        state({"done": True}),
-    ]
-
-
-def _ledger(state_db: str) -> Ledger:
-    return open_ledger(state_db)
 
 
 @BOTH_LEDGERS
@@ -56,13 +42,13 @@ def test_history_after_kill_9_shows_the_job_sent_and_its_end_unknown(
 
     with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60) as slow:
         config.update(api_url=slow.url, skip_unchanged=True, state_db=state_db)
-        run = TargetProcess(config, tmp_path, messages=_users(range(50)))
+        run = TargetProcess(config, tmp_path, messages=users_input(range(50)))
         try:
             eventually(slow.jobs, timeout=20)
             scope = account_scope(slow.url, API_KEY)
 
             def recorded() -> list[HistoryEntry]:
-                ledger = _ledger(state_db)
+                ledger = open_ledger(state_db)
                 try:
                     return ledger.profile_history(scope, "users", "7")
                 finally:
@@ -90,17 +76,6 @@ def _deletions(ids: Iterable[int]) -> list[dict[str, Any]]:
 # Reading it: userpilot-ledger
 
 
-def _cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "target_userpilot.ledger.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
-
-
 def _readme_example() -> tuple[list[str], list[str]]:
     """The README's history example: its command's arguments and its output lines."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -116,12 +91,12 @@ def test_the_readme_history_example_reads_as_documented(
 ) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
     for plan in ("free", "pro"):
-        run = run_target(config, _users([41, 42], plan=plan), tmp_path=tmp_path)
+        run = run_target(config, users_input([41, 42], plan=plan), tmp_path=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
     (tmp_path / "config.json").write_text(json.dumps(config))
     argv, expected = _readme_example()
 
-    shown = _cli(*argv, cwd=tmp_path)
+    shown = ledger_cli(*argv, cwd=tmp_path)
 
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -140,7 +115,7 @@ def test_jobs_export_and_accounts_read_the_ledger(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
 ) -> None:
     config.update(skip_unchanged=True, hard_delete=True, state_db=state_db)
-    run = run_target(config, _users([1, 2]), tmp_path=tmp_path)
+    run = run_target(config, users_input([1, 2]), tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     gone = run_target(config, _deletions([2]), tmp_path=tmp_path)
     assert gone.returncode == 0, gone.stderr[-2000:]
@@ -149,10 +124,10 @@ def test_jobs_export_and_accounts_read_the_ledger(
     assert named, gone.stderr[-2000:]
     run_id = named[1]
 
-    jobs = _cli("--config", "config.json", "jobs", "--run", run_id, cwd=tmp_path)
-    csv_export = _cli("--config", "config.json", "export", "--format", "csv", cwd=tmp_path)
-    jsonl = _cli("--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path)
-    accounts = _cli("--state-db", state_db, "accounts", cwd=tmp_path)
+    jobs = ledger_cli("--config", "config.json", "jobs", "--run", run_id, cwd=tmp_path)
+    csv_export = ledger_cli("--config", "config.json", "export", "--format", "csv", cwd=tmp_path)
+    jsonl = ledger_cli("--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path)
+    accounts = ledger_cli("--state-db", state_db, "accounts", cwd=tmp_path)
 
     assert jobs.returncode == 0, jobs.stderr
     how_it_ended, table = jobs.stdout.split("\n\n")
@@ -175,7 +150,7 @@ def test_jobs_export_and_accounts_read_the_ledger(
 def test_a_ledger_that_cannot_be_reached_is_a_sentence_without_the_password(tmp_path: Path) -> None:
     url = f"postgresql://ledger:{PASSWORD}@127.0.0.1:1/ledger"
 
-    shown = _cli("--state-db", url, "accounts", cwd=tmp_path)
+    shown = ledger_cli("--state-db", url, "accounts", cwd=tmp_path)
 
     assert shown.returncode == 2
     assert "could not connect" in shown.stderr and PASSWORD not in shown.stderr

@@ -7,10 +7,7 @@ its own schema (``search_path`` in the URL). The server going away mid-run:
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,48 +15,16 @@ import pytest
 
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
+from support.messages import (
+    API_KEY,
+    changed_users,
+)
 from support.pg import PASSWORD, PostgresServer
-from support.runner import RunTarget, TargetRun
+from support.runner import RunTarget, finish, start_target
 from support.secrets import assert_no_secret
 from support.unchanged import check_later_rows_win_over_rows_in_flight
 
 DEBUG = {"LOGLEVEL": "DEBUG", "TARGET_USERPILOT_LOGLEVEL": "DEBUG"}
-
-
-def _users(
-    n: int, changed: frozenset[int] = frozenset(), state_every: int = 0
-) -> list[dict[str, Any]]:
-    messages = [schema("users", USER_SCHEMA, ["id"])]
-    for i in range(n):
-        messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
-        if state_every and (i + 1) % state_every == 0:
-            messages.append(state({"upto": i}))
-    messages.append(state({"done": n}))
-    return messages
-
-
-def _start_target(
-    config: dict[str, Any], messages: list[dict[str, Any]], tmp_path: Path, name: str
-) -> subprocess.Popen[bytes]:
-    """The real target in the background, its input written at once."""
-    config_path = tmp_path / f"config-{name}.json"
-    config_path.write_text(json.dumps(config))
-    input_path = tmp_path / f"input-{name}.jsonl"
-    input_path.write_bytes(encode_messages(messages))
-    with input_path.open("rb") as stdin:
-        return subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=tmp_path,
-        )
-
-
-def _finish(proc: subprocess.Popen[bytes]) -> TargetRun:
-    stdout, stderr = proc.communicate(timeout=120)
-    return TargetRun(proc.returncode, stdout.decode(), stderr.decode())
 
 
 # skip_unchanged with the ledger on PostgreSQL
@@ -73,11 +38,11 @@ def test_a_rerun_sends_nothing_and_changes_send_only_themselves(
     run_target: RunTarget,
 ) -> None:
     config.update(skip_unchanged=True, state_db=postgres_state_db)
-    first = run_target(config, _users(3000), tmp_path=tmp_path)
+    first = run_target(config, changed_users(3000), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert sandbox.stats()["rows_received"] == 3000
 
-    rerun = run_target(config, _users(3000), tmp_path=tmp_path)
+    rerun = run_target(config, changed_users(3000), tmp_path=tmp_path)
 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert rerun.summary["total"]["rows_sent"] == 0
@@ -86,7 +51,7 @@ def test_a_rerun_sends_nothing_and_changes_send_only_themselves(
     assert rerun.states == [{"done": 3000}]
 
     changed = frozenset(range(0, 3000, 30))
-    third = run_target(config, _users(3000, changed), tmp_path=tmp_path)
+    third = run_target(config, changed_users(3000, changed), tmp_path=tmp_path)
 
     assert third.returncode == 0, third.stderr[-2000:]
     assert third.summary["total"]["rows_sent"] == len(changed) == 100
@@ -117,18 +82,18 @@ def test_two_concurrent_runs_sharing_the_database_agree(
         config.update(skip_unchanged=True, state_db=postgres_state_db, batch_size_rows=500)
         other = {**config, "api_url": other_account.url}
         runs = [
-            _start_target(config, _users(2000), tmp_path, "a1"),
-            _start_target(config, _users(2000), tmp_path, "a2"),
-            _start_target(other, _users(2000), tmp_path, "b"),
+            start_target(config, changed_users(2000), tmp_path, "a1"),
+            start_target(config, changed_users(2000), tmp_path, "a2"),
+            start_target(other, changed_users(2000), tmp_path, "b"),
         ]
-        finished = [_finish(proc) for proc in runs]
+        finished = [finish(proc) for proc in runs]
         for run in finished:
             assert run.returncode == 0, run.stderr[-2000:]
         assert len(other_account.profiles("users")) == 2000
 
         # The ledger agrees with both accounts: nothing is sent again to either.
         for settings in (config, other):
-            rerun = run_target(settings, _users(2000), tmp_path=tmp_path)
+            rerun = run_target(settings, changed_users(2000), tmp_path=tmp_path)
             assert rerun.returncode == 0, rerun.stderr[-2000:]
             assert rerun.summary["total"]["rows_sent"] == 0
 
@@ -146,7 +111,7 @@ def test_a_wrong_password_is_a_configuration_error_that_never_shows_it(
     wrong = "Wr0ng-pg-Secret-77aa"
     config.update(skip_unchanged=True, state_db=postgres.url_with(password=wrong))
 
-    run = run_target(config, _users(10), tmp_path=tmp_path, env=DEBUG)
+    run = run_target(config, changed_users(10), tmp_path=tmp_path, env=DEBUG)
 
     assert run.returncode == 2, run.stderr[-2000:]
     assert f"PostgreSQL at 127.0.0.1:{postgres.port} refused the credentials" in run.stderr
@@ -164,7 +129,7 @@ def test_a_run_at_debug_never_shows_the_password(
 ) -> None:
     config.update(skip_unchanged=True, state_db=postgres_state_db)
 
-    run = run_target(config, _users(300), tmp_path=tmp_path, env=DEBUG)
+    run = run_target(config, changed_users(300), tmp_path=tmp_path, env=DEBUG)
 
     assert run.returncode == 0, run.stderr[-2000:]
     assert "DEBUG" in run.stderr
@@ -183,10 +148,14 @@ def test_state_db_from_the_environment_as_meltano_sets_it(
         "TARGET_USERPILOT_STATE_DB": postgres_state_db,
         "TARGET_USERPILOT_SKIP_UNCHANGED": "true",
     }
-    first = run_target(config, _users(200), tmp_path=tmp_path, env=env, args=["--config", "ENV"])
+    first = run_target(
+        config, changed_users(200), tmp_path=tmp_path, env=env, args=["--config", "ENV"]
+    )
     assert first.returncode == 0, first.stderr[-2000:]
 
-    rerun = run_target(config, _users(200), tmp_path=tmp_path, env=env, args=["--config", "ENV"])
+    rerun = run_target(
+        config, changed_users(200), tmp_path=tmp_path, env=env, args=["--config", "ENV"]
+    )
 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert rerun.summary["total"]["unchanged"] == 200
@@ -205,7 +174,7 @@ def test_a_missing_driver_names_the_extra_and_creates_no_folder(
     # psycopg2 is not installed: a real missing driver, for a URL that asks for it.
     config.update(skip_unchanged=True, state_db=postgres.url_with(scheme="postgresql+psycopg2"))
 
-    run = run_target(config, _users(10), tmp_path=tmp_path)
+    run = run_target(config, changed_users(10), tmp_path=tmp_path)
 
     assert run.returncode == 2, run.stderr[-2000:]
     assert "pip install 'target-userpilot[postgres]'" in run.stderr
@@ -229,7 +198,7 @@ def test_psycopg_not_installed_names_the_extra(
     config.update(skip_unchanged=True, state_db=postgres.url)
     path = os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))
 
-    run = run_target_process(config, _users(10), tmp_path=tmp_path, env={"PYTHONPATH": path})
+    run = run_target_process(config, changed_users(10), tmp_path=tmp_path, env={"PYTHONPATH": path})
 
     assert run.returncode == 2, run.stderr[-2000:]
     assert "pip install 'target-userpilot[postgres]'" in run.stderr

@@ -4,9 +4,6 @@ waited for; a stop is a clear error (exit 9) that loses nothing confirmed.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,48 +17,15 @@ from target_userpilot.ledger.scope import account_scope
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import API_KEY, USER_SCHEMA, encode_messages, record, schema, state, user
+from support.messages import (
+    API_KEY,
+    changed_users,
+)
 from support.pg import PASSWORD, PostgresServer
-from support.runner import RunTarget, TargetRun
+from support.runner import RunTarget, finish, start_target
 from support.secrets import assert_no_secret
 from support.unchanged import ledger_hashes
 from support.waiting import eventually
-
-
-def _users(
-    n: int, changed: frozenset[int] = frozenset(), state_every: int = 0
-) -> list[dict[str, Any]]:
-    messages = [schema("users", USER_SCHEMA, ["id"])]
-    for i in range(n):
-        messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
-        if state_every and (i + 1) % state_every == 0:
-            messages.append(state({"upto": i}))
-    messages.append(state({"done": n}))
-    return messages
-
-
-def _start_target(
-    config: dict[str, Any], messages: list[dict[str, Any]], tmp_path: Path, name: str
-) -> subprocess.Popen[bytes]:
-    """The real target in the background, its input written at once."""
-    config_path = tmp_path / f"config-{name}.json"
-    config_path.write_text(json.dumps(config))
-    input_path = tmp_path / f"input-{name}.jsonl"
-    input_path.write_bytes(encode_messages(messages))
-    with input_path.open("rb") as stdin:
-        return subprocess.Popen(
-            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=tmp_path,
-        )
-
-
-def _finish(proc: subprocess.Popen[bytes]) -> TargetRun:
-    stdout, stderr = proc.communicate(timeout=120)
-    return TargetRun(proc.returncode, stdout.decode(), stderr.decode())
-
 
 # The server going away mid-run
 
@@ -87,17 +51,17 @@ def test_a_server_restarted_mid_run_is_waited_for(
     run_target: RunTarget,
 ) -> None:
     settings = _slow_run_config(sandbox, config, own_postgres.url)
-    proc = _start_target(settings, _users(2000, state_every=100), tmp_path, "restart")
+    proc = start_target(settings, changed_users(2000, state_every=100), tmp_path, "restart")
     eventually(lambda: sandbox.stats()["jobs"] >= 3, timeout=30, what="three jobs")
 
     own_postgres.restart()
-    run = _finish(proc)
+    run = finish(proc)
 
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.states[-1] == {"done": 2000}
     scope = account_scope(sandbox.url, API_KEY)
     assert len(ledger_hashes(own_postgres.url, scope, range(2000))) == 2000
-    rerun = run_target(settings, _users(2000), tmp_path=tmp_path)
+    rerun = run_target(settings, changed_users(2000), tmp_path=tmp_path)
     assert rerun.returncode == 0 and rerun.summary["total"]["rows_sent"] == 0
 
 
@@ -109,11 +73,11 @@ def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
     run_target: RunTarget,
 ) -> None:
     settings = _slow_run_config(sandbox, config, own_postgres.url)
-    proc = _start_target(settings, _users(2000, state_every=100), tmp_path, "stop")
+    proc = start_target(settings, changed_users(2000, state_every=100), tmp_path, "stop")
     eventually(lambda: sandbox.stats()["jobs"] >= 3, timeout=30, what="three jobs")
 
     own_postgres.stop()
-    run = _finish(proc)
+    run = finish(proc)
 
     assert run.returncode == 9, run.stderr[-3000:]
     assert "The ledger (state_db, PostgreSQL database 'ledger' at 127.0.0.1:" in run.stderr
@@ -127,7 +91,7 @@ def test_a_server_stopped_mid_run_is_a_clear_error_and_loses_nothing_confirmed(
     recorded = ledger_hashes(own_postgres.url, scope, range(2000))
     assert {str(i) for i in range(last + 1)} <= recorded.keys()
 
-    rerun = run_target(settings, _users(2000), tmp_path=tmp_path)
+    rerun = run_target(settings, changed_users(2000), tmp_path=tmp_path)
 
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.summary["total"]["unchanged"] >= last + 1

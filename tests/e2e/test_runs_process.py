@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,46 +18,22 @@ from typing import Any
 from target_userpilot.errors import (
     ConfigurationError,
 )
-from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
 from target_userpilot.ledger.store import RunEntry
 from target_userpilot.sandbox import Sandbox
 
 from support.events import user_events_config, user_events_input
-from support.messages import API_KEY, USER_SCHEMA, full_table_copy, record, schema, state, user
+from support.ledger import ledger_cli, ledger_runs
+from support.messages import (
+    API_KEY,
+    full_table_copy,
+    users_input,
+)
 from support.pg import BOTH_LEDGERS, PASSWORD
 from support.runner import RunTarget, TargetProcess
 from support.waiting import eventually
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
-    return [
-        schema("users", USER_SCHEMA, ["id"]),
-        *(record("users", user(i, **extra)) for i in ids),
-        state({"done": True}),
-    ]
-
-
-def _runs(state_db: str) -> list[RunEntry]:
-    """The ledger's runs, newest first, read as userpilot-ledger reads them."""
-    ledger = open_ledger(state_db, read_only=True)
-    try:
-        return ledger.runs(None, None, 50)
-    finally:
-        ledger.close()
-
-
-def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "target_userpilot.ledger.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def _run_id(stderr: str) -> str:
@@ -81,7 +54,7 @@ def _utc(epoch: float | None) -> str:
 
 def _how_it_ended(state_db: str, run: RunEntry, cwd: Path) -> list[str]:
     """The lines ``jobs --run`` prints above a run's jobs, for the run's account."""
-    shown = _cli(
+    shown = ledger_cli(
         "--state-db", state_db, "--account", run.scope, "jobs", "--run", run.run_id, cwd=cwd
     )
     assert shown.returncode == 0, shown.stderr
@@ -95,7 +68,7 @@ def _sigterm_after_the_first_state(
     """A run loading users ``ids``, its input left open, sent SIGTERM once their STATE is out."""
     run = TargetProcess({**config, "batch_wait_seconds": 0.1}, tmp_path)
     try:
-        run.send(_users(ids))
+        run.send(users_input(ids))
         assert run.next_state() == {"done": True}
         run.proc.send_signal(signal.SIGTERM)
         run.drain()
@@ -110,7 +83,7 @@ def _killed_after_the_first_state(
     """A run loading users ``ids``, killed with SIGKILL once their STATE is out."""
     run = TargetProcess({**config, "batch_wait_seconds": 0.1}, tmp_path)
     try:
-        run.send(_users(ids))
+        run.send(users_input(ids))
         assert run.next_state() == {"done": True}
     finally:
         run.kill()
@@ -126,10 +99,10 @@ def test_a_completed_run_is_a_row_with_its_summary(
 ) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
 
-    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+    run = run_target(config, users_input(range(3)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    (entry,) = _runs(state_db)
+    (entry,) = ledger_runs(state_db)
     assert entry.run_id == _run_id(run.stderr)
     assert entry.scope == account_scope(sandbox.url, API_KEY)
     assert (entry.outcome, entry.exit_code, entry.reason) == ("completed", 0, None)
@@ -150,10 +123,10 @@ def test_a_run_whose_job_failed_is_failed_with_exit_4_and_the_reason_it_printed(
     config.update(skip_unchanged=True, state_db=state_db)
     sandbox.set_faults(fail_jobs=1)
 
-    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+    run = run_target(config, users_input(range(3)), tmp_path=tmp_path)
 
     assert run.returncode == 4, run.stderr[-3000:]
-    (entry,) = _runs(state_db)
+    (entry,) = ledger_runs(state_db)
     printed = re.search(r"target-userpilot stopped: (.*)", run.stderr)
     assert printed, run.stderr[-3000:]
     assert (entry.outcome, entry.exit_code) == ("failed", 4)
@@ -174,7 +147,7 @@ def test_a_run_stopped_by_sigterm_is_stopped_by_a_signal_with_exit_10(
     run = _sigterm_after_the_first_state(config, tmp_path)
 
     assert run.proc.returncode == 10, run.stderr[-3000:]
-    (entry,) = _runs(state_db)
+    (entry,) = ledger_runs(state_db)
     assert entry.run_id == _run_id(run.stderr)
     assert (entry.outcome, entry.exit_code) == ("stopped by a signal", 10)
     assert entry.reason is not None and entry.reason.startswith("Received SIGTERM, so the run")
@@ -192,14 +165,14 @@ def test_a_run_killed_with_kill_9_has_no_end_and_reads_unknown(
 
     _killed_after_the_first_state(config, tmp_path)
 
-    (entry,) = _runs(state_db)
+    (entry,) = ledger_runs(state_db)
     assert (entry.ended_at, entry.outcome, entry.exit_code, entry.counts) == (
         None,
         None,
         None,
         None,
     )
-    listed = _cli("--state-db", state_db, "runs", cwd=tmp_path)
+    listed = ledger_cli("--state-db", state_db, "runs", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     row = dict(zip(*(_cells(line) for line in listed.stdout.splitlines()), strict=True))
     assert (row["run"], row["outcome"], row["exit"], row["ended at"]) == (
@@ -226,11 +199,11 @@ def test_a_run_of_track_events_alone_is_recorded_from_its_events_stream(
     run = run_target(config, user_events_input("track"), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    (entry,) = _runs(config["state_db"])
+    (entry,) = ledger_runs(config["state_db"])
     assert f"This run is in the ledger: userpilot-ledger jobs --run {entry.run_id}" in run.stderr
     assert entry.counts is not None
     assert (entry.outcome, entry.counts["total"]["events_sent"]) == ("completed", 2)
-    shown = _cli(
+    shown = ledger_cli(
         "--config", _write_config(config, tmp_path), "jobs", "--run", entry.run_id, cwd=tmp_path
     )
     assert shown.stdout.splitlines()[0] == f"Run {entry.run_id}: completed (exit 0)"
@@ -249,14 +222,14 @@ def test_runs_lists_the_newest_first_and_jsonl_carries_the_whole_summary(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
 ) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
-    first = run_target(config, _users(range(3)), tmp_path=tmp_path)
-    second = run_target(config, _users(range(4)), tmp_path=tmp_path)
+    first = run_target(config, users_input(range(3)), tmp_path=tmp_path)
+    second = run_target(config, users_input(range(4)), tmp_path=tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config))
 
-    table = _cli("--config", "config.json", "runs", cwd=tmp_path)
-    newest = _cli("--config", "config.json", "runs", "--limit", "1", cwd=tmp_path)
-    jsonl = _cli("--config", "config.json", "runs", "--format", "jsonl", cwd=tmp_path)
-    nonsense = _cli("--config", "config.json", "runs", "--limit", "0", cwd=tmp_path)
+    table = ledger_cli("--config", "config.json", "runs", cwd=tmp_path)
+    newest = ledger_cli("--config", "config.json", "runs", "--limit", "1", cwd=tmp_path)
+    jsonl = ledger_cli("--config", "config.json", "runs", "--format", "jsonl", cwd=tmp_path)
+    nonsense = ledger_cli("--config", "config.json", "runs", "--limit", "0", cwd=tmp_path)
 
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -295,14 +268,14 @@ def test_the_readme_runs_example_lists_each_way_a_run_ends(
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert run_target(config, full_table_copy(1, range(20)), tmp_path=tmp_path).returncode == 0
     sandbox.set_faults(fail_jobs=1)
-    assert run_target(config, _users([20, 21]), tmp_path=tmp_path).returncode == 4
+    assert run_target(config, users_input([20, 21]), tmp_path=tmp_path).returncode == 4
     sandbox.set_faults()
     assert run_target(config, full_table_copy(2, range(2)), tmp_path=tmp_path).returncode == 14
     _sigterm_after_the_first_state(config, tmp_path, range(30, 33))
     _killed_after_the_first_state(config, tmp_path, range(40, 43))
     argv, expected = _readme_block("Runs")
 
-    shown = _cli(*argv, cwd=tmp_path)
+    shown = ledger_cli(*argv, cwd=tmp_path)
 
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -335,9 +308,11 @@ def test_the_readme_events_example_shows_a_users_events_by_name_and_time(
         argv, expected = _readme_block("Events in history")
         import_job = next(j["job_id"] for j in sandbox.jobs() if j["type"] == "events_import")
 
-        shown = _cli(*argv, cwd=tmp_path)
-        only = _cli(*argv, "--object", "events", cwd=tmp_path)
-        exported = _cli("--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path)
+        shown = ledger_cli(*argv, cwd=tmp_path)
+        only = ledger_cli(*argv, "--object", "events", cwd=tmp_path)
+        exported = ledger_cli(
+            "--config", "config.json", "export", "--format", "jsonl", cwd=tmp_path
+        )
 
     assert (track.returncode, again.returncode) == (0, 0), again.stderr[-3000:]
     assert shown.returncode == 0, shown.stderr
@@ -381,8 +356,8 @@ def test_runs_on_a_ledger_from_before_runs_were_recorded_is_a_sentence(tmp_path:
     place = Place(str(tmp_path / "state.db"))
     place.make(6)
 
-    shown = _cli("--state-db", place.state_db, "runs", cwd=tmp_path)
-    jobs = _cli("--state-db", place.state_db, "jobs", "--run", "run-1", cwd=tmp_path)
+    shown = ledger_cli("--state-db", place.state_db, "runs", cwd=tmp_path)
+    jobs = ledger_cli("--state-db", place.state_db, "jobs", "--run", "run-1", cwd=tmp_path)
 
     assert shown.returncode == 2
     assert "from a release before runs were recorded (version 7)" in shown.stderr
@@ -407,6 +382,6 @@ def test_a_run_is_in_the_ledger_before_its_tap_sends_anything(
 
 def _runs_if_any(state_db: str) -> list[RunEntry]:
     try:
-        return _runs(state_db)
+        return ledger_runs(state_db)
     except ConfigurationError:  # the run has not made its ledger yet
         return []

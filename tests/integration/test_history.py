@@ -15,34 +15,20 @@ from typing import Any
 
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
-from target_userpilot.ledger.store import Ledger
 from target_userpilot.memory.history import erasure_time
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     API_KEY,
     TAP_USER_SCHEMA,
-    USER_SCHEMA,
     deleted_user,
     record,
     schema,
     state,
-    user,
+    users_input,
 )
 from support.pg import BOTH_LEDGERS
 from support.runner import RunTarget
-
-
-def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
-    return [
-        schema("users", USER_SCHEMA, ["id"]),
-        *(record("users", user(i, **extra)) for i in ids),
-        state({"done": True}),
-    ]
-
-
-def _ledger(state_db: str) -> Ledger:
-    return open_ledger(state_db)
 
 
 @BOTH_LEDGERS
@@ -50,14 +36,14 @@ def test_history_after_a_completed_job_names_the_job_and_the_row(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, state_db: str, run_target: RunTarget
 ) -> None:
     config.update(skip_unchanged=True, state_db=state_db)
-    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+    run = run_target(config, users_input(range(3)), tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
-    again = run_target(config, _users(range(3), plan="team"), tmp_path=tmp_path)
+    again = run_target(config, users_input(range(3), plan="team"), tmp_path=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
 
     scope = account_scope(sandbox.url, API_KEY)
     job_ids = {job["job_id"] for job in sandbox.jobs()}
-    ledger = _ledger(state_db)
+    ledger = open_ledger(state_db)
     try:
         history = ledger.profile_history(scope, "users", "1")
         jobs = ledger.jobs(scope, None, 10)
@@ -83,10 +69,10 @@ def test_history_after_a_failed_job_says_failed(
     config.update(skip_unchanged=True, state_db=state_db)
     sandbox.set_faults(fail_jobs=1)
 
-    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+    run = run_target(config, users_input(range(3)), tmp_path=tmp_path)
 
     assert run.returncode != 0
-    ledger = _ledger(state_db)
+    ledger = open_ledger(state_db)
     try:
         history = ledger.profile_history(account_scope(sandbox.url, API_KEY), "users", "2")
     finally:
@@ -101,10 +87,10 @@ def test_history_keeps_only_the_newest_entries_per_profile(
 ) -> None:
     config.update(skip_unchanged=True, state_db=state_db, ledger_history_entries=2)
     for plan in ("a", "b", "c", "d"):
-        run = run_target(config, _users(range(2), plan=plan), tmp_path=tmp_path)
+        run = run_target(config, users_input(range(2), plan=plan), tmp_path=tmp_path)
         assert run.returncode == 0, run.stderr[-2000:]
 
-    ledger = _ledger(state_db)
+    ledger = open_ledger(state_db)
     try:
         history = ledger.profile_history(account_scope(sandbox.url, API_KEY), "users", "0")
     finally:
@@ -139,7 +125,7 @@ def test_deletions_a_tap_sends_again_are_requested_once(
     later = runs[-1].summary["total"]
     assert later["deleted"] == 0 and later["deleted_before"] == 10
     assert all(run.states == [{"bookmark": "same"}] for run in runs)
-    ledger = _ledger(state_db)
+    ledger = open_ledger(state_db)
     try:
         history = ledger.profile_history(account_scope(sandbox.url, API_KEY), "users", "3")
     finally:
@@ -154,7 +140,7 @@ def test_an_upsert_after_an_earlier_runs_deletion_warns_and_stays_unconfirmed(
     config.update(hard_delete=True, skip_unchanged=True, state_db=state_db)
     assert run_target(config, _deletions([1, 2]), tmp_path=tmp_path).returncode == 0
 
-    upsert = run_target(config, _users([1]), tmp_path=tmp_path)
+    upsert = run_target(config, users_input([1]), tmp_path=tmp_path)
 
     assert upsert.returncode == 0, upsert.stderr[-2000:]
     assert "1 users profile of 'users' was sent again after Userpilot accepted its deletion" in (
@@ -162,7 +148,7 @@ def test_an_upsert_after_an_earlier_runs_deletion_warns_and_stays_unconfirmed(
     )
     assert "02:00 UTC" in upsert.stderr
     # Until the deletion run has passed, the row is sent again: Userpilot may erase it.
-    rerun = run_target(config, _users([1]), tmp_path=tmp_path)
+    rerun = run_target(config, users_input([1]), tmp_path=tmp_path)
     assert rerun.summary["total"]["rows_sent"] == 1
     # The source sent it live again: a new deletion of it is requested, the other is not.
     before = len(sandbox.deletions("users"))

@@ -8,7 +8,6 @@ Read by ``userpilot-ledger`` after each way a run ends: ``tests/e2e/test_runs_pr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,33 +17,20 @@ from target_userpilot.errors import (
 )
 from target_userpilot.ledger.factory import open_ledger
 from target_userpilot.ledger.scope import account_scope
-from target_userpilot.ledger.store import RunEntry
 from target_userpilot.memory.runs import MAX_REASON, orchestrator, run_end
 from target_userpilot.sandbox import Sandbox
 
 from support.events import user_events_config, user_events_input
-from support.messages import API_KEY, USER_SCHEMA, full_table_copy, record, schema, state, user
+from support.ledger import ledger_runs
+from support.messages import (
+    API_KEY,
+    full_table_copy,
+    users_input,
+)
 from support.pg import BOTH_LEDGERS, PASSWORD
 from support.runner import RunTarget
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _users(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
-    return [
-        schema("users", USER_SCHEMA, ["id"]),
-        *(record("users", user(i, **extra)) for i in ids),
-        state({"done": True}),
-    ]
-
-
-def _runs(state_db: str) -> list[RunEntry]:
-    """The ledger's runs, newest first, read as userpilot-ledger reads them."""
-    ledger = open_ledger(state_db, read_only=True)
-    try:
-        return ledger.runs(None, None, 50)
-    finally:
-        ledger.close()
 
 
 def _run_id(stderr: str) -> str:
@@ -73,7 +59,7 @@ def test_a_run_the_guard_stopped_is_stopped_by_the_guard_with_exit_14(
     refused = run_target(config, full_table_copy(2, range(2)), tmp_path=tmp_path)
 
     assert refused.returncode == 14, refused.stderr[-3000:]
-    newest, older = _runs(state_db)
+    newest, older = ledger_runs(state_db)
     assert (older.outcome, newest.outcome) == ("completed", "stopped by the guard")
     assert newest.exit_code == 14
     assert newest.reason is not None and "ended without 18 of the 20 users" in newest.reason
@@ -90,10 +76,10 @@ def test_a_dry_run_records_no_run(
         output_dir=str(tmp_path / "out"),
     )
 
-    run = run_target(config, _users(range(3)), tmp_path=tmp_path)
+    run = run_target(config, users_input(range(3)), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-3000:]
-    assert _runs(config["state_db"]) == []
+    assert ledger_runs(config["state_db"]) == []
 
 
 # The README's examples

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +15,21 @@ from target_userpilot.memory.unchanged import ConfirmedRows
 from target_userpilot.records.rows import encode_row
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import USER_SCHEMA, record, schema, state, user
+from support.messages import USER_SCHEMA, changed_users, record, schema, state, user
 from support.runner import RunTarget
 from support.unchanged import check_later_rows_win_over_rows_in_flight
-
-
-def _users(n: int, changed: Collection[int] = frozenset()) -> list[dict[str, Any]]:
-    messages = [schema("users", USER_SCHEMA, ["id"])]
-    for i in range(n):
-        messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
-    messages.append(state({"done": n}))
-    return messages
 
 
 def test_identical_rerun_sends_nothing(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
 ) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
-    first = run_target(config, _users(4000), tmp_path=tmp_path)
+    first = run_target(config, changed_users(4000), tmp_path=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     uploads = sandbox.stats()["rows_received"]
     assert uploads == 4000
 
-    second = run_target(config, _users(4000), tmp_path=tmp_path)
+    second = run_target(config, changed_users(4000), tmp_path=tmp_path)
 
     assert second.returncode == 0, second.stderr[-2000:]
     assert sandbox.stats()["rows_received"] == uploads
@@ -51,11 +42,11 @@ def test_only_changed_profiles_are_sent(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
 ) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
-    assert run_target(config, _users(4000), tmp_path=tmp_path).returncode == 0
+    assert run_target(config, changed_users(4000), tmp_path=tmp_path).returncode == 0
     before = sandbox.stats()["rows_received"]
     changed = set(range(0, 4000, 40))
 
-    run = run_target(config, _users(4000, changed), tmp_path=tmp_path)
+    run = run_target(config, changed_users(4000, changed), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-2000:]
     assert sandbox.stats()["rows_received"] - before == len(changed) == 100
@@ -69,10 +60,10 @@ def test_rows_of_a_failed_job_are_not_remembered(
 ) -> None:
     config.update(skip_unchanged=True, state_db=str(tmp_path / "state.db"))
     sandbox.set_faults(fail_jobs=1)
-    assert run_target(config, _users(300), tmp_path=tmp_path).returncode == 4
+    assert run_target(config, changed_users(300), tmp_path=tmp_path).returncode == 4
     sandbox.set_faults()
 
-    run = run_target(config, _users(300), tmp_path=tmp_path)
+    run = run_target(config, changed_users(300), tmp_path=tmp_path)
 
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.summary["total"]["rows_sent"] == 300
@@ -82,8 +73,8 @@ def test_rows_of_a_failed_job_are_not_remembered(
 def test_without_the_setting_everything_is_sent_again(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
 ) -> None:
-    assert run_target(config, _users(200), tmp_path=tmp_path).returncode == 0
-    assert run_target(config, _users(200), tmp_path=tmp_path).returncode == 0
+    assert run_target(config, changed_users(200), tmp_path=tmp_path).returncode == 0
+    assert run_target(config, changed_users(200), tmp_path=tmp_path).returncode == 0
     assert sandbox.stats()["rows_received"] == 400
 
 
@@ -94,7 +85,7 @@ def test_damaged_state_db_is_a_clear_configuration_error(
     damaged.write_bytes(b"this is not a database" * 100)
     config.update(skip_unchanged=True, state_db=str(damaged))
 
-    run = run_target(config, _users(10), tmp_path=tmp_path)
+    run = run_target(config, changed_users(10), tmp_path=tmp_path)
 
     assert run.returncode == 2
     assert "state_db" in run.stderr and "delete it" in run.stderr

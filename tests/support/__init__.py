@@ -6,6 +6,7 @@
 - ``waiting.py``: polling a condition instead of sleeping
 - ``simulated.py``: a run and a sandbox on one simulated clock, for timing in simulated seconds
 - ``http_doubles.py``: loopback servers that answer from a script, TLS in front, a proxy
+- ``ledger.py``: the ledger read as ``userpilot-ledger`` reads it: its runs, the command
 - ``pg.py``: a throwaway PostgreSQL 15 cluster, and when its tests skip
 - ``meltano.py``: the real Meltano CLI: its environment, its commands, a copy of the project
 - ``readme.py``: the README's sections and ``stream_maps`` recipes

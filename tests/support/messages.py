@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 API_KEY = "sandbox-key-3f9c1e77"
@@ -80,6 +80,29 @@ def users_messages(n: int, *, start: int = 0, state_every: int = 0) -> Iterator[
         if state_every and (i - start + 1) % state_every == 0:
             yield state({"bookmarks": {"users": i}})
     yield state({"bookmarks": {"users": start + n - 1, "done": True}})
+
+
+def users_input(ids: Iterable[int], **extra: Any) -> list[dict[str, Any]]:
+    """SCHEMA, a user record per id of ``ids`` (with ``extra`` fields), and a last STATE."""
+    return [
+        schema("users", USER_SCHEMA, ["id"]),
+        *(record("users", user(i, **extra)) for i in ids),
+        state({"done": True}),
+    ]
+
+
+def changed_users(
+    n: int, changed: Collection[int] = frozenset(), state_every: int = 0
+) -> list[dict[str, Any]]:
+    """SCHEMA and ``n`` users on plan 'pro' but those of ``changed`` ('changed'), with a STATE
+    after every ``state_every`` records and a last one."""
+    messages = [schema("users", USER_SCHEMA, ["id"])]
+    for i in range(n):
+        messages.append(record("users", user(i, plan="changed" if i in changed else "pro")))
+        if state_every and (i + 1) % state_every == 0:
+            messages.append(state({"upto": i}))
+    messages.append(state({"done": n}))
+    return messages
 
 
 def encode_messages(messages: Iterable[dict[str, Any] | str]) -> bytes:

@@ -111,6 +111,31 @@ def run_process(
     return TargetRun(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
+def start_target(
+    config: dict[str, Any], messages: list[dict[str, Any]], tmp_path: Path, name: str
+) -> subprocess.Popen[bytes]:
+    """The real target in the background, its input written at once (``name`` tells its
+    files from other runs'); ``finish`` waits for it."""
+    config_path = tmp_path / f"config-{name}.json"
+    config_path.write_text(json.dumps(config))
+    input_path = tmp_path / f"input-{name}.jsonl"
+    input_path.write_bytes(encode_messages(messages))
+    with input_path.open("rb") as stdin:
+        return subprocess.Popen(
+            [sys.executable, "-m", "target_userpilot", "--config", str(config_path)],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+
+
+def finish(proc: subprocess.Popen[bytes]) -> TargetRun:
+    """What a run ``start_target`` began left behind, once it ended."""
+    stdout, stderr = proc.communicate(timeout=120)
+    return TargetRun(proc.returncode, stdout.decode(), stderr.decode())
+
+
 def run_in_process(
     config: dict[str, Any],
     messages: Iterable[dict[str, Any] | str],

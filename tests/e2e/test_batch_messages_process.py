@@ -6,7 +6,6 @@ The rest runs in process: ``tests/integration/test_batch_messages.py``.
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -20,44 +19,15 @@ from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
     USER_SCHEMA,
+    batch,
     encode_messages,
     record,
     schema,
     state,
     user,
+    write_jsonl,
 )
-from support.runner import RunTarget, TargetRun
-
-COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]], *, compress: bool = False) -> Path:
-    """A batch file as the SDK's JSONL batcher writes it: one record per line."""
-    opener = gzip.open if compress else open
-    with opener(path, "wt", encoding="utf-8") as out:
-        for rec in records:
-            out.write(json.dumps(rec) + "\n")
-    return path
-
-
-def batch(
-    stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none"
-) -> dict[str, Any]:
-    """A BATCH message."""
-    return {
-        "type": "BATCH",
-        "stream": stream,
-        "encoding": {"format": fmt, "compression": compression},
-        "manifest": files,
-    }
-
-
-def counts(run: TargetRun) -> dict[str, dict[str, Any]]:
-    """The summary's counters per stream (times and rates left out: they differ per run)."""
-    return {
-        name: {key: tally[key] for key in COUNTS} for name, tally in run.summary["streams"].items()
-    }
-
+from support.runner import RunTarget, TargetRun, summary_counts
 
 # Memory: a large BATCH file costs what the same records cost as RECORD messages.
 
@@ -127,7 +97,7 @@ def test_a_large_batch_file_keeps_memory_at_the_record_path_level(
     assert by_batch.returncode == 0, by_batch.stderr[-3000:]
     assert len(sandbox.profiles("users")) == N_LARGE
     assert by_batch.states == [{"bookmarks": {"users": "done"}}]
-    assert counts(by_batch) == counts(by_records)
+    assert summary_counts(by_batch) == summary_counts(by_records)
     # The file as a list of records (the SDK's own BATCH handling) would add over 100 MB.
     assert batch_peak < record_peak + 30_000, (batch_peak, record_peak)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import gzip
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,42 +22,14 @@ from target_userpilot.sandbox import Sandbox
 from support.messages import (
     COMPANY_SCHEMA,
     USER_SCHEMA,
+    batch,
     record,
     schema,
     state,
     user,
+    write_jsonl,
 )
-from support.runner import RunTarget, TargetRun
-
-COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
-
-
-def write_jsonl(path: Path, records: Iterable[dict[str, Any]], *, compress: bool = False) -> Path:
-    """A batch file as the SDK's JSONL batcher writes it: one record per line."""
-    opener = gzip.open if compress else open
-    with opener(path, "wt", encoding="utf-8") as out:
-        for rec in records:
-            out.write(json.dumps(rec) + "\n")
-    return path
-
-
-def batch(
-    stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none"
-) -> dict[str, Any]:
-    """A BATCH message."""
-    return {
-        "type": "BATCH",
-        "stream": stream,
-        "encoding": {"format": fmt, "compression": compression},
-        "manifest": files,
-    }
-
-
-def counts(run: TargetRun) -> dict[str, dict[str, Any]]:
-    """The summary's counters per stream (times and rates left out: they differ per run)."""
-    return {
-        name: {key: tally[key] for key in COUNTS} for name, tally in run.summary["streams"].items()
-    }
+from support.runner import RunTarget, summary_counts
 
 
 def _company(c: int) -> dict[str, Any]:
@@ -117,9 +88,9 @@ def test_batch_files_land_exactly_as_the_same_records_sent_as_record_messages(
     assert sandbox.profiles("companies") == landed["companies"]
     assert by_batches.states == by_records.states
     assert by_batches.states[-1] == {"bookmarks": {"users": "second"}}
-    assert counts(by_batches) == counts(by_records)
-    assert counts(by_batches)["users"]["received"] == 350 + 43
-    assert counts(by_batches)["users"]["rejected"] == 1
+    assert summary_counts(by_batches) == summary_counts(by_records)
+    assert summary_counts(by_batches)["users"]["received"] == 350 + 43
+    assert summary_counts(by_batches)["users"]["rejected"] == 1
     users = sandbox.profiles("users")
     assert len(users) == 350  # the rejected record's later update still lands
     assert users["14"]["metadata"]["tier"] == "enterprise"

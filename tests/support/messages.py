@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 API_KEY = "sandbox-key-3f9c1e77"
@@ -218,3 +220,27 @@ def full_table_copy(
     if final_state:
         messages.append(state({"bookmarks": {stream: {"version": version}}}))
     return messages
+
+
+# BATCH messages
+
+
+def batch(
+    stream: str, files: list[str], *, fmt: str = "jsonl", compression: str = "none"
+) -> dict[str, Any]:
+    """A BATCH message."""
+    return {
+        "type": "BATCH",
+        "stream": stream,
+        "encoding": {"format": fmt, "compression": compression},
+        "manifest": files,
+    }
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]], *, compress: bool = False) -> Path:
+    """A batch file as the SDK's JSONL batcher writes it: one record per line."""
+    opener = gzip.open if compress else open
+    with opener(path, "wt", encoding="utf-8") as out:
+        for rec in records:
+            out.write(json.dumps(rec) + "\n")
+    return path

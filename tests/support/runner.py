@@ -71,6 +71,18 @@ class TargetRun:
         raise AssertionError("no summary line in stderr:\n" + self.stderr[-3000:])
 
 
+#: The summary's counters per stream that two runs of the same input agree on.
+SUMMARY_COUNTS = ("received", "rows_sent", "merged", "unchanged", "rejected", "jobs")
+
+
+def summary_counts(run: TargetRun) -> dict[str, dict[str, Any]]:
+    """The summary's counters per stream (times and rates left out: they differ per run)."""
+    return {
+        name: {key: tally[key] for key in SUMMARY_COUNTS}
+        for name, tally in run.summary["streams"].items()
+    }
+
+
 class RunTarget(Protocol):
     """The ``run_target`` and ``run_target_process`` fixtures: one run on ``messages``."""
 

@@ -1,12 +1,9 @@
 """The README's ``stream_maps`` recipes work exactly as written (their JSON is read from
-README.md, not copied here), in real runs against the sandbox; the link checker notices a
-missing page and a missing heading.
+README.md, not copied here), in real runs against the sandbox.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +12,6 @@ from target_userpilot.sandbox import Sandbox
 from support.messages import record, schema, state
 from support.readme import readme_recipe
 from support.runner import RunTarget
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-
-
-README_PATH = REPO / "README.md"
-README = README_PATH.read_text(encoding="utf-8")
-#: Every documentation file whose links must resolve: the README and each page it links to.
-
 
 # stream_maps recipes, run exactly as the README writes them
 
@@ -150,56 +138,3 @@ def test_invalid_stream_maps_is_a_configuration_error_without_a_traceback(
     assert run.returncode == 2
     assert "target-userpilot stopped: Invalid stream_maps configuration" in run.stderr
     assert "Traceback" not in run.stderr
-
-
-# The README as the entry point, and links that lead somewhere
-
-
-_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-_CODE_BLOCK = re.compile(r"^```.*?^```", re.S | re.M)
-
-
-def _anchors(path: Path) -> set[str]:
-    """The anchors GitHub gives the headings of a Markdown file."""
-    anchors: set[str] = set()
-    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
-    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
-        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-        # A repeated heading gets -1, -2, ... appended, as on GitHub.
-        unique, n = slug, 0
-        while unique in anchors:
-            n += 1
-            unique = f"{slug}-{n}"
-        anchors.add(unique)
-    return anchors
-
-
-def _broken_links(path: Path) -> list[str]:
-    """Relative links of a Markdown file that lead to no file, or to no heading of it."""
-    broken = []
-    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
-    for target in _LINK.findall(text):
-        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check
-            continue
-        file_part, _, anchor = target.partition("#")
-        destination = (path.parent / file_part).resolve() if file_part else path
-        if not destination.exists():
-            broken.append(f"{target}: no such file")
-        elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
-            broken.append(f"{target}: no heading #{anchor} in {destination.name}")
-    return broken
-
-
-def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path: Path) -> None:
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "sandbox.md").write_text("# The local sandbox\n\n## From Python\n")
-    readme = tmp_path / "README.md"
-    readme.write_text(
-        "See [the sandbox](docs/sandbox.md#from-python), [gone](docs/gone.md), "
-        "[renamed](docs/sandbox.md#from-java) and [home](https://example.com/x.md).\n"
-    )
-
-    assert _broken_links(readme) == [
-        "docs/gone.md: no such file",
-        "docs/sandbox.md#from-java: no heading #from-java in sandbox.md",
-    ]

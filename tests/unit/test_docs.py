@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support.readme import recipes, section
+from support.readme import broken_links, recipes, section
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -109,44 +109,24 @@ def test_readme_links_every_docs_page() -> None:
     assert linked == {page.name for page in DOCS.glob("*.md")}
 
 
-_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-_CODE_BLOCK = re.compile(r"^```.*?^```", re.S | re.M)
-
-
-def _anchors(path: Path) -> set[str]:
-    """The anchors GitHub gives the headings of a Markdown file."""
-    anchors: set[str] = set()
-    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
-    for heading in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
-        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-        # A repeated heading gets -1, -2, ... appended, as on GitHub.
-        unique, n = slug, 0
-        while unique in anchors:
-            n += 1
-            unique = f"{slug}-{n}"
-        anchors.add(unique)
-    return anchors
-
-
-def _broken_links(path: Path) -> list[str]:
-    """Relative links of a Markdown file that lead to no file, or to no heading of it."""
-    broken = []
-    text = _CODE_BLOCK.sub("", path.read_text(encoding="utf-8"))
-    for target in _LINK.findall(text):
-        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check
-            continue
-        file_part, _, anchor = target.partition("#")
-        destination = (path.parent / file_part).resolve() if file_part else path
-        if not destination.exists():
-            broken.append(f"{target}: no such file")
-        elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
-            broken.append(f"{target}: no heading #{anchor} in {destination.name}")
-    return broken
-
-
 @pytest.mark.parametrize("path", DOC_FILES, ids=[p.name for p in DOC_FILES])
 def test_relative_links_resolve(path: Path) -> None:
-    assert _broken_links(path) == []
+    assert broken_links(path) == []
+
+
+def test_link_check_notices_a_missing_page_and_a_missing_heading(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "sandbox.md").write_text("# The local sandbox\n\n## From Python\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "See [the sandbox](docs/sandbox.md#from-python), [gone](docs/gone.md), "
+        "[renamed](docs/sandbox.md#from-java) and [home](https://example.com/x.md).\n"
+    )
+
+    assert broken_links(readme) == [
+        "docs/gone.md: no such file",
+        "docs/sandbox.md#from-java: no heading #from-java in sandbox.md",
+    ]
 
 
 # docs/development.md: the module layout and the overrides of SDK methods agree with the code

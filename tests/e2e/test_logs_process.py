@@ -1,8 +1,9 @@
-"""Logs in the ecosystem's forms: the SDK's JSON logs line by line, and its METRIC records.
+"""JSON logs of the target as a process: an unexpected error is one JSON record, and the
+README's JSON logs example (the target piped through ``jq``) prints what the README shows.
 
-The real target runs with JSON logging turned on as a user turns it on: ``SINGER_SDK_LOG_CONFIG``
-naming the README's logging config, whose handler formats with the SDK's StructuredFormatter
-(what Meltano sets up for a loader with the ``structured-logging`` capability, too).
+The target runs with JSON logging turned on as a user turns it on: ``SINGER_SDK_LOG_CONFIG``
+naming the README's logging config. The rest runs in process:
+``tests/integration/test_logs_in_a_run.py``.
 """
 
 from __future__ import annotations
@@ -14,32 +15,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from target_userpilot.sandbox import Sandbox
 
-from support.logs import _logs_section, json_env, json_records, readme_log_config
-from support.messages import (
-    COMPANY_SCHEMA,
-    record,
-    schema,
-    state,
-    users_messages,
-)
+from support.logs import json_env, json_records, readme_log_config
+from support.readme import section
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _mixed(n_users: int = 6) -> list[dict[str, Any]]:
-    """Users (one of them invalid: a WARNING), then companies, then a STATE."""
-    messages: list[dict[str, Any]] = list(users_messages(n_users))[:-1]
-    messages.append(record("users", {"id": "not-a-number", "email": "x@example.com"}))
-    messages.append(schema("companies", COMPANY_SCHEMA, ["company_id"]))
-    messages += [record("companies", {"company_id": f"c-{i}", "name": f"C{i}"}) for i in range(3)]
-    messages.append(state({"bookmarks": {"done": True}}))
-    return messages
 
 
 # JSON logs, line by line
@@ -87,9 +71,9 @@ def test_the_readme_json_logs_example_prints_what_it_shows(tmp_path: Path) -> No
         if os.environ.get("CI"):
             pytest.fail("jq is not installed: the README's example needs it")
         pytest.skip("jq is not installed")
-    section = _logs_section()
+    logs_part = section("Logs and metrics")
     commands = re.search(
-        r"```sh\n(SINGER_SDK_LOG_CONFIG=.*?)```\n\n```text\n(.*?)```", section, re.S
+        r"```sh\n(SINGER_SDK_LOG_CONFIG=.*?)```\n\n```text\n(.*?)```", logs_part, re.S
     )
     assert commands, "the README's JSON logs example is missing"
     lines = commands[1].replace("\\\n", "").splitlines()

@@ -20,7 +20,6 @@ from target_userpilot.sandbox import Sandbox
 from target_userpilot.userpilot.client import UserpilotClient
 
 from support.logs import (
-    _logs_section,
     json_env,
     json_records,
     metric_records,
@@ -36,6 +35,7 @@ from support.messages import (
     user,
     users_messages,
 )
+from support.readme import section
 from support.runner import RunTarget
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,7 +224,7 @@ def test_the_target_log_level_governs_metrics_unless_metrics_log_level_is_set(
 def test_the_readme_filter_leaves_out_track_metrics_only(
     sandbox: Sandbox, config: dict[str, Any], tmp_path: Path, run_target: RunTarget
 ) -> None:
-    filters = re.search(r"```yaml\n(filters:\n.*?)```", _logs_section(), re.S)
+    filters = re.search(r"```yaml\n(filters:\n.*?)```", section("Logs and metrics"), re.S)
     assert filters, "the README's MetricExclusionFilter example is missing"
     sandbox.set_limits(track_requires_user=False)
     messages = [

@@ -17,23 +17,17 @@ from singer_sdk import metrics
 
 from target_userpilot import logs
 
+from support.readme import section
+
 if sys.version_info >= (3, 12):
     from typing import override
 else:
     from typing_extensions import override
 
-REPO = Path(__file__).resolve().parents[2]
-README = (REPO / "README.md").read_text(encoding="utf-8")
-
-
-def _logs_section() -> str:
-    start = README.index("\n## Logs and metrics\n")
-    return README[start : README.index("\n## ", start + 1)]
-
 
 def readme_log_config() -> str:
     """The README's logging config (the YAML block that starts ``# logging.yml``)."""
-    block = re.search(r"```yaml\n(# logging\.yml\n.*?)```", _logs_section(), re.S)
+    block = re.search(r"```yaml\n(# logging\.yml\n.*?)```", section("Logs and metrics"), re.S)
     assert block, "the README's logging.yml is missing"
     return block[1]
 

@@ -1,8 +1,9 @@
-"""Logs in the ecosystem's forms: the SDK's JSON logs line by line, and its METRIC records.
+"""Logs in the ecosystem's forms, the rules alone: when the JSON mode is on, the METRIC points
+(request metrics tagged as the SDK tags them, endpoints by their template, record counts at the
+SDK's interval) and ``metrics_log_level``.
 
-The real target runs with JSON logging turned on as a user turns it on: ``SINGER_SDK_LOG_CONFIG``
-naming the README's logging config, whose handler formats with the SDK's StructuredFormatter
-(what Meltano sets up for a loader with the ``structured-logging`` capability, too).
+The real target with JSON logging turned on: ``tests/integration/test_logs_in_a_run.py``; as a
+process: ``tests/e2e/test_logs_process.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from singer_sdk import metrics
@@ -25,26 +25,9 @@ from target_userpilot.userpilot.transport import endpoint_of
 
 from support.logs import capture_metrics
 from support.messages import (
-    COMPANY_SCHEMA,
     encode_messages,
-    record,
-    schema,
-    state,
     users_messages,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _mixed(n_users: int = 6) -> list[dict[str, Any]]:
-    """Users (one of them invalid: a WARNING), then companies, then a STATE."""
-    messages: list[dict[str, Any]] = list(users_messages(n_users))[:-1]
-    messages.append(record("users", {"id": "not-a-number", "email": "x@example.com"}))
-    messages.append(schema("companies", COMPANY_SCHEMA, ["company_id"]))
-    messages += [record("companies", {"company_id": f"c-{i}", "name": f"C{i}"}) for i in range(3)]
-    messages.append(state({"bookmarks": {"done": True}}))
-    return messages
-
 
 # JSON logs, line by line
 

@@ -22,7 +22,7 @@ import hashlib
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,12 +227,9 @@ def batch_file(tmp_path: Path) -> str:
 # Running the target
 
 
-@pytest.fixture
-def run_target(tmp_path: Path, request: pytest.FixtureRequest) -> RunTarget:
-    """Run the real target in this process on a list of messages (see ``support/runner.py``)."""
-    runner = run_process if request.config.getoption("--target-as-process") else run_in_process
-
-    folder = tmp_path  # the test's own, unless a run names another
+def _runs_in(folder: Path, runner: Callable[..., TargetRun]) -> RunTarget:
+    """``runner`` (``run_in_process`` or ``run_process``) in ``folder``, the test's own, unless
+    a run names another."""
 
     def run(
         config: dict[str, Any],
@@ -256,29 +253,16 @@ def run_target(tmp_path: Path, request: pytest.FixtureRequest) -> RunTarget:
 
 
 @pytest.fixture
+def run_target(tmp_path: Path, request: pytest.FixtureRequest) -> RunTarget:
+    """Run the real target in this process on a list of messages (see ``support/runner.py``)."""
+    runner = run_process if request.config.getoption("--target-as-process") else run_in_process
+    return _runs_in(tmp_path, runner)
+
+
+@pytest.fixture
 def run_target_process(tmp_path: Path) -> RunTarget:
     """Run the real target as a process (``python -m target_userpilot``) on a list of messages."""
-    folder = tmp_path  # the test's own, unless a run names another
-
-    def run(
-        config: dict[str, Any],
-        messages: Iterable[dict[str, Any] | str],
-        *,
-        tmp_path: Path | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float = 120,
-        args: list[str] | None = None,
-    ) -> TargetRun:
-        return run_process(
-            config,
-            messages,
-            tmp_path=folder if tmp_path is None else tmp_path,
-            env=env,
-            timeout=timeout,
-            args=args,
-        )
-
-    return run
+    return _runs_in(tmp_path, run_process)
 
 
 # Meltano

@@ -8,29 +8,18 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 from target_userpilot.sandbox import Sandbox
 
-from support.messages import API_KEY, USER_SCHEMA, record, schema, state
+from support.messages import (
+    API_KEY,
+    TAP_USER_SCHEMA,
+    deleted_user,
+    record,
+    schema,
+    state,
+)
 from support.runner import RunTarget, TargetProcess
-
-DELETED_AT = "2026-11-02T08:15:00Z"
-#: A log-based tap's schema: the deletion mark is a column of the stream.
-TAP_USER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        **USER_SCHEMA["properties"],
-        "plan": {"type": "string"},  # not nullable: a deleted row's null plan breaks it
-        "_sdc_deleted_at": {"type": ["null", "string"], "format": "date-time"},
-    },
-}
-
-
-def deleted_user(i: int) -> dict[str, Any]:
-    """A user deleted in the source, as log-based taps send it: the key and the mark."""
-    return {"id": i, "email": None, "name": None, "plan": None, "_sdc_deleted_at": DELETED_AT}
-
 
 # hard_delete on
 

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from target_userpilot.plan.tally import SUMMARY_COUNTERS
 from target_userpilot.sandbox import Sandbox
 
 from support.messages import (
@@ -33,21 +34,6 @@ from support.messages import (
 from support.pg import BOTH_LEDGERS
 from support.readme import section
 from support.runner import RunTarget, TargetRun
-
-#: The counters of the run's summary a plan predicts (``plan/tally.py``).
-PREDICTED = (
-    "received",
-    "rows_sent",
-    "merged",
-    "unchanged",
-    "rejected",
-    "deleted",
-    "deleted_before",
-    "deleted_ignored",
-    "superseded",
-    "events_sent",
-    "events_skipped",
-)
 
 
 def _ledger_snapshot(state_db: str) -> Any:
@@ -110,7 +96,7 @@ def _predicted(plan: dict[str, Any], stream: str) -> dict[str, int]:
 
 def _counted(run: TargetRun, stream: str) -> dict[str, int]:
     counts: dict[str, int] = run.summary["streams"][stream]
-    return {name: counts[name] for name in PREDICTED}
+    return {name: counts[name] for name in SUMMARY_COUNTERS}
 
 
 @BOTH_LEDGERS

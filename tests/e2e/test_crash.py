@@ -160,7 +160,7 @@ def test_sigterm_after_the_end_of_input_lets_the_run_finish(
 
 
 def test_a_second_sigterm_stops_at_once(slow_sandbox: Sandbox, tmp_path: Path) -> None:
-    slow_sandbox.set_rows_per_minute(6000)  # a 500-row job takes 5 s
+    slow_sandbox.set_rows_per_minute(1200)  # a 500-row job takes 25 s
     run = TargetProcess(_config(slow_sandbox), tmp_path, messages=_messages(0, N_USERS))
     try:
         eventually(lambda: _followed_job(slow_sandbox), 15, "the first job in flight")
@@ -176,7 +176,8 @@ def test_a_second_sigterm_stops_at_once(slow_sandbox: Sandbox, tmp_path: Path) -
         run.kill()
 
     assert code == 10, run.stderr[-3000:]
-    assert took < 3, f"the second signal took {took:.1f} s to stop the run"
+    # Well under the job's 25 s, with room for a loaded machine: the run did not wait it out.
+    assert took < 10, f"the second signal took {took:.1f} s to stop the run"
     assert run.states == []  # the first job never completed: nothing to checkpoint
     assert slow_sandbox.stats()["uploads"] == 1
 

@@ -159,16 +159,18 @@ def test_lookups_stay_fast_as_a_new_table_grows_within_a_run(postgres: PostgresS
     """Regression: with the scope leading the key, lookups slowed to seconds per batch once
     the table outgrew its last ANALYZE and the driver began to reuse a prepared plan."""
     ledger = open_ledger(postgres.url)
-    slowest = 0.0
+    took = []
     for batch in range(8):
         ids = [f"grow-{batch}-{i}" for i in range(10_000)]
         started = time.monotonic()
         ledger.row_hashes("growing", "users", ids)
-        slowest = max(slowest, time.monotonic() - started)
+        took.append(time.monotonic() - started)
         ledger.save_row_hashes("growing", "users", [(i, H1) for i in ids])
     ledger.close()
 
-    assert slowest < 2.0, f"a 10,000-id lookup took {slowest:.1f} s"
+    # Against the run's own first lookups, not a wall-clock figure: a loaded machine slows them
+    # all alike, the regression made the late ones a hundred times slower than the first.
+    assert max(took) < max(2.0, 20 * min(took[:2])), [f"{t:.2f}" for t in took]
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from target_userpilot.clock import REAL_CLOCK, Clock
+from target_userpilot.clock import REAL_CLOCK, Clock, wait_until
 from target_userpilot.errors import StateUndeliverable
 
 logger = logging.getLogger("target_userpilot")
@@ -115,16 +115,10 @@ class Checkpoints:
         """Wait until all work of ``kind`` numbered below ``seq`` is durable: True. False once
         ``timeout`` s passed on ``clock``, or ``give_up()`` is true (asked again whenever a
         hold is released or :meth:`wake` is called)."""
-        deadline = None if timeout is None else clock.now() + timeout
         with self._lock:
-            while self._floor(kind) < seq:
-                if give_up is not None and give_up():
-                    return False
-                left = None if deadline is None else deadline - clock.now()
-                if left is not None and left <= 0:
-                    return False
-                clock.wait(self._lock, left)
-            return True
+            return wait_until(
+                clock, self._lock, lambda: self._floor(kind) >= seq, timeout, give_up=give_up
+            )
 
     def wake(self) -> None:
         """Wake every :meth:`wait_durable`, to ask its ``give_up`` again (a lane stops)."""

@@ -25,6 +25,7 @@ import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -66,6 +67,29 @@ class RealClock:
 
 #: The clock every part takes unless a test hands it another.
 REAL_CLOCK: Clock = RealClock()
+
+
+def wait_until(
+    clock: Clock,
+    cond: threading.Condition,
+    done: Callable[[], bool],
+    timeout: float | None = None,
+    *,
+    give_up: Callable[[], bool] | None = None,
+) -> bool:
+    """Wait on ``cond`` (held by the caller) until ``done()``: True. False once ``timeout`` s
+    passed on ``clock``, or once ``give_up()`` is true; both are asked again whenever ``cond``
+    is notified, so whoever changes what they read notifies it."""
+    deadline = None if timeout is None else clock.now() + timeout
+    while not done():
+        if give_up is not None and give_up():
+            return False
+        left = None if deadline is None else deadline - clock.now()
+        if left is not None and left <= 0:
+            return False
+        clock.wait(cond, left)
+    return True
+
 
 #: How long a waiter of the simulated clock first waits for real before it looks at the clock
 #: again, and the longest it waits once nothing changes.

@@ -24,14 +24,14 @@ logger = logging.getLogger("target_userpilot.rejects")
 
 
 class RejectLog:
-    """Counts, logs and (optionally) keeps every rejected record; stops the run on ``fail``."""
+    """Counts (in the run's summary), logs and (optionally) keeps every rejected record; stops
+    the run on ``fail``."""
 
     def __init__(
         self, policy: str = "skip", path: str | None = None, summary: RunSummary | None = None
     ) -> None:
         self.policy = policy
         self.path = path
-        self.count = 0
         #: Where each rejection is counted, per stream (``rejected``).
         self._summary = summary
         self._lock = threading.Lock()
@@ -59,15 +59,15 @@ class RejectLog:
         )
         if self._summary is not None:
             self._summary.add(stream, "rejected")
-        with self._lock:
-            self.count += 1
-            if self.path:
-                entry = {"stream": stream, "position": position, "reason": reason}
-                if record_json is None:
-                    entry["record"] = record
-                else:
-                    entry["record_json"] = record_json
-                _append(self.path, json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        if self.path:
+            entry = {"stream": stream, "position": position, "reason": reason}
+            if record_json is None:
+                entry["record"] = record
+            else:
+                entry["record_json"] = record_json
+            line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
+            with self._lock:  # lines from several threads never interleave
+                _append(self.path, line)
         if self.policy == "fail":
             msg = (
                 f"Rejected {where}: {reason}. on_invalid_record is 'fail', so the run stops here "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Hashable
 
-from target_userpilot.clock import REAL_CLOCK, Clock
+from target_userpilot.clock import REAL_CLOCK, Clock, wait_until
 
 
 class PendingUsers:
@@ -75,16 +75,14 @@ class PendingUsers:
         """Wait until every one of ``batches`` is done: True. False once ``timeout`` s passed on
         ``clock``, or ``give_up()`` is true (asked again whenever a batch is done or
         :meth:`wake` is called)."""
-        deadline = None if timeout is None else clock.now() + timeout
         with self._cond:
-            while not self._ids.keys().isdisjoint(batches):
-                if give_up is not None and give_up():
-                    return False
-                left = None if deadline is None else deadline - clock.now()
-                if left is not None and left <= 0:
-                    return False
-                clock.wait(self._cond, left)
-            return True
+            return wait_until(
+                clock,
+                self._cond,
+                lambda: self._ids.keys().isdisjoint(batches),
+                timeout,
+                give_up=give_up,
+            )
 
     def wake(self) -> None:
         """Wake every :meth:`wait_done`, to ask its ``give_up`` again (a lane stops)."""

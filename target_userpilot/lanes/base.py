@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from target_userpilot.clock import REAL_CLOCK, Clock
+from target_userpilot.clock import REAL_CLOCK, Clock, wait_until
 
 
 class Abandoned(Exception):
@@ -105,16 +105,15 @@ class Lane:
         Without a ``timeout``, returns as soon as the lane is abandoned: a thread stuck in a
         request is left to end on its own (it is a daemon thread).
         """
-        deadline = None if timeout is None else self.clock.now() + timeout
         with self._cond:
-            while self._running:
-                if self._abandon.is_set() and timeout is None:
-                    return False
-                left = None if deadline is None else deadline - self.clock.now()
-                if left is not None and left <= 0:
-                    return False
-                self.clock.wait(self._cond, left)  # each thread's end notifies
-        return True
+            # Each thread's end notifies, and so does the abandonment (through stop()).
+            return wait_until(
+                self.clock,
+                self._cond,
+                lambda: not self._running,
+                timeout,
+                give_up=lambda: timeout is None and self._abandon.is_set(),
+            )
 
     @property
     def abandoned(self) -> bool:

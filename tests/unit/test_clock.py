@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from target_userpilot.clock import REAL_CLOCK, SimulatedClock
+from target_userpilot.clock import REAL_CLOCK, SimulatedClock, wait_until
 
 T = TypeVar("T")
 
@@ -162,3 +162,31 @@ def test_a_thread_that_left_the_clock_does_not_hold_it() -> None:
 
     assert clock.now() == pytest.approx(5.0)
     assert clock.stalls == 0
+
+
+def test_wait_until_ends_when_done_when_given_up_or_at_its_time() -> None:
+    clock = SimulatedClock()
+    cond = threading.Condition()
+    state = {"done": False, "quit": False}
+
+    def flip(key: str) -> None:
+        with cond:
+            state[key] = True
+            cond.notify_all()
+
+    with cond:
+        assert wait_until(clock, cond, lambda: state["done"], 30.0) is False
+    assert clock.now() == pytest.approx(30.0)  # the timeout, in simulated seconds
+
+    timer = threading.Timer(0.05, flip, ("quit",))
+    timer.start()
+    with cond:
+        # No timeout: only the notified give_up ends it.
+        assert (
+            wait_until(clock, cond, lambda: state["done"], give_up=lambda: state["quit"]) is False
+        )
+    timer.join()
+
+    flip("done")
+    with cond:
+        assert wait_until(clock, cond, lambda: state["done"], 0.0, give_up=lambda: True) is True

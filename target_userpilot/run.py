@@ -55,7 +55,7 @@ from target_userpilot.rejects import RejectLog
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.settings import Settings
 from target_userpilot.stop import RunStop
-from target_userpilot.summary import RunSummary, count
+from target_userpilot.summary import RunSummary, count, nothing_loaded
 from target_userpilot.userpilot.client import UserpilotClient
 from target_userpilot.userpilot.dryrun import DryRunClient
 
@@ -473,10 +473,7 @@ class Run:
         if reason is not None and (self.checkpoints.held or self.stop.abandoned):
             raise reason
         total = self.summary.as_dict(final=False)["total"]
-        loaded = (
-            total["rows_sent"] or total["unchanged"] or total["deleted"] or total["deleted_before"]
-        )
-        if total["rejected"] and not (loaded or total["events_sent"] or total["events_skipped"]):
+        if nothing_loaded(total):
             msg = (
                 f"Every record that should have become a Userpilot row was refused "
                 f"({total['rejected']} rejected, see the warnings above"

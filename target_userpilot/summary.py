@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,22 @@ EVENT_COUNTERS = (
     ("events_skipped", "already sent"),
     ("events_unconfirmed", "unconfirmed"),
 )
+
+#: What counts as loaded: something sent, found unchanged, deleted, or events sent or known.
+LOADED_COUNTERS = (
+    "rows_sent",
+    "unchanged",
+    "deleted",
+    "deleted_before",
+    "events_sent",
+    "events_skipped",
+)
+
+
+def nothing_loaded(total: Mapping[str, Any]) -> bool:
+    """Every record that should have become a Userpilot row was refused: a run that ends so
+    is not a success (``Run.finish``), and a plan says the run would fail."""
+    return bool(total["rejected"]) and not any(total[name] for name in LOADED_COUNTERS)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from target_userpilot.batching.halves import first_half
 from target_userpilot.errors import SpoolUnwritable
@@ -172,6 +172,28 @@ class SealedBatch:
             pass
 
 
+class _Filling(Protocol):
+    """What the batch rule reads of a batch being filled: a run's file or a plan's batch."""
+
+    max_rows: int
+    max_bytes: int
+    records: int
+    bytes: int
+
+    @property
+    def rows(self) -> int: ...
+
+
+def fits_limits(batch: _Filling, *, new_row: bool, line_bytes: int) -> bool:
+    """The one rule for whether a row still goes in ``batch`` (a run's batch files, and the
+    batches a plan fills so that its counts are the run's): a new profile needs a free row, and
+    every line counts toward the byte limit (not the merged size: the bound stays safe without
+    re-reading). A first line always goes in: a row larger than the limit is refused earlier."""
+    if new_row and batch.rows >= batch.max_rows:
+        return False
+    return batch.records == 0 or batch.bytes + line_bytes <= batch.max_bytes
+
+
 class BatchFile:
     """An open batch: NDJSON lines appended to a temporary file, counted in rows and bytes."""
 
@@ -216,11 +238,7 @@ class BatchFile:
 
     def fits(self, row_id: str, line: bytes) -> bool:
         """Whether adding ``line`` keeps the file within the row and byte limits."""
-        new_row = row_id not in self._lines_per_id
-        if new_row and self.rows >= self.max_rows:
-            return False
-        # Counting every line (not the merged size) keeps the bound safe without re-reading.
-        return self.records == 0 or self.bytes + len(line) <= self.max_bytes
+        return fits_limits(self, new_row=row_id not in self._lines_per_id, line_bytes=len(line))
 
     def add(
         self, row_id: str, line: bytes, stream: str | None = None, *, user_id: str | None = None

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from target_userpilot.batching.batch import fits_limits
 from target_userpilot.checkpoints import Checkpoints, hold_back
 from target_userpilot.errors import LedgerMissing, MirrorDeleteRefused, Terminated
 from target_userpilot.ledger.factory import open_ledger
@@ -53,7 +54,7 @@ from target_userpilot.records.values import decode_line
 from target_userpilot.rejects import RejectLog
 from target_userpilot.run import SinkServices
 from target_userpilot.settings import Settings
-from target_userpilot.summary import RunSummary
+from target_userpilot.summary import RunSummary, nothing_loaded
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -357,9 +358,7 @@ class Planner:
     def _nothing_loaded(self) -> None:
         """Every record refused: the run would fail at its end (``Run.finish``)."""
         total = self.tally.total()
-        loaded = total["rows_sent"] or total["unchanged"] or total["deleted"]
-        loaded = loaded or total["deleted_before"] or total["events_sent"]
-        if total["rejected"] and not (loaded or total["events_skipped"]):
+        if nothing_loaded(total):
             self.stop_at(
                 PlanStop(
                     "nothing loaded",
@@ -418,10 +417,8 @@ class PlannedBatch:
         return len(self._rows)
 
     def fits(self, row_id: str, line: bytes) -> bool:
-        """Whether the row goes in this batch (``BatchFile.fits``'s rule)."""
-        if row_id not in self._rows and self.rows >= self.max_rows:
-            return False
-        return self.records == 0 or self.bytes + len(line) <= self.max_bytes
+        """Whether the row goes in this batch: the run's rule (``fits_limits``)."""
+        return fits_limits(self, new_row=row_id not in self._rows, line_bytes=len(line))
 
     def add(self, plan: StreamPlan, row_id: str, line: bytes) -> None:
         """One more row of ``row_id``."""

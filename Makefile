@@ -1,4 +1,6 @@
-# target-userpilot developer commands. Needs only python3 (3.10+), pip and make.
+# target-userpilot developer commands. Needs only python3 (3.10+), pip and make; the tests that
+# need a PostgreSQL server start PostgreSQL 15 from /usr/lib/postgresql/15/bin (skipped without
+# it, except under CI).
 #
 #   make demo    load the bundled example into a local Userpilot sandbox and show the result
 #   make test    lint, then every layer of the test suite: unit, integration, e2e

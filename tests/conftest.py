@@ -121,11 +121,16 @@ def _unit_stays_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyP
 # Sandboxes: one name per kind, and the settings that point at them
 
 
+def _serving(**options: Any) -> Iterator[Sandbox]:
+    """A sandbox with ``options``, served for as long as the fixture lives."""
+    with Sandbox(**options) as sb:
+        yield sb
+
+
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     """A fresh sandbox on a free loopback port, jobs completing instantly."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0) as sb:
-        yield sb
+    yield from _serving(port=0, api_key=API_KEY, rows_per_minute=0)
 
 
 @pytest.fixture
@@ -150,50 +155,43 @@ def mirror_config(config: dict[str, Any], state_db: str) -> dict[str, Any]:
 @pytest.fixture
 def default_sandbox() -> Iterator[Sandbox]:
     """A sandbox with ``userpilot-sandbox``'s own defaults: paced jobs, the deletion interval."""
-    with Sandbox(api_key=API_KEY) as sb:
-        yield sb
+    yield from _serving(api_key=API_KEY)
 
 
 @pytest.fixture
 def timed_jobs_sandbox() -> Iterator[Sandbox]:
     """Jobs take a while, as they would (100 rows about 0.1 s); track limit 6,000 a minute."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60_000, events_per_minute=6000) as sb:
-        yield sb
+    yield from _serving(port=0, api_key=API_KEY, rows_per_minute=60_000, events_per_minute=6000)
 
 
 @pytest.fixture
 def no_track_sandbox() -> Iterator[Sandbox]:
     """Jobs take a while (100 rows about 0.1 s); the track API admits one request a minute."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=60_000, events_per_minute=1) as sb:
-        yield sb
+    yield from _serving(port=0, api_key=API_KEY, rows_per_minute=60_000, events_per_minute=1)
 
 
 @pytest.fixture
 def deletion_paced_sandbox() -> Iterator[Sandbox]:
     """Instant jobs; deletion requests admitted every 0.2 s, so pacing tests stay short."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=0.2) as sb:
-        yield sb
+    yield from _serving(port=0, api_key=API_KEY, rows_per_minute=0, delete_interval=0.2)
 
 
 @pytest.fixture
 def no_deletion_interval_sandbox() -> Iterator[Sandbox]:
     """``default_sandbox`` without the deletion interval, for tests about other rules."""
-    with Sandbox(api_key=API_KEY, delete_interval=0) as sb:
-        yield sb
+    yield from _serving(api_key=API_KEY, delete_interval=0)
 
 
 @pytest.fixture
 def keeping_sandbox() -> Iterator[Sandbox]:
     """Instant jobs, keeping the file of every upload, to compare with a dry run's files."""
-    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, keep_uploads=True) as sb:
-        yield sb
+    yield from _serving(port=0, api_key=API_KEY, rows_per_minute=0, keep_uploads=True)
 
 
 @pytest.fixture
 def keyed_sandbox() -> Iterator[Sandbox]:
     """Instant jobs, with a key shaped like a real Userpilot key (``support.secrets.KEY``)."""
-    with Sandbox(port=0, api_key=KEY, rows_per_minute=0) as sb:
-        yield sb
+    yield from _serving(port=0, api_key=KEY, rows_per_minute=0)
 
 
 # Calling the sandbox and the client directly

@@ -81,10 +81,9 @@ def event_time(value: Any, prop: str) -> str:
         utc = moment.astimezone(datetime.timezone.utc)
     except OverflowError:
         raise InvalidRecord(f"'{prop}' is a date-time out of range") from None
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return f"{text}Z"
+    # isoformat, not strftime: "%Y" writes year 1 as "1", which is no ISO 8601 date (and
+    # "0001-01-01" is a common stand-in for "no date" in warehouses). Microseconds only if any.
+    return f"{utc.replace(tzinfo=None).isoformat()}Z"
 
 
 def to_import_record(

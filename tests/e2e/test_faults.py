@@ -9,7 +9,6 @@ status poll is never answered by uploading again.
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from target_userpilot.errors import TransientError
 from target_userpilot.retry import RetryPolicy
 from target_userpilot.sandbox import Sandbox
-from target_userpilot.userpilot.client import UserpilotClient
-from target_userpilot.userpilot.transport import parse_retry_after
 
 from support.messages import API_KEY, COMPANY_SCHEMA, USER_SCHEMA, record, schema, state, user
 from support.runner import run_process
@@ -263,80 +258,6 @@ def test_retries_give_up_after_a_bounded_number_of_tries_with_a_clear_message(
     assert "rerun" in stopped[0]
 
 
-# The client on its own, against the sandbox: the retry policy's limits, quickly.
-
-FAST = RetryPolicy(base_seconds=0.01, max_seconds=0.05, max_tries=5, poll_max_time=1.0)
-
-
-def test_upload_is_tried_exactly_max_tries_times_then_raised(
-    sandbox: Sandbox, batch_file: str
-) -> None:
-    sandbox.set_faults(error_rate=1.0, only="upload")
-    client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
-    with pytest.raises(TransientError, match=r"failed 5 times .* HTTP 50[023]"):
-        client.upload("users", batch_file, "users-x-00001.ndjson")
-    stats = sandbox.stats()
-    assert stats["upload_attempts"] == FAST.max_tries
-    # Before each further try the client looks for a job with its filename, and finds none.
-    assert stats["requests"] == FAST.max_tries + (FAST.max_tries - 1)
-    assert stats["uploads"] == 0
-
-
-def test_status_polls_give_up_after_poll_max_time(sandbox: Sandbox, batch_file: str) -> None:
-    client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(2, 2))
-    job = client.upload("users", batch_file, "users-x-00001.ndjson")
-    sandbox.set_faults(status_error_rate=1.0)
-    started = time.monotonic()
-    with pytest.raises(TransientError, match="may still complete"):
-        client.job_status(job["job_id"])
-    # Polling ends after poll_max_time, not never; the slack is for a loaded machine.
-    assert FAST.poll_max_time <= time.monotonic() - started < FAST.poll_max_time + 10
-    assert sandbox.stats()["upload_attempts"] == 1
-
-
-def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after() -> None:
-    policy = RetryPolicy(base_seconds=0.5, max_seconds=30.0)
-    plain = TransientError("HTTP 503")
-    for attempt in range(10):
-        wait = policy.wait_before_retry(plain, attempt)
-        assert policy.base_seconds / 4 <= wait <= min(30.0, 0.5 * 2**attempt)
-    limited = TransientError("HTTP 429", retry_after=7.0)
-    for attempt in range(5):
-        assert 7.0 <= policy.wait_before_retry(limited, attempt) <= 7.0 + policy.base_seconds / 2
-    # A day-long ban is not waited: the one parser caps it, and the policy adds only jitter.
-    huge = TransientError("HTTP 429", retry_after=parse_retry_after("86400"))
-    assert policy.wait_before_retry(huge, 0) <= 120.0 + policy.base_seconds / 2
-
-
-def test_every_request_has_a_connect_and_a_read_timeout(
-    sandbox: Sandbox, batch_file: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    seen: list[tuple[str, Any]] = []
-    original = requests.Session.request
-
-    def spy(
-        self: requests.Session, method: str, url: str, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        seen.append((f"{method} {url}", kwargs.get("timeout")))
-        return original(self, method, url, *args, **kwargs)
-
-    monkeypatch.setattr(requests.Session, "request", spy)
-    # Two slow answers: the first upload times out and is looked up, then adopted.
-    sandbox.set_faults(slow_rate=1.0, slow_seconds=1.5, only="upload")
-    client = UserpilotClient(sandbox.url, API_KEY, retry=FAST, timeout=(3.0, 0.5))
-    job = client.upload("users", batch_file, "users-x-00001.ndjson")
-    sandbox.set_faults()
-    client.job_status(job["job_id"])
-    client.list_jobs()
-    client.close()
-
-    calls = {call.split(" ", 1)[0] + " " + call.split("/v1", 1)[1] for call, _ in seen}
-    assert any(c.startswith("POST /users/bulk_identify") for c in calls)
-    assert any(c.startswith("GET /background_jobs/") for c in calls)
-    assert "GET /background_jobs" in calls
-    assert all(timeout == (3.0, 0.5) for _, timeout in seen), seen
-
-
 # The sandbox features these tests rely on.
 
 
@@ -356,19 +277,3 @@ def test_a_job_past_job_timeout_seconds_stops_the_run_naming_the_job(tmp_path: P
     assert job["status"] != "completed"
     assert run.states == []
     assert "Traceback" not in run.stderr
-
-
-def test_a_refused_connection_is_retried_without_looking_for_a_job(batch_file: str) -> None:
-    """Nothing reached the server, so there is no job to adopt: the error names the upload."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens once the block ends
-    client = UserpilotClient(f"http://127.0.0.1:{port}", API_KEY, retry=FAST)
-
-    with pytest.raises(TransientError) as failure:
-        client.upload("users", batch_file, "users-x-00001.ndjson")
-    client.close()
-
-    assert "failed 5 times" in str(failure.value)
-    assert "POST /v1/users/bulk_identify: connection failed" in str(failure.value)
-    assert "background_jobs" not in str(failure.value)

@@ -77,6 +77,25 @@ def _completed_at(sandbox_started: float, job: dict[str, Any]) -> float:
     return sandbox_started + completed_at
 
 
+@dataclass
+class StopTiming:
+    code: int
+    #: Seconds from the signal to the exit.
+    took: float
+    #: Requests the sandbox had logged when the signal went.
+    seen: int
+
+
+def _signal_during(run: TargetProcess, sandbox: Sandbox, waiting: Any, what: str) -> StopTiming:
+    """Wait for ``waiting`` (the phase the stop is tested in), SIGTERM, and wait for the exit."""
+    eventually(waiting, 30, what)
+    seen = len(sandbox.request_log())
+    run.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code = run.drain(timeout=30)
+    return StopTiming(code, time.monotonic() - signalled, seen)
+
+
 def _input_read(run: TargetProcess) -> bool:
     """The end of input was read and the run is finishing (the SDK's drain logs its metric)."""
     return "completed processing" in run.stderr and "METRIC" in run.stderr
@@ -173,19 +192,16 @@ def test_sigterm_during_a_wait_for_another_clients_job_ends_the_wait(tmp_path: P
         try:
             run.send([schema("users", USER_SCHEMA, ["id"])])
             run.send([record("users", user(i)) for i in range(10)] + [state({"last": 9})])
-            eventually(lambda: sandbox.stats()["conflicts_foreign"] >= 1, 30, "a 409")
-            seen = len(sandbox.request_log())
-            run.proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            code = run.drain(timeout=15)
-            took = time.monotonic() - signalled
+            stop = _signal_during(
+                run, sandbox, lambda: sandbox.stats()["conflicts_foreign"] >= 1, "a 409"
+            )
         finally:
             run.kill()
-        after = _after(sandbox, seen)
+        after = _after(sandbox, stop.seen)
         uploads = sandbox.stats()["uploads"]
 
-    assert code == 10, run.stderr[-3000:]
-    assert took < 5, f"the stop took {took:.1f} s"
+    assert stop.code == 10, run.stderr[-3000:]
+    assert stop.took < 5, f"the stop took {stop.took:.1f} s"
     assert _new_work(after) == []
     assert uploads == 0
     assert run.states == []
@@ -202,21 +218,16 @@ def test_sigterm_at_a_slow_event_pace_sends_no_further_event(tmp_path: Path) -> 
         messages.append(state({"events": 2}))
         run = TargetProcess(config, tmp_path, messages=messages)
         try:
-            eventually(sandbox.events, 30, "the first event")
-            seen = len(sandbox.request_log())
-            run.proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            code = run.drain(timeout=15)
-            took = time.monotonic() - signalled
+            stop = _signal_during(run, sandbox, sandbox.events, "the first event")
         finally:
             run.kill()
-        after = _after(sandbox, seen)
+        after = _after(sandbox, stop.seen)
         sent = len(sandbox.events())
 
-    assert code == 10, run.stderr[-3000:]
+    assert stop.code == 10, run.stderr[-3000:]
     assert _new_work(after) == []
     assert sent == 1
-    assert took < 5, f"the stop took {took:.1f} s"
+    assert stop.took < 5, f"the stop took {stop.took:.1f} s"
 
 
 def test_sigint_then_sigterm_5_ms_apart_count_once_and_the_job_in_flight_is_awaited(
@@ -299,25 +310,6 @@ def test_a_failing_events_lane_ends_a_silent_run_with_its_summary_and_no_file_le
 
 
 # A retry is a new request: a stop ends every wait before one, and none goes out after it.
-
-
-def _signal_during(run: TargetProcess, sandbox: Sandbox, waiting: Any, what: str) -> StopTiming:
-    """Wait for ``waiting`` (the run is in a retry's backoff), SIGTERM, and wait for the exit."""
-    eventually(waiting, 30, what)
-    seen = len(sandbox.request_log())
-    run.proc.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    code = run.drain(timeout=30)
-    return StopTiming(code, time.monotonic() - signalled, seen)
-
-
-@dataclass
-class StopTiming:
-    code: int
-    #: Seconds from the signal to the exit.
-    took: float
-    #: Requests the sandbox had logged when the signal went.
-    seen: int
 
 
 def _answered(sandbox: Sandbox, endpoint: str, status: int, times: int = 1) -> bool:

@@ -187,6 +187,25 @@ def test_a_missing_or_unparsable_time_rejects_the_event_never_the_run_time(
     assert "not an ISO 8601 date-time" in reasons[1]
 
 
+def test_a_time_before_the_year_1000_is_imported_as_an_iso_date_with_four_year_digits(
+    no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
+) -> None:
+    # "0001-01-01" is a warehouse's usual stand-in for "no date": it must still be ISO 8601.
+    sandbox = no_track_sandbox
+    messages = [schema("users", USER_SCHEMA, ["id"]), import_events_schema()]
+    messages += [record("users", user(i)) for i in range(2)]
+    messages += [
+        record("events", import_event(0, 0, paid_at="0001-01-01T00:00:00Z")),
+        record("events", import_event(1, 1, paid_at="0999-12-31")),
+    ]
+
+    run = run_target(import_config(sandbox, tmp_path), messages, tmp_path=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    times = {e["metadata"]["event_id"]: e["inserted_at"] for e in sandbox.imported_events()}
+    assert times == {"e-0": "0001-01-01T00:00:00Z", "e-1": "0999-12-31T00:00:00Z"}
+
+
 def test_page_views_carry_hostname_and_pathname(
     no_track_sandbox: Sandbox, tmp_path: Path, run_target: RunTarget
 ) -> None:
@@ -410,6 +429,32 @@ def test_track_mode_says_once_per_stream_that_old_events_lose_their_time(
         assert run.stderr.count("happened over an hour ago") == 2  # once per stream
         assert run.stderr.count("sets event_time_property 'paid_at'") == 1
         assert "events_api to 'import'" in run.stderr
+
+
+def test_track_mode_sends_an_event_dated_before_the_year_1000(
+    tmp_path: Path, run_target: RunTarget
+) -> None:
+    # The warning about old events reads the event's time: year 1 once ended the run there.
+    with Sandbox(port=0, api_key=API_KEY, rows_per_minute=0, events_per_minute=0) as sandbox:
+        old = {**IMPORT_EVENT_SCHEMA, "timestamp": {"type": "string"}}
+        messages = [schema("users", USER_SCHEMA, ["id"]), schema("events", old, ["event_id"])]
+        messages += [record("users", user(i)) for i in range(2)]
+        messages += [
+            record("events", import_event(i, i, timestamp="0001-01-01T00:00:00Z")) for i in range(2)
+        ]
+        config = {
+            "api_url": sandbox.url,
+            "api_key": API_KEY,
+            "events_per_minute": 6000,
+            "state_db": str(tmp_path / "ledger.db"),
+        }
+
+        run = run_target(config, messages, tmp_path=tmp_path)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        sent = sorted(e["metadata"]["event_id"] for e in sandbox.events())
+        assert sent == ["e-0", "e-1"]
+        assert run.stderr.count("happened over an hour ago") == 1
 
 
 # --- Settings -------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import base64
 from urllib.parse import quote
 
 KEY = "upk-Zq7XvN2pLw9RtY4mKb8cHd3"
+#: A ledger password with a raw @, :, / and % in it, the characters a URL parser trips on.
+PG_SECRET = "S3cr@t:w/rd%x9Q"  # noqa: S105
 
 
 def encodings(secret: str) -> list[str]:

@@ -293,6 +293,20 @@ def test_a_track_event_says_when_it_happened_for_the_warning_about_old_events(
     assert outcome.body["metadata"] == {"timestamp": time}  # track mode keeps it as metadata
 
 
+@pytest.mark.parametrize("events_api", ["track", "import"])
+def test_an_events_time_before_the_year_1000_keeps_four_year_digits(events_api: str) -> None:
+    rules = _rules("events", properties=["user_id"], key_properties=[], events_api=events_api)
+    record = {"user_id": 4, "event_name": "paid", "timestamp": "0001-01-01T00:00:00Z"}
+
+    outcome = decide(record, rules, NamesSeen())
+
+    if isinstance(outcome, TrackEvent):
+        assert outcome.happened_at == "0001-01-01T00:00:00Z"
+    else:
+        assert isinstance(outcome, ImportRecord)
+        assert json.loads(outcome.line)["inserted_at"] == "0001-01-01T00:00:00Z"
+
+
 def test_a_page_view_names_the_properties_it_cannot_carry() -> None:
     rules = _rules(
         "page_views",

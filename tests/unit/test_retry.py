@@ -26,6 +26,7 @@ from target_userpilot.errors import (
 )
 from target_userpilot.lanes.pace import SLOW_DOWN, EventPace
 from target_userpilot.retry import RetryPolicy
+from target_userpilot.userpilot.transport import parse_retry_after
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -255,3 +256,17 @@ def test_an_event_slot_taken_before_a_429_arrived_is_paused_too() -> None:
     assert taken == 100.0
     assert moved is not None and moved >= 108.0
     assert pace.recheck(moved) is None
+
+
+def test_backoff_grows_exponentially_with_full_jitter_and_honours_retry_after() -> None:
+    policy = RetryPolicy(base_seconds=0.5, max_seconds=30.0)
+    plain = TransientError("HTTP 503")
+    for attempt in range(10):
+        wait = policy.wait_before_retry(plain, attempt)
+        assert policy.base_seconds / 4 <= wait <= min(30.0, 0.5 * 2**attempt)
+    limited = TransientError("HTTP 429", retry_after=7.0)
+    for attempt in range(5):
+        assert 7.0 <= policy.wait_before_retry(limited, attempt) <= 7.0 + policy.base_seconds / 2
+    # A day-long ban is not waited: the one parser caps it, and the policy adds only jitter.
+    huge = TransientError("HTTP 429", retry_after=parse_retry_after("86400"))
+    assert policy.wait_before_retry(huge, 0) <= 120.0 + policy.base_seconds / 2

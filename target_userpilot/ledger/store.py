@@ -260,6 +260,13 @@ _ENTRY_SELECT = """
 """
 
 
+def _if_given(column: str) -> str:
+    """SQL true when the parameter named after ``column`` (``h.scope``: ``:scope``) is NULL or
+    equals it: a reader's optional filter. The CAST gives PostgreSQL a type for a NULL."""
+    param = column.rpartition(".")[2]
+    return f"(CAST(:{param} AS TEXT) IS NULL OR {column} = :{param})"
+
+
 def _held_elsewhere(row: str) -> str:
     """SQL: another stream than ``row``'s still holds ``row``'s id (``row``: a version_ids row)."""
     return f"""(
@@ -453,8 +460,7 @@ class Ledger(ABC):
         accepted = self.dialect.seconds("e.accepted_at")
         rows = self._query(
             "reading a user's events",
-            _event_select(accepted)
-            + " WHERE e.user_id = :user_id AND (CAST(:scope AS TEXT) IS NULL OR e.scope = :scope)"
+            _event_select(accepted) + f" WHERE e.user_id = :user_id AND {_if_given('e.scope')}"
             f" ORDER BY coalesce(e.occurred_at, {accepted}) DESC, e.stream, e.key",
             {"user_id": user_id, "scope": scope},
         )
@@ -477,7 +483,7 @@ class Ledger(ABC):
             order = "e.scope, e.user_id IS NULL, e.user_id, e.stream, e.key"
         rows = self._query(
             "exporting the accepted events",
-            f"{select} WHERE (CAST(:scope AS TEXT) IS NULL OR e.scope = :scope) ORDER BY {order}",
+            f"{select} WHERE {_if_given('e.scope')} ORDER BY {order}",
             {"scope": scope},
         )
         return [_event(row) for row in rows]
@@ -789,9 +795,9 @@ class Ledger(ABC):
         """Every entry kept for profile ``id``, newest first."""
         rows = self._query(
             "reading a profile's history",
-            _ENTRY_SELECT + " WHERE h.id = :id AND (CAST(:scope AS TEXT) IS NULL OR h.scope = "
-            ":scope) AND (CAST(:object AS TEXT) IS NULL OR h.object = :object) "
-            "ORDER BY h.sent_at DESC",
+            _ENTRY_SELECT
+            + f" WHERE h.id = :id AND {_if_given('h.scope')} AND {_if_given('h.object')}"
+            " ORDER BY h.sent_at DESC",
             {"id": id, "scope": scope, "object": object},
         )
         return [_entry(row) for row in rows]
@@ -801,13 +807,12 @@ class Ledger(ABC):
         rows = self._query(
             "exporting the current state",
             _ENTRY_SELECT  # noqa: S608 - only placeholders
-            + """
-            WHERE (CAST(:scope AS TEXT) IS NULL OR h.scope = :scope)
-              AND (CAST(:object AS TEXT) IS NULL OR h.object = :object)
+            + f"""
+            WHERE {_if_given("h.scope")} AND {_if_given("h.object")}
               AND h.sent_at = (SELECT max(x.sent_at) FROM sync_history x
                                WHERE x.id = h.id AND x.scope = h.scope AND x.object = h.object)
             ORDER BY h.scope, h.object, h.id
-            """,
+            """,  # noqa: S608 - only placeholders
             {"scope": scope, "object": object},
         )
         return [_entry(row) for row in rows]
@@ -817,8 +822,7 @@ class Ledger(ABC):
         rows = self._query(
             "reading jobs",
             f"SELECT {_JOB_COLUMNS} FROM sync_jobs "  # noqa: S608 - only placeholders
-            "WHERE (CAST(:scope AS TEXT) IS NULL OR scope = :scope) "
-            "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
+            f"WHERE {_if_given('scope')} AND {_if_given('run_id')} "
             "ORDER BY sent_at DESC LIMIT :limit",
             {"scope": scope, "run_id": run_id, "limit": limit},
         )
@@ -887,8 +891,7 @@ class Ledger(ABC):
         rows = self._query(
             "reading runs",
             f"SELECT {_RUN_COLUMNS} FROM runs "  # noqa: S608 - only placeholders
-            "WHERE (CAST(:scope AS TEXT) IS NULL OR scope = :scope) "
-            "AND (CAST(:run_id AS TEXT) IS NULL OR run_id = :run_id) "
+            f"WHERE {_if_given('scope')} AND {_if_given('run_id')} "
             "ORDER BY started_at DESC, run_id LIMIT :limit",
             {"scope": scope, "run_id": run_id, "limit": limit},
         )

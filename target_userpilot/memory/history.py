@@ -117,6 +117,7 @@ class SyncHistory:
             return
         now = self._clock()
         pending = sorted(i for i, (at, _) in found.items() if now < erasure_time(at))
+        held_back = set(pending)
         # Deletions accepted in this run were warned about as the upsert arrived (sinks.py).
         earlier = [i for i in pending if found[i][0] < self._started]
         if earlier and batch.object not in self._warned:
@@ -141,7 +142,7 @@ class SyncHistory:
             self.ledger.mark_upserted(self.scope, batch.object, pending, now)
         # Past Userpilot's deletion run, the upsert made a new profile: a later deletion of it
         # is a new request.
-        erased = [i for i in found if i not in set(pending)]
+        erased = [i for i in found if i not in held_back]
         if erased:
             self.ledger.forget_deletions(self.scope, batch.object, erased)
 

@@ -234,7 +234,8 @@ class Run:
             self.summary,
             pace=deletion_pace,
             # A deleted profile leaves the skip_unchanged ledger.
-            forget=self.unchanged.forget if self.unchanged is not None else None,
+            mark_deleted=self.unchanged.mark_deleted if self.unchanged is not None else None,
+            forget=self.unchanged.forget_stored if self.unchanged is not None else None,
             accepted=self._deletion_accepted if settings.hard_delete else None,
             history=self.history,
             on_failure=self.stop.failed,

@@ -92,6 +92,7 @@ class DeletionLane(Lane):
         pace: DeletionPace | None = None,
         interval: float = DELETE_INTERVAL_SECONDS,
         size: int = FIRST_REQUEST_IDS,
+        mark_deleted: Callable[[str, Iterable[str]], None] | None = None,
         forget: Callable[[str, Iterable[str]], None] | None = None,
         accepted: Callable[[str, list[str]], None] | None = None,
         history: DeletionHistory | None = None,
@@ -109,7 +110,10 @@ class DeletionLane(Lane):
         self.pace = pace
         #: Ids per request: halved on 413, then kept for the rest of the run.
         self.size = size
-        #: skip_unchanged: a deleted profile leaves the ledger, so a later row of it is sent.
+        #: skip_unchanged: a deleted profile is marked at once (a later row of it in this run
+        #: is sent), and leaves the ledger once per request, before the request goes out (a
+        #: later run sends its rows): no ledger I/O per record on the reading thread.
+        self._mark_deleted = mark_deleted
         self._forget = forget
         #: Mirror deletes: ids Userpilot accepted leave the ledger's versions (worker thread).
         self._accepted = accepted
@@ -127,8 +131,8 @@ class DeletionLane(Lane):
     def add(self, object: str, stream: str, row_id: str, seq: int) -> None:
         """Queue the deletion of ``row_id`` of ``object``, asked by record ``seq`` of ``stream``."""
         self.raise_error()
-        if self._forget is not None:
-            self._forget(object, [row_id])
+        if self._mark_deleted is not None:
+            self._mark_deleted(object, (row_id,))
         with self._cond:
             deleted = self._deleted.setdefault(object, set())
             if len(deleted) < REMEMBERED_DELETIONS:
@@ -232,6 +236,8 @@ class DeletionLane(Lane):
         """Send ``request`` in pieces of ``size`` ids; a 413 halves the size and retries."""
         ids = list(request.ids)
         records = Counter(request.records)
+        if self._forget is not None:
+            self._forget(request.object, ids)
         if self._history is not None:
             earlier = self._history.already_deleted(request.object, ids)
             if earlier:

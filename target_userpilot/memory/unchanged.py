@@ -114,11 +114,21 @@ class ConfirmedRows:
     def forget(self, object: str, ids: Iterable[str]) -> None:
         """Profiles deleted: they leave the ledger, and any later row of them is sent."""
         ids = list(ids)
+        self.mark_deleted(object, ids)
+        self.forget_stored(object, ids)
+
+    def mark_deleted(self, object: str, ids: Iterable[str]) -> None:
+        """Profiles deleted, in this run's memory: any later row of them is sent, and no row
+        of them in flight is confirmed. Per record on the reading thread: no ledger I/O."""
         with self._lock:
             for row_id in ids:
                 self._pending[(object, row_id)] = _DELETED
                 self._deleted.add((object, row_id))
-        self.ledger.forget_rows(self.scope, object, ids)
+
+    def forget_stored(self, object: str, ids: Iterable[str]) -> None:
+        """Profiles deleted leave the ledger, so a later run sends their rows: one statement per
+        deletion request, before it is sent (``DeletionLane``)."""
+        self.ledger.forget_rows(self.scope, object, list(ids))
 
     def close(self) -> None:
         """Close the ledger, if this object opened it."""

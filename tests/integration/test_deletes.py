@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -563,6 +564,43 @@ def test_a_413_halves_the_ids_per_request_and_the_size_that_worked_is_kept(
     # Once a size worked, no request was refused again.
     assert 413 not in statuses[statuses.index(202, statuses.index(413)) :]
     assert deletion_paced_sandbox.stats()["by_endpoint"]["delete"]["rate_limited"] == 0
+
+
+def test_skip_unchanged_forgets_deleted_rows_once_per_request_before_it_is_sent(
+    deletion_paced_sandbox: Sandbox,
+) -> None:
+    """Each record's deletion marks its profile at once (no ledger I/O on the reading thread);
+    the ledger forgets the request's ids in one call, before the request goes out."""
+    calls: list[tuple[str, list[str], list[str]]] = []
+
+    def mark(object: str, ids: Iterable[str]) -> None:
+        calls.append(("mark", list(ids), deletion_paced_sandbox.deletions(object)))
+
+    def forget(object: str, ids: Iterable[str]) -> None:
+        calls.append(("forget", list(ids), deletion_paced_sandbox.deletions(object)))
+
+    lane, checkpoints = _lane(deletion_paced_sandbox, [], mark_deleted=mark, forget=forget)
+    try:
+        lane.add("users", "users", "warm-up", checkpoints.record())
+        eventually(lambda: deletion_paced_sandbox.deletions("users"), what="the first request")
+        for row_id in ("u-1", "u-2", "u-3"):  # within the pace's 0.2 s: one request
+            lane.add("users", "users", row_id, checkpoints.record())
+        lane.wait_idle()
+    finally:
+        lane.close()
+
+    assert [c[:2] for c in calls if c[0] == "mark"] == [
+        ("mark", ["warm-up"]),
+        ("mark", ["u-1"]),
+        ("mark", ["u-2"]),
+        ("mark", ["u-3"]),
+    ]
+    # Forgotten before Userpilot was asked: nothing of the request deleted yet at that moment.
+    assert [c for c in calls if c[0] == "forget"] == [
+        ("forget", ["warm-up"], []),
+        ("forget", ["u-1", "u-2", "u-3"], ["warm-up"]),
+    ]
+    assert deletion_paced_sandbox.deletions("users") == ["warm-up", "u-1", "u-2", "u-3"]
 
 
 def test_state_is_written_only_after_userpilot_accepted_the_deletion(

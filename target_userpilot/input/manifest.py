@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import gzip
-import json
 import logging
 import sys
 import typing as t
@@ -32,6 +31,7 @@ from target_userpilot.input.nesting import (
     nested_deeper,
     pruned_record,
 )
+from target_userpilot.input.reader import parse_json
 from target_userpilot.privacy.redact import redact_url
 
 if sys.version_info >= (3, 12):
@@ -119,8 +119,8 @@ def _jsonl_records(url: str, encoding: BatchEncoding) -> Iterator[dict[str, t.An
                     yield _pruned(url, encoding, line, line_number, depth)
                     continue
                 try:
-                    # Floats for fractions, exact ints: as InputReader parses a RECORD message.
-                    record = json.loads(line)
+                    # As a RECORD message on stdin is parsed: floats for fractions, exact ints.
+                    record = parse_json(line)
                 except (ValueError, RecursionError):
                     _refuse(url, encoding, f"line {line_number} is not valid JSON")
                 if type(record) is not dict:

@@ -66,6 +66,18 @@ IDLE_CHECK_SECONDS = 0.25
 #: which accepts a little more (NaN, Infinity, numbers beyond a float's range, lone surrogates)
 #: and otherwise says what is wrong, as the target always did.
 _decode = msgspec.json.Decoder().decode
+
+
+def parse_json(text: str | bytes) -> t.Any:
+    """One JSON text, parsed by the fast parser, or by ``json.loads`` where it refuses: the one
+    way the target reads input JSON (stdin lines, and BATCH files' JSONL). Raises as
+    ``json.loads`` does (``ValueError``, ``RecursionError``)."""
+    try:
+        return _decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return json.loads(text)
+
+
 #: ``poll`` on any file descriptor is POSIX's: elsewhere (Windows) the input is read as a plain
 #: stream, and a stop acts when the next line arrives or the input ends.
 _CAN_POLL = hasattr(select, "poll")
@@ -234,12 +246,9 @@ class InputReader(SingerReader):
         if depth is not None:
             return self._deep_message(line, depth)
         try:
-            message = _decode(line)
-        except (msgspec.DecodeError, RecursionError):
-            try:
-                message = json.loads(line)
-            except (ValueError, RecursionError) as exc:
-                self._not_json(_reason(exc))
+            message = parse_json(line)
+        except (ValueError, RecursionError) as exc:
+            self._not_json(_reason(exc))
         if not isinstance(message, dict):
             self._not_a_message()
         return message

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,31 @@ SQLITE = Dialect(
     moment=":{param}",
     epoch="{column}",
 )
+
+
+#: How long a run waits for another's hold on the file: its transaction, or its switch to WAL.
+BUSY_SECONDS = 60
+#: Between two tries of the switch to WAL while another connection makes it.
+WAL_RETRY_SECONDS = 0.05
+
+
+def use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL, waiting out another run that switches it at the same moment.
+
+    The busy timeout covers a transaction of another connection, not a switch of the journal
+    mode that meets another's (two runs opening a new or older ledger at once): SQLite answers
+    "database is locked" at once there. That answer is tried again until ``BUSY_SECONDS``, as
+    the timeout would; any other error, or one past that time, goes on.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_SECONDS)
 
 
 class _SQLiteChange:
@@ -96,8 +122,8 @@ class SQLiteLedger(Ledger):
             _owner_only_file(path)
             # Two runs may share the file: WAL lets one read while the other writes, and the
             # timeout makes a writer wait for the other's transaction instead of failing.
-            self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False)
+            use_wal(self._db)
             verdict = self._db.execute("PRAGMA quick_check").fetchone()[0]
             if verdict != "ok":
                 raise sqlite3.DatabaseError(verdict)
@@ -222,7 +248,7 @@ def _open_read_only(path: str) -> sqlite3.Connection:
         return sqlite3.connect(
             Path(path).absolute().as_uri() + "?mode=ro",
             uri=True,
-            timeout=60,
+            timeout=BUSY_SECONDS,
             check_same_thread=False,
         )
     except sqlite3.Error as exc:
